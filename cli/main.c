@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/* bgsnap: the command-line entry point; one function per subcommand. */
+#include "cli.h"
+
+#include <bgsnap.h>
+#include <string.h>
+
+static const struct cli_cmd commands[] = {
+	{ "caps", cmd_caps, "report what this machine offers for snapshots" },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: bgsnap [--version] [--help] <command> [<args>]\n\n"
+		   "commands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(f, "  %-10s %s\n", commands[i].name,
+			commands[i].summary);
+	fprintf(f, "\n'bgsnap <command> --help' describes a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("bgsnap %s\n", bgsnap_version_string());
+		return EXIT_OK;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+	    !strcmp(argv[1], "help")) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].run(argc - 1, argv + 1);
+	cli_error("unknown command '%s' (see 'bgsnap --help')", argv[1]);
+	return EXIT_USAGE;
+}

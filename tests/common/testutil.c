@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: MIT */
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+void *tu_map_anon(size_t len, bool thp)
+{
+	const size_t extra = thp ? TU_HUGE_2M : 0;
+	char *p = mmap(NULL, len + extra, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	char *aligned;
+
+	if (p == MAP_FAILED)
+		return NULL;
+	if (!thp)
+		return p;
+	aligned = (char *)(((uintptr_t)p + TU_HUGE_2M - 1) & ~(TU_HUGE_2M - 1));
+	if (aligned > p)
+		munmap(p, (size_t)(aligned - p));
+	if (aligned + len < p + len + extra)
+		munmap(aligned + len, (size_t)(p + len + extra - aligned - len));
+	madvise(aligned, len, MADV_HUGEPAGE);
+	return aligned;
+}
+
+void *tu_map_memfd(size_t len, int *fdp)
+{
+	const int fd = memfd_create("bgsnap-test", MFD_CLOEXEC);
+	void *p;
+
+	if (fd < 0 || ftruncate(fd, (off_t)len))
+		return NULL;
+	p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (fdp)
+		*fdp = fd;
+	else
+		close(fd);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void *tu_map_hugetlb(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void tu_unmap(void *p, size_t len)
+{
+	if (p)
+		munmap(p, len);
+}
+
+static long old_nr_hugepages = -1;
+
+static long read_sysctl(const char *path)
+{
+	FILE *f = fopen(path, "re");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+static bool write_sysctl(const char *path, long v)
+{
+	FILE *f = fopen(path, "we");
+	bool ok;
+
+	if (!f)
+		return false;
+	ok = fprintf(f, "%ld\n", v) > 0;
+	return fclose(f) == 0 && ok;
+}
+
+#define NR_HUGE	  "/proc/sys/vm/nr_hugepages"
+#define FREE_HUGE "/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
+
+static void restore_hugepages(void)
+{
+	if (old_nr_hugepages >= 0)
+		write_sysctl(NR_HUGE, old_nr_hugepages);
+}
+
+bool tu_hugetlb_reserve(unsigned n)
+{
+	const long have = read_sysctl(NR_HUGE);
+
+	if (read_sysctl(FREE_HUGE) >= (long)n)
+		return true;
+	if (geteuid() != 0 || have < 0) {
+		fprintf(stderr, "# no %u free huge pages and not root to "
+				"reserve them\n", n);
+		return false;
+	}
+	if (old_nr_hugepages < 0) {
+		old_nr_hugepages = have;
+		atexit(restore_hugepages);
+	}
+	write_sysctl(NR_HUGE, have + (long)n);
+	if (read_sysctl(FREE_HUGE) < (long)n) {
+		fprintf(stderr, "# the kernel could not reserve %u huge pages "
+				"(memory too fragmented)\n", n);
+		return false;
+	}
+	return true;
+}
+
+int tu_wait_msg(const struct bgs_uffd *u, struct uffd_msg *msg, int timeout_ms)
+{
+	const uint64_t deadline = tu_now_ns() + (uint64_t)timeout_ms * 1000000;
+
+	for (;;) {
+		struct pollfd p = { .fd = u->fd, .events = POLLIN };
+		const int64_t left = (int64_t)(deadline - tu_now_ns());
+		int r;
+
+		if (left <= 0)
+			return 0;
+		r = poll(&p, 1, (int)(left / 1000000) + 1);
+		if (r < 0 && errno != EINTR)
+			return -errno;
+		r = bgs_uffd_read(u, msg, 1);
+		if (r != 0)
+			return r;
+	}
+}
+
+uint64_t tu_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+void tu_sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+uint64_t tu_seed(void)
+{
+	static uint64_t seed;
+	const char *env;
+
+	if (seed)
+		return seed;
+	env = getenv("BGSNAP_TEST_SEED");
+	seed = env ? strtoull(env, NULL, 0) : tu_now_ns() | 1;
+	fprintf(stderr, "# seed %llu (BGSNAP_TEST_SEED=%llu to repeat)\n",
+		(unsigned long long)seed, (unsigned long long)seed);
+	return seed;
+}
+
+uint64_t tu_rand(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 2685821657736338717ULL;
+}
+
+void tu_open_wp(struct bgs_uffd *u)
+{
+	const int r = bgs_uffd_open(u, BGS_UFFD_FEATURES_WP,
+				    UFFD_FEATURE_PAGEFAULT_FLAG_WP);
+
+	if (r == -ENOTSUP || r == -ENOSYS) {
+		fprintf(stderr, "# SKIP: this kernel has no uffd-wp (%s)\n",
+			strerror(-r));
+		exit(77);
+	}
+	if (r < 0) {
+		fprintf(stderr, "# cannot open a userfaultfd: %s "
+				"(run as root, see 'bgsnap caps')\n", strerror(-r));
+		exit(1);
+	}
+}

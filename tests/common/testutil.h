@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/* Helpers shared by the tests: memory of each kind, waiting on a uffd,
+ * huge page reservation, seeds. */
+#ifndef BGS_TESTUTIL_H
+#define BGS_TESTUTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "uffd.h"
+
+#define TU_HUGE_2M (2UL << 20)
+
+/* Anonymous private memory; @thp aligns to 2 MiB and asks for THP. */
+void *tu_map_anon(size_t len, bool thp);
+/* A memfd mapped shared; *@fd receives the memfd (may be NULL). */
+void *tu_map_memfd(size_t len, int *fd);
+/* MAP_HUGETLB memory (2 MiB pages), or NULL if none can be had. */
+void *tu_map_hugetlb(size_t len);
+void tu_unmap(void *p, size_t len);
+
+/*
+ * Make sure @n free 2 MiB huge pages exist. As root, raises
+ * vm.nr_hugepages and puts the old value back at exit. Returns false (and
+ * says why) when they cannot be had.
+ */
+bool tu_hugetlb_reserve(unsigned n);
+
+/* Wait up to @timeout_ms for one message on @u; 1 read, 0 timeout, <0 err. */
+int tu_wait_msg(const struct bgs_uffd *u, struct uffd_msg *msg, int timeout_ms);
+
+uint64_t tu_now_ns(void);
+void tu_sleep_ms(unsigned ms);
+
+/* The run's random seed: $BGSNAP_TEST_SEED or the clock; printed once. */
+uint64_t tu_seed(void);
+/* xorshift64*: small, fast, deterministic for a seed. */
+uint64_t tu_rand(uint64_t *state);
+
+/* Open a uffd for WP tests or skip the whole program (exit 77) when this
+ * kernel has no uffd-wp at all. */
+void tu_open_wp(struct bgs_uffd *u);
+
+#endif
