@@ -1,0 +1,244 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ramstore: the snapshot store (internal API). Format: ramstore/FORMAT.md.
+ *
+ * It stands alone: no uffd, no threads of its own. A writer or reader is
+ * used by one thread at a time, except the calls marked "any thread".
+ * Errors are negative errno or one of the RS_E* format codes below, whose
+ * values are the public BGSNAP_E* codes (snapshot/ asserts they match).
+ * The first error of a writer sticks: every later call returns it.
+ */
+#ifndef BGS_RAMSTORE_H
+#define BGS_RAMSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+enum {
+	RS_EBADMAGIC = -4100,	/* not a bgsnap snapshot */
+	RS_EVERSION = -4101,	/* format version not supported */
+	RS_ETRUNCATED = -4102,	/* the file ends too early */
+	RS_ECHECKSUM = -4103,	/* a checksum does not match */
+	RS_EOVERLAP = -4104,	/* a page is stored more than once */
+	RS_EMISSING = -4105,	/* a page of a region is not stored */
+	RS_ERANGE = -4106,	/* a record points outside its region */
+	RS_ECORRUPT = -4107,	/* a malformed record or field */
+};
+
+/* Memory kinds of a region (stored in the file; values are stable). */
+enum rs_kind {
+	RS_KIND_ANON = 1,	  /* private anonymous, 4 KiB pages */
+	RS_KIND_ANON_THP = 2,	  /* private anonymous with THP */
+	RS_KIND_SHMEM = 3,	  /* memfd / shmem / tmpfs, shared */
+	RS_KIND_HUGETLB = 4,	  /* hugetlbfs */
+	RS_KIND_FILE_PRIVATE = 5, /* private file mapping (copied stopped) */
+	RS_KIND_UNSAVED = 6,	  /* recorded by name only: no pages */
+};
+
+#define RS_NAME_MAX	     1023	   /* bytes of a region/attachment name */
+#define RS_ATTACHMENT_MAX    (64u << 20) /* bytes of one attachment */
+#define RS_RECORD_MAX_PAGES  512	 /* 4 KiB pages in one stored record,
+					  * except a huge page, kept whole */
+#define RS_MAX_REGIONS	     65536
+
+struct rs_region {
+	char name[RS_NAME_MAX + 1]; /* unique in a snapshot, NUL-terminated */
+	uint64_t base;		    /* address when saved */
+	uint64_t length;	    /* bytes, a multiple of page_size */
+	uint32_t page_size;	    /* 4096, or the huge page size (hugetlb) */
+	uint16_t kind;		    /* enum rs_kind */
+	uint16_t prot;		    /* PROT_* bits when saved, informational */
+};
+
+/* Where an error was found, for a message that names it. */
+struct rs_diag {
+	int code;	 /* the error returned */
+	uint64_t offset; /* file offset of the offending structure */
+	char msg[256];	 /* one line, e.g. "record at offset 8192 (region
+			  * 'ram', pages 64..127): data checksum mismatch" */
+};
+
+/* ---- writer -------------------------------------------------------------- */
+
+enum rs_compression {
+	RS_COMP_LZ4 = 0, /* default */
+	RS_COMP_NONE = 1,
+};
+
+struct rs_writer_opts {
+	enum rs_compression compression;
+	int lz4_acceleration;	  /* 1 = LZ4 default; higher: faster, larger */
+	size_t buffer_budget;	  /* bytes of write buffers; 0: 64 MiB */
+	uint8_t snapshot_id[16];  /* all zero: a random one is made */
+	uint8_t parent_id[16];	  /* all zero: not incremental */
+	const struct rs_region *regions; /* the table, fixed at open */
+	size_t nregions;
+};
+
+struct rs_writer;
+
+/*
+ * Create the store at @path: a temporary file beside it (0600, O_EXCL,
+ * O_NOFOLLOW), renamed over @path only by a successful commit. A symlink
+ * at @path is refused (-ELOOP). The header and region table are written
+ * first, so a reader of a pipe knows the regions before any page.
+ */
+int bgs_rs_writer_open_path(struct rs_writer **w, const char *path,
+			    const struct rs_writer_opts *o);
+/* The same onto @fd (a file, or a pipe: never seeks). The caller keeps
+ * ownership of @fd; commit does not close it. */
+int bgs_rs_writer_open_fd(struct rs_writer **w, int fd,
+			  const struct rs_writer_opts *o);
+
+/*
+ * Store @npages pages of region @region starting at page @first (counted in
+ * 4 KiB pages from the region's start), copying them out of @src. When this
+ * returns, @src is no longer referenced. All-zero pages cost no data. May
+ * wait for buffer space (back-pressure). A huge page of a hugetlb region is
+ * never split across records: @first and @npages must be multiples of it.
+ */
+int bgs_rs_put_pages(struct rs_writer *w, uint32_t region, uint64_t first,
+		     uint64_t npages, const void *src);
+/* Store a run known to be zero without reading it (never-populated). */
+int bgs_rs_put_zero(struct rs_writer *w, uint32_t region, uint64_t first,
+		    uint64_t npages);
+/* Store a run as "same as in the parent snapshot" (incremental). */
+int bgs_rs_put_parent(struct rs_writer *w, uint32_t region, uint64_t first,
+		      uint64_t npages);
+/* An opaque named blob (device state, statistics ...), at most
+ * RS_ATTACHMENT_MAX bytes. Names starting with "bgsnap." are bgsnap's. */
+int bgs_rs_put_attachment(struct rs_writer *w, const char *name,
+			  const void *data, size_t len);
+
+/* Write index and footer, reap every write, fsync, rename, fsync the
+ * directory. Frees @w whatever the result. */
+int bgs_rs_writer_commit(struct rs_writer *w);
+/* Give up: wait for writes in flight, remove the temporary file, free. */
+void bgs_rs_writer_abort(struct rs_writer *w);
+
+struct rs_writer_stats {
+	uint64_t pages;		/* pages stored, all encodings */
+	uint64_t zero_pages;	/* of which all zero */
+	uint64_t raw_bytes;	/* bytes of non-zero page data handed in */
+	uint64_t stored_bytes;	/* bytes written to the file so far */
+	uint64_t records;
+	uint64_t peak_buffer_bytes; /* high-water mark of the buffer pool */
+};
+/* Any thread; the figures are each exact, not mutually atomic. */
+void bgs_rs_writer_stats(const struct rs_writer *w, struct rs_writer_stats *s);
+
+/* ---- reader --------------------------------------------------------------- */
+
+enum rs_encoding {
+	RS_ENC_ZERO = 0,
+	RS_ENC_RAW = 1,
+	RS_ENC_LZ4 = 2,
+	RS_ENC_PARENT = 3,
+};
+
+struct rs_info {
+	uint16_t version_major, version_minor;
+	uint32_t page_size;	/* 4096 */
+	uint8_t snapshot_id[16];
+	uint8_t parent_id[16];	/* all zero: a full snapshot */
+	uint64_t created_ns;	/* CLOCK_REALTIME */
+	char host[65];
+	char kernel[65];
+	uint64_t file_size;
+	uint64_t nrecords;
+};
+
+/* One stored record, as the index lists it. */
+struct rs_extent {
+	uint32_t region;
+	uint8_t encoding;	/* enum rs_encoding */
+	uint64_t first;		/* first 4 KiB page in the region */
+	uint64_t npages;
+	uint64_t offset;	/* file offset of the record header */
+	uint32_t stored_len;	/* payload bytes */
+};
+
+struct rs_reader;
+
+/*
+ * Open a complete store on a seekable @fd (kept by the caller) and
+ * validate header, footer, index and region table before anything else;
+ * record payloads are checked when decoded (or by bgs_rs_verify).
+ * On error, @diag (if not NULL) says what and where.
+ */
+int bgs_rs_open(struct rs_reader **r, int fd, struct rs_diag *diag);
+void bgs_rs_close(struct rs_reader *r);
+
+const struct rs_info *bgs_rs_info(const struct rs_reader *r);
+size_t bgs_rs_region_count(const struct rs_reader *r);
+const struct rs_region *bgs_rs_region(const struct rs_reader *r, size_t i);
+size_t bgs_rs_attachment_count(const struct rs_reader *r);
+/* Name and size of attachment @i; bgs_rs_attachment_read copies it into a
+ * buffer of at least *@len bytes, checksum verified. */
+int bgs_rs_attachment_info(const struct rs_reader *r, size_t i,
+			   const char **name, size_t *len);
+int bgs_rs_attachment_read(struct rs_reader *r, size_t i, void *buf,
+			   struct rs_diag *diag);
+
+/* The index, sorted by (region, first). */
+size_t bgs_rs_extent_count(const struct rs_reader *r);
+const struct rs_extent *bgs_rs_extent(const struct rs_reader *r, size_t i);
+/* The extent holding page @page of @region, or -1. O(log n). */
+ssize_t bgs_rs_find(const struct rs_reader *r, uint32_t region, uint64_t page);
+
+/*
+ * Decode extent @i (checksums of header and data verified): *@data points
+ * to its npages * 4 KiB bytes, valid until the next decode on @r (a small
+ * cache of recently decoded records makes neighbouring faults cheap). ZERO
+ * gives zeroes. PARENT returns 1 with *@data NULL: the caller looks in the
+ * parent snapshot. Otherwise returns 0.
+ */
+int bgs_rs_decode(struct rs_reader *r, size_t i, const void **data,
+		  struct rs_diag *diag);
+
+/*
+ * Check everything: every record's header and data checksums, that every
+ * page of every saved region is covered exactly once, that the index
+ * matches the records. Reads the file sequentially with large reads.
+ * @progress (may be NULL) is called with bytes checked so far.
+ */
+int bgs_rs_verify(struct rs_reader *r, struct rs_diag *diag,
+		  void (*progress)(void *arg, uint64_t done, uint64_t total),
+		  void *arg);
+
+/* ---- sequential decoding from a stream (pipe, no index) -------------- */
+
+struct rs_stream;
+
+/* Read and check the header and region table from @fd (not seeked). */
+int bgs_rs_stream_open(struct rs_stream **s, int fd, struct rs_diag *diag);
+void bgs_rs_stream_close(struct rs_stream *s);
+const struct rs_info *bgs_rs_stream_info(const struct rs_stream *s);
+size_t bgs_rs_stream_region_count(const struct rs_stream *s);
+const struct rs_region *bgs_rs_stream_region(const struct rs_stream *s,
+					     size_t i);
+
+struct rs_item {
+	enum { RS_ITEM_PAGES, RS_ITEM_ATTACHMENT } type;
+	/* RS_ITEM_PAGES */
+	uint32_t region;
+	uint8_t encoding;
+	uint64_t first, npages;
+	/* both: decoded bytes (npages * 4 KiB, or the attachment), valid
+	 * until the next call; NULL for ZERO and PARENT pages */
+	const void *data;
+	size_t len;
+	const char *name; /* RS_ITEM_ATTACHMENT */
+};
+
+/*
+ * The next item, checksums verified. Returns 1 with an item, 0 at a
+ * clean end (index and footer read and checked, and every page of every
+ * region seen exactly once), or an error.
+ */
+int bgs_rs_stream_next(struct rs_stream *s, struct rs_item *item,
+		       struct rs_diag *diag);
+
+#endif /* BGS_RAMSTORE_H */

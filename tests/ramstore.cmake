@@ -1,0 +1,1 @@
+# ramstore tests, fuzz replay and micro-benchmark (issue 3).
