@@ -83,6 +83,195 @@ struct bgsnap_capability {
  */
 BGSNAP_API int bgsnap_probe(struct bgsnap_capability *caps, size_t max);
 
+/* ---- sessions and regions ----------------------------------------------- */
+
+/*
+ * A handle holds the memory regions of one owner and runs one operation
+ * (a save, a restore) at a time. Threads: a handle is not thread-safe;
+ * the owner drives it from one thread at a time, except the calls marked
+ * "any thread" (progress, cancel). While a save runs, bgsnap runs two
+ * threads of its own (a fault thread and one copier) with every signal
+ * blocked; neither ever touches registered memory except to read it.
+ */
+struct bgsnap;
+
+/*
+ * Create a handle. Returns 0 and sets *@out, or -ENOMEM.
+ * Free it with bgsnap_free().
+ */
+BGSNAP_API int bgsnap_new(struct bgsnap **out);
+
+/*
+ * Free @h (NULL is fine). An operation still running is cancelled and
+ * waited for first, so nothing is left protected or blocked.
+ */
+BGSNAP_API void bgsnap_free(struct bgsnap *h);
+
+/*
+ * The last error's detailed message for @h, one line naming the region,
+ * address or file record at fault (e.g. "region 'ram' [0x7f..,+1 GiB):
+ * MADV_MERGEABLE (KSM would drop write protection)"). Empty if none.
+ * Valid until the next call on @h.
+ */
+BGSNAP_API const char *bgsnap_last_error(const struct bgsnap *h);
+
+/* Memory kinds. Values are stable (they are stored in snapshot files). */
+enum bgsnap_kind {
+	BGSNAP_KIND_AUTO = 0,	  /* detect from the mapping */
+	BGSNAP_KIND_ANON = 1,	  /* private anonymous, 4 KiB pages */
+	BGSNAP_KIND_ANON_THP = 2, /* private anonymous, transparent huge pages */
+	BGSNAP_KIND_SHMEM = 3,	  /* memfd, shmem, tmpfs, shared anonymous */
+	BGSNAP_KIND_HUGETLB = 4,  /* hugetlbfs (2 MiB or 1 GiB pages) */
+};
+
+/*
+ * Register [@addr, @addr + @len) under @name (unique in @h, at most 1023
+ * bytes). The range must be page-aligned (huge-page-aligned for hugetlbfs)
+ * and mapped, of one kind that userfaultfd can write-protect: private
+ * anonymous (4 KiB or THP), memfd/shmem, or hugetlbfs. Registration does
+ * not touch the memory. Errors:
+ *   -EINVAL       misaligned, empty, or @name empty, too long or taken;
+ *   -EEXIST       overlaps a region already registered in @h;
+ *   -EFAULT       part of the range is not mapped;
+ *   BGSNAP_EUNSAFE  the memory cannot be protected safely: a file mapping,
+ *                 KSM-mergeable memory, a range another userfaultfd holds,
+ *                 or mixed kinds (bgsnap_last_error() says which).
+ */
+BGSNAP_API int bgsnap_add_region(struct bgsnap *h, const char *name,
+				 void *addr, size_t len);
+
+/* The number of regions registered. */
+BGSNAP_API size_t bgsnap_region_count(const struct bgsnap *h);
+
+struct bgsnap_region_info {
+	const char *name; /* owned by @h */
+	void *addr;
+	size_t len;
+	size_t page_size; /* 4096, or the huge page size for hugetlbfs */
+	enum bgsnap_kind kind;
+};
+
+/* Describe region @i (0 <= @i < bgsnap_region_count()). -ERANGE if not. */
+BGSNAP_API int bgsnap_region(const struct bgsnap *h, size_t i,
+			     struct bgsnap_region_info *info);
+
+/*
+ * Attach an opaque blob (a VMM's device state ...) to the next snapshot.
+ * @data is copied. @name must be unique, not start with "bgsnap.", and be
+ * at most 255 bytes; @len at most 64 MiB. May be called before a save
+ * starts or from inside its pause callback (where device state is taken).
+ * Errors: -EINVAL, -EEXIST (name taken), -E2BIG, -ENOMEM.
+ */
+BGSNAP_API int bgsnap_attach(struct bgsnap *h, const char *name,
+			     const void *data, size_t len);
+/* Drop all attachments (they are also dropped after each save). */
+BGSNAP_API void bgsnap_attach_clear(struct bgsnap *h);
+
+/* ---- saving --------------------------------------------------------------- */
+
+enum bgsnap_compression {
+	BGSNAP_COMPRESS_LZ4 = 0, /* default */
+	BGSNAP_COMPRESS_NONE = 1,
+};
+
+enum bgsnap_save_flags {
+	/* Skip verify-after-copy (on by default): the check that each page
+	 * was still write-protected when it was saved. */
+	BGSNAP_SAVE_NO_VERIFY = 1u << 0,
+	/* Keep the owner paused for the whole copy; no userfaultfd at all.
+	 * For owners that are quiescent anyway (a fork child) and baselines. */
+	BGSNAP_SAVE_STOP_THE_WORLD = 1u << 1,
+};
+
+struct bgsnap_save_opts {
+	/* Zero-initialize; unknown fields stay zero for older callers. */
+	size_t buffer_budget;	/* bytes for write buffers; 0: 64 MiB */
+	enum bgsnap_compression compression;
+	int lz4_acceleration;	/* 0 or 1: LZ4 default; higher: faster */
+	unsigned flags;		/* enum bgsnap_save_flags */
+	/*
+	 * The owner's quiesce hooks, both optional, called on the thread that
+	 * starts the save: @pause before write protection is armed (a VMM
+	 * stops its vCPUs), @resume right after. A negative return from
+	 * @pause cancels the save with that error (and @resume is not
+	 * called). The time between them is the blackout.
+	 */
+	int (*pause)(void *arg);
+	void (*resume)(void *arg);
+	void *arg;
+};
+
+/*
+ * Start a save of every registered region to @path (created 0600 under a
+ * temporary name beside it, renamed over @path only when complete; a
+ * symlink at @path is refused). Pauses the owner (callback), arms write
+ * protection, resumes it and returns: the copy runs in the background.
+ * @opts may be NULL for defaults. On error nothing is left protected, no
+ * thread runs and no file exists under @path. Errors: -EBUSY (an
+ * operation runs), -ENOENT (no region), -EPERM (no userfaultfd access;
+ * see bgsnap_probe), BGSNAP_EUNSAFE (bgsnap's own memory lies in a
+ * region), file errors, or the pause callback's error.
+ */
+BGSNAP_API int bgsnap_save_start(struct bgsnap *h, const char *path,
+				 const struct bgsnap_save_opts *opts);
+/* The same, writing to @fd (a file or a pipe; never seeked). The caller
+ * keeps @fd, which must stay open until bgsnap_wait() returns. */
+BGSNAP_API int bgsnap_save_start_fd(struct bgsnap *h, int fd,
+				    const struct bgsnap_save_opts *opts);
+
+/*
+ * Wait for the running operation to end and return its result: 0, or the
+ * error that ended it (-ECANCELED after bgsnap_cancel(), -ENOSPC ...,
+ * BGSNAP_EHAZARD when memory was unmapped or discarded under the save,
+ * BGSNAP_EINCONSISTENT when a page lost protection by other means).
+ * Whatever the result, nothing is left protected, no writer blocked, all
+ * threads are joined and no partial file exists under the final name.
+ * Returns -EINVAL if nothing was started.
+ */
+BGSNAP_API int bgsnap_wait(struct bgsnap *h);
+
+/* Start and wait. */
+BGSNAP_API int bgsnap_save(struct bgsnap *h, const char *path,
+			   const struct bgsnap_save_opts *opts);
+
+/* Ask the running operation to stop; bgsnap_wait() then returns
+ * -ECANCELED. Any thread; a no-op when nothing runs. */
+BGSNAP_API void bgsnap_cancel(struct bgsnap *h);
+
+struct bgsnap_progress {
+	int running;		/* 1 until the operation has ended */
+	uint64_t pages_total;
+	uint64_t pages_done;
+	uint64_t bytes_written;
+	uint64_t elapsed_ns;
+};
+
+/* Where the running (or last) operation is. Any thread. */
+BGSNAP_API void bgsnap_progress(const struct bgsnap *h,
+				struct bgsnap_progress *p);
+
+struct bgsnap_stats {
+	uint64_t blackout_ns;	   /* pause callback to resume callback */
+	uint64_t elapsed_ns;	   /* start to end, commit included */
+	uint64_t pages_total;	   /* 4 KiB pages in all regions */
+	uint64_t pages_by_scan;	   /* saved by the background scan */
+	uint64_t pages_by_fault;   /* saved because a writer faulted */
+	uint64_t pages_zero;	   /* stored as zero (no data) */
+	uint64_t pages_unpopulated; /* of those, skipped without reading */
+	uint64_t bytes_written;	   /* bytes of the snapshot file */
+	uint64_t raw_bytes;	   /* bytes of non-zero page data saved */
+	double compression_ratio;  /* raw_bytes / page data bytes stored */
+	uint64_t faults;	   /* write faults served */
+	uint64_t stall_ns_p50;	   /* writer stall: fault read to unprotect */
+	uint64_t stall_ns_p99;
+	uint64_t stall_ns_max;
+	uint64_t peak_buffer_bytes; /* high-water mark of write buffers */
+};
+
+/* Statistics of the last finished operation (zeros before one).
+ * Returns -EBUSY while one is running. */
+BGSNAP_API int bgsnap_stats(const struct bgsnap *h, struct bgsnap_stats *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,518 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The copier: the one thread that saves pages.
+ *
+ * DESIGN
+ * Threads: see snap_fault.c. The copier owns the saved bitmap (it alone
+ * sets bits, with atomic stores the fault thread may load), the writer,
+ * the staging buffer, the scan cursor, the statistics counters and,
+ * after arming, every change of protection.
+ *
+ * Each page is saved exactly once, in this order:
+ *   1. read the run out of the owner (process_vm_readv into staging: a
+ *      page unmapped under us is an error to report, not a SIGSEGV);
+ *   2. verify-after-copy: PAGEMAP_SCAN says every page of the run is
+ *      still write-protected, so no write reached it since the snapshot
+ *      instant (KSM, an anon MADV_DONTNEED or a lost bit would show here);
+ *   3. hand it to the writer, which copies or compresses it into its own
+ *      buffers before returning;
+ *   4. only then unprotect the run (one ioctl, which wakes its writers)
+ *      and mark it saved.
+ * Faulted pages (from the ring) come first, a single page or one whole
+ * huge page; the bulk scan then resumes right after them and saves runs of
+ * BGS_RUN_PAGES unsaved pages, whole huge pages and PMD-mapped THP blocks
+ * never split. Before the scan, pages that are provably zero at the
+ * snapshot instant (never populated, or the zero page) are stored as zero
+ * runs without being touched.
+ *
+ * Shutdown: when every page is saved or an error is set, the copier stops
+ * the fault thread, closes the uffd (which drops every protection left and
+ * wakes every writer), then commits or aborts the store.
+ */
+#include "snap_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+static uint64_t page_addr(const struct bgs_region *r, uint64_t page)
+{
+	return r->base + (page - r->first_page) * BGS_PAGE_SIZE;
+}
+
+static uint32_t region_index(const struct bgs_save *s,
+			     const struct bgs_region *r)
+{
+	return (uint32_t)(r - s->h->regions);
+}
+
+static void mark_saved(struct bgs_save *s, uint64_t page, uint64_t n)
+{
+	for (uint64_t p = page; p < page + n; p++)
+		atomic_fetch_or_explicit(&s->saved[p / 64], 1ULL << (p % 64),
+					 memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->pages_done, n, memory_order_relaxed);
+}
+
+/* Is @page the first page of a PMD-mapped THP block (seen by the scan)? */
+static bool huge_start(const struct bgs_save *s, uint64_t page)
+{
+	return s->huge[page / 8] & (1u << (page % 8));
+}
+
+/*
+ * The smallest unit that can be saved and unprotected around @page: the
+ * huge page or THP block holding it, else the page itself.
+ */
+static void unit_of(const struct bgs_save *s, const struct bgs_region *r,
+		    uint64_t page, uint64_t *first, uint64_t *n)
+{
+	const uint64_t addr = page_addr(r, page);
+	uint64_t size = r->page_size;
+
+	if (bgs_region_is_anon(r)) {
+		const uint64_t block = addr & ~(uint64_t)(BGS_THP_SIZE - 1);
+
+		if (block >= r->base && block + BGS_THP_SIZE <= r->base + r->len &&
+		    huge_start(s, r->first_page + (block - r->base) / BGS_PAGE_SIZE))
+			size = BGS_THP_SIZE;
+	}
+	*first = r->first_page +
+		 ((addr & ~(size - 1)) - r->base) / BGS_PAGE_SIZE;
+	*n = size / BGS_PAGE_SIZE;
+	/* A THP block saved in part (a fault served before the scan knew the
+	 * block was huge) is already split: go on page by page. */
+	if (bgs_region_is_anon(r) && *n > 1) {
+		for (uint64_t p = *first; p < *first + *n; p++) {
+			if (bgs_page_saved(s, p)) {
+				*first = page;
+				*n = 1;
+				return;
+			}
+		}
+	}
+}
+
+static int read_owner(struct bgs_save *s, const struct bgs_region *r,
+		      uint64_t addr, size_t len)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		struct iovec local = { s->staging + done, len - done };
+		struct iovec remote = { (void *)(uintptr_t)(addr + done),
+					len - done };
+		const ssize_t n = process_vm_readv(s->pid, &local, 1, &remote,
+						   1, 0);
+
+		if (n > 0) {
+			done += (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == ESRCH)
+			return bgs_save_fail(s, BGSNAP_ETARGET,
+					     "the target process exited");
+		return bgs_save_fail(s, BGSNAP_EHAZARD,
+				     "region '%s': page 0x%" PRIx64 " is no "
+				     "longer mapped (unmapped during the save)",
+				     r->name, addr + done);
+	}
+	return 0;
+}
+
+static int any_written(void *arg, uint64_t start, uint64_t end, uint64_t cats)
+{
+	uint64_t *first_written = arg;
+
+	(void)end;
+	(void)cats;
+	*first_written = start;
+	return 1;
+}
+
+/* Step 2: every page of the run still write-protected? */
+static int verify_protected(struct bgs_save *s, const struct bgs_region *r,
+			    uint64_t addr, size_t len)
+{
+	const struct bgs_scan_query q = { .anyof = PAGE_IS_WRITTEN,
+					  .report = PAGE_IS_WRITTEN };
+	uint64_t at = 0;
+	const int ret = bgs_uffd_pagemap_scan(&s->pagemap, addr, addr + len,
+					      &q, any_written, &at);
+
+	if (ret == 1)
+		return bgs_save_fail(s, BGSNAP_EINCONSISTENT,
+				     "region '%s': page 0x%" PRIx64 " lost its "
+				     "write protection before it was saved "
+				     "(KSM merge, MADV_DONTNEED, or a "
+				     "protection bypass)", r->name, at);
+	if (ret < 0)
+		return bgs_save_fail(s, ret, "PAGEMAP_SCAN: %s", strerror(-ret));
+	return 0;
+}
+
+static int unprotect(struct bgs_save *s, const struct bgs_region *r,
+		     uint64_t addr, size_t len)
+{
+	const int ret = bgs_uffd_unprotect(&s->uffd, addr, len, true);
+
+	if (ret == -ESRCH)
+		return bgs_save_fail(s, BGSNAP_ETARGET,
+				     "the target process exited");
+	if (ret == -ENOENT)
+		return bgs_save_fail(s, BGSNAP_EHAZARD,
+				     "region '%s': [0x%" PRIx64 ", +%zu) is no "
+				     "longer registered (unmapped during the "
+				     "save)", r->name, addr, len);
+	if (ret < 0)
+		return bgs_save_fail(s, ret, "region '%s': unprotect: %s",
+				     r->name, strerror(-ret));
+	return 0;
+}
+
+/* Save pages [page, page + n) of @r: read, verify, store, unprotect. */
+static int save_run(struct bgs_save *s, const struct bgs_region *r,
+		    uint64_t page, uint64_t n)
+{
+	const uint64_t addr = page_addr(r, page);
+	const size_t len = n * BGS_PAGE_SIZE;
+	int ret;
+
+	ret = read_owner(s, r, addr, len);
+	if (!ret && s->read_count)
+		for (uint64_t p = page; p < page + n; p++)
+			s->read_count[p]++;
+	if (!ret && s->verify && !s->stop_the_world)
+		ret = verify_protected(s, r, addr, len);
+	if (!ret) {
+		ret = bgs_rs_put_pages(s->writer, region_index(s, r),
+				       page - r->first_page, n, s->staging);
+		if (ret < 0)
+			bgs_save_fail(s, ret, "writing the snapshot: %s",
+				      bgsnap_strerror(ret));
+	}
+	if (!ret && !s->stop_the_world)
+		ret = unprotect(s, r, addr, len);
+	if (!ret)
+		mark_saved(s, page, n);
+	return ret;
+}
+
+/* ---- faulted pages first ------------------------------------------------ */
+
+static void serve_faults(struct bgs_save *s)
+{
+	struct bgs_request req;
+
+	while (!bgs_save_error(s) && bgs_ring_pop(&s->ring, &req)) {
+		const struct bgs_region *r = bgs_snap_region_of_page(s->h,
+								     req.page);
+		uint64_t first, n;
+
+		unit_of(s, r, req.page, &first, &n);
+		if (bgs_page_saved(s, first)) {
+			/* Saved (and so unprotected) after the fault was
+			 * queued: the writer may still sleep; wake it. */
+			bgs_uffd_wake(&s->uffd, page_addr(r, first),
+				      n * BGS_PAGE_SIZE);
+		} else if (save_run(s, r, first, n) == 0) {
+			s->pages_by_fault += n;
+			s->cursor = first + n; /* neighbours are likely next */
+		}
+		s->faults++;
+		bgs_hist_add(&s->stall, bgs_now_ns() - req.t_ns);
+	}
+}
+
+/* ---- the bulk scan ---------------------------------------------------------- */
+
+static uint64_t next_unsaved(struct bgs_save *s, uint64_t from)
+{
+	const uint64_t total = s->h->total_pages;
+	const uint64_t words = (total + 63) / 64;
+
+	for (uint64_t pass = 0; pass < 2; pass++, from = 0) {
+		for (uint64_t w = from / 64; w < words; w++) {
+			uint64_t free_bits = ~atomic_load_explicit(
+				&s->saved[w], memory_order_relaxed);
+
+			if (w == from / 64)
+				free_bits &= ~0ULL << (from % 64);
+			if (free_bits) {
+				const uint64_t p = w * 64 +
+					(uint64_t)__builtin_ctzll(free_bits);
+				if (p < total)
+					return p;
+			}
+		}
+	}
+	return total;
+}
+
+static void bulk_step(struct bgs_save *s)
+{
+	const uint64_t page = next_unsaved(s, s->cursor);
+	const struct bgs_region *r = bgs_snap_region_of_page(s->h, page);
+	const uint64_t end = r->first_page + r->len / BGS_PAGE_SIZE;
+	uint64_t first, n;
+
+	unit_of(s, r, page, &first, &n);
+	if (n == 1) {
+		while (n < BGS_RUN_PAGES && page + n < end &&
+		       !bgs_page_saved(s, page + n) &&
+		       !(bgs_region_is_anon(r) &&
+			 huge_start(s, page + n)))
+			n++;
+	}
+	if (save_run(s, r, first, n) == 0)
+		s->pages_by_scan += n;
+	s->cursor = first + n;
+}
+
+/* ---- pages that are zero at the snapshot instant --------------------------- */
+
+struct zero_scan {
+	struct bgs_save *s;
+	const struct bgs_region *r;
+};
+
+/*
+ * Zero at the instant, for anonymous memory: the zero page, still
+ * protected; or, with protection armed and no swap configured, a uffd-wp
+ * marker (SWAPPED, not PRESENT, not WRITTEN), which is what a page never
+ * populated becomes when armed with WP_UNPOPULATED. With swap present a
+ * marker and a swapped-out page look alike, so those are read. Stopped
+ * owners have no protection: a page neither present nor swapped is zero.
+ */
+static bool zero_at_instant(const struct bgs_save *s, uint64_t cats)
+{
+	if (s->stop_the_world)
+		return (cats & PAGE_IS_PFNZERO) ||
+		       !(cats & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED));
+	if (cats & PAGE_IS_WRITTEN)
+		return false;
+	if (cats & PAGE_IS_PFNZERO)
+		return true;
+	return !s->swap_present && (cats & PAGE_IS_SWAPPED) &&
+	       !(cats & PAGE_IS_PRESENT);
+}
+
+static void store_zero_run(struct bgs_save *s, const struct bgs_region *r,
+			   uint64_t page, uint64_t n)
+{
+	int ret = bgs_rs_put_zero(s->writer, region_index(s, r),
+				  page - r->first_page, n);
+
+	if (ret < 0) {
+		bgs_save_fail(s, ret, "writing the snapshot: %s",
+			      bgsnap_strerror(ret));
+		return;
+	}
+	if (!s->stop_the_world &&
+	    unprotect(s, r, page_addr(r, page), n * BGS_PAGE_SIZE))
+		return;
+	mark_saved(s, page, n);
+	s->pages_unpopulated += n;
+}
+
+static int zero_scan_cb(void *arg, uint64_t start, uint64_t end, uint64_t cats)
+{
+	struct zero_scan *z = arg;
+	struct bgs_save *s = z->s;
+	const struct bgs_region *r = z->r;
+	const uint64_t first = r->first_page + (start - r->base) / BGS_PAGE_SIZE;
+	const uint64_t last = r->first_page + (end - r->base) / BGS_PAGE_SIZE;
+
+	if ((cats & PAGE_IS_HUGE) && bgs_region_is_anon(r)) {
+		for (uint64_t a = (start + BGS_THP_SIZE - 1) &
+				  ~(uint64_t)(BGS_THP_SIZE - 1);
+		     a + BGS_THP_SIZE <= end; a += BGS_THP_SIZE) {
+			const uint64_t p = r->first_page +
+					   (a - r->base) / BGS_PAGE_SIZE;
+			s->huge[p / 8] |= (uint8_t)(1u << (p % 8));
+		}
+	}
+	if (!zero_at_instant(s, cats))
+		return 0;
+	for (uint64_t p = first; p < last && !bgs_save_error(s);) {
+		uint64_t n = 0;
+
+		while (p + n < last && !bgs_page_saved(s, p + n))
+			n++;
+		if (n)
+			store_zero_run(s, r, p, n);
+		p += n + 1;
+	}
+	return bgs_save_error(s) ? 1 : 0;
+}
+
+#define ZERO_SCAN_SLICE (64ULL << 20) /* serve faults between slices */
+
+static void skip_zero_pages(struct bgs_save *s)
+{
+	const uint64_t all = PAGE_IS_PRESENT | PAGE_IS_SWAPPED |
+			     PAGE_IS_PFNZERO | PAGE_IS_WRITTEN | PAGE_IS_HUGE;
+	const struct bgs_scan_query q = { .report = all };
+
+	for (size_t i = 0; i < s->h->nregions && !bgs_save_error(s); i++) {
+		struct zero_scan z = { s, &s->h->regions[i] };
+		const struct bgs_region *r = z.r;
+
+		/* shmem and hugetlbfs may hold data in the page cache behind
+		 * an unpopulated mapping: those are always read. */
+		if (!bgs_region_is_anon(r))
+			continue;
+		for (uint64_t a = r->base; a < r->base + r->len &&
+					   !bgs_save_error(s);
+		     a += ZERO_SCAN_SLICE) {
+			const uint64_t end = a + ZERO_SCAN_SLICE < r->base + r->len ?
+						     a + ZERO_SCAN_SLICE :
+						     r->base + r->len;
+			const int ret = bgs_uffd_pagemap_scan(&s->pagemap, a, end,
+							      &q, zero_scan_cb, &z);
+			if (ret < 0)
+				bgs_save_fail(s, ret, "PAGEMAP_SCAN: %s",
+					      strerror(-ret));
+			if (!s->stop_the_world)
+				serve_faults(s);
+		}
+	}
+}
+
+/* ---- the end ------------------------------------------------------------------ */
+
+static int write_stats_attachment(struct bgs_save *s)
+{
+	char json[512];
+	const int n = snprintf(
+		json, sizeof(json),
+		"{\"blackout_ns\":%" PRIu64 ",\"pages_total\":%" PRIu64
+		",\"pages_by_scan\":%" PRIu64 ",\"pages_by_fault\":%" PRIu64
+		",\"pages_unpopulated\":%" PRIu64 ",\"faults\":%" PRIu64
+		",\"stall_ns_p50\":%" PRIu64 ",\"stall_ns_p99\":%" PRIu64
+		",\"stall_ns_max\":%" PRIu64 ",\"stop_the_world\":%s}",
+		s->t_resume - s->t_pause, s->h->total_pages, s->pages_by_scan,
+		s->pages_by_fault, s->pages_unpopulated, s->faults,
+		bgs_hist_percentile(&s->stall, 50),
+		bgs_hist_percentile(&s->stall, 99), s->stall.max,
+		s->stop_the_world ? "true" : "false");
+
+	return bgs_rs_put_attachment(s->writer, "bgsnap.stats", json,
+				     (size_t)n);
+}
+
+/* Take the writer away from progress readers (they hold s->lock). */
+static struct rs_writer *detach_writer(struct bgs_save *s)
+{
+	struct rs_writer *w;
+
+	pthread_mutex_lock(&s->lock);
+	w = s->writer;
+	s->writer = NULL;
+	pthread_mutex_unlock(&s->lock);
+	return w;
+}
+
+static void writer_final_stats(struct bgs_save *s, const struct rs_writer *w)
+{
+	struct rs_writer_stats ws;
+
+	bgs_rs_writer_stats(w, &ws);
+	s->final.pages_zero = ws.zero_pages;
+	s->final.bytes_written = ws.stored_bytes;
+	s->final.raw_bytes = ws.raw_bytes;
+	s->final.peak_buffer_bytes = ws.peak_buffer_bytes;
+	s->final.compression_ratio =
+		ws.stored_bytes ? (double)ws.raw_bytes / (double)ws.stored_bytes
+				: 0.0;
+}
+
+static int commit(struct bgs_save *s)
+{
+	const struct bgsnap *h = s->h;
+	struct rs_writer *w = detach_writer(s);
+	int ret = 0;
+
+	for (size_t i = 0; i < h->nattachments && !ret; i++)
+		ret = bgs_rs_put_attachment(w, h->attachments[i].name,
+					    h->attachments[i].data,
+					    h->attachments[i].len);
+	if (!ret)
+		ret = write_stats_attachment(s);
+	writer_final_stats(s, w);
+	if (ret < 0) {
+		bgs_rs_writer_abort(w);
+		return ret;
+	}
+	return bgs_rs_writer_commit(w);
+}
+
+/* Stop the fault thread, drop all protection, end the store. Every path
+ * out of a save that armed anything comes through here. */
+void bgs_save_teardown(struct bgs_save *s)
+{
+	int result;
+
+	if (s->fault_started) {
+		const uint64_t one = 1;
+
+		/* Adding 1 to a fresh eventfd cannot fail. */
+		(void)!write(s->stop_fd, &one, sizeof(one));
+		pthread_join(s->fault_thread, NULL);
+		s->fault_started = false;
+	}
+	bgs_uffd_close(&s->uffd); /* nothing protected, nobody blocked */
+	result = bgs_save_error(s);
+	if (s->writer) {
+		if (result) {
+			struct rs_writer *w = detach_writer(s);
+
+			writer_final_stats(s, w);
+			bgs_rs_writer_abort(w);
+		} else {
+			result = commit(s);
+			if (result)
+				bgs_save_fail(s, result, "committing the "
+					      "snapshot: %s",
+					      bgsnap_strerror(result));
+		}
+	}
+	atomic_store(&s->t_end, bgs_now_ns());
+	pthread_mutex_lock(&s->lock);
+	s->finished = true;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void *bgs_copier_main(void *arg)
+{
+	struct bgs_save *s = arg;
+	const uint64_t total = s->h->total_pages;
+
+	atomic_store(&s->copier_tid, (pid_t)syscall(SYS_gettid));
+	if (bgs_snap_test_hooks.copier_poke)
+		*bgs_snap_test_hooks.copier_poke = 1;
+	skip_zero_pages(s);
+	while (!bgs_save_error(s) &&
+	       atomic_load_explicit(&s->pages_done, memory_order_relaxed) <
+		       total) {
+		if (!s->stop_the_world)
+			serve_faults(s);
+		if (!bgs_save_error(s) &&
+		    atomic_load_explicit(&s->pages_done, memory_order_relaxed) <
+			    total)
+			bulk_step(s);
+	}
+	if (s->stop_the_world) {
+		pthread_mutex_lock(&s->lock);
+		atomic_store(&s->all_copied, true);
+		pthread_cond_broadcast(&s->cond);
+		pthread_mutex_unlock(&s->lock);
+	}
+	bgs_save_teardown(s);
+	return NULL;
+}

@@ -1,0 +1,192 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The engine's private structures: a handle's regions and attachments, and
+ * the state of one running save (struct bgs_save), shared by the thread
+ * that starts it, the fault thread (snap_fault.c) and the copier
+ * (snap_copier.c). Which thread owns each field is said on the field.
+ */
+#ifndef BGS_SNAP_INTERNAL_H
+#define BGS_SNAP_INTERNAL_H
+
+#include "bgsnap.h"
+#include "ramstore.h"
+#include "uffd.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define BGS_PAGE_SIZE	 4096u
+#define BGS_PAGE_SHIFT	 12
+#define BGS_THP_SIZE	 (2u << 20)
+#define BGS_THP_PAGES	 (BGS_THP_SIZE / BGS_PAGE_SIZE)
+#define BGS_RUN_PAGES	 64u	/* a bulk step: 256 KiB, ~0.4 ms of lz4 */
+#define BGS_FAULT_BATCH	 64u	/* uffd messages per read */
+#define BGS_RING_SLOTS	 8192u	/* faulted pages waiting for the copier */
+#define BGS_STACK_SIZE	 (1u << 20)
+
+struct bgs_region {
+	char *name;
+	uint64_t base;	     /* address in the owner's process */
+	uint64_t len;
+	uint32_t page_size;  /* 4096, or the hugetlbfs page size */
+	enum bgsnap_kind kind;
+	uint16_t prot;
+	uint64_t first_page; /* its first page in the handle's page space */
+};
+
+struct bgs_attachment {
+	char *name;
+	void *data;
+	size_t len;
+};
+
+/* Log-linear histogram of nanosecond latencies: 8 sub-buckets per power
+ * of two, so a percentile is exact to 12.5%. One owner thread. */
+struct bgs_hist {
+	uint64_t count;
+	uint64_t max;
+	uint64_t bucket[64 * 8];
+};
+void bgs_hist_add(struct bgs_hist *h, uint64_t ns);
+uint64_t bgs_hist_percentile(const struct bgs_hist *h, double p);
+
+/* A page a writer faulted on, from the fault thread to the copier. */
+struct bgs_request {
+	uint64_t page; /* in the handle's page space */
+	uint64_t t_ns; /* when the fault thread read the fault */
+};
+
+/* Single-producer (fault thread) single-consumer (copier) ring. */
+struct bgs_ring {
+	struct bgs_request *slot;
+	_Atomic uint32_t head; /* written by the producer only */
+	_Atomic uint32_t tail; /* written by the consumer only */
+};
+bool bgs_ring_push(struct bgs_ring *r, const struct bgs_request *req);
+bool bgs_ring_pop(struct bgs_ring *r, struct bgs_request *req);
+
+struct bgs_save {
+	struct bgsnap *h;		/* regions: read-only during a save */
+	struct bgsnap_save_opts opts;	/* read-only */
+	pid_t pid;			/* whose memory: read-only */
+	bool stop_the_world;		/* read-only */
+	bool verify;			/* read-only */
+	bool swap_present;		/* read-only: see snap_copier.c */
+
+	struct bgs_uffd uffd;		/* fd read-only; ioctls by the copier
+					 * and the starting thread */
+	struct bgs_pagemap pagemap;	/* read-only (ioctls are stateless) */
+	struct rs_writer *writer;	/* the copier's (the starter opens it) */
+
+	/* One mmap'd arena holds everything below that is not a scalar, so
+	 * one range check proves bgsnap's threads never touch registered
+	 * memory (their stacks are in it too). */
+	void *arena;
+	size_t arena_len;
+	_Atomic uint64_t *saved;	/* bit per page: set by the copier
+					 * after unprotect; read by the fault
+					 * thread (hazard checks) */
+	uint8_t *huge;			/* bit per page: start of a PMD-mapped
+					 * THP block. Copier. */
+	uint8_t *staging;		/* copier: pages read from the owner */
+	size_t staging_len;
+	uint8_t *read_count;		/* copier: reads per page (tests) */
+	struct bgs_ring ring;
+	struct bgs_hist stall;		/* copier */
+	void *fault_stack, *copier_stack;
+
+	pthread_t fault_thread, copier_thread;
+	bool fault_started, copier_started; /* starter / copier */
+	_Atomic pid_t copier_tid;	/* for self-fault detection */
+	int stop_fd;			/* eventfd: the fault thread exits */
+
+	/* The first error wins; the winner writes errmsg, then error. */
+	_Atomic int error;
+	_Atomic bool error_claimed;
+	char errmsg[384];
+	_Atomic bool armed;		/* protection armed: events now matter */
+	_Atomic bool all_copied;	/* stop-the-world: owner may resume */
+	pthread_mutex_t lock;		/* with cond: all_copied, finished */
+	pthread_cond_t cond;
+	bool finished;			/* copier done: lock */
+
+	/* Progress and statistics: written by the copier, read anywhere. */
+	_Atomic uint64_t pages_done;
+	_Atomic uint64_t t_start, t_end;
+	uint64_t t_pause, t_resume;	/* starter */
+	uint64_t pages_by_scan, pages_by_fault, pages_unpopulated; /* copier */
+	uint64_t faults;		/* copier */
+	_Atomic uint64_t faults_dropped; /* fault thread: ring full */
+	uint64_t cursor;		/* copier: where the scan resumes */
+	struct bgsnap_stats final;	/* copier, at the end */
+};
+
+struct bgsnap {
+	struct bgs_region *regions;	/* sorted by address */
+	size_t nregions;
+	uint64_t total_pages;
+	struct bgs_attachment *attachments;
+	size_t nattachments;
+	struct bgs_save *save;		/* the running or unwaited operation */
+	struct bgsnap_stats stats;	/* of the last finished operation */
+	_Atomic(struct bgs_save *) live; /* for progress/cancel: any thread */
+	pthread_mutex_t live_lock;	/* guards live against its free */
+	char errmsg[512];
+};
+
+static inline bool bgs_region_is_anon(const struct bgs_region *r)
+{
+	return r->kind == BGSNAP_KIND_ANON || r->kind == BGSNAP_KIND_ANON_THP;
+}
+
+/*
+ * Fault injection for tests, never set by the library itself:
+ * @read_count  when set, the copier counts reads of each page there
+ *              (total_pages bytes) — the save-once check;
+ * @copier_poke when set, the copier writes one byte there as it starts,
+ *              as a bug writing registered memory would.
+ */
+struct bgs_snap_test_hooks {
+	uint8_t *read_count;
+	volatile char *copier_poke;
+};
+extern struct bgs_snap_test_hooks bgs_snap_test_hooks;
+
+/* snap_session.c */
+/* Check that @g is still mapped as it was when added (its kind may move
+ * between ANON and ANON_THP). */
+int bgs_snap_check_region(struct bgsnap *h, struct bgs_region *g);
+void bgs_snap_set_error(struct bgsnap *h, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+const struct bgs_region *bgs_snap_region_of_page(const struct bgsnap *h,
+						 uint64_t page);
+const struct bgs_region *bgs_snap_region_of_addr(const struct bgsnap *h,
+						 uint64_t addr);
+
+/* snap_save.c */
+uint64_t bgs_now_ns(void);
+/* Record @err as the save's error if it is the first; returns @err. */
+int bgs_save_fail(struct bgs_save *s, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static inline int bgs_save_error(struct bgs_save *s)
+{
+	return atomic_load_explicit(&s->error, memory_order_acquire);
+}
+static inline bool bgs_page_saved(const struct bgs_save *s, uint64_t page)
+{
+	return atomic_load_explicit(&s->saved[page / 64],
+				    memory_order_relaxed) &
+	       (1ULL << (page % 64));
+}
+
+/* snap_copier.c: stop the fault thread, drop protection, end the store */
+void bgs_save_teardown(struct bgs_save *s);
+
+/* snap_fault.c / snap_copier.c: thread bodies */
+void *bgs_fault_main(void *arg);
+void *bgs_copier_main(void *arg);
+
+#endif /* BGS_SNAP_INTERNAL_H */

@@ -1,0 +1,568 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Starting, waiting for and ending a save; the pause -> arm -> resume
+ * sequence. The threads it starts are described in snap_fault.c and
+ * snap_copier.c.
+ *
+ * Order of a save start, and why:
+ *   1. allocate everything the save's threads will ever write (one mmap'd
+ *      arena, stacks included) and open the store, then check that no
+ *      region overlaps any of it and that every region is still mapped as
+ *      registered: bgsnap's threads must never write protected memory;
+ *   2. open the uffd and register the regions (no protection yet), start
+ *      the fault thread so events are read while protection is armed;
+ *   3. pause the owner, arm (one UFFDIO_WRITEPROTECT per region), resume:
+ *      the blackout is just step 3;
+ *   4. start the copier. From here on the copier ends the save.
+ * Any failure before 4 undoes what was done, in reverse.
+ */
+#include "snap_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+_Static_assert((int)RS_EBADMAGIC == (int)BGSNAP_EBADMAGIC &&
+		       (int)RS_ECORRUPT == (int)BGSNAP_ECORRUPT,
+	       "ramstore and public error codes are the same numbers");
+_Static_assert((int)RS_KIND_ANON == (int)BGSNAP_KIND_ANON &&
+		       (int)RS_KIND_HUGETLB == (int)BGSNAP_KIND_HUGETLB,
+	       "ramstore and public memory kinds are the same numbers");
+
+struct bgs_snap_test_hooks bgs_snap_test_hooks;
+
+uint64_t bgs_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+int bgs_save_fail(struct bgs_save *s, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (atomic_exchange(&s->error_claimed, true))
+		return err;
+	va_start(ap, fmt);
+	vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+	va_end(ap);
+	/* Release: whoever sees the error sees its message. */
+	atomic_store_explicit(&s->error, err, memory_order_release);
+	return err;
+}
+
+/* ---- the arena ------------------------------------------------------------ */
+
+static size_t align_up(size_t v, size_t a)
+{
+	return (v + a - 1) & ~(a - 1);
+}
+
+static size_t staging_size(const struct bgsnap *h)
+{
+	size_t len = BGS_RUN_PAGES * BGS_PAGE_SIZE;
+
+	for (size_t i = 0; i < h->nregions; i++) {
+		const struct bgs_region *r = &h->regions[i];
+		const size_t unit = r->kind == BGSNAP_KIND_ANON_THP ?
+					    BGS_THP_SIZE : r->page_size;
+		if (unit > len)
+			len = unit;
+	}
+	return len;
+}
+
+static struct bgs_save *save_new(struct bgsnap *h)
+{
+	const uint64_t pages = h->total_pages;
+	const size_t pg = BGS_PAGE_SIZE;
+	const size_t saved_at = align_up(sizeof(struct bgs_save), 64);
+	const size_t huge_at = saved_at + align_up((pages + 63) / 64 * 8, 64);
+	const size_t count_at = huge_at + align_up((pages + 7) / 8, 64);
+	const size_t ring_at = count_at +
+		align_up(bgs_snap_test_hooks.read_count ? pages : 0, 64);
+	const size_t staging_at = align_up(ring_at + BGS_RING_SLOTS *
+					   sizeof(struct bgs_request), pg);
+	const size_t stacks_at = staging_at + staging_size(h);
+	const size_t len = stacks_at + 2 * BGS_STACK_SIZE;
+	uint8_t *a = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct bgs_save *s;
+
+	if (a == MAP_FAILED)
+		return NULL;
+	s = (struct bgs_save *)a;
+	s->h = h;
+	s->arena = a;
+	s->arena_len = len;
+	s->saved = (_Atomic uint64_t *)(a + saved_at);
+	s->huge = a + huge_at;
+	s->read_count = bgs_snap_test_hooks.read_count ? a + count_at : NULL;
+	s->ring.slot = (struct bgs_request *)(a + ring_at);
+	s->staging = a + staging_at;
+	s->staging_len = staging_size(h);
+	s->fault_stack = a + stacks_at;
+	s->copier_stack = a + stacks_at + BGS_STACK_SIZE;
+	s->uffd.fd = -1;
+	s->pagemap.fd = -1;
+	s->stop_fd = -1;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	return s;
+}
+
+static void save_free(struct bgs_save *s)
+{
+	if (s->stop_fd >= 0)
+		close(s->stop_fd);
+	bgs_uffd_pagemap_close(&s->pagemap);
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cond);
+	munmap(s->arena, s->arena_len);
+}
+
+/* ---- checks before anything is armed -------------------------------------- */
+
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return a < b + blen && b < a + alen;
+}
+
+static int check_own_memory(struct bgs_save *s)
+{
+	struct bgsnap *h = s->h;
+
+	for (size_t i = 0; i < h->nregions; i++) {
+		const struct bgs_region *r = &h->regions[i];
+
+		if (overlaps(r->base, r->len, (uint64_t)(uintptr_t)s->arena,
+			     s->arena_len)) {
+			bgs_snap_set_error(h, "region '%s' overlaps bgsnap's own "
+					   "memory (was it unmapped after it "
+					   "was added?)", r->name);
+			return BGSNAP_EUNSAFE;
+		}
+	}
+	return 0;
+}
+
+/* ---- threads ----------------------------------------------------------------- */
+
+/* Start a bgsnap thread on its arena stack with every signal blocked: an
+ * owner's signal handler must never run on it (it could write protected
+ * memory and deadlock). */
+static int start_thread(pthread_t *t, void *stack, void *(*fn)(void *),
+			void *arg)
+{
+	sigset_t all, old;
+	pthread_attr_t attr;
+	int r;
+
+	pthread_attr_init(&attr);
+	pthread_attr_setstack(&attr, stack, BGS_STACK_SIZE);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = pthread_create(t, &attr, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	return -r;
+}
+
+/* ---- the writer --------------------------------------------------------- */
+
+static int open_writer(struct bgs_save *s, const char *path, int fd)
+{
+	const struct bgsnap *h = s->h;
+	const struct bgsnap_save_opts *o = &s->opts;
+	struct rs_region *table = calloc(h->nregions, sizeof(*table));
+	struct rs_writer_opts wo = {
+		.compression = o->compression == BGSNAP_COMPRESS_NONE ?
+				       RS_COMP_NONE : RS_COMP_LZ4,
+		.lz4_acceleration = o->lz4_acceleration,
+		.buffer_budget = o->buffer_budget,
+		.regions = table,
+		.nregions = h->nregions,
+	};
+	int r;
+
+	if (!table)
+		return -ENOMEM;
+	for (size_t i = 0; i < h->nregions; i++) {
+		const struct bgs_region *g = &h->regions[i];
+
+		snprintf(table[i].name, sizeof(table[i].name), "%s", g->name);
+		table[i].base = g->base;
+		table[i].length = g->len;
+		table[i].page_size = g->page_size;
+		table[i].kind = (uint16_t)g->kind;
+		table[i].prot = g->prot;
+	}
+	r = path ? bgs_rs_writer_open_path(&s->writer, path, &wo) :
+		   bgs_rs_writer_open_fd(&s->writer, fd, &wo);
+	free(table);
+	if (r < 0) {
+		s->writer = NULL;
+		bgs_snap_set_error(s->h, "cannot create the snapshot%s%s: %s",
+				   path ? " " : "", path ? path : "",
+				   bgsnap_strerror(r));
+	}
+	return r;
+}
+
+/* ---- arming --------------------------------------------------------------- */
+
+static uint64_t needed_features(const struct bgsnap *h)
+{
+	uint64_t need = UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+			UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
+			UFFD_FEATURE_EVENT_UNMAP;
+
+	for (size_t i = 0; i < h->nregions; i++)
+		if (h->regions[i].kind == BGSNAP_KIND_SHMEM ||
+		    h->regions[i].kind == BGSNAP_KIND_HUGETLB)
+			need |= UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+	return need;
+}
+
+static int register_regions(struct bgs_save *s)
+{
+	struct bgsnap *h = s->h;
+	int r = bgs_uffd_open(&s->uffd, BGS_UFFD_FEATURES_WP,
+			      needed_features(h));
+
+	if (r < 0) {
+		bgs_snap_set_error(h, "userfaultfd: %s (see 'bgsnap caps')",
+				   r == -ENOTSUP ? "this kernel lacks a feature "
+						   "these regions need" :
+						   strerror(-r));
+		return r;
+	}
+	for (size_t i = 0; i < h->nregions; i++) {
+		const struct bgs_region *g = &h->regions[i];
+
+		r = bgs_uffd_register(&s->uffd, g->base, g->len,
+				      UFFDIO_REGISTER_MODE_WP, NULL);
+		if (r < 0) {
+			bgs_snap_set_error(h, "region '%s': cannot register "
+					   "it: %s", g->name,
+					   r == -EBUSY ? "another userfaultfd "
+							 "holds it" : strerror(-r));
+			return r == -EBUSY || r == -EINVAL ? BGSNAP_EUNSAFE : r;
+		}
+	}
+	return 0;
+}
+
+/* Without WP_UNPOPULATED, never-touched anonymous pages would stay
+ * writable: map the zero page into them by reading every page first
+ * (QEMU's approach before Linux 6.4). Inside the pause, so nothing can
+ * unpopulate them again before they are protected. */
+static int populate_for_protection(struct bgs_save *s)
+{
+	for (size_t i = 0; i < s->h->nregions; i++) {
+		const struct bgs_region *g = &s->h->regions[i];
+
+		if (!bgs_region_is_anon(g))
+			continue;
+		if (madvise((void *)(uintptr_t)g->base, g->len,
+			    MADV_POPULATE_READ))
+			return -errno;
+	}
+	return 0;
+}
+
+static int arm(struct bgs_save *s)
+{
+	struct bgsnap *h = s->h;
+	int r = 0;
+
+	atomic_store_explicit(&s->armed, true, memory_order_release);
+	if (!(s->uffd.features & UFFD_FEATURE_WP_UNPOPULATED))
+		r = populate_for_protection(s);
+	for (size_t i = 0; i < h->nregions && !r; i++) {
+		const struct bgs_region *g = &h->regions[i];
+
+		r = bgs_uffd_protect(&s->uffd, g->base, g->len);
+		if (r < 0)
+			bgs_snap_set_error(h, "region '%s': write-protect: %s",
+					   g->name, strerror(-r));
+	}
+	return r;
+}
+
+static bool swap_configured(void)
+{
+	FILE *f = fopen("/proc/swaps", "re");
+	char line[256];
+	int lines = 0;
+
+	if (!f)
+		return true; /* cannot tell: assume the worst */
+	while (fgets(line, sizeof(line), f))
+		lines++;
+	fclose(f);
+	return lines > 1; /* a header, then one line per swap area */
+}
+
+static int pause_owner(struct bgs_save *s)
+{
+	int r = 0;
+
+	s->t_pause = bgs_now_ns();
+	if (s->opts.pause)
+		r = s->opts.pause(s->opts.arg);
+	if (r < 0)
+		bgs_snap_set_error(s->h, "the pause callback failed: %s",
+				   bgsnap_strerror(r));
+	return r < 0 ? r : 0;
+}
+
+static void resume_owner(struct bgs_save *s)
+{
+	if (s->opts.resume)
+		s->opts.resume(s->opts.arg);
+	s->t_resume = bgs_now_ns();
+}
+
+/* Arm with the fault thread running, between pause and resume. */
+static int start_protected(struct bgs_save *s)
+{
+	int r = bgs_uffd_pagemap_open(&s->pagemap, 0);
+
+	if (!r)
+		r = register_regions(s);
+	if (!r) {
+		s->stop_fd = eventfd(0, EFD_CLOEXEC);
+		r = s->stop_fd < 0 ? -errno : start_thread(&s->fault_thread,
+							   s->fault_stack,
+							   bgs_fault_main, s);
+		s->fault_started = !r;
+	}
+	if (!r)
+		r = pause_owner(s);
+	if (r)
+		return r;
+	r = arm(s);
+	resume_owner(s);
+	if (!r)
+		r = start_thread(&s->copier_thread, s->copier_stack,
+				 bgs_copier_main, s);
+	s->copier_started = !r;
+	return r;
+}
+
+/* Stop the world: the owner stays paused until every page is out of its
+ * memory; only then is it resumed. No userfaultfd is involved. */
+static int start_stopped(struct bgs_save *s)
+{
+	int r = bgs_uffd_pagemap_open(&s->pagemap, 0);
+
+	if (!r)
+		r = pause_owner(s);
+	if (r)
+		return r;
+	r = start_thread(&s->copier_thread, s->copier_stack, bgs_copier_main,
+			 s);
+	s->copier_started = !r;
+	if (!r) {
+		pthread_mutex_lock(&s->lock);
+		while (!atomic_load(&s->all_copied) && !s->finished)
+			pthread_cond_wait(&s->cond, &s->lock);
+		pthread_mutex_unlock(&s->lock);
+	}
+	resume_owner(s);
+	return r;
+}
+
+static int revalidate_regions(struct bgsnap *h)
+{
+	/* Region facts are re-read: a region unmapped or replaced since
+	 * bgsnap_add_region must not be registered blindly. */
+	for (size_t i = 0; i < h->nregions; i++) {
+		int r = bgs_snap_check_region(h, &h->regions[i]);
+
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int save_start(struct bgsnap *h, const char *path, int fd,
+		      const struct bgsnap_save_opts *opts)
+{
+	const struct bgsnap_save_opts defaults = { 0 };
+	struct bgs_save *s;
+	int r;
+
+	if (h->save) {
+		bgs_snap_set_error(h, "an operation is already running");
+		return -EBUSY;
+	}
+	if (!h->nregions) {
+		bgs_snap_set_error(h, "no region is registered");
+		return -ENOENT;
+	}
+	s = save_new(h);
+	if (!s)
+		return -ENOMEM;
+	s->opts = opts ? *opts : defaults;
+	s->pid = getpid();
+	s->stop_the_world = s->opts.flags & BGSNAP_SAVE_STOP_THE_WORLD;
+	s->verify = !(s->opts.flags & BGSNAP_SAVE_NO_VERIFY);
+	s->swap_present = swap_configured();
+	atomic_store(&s->t_start, bgs_now_ns());
+
+	r = revalidate_regions(h);
+	if (!r)
+		r = open_writer(s, path, fd);
+	if (!r)
+		r = check_own_memory(s);
+	if (!r)
+		r = s->stop_the_world ? start_stopped(s) : start_protected(s);
+	if (r) {
+		if (s->copier_started) {
+			bgs_save_fail(s, r, "%s", h->errmsg);
+			pthread_join(s->copier_thread, NULL);
+		} else {
+			bgs_save_fail(s, r, "%s", h->errmsg);
+			bgs_save_teardown(s);
+		}
+		save_free(s);
+		return r;
+	}
+	h->save = s;
+	pthread_mutex_lock(&h->live_lock);
+	atomic_store(&h->live, s);
+	pthread_mutex_unlock(&h->live_lock);
+	return 0;
+}
+
+BGSNAP_API int bgsnap_save_start(struct bgsnap *h, const char *path,
+				 const struct bgsnap_save_opts *opts)
+{
+	if (!path || !*path)
+		return -EINVAL;
+	return save_start(h, path, -1, opts);
+}
+
+BGSNAP_API int bgsnap_save_start_fd(struct bgsnap *h, int fd,
+				    const struct bgsnap_save_opts *opts)
+{
+	if (fd < 0)
+		return -EBADF;
+	return save_start(h, NULL, fd, opts);
+}
+
+/* ---- the end --------------------------------------------------------------- */
+
+static void final_stats(const struct bgs_save *s, struct bgsnap_stats *st)
+{
+	*st = (struct bgsnap_stats){
+		.blackout_ns = s->t_resume - s->t_pause,
+		.elapsed_ns = atomic_load(&s->t_end) - atomic_load(&s->t_start),
+		.pages_total = s->h->total_pages,
+		.pages_by_scan = s->pages_by_scan,
+		.pages_by_fault = s->pages_by_fault,
+		.pages_unpopulated = s->pages_unpopulated,
+		.faults = s->faults,
+		.stall_ns_p50 = bgs_hist_percentile(&s->stall, 50),
+		.stall_ns_p99 = bgs_hist_percentile(&s->stall, 99),
+		.stall_ns_max = s->stall.max,
+	};
+	st->pages_zero = s->final.pages_zero;
+	st->bytes_written = s->final.bytes_written;
+	st->raw_bytes = s->final.raw_bytes;
+	st->peak_buffer_bytes = s->final.peak_buffer_bytes;
+	st->compression_ratio = s->final.compression_ratio;
+}
+
+BGSNAP_API int bgsnap_wait(struct bgsnap *h)
+{
+	struct bgs_save *s = h->save;
+	int r;
+
+	if (!s)
+		return -EINVAL;
+	pthread_join(s->copier_thread, NULL);
+	pthread_mutex_lock(&h->live_lock);
+	atomic_store(&h->live, NULL);
+	pthread_mutex_unlock(&h->live_lock);
+	r = bgs_save_error(s);
+	final_stats(s, &h->stats);
+	if (r)
+		bgs_snap_set_error(h, "%s", s->errmsg);
+	if (bgs_snap_test_hooks.read_count && s->read_count)
+		memcpy(bgs_snap_test_hooks.read_count, s->read_count,
+		       h->total_pages);
+	save_free(s);
+	h->save = NULL;
+	bgsnap_attach_clear(h);
+	return r;
+}
+
+BGSNAP_API int bgsnap_save(struct bgsnap *h, const char *path,
+			   const struct bgsnap_save_opts *opts)
+{
+	const int r = bgsnap_save_start(h, path, opts);
+
+	return r < 0 ? r : bgsnap_wait(h);
+}
+
+BGSNAP_API void bgsnap_cancel(struct bgsnap *h)
+{
+	struct bgs_save *s;
+
+	pthread_mutex_lock(&h->live_lock);
+	s = atomic_load(&h->live);
+	if (s)
+		bgs_save_fail(s, -ECANCELED, "cancelled");
+	pthread_mutex_unlock(&h->live_lock);
+}
+
+BGSNAP_API void bgsnap_progress(const struct bgsnap *h,
+				struct bgsnap_progress *p)
+{
+	struct bgsnap *mh = (struct bgsnap *)(uintptr_t)h;
+	struct bgs_save *s;
+
+	memset(p, 0, sizeof(*p));
+	pthread_mutex_lock(&mh->live_lock);
+	s = atomic_load(&mh->live);
+	if (s) {
+		struct rs_writer_stats ws = { 0 };
+
+		pthread_mutex_lock(&s->lock);
+		p->running = !s->finished;
+		if (s->writer)
+			bgs_rs_writer_stats(s->writer, &ws);
+		pthread_mutex_unlock(&s->lock);
+		p->pages_total = h->total_pages;
+		p->pages_done = atomic_load(&s->pages_done);
+		p->bytes_written = ws.stored_bytes;
+		p->elapsed_ns = bgs_now_ns() - atomic_load(&s->t_start);
+	} else {
+		p->pages_total = h->stats.pages_total;
+		p->pages_done = h->stats.pages_total;
+		p->bytes_written = h->stats.bytes_written;
+		p->elapsed_ns = h->stats.elapsed_ns;
+	}
+	pthread_mutex_unlock(&mh->live_lock);
+}
+
+BGSNAP_API int bgsnap_stats(const struct bgsnap *h, struct bgsnap_stats *st)
+{
+	if (h->save)
+		return -EBUSY;
+	*st = h->stats;
+	return 0;
+}

@@ -1,0 +1,446 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Handles, regions and attachments: what a save or restore works on.
+ * A region's kind is read from /proc/self/smaps and then proved by a trial
+ * UFFDIO_REGISTER on a throw-away uffd, which is the kernel's own answer to
+ * "can this be write-protected" (QEMU probes the same way).
+ */
+#include "snap_internal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+BGSNAP_API int bgsnap_new(struct bgsnap **out)
+{
+	struct bgsnap *h = calloc(1, sizeof(*h));
+
+	if (!h)
+		return -ENOMEM;
+	pthread_mutex_init(&h->live_lock, NULL);
+	*out = h;
+	return 0;
+}
+
+BGSNAP_API void bgsnap_free(struct bgsnap *h)
+{
+	if (!h)
+		return;
+	if (h->save) {
+		bgsnap_cancel(h);
+		bgsnap_wait(h);
+	}
+	for (size_t i = 0; i < h->nregions; i++)
+		free(h->regions[i].name);
+	free(h->regions);
+	bgsnap_attach_clear(h);
+	pthread_mutex_destroy(&h->live_lock);
+	free(h);
+}
+
+void bgs_snap_set_error(struct bgsnap *h, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(h->errmsg, sizeof(h->errmsg), fmt, ap);
+	va_end(ap);
+}
+
+BGSNAP_API const char *bgsnap_last_error(const struct bgsnap *h)
+{
+	return h->errmsg;
+}
+
+/* ---- what the kernel says about a range of our own memory ------------- */
+
+struct range_facts {
+	uint64_t covered;   /* bytes of the range found mapped */
+	int kinds;	    /* bit per enum bgsnap_kind seen */
+	uint32_t huge_size; /* hugetlbfs page size */
+	bool unreadable, mergeable, foreign_uffd, file, shared_file;
+	uint16_t prot;
+	char file_name[256];
+};
+
+static bool has_flag(const char *vmflags, const char *flag)
+{
+	const size_t n = strlen(flag);
+
+	for (const char *p = vmflags; (p = strstr(p, flag)); p += n)
+		if ((p == vmflags || p[-1] == ' ') && (p[n] == ' ' || !p[n] ||
+						       p[n] == '\n'))
+			return true;
+	return false;
+}
+
+static bool is_shmem_path(const char *path)
+{
+	return !strncmp(path, "/memfd:", 7) || !strncmp(path, "/dev/shm/", 9) ||
+	       !strncmp(path, "/SYSV", 5) || !strncmp(path, "/dev/zero", 9);
+}
+
+struct vma {
+	uint64_t start, end;
+	char perms[5];
+	char path[256];
+	uint64_t anon_huge_kb, page_kb;
+};
+
+static void classify(struct range_facts *f, const struct vma *v,
+		     const char *vmflags, uint64_t a, uint64_t b)
+{
+	const uint64_t lo = v->start > a ? v->start : a;
+	const uint64_t hi = v->end < b ? v->end : b;
+	const bool shared = v->perms[3] == 's';
+
+	f->covered += hi - lo;
+	f->prot = (uint16_t)((v->perms[0] == 'r' ? PROT_READ : 0) |
+			     (v->perms[1] == 'w' ? PROT_WRITE : 0) |
+			     (v->perms[2] == 'x' ? PROT_EXEC : 0));
+	if (v->perms[0] != 'r')
+		f->unreadable = true;
+	if (has_flag(vmflags, "mg"))
+		f->mergeable = true;
+	if (has_flag(vmflags, "uw") || has_flag(vmflags, "um") ||
+	    has_flag(vmflags, "ui"))
+		f->foreign_uffd = true;
+	if (has_flag(vmflags, "ht")) {
+		f->kinds |= 1 << BGSNAP_KIND_HUGETLB;
+		f->huge_size = (uint32_t)(v->page_kb * 1024);
+	} else if (v->path[0] == '/' && !is_shmem_path(v->path)) {
+		f->file = true;
+		snprintf(f->file_name, sizeof(f->file_name), "%s", v->path);
+	} else if (shared) {
+		f->kinds |= 1 << BGSNAP_KIND_SHMEM;
+	} else if (has_flag(vmflags, "hg") || v->anon_huge_kb) {
+		f->kinds |= 1 << BGSNAP_KIND_ANON_THP;
+	} else {
+		f->kinds |= 1 << BGSNAP_KIND_ANON;
+	}
+}
+
+/* Walk /proc/self/smaps for the mappings that overlap [a, b). */
+static int range_facts(uint64_t a, uint64_t b, struct range_facts *f)
+{
+	FILE *smaps = fopen("/proc/self/smaps", "re");
+	char line[512];
+	struct vma v = { 0 };
+	bool in = false;
+
+	if (!smaps)
+		return -errno;
+	memset(f, 0, sizeof(*f));
+	while (fgets(line, sizeof(line), smaps)) {
+		uint64_t s, e;
+		int path_at = 0;
+
+		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %*s %*s %*s %n",
+			   &s, &e, v.perms, &path_at) >= 3 && path_at) {
+			v.start = s;
+			v.end = e;
+			snprintf(v.path, sizeof(v.path), "%s", line + path_at);
+			v.path[strcspn(v.path, "\n")] = '\0';
+			v.anon_huge_kb = v.page_kb = 0;
+			in = s < b && e > a;
+		} else if (in) {
+			sscanf(line, "AnonHugePages: %" SCNu64, &v.anon_huge_kb);
+			sscanf(line, "KernelPageSize: %" SCNu64, &v.page_kb);
+			if (!strncmp(line, "VmFlags:", 8))
+				classify(f, &v, line + 8, a, b);
+		}
+	}
+	fclose(smaps);
+	return 0;
+}
+
+static const char *kind_name(enum bgsnap_kind k)
+{
+	static const char *const names[] = { "auto", "anonymous", "anonymous THP",
+					     "shmem", "hugetlbfs" };
+
+	return (unsigned)k < 5 ? names[k] : "unknown";
+}
+
+/* Ask the kernel: can [a, b) be registered for write-protect faults? */
+static int trial_register(uint64_t a, uint64_t len)
+{
+	struct bgs_uffd u;
+	int r = bgs_uffd_open(&u, BGS_UFFD_FEATURES_WP,
+			      UFFD_FEATURE_PAGEFAULT_FLAG_WP);
+
+	if (r < 0)
+		return r;
+	r = bgs_uffd_register(&u, a, len, UFFDIO_REGISTER_MODE_WP, NULL);
+	bgs_uffd_close(&u); /* closing unregisters */
+	return r;
+}
+
+static int check_range(struct bgsnap *h, const char *name, uint64_t a,
+		       uint64_t len, enum bgsnap_kind *kind, uint32_t *page_size,
+		       uint16_t *prot)
+{
+	struct range_facts f;
+	int r = range_facts(a, a + len, &f), k;
+
+	if (r < 0)
+		return r;
+	if (f.covered != len) {
+		bgs_snap_set_error(h, "region '%s' [0x%" PRIx64 ", +%" PRIu64
+				   "): not all of it is mapped", name, a, len);
+		return -EFAULT;
+	}
+	const char *why = f.file ? "a file mapping cannot be write-protected" :
+			  f.foreign_uffd ? "another userfaultfd already holds it" :
+			  f.unreadable ? "it is not readable (PROT_NONE?)" :
+			  (f.kinds & (f.kinds - 1)) ? "it mixes memory kinds" :
+			  NULL;
+	if (!why && f.mergeable &&
+	    access("/sys/kernel/mm/ksm/run", F_OK) == 0) {
+		FILE *run = fopen("/sys/kernel/mm/ksm/run", "re");
+		if (run && fgetc(run) == '1')
+			why = "it is MADV_MERGEABLE and ksmd runs: KSM merging "
+			      "drops write protection (MADV_UNMERGEABLE it)";
+		if (run)
+			fclose(run);
+	}
+	if (why) {
+		bgs_snap_set_error(h, "region '%s' [0x%" PRIx64 ", +%" PRIu64
+				   "): %s%s%s", name, a, len, why,
+				   f.file ? ": " : "", f.file ? f.file_name : "");
+		return BGSNAP_EUNSAFE;
+	}
+	for (k = 1; !(f.kinds & (1 << k)); k++)
+		;
+	*kind = (enum bgsnap_kind)k;
+	*page_size = k == BGSNAP_KIND_HUGETLB ? f.huge_size : BGS_PAGE_SIZE;
+	*prot = f.prot;
+	if (*page_size > BGS_THP_SIZE) {
+		bgs_snap_set_error(h, "region '%s': %u MiB huge pages are not "
+				   "supported (2 MiB are)", name, *page_size >> 20);
+		return -ENOTSUP;
+	}
+	if ((a | len) & (*page_size - 1)) {
+		bgs_snap_set_error(h, "region '%s': address and length must "
+				   "be multiples of its %u KiB pages", name,
+				   *page_size >> 10);
+		return -EINVAL;
+	}
+	r = trial_register(a, len);
+	if (r == -EINVAL || r == -EBUSY) {
+		bgs_snap_set_error(h, "region '%s' (%s): the kernel refuses to "
+				   "write-protect it (%s)", name, kind_name(*kind),
+				   r == -EBUSY ? "another userfaultfd holds it" :
+				   "unsupported memory");
+		return BGSNAP_EUNSAFE;
+	}
+	if (r < 0)
+		bgs_snap_set_error(h, "region '%s': userfaultfd: %s", name,
+				   strerror(-r));
+	return r;
+}
+
+int bgs_snap_check_region(struct bgsnap *h, struct bgs_region *g)
+{
+	enum bgsnap_kind kind;
+	uint32_t page_size;
+	uint16_t prot;
+	const int r = check_range(h, g->name, g->base, g->len, &kind,
+				  &page_size, &prot);
+
+	if (r < 0)
+		return r;
+	if (bgs_region_is_anon(g) && (kind == BGSNAP_KIND_ANON ||
+				      kind == BGSNAP_KIND_ANON_THP))
+		g->kind = kind;
+	if (kind != g->kind || page_size != g->page_size) {
+		bgs_snap_set_error(h, "region '%s' changed since it was added: "
+				   "now %s memory", g->name, kind_name(kind));
+		return BGSNAP_EUNSAFE;
+	}
+	return 0;
+}
+
+static void renumber(struct bgsnap *h)
+{
+	uint64_t page = 0;
+
+	for (size_t i = 0; i < h->nregions; i++) {
+		h->regions[i].first_page = page;
+		page += h->regions[i].len / BGS_PAGE_SIZE;
+	}
+	h->total_pages = page;
+}
+
+static int validate_new_region(struct bgsnap *h, const char *name,
+			       uint64_t a, uint64_t len)
+{
+	if (!name || !*name || strlen(name) > RS_NAME_MAX || !len ||
+	    (a | len) & (BGS_PAGE_SIZE - 1) || a + len < a) {
+		bgs_snap_set_error(h, "region '%s': needs a name of 1..%d "
+				   "bytes and a non-empty page-aligned range",
+				   name ? name : "", RS_NAME_MAX);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < h->nregions; i++) {
+		const struct bgs_region *r = &h->regions[i];
+
+		if (!strcmp(r->name, name)) {
+			bgs_snap_set_error(h, "region name '%s' is taken", name);
+			return -EINVAL;
+		}
+		if (a < r->base + r->len && r->base < a + len) {
+			bgs_snap_set_error(h, "region '%s' overlaps region '%s'",
+					   name, r->name);
+			return -EEXIST;
+		}
+	}
+	return 0;
+}
+
+BGSNAP_API int bgsnap_add_region(struct bgsnap *h, const char *name,
+				 void *addr, size_t len)
+{
+	const uint64_t a = (uint64_t)(uintptr_t)addr;
+	struct bgs_region reg = { .base = a, .len = len }, *grown;
+	size_t at;
+	int r;
+
+	if (h->save) {
+		bgs_snap_set_error(h, "cannot add a region while an operation "
+				   "runs");
+		return -EBUSY;
+	}
+	r = validate_new_region(h, name, a, len);
+	if (!r)
+		r = check_range(h, name, a, len, &reg.kind, &reg.page_size,
+				&reg.prot);
+	if (r < 0)
+		return r;
+	reg.name = strdup(name);
+	grown = realloc(h->regions, (h->nregions + 1) * sizeof(*grown));
+	if (!reg.name || !grown) {
+		free(reg.name);
+		if (grown)
+			h->regions = grown;
+		return -ENOMEM;
+	}
+	h->regions = grown;
+	for (at = h->nregions; at > 0 && h->regions[at - 1].base > a; at--)
+		h->regions[at] = h->regions[at - 1];
+	h->regions[at] = reg;
+	h->nregions++;
+	renumber(h);
+	h->errmsg[0] = '\0';
+	return 0;
+}
+
+BGSNAP_API size_t bgsnap_region_count(const struct bgsnap *h)
+{
+	return h->nregions;
+}
+
+BGSNAP_API int bgsnap_region(const struct bgsnap *h, size_t i,
+			     struct bgsnap_region_info *info)
+{
+	const struct bgs_region *r;
+
+	if (i >= h->nregions)
+		return -ERANGE;
+	r = &h->regions[i];
+	*info = (struct bgsnap_region_info){
+		.name = r->name,
+		.addr = (void *)(uintptr_t)r->base,
+		.len = r->len,
+		.page_size = r->page_size,
+		.kind = r->kind,
+	};
+	return 0;
+}
+
+const struct bgs_region *bgs_snap_region_of_page(const struct bgsnap *h,
+						 uint64_t page)
+{
+	size_t lo = 0, hi = h->nregions;
+
+	while (lo < hi) {
+		const size_t mid = (lo + hi) / 2;
+		const struct bgs_region *r = &h->regions[mid];
+
+		if (page < r->first_page)
+			hi = mid;
+		else if (page >= r->first_page + r->len / BGS_PAGE_SIZE)
+			lo = mid + 1;
+		else
+			return r;
+	}
+	return NULL;
+}
+
+const struct bgs_region *bgs_snap_region_of_addr(const struct bgsnap *h,
+						 uint64_t addr)
+{
+	size_t lo = 0, hi = h->nregions;
+
+	while (lo < hi) {
+		const size_t mid = (lo + hi) / 2;
+		const struct bgs_region *r = &h->regions[mid];
+
+		if (addr < r->base)
+			hi = mid;
+		else if (addr >= r->base + r->len)
+			lo = mid + 1;
+		else
+			return r;
+	}
+	return NULL;
+}
+
+/* ---- attachments -------------------------------------------------------- */
+
+BGSNAP_API int bgsnap_attach(struct bgsnap *h, const char *name,
+			     const void *data, size_t len)
+{
+	struct bgs_attachment *grown, a = { 0 };
+
+	if (!name || !*name || strlen(name) > 255 || !strncmp(name, "bgsnap.", 7) ||
+	    (len && !data))
+		return -EINVAL;
+	if (len > RS_ATTACHMENT_MAX)
+		return -E2BIG;
+	for (size_t i = 0; i < h->nattachments; i++)
+		if (!strcmp(h->attachments[i].name, name))
+			return -EEXIST;
+	a.name = strdup(name);
+	a.data = malloc(len ? len : 1);
+	a.len = len;
+	grown = realloc(h->attachments, (h->nattachments + 1) * sizeof(*grown));
+	if (!a.name || !a.data || !grown) {
+		free(a.name);
+		free(a.data);
+		if (grown)
+			h->attachments = grown;
+		return -ENOMEM;
+	}
+	if (len)
+		memcpy(a.data, data, len);
+	h->attachments = grown;
+	h->attachments[h->nattachments++] = a;
+	return 0;
+}
+
+BGSNAP_API void bgsnap_attach_clear(struct bgsnap *h)
+{
+	for (size_t i = 0; i < h->nattachments; i++) {
+		free(h->attachments[i].name);
+		free(h->attachments[i].data);
+	}
+	free(h->attachments);
+	h->attachments = NULL;
+	h->nattachments = 0;
+}
