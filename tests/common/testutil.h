@@ -46,3 +46,23 @@ uint64_t tu_rand(uint64_t *state);
 void tu_open_wp(struct bgs_uffd *u);
 
 #endif
+
+/* ---- snapshots (need the store and the engine) ------------------------- */
+
+/*
+ * Decode region @name of the snapshot at @path into @buf (@len bytes,
+ * which must be the region's length). Fails the test on any error.
+ */
+void tu_snapshot_region(const char *path, const char *name, void *buf,
+			size_t len);
+
+/* Fail unless no page of [addr, addr+len) of this process is still
+ * write-protected (no uffd-wp bit, no marker). */
+void tu_assert_unprotected(const void *addr, size_t len);
+
+/* Fail if any file in @dir (other than those listed in @keep, NULL-ended)
+ * has a name containing @needle: temp files left behind. */
+void tu_assert_no_file_like(const char *dir, const char *needle);
+
+/* A fresh empty directory under /tmp for this test; removed at exit. */
+const char *tu_tmpdir(void);

@@ -1,0 +1,473 @@
+/* SPDX-License-Identifier: MIT */
+#include "guest_bank.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define BANK_MAGIC   0x4b4e41424e534742ULL /* "BGSNBANK" */
+#define PAGE	     4096u
+#define JOURNAL_PAGE 1u
+#define FIRST_ACCT   2u
+#define PARK_SIGNAL  (SIGRTMIN + 3)
+
+struct bank_header {
+	uint64_t magic;
+	uint64_t len;
+	uint32_t naccounts;
+	uint32_t pad;
+	int64_t total;
+};
+
+/* One per writer, 64 bytes, in the journal page. */
+struct journal {
+	_Atomic uint32_t active;
+	uint32_t pad;
+	uint32_t from, to;
+	int64_t amount;
+	int64_t from_old, to_old;
+	uint64_t seq;
+	uint64_t pad2[2];
+};
+_Static_assert(sizeof(struct journal) == 64, "journal slots are 64 bytes");
+_Static_assert(BANK_MAX_WRITERS * 64 <= PAGE, "the journal is one page");
+
+/* At the start of each account's page; the rest is payload. */
+struct account {
+	_Atomic uint32_t lock;
+	uint32_t writes;
+	_Atomic int64_t balance;
+};
+
+static struct account *account_at(uint8_t *mem, uint32_t i)
+{
+	return (struct account *)(mem + (size_t)(FIRST_ACCT + i) * PAGE);
+}
+
+static const struct account *caccount_at(const uint8_t *mem, uint32_t i)
+{
+	return (const struct account *)(mem + (size_t)(FIRST_ACCT + i) * PAGE);
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 2685821657736338717ULL;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+/* Payload like real memory: 30% zero pages, structured records, text,
+ * and incompressible bytes. */
+static void fill_payload(uint8_t *page, uint64_t *rng)
+{
+	static const char text[] =
+		"the quick brown fox jumps over the lazy dog; lorem ipsum "
+		"dolor sit amet, consectetur adipiscing elit. ";
+	const unsigned kind = (unsigned)(rnd(rng) % 10);
+	uint8_t *p = page + sizeof(struct account);
+	const size_t n = PAGE - sizeof(struct account);
+
+	if (kind < 3) {
+		memset(p, 0, n);
+	} else if (kind < 6) {
+		for (size_t i = 0; i + 16 <= n; i += 16) {
+			const uint64_t rec[2] = { i / 16, 0x1000 + i * 3 };
+			memcpy(p + i, rec, sizeof(rec));
+		}
+	} else if (kind < 8) {
+		for (size_t i = 0; i < n; i++)
+			p[i] = (uint8_t)text[i % (sizeof(text) - 1)];
+	} else {
+		for (size_t i = 0; i + 8 <= n; i += 8) {
+			const uint64_t v = rnd(rng);
+			memcpy(p + i, &v, 8);
+		}
+	}
+}
+
+int bank_format(void *mem, size_t len, uint64_t seed)
+{
+	uint8_t *m = mem;
+	struct bank_header *h = mem;
+	uint64_t rng = seed | 1;
+	int64_t total = 0;
+
+	if (len < (FIRST_ACCT + 2) * PAGE || len % PAGE)
+		return -EINVAL;
+	memset(m, 0, FIRST_ACCT * PAGE);
+	h->magic = BANK_MAGIC;
+	h->len = len;
+	h->naccounts = (uint32_t)(len / PAGE - FIRST_ACCT);
+	for (uint32_t i = 0; i < h->naccounts; i++) {
+		struct account *a = account_at(m, i);
+
+		fill_payload((uint8_t *)a, &rng);
+		atomic_init(&a->lock, 0);
+		a->writes = 0;
+		atomic_init(&a->balance, 1000);
+		total += 1000;
+	}
+	h->total = total;
+	return 0;
+}
+
+static int header_ok(const void *image, size_t len, char *why, size_t n)
+{
+	const struct bank_header *h = image;
+
+	if (len < (FIRST_ACCT + 2) * PAGE || h->magic != BANK_MAGIC ||
+	    h->len != len || h->naccounts != len / PAGE - FIRST_ACCT) {
+		snprintf(why, n, "not a bank image (header damaged or wrong "
+				 "size)");
+		return -1;
+	}
+	return 0;
+}
+
+int bank_check(const void *image, size_t len, char *why, size_t whylen)
+{
+	const uint8_t *m = image;
+	const struct bank_header *h = image;
+	const struct journal *j = (const void *)(m + JOURNAL_PAGE * PAGE);
+	int64_t sum = 0;
+
+	if (header_ok(image, len, why, whylen))
+		return -1;
+	for (uint32_t i = 0; i < h->naccounts; i++)
+		sum += atomic_load_explicit(&caccount_at(m, i)->balance,
+					    memory_order_relaxed);
+	for (unsigned w = 0; w < BANK_MAX_WRITERS; w++) {
+		if (!atomic_load_explicit(&j[w].active, memory_order_relaxed))
+			continue;
+		if (j[w].from >= h->naccounts || j[w].to >= h->naccounts) {
+			snprintf(why, whylen, "journal slot %u is damaged", w);
+			return -1;
+		}
+		const int64_t f = atomic_load_explicit(
+			&caccount_at(m, j[w].from)->balance, memory_order_relaxed);
+		const int64_t t = atomic_load_explicit(
+			&caccount_at(m, j[w].to)->balance, memory_order_relaxed);
+		const bool debited = f == j[w].from_old - j[w].amount;
+		const bool credited = t == j[w].to_old + j[w].amount;
+
+		if ((!debited && f != j[w].from_old) ||
+		    (!credited && t != j[w].to_old) || (credited && !debited)) {
+			snprintf(why, whylen, "writer %u's transfer %llu is torn: "
+				 "accounts %u and %u hold %lld and %lld, the "
+				 "journal says %lld -> %lld of %lld", w,
+				 (unsigned long long)j[w].seq, j[w].from,
+				 j[w].to, (long long)f, (long long)t,
+				 (long long)j[w].from_old,
+				 (long long)j[w].to_old, (long long)j[w].amount);
+			return -1;
+		}
+		sum += (debited ? j[w].amount : 0) - (credited ? j[w].amount : 0);
+	}
+	if (sum != h->total) {
+		snprintf(why, whylen, "the books do not balance: %lld instead "
+			 "of %lld (pages from different instants)",
+			 (long long)sum, (long long)h->total);
+		return -1;
+	}
+	return 0;
+}
+
+void bank_recover(void *mem, size_t len)
+{
+	uint8_t *m = mem;
+	struct bank_header *h = mem;
+	struct journal *j = (void *)(m + JOURNAL_PAGE * PAGE);
+	char why[8];
+
+	if (header_ok(mem, len, why, sizeof(why)))
+		return;
+	for (unsigned w = 0; w < BANK_MAX_WRITERS; w++) {
+		if (!atomic_load(&j[w].active) || j[w].from >= h->naccounts ||
+		    j[w].to >= h->naccounts)
+			continue;
+		atomic_store(&account_at(m, j[w].from)->balance,
+			     j[w].from_old - j[w].amount);
+		atomic_store(&account_at(m, j[w].to)->balance,
+			     j[w].to_old + j[w].amount);
+		atomic_store(&j[w].active, 0);
+	}
+	for (uint32_t i = 0; i < h->naccounts; i++)
+		atomic_store(&account_at(m, i)->lock, 0);
+}
+
+/* ---- writers ---------------------------------------------------------------- */
+
+static _Thread_local struct bank_writer *self;
+
+static void park_handler(int sig)
+{
+	struct bank *b = self ? self->bank : NULL;
+	const uint64_t t0 = now_ns();
+	const struct timespec tick = { 0, 20000 };
+
+	(void)sig;
+	if (!b)
+		return;
+	atomic_fetch_add(&b->parked, 1);
+	while (atomic_load(&b->paused))
+		nanosleep(&tick, NULL);
+	const uint64_t stopped = now_ns() - t0;
+	if (stopped > atomic_load(&self->max_stop_ns))
+		atomic_store(&self->max_stop_ns, stopped);
+	atomic_fetch_sub(&b->parked, 1);
+}
+
+static void lock_acct(struct account *a)
+{
+	while (atomic_exchange_explicit(&a->lock, 1, memory_order_acquire))
+		;
+}
+
+static void unlock_acct(struct account *a)
+{
+	atomic_store_explicit(&a->lock, 0, memory_order_release);
+}
+
+static void pick(struct bank_writer *w, uint32_t *from, uint32_t *to)
+{
+	const uint32_t n = w->bank->naccounts;
+	uint64_t r = rnd(&w->rng);
+
+	switch (w->bank->pattern) {
+	case BANK_SEQUENTIAL:
+		*from = (uint32_t)((atomic_load(&w->ops) * 2 +
+				    w->id * (n / BANK_MAX_WRITERS)) % n);
+		*to = (*from + 1) % n;
+		return;
+	case BANK_HOT:
+		if (r % 10) {
+			const uint32_t hot = n / 10 > 1 ? n / 10 : 2;
+			*from = (uint32_t)(rnd(&w->rng) % hot);
+			*to = (uint32_t)(rnd(&w->rng) % hot);
+			break;
+		}
+		__attribute__((fallthrough)); /* 10% anywhere */
+	case BANK_RANDOM:
+	default:
+		*from = (uint32_t)(rnd(&w->rng) % n);
+		*to = (uint32_t)(rnd(&w->rng) % n);
+		break;
+	}
+	if (*to == *from)
+		*to = (*from + 1) % n;
+}
+
+static void transfer(struct bank_writer *w, struct journal *j)
+{
+	uint8_t *m = w->bank->mem;
+	uint32_t from, to;
+	struct account *a, *b;
+	const int64_t amount = (int64_t)(rnd(&w->rng) % 100) + 1;
+
+	pick(w, &from, &to);
+	a = account_at(m, from < to ? from : to);
+	b = account_at(m, from < to ? to : from);
+	lock_acct(a);
+	lock_acct(b);
+	j->from = from;
+	j->to = to;
+	j->amount = amount;
+	j->from_old = atomic_load_explicit(&account_at(m, from)->balance,
+					   memory_order_relaxed);
+	j->to_old = atomic_load_explicit(&account_at(m, to)->balance,
+					 memory_order_relaxed);
+	j->seq++;
+	/* Release: the entry's fields are in memory before it is active. */
+	atomic_store_explicit(&j->active, 1, memory_order_release);
+	atomic_store_explicit(&account_at(m, from)->balance, j->from_old - amount,
+			      memory_order_release);
+	account_at(m, from)->writes++;
+	atomic_store_explicit(&account_at(m, to)->balance, j->to_old + amount,
+			      memory_order_release);
+	account_at(m, to)->writes++;
+	atomic_store_explicit(&j->active, 0, memory_order_release);
+	unlock_acct(b);
+	unlock_acct(a);
+}
+
+static void record_latency(struct bank_writer *w, uint64_t ns)
+{
+	const unsigned b = ns ? 63u - (unsigned)__builtin_clzll(ns) : 0;
+
+	atomic_fetch_add_explicit(&w->lat_bucket[b < 47 ? b : 47], 1,
+				  memory_order_relaxed);
+	if (ns > atomic_load_explicit(&w->lat_max_ns, memory_order_relaxed))
+		atomic_store_explicit(&w->lat_max_ns, ns, memory_order_relaxed);
+}
+
+static void *writer_main(void *arg)
+{
+	struct bank_writer *w = arg;
+	struct bank *b = w->bank;
+	struct journal *j = (void *)(b->mem + JOURNAL_PAGE * PAGE +
+				     w->id * sizeof(struct journal));
+	const uint64_t interval = b->rate ? 1000000000ULL * b->nwriters /
+						    b->rate : 0;
+	uint64_t next = now_ns();
+
+	self = w;
+	while (!atomic_load_explicit(&b->stop, memory_order_relaxed)) {
+		if (atomic_load_explicit(&b->hold, memory_order_acquire)) {
+			atomic_fetch_add(&b->held, 1);
+			while (atomic_load(&b->hold) && !atomic_load(&b->stop))
+				nanosleep(&(struct timespec){ 0, 50000 }, NULL);
+			atomic_fetch_sub(&b->held, 1);
+			next = now_ns();
+			continue;
+		}
+		if (interval) {
+			next += interval;
+			const uint64_t t = now_ns();
+			if (next > t)
+				nanosleep(&(struct timespec){
+						  (time_t)((next - t) / 1000000000ULL),
+						  (long)((next - t) % 1000000000ULL) },
+					  NULL);
+		}
+		const uint64_t t0 = now_ns();
+		transfer(w, j);
+		record_latency(w, now_ns() - t0);
+		atomic_fetch_add_explicit(&w->ops, 1, memory_order_relaxed);
+	}
+	return NULL;
+}
+
+int bank_start(struct bank *b, void *mem, size_t len, unsigned nwriters,
+	       enum bank_pattern pattern, uint64_t rate, uint64_t seed)
+{
+	struct sigaction sa = { .sa_handler = park_handler,
+				.sa_flags = SA_RESTART };
+	char why[128];
+
+	if (!nwriters || nwriters > BANK_MAX_WRITERS ||
+	    header_ok(mem, len, why, sizeof(why)))
+		return -EINVAL;
+	memset(b, 0, sizeof(*b));
+	b->mem = mem;
+	b->len = len;
+	b->naccounts = ((struct bank_header *)mem)->naccounts;
+	b->nwriters = nwriters;
+	b->pattern = pattern;
+	b->rate = rate;
+	sigemptyset(&sa.sa_mask);
+	sigaction(PARK_SIGNAL, &sa, NULL);
+	for (unsigned i = 0; i < nwriters; i++) {
+		struct bank_writer *w = &b->writer[i];
+
+		w->bank = b;
+		w->id = i;
+		w->rng = (seed + i * 0x9e3779b97f4a7c15ULL) | 1;
+		const int r = pthread_create(&w->thread, NULL, writer_main, w);
+		if (r) {
+			b->nwriters = i;
+			bank_stop(b);
+			return -r;
+		}
+	}
+	return 0;
+}
+
+void bank_stop(struct bank *b)
+{
+	atomic_store(&b->stop, true);
+	atomic_store(&b->paused, false);
+	for (unsigned i = 0; i < b->nwriters; i++)
+		pthread_join(b->writer[i].thread, NULL);
+	b->nwriters = 0;
+}
+
+static void wait_count(_Atomic unsigned *count, unsigned want)
+{
+	while (atomic_load(count) != want)
+		nanosleep(&(struct timespec){ 0, 10000 }, NULL);
+}
+
+void bank_pause(struct bank *b)
+{
+	atomic_store(&b->paused, true);
+	for (unsigned i = 0; i < b->nwriters; i++)
+		pthread_kill(b->writer[i].thread, PARK_SIGNAL);
+	wait_count(&b->parked, b->nwriters);
+}
+
+void bank_resume(struct bank *b)
+{
+	atomic_store(&b->paused, false);
+}
+
+void bank_hold(struct bank *b)
+{
+	atomic_store(&b->hold, true);
+	wait_count(&b->held, b->nwriters);
+}
+
+void bank_release(struct bank *b)
+{
+	atomic_store(&b->hold, false);
+	wait_count(&b->held, 0);
+}
+
+static uint64_t bucket_percentile(const uint64_t *bucket, uint64_t total,
+				  double p)
+{
+	const uint64_t want = (uint64_t)((double)total * p / 100.0 + 0.5);
+	uint64_t seen = 0;
+
+	for (unsigned i = 0; i < 48; i++) {
+		seen += bucket[i];
+		if (seen >= (want ? want : 1))
+			return (2ULL << i) - 1; /* the bucket's upper bound */
+	}
+	return 0;
+}
+
+void bank_figures(struct bank *b, struct bank_figures *f)
+{
+	uint64_t bucket[48] = { 0 }, total = 0;
+
+	memset(f, 0, sizeof(*f));
+	for (unsigned i = 0; i < b->nwriters; i++) {
+		struct bank_writer *w = &b->writer[i];
+
+		f->ops += atomic_load(&w->ops);
+		for (unsigned k = 0; k < 48; k++) {
+			bucket[k] += atomic_load(&w->lat_bucket[k]);
+			total += atomic_load(&w->lat_bucket[k]);
+		}
+		if (atomic_load(&w->lat_max_ns) > f->lat_max_ns)
+			f->lat_max_ns = atomic_load(&w->lat_max_ns);
+		if (atomic_load(&w->max_stop_ns) > f->max_stop_ns)
+			f->max_stop_ns = atomic_load(&w->max_stop_ns);
+	}
+	f->lat_p50_ns = bucket_percentile(bucket, total, 50);
+	f->lat_p99_ns = bucket_percentile(bucket, total, 99);
+}
+
+void bank_figures_reset(struct bank *b)
+{
+	for (unsigned i = 0; i < b->nwriters; i++) {
+		struct bank_writer *w = &b->writer[i];
+
+		atomic_store(&w->ops, 0);
+		atomic_store(&w->lat_max_ns, 0);
+		atomic_store(&w->max_stop_ns, 0);
+		for (unsigned k = 0; k < 48; k++)
+			atomic_store(&w->lat_bucket[k], 0);
+	}
+}

@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The bank: the built-in guest workload, and the consistency oracle.
+ *
+ * Writer threads move amounts between accounts spread one per page over
+ * the whole memory, each logging its in-flight transfer in a journal in the
+ * same memory. Any point-in-time image of the memory balances: the sum of
+ * the accounts plus the money in flight (read from the journal) is the
+ * constant total. An image whose pages were captured at different times
+ * almost never does — which is what the demo, the tests and the benchmark
+ * use to prove a snapshot consistent (DESIGN.md, oracle 2).
+ *
+ * Used by the demo/bench guest and by the tests; it knows nothing of
+ * bgsnap.
+ */
+#ifndef BGS_GUEST_BANK_H
+#define BGS_GUEST_BANK_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define BANK_MAX_WRITERS 64
+
+enum bank_pattern {
+	BANK_RANDOM = 0,     /* uniform over all accounts */
+	BANK_SEQUENTIAL = 1, /* a moving window, page after page */
+	BANK_HOT = 2,	     /* 90% of transfers within 10% of the memory */
+};
+
+/* Per-writer figures, owned by that writer (read racily for reports). */
+struct bank_writer {
+	pthread_t thread;
+	struct bank *bank;
+	unsigned id;
+	uint64_t rng;
+	_Atomic uint64_t ops;
+	_Atomic uint64_t max_stop_ns;	/* longest time parked by a pause */
+	_Atomic uint64_t lat_max_ns;
+	_Atomic uint64_t lat_bucket[48]; /* op latency, power-of-two ns */
+};
+
+struct bank {
+	uint8_t *mem;
+	size_t len;
+	uint32_t naccounts;
+	unsigned nwriters;
+	enum bank_pattern pattern;
+	uint64_t rate;			/* transfers/s, all writers; 0: max */
+	_Atomic bool stop;
+	_Atomic bool paused;		/* writers park where they are */
+	_Atomic unsigned parked;
+	_Atomic bool hold;		/* writers park between transfers */
+	_Atomic unsigned held;
+	struct bank_writer writer[BANK_MAX_WRITERS];
+};
+
+/* Lay out and fill @len bytes at @mem (>= 4 pages, page-aligned) with
+ * accounts holding a known total. Contents are realistic: compressible
+ * payload with some zero pages. */
+int bank_format(void *mem, size_t len, uint64_t seed);
+
+/* Start @nwriters threads on formatted memory. */
+int bank_start(struct bank *b, void *mem, size_t len, unsigned nwriters,
+	       enum bank_pattern pattern, uint64_t rate, uint64_t seed);
+/* Stop and join the writers. */
+void bank_stop(struct bank *b);
+
+/*
+ * Park every writer at an arbitrary instruction (a signal whose handler
+ * spins), as a VMM stops vCPUs: the memory is then an arbitrary
+ * point-in-time state, possibly mid-transfer. Returns when all are parked.
+ * bank_resume() lets them go.
+ */
+void bank_pause(struct bank *b);
+void bank_resume(struct bank *b);
+
+/* Park every writer between transfers (no lock held, nothing in flight),
+ * for restoring memory under them; bank_release() lets them go. */
+void bank_hold(struct bank *b);
+void bank_release(struct bank *b);
+
+/*
+ * Check an image of the whole memory: 0 if it balances, else -1 with a
+ * one-line reason in @why. Does not modify @image.
+ */
+int bank_check(const void *image, size_t len, char *why, size_t whylen);
+
+/* After memory was restored from a snapshot: complete the transfers the
+ * journal shows in flight and release every lock, as a database replays
+ * its log. Writers must be held (bank_hold). */
+void bank_recover(void *mem, size_t len);
+
+/* Figures summed over writers since bank_start or the last reset. */
+struct bank_figures {
+	uint64_t ops;
+	uint64_t lat_p50_ns, lat_p99_ns, lat_max_ns;
+	uint64_t max_stop_ns;
+};
+void bank_figures(struct bank *b, struct bank_figures *f);
+void bank_figures_reset(struct bank *b);
+
+#endif
