@@ -75,6 +75,8 @@ struct rs_writer_opts {
 	uint8_t parent_id[16];	  /* all zero: not incremental */
 	const struct rs_region *regions; /* the table, fixed at open */
 	size_t nregions;
+	bool sync_io; /* write(2) in the caller instead of io_uring (the
+		       * fallback anyway where io_uring is unavailable) */
 };
 
 struct rs_writer;
@@ -129,7 +131,7 @@ struct rs_writer_stats {
 /* Any thread; the figures are each exact, not mutually atomic. */
 void bgs_rs_writer_stats(const struct rs_writer *w, struct rs_writer_stats *s);
 
-/* ---- reader --------------------------------------------------------------- */
+/* ---- reader -------------------------------------------------------------- */
 
 enum rs_encoding {
 	RS_ENC_ZERO = 0,
@@ -208,7 +210,7 @@ int bgs_rs_verify(struct rs_reader *r, struct rs_diag *diag,
 		  void (*progress)(void *arg, uint64_t done, uint64_t total),
 		  void *arg);
 
-/* ---- sequential decoding from a stream (pipe, no index) -------------- */
+/* ---- sequential decoding from a stream (pipe, no index) ------------------ */
 
 struct rs_stream;
 

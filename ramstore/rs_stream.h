@@ -1,0 +1,24 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The sequential decoder behind bgs_rs_stream_* and bgs_rs_verify. From a
+ * pipe it reads with read(2); to verify a file it reads the same way but
+ * with large preads from offset 0, and checks everything a stream reader
+ * checks: every record, then the index against the records seen, the
+ * coverage of every region and the footer.
+ */
+#ifndef BGS_RS_STREAM_H
+#define BGS_RS_STREAM_H
+
+#include "rs_format.h"
+
+/* A stream over @fd read with pread(2) from offset 0 up to @size bytes. */
+int bgs_rs_stream_open_file(struct rs_stream **s, int fd, uint64_t size,
+			    struct rs_diag *diag);
+/* Bytes consumed so far. */
+uint64_t bgs_rs_stream_pos(const struct rs_stream *s);
+const struct rs_head *bgs_rs_stream_head(const struct rs_stream *s);
+/* After a clean end: the PAGES records seen, sorted by (region, first). */
+const struct rs_extent *bgs_rs_stream_extents(const struct rs_stream *s,
+					      size_t *n);
+
+#endif /* BGS_RS_STREAM_H */

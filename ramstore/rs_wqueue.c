@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The writer's arena and write queue (rs_wqueue.h). Every write is reaped:
+ * a negative result is -errno and sticks, a short write is resubmitted for
+ * the rest (the way liburing's examples/io_uring-cp.c does), and the arena
+ * is never unmapped while the kernel may still read from it.
+ */
+#include "rs_wqueue.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define RS_WQ_CHUNK_MAX (1u << 20)
+
+static void set_err(struct rs_wq *q, int err)
+{
+	if (!q->err)
+		q->err = err;
+}
+
+/* ---- the arena: one shared-memory buffer mapped twice -------------------- */
+
+static int map_arena(struct rs_wq *q)
+{
+	const int fd = memfd_create("bgsnap-store-buffers", MFD_CLOEXEC);
+	uint8_t *base;
+	int ret = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)q->size)) {
+		ret = -errno;
+		goto out_close_fd;
+	}
+	base = mmap(NULL, 2 * q->size, PROT_NONE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (base == MAP_FAILED) {
+		ret = -errno;
+		goto out_close_fd;
+	}
+	if (mmap(base, q->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+		 fd, 0) == MAP_FAILED ||
+	    mmap(base + q->size, q->size, PROT_READ | PROT_WRITE,
+		 MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
+		ret = -errno;
+		munmap(base, 2 * q->size);
+		goto out_close_fd;
+	}
+	q->arena = base;
+out_close_fd:
+	close(fd); /* the mappings keep the memory */
+	return ret;
+}
+
+static int setup_ring(struct rs_wq *q)
+{
+	int ret = io_uring_queue_init(RS_WQ_DEPTH, &q->ring,
+				      IORING_SETUP_COOP_TASKRUN);
+
+	/* COOP_TASKRUN (5.19) only saves interrupts: do without it. */
+	if (ret == -EINVAL)
+		ret = io_uring_queue_init(RS_WQ_DEPTH, &q->ring, 0);
+	return ret;
+}
+
+int bgs_rs_wq_init(struct rs_wq *q, int fd, bool stream, size_t budget,
+		   bool sync_io)
+{
+	const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	int ret;
+
+	memset(q, 0, sizeof(*q));
+	q->fd = fd;
+	q->stream = stream;
+	q->depth = stream ? 1 : RS_WQ_DEPTH;
+	q->size = (budget + pg - 1) / pg * pg;
+	q->chunk = q->size / 16 < RS_WQ_CHUNK_MAX ? q->size / 16
+						   : RS_WQ_CHUNK_MAX;
+	q->max_write = 4 * q->chunk;
+	ret = map_arena(q);
+	if (ret)
+		return ret;
+	/* Kernels or sandboxes without io_uring still get a store. */
+	q->uring = !sync_io && !setup_ring(q);
+	return 0;
+}
+
+/* ---- writes -------------------------------------------------------------- */
+
+static struct rs_wslot *slot_at(struct rs_wq *q, unsigned i)
+{
+	return &q->slot[i % RS_WQ_DEPTH];
+}
+
+static void retire(struct rs_wq *q)
+{
+	while (q->inflight && slot_at(q, q->head)->complete) {
+		q->head = (q->head + 1) % RS_WQ_DEPTH;
+		q->inflight--;
+	}
+	q->done = q->inflight ? slot_at(q, q->head)->start : q->sub;
+}
+
+/* Account @res for slot @i; true if the rest must be written again. */
+static bool on_result(struct rs_wq *q, unsigned i, long res)
+{
+	struct rs_wslot *s = slot_at(q, i);
+
+	if (res == -EINTR)
+		return true;
+	if (res == -EAGAIN) {
+		/* An O_NONBLOCK descriptor: wait until it takes more. */
+		struct pollfd p = { .fd = q->fd, .events = POLLOUT };
+
+		poll(&p, 1, -1);
+		return true;
+	}
+	if (res <= 0) {
+		/* A write that takes nothing would loop for ever. */
+		set_err(q, res ? (int)res : -EIO);
+		s->complete = true;
+		return false;
+	}
+	s->done += (size_t)res;
+	bgs_rs_stat_add(&q->written, (uint64_t)res);
+	s->complete = s->done == s->end - s->start;
+	return !s->complete;
+}
+
+static void prep_write(struct rs_wq *q, unsigned i)
+{
+	const struct rs_wslot *s = slot_at(q, i);
+	const uint64_t pos = s->start + s->done;
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+
+	/* Never NULL: one entry per slot and the ring has depth entries. */
+	slot_at(q, i)->queued = true;
+	io_uring_prep_write(sqe, q->fd, q->arena + pos % q->size,
+			    (unsigned)(s->end - pos), q->stream ? -1ull : pos);
+	io_uring_sqe_set_data(sqe, (void *)(uintptr_t)i);
+}
+
+static void write_sync(struct rs_wq *q, unsigned i)
+{
+	const struct rs_wslot *s = slot_at(q, i);
+	long res;
+
+	do {
+		const uint64_t pos = s->start + s->done;
+		const void *p = q->arena + pos % q->size;
+		const size_t len = s->end - pos;
+
+		res = q->stream ? write(q->fd, p, len)
+				: pwrite(q->fd, p, len, (off_t)pos);
+		if (res < 0)
+			res = -errno;
+	} while (on_result(q, i, res));
+}
+
+static void submit(struct rs_wq *q)
+{
+	int ret;
+
+	do
+		ret = io_uring_submit(&q->ring);
+	while (ret == -EINTR || ret == -EAGAIN);
+	for (unsigned i = 0; i < q->inflight; i++) {
+		struct rs_wslot *s = slot_at(q, q->head + i);
+
+		/* If the kernel took none, no completion will come for them. */
+		if (ret < 0 && s->queued)
+			s->complete = true;
+		s->queued = false;
+	}
+	if (ret < 0)
+		set_err(q, ret);
+}
+
+/* Start writes for pending bytes: all of them if @force, else whole
+ * chunks, as far as free slots allow. */
+static void submit_pending(struct rs_wq *q, bool force)
+{
+	unsigned started = 0;
+
+	while (q->inflight < q->depth && !q->err) {
+		const uint64_t pending = q->fill - q->sub;
+		const unsigned i = q->head + q->inflight;
+		struct rs_wslot *s = slot_at(q, i);
+
+		if (!pending || (!force && pending < q->chunk))
+			break;
+		*s = (struct rs_wslot){
+			.start = q->sub,
+			.end = q->sub + (pending < q->max_write ? pending
+								: q->max_write),
+		};
+		q->sub = s->end;
+		q->inflight++;
+		if (q->uring) {
+			prep_write(q, i);
+			started++;
+		} else {
+			write_sync(q, i);
+			retire(q);
+		}
+	}
+	if (started)
+		submit(q);
+}
+
+/* Handle every completion there is; with @wait, at least one. */
+static void reap(struct rs_wq *q, bool wait)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, seen = 0, again = 0;
+	int ret;
+
+	if (!q->uring || !q->inflight)
+		return;
+	do
+		ret = wait ? io_uring_wait_cqe(&q->ring, &cqe)
+			   : io_uring_peek_cqe(&q->ring, &cqe);
+	while (ret == -EINTR);
+	if (ret == -EAGAIN)
+		return;
+	if (ret < 0) {
+		/* The ring itself failed: nothing more will complete. */
+		set_err(q, ret);
+		for (unsigned i = 0; i < q->inflight; i++)
+			slot_at(q, q->head + i)->complete = true;
+		retire(q);
+		return;
+	}
+	io_uring_for_each_cqe(&q->ring, head, cqe) {
+		const unsigned i =
+			(unsigned)(uintptr_t)io_uring_cqe_get_data(cqe);
+
+		seen++;
+		if (on_result(q, i, cqe->res)) {
+			prep_write(q, i);
+			again++;
+		}
+	}
+	io_uring_cq_advance(&q->ring, seen);
+	if (again)
+		submit(q);
+	retire(q);
+}
+
+/* ---- the producer's side ------------------------------------------------- */
+
+int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, uint8_t **p)
+{
+	if (q->err)
+		return q->err;
+	if (need > q->size)
+		return -EINVAL;
+	while (q->size - (q->fill - q->done) < need) {
+		submit_pending(q, true);
+		reap(q, true);
+		if (q->err)
+			return q->err;
+	}
+	*p = q->arena + q->fill % q->size;
+	return 0;
+}
+
+void bgs_rs_wq_produce(struct rs_wq *q, size_t len)
+{
+	const uint64_t used = q->fill + len - q->done;
+
+	q->fill += len;
+	if (used > atomic_load_explicit(&q->peak, memory_order_relaxed))
+		atomic_store_explicit(&q->peak, used, memory_order_relaxed);
+	if (q->fill - q->sub >= q->chunk) {
+		reap(q, false);
+		submit_pending(q, false);
+	}
+}
+
+int bgs_rs_wq_append(struct rs_wq *q, const void *data, size_t len)
+{
+	const uint8_t *src = data;
+
+	while (len) {
+		const size_t n = len < q->max_write ? len : q->max_write;
+		uint8_t *dst;
+		const int ret = bgs_rs_wq_reserve(q, n, &dst);
+
+		if (ret)
+			return ret;
+		memcpy(dst, src, n);
+		bgs_rs_wq_produce(q, n);
+		src += n;
+		len -= n;
+	}
+	return q->err;
+}
+
+void bgs_rs_wq_kick(struct rs_wq *q)
+{
+	reap(q, false);
+	submit_pending(q, true);
+}
+
+int bgs_rs_wq_flush(struct rs_wq *q)
+{
+	for (;;) {
+		submit_pending(q, true);
+		if (!q->inflight && (q->sub == q->fill || q->err))
+			return q->err;
+		reap(q, true);
+	}
+}
+
+void bgs_rs_wq_free(struct rs_wq *q)
+{
+	if (!q->arena)
+		return;
+	while (q->inflight)
+		reap(q, true);
+	if (q->uring)
+		io_uring_queue_exit(&q->ring);
+	munmap(q->arena, 2 * q->size);
+	q->arena = NULL;
+}

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The writer's buffer pool and write queue: one arena of a fixed byte
+ * budget that records are appended to, written out in large writes with
+ * io_uring (or write(2) when io_uring is unavailable). The arena is a
+ * ring mapped twice back to back, so any run of bytes in it is contiguous
+ * in memory even where the ring wraps. Bytes are freed in order as their
+ * writes complete; a full arena makes the producer wait (back-pressure).
+ *
+ * Positions are logical byte counts since the start of the store, which
+ * is also the file offset of each byte: [done, sub) is being written,
+ * [sub, fill) waits to be submitted, everything else is free.
+ */
+#ifndef BGS_RS_WQUEUE_H
+#define BGS_RS_WQUEUE_H
+
+#include <liburing.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Add to a statistic that only the writer's thread changes and any thread
+ * reads: a relaxed load and store, no locked instruction, and each figure
+ * is always whole. */
+static inline void bgs_rs_stat_add(_Atomic uint64_t *v, uint64_t n)
+{
+	const uint64_t old = atomic_load_explicit(v, memory_order_relaxed);
+
+	atomic_store_explicit(v, old + n, memory_order_relaxed);
+}
+
+#define RS_WQ_DEPTH 8 /* writes in flight to a file; a stream has one */
+
+struct rs_wslot {
+	uint64_t start, end; /* the bytes this write carries */
+	size_t done;	     /* of which the kernel took so far */
+	bool queued;	     /* prepared, io_uring_submit not yet called */
+	bool complete;
+};
+
+struct rs_wq {
+	int fd;
+	bool stream;	/* no offsets: at the fd's position, one at a time */
+	bool uring;	/* false: write(2)/pwrite(2) in the caller */
+	unsigned depth; /* slots in use at most */
+	struct io_uring ring;
+	uint8_t *arena; /* 2 * size bytes of address space, one buffer */
+	size_t size;
+	size_t chunk;	  /* pending bytes worth a write */
+	size_t max_write; /* the largest single write */
+	uint64_t fill, sub, done;
+	struct rs_wslot slot[RS_WQ_DEPTH]; /* a ring, oldest at head */
+	unsigned head, inflight;
+	int err; /* the first error; sticks */
+	/* Written by the writer's thread, read by any (stats): relaxed. */
+	_Atomic uint64_t written;
+	_Atomic uint64_t peak;
+};
+
+/* @budget is rounded up to whole pages. @stream: @fd may be a pipe. */
+int bgs_rs_wq_init(struct rs_wq *q, int fd, bool stream, size_t budget,
+		   bool sync_io);
+/* Wait for writes in flight (errors ignored), then free everything. */
+void bgs_rs_wq_free(struct rs_wq *q);
+/* Contiguous room for @need bytes (at most the arena size) at *@p,
+ * waiting for writes to complete if the arena is full. */
+int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, uint8_t **p);
+/* The first @len reserved bytes are filled: queue them for writing. */
+void bgs_rs_wq_produce(struct rs_wq *q, size_t len);
+/* Copy @len bytes in, as much at a time as fits. */
+int bgs_rs_wq_append(struct rs_wq *q, const void *data, size_t len);
+/* Submit what is pending without waiting. */
+void bgs_rs_wq_kick(struct rs_wq *q);
+/* Submit everything and wait until all of it is written. */
+int bgs_rs_wq_flush(struct rs_wq *q);
+
+/* The file offset the next appended byte gets. */
+static inline uint64_t bgs_rs_wq_pos(const struct rs_wq *q)
+{
+	return q->fill;
+}
+
+#endif /* BGS_RS_WQUEUE_H */
