@@ -18,10 +18,11 @@
  *      buffers before returning;
  *   4. only then unprotect the run (one ioctl, which wakes its writers)
  *      and mark it saved.
- * Faulted pages (from the ring) come first, a single page or one whole
- * huge page; the bulk scan then resumes right after them and saves runs of
- * BGS_RUN_PAGES unsaved pages, whole huge pages and PMD-mapped THP blocks
- * never split. Before the scan, pages that are provably zero at the
+ * Faulted pages (from the ring) come first, a single page (a whole
+ * hugetlbfs page); the bulk scan then resumes right after them and saves
+ * runs of BGS_RUN_PAGES unsaved pages, and whole huge pages: it splits no
+ * PMD-mapped THP block of its own accord. A run is copied in chunks and
+ * cut short when a writer faults, so a fault waits for one chunk at most. Before the scan, pages that are provably zero at the
  * snapshot instant (never populated, or the zero page) are stored as zero
  * runs without being touched.
  *
@@ -65,16 +66,20 @@ static bool huge_start(const struct bgs_save *s, uint64_t page)
 }
 
 /*
- * The smallest unit that can be saved and unprotected around @page: the
- * huge page or THP block holding it, else the page itself.
+ * The unit saved and unprotected together around @page. A hugetlbfs page
+ * is always whole (the kernel protects nothing smaller). A PMD-mapped THP
+ * block is whole for the bulk scan, which never splits one; a writer's
+ * fault in it saves just its 4 KiB page, as a fork COW fault would copy
+ * it: the writer waits microseconds, not a 2 MiB compression, and the
+ * kernel splits the PMD (the folio stays whole).
  */
 static void unit_of(const struct bgs_save *s, const struct bgs_region *r,
-		    uint64_t page, uint64_t *first, uint64_t *n)
+		    uint64_t page, bool fault, uint64_t *first, uint64_t *n)
 {
 	const uint64_t addr = page_addr(r, page);
 	uint64_t size = r->page_size;
 
-	if (bgs_region_is_anon(r)) {
+	if (!fault && bgs_region_is_anon(r)) {
 		const uint64_t block = addr & ~(uint64_t)(BGS_THP_SIZE - 1);
 
 		if (block >= r->base && block + BGS_THP_SIZE <= r->base + r->len &&
@@ -84,8 +89,8 @@ static void unit_of(const struct bgs_save *s, const struct bgs_region *r,
 	*first = r->first_page +
 		 ((addr & ~(size - 1)) - r->base) / BGS_PAGE_SIZE;
 	*n = size / BGS_PAGE_SIZE;
-	/* A THP block saved in part (a fault served before the scan knew the
-	 * block was huge) is already split: go on page by page. */
+	/* A THP block saved in part (after a fault) is split already: go on
+	 * page by page. */
 	if (bgs_region_is_anon(r) && *n > 1) {
 		for (uint64_t p = *first; p < *first + *n; p++) {
 			if (bgs_page_saved(s, p)) {
@@ -174,32 +179,48 @@ static int unprotect(struct bgs_save *s, const struct bgs_region *r,
 	return 0;
 }
 
-/* Save pages [page, page + n) of @r: read, verify, store, unprotect. */
-static int save_run(struct bgs_save *s, const struct bgs_region *r,
-		    uint64_t page, uint64_t n)
+/* Steps 1 and 3 for [page, page + n) of @r: read it out of the owner and
+ * hand it to the writer. */
+static int copy_pages(struct bgs_save *s, const struct bgs_region *r,
+		      uint64_t page, uint64_t n)
 {
-	const uint64_t addr = page_addr(r, page);
-	const size_t len = n * BGS_PAGE_SIZE;
-	int ret;
+	int ret = read_owner(s, r, page_addr(r, page), n * BGS_PAGE_SIZE);
 
-	ret = read_owner(s, r, addr, len);
-	if (!ret && s->read_count)
+	if (ret)
+		return ret;
+	if (s->read_count)
 		for (uint64_t p = page; p < page + n; p++)
 			s->read_count[p]++;
-	if (!ret && s->verify && !s->stop_the_world)
-		ret = verify_protected(s, r, addr, len);
-	if (!ret) {
-		ret = bgs_rs_put_pages(s->writer, region_index(s, r),
-				       page - r->first_page, n, s->staging);
-		if (ret < 0)
-			bgs_save_fail(s, ret, "writing the snapshot: %s",
-				      bgsnap_strerror(ret));
+	ret = bgs_rs_put_pages(s->writer, region_index(s, r),
+			       page - r->first_page, n, s->staging);
+	if (ret < 0)
+		return bgs_save_fail(s, ret, "writing the snapshot: %s",
+				     bgsnap_strerror(ret));
+	return 0;
+}
+
+/* Steps 2 and 4 for a run whose pages are all copied out. */
+static int release_run(struct bgs_save *s, const struct bgs_region *r,
+		       uint64_t page, uint64_t n)
+{
+	const uint64_t addr = page_addr(r, page);
+	int ret = 0;
+
+	if (!s->stop_the_world) {
+		if (s->verify)
+			ret = verify_protected(s, r, addr, n * BGS_PAGE_SIZE);
+		if (!ret)
+			ret = unprotect(s, r, addr, n * BGS_PAGE_SIZE);
 	}
-	if (!ret && !s->stop_the_world)
-		ret = unprotect(s, r, addr, len);
 	if (!ret)
 		mark_saved(s, page, n);
 	return ret;
+}
+
+static bool faults_waiting(struct bgs_save *s)
+{
+	return atomic_load_explicit(&s->ring.head, memory_order_acquire) !=
+	       atomic_load_explicit(&s->ring.tail, memory_order_relaxed);
 }
 
 /* ---- faulted pages first ------------------------------------------------ */
@@ -213,13 +234,14 @@ static void serve_faults(struct bgs_save *s)
 								     req.page);
 		uint64_t first, n;
 
-		unit_of(s, r, req.page, &first, &n);
+		unit_of(s, r, req.page, true, &first, &n);
 		if (bgs_page_saved(s, first)) {
 			/* Saved (and so unprotected) after the fault was
 			 * queued: the writer may still sleep; wake it. */
 			bgs_uffd_wake(&s->uffd, page_addr(r, first),
 				      n * BGS_PAGE_SIZE);
-		} else if (save_run(s, r, first, n) == 0) {
+		} else if (!copy_pages(s, r, first, n) &&
+			   !release_run(s, r, first, n)) {
 			s->pages_by_fault += n;
 			s->cursor = first + n; /* neighbours are likely next */
 		}
@@ -253,24 +275,42 @@ static uint64_t next_unsaved(struct bgs_save *s, uint64_t from)
 	return total;
 }
 
+/*
+ * Save the next run: up to BGS_RUN_PAGES unsaved pages, or one whole huge
+ * page. It is copied BGS_CHUNK_PAGES at a time, and cut short when a
+ * writer faults, so a fault never waits for more than one chunk: the part
+ * copied so far is released at once and the fault is served next. A
+ * hugetlbfs page cannot be released in part, so it is copied whole.
+ */
 static void bulk_step(struct bgs_save *s)
 {
 	const uint64_t page = next_unsaved(s, s->cursor);
 	const struct bgs_region *r = bgs_snap_region_of_page(s->h, page);
 	const uint64_t end = r->first_page + r->len / BGS_PAGE_SIZE;
-	uint64_t first, n;
+	const uint64_t chunk = r->page_size > BGS_PAGE_SIZE ?
+				       r->page_size / BGS_PAGE_SIZE :
+				       BGS_CHUNK_PAGES;
+	uint64_t first, n, done = 0;
 
-	unit_of(s, r, page, &first, &n);
+	unit_of(s, r, page, false, &first, &n);
 	if (n == 1) {
 		while (n < BGS_RUN_PAGES && page + n < end &&
 		       !bgs_page_saved(s, page + n) &&
-		       !(bgs_region_is_anon(r) &&
-			 huge_start(s, page + n)))
+		       !(bgs_region_is_anon(r) && huge_start(s, page + n)))
 			n++;
 	}
-	if (save_run(s, r, first, n) == 0)
-		s->pages_by_scan += n;
-	s->cursor = first + n;
+	while (done < n) {
+		const uint64_t c = n - done < chunk ? n - done : chunk;
+
+		if (copy_pages(s, r, first + done, c))
+			return;
+		done += c;
+		if (!s->stop_the_world && faults_waiting(s))
+			break;
+	}
+	if (release_run(s, r, first, done) == 0)
+		s->pages_by_scan += done;
+	s->cursor = first + done;
 }
 
 /* ---- pages that are zero at the snapshot instant --------------------------- */
@@ -385,7 +425,7 @@ static void skip_zero_pages(struct bgs_save *s)
 
 /* ---- the end ------------------------------------------------------------------ */
 
-static int write_stats_attachment(struct bgs_save *s)
+static int write_stats_attachment(struct bgs_save *s, struct rs_writer *w)
 {
 	char json[512];
 	const int n = snprintf(
@@ -401,7 +441,7 @@ static int write_stats_attachment(struct bgs_save *s)
 		bgs_hist_percentile(&s->stall, 99), s->stall.max,
 		s->stop_the_world ? "true" : "false");
 
-	return bgs_rs_put_attachment(s->writer, "bgsnap.stats", json,
+	return bgs_rs_put_attachment(w, "bgsnap.stats", json,
 				     (size_t)n);
 }
 
@@ -442,7 +482,7 @@ static int commit(struct bgs_save *s)
 					    h->attachments[i].data,
 					    h->attachments[i].len);
 	if (!ret)
-		ret = write_stats_attachment(s);
+		ret = write_stats_attachment(s, w);
 	writer_final_stats(s, w);
 	if (ret < 0) {
 		bgs_rs_writer_abort(w);

@@ -1,0 +1,6 @@
+# The engine: integration tests on the real kernel.
+bgs_add_test(test_save integration/test_save.c TIMEOUT 300
+	LABELS integration RESOURCE_LOCK hugetlb)
+target_link_libraries(test_save PRIVATE PkgConfig::URING)
+bgs_add_test(test_hazards integration/test_hazards.c TIMEOUT 120
+	LABELS integration RESOURCE_LOCK ksm)
