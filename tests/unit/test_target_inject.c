@@ -1,0 +1,443 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Syscall injection and the uffd made inside a target, against the real
+ * kernel: every thread kind (busy FP, blocked in read(), in nanosleep) runs
+ * an injected call and carries on unharmed; a uffd is made in a root and in
+ * a non-root target (which must take the /dev/userfaultfd path), fetched,
+ * and used to serve user and kernel write faults; and a monitor SIGKILLed at
+ * every stage of freeze/inject/protect leaves a target that finishes with
+ * all its checks intact.
+ */
+#include "testutil.h"
+#include "tu_target.h"
+#include "uffd_target.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PG 4096UL
+#define REGION_PAGES 16
+#define PATTERN(i) ((char)(0x40 + (i)))
+#define UFFD_LINK "[userfaultfd]"
+
+/* ---- a kid with a data region and commands that write into it ----------- */
+
+static int kid_pipe[2]; /* the parent writes, the kid's read() lands in RAM */
+
+static int region_setup(struct tu_kid *k)
+{
+	char *p = mmap(NULL, REGION_PAGES * PG, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	size_t i;
+
+	if (p == MAP_FAILED)
+		return 1;
+	for (i = 0; i < REGION_PAGES; i++)
+		memset(p + i * PG, PATTERN(i), PG);
+	k->shm->addr[0] = (uintptr_t)p;
+	return k->arg ? tu_drop_privileges(65534) : 0;
+}
+
+/* 'w': a user write into page 3. 'r': read() from a pipe into page 5, a
+ * kernel write, which would fail with EFAULT on a user-mode-only uffd. */
+static int region_cmd(struct tu_kid *k, char cmd)
+{
+	char *p = (char *)(uintptr_t)k->shm->addr[0];
+	ssize_t n;
+
+	if (cmd == 'w') {
+		p[3 * PG + 1] = 'W';
+	} else if (cmd == 'r') {
+		n = read(kid_pipe[0], p + 5 * PG, 8);
+		if (n != 8) {
+			snprintf(k->shm->why, sizeof(k->shm->why),
+				 "kernel write: read returned %ld (%s)",
+				 (long)n, n < 0 ? strerror(errno) : "short");
+			return 1;
+		}
+	}
+	k->shm->arg[1]++;
+	return 0;
+}
+
+static void region_kid(struct tu_kid *k, bool nonroot, int nbusy, int nread,
+		       int nsleep)
+{
+	memset(k, 0, sizeof(*k));
+	k->setup = region_setup;
+	k->cmd = region_cmd;
+	k->arg = nonroot ? k : NULL;
+	tu_kid_start(k, nbusy, nread, nsleep);
+}
+
+static bool wait_done(const struct tu_kid *k, uint64_t n, int timeout_ms)
+{
+	int i;
+
+	for (i = 0; i < timeout_ms && k->shm->arg[1] < n; i++)
+		tu_sleep_ms(1);
+	return k->shm->arg[1] >= n;
+}
+
+/* ---- injected calls in every kind of thread ------------------------------ */
+
+static void inject_everywhere(struct bgs_target *t, const struct tu_kid *k)
+{
+	const uint64_t none[6] = { 0 };
+	int64_t ret = 0;
+	int i;
+
+	for (i = 0; i < k->shm->nthreads; i++) {
+		const pid_t tid = k->shm->tid[i];
+
+		assert_int_equal(bgs_target_syscall(t, tid, SYS_gettid, none,
+						    &ret), 0);
+		assert_int_equal(ret, tid);
+	}
+	/* The main thread, blocked in read() on the command pipe. */
+	assert_int_equal(bgs_target_syscall(t, k->pid, SYS_getpid, none, &ret),
+			 0);
+	assert_int_equal(ret, k->pid);
+}
+
+static void test_syscall_in_each_thread(void **state)
+{
+	struct tu_kid k = { 0 };
+	struct bgs_target t;
+	int round;
+
+	(void)state;
+	tu_kid_start(&k, 2, 2, 2);
+	assert_true(tu_wait_syscall(k.pid, tu_kid_tid(&k, TU_READER, 1),
+				    SYS_read, 2000));
+	assert_true(tu_wait_syscall(k.pid, tu_kid_tid(&k, TU_SLEEPER, 1), -1,
+				    2000));
+	assert_int_equal(bgs_target_open(&t, k.pid), 0);
+	for (round = 0; round < 3; round++) {
+		assert_int_equal(bgs_target_freeze(&t), 0);
+		inject_everywhere(&t, &k);
+		assert_int_equal(bgs_target_thaw(&t), 0);
+		tu_kid_feed(&k);
+		tu_sleep_ms(25);
+	}
+	bgs_target_close(&t);
+	/* Readers got every message whole, sleepers never woke early or with
+	 * EINTR, busy threads kept their FPU state and rounding mode. */
+	assert_int_equal(tu_kid_finish(&k, 5000), 0);
+}
+
+static void test_syscall_refusals(void **state)
+{
+	struct tu_kid k = { 0 };
+	struct bgs_target t;
+	const uint64_t none[6] = { 0 };
+	int64_t ret;
+
+	(void)state;
+	tu_kid_start(&k, 1, 1, 0);
+	assert_int_equal(bgs_target_open(&t, k.pid), 0);
+	assert_int_equal(bgs_target_syscall(&t, 0, SYS_getpid, none, &ret),
+			 -EINVAL); /* not frozen */
+	assert_int_equal(bgs_target_freeze(&t), 0);
+	assert_int_equal(bgs_target_syscall(&t, 1, SYS_getpid, none, &ret),
+			 -EBUSY); /* not one of its threads */
+	assert_non_null(strstr(t.msg, "cannot run injected calls"));
+	assert_int_equal(bgs_target_thaw(&t), 0);
+	bgs_target_close(&t);
+	assert_int_equal(tu_kid_finish(&k, 5000), 0);
+}
+
+/* ---- the uffd ------------------------------------------------------------ */
+
+/* Inject, adopt, register and protect the kid's region. */
+static void arm(struct bgs_target *t, const struct tu_kid *k,
+		struct bgs_uffd *u, struct bgs_target_uffd *tu)
+{
+	const uint64_t addr = k->shm->addr[0];
+	const int fds = tu_count_fds(k->pid, NULL);
+
+	assert_int_equal(bgs_target_freeze(t), 0);
+	assert_int_equal(bgs_target_inject_uffd(t, 0, tu), 0);
+	/* Every descriptor injected is closed again. */
+	assert_int_equal(tu_count_fds(k->pid, NULL), fds);
+	assert_int_equal(tu_count_fds(k->pid, UFFD_LINK), 0);
+	assert_int_equal(bgs_uffd_adopt(u, tu->fd, BGS_UFFD_FEATURES_WP,
+					UFFD_FEATURE_PAGEFAULT_FLAG_WP), 0);
+	assert_int_equal(bgs_uffd_register(u, addr, REGION_PAGES * PG,
+					   UFFDIO_REGISTER_MODE_WP, NULL), 0);
+	assert_int_equal(bgs_uffd_protect(u, addr, REGION_PAGES * PG), 0);
+	assert_int_equal(bgs_target_thaw(t), 0);
+}
+
+/* The kid's write to @page must fault, stay blocked while the old content
+ * is read, and land after unprotect. */
+static void serve_fault(struct bgs_target *t, const struct tu_kid *k,
+			const struct bgs_uffd *u, int page, char cmd)
+{
+	const uint64_t addr = k->shm->addr[0] + (uint64_t)page * PG;
+	const uint64_t done = k->shm->arg[1];
+	struct uffd_msg msg;
+	char old[PG];
+
+	assert_int_equal(write(k->ctl, &cmd, 1), 1);
+	assert_int_equal(tu_wait_msg(u, &msg, 5000), 1);
+	assert_true(bgs_uffd_msg_is_wp(&msg));
+	assert_int_equal(msg.arg.pagefault.address & ~(PG - 1), addr);
+	tu_sleep_ms(10);
+	assert_int_equal(k->shm->arg[1], done);
+	assert_int_equal(bgs_target_read(t, addr, old, PG), 0);
+	assert_int_equal(old[0], PATTERN(page));
+	assert_int_equal(old[PG - 1], PATTERN(page));
+	assert_int_equal(bgs_uffd_unprotect(u, addr, PG, true), 0);
+	assert_true(wait_done(k, done + 1, 5000));
+}
+
+static void uffd_round_trip(bool nonroot)
+{
+	struct bgs_target_uffd tu;
+	struct bgs_target t;
+	struct bgs_uffd u;
+	struct tu_kid k;
+	char page[16];
+
+	assert_int_equal(pipe(kid_pipe), 0);
+	region_kid(&k, nonroot, 1, 1, 1);
+	assert_int_equal(bgs_target_open(&t, k.pid), 0);
+	arm(&t, &k, &u, &tu);
+	assert_int_equal(tu.via_dev, nonroot);
+	fprintf(stderr, "# %s target: uffd %s, inject %.0f us\n",
+		nonroot ? "uid 65534" : "root",
+		tu.via_dev ? "via /dev/userfaultfd" : "via userfaultfd(2)",
+		t.inject_ns / 1e3);
+	serve_fault(&t, &k, &u, 3, 'w');
+	assert_int_equal(write(kid_pipe[1], "kernelwr", 8), 8);
+	serve_fault(&t, &k, &u, 5, 'r');
+	assert_int_equal(bgs_target_read(&t, k.shm->addr[0] + 5 * PG, page, 8),
+			 0);
+	assert_memory_equal(page, "kernelwr", 8);
+	bgs_uffd_close(&u);
+	bgs_target_close(&t);
+	assert_int_equal(tu_kid_finish(&k, 5000), 0);
+	close(kid_pipe[0]);
+	close(kid_pipe[1]);
+}
+
+static void test_uffd_root_target(void **state)
+{
+	(void)state;
+	uffd_round_trip(false);
+}
+
+static void test_uffd_nonroot_target(void **state)
+{
+	(void)state;
+	if (geteuid() != 0) {
+		skip();
+		return;
+	}
+	uffd_round_trip(true);
+}
+
+/* ---- the monitor dies ---------------------------------------------------- */
+
+struct monitor {
+	int report;  /* write end: the stage it died at, or 'D' for done */
+	int kill_at; /* die at this hook call (1-based); 0 never */
+	int calls;
+	pid_t tid;   /* inject in this thread; 0 the best */
+};
+
+static void monitor_hook(void *arg, enum bgs_target_stage stage)
+{
+	struct monitor *m = arg;
+	const char c = (char)stage;
+
+	if (++m->calls != m->kill_at)
+		return;
+	if (write(m->report, &c, 1) != 1)
+		_exit(3);
+	raise(SIGKILL);
+}
+
+/* In the monitor child: the whole arming sequence, then wait to be killed.
+ * Exit 2 on an unexpected failure. */
+static void monitor_main(struct monitor *m, const struct tu_kid *k)
+{
+	struct bgs_target_uffd tu;
+	struct bgs_target t;
+	struct bgs_uffd u;
+	const uint64_t addr = k->shm->addr[0];
+	const char done = 'D';
+
+	if (bgs_target_open(&t, k->pid))
+		_exit(2);
+	t.hook = monitor_hook;
+	t.hook_arg = m;
+	if (bgs_target_freeze(&t) || bgs_target_inject_uffd(&t, m->tid, &tu) ||
+	    bgs_uffd_adopt(&u, tu.fd, BGS_UFFD_FEATURES_WP,
+			   UFFD_FEATURE_PAGEFAULT_FLAG_WP) ||
+	    bgs_uffd_register(&u, addr, REGION_PAGES * PG,
+			      UFFDIO_REGISTER_MODE_WP, NULL) ||
+	    bgs_uffd_protect(&u, addr, REGION_PAGES * PG) ||
+	    bgs_target_thaw(&t)) {
+		fprintf(stderr, "# monitor: %s\n", t.msg);
+		_exit(2);
+	}
+	if (write(m->report, &done, 1) != 1)
+		_exit(2);
+	pause();
+	_exit(0);
+}
+
+/* One trial: returns the stage the monitor died at, or -1 if it got
+ * through everything (and was then killed while the kid was blocked). */
+static int trial(bool nonroot, enum tu_role role, int kill_at)
+{
+	struct monitor m = { .kill_at = kill_at };
+	struct tu_kid k;
+	int p[2], st, stage;
+	char c;
+	pid_t mon;
+
+	region_kid(&k, nonroot, 1, 1, 1);
+	m.tid = role == TU_BUSY ? tu_kid_tid(&k, TU_BUSY, 0) : 0;
+	assert_true(tu_wait_syscall(k.pid, k.pid, SYS_read, 2000));
+	assert_int_equal(pipe(p), 0);
+	m.report = p[1];
+	fflush(NULL);
+	mon = fork();
+	if (mon == 0)
+		monitor_main(&m, &k);
+	assert_int_equal(read(p[0], &c, 1), 1);
+	stage = c == 'D' ? -1 : c;
+	if (stage < 0) {
+		/* Armed and thawed: the kid's write blocks until the
+		 * monitor dies and takes the only uffd reference along. */
+		tu_kid_send(&k, 'w');
+		tu_sleep_ms(20);
+		assert_int_equal(k.shm->arg[1], 0);
+		kill(mon, SIGKILL);
+	}
+	assert_int_equal(waitpid(mon, &st, 0), mon);
+	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	if (stage >= (int)BGS_TSTAGE_UFFD_CLOSED || stage < 0)
+		assert_int_equal(tu_count_fds(k.pid, UFFD_LINK), 0);
+	tu_kid_send(&k, 'w');
+	assert_true(wait_done(&k, 1, 3000));
+	assert_int_equal(tu_kid_finish(&k, 5000), 0);
+	close(p[0]);
+	close(p[1]);
+	return stage;
+}
+
+static void kill_series(bool nonroot, enum tu_role role)
+{
+	int kill_at, stage, last = -2;
+
+	for (kill_at = 1; kill_at < 100; kill_at++) {
+		stage = trial(nonroot, role, kill_at);
+		if (stage < 0)
+			break;
+		last = stage;
+	}
+	assert_true(kill_at > 1 && kill_at < 100);
+	assert_int_equal(last, BGS_TSTAGE_THAWED);
+	fprintf(stderr, "# %s target, %s thread: killed at %d points, then "
+		"while blocked on a protected page: the target finished "
+		"every time\n", nonroot ? "uid 65534" : "root",
+		role == TU_BUSY ? "busy" : "blocked", kill_at - 1);
+}
+
+static void test_monitor_killed_at_each_stage(void **state)
+{
+	(void)state;
+	kill_series(false, TU_READER);
+}
+
+/* The busy thread runs user code: its FPU state goes through the frame. */
+static void test_monitor_killed_busy_thread(void **state)
+{
+	(void)state;
+	kill_series(false, TU_BUSY);
+}
+
+static void test_monitor_killed_nonroot(void **state)
+{
+	(void)state;
+	if (geteuid() != 0) {
+		skip();
+		return;
+	}
+	kill_series(true, TU_READER);
+}
+
+/* ---- cost ---------------------------------------------------------------- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+	const uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void test_timing_ten_threads(void **state)
+{
+	enum { ROUNDS = 21 };
+	uint64_t fr[ROUNDS], in[ROUNDS], th[ROUNDS];
+	struct bgs_target_uffd tu;
+	struct bgs_target t;
+	struct tu_kid k = { 0 };
+	int r;
+
+	(void)state;
+	tu_kid_start(&k, 4, 3, 2); /* + main: 10 threads */
+	assert_int_equal(bgs_target_open(&t, k.pid), 0);
+	assert_int_equal(bgs_target_inject_prepare(&t), 0);
+	for (r = 0; r < ROUNDS; r++) {
+		assert_int_equal(bgs_target_freeze(&t), 0);
+		assert_int_equal(bgs_target_inject_uffd(&t, 0, &tu), 0);
+		close(tu.fd);
+		assert_int_equal(bgs_target_thaw(&t), 0);
+		fr[r] = t.freeze_ns;
+		in[r] = t.inject_ns;
+		th[r] = t.thaw_ns;
+		tu_sleep_ms(2);
+	}
+	qsort(fr, ROUNDS, sizeof(fr[0]), cmp_u64);
+	qsort(in, ROUNDS, sizeof(in[0]), cmp_u64);
+	qsort(th, ROUNDS, sizeof(th[0]), cmp_u64);
+	fprintf(stderr, "# 10 threads (4 busy), median of %d: freeze %.0f us, "
+		"inject uffd %.0f us, thaw %.0f us (max %.0f / %.0f / %.0f)\n",
+		ROUNDS, fr[ROUNDS / 2] / 1e3, in[ROUNDS / 2] / 1e3,
+		th[ROUNDS / 2] / 1e3, fr[ROUNDS - 1] / 1e3,
+		in[ROUNDS - 1] / 1e3, th[ROUNDS - 1] / 1e3);
+	bgs_target_close(&t);
+	assert_int_equal(tu_kid_finish(&k, 5000), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_syscall_in_each_thread),
+		cmocka_unit_test(test_syscall_refusals),
+		cmocka_unit_test(test_uffd_root_target),
+		cmocka_unit_test(test_uffd_nonroot_target),
+		cmocka_unit_test(test_monitor_killed_at_each_stage),
+		cmocka_unit_test(test_monitor_killed_busy_thread),
+		cmocka_unit_test(test_monitor_killed_nonroot),
+		cmocka_unit_test(test_timing_ten_threads),
+	};
+
+#if !defined(__x86_64__)
+	fprintf(stderr, "# SKIP: syscall injection is x86_64 only\n");
+	return 77;
+#endif
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
