@@ -6,3 +6,6 @@ target_link_libraries(test_target PRIVATE m)
 bgs_add_test(test_target_inject unit/test_target_inject.c TIMEOUT 120
 	LABELS unit)
 target_link_libraries(test_target_inject PRIVATE m)
+bgs_add_test(test_target_maps unit/test_target_maps.c TIMEOUT 60
+	LABELS unit RESOURCE_LOCK hugetlb)
+target_link_libraries(test_target_maps PRIVATE m rt)

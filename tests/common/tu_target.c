@@ -161,6 +161,7 @@ static int kid_main(struct tu_kid *k)
 		if (pthread_create(&th[i], NULL, worker_main, &w[i]))
 			return 3;
 	}
+	atomic_store(&k->shm->ready, 1);
 	err = kid_loop(k);
 	atomic_store(&k->shm->stop, 1);
 	for (i = 0; i < k->shm->nthreads; i++)
@@ -233,7 +234,8 @@ void tu_kid_start(struct tu_kid *k, int nbusy, int nread, int nsleep)
 		_exit(kid_main(k));
 	}
 	close_kid_ends(k, true);
-	while (atomic_load(&k->shm->started) < k->shm->nthreads) {
+	while (!atomic_load(&k->shm->ready) ||
+	       atomic_load(&k->shm->started) < k->shm->nthreads) {
 		int st;
 
 		assert_true(tu_now_ns() < deadline);

@@ -26,6 +26,7 @@
 enum tu_role { TU_BUSY, TU_READER, TU_SLEEPER };
 
 struct tu_kid_shm {
+	atomic_int ready; /* setup done, workers created */
 	atomic_int started;
 	atomic_int stop;
 	atomic_int failed;
@@ -34,7 +35,7 @@ struct tu_kid_shm {
 	pid_t tid[TU_KID_MAX];
 	enum tu_role role[TU_KID_MAX];
 	atomic_ulong count[TU_KID_MAX];
-	uint64_t addr[8]; /* addresses the kid publishes */
+	uint64_t addr[16]; /* addresses the kid publishes */
 	uint64_t arg[8];  /* free for a test's own use */
 };
 
