@@ -635,7 +635,10 @@ int bgs_target_freeze(struct bgs_target *t)
 		if (!err && added)
 			err = wait_all_stopped(t);
 	} while (!err && added);
-	if (!err && !t->nthreads)
+	/* Seizing went by pid number; the pidfd says whether that is still
+	 * the process opened, not a newcomer that reused its pid. */
+	if (!err && (!t->nthreads ||
+		     syscall(SYS_pidfd_send_signal, t->pidfd, 0, NULL, 0)))
 		err = bgs_target_fail(t, -ESRCH, "process %d exited while "
 				      "being frozen", (int)t->pid);
 	if (err)

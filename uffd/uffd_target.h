@@ -14,9 +14,12 @@
  * ("process 42 is already traced by pid 17 (gdb)"), for the engine to pass up.
  *
  * A handle is not thread-safe. The calls that use ptrace (freeze, thaw,
- * syscall injection) must come from the thread that called
- * bgs_target_freeze(): the kernel binds a tracee to one tracer thread.
- * Memory access and map reading may come from any thread, one at a time.
+ * syscall injection, and close of a frozen target) must come from the
+ * thread that called bgs_target_freeze(): the kernel binds a tracee to one
+ * tracer thread. Memory access and map reading may come from any thread,
+ * one at a time. While a target is frozen nothing else in the process may
+ * wait for "any child" (waitpid(-1)): that would reap the stop reports of
+ * the target's threads too.
  *
  * x86_64 only for injection; other architectures get -EOPNOTSUPP there.
  */
@@ -70,7 +73,7 @@ struct bgs_target {
 	unsigned stop_timeout_ms; /* per freeze; 0 means 2000 */
 	uint64_t gadget_syscall;  /* `syscall; ret` in the target, 0 unknown */
 	uint64_t gadget_sigret;	  /* `mov $15,%eax-or-rax; syscall` */
-	void *xbuf;		  /* ptrace xsave buffer, BGS_TARGET_XBUF */
+	void *xbuf;		  /* ptrace xsave buffer, made on first need */
 	uint64_t freeze_ns, thaw_ns, inject_ns; /* last durations */
 	bgs_target_hook hook; /* tests only: NULL in production */
 	void *hook_arg;

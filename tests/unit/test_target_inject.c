@@ -13,6 +13,7 @@
 #include "uffd_target.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -378,6 +379,108 @@ static void test_monitor_killed_nonroot(void **state)
 	kill_series(true, TU_READER);
 }
 
+/* ---- signals across freeze and injection --------------------------------- */
+
+#define STORM 3000
+
+static atomic_ulong *storm_sent, *storm_handled;
+static _Atomic pid_t *storm_sink_tid;
+
+static void on_storm(int sig)
+{
+	(void)sig;
+	atomic_fetch_add(storm_handled, 1);
+}
+
+static void *storm_sink(void *arg)
+{
+	(void)arg;
+	atomic_store(storm_sink_tid, (pid_t)syscall(SYS_gettid));
+	for (;;)
+		pause();
+	return NULL;
+}
+
+/* Queued real-time signals: none may be lost or doubled. */
+static void *storm_source(void *arg)
+{
+	const pid_t pid = getpid();
+	pid_t sink;
+
+	(void)arg;
+	while (!(sink = atomic_load(storm_sink_tid)))
+		usleep(100);
+	while (atomic_load(storm_sent) < STORM) {
+		if (syscall(SYS_tgkill, pid, sink, SIGRTMIN) == 0)
+			atomic_fetch_add(storm_sent, 1);
+		usleep(50);
+	}
+	return NULL;
+}
+
+static int storm_setup(struct tu_kid *k)
+{
+	struct sigaction sa = { .sa_handler = on_storm };
+	pthread_t th;
+
+	storm_sent = (atomic_ulong *)&k->shm->arg[2];
+	storm_handled = (atomic_ulong *)&k->shm->arg[3];
+	storm_sink_tid = (_Atomic pid_t *)&k->shm->arg[4];
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGRTMIN, &sa, NULL) ||
+	    pthread_create(&th, NULL, storm_sink, NULL) ||
+	    pthread_create(&th, NULL, storm_source, NULL))
+		return 1;
+	return 0;
+}
+
+static int signal_stops(const struct bgs_target *t)
+{
+	int n = 0;
+	size_t i;
+
+	for (i = 0; i < t->nthreads; i++)
+		n += t->threads[i].stop == BGS_TSTOP_SIGNAL;
+	return n;
+}
+
+static void test_signals_across_freeze_and_injection(void **state)
+{
+	struct tu_kid k = { .setup = storm_setup };
+	const uint64_t none[6] = { 0 };
+	struct bgs_target t;
+	int round, in_signal_stop = 0, injected = 0, i;
+	pid_t sink;
+	int64_t ret;
+
+	(void)state;
+	tu_kid_start(&k, 0, 0, 0);
+	while (!(sink = (pid_t)k.shm->arg[4]))
+		tu_sleep_ms(1);
+	assert_int_equal(bgs_target_open(&t, k.pid), 0);
+	for (round = 0; k.shm->arg[2] < STORM; round++) {
+		int r;
+
+		assert_int_equal(bgs_target_freeze(&t), 0);
+		in_signal_stop += signal_stops(&t);
+		r = bgs_target_syscall(&t, round & 1 ? sink : 0, SYS_getpid,
+				       none, &ret);
+		/* The sink may sit in a signal-delivery-stop: not usable. */
+		assert_true(r == 0 || (r == -EBUSY && (round & 1)));
+		injected += r == 0;
+		assert_int_equal(bgs_target_thaw(&t), 0);
+		tu_sleep_ms(1);
+	}
+	for (i = 0; i < 5000 && k.shm->arg[3] != STORM; i++)
+		tu_sleep_ms(1);
+	fprintf(stderr, "# %d freezes, %d injections, %d signal-delivery "
+		"stops: %llu of %d signals handled\n", round, injected,
+		in_signal_stop, (unsigned long long)k.shm->arg[3], STORM);
+	assert_int_equal(k.shm->arg[3], STORM);
+	bgs_target_close(&t);
+	assert_int_equal(tu_kid_finish(&k, 5000), 0);
+}
+
 /* ---- cost ---------------------------------------------------------------- */
 
 static int cmp_u64(const void *a, const void *b)
@@ -432,6 +535,7 @@ int main(void)
 		cmocka_unit_test(test_monitor_killed_at_each_stage),
 		cmocka_unit_test(test_monitor_killed_busy_thread),
 		cmocka_unit_test(test_monitor_killed_nonroot),
+		cmocka_unit_test(test_signals_across_freeze_and_injection),
 		cmocka_unit_test(test_timing_ten_threads),
 	};
 
