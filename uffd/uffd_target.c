@@ -32,9 +32,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SEIZE_OPTS (PTRACE_O_TRACECLONE | PTRACE_O_TRACESYSGOOD)
+#define SEIZE_OPTS		(PTRACE_O_TRACECLONE | PTRACE_O_TRACESYSGOOD)
 #define DEFAULT_STOP_TIMEOUT_MS 2000
-#define CAP_SYS_PTRACE_BIT 19
+#define CAP_SYS_PTRACE_BIT	19
 
 uint64_t bgs_target_now_ns(void)
 {
@@ -249,34 +249,44 @@ void bgs_target_explain_eperm(const struct bgs_target_facts *f, char *buf,
 	const int pid = (int)f->pid;
 
 	if (state_dead(f->state))
-		snprintf(buf, len, "process %d (%s) is exiting (state %c)",
-			 pid, f->comm, f->state);
+		snprintf(buf, len, "process %d (%s) is exiting (state %c)", pid,
+			 f->comm, f->state);
 	else if (f->tracer)
-		snprintf(buf, len, "process %d (%s) is already traced by pid "
-			 "%d (%s); detach that tracer first", pid, f->comm,
-			 (int)f->tracer, f->tracer_comm);
+		snprintf(buf, len,
+			 "process %d (%s) is already traced by pid "
+			 "%d (%s); detach that tracer first",
+			 pid, f->comm, (int)f->tracer, f->tracer_comm);
 	else if (other_user(f) && !f->cap_ptrace)
-		snprintf(buf, len, "process %d (%s) belongs to uid %u and "
-			 "bgsnap runs as uid %u without CAP_SYS_PTRACE", pid,
-			 f->comm, (unsigned)f->uid[1], (unsigned)f->my_uid);
+		snprintf(buf, len,
+			 "process %d (%s) belongs to uid %u and "
+			 "bgsnap runs as uid %u without CAP_SYS_PTRACE",
+			 pid, f->comm, (unsigned)f->uid[1],
+			 (unsigned)f->my_uid);
 	else if (f->yama == 3)
-		snprintf(buf, len, "ptrace is disabled on this system "
+		snprintf(buf, len,
+			 "ptrace is disabled on this system "
 			 "(kernel.yama.ptrace_scope=3)");
 	else if (f->yama == 2 && !f->cap_ptrace)
-		snprintf(buf, len, "kernel.yama.ptrace_scope=2 allows ptrace "
+		snprintf(buf, len,
+			 "kernel.yama.ptrace_scope=2 allows ptrace "
 			 "only with CAP_SYS_PTRACE (run bgsnap as root)");
 	else if (f->yama == 1 && !f->cap_ptrace && !f->descendant)
-		snprintf(buf, len, "kernel.yama.ptrace_scope=1 allows ptrace "
+		snprintf(buf, len,
+			 "kernel.yama.ptrace_scope=1 allows ptrace "
 			 "of descendants only: process %d is not a child of "
-			 "bgsnap (run as root, or set ptrace_scope to 0)", pid);
+			 "bgsnap (run as root, or set ptrace_scope to 0)",
+			 pid);
 	else if (!f->cap_ptrace)
-		snprintf(buf, len, "ptrace of process %d (%s) not permitted: "
+		snprintf(buf, len,
+			 "ptrace of process %d (%s) not permitted: "
 			 "it is not dumpable (setuid or PR_SET_DUMPABLE=0) or "
-			 "a security module refuses", pid, f->comm);
+			 "a security module refuses",
+			 pid, f->comm);
 	else
-		snprintf(buf, len, "ptrace of process %d (%s) not permitted "
-			 "by a security module (SELinux, AppArmor?)", pid,
-			 f->comm);
+		snprintf(buf, len,
+			 "ptrace of process %d (%s) not permitted "
+			 "by a security module (SELinux, AppArmor?)",
+			 pid, f->comm);
 }
 
 static int explain(struct bgs_target *t, pid_t tid)
@@ -310,10 +320,11 @@ int bgs_target_open(struct bgs_target *t, pid_t pid)
 	}
 	err = read_status(pid, &ps);
 	if (err == 0 && state_dead(ps.state))
-		err = bgs_target_fail(t, -ESRCH, "process %d (%s) has exited "
+		err = bgs_target_fail(t, -ESRCH,
+				      "process %d (%s) has exited "
 				      "(state %c: a zombie not yet reaped by "
-				      "its parent)", (int)pid, ps.name,
-				      ps.state);
+				      "its parent)",
+				      (int)pid, ps.name, ps.state);
 	else if (err)
 		err = bgs_target_fail(t, -ESRCH, "no such process: %d",
 				      (int)pid);
@@ -357,21 +368,27 @@ static struct bgs_target_thread *find_thread(struct bgs_target *t, pid_t tid)
 	return NULL;
 }
 
-static int add_thread(struct bgs_target *t, pid_t tid)
+/* Room for one more thread, made before it is seized: a thread seized but
+ * not listed could never be detached. */
+static int reserve_thread(struct bgs_target *t)
 {
 	struct bgs_target_thread *v;
+	size_t cap;
 
-	if (t->nthreads == t->cap) {
-		const size_t cap = t->cap ? t->cap * 2 : 16;
-
-		v = realloc(t->threads, cap * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		t->threads = v;
-		t->cap = cap;
-	}
-	t->threads[t->nthreads++] = (struct bgs_target_thread){ .tid = tid };
+	if (t->nthreads < t->cap)
+		return 0;
+	cap = t->cap ? t->cap * 2 : 16;
+	v = realloc(t->threads, cap * sizeof(*v));
+	if (!v)
+		return bgs_target_fail(t, -ENOMEM, "out of memory");
+	t->threads = v;
+	t->cap = cap;
 	return 0;
+}
+
+static void add_thread(struct bgs_target *t, pid_t tid)
+{
+	t->threads[t->nthreads++] = (struct bgs_target_thread){.tid = tid};
 }
 
 static void drop_thread(struct bgs_target *t, size_t i)
@@ -403,19 +420,24 @@ static int seize_one(struct bgs_target *t, pid_t tid, unsigned *added)
 
 	if (find_thread(t, tid))
 		return 0;
+	if ((r = reserve_thread(t)))
+		return r;
 	if (ptrace(PTRACE_SEIZE, tid, NULL, (void *)(long)SEIZE_OPTS) == 0) {
 		/* Fails only if the thread is gone; its wait says so. */
 		ptrace(PTRACE_INTERRUPT, tid, NULL, NULL);
 	} else if (errno == ESRCH) {
 		return 0;
 	} else if (errno != EPERM) {
-		return bgs_target_fail(t, -errno, "PTRACE_SEIZE of thread %d: "
-				       "%s", (int)tid, strerror(errno));
+		return bgs_target_fail(t, -errno,
+				       "PTRACE_SEIZE of thread %d: "
+				       "%s",
+				       (int)tid, strerror(errno));
 	} else if ((r = seize_refused(t, tid)) <= 0) {
 		return r;
 	}
 	(*added)++;
-	return add_thread(t, tid);
+	add_thread(t, tid);
+	return 0;
 }
 
 static int seize_pass(struct bgs_target *t, unsigned *added)
@@ -444,7 +466,7 @@ static int seize_pass(struct bgs_target *t, unsigned *added)
  * time. */
 static void backoff(unsigned *round)
 {
-	struct timespec ts = { 0, 0 };
+	struct timespec ts = {0, 0};
 
 	if (*round < 50) {
 		sched_yield();
@@ -474,19 +496,19 @@ int bgs_target_wait(pid_t tid, int *status, unsigned timeout_ms)
 	}
 }
 
-static int on_clone(struct bgs_target *t, pid_t tid)
+/* A seized thread made a thread; its child is already attached (by
+ * TRACECLONE) and will report its own stop. Without memory to list it now,
+ * the next pass over /proc/PID/task finds it (seize_refused: ours). */
+static void on_clone(struct bgs_target *t, pid_t tid)
 {
 	unsigned long child = 0;
-	int err = 0;
 
 	ptrace(PTRACE_GETEVENTMSG, tid, NULL, &child);
-	/* The child is auto-attached and will report its own stop. */
-	if (child && !find_thread(t, (pid_t)child))
-		err = add_thread(t, (pid_t)child);
+	if (child && !find_thread(t, (pid_t)child) && !reserve_thread(t))
+		add_thread(t, (pid_t)child);
 	/* Our interrupt is still pending: the parent stops again before it
 	 * runs any user code. */
 	ptrace(PTRACE_CONT, tid, NULL, NULL);
-	return err;
 }
 
 /* One report of thread @i. Returns 1 if the thread left the list. */
@@ -500,10 +522,10 @@ static int on_report(struct bgs_target *t, size_t i, int st)
 		return 1;
 	}
 	if (event == PTRACE_EVENT_STOP) {
-		th->stop = sig == SIGTRAP ? BGS_TSTOP_INTERRUPT
-					  : BGS_TSTOP_GROUP;
+		th->stop =
+			sig == SIGTRAP ? BGS_TSTOP_INTERRUPT : BGS_TSTOP_GROUP;
 	} else if (event == PTRACE_EVENT_CLONE) {
-		return on_clone(t, th->tid);
+		on_clone(t, th->tid);
 	} else if (event == 0 && sig != (SIGTRAP | 0x80)) {
 		th->stop = BGS_TSTOP_SIGNAL;
 		th->sig = sig;
@@ -519,10 +541,12 @@ static int stop_timeout(struct bgs_target *t, pid_t tid)
 
 	if (read_status(tid, &ps))
 		ps.state = '?';
-	return bgs_target_fail(t, -ETIMEDOUT, "thread %d of process %d did "
+	return bgs_target_fail(t, -ETIMEDOUT,
+			       "thread %d of process %d did "
 			       "not stop within %u ms (state %c: "
-			       "uninterruptible sleep?)", (int)tid,
-			       (int)t->pid, t->stop_timeout_ms, ps.state);
+			       "uninterruptible sleep?)",
+			       (int)tid, (int)t->pid, t->stop_timeout_ms,
+			       ps.state);
 }
 
 /* Reap one pending report of thread *@i, if any; *@i moves past it.
@@ -560,8 +584,8 @@ static pid_t first_unstopped(const struct bgs_target *t)
 
 static int wait_all_stopped(struct bgs_target *t)
 {
-	const uint64_t deadline = bgs_target_now_ns() +
-				  (uint64_t)t->stop_timeout_ms * 1000000;
+	const uint64_t deadline =
+		bgs_target_now_ns() + (uint64_t)t->stop_timeout_ms * 1000000;
 	unsigned round = 0;
 
 	for (;;) {
@@ -593,9 +617,10 @@ static int detach_all(struct bgs_target *t)
 			continue; /* detached when bgsnap exits */
 		if (ptrace(PTRACE_DETACH, th->tid, NULL, (void *)sig) &&
 		    errno != ESRCH && !err)
-			err = bgs_target_fail(t, -errno, "PTRACE_DETACH of "
-					      "thread %d: %s", (int)th->tid,
-					      strerror(errno));
+			err = bgs_target_fail(t, -errno,
+					      "PTRACE_DETACH of "
+					      "thread %d: %s",
+					      (int)th->tid, strerror(errno));
 	}
 	t->nthreads = 0;
 	t->tracer = 0;
@@ -624,8 +649,10 @@ int bgs_target_freeze(struct bgs_target *t)
 	int err;
 
 	if (t->nthreads)
-		return bgs_target_fail(t, -EBUSY, "process %d is already "
-				       "frozen", (int)t->pid);
+		return bgs_target_fail(t, -EBUSY,
+				       "process %d is already "
+				       "frozen",
+				       (int)t->pid);
 	if (!t->stop_timeout_ms)
 		t->stop_timeout_ms = DEFAULT_STOP_TIMEOUT_MS;
 	t->msg[0] = '\0';
@@ -639,8 +666,10 @@ int bgs_target_freeze(struct bgs_target *t)
 	 * the process opened, not a newcomer that reused its pid. */
 	if (!err && (!t->nthreads ||
 		     syscall(SYS_pidfd_send_signal, t->pidfd, 0, NULL, 0)))
-		err = bgs_target_fail(t, -ESRCH, "process %d exited while "
-				      "being frozen", (int)t->pid);
+		err = bgs_target_fail(t, -ESRCH,
+				      "process %d exited while "
+				      "being frozen",
+				      (int)t->pid);
 	if (err)
 		goto out_release;
 	t->freeze_ns = bgs_target_now_ns() - start;
@@ -657,7 +686,8 @@ int bgs_target_thaw(struct bgs_target *t)
 	int err;
 
 	if (t->tracer && t->tracer != (pid_t)syscall(SYS_gettid))
-		return bgs_target_fail(t, -EINVAL, "thaw must come from the "
+		return bgs_target_fail(t, -EINVAL,
+				       "thaw must come from the "
 				       "thread that froze process %d",
 				       (int)t->pid);
 	err = detach_all(t);

@@ -65,8 +65,8 @@ struct bgs_target_thread {
 
 struct bgs_target {
 	pid_t pid;
-	int pidfd;  /* pins the process identity for pidfd_getfd */
-	int memfd;  /* /proc/PID/mem, opened on first need; -1 */
+	int pidfd;    /* pins the process identity for pidfd_getfd */
+	int memfd;    /* /proc/PID/mem, opened on first need; -1 */
 	pid_t tracer; /* the thread that froze the target; 0 when thawed */
 	struct bgs_target_thread *threads;
 	size_t nthreads, cap;
@@ -118,14 +118,14 @@ size_t bgs_target_tids(const struct bgs_target *t, pid_t *tids, size_t max);
 struct bgs_target_facts {
 	pid_t pid;
 	char comm[32];
-	char state;	   /* /proc status State letter; 0 unknown */
-	pid_t tracer;	   /* TracerPid */
+	char state;   /* /proc status State letter; 0 unknown */
+	pid_t tracer; /* TracerPid */
 	char tracer_comm[32];
-	uid_t uid[3];	   /* target real, effective, saved */
-	uid_t my_uid;	   /* our real uid */
-	bool cap_ptrace;   /* we have CAP_SYS_PTRACE */
-	int yama;	   /* kernel.yama.ptrace_scope, -1 when no Yama */
-	bool descendant;   /* the target descends from us */
+	uid_t uid[3];	 /* target real, effective, saved */
+	uid_t my_uid;	 /* our real uid */
+	bool cap_ptrace; /* we have CAP_SYS_PTRACE */
+	int yama;	 /* kernel.yama.ptrace_scope, -1 when no Yama */
+	bool descendant; /* the target descends from us */
 };
 void bgs_target_explain_eperm(const struct bgs_target_facts *f, char *buf,
 			      size_t len);
@@ -174,9 +174,9 @@ enum bgs_target_kind {
 	BGS_TKIND_SHMEM,   /* shared memfd, shmem, tmpfs, SysV, shared anon */
 	BGS_TKIND_HUGETLB, /* hugetlbfs, private or shared */
 	BGS_TKIND_FILE_PRIVATE, /* private file mapping with its own pages */
-	BGS_TKIND_FILE,	   /* file pages only: read-only or shared file */
-	BGS_TKIND_SPECIAL, /* [vdso] [vvar] [vsyscall] [uprobes] */
-	BGS_TKIND_IO,	   /* VM_IO / VM_PFNMAP / VM_MIXEDMAP device memory */
+	BGS_TKIND_FILE,		/* file pages only: read-only or shared file */
+	BGS_TKIND_SPECIAL,	/* [vdso] [vvar] [vsyscall] [uprobes] */
+	BGS_TKIND_IO, /* VM_IO / VM_PFNMAP / VM_MIXEDMAP device memory */
 };
 
 /* What a snapshot does with it. */
@@ -219,20 +219,20 @@ struct bgs_target_map {
 	uint64_t offset;
 	uint64_t inode;
 	unsigned dev_major, dev_minor;
-	int prot;	  /* PROT_READ/WRITE/EXEC */
-	bool shared;	  /* 's' in the permissions */
-	bool deleted;	  /* the path ended in " (deleted)" (stripped) */
+	int prot;     /* PROT_READ/WRITE/EXEC */
+	bool shared;  /* 's' in the permissions */
+	bool deleted; /* the path ended in " (deleted)" (stripped) */
 	bool thp_eligible;
-	bool excluded;	  /* by bgs_target_maps_filter() */
+	bool excluded; /* by bgs_target_maps_filter() */
 	enum bgs_target_kind kind;
 	enum bgs_target_action action;
-	const char *why;  /* one line: why this kind and action (static) */
-	uint32_t hazards; /* BGS_THZ_* */
-	uint32_t vmflags; /* BGS_VMF_* */
+	const char *why;    /* one line: why this kind and action (static) */
+	uint32_t hazards;   /* BGS_THZ_* */
+	uint32_t vmflags;   /* BGS_VMF_* */
 	uint64_t page_size; /* KernelPageSize (the huge page size for ht) */
 	uint64_t rss, swap, anon, anon_huge; /* bytes */
-	char *label;	  /* path, [heap], [stack], anon, ... */
-	char *name;	  /* label@start-in-hex: unique within the list */
+	char *label; /* path, [heap], [stack], anon, ... */
+	char *name;  /* label@start-in-hex: unique within the list */
 };
 
 struct bgs_target_maps {
@@ -273,8 +273,8 @@ int bgs_target_maps_filter(struct bgs_target_maps *m,
 			   const char *const *exclude, size_t nexclude);
 
 /* The mapping containing @addr, or NULL. */
-const struct bgs_target_map *bgs_target_maps_find(
-	const struct bgs_target_maps *m, uint64_t addr);
+const struct bgs_target_map *
+bgs_target_maps_find(const struct bgs_target_maps *m, uint64_t addr);
 
 const char *bgs_target_kind_name(enum bgs_target_kind k);
 const char *bgs_target_action_name(enum bgs_target_action a);
@@ -298,8 +298,7 @@ int bgs_target_readv(struct bgs_target *t, const struct bgs_target_span *s,
 int bgs_target_writev(struct bgs_target *t, const struct bgs_target_span *s,
 		      size_t n, const void *buf, size_t *done);
 
-int bgs_target_read(struct bgs_target *t, uint64_t addr, void *buf,
-		    size_t len);
+int bgs_target_read(struct bgs_target *t, uint64_t addr, void *buf, size_t len);
 int bgs_target_write(struct bgs_target *t, uint64_t addr, const void *buf,
 		     size_t len);
 

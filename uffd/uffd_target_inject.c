@@ -83,26 +83,27 @@
 #include <sys/user.h>
 
 /* Kernel-internal restart codes (include/linux/errno.h). */
-#define ERESTARTSYS 512
-#define ERESTARTNOINTR 513
-#define ERESTARTNOHAND 514
+#define ERESTARTSYS	      512
+#define ERESTARTNOINTR	      513
+#define ERESTARTNOHAND	      514
 #define ERESTART_RESTARTBLOCK 516
 
 /* arch/x86/include/uapi/asm/sigcontext.h, ucontext.h */
-#define FP_XSTATE_MAGIC1 0x46505853U
-#define FP_XSTATE_MAGIC2 0x46505845U
-#define UC_FP_XSTATE 0x1
-#define UC_SIGCONTEXT_SS 0x2
+#define FP_XSTATE_MAGIC1     0x46505853U
+#define FP_XSTATE_MAGIC2     0x46505845U
+#define UC_FP_XSTATE	     0x1
+#define UC_SIGCONTEXT_SS     0x2
 #define UC_STRICT_RESTORE_SS 0x4
-#define SW_BYTES_OFF 464 /* fxsave sw_reserved: XCR0 from ptrace */
-#define USER64_CS 0x33
+#define SW_BYTES_OFF	     464 /* fxsave sw_reserved: XCR0 from ptrace */
+#define USER64_CS	     0x33
 
-#define RED_ZONE 128
-#define DATA_SIZE 256
-#define XBUF_SIZE 16384
-#define MIN_ROOM 16384 /* below rsp: more than the frame, margin kept */
-#define STEP_TIMEOUT_MS 2000
-#define NO_SIGNALS (~0ULL)
+#define RED_ZONE	     128
+#define DATA_SIZE	     256
+#define XBUF_SIZE	     16384
+/* Stack below rsp a thread must have: more than the frame, with margin. */
+#define MIN_ROOM	     16384
+#define STEP_TIMEOUT_MS	     2000
+#define NO_SIGNALS	     (~0ULL)
 
 /* The 64-bit struct sigcontext (uapi), spelled out: glibc's differs in
  * field names and its header clashes with the kernel's. */
@@ -134,10 +135,10 @@ _Static_assert(sizeof(struct ksigcontext) == 256, "sigcontext is 256 bytes");
 _Static_assert(offsetof(struct kframe, uc_mcontext) == 48, "uc_mcontext");
 _Static_assert(offsetof(struct kframe, uc_sigmask) == 304, "uc_sigmask");
 
-static const uint8_t pat_syscall_ret[] = { 0x0f, 0x05, 0xc3 };
-static const uint8_t pat_sigret_rax[] = { 0x48, 0xc7, 0xc0, 0x0f, 0, 0, 0,
-					  0x0f, 0x05 };
-static const uint8_t pat_sigret_eax[] = { 0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05 };
+static const uint8_t pat_syscall_ret[] = {0x0f, 0x05, 0xc3};
+static const uint8_t pat_sigret_rax[] = {0x48, 0xc7, 0xc0, 0x0f, 0,
+					 0,    0,    0x0f, 0x05};
+static const uint8_t pat_sigret_eax[] = {0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05};
 
 /* One injection session on one stopped thread. */
 struct inj {
@@ -171,15 +172,15 @@ static void scan_chunk(struct bgs_target *t, const uint8_t *buf, size_t len,
 		t->gadget_sigret = addr + (uint64_t)(p - buf);
 }
 
-#define SCAN_CHUNK (1UL << 20)
+#define SCAN_CHUNK   (1UL << 20)
 #define SCAN_OVERLAP 16
 
 static void scan_region(struct bgs_target *t, uint8_t *buf, uint64_t start,
 			uint64_t end)
 {
 	while (start < end && !(t->gadget_syscall && t->gadget_sigret)) {
-		const uint64_t len = end - start < SCAN_CHUNK ? end - start
-							       : SCAN_CHUNK;
+		const uint64_t len =
+			end - start < SCAN_CHUNK ? end - start : SCAN_CHUNK;
 
 		if (bgs_target_read(t, start, buf, len))
 			return;
@@ -261,9 +262,11 @@ int bgs_target_inject_prepare(struct bgs_target *t)
 		return 0;
 	t->gadget_syscall = t->gadget_sigret = 0;
 	if (has_shadow_stack(t))
-		return bgs_target_fail(t, -EOPNOTSUPP, "process %d uses shadow "
+		return bgs_target_fail(t, -EOPNOTSUPP,
+				       "process %d uses shadow "
 				       "stacks (CET): syscall injection is not "
-				       "supported", (int)t->pid);
+				       "supported",
+				       (int)t->pid);
 	snprintf(path, sizeof(path), "/proc/%d/maps", (int)t->pid);
 	err = bgs_target_slurp(path, &maps, NULL);
 	if (err)
@@ -277,9 +280,11 @@ int bgs_target_inject_prepare(struct bgs_target *t)
 	if (!buf)
 		return -ENOMEM;
 	if (!t->gadget_syscall || !t->gadget_sigret)
-		return bgs_target_fail(t, -ENOTSUP, "process %d has no "
+		return bgs_target_fail(t, -ENOTSUP,
+				       "process %d has no "
 				       "`syscall; ret` or rt_sigreturn code in "
-				       "its executable mappings", (int)t->pid);
+				       "its executable mappings",
+				       (int)t->pid);
 	return 0;
 }
 
@@ -349,9 +354,8 @@ static uint64_t stack_room(const char *maps, uint64_t rsp)
 	return 0;
 }
 
-static int try_thread(const struct bgs_target_thread *th,
-		      const char *maps, struct user_regs_struct *r,
-		      uint64_t *room)
+static int try_thread(const struct bgs_target_thread *th, const char *maps,
+		      struct user_regs_struct *r, uint64_t *room)
 {
 	if (th->stop != BGS_TSTOP_INTERRUPT ||
 	    ptrace(PTRACE_GETREGS, th->tid, NULL, r))
@@ -385,12 +389,14 @@ static int choose(struct inj *in, pid_t want, const char *maps)
 	if (best >= 0)
 		return 0;
 	if (want)
-		return bgs_target_fail(t, -EBUSY, "thread %d of process %d "
+		return bgs_target_fail(t, -EBUSY,
+				       "thread %d of process %d "
 				       "cannot run injected calls (not "
 				       "interrupt-stopped, 32-bit, short stack "
 				       "or a signal-mask wait)",
 				       (int)want, (int)t->pid);
-	return bgs_target_fail(t, -EBUSY, "no thread of process %d can run "
+	return bgs_target_fail(t, -EBUSY,
+			       "no thread of process %d can run "
 			       "injected calls (each is 32-bit, has no stack "
 			       "room, or waits in sigsuspend/ppoll/pselect "
 			       "with a signal mask)",
@@ -445,13 +451,14 @@ static void fill_sigcontext(struct ksigcontext *sc,
 static int64_t read_fpu(struct inj *in, bool *xstate)
 {
 	struct bgs_target *t = in->t;
-	struct iovec iov = { t->xbuf, XBUF_SIZE };
+	struct iovec iov = {t->xbuf, XBUF_SIZE};
 	uint8_t *x = t->xbuf;
-	uint32_t sw[12] = { 0 };
+	uint32_t sw[12] = {0};
 	uint64_t xcr0;
 
 	*xstate = ptrace(PTRACE_GETREGSET, in->tid, (void *)NT_X86_XSTATE,
-			 &iov) == 0 && iov.iov_len > 576;
+			 &iov) == 0 &&
+		  iov.iov_len > 576;
 	if (!*xstate) {
 		iov.iov_len = 512;
 		if (ptrace(PTRACE_GETREGSET, in->tid, (void *)NT_PRFPREG, &iov))
@@ -461,7 +468,7 @@ static int64_t read_fpu(struct inj *in, bool *xstate)
 	}
 	memcpy(&xcr0, x + SW_BYTES_OFF, sizeof(xcr0));
 	sw[0] = FP_XSTATE_MAGIC1;
-	sw[1] = (uint32_t)iov.iov_len + 4; /* extended_size */
+	sw[1] = (uint32_t)iov.iov_len + 4;   /* extended_size */
 	memcpy(&sw[2], &xcr0, sizeof(xcr0)); /* xfeatures */
 	sw[4] = (uint32_t)iov.iov_len;	     /* xstate_size */
 	memcpy(x + SW_BYTES_OFF, sw, sizeof(sw));
@@ -499,15 +506,18 @@ static int write_frame(struct inj *in)
 	int err;
 
 	if (fplen < 0)
-		return bgs_target_fail(t, (int)fplen, "reading the FPU state of "
-				       "thread %d: %s", (int)in->tid,
-				       strerror((int)-fplen));
+		return bgs_target_fail(t, (int)fplen,
+				       "reading the FPU state of "
+				       "thread %d: %s",
+				       (int)in->tid, strerror((int)-fplen));
 	in->data = top - DATA_SIZE;
 	fp = (in->data - (uint64_t)fplen) & ~63ULL;
 	in->frame = (fp - sizeof(f)) & ~15ULL;
 	if (in->saved.rsp - in->frame > in->room)
-		return bgs_target_fail(t, -EBUSY, "thread %d has no stack room "
-				       "for injected calls", (int)in->tid);
+		return bgs_target_fail(t, -EBUSY,
+				       "thread %d has no stack room "
+				       "for injected calls",
+				       (int)in->tid);
 	fill_frame(in, &f, fp, xstate);
 	err = bgs_target_write(t, fp, t->xbuf, (size_t)fplen);
 	if (!err)
@@ -520,8 +530,10 @@ static int write_frame(struct inj *in)
 static int gone(struct inj *in)
 {
 	in->live = false;
-	return bgs_target_fail(in->t, -ESRCH, "process %d went away during an "
-			       "injected syscall", (int)in->t->pid);
+	return bgs_target_fail(in->t, -ESRCH,
+			       "process %d went away during an "
+			       "injected syscall",
+			       (int)in->t->pid);
 }
 
 /* Resume with @req and wait for the next stop. Returns the stop status,
@@ -534,7 +546,8 @@ static int resume_wait(struct inj *in, int req)
 		return errno == ESRCH ? gone(in) : -errno;
 	r = bgs_target_wait(in->tid, &st, STEP_TIMEOUT_MS);
 	if (r == 0)
-		return bgs_target_fail(in->t, -ETIMEDOUT, "thread %d did not "
+		return bgs_target_fail(in->t, -ETIMEDOUT,
+				       "thread %d did not "
 				       "come back from an injected syscall",
 				       (int)in->tid);
 	if (r < 0 || !WIFSTOPPED(st))
@@ -555,8 +568,10 @@ static int other_stop(struct inj *in, int st)
 		in->stop_sig = sig;
 		return 0;
 	}
-	return bgs_target_fail(in->t, -EFAULT, "injected code faulted in "
-			       "thread %d (signal %d)", (int)in->tid, sig);
+	return bgs_target_fail(in->t, -EFAULT,
+			       "injected code faulted in "
+			       "thread %d (signal %d)",
+			       (int)in->tid, sig);
 }
 
 static int syscall_stop(struct inj *in)
@@ -599,8 +614,7 @@ static int set_mask(struct inj *in, uint64_t mask)
 	return 0;
 }
 
-static int inj_call(struct inj *in, long nr, const uint64_t a[6],
-		    int64_t *ret)
+static int inj_call(struct inj *in, long nr, const uint64_t a[6], int64_t *ret)
 {
 	struct user_regs_struct r = in->saved;
 	int err;
@@ -635,10 +649,10 @@ static int inj_call(struct inj *in, long nr, const uint64_t a[6],
 	return 0;
 }
 
-static int call(struct inj *in, long nr, uint64_t a0, uint64_t a1,
-		uint64_t a2, uint64_t a3, int64_t *ret)
+static int call(struct inj *in, long nr, uint64_t a0, uint64_t a1, uint64_t a2,
+		uint64_t a3, int64_t *ret)
 {
-	const uint64_t a[6] = { a0, a1, a2, a3, 0, 0 };
+	const uint64_t a[6] = {a0, a1, a2, a3, 0, 0};
 
 	return inj_call(in, nr, a, ret);
 }
@@ -672,8 +686,10 @@ static int inj_begin(struct inj *in, struct bgs_target *t, pid_t tid)
 	memset(in, 0, sizeof(*in));
 	in->t = t;
 	if (!t->nthreads || t->tracer != (pid_t)syscall(SYS_gettid))
-		return bgs_target_fail(t, -EINVAL, "process %d is not frozen "
-				       "by this thread", (int)t->pid);
+		return bgs_target_fail(t, -EINVAL,
+				       "process %d is not frozen "
+				       "by this thread",
+				       (int)t->pid);
 	if (!t->xbuf && !(t->xbuf = malloc(XBUF_SIZE + 64)))
 		return -ENOMEM;
 	if ((err = bgs_target_inject_prepare(t)))
@@ -719,15 +735,16 @@ struct tfds {
 
 static int injected_err(struct inj *in, const char *what, int64_t r)
 {
-	return bgs_target_fail(in->t, (int)r, "injected %s in process %d "
-			       "failed: %s", what, (int)in->t->pid,
-			       strerror((int)-r));
+	return bgs_target_fail(in->t, (int)r,
+			       "injected %s in process %d "
+			       "failed: %s",
+			       what, (int)in->t->pid, strerror((int)-r));
 }
 
 static int send_fd(int sock, int fd)
 {
-	char byte = 0, ctl[CMSG_SPACE(sizeof(int))] = { 0 };
-	struct iovec iov = { &byte, 1 };
+	char byte = 0, ctl[CMSG_SPACE(sizeof(int))] = {0};
+	struct iovec iov = {&byte, 1};
 	struct msghdr mh = {
 		.msg_iov = &iov,
 		.msg_iovlen = 1,
@@ -741,7 +758,7 @@ static int send_fd(int sock, int fd)
 	c->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(c), &fd, sizeof(int));
 	return sendmsg(sock, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) == 1 ? 0
-								     : -errno;
+								    : -errno;
 }
 
 /* The scratch data area, as the target sees it. */
@@ -776,9 +793,10 @@ static int pass_in(struct inj *in, struct tfds *tf, int devfd)
 	tf->fd[tf->n++] = ra.sv[1];
 	s0 = (int)syscall(SYS_pidfd_getfd, in->t->pidfd, ra.sv[0], 0);
 	if (s0 < 0)
-		return bgs_target_fail(in->t, -errno, "pidfd_getfd of process "
-				       "%d: %s", (int)in->t->pid,
-				       strerror(errno));
+		return bgs_target_fail(in->t, -errno,
+				       "pidfd_getfd of process "
+				       "%d: %s",
+				       (int)in->t->pid, strerror(errno));
 	err = send_fd(s0, devfd);
 	close(s0);
 	return err ? bgs_target_fail(in->t, err, "sendmsg(SCM_RIGHTS): %s",
@@ -795,11 +813,14 @@ static int recv_in(struct inj *in, struct tfds *tf, int *tdev)
 	int err;
 
 	memset(&ra, 0, sizeof(ra));
-	ra.iov.iov_base = (void *)(uintptr_t)(a + offsetof(struct recv_area, byte));
+	ra.iov.iov_base =
+		(void *)(uintptr_t)(a + offsetof(struct recv_area, byte));
 	ra.iov.iov_len = 1;
-	ra.mh.msg_iov = (void *)(uintptr_t)(a + offsetof(struct recv_area, iov));
+	ra.mh.msg_iov =
+		(void *)(uintptr_t)(a + offsetof(struct recv_area, iov));
 	ra.mh.msg_iovlen = 1;
-	ra.mh.msg_control = (void *)(uintptr_t)(a + offsetof(struct recv_area, ctl));
+	ra.mh.msg_control =
+		(void *)(uintptr_t)(a + offsetof(struct recv_area, ctl));
 	ra.mh.msg_controllen = sizeof(ra.ctl.buf);
 	if ((err = bgs_target_write(in->t, a, &ra, sizeof(ra))))
 		return err;
@@ -814,8 +835,10 @@ static int recv_in(struct inj *in, struct tfds *tf, int *tdev)
 	c = CMSG_FIRSTHDR(&ra.mh);
 	if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
 	    c->cmsg_len != CMSG_LEN(sizeof(int)))
-		return bgs_target_fail(in->t, -EPROTO, "no descriptor arrived "
-				       "in process %d", (int)in->t->pid);
+		return bgs_target_fail(in->t, -EPROTO,
+				       "no descriptor arrived "
+				       "in process %d",
+				       (int)in->t->pid);
 	memcpy(tdev, CMSG_DATA(c), sizeof(int));
 	tf->fd[tf->n++] = *tdev;
 	return 0;
@@ -828,7 +851,8 @@ static int uffd_via_dev(struct inj *in, struct tfds *tf, int64_t *ufd)
 	int err, tdev = -1;
 
 	if (devfd < 0)
-		return bgs_target_fail(in->t, -EPERM, "process %d may not "
+		return bgs_target_fail(in->t, -EPERM,
+				       "process %d may not "
 				       "create a userfaultfd (EPERM: "
 				       "vm.unprivileged_userfaultfd=0) and "
 				       "/dev/userfaultfd cannot be opened: %s",
@@ -868,17 +892,19 @@ static int take_uffd(struct inj *in, int ufd_t, int *fd)
 {
 	*fd = (int)syscall(SYS_pidfd_getfd, in->t->pidfd, ufd_t, 0);
 	if (*fd < 0)
-		return bgs_target_fail(in->t, -errno, "pidfd_getfd of process "
-				       "%d: %s", (int)in->t->pid,
-				       strerror(errno));
+		return bgs_target_fail(in->t, -errno,
+				       "pidfd_getfd of process "
+				       "%d: %s",
+				       (int)in->t->pid, strerror(errno));
 	bgs_target_at(in->t, BGS_TSTAGE_UFFD_TAKEN);
 	if (is_uffd(*fd))
 		return 0;
 	close(*fd);
 	*fd = -1;
-	return bgs_target_fail(in->t, -EPROTO, "descriptor %d of process %d "
-			       "is not the uffd just made", ufd_t,
-			       (int)in->t->pid);
+	return bgs_target_fail(in->t, -EPROTO,
+			       "descriptor %d of process %d "
+			       "is not the uffd just made",
+			       ufd_t, (int)in->t->pid);
 }
 
 static int make_uffd(struct inj *in, struct tfds *tf,
@@ -896,8 +922,10 @@ static int make_uffd(struct inj *in, struct tfds *tf,
 	if (err)
 		return err;
 	if (ufd < 0)
-		return injected_err(in, out->via_dev ? "USERFAULTFD_IOC_NEW"
-						     : "userfaultfd()", ufd);
+		return injected_err(in,
+				    out->via_dev ? "USERFAULTFD_IOC_NEW"
+						 : "userfaultfd()",
+				    ufd);
 	tf->fd[tf->n++] = (int)ufd;
 	bgs_target_at(in->t, BGS_TSTAGE_UFFD_MADE);
 	return take_uffd(in, (int)ufd, &out->fd);
@@ -907,7 +935,7 @@ int bgs_target_inject_uffd(struct bgs_target *t, pid_t tid,
 			   struct bgs_target_uffd *out)
 {
 	const uint64_t start = bgs_target_now_ns();
-	struct tfds tf = { .n = 0 };
+	struct tfds tf = {.n = 0};
 	struct inj in;
 	int err, end;
 
@@ -937,7 +965,8 @@ int bgs_target_inject_uffd(struct bgs_target *t, pid_t tid,
 
 int bgs_target_inject_prepare(struct bgs_target *t)
 {
-	return bgs_target_fail(t, -EOPNOTSUPP, "syscall injection is "
+	return bgs_target_fail(t, -EOPNOTSUPP,
+			       "syscall injection is "
 			       "implemented for x86_64 only");
 }
 

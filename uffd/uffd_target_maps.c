@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <fnmatch.h>
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,12 +95,12 @@ static uint32_t vmflag_bit(const char *f)
 		char name[3];
 		uint32_t bit;
 	} table[] = {
-		{ "sh", BGS_VMF_SH }, { "ms", BGS_VMF_MS }, { "io", BGS_VMF_IO },
-		{ "pf", BGS_VMF_PF }, { "mm", BGS_VMF_MM }, { "ht", BGS_VMF_HT },
-		{ "dd", BGS_VMF_DD }, { "dp", BGS_VMF_DP }, { "mg", BGS_VMF_MG },
-		{ "uw", BGS_VMF_UW }, { "um", BGS_VMF_UM }, { "ui", BGS_VMF_UI },
-		{ "hg", BGS_VMF_HG }, { "nh", BGS_VMF_NH }, { "lo", BGS_VMF_LO },
-		{ "gd", BGS_VMF_GD }, { "ss", BGS_VMF_SS },
+		{"sh", BGS_VMF_SH}, {"ms", BGS_VMF_MS}, {"io", BGS_VMF_IO},
+		{"pf", BGS_VMF_PF}, {"mm", BGS_VMF_MM}, {"ht", BGS_VMF_HT},
+		{"dd", BGS_VMF_DD}, {"dp", BGS_VMF_DP}, {"mg", BGS_VMF_MG},
+		{"uw", BGS_VMF_UW}, {"um", BGS_VMF_UM}, {"ui", BGS_VMF_UI},
+		{"hg", BGS_VMF_HG}, {"nh", BGS_VMF_NH}, {"lo", BGS_VMF_LO},
+		{"gd", BGS_VMF_GD}, {"ss", BGS_VMF_SS},
 	};
 	size_t i;
 
@@ -122,43 +123,52 @@ static uint32_t parse_vmflags(const char *s)
 	return bits;
 }
 
-/* "Key:   123 kB" lines of one mapping. */
+/* The "Key:   123 kB" lines kept, and where. */
+static const struct {
+	const char *key;
+	size_t off;
+} kb_fields[] = {
+	{"KernelPageSize", offsetof(struct bgs_target_map, page_size)},
+	{"Rss", offsetof(struct bgs_target_map, rss)},
+	{"Swap", offsetof(struct bgs_target_map, swap)},
+	{"Anonymous", offsetof(struct bgs_target_map, anon)},
+	{"AnonHugePages", offsetof(struct bgs_target_map, anon_huge)},
+};
+
+static bool key_is(const char *line, size_t klen, const char *key)
+{
+	return klen == strlen(key) && !strncmp(line, key, klen);
+}
+
 static void parse_field(struct bgs_target_map *m, const char *line)
 {
 	const char *colon = strchr(line, ':');
 	unsigned long long v;
-	size_t klen;
+	size_t klen, i;
 
 	if (!colon)
 		return;
 	klen = (size_t)(colon - line);
-	if (klen == 7 && !strncmp(line, "VmFlags", 7)) {
+	if (key_is(line, klen, "VmFlags")) {
 		m->vmflags = parse_vmflags(colon + 1);
 		return;
 	}
 	if (sscanf(colon + 1, " %llu", &v) != 1)
 		return;
-#define FIELD(key, dst, mul)                                                   \
-	if (klen == sizeof(key) - 1 && !strncmp(line, key, klen)) {            \
-		dst = v * mul;                                                 \
-		return;                                                        \
-	}
-	FIELD("KernelPageSize", m->page_size, 1024)
-	FIELD("Rss", m->rss, 1024)
-	FIELD("Swap", m->swap, 1024)
-	FIELD("Anonymous", m->anon, 1024)
-	FIELD("AnonHugePages", m->anon_huge, 1024)
-#undef FIELD
-	if (klen == 11 && !strncmp(line, "THPeligible", 11))
+	if (key_is(line, klen, "THPeligible"))
 		m->thp_eligible = v != 0;
+	for (i = 0; i < sizeof(kb_fields) / sizeof(kb_fields[0]); i++)
+		if (key_is(line, klen, kb_fields[i].key))
+			*(uint64_t *)((char *)m + kb_fields[i].off) = v * 1024;
 }
 
 static bool is_header(const char *line)
 {
 	const char *dash = strchr(line, '-'), *space = strchr(line, ' ');
 
-	return isxdigit((unsigned char)line[0]) && !isupper((unsigned char)line[0]) &&
-	       dash && space && dash < space;
+	return isxdigit((unsigned char)line[0]) &&
+	       !isupper((unsigned char)line[0]) && dash && space &&
+	       dash < space;
 }
 
 static int set_label(struct bgs_target_map *m, const char *path)
@@ -191,8 +201,8 @@ static int parse_header(struct bgs_target_map *m, const char *line)
 	int n = 0;
 
 	memset(m, 0, sizeof(*m));
-	if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu%n", &start, &end,
-		   perms, &off, &m->dev_major, &m->dev_minor, &ino, &n) < 7)
+	if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu%n", &start, &end, perms,
+		   &off, &m->dev_major, &m->dev_minor, &ino, &n) < 7)
 		return -EINVAL;
 	m->start = start;
 	m->end = end;
@@ -246,8 +256,8 @@ static bool is_anonymous(const struct bgs_target_map *m)
 
 static bool is_shared_anon(const struct bgs_target_map *m)
 {
-	return m->shared && (!strcmp(m->label, "/dev/zero") ||
-			     label_is(m, "[anon_shmem:"));
+	return m->shared &&
+	       (!strcmp(m->label, "/dev/zero") || label_is(m, "[anon_shmem:"));
 }
 
 /* Shared memory by name, else a MAP_SHARED file whose filesystem is tmpfs
@@ -469,8 +479,8 @@ int bgs_target_maps_changed(struct bgs_target *t,
 	return changed || i != m->n;
 }
 
-const struct bgs_target_map *bgs_target_maps_find(
-	const struct bgs_target_maps *m, uint64_t addr)
+const struct bgs_target_map *
+bgs_target_maps_find(const struct bgs_target_maps *m, uint64_t addr)
 {
 	size_t lo = 0, hi = m->n;
 
@@ -553,7 +563,8 @@ int bgs_target_maps_filter(struct bgs_target_maps *m,
 
 	for (i = 0; i < m->n; i++) {
 		struct bgs_target_map *map = &m->v[i];
-		const int inc = ninclude ? any_match(include, ninclude, map) : 1;
+		const int inc =
+			ninclude ? any_match(include, ninclude, map) : 1;
 		const int exc = any_match(exclude, nexclude, map);
 
 		if (inc < 0 || exc < 0)

@@ -23,7 +23,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#define BATCH_IOVS 256		  /* of UIO_MAXIOV (1024): 4 KiB of stack */
+#define BATCH_IOVS  256		 /* of UIO_MAXIOV (1024): 4 KiB of stack */
 #define BATCH_BYTES (1ULL << 30) /* well below MAX_RW_COUNT */
 
 /* Where a transfer is: span index, offset in it, bytes moved so far. */
@@ -33,8 +33,8 @@ struct cursor {
 	size_t done;
 };
 
-static void advance(const struct bgs_target_span *s, size_t n,
-		    struct cursor *c, uint64_t bytes)
+static void advance(const struct bgs_target_span *s, size_t n, struct cursor *c,
+		    uint64_t bytes)
 {
 	c->done += bytes;
 	while (bytes && c->i < n) {
@@ -54,8 +54,7 @@ static void advance(const struct bgs_target_span *s, size_t n,
 
 /* Remote iovecs from the cursor on; returns their count, *@bytes the sum. */
 static int fill_iovs(const struct bgs_target_span *s, size_t n,
-		     const struct cursor *c, struct iovec *iov,
-		     uint64_t *bytes)
+		     const struct cursor *c, struct iovec *iov, uint64_t *bytes)
 {
 	uint64_t off = c->off;
 	size_t i;
@@ -137,14 +136,14 @@ static int transfer(struct bgs_target *t, const struct bgs_target_span *s,
 		    size_t n, char *buf, size_t *done, bool write)
 {
 	struct iovec remote[BATCH_IOVS];
-	struct cursor c = { 0, 0, 0 };
+	struct cursor c = {0, 0, 0};
 	int64_t r = 0;
 
 	advance(s, n, &c, 0);
 	while (c.i < n) {
 		uint64_t bytes;
 		const int k = fill_iovs(s, n, &c, remote, &bytes);
-		struct iovec local = { buf + c.done, bytes };
+		struct iovec local = {buf + c.done, bytes};
 
 		r = one_call(t, &local, remote, k, write);
 		if (r == 0 || r == -EFAULT)
@@ -172,10 +171,9 @@ int bgs_target_writev(struct bgs_target *t, const struct bgs_target_span *s,
 	return transfer(t, s, n, (char *)(uintptr_t)buf, done, true);
 }
 
-int bgs_target_read(struct bgs_target *t, uint64_t addr, void *buf,
-		    size_t len)
+int bgs_target_read(struct bgs_target *t, uint64_t addr, void *buf, size_t len)
 {
-	const struct bgs_target_span s = { addr, len };
+	const struct bgs_target_span s = {addr, len};
 
 	return bgs_target_readv(t, &s, 1, buf, NULL);
 }
@@ -183,7 +181,7 @@ int bgs_target_read(struct bgs_target *t, uint64_t addr, void *buf,
 int bgs_target_write(struct bgs_target *t, uint64_t addr, const void *buf,
 		     size_t len)
 {
-	const struct bgs_target_span s = { addr, len };
+	const struct bgs_target_span s = {addr, len};
 
 	return bgs_target_writev(t, &s, 1, buf, NULL);
 }
@@ -191,7 +189,7 @@ int bgs_target_write(struct bgs_target *t, uint64_t addr, const void *buf,
 int bgs_target_copy_map(struct bgs_target *t, const struct bgs_target_map *m,
 			void *buf)
 {
-	const struct bgs_target_span s = { m->start, m->end - m->start };
+	const struct bgs_target_span s = {m->start, m->end - m->start};
 
 	return bgs_target_readv(t, &s, 1, buf, NULL);
 }

@@ -29,8 +29,8 @@ struct worker {
 	int i;
 };
 
-__attribute__((format(printf, 2, 3)))
-static void kid_fail(struct tu_kid_shm *shm, const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void
+kid_fail(struct tu_kid_shm *shm, const char *fmt, ...)
 {
 	int expected = 0;
 	va_list ap;
@@ -59,8 +59,9 @@ static void busy(struct tu_kid *k, int i)
 				kid_fail(shm, "busy %d: FPU state lost (%ld)",
 					 i, (long)n);
 			if (fegetround() != FE_TOWARDZERO)
-				kid_fail(shm, "busy %d: rounding mode lost (%d)",
-					 i, fegetround());
+				kid_fail(shm,
+					 "busy %d: rounding mode lost (%d)", i,
+					 fegetround());
 			atomic_fetch_add(&shm->count[i], 1);
 		}
 	}
@@ -94,7 +95,7 @@ static void sleeper(struct tu_kid *k, int i)
 	struct tu_kid_shm *shm = k->shm;
 
 	while (!atomic_load(&shm->stop)) {
-		const struct timespec ts = { 0, 10 * 1000 * 1000 };
+		const struct timespec ts = {0, 10 * 1000 * 1000};
 		const uint64_t t0 = tu_now_ns();
 
 		if (nanosleep(&ts, NULL))
@@ -157,7 +158,7 @@ static int kid_main(struct tu_kid *k)
 	/* Again: a change of credentials in setup clears it. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	for (i = 0; i < k->shm->nthreads; i++) {
-		w[i] = (struct worker){ k, i };
+		w[i] = (struct worker){k, i};
 		if (pthread_create(&th[i], NULL, worker_main, &w[i]))
 			return 3;
 	}

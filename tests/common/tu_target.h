@@ -36,7 +36,7 @@ struct tu_kid_shm {
 	enum tu_role role[TU_KID_MAX];
 	atomic_ulong count[TU_KID_MAX];
 	uint64_t addr[16]; /* addresses the kid publishes */
-	uint64_t arg[8];  /* free for a test's own use */
+	uint64_t arg[8];   /* free for a test's own use */
 };
 
 struct tu_kid;
@@ -50,10 +50,10 @@ typedef int (*tu_kid_setup)(struct tu_kid *k);
 struct tu_kid {
 	pid_t pid;
 	struct tu_kid_shm *shm;
-	int ctl;		/* parent: write end of the command pipe */
-	int feed[TU_KID_MAX];	/* parent: write end of each reader's pipe */
-	uint64_t next_msg;	/* parent: the next message for readers */
-	int in_ctl;		/* kid: read end of the command pipe */
+	int ctl;	      /* parent: write end of the command pipe */
+	int feed[TU_KID_MAX]; /* parent: write end of each reader's pipe */
+	uint64_t next_msg;    /* parent: the next message for readers */
+	int in_ctl;	      /* kid: read end of the command pipe */
 	int in_feed[TU_KID_MAX];
 	tu_kid_setup setup;
 	tu_kid_cmd cmd;

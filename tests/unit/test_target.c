@@ -40,8 +40,8 @@ static int count_tasks(pid_t pid, char want_state, int *in_state)
 		if (de->d_name[0] == '.')
 			continue;
 		n++;
-		*in_state += tu_thread_state(pid, atoi(de->d_name)) ==
-			     want_state;
+		*in_state +=
+			tu_thread_state(pid, atoi(de->d_name)) == want_state;
 	}
 	closedir(d);
 	return n;
@@ -109,7 +109,7 @@ static void expect_frozen(const struct bgs_target *t, const struct tu_kid *k)
 static void test_freeze_thaw_threads(void **state)
 {
 	struct bgs_target t;
-	struct tu_kid k = { 0 };
+	struct tu_kid k = {0};
 	int round;
 
 	(void)state;
@@ -167,7 +167,7 @@ static int churn_setup(struct tu_kid *k)
 static void test_freeze_catches_new_threads(void **state)
 {
 	struct bgs_target t;
-	struct tu_kid k = { .setup = churn_setup };
+	struct tu_kid k = {.setup = churn_setup};
 	atomic_ulong *n;
 	int round;
 
@@ -197,7 +197,7 @@ static void test_freeze_catches_new_threads(void **state)
 static void test_freeze_stopped_target(void **state)
 {
 	struct bgs_target t;
-	struct tu_kid k = { 0 };
+	struct tu_kid k = {0};
 	uint64_t before;
 	int st, i;
 
@@ -226,7 +226,7 @@ static void test_freeze_stopped_target(void **state)
 static void test_already_traced(void **state)
 {
 	struct bgs_target t;
-	struct tu_kid k = { 0 };
+	struct tu_kid k = {0};
 	char want[64];
 	int p[2];
 	pid_t tracer;
@@ -272,7 +272,7 @@ static int drop_to_nobody(struct tu_kid *k)
 /* A monitor running as another (unprivileged) user is told why. */
 static void test_other_user(void **state)
 {
-	struct tu_kid k = { .setup = drop_to_nobody };
+	struct tu_kid k = {.setup = drop_to_nobody};
 	char msg[BGS_TARGET_MSG_LEN] = "";
 	int p[2], st;
 	pid_t mon;
@@ -313,8 +313,12 @@ static void test_other_user(void **state)
 static void test_explain_yama(void **state)
 {
 	struct bgs_target_facts f = {
-		.pid = 42, .comm = "db", .state = 'S', .yama = 1,
-		.uid = { 1000, 1000, 1000 }, .my_uid = 1000,
+		.pid = 42,
+		.comm = "db",
+		.state = 'S',
+		.yama = 1,
+		.uid = {1000, 1000, 1000},
+		.my_uid = 1000,
 	};
 	char buf[BGS_TARGET_MSG_LEN];
 
@@ -376,7 +380,7 @@ static int mem_setup(struct tu_kid *k)
 
 static void test_memory(void **state)
 {
-	struct tu_kid k = { .setup = mem_setup };
+	struct tu_kid k = {.setup = mem_setup};
 	struct bgs_target t;
 	struct bgs_target_span s[512];
 	unsigned char *buf = malloc(1024 * PG);
@@ -391,11 +395,12 @@ static void test_memory(void **state)
 
 	/* 512 spans: two batches of iovecs, gathered back to back. */
 	for (i = 0; i < 512; i++)
-		s[i] = (struct bgs_target_span){ big + (511 - i) * 2 * PG, 100 };
+		s[i] = (struct bgs_target_span){big + (511 - i) * 2 * PG, 100};
 	assert_int_equal(bgs_target_readv(&t, s, 512, buf, &done), 0);
 	assert_int_equal(done, 512 * 100);
 	for (i = 0; i < 512; i++)
-		assert_int_equal(buf[i * 100 + 99], (unsigned char)((511 - i) * 2));
+		assert_int_equal(buf[i * 100 + 99],
+				 (unsigned char)((511 - i) * 2));
 
 	/* A whole big range, written and read back. */
 	memset(buf, 0xa5, 1024 * PG);
@@ -406,7 +411,7 @@ static void test_memory(void **state)
 		assert_int_equal(buf[i], 0xa5);
 
 	/* Across the hole: the first page arrives, then -EFAULT. */
-	s[0] = (struct bgs_target_span){ p, 3 * PG };
+	s[0] = (struct bgs_target_span){p, 3 * PG};
 	assert_int_equal(bgs_target_readv(&t, s, 1, buf, &done), -EFAULT);
 	assert_int_equal(done, PG);
 	assert_int_equal(buf[PG - 1], (unsigned char)((PG - 1) * 7));

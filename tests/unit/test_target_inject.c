@@ -23,10 +23,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define PG 4096UL
+#define PG	     4096UL
 #define REGION_PAGES 16
-#define PATTERN(i) ((char)(0x40 + (i)))
-#define UFFD_LINK "[userfaultfd]"
+#define PATTERN(i)   ((char)(0x40 + (i)))
+#define UFFD_LINK    "[userfaultfd]"
 
 /* ---- a kid with a data region and commands that write into it ----------- */
 
@@ -91,15 +91,15 @@ static bool wait_done(const struct tu_kid *k, uint64_t n, int timeout_ms)
 
 static void inject_everywhere(struct bgs_target *t, const struct tu_kid *k)
 {
-	const uint64_t none[6] = { 0 };
+	const uint64_t none[6] = {0};
 	int64_t ret = 0;
 	int i;
 
 	for (i = 0; i < k->shm->nthreads; i++) {
 		const pid_t tid = k->shm->tid[i];
 
-		assert_int_equal(bgs_target_syscall(t, tid, SYS_gettid, none,
-						    &ret), 0);
+		assert_int_equal(
+			bgs_target_syscall(t, tid, SYS_gettid, none, &ret), 0);
 		assert_int_equal(ret, tid);
 	}
 	/* The main thread, blocked in read() on the command pipe. */
@@ -110,7 +110,7 @@ static void inject_everywhere(struct bgs_target *t, const struct tu_kid *k)
 
 static void test_syscall_in_each_thread(void **state)
 {
-	struct tu_kid k = { 0 };
+	struct tu_kid k = {0};
 	struct bgs_target t;
 	int round;
 
@@ -136,9 +136,9 @@ static void test_syscall_in_each_thread(void **state)
 
 static void test_syscall_refusals(void **state)
 {
-	struct tu_kid k = { 0 };
+	struct tu_kid k = {0};
 	struct bgs_target t;
-	const uint64_t none[6] = { 0 };
+	const uint64_t none[6] = {0};
 	int64_t ret;
 
 	(void)state;
@@ -170,9 +170,11 @@ static void arm(struct bgs_target *t, const struct tu_kid *k,
 	assert_int_equal(tu_count_fds(k->pid, NULL), fds);
 	assert_int_equal(tu_count_fds(k->pid, UFFD_LINK), 0);
 	assert_int_equal(bgs_uffd_adopt(u, tu->fd, BGS_UFFD_FEATURES_WP,
-					UFFD_FEATURE_PAGEFAULT_FLAG_WP), 0);
+					UFFD_FEATURE_PAGEFAULT_FLAG_WP),
+			 0);
 	assert_int_equal(bgs_uffd_register(u, addr, REGION_PAGES * PG,
-					   UFFDIO_REGISTER_MODE_WP, NULL), 0);
+					   UFFDIO_REGISTER_MODE_WP, NULL),
+			 0);
 	assert_int_equal(bgs_uffd_protect(u, addr, REGION_PAGES * PG), 0);
 	assert_int_equal(bgs_target_thaw(t), 0);
 }
@@ -252,7 +254,7 @@ struct monitor {
 	int report;  /* write end: the stage it died at, or 'D' for done */
 	int kill_at; /* die at this hook call (1-based); 0 never */
 	int calls;
-	pid_t tid;   /* inject in this thread; 0 the best */
+	pid_t tid; /* inject in this thread; 0 the best */
 };
 
 static void monitor_hook(void *arg, enum bgs_target_stage stage)
@@ -301,7 +303,7 @@ static void monitor_main(struct monitor *m, const struct tu_kid *k)
  * through everything (and was then killed while the kid was blocked). */
 static int trial(bool nonroot, enum tu_role role, int kill_at)
 {
-	struct monitor m = { .kill_at = kill_at };
+	struct monitor m = {.kill_at = kill_at};
 	struct tu_kid k;
 	int p[2], st, stage;
 	char c;
@@ -350,9 +352,11 @@ static void kill_series(bool nonroot, enum tu_role role)
 	}
 	assert_true(kill_at > 1 && kill_at < 100);
 	assert_int_equal(last, BGS_TSTAGE_THAWED);
-	fprintf(stderr, "# %s target, %s thread: killed at %d points, then "
+	fprintf(stderr,
+		"# %s target, %s thread: killed at %d points, then "
 		"while blocked on a protected page: the target finished "
-		"every time\n", nonroot ? "uid 65534" : "root",
+		"every time\n",
+		nonroot ? "uid 65534" : "root",
 		role == TU_BUSY ? "busy" : "blocked", kill_at - 1);
 }
 
@@ -420,7 +424,7 @@ static void *storm_source(void *arg)
 
 static int storm_setup(struct tu_kid *k)
 {
-	struct sigaction sa = { .sa_handler = on_storm };
+	struct sigaction sa = {.sa_handler = on_storm};
 	pthread_t th;
 
 	storm_sent = (atomic_ulong *)&k->shm->arg[2];
@@ -446,8 +450,8 @@ static int signal_stops(const struct bgs_target *t)
 
 static void test_signals_across_freeze_and_injection(void **state)
 {
-	struct tu_kid k = { .setup = storm_setup };
-	const uint64_t none[6] = { 0 };
+	struct tu_kid k = {.setup = storm_setup};
+	const uint64_t none[6] = {0};
 	struct bgs_target t;
 	int round, in_signal_stop = 0, injected = 0, i;
 	pid_t sink;
@@ -473,9 +477,11 @@ static void test_signals_across_freeze_and_injection(void **state)
 	}
 	for (i = 0; i < 5000 && k.shm->arg[3] != STORM; i++)
 		tu_sleep_ms(1);
-	fprintf(stderr, "# %d freezes, %d injections, %d signal-delivery "
-		"stops: %llu of %d signals handled\n", round, injected,
-		in_signal_stop, (unsigned long long)k.shm->arg[3], STORM);
+	fprintf(stderr,
+		"# %d freezes, %d injections, %d signal-delivery "
+		"stops: %llu of %d signals handled\n",
+		round, injected, in_signal_stop,
+		(unsigned long long)k.shm->arg[3], STORM);
 	assert_int_equal(k.shm->arg[3], STORM);
 	bgs_target_close(&t);
 	assert_int_equal(tu_kid_finish(&k, 5000), 0);
@@ -496,7 +502,7 @@ static void test_timing_ten_threads(void **state)
 	uint64_t fr[ROUNDS], in[ROUNDS], th[ROUNDS];
 	struct bgs_target_uffd tu;
 	struct bgs_target t;
-	struct tu_kid k = { 0 };
+	struct tu_kid k = {0};
 	int r;
 
 	(void)state;
@@ -516,7 +522,8 @@ static void test_timing_ten_threads(void **state)
 	qsort(fr, ROUNDS, sizeof(fr[0]), cmp_u64);
 	qsort(in, ROUNDS, sizeof(in[0]), cmp_u64);
 	qsort(th, ROUNDS, sizeof(th[0]), cmp_u64);
-	fprintf(stderr, "# 10 threads (4 busy), median of %d: freeze %.0f us, "
+	fprintf(stderr,
+		"# 10 threads (4 busy), median of %d: freeze %.0f us, "
 		"inject uffd %.0f us, thaw %.0f us (max %.0f / %.0f / %.0f)\n",
 		ROUNDS, fr[ROUNDS / 2] / 1e3, in[ROUNDS / 2] / 1e3,
 		th[ROUNDS / 2] / 1e3, fr[ROUNDS - 1] / 1e3,

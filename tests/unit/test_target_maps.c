@@ -26,13 +26,28 @@
 #define MB (1UL << 20)
 
 enum {
-	M_ANON, M_THP, M_MEMFD, M_HUGETLB, M_FILE_PRIV, M_FILE_RO, M_GUARD,
-	M_KSM, M_UFFD, M_SHARED_ANON, M_DONTDUMP, M_DEVSHM, M_SYSV,
-	M_FILE_SHARED, M_HEAP, M_STACK, M_COUNT
+	M_ANON,
+	M_THP,
+	M_MEMFD,
+	M_HUGETLB,
+	M_FILE_PRIV,
+	M_FILE_RO,
+	M_GUARD,
+	M_KSM,
+	M_UFFD,
+	M_SHARED_ANON,
+	M_DONTDUMP,
+	M_DEVSHM,
+	M_SYSV,
+	M_FILE_SHARED,
+	M_HEAP,
+	M_STACK,
+	M_COUNT
 };
 
 _Static_assert(M_COUNT <= sizeof(((struct tu_kid_shm *)0)->addr) /
-			   sizeof(uint64_t), "slots fit the shared page");
+				  sizeof(uint64_t),
+	       "slots fit the shared page");
 
 static char file_path[128];
 static bool have_hugetlb;
@@ -99,8 +114,8 @@ static void *map_uffd(void)
 	char *p = map_anon(4 * PG, PROT_READ | PROT_WRITE, 0);
 
 	if (p == MAP_FAILED || bgs_uffd_open(&u, 0, 0) ||
-	    bgs_uffd_register(&u, (uintptr_t)p, 4 * PG,
-			      UFFDIO_REGISTER_MODE_WP, NULL))
+	    bgs_uffd_register(&u, (uintptr_t)p, 4 * PG, UFFDIO_REGISTER_MODE_WP,
+			      NULL))
 		return MAP_FAILED;
 	return p;
 }
@@ -136,8 +151,8 @@ static int kinds_setup(struct tu_kid *k)
 	s[M_KSM] = (uintptr_t)map_anon(4 * PG, PROT_READ | PROT_WRITE, 0);
 	madvise((void *)(uintptr_t)s[M_KSM], 4 * PG, MADV_MERGEABLE);
 	s[M_UFFD] = (uintptr_t)map_uffd();
-	s[M_SHARED_ANON] = (uintptr_t)map_anon(4 * PG, PROT_READ | PROT_WRITE,
-					       MAP_SHARED);
+	s[M_SHARED_ANON] =
+		(uintptr_t)map_anon(4 * PG, PROT_READ | PROT_WRITE, MAP_SHARED);
 	s[M_DONTDUMP] = (uintptr_t)map_anon(4 * PG, PROT_READ | PROT_WRITE, 0);
 	madvise((void *)(uintptr_t)s[M_DONTDUMP], 4 * PG, MADV_DONTDUMP);
 	s[M_DEVSHM] = (uintptr_t)map_devshm();
@@ -241,8 +256,7 @@ static void expect_unique_names(const struct bgs_target_maps *m)
 
 static void check_special(const struct bgs_target_maps *m)
 {
-	const struct bgs_target_map *map = by_label(m, "[vdso]",
-						    BGS_TACT_SKIP);
+	const struct bgs_target_map *map = by_label(m, "[vdso]", BGS_TACT_SKIP);
 
 	assert_non_null(map);
 	assert_int_equal(map->kind, BGS_TKIND_SPECIAL);
@@ -251,8 +265,7 @@ static void check_special(const struct bgs_target_maps *m)
 	assert_non_null(by_label(m, "libc.so", BGS_TACT_COPY));
 }
 
-static void check_named(const struct bgs_target_maps *m,
-			const struct tu_kid *k)
+static void check_named(const struct bgs_target_maps *m, const struct tu_kid *k)
 {
 	char want[64];
 
@@ -278,8 +291,8 @@ static void test_kinds_of_a_live_target(void **state)
 	kinds_kid(&k);
 	assert_int_equal(bgs_target_open(&t, k.pid), 0);
 	assert_int_equal(bgs_target_maps_read(&t, &m), 0);
-	fprintf(stderr, "# %zu mappings read and classified in %.0f us\n",
-		m.n, (tu_now_ns() - t0) / 1e3);
+	fprintf(stderr, "# %zu mappings read and classified in %.0f us\n", m.n,
+		(tu_now_ns() - t0) / 1e3);
 	expect(&m, &k, M_ANON, BGS_TKIND_ANON, BGS_TACT_PROTECT, 0);
 	expect(&m, &k, M_HEAP, BGS_TKIND_ANON, BGS_TACT_PROTECT, 0);
 	expect(&m, &k, M_STACK, BGS_TKIND_ANON, BGS_TACT_PROTECT, 0);
@@ -368,18 +381,21 @@ static const char synthetic[] =
 	"7f0000000000-7f0000001000 rw-s 00000000 00:05 123   /dev/mem\n"
 	"Rss:                   4 kB\n"
 	"VmFlags: rd wr sh mr mw me ms io pf dd\n"
-	"7f0000200000-7f0000400000 rw-s 00000000 00:10 77   /mnt/huge/f (deleted)\n"
+	"7f0000200000-7f0000400000 rw-s 00000000 00:10 77   /mnt/huge/f "
+	"(deleted)\n"
 	"KernelPageSize:     2048 kB\n"
 	"VmFlags: rd wr sh mr mw me ms ht\n"
 	"7f0000400000-7f0000401000 rw-p 00000000 00:00 0 \n"
 	"VmFlags: rd wr mr mw me nr wf dd dp\n"
-	"7f0000401000-7f0000402000 rw-p 00000000 00:00 0   [anon:glibc: malloc]\n"
+	"7f0000401000-7f0000402000 rw-p 00000000 00:00 0   [anon:glibc: "
+	"malloc]\n"
 	"Anonymous:             4 kB\n"
 	"VmFlags: rd wr mr mw me um lo\n"
 	"7f0000402000-7f0000403000 r--p 00001000 08:01 99   /usr/lib/x.so\n"
 	"Anonymous:             4 kB\n"
 	"VmFlags: rd mr mw me\n"
-	"7f0000403000-7f0000404000 rw-s 00000000 00:01 5   /dev/zero (deleted)\n"
+	"7f0000403000-7f0000404000 rw-s 00000000 00:01 5   /dev/zero "
+	"(deleted)\n"
 	"VmFlags: rd wr sh mr mw me ms ui\n"
 	"ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0   [vsyscall]\n"
 	"VmFlags: ex\n";
@@ -390,8 +406,9 @@ static void test_kinds_from_text(void **state)
 	const struct bgs_target_map *v;
 
 	(void)state;
-	assert_int_equal(bgs_target_maps_parse(synthetic, sizeof(synthetic) - 1,
-					       0, &m), 0);
+	assert_int_equal(
+		bgs_target_maps_parse(synthetic, sizeof(synthetic) - 1, 0, &m),
+		0);
 	assert_int_equal(m.n, 7);
 	v = m.v;
 	assert_int_equal(v[0].kind, BGS_TKIND_IO);
