@@ -280,6 +280,23 @@ static void check_named(const struct bgs_target_maps *m, const struct tu_kid *k)
 	assert_false(at(m, k, M_ANON)->thp_eligible); /* THP is madvise */
 }
 
+/* A COPY mapping as a whole: file pages and the page of its own. */
+static void check_copy(struct bgs_target *t, const struct bgs_target_maps *m,
+		       const struct tu_kid *k)
+{
+	const struct bgs_target_map *map = at(m, k, M_FILE_PRIV);
+	const size_t len = map->end - map->start;
+	char *buf = malloc(len);
+
+	assert_int_equal(map->action, BGS_TACT_COPY);
+	memset(buf, 0x77, len);
+	assert_int_equal(bgs_target_copy_map(t, map, buf), 0);
+	assert_int_equal(buf[0], 0);
+	assert_int_equal(buf[PG], 1);
+	assert_int_equal(buf[len - 1], 0);
+	free(buf);
+}
+
 static void test_kinds_of_a_live_target(void **state)
 {
 	struct bgs_target_maps m;
@@ -322,6 +339,7 @@ static void test_kinds_of_a_live_target(void **state)
 	check_named(&m, &k);
 	check_special(&m);
 	expect_unique_names(&m);
+	check_copy(&t, &m, &k);
 	bgs_target_maps_free(&m);
 	bgs_target_close(&t);
 	assert_int_equal(tu_kid_finish(&k, 5000), 0);
