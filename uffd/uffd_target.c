@@ -308,7 +308,12 @@ int bgs_target_open(struct bgs_target *t, pid_t pid)
 
 	memset(t, 0, sizeof(*t));
 	t->pid = pid;
-	t->memfd = -1;
+	t->memfd = t->pidfd = -1;
+	if (pid == getpid())
+		return bgs_target_fail(t, -EINVAL,
+				       "process %d is bgsnap "
+				       "itself",
+				       (int)pid);
 	t->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (t->pidfd < 0) {
 		err = -errno;

@@ -71,6 +71,8 @@ static void test_open_vanished(void **state)
 	assert_int_equal(bgs_target_open(&t, pid), -ESRCH);
 	assert_non_null(strstr(t.msg, "no such process"));
 	bgs_target_close(&t);
+	assert_int_equal(bgs_target_open(&t, getpid()), -EINVAL);
+	bgs_target_close(&t);
 }
 
 static void test_open_zombie(void **state)
