@@ -188,7 +188,7 @@ void bank_recover(void *mem, size_t len)
 	uint8_t *m = mem;
 	struct bank_header *h = mem;
 	struct journal *j = (void *)(m + JOURNAL_PAGE * PAGE);
-	char why[8];
+	char why[128];
 
 	if (header_ok(mem, len, why, sizeof(why)))
 		return;
@@ -217,8 +217,9 @@ static void park_handler(int sig)
 	const struct timespec tick = { 0, 20000 };
 
 	(void)sig;
-	if (!b)
-		return;
+	if (!b || !atomic_load(&b->paused))
+		return; /* a late or early signal: nothing to do */
+	atomic_store(&self->parked, true);
 	atomic_fetch_add(&b->parked, 1);
 	while (atomic_load(&b->paused))
 		nanosleep(&tick, NULL);
@@ -226,6 +227,7 @@ static void park_handler(int sig)
 	if (stopped > atomic_load(&self->max_stop_ns))
 		atomic_store(&self->max_stop_ns, stopped);
 	atomic_fetch_sub(&b->parked, 1);
+	atomic_store(&self->parked, false);
 }
 
 static void lock_acct(struct account *a)
@@ -401,14 +403,20 @@ static void wait_count(_Atomic unsigned *count, unsigned want)
 void bank_pause(struct bank *b)
 {
 	atomic_store(&b->paused, true);
-	for (unsigned i = 0; i < b->nwriters; i++)
-		pthread_kill(b->writer[i].thread, PARK_SIGNAL);
-	wait_count(&b->parked, b->nwriters);
+	/* Signal until all are parked: a thread that has not yet set up
+	 * (or is leaving the handler of the last pause) ignores one. */
+	while (atomic_load(&b->parked) != b->nwriters) {
+		for (unsigned i = 0; i < b->nwriters; i++)
+			if (!atomic_load(&b->writer[i].parked))
+				pthread_kill(b->writer[i].thread, PARK_SIGNAL);
+		nanosleep(&(struct timespec){ 0, 50000 }, NULL);
+	}
 }
 
 void bank_resume(struct bank *b)
 {
 	atomic_store(&b->paused, false);
+	wait_count(&b->parked, 0);
 }
 
 void bank_hold(struct bank *b)

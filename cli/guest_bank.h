@@ -38,6 +38,7 @@ struct bank_writer {
 	uint64_t rng;
 	_Atomic uint64_t ops;
 	_Atomic uint64_t max_stop_ns;	/* longest time parked by a pause */
+	_Atomic bool parked;		/* in the park handler */
 	_Atomic uint64_t lat_max_ns;
 	_Atomic uint64_t lat_bucket[48]; /* op latency, power-of-two ns */
 };
