@@ -70,7 +70,8 @@ enum rs_compression {
 struct rs_writer_opts {
 	enum rs_compression compression;
 	int lz4_acceleration;	  /* 1 = LZ4 default; higher: faster, larger */
-	size_t buffer_budget;	  /* bytes of write buffers; 0: 64 MiB */
+	size_t buffer_budget;	  /* bytes of write buffers; 0: 64 MiB
+				   * (at least two of the largest records) */
 	uint8_t snapshot_id[16];  /* all zero: a random one is made */
 	uint8_t parent_id[16];	  /* all zero: not incremental */
 	const struct rs_region *regions; /* the table, fixed at open */
@@ -124,14 +125,15 @@ struct rs_writer_stats {
 	uint64_t pages;		/* pages stored, all encodings */
 	uint64_t zero_pages;	/* of which all zero */
 	uint64_t raw_bytes;	/* bytes of non-zero page data handed in */
-	uint64_t stored_bytes;	/* bytes written to the file so far */
+	uint64_t stored_bytes;	/* bytes of the store so far, written or
+				 * queued in the buffer pool */
 	uint64_t records;
 	uint64_t peak_buffer_bytes; /* high-water mark of the buffer pool */
 };
 /* Any thread; the figures are each exact, not mutually atomic. */
 void bgs_rs_writer_stats(const struct rs_writer *w, struct rs_writer_stats *s);
 
-/* ---- reader -------------------------------------------------------------- */
+/* ---- reader --------------------------------------------------------------- */
 
 enum rs_encoding {
 	RS_ENC_ZERO = 0,
@@ -210,7 +212,7 @@ int bgs_rs_verify(struct rs_reader *r, struct rs_diag *diag,
 		  void (*progress)(void *arg, uint64_t done, uint64_t total),
 		  void *arg);
 
-/* ---- sequential decoding from a stream (pipe, no index) ------------------ */
+/* ---- sequential decoding from a stream (pipe, no index) -------------- */
 
 struct rs_stream;
 
@@ -238,7 +240,8 @@ struct rs_item {
 /*
  * The next item, checksums verified. Returns 1 with an item, 0 at a
  * clean end (index and footer read and checked, and every page of every
- * region seen exactly once), or an error.
+ * region seen exactly once), or an error. The store must be the end of
+ * the stream: the call that reaches the footer reads on to end-of-file.
  */
 int bgs_rs_stream_next(struct rs_stream *s, struct rs_item *item,
 		       struct rs_diag *diag);

@@ -360,15 +360,15 @@ static int attachment_item(struct rs_stream *s, const struct rs_rechdr *rh,
 	ret = fill(s, RS_RECHDR_SIZE + rh->payload_len);
 	if (ret)
 		return ended(s, ret, d, "an attachment");
-	if (!bgs_rs_name_ok((const char *)at(s, RS_RECHDR_SIZE), rh->a))
-		return bgs_rs_diag(d, RS_ECORRUPT, s->pos,
-				   "attachment at offset %llu: bad name",
-				   (unsigned long long)s->pos);
 	if (!bgs_rs_csum_ok(rh->data_csum, bgs_rs_hash(at(s, RS_RECHDR_SIZE),
 							rh->payload_len)))
 		return bgs_rs_diag(d, RS_ECHECKSUM, s->pos,
 				   "attachment at offset %llu: checksum "
 				   "mismatch", (unsigned long long)s->pos);
+	if (!bgs_rs_name_ok((const char *)at(s, RS_RECHDR_SIZE), rh->a))
+		return bgs_rs_diag(d, RS_ECORRUPT, s->pos,
+				   "attachment at offset %llu: bad name",
+				   (unsigned long long)s->pos);
 	memcpy(s->name, at(s, RS_RECHDR_SIZE), rh->a);
 	s->name[rh->a] = '\0';
 	a.stored_len = (uint32_t)rh->payload_len;

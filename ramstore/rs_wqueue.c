@@ -9,11 +9,14 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define RS_WQ_CHUNK_MAX (1u << 20)
+#define RS_WQ_DIO_ALIGN 4096u
 
 static void set_err(struct rs_wq *q, int err)
 {
@@ -66,6 +69,40 @@ static int setup_ring(struct rs_wq *q)
 	return ret;
 }
 
+/* Direct I/O if the writer opened @fd with it, aligned as it needs. */
+static void setup_direct(struct rs_wq *q)
+{
+	const int fl = fcntl(q->fd, F_GETFL);
+
+	q->align = RS_WQ_DIO_ALIGN;
+	q->direct = !q->stream && fl >= 0 && (fl & O_DIRECT);
+#ifdef STATX_DIOALIGN
+	struct statx stx;
+
+	if (q->direct &&
+	    !statx(q->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) &&
+	    (stx.stx_mask & STATX_DIOALIGN)) {
+		const size_t a = stx.stx_dio_offset_align > stx.stx_dio_mem_align
+					 ? stx.stx_dio_offset_align
+					 : stx.stx_dio_mem_align;
+
+		/* 0: no direct I/O on this file after all */
+		q->direct = a && a <= q->chunk && !(q->chunk % a);
+		q->align = a > q->align ? a : q->align;
+	}
+#endif
+}
+
+/* Write buffered from now on (the tail, or a filesystem refusing). */
+static void drop_direct(struct rs_wq *q)
+{
+	const int fl = fcntl(q->fd, F_GETFL);
+
+	q->direct = false;
+	if (fl < 0 || fcntl(q->fd, F_SETFL, fl & ~O_DIRECT))
+		set_err(q, -errno);
+}
+
 int bgs_rs_wq_init(struct rs_wq *q, int fd, bool stream, size_t budget,
 		   bool sync_io)
 {
@@ -79,7 +116,9 @@ int bgs_rs_wq_init(struct rs_wq *q, int fd, bool stream, size_t budget,
 	q->size = (budget + pg - 1) / pg * pg;
 	q->chunk = q->size / 16 < RS_WQ_CHUNK_MAX ? q->size / 16
 						   : RS_WQ_CHUNK_MAX;
+	q->chunk -= q->chunk % RS_WQ_DIO_ALIGN;
 	q->max_write = 4 * q->chunk;
+	setup_direct(q);
 	ret = map_arena(q);
 	if (ret)
 		return ret;
@@ -89,6 +128,11 @@ int bgs_rs_wq_init(struct rs_wq *q, int fd, bool stream, size_t budget,
 }
 
 /* ---- writes -------------------------------------------------------------- */
+
+static uint8_t *at(const struct rs_wq *q, uint64_t pos)
+{
+	return q->arena + (pos - q->base) % q->size;
+}
 
 static struct rs_wslot *slot_at(struct rs_wq *q, unsigned i)
 {
@@ -102,6 +146,13 @@ static void retire(struct rs_wq *q)
 		q->inflight--;
 	}
 	q->done = q->inflight ? slot_at(q, q->head)->start : q->sub;
+	/* Idle: move the few pending bytes back to the start. Nobody holds
+	 * a pointer into the arena here (reserve computes its own after). */
+	if (!q->inflight && q->fill - q->sub <= RS_WQ_DIO_ALIGN &&
+	    at(q, q->sub) != q->arena) {
+		memmove(q->arena, at(q, q->sub), q->fill - q->sub);
+		q->base = q->sub;
+	}
 }
 
 /* Account @res for slot @i; true if the rest must be written again. */
@@ -111,6 +162,11 @@ static bool on_result(struct rs_wq *q, unsigned i, long res)
 
 	if (res == -EINTR)
 		return true;
+	if (res == -EINVAL && q->direct) {
+		/* Direct I/O refused (alignment, filesystem): go buffered. */
+		drop_direct(q);
+		return !q->err;
+	}
 	if (res == -EAGAIN) {
 		/* An O_NONBLOCK descriptor: wait until it takes more. */
 		struct pollfd p = { .fd = q->fd, .events = POLLOUT };
@@ -125,8 +181,9 @@ static bool on_result(struct rs_wq *q, unsigned i, long res)
 		return false;
 	}
 	s->done += (size_t)res;
-	bgs_rs_stat_add(&q->written, (uint64_t)res);
 	s->complete = s->done == s->end - s->start;
+	if (!s->complete && q->direct && s->done % q->align)
+		drop_direct(q); /* the rest is not aligned any more */
 	return !s->complete;
 }
 
@@ -138,7 +195,7 @@ static void prep_write(struct rs_wq *q, unsigned i)
 
 	/* Never NULL: one entry per slot and the ring has depth entries. */
 	slot_at(q, i)->queued = true;
-	io_uring_prep_write(sqe, q->fd, q->arena + pos % q->size,
+	io_uring_prep_write(sqe, q->fd, at(q, pos),
 			    (unsigned)(s->end - pos), q->stream ? -1ull : pos);
 	io_uring_sqe_set_data(sqe, (void *)(uintptr_t)i);
 }
@@ -150,7 +207,7 @@ static void write_sync(struct rs_wq *q, unsigned i)
 
 	do {
 		const uint64_t pos = s->start + s->done;
-		const void *p = q->arena + pos % q->size;
+		const void *p = at(q, pos);
 		const size_t len = s->end - pos;
 
 		res = q->stream ? write(q->fd, p, len)
@@ -179,24 +236,33 @@ static void submit(struct rs_wq *q)
 		set_err(q, ret);
 }
 
-/* Start writes for pending bytes: all of them if @force, else whole
- * chunks, as far as free slots allow. */
+/* Bytes the next write may carry: whole blocks when direct, at least a
+ * chunk unless @force, at most max_write. */
+static uint64_t next_write(const struct rs_wq *q, bool force)
+{
+	uint64_t n = q->fill - q->sub;
+
+	if (q->direct)
+		n -= n % q->align;
+	if (!force && n < q->chunk)
+		return 0;
+	return n < q->max_write ? n : q->max_write;
+}
+
+/* Start writes for pending bytes: all there are if @force (but for an
+ * unaligned tail when direct), else whole chunks, as slots allow. */
 static void submit_pending(struct rs_wq *q, bool force)
 {
 	unsigned started = 0;
 
 	while (q->inflight < q->depth && !q->err) {
-		const uint64_t pending = q->fill - q->sub;
+		const uint64_t n = next_write(q, force);
 		const unsigned i = q->head + q->inflight;
 		struct rs_wslot *s = slot_at(q, i);
 
-		if (!pending || (!force && pending < q->chunk))
+		if (!n)
 			break;
-		*s = (struct rs_wslot){
-			.start = q->sub,
-			.end = q->sub + (pending < q->max_write ? pending
-								: q->max_write),
-		};
+		*s = (struct rs_wslot){ .start = q->sub, .end = q->sub + n };
 		q->sub = s->end;
 		q->inflight++;
 		if (q->uring) {
@@ -264,7 +330,7 @@ int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, uint8_t **p)
 		if (q->err)
 			return q->err;
 	}
-	*p = q->arena + q->fill % q->size;
+	*p = at(q, q->fill);
 	return 0;
 }
 
@@ -273,6 +339,7 @@ void bgs_rs_wq_produce(struct rs_wq *q, size_t len)
 	const uint64_t used = q->fill + len - q->done;
 
 	q->fill += len;
+	atomic_store_explicit(&q->stored, q->fill, memory_order_relaxed);
 	if (used > atomic_load_explicit(&q->peak, memory_order_relaxed))
 		atomic_store_explicit(&q->peak, used, memory_order_relaxed);
 	if (q->fill - q->sub >= q->chunk) {
@@ -312,7 +379,10 @@ int bgs_rs_wq_flush(struct rs_wq *q)
 		submit_pending(q, true);
 		if (!q->inflight && (q->sub == q->fill || q->err))
 			return q->err;
-		reap(q, true);
+		if (!q->inflight)
+			drop_direct(q); /* only an unaligned tail is left */
+		else
+			reap(q, true);
 	}
 }
 

@@ -9,7 +9,16 @@
  *
  * Positions are logical byte counts since the start of the store, which
  * is also the file offset of each byte: [done, sub) is being written,
- * [sub, fill) waits to be submitted, everything else is free.
+ * [sub, fill) waits to be submitted, everything else is free. Whenever
+ * no write is in flight, what is pending moves back to the start of the
+ * arena, so a disk that keeps up keeps the arena small and cache-hot
+ * (and most of its pages are never touched at all).
+ *
+ * On a file opened with O_DIRECT, writes go straight from the arena to the
+ * device, so neither this thread nor a kernel worker copies them into the
+ * page cache (buffered io_uring writes cost more CPU than lz4 itself).
+ * Direct writes are whole aligned blocks; the unaligned tail at the end,
+ * or anything the filesystem refuses, is written buffered.
  */
 #ifndef BGS_RS_WQUEUE_H
 #define BGS_RS_WQUEUE_H
@@ -43,10 +52,13 @@ struct rs_wq {
 	int fd;
 	bool stream;	/* no offsets: at the fd's position, one at a time */
 	bool uring;	/* false: write(2)/pwrite(2) in the caller */
+	bool direct;	/* the fd has O_DIRECT: aligned writes only */
+	size_t align;	/* of offsets and lengths when direct */
 	unsigned depth; /* slots in use at most */
 	struct io_uring ring;
 	uint8_t *arena; /* 2 * size bytes of address space, one buffer */
 	size_t size;
+	uint64_t base; /* the position at arena offset 0 (modulo size) */
 	size_t chunk;	  /* pending bytes worth a write */
 	size_t max_write; /* the largest single write */
 	uint64_t fill, sub, done;
@@ -54,7 +66,7 @@ struct rs_wq {
 	unsigned head, inflight;
 	int err; /* the first error; sticks */
 	/* Written by the writer's thread, read by any (stats): relaxed. */
-	_Atomic uint64_t written;
+	_Atomic uint64_t stored; /* fill, for other threads */
 	_Atomic uint64_t peak;
 };
 

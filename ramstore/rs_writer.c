@@ -45,7 +45,7 @@ struct rs_writer {
 	struct rs_head head; /* what the file header and region table say */
 	enum rs_compression comp;
 	int accel;
-	LZ4_stream_t *lz4;
+	LZ4_stream_t *lz4; /* state for LZ4_compress_fast_extState */
 	struct rs_extent *ext; /* PAGES records, in file order until commit */
 	size_t next, ext_cap;
 	struct rs_wattach *att;
@@ -323,6 +323,13 @@ static int create_temp(struct rs_writer *w)
 				       O_CLOEXEC,
 			       0600);
 		if (w->fd >= 0) {
+			/* Straight to the device where the filesystem can
+			 * (rs_wqueue.h); set here, not at open, because some
+			 * refuse O_DIRECT only after creating the file. */
+			const int fl = fcntl(w->fd, F_GETFL);
+
+			if (fl >= 0)
+				fcntl(w->fd, F_SETFL, fl | O_DIRECT);
 			w->tmpname = strdup(name);
 			return w->tmpname ? 0 : -ENOMEM;
 		}
@@ -436,14 +443,12 @@ static int emit_data(struct rs_writer *w, uint32_t region, uint64_t first,
 		return ret;
 	sum = bgs_rs_hash(src, raw);
 	if (w->comp == RS_COMP_LZ4) {
-		int c;
+		/* What LZ4_compress_fast does, without its 16 KiB of stack;
+		 * a bound of raw - 1 gives up as soon as it cannot shrink. */
+		const int c = LZ4_compress_fast_extState(
+			w->lz4, (const char *)src, (char *)p + RS_RECHDR_SIZE,
+			(int)raw, (int)raw - 1, w->accel);
 
-		/* Each record stands alone: forget the previous input. */
-		LZ4_resetStream_fast(w->lz4);
-		c = LZ4_compress_fast_continue(w->lz4, (const char *)src,
-					       (char *)p + RS_RECHDR_SIZE,
-					       (int)raw, (int)raw - 1,
-					       w->accel);
 		if (c > 0) {
 			e.encoding = RS_ENC_LZ4;
 			e.stored_len = (uint32_t)c;
@@ -734,7 +739,7 @@ void bgs_rs_writer_stats(const struct rs_writer *w, struct rs_writer_stats *s)
 	s->pages = atomic_load_explicit(&w->pages, o);
 	s->zero_pages = atomic_load_explicit(&w->zero_pages, o);
 	s->raw_bytes = atomic_load_explicit(&w->raw_bytes, o);
-	s->stored_bytes = atomic_load_explicit(&w->q.written, o);
+	s->stored_bytes = atomic_load_explicit(&w->q.stored, o);
 	s->records = atomic_load_explicit(&w->records, o);
 	s->peak_buffer_bytes = atomic_load_explicit(&w->q.peak, o);
 }
