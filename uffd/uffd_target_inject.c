@@ -34,9 +34,13 @@
  *     there the saved registers go back with PTRACE_SETREGS. The kernel's
  *     restart logic then runs on them exactly as if nothing had happened:
  *     read() is re-issued, nanosleep() resumes through its restart_block.
- *     (The frame path cannot do the latter — rt_sigreturn resets
- *     restart_block — so it turns ERESTART_RESTARTBLOCK into EINTR, and
- *     threads in such sleeps are the last choice for injection.)
+ *     The frame path cannot use a restart_block (rt_sigreturn resets it),
+ *     so it re-issues such a wait with its own arguments, still in the
+ *     registers: exact for an absolute timeout (glibc's timed waits), the
+ *     whole of a relative one again. Never EINTR: a program without signal
+ *     handlers has never seen one. Only a thread already inside
+ *     restart_syscall(2) has lost its call and would get EINTR; it is the
+ *     last choice for injection, timed waits the next to last.
  *  4. During injection the thread blocks every signal (PTRACE_SETSIGMASK),
  *     so no handler runs while the other threads are frozen; the mask is
  *     put back before the thread is released (and by rt_sigreturn on the
@@ -101,9 +105,9 @@
 #define DATA_SIZE	     256
 #define XBUF_SIZE	     16384
 /* Stack below rsp a thread must have: more than the frame, with margin. */
-#define MIN_ROOM	     16384
-#define STEP_TIMEOUT_MS	     2000
-#define NO_SIGNALS	     (~0ULL)
+#define MIN_ROOM	16384
+#define STEP_TIMEOUT_MS 2000
+#define NO_SIGNALS	(~0ULL)
 
 /* The 64-bit struct sigcontext (uapi), spelled out: glibc's differs in
  * field names and its header clashes with the kernel's. */
@@ -325,12 +329,14 @@ static bool swaps_mask(const struct user_regs_struct *r)
 }
 
 /* Higher is better, < 0 unusable. Threads blocked in a restartable syscall
- * are idle anyway; a restart_block sleep would end in EINTR on the frame
- * path. */
+ * are idle anyway; on the frame path a timed wait would start over, and a
+ * wait already restarted once would end in EINTR. */
 static int score(const struct user_regs_struct *r)
 {
 	if (r->cs != USER64_CS || swaps_mask(r))
 		return -1;
+	if (in_syscall(r) && r->orig_rax == SYS_restart_syscall)
+		return 0;
 	if (in_syscall(r) && (int64_t)r->rax == -ERESTART_RESTARTBLOCK)
 		return 1;
 	return restarting(r) ? 3 : 2;
@@ -406,13 +412,14 @@ static int choose(struct inj *in, pid_t want, const char *maps)
 /* ---- the restore frame --------------------------------------------------- */
 
 /* What the kernel's syscall-restart logic would make of @r when no signal
- * handler runs (arch/x86/kernel/signal.c arch_do_signal_or_restart). */
+ * handler runs (arch/x86/kernel/signal.c arch_do_signal_or_restart), as far
+ * as a signal frame can say it (DESIGN 3). */
 static void resume_regs(struct user_regs_struct *r)
 {
 	if (!restarting(r))
 		return;
-	if ((int64_t)r->rax == -ERESTART_RESTARTBLOCK) {
-		r->rax = (uint64_t)-EINTR; /* rt_sigreturn resets the block */
+	if (r->orig_rax == SYS_restart_syscall) {
+		r->rax = (uint64_t)-EINTR;
 		return;
 	}
 	r->rax = r->orig_rax;

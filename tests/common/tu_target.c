@@ -8,6 +8,7 @@
 #include <fenv.h>
 #include <grp.h>
 #include <limits.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -108,6 +109,27 @@ static void sleeper(struct tu_kid *k, int i)
 	}
 }
 
+static void futex_waiter(struct tu_kid *k, int i)
+{
+	struct tu_kid_shm *shm = k->shm;
+
+	while (!atomic_load(&shm->stop)) {
+		const struct timespec ts = {0, 10 * 1000 * 1000};
+		const uint64_t t0 = tu_now_ns();
+		const long r = syscall(SYS_futex, &shm->futex_word, FUTEX_WAIT,
+				       0, &ts, NULL, 0);
+
+		if (r == 0 || errno == EAGAIN)
+			kid_fail(shm, "futex %d: woken (%ld)", i, r);
+		else if (errno != ETIMEDOUT)
+			kid_fail(shm, "futex %d: %s", i, strerror(errno));
+		else if (tu_now_ns() - t0 < 10 * 1000 * 1000)
+			kid_fail(shm, "futex %d: timed out early (%ld ns)", i,
+				 (long)(tu_now_ns() - t0));
+		atomic_fetch_add(&shm->count[i], 1);
+	}
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -124,6 +146,9 @@ static void *worker_main(void *arg)
 		break;
 	case TU_SLEEPER:
 		sleeper(w->k, w->i);
+		break;
+	case TU_FUTEX:
+		futex_waiter(w->k, w->i);
 		break;
 	}
 	return NULL;
@@ -182,6 +207,8 @@ static void roles(struct tu_kid_shm *shm, int nbusy, int nread, int nsleep)
 		shm->role[n++] = TU_READER;
 	for (i = 0; i < nsleep; i++)
 		shm->role[n++] = TU_SLEEPER;
+	for (i = 0; i < nsleep; i++)
+		shm->role[n++] = TU_FUTEX;
 	shm->nthreads = n;
 }
 
@@ -222,7 +249,7 @@ void tu_kid_start(struct tu_kid *k, int nbusy, int nread, int nsleep)
 	k->shm = mmap(NULL, sizeof(*k->shm), PROT_READ | PROT_WRITE,
 		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	assert_true(k->shm != MAP_FAILED);
-	assert_true(nbusy + nread + nsleep <= TU_KID_MAX);
+	assert_true(nbusy + nread + 2 * nsleep <= TU_KID_MAX);
 	roles(k->shm, nbusy, nread, nsleep);
 	make_pipes(k);
 	k->next_msg = 0;

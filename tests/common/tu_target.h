@@ -8,7 +8,10 @@
  *            a lost or reset FPU state is caught;
  *   reader   blocked in read() on a pipe; each 8-byte message must arrive
  *            whole and in order, any error (EINTR) is a failure;
- *   sleeper  nanosleep(10 ms) in a loop; EINTR or a short sleep is a failure.
+ *   sleeper  nanosleep(10 ms) in a loop; EINTR or a short sleep is a failure;
+ *   futex    FUTEX_WAIT with a 10 ms timeout in a loop; EINTR or a timeout
+ *            before 10 ms is a failure (every sleeper and futex wait is
+ *            restarted through a restart_block when stopped).
  * Its main thread reads one-byte commands from a control pipe ('q' quits).
  * Results come back through a shared page and the exit status (0 = all
  * checks held).
@@ -23,7 +26,7 @@
 
 #define TU_KID_MAX 32
 
-enum tu_role { TU_BUSY, TU_READER, TU_SLEEPER };
+enum tu_role { TU_BUSY, TU_READER, TU_SLEEPER, TU_FUTEX };
 
 struct tu_kid_shm {
 	atomic_int ready; /* setup done, workers created */
@@ -35,8 +38,9 @@ struct tu_kid_shm {
 	pid_t tid[TU_KID_MAX];
 	enum tu_role role[TU_KID_MAX];
 	atomic_ulong count[TU_KID_MAX];
-	uint64_t addr[16]; /* addresses the kid publishes */
-	uint64_t arg[8];   /* free for a test's own use */
+	uint64_t addr[16];   /* addresses the kid publishes */
+	uint64_t arg[8];     /* free for a test's own use */
+	uint32_t futex_word; /* futex waiters wait on it; nobody wakes them */
 };
 
 struct tu_kid;
@@ -60,7 +64,8 @@ struct tu_kid {
 	void *arg;
 };
 
-/* Start a kid with @nbusy, @nread, @nsleep workers. Waits until all run. */
+/* Start a kid with @nbusy, @nread, @nsleep workers, and as many futex
+ * waiters as sleepers. Waits until all run. */
 void tu_kid_start(struct tu_kid *k, int nbusy, int nread, int nsleep);
 
 /* The tid of the @n-th worker with @role. */

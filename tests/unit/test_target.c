@@ -130,8 +130,8 @@ static void test_freeze_thaw_threads(void **state)
 		tu_sleep_ms(15);
 		assert_true(total_count(&k) > before);
 	}
-	fprintf(stderr, "# 11 threads: freeze %.0f us, thaw %.0f us\n",
-		t.freeze_ns / 1e3, t.thaw_ns / 1e3);
+	fprintf(stderr, "# %d threads: freeze %.0f us, thaw %.0f us\n",
+		k.shm->nthreads + 1, t.freeze_ns / 1e3, t.thaw_ns / 1e3);
 	bgs_target_close(&t);
 	assert_int_equal(tu_kid_finish(&k, 5000), 0);
 }

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Syscall injection and the uffd made inside a target, against the real
- * kernel: every thread kind (busy FP, blocked in read(), in nanosleep) runs
- * an injected call and carries on unharmed; a uffd is made in a root and in
- * a non-root target (which must take the /dev/userfaultfd path), fetched,
- * and used to serve user and kernel write faults; and a monitor SIGKILLed at
- * every stage of freeze/inject/protect leaves a target that finishes with
- * all its checks intact.
+ * kernel: every thread kind (busy FP, blocked in read(), in nanosleep, in
+ * FUTEX_WAIT) runs an injected call and carries on unharmed; a uffd is made
+ * in a root and in a non-root target (which must take the /dev/userfaultfd
+ * path), fetched, and used to serve user and kernel write faults; and a
+ * monitor SIGKILLed at every stage of freeze/inject/protect leaves a target
+ * that finishes with all its checks intact.
  */
 #include "testutil.h"
 #include "tu_target.h"
@@ -310,7 +310,7 @@ static int trial(bool nonroot, enum tu_role role, int kill_at)
 	pid_t mon;
 
 	region_kid(&k, nonroot, 1, 1, 1);
-	m.tid = role == TU_BUSY ? tu_kid_tid(&k, TU_BUSY, 0) : 0;
+	m.tid = role == TU_READER ? 0 : tu_kid_tid(&k, role, 0);
 	assert_true(tu_wait_syscall(k.pid, k.pid, SYS_read, 2000));
 	assert_int_equal(pipe(p), 0);
 	m.report = p[1];
@@ -340,6 +340,18 @@ static int trial(bool nonroot, enum tu_role role, int kill_at)
 	return stage;
 }
 
+static const char *role_name(enum tu_role role)
+{
+	switch (role) {
+	case TU_BUSY:
+		return "busy";
+	case TU_FUTEX:
+		return "timed-futex";
+	default:
+		return "blocked";
+	}
+}
+
 static void kill_series(bool nonroot, enum tu_role role)
 {
 	int kill_at, stage, last = -2;
@@ -356,8 +368,7 @@ static void kill_series(bool nonroot, enum tu_role role)
 		"# %s target, %s thread: killed at %d points, then "
 		"while blocked on a protected page: the target finished "
 		"every time\n",
-		nonroot ? "uid 65534" : "root",
-		role == TU_BUSY ? "busy" : "blocked", kill_at - 1);
+		nonroot ? "uid 65534" : "root", role_name(role), kill_at - 1);
 }
 
 static void test_monitor_killed_at_each_stage(void **state)
@@ -371,6 +382,13 @@ static void test_monitor_killed_busy_thread(void **state)
 {
 	(void)state;
 	kill_series(false, TU_BUSY);
+}
+
+/* A timed wait: on the frame path it is re-issued, never EINTR. */
+static void test_monitor_killed_futex_thread(void **state)
+{
+	(void)state;
+	kill_series(false, TU_FUTEX);
 }
 
 static void test_monitor_killed_nonroot(void **state)
@@ -506,7 +524,7 @@ static void test_timing_ten_threads(void **state)
 	int r;
 
 	(void)state;
-	tu_kid_start(&k, 4, 3, 2); /* + main: 10 threads */
+	tu_kid_start(&k, 4, 3, 1); /* + a futex waiter + main: 10 */
 	assert_int_equal(bgs_target_open(&t, k.pid), 0);
 	assert_int_equal(bgs_target_inject_prepare(&t), 0);
 	for (r = 0; r < ROUNDS; r++) {
@@ -541,6 +559,7 @@ int main(void)
 		cmocka_unit_test(test_uffd_nonroot_target),
 		cmocka_unit_test(test_monitor_killed_at_each_stage),
 		cmocka_unit_test(test_monitor_killed_busy_thread),
+		cmocka_unit_test(test_monitor_killed_futex_thread),
 		cmocka_unit_test(test_monitor_killed_nonroot),
 		cmocka_unit_test(test_signals_across_freeze_and_injection),
 		cmocka_unit_test(test_timing_ten_threads),
