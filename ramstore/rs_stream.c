@@ -461,7 +461,8 @@ static int read_index(struct rs_stream *s, const struct rs_rechdr *rh,
 	const uint64_t n = s->natt + s->nseen;
 	int ret;
 
-	qsort(s->seen, s->nseen, sizeof(*s->seen), bgs_rs_extent_cmp);
+	if (s->nseen)
+		qsort(s->seen, s->nseen, sizeof(*s->seen), bgs_rs_extent_cmp);
 	ret = bgs_rs_coverage(&s->h, s->seen, s->nseen, d);
 	if (!ret)
 		ret = check_att_names(s, off, d);

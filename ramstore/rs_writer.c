@@ -170,8 +170,9 @@ static int writer_new(struct rs_writer **wp, const struct rs_writer_opts *o)
 	*wp = w;
 	if (!w->head.regions || (w->comp == RS_COMP_LZ4 && !w->lz4))
 		return -ENOMEM;
-	memcpy(w->head.regions, o->regions,
-	       o->nregions * sizeof(*w->head.regions));
+	if (o->nregions)
+		memcpy(w->head.regions, o->regions,
+		       o->nregions * sizeof(*w->head.regions));
 	fill_info(&w->head, o);
 	return 0;
 }
@@ -699,7 +700,8 @@ static int finish(struct rs_writer *w)
 	const uint64_t index_offset = bgs_rs_wq_pos(&w->q);
 	int ret;
 
-	qsort(w->ext, w->next, sizeof(*w->ext), bgs_rs_extent_cmp);
+	if (w->next)
+		qsort(w->ext, w->next, sizeof(*w->ext), bgs_rs_extent_cmp);
 	ret = bgs_rs_coverage(&w->head, w->ext, w->next, NULL);
 	if (!ret)
 		ret = write_index(w);
