@@ -203,6 +203,19 @@ int bgs_rs_decode(struct rs_reader *r, size_t i, const void **data,
 		  struct rs_diag *diag);
 
 /*
+ * Decode extent @i straight into @dst (its npages * 4 KiB bytes), header
+ * and data checksums verified; @dst is untouched for ZERO and PARENT
+ * extents. Returns the extent's encoding (enum rs_encoding) or an error.
+ * Unlike bgs_rs_decode this only reads @r: several threads may decode at
+ * once, each with a decoder of its own (it holds the scratch buffer).
+ */
+struct rs_decoder;
+int bgs_rs_decoder_new(struct rs_decoder **dec);
+void bgs_rs_decoder_free(struct rs_decoder *dec);
+int bgs_rs_decode_to(const struct rs_reader *r, struct rs_decoder *dec,
+		     size_t i, void *dst, struct rs_diag *diag);
+
+/*
  * Check everything: every record's header and data checksums, that every
  * page of every saved region is covered exactly once, that the index
  * matches the records. Reads the file sequentially with large reads.

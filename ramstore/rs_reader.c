@@ -535,23 +535,17 @@ static struct rs_cslot *cache_victim(struct rs_reader *r)
 	return v;
 }
 
-/* Read record @e into the slot (raw) or rbuf (lz4); header checked
- * against the index entry. *@payload points at the payload read. */
-static int read_record(struct rs_reader *r, const struct rs_extent *e,
-		       struct rs_cslot *c, uint64_t *csum,
-		       const uint8_t **payload, struct rs_diag *d)
+/* Read record @e's header and its payload into @dst (stored_len bytes),
+ * the header checked against the index entry; its data checksum goes to
+ * *@csum. Only reads @r, so threads may call it at once. */
+static int read_checked(const struct rs_reader *r, const struct rs_extent *e,
+			uint8_t *dst, uint64_t *csum, struct rs_diag *d)
 {
 	uint8_t hb[RS_RECHDR_SIZE];
-	const bool raw = e->encoding == RS_ENC_RAW;
-	uint8_t *dst;
 	struct rs_rechdr rh;
 	struct rs_extent got;
 	int ret;
 
-	if (grow_buf(raw ? &c->buf : &r->rbuf, raw ? &c->cap : &r->rcap,
-		     e->stored_len))
-		return bgs_rs_diag(d, -ENOMEM, e->offset, "out of memory");
-	dst = raw ? c->buf : r->rbuf;
 	ret = read_at(r, hb, sizeof(hb), e->offset, "record", d);
 	if (!ret)
 		ret = read_at(r, dst, e->stored_len, e->offset + sizeof(hb),
@@ -569,8 +563,22 @@ static int read_record(struct rs_reader *r, const struct rs_extent *e,
 		ret = bgs_rs_diag_rec(d, RS_ECORRUPT, &r->h, e,
 				      "the index and the record disagree");
 	*csum = rh.data_csum;
-	*payload = dst;
 	return ret;
+}
+
+/* Read record @e into the slot (raw) or rbuf (lz4). *@payload points at
+ * the payload read. */
+static int read_record(struct rs_reader *r, const struct rs_extent *e,
+		       struct rs_cslot *c, uint64_t *csum,
+		       const uint8_t **payload, struct rs_diag *d)
+{
+	const bool raw = e->encoding == RS_ENC_RAW;
+
+	if (grow_buf(raw ? &c->buf : &r->rbuf, raw ? &c->cap : &r->rcap,
+		     e->stored_len))
+		return bgs_rs_diag(d, -ENOMEM, e->offset, "out of memory");
+	*payload = raw ? c->buf : r->rbuf;
+	return read_checked(r, e, raw ? c->buf : r->rbuf, csum, d);
 }
 
 static int zeroes(struct rs_reader *r, size_t len, const void **data)
@@ -640,6 +648,52 @@ int bgs_rs_decode(struct rs_reader *r, size_t i, const void **data,
 	c->used = ++r->clock;
 	*data = c->data;
 	return c->ret;
+}
+
+/* ---- decoding by several threads ------------------------------------------ */
+
+struct rs_decoder {
+	uint8_t *buf; /* an lz4 payload as read */
+	size_t cap;
+};
+
+int bgs_rs_decoder_new(struct rs_decoder **dec)
+{
+	*dec = calloc(1, sizeof(**dec));
+	return *dec ? 0 : -ENOMEM;
+}
+
+void bgs_rs_decoder_free(struct rs_decoder *dec)
+{
+	if (dec)
+		free(dec->buf);
+	free(dec);
+}
+
+int bgs_rs_decode_to(const struct rs_reader *r, struct rs_decoder *dec,
+		     size_t i, void *dst, struct rs_diag *diag)
+{
+	const struct rs_extent *e;
+	const void *data;
+	uint64_t csum = 0;
+	uint8_t *payload;
+	int ret;
+
+	if (i >= r->next)
+		return bgs_rs_diag(diag, -EINVAL, 0, "no extent %zu", i);
+	e = &r->ext[i];
+	if (e->encoding == RS_ENC_ZERO || e->encoding == RS_ENC_PARENT)
+		return e->encoding;
+	/* RAW lands in @dst directly; LZ4 is read aside and decoded there. */
+	if (e->encoding == RS_ENC_LZ4 &&
+	    grow_buf(&dec->buf, &dec->cap, e->stored_len))
+		return bgs_rs_diag(diag, -ENOMEM, e->offset, "out of memory");
+	payload = e->encoding == RS_ENC_RAW ? dst : dec->buf;
+	ret = read_checked(r, e, payload, &csum, diag);
+	if (!ret)
+		ret = bgs_rs_pages_decode(&r->h, e, csum, payload, dst, &data,
+					  diag);
+	return ret ? ret : e->encoding;
 }
 
 /* ---- verify -------------------------------------------------------------- */
