@@ -176,24 +176,26 @@ int bgs_uffd_unprotect(const struct bgs_uffd *u, uint64_t addr, uint64_t len,
 }
 
 /*
- * UFFDIO_COPY and UFFDIO_ZEROPAGE report progress in a result field: bytes
- * placed (> 0, then the ioctl says EAGAIN for the rest) or -errno for the
- * first page. One loop serves both: continue after partial progress, skip
- * pages that are already there, back off while an event is pending.
+ * UFFDIO_COPY, UFFDIO_ZEROPAGE and UFFDIO_POISON report progress in a
+ * result field: bytes placed (> 0, then the ioctl says EAGAIN for the
+ * rest) or -errno for the first page. One loop serves all three: continue
+ * after partial progress, skip pages that are already there, back off
+ * while an event is pending (unless told not to).
  */
 struct mfill {
 	unsigned long req;
-	const char *src; /* NULL for zeropage */
+	const char *src; /* UFFDIO_COPY only */
 	uint64_t page_size;
-	bool wake;
+	unsigned flags;
 };
 
 static int64_t mfill_once(const struct bgs_uffd *u, const struct mfill *m,
 			  uint64_t dst, uint64_t off, uint64_t len)
 {
-	uint64_t mode = m->wake ? 0 : UFFDIO_COPY_MODE_DONTWAKE;
+	const uint64_t mode = (m->flags & BGS_UFFD_DONTWAKE) ?
+				      UFFDIO_COPY_MODE_DONTWAKE : 0;
 
-	if (m->src) {
+	if (m->req == UFFDIO_COPY) {
 		struct uffdio_copy c = {
 			.dst = dst, .src = (uint64_t)(uintptr_t)(m->src + off),
 			.len = len, .mode = mode,
@@ -201,13 +203,20 @@ static int64_t mfill_once(const struct bgs_uffd *u, const struct mfill *m,
 		if (ioctl(u->fd, UFFDIO_COPY, &c) == 0)
 			return (int64_t)len;
 		return c.copy ? c.copy : -errno;
-	} else {
+	} else if (m->req == UFFDIO_ZEROPAGE) {
 		struct uffdio_zeropage z = {
 			.range = { .start = dst, .len = len }, .mode = mode,
 		};
 		if (ioctl(u->fd, UFFDIO_ZEROPAGE, &z) == 0)
 			return (int64_t)len;
 		return z.zeropage ? z.zeropage : -errno;
+	} else {
+		struct uffdio_poison p = {
+			.range = { .start = dst, .len = len }, .mode = mode,
+		};
+		if (ioctl(u->fd, UFFDIO_POISON, &p) == 0)
+			return (int64_t)len;
+		return p.updated ? p.updated : -errno;
 	}
 }
 
@@ -225,7 +234,8 @@ static int64_t mfill(const struct bgs_uffd *u, const struct mfill *m,
 			placed += r;
 		} else if (r == -EEXIST) {
 			off += m->page_size; /* already mapped: leave it */
-		} else if (r != -EAGAIN || !eagain_backoff(&slept)) {
+		} else if (r != -EAGAIN || (m->flags & BGS_UFFD_NORETRY) ||
+			   !eagain_backoff(&slept)) {
 			return r;
 		}
 	}
@@ -233,26 +243,27 @@ static int64_t mfill(const struct bgs_uffd *u, const struct mfill *m,
 }
 
 int64_t bgs_uffd_copy(const struct bgs_uffd *u, uint64_t dst, const void *src,
-		      uint64_t len, uint64_t page_size, bool wake)
+		      uint64_t len, uint64_t page_size, unsigned flags)
 {
-	const struct mfill m = { UFFDIO_COPY, src, page_size, wake };
+	const struct mfill m = { UFFDIO_COPY, src, page_size, flags };
 
 	return mfill(u, &m, dst, len);
 }
 
 int64_t bgs_uffd_zeropage(const struct bgs_uffd *u, uint64_t dst, uint64_t len,
-			  uint64_t page_size, bool wake)
+			  uint64_t page_size, unsigned flags)
 {
-	const struct mfill m = { UFFDIO_ZEROPAGE, NULL, page_size, wake };
+	const struct mfill m = { UFFDIO_ZEROPAGE, NULL, page_size, flags };
 
 	return mfill(u, &m, dst, len);
 }
 
-int bgs_uffd_poison(const struct bgs_uffd *u, uint64_t addr, uint64_t len)
+int64_t bgs_uffd_poison(const struct bgs_uffd *u, uint64_t dst, uint64_t len,
+			uint64_t page_size, unsigned flags)
 {
-	struct uffdio_poison p = { .range = { .start = addr, .len = len } };
+	const struct mfill m = { UFFDIO_POISON, NULL, page_size, flags };
 
-	return ioctl_retry(u->fd, UFFDIO_POISON, &p);
+	return mfill(u, &m, dst, len);
 }
 
 int bgs_uffd_wake(const struct bgs_uffd *u, uint64_t addr, uint64_t len)

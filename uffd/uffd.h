@@ -94,20 +94,25 @@ int bgs_uffd_protect(const struct bgs_uffd *u, uint64_t addr, uint64_t len);
 int bgs_uffd_unprotect(const struct bgs_uffd *u, uint64_t addr, uint64_t len,
 		       bool wake);
 
+/* Flags of the fill calls below. */
+#define BGS_UFFD_DONTWAKE 1u /* leave the threads waiting on the range asleep */
+#define BGS_UFFD_NORETRY  2u /* return -EAGAIN at once while an event is
+			      * pending: for the thread that reads events */
+
 /*
- * Fill missing pages: UFFDIO_COPY from @src (an address in *this* process)
- * or UFFDIO_ZEROPAGE. Partial progress is continued; a page that is already
- * mapped (EEXIST) is skipped, @page_size at a time. Returns the number of
- * bytes this call placed, or -errno. @wake false leaves waiters asleep.
+ * Fill missing pages: UFFDIO_COPY from @src (an address in *this* process),
+ * UFFDIO_ZEROPAGE, or UFFDIO_POISON (an access then raises SIGBUS:
+ * BUS_MCEERR_AR, or BUS_ADRERR on kernels built without
+ * CONFIG_MEMORY_FAILURE). Partial progress is continued; a page that is
+ * already mapped (EEXIST) is skipped, @page_size at a time. Returns the
+ * number of bytes this call placed, or -errno.
  */
 int64_t bgs_uffd_copy(const struct bgs_uffd *u, uint64_t dst, const void *src,
-		      uint64_t len, uint64_t page_size, bool wake);
+		      uint64_t len, uint64_t page_size, unsigned flags);
 int64_t bgs_uffd_zeropage(const struct bgs_uffd *u, uint64_t dst, uint64_t len,
-			  uint64_t page_size, bool wake);
-
-/* Mark missing pages poisoned: an access raises SIGBUS (BUS_MCEERR_AR,
- * or BUS_ADRERR on kernels built without CONFIG_MEMORY_FAILURE). */
-int bgs_uffd_poison(const struct bgs_uffd *u, uint64_t addr, uint64_t len);
+			  uint64_t page_size, unsigned flags);
+int64_t bgs_uffd_poison(const struct bgs_uffd *u, uint64_t dst, uint64_t len,
+			uint64_t page_size, unsigned flags);
 
 /* Wake threads waiting on faults in the range without changing it. */
 int bgs_uffd_wake(const struct bgs_uffd *u, uint64_t addr, uint64_t len);

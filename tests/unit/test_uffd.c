@@ -477,15 +477,15 @@ static void test_missing_fill(void **state)
 	reader_start(&r1, p + PG);
 	tu_sleep_ms(100);
 	assert_int_equal(bgs_uffd_read(&m, msgs, 8), 2);
-	assert_int_equal(bgs_uffd_copy(&m, base, src, PG, PG, true), PG);
-	assert_int_equal(bgs_uffd_zeropage(&m, base + PG, PG, PG, true), PG);
+	assert_int_equal(bgs_uffd_copy(&m, base, src, PG, PG, 0), PG);
+	assert_int_equal(bgs_uffd_zeropage(&m, base + PG, PG, PG, 0), PG);
 	pthread_join(r0.thread, NULL);
 	pthread_join(r1.thread, NULL);
 	assert_int_equal(r0.seen, 'X');
 	assert_int_equal(r1.seen, 0);
 
 	/* Pages already there are skipped, the rest are placed. */
-	assert_int_equal(bgs_uffd_copy(&m, base, src, 4 * PG, PG, true), 2 * PG);
+	assert_int_equal(bgs_uffd_copy(&m, base, src, 4 * PG, PG, 0), 2 * PG);
 	assert_int_equal(p[0], 'X');
 	assert_int_equal(p[PG], 0);
 	assert_int_equal(p[3 * PG], 'X');
@@ -497,7 +497,7 @@ static void test_missing_fill(void **state)
 	reader_start(&r2, q);
 	assert_int_equal(tu_wait_msg(&m, msgs, 5000), 1);
 	assert_int_equal(bgs_uffd_copy(&m, (uint64_t)(uintptr_t)q, src, PG, PG,
-				       false), PG);
+				       BGS_UFFD_DONTWAKE), PG);
 	tu_sleep_ms(30);
 	assert_false(atomic_load(&r2.done));
 	assert_int_equal(bgs_uffd_wake(&m, (uint64_t)(uintptr_t)q, PG), 0);
@@ -533,9 +533,11 @@ static void test_poison(void **state)
 	assert_int_equal(bgs_uffd_register(&m, (uint64_t)(uintptr_t)p, 2 * PG,
 					   UFFDIO_REGISTER_MODE_MISSING, NULL),
 			 0);
-	assert_int_equal(bgs_uffd_poison(&m, (uint64_t)(uintptr_t)p, PG), 0);
 	assert_int_equal(bgs_uffd_zeropage(&m, (uint64_t)(uintptr_t)(p + PG),
-					   PG, PG, true), PG);
+					   PG, PG, 0), PG);
+	/* Poisoning skips the page already there. */
+	assert_int_equal(bgs_uffd_poison(&m, (uint64_t)(uintptr_t)p, 2 * PG,
+					 PG, 0), PG);
 	sigaction(SIGBUS, &sa, &old);
 	poison_code = 0;
 	if (!sigsetjmp(poison_jmp, 1))
