@@ -28,8 +28,9 @@ uint64_t bgs_rs_hash(const void *p, size_t len)
 
 /* ---- diagnostics --------------------------------------------------------- */
 
-static int vdiag(struct rs_diag *d, int code, uint64_t off, size_t at,
-		 const char *fmt, va_list ap)
+__attribute__((format(printf, 5, 0))) static int
+vdiag(struct rs_diag *d, int code, uint64_t off, size_t at, const char *fmt,
+      va_list ap)
 {
 	if (!d)
 		return code;
@@ -477,7 +478,10 @@ static int stored_len_check(const struct rs_head *h, const struct rs_extent *e,
 		ok = e->stored_len == raw;
 		break;
 	default:
-		ok = e->stored_len && e->stored_len <= LZ4_COMPRESSBOUND(raw);
+		/* An lz4 block expands less than 255 times: a short payload
+		 * cannot claim a large record (and its allocation). */
+		ok = e->stored_len && e->stored_len <= LZ4_COMPRESSBOUND(raw) &&
+		     raw <= 255ull * e->stored_len;
 		break;
 	}
 	if (!ok)

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -52,7 +53,7 @@ struct rs_reader {
 	uint64_t clock;
 	uint8_t *rbuf; /* a record as read, for lz4 */
 	size_t rcap;
-	uint8_t *zero; /* zeroes for the largest ZERO record */
+	void *zero; /* zeroes for the largest ZERO record (mmap) */
 	size_t zero_len;
 };
 
@@ -414,7 +415,8 @@ void bgs_rs_close(struct rs_reader *r)
 	free(r->att);
 	free(r->ext);
 	free(r->rbuf);
-	free(r->zero);
+	if (r->zero)
+		munmap(r->zero, r->zero_len);
 	free(r->h.regions);
 	free(r);
 }
@@ -581,20 +583,25 @@ static int read_record(struct rs_reader *r, const struct rs_extent *e,
 	return read_checked(r, e, raw ? c->buf : r->rbuf, csum, d);
 }
 
-static int zeroes(struct rs_reader *r, size_t len, const void **data)
+static int zeroes(struct rs_reader *r, const void **data)
 {
 	/* Sized once, for the largest ZERO record, so that earlier results
-	 * pointing here stay valid. */
+	 * pointing here stay valid; read-only anonymous memory, so even a
+	 * 1 GiB huge page of zeroes costs no memory. */
 	if (!r->zero) {
+		void *p;
+
 		for (size_t i = 0; i < r->next; i++)
 			if (r->ext[i].encoding == RS_ENC_ZERO &&
 			    r->ext[i].npages * RS_PAGE > r->zero_len)
 				r->zero_len = r->ext[i].npages * RS_PAGE;
-		r->zero = calloc(1, r->zero_len);
-		if (!r->zero)
+		p = mmap(NULL, r->zero_len, PROT_READ,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (p == MAP_FAILED)
 			return -ENOMEM;
+		r->zero = p;
 	}
-	*data = len <= r->zero_len ? r->zero : NULL;
+	*data = r->zero;
 	return 0;
 }
 
@@ -616,7 +623,7 @@ static int decode_into(struct rs_reader *r, size_t i, struct rs_cslot *c,
 	if (ret)
 		return ret;
 	c->ret = e->encoding == RS_ENC_PARENT;
-	if (e->encoding == RS_ENC_ZERO && zeroes(r, raw, &c->data))
+	if (e->encoding == RS_ENC_ZERO && zeroes(r, &c->data))
 		return bgs_rs_diag(d, -ENOMEM, e->offset, "out of memory");
 	c->idx = i;
 	c->valid = true;
