@@ -266,11 +266,89 @@ struct bgsnap_stats {
 	uint64_t stall_ns_p99;
 	uint64_t stall_ns_max;
 	uint64_t peak_buffer_bytes; /* high-water mark of write buffers */
+	/* A restore fills these (and pages_total, pages_by_fault,
+	 * pages_zero, elapsed_ns, faults; stall_* is then the fault service
+	 * latency: fault read to page in place). */
+	uint64_t resume_ns;	   /* restore start to the owner runnable */
+	uint64_t pages_by_fill;	   /* lazy: placed by the background fill */
+	uint64_t pages_poisoned;   /* lazy: of a damaged record, poisoned */
+	uint64_t bytes_read;	   /* bytes of the snapshot file read */
 };
 
 /* Statistics of the last finished operation (zeros before one).
  * Returns -EBUSY while one is running. */
 BGSNAP_API int bgsnap_stats(const struct bgsnap *h, struct bgsnap_stats *s);
+
+/* ---- restoring --------------------------------------------------------------- */
+
+enum bgsnap_restore_flags {
+	/*
+	 * Lazy (postcopy-style): register the regions for missing-page
+	 * faults and return as soon as faults can be served; pages come from
+	 * the file when first touched, and a background fill brings in the
+	 * rest. The regions' current content is discarded first.
+	 */
+	BGSNAP_RESTORE_LAZY = 1u << 0,
+};
+
+struct bgsnap_restore_opts {
+	/* Zero-initialize; unknown fields stay zero for older callers. */
+	unsigned flags;		/* enum bgsnap_restore_flags */
+	/* The owner's quiesce hooks for an eager restore into live memory
+	 * (optional; called on the restoring thread around the writes). */
+	int (*pause)(void *arg);
+	void (*resume)(void *arg);
+	void *arg;
+	/* Each attachment of the snapshot (device state) is handed back
+	 * here, checksum verified, before any page is written; @data is valid
+	 * during the call. A negative return aborts the restore with it. */
+	int (*attachment)(void *arg, const char *name, const void *data,
+			  size_t len);
+	unsigned threads;	/* eager: decoding threads; 0: one per CPU */
+	const char *spool_dir;	/* restore from a pipe: where the verified
+				 * copy is spooled; NULL: $TMPDIR or /tmp */
+};
+
+/*
+ * Restore the snapshot at @path into the registered regions, matched by
+ * name: every saved region of the snapshot needs a registered region of
+ * the same name, length, page size and kind (anonymous 4 KiB and THP
+ * match each other), and every registered region must be in the snapshot;
+ * otherwise BGSNAP_EMISMATCH, with nothing written.
+ *
+ * Eager (default): the whole file is validated — header, index, every
+ * record's checksums, coverage of every page — before the first byte is
+ * written; then every page is decoded straight into its region (zero runs
+ * release pages instead of writing them). The owner is paused through the
+ * callbacks around the writes only. Synchronous: bgsnap_wait() then just
+ * returns the result.
+ *
+ * Lazy (BGSNAP_RESTORE_LAZY): header, index and region table are checked,
+ * the attachments handed back, the regions registered for missing-page
+ * faults, and the call returns: the owner may run. A fault thread serves
+ * touched pages first; a background fill places the rest; bgsnap_wait()
+ * returns when every page is in place and the regions are released. A
+ * record found damaged when it is needed is never served as data: its
+ * pages are poisoned (an access raises SIGBUS, as a memory error would)
+ * and bgsnap_wait() reports the error found (BGSNAP_ECHECKSUM,
+ * BGSNAP_ECORRUPT ...).
+ * A lazy restore cannot be cancelled: the owner already runs on it.
+ *
+ * Errors: -EBUSY, -ENOENT (no region), file errors, BGSNAP_E* format
+ * codes (bgsnap_last_error() names the place), BGSNAP_EMISMATCH, and
+ * BGSNAP_EPARENT for an incremental snapshot whose parent is missing.
+ */
+BGSNAP_API int bgsnap_restore_start(struct bgsnap *h, const char *path,
+				    const struct bgsnap_restore_opts *opts);
+/* The same from @fd. A regular file is read in place; a pipe (a stream)
+ * is first copied to a spool file while being verified (memory: a few
+ * MiB of buffers; disk: the snapshot's size), then restored from it. Lazy
+ * restore needs a regular file. */
+BGSNAP_API int bgsnap_restore_start_fd(struct bgsnap *h, int fd,
+				       const struct bgsnap_restore_opts *opts);
+/* Start and wait. */
+BGSNAP_API int bgsnap_restore(struct bgsnap *h, const char *path,
+			      const struct bgsnap_restore_opts *opts);
 
 #ifdef __cplusplus
 }

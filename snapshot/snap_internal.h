@@ -13,6 +13,7 @@
 #include "uffd.h"
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -70,6 +71,20 @@ struct bgs_ring {
 bool bgs_ring_push(struct bgs_ring *r, const struct bgs_request *req);
 bool bgs_ring_pop(struct bgs_ring *r, struct bgs_request *req);
 
+/* The first error of an operation wins; its winner writes the message,
+ * then publishes the code (release), so whoever sees the code sees it. */
+struct bgs_first_error {
+	_Atomic int code;
+	_Atomic bool claimed;
+	char msg[384];
+};
+int bgs_first_error_set(struct bgs_first_error *e, int code, const char *fmt,
+			va_list ap);
+static inline int bgs_first_error_get(struct bgs_first_error *e)
+{
+	return atomic_load_explicit(&e->code, memory_order_acquire);
+}
+
 struct bgs_save {
 	struct bgsnap *h;		/* regions: read-only during a save */
 	struct bgsnap_save_opts opts;	/* read-only */
@@ -105,10 +120,7 @@ struct bgs_save {
 	_Atomic pid_t copier_tid;	/* for self-fault detection */
 	int stop_fd;			/* eventfd: the fault thread exits */
 
-	/* The first error wins; the winner writes errmsg, then error. */
-	_Atomic int error;
-	_Atomic bool error_claimed;
-	char errmsg[384];
+	struct bgs_first_error error;	/* any thread */
 	_Atomic bool armed;		/* protection armed: events now matter */
 	_Atomic bool all_copied;	/* stop-the-world: owner may resume */
 	pthread_mutex_t lock;		/* with cond: all_copied, finished */
@@ -132,10 +144,14 @@ struct bgsnap {
 	uint64_t total_pages;
 	struct bgs_attachment *attachments;
 	size_t nattachments;
-	struct bgs_save *save;		/* the running or unwaited operation */
+	struct bgs_save *save;		/* the running or unwaited save */
+	struct bgs_restore *restore;	/* the running or unwaited lazy restore */
 	struct bgsnap_stats stats;	/* of the last finished operation */
+	bool result_pending;		/* a synchronous operation ended ... */
+	int result;			/* ... with this, for bgsnap_wait() */
 	_Atomic(struct bgs_save *) live; /* for progress/cancel: any thread */
-	pthread_mutex_t live_lock;	/* guards live against its free */
+	_Atomic(struct bgs_restore *) live_restore; /* for progress */
+	pthread_mutex_t live_lock;	/* guards the live ones against free */
 	char errmsg[512];
 };
 
@@ -175,7 +191,7 @@ int bgs_save_fail(struct bgs_save *s, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static inline int bgs_save_error(struct bgs_save *s)
 {
-	return atomic_load_explicit(&s->error, memory_order_acquire);
+	return bgs_first_error_get(&s->error);
 }
 static inline bool bgs_page_saved(const struct bgs_save *s, uint64_t page)
 {
@@ -186,6 +202,18 @@ static inline bool bgs_page_saved(const struct bgs_save *s, uint64_t page)
 
 /* snap_copier.c: stop the fault thread, drop protection, end the store */
 void bgs_save_teardown(struct bgs_save *s);
+
+/*
+ * Start a bgsnap thread with every signal blocked: an owner's signal
+ * handler must never run on it (it could write protected memory and
+ * deadlock). @stack: BGS_STACK_SIZE bytes, or NULL for a default one.
+ */
+int bgs_thread_start(pthread_t *t, void *stack, void *(*fn)(void *),
+		     void *arg);
+
+/* snap_restore.c / snap_lazy.c */
+void bgs_restore_progress(struct bgs_restore *r, struct bgsnap_progress *p);
+int bgs_restore_wait(struct bgsnap *h);
 
 /* snap_fault.c / snap_copier.c: thread bodies */
 void *bgs_fault_main(void *arg);

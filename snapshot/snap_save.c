@@ -47,17 +47,23 @@ uint64_t bgs_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+int bgs_first_error_set(struct bgs_first_error *e, int code, const char *fmt,
+			va_list ap)
+{
+	if (atomic_exchange(&e->claimed, true))
+		return code;
+	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	atomic_store_explicit(&e->code, code, memory_order_release);
+	return code;
+}
+
 int bgs_save_fail(struct bgs_save *s, int err, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (atomic_exchange(&s->error_claimed, true))
-		return err;
 	va_start(ap, fmt);
-	vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+	bgs_first_error_set(&s->error, err, fmt, ap);
 	va_end(ap);
-	/* Release: whoever sees the error sees its message. */
-	atomic_store_explicit(&s->error, err, memory_order_release);
 	return err;
 }
 
@@ -158,18 +164,16 @@ static int check_own_memory(struct bgs_save *s)
 
 /* ---- threads ----------------------------------------------------------------- */
 
-/* Start a bgsnap thread on its arena stack with every signal blocked: an
- * owner's signal handler must never run on it (it could write protected
- * memory and deadlock). */
-static int start_thread(pthread_t *t, void *stack, void *(*fn)(void *),
-			void *arg)
+int bgs_thread_start(pthread_t *t, void *stack, void *(*fn)(void *),
+		     void *arg)
 {
 	sigset_t all, old;
 	pthread_attr_t attr;
 	int r;
 
 	pthread_attr_init(&attr);
-	pthread_attr_setstack(&attr, stack, BGS_STACK_SIZE);
+	if (stack)
+		pthread_attr_setstack(&attr, stack, BGS_STACK_SIZE);
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	r = pthread_create(t, &attr, fn, arg);
@@ -343,7 +347,7 @@ static int start_protected(struct bgs_save *s)
 		r = register_regions(s);
 	if (!r) {
 		s->stop_fd = eventfd(0, EFD_CLOEXEC);
-		r = s->stop_fd < 0 ? -errno : start_thread(&s->fault_thread,
+		r = s->stop_fd < 0 ? -errno : bgs_thread_start(&s->fault_thread,
 							   s->fault_stack,
 							   bgs_fault_main, s);
 		s->fault_started = !r;
@@ -355,7 +359,7 @@ static int start_protected(struct bgs_save *s)
 	r = arm(s);
 	resume_owner(s);
 	if (!r)
-		r = start_thread(&s->copier_thread, s->copier_stack,
+		r = bgs_thread_start(&s->copier_thread, s->copier_stack,
 				 bgs_copier_main, s);
 	s->copier_started = !r;
 	return r;
@@ -371,7 +375,7 @@ static int start_stopped(struct bgs_save *s)
 		r = pause_owner(s);
 	if (r)
 		return r;
-	r = start_thread(&s->copier_thread, s->copier_stack, bgs_copier_main,
+	r = bgs_thread_start(&s->copier_thread, s->copier_stack, bgs_copier_main,
 			 s);
 	s->copier_started = !r;
 	if (!r) {
@@ -404,7 +408,7 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 	struct bgs_save *s;
 	int r;
 
-	if (h->save) {
+	if (h->save || h->restore) {
 		bgs_snap_set_error(h, "an operation is already running");
 		return -EBUSY;
 	}
@@ -412,6 +416,7 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 		bgs_snap_set_error(h, "no region is registered");
 		return -ENOENT;
 	}
+	h->result_pending = false;
 	s = save_new(h);
 	if (!s)
 		return -ENOMEM;
@@ -491,6 +496,12 @@ BGSNAP_API int bgsnap_wait(struct bgsnap *h)
 	struct bgs_save *s = h->save;
 	int r;
 
+	if (!s && h->restore)
+		return bgs_restore_wait(h);
+	if (!s && h->result_pending) {
+		h->result_pending = false;
+		return h->result;
+	}
 	if (!s)
 		return -EINVAL;
 	pthread_join(s->copier_thread, NULL);
@@ -500,7 +511,7 @@ BGSNAP_API int bgsnap_wait(struct bgsnap *h)
 	r = bgs_save_error(s);
 	final_stats(s, &h->stats);
 	if (r)
-		bgs_snap_set_error(h, "%s", s->errmsg);
+		bgs_snap_set_error(h, "%s", s->error.msg);
 	if (bgs_snap_test_hooks.read_count && s->read_count)
 		memcpy(bgs_snap_test_hooks.read_count, s->read_count,
 		       h->total_pages);
@@ -550,6 +561,8 @@ BGSNAP_API void bgsnap_progress(const struct bgsnap *h,
 		p->pages_done = atomic_load(&s->pages_done);
 		p->bytes_written = ws.stored_bytes;
 		p->elapsed_ns = bgs_now_ns() - atomic_load(&s->t_start);
+	} else if (atomic_load(&mh->live_restore)) {
+		bgs_restore_progress(atomic_load(&mh->live_restore), p);
 	} else {
 		p->pages_total = h->stats.pages_total;
 		p->pages_done = h->stats.pages_total;
@@ -561,7 +574,7 @@ BGSNAP_API void bgsnap_progress(const struct bgsnap *h,
 
 BGSNAP_API int bgsnap_stats(const struct bgsnap *h, struct bgsnap_stats *st)
 {
-	if (h->save)
+	if (h->save || h->restore)
 		return -EBUSY;
 	*st = h->stats;
 	return 0;

@@ -31,7 +31,7 @@ BGSNAP_API void bgsnap_free(struct bgsnap *h)
 {
 	if (!h)
 		return;
-	if (h->save) {
+	if (h->save || h->restore) {
 		bgsnap_cancel(h);
 		bgsnap_wait(h);
 	}
@@ -311,7 +311,7 @@ BGSNAP_API int bgsnap_add_region(struct bgsnap *h, const char *name,
 	size_t at;
 	int r;
 
-	if (h->save) {
+	if (h->save || h->restore) {
 		bgs_snap_set_error(h, "cannot add a region while an operation "
 				   "runs");
 		return -EBUSY;

@@ -4,3 +4,5 @@ bgs_add_test(test_save integration/test_save.c TIMEOUT 300
 target_link_libraries(test_save PRIVATE PkgConfig::URING)
 bgs_add_test(test_hazards integration/test_hazards.c TIMEOUT 120
 	LABELS integration RESOURCE_LOCK ksm)
+bgs_add_test(test_restore integration/test_restore.c TIMEOUT 300
+	LABELS integration RESOURCE_LOCK hugetlb)

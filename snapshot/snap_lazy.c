@@ -1,0 +1,550 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The lazy (postcopy-style) restore.
+ *
+ * DESIGN
+ * Threads: the fault thread (lazy_fault_main) reads the uffd and serves
+ * missing-page faults; the fill thread (lazy_fill_main) places every
+ * record in order; the owner runs meanwhile. Both decode with decoders of
+ * their own from the shared reader (read-only), and both place pages with
+ * UFFDIO_COPY/ZEROPAGE, which never overwrite a page already there
+ * (EEXIST is skipped): whoever comes second leaves the page alone, so a
+ * page the owner wrote after it was placed is never overwritten.
+ *
+ * The fault thread reads events too and so never waits: it fills with
+ * BGS_UFFD_NORETRY, and a fault that meets EAGAIN (an event queued) is
+ * kept and retried after the next read. The fill retries EAGAIN itself.
+ * It places records in chunks that double (up to 16 MiB) while no fault
+ * comes and fall back to 32 KiB after one, yielding the CPU to the fault
+ * thread.
+ *
+ * Owner events: a range the owner discards (MADV_DONTNEED/REMOVE) or
+ * unmaps is marked and from then on gets zero pages, not snapshot data;
+ * a range moved by mremap cannot be followed: the restore reports it and a
+ * fault at an address bgsnap does not know is poisoned. (A record placed
+ * by the fill in the instant between a discard being read and the zap is
+ * a known, unclosed race.)
+ *
+ * A record that fails its checks when needed is never served: its missing
+ * pages are poisoned (SIGBUS on access) and the restore reports the error.
+ *
+ * Shutdown: the fill, at its end, stops the fault thread, unregisters the
+ * regions (waking anyone left) and closes the uffd.
+ */
+#include "snap_restore.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* One placing thread's tools. */
+struct placer {
+	struct bgs_restore *r;
+	struct rs_decoder *dec;
+	uint8_t *buf;
+	size_t buf_len;
+	bool fill;	 /* the fill thread (else the fault thread) */
+	unsigned flags;	 /* BGS_UFFD_* */
+};
+
+static bool discarded(struct bgs_restore *r, uint64_t page)
+{
+	return atomic_load_explicit(&r->discarded[page / 64],
+				    memory_order_acquire) &
+	       (1ULL << (page % 64));
+}
+
+static void count_placed(struct placer *p, int64_t bytes, bool zero)
+{
+	const uint64_t pages = (uint64_t)bytes / BGS_PAGE_SIZE;
+
+	atomic_fetch_add(p->fill ? &p->r->pages_by_fill : &p->r->pages_by_fault,
+			 pages);
+	atomic_fetch_add(&p->r->pages_done, pages);
+	if (zero)
+		atomic_fetch_add(&p->r->pages_zero, pages);
+}
+
+/* Zero pages: the shared zero page, except on hugetlbfs, which has none. */
+static int64_t place_zero(struct placer *p, const struct bgs_region *g,
+			  uint64_t addr, uint64_t len)
+{
+	int64_t done = 0;
+
+	if (g->kind != BGSNAP_KIND_HUGETLB)
+		return bgs_uffd_zeropage(&p->r->uffd, addr, len, g->page_size,
+					 p->flags);
+	for (uint64_t off = 0; off < len; off += g->page_size) {
+		const int64_t n = bgs_uffd_copy(&p->r->uffd, addr + off,
+						p->r->zero, g->page_size,
+						g->page_size, p->flags);
+		if (n < 0)
+			return n;
+		done += n;
+	}
+	return done;
+}
+
+/*
+ * Place pages [first, first + n) of @g from @data (NULL: zeroes), except
+ * that discarded pages get zeroes. Returns 0, -EAGAIN (NORETRY), or an
+ * error. Pages gone with their mapping are skipped.
+ */
+static int place(struct placer *p, const struct bgs_region *g, uint64_t first,
+		 uint64_t n, const uint8_t *data)
+{
+	const uint64_t unit = g->page_size / BGS_PAGE_SIZE;
+
+	for (uint64_t i = 0; i < n;) {
+		const bool drop = discarded(p->r, g->first_page + first + i);
+		uint64_t k = unit;
+		int64_t placed;
+
+		while (i + k < n &&
+		       discarded(p->r, g->first_page + first + i + k) == drop)
+			k += unit;
+		const uint64_t addr = g->base + (first + i) * BGS_PAGE_SIZE;
+		if (data && !drop)
+			placed = bgs_uffd_copy(&p->r->uffd, addr,
+					       data + i * BGS_PAGE_SIZE,
+					       k * BGS_PAGE_SIZE, g->page_size,
+					       p->flags);
+		else
+			placed = place_zero(p, g, addr, k * BGS_PAGE_SIZE);
+		if (placed == -ENOENT || placed == -EFAULT) {
+			if (!drop)
+				return bgs_restore_fail(p->r, BGSNAP_EHAZARD,
+					"region '%s': page 0x%" PRIx64 " went "
+					"away during the restore", g->name, addr);
+			placed = 0; /* unmapped by the owner: fine */
+		}
+		if (placed < 0)
+			return placed == -EAGAIN ? -EAGAIN :
+			       bgs_restore_fail(p->r, (int)placed, "region '%s': "
+						"placing pages: %s", g->name,
+						strerror((int)-placed));
+		count_placed(p, placed, !data || drop);
+		i += k;
+	}
+	return 0;
+}
+
+/* A damaged record is never served: poison what of it is missing. */
+static void poison(struct placer *p, const struct bgs_region *g,
+		   const struct rs_extent *e, int err, const char *why)
+{
+	const int64_t n = bgs_uffd_poison(&p->r->uffd,
+					  g->base + e->first * BGS_PAGE_SIZE,
+					  e->npages * BGS_PAGE_SIZE,
+					  g->page_size, 0);
+
+	if (n > 0)
+		atomic_fetch_add(&p->r->pages_poisoned, (uint64_t)n / BGS_PAGE_SIZE);
+	atomic_fetch_add(&p->r->pages_done, e->npages);
+	bgs_restore_fail(p->r, err, "%s (its pages are poisoned)", why);
+}
+
+/* Decode record @i into p->buf + @at; returns its encoding or -1 when the
+ * record was damaged (then poisoned). */
+static int decode(struct placer *p, size_t i, size_t at)
+{
+	const struct rs_extent *e = bgs_rs_extent(p->r->reader, i);
+	const struct bgs_region *g = p->r->dest[e->region];
+	struct rs_diag diag = { 0 };
+	int ret = bgs_rs_decode_to(p->r->reader, p->dec, i, p->buf + at, &diag);
+
+	if (ret == RS_ENC_PARENT) {
+		snprintf(diag.msg, sizeof(diag.msg), "region '%s': pages %" PRIu64
+			 "..%" PRIu64 " are in the parent snapshot", g->name,
+			 e->first, e->first + e->npages - 1);
+		ret = BGSNAP_EPARENT;
+	}
+	if (ret < 0) {
+		poison(p, g, e, ret, diag.msg);
+		atomic_store(&p->r->placed[i], 1);
+		return -1;
+	}
+	atomic_fetch_add(&p->r->bytes_read, e->stored_len);
+	return ret;
+}
+
+/* Place record @i whole (the fault thread's unit). */
+static int place_record(struct placer *p, size_t i)
+{
+	const struct rs_extent *e = bgs_rs_extent(p->r->reader, i);
+	const struct bgs_region *g = p->r->dest[e->region];
+	int enc, ret;
+
+	if (atomic_load(&p->r->placed[i]))
+		return bgs_uffd_wake(&p->r->uffd,
+				     g->base + e->first * BGS_PAGE_SIZE,
+				     e->npages * BGS_PAGE_SIZE);
+	enc = decode(p, i, 0);
+	if (enc < 0)
+		return 0;
+	ret = place(p, g, e->first, e->npages,
+		    enc == RS_ENC_ZERO ? NULL : p->buf);
+	if (!ret)
+		atomic_store(&p->r->placed[i], 1);
+	return ret;
+}
+
+/* ---- the fault thread ----------------------------------------------------- */
+
+#define PENDING_MAX 64
+
+struct fault_state {
+	struct placer p;
+	uint64_t pending[PENDING_MAX]; /* faults that met EAGAIN */
+	uint64_t pending_t[PENDING_MAX];
+	size_t npending;
+};
+
+static void mark_discarded(struct bgs_restore *r, uint64_t start, uint64_t end)
+{
+	for (size_t k = 0; k < r->h->nregions; k++) {
+		const struct bgs_region *g = &r->h->regions[k];
+		const uint64_t lo = start > g->base ? start : g->base;
+		const uint64_t hi = end < g->base + g->len ? end : g->base + g->len;
+
+		for (uint64_t a = lo & ~(uint64_t)(BGS_PAGE_SIZE - 1); a < hi;
+		     a += BGS_PAGE_SIZE) {
+			const uint64_t page = g->first_page +
+					      (a - g->base) / BGS_PAGE_SIZE;
+			atomic_fetch_or_explicit(&r->discarded[page / 64],
+						 1ULL << (page % 64),
+						 memory_order_release);
+		}
+	}
+}
+
+static void on_event(struct bgs_restore *r, const struct uffd_msg *m)
+{
+	if (m->event == UFFD_EVENT_REMOVE || m->event == UFFD_EVENT_UNMAP) {
+		mark_discarded(r, m->arg.remove.start, m->arg.remove.end);
+	} else if (m->event == UFFD_EVENT_REMAP) {
+		mark_discarded(r, m->arg.remap.from,
+			       m->arg.remap.from + m->arg.remap.len);
+		bgs_restore_fail(r, BGSNAP_EHAZARD, "[0x%llx, +%llu) was moved "
+				 "by mremap during the restore",
+				 (unsigned long long)m->arg.remap.from,
+				 (unsigned long long)m->arg.remap.len);
+	}
+}
+
+/* Serve one fault; false if it must be retried (EAGAIN). */
+static bool serve(struct fault_state *f, uint64_t addr, uint64_t t_ns)
+{
+	struct bgs_restore *r = f->p.r;
+	const struct bgs_region *g = bgs_snap_region_of_addr(r->h, addr);
+	ssize_t i;
+	int ret;
+
+	if (!g) { /* moved away from where bgsnap knows it: never guess */
+		bgs_uffd_poison(&r->uffd, addr & ~(uint64_t)(BGS_PAGE_SIZE - 1),
+				BGS_PAGE_SIZE, BGS_PAGE_SIZE, BGS_UFFD_NORETRY);
+		return true;
+	}
+	const uint64_t page = (addr - g->base) / BGS_PAGE_SIZE;
+	i = bgs_rs_find(r->reader, r->snap_region[g - r->h->regions], page);
+	if (i < 0 || discarded(r, g->first_page + page)) {
+		const uint64_t unit = g->page_size / BGS_PAGE_SIZE;
+		ret = place(&f->p, g, page & ~(unit - 1), unit, NULL);
+	} else {
+		ret = place_record(&f->p, (size_t)i);
+	}
+	if (ret == -EAGAIN)
+		return false;
+	r->faults++;
+	bgs_hist_add(&r->latency, bgs_now_ns() - t_ns);
+	atomic_fetch_add(&r->faults_seen, 1);
+	return true;
+}
+
+static void retry_pending(struct fault_state *f)
+{
+	size_t keep = 0;
+
+	for (size_t k = 0; k < f->npending; k++) {
+		if (!serve(f, f->pending[k], f->pending_t[k])) {
+			f->pending[keep] = f->pending[k];
+			f->pending_t[keep++] = f->pending_t[k];
+		}
+	}
+	f->npending = keep;
+}
+
+static void *lazy_fault_main(void *arg)
+{
+	struct fault_state *f = arg;
+	struct bgs_restore *r = f->p.r;
+	struct uffd_msg msgs[BGS_FAULT_BATCH];
+	struct pollfd pfd[2] = {
+		{ .fd = r->uffd.fd, .events = POLLIN },
+		{ .fd = r->stop_fd, .events = POLLIN },
+	};
+
+	for (;;) {
+		/* With faults waiting for an event to be read, only peek. */
+		if (poll(pfd, 2, f->npending ? 1 : -1) < 0 && errno != EINTR)
+			break;
+		if (pfd[1].revents)
+			break;
+		const int n = bgs_uffd_read(&r->uffd, msgs, BGS_FAULT_BATCH);
+		const uint64_t now = bgs_now_ns();
+
+		if (n < 0)
+			break;
+		for (int k = 0; k < n; k++)
+			if (msgs[k].event != UFFD_EVENT_PAGEFAULT)
+				on_event(r, &msgs[k]);
+		retry_pending(f);
+		for (int k = 0; k < n; k++) {
+			const uint64_t addr = msgs[k].arg.pagefault.address;
+
+			if (msgs[k].event != UFFD_EVENT_PAGEFAULT ||
+			    serve(f, addr, now))
+				continue;
+			/* Full: the fill will place the page and wake it. */
+			if (f->npending < PENDING_MAX) {
+				f->pending[f->npending] = addr;
+				f->pending_t[f->npending++] = now;
+			}
+		}
+	}
+	return NULL;
+}
+
+/* ---- the fill ---------------------------------------------------------------- */
+
+/*
+ * From record @i on, decode consecutive records of one region, with
+ * consecutive pages and data (not zero), into the buffer: up to @chunk
+ * pages. Returns how many records were taken (at least one).
+ */
+static size_t fill_chunk(struct placer *p, size_t i, uint64_t chunk)
+{
+	struct bgs_restore *r = p->r;
+	const size_t n = bgs_rs_extent_count(r->reader);
+	const struct rs_extent *first = bgs_rs_extent(r->reader, i);
+	const struct bgs_region *g = r->dest[first->region];
+	uint64_t pages = 0;
+	size_t k = i;
+
+	for (; k < n; k++) {
+		const struct rs_extent *e = bgs_rs_extent(r->reader, k);
+		int enc;
+
+		if (k > i && (e->region != first->region ||
+			      e->first != first->first + pages ||
+			      e->encoding == RS_ENC_ZERO ||
+			      pages + e->npages > chunk ||
+			      atomic_load(&r->placed[k])))
+			break;
+		enc = decode(p, k, pages * BGS_PAGE_SIZE);
+		if (enc < 0) {
+			k++;
+			break;
+		}
+		if (enc == RS_ENC_ZERO) { /* a zero record travels alone */
+			place(p, g, e->first, e->npages, NULL);
+			atomic_store(&r->placed[k], 1);
+			return 1;
+		}
+		pages += e->npages;
+	}
+	if (pages)
+		place(p, g, first->first, pages, p->buf);
+	for (size_t m = i; m < k; m++)
+		atomic_store(&r->placed[m], 1);
+	return k - i;
+}
+
+static void lazy_teardown(struct bgs_restore *r)
+{
+	if (r->fault_started) {
+		const uint64_t one = 1;
+
+		/* Adding 1 to a fresh eventfd cannot fail. */
+		(void)!write(r->stop_fd, &one, sizeof(one));
+		pthread_join(r->fault_thread, NULL);
+		r->fault_started = false;
+	}
+	for (size_t k = 0; r->uffd.fd >= 0 && k < r->h->nregions; k++)
+		bgs_uffd_unregister(&r->uffd, r->h->regions[k].base,
+				    r->h->regions[k].len);
+	bgs_uffd_close(&r->uffd);
+}
+
+static void *lazy_fill_main(void *arg)
+{
+	struct placer *p = arg;
+	struct bgs_restore *r = p->r;
+	const size_t n = bgs_rs_extent_count(r->reader);
+	uint64_t chunk = BGS_FILL_MIN_PAGES, seen = 0;
+
+	for (size_t i = 0; i < n;) {
+		const uint64_t now = atomic_load(&r->faults_seen);
+
+		if (atomic_load(&r->placed[i])) {
+			i++;
+			continue;
+		}
+		i += fill_chunk(p, i, chunk);
+		if (now != seen) { /* a fault came: small steps, let it run */
+			chunk = BGS_FILL_MIN_PAGES;
+			seen = now;
+			sched_yield();
+		} else if (chunk < BGS_FILL_MAX_PAGES) {
+			chunk *= 2;
+		}
+	}
+	lazy_teardown(r);
+	return NULL;
+}
+
+/* ---- start and join ----------------------------------------------------------- */
+
+struct lazy {
+	struct fault_state fault;
+	struct placer fill;
+};
+
+static int placer_init(struct placer *p, struct bgs_restore *r, bool fill)
+{
+	p->r = r;
+	p->fill = fill;
+	p->flags = fill ? 0 : BGS_UFFD_NORETRY;
+	p->buf_len = (fill ? BGS_FILL_MAX_PAGES * BGS_PAGE_SIZE : 0) +
+		     r->max_record;
+	p->buf = mmap(NULL, p->buf_len, PROT_READ | PROT_WRITE,
+		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p->buf == MAP_FAILED) {
+		p->buf = NULL;
+		return -ENOMEM;
+	}
+	return bgs_rs_decoder_new(&p->dec);
+}
+
+static void placer_fini(struct placer *p)
+{
+	if (p->buf)
+		munmap(p->buf, p->buf_len);
+	bgs_rs_decoder_free(p->dec);
+}
+
+static void lazy_free(struct bgs_restore *r)
+{
+	struct lazy *l = r->lazy;
+
+	if (l) {
+		placer_fini(&l->fault.p);
+		placer_fini(&l->fill);
+		free(l);
+	}
+	free((void *)(uintptr_t)r->placed);
+	free((void *)(uintptr_t)r->discarded);
+	free(r->zero);
+	if (r->stop_fd >= 0)
+		close(r->stop_fd);
+	r->lazy = NULL;
+}
+
+static int lazy_alloc(struct bgs_restore *r)
+{
+	const size_t n = bgs_rs_extent_count(r->reader);
+	size_t huge = BGS_PAGE_SIZE;
+	int ret;
+
+	for (size_t k = 0; k < r->h->nregions; k++)
+		if (r->h->regions[k].page_size > huge)
+			huge = r->h->regions[k].page_size;
+	r->lazy = calloc(1, sizeof(struct lazy));
+	r->placed = calloc(n ? n : 1, 1);
+	r->discarded = calloc((r->h->total_pages + 63) / 64, 8);
+	r->zero = calloc(1, huge);
+	r->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (!r->lazy || !r->placed || !r->discarded || !r->zero ||
+	    r->stop_fd < 0)
+		return -ENOMEM;
+	ret = placer_init(&r->lazy->fault.p, r, false);
+	return ret ? ret : placer_init(&r->lazy->fill, r, true);
+}
+
+static uint64_t needed_features(const struct bgsnap *h)
+{
+	uint64_t need = UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
+			UFFD_FEATURE_EVENT_UNMAP;
+
+	for (size_t k = 0; k < h->nregions; k++) {
+		if (h->regions[k].kind == BGSNAP_KIND_SHMEM)
+			need |= UFFD_FEATURE_MISSING_SHMEM;
+		if (h->regions[k].kind == BGSNAP_KIND_HUGETLB)
+			need |= UFFD_FEATURE_MISSING_HUGETLBFS;
+	}
+	return need;
+}
+
+/* Empty the regions (so that every page faults) and register them. */
+static int arm(struct bgs_restore *r)
+{
+	struct bgsnap *h = r->h;
+	int ret = bgs_uffd_open(&r->uffd, BGS_UFFD_FEATURES_MISSING,
+				needed_features(h));
+
+	if (ret) {
+		bgs_snap_set_error(h, "userfaultfd: %s (see 'bgsnap caps')",
+				   strerror(-ret));
+		return ret;
+	}
+	for (size_t k = 0; k < h->nregions && !ret; k++) {
+		const struct bgs_region *g = &h->regions[k];
+
+		bgs_restore_zero(g, g->base, g->len);
+		ret = bgs_uffd_register(&r->uffd, g->base, g->len,
+					UFFDIO_REGISTER_MODE_MISSING, NULL);
+		if (ret)
+			bgs_snap_set_error(h, "region '%s': cannot register it "
+					   "for missing pages: %s", g->name,
+					   strerror(-ret));
+	}
+	return ret;
+}
+
+int bgs_lazy_start(struct bgs_restore *r)
+{
+	int ret = bgs_restore_attachments(r);
+
+	if (!ret)
+		ret = lazy_alloc(r);
+	if (!ret)
+		ret = arm(r);
+	if (!ret) {
+		ret = bgs_thread_start(&r->fault_thread, NULL, lazy_fault_main,
+				       &r->lazy->fault);
+		r->fault_started = !ret;
+	}
+	if (!ret) {
+		ret = bgs_thread_start(&r->fill_thread, NULL, lazy_fill_main,
+				       &r->lazy->fill);
+		r->fill_started = !ret;
+	}
+	if (ret) {
+		lazy_teardown(r);
+		lazy_free(r);
+	}
+	return ret;
+}
+
+void bgs_lazy_join(struct bgs_restore *r)
+{
+	pthread_join(r->fill_thread, NULL);
+	lazy_free(r);
+}

@@ -1,0 +1,501 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Restore: opening and matching a snapshot, handing back attachments, and
+ * the eager restore.
+ *
+ * DESIGN (eager)
+ * Two passes over the store, each by `threads` decoding threads (the
+ * calling thread is one of them) that take records from a shared atomic
+ * counter: records are independent, so decoding parallelizes perfectly.
+ *   pass 1  decode every record into a private buffer: every checksum is
+ *           proved before anything is written (open already proved header,
+ *           footer, region table, index and the coverage of every page);
+ *   pass 2  decode every record straight into its region; zero runs
+ *           release their pages instead (MADV_DONTNEED/MADV_REMOVE).
+ * The owner's pause callback brackets pass 2 only. A stream (pipe) is
+ * first spooled to an unnamed temporary file, then restored the same way:
+ * memory stays a few buffers whatever the snapshot's size.
+ */
+#include "snap_restore.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_THREADS 8
+
+int bgs_restore_fail(struct bgs_restore *r, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	bgs_first_error_set(&r->error, err, fmt, ap);
+	va_end(ap);
+	return err;
+}
+
+void bgs_restore_zero(const struct bgs_region *g, uint64_t addr, uint64_t len)
+{
+	void *p = (void *)(uintptr_t)addr;
+
+	/* Shared memory keeps its pages in a file: punch them out of it
+	 * (MADV_REMOVE). Private memory, hugetlbfs included, just drops them;
+	 * MADV_REMOVE refuses private mappings. */
+	if (!bgs_region_is_anon(g) && madvise(p, len, MADV_REMOVE) == 0)
+		return;
+	if (madvise(p, len, MADV_DONTNEED))
+		memset(p, 0, len);
+}
+
+/* ---- opening --------------------------------------------------------------- */
+
+/* Copy a stream to an unnamed file, so it can be verified, then read. */
+static int spool(int in, const char *dir, int *out)
+{
+	const size_t buflen = 1u << 20;
+	char *buf = malloc(buflen);
+	int fd = -1, ret = 0;
+
+	if (!dir)
+		dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	if (!buf)
+		return -ENOMEM;
+	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		ret = -errno;
+	while (!ret) {
+		ssize_t n = read(in, buf, buflen);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			ret = n < 0 ? -errno : 0;
+			break;
+		}
+		for (ssize_t done = 0; done < n && !ret;) {
+			const ssize_t w = write(fd, buf + done, (size_t)(n - done));
+
+			ret = w < 0 ? -errno : 0;
+			done += w > 0 ? w : 0;
+		}
+	}
+	free(buf);
+	if (ret && fd >= 0)
+		close(fd);
+	*out = ret ? -1 : fd;
+	return ret;
+}
+
+static bool kinds_match(enum bgsnap_kind a, uint16_t b)
+{
+	const bool anon_a = a == BGSNAP_KIND_ANON || a == BGSNAP_KIND_ANON_THP;
+	const bool anon_b = b == RS_KIND_ANON || b == RS_KIND_ANON_THP;
+
+	return anon_a ? anon_b : (uint16_t)a == b;
+}
+
+static const struct bgs_region *find_region(const struct bgsnap *h,
+					    const char *name)
+{
+	for (size_t i = 0; i < h->nregions; i++)
+		if (!strcmp(h->regions[i].name, name))
+			return &h->regions[i];
+	return NULL;
+}
+
+/* Every saved region of the snapshot has its registered twin, and every
+ * registered region is in the snapshot. */
+static int match_regions(struct bgs_restore *r)
+{
+	struct bgsnap *h = r->h;
+	const size_t n = bgs_rs_region_count(r->reader);
+	size_t matched = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct rs_region *s = bgs_rs_region(r->reader, i);
+		const struct bgs_region *g;
+
+		if (s->kind == RS_KIND_UNSAVED)
+			continue;
+		g = find_region(h, s->name);
+		if (!g) {
+			bgs_snap_set_error(h, "the snapshot's region '%s' is not "
+					   "registered", s->name);
+			return BGSNAP_EMISMATCH;
+		}
+		if (g->len != s->length || g->page_size != s->page_size ||
+		    !kinds_match(g->kind, s->kind)) {
+			bgs_snap_set_error(h, "region '%s': the snapshot has %" PRIu64
+					   " bytes of kind %u in %u-byte pages, "
+					   "the registered region %" PRIu64
+					   " bytes of kind %u in %u-byte pages",
+					   s->name, s->length, s->kind,
+					   s->page_size, g->len, (unsigned)g->kind,
+					   g->page_size);
+			return BGSNAP_EMISMATCH;
+		}
+		r->dest[i] = g;
+		r->snap_region[g - h->regions] = (uint32_t)i;
+		matched++;
+	}
+	if (matched != h->nregions) {
+		for (size_t k = 0; k < h->nregions; k++)
+			if (r->snap_region[k] == UINT32_MAX) {
+				bgs_snap_set_error(h, "region '%s' is not in the "
+						   "snapshot", h->regions[k].name);
+				break;
+			}
+		return BGSNAP_EMISMATCH;
+	}
+	return 0;
+}
+
+static int open_store(struct bgs_restore *r, const char *path, int fd)
+{
+	struct rs_diag diag = { 0 };
+	struct stat st;
+	int ret;
+
+	if (path) {
+		r->fd = open(path, O_RDONLY | O_CLOEXEC);
+		r->own_fd = r->fd >= 0;
+		if (r->fd < 0) {
+			bgs_snap_set_error(r->h, "%s: %s", path, strerror(errno));
+			return -errno;
+		}
+	} else if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		r->fd = fd;
+	} else {
+		if (r->opts.flags & BGSNAP_RESTORE_LAZY) {
+			bgs_snap_set_error(r->h, "a lazy restore needs a file, "
+					   "not a stream");
+			return -ESPIPE;
+		}
+		ret = spool(fd, r->opts.spool_dir, &r->fd);
+		r->own_fd = !ret;
+		if (ret) {
+			bgs_snap_set_error(r->h, "spooling the stream: %s",
+					   strerror(-ret));
+			return ret;
+		}
+	}
+	ret = bgs_rs_open(&r->reader, r->fd, &diag);
+	if (ret)
+		bgs_snap_set_error(r->h, "%s%s%s", path ? path : "",
+				   path ? ": " : "", diag.msg);
+	return ret;
+}
+
+static bool has_parent(const struct rs_info *info)
+{
+	for (size_t i = 0; i < sizeof(info->parent_id); i++)
+		if (info->parent_id[i])
+			return true;
+	return false;
+}
+
+static int prepare(struct bgs_restore *r, const char *path, int fd)
+{
+	int ret = open_store(r, path, fd);
+	size_t n;
+
+	if (ret)
+		return ret;
+	n = bgs_rs_region_count(r->reader);
+	r->dest = calloc(n ? n : 1, sizeof(*r->dest));
+	r->snap_region = malloc(r->h->nregions * sizeof(*r->snap_region));
+	if (!r->dest || !r->snap_region)
+		return -ENOMEM;
+	memset(r->snap_region, 0xff, r->h->nregions * sizeof(*r->snap_region));
+	for (size_t i = 0; i < bgs_rs_extent_count(r->reader); i++) {
+		const size_t len = bgs_rs_extent(r->reader, i)->npages *
+				   BGS_PAGE_SIZE;
+		if (len > r->max_record)
+			r->max_record = len;
+	}
+	if (has_parent(bgs_rs_info(r->reader))) {
+		bgs_snap_set_error(r->h, "an incremental snapshot needs its "
+				   "parent, which this restore cannot follow");
+		return BGSNAP_EPARENT;
+	}
+	return match_regions(r);
+}
+
+int bgs_restore_attachments(struct bgs_restore *r)
+{
+	struct rs_diag diag = { 0 };
+
+	for (size_t i = 0; i < bgs_rs_attachment_count(r->reader); i++) {
+		const char *name;
+		size_t len;
+		void *data;
+		int ret = bgs_rs_attachment_info(r->reader, i, &name, &len);
+
+		if (ret)
+			return ret;
+		data = malloc(len ? len : 1);
+		if (!data)
+			return -ENOMEM;
+		ret = bgs_rs_attachment_read(r->reader, i, data, &diag);
+		atomic_fetch_add(&r->bytes_read, len);
+		if (ret)
+			bgs_snap_set_error(r->h, "%s", diag.msg);
+		else if (r->opts.attachment && strncmp(name, "bgsnap.", 7))
+			ret = r->opts.attachment(r->opts.arg, name, data, len);
+		free(data);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static void restore_free(struct bgs_restore *r)
+{
+	if (r->reader)
+		bgs_rs_close(r->reader);
+	if (r->own_fd)
+		close(r->fd);
+	free(r->dest);
+	free(r->snap_region);
+	free(r);
+}
+
+/* ---- the two passes ------------------------------------------------------ */
+
+struct pass {
+	struct bgs_restore *r;
+	bool apply;
+	_Atomic size_t next;
+};
+
+static int one_record(struct bgs_restore *r, bool apply, struct rs_decoder *dec,
+		      uint8_t *scratch, size_t i)
+{
+	const struct rs_extent *e = bgs_rs_extent(r->reader, i);
+	const struct bgs_region *g = r->dest[e->region];
+	const uint64_t addr = g ? g->base + e->first * BGS_PAGE_SIZE : 0;
+	const uint64_t len = e->npages * BGS_PAGE_SIZE;
+	struct rs_diag diag = { 0 };
+	int ret;
+
+	if (!g)
+		return 0;
+	if (apply && e->encoding == RS_ENC_ZERO) {
+		bgs_restore_zero(g, addr, len);
+		ret = RS_ENC_ZERO;
+	} else {
+		ret = bgs_rs_decode_to(r->reader, dec, i,
+				       apply ? (void *)(uintptr_t)addr : scratch,
+				       &diag);
+		if (ret < 0)
+			return bgs_restore_fail(r, ret, "%s", diag.msg);
+		atomic_fetch_add(&r->bytes_read, e->stored_len);
+	}
+	if (ret == RS_ENC_PARENT)
+		return bgs_restore_fail(r, BGSNAP_EPARENT, "region '%s': pages "
+					"%" PRIu64 "..%" PRIu64 " are in the parent "
+					"snapshot", g->name, e->first,
+					e->first + e->npages - 1);
+	if (apply) {
+		atomic_fetch_add(&r->pages_done, e->npages);
+		if (ret == RS_ENC_ZERO)
+			atomic_fetch_add(&r->pages_zero, e->npages);
+	}
+	return 0;
+}
+
+static void *pass_worker(void *arg)
+{
+	struct pass *p = arg;
+	struct bgs_restore *r = p->r;
+	const size_t n = bgs_rs_extent_count(r->reader);
+	struct rs_decoder *dec = NULL;
+	uint8_t *scratch = NULL;
+
+	if (bgs_rs_decoder_new(&dec) ||
+	    !(scratch = malloc(r->max_record ? r->max_record : 1))) {
+		bgs_restore_fail(r, -ENOMEM, "out of memory");
+		goto out_free;
+	}
+	for (size_t i; !bgs_first_error_get(&r->error) &&
+		       (i = atomic_fetch_add(&p->next, 1)) < n;)
+		one_record(r, p->apply, dec, scratch, i);
+out_free:
+	free(scratch);
+	bgs_rs_decoder_free(dec);
+	return NULL;
+}
+
+static unsigned thread_count(const struct bgs_restore *r)
+{
+	long n = r->opts.threads ? (long)r->opts.threads :
+				   sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (unsigned)n;
+}
+
+static int run_pass(struct bgs_restore *r, bool apply)
+{
+	struct pass p = { .r = r, .apply = apply };
+	pthread_t t[MAX_THREADS];
+	const unsigned n = thread_count(r);
+	unsigned started = 0;
+
+	while (started + 1 < n &&
+	       pthread_create(&t[started], NULL, pass_worker, &p) == 0)
+		started++;
+	pass_worker(&p); /* the calling thread is one of them */
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(t[i], NULL);
+	return bgs_first_error_get(&r->error);
+}
+
+static int eager(struct bgs_restore *r)
+{
+	int ret = run_pass(r, false);
+
+	if (!ret)
+		ret = bgs_restore_attachments(r);
+	if (ret)
+		return ret;
+	if (r->opts.pause && (ret = r->opts.pause(r->opts.arg)) < 0) {
+		bgs_snap_set_error(r->h, "the pause callback failed: %s",
+				   bgsnap_strerror(ret));
+		return ret;
+	}
+	ret = run_pass(r, true);
+	if (r->opts.resume)
+		r->opts.resume(r->opts.arg);
+	return ret;
+}
+
+/* ---- the public calls -------------------------------------------------------- */
+
+static void restore_stats(struct bgs_restore *r, struct bgsnap_stats *st)
+{
+	*st = (struct bgsnap_stats){
+		.elapsed_ns = atomic_load(&r->t_end) - r->t_start,
+		.resume_ns = r->t_resume - r->t_start,
+		.pages_total = r->h->total_pages,
+		.pages_by_fault = atomic_load(&r->pages_by_fault),
+		.pages_by_fill = atomic_load(&r->pages_by_fill),
+		.pages_zero = atomic_load(&r->pages_zero),
+		.pages_poisoned = atomic_load(&r->pages_poisoned),
+		.bytes_read = atomic_load(&r->bytes_read),
+		.faults = r->faults,
+		.stall_ns_p50 = bgs_hist_percentile(&r->latency, 50),
+		.stall_ns_p99 = bgs_hist_percentile(&r->latency, 99),
+		.stall_ns_max = r->latency.max,
+	};
+}
+
+static int finish(struct bgsnap *h, struct bgs_restore *r, int ret)
+{
+	if (!ret)
+		ret = bgs_first_error_get(&r->error);
+	if (ret && bgs_first_error_get(&r->error))
+		bgs_snap_set_error(h, "%s", r->error.msg);
+	atomic_store(&r->t_end, bgs_now_ns());
+	restore_stats(r, &h->stats);
+	restore_free(r);
+	return ret;
+}
+
+static int restore_start(struct bgsnap *h, const char *path, int fd,
+			 const struct bgsnap_restore_opts *opts)
+{
+	const struct bgsnap_restore_opts defaults = { 0 };
+	struct bgs_restore *r;
+	int ret;
+
+	if (h->save || h->restore) {
+		bgs_snap_set_error(h, "an operation is already running");
+		return -EBUSY;
+	}
+	if (!h->nregions) {
+		bgs_snap_set_error(h, "no region is registered");
+		return -ENOENT;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->h = h;
+	r->opts = opts ? *opts : defaults;
+	r->t_start = bgs_now_ns();
+	r->fd = -1;
+	r->uffd.fd = -1;
+	r->stop_fd = -1;
+	h->errmsg[0] = '\0';
+	h->result_pending = false;
+	ret = prepare(r, path, fd);
+	if (ret || !(r->opts.flags & BGSNAP_RESTORE_LAZY)) {
+		if (!ret)
+			ret = eager(r);
+		r->t_resume = bgs_now_ns();
+		ret = finish(h, r, ret);
+		/* Synchronous: done already; bgsnap_wait() reports it. */
+		h->result_pending = !ret;
+		h->result = ret;
+		return ret;
+	}
+	ret = bgs_lazy_start(r);
+	r->t_resume = bgs_now_ns();
+	if (ret)
+		return finish(h, r, ret);
+	h->restore = r;
+	pthread_mutex_lock(&h->live_lock);
+	atomic_store(&h->live_restore, r);
+	pthread_mutex_unlock(&h->live_lock);
+	return 0;
+}
+
+int bgs_restore_wait(struct bgsnap *h)
+{
+	struct bgs_restore *r = h->restore;
+
+	bgs_lazy_join(r);
+	pthread_mutex_lock(&h->live_lock);
+	atomic_store(&h->live_restore, NULL);
+	pthread_mutex_unlock(&h->live_lock);
+	h->restore = NULL;
+	return finish(h, r, 0);
+}
+
+void bgs_restore_progress(struct bgs_restore *r, struct bgsnap_progress *p)
+{
+	p->running = 1;
+	p->pages_total = r->h->total_pages;
+	p->pages_done = atomic_load(&r->pages_done);
+	p->bytes_written = 0;
+	p->elapsed_ns = bgs_now_ns() - r->t_start;
+}
+
+BGSNAP_API int bgsnap_restore_start(struct bgsnap *h, const char *path,
+				    const struct bgsnap_restore_opts *opts)
+{
+	if (!path || !*path)
+		return -EINVAL;
+	return restore_start(h, path, -1, opts);
+}
+
+BGSNAP_API int bgsnap_restore_start_fd(struct bgsnap *h, int fd,
+				       const struct bgsnap_restore_opts *opts)
+{
+	if (fd < 0)
+		return -EBADF;
+	return restore_start(h, NULL, fd, opts);
+}
+
+BGSNAP_API int bgsnap_restore(struct bgsnap *h, const char *path,
+			      const struct bgsnap_restore_opts *opts)
+{
+	const int ret = bgsnap_restore_start(h, path, opts);
+
+	return ret < 0 ? ret : bgsnap_wait(h);
+}

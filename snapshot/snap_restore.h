@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A restore in progress: shared by the eager restore (snap_restore.c) and
+ * the lazy one (snap_lazy.c). Which thread owns each field is said on it.
+ */
+#ifndef BGS_SNAP_RESTORE_H
+#define BGS_SNAP_RESTORE_H
+
+#include "snap_internal.h"
+
+#define BGS_FILL_MAX_PAGES 4096u /* the fill's largest chunk: 16 MiB */
+#define BGS_FILL_MIN_PAGES 8u	 /* ... and its smallest, after a fault */
+
+struct bgs_restore {
+	struct bgsnap *h;			/* regions read-only meanwhile */
+	struct bgsnap_restore_opts opts;	/* read-only */
+	int fd;					/* the store, read-only */
+	bool own_fd;				/* a spool bgsnap made */
+	struct rs_reader *reader;		/* shared reads: decode_to only */
+	const struct bgs_region **dest;		/* per snapshot region */
+	uint32_t *snap_region;			/* per handle region */
+	size_t max_record;			/* bytes of the largest record */
+	struct bgs_first_error error;		/* any thread */
+	uint64_t t_start, t_resume;		/* the starting thread */
+	_Atomic uint64_t t_end;
+
+	/* Figures: any thread adds, any thread reads. */
+	_Atomic uint64_t pages_done, pages_by_fault, pages_by_fill;
+	_Atomic uint64_t pages_zero, pages_poisoned, bytes_read;
+
+	/* Lazy only (snap_lazy.c). */
+	struct bgs_uffd uffd;
+	int stop_fd;				/* eventfd: fault thread exits */
+	pthread_t fault_thread, fill_thread;
+	bool fault_started, fill_started;	/* the starting thread */
+	_Atomic uint8_t *placed;		/* per extent: in place */
+	_Atomic uint64_t *discarded;		/* bit per handle page: the
+						 * owner dropped it (REMOVE) */
+	_Atomic uint64_t faults_seen;		/* fault thread: the fill backs
+						 * off when it moves */
+	uint8_t *zero;				/* a huge page of zeroes */
+	struct lazy *lazy;			/* the threads' tools */
+	struct bgs_hist latency;		/* fault thread */
+	uint64_t faults;			/* fault thread */
+};
+
+int bgs_restore_fail(struct bgs_restore *r, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Replace [addr, addr + len) of @g with zeroes cheaply: release the pages
+ * (never-touched ones stay unpopulated). */
+void bgs_restore_zero(const struct bgs_region *g, uint64_t addr, uint64_t len);
+
+/* Hand every attachment back to the owner, checksum verified. */
+int bgs_restore_attachments(struct bgs_restore *r);
+
+/* snap_lazy.c: register, start the threads, return (owner runnable). */
+int bgs_lazy_start(struct bgs_restore *r);
+/* snap_lazy.c: wait for the fill to end and release everything. */
+void bgs_lazy_join(struct bgs_restore *r);
+
+#endif
