@@ -6,13 +6,27 @@
  *   0  success
  *   1  the operation failed (a save, restore, verify ... did not succeed)
  *   2  usage error (bad arguments)
- *   3  the snapshot file is damaged or not a snapshot
+ *   3  the snapshot file is missing, damaged or not a snapshot
  *   4  the system lacks a capability bgsnap needs
+ *
+ * Conventions every subcommand follows:
+ *  - options parsed with cli_getopt(); -h/--help prints the usage on
+ *    stdout and exits 0; a usage error is one line on stderr, exit 2;
+ *  - every error is one line on stderr, "bgsnap: error: ...", through
+ *    cli_error(); a damaged file's message names where it is damaged;
+ *  - --json writes one JSON document on stdout (cli_json_*) with stable
+ *    keys, in a stable order; sizes in bytes, times in ns unless the key
+ *    says otherwise (*_ms, *_s, *_us);
+ *  - a progress bar only on a terminal and never with --quiet
+ *    (cli_progress_*).
+ * Not thread-safe: the command runs on one thread.
  */
 #ifndef BGS_CLI_H
 #define BGS_CLI_H
 
+#include <getopt.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -32,13 +46,188 @@ struct cli_cmd {
 
 int cmd_caps(int argc, char **argv);
 
-/* "error: ..." on stderr, one line, prefixed with the program name. */
-void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* ---- messages and exit codes -------------------------------------------- */
 
-/* Write @s as a JSON string literal (quotes and escapes included). */
+/* "bgsnap: error: ..." on stderr, one line (a progress bar is cleared
+ * first). */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "bgsnap: warning: ..." on stderr, one line. */
+void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * The exit code for @err (negative errno or BGSNAP_E*) from opening,
+ * reading or checking a snapshot file: EXIT_BADFILE when the file is
+ * damaged, missing, a directory or not a snapshot; EXIT_FAILED otherwise
+ * (no memory, an I/O error, permission denied).
+ */
+int cli_file_exit(int err);
+
+/*
+ * Catch SIGINT, SIGTERM and SIGHUP: instead of dying, the command sees
+ * cli_interrupted() return the signal number, cleans up (removes its
+ * temporary file) and exits. Commands with nothing to clean up need not
+ * call it.
+ */
+void cli_catch_signals(void);
+int cli_interrupted(void);
+
+/* ---- options ------------------------------------------------------------ */
+
+enum {
+	CLI_OPT_END = -1,  /* no more options; operands start at optind */
+	CLI_OPT_HELP = -2, /* -h/--help: the usage is printed; exit 0 */
+	CLI_OPT_BAD = -3,  /* a usage error was printed; exit EXIT_USAGE */
+};
+
+/* The --help entry every long option table ends with (before the zero
+ * entry). */
+#define CLI_OPT_HELP_ENTRY { "help", no_argument, NULL, 'h' }
+
+/* Zero-initialize, then set the first four fields. */
+struct cli_getopt {
+	const char *cmd;	       /* "info": names the command in errors */
+	const char *usage;	       /* printed on stdout by --help */
+	const char *shortopts;	       /* getopt's, without 'h' (added) */
+	const struct option *longopts; /* ends with CLI_OPT_HELP_ENTRY */
+	/* Set by cli_getopt(): the option just returned as the user wrote
+	 * it ("--buffer" or "-b"), for messages about its argument. */
+	char optname[40];
+	char spec[64]; /* private */
+};
+
+/*
+ * getopt_long() with the house conventions: options and operands may be
+ * mixed; returns the option's value (optarg set as getopt does),
+ * CLI_OPT_END, CLI_OPT_HELP after printing the usage on stdout, or
+ * CLI_OPT_BAD after printing a one-line error ("bgsnap: error: info:
+ * unknown option '--jsn' (see 'bgsnap info --help')"). Call it on the
+ * subcommand's argv (argv[0] is the command name).
+ */
+int cli_getopt(struct cli_getopt *g, int argc, char **argv);
+
+/*
+ * Check that between @min and @max operands follow the options (from
+ * optind). Returns their number, or -1 after a one-line error naming
+ * @what (e.g. "FILE").
+ */
+int cli_operands(const struct cli_getopt *g, int argc, char **argv, int min,
+		 int max, const char *what);
+
+/* The current option's argument as a size, a duration or a whole number
+ * in [@min, @max]: true and *@out set, or false after a one-line error
+ * naming the option ("save: --buffer: '12Q' is not a size ..."). */
+bool cli_arg_size(const struct cli_getopt *g, const char *arg, uint64_t *out);
+bool cli_arg_duration(const struct cli_getopt *g, const char *arg,
+		      uint64_t *ns);
+bool cli_arg_uint(const struct cli_getopt *g, const char *arg, uint64_t min,
+		  uint64_t max, uint64_t *out);
+
+/* True if an argument is -h or --help (for commands without options). */
+bool cli_wants_help(int argc, char **argv);
+
+/* ---- parsing ------------------------------------------------------------ */
+
+/*
+ * A size: a number with an optional unit, powers of 1024: "4096", "4096B",
+ * "64K", "64KiB", "512M", "1.5G", "2T" (units case-insensitive; up to six
+ * decimals, rounded down to a byte). Returns 0, -EINVAL (not a size; "MB"
+ * and friends are refused as ambiguous) or -ERANGE (above 2^64 - 1).
+ */
+int cli_parse_size(const char *s, uint64_t *bytes);
+/*
+ * A duration: a number with a unit ns, us, ms, s, m (minutes) or h; a
+ * bare number is seconds. "10s", "500ms", "1.5s", "2m". Returns 0,
+ * -EINVAL or -ERANGE (above about 584 years).
+ */
+int cli_parse_duration(const char *s, uint64_t *ns);
+/* A decimal whole number, no sign, no unit. 0, -EINVAL or -ERANGE. */
+int cli_parse_uint(const char *s, uint64_t *v);
+
+/* ---- human-readable figures --------------------------------------------- */
+
+#define CLI_FMT_LEN 32
+
+/* Into @buf (CLI_FMT_LEN bytes), which is returned, for use in printf:
+ * sizes as "0 B", "512 MiB", "1.50 GiB" (three significant digits,
+ * exact multiples without decimals); rates as "1.20 GiB/s"; durations as
+ * "850 ns", "12.3 us", "1.23 ms", "2.50 s", "1m05s", "2h03m". */
+const char *cli_fmt_size(char *buf, uint64_t bytes);
+const char *cli_fmt_rate(char *buf, double bytes_per_s);
+const char *cli_fmt_duration(char *buf, uint64_t ns);
+
+/* ---- JSON --------------------------------------------------------------- */
+
+/* Write @s as a JSON string literal (quotes and escapes included; bytes
+ * that are not valid UTF-8 become U+FFFD). */
 void cli_json_string(FILE *f, const char *s);
 
-/* True if argv[i] is -h or --help. */
-bool cli_wants_help(int argc, char **argv);
+#define CLI_JSON_MAX_DEPTH 16
+
+/*
+ * A JSON writer: values are written as they are called, so keys come out
+ * in the order the code emits them (stable); commas are placed for the
+ * caller. Compact, one document per cli_json_end() (which adds the
+ * newline). Nesting deeper than CLI_JSON_MAX_DEPTH is a bug and is
+ * dropped.
+ */
+struct cli_json {
+	FILE *f;
+	unsigned depth;
+	bool need_comma[CLI_JSON_MAX_DEPTH + 1];
+	bool after_key;
+};
+
+void cli_json_init(struct cli_json *j, FILE *f);
+void cli_json_object_begin(struct cli_json *j);
+void cli_json_object_end(struct cli_json *j);
+void cli_json_array_begin(struct cli_json *j);
+void cli_json_array_end(struct cli_json *j);
+/* The key of the next value (inside an object). */
+void cli_json_key(struct cli_json *j, const char *key);
+void cli_json_str(struct cli_json *j, const char *s); /* NULL: null */
+void cli_json_uint(struct cli_json *j, uint64_t v);
+void cli_json_int(struct cli_json *j, int64_t v);
+void cli_json_double(struct cli_json *j, double v); /* not finite: null */
+void cli_json_bool(struct cli_json *j, bool v);
+void cli_json_null(struct cli_json *j);
+/* Key and value in one call. */
+void cli_json_kstr(struct cli_json *j, const char *key, const char *s);
+void cli_json_kuint(struct cli_json *j, const char *key, uint64_t v);
+void cli_json_kint(struct cli_json *j, const char *key, int64_t v);
+void cli_json_kdouble(struct cli_json *j, const char *key, double v);
+void cli_json_kbool(struct cli_json *j, const char *key, bool v);
+/* End the document with a newline and flush: 0, or -EIO if any write
+ * failed (a full disk behind stdout). */
+int cli_json_end(struct cli_json *j);
+
+/* ---- progress bar -------------------------------------------------------- */
+
+/*
+ * A one-line progress bar on stderr with percentage, amount, rate and ETA:
+ *   verify [##########----------]  50%  256 MiB / 512 MiB  1.20 GiB/s  ETA 1s
+ * Drawn only when stderr is a terminal and @quiet is false; redrawn at
+ * most ten times a second; cli_progress_end() erases it, leaving the
+ * terminal as it was. While one is shown, cli_error()/cli_warn() erase it
+ * before printing.
+ */
+struct cli_progress {
+	bool on;
+	bool drawn;
+	const char *label;
+	uint64_t total; /* bytes; 0: unknown (no bar, no ETA) */
+	uint64_t done;
+	uint64_t start_ns, drawn_ns;
+};
+
+void cli_progress_start(struct cli_progress *p, const char *label,
+			uint64_t total, bool quiet);
+/* Set (or correct) the total once it is known. */
+void cli_progress_total(struct cli_progress *p, uint64_t total);
+void cli_progress_update(struct cli_progress *p, uint64_t done);
+void cli_progress_end(struct cli_progress *p);
+/* The text of the bar for a terminal @width columns wide (for tests). */
+void cli_progress_format(char *buf, size_t len, unsigned width,
+			 const char *label, uint64_t done, uint64_t total,
+			 uint64_t elapsed_ns);
 
 #endif /* BGS_CLI_H */
