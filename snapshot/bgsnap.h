@@ -122,6 +122,11 @@ enum bgsnap_kind {
 	BGSNAP_KIND_ANON_THP = 2, /* private anonymous, transparent huge pages */
 	BGSNAP_KIND_SHMEM = 3,	  /* memfd, shmem, tmpfs, shared anonymous */
 	BGSNAP_KIND_HUGETLB = 4,  /* hugetlbfs (2 MiB or 1 GiB pages) */
+	/* Only in another process (bgsnap_target_pid): */
+	BGSNAP_KIND_FILE_PRIVATE = 5, /* private file mapping (.data, relro):
+				       * copied while the process is stopped */
+	BGSNAP_KIND_UNSAVED = 6,  /* recorded by name only (read-only file,
+				   * [vdso], device memory, excluded ...) */
 };
 
 /*
@@ -140,6 +145,38 @@ enum bgsnap_kind {
 BGSNAP_API int bgsnap_add_region(struct bgsnap *h, const char *name,
 				 void *addr, size_t len);
 
+/*
+ * Work on another process instead of this one: the regions become the
+ * mappings of process @pid, each named after its path or kind and its
+ * start address ("[heap]@55d0c0000000", "/memfd:ram@7f12..."), unique.
+ * Private anonymous memory (heap, stacks, anonymous mmaps), memfd/shmem
+ * and hugetlbfs are write-protected and saved in the background; private
+ * file mappings with pages of their own (.data, relro) are copied while the
+ * process is stopped; the rest is recorded by name only. The process is
+ * stopped (ptrace) only inside a save's blackout or a restore; bgsnap needs
+ * the same permission as a debugger, and the target never keeps anything
+ * of bgsnap's: if bgsnap dies at any instant, it runs on unharmed.
+ *
+ * @opts may select mappings: each spec is either a glob matched against
+ * a region's name and its path/kind, or a hex address range "A-B"; with
+ * any include, a mapping must match one; any exclude match leaves it out
+ * (recorded by name only).
+ *
+ * Must be called on a handle without regions. Errors: -ESRCH (no such
+ * process), -EPERM (ptrace not permitted: bgsnap_last_error() says why:
+ * Yama, another user, already traced by ...), -EBUSY, -EINVAL (a bad
+ * range), BGSNAP_EUNSAFE (a mapping bgsnap cannot save safely: another
+ * userfaultfd holds it, or KSM merges it).
+ */
+struct bgsnap_target_opts {
+	const char *const *include;
+	size_t ninclude;
+	const char *const *exclude;
+	size_t nexclude;
+};
+BGSNAP_API int bgsnap_target_pid(struct bgsnap *h, int pid,
+				 const struct bgsnap_target_opts *opts);
+
 /* The number of regions registered. */
 BGSNAP_API size_t bgsnap_region_count(const struct bgsnap *h);
 
@@ -149,6 +186,8 @@ struct bgsnap_region_info {
 	size_t len;
 	size_t page_size; /* 4096, or the huge page size for hugetlbfs */
 	enum bgsnap_kind kind;
+	const char *why;  /* another process's mapping: why this kind and
+			   * what a save does with it (one line); else "" */
 };
 
 /* Describe region @i (0 <= @i < bgsnap_region_count()). -ERANGE if not. */
@@ -273,6 +312,7 @@ struct bgsnap_stats {
 	uint64_t pages_by_fill;	   /* lazy: placed by the background fill */
 	uint64_t pages_poisoned;   /* lazy: of a damaged record, poisoned */
 	uint64_t bytes_read;	   /* bytes of the snapshot file read */
+	uint64_t pages_changed;	   /* eager: pages whose content changed */
 };
 
 /* Statistics of the last finished operation (zeros before one).
@@ -289,6 +329,9 @@ enum bgsnap_restore_flags {
 	 * rest. The regions' current content is discarded first.
 	 */
 	BGSNAP_RESTORE_LAZY = 1u << 0,
+	/* Check everything, write nothing: count in pages_changed the pages
+	 * whose content would change (the memory is read, not stopped). */
+	BGSNAP_RESTORE_DRY_RUN = 1u << 1,
 };
 
 struct bgsnap_restore_opts {

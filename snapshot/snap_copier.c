@@ -423,6 +423,25 @@ static void skip_zero_pages(struct bgs_save *s)
 	}
 }
 
+/* ---- while the owner is stopped ------------------------------------------ */
+
+int bgs_copier_save_now(struct bgs_save *s, const struct bgs_region *r)
+{
+	const uint64_t end = r->first_page + bgs_region_pages(r);
+
+	for (uint64_t p = r->first_page; p < end;) {
+		const uint64_t n = end - p < BGS_RUN_PAGES ? end - p : BGS_RUN_PAGES;
+		const int ret = copy_pages(s, r, p, n);
+
+		if (ret)
+			return ret;
+		mark_saved(s, p, n);
+		s->pages_by_scan += n;
+		p += n;
+	}
+	return 0;
+}
+
 /* ---- the end ------------------------------------------------------------------ */
 
 static int write_stats_attachment(struct bgs_save *s, struct rs_writer *w)

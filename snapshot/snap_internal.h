@@ -11,6 +11,7 @@
 #include "bgsnap.h"
 #include "ramstore.h"
 #include "uffd.h"
+#include "uffd_target.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -38,7 +39,21 @@ struct bgs_region {
 	enum bgsnap_kind kind;
 	uint16_t prot;
 	uint64_t first_page; /* its first page in the handle's page space */
+	const char *why;     /* another process's mapping: static text */
 };
+
+/* Pages of @r in the handle's page space: none for a region recorded by
+ * name only. */
+static inline uint64_t bgs_region_pages(const struct bgs_region *r)
+{
+	return r->kind == BGSNAP_KIND_UNSAVED ? 0 : r->len / 4096;
+}
+
+/* Regions that are write-protected during a save. */
+static inline bool bgs_region_protected(const struct bgs_region *r)
+{
+	return r->kind >= BGSNAP_KIND_ANON && r->kind <= BGSNAP_KIND_HUGETLB;
+}
 
 struct bgs_attachment {
 	char *name;
@@ -140,6 +155,10 @@ struct bgs_save {
 
 struct bgsnap {
 	struct bgs_region *regions;	/* sorted by address */
+	struct bgs_target *target;	/* another process, or NULL */
+	struct bgs_target_maps maps;	/* its mappings as last read */
+	char **include, **exclude;	/* its mapping filters */
+	size_t ninclude, nexclude;
 	size_t nregions;
 	uint64_t total_pages;
 	struct bgs_attachment *attachments;
@@ -174,6 +193,8 @@ struct bgs_snap_test_hooks {
 extern struct bgs_snap_test_hooks bgs_snap_test_hooks;
 
 /* snap_session.c */
+/* Re-read the target's mappings and rebuild the regions from them. */
+int bgs_snap_target_refresh(struct bgsnap *h);
 /* Check that @g is still mapped as it was when added (its kind may move
  * between ANON and ANON_THP). */
 int bgs_snap_check_region(struct bgsnap *h, struct bgs_region *g);
@@ -199,6 +220,9 @@ static inline bool bgs_page_saved(const struct bgs_save *s, uint64_t page)
 				    memory_order_relaxed) &
 	       (1ULL << (page % 64));
 }
+
+/* snap_copier.c: save all of @r now, unprotected (the owner is stopped) */
+int bgs_copier_save_now(struct bgs_save *s, const struct bgs_region *r);
 
 /* snap_copier.c: stop the fault thread, drop protection, end the store */
 void bgs_save_teardown(struct bgs_save *s);

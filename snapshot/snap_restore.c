@@ -124,6 +124,10 @@ static int match_regions(struct bgs_restore *r)
 		if (s->kind == RS_KIND_UNSAVED)
 			continue;
 		g = find_region(h, s->name);
+		/* Another process's mapping left out by a filter: not ours
+		 * to write. */
+		if (g && h->target && g->kind == BGSNAP_KIND_UNSAVED)
+			continue;
 		if (!g) {
 			bgs_snap_set_error(h, "the snapshot's region '%s' is not "
 					   "registered", s->name);
@@ -144,7 +148,9 @@ static int match_regions(struct bgs_restore *r)
 		r->snap_region[g - h->regions] = (uint32_t)i;
 		matched++;
 	}
-	if (matched != h->nregions) {
+	/* In another process, mappings made since the snapshot are left
+	 * alone; in this one the regions are exactly the snapshot's. */
+	if (!h->target && matched != h->nregions) {
 		for (size_t k = 0; k < h->nregions; k++)
 			if (r->snap_region[k] == UINT32_MAX) {
 				bgs_snap_set_error(h, "region '%s' is not in the "
@@ -202,9 +208,11 @@ static bool has_parent(const struct rs_info *info)
 
 static int prepare(struct bgs_restore *r, const char *path, int fd)
 {
-	int ret = open_store(r, path, fd);
+	int ret = r->h->target ? bgs_snap_target_refresh(r->h) : 0;
 	size_t n;
 
+	if (!ret)
+		ret = open_store(r, path, fd);
 	if (ret)
 		return ret;
 	n = bgs_rs_region_count(r->reader);
@@ -274,39 +282,128 @@ struct pass {
 	_Atomic size_t next;
 };
 
+/* The pages of [addr, addr + len) that hold something: they need zeroes. */
+struct zero_ctx {
+	struct bgs_restore *r;
+	const uint8_t *zero;
+	int ret;
+};
+
+static int zero_target_range(void *arg, uint64_t start, uint64_t end,
+			     uint64_t cats)
+{
+	struct zero_ctx *z = arg;
+
+	(void)cats;
+	for (uint64_t a = start; a < end && !z->ret;) {
+		const uint64_t n = end - a < z->r->max_record ? end - a :
+							       z->r->max_record;
+		z->ret = bgs_target_write(z->r->h->target, a, z->zero, n);
+		a += n;
+	}
+	return z->ret;
+}
+
+/* Zero a run of another process's memory, writing only where a page is
+ * populated: never-touched pages stay so. */
+static int zero_target(struct bgs_restore *r, uint64_t addr, uint64_t len,
+		       uint8_t *scratch)
+{
+	const struct bgs_scan_query q = {
+		.anyof = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+		.exclude = PAGE_IS_PFNZERO,
+		.report = PAGE_IS_PRESENT,
+	};
+	struct zero_ctx z = { r, scratch, 0 };
+	struct bgs_pagemap pm;
+	int ret = bgs_uffd_pagemap_open(&pm, r->h->target->pid);
+
+	memset(scratch, 0, r->max_record);
+	if (!ret)
+		ret = bgs_uffd_pagemap_scan(&pm, addr, addr + len, &q,
+					    zero_target_range, &z);
+	bgs_uffd_pagemap_close(&pm);
+	return ret < 0 ? ret : z.ret;
+}
+
+/* Dry run: how many pages of [addr, +len) differ from @want (NULL: 0s)? */
+static int count_changed(struct bgs_restore *r, uint64_t addr, uint64_t len,
+			 const uint8_t *want, uint8_t *have)
+{
+	int ret = 0;
+
+	if (r->h->target)
+		ret = bgs_target_read(r->h->target, addr, have, len);
+	else
+		memcpy(have, (const void *)(uintptr_t)addr, len);
+	for (uint64_t off = 0; off < len && !ret; off += BGS_PAGE_SIZE) {
+		static const uint8_t zero[BGS_PAGE_SIZE];
+
+		if (memcmp(have + off, want ? want + off : zero, BGS_PAGE_SIZE))
+			atomic_fetch_add(&r->pages_changed, 1);
+	}
+	return ret;
+}
+
+/* Pass 2 for one record: put it in place (or count what would change). */
+static int apply_record(struct bgs_restore *r, const struct bgs_region *g,
+			int enc, uint64_t addr, uint64_t len, uint8_t *scratch,
+			uint8_t *spare)
+{
+	const bool zero = enc == RS_ENC_ZERO;
+
+	if (r->opts.flags & BGSNAP_RESTORE_DRY_RUN)
+		return count_changed(r, addr, len, zero ? NULL : scratch, spare);
+	if (!r->h->target) {
+		if (zero)
+			bgs_restore_zero(g, addr, len);
+		return 0; /* decoded in place already */
+	}
+	return zero ? zero_target(r, addr, len, scratch) :
+		      bgs_target_write(r->h->target, addr, scratch, len);
+}
+
+/*
+ * One record, in pass 1 (decode into @scratch: checks) or pass 2 (apply).
+ * In this process and for real, pass 2 decodes straight into the region.
+ */
 static int one_record(struct bgs_restore *r, bool apply, struct rs_decoder *dec,
-		      uint8_t *scratch, size_t i)
+		      uint8_t *scratch, uint8_t *spare, size_t i)
 {
 	const struct rs_extent *e = bgs_rs_extent(r->reader, i);
 	const struct bgs_region *g = r->dest[e->region];
 	const uint64_t addr = g ? g->base + e->first * BGS_PAGE_SIZE : 0;
 	const uint64_t len = e->npages * BGS_PAGE_SIZE;
+	const bool in_place = apply && !r->h->target &&
+			      !(r->opts.flags & BGSNAP_RESTORE_DRY_RUN);
 	struct rs_diag diag = { 0 };
 	int ret;
 
 	if (!g)
 		return 0;
-	if (apply && e->encoding == RS_ENC_ZERO) {
-		bgs_restore_zero(g, addr, len);
-		ret = RS_ENC_ZERO;
-	} else {
-		ret = bgs_rs_decode_to(r->reader, dec, i,
-				       apply ? (void *)(uintptr_t)addr : scratch,
-				       &diag);
-		if (ret < 0)
-			return bgs_restore_fail(r, ret, "%s", diag.msg);
-		atomic_fetch_add(&r->bytes_read, e->stored_len);
-	}
+	ret = bgs_rs_decode_to(r->reader, dec, i,
+			       in_place ? (void *)(uintptr_t)addr : scratch,
+			       &diag);
+	if (ret < 0)
+		return bgs_restore_fail(r, ret, "%s", diag.msg);
+	atomic_fetch_add(&r->bytes_read, e->stored_len);
 	if (ret == RS_ENC_PARENT)
 		return bgs_restore_fail(r, BGSNAP_EPARENT, "region '%s': pages "
 					"%" PRIu64 "..%" PRIu64 " are in the parent "
 					"snapshot", g->name, e->first,
 					e->first + e->npages - 1);
-	if (apply) {
-		atomic_fetch_add(&r->pages_done, e->npages);
-		if (ret == RS_ENC_ZERO)
-			atomic_fetch_add(&r->pages_zero, e->npages);
-	}
+	if (!apply)
+		return 0;
+	ret = apply_record(r, g, ret, addr, len, scratch, spare);
+	if (ret)
+		return bgs_restore_fail(r, ret, "region '%s': writing pages "
+					"%" PRIu64 "..%" PRIu64 ": %s", g->name,
+					e->first, e->first + e->npages - 1,
+					r->h->target ? r->h->target->msg :
+						       strerror(-ret));
+	atomic_fetch_add(&r->pages_done, e->npages);
+	if (e->encoding == RS_ENC_ZERO)
+		atomic_fetch_add(&r->pages_zero, e->npages);
 	return 0;
 }
 
@@ -315,28 +412,33 @@ static void *pass_worker(void *arg)
 	struct pass *p = arg;
 	struct bgs_restore *r = p->r;
 	const size_t n = bgs_rs_extent_count(r->reader);
+	const size_t len = r->max_record ? r->max_record : 1;
 	struct rs_decoder *dec = NULL;
-	uint8_t *scratch = NULL;
+	uint8_t *scratch = malloc(len), *spare = malloc(len);
 
-	if (bgs_rs_decoder_new(&dec) ||
-	    !(scratch = malloc(r->max_record ? r->max_record : 1))) {
+	if (bgs_rs_decoder_new(&dec) || !scratch || !spare) {
 		bgs_restore_fail(r, -ENOMEM, "out of memory");
 		goto out_free;
 	}
 	for (size_t i; !bgs_first_error_get(&r->error) &&
 		       (i = atomic_fetch_add(&p->next, 1)) < n;)
-		one_record(r, p->apply, dec, scratch, i);
+		one_record(r, p->apply, dec, scratch, spare, i);
 out_free:
+	free(spare);
 	free(scratch);
 	bgs_rs_decoder_free(dec);
 	return NULL;
 }
 
-static unsigned thread_count(const struct bgs_restore *r)
+static unsigned thread_count(const struct bgs_restore *r, bool apply)
 {
 	long n = r->opts.threads ? (long)r->opts.threads :
 				   sysconf(_SC_NPROCESSORS_ONLN);
 
+	/* Another process's memory is written by one thread: its access
+	 * handle is not shared. */
+	if (apply && r->h->target)
+		n = 1;
 	return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (unsigned)n;
 }
 
@@ -344,7 +446,7 @@ static int run_pass(struct bgs_restore *r, bool apply)
 {
 	struct pass p = { .r = r, .apply = apply };
 	pthread_t t[MAX_THREADS];
-	const unsigned n = thread_count(r);
+	const unsigned n = thread_count(r, apply);
 	unsigned started = 0;
 
 	while (started + 1 < n &&
@@ -356,6 +458,43 @@ static int run_pass(struct bgs_restore *r, bool apply)
 	return bgs_first_error_get(&r->error);
 }
 
+/* Another process is stopped, and its mappings proved unchanged since
+ * they were matched; this one is paused by its callback. */
+static int pause_owner(struct bgs_restore *r)
+{
+	struct bgs_target *t = r->h->target;
+	int ret;
+
+	if (!t) {
+		ret = r->opts.pause ? r->opts.pause(r->opts.arg) : 0;
+		if (ret < 0)
+			bgs_snap_set_error(r->h, "the pause callback failed: %s",
+					   bgsnap_strerror(ret));
+		return ret < 0 ? ret : 0;
+	}
+	ret = bgs_target_freeze(t);
+	if (ret) {
+		bgs_snap_set_error(r->h, "%s", t->msg);
+		return ret;
+	}
+	ret = bgs_target_maps_changed(t, &r->h->maps);
+	if (ret) {
+		bgs_target_thaw(t);
+		bgs_snap_set_error(r->h, "the mappings of process %d changed; "
+				   "nothing was written, try again", t->pid);
+		return ret < 0 ? ret : -EAGAIN;
+	}
+	return 0;
+}
+
+static void resume_owner(struct bgs_restore *r)
+{
+	if (r->h->target)
+		bgs_target_thaw(r->h->target);
+	else if (r->opts.resume)
+		r->opts.resume(r->opts.arg);
+}
+
 static int eager(struct bgs_restore *r)
 {
 	int ret = run_pass(r, false);
@@ -364,14 +503,13 @@ static int eager(struct bgs_restore *r)
 		ret = bgs_restore_attachments(r);
 	if (ret)
 		return ret;
-	if (r->opts.pause && (ret = r->opts.pause(r->opts.arg)) < 0) {
-		bgs_snap_set_error(r->h, "the pause callback failed: %s",
-				   bgsnap_strerror(ret));
+	if (r->opts.flags & BGSNAP_RESTORE_DRY_RUN)
+		return run_pass(r, true);
+	ret = pause_owner(r);
+	if (ret)
 		return ret;
-	}
 	ret = run_pass(r, true);
-	if (r->opts.resume)
-		r->opts.resume(r->opts.arg);
+	resume_owner(r);
 	return ret;
 }
 
@@ -388,6 +526,7 @@ static void restore_stats(struct bgs_restore *r, struct bgsnap_stats *st)
 		.pages_zero = atomic_load(&r->pages_zero),
 		.pages_poisoned = atomic_load(&r->pages_poisoned),
 		.bytes_read = atomic_load(&r->bytes_read),
+		.pages_changed = atomic_load(&r->pages_changed),
 		.faults = r->faults,
 		.stall_ns_p50 = bgs_hist_percentile(&r->latency, 50),
 		.stall_ns_p99 = bgs_hist_percentile(&r->latency, 99),
@@ -434,6 +573,11 @@ static int restore_start(struct bgsnap *h, const char *path, int fd,
 	h->errmsg[0] = '\0';
 	h->result_pending = false;
 	ret = prepare(r, path, fd);
+	if (!ret && (r->opts.flags & BGSNAP_RESTORE_LAZY) && h->target) {
+		bgs_snap_set_error(h, "a lazy restore into another process is "
+				   "not supported");
+		ret = -ENOTSUP;
+	}
 	if (ret || !(r->opts.flags & BGSNAP_RESTORE_LAZY)) {
 		if (!ret)
 			ret = eager(r);

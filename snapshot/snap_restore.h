@@ -27,6 +27,7 @@ struct bgs_restore {
 	/* Figures: any thread adds, any thread reads. */
 	_Atomic uint64_t pages_done, pages_by_fault, pages_by_fill;
 	_Atomic uint64_t pages_zero, pages_poisoned, bytes_read;
+	_Atomic uint64_t pages_changed;
 
 	/* Lazy only (snap_lazy.c). */
 	struct bgs_uffd uffd;

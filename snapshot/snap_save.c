@@ -235,25 +235,33 @@ static uint64_t needed_features(const struct bgsnap *h)
 		if (h->regions[i].kind == BGSNAP_KIND_SHMEM ||
 		    h->regions[i].kind == BGSNAP_KIND_HUGETLB)
 			need |= UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+	/* Another process's never-touched pages cannot be read-populated
+	 * from here before protecting them. */
+	if (h->target)
+		need |= UFFD_FEATURE_WP_UNPOPULATED;
 	return need;
+}
+
+static int uffd_error(struct bgsnap *h, int r)
+{
+	if (r < 0)
+		bgs_snap_set_error(h, "userfaultfd: %s (see 'bgsnap caps')",
+				   r == -ENOTSUP ? "this kernel lacks a feature "
+						   "these regions need" :
+						   strerror(-r));
+	return r;
 }
 
 static int register_regions(struct bgs_save *s)
 {
 	struct bgsnap *h = s->h;
-	int r = bgs_uffd_open(&s->uffd, BGS_UFFD_FEATURES_WP,
-			      needed_features(h));
+	int r;
 
-	if (r < 0) {
-		bgs_snap_set_error(h, "userfaultfd: %s (see 'bgsnap caps')",
-				   r == -ENOTSUP ? "this kernel lacks a feature "
-						   "these regions need" :
-						   strerror(-r));
-		return r;
-	}
 	for (size_t i = 0; i < h->nregions; i++) {
 		const struct bgs_region *g = &h->regions[i];
 
+		if (!bgs_region_protected(g))
+			continue;
 		r = bgs_uffd_register(&s->uffd, g->base, g->len,
 				      UFFDIO_REGISTER_MODE_WP, NULL);
 		if (r < 0) {
@@ -276,7 +284,7 @@ static int populate_for_protection(struct bgs_save *s)
 	for (size_t i = 0; i < s->h->nregions; i++) {
 		const struct bgs_region *g = &s->h->regions[i];
 
-		if (!bgs_region_is_anon(g))
+		if (!bgs_region_is_anon(g) || s->h->target)
 			continue;
 		if (madvise((void *)(uintptr_t)g->base, g->len,
 			    MADV_POPULATE_READ))
@@ -296,6 +304,8 @@ static int arm(struct bgs_save *s)
 	for (size_t i = 0; i < h->nregions && !r; i++) {
 		const struct bgs_region *g = &h->regions[i];
 
+		if (!bgs_region_protected(g))
+			continue;
 		r = bgs_uffd_protect(&s->uffd, g->base, g->len);
 		if (r < 0)
 			bgs_snap_set_error(h, "region '%s': write-protect: %s",
@@ -318,11 +328,20 @@ static bool swap_configured(void)
 	return lines > 1; /* a header, then one line per swap area */
 }
 
+static int target_error(struct bgsnap *h, int r)
+{
+	if (r < 0)
+		bgs_snap_set_error(h, "%s", h->target->msg);
+	return r;
+}
+
 static int pause_owner(struct bgs_save *s)
 {
 	int r = 0;
 
 	s->t_pause = bgs_now_ns();
+	if (s->h->target)
+		return target_error(s->h, bgs_target_freeze(s->h->target));
 	if (s->opts.pause)
 		r = s->opts.pause(s->opts.arg);
 	if (r < 0)
@@ -333,9 +352,96 @@ static int pause_owner(struct bgs_save *s)
 
 static void resume_owner(struct bgs_save *s)
 {
-	if (s->opts.resume)
+	if (s->h->target)
+		bgs_target_thaw(s->h->target);
+	else if (s->opts.resume)
 		s->opts.resume(s->opts.arg);
 	s->t_resume = bgs_now_ns();
+}
+
+static int start_fault_thread(struct bgs_save *s)
+{
+	int r;
+
+	s->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (s->stop_fd < 0)
+		return -errno;
+	r = bgs_thread_start(&s->fault_thread, s->fault_stack, bgs_fault_main,
+			     s);
+	s->fault_started = !r;
+	return r;
+}
+
+/* Private file mappings of another process cannot be protected: they are
+ * copied whole while it is stopped. */
+static int copy_stopped_regions(struct bgs_save *s)
+{
+	for (size_t i = 0; i < s->h->nregions; i++) {
+		const struct bgs_region *g = &s->h->regions[i];
+		int r;
+
+		if (g->kind != BGSNAP_KIND_FILE_PRIVATE)
+			continue;
+		r = bgs_copier_save_now(s, g);
+		if (r) {
+			bgs_snap_set_error(s->h, "%s", s->error.msg);
+			return r;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Another process: stop it, create a uffd inside it (only then can its
+ * memory be registered), register, arm, copy what cannot be protected,
+ * and let it go. All of that is the blackout. Its mappings were read
+ * just before; inside the stop, a cheap re-check proves them unchanged.
+ */
+static int start_protected_target(struct bgs_save *s)
+{
+	struct bgsnap *h = s->h;
+	struct bgs_target *t = h->target;
+	struct bgs_target_uffd tu;
+	int r = bgs_uffd_pagemap_open(&s->pagemap, t->pid);
+
+	if (!r)
+		r = target_error(h, bgs_target_inject_prepare(t));
+	if (r)
+		return r;
+	s->t_pause = bgs_now_ns();
+	r = target_error(h, bgs_target_freeze(t));
+	if (r)
+		return r;
+	r = bgs_target_maps_changed(t, &h->maps);
+	if (r == 1) {
+		bgs_snap_set_error(h, "the mappings of process %d changed while "
+				   "bgsnap stopped it; try again", t->pid);
+		r = -EAGAIN;
+	}
+	if (!r)
+		r = target_error(h, bgs_target_inject_uffd(t, 0, &tu));
+	if (!r)
+		r = uffd_error(h, bgs_uffd_adopt(&s->uffd, tu.fd,
+						 BGS_UFFD_FEATURES_WP,
+						 needed_features(h)));
+	if (!r)
+		r = register_regions(s);
+	if (!r)
+		r = start_fault_thread(s);
+	if (!r)
+		r = arm(s);
+	if (!r)
+		r = copy_stopped_regions(s);
+	if (r)
+		bgs_uffd_close(&s->uffd); /* unprotect before it runs again */
+	if (bgs_target_thaw(t) && !r)
+		r = target_error(h, -ESRCH);
+	s->t_resume = bgs_now_ns();
+	if (!r)
+		r = bgs_thread_start(&s->copier_thread, s->copier_stack,
+				     bgs_copier_main, s);
+	s->copier_started = !r;
+	return r;
 }
 
 /* Arm with the fault thread running, between pause and resume. */
@@ -344,14 +450,12 @@ static int start_protected(struct bgs_save *s)
 	int r = bgs_uffd_pagemap_open(&s->pagemap, 0);
 
 	if (!r)
+		r = uffd_error(s->h, bgs_uffd_open(&s->uffd, BGS_UFFD_FEATURES_WP,
+						   needed_features(s->h)));
+	if (!r)
 		r = register_regions(s);
-	if (!r) {
-		s->stop_fd = eventfd(0, EFD_CLOEXEC);
-		r = s->stop_fd < 0 ? -errno : bgs_thread_start(&s->fault_thread,
-							   s->fault_stack,
-							   bgs_fault_main, s);
-		s->fault_started = !r;
-	}
+	if (!r)
+		r = start_fault_thread(s);
 	if (!r)
 		r = pause_owner(s);
 	if (r)
@@ -369,7 +473,8 @@ static int start_protected(struct bgs_save *s)
  * memory; only then is it resumed. No userfaultfd is involved. */
 static int start_stopped(struct bgs_save *s)
 {
-	int r = bgs_uffd_pagemap_open(&s->pagemap, 0);
+	int r = bgs_uffd_pagemap_open(&s->pagemap, s->pid == getpid() ? 0 :
+							       s->pid);
 
 	if (!r)
 		r = pause_owner(s);
@@ -417,23 +522,28 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 		return -ENOENT;
 	}
 	h->result_pending = false;
+	const uint64_t t_start = bgs_now_ns();
+	/* The regions as they are now: everything below is sized on them. */
+	r = h->target ? bgs_snap_target_refresh(h) : revalidate_regions(h);
+	if (r)
+		return r;
 	s = save_new(h);
 	if (!s)
 		return -ENOMEM;
 	s->opts = opts ? *opts : defaults;
-	s->pid = getpid();
+	s->pid = h->target ? h->target->pid : getpid();
 	s->stop_the_world = s->opts.flags & BGSNAP_SAVE_STOP_THE_WORLD;
 	s->verify = !(s->opts.flags & BGSNAP_SAVE_NO_VERIFY);
 	s->swap_present = swap_configured();
-	atomic_store(&s->t_start, bgs_now_ns());
+	atomic_store(&s->t_start, t_start);
 
-	r = revalidate_regions(h);
-	if (!r)
-		r = open_writer(s, path, fd);
-	if (!r)
+	r = open_writer(s, path, fd);
+	if (!r && !h->target)
 		r = check_own_memory(s);
 	if (!r)
-		r = s->stop_the_world ? start_stopped(s) : start_protected(s);
+		r = s->stop_the_world ? start_stopped(s) :
+		    h->target	      ? start_protected_target(s) :
+					start_protected(s);
 	if (r) {
 		if (s->copier_started) {
 			bgs_save_fail(s, r, "%s", h->errmsg);

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <stdbool.h>
 
 BGSNAP_API int bgsnap_new(struct bgsnap **out)
 {
@@ -27,6 +28,21 @@ BGSNAP_API int bgsnap_new(struct bgsnap **out)
 	return 0;
 }
 
+static void clear_regions(struct bgsnap *h)
+{
+	for (size_t i = 0; i < h->nregions; i++)
+		free(h->regions[i].name);
+	h->nregions = 0;
+	h->total_pages = 0;
+}
+
+static void free_strings(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
 BGSNAP_API void bgsnap_free(struct bgsnap *h)
 {
 	if (!h)
@@ -35,9 +51,15 @@ BGSNAP_API void bgsnap_free(struct bgsnap *h)
 		bgsnap_cancel(h);
 		bgsnap_wait(h);
 	}
-	for (size_t i = 0; i < h->nregions; i++)
-		free(h->regions[i].name);
+	clear_regions(h);
 	free(h->regions);
+	if (h->target) {
+		bgs_target_close(h->target);
+		free(h->target);
+	}
+	bgs_target_maps_free(&h->maps);
+	free_strings(h->include, h->ninclude);
+	free_strings(h->exclude, h->nexclude);
 	bgsnap_attach_clear(h);
 	pthread_mutex_destroy(&h->live_lock);
 	free(h);
@@ -272,7 +294,7 @@ static void renumber(struct bgsnap *h)
 
 	for (size_t i = 0; i < h->nregions; i++) {
 		h->regions[i].first_page = page;
-		page += h->regions[i].len / BGS_PAGE_SIZE;
+		page += bgs_region_pages(&h->regions[i]);
 	}
 	h->total_pages = page;
 }
@@ -303,25 +325,13 @@ static int validate_new_region(struct bgsnap *h, const char *name,
 	return 0;
 }
 
-BGSNAP_API int bgsnap_add_region(struct bgsnap *h, const char *name,
-				 void *addr, size_t len)
+/* Insert @reg (its name copied) in address order. */
+static int insert_region(struct bgsnap *h, struct bgs_region reg,
+			 const char *name)
 {
-	const uint64_t a = (uint64_t)(uintptr_t)addr;
-	struct bgs_region reg = { .base = a, .len = len }, *grown;
+	struct bgs_region *grown;
 	size_t at;
-	int r;
 
-	if (h->save || h->restore) {
-		bgs_snap_set_error(h, "cannot add a region while an operation "
-				   "runs");
-		return -EBUSY;
-	}
-	r = validate_new_region(h, name, a, len);
-	if (!r)
-		r = check_range(h, name, a, len, &reg.kind, &reg.page_size,
-				&reg.prot);
-	if (r < 0)
-		return r;
 	reg.name = strdup(name);
 	grown = realloc(h->regions, (h->nregions + 1) * sizeof(*grown));
 	if (!reg.name || !grown) {
@@ -331,13 +341,181 @@ BGSNAP_API int bgsnap_add_region(struct bgsnap *h, const char *name,
 		return -ENOMEM;
 	}
 	h->regions = grown;
-	for (at = h->nregions; at > 0 && h->regions[at - 1].base > a; at--)
+	for (at = h->nregions; at > 0 && h->regions[at - 1].base > reg.base;
+	     at--)
 		h->regions[at] = h->regions[at - 1];
 	h->regions[at] = reg;
 	h->nregions++;
 	renumber(h);
-	h->errmsg[0] = '\0';
 	return 0;
+}
+
+static bool busy(struct bgsnap *h)
+{
+	if (h->save || h->restore)
+		bgs_snap_set_error(h, "cannot change the regions while an "
+				   "operation runs");
+	return h->save || h->restore;
+}
+
+BGSNAP_API int bgsnap_add_region(struct bgsnap *h, const char *name,
+				 void *addr, size_t len)
+{
+	const uint64_t a = (uint64_t)(uintptr_t)addr;
+	struct bgs_region reg = { .base = a, .len = len, .why = "" };
+	int r;
+
+	if (busy(h))
+		return -EBUSY;
+	if (h->target) {
+		bgs_snap_set_error(h, "this handle works on process %d: its "
+				   "regions are its mappings", h->target->pid);
+		return -EINVAL;
+	}
+	r = validate_new_region(h, name, a, len);
+	if (!r)
+		r = check_range(h, name, a, len, &reg.kind, &reg.page_size,
+				&reg.prot);
+	if (!r)
+		r = insert_region(h, reg, name);
+	if (!r)
+		h->errmsg[0] = '\0';
+	return r;
+}
+
+/* ---- another process ---------------------------------------------------- */
+
+static bool ksm_running(void)
+{
+	FILE *run = fopen("/sys/kernel/mm/ksm/run", "re");
+	const bool on = run && fgetc(run) == '1';
+
+	if (run)
+		fclose(run);
+	return on;
+}
+
+static enum bgsnap_kind target_kind(const struct bgs_target_map *m)
+{
+	if (m->excluded || m->action == BGS_TACT_SKIP)
+		return BGSNAP_KIND_UNSAVED;
+	if (m->action == BGS_TACT_COPY)
+		return BGSNAP_KIND_FILE_PRIVATE;
+	switch (m->kind) {
+	case BGS_TKIND_SHMEM:
+		return BGSNAP_KIND_SHMEM;
+	case BGS_TKIND_HUGETLB:
+		return BGSNAP_KIND_HUGETLB;
+	default:
+		return m->thp_eligible ? BGSNAP_KIND_ANON_THP : BGSNAP_KIND_ANON;
+	}
+}
+
+static int target_map_refused(struct bgsnap *h, const struct bgs_target_map *m)
+{
+	const char *why = NULL;
+
+	if (m->excluded || m->action != BGS_TACT_PROTECT)
+		return 0;
+	if (m->hazards & BGS_THZ_UFFD)
+		why = "the process uses userfaultfd on it itself";
+	else if ((m->hazards & BGS_THZ_KSM) && ksm_running())
+		why = "it is MADV_MERGEABLE and ksmd runs: KSM merging drops "
+		      "write protection (exclude it or stop ksmd)";
+	else if (m->page_size > BGS_THP_SIZE)
+		why = "1 GiB huge pages are not supported (2 MiB are)";
+	if (!why)
+		return 0;
+	bgs_snap_set_error(h, "process %d, mapping %s: %s", h->target->pid,
+			   m->name, why);
+	return BGSNAP_EUNSAFE;
+}
+
+int bgs_snap_target_refresh(struct bgsnap *h)
+{
+	struct bgs_target_maps maps = { 0 };
+	int r = bgs_target_maps_read(h->target, &maps);
+
+	if (!r)
+		r = bgs_target_maps_filter(&maps, (const char *const *)h->include,
+					   h->ninclude,
+					   (const char *const *)h->exclude,
+					   h->nexclude);
+	if (r) {
+		bgs_snap_set_error(h, "%s", h->target->msg);
+		bgs_target_maps_free(&maps);
+		return r;
+	}
+	clear_regions(h);
+	for (size_t i = 0; i < maps.n && !r; i++) {
+		const struct bgs_target_map *m = &maps.v[i];
+		const struct bgs_region reg = {
+			.base = m->start,
+			.len = m->end - m->start,
+			.page_size = m->kind == BGS_TKIND_HUGETLB ?
+					     (uint32_t)m->page_size : BGS_PAGE_SIZE,
+			.kind = target_kind(m),
+			.prot = (uint16_t)m->prot,
+			.why = m->excluded ? "excluded by a filter" : m->why,
+		};
+
+		r = target_map_refused(h, m);
+		if (!r)
+			r = insert_region(h, reg, m->name);
+	}
+	bgs_target_maps_free(&h->maps);
+	h->maps = maps;
+	return r;
+}
+
+static int copy_strings(char ***dst, size_t *n, const char *const *src,
+			size_t count)
+{
+	*dst = calloc(count ? count : 1, sizeof(**dst));
+	if (!*dst)
+		return -ENOMEM;
+	for (*n = 0; *n < count; (*n)++)
+		if (!((*dst)[*n] = strdup(src[*n])))
+			return -ENOMEM;
+	return 0;
+}
+
+BGSNAP_API int bgsnap_target_pid(struct bgsnap *h, int pid,
+				 const struct bgsnap_target_opts *opts)
+{
+	const struct bgsnap_target_opts none = { 0 };
+	int r;
+
+	if (!opts)
+		opts = &none;
+	if (busy(h))
+		return -EBUSY;
+	if (h->nregions || h->target) {
+		bgs_snap_set_error(h, "bgsnap_target_pid needs a handle "
+				   "without regions");
+		return -EBUSY;
+	}
+	h->target = calloc(1, sizeof(*h->target));
+	if (!h->target)
+		return -ENOMEM;
+	r = bgs_target_open(h->target, pid);
+	if (r)
+		bgs_snap_set_error(h, "%s", h->target->msg);
+	if (!r)
+		r = copy_strings(&h->include, &h->ninclude, opts->include,
+				 opts->ninclude);
+	if (!r)
+		r = copy_strings(&h->exclude, &h->nexclude, opts->exclude,
+				 opts->nexclude);
+	if (!r)
+		r = bgs_snap_target_refresh(h);
+	if (r) {
+		bgs_target_close(h->target);
+		free(h->target);
+		h->target = NULL;
+		clear_regions(h);
+	}
+	return r;
 }
 
 BGSNAP_API size_t bgsnap_region_count(const struct bgsnap *h)
@@ -359,6 +537,7 @@ BGSNAP_API int bgsnap_region(const struct bgsnap *h, size_t i,
 		.len = r->len,
 		.page_size = r->page_size,
 		.kind = r->kind,
+		.why = r->why ? r->why : "",
 	};
 	return 0;
 }
@@ -374,7 +553,7 @@ const struct bgs_region *bgs_snap_region_of_page(const struct bgsnap *h,
 
 		if (page < r->first_page)
 			hi = mid;
-		else if (page >= r->first_page + r->len / BGS_PAGE_SIZE)
+		else if (page >= r->first_page + bgs_region_pages(r))
 			lo = mid + 1;
 		else
 			return r;
