@@ -221,8 +221,11 @@ static void test_extent_rules(void **state)
 				.npages = 4, .encoding = RS_ENC_ZERO };
 	assert_int_equal(bgs_rs_extent_check(&h, &e, &d), RS_ERANGE);
 	e = (struct rs_extent){ .region = 1, .first = 8, .npages = 8,
-				.encoding = RS_ENC_LZ4, .stored_len = 100 };
+				.encoding = RS_ENC_LZ4, .stored_len = 129 };
 	assert_int_equal(bgs_rs_extent_check(&h, &e, &d), 0);
+	e.stored_len = 128; /* 32 KiB from 128 bytes: more than lz4 can */
+	assert_int_equal(bgs_rs_extent_check(&h, &e, &d), RS_ECORRUPT);
+	e.stored_len = 129;
 	e.first = 4;
 	assert_int_equal(bgs_rs_extent_check(&h, &e, &d), RS_ECORRUPT);
 	e = (struct rs_extent){ .region = 0, .npages = 1,
