@@ -220,6 +220,22 @@ enum bgsnap_save_flags {
 	/* Keep the owner paused for the whole copy; no userfaultfd at all.
 	 * For owners that are quiescent anyway (a fork child) and baselines. */
 	BGSNAP_SAVE_STOP_THE_WORLD = 1u << 1,
+	/* Arm all protection inside the pause, as bgsnap did first: the
+	 * blackout then grows with memory size. By default (two-phase
+	 * arming) protection is armed while the owner runs and the pause
+	 * re-protects only the pages written since. */
+	BGSNAP_SAVE_ONE_PHASE = 1u << 2,
+	/* Keep tracking writes after the save: pages stay protected, the
+	 * first write to each is recorded. The next save is then armed in
+	 * a blackout that depends on what was written, and may be
+	 * incremental. Tracking ends with bgsnap_track_stop(), a save
+	 * without this flag, or bgsnap_free(). */
+	BGSNAP_SAVE_KEEP_TRACKING = 1u << 3,
+	/* Store only the pages written since the last snapshot saved with
+	 * BGSNAP_SAVE_KEEP_TRACKING (its "parent"); the others are recorded
+	 * as "same as the parent". BGSNAP_EPARENT when not tracking since
+	 * a snapshot. */
+	BGSNAP_SAVE_INCREMENTAL = 1u << 4,
 };
 
 struct bgsnap_save_opts {
@@ -305,6 +321,9 @@ struct bgsnap_stats {
 	uint64_t stall_ns_p99;
 	uint64_t stall_ns_max;
 	uint64_t peak_buffer_bytes; /* high-water mark of write buffers */
+	uint64_t arm_ns;	   /* protecting before the pause (two-phase) */
+	uint64_t reprotected_pages; /* protected again inside the pause */
+	uint64_t pages_parent;	   /* incremental: the parent's pages */
 	/* A restore fills these (and pages_total, pages_by_fault,
 	 * pages_zero, elapsed_ns, faults; stall_* is then the fault service
 	 * latency: fault read to page in place). */
@@ -392,6 +411,197 @@ BGSNAP_API int bgsnap_restore_start_fd(struct bgsnap *h, int fd,
 /* Start and wait. */
 BGSNAP_API int bgsnap_restore(struct bgsnap *h, const char *path,
 			      const struct bgsnap_restore_opts *opts);
+
+/* ---- snapshot files ------------------------------------------------------ */
+
+/*
+ * Reading a snapshot file: what it holds, its attachments and statistics,
+ * a full check, and the bytes of any region (for export). A file handle
+ * reads one complete snapshot file and never writes it; no thread of its
+ * own. Like a session handle it is not thread-safe; separate handles, even
+ * on the same file, may be used from separate threads.
+ *
+ * A call that fails on the file's content returns a BGSNAP_E* code and
+ * leaves a one-line message naming where the damage is, e.g. "record at
+ * offset 8192 (region 'ram', pages 64..127): data checksum mismatch", in
+ * bgsnap_file_last_error(); bgsnap_file_open(), which has no handle yet,
+ * writes its message into a buffer of the caller's.
+ */
+struct bgsnap_file;
+
+/* Bytes that hold any message of bgsnap_file_open() and
+ * bgsnap_file_last_error(), NUL included. */
+#define BGSNAP_FILE_ERROR_MAX 256
+
+/*
+ * Open the snapshot file at @path read-only and validate what locates
+ * everything else: header, footer, region table and index, including that
+ * every page of every saved region is stored exactly once. Record payloads
+ * are checked when read (bgsnap_file_read), or all at once by
+ * bgsnap_file_verify(). Returns 0 and sets *@out (close it with
+ * bgsnap_file_close()), or an error with *@out NULL and, when @err is not
+ * NULL, a one-line message in @err (@errlen bytes; BGSNAP_FILE_ERROR_MAX
+ * is enough) naming the place:
+ *   -ENOENT, -EACCES ...  the file cannot be opened;
+ *   -EISDIR               @path is a directory;
+ *   -ESPIPE               not a regular file (a pipe, a device);
+ *   BGSNAP_EBADMAGIC      not a bgsnap snapshot;
+ *   BGSNAP_ETRUNCATED     the file ends early (empty, or a save that
+ *                         never finished);
+ *   BGSNAP_EVERSION       a format version or feature this library lacks;
+ *   BGSNAP_ECHECKSUM, BGSNAP_ECORRUPT, BGSNAP_EOVERLAP, BGSNAP_EMISSING,
+ *   BGSNAP_ERANGE         damaged;
+ *   -ENOMEM, -EIO.
+ * Any thread.
+ */
+BGSNAP_API int bgsnap_file_open(struct bgsnap_file **out, const char *path,
+				char *err, size_t errlen);
+
+/* Close @f (NULL is fine). Every string @f handed out dies with it. */
+BGSNAP_API void bgsnap_file_close(struct bgsnap_file *f);
+
+/* The message of the last call on @f that failed, one line ("" if none).
+ * Valid until the next call on @f. */
+BGSNAP_API const char *bgsnap_file_last_error(const struct bgsnap_file *f);
+
+struct bgsnap_file_info {
+	unsigned version_major;	/* of the file format */
+	unsigned version_minor;
+	uint8_t snapshot_id[16];
+	uint8_t parent_id[16];	/* all zero: a full snapshot */
+	int incremental;	/* 1: has a parent (pages may be PARENT) */
+	uint64_t created_ns;	/* CLOCK_REALTIME at the save, ns */
+	char host[65];		/* uname -n at the save (unprintable bytes
+				 * shown as '?') */
+	char kernel[65];	/* uname -r at the save */
+	uint64_t file_size;	/* bytes */
+	uint64_t records;	/* page records */
+	size_t regions;
+	size_t attachments;
+	/* Over all regions, in 4 KiB pages (unsaved regions count none): */
+	uint64_t pages;
+	uint64_t pages_data;	/* stored as bytes, raw or compressed */
+	uint64_t pages_zero;	/* stored as "all zero": no bytes */
+	uint64_t pages_parent;	/* stored as "as in the parent" */
+	uint64_t data_bytes;	/* bytes stored for the data pages */
+	double compression_ratio; /* pages_data * 4096 / data_bytes; 0 when
+				   * no data page */
+};
+
+/* Describe the file: fills @info, returns 0. Reads nothing. */
+BGSNAP_API int bgsnap_file_info(const struct bgsnap_file *f,
+				struct bgsnap_file_info *info);
+
+struct bgsnap_file_region {
+	const char *name;	/* owned by the file handle */
+	uint64_t addr;		/* where it was when saved */
+	uint64_t len;		/* bytes */
+	uint64_t page_size;	/* 4096, or the huge page size (hugetlbfs) */
+	int kind;		/* enum bgsnap_kind, never AUTO; see
+				 * bgsnap_kind_name() */
+	int prot;		/* PROT_* bits when saved */
+	/* In 4 KiB pages; all zero for an unsaved region: */
+	uint64_t pages;		/* len / 4096 */
+	uint64_t pages_data;
+	uint64_t pages_zero;
+	uint64_t pages_parent;
+	uint64_t data_bytes;	/* bytes stored for its data pages */
+	uint64_t records;	/* page records */
+};
+
+/* Describe region @i (0 <= @i < info.regions), in the file's order.
+ * -ERANGE if there is none. Reads nothing. */
+BGSNAP_API int bgsnap_file_region(const struct bgsnap_file *f, size_t i,
+				  struct bgsnap_file_region *r);
+/* The index of the region named @name, or -ENOENT. */
+BGSNAP_API int bgsnap_file_find_region(const struct bgsnap_file *f,
+				       const char *name);
+
+/* A memory kind's name: "anon", "anon_thp", "shmem", "hugetlb",
+ * "file_private", "unsaved" ("auto" for 0, "unknown" for anything else).
+ * Static storage; any thread. */
+BGSNAP_API const char *bgsnap_kind_name(int kind);
+
+/*
+ * Name and size of attachment @i (0 <= @i < info.attachments), in file
+ * order; *@name is owned by @f. Names starting with "bgsnap." are
+ * bgsnap's own. -ERANGE if there is none. Reads nothing.
+ */
+BGSNAP_API int bgsnap_file_attachment(const struct bgsnap_file *f, size_t i,
+				      const char **name, size_t *len);
+/* The index of the attachment named @name, or -ENOENT. */
+BGSNAP_API int bgsnap_file_find_attachment(const struct bgsnap_file *f,
+					   const char *name);
+/*
+ * Copy attachment @i into @buf (@len bytes, at least its size), checksum
+ * verified. Returns 0, -ERANGE (no such attachment), -ENOBUFS (@len too
+ * small), BGSNAP_ECHECKSUM (damaged: @buf is then unspecified), -EIO.
+ */
+BGSNAP_API int bgsnap_file_attachment_read(struct bgsnap_file *f, size_t i,
+					   void *buf, size_t len);
+
+/*
+ * The statistics the save stored with the snapshot (the attachment
+ * "bgsnap.stats"): a JSON object, as text, NUL-terminated, owned by @f
+ * and valid until it is closed. Keys, all numbers unless said: blackout_ns,
+ * pages_total, pages_by_scan, pages_by_fault, pages_unpopulated, faults,
+ * stall_ns_p50, stall_ns_p99, stall_ns_max (ns a writer waited on a
+ * fault), stop_the_world (boolean); later versions may add keys. The
+ * checksum guards against damage, not forgery: a program that embeds the
+ * text in its own output should check it parses. Errors: -ENOENT (saved
+ * without statistics), BGSNAP_ECHECKSUM, BGSNAP_ECORRUPT (not text),
+ * -EIO, -ENOMEM.
+ */
+BGSNAP_API int bgsnap_file_stats_json(struct bgsnap_file *f,
+				      const char **json);
+
+/*
+ * Check the whole file: every record's header and data checksums (pages
+ * and attachments), that every page of every saved region is stored
+ * exactly once, that the index lists exactly the records there are, and
+ * that the file has not changed since it was opened. Reads the file once,
+ * front to back. @progress (may be NULL) is called on this thread every
+ * few MiB with the bytes checked and the file size, and with done == total
+ * at the end of a good file. Returns 0 if the file is perfect, else the
+ * first problem found (BGSNAP_E*, message in bgsnap_file_last_error()),
+ * -EIO or -ENOMEM. The pages of an incremental snapshot stored in its
+ * parent are not looked at: the parent is another file.
+ */
+BGSNAP_API int bgsnap_file_verify(struct bgsnap_file *f,
+				  void (*progress)(void *arg, uint64_t done,
+						   uint64_t total),
+				  void *arg);
+
+/* How a run of pages is stored. */
+enum bgsnap_pages {
+	BGSNAP_PAGES_DATA = 1,	 /* as bytes (raw or compressed) */
+	BGSNAP_PAGES_ZERO = 2,	 /* all zero: nothing stored */
+	BGSNAP_PAGES_PARENT = 3, /* as in the parent snapshot (another file) */
+	BGSNAP_PAGES_NONE = 4,	 /* an unsaved region: nothing at all */
+};
+
+/*
+ * How region @region is stored from byte @offset on, as lseek's SEEK_HOLE
+ * tells holes from data: returns the enum bgsnap_pages of the page holding
+ * @offset and sets *@len to the bytes from @offset to the end of the run
+ * of pages stored the same way. Reads nothing. -ERANGE if there is no such
+ * region or @offset is not inside it (an empty region has no byte).
+ */
+BGSNAP_API int bgsnap_file_map(struct bgsnap_file *f, size_t region,
+			       uint64_t offset, uint64_t *len);
+
+/*
+ * Read @len bytes of region @region from byte @offset (any offset and
+ * length inside the region) into @buf: the memory as it was at the
+ * snapshot's instant. Each record is checked (header and data checksums)
+ * as it is decoded; zero pages are not read from the file. Returns 0, or
+ * -ERANGE (not inside the region), -ENODATA (an unsaved region),
+ * BGSNAP_EPARENT (some pages are stored in the parent snapshot), BGSNAP_E*
+ * (damage: the message names the record), -EIO, -ENOMEM; @buf is then
+ * unspecified.
+ */
+BGSNAP_API int bgsnap_file_read(struct bgsnap_file *f, size_t region,
+				uint64_t offset, void *buf, size_t len);
 
 #ifdef __cplusplus
 }

@@ -24,8 +24,10 @@
 
 _Static_assert(sizeof(((struct rs_diag *)0)->msg) <= BGSNAP_FILE_ERROR_MAX,
 	       "a store's message fits the public buffer");
-_Static_assert((int)RS_KIND_FILE_PRIVATE == 5 && (int)RS_KIND_UNSAVED == 6,
-	       "kinds are stored numbers: bgsnap_kind_name() knows them");
+_Static_assert((int)RS_KIND_FILE_PRIVATE == (int)BGSNAP_KIND_FILE_PRIVATE &&
+		       (int)RS_KIND_UNSAVED == (int)BGSNAP_KIND_UNSAVED,
+	       "stored kinds are the public ones: bgsnap_kind_name() knows "
+	       "them all");
 
 struct bgsnap_file {
 	int fd;
