@@ -45,6 +45,11 @@ static uint64_t page_addr(const struct bgs_region *r, uint64_t page)
 	return r->base + (page - r->first_page) * BGS_PAGE_SIZE;
 }
 
+static struct bgs_pagemap *pagemap_of(struct bgs_save *s)
+{
+	return s->mon ? &s->mon->pagemap : &s->pagemap;
+}
+
 static uint32_t region_index(const struct bgs_save *s,
 			     const struct bgs_region *r)
 {
@@ -146,7 +151,7 @@ static int verify_protected(struct bgs_save *s, const struct bgs_region *r,
 	const struct bgs_scan_query q = { .anyof = PAGE_IS_WRITTEN,
 					  .report = PAGE_IS_WRITTEN };
 	uint64_t at = 0;
-	const int ret = bgs_uffd_pagemap_scan(&s->pagemap, addr, addr + len,
+	const int ret = bgs_uffd_pagemap_scan(pagemap_of(s), addr, addr + len,
 					      &q, any_written, &at);
 
 	if (ret == 1)
@@ -163,7 +168,7 @@ static int verify_protected(struct bgs_save *s, const struct bgs_region *r,
 static int unprotect(struct bgs_save *s, const struct bgs_region *r,
 		     uint64_t addr, size_t len)
 {
-	const int ret = bgs_uffd_unprotect(&s->uffd, addr, len, true);
+	const int ret = bgs_uffd_unprotect(&s->mon->uffd, addr, len, 0);
 
 	if (ret == -ESRCH)
 		return bgs_save_fail(s, BGSNAP_ETARGET,
@@ -199,17 +204,35 @@ static int copy_pages(struct bgs_save *s, const struct bgs_region *r,
 	return 0;
 }
 
-/* Steps 2 and 4 for a run whose pages are all copied out. */
+/* A writer waits on these pages while tracking goes on: record them as
+ * written (and writable) for the monitor, before they become so. */
+static int track_and_unprotect(struct bgs_save *s, const struct bgs_region *r,
+			       uint64_t page, uint64_t n)
+{
+	for (uint64_t p = page; p < page + n; p++) {
+		bgs_bit_set(s->mon->written, p);
+		bgs_bit_set(s->mon->unprotected, p);
+	}
+	return unprotect(s, r, page_addr(r, page), n * BGS_PAGE_SIZE);
+}
+
+/*
+ * Steps 2 and 4 for a run whose pages are all copied out. While tracking
+ * goes on after the save, pages stay protected unless a writer waits on
+ * them (@faulted).
+ */
 static int release_run(struct bgs_save *s, const struct bgs_region *r,
-		       uint64_t page, uint64_t n)
+		       uint64_t page, uint64_t n, bool faulted)
 {
 	const uint64_t addr = page_addr(r, page);
 	int ret = 0;
 
-	if (!s->stop_the_world) {
+	if (s->mon) {
 		if (s->verify)
 			ret = verify_protected(s, r, addr, n * BGS_PAGE_SIZE);
-		if (!ret)
+		if (!ret && s->keep_tracking && faulted)
+			ret = track_and_unprotect(s, r, page, n);
+		else if (!ret && !s->keep_tracking)
 			ret = unprotect(s, r, addr, n * BGS_PAGE_SIZE);
 	}
 	if (!ret)
@@ -235,13 +258,17 @@ static void serve_faults(struct bgs_save *s)
 		uint64_t first, n;
 
 		unit_of(s, r, req.page, true, &first, &n);
-		if (bgs_page_saved(s, first)) {
-			/* Saved (and so unprotected) after the fault was
+		if (bgs_page_saved(s, first) && s->keep_tracking) {
+			/* Saved since the fault was queued, and still
+			 * protected for tracking. */
+			track_and_unprotect(s, r, first, n);
+		} else if (bgs_page_saved(s, first)) {
+			/* Saved (and so unprotected) since the fault was
 			 * queued: the writer may still sleep; wake it. */
-			bgs_uffd_wake(&s->uffd, page_addr(r, first),
+			bgs_uffd_wake(&s->mon->uffd, page_addr(r, first),
 				      n * BGS_PAGE_SIZE);
 		} else if (!copy_pages(s, r, first, n) &&
-			   !release_run(s, r, first, n)) {
+			   !release_run(s, r, first, n, true)) {
 			s->pages_by_fault += n;
 			s->cursor = first + n; /* neighbours are likely next */
 		}
@@ -308,9 +335,53 @@ static void bulk_step(struct bgs_save *s)
 		if (!s->stop_the_world && faults_waiting(s))
 			break;
 	}
-	if (release_run(s, r, first, done) == 0)
+	if (release_run(s, r, first, done, false) == 0)
 		s->pages_by_scan += done;
 	s->cursor = first + done;
+}
+
+/* ---- incremental: the parent's pages ------------------------------------ */
+
+static bool changed(const struct bgs_save *s, uint64_t page)
+{
+	return s->changed[page / 64] & (1ULL << (page % 64));
+}
+
+/* Pages not written since the parent are the parent's: recorded as such,
+ * never read. They stay protected: tracking goes on. */
+static void store_parent_runs(struct bgs_save *s)
+{
+	const struct bgsnap *h = s->h;
+
+	for (size_t i = 0; i < h->nregions && !bgs_save_error(s); i++) {
+		const struct bgs_region *r = &h->regions[i];
+		const uint64_t end = r->first_page + bgs_region_pages(r);
+
+		if (!bgs_region_protected(r))
+			continue;
+		for (uint64_t p = r->first_page; p < end && !bgs_save_error(s);) {
+			uint64_t n = 0;
+			int ret;
+
+			while (p + n < end && !changed(s, p + n) &&
+			       !bgs_page_saved(s, p + n))
+				n++;
+			if (!n) {
+				p++;
+				continue;
+			}
+			ret = bgs_rs_put_parent(s->writer, region_index(s, r),
+						p - r->first_page, n);
+			if (ret < 0)
+				bgs_save_fail(s, ret, "writing the snapshot: %s",
+					      bgsnap_strerror(ret));
+			mark_saved(s, p, n);
+			s->pages_parent += n;
+			p += n;
+		}
+		if (!s->stop_the_world)
+			serve_faults(s);
+	}
 }
 
 /* ---- pages that are zero at the snapshot instant --------------------------- */
@@ -352,7 +423,7 @@ static void store_zero_run(struct bgs_save *s, const struct bgs_region *r,
 			      bgsnap_strerror(ret));
 		return;
 	}
-	if (!s->stop_the_world &&
+	if (s->mon && !s->keep_tracking &&
 	    unprotect(s, r, page_addr(r, page), n * BGS_PAGE_SIZE))
 		return;
 	mark_saved(s, page, n);
@@ -412,7 +483,7 @@ static void skip_zero_pages(struct bgs_save *s)
 			const uint64_t end = a + ZERO_SCAN_SLICE < r->base + r->len ?
 						     a + ZERO_SCAN_SLICE :
 						     r->base + r->len;
-			const int ret = bgs_uffd_pagemap_scan(&s->pagemap, a, end,
+			const int ret = bgs_uffd_pagemap_scan(pagemap_of(s), a, end,
 							      &q, zero_scan_cb, &z);
 			if (ret < 0)
 				bgs_save_fail(s, ret, "PAGEMAP_SCAN: %s",
@@ -510,22 +581,27 @@ static int commit(struct bgs_save *s)
 	return bgs_rs_writer_commit(w);
 }
 
+static void stop_monitor(struct bgs_save *s)
+{
+	bgs_monitor_stop(s->mon);
+	s->h->monitor = NULL;
+	s->mon = NULL;
+}
+
 /* Stop the fault thread, drop all protection, end the store. Every path
  * out of a save that armed anything comes through here. */
 void bgs_save_teardown(struct bgs_save *s)
 {
+	struct bgs_monitor *m = s->mon;
 	int result;
 
-	if (s->fault_started) {
-		const uint64_t one = 1;
-
-		/* Adding 1 to a fresh eventfd cannot fail. */
-		(void)!write(s->stop_fd, &one, sizeof(one));
-		pthread_join(s->fault_thread, NULL);
-		s->fault_started = false;
-	}
-	bgs_uffd_close(&s->uffd); /* nothing protected, nobody blocked */
+	/* The fault thread lets go of the save; tracking goes on, or the
+	 * monitor stops: nothing protected any more, nobody blocked. */
+	if (m && s->keep_tracking && !bgs_save_error(s))
+		bgs_monitor_command(m, BGS_CMD_DETACH, NULL);
 	result = bgs_save_error(s);
+	if (m && (!s->keep_tracking || result))
+		stop_monitor(s);
 	if (s->writer) {
 		if (result) {
 			struct rs_writer *w = detach_writer(s);
@@ -539,6 +615,13 @@ void bgs_save_teardown(struct bgs_save *s)
 					      "snapshot: %s",
 					      bgsnap_strerror(result));
 		}
+	}
+	/* Tracking is relative to this snapshot only if it exists. */
+	if (m && s->keep_tracking && !result) {
+		memcpy(m->base_id, s->id, sizeof(m->base_id));
+		m->have_base = true;
+	} else if (s->mon) {
+		stop_monitor(s);
 	}
 	atomic_store(&s->t_end, bgs_now_ns());
 	pthread_mutex_lock(&s->lock);
@@ -555,6 +638,8 @@ void *bgs_copier_main(void *arg)
 	atomic_store(&s->copier_tid, (pid_t)syscall(SYS_gettid));
 	if (bgs_snap_test_hooks.copier_poke)
 		*bgs_snap_test_hooks.copier_poke = 1;
+	if (s->incremental)
+		store_parent_runs(s);
 	skip_zero_pages(s);
 	while (!bgs_save_error(s) &&
 	       atomic_load_explicit(&s->pages_done, memory_order_relaxed) <

@@ -3,30 +3,48 @@
  * The fault thread.
  *
  * DESIGN
- * Threads: the fault thread (this file) reads the uffd; the copier
- * (snap_copier.c) saves pages and changes protection; the thread that
- * started the save arms protection in the owner's pause.
+ * Threads: the fault thread (this file) reads the uffd of a monitor; the
+ * copier (snap_copier.c) saves pages; the owner's thread starts saves and
+ * sends commands (snap_monitor.c, snap_save.c).
  *
- * The fault thread reads messages in batches of BGS_FAULT_BATCH and never
- * waits on the copier: while an event is queued and unread, every
+ * It reads messages in batches of BGS_FAULT_BATCH, events first, and never
+ * waits on another thread: while an event is queued and unread, every
  * UFFDIO_WRITEPROTECT fails with EAGAIN, so the one thread that reads
- * events must always be free to read. It owns nothing but its stack;
- * it produces into the request ring (single producer) and reads the saved
- * bitmap (atomic loads) to judge events:
- *   - a write fault becomes a request for the copier (the ring is never
- *     waited on: when full the request is dropped and counted, and the
- *     writer is freed when the scan reaches its page — later, not never);
- *   - REMOVE (MADV_DONTNEED/REMOVE/FREE), UNMAP, REMAP of pages not yet
- *     saved, once protection is armed, fail the save (BGSNAP_EHAZARD):
- *     the kernel completes the event when it is read, so the old content
- *     cannot be rescued reliably (kernel-uffd.md §3.2). Saved pages are
- *     already safe in the store.
- *   - a fault by the copier itself means registered memory overlaps
- *     bgsnap's own (it would deadlock): the save fails and that page is
- *     unprotected here so the copier can run on to the clean-up.
+ * events must always be free to read. Its own ioctls use BGS_UFFD_NORETRY;
+ * a fault it cannot finish (EAGAIN, a full ring, a command running) is
+ * deferred, never dropped: a fault message is read once, and its writer
+ * sleeps until someone acts on it.
  *
- * Shutdown: the copier writes stop_fd and joins this thread before it
- * closes the uffd.
+ * TRACK mode: a write fault sets the page's `written` and `unprotected`
+ * bits, then unprotects it. SAVE mode: a fault on a page not yet saved is
+ * a request for the copier; on a page saved it is tracked as above when
+ * tracking goes on after the save, else just woken (it was unprotected
+ * when saved).
+ *
+ * Events: REMOVE/UNMAP/REMAP of pages not yet saved fail a save
+ * (BGSNAP_EHAZARD): the kernel completes an event when it is read, so the
+ * old content cannot be rescued (kernel-uffd.md §3.2). While tracking, the
+ * range is marked written and unprotected: an anonymous MADV_DONTNEED
+ * drops the protection with the content.
+ *
+ * Why no write slips between the two phases of arming (BGS_CMD_SWITCH):
+ * a page can be written without a fault only while its protection is off,
+ * and protection is turned off in exactly two places, both of which set
+ * the page's `unprotected` bit *before* the unprotect: here (tracking a
+ * fault) and in the copier (a faulted page, when tracking goes on). The
+ * bit is cleared in one place only, here, immediately *before* the page is
+ * protected again. So at every instant, a page without its bit is
+ * protected, or is about to be by this thread. The switch runs on this
+ * thread, between two batches: every fault read before it has been acted
+ * on (unprotected with its bit set, or deferred with the page still
+ * protected); it then protects again every page whose bit is set, until
+ * none is left — a page cannot gain a bit meanwhile except through an
+ * event, which this loop also reads — and only then enters SAVE mode. At
+ * that moment, the snapshot instant, every page is protected: nothing was
+ * cleared that was not observed, and nothing written was left writable.
+ * Faults read during the switch are deferred, and handled in SAVE mode.
+ *
+ * Shutdown: BGS_CMD_STOP, then the monitor closes the uffd.
  */
 #include "snap_internal.h"
 
@@ -34,6 +52,35 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <string.h>
+#include <unistd.h>
+
+void bgs_unit(const struct bgs_region *r, uint64_t page, uint64_t *first,
+	      uint64_t *n)
+{
+	const uint64_t unit = r->page_size / BGS_PAGE_SIZE;
+	const uint64_t rel = page - r->first_page;
+
+	*first = r->first_page + rel / unit * unit;
+	*n = unit;
+}
+
+static uint64_t page_addr(const struct bgs_region *r, uint64_t page)
+{
+	return r->base + (page - r->first_page) * BGS_PAGE_SIZE;
+}
+
+/* ---- deferred faults -------------------------------------------------------- */
+
+static bool defer(struct bgs_monitor *m, uint64_t addr, uint64_t t_ns,
+		  pid_t tid)
+{
+	if (m->ndeferred == BGS_DEFERRED_MAX)
+		return false;
+	m->deferred[m->ndeferred++] = (struct bgs_deferred){ addr, t_ns, tid };
+	return true;
+}
+
+/* ---- events ------------------------------------------------------------------- */
 
 /* The first region overlapping [start, end) that has an unsaved page. */
 static const struct bgs_region *unsaved_in(struct bgs_save *s, uint64_t start,
@@ -46,6 +93,8 @@ static const struct bgs_region *unsaved_in(struct bgs_save *s, uint64_t start,
 		const uint64_t lo = start > r->base ? start : r->base;
 		const uint64_t hi = end < r->base + r->len ? end : r->base + r->len;
 
+		if (!bgs_region_protected(r))
+			continue;
 		for (uint64_t a = lo & ~(uint64_t)(BGS_PAGE_SIZE - 1); a < hi;
 		     a += BGS_PAGE_SIZE) {
 			if (!bgs_page_saved(s, r->first_page +
@@ -58,14 +107,39 @@ static const struct bgs_region *unsaved_in(struct bgs_save *s, uint64_t start,
 	return NULL;
 }
 
-static void check_hazard(struct bgs_save *s, uint64_t start, uint64_t end,
+/* While tracking, a range the owner changed behind protection's back is
+ * written (and may be writable: protect it again at the next instant). */
+static void mark_changed(struct bgs_monitor *m, uint64_t start, uint64_t end)
+{
+	const struct bgsnap *h = m->h;
+
+	for (size_t i = 0; i < h->nregions; i++) {
+		const struct bgs_region *r = &h->regions[i];
+		const uint64_t lo = start > r->base ? start : r->base;
+		const uint64_t hi = end < r->base + r->len ? end : r->base + r->len;
+
+		if (!bgs_region_protected(r))
+			continue;
+		for (uint64_t a = lo & ~(uint64_t)(BGS_PAGE_SIZE - 1); a < hi;
+		     a += BGS_PAGE_SIZE) {
+			const uint64_t p = r->first_page +
+					   (a - r->base) / BGS_PAGE_SIZE;
+			bgs_bit_set(m->written, p);
+			bgs_bit_set(m->unprotected, p);
+		}
+	}
+}
+
+static void check_hazard(struct bgs_monitor *m, uint64_t start, uint64_t end,
 			 const char *what)
 {
+	struct bgs_save *s = m->save;
 	const struct bgs_region *r;
 	uint64_t at;
 
-	if (!atomic_load_explicit(&s->armed, memory_order_acquire))
-		return; /* before the snapshot instant: the owner's business */
+	mark_changed(m, start, end);
+	if (atomic_load(&m->mode) != BGS_MON_SAVE)
+		return;
 	r = unsaved_in(s, start, end, &at);
 	if (r)
 		bgs_save_fail(s, BGSNAP_EHAZARD,
@@ -75,20 +149,20 @@ static void check_hazard(struct bgs_save *s, uint64_t start, uint64_t end,
 			      r->name, start, end, what, at);
 }
 
-static void on_event(struct bgs_save *s, const struct uffd_msg *m)
+static void on_event(struct bgs_monitor *m, const struct uffd_msg *msg)
 {
-	switch (m->event) {
+	switch (msg->event) {
 	case UFFD_EVENT_REMOVE:
-		check_hazard(s, m->arg.remove.start, m->arg.remove.end,
+		check_hazard(m, msg->arg.remove.start, msg->arg.remove.end,
 			     "discarded (MADV_DONTNEED/MADV_REMOVE/MADV_FREE)");
 		break;
 	case UFFD_EVENT_UNMAP:
-		check_hazard(s, m->arg.remove.start, m->arg.remove.end,
+		check_hazard(m, msg->arg.remove.start, msg->arg.remove.end,
 			     "unmapped");
 		break;
 	case UFFD_EVENT_REMAP:
-		check_hazard(s, m->arg.remap.from,
-			     m->arg.remap.from + m->arg.remap.len,
+		check_hazard(m, msg->arg.remap.from,
+			     msg->arg.remap.from + msg->arg.remap.len,
 			     "moved by mremap");
 		break;
 	default:
@@ -96,64 +170,253 @@ static void on_event(struct bgs_save *s, const struct uffd_msg *m)
 	}
 }
 
-static void on_fault(struct bgs_save *s, const struct uffd_msg *m,
-		     uint64_t now)
-{
-	const uint64_t addr = m->arg.pagefault.address;
-	const struct bgs_region *r = bgs_snap_region_of_addr(s->h, addr);
-	const pid_t tid = (pid_t)m->arg.pagefault.feat.ptid;
-	struct bgs_request req;
+/* ---- faults ------------------------------------------------------------------- */
 
-	if (tid && tid == atomic_load(&s->copier_tid)) {
+/* Record the unit as written and writable, then unprotect it. */
+static bool track(struct bgs_monitor *m, const struct bgs_region *r,
+		  uint64_t first, uint64_t n)
+{
+	const uint64_t addr = page_addr(r, first);
+	int ret;
+
+	for (uint64_t p = first; p < first + n; p++) {
+		bgs_bit_set(m->written, p);
+		bgs_bit_set(m->unprotected, p);
+	}
+	ret = bgs_uffd_unprotect(&m->uffd, addr, n * BGS_PAGE_SIZE,
+				       BGS_UFFD_NORETRY);
+	if (ret == -EAGAIN)
+		return false;
+	atomic_fetch_add_explicit(&m->faults, 1, memory_order_relaxed);
+	return true;
+}
+
+/* A fault in SAVE mode. */
+static bool serve(struct bgs_monitor *m, const struct bgs_region *r,
+		  uint64_t page, uint64_t first, uint64_t n,
+		  const struct bgs_deferred *f)
+{
+	struct bgs_save *s = m->save;
+	const struct bgs_request req = { page, f->t_ns };
+
+	if (f->tid && f->tid == atomic_load(&s->copier_tid)) {
 		bgs_save_fail(s, BGSNAP_EUNSAFE,
 			      "bgsnap's copier wrote to registered memory at "
 			      "0x%" PRIx64 ": a region overlaps bgsnap's own "
-			      "memory", addr);
-		bgs_uffd_unprotect(&s->uffd, addr & ~(uint64_t)(BGS_PAGE_SIZE - 1),
-				   r ? r->page_size : BGS_PAGE_SIZE, true);
-		return;
+			      "memory", f->addr);
+		/* Let the copier run on to the clean-up. */
+		return bgs_uffd_unprotect(&m->uffd, page_addr(r, first),
+						n * BGS_PAGE_SIZE,
+						BGS_UFFD_NORETRY) != -EAGAIN;
 	}
-	if (!r) /* not ours: cannot happen, but never leave a writer asleep */
-		return (void)bgs_uffd_wake(&s->uffd, addr, BGS_PAGE_SIZE);
-	req.page = r->first_page + (addr - r->base) / BGS_PAGE_SIZE;
-	req.t_ns = now;
-	if (!bgs_ring_push(&s->ring, &req))
-		atomic_fetch_add_explicit(&s->faults_dropped, 1,
-					  memory_order_relaxed);
+	if (!bgs_page_saved(s, first))
+		return bgs_ring_push(&s->ring, &req);
+	if (s->keep_tracking)
+		return track(m, r, first, n);
+	/* Saved, so unprotected since: it may still sleep. */
+	bgs_uffd_wake(&m->uffd, page_addr(r, first), n * BGS_PAGE_SIZE);
+	return true;
+}
+
+/* Act on a fault; false if it must wait (then it is deferred). */
+static bool on_fault(struct bgs_monitor *m, const struct bgs_deferred *f)
+{
+	const struct bgs_region *r = bgs_snap_region_of_addr(m->h, f->addr);
+	uint64_t page, first, n;
+
+	if (!r || !bgs_region_protected(r)) /* cannot happen: never leave a
+					     * writer asleep */
+		return bgs_uffd_wake(&m->uffd, f->addr, BGS_PAGE_SIZE), true;
+	page = r->first_page + (f->addr - r->base) / BGS_PAGE_SIZE;
+	bgs_unit(r, page, &first, &n);
+	if (atomic_load_explicit(&m->mode, memory_order_relaxed) ==
+	    BGS_MON_TRACK)
+		return track(m, r, first, n);
+	return serve(m, r, page, first, n, f);
+}
+
+static void retry_deferred(struct bgs_monitor *m)
+{
+	size_t keep = 0;
+
+	for (size_t i = 0; i < m->ndeferred; i++)
+		if (!on_fault(m, &m->deferred[i]))
+			m->deferred[keep++] = m->deferred[i];
+	m->ndeferred = keep;
+}
+
+/*
+ * Read what is queued: events handled, faults deferred (@act false) or
+ * acted on. Returns the number of messages, or -errno.
+ */
+static int read_batch(struct bgs_monitor *m, bool act)
+{
+	struct uffd_msg msgs[BGS_FAULT_BATCH];
+	const size_t room = BGS_DEFERRED_MAX - m->ndeferred;
+	int n;
+
+	if (!room) /* leave them queued: the writers wait, nothing is lost */
+		return 0;
+	n = bgs_uffd_read(&m->uffd, msgs,
+			  room < BGS_FAULT_BATCH ? room : BGS_FAULT_BATCH);
+	if (n <= 0)
+		return n;
+	const uint64_t now = bgs_now_ns();
+	for (int i = 0; i < n; i++)
+		if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
+			on_event(m, &msgs[i]);
+	for (int i = 0; i < n; i++) {
+		const struct bgs_deferred f = {
+			msgs[i].arg.pagefault.address, now,
+			(pid_t)msgs[i].arg.pagefault.feat.ptid,
+		};
+		if (msgs[i].event == UFFD_EVENT_PAGEFAULT &&
+		    (!act || !on_fault(m, &f)))
+			defer(m, f.addr, f.t_ns, f.tid);
+	}
+	return n;
+}
+
+/* ---- commands ------------------------------------------------------------------ */
+
+/* Protect [first, first + n) again (their bits are cleared already),
+ * reading messages while an event blocks the ioctl. */
+static int reprotect_run(struct bgs_monitor *m, const struct bgs_region *r,
+			 uint64_t first, uint64_t n)
+{
+	for (;;) {
+		const int ret = bgs_uffd_protect(&m->uffd,
+						       page_addr(r, first),
+						       n * BGS_PAGE_SIZE,
+						       BGS_UFFD_NORETRY);
+		if (ret != -EAGAIN)
+			return ret;
+		if (read_batch(m, false) < 0)
+			return -EIO;
+	}
+}
+
+/* One pass over the unprotected pages, region by region, in runs.
+ * Returns the pages protected, or -errno. */
+static int64_t reprotect_pass(struct bgs_monitor *m)
+{
+	const struct bgsnap *h = m->h;
+	int64_t done = 0;
+
+	for (size_t i = 0; i < h->nregions; i++) {
+		const struct bgs_region *r = &h->regions[i];
+		const uint64_t end = r->first_page + bgs_region_pages(r);
+
+		if (!bgs_region_protected(r))
+			continue;
+		for (uint64_t p = r->first_page; p < end;) {
+			uint64_t n = 0;
+			int ret;
+
+			while (p + n < end && bgs_bit_get(m->unprotected, p + n))
+				n++;
+			if (!n) {
+				p++;
+				continue;
+			}
+			/* Clear first, then protect: see the DESIGN block. */
+			for (uint64_t k = p; k < p + n; k++)
+				atomic_fetch_and_explicit(
+					&m->unprotected[k / 64],
+					~(1ULL << (k % 64)), memory_order_acq_rel);
+			ret = reprotect_run(m, r, p, n);
+			if (ret)
+				return ret;
+			done += (int64_t)n;
+			p += n;
+		}
+	}
+	return done;
+}
+
+/* The snapshot instant: nothing writable is left, then SAVE mode. */
+static int64_t switch_to_save(struct bgs_monitor *m, struct bgs_save *s)
+{
+	int64_t total = 0, n;
+	const uint64_t words = (m->h->total_pages + 63) / 64;
+
+	do {
+		n = reprotect_pass(m);
+		total += n > 0 ? n : 0;
+	} while (n > 0);
+	if (n < 0)
+		return n;
+	for (uint64_t w = 0; w < words; w++) {
+		const uint64_t bits = atomic_exchange(&m->written[w], 0);
+
+		if (s->changed)
+			s->changed[w] = bits;
+	}
+	m->save = s;
+	atomic_store(&m->mode, BGS_MON_SAVE);
+	return total;
+}
+
+static int64_t run_command(struct bgs_monitor *m, enum bgs_mon_cmd cmd,
+			   struct bgs_save *s)
+{
+	switch (cmd) {
+	case BGS_CMD_REPROTECT:
+		return reprotect_pass(m);
+	case BGS_CMD_SWITCH:
+		return switch_to_save(m, s);
+	case BGS_CMD_DETACH:
+		atomic_store(&m->mode, BGS_MON_TRACK);
+		m->save = NULL;
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+/* Run the command waiting, if any; true if it was STOP. */
+static bool take_command(struct bgs_monitor *m)
+{
+	enum bgs_mon_cmd cmd;
+	struct bgs_save *s;
+	uint64_t seq, value;
+	int64_t result;
+
+	if (read(m->wake_fd, &value, sizeof(value)) < 0 && errno != EAGAIN)
+		return false;
+	pthread_mutex_lock(&m->lock);
+	cmd = m->cmd;
+	s = m->cmd_save;
+	seq = m->cmd_seq;
+	pthread_mutex_unlock(&m->lock);
+	if (seq == m->done_seq)
+		return false;
+	result = run_command(m, cmd, s);
+	pthread_mutex_lock(&m->lock);
+	m->result = result;
+	m->done_seq = seq;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+	return cmd == BGS_CMD_STOP;
 }
 
 void *bgs_fault_main(void *arg)
 {
-	struct bgs_save *s = arg;
-	struct uffd_msg msgs[BGS_FAULT_BATCH];
+	struct bgs_monitor *m = arg;
 	struct pollfd p[2] = {
-		{ .fd = s->uffd.fd, .events = POLLIN },
-		{ .fd = s->stop_fd, .events = POLLIN },
+		{ .fd = m->uffd.fd, .events = POLLIN },
+		{ .fd = m->wake_fd, .events = POLLIN },
 	};
 
 	for (;;) {
-		int n;
-
-		if (poll(p, 2, -1) < 0 && errno != EINTR) {
-			bgs_save_fail(s, -errno, "fault thread: poll: %s",
-				      strerror(errno));
+		/* With faults deferred, peek and come back soon. */
+		if (poll(p, 2, m->ndeferred ? 1 : -1) < 0 && errno != EINTR)
 			break;
-		}
-		if (p[1].revents)
+		if ((p[1].revents & POLLIN) && take_command(m))
 			break;
-		n = bgs_uffd_read(&s->uffd, msgs, BGS_FAULT_BATCH);
-		if (n < 0) {
-			bgs_save_fail(s, n, "fault thread: read: %s",
-				      strerror(-n));
+		if (read_batch(m, true) < 0)
 			break;
-		}
-		const uint64_t now = bgs_now_ns();
-		for (int i = 0; i < n; i++) /* events first */
-			if (msgs[i].event != UFFD_EVENT_PAGEFAULT)
-				on_event(s, &msgs[i]);
-		for (int i = 0; i < n; i++)
-			if (msgs[i].event == UFFD_EVENT_PAGEFAULT)
-				on_fault(s, &msgs[i], now);
+		retry_deferred(m);
 	}
 	return NULL;
 }

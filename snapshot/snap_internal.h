@@ -100,17 +100,97 @@ static inline int bgs_first_error_get(struct bgs_first_error *e)
 	return atomic_load_explicit(&e->code, memory_order_acquire);
 }
 
+/*
+ * The monitor: the uffd over all regions and the fault thread that reads
+ * it (snap_fault.c). It lives for one save, or, while tracking, from
+ * bgsnap_track_start / a save with BGSNAP_SAVE_KEEP_TRACKING until tracking
+ * stops (snap_monitor.c). Its fault thread is in one of two modes:
+ *   TRACK  a write fault only records the page (written, unprotected) and
+ *          unprotects it at once: nothing is saved;
+ *   SAVE   a write fault on a page not yet saved becomes a request for the
+ *          copier of the save being served.
+ * Other threads talk to the fault thread by commands (bgs_monitor_command),
+ * which it runs between two batches of messages.
+ */
+enum bgs_mon_mode {
+	BGS_MON_TRACK = 0,
+	BGS_MON_SAVE = 1,
+};
+
+enum bgs_mon_cmd {
+	BGS_CMD_NONE = 0,
+	BGS_CMD_REPROTECT, /* protect every unprotected page again: TRACK */
+	BGS_CMD_SWITCH,	   /* the same until none is left, then SAVE */
+	BGS_CMD_DETACH,	   /* back to TRACK: the save is over */
+	BGS_CMD_STOP,	   /* the fault thread exits */
+};
+
+/* A fault waiting to be handled again (EAGAIN, a full ring, a command). */
+struct bgs_deferred {
+	uint64_t addr;
+	uint64_t t_ns;
+	pid_t tid;
+};
+
+#define BGS_DEFERRED_MAX 4096u
+
+struct bgs_monitor {
+	struct bgsnap *h;		/* regions read-only while it lives */
+	pid_t pid;			/* whose memory */
+	struct bgs_uffd uffd;		/* fd read-only after start */
+	struct bgs_pagemap pagemap;	/* stateless ioctls: any thread */
+	bool keep_tracking;		/* owner thread, between saves */
+
+	/* One mmap'd arena: bitmaps, deferred faults, the thread's stack. */
+	void *arena;
+	size_t arena_len;
+	/* Bit per page. unprotected: the page is writable while tracked;
+	 * set (before the unprotect) by whoever unprotects a tracked page:
+	 * the fault thread, or the copier serving a fault while tracking
+	 * goes on; cleared only by the fault thread, just before it protects
+	 * the page again. written: changed since the last snapshot instant;
+	 * set with unprotected; cleared by the fault thread at the instant. */
+	_Atomic uint64_t *unprotected;
+	_Atomic uint64_t *written;
+	struct bgs_deferred *deferred;	/* fault thread */
+	size_t ndeferred;
+	void *stack;
+
+	pthread_t thread;
+	bool started;
+	int wake_fd;			/* eventfd: a command is waiting */
+	_Atomic int mode;		/* enum bgs_mon_mode: fault thread */
+	struct bgs_save *save;		/* SAVE mode: set/cleared by commands */
+
+	/* Commands: lock guards cmd, cmd_save, cmd_seq, done_seq, result. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	enum bgs_mon_cmd cmd;
+	struct bgs_save *cmd_save;
+	uint64_t cmd_seq, done_seq;
+	int64_t result;
+
+	struct bgs_first_error error;	/* damage found while tracking */
+	uint8_t base_id[16];		/* the last snapshot tracked from */
+	bool have_base;			/* owner thread */
+	_Atomic uint64_t faults;	/* tracked faults */
+};
+
 struct bgs_save {
 	struct bgsnap *h;		/* regions: read-only during a save */
+	struct bgs_monitor *mon;	/* NULL for stop-the-world */
 	struct bgsnap_save_opts opts;	/* read-only */
 	pid_t pid;			/* whose memory: read-only */
 	bool stop_the_world;		/* read-only */
 	bool verify;			/* read-only */
 	bool swap_present;		/* read-only: see snap_copier.c */
+	bool keep_tracking;		/* read-only: pages stay protected */
+	bool incremental;		/* read-only: unchanged pages are the
+					 * parent's */
+	uint8_t id[16];			/* this snapshot's id */
+	uint8_t parent_id[16];		/* incremental: the parent's */
 
-	struct bgs_uffd uffd;		/* fd read-only; ioctls by the copier
-					 * and the starting thread */
-	struct bgs_pagemap pagemap;	/* read-only (ioctls are stateless) */
+	struct bgs_pagemap pagemap;	/* stop-the-world only */
 	struct rs_writer *writer;	/* the copier's (the starter opens it) */
 
 	/* One mmap'd arena holds everything below that is not a scalar, so
@@ -119,8 +199,12 @@ struct bgs_save {
 	void *arena;
 	size_t arena_len;
 	_Atomic uint64_t *saved;	/* bit per page: set by the copier
-					 * after unprotect; read by the fault
-					 * thread (hazard checks) */
+					 * when saved; read by the fault
+					 * thread */
+	uint64_t *changed;		/* incremental: bit per page written
+					 * since the parent; set at the
+					 * instant by the fault thread, then
+					 * the copier's */
 	uint8_t *huge;			/* bit per page: start of a PMD-mapped
 					 * THP block. Copier. */
 	uint8_t *staging;		/* copier: pages read from the owner */
@@ -128,15 +212,13 @@ struct bgs_save {
 	uint8_t *read_count;		/* copier: reads per page (tests) */
 	struct bgs_ring ring;
 	struct bgs_hist stall;		/* copier */
-	void *fault_stack, *copier_stack;
+	void *copier_stack;
 
-	pthread_t fault_thread, copier_thread;
-	bool fault_started, copier_started; /* starter / copier */
+	pthread_t copier_thread;
+	bool copier_started;		/* starter */
 	_Atomic pid_t copier_tid;	/* for self-fault detection */
-	int stop_fd;			/* eventfd: the fault thread exits */
 
 	struct bgs_first_error error;	/* any thread */
-	_Atomic bool armed;		/* protection armed: events now matter */
 	_Atomic bool all_copied;	/* stop-the-world: owner may resume */
 	pthread_mutex_t lock;		/* with cond: all_copied, finished */
 	pthread_cond_t cond;
@@ -146,9 +228,12 @@ struct bgs_save {
 	_Atomic uint64_t pages_done;
 	_Atomic uint64_t t_start, t_end;
 	uint64_t t_pause, t_resume;	/* starter */
+	uint64_t blackout_ns;		/* starter: the longest stop */
+	uint64_t arm_ns;		/* starter: protecting before the pause */
+	uint64_t reprotected;		/* starter: pages protected in the pause */
 	uint64_t pages_by_scan, pages_by_fault, pages_unpopulated; /* copier */
+	uint64_t pages_parent;		/* copier */
 	uint64_t faults;		/* copier */
-	_Atomic uint64_t faults_dropped; /* fault thread: ring full */
 	uint64_t cursor;		/* copier: where the scan resumes */
 	struct bgsnap_stats final;	/* copier, at the end */
 };
@@ -164,6 +249,7 @@ struct bgsnap {
 	struct bgs_attachment *attachments;
 	size_t nattachments;
 	struct bgs_save *save;		/* the running or unwaited save */
+	struct bgs_monitor *monitor;	/* while tracking (or saving) */
 	struct bgs_restore *restore;	/* the running or unwaited lazy restore */
 	struct bgsnap_stats stats;	/* of the last finished operation */
 	bool result_pending;		/* a synchronous operation ended ... */
@@ -239,8 +325,36 @@ int bgs_thread_start(pthread_t *t, void *stack, void *(*fn)(void *),
 void bgs_restore_progress(struct bgs_restore *r, struct bgsnap_progress *p);
 int bgs_restore_wait(struct bgsnap *h);
 
+/* snap_monitor.c */
+/* Create a monitor for @h's protected regions in TRACK mode, nothing
+ * protected yet: uffd opened (in another process: injected; it must be
+ * frozen), regions registered, fault thread running. */
+int bgs_monitor_start(struct bgsnap *h, struct bgs_monitor **out);
+/* Write-protect every region (while the owner runs, or in the pause). */
+int bgs_monitor_protect_all(struct bgs_monitor *m);
+/* Run @cmd on the fault thread and wait for it; its result. */
+int64_t bgs_monitor_command(struct bgs_monitor *m, enum bgs_mon_cmd cmd,
+			    struct bgs_save *save);
+/* Stop the fault thread, close the uffd (every page unprotected, every
+ * waiter woken), free. NULL is fine. */
+void bgs_monitor_stop(struct bgs_monitor *m);
+static inline void bgs_bit_set(_Atomic uint64_t *map, uint64_t bit)
+{
+	atomic_fetch_or_explicit(&map[bit / 64], 1ULL << (bit % 64),
+				 memory_order_release);
+}
+static inline bool bgs_bit_get(_Atomic uint64_t *map, uint64_t bit)
+{
+	return atomic_load_explicit(&map[bit / 64], memory_order_acquire) &
+	       (1ULL << (bit % 64));
+}
+
 /* snap_fault.c / snap_copier.c: thread bodies */
 void *bgs_fault_main(void *arg);
 void *bgs_copier_main(void *arg);
+/* snap_fault.c: the unit of protection around @page (a hugetlbfs page,
+ * else the page) */
+void bgs_unit(const struct bgs_region *r, uint64_t page, uint64_t *first,
+	      uint64_t *n);
 
 #endif /* BGS_SNAP_INTERNAL_H */

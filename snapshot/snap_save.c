@@ -5,16 +5,23 @@
  * snap_copier.c.
  *
  * Order of a save start, and why:
- *   1. allocate everything the save's threads will ever write (one mmap'd
- *      arena, stacks included) and open the store, then check that no
+ *   1. allocate everything the save's threads will ever write (mmap'd
+ *      arenas, stacks included) and open the store, then check that no
  *      region overlaps any of it and that every region is still mapped as
  *      registered: bgsnap's threads must never write protected memory;
- *   2. open the uffd and register the regions (no protection yet), start
- *      the fault thread so events are read while protection is armed;
- *   3. pause the owner, arm (one UFFDIO_WRITEPROTECT per region), resume:
- *      the blackout is just step 3;
- *   4. start the copier. From here on the copier ends the save.
- * Any failure before 4 undoes what was done, in reverse.
+ *   2. start the monitor (snap_monitor.c): uffd, regions registered, the
+ *      fault thread reading events — unless tracking runs already;
+ *   3. two-phase arming (the default): protect everything while the owner
+ *      runs, the fault thread merely tracking the pages written meanwhile;
+ *      re-protect those, a few passes while the owner runs, to shrink
+ *      them;
+ *   4. pause the owner; the fault thread protects what is still written
+ *      and switches to saving (the snapshot instant); resume. The
+ *      blackout is step 4 alone, and it grows with what was written
+ *      since step 3, not with memory size. (BGSNAP_SAVE_ONE_PHASE arms
+ *      everything inside the pause instead.)
+ *   5. start the copier. From here on the copier ends the save.
+ * Any failure before 5 undoes what was done, in reverse.
  */
 #include "snap_internal.h"
 
@@ -27,6 +34,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -92,15 +100,17 @@ static struct bgs_save *save_new(struct bgsnap *h)
 {
 	const uint64_t pages = h->total_pages;
 	const size_t pg = BGS_PAGE_SIZE;
+	const size_t bits = align_up((pages + 63) / 64 * 8, 64);
 	const size_t saved_at = align_up(sizeof(struct bgs_save), 64);
-	const size_t huge_at = saved_at + align_up((pages + 63) / 64 * 8, 64);
+	const size_t changed_at = saved_at + bits;
+	const size_t huge_at = changed_at + bits;
 	const size_t count_at = huge_at + align_up((pages + 7) / 8, 64);
 	const size_t ring_at = count_at +
 		align_up(bgs_snap_test_hooks.read_count ? pages : 0, 64);
 	const size_t staging_at = align_up(ring_at + BGS_RING_SLOTS *
 					   sizeof(struct bgs_request), pg);
 	const size_t stacks_at = staging_at + staging_size(h);
-	const size_t len = stacks_at + 2 * BGS_STACK_SIZE;
+	const size_t len = stacks_at + BGS_STACK_SIZE;
 	uint8_t *a = mmap(NULL, len, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	struct bgs_save *s;
@@ -112,16 +122,14 @@ static struct bgs_save *save_new(struct bgsnap *h)
 	s->arena = a;
 	s->arena_len = len;
 	s->saved = (_Atomic uint64_t *)(a + saved_at);
+	s->changed = (uint64_t *)(a + changed_at);
 	s->huge = a + huge_at;
 	s->read_count = bgs_snap_test_hooks.read_count ? a + count_at : NULL;
 	s->ring.slot = (struct bgs_request *)(a + ring_at);
 	s->staging = a + staging_at;
 	s->staging_len = staging_size(h);
-	s->fault_stack = a + stacks_at;
-	s->copier_stack = a + stacks_at + BGS_STACK_SIZE;
-	s->uffd.fd = -1;
+	s->copier_stack = a + stacks_at;
 	s->pagemap.fd = -1;
-	s->stop_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	return s;
@@ -129,8 +137,6 @@ static struct bgs_save *save_new(struct bgsnap *h)
 
 static void save_free(struct bgs_save *s)
 {
-	if (s->stop_fd >= 0)
-		close(s->stop_fd);
 	bgs_uffd_pagemap_close(&s->pagemap);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
@@ -192,6 +198,7 @@ static int open_writer(struct bgs_save *s, const char *path, int fd)
 	struct rs_writer_opts wo = {
 		.compression = o->compression == BGSNAP_COMPRESS_NONE ?
 				       RS_COMP_NONE : RS_COMP_LZ4,
+		.parent_id = { 0 },
 		.lz4_acceleration = o->lz4_acceleration,
 		.buffer_budget = o->buffer_budget,
 		.regions = table,
@@ -201,6 +208,9 @@ static int open_writer(struct bgs_save *s, const char *path, int fd)
 
 	if (!table)
 		return -ENOMEM;
+	memcpy(wo.snapshot_id, s->id, sizeof(wo.snapshot_id));
+	if (s->incremental)
+		memcpy(wo.parent_id, s->parent_id, sizeof(wo.parent_id));
 	for (size_t i = 0; i < h->nregions; i++) {
 		const struct bgs_region *g = &h->regions[i];
 
@@ -225,95 +235,6 @@ static int open_writer(struct bgs_save *s, const char *path, int fd)
 
 /* ---- arming --------------------------------------------------------------- */
 
-static uint64_t needed_features(const struct bgsnap *h)
-{
-	uint64_t need = UFFD_FEATURE_PAGEFAULT_FLAG_WP |
-			UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
-			UFFD_FEATURE_EVENT_UNMAP;
-
-	for (size_t i = 0; i < h->nregions; i++)
-		if (h->regions[i].kind == BGSNAP_KIND_SHMEM ||
-		    h->regions[i].kind == BGSNAP_KIND_HUGETLB)
-			need |= UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
-	/* Another process's never-touched pages cannot be read-populated
-	 * from here before protecting them. */
-	if (h->target)
-		need |= UFFD_FEATURE_WP_UNPOPULATED;
-	return need;
-}
-
-static int uffd_error(struct bgsnap *h, int r)
-{
-	if (r < 0)
-		bgs_snap_set_error(h, "userfaultfd: %s (see 'bgsnap caps')",
-				   r == -ENOTSUP ? "this kernel lacks a feature "
-						   "these regions need" :
-						   strerror(-r));
-	return r;
-}
-
-static int register_regions(struct bgs_save *s)
-{
-	struct bgsnap *h = s->h;
-	int r;
-
-	for (size_t i = 0; i < h->nregions; i++) {
-		const struct bgs_region *g = &h->regions[i];
-
-		if (!bgs_region_protected(g))
-			continue;
-		r = bgs_uffd_register(&s->uffd, g->base, g->len,
-				      UFFDIO_REGISTER_MODE_WP, NULL);
-		if (r < 0) {
-			bgs_snap_set_error(h, "region '%s': cannot register "
-					   "it: %s", g->name,
-					   r == -EBUSY ? "another userfaultfd "
-							 "holds it" : strerror(-r));
-			return r == -EBUSY || r == -EINVAL ? BGSNAP_EUNSAFE : r;
-		}
-	}
-	return 0;
-}
-
-/* Without WP_UNPOPULATED, never-touched anonymous pages would stay
- * writable: map the zero page into them by reading every page first
- * (QEMU's approach before Linux 6.4). Inside the pause, so nothing can
- * unpopulate them again before they are protected. */
-static int populate_for_protection(struct bgs_save *s)
-{
-	for (size_t i = 0; i < s->h->nregions; i++) {
-		const struct bgs_region *g = &s->h->regions[i];
-
-		if (!bgs_region_is_anon(g) || s->h->target)
-			continue;
-		if (madvise((void *)(uintptr_t)g->base, g->len,
-			    MADV_POPULATE_READ))
-			return -errno;
-	}
-	return 0;
-}
-
-static int arm(struct bgs_save *s)
-{
-	struct bgsnap *h = s->h;
-	int r = 0;
-
-	atomic_store_explicit(&s->armed, true, memory_order_release);
-	if (!(s->uffd.features & UFFD_FEATURE_WP_UNPOPULATED))
-		r = populate_for_protection(s);
-	for (size_t i = 0; i < h->nregions && !r; i++) {
-		const struct bgs_region *g = &h->regions[i];
-
-		if (!bgs_region_protected(g))
-			continue;
-		r = bgs_uffd_protect(&s->uffd, g->base, g->len);
-		if (r < 0)
-			bgs_snap_set_error(h, "region '%s': write-protect: %s",
-					   g->name, strerror(-r));
-	}
-	return r;
-}
-
 static bool swap_configured(void)
 {
 	FILE *f = fopen("/proc/swaps", "re");
@@ -335,14 +256,26 @@ static int target_error(struct bgsnap *h, int r)
 	return r;
 }
 
+/* Another process is stopped with ptrace, and its mappings proved
+ * unchanged since they were read; this one pauses by its callback. */
 static int pause_owner(struct bgs_save *s)
 {
+	struct bgs_target *t = s->h->target;
 	int r = 0;
 
 	s->t_pause = bgs_now_ns();
-	if (s->h->target)
-		return target_error(s->h, bgs_target_freeze(s->h->target));
-	if (s->opts.pause)
+	if (t && !bgs_target_frozen(t)) {
+		r = target_error(s->h, bgs_target_freeze(t));
+		if (!r && bgs_target_maps_changed(t, &s->h->maps)) {
+			bgs_target_thaw(t);
+			bgs_snap_set_error(s->h, "the mappings of process %d "
+					   "changed while bgsnap stopped it; "
+					   "try again", t->pid);
+			r = -EAGAIN;
+		}
+		return r;
+	}
+	if (!t && s->opts.pause)
 		r = s->opts.pause(s->opts.arg);
 	if (r < 0)
 		bgs_snap_set_error(s->h, "the pause callback failed: %s",
@@ -357,19 +290,8 @@ static void resume_owner(struct bgs_save *s)
 	else if (s->opts.resume)
 		s->opts.resume(s->opts.arg);
 	s->t_resume = bgs_now_ns();
-}
-
-static int start_fault_thread(struct bgs_save *s)
-{
-	int r;
-
-	s->stop_fd = eventfd(0, EFD_CLOEXEC);
-	if (s->stop_fd < 0)
-		return -errno;
-	r = bgs_thread_start(&s->fault_thread, s->fault_stack, bgs_fault_main,
-			     s);
-	s->fault_started = !r;
-	return r;
+	if (s->t_resume - s->t_pause > s->blackout_ns)
+		s->blackout_ns = s->t_resume - s->t_pause;
 }
 
 /* Private file mappings of another process cannot be protected: they are
@@ -392,79 +314,71 @@ static int copy_stopped_regions(struct bgs_save *s)
 }
 
 /*
- * Another process: stop it, create a uffd inside it (only then can its
- * memory be registered), register, arm, copy what cannot be protected,
- * and let it go. All of that is the blackout. Its mappings were read
- * just before; inside the stop, a cheap re-check proves them unchanged.
+ * Start a monitor (step 2). Another process must be stopped for its uffd
+ * to be made inside it; with two-phase arming it runs again at once.
  */
-static int start_protected_target(struct bgs_save *s)
+static int start_monitor(struct bgs_save *s, bool two_phase)
 {
 	struct bgsnap *h = s->h;
-	struct bgs_target *t = h->target;
-	struct bgs_target_uffd tu;
-	int r = bgs_uffd_pagemap_open(&s->pagemap, t->pid);
+	int r = h->target ? target_error(h, bgs_target_inject_prepare(h->target))
+			  : 0;
 
+	if (!r && h->target)
+		r = pause_owner(s);
 	if (!r)
-		r = target_error(h, bgs_target_inject_prepare(t));
-	if (r)
-		return r;
-	s->t_pause = bgs_now_ns();
-	r = target_error(h, bgs_target_freeze(t));
-	if (r)
-		return r;
-	r = bgs_target_maps_changed(t, &h->maps);
-	if (r == 1) {
-		bgs_snap_set_error(h, "the mappings of process %d changed while "
-				   "bgsnap stopped it; try again", t->pid);
-		r = -EAGAIN;
-	}
-	if (!r)
-		r = target_error(h, bgs_target_inject_uffd(t, 0, &tu));
-	if (!r)
-		r = uffd_error(h, bgs_uffd_adopt(&s->uffd, tu.fd,
-						 BGS_UFFD_FEATURES_WP,
-						 needed_features(h)));
-	if (!r)
-		r = register_regions(s);
-	if (!r)
-		r = start_fault_thread(s);
-	if (!r)
-		r = arm(s);
-	if (!r)
-		r = copy_stopped_regions(s);
-	if (r)
-		bgs_uffd_close(&s->uffd); /* unprotect before it runs again */
-	if (bgs_target_thaw(t) && !r)
-		r = target_error(h, -ESRCH);
-	s->t_resume = bgs_now_ns();
-	if (!r)
-		r = bgs_thread_start(&s->copier_thread, s->copier_stack,
-				     bgs_copier_main, s);
-	s->copier_started = !r;
+		r = bgs_monitor_start(h, &h->monitor);
+	if (h->target && (r || two_phase))
+		resume_owner(s);
 	return r;
 }
 
-/* Arm with the fault thread running, between pause and resume. */
+/* Steps 3: everything protected while the owner runs, then passes over
+ * what it wrote meanwhile, while there is much. */
+#define CONVERGE_PASSES 4
+#define CONVERGED_PAGES 256
+
+static int arm_while_running(struct bgs_save *s, bool fresh)
+{
+	const uint64_t t0 = bgs_now_ns();
+	int64_t n = fresh ? bgs_monitor_protect_all(s->mon) : 0;
+
+	for (int pass = 0; pass < CONVERGE_PASSES && n >= 0; pass++) {
+		n = bgs_monitor_command(s->mon, BGS_CMD_REPROTECT, NULL);
+		if (n >= 0 && n <= CONVERGED_PAGES)
+			break;
+	}
+	s->arm_ns = bgs_now_ns() - t0;
+	return n < 0 ? (int)n : 0;
+}
+
 static int start_protected(struct bgs_save *s)
 {
-	int r = bgs_uffd_pagemap_open(&s->pagemap, 0);
+	struct bgsnap *h = s->h;
+	const bool fresh = !h->monitor;
+	const bool two_phase = !fresh ||
+			       !(s->opts.flags & BGSNAP_SAVE_ONE_PHASE);
+	int64_t n;
+	int r = fresh ? start_monitor(s, two_phase) : 0;
 
-	if (!r)
-		r = uffd_error(s->h, bgs_uffd_open(&s->uffd, BGS_UFFD_FEATURES_WP,
-						   needed_features(s->h)));
-	if (!r)
-		r = register_regions(s);
-	if (!r)
-		r = start_fault_thread(s);
-	if (!r)
+	s->mon = h->monitor;
+	if (!r && two_phase)
+		r = arm_while_running(s, fresh);
+	if (!r && (!h->target || !bgs_target_frozen(h->target)))
 		r = pause_owner(s);
 	if (r)
 		return r;
-	r = arm(s);
+	if (!two_phase)
+		r = bgs_monitor_protect_all(s->mon);
+	n = r ? r : bgs_monitor_command(s->mon, BGS_CMD_SWITCH, s);
+	if (n < 0)
+		r = (int)n;
+	s->reprotected = n > 0 ? (uint64_t)n : 0;
+	if (!r && h->target)
+		r = copy_stopped_regions(s);
 	resume_owner(s);
 	if (!r)
 		r = bgs_thread_start(&s->copier_thread, s->copier_stack,
-				 bgs_copier_main, s);
+				     bgs_copier_main, s);
 	s->copier_started = !r;
 	return r;
 }
@@ -481,7 +395,7 @@ static int start_stopped(struct bgs_save *s)
 	if (r)
 		return r;
 	r = bgs_thread_start(&s->copier_thread, s->copier_stack, bgs_copier_main,
-			 s);
+			     s);
 	s->copier_started = !r;
 	if (!r) {
 		pthread_mutex_lock(&s->lock);
@@ -506,6 +420,44 @@ static int revalidate_regions(struct bgsnap *h)
 	return 0;
 }
 
+/*
+ * Make the regions current. While tracking, they must be the very ones
+ * tracked: another process whose mappings changed ends the tracking (and
+ * an incremental save then has no parent).
+ */
+static int current_regions(struct bgsnap *h, unsigned flags)
+{
+	if (!h->target)
+		return revalidate_regions(h);
+	if (h->monitor && bgs_target_maps_changed(h->target, &h->maps) != 0) {
+		bgs_monitor_stop(h->monitor);
+		h->monitor = NULL;
+	}
+	if (!h->monitor)
+		return bgs_snap_target_refresh(h);
+	(void)flags;
+	return 0;
+}
+
+/* This snapshot's id, and its parent's when incremental. */
+static int snapshot_ids(struct bgs_save *s)
+{
+	struct bgs_monitor *m = s->h->monitor;
+
+	if (getrandom(s->id, sizeof(s->id), 0) != sizeof(s->id))
+		return -errno;
+	if (!s->incremental)
+		return 0;
+	if (!m || !m->have_base || s->stop_the_world) {
+		bgs_snap_set_error(s->h, "an incremental save needs tracking "
+				   "since a snapshot (save it with "
+				   "BGSNAP_SAVE_KEEP_TRACKING)");
+		return BGSNAP_EPARENT;
+	}
+	memcpy(s->parent_id, m->base_id, sizeof(s->parent_id));
+	return 0;
+}
+
 static int save_start(struct bgsnap *h, const char *path, int fd,
 		      const struct bgsnap_save_opts *opts)
 {
@@ -524,7 +476,7 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 	h->result_pending = false;
 	const uint64_t t_start = bgs_now_ns();
 	/* The regions as they are now: everything below is sized on them. */
-	r = h->target ? bgs_snap_target_refresh(h) : revalidate_regions(h);
+	r = current_regions(h, opts ? opts->flags : 0);
 	if (r)
 		return r;
 	s = save_new(h);
@@ -535,23 +487,24 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 	s->stop_the_world = s->opts.flags & BGSNAP_SAVE_STOP_THE_WORLD;
 	s->verify = !(s->opts.flags & BGSNAP_SAVE_NO_VERIFY);
 	s->swap_present = swap_configured();
+	s->keep_tracking = (s->opts.flags & BGSNAP_SAVE_KEEP_TRACKING) &&
+			   !s->stop_the_world;
+	s->incremental = s->opts.flags & BGSNAP_SAVE_INCREMENTAL;
 	atomic_store(&s->t_start, t_start);
 
-	r = open_writer(s, path, fd);
+	r = snapshot_ids(s);
+	if (!r)
+		r = open_writer(s, path, fd);
 	if (!r && !h->target)
 		r = check_own_memory(s);
 	if (!r)
-		r = s->stop_the_world ? start_stopped(s) :
-		    h->target	      ? start_protected_target(s) :
-					start_protected(s);
+		r = s->stop_the_world ? start_stopped(s) : start_protected(s);
 	if (r) {
-		if (s->copier_started) {
-			bgs_save_fail(s, r, "%s", h->errmsg);
+		bgs_save_fail(s, r, "%s", h->errmsg);
+		if (s->copier_started)
 			pthread_join(s->copier_thread, NULL);
-		} else {
-			bgs_save_fail(s, r, "%s", h->errmsg);
+		else
 			bgs_save_teardown(s);
-		}
 		save_free(s);
 		return r;
 	}
@@ -583,7 +536,10 @@ BGSNAP_API int bgsnap_save_start_fd(struct bgsnap *h, int fd,
 static void final_stats(const struct bgs_save *s, struct bgsnap_stats *st)
 {
 	*st = (struct bgsnap_stats){
-		.blackout_ns = s->t_resume - s->t_pause,
+		.blackout_ns = s->blackout_ns,
+		.arm_ns = s->arm_ns,
+		.reprotected_pages = s->reprotected,
+		.pages_parent = s->pages_parent,
 		.elapsed_ns = atomic_load(&s->t_end) - atomic_load(&s->t_start),
 		.pages_total = s->h->total_pages,
 		.pages_by_scan = s->pages_by_scan,

@@ -118,14 +118,15 @@ static bool eagain_backoff(uint64_t *slept_ns)
 	return true;
 }
 
-static int ioctl_retry(int fd, unsigned long req, void *arg)
+static int ioctl_retry(int fd, unsigned long req, void *arg, unsigned flags)
 {
 	uint64_t slept = 0;
 
 	for (;;) {
 		if (ioctl(fd, req, arg) == 0)
 			return 0;
-		if (errno != EAGAIN || !eagain_backoff(&slept))
+		if (errno != EAGAIN || (flags & BGS_UFFD_NORETRY) ||
+		    !eagain_backoff(&slept))
 			return -errno;
 	}
 }
@@ -153,26 +154,29 @@ int bgs_uffd_unregister(const struct bgs_uffd *u, uint64_t addr, uint64_t len)
 }
 
 static int writeprotect(const struct bgs_uffd *u, uint64_t addr, uint64_t len,
-			uint64_t mode)
+			uint64_t mode, unsigned flags)
 {
 	struct uffdio_writeprotect wp = {
 		.range = { .start = addr, .len = len },
 		.mode = mode,
 	};
 
-	return ioctl_retry(u->fd, UFFDIO_WRITEPROTECT, &wp);
+	return ioctl_retry(u->fd, UFFDIO_WRITEPROTECT, &wp, flags);
 }
 
-int bgs_uffd_protect(const struct bgs_uffd *u, uint64_t addr, uint64_t len)
+int bgs_uffd_protect(const struct bgs_uffd *u, uint64_t addr, uint64_t len,
+		     unsigned flags)
 {
-	return writeprotect(u, addr, len, UFFDIO_WRITEPROTECT_MODE_WP);
+	return writeprotect(u, addr, len, UFFDIO_WRITEPROTECT_MODE_WP, flags);
 }
 
 int bgs_uffd_unprotect(const struct bgs_uffd *u, uint64_t addr, uint64_t len,
-		       bool wake)
+		       unsigned flags)
 {
 	return writeprotect(u, addr, len,
-			    wake ? 0 : UFFDIO_WRITEPROTECT_MODE_DONTWAKE);
+			    (flags & BGS_UFFD_DONTWAKE) ?
+				    UFFDIO_WRITEPROTECT_MODE_DONTWAKE : 0,
+			    flags);
 }
 
 /*

@@ -88,16 +88,19 @@ int bgs_uffd_register(const struct bgs_uffd *u, uint64_t addr, uint64_t len,
 		      uint64_t mode, uint64_t *ioctls);
 int bgs_uffd_unregister(const struct bgs_uffd *u, uint64_t addr, uint64_t len);
 
-/* Write-protect / unprotect a range (one ioctl; EAGAIN retried). Unprotect
- * wakes writers waiting in the range unless @wake is false. */
-int bgs_uffd_protect(const struct bgs_uffd *u, uint64_t addr, uint64_t len);
-int bgs_uffd_unprotect(const struct bgs_uffd *u, uint64_t addr, uint64_t len,
-		       bool wake);
 
-/* Flags of the fill calls below. */
+/* Flags of the calls below. */
 #define BGS_UFFD_DONTWAKE 1u /* leave the threads waiting on the range asleep */
 #define BGS_UFFD_NORETRY  2u /* return -EAGAIN at once while an event is
 			      * pending: for the thread that reads events */
+
+/* Write-protect / unprotect a range (one ioctl; EAGAIN retried unless
+ * BGS_UFFD_NORETRY). Unprotect wakes the writers waiting in the range
+ * unless BGS_UFFD_DONTWAKE. */
+int bgs_uffd_protect(const struct bgs_uffd *u, uint64_t addr, uint64_t len,
+		     unsigned flags);
+int bgs_uffd_unprotect(const struct bgs_uffd *u, uint64_t addr, uint64_t len,
+		       unsigned flags);
 
 /*
  * Fill missing pages: UFFDIO_COPY from @src (an address in *this* process),

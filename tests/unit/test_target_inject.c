@@ -175,7 +175,7 @@ static void arm(struct bgs_target *t, const struct tu_kid *k,
 	assert_int_equal(bgs_uffd_register(u, addr, REGION_PAGES * PG,
 					   UFFDIO_REGISTER_MODE_WP, NULL),
 			 0);
-	assert_int_equal(bgs_uffd_protect(u, addr, REGION_PAGES * PG), 0);
+	assert_int_equal(bgs_uffd_protect(u, addr, REGION_PAGES * PG, 0), 0);
 	assert_int_equal(bgs_target_thaw(t), 0);
 }
 
@@ -198,7 +198,7 @@ static void serve_fault(struct bgs_target *t, const struct tu_kid *k,
 	assert_int_equal(bgs_target_read(t, addr, old, PG), 0);
 	assert_int_equal(old[0], PATTERN(page));
 	assert_int_equal(old[PG - 1], PATTERN(page));
-	assert_int_equal(bgs_uffd_unprotect(u, addr, PG, true), 0);
+	assert_int_equal(bgs_uffd_unprotect(u, addr, PG, 0), 0);
 	assert_true(wait_done(k, done + 1, 5000));
 }
 
@@ -288,7 +288,7 @@ static void monitor_main(struct monitor *m, const struct tu_kid *k)
 			   UFFD_FEATURE_PAGEFAULT_FLAG_WP) ||
 	    bgs_uffd_register(&u, addr, REGION_PAGES * PG,
 			      UFFDIO_REGISTER_MODE_WP, NULL) ||
-	    bgs_uffd_protect(&u, addr, REGION_PAGES * PG) ||
+	    bgs_uffd_protect(&u, addr, REGION_PAGES * PG, 0) ||
 	    bgs_target_thaw(&t)) {
 		fprintf(stderr, "# monitor: %s\n", t.msg);
 		_exit(2);

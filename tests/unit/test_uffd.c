@@ -73,7 +73,7 @@ static void expect_blocked_write(char *addr, uint64_t expect_fault,
 	assert_false(atomic_load(&w.done));
 	assert_int_equal(*addr, old); /* reads see the protected content */
 	assert_int_equal(bgs_uffd_unprotect(&uffd, (uint64_t)(uintptr_t)unprot,
-					    unprot_len, true), 0);
+					    unprot_len, 0), 0);
 	pthread_join(w.thread, NULL);
 	assert_true(atomic_load(&w.done));
 	assert_int_equal(*addr, (char)(old + 1));
@@ -83,7 +83,7 @@ static void register_wp(void *p, size_t len)
 {
 	assert_int_equal(bgs_uffd_register(&uffd, (uint64_t)(uintptr_t)p, len,
 					   UFFDIO_REGISTER_MODE_WP, NULL), 0);
-	assert_int_equal(bgs_uffd_protect(&uffd, (uint64_t)(uintptr_t)p, len),
+	assert_int_equal(bgs_uffd_protect(&uffd, (uint64_t)(uintptr_t)p, len, 0),
 			 0);
 }
 
@@ -213,8 +213,7 @@ static void test_hugetlb_region(void **state)
 	memset(p, 'H', len);
 	register_wp(p, len);
 	/* hugetlb protects whole huge pages only. */
-	assert_int_equal(bgs_uffd_unprotect(&uffd, (uint64_t)(uintptr_t)p, PG,
-					    true), -EINVAL);
+	assert_int_equal(bgs_uffd_unprotect(&uffd, (uint64_t)(uintptr_t)p, PG, 0), -EINVAL);
 	expect_blocked_write(p + TU_HUGE_2M + 0x1234,
 			     (uint64_t)(uintptr_t)(p + TU_HUGE_2M),
 			     p + TU_HUGE_2M, TU_HUGE_2M);
@@ -263,8 +262,7 @@ static void test_kernel_write_blocks(void **state)
 	tu_sleep_ms(30);
 	assert_false(atomic_load(&r.done));
 	assert_memory_equal(p + 100, "kkkkk", 5);
-	assert_int_equal(bgs_uffd_unprotect(&uffd, (uint64_t)(uintptr_t)p, PG,
-					    true), 0);
+	assert_int_equal(bgs_uffd_unprotect(&uffd, (uint64_t)(uintptr_t)p, PG, 0), 0);
 	pthread_join(t, NULL);
 	assert_int_equal(r.ret, 5);
 	assert_memory_equal(p + 100, "hello", 5);
@@ -298,7 +296,7 @@ static void test_registration_refusals(void **state)
 					   PG, UFFDIO_REGISTER_MODE_WP, NULL),
 			 -EINVAL);
 	/* Protecting what is not registered is ENOENT. */
-	assert_int_equal(bgs_uffd_protect(&uffd, (uint64_t)(uintptr_t)p, PG),
+	assert_int_equal(bgs_uffd_protect(&uffd, (uint64_t)(uintptr_t)p, PG, 0),
 			 -ENOENT);
 	/* A range another uffd holds is EBUSY. */
 	tu_open_wp(&other);
@@ -336,7 +334,7 @@ static void *protector_main(void *arg)
 {
 	struct protector *pr = arg;
 
-	pr->ret = bgs_uffd_protect(&uffd, (uint64_t)(uintptr_t)pr->addr, PG);
+	pr->ret = bgs_uffd_protect(&uffd, (uint64_t)(uintptr_t)pr->addr, PG, 0);
 	return NULL;
 }
 
@@ -399,7 +397,7 @@ static void test_pagemap_scan_categories(void **state)
 	p[3 * PG] = 1;	   /* page 3: data, unprotected, written again */
 	register_wp(p, 4 * PG); /* page 4: not registered, never touched */
 	assert_int_equal(bgs_uffd_unprotect(&uffd, (uint64_t)(uintptr_t)(p + 3 * PG),
-					    PG, true), 0);
+					    PG, 0), 0);
 	p[3 * PG] = 2;
 
 	c = (struct collect){ .base = (uint64_t)(uintptr_t)p };
@@ -595,7 +593,7 @@ static void test_uffd_from_second_process(void **state)
 					UFFD_FEATURE_PAGEFAULT_FLAG_WP), 0);
 	assert_int_equal(bgs_uffd_register(&remote, hello.addr, 2 * PG,
 					   UFFDIO_REGISTER_MODE_WP, NULL), 0);
-	assert_int_equal(bgs_uffd_protect(&remote, hello.addr, 2 * PG), 0);
+	assert_int_equal(bgs_uffd_protect(&remote, hello.addr, 2 * PG, 0), 0);
 	assert_int_equal(write(to_child[1], &go, 1), 1);
 
 	assert_int_equal(tu_wait_msg(&remote, &msg, 5000), 1);
@@ -605,7 +603,7 @@ static void test_uffd_from_second_process(void **state)
 	struct iovec rem = { (void *)(uintptr_t)(hello.addr + PG), PG };
 	assert_int_equal(process_vm_readv(child, &local, 1, &rem, 1, 0), PG);
 	assert_int_equal(old[1], 'c'); /* the content before the write */
-	assert_int_equal(bgs_uffd_unprotect(&remote, hello.addr + PG, PG, true),
+	assert_int_equal(bgs_uffd_unprotect(&remote, hello.addr + PG, PG, 0),
 			 0);
 	assert_int_equal(waitpid(child, &status, 0), child);
 	assert_true(WIFEXITED(status));

@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The monitor's life: creating the uffd over the protected regions (in
+ * another process, injected there), protecting them, talking to the fault
+ * thread, stopping. The fault thread itself and the argument for the
+ * two-phase switch are in snap_fault.c.
+ */
+#include "snap_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static size_t align_up(size_t v, size_t a)
+{
+	return (v + a - 1) & ~(a - 1);
+}
+
+static uint64_t needed_features(const struct bgsnap *h)
+{
+	uint64_t need = UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+			UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |
+			UFFD_FEATURE_EVENT_UNMAP;
+
+	for (size_t i = 0; i < h->nregions; i++)
+		if (h->regions[i].kind == BGSNAP_KIND_SHMEM ||
+		    h->regions[i].kind == BGSNAP_KIND_HUGETLB)
+			need |= UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+	/* Another process's never-touched pages cannot be read-populated
+	 * from here before they are protected. */
+	if (h->target)
+		need |= UFFD_FEATURE_WP_UNPOPULATED;
+	return need;
+}
+
+static int uffd_error(struct bgsnap *h, int r)
+{
+	if (r < 0)
+		bgs_snap_set_error(h, "userfaultfd: %s (see 'bgsnap caps')",
+				   r == -ENOTSUP ? "this kernel lacks a feature "
+						   "these regions need" :
+						   strerror(-r));
+	return r;
+}
+
+/* Our own uffd, or one made inside the (frozen) target and taken. */
+static int open_uffd(struct bgs_monitor *m)
+{
+	struct bgsnap *h = m->h;
+	struct bgs_target_uffd tu;
+	int r;
+
+	if (!h->target)
+		return uffd_error(h, bgs_uffd_open(&m->uffd, BGS_UFFD_FEATURES_WP,
+						   needed_features(h)));
+	r = bgs_target_inject_uffd(h->target, 0, &tu);
+	if (r) {
+		bgs_snap_set_error(h, "%s", h->target->msg);
+		return r;
+	}
+	return uffd_error(h, bgs_uffd_adopt(&m->uffd, tu.fd,
+					    BGS_UFFD_FEATURES_WP,
+					    needed_features(h)));
+}
+
+static int register_regions(struct bgs_monitor *m)
+{
+	struct bgsnap *h = m->h;
+
+	for (size_t i = 0; i < h->nregions; i++) {
+		const struct bgs_region *g = &h->regions[i];
+		int r;
+
+		if (!bgs_region_protected(g))
+			continue;
+		r = bgs_uffd_register(&m->uffd, g->base, g->len,
+				      UFFDIO_REGISTER_MODE_WP, NULL);
+		if (r < 0) {
+			bgs_snap_set_error(h, "region '%s': cannot register "
+					   "it: %s", g->name,
+					   r == -EBUSY ? "another userfaultfd "
+							 "holds it" : strerror(-r));
+			return r == -EBUSY || r == -EINVAL ? BGSNAP_EUNSAFE : r;
+		}
+	}
+	return 0;
+}
+
+static struct bgs_monitor *monitor_new(struct bgsnap *h)
+{
+	const uint64_t words = (h->total_pages + 63) / 64;
+	const size_t bits_len = align_up(words * 8, 64);
+	const size_t deferred_at = align_up(sizeof(struct bgs_monitor), 64) +
+				   2 * bits_len;
+	const size_t stack_at = align_up(deferred_at + BGS_DEFERRED_MAX *
+					 sizeof(struct bgs_deferred), 4096);
+	const size_t len = stack_at + BGS_STACK_SIZE;
+	uint8_t *a = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct bgs_monitor *m;
+
+	if (a == MAP_FAILED)
+		return NULL;
+	m = (struct bgs_monitor *)a;
+	m->h = h;
+	m->arena = a;
+	m->arena_len = len;
+	m->unprotected = (_Atomic uint64_t *)(a + align_up(sizeof(*m), 64));
+	m->written = (_Atomic uint64_t *)(a + align_up(sizeof(*m), 64) +
+					  bits_len);
+	m->deferred = (struct bgs_deferred *)(a + deferred_at);
+	m->stack = a + stack_at;
+	m->pid = h->target ? h->target->pid : getpid();
+	m->uffd.fd = -1;
+	m->pagemap.fd = -1;
+	m->wake_fd = -1;
+	pthread_mutex_init(&m->lock, NULL);
+	pthread_cond_init(&m->cond, NULL);
+	return m;
+}
+
+int bgs_monitor_start(struct bgsnap *h, struct bgs_monitor **out)
+{
+	struct bgs_monitor *m = monitor_new(h);
+	int r;
+
+	*out = NULL;
+	if (!m)
+		return -ENOMEM;
+	r = bgs_uffd_pagemap_open(&m->pagemap, h->target ? m->pid : 0);
+	if (!r)
+		r = open_uffd(m);
+	if (!r)
+		r = register_regions(m);
+	if (!r) {
+		m->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		r = m->wake_fd < 0 ? -errno : 0;
+	}
+	if (!r)
+		r = bgs_thread_start(&m->thread, m->stack, bgs_fault_main, m);
+	m->started = !r;
+	if (r) {
+		bgs_monitor_stop(m);
+		return r;
+	}
+	*out = m;
+	return 0;
+}
+
+/* Without WP_UNPOPULATED, never-touched anonymous pages would stay
+ * writable: map the zero page into them first (QEMU's approach before
+ * Linux 6.4). */
+static int populate(struct bgs_monitor *m, const struct bgs_region *g)
+{
+	if (!bgs_region_is_anon(g) ||
+	    (m->uffd.features & UFFD_FEATURE_WP_UNPOPULATED))
+		return 0;
+	return madvise((void *)(uintptr_t)g->base, g->len,
+		       MADV_POPULATE_READ) ? -errno : 0;
+}
+
+int bgs_monitor_protect_all(struct bgs_monitor *m)
+{
+	struct bgsnap *h = m->h;
+	int r = 0;
+
+	for (size_t i = 0; i < h->nregions && !r; i++) {
+		const struct bgs_region *g = &h->regions[i];
+
+		if (!bgs_region_protected(g))
+			continue;
+		r = populate(m, g);
+		if (!r)
+			r = bgs_uffd_protect(&m->uffd, g->base, g->len, 0);
+		if (r < 0)
+			bgs_snap_set_error(h, "region '%s': write-protect: %s",
+					   g->name, strerror(-r));
+	}
+	return r;
+}
+
+int64_t bgs_monitor_command(struct bgs_monitor *m, enum bgs_mon_cmd cmd,
+			    struct bgs_save *save)
+{
+	const uint64_t one = 1;
+	uint64_t seq;
+	int64_t result;
+
+	pthread_mutex_lock(&m->lock);
+	m->cmd = cmd;
+	m->cmd_save = save;
+	seq = ++m->cmd_seq;
+	pthread_mutex_unlock(&m->lock);
+	/* Adding 1 to an eventfd fails only when it would overflow. */
+	(void)!write(m->wake_fd, &one, sizeof(one));
+	pthread_mutex_lock(&m->lock);
+	while (m->done_seq < seq)
+		pthread_cond_wait(&m->cond, &m->lock);
+	result = m->result;
+	pthread_mutex_unlock(&m->lock);
+	return result;
+}
+
+void bgs_monitor_stop(struct bgs_monitor *m)
+{
+	if (!m)
+		return;
+	if (m->started) {
+		bgs_monitor_command(m, BGS_CMD_STOP, NULL);
+		pthread_join(m->thread, NULL);
+	}
+	bgs_uffd_close(&m->uffd); /* nothing protected, nobody asleep */
+	bgs_uffd_pagemap_close(&m->pagemap);
+	if (m->wake_fd >= 0)
+		close(m->wake_fd);
+	pthread_mutex_destroy(&m->lock);
+	pthread_cond_destroy(&m->cond);
+	munmap(m->arena, m->arena_len);
+}
