@@ -12,8 +12,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #define RS_STREAM_BUF_PIPE (256u << 10)
 #define RS_STREAM_BUF_FILE (4u << 20)
+/* Read-ahead for files of at least RA_MIN: chunks of RA_CHUNK, carrying
+ * over records of up to RA_PREFIX (any but a huge page over 2 MiB). */
+#define RS_RA_MIN	   (16u << 20)
+#define RS_RA_CHUNK	   (4u << 20)
+#define RS_RA_PREFIX	   ((2u << 20) + (64u << 10))
 
 struct rs_sattach {
 	uint64_t offset;
@@ -26,6 +33,7 @@ struct rs_stream {
 	bool positional; /* pread from rpos (verify of a file) */
 	bool eof;
 	uint64_t rpos;	 /* positional: offset of the next read */
+	struct rs_ra *ra; /* positional read-ahead, which owns buf; or NULL */
 	uint8_t *buf;	 /* the window: unconsumed bytes are [head, tail) */
 	size_t cap, head, tail, first_cap;
 	uint64_t pos; /* file offset of buf[head] */
@@ -86,17 +94,61 @@ static int make_room(struct rs_stream *s, size_t need)
 	return 0;
 }
 
+/* The next chunk from read-ahead, the unconsumed bytes carried over. */
+static int next_chunk(struct rs_stream *s)
+{
+	const uint8_t *left = s->buf ? s->buf + s->head : NULL; /* first */
+	struct rs_window w;
+	const int ret = bgs_rs_ra_next(s->ra, left, s->tail - s->head, &w);
+
+	if (ret)
+		return ret;
+	s->buf = w.buf;
+	s->head = w.head;
+	s->tail = w.tail;
+	s->cap = w.cap;
+	s->rpos += w.got;
+	s->eof = !w.got;
+	return 0;
+}
+
+/* A record too large for read-ahead: on with plain reads from here. */
+static int stop_readahead(struct rs_stream *s)
+{
+	const size_t len = s->tail - s->head;
+	const size_t cap = len > s->first_cap ? len : s->first_cap;
+	uint8_t *p = malloc(cap);
+
+	if (!p)
+		return -ENOMEM;
+	memcpy(p, s->buf + s->head, len);
+	bgs_rs_ra_free(s->ra); /* its read in flight is not used */
+	s->ra = NULL;
+	s->buf = p;
+	s->head = 0;
+	s->tail = len;
+	s->cap = cap;
+	return 0;
+}
+
 /* At least @need unconsumed bytes at s->buf + s->head, or RS_ETRUNCATED. */
 static int fill(struct rs_stream *s, size_t need)
 {
 	while (s->tail - s->head < need) {
-		int ret;
+		int ret = 0;
 
 		if (s->eof)
 			return RS_ETRUNCATED;
-		ret = make_room(s, need);
-		if (!ret)
-			ret = read_more(s);
+		if (s->ra && need <= RS_RA_PREFIX) {
+			ret = next_chunk(s);
+		} else {
+			if (s->ra)
+				ret = stop_readahead(s);
+			if (!ret)
+				ret = make_room(s, need);
+			if (!ret)
+				ret = read_more(s);
+		}
 		if (ret)
 			return ret;
 	}
@@ -109,9 +161,10 @@ static void consume(struct rs_stream *s, size_t n)
 	s->pos += n;
 }
 
+/* Skip @n bytes (a record of unknown type) without holding them. */
 static int skip(struct rs_stream *s, uint64_t n)
 {
-	while (n) {
+	for (;;) {
 		const size_t avail = s->tail - s->head;
 		const size_t k = n < avail ? (size_t)n : avail;
 		int ret;
@@ -119,17 +172,11 @@ static int skip(struct rs_stream *s, uint64_t n)
 		consume(s, k);
 		n -= k;
 		if (!n)
-			break;
-		if (s->eof)
-			return RS_ETRUNCATED;
-		s->head = s->tail = 0;
-		ret = make_room(s, 1);
-		if (!ret)
-			ret = read_more(s);
+			return 0;
+		ret = fill(s, 1);
 		if (ret)
 			return ret;
 	}
-	return 0;
 }
 
 static const uint8_t *at(const struct rs_stream *s, size_t off)
@@ -211,15 +258,19 @@ static int read_regions(struct rs_stream *s, struct rs_diag *d)
 	return 0;
 }
 
+/* Takes @ra, whatever the result. */
 static int stream_new(struct rs_stream **sp, int fd, bool positional,
-		      size_t first_cap, struct rs_diag *d)
+		      size_t first_cap, struct rs_ra *ra, struct rs_diag *d)
 {
 	struct rs_stream *s = calloc(1, sizeof(*s));
 	int ret;
 
 	*sp = NULL;
-	if (!s)
+	if (!s) {
+		bgs_rs_ra_free(ra);
 		return bgs_rs_diag(d, -ENOMEM, 0, "out of memory");
+	}
+	s->ra = ra;
 	s->fd = fd;
 	s->positional = positional;
 	s->first_cap = first_cap;
@@ -237,7 +288,7 @@ static int stream_new(struct rs_stream **sp, int fd, bool positional,
 
 int bgs_rs_stream_open(struct rs_stream **s, int fd, struct rs_diag *diag)
 {
-	return stream_new(s, fd, false, RS_STREAM_BUF_PIPE, diag);
+	return stream_new(s, fd, false, RS_STREAM_BUF_PIPE, NULL, diag);
 }
 
 int bgs_rs_stream_open_file(struct rs_stream **s, int fd, uint64_t size,
@@ -245,8 +296,14 @@ int bgs_rs_stream_open_file(struct rs_stream **s, int fd, uint64_t size,
 {
 	const size_t cap = size < RS_STREAM_BUF_FILE ? (size_t)size + 1
 						     : RS_STREAM_BUF_FILE;
+	struct rs_ra *ra = NULL;
 
-	return stream_new(s, fd, true, cap, diag);
+	/* Small files are not worth a ring; without io_uring, plain reads. */
+	if (size >= RS_RA_MIN &&
+	    bgs_rs_ra_new(&ra, fd, 0, RS_RA_PREFIX, RS_RA_CHUNK))
+		ra = NULL;
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	return stream_new(s, fd, true, cap, ra, diag);
 }
 
 void bgs_rs_stream_close(struct rs_stream *s)
@@ -258,7 +315,10 @@ void bgs_rs_stream_close(struct rs_stream *s)
 	free(s->att);
 	free(s->seen);
 	free(s->out);
-	free(s->buf);
+	if (s->ra)
+		bgs_rs_ra_free(s->ra); /* it owns the window */
+	else
+		free(s->buf);
 	free(s->h.regions);
 	free(s);
 }

@@ -11,6 +11,25 @@
 
 #include "rs_format.h"
 
+/* The decoder's window onto the file: data in buf[head, tail). */
+struct rs_window {
+	uint8_t *buf;
+	size_t head, tail, cap;
+	size_t got; /* bytes the last read added */
+};
+
+/* Read-ahead of a file in chunks (rs_readahead.c). */
+struct rs_ra;
+/* Start reading @chunk bytes at @off into the buffer after the first. */
+int bgs_rs_ra_new(struct rs_ra **ra, int fd, uint64_t off, size_t prefix,
+		  size_t chunk);
+/* Move on to the next chunk, carrying over the @len bytes (at most
+ * prefix) at @left, and start reading the one after it. */
+int bgs_rs_ra_next(struct rs_ra *ra, const uint8_t *left, size_t len,
+		   struct rs_window *w);
+/* Waits for a read in flight. */
+void bgs_rs_ra_free(struct rs_ra *ra);
+
 /* A stream over @fd read with pread(2) from offset 0 up to @size bytes. */
 int bgs_rs_stream_open_file(struct rs_stream **s, int fd, uint64_t size,
 			    struct rs_diag *diag);
