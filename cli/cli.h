@@ -45,6 +45,10 @@ struct cli_cmd {
 };
 
 int cmd_caps(int argc, char **argv);
+int cmd_save(int argc, char **argv);
+int cmd_restore(int argc, char **argv);
+int cmd_guest(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 
 /* ---- messages and exit codes -------------------------------------------- */
 
@@ -229,5 +233,42 @@ void cli_progress_end(struct cli_progress *p);
 void cli_progress_format(char *buf, size_t len, unsigned width,
 			 const char *label, uint64_t done, uint64_t total,
 			 uint64_t elapsed_ns);
+
+/* ---- saving another process (cmd_save.c; the demo saves the same way) --- */
+
+struct bgsnap_stats;
+struct bgsnap_save_opts;
+
+struct cli_save_req {
+	int pid;
+	const char *path; /* NULL: write to @fd */
+	int fd;
+	const char *const *include;
+	size_t ninclude;
+	const char *const *exclude;
+	size_t nexclude;
+	const struct bgsnap_save_opts *opts;
+	bool quiet; /* no progress bar */
+};
+
+struct cli_save_result {
+	size_t regions_saved;  /* protected, saved in the background */
+	size_t regions_copied; /* private file mappings, copied while stopped */
+	size_t regions_skipped; /* recorded by name only */
+	uint64_t bytes_saved;  /* bytes of the saved and copied regions */
+	struct bgsnap_stats *stats; /* filled when not NULL */
+};
+
+/*
+ * Save process @req->pid (bgsnap_target_pid, save, progress, wait) with
+ * SIGINT/SIGTERM/SIGHUP cancelling it cleanly. Returns EXIT_OK, or an exit
+ * code after a one-line error.
+ */
+int cli_save_pid(const struct cli_save_req *req, struct cli_save_result *res);
+
+/* A save's statistics as the stable keys of 'save --json' (blackout_ms,
+ * elapsed_s, pages_*, bytes_written, compression_ratio, stall_us_*,
+ * peak_buffer_bytes ...), into the open object @j. */
+void cli_json_save_stats(struct cli_json *j, const struct bgsnap_stats *st);
 
 #endif /* BGS_CLI_H */

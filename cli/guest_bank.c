@@ -303,14 +303,60 @@ static void transfer(struct bank_writer *w, struct journal *j)
 	unlock_acct(a);
 }
 
-static void record_latency(struct bank_writer *w, uint64_t ns)
+/* Bucket of @ns: exact below 8, then 3 bits of mantissa per octave. */
+static unsigned lat_bucket_of(uint64_t ns)
 {
-	const unsigned b = ns ? 63u - (unsigned)__builtin_clzll(ns) : 0;
+	unsigned e, b;
 
-	atomic_fetch_add_explicit(&w->lat_bucket[b < 47 ? b : 47], 1,
+	if (ns < 8)
+		return (unsigned)ns;
+	e = 63u - (unsigned)__builtin_clzll(ns);
+	b = 8 + (e - 3) * 8 + (unsigned)((ns >> (e - 3)) & 7);
+	return b < BANK_LAT_BUCKETS ? b : BANK_LAT_BUCKETS - 1;
+}
+
+/* The largest latency that falls in bucket @b. */
+static uint64_t lat_bucket_top(unsigned b)
+{
+	unsigned e;
+
+	if (b < 8)
+		return b;
+	e = (b - 8) / 8 + 3;
+	return ((8ULL + (b - 8) % 8 + 1) << (e - 3)) - 1;
+}
+
+static void raise_max(_Atomic uint64_t *max, uint64_t v)
+{
+	if (v > atomic_load_explicit(max, memory_order_relaxed))
+		atomic_store_explicit(max, v, memory_order_relaxed);
+}
+
+static void record_op(struct bank_writer *w, uint64_t lat_ns, uint64_t delay_ns)
+{
+	atomic_fetch_add_explicit(&w->lat_bucket[lat_bucket_of(lat_ns)], 1,
 				  memory_order_relaxed);
-	if (ns > atomic_load_explicit(&w->lat_max_ns, memory_order_relaxed))
-		atomic_store_explicit(&w->lat_max_ns, ns, memory_order_relaxed);
+	raise_max(&w->lat_max_ns, lat_ns);
+	raise_max(&w->max_delay_ns, delay_ns);
+}
+
+static void sleep_until(uint64_t when)
+{
+	const uint64_t t = now_ns();
+
+	if (when <= t)
+		return;
+	nanosleep(&(struct timespec){ (time_t)((when - t) / 1000000000ULL),
+				      (long)((when - t) % 1000000000ULL) },
+		  NULL);
+}
+
+static void wait_held(struct bank *b)
+{
+	atomic_fetch_add(&b->held, 1);
+	while (atomic_load(&b->hold) && !atomic_load(&b->stop))
+		nanosleep(&(struct timespec){ 0, 50000 }, NULL);
+	atomic_fetch_sub(&b->held, 1);
 }
 
 static void *writer_main(void *arg)
@@ -321,30 +367,27 @@ static void *writer_main(void *arg)
 				     w->id * sizeof(struct journal));
 	const uint64_t interval = b->rate ? 1000000000ULL * b->nwriters /
 						    b->rate : 0;
-	uint64_t next = now_ns();
+	uint64_t next = now_ns(), last_end = next;
 
 	self = w;
 	while (!atomic_load_explicit(&b->stop, memory_order_relaxed)) {
 		if (atomic_load_explicit(&b->hold, memory_order_acquire)) {
-			atomic_fetch_add(&b->held, 1);
-			while (atomic_load(&b->hold) && !atomic_load(&b->stop))
-				nanosleep(&(struct timespec){ 0, 50000 }, NULL);
-			atomic_fetch_sub(&b->held, 1);
-			next = now_ns();
+			wait_held(b);
+			next = last_end = now_ns(); /* a hold is no delay */
 			continue;
 		}
+		/* Due: when this transfer should start, by the rate's
+		 * schedule or right after the last one if running behind. */
+		uint64_t due = last_end;
 		if (interval) {
 			next += interval;
-			const uint64_t t = now_ns();
-			if (next > t)
-				nanosleep(&(struct timespec){
-						  (time_t)((next - t) / 1000000000ULL),
-						  (long)((next - t) % 1000000000ULL) },
-					  NULL);
+			sleep_until(next);
+			due = next > due ? next : due;
 		}
 		const uint64_t t0 = now_ns();
 		transfer(w, j);
-		record_latency(w, now_ns() - t0);
+		last_end = now_ns();
+		record_op(w, last_end - t0, last_end - due);
 		atomic_fetch_add_explicit(&w->ops, 1, memory_order_relaxed);
 	}
 	return NULL;
@@ -437,31 +480,38 @@ static uint64_t bucket_percentile(const uint64_t *bucket, uint64_t total,
 	const uint64_t want = (uint64_t)((double)total * p / 100.0 + 0.5);
 	uint64_t seen = 0;
 
-	for (unsigned i = 0; i < 48; i++) {
+	if (!total)
+		return 0;
+	for (unsigned i = 0; i < BANK_LAT_BUCKETS; i++) {
 		seen += bucket[i];
 		if (seen >= (want ? want : 1))
-			return (2ULL << i) - 1; /* the bucket's upper bound */
+			return lat_bucket_top(i);
 	}
 	return 0;
 }
 
 void bank_figures(struct bank *b, struct bank_figures *f)
 {
-	uint64_t bucket[48] = { 0 }, total = 0;
+	uint64_t bucket[BANK_LAT_BUCKETS] = { 0 }, total = 0;
 
 	memset(f, 0, sizeof(*f));
 	for (unsigned i = 0; i < b->nwriters; i++) {
 		struct bank_writer *w = &b->writer[i];
 
 		f->ops += atomic_load(&w->ops);
-		for (unsigned k = 0; k < 48; k++) {
-			bucket[k] += atomic_load(&w->lat_bucket[k]);
-			total += atomic_load(&w->lat_bucket[k]);
+		for (unsigned k = 0; k < BANK_LAT_BUCKETS; k++) {
+			const uint64_t n = atomic_load_explicit(
+				&w->lat_bucket[k], memory_order_relaxed);
+
+			bucket[k] += n;
+			total += n;
 		}
 		if (atomic_load(&w->lat_max_ns) > f->lat_max_ns)
 			f->lat_max_ns = atomic_load(&w->lat_max_ns);
 		if (atomic_load(&w->max_stop_ns) > f->max_stop_ns)
 			f->max_stop_ns = atomic_load(&w->max_stop_ns);
+		if (atomic_load(&w->max_delay_ns) > f->max_delay_ns)
+			f->max_delay_ns = atomic_load(&w->max_delay_ns);
 	}
 	f->lat_p50_ns = bucket_percentile(bucket, total, 50);
 	f->lat_p99_ns = bucket_percentile(bucket, total, 99);
@@ -475,7 +525,9 @@ void bank_figures_reset(struct bank *b)
 		atomic_store(&w->ops, 0);
 		atomic_store(&w->lat_max_ns, 0);
 		atomic_store(&w->max_stop_ns, 0);
-		for (unsigned k = 0; k < 48; k++)
-			atomic_store(&w->lat_bucket[k], 0);
+		atomic_store(&w->max_delay_ns, 0);
+		for (unsigned k = 0; k < BANK_LAT_BUCKETS; k++)
+			atomic_store_explicit(&w->lat_bucket[k], 0,
+					      memory_order_relaxed);
 	}
 }

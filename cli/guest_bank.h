@@ -23,6 +23,9 @@
 #include <stdint.h>
 
 #define BANK_MAX_WRITERS 64
+/* Op latency histogram: exact below 8 ns, then 8 buckets per power of two
+ * (within 12.5%) up to 2^48 ns. */
+#define BANK_LAT_BUCKETS 368
 
 enum bank_pattern {
 	BANK_RANDOM = 0,     /* uniform over all accounts */
@@ -40,7 +43,11 @@ struct bank_writer {
 	_Atomic uint64_t max_stop_ns;	/* longest time parked by a pause */
 	_Atomic bool parked;		/* in the park handler */
 	_Atomic uint64_t lat_max_ns;
-	_Atomic uint64_t lat_bucket[48]; /* op latency, power-of-two ns */
+	/* Longest time from when the writer meant to start a transfer (its
+	 * rate's schedule, or the end of the last one) to its end: a pause,
+	 * a ptrace stop, a fault blocked on a snapshot, preemption. */
+	_Atomic uint64_t max_delay_ns;
+	_Atomic uint64_t lat_bucket[BANK_LAT_BUCKETS]; /* op latency */
 };
 
 struct bank {
@@ -98,7 +105,8 @@ void bank_recover(void *mem, size_t len);
 struct bank_figures {
 	uint64_t ops;
 	uint64_t lat_p50_ns, lat_p99_ns, lat_max_ns;
-	uint64_t max_stop_ns;
+	uint64_t max_stop_ns;	/* longest park by bank_pause */
+	uint64_t max_delay_ns;	/* longest writer delay, any cause */
 };
 void bank_figures(struct bank *b, struct bank_figures *f);
 void bank_figures_reset(struct bank *b);

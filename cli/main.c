@@ -7,6 +7,11 @@
 
 static const struct cli_cmd commands[] = {
 	{ "caps", cmd_caps, "report what this machine offers for snapshots" },
+	{ "save", cmd_save, "snapshot a running process (--pid) into a file" },
+	{ "restore", cmd_restore, "put a snapshot back into a process (--pid)" },
+	{ "demo", cmd_demo, "snapshot, check and restore a built-in guest" },
+	/* Hidden: the workload process of the demo, tests and benchmark. */
+	{ "guest", cmd_guest, NULL },
 };
 
 static void usage(FILE *f)
@@ -14,8 +19,9 @@ static void usage(FILE *f)
 	fprintf(f, "usage: bgsnap [--version] [--help] <command> [<args>]\n\n"
 		   "commands:\n");
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		fprintf(f, "  %-10s %s\n", commands[i].name,
-			commands[i].summary);
+		if (commands[i].summary)
+			fprintf(f, "  %-10s %s\n", commands[i].name,
+				commands[i].summary);
 	fprintf(f, "\n'bgsnap <command> --help' describes a command.\n");
 }
 

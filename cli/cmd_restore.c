@@ -1,0 +1,336 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bgsnap restore FILE --pid PID: put a snapshot back into a running
+ * process, all or nothing.
+ *
+ * The library verifies the whole file before anything else, stops the
+ * process, proves its mappings unchanged since they were matched to the
+ * snapshot's regions, writes the pages back and lets it run. Once the
+ * writes have begun, stopping half-way would leave the process with memory
+ * from two instants: SIGINT, SIGTERM and SIGHUP are held back for the
+ * whole restore and take effect after it.
+ */
+#include "cli.h"
+
+#include <bgsnap.h>
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PAGE	  4096u
+#define MAX_SPECS 64
+
+static const char restore_usage[] =
+	"usage: bgsnap restore FILE|- --pid PID [options]\n"
+	"\n"
+	"Write the memory saved in FILE ('-': standard input, a pipe) back into\n"
+	"running process PID, all or nothing: the whole file is verified first;\n"
+	"then the process is stopped, every region of the snapshot must still\n"
+	"exist in it (same start, size and kind; regions are matched by name,\n"
+	"which holds the start address), its pages are written and it resumes.\n"
+	"Anything wrong - a damaged file, a region gone or resized - is\n"
+	"reported before a byte is written. Mappings made since the snapshot\n"
+	"are left alone.\n"
+	"\n"
+	"Memory is put back under the process's running code: restoring its\n"
+	"stacks, heap or libraries' data while its threads run is only\n"
+	"meaningful when the process is quiescent (idle, or parked by itself,\n"
+	"as a database between transactions). Limit the restore to the data\n"
+	"regions the process expects to have rolled back, with --include, e.g.\n"
+	"the address range of one mapping:\n"
+	"  bgsnap restore snap.bgs --pid 4242 --include 7f3a00000000-7f3a20000000\n"
+	"\n"
+	"options:\n"
+	"  -p, --pid PID         the process to restore into (required)\n"
+	"  -n, --dry-run         verify and compare, write nothing: print the\n"
+	"                        regions that would be written and how many\n"
+	"                        pages would change (the process is not\n"
+	"                        stopped: a running one keeps changing)\n"
+	"  -i, --include SPEC    only mappings matching SPEC (repeatable)\n"
+	"  -x, --exclude SPEC    leave out mappings matching SPEC (repeatable)\n"
+	"                        SPEC: a glob on the mapping's name or path, or\n"
+	"                        a hex address range 'A-B', as for 'save'\n"
+	"      --json            report as one JSON object (stable keys)\n"
+	"  -q, --quiet           no report\n"
+	"  -h, --help            this help\n"
+	"\n"
+	"Signals are held back during a restore: it cannot be left half done.\n"
+	"\n"
+	"exit status: 0 restored (or the dry run found no problem); 1 the\n"
+	"restore failed (no such process, permission denied, a region is gone or\n"
+	"differs); 2 usage error; 3 FILE is missing, damaged or not a snapshot.\n";
+
+enum {
+	OPT_JSON = 256,
+};
+
+static const struct option restore_options[] = {
+	{ "pid", required_argument, NULL, 'p' },
+	{ "dry-run", no_argument, NULL, 'n' },
+	{ "include", required_argument, NULL, 'i' },
+	{ "exclude", required_argument, NULL, 'x' },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "quiet", no_argument, NULL, 'q' },
+	CLI_OPT_HELP_ENTRY,
+	{ NULL, 0, NULL, 0 },
+};
+
+struct restore_args {
+	const char *file;
+	int pid;
+	bool dry_run, json, quiet;
+	const char *include[MAX_SPECS];
+	size_t ninclude;
+	const char *exclude[MAX_SPECS];
+	size_t nexclude;
+};
+
+/* ---- the restore ------------------------------------------------------------ */
+
+static const char *detail(const struct bgsnap *h, int err)
+{
+	const char *d = bgsnap_last_error(h);
+
+	return d && *d ? d : bgsnap_strerror(err);
+}
+
+static int attach(struct bgsnap *h, const struct restore_args *a)
+{
+	const struct bgsnap_target_opts topts = {
+		.include = a->include,
+		.ninclude = a->ninclude,
+		.exclude = a->exclude,
+		.nexclude = a->nexclude,
+	};
+	const int r = bgsnap_target_pid(h, a->pid, &topts);
+
+	if (r)
+		cli_error("restore: process %d: %s", a->pid, detail(h, r));
+	return r;
+}
+
+static int run(struct bgsnap *h, const struct restore_args *a)
+{
+	const struct bgsnap_restore_opts o = {
+		.flags = a->dry_run ? BGSNAP_RESTORE_DRY_RUN : 0,
+	};
+	sigset_t stop, old;
+	int r;
+
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGHUP);
+	sigprocmask(SIG_BLOCK, &stop, &old);
+	r = strcmp(a->file, "-") ?
+		    bgsnap_restore_start(h, a->file, &o) :
+		    bgsnap_restore_start_fd(h, STDIN_FILENO, &o);
+	if (!r)
+		r = bgsnap_wait(h);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return r;
+}
+
+static int exit_code_for(int err)
+{
+	if (err == BGSNAP_EMISMATCH || err == BGSNAP_ETARGET || err == -ESRCH ||
+	    err == -EPERM || err == -EAGAIN)
+		return EXIT_FAILED;
+	return cli_file_exit(err);
+}
+
+/* Failures found before the first write say so: the file, the layout. */
+static void report_failure(const struct bgsnap *h, const struct restore_args *a,
+			   int r)
+{
+	const bool before = cli_file_exit(r) == EXIT_BADFILE ||
+			    r == BGSNAP_EMISMATCH || r == BGSNAP_EPARENT ||
+			    r == -EAGAIN;
+
+	cli_error("restore: %s: %s%s", a->file, detail(h, r),
+		  before ? "; nothing was written" : "");
+}
+
+/* ---- the report --------------------------------------------------------------- */
+
+/* Would a region be written? Left out by a filter, or never saved, no. */
+static bool written(const struct bgsnap_region_info *ri)
+{
+	return ri->kind != BGSNAP_KIND_UNSAVED;
+}
+
+static void report_regions(const struct bgsnap *h, bool dry_run)
+{
+	char b[CLI_FMT_LEN];
+
+	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
+		struct bgsnap_region_info ri;
+
+		if (bgsnap_region(h, i, &ri) || !written(&ri))
+			continue;
+		printf("  %-8s %-44s %10s\n", dry_run ? "would" : "wrote",
+		       ri.name, cli_fmt_size(b, ri.len));
+	}
+}
+
+static void report_text(const struct bgsnap *h, const struct restore_args *a,
+			const struct bgsnap_stats *st)
+{
+	char b1[CLI_FMT_LEN], b2[CLI_FMT_LEN];
+
+	if (a->dry_run)
+		printf("dry run: %s checks out against process %d; nothing was "
+		       "written\n", a->file, a->pid);
+	else
+		printf("restored %s into process %d\n", a->file, a->pid);
+	report_regions(h, a->dry_run);
+	if (a->dry_run)
+		printf("  %llu of %llu pages would change (%s)\n",
+		       (unsigned long long)st->pages_changed,
+		       (unsigned long long)st->pages_total,
+		       cli_fmt_size(b1, st->pages_changed * PAGE));
+	printf("  read %s of the file in %s\n", cli_fmt_size(b1, st->bytes_read),
+	       cli_fmt_duration(b2, st->elapsed_ns));
+}
+
+static void report_json(const struct bgsnap *h, const struct restore_args *a,
+			const struct bgsnap_stats *st)
+{
+	struct cli_json j;
+
+	cli_json_init(&j, stdout);
+	cli_json_object_begin(&j);
+	cli_json_kstr(&j, "file", a->file);
+	cli_json_kint(&j, "pid", a->pid);
+	cli_json_kbool(&j, "dry_run", a->dry_run);
+	cli_json_key(&j, "regions");
+	cli_json_array_begin(&j);
+	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
+		struct bgsnap_region_info ri;
+
+		if (bgsnap_region(h, i, &ri) || !written(&ri))
+			continue;
+		cli_json_object_begin(&j);
+		cli_json_kstr(&j, "name", ri.name);
+		cli_json_kuint(&j, "address", (uintptr_t)ri.addr);
+		cli_json_kuint(&j, "length", ri.len);
+		cli_json_object_end(&j);
+	}
+	cli_json_array_end(&j);
+	cli_json_kuint(&j, "pages_total", st->pages_total);
+	if (a->dry_run)
+		cli_json_kuint(&j, "pages_changed", st->pages_changed);
+	cli_json_kuint(&j, "pages_zero", st->pages_zero);
+	cli_json_kuint(&j, "bytes_read", st->bytes_read);
+	cli_json_kdouble(&j, "elapsed_s", (double)st->elapsed_ns / 1e9);
+	cli_json_object_end(&j);
+	cli_json_end(&j);
+}
+
+/* ---- options -------------------------------------------------------------------- */
+
+static bool add_spec(struct cli_getopt *g, const char **specs, size_t *n,
+		     const char *spec)
+{
+	if (*n == MAX_SPECS) {
+		cli_error("%s: %s: at most %d of them", g->cmd, g->optname,
+			  MAX_SPECS);
+		return false;
+	}
+	specs[(*n)++] = spec;
+	return true;
+}
+
+static bool take_option(struct cli_getopt *g, int c, struct restore_args *a)
+{
+	uint64_t v;
+
+	switch (c) {
+	case 'p':
+		if (!cli_arg_uint(g, optarg, 1, INT32_MAX, &v))
+			return false;
+		a->pid = (int)v;
+		return true;
+	case 'n':
+		a->dry_run = true;
+		return true;
+	case 'i':
+		return add_spec(g, a->include, &a->ninclude, optarg);
+	case 'x':
+		return add_spec(g, a->exclude, &a->nexclude, optarg);
+	case OPT_JSON:
+		a->json = true;
+		return true;
+	case 'q':
+		a->quiet = true;
+		return true;
+	}
+	return false;
+}
+
+/* The parsed command line, or an exit code (EXIT_OK after --help). */
+static int parse_args(int argc, char **argv, struct restore_args *a)
+{
+	struct cli_getopt g = { .cmd = "restore", .usage = restore_usage,
+				.shortopts = "p:ni:x:q",
+				.longopts = restore_options };
+	int c;
+
+	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
+		if (c == CLI_OPT_HELP)
+			return EXIT_OK;
+		if (c == CLI_OPT_BAD || !take_option(&g, c, a))
+			return EXIT_USAGE;
+	}
+	if (cli_operands(&g, argc, argv, 1, 1, "FILE") < 0)
+		return EXIT_USAGE;
+	a->file = argv[optind];
+	if (!a->pid) {
+		cli_error("restore: --pid PID is required (see 'bgsnap restore "
+			  "--help')");
+		return EXIT_USAGE;
+	}
+	if (!strcmp(a->file, "-") && isatty(STDIN_FILENO)) {
+		cli_error("restore: standard input is a terminal, not a "
+			  "snapshot");
+		return EXIT_USAGE;
+	}
+	return -1;
+}
+
+int cmd_restore(int argc, char **argv)
+{
+	struct restore_args a = { 0 };
+	struct bgsnap_stats st;
+	struct bgsnap *h;
+	int r = parse_args(argc, argv, &a);
+
+	if (r >= 0)
+		return r;
+	r = bgsnap_new(&h);
+	if (r) {
+		cli_error("restore: %s", bgsnap_strerror(r));
+		return EXIT_FAILED;
+	}
+	r = attach(h, &a);
+	if (r) {
+		r = r == -EINVAL ? EXIT_USAGE : EXIT_FAILED;
+		goto out_free;
+	}
+	r = run(h, &a);
+	if (r) {
+		report_failure(h, &a, r);
+		r = exit_code_for(r);
+		goto out_free;
+	}
+	bgsnap_stats(h, &st);
+	if (a.json)
+		report_json(h, &a, &st);
+	else if (!a.quiet)
+		report_text(h, &a, &st);
+	r = fflush(stdout) ? EXIT_FAILED : EXIT_OK;
+out_free:
+	bgsnap_free(h);
+	return r;
+}

@@ -1,0 +1,474 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bgsnap save --pid: snapshot a running process while it runs.
+ *
+ * The process is stopped (ptrace) only to arm write protection; its pages
+ * are then saved in the background by the library, which must end clean
+ * whatever happens: nothing protected, no writer blocked, no file under
+ * the final name. This file adds the command's side of that promise: a
+ * signal (SIGINT, SIGTERM, SIGHUP) cancels the save through
+ * bgsnap_cancel() and waits for it, instead of killing the command in the
+ * middle. Signals are held back while the library has the process stopped
+ * (the blackout is never cut short), and acted on right after.
+ */
+#include "cli.h"
+
+#include <bgsnap.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PAGE		 4096u
+#define MAX_SPECS	 64
+#define POLL_INTERVAL_NS 20000000L /* how often progress and signals are seen */
+
+static const char save_usage[] =
+	"usage: bgsnap save --pid PID -o FILE|- [options]\n"
+	"\n"
+	"Snapshot the memory of running process PID into FILE while it keeps\n"
+	"running. The process is stopped only while write protection is armed\n"
+	"(the blackout, reported); every page is then saved once, in the\n"
+	"background, and a write to a page not yet saved waits only for that\n"
+	"page. Private anonymous memory (heap, stacks, anonymous mmaps),\n"
+	"memfd/shmem and hugetlbfs are saved this way; private file mappings\n"
+	"with pages of their own (.data, relro) are copied while the process is\n"
+	"stopped; read-only file mappings and special mappings are recorded by\n"
+	"name only. bgsnap needs the permission a debugger needs (ptrace).\n"
+	"\n"
+	"FILE is created 0600 under a temporary name and renamed when complete;\n"
+	"'-' writes the snapshot to standard output (a pipe or a file, never a\n"
+	"terminal), and the report then goes to standard error.\n"
+	"\n"
+	"options:\n"
+	"  -p, --pid PID          the process to save (required)\n"
+	"  -o, --output FILE|-    where to write the snapshot (required)\n"
+	"  -i, --include SPEC     save only mappings matching SPEC (repeatable)\n"
+	"  -x, --exclude SPEC     leave out mappings matching SPEC (repeatable)\n"
+	"                         SPEC: a glob on the mapping's name or path\n"
+	"                         ('[heap]*', '/memfd:ram*', 'anon@7f00*') or a\n"
+	"                         hex address range 'A-B'; left-out mappings are\n"
+	"                         recorded by name only\n"
+	"  -b, --buffer SIZE      memory for write buffers (default 64M)\n"
+	"  -c, --compress lz4|none  page compression (default lz4)\n"
+	"      --lz4-accel N      lz4 acceleration, 1 (default) to 65537: faster,\n"
+	"                         larger\n"
+	"      --no-verify        skip the check that each page was still\n"
+	"                         write-protected when it was saved\n"
+	"      --stop-the-world   keep the process stopped for the whole copy\n"
+	"                         (no userfaultfd; a baseline)\n"
+	"      --json             report as one JSON object (stable keys)\n"
+	"  -q, --quiet            no progress bar, no report (but --json's)\n"
+	"  -h, --help             this help\n"
+	"\n"
+	"SIGINT, SIGTERM or SIGHUP cancel the save: the process runs on\n"
+	"unharmed and no file is left under FILE. If bgsnap itself is killed\n"
+	"(even with SIGKILL) the process runs on as well.\n"
+	"\n"
+	"exit status: 0 saved; 1 the save failed (the process went away, a\n"
+	"mapping cannot be saved safely, permission denied, disk full, cancelled);\n"
+	"2 usage error; 4 this system lacks a capability (see 'bgsnap caps').\n";
+
+enum {
+	OPT_LZ4_ACCEL = 256,
+	OPT_NO_VERIFY,
+	OPT_STW,
+	OPT_JSON,
+};
+
+static const struct option save_options[] = {
+	{ "pid", required_argument, NULL, 'p' },
+	{ "output", required_argument, NULL, 'o' },
+	{ "include", required_argument, NULL, 'i' },
+	{ "exclude", required_argument, NULL, 'x' },
+	{ "buffer", required_argument, NULL, 'b' },
+	{ "compress", required_argument, NULL, 'c' },
+	{ "lz4-accel", required_argument, NULL, OPT_LZ4_ACCEL },
+	{ "no-verify", no_argument, NULL, OPT_NO_VERIFY },
+	{ "stop-the-world", no_argument, NULL, OPT_STW },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "quiet", no_argument, NULL, 'q' },
+	CLI_OPT_HELP_ENTRY,
+	{ NULL, 0, NULL, 0 },
+};
+
+struct save_args {
+	struct cli_save_req req;
+	struct bgsnap_save_opts opts;
+	const char *include[MAX_SPECS];
+	const char *exclude[MAX_SPECS];
+	const char *output;
+	bool json;
+};
+
+/* ---- the save ------------------------------------------------------------ */
+
+static const sigset_t *stop_signals(void)
+{
+	static sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	return &set;
+}
+
+static int exit_code_for(int err)
+{
+	switch (-err) {
+	case ENOTSUP:
+	case ENOSYS:
+		return EXIT_NOCAP;
+	case EINVAL:
+		return EXIT_USAGE; /* a bad address range in a filter */
+	}
+	return EXIT_FAILED;
+}
+
+static const char *detail(const struct bgsnap *h, int err)
+{
+	const char *d = bgsnap_last_error(h);
+
+	return d && *d ? d : bgsnap_strerror(err);
+}
+
+static void count_regions(const struct bgsnap *h, struct cli_save_result *res)
+{
+	const size_t n = bgsnap_region_count(h);
+
+	for (size_t i = 0; i < n; i++) {
+		struct bgsnap_region_info ri;
+
+		if (bgsnap_region(h, i, &ri))
+			continue;
+		if (ri.kind == BGSNAP_KIND_UNSAVED) {
+			res->regions_skipped++;
+			continue;
+		}
+		if (ri.kind == BGSNAP_KIND_FILE_PRIVATE)
+			res->regions_copied++;
+		else
+			res->regions_saved++;
+		res->bytes_saved += ri.len;
+	}
+}
+
+/* Attach to the process and start the save, signals held back: the
+ * library has the process stopped in there. */
+static int start(struct bgsnap *h, const struct cli_save_req *req)
+{
+	const struct bgsnap_target_opts topts = {
+		.include = req->include,
+		.ninclude = req->ninclude,
+		.exclude = req->exclude,
+		.nexclude = req->nexclude,
+	};
+	sigset_t old;
+	int r;
+
+	sigprocmask(SIG_BLOCK, stop_signals(), &old);
+	r = bgsnap_target_pid(h, req->pid, &topts);
+	if (r) {
+		cli_error("save: process %d: %s", req->pid, detail(h, r));
+		goto out_unblock;
+	}
+	r = req->path ? bgsnap_save_start(h, req->path, req->opts) :
+			bgsnap_save_start_fd(h, req->fd, req->opts);
+	if (r)
+		cli_error("save: process %d: %s", req->pid, detail(h, r));
+out_unblock:
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return r;
+}
+
+/* Show progress until the save ends; a signal cancels it. */
+static void watch(struct bgsnap *h, bool quiet)
+{
+	const struct timespec tick = { 0, POLL_INTERVAL_NS };
+	struct cli_progress bar;
+	struct bgsnap_progress p;
+	bool cancelled = false;
+
+	bgsnap_progress(h, &p);
+	cli_progress_start(&bar, "save", p.pages_total * PAGE, quiet);
+	while (p.running) {
+		if (cli_interrupted() && !cancelled) {
+			bgsnap_cancel(h);
+			cancelled = true;
+		}
+		cli_progress_update(&bar, p.pages_done * PAGE);
+		nanosleep(&tick, NULL);
+		bgsnap_progress(h, &p);
+	}
+	cli_progress_end(&bar);
+}
+
+static void report_failure(const struct bgsnap *h, int pid, int r)
+{
+	if (r == -ECANCELED && cli_interrupted())
+		cli_error("save: cancelled by %s; process %d runs on, no "
+			  "snapshot was written", strsignal(cli_interrupted()),
+			  pid);
+	else if (r == BGSNAP_ETARGET || r == -ESRCH)
+		cli_error("save: process %d went away during the save (%s); no "
+			  "snapshot was written", pid, detail(h, r));
+	else
+		cli_error("save: process %d: %s; no snapshot was written", pid,
+			  detail(h, r));
+}
+
+int cli_save_pid(const struct cli_save_req *req, struct cli_save_result *res)
+{
+	struct bgsnap *h;
+	int r;
+
+	memset(res, 0, offsetof(struct cli_save_result, stats));
+	cli_catch_signals();
+	r = bgsnap_new(&h);
+	if (r) {
+		cli_error("save: %s", bgsnap_strerror(r));
+		return EXIT_FAILED;
+	}
+	r = start(h, req);
+	if (r)
+		goto out_free;
+	watch(h, req->quiet);
+	r = bgsnap_wait(h);
+	if (r) {
+		report_failure(h, req->pid, r);
+		goto out_free;
+	}
+	count_regions(h, res);
+	if (res->stats)
+		bgsnap_stats(h, res->stats);
+out_free:
+	bgsnap_free(h);
+	return r ? exit_code_for(r) : EXIT_OK;
+}
+
+/* ---- the report ----------------------------------------------------------- */
+
+static double rate(uint64_t bytes, uint64_t ns)
+{
+	return ns ? (double)bytes * 1e9 / (double)ns : 0.0;
+}
+
+void cli_json_save_stats(struct cli_json *j, const struct bgsnap_stats *st)
+{
+	cli_json_kdouble(j, "blackout_ms", (double)st->blackout_ns / 1e6);
+	cli_json_kdouble(j, "elapsed_s", (double)st->elapsed_ns / 1e9);
+	cli_json_kdouble(j, "throughput_bytes_per_s",
+			 rate(st->pages_total * PAGE, st->elapsed_ns));
+	cli_json_kuint(j, "pages_total", st->pages_total);
+	cli_json_kuint(j, "pages_by_scan", st->pages_by_scan);
+	cli_json_kuint(j, "pages_by_fault", st->pages_by_fault);
+	cli_json_kuint(j, "pages_zero", st->pages_zero);
+	cli_json_kuint(j, "pages_unpopulated", st->pages_unpopulated);
+	cli_json_kuint(j, "bytes_written", st->bytes_written);
+	cli_json_kuint(j, "raw_bytes", st->raw_bytes);
+	cli_json_kdouble(j, "compression_ratio", st->compression_ratio);
+	cli_json_kuint(j, "faults", st->faults);
+	cli_json_kdouble(j, "stall_us_p50", (double)st->stall_ns_p50 / 1e3);
+	cli_json_kdouble(j, "stall_us_p99", (double)st->stall_ns_p99 / 1e3);
+	cli_json_kdouble(j, "stall_us_max", (double)st->stall_ns_max / 1e3);
+	cli_json_kuint(j, "peak_buffer_bytes", st->peak_buffer_bytes);
+}
+
+static void report_json(FILE *f, const struct save_args *a,
+			const struct cli_save_result *res)
+{
+	struct cli_json j;
+
+	cli_json_init(&j, f);
+	cli_json_object_begin(&j);
+	cli_json_kstr(&j, "file", a->output);
+	cli_json_kint(&j, "pid", a->req.pid);
+	cli_json_key(&j, "regions");
+	cli_json_object_begin(&j);
+	cli_json_kuint(&j, "saved", res->regions_saved);
+	cli_json_kuint(&j, "copied", res->regions_copied);
+	cli_json_kuint(&j, "skipped", res->regions_skipped);
+	cli_json_object_end(&j);
+	cli_json_save_stats(&j, res->stats);
+	cli_json_object_end(&j);
+	cli_json_end(&j);
+}
+
+static void report_text(FILE *f, const struct save_args *a,
+			const struct cli_save_result *res)
+{
+	const struct bgsnap_stats *st = res->stats;
+	char b1[CLI_FMT_LEN], b2[CLI_FMT_LEN], b3[CLI_FMT_LEN];
+
+	fprintf(f, "saved process %d to %s\n", a->req.pid,
+		strcmp(a->output, "-") ? a->output : "standard output");
+	fprintf(f, "  regions   %zu saved in the background, %zu copied while "
+		"stopped, %zu recorded by name only\n", res->regions_saved,
+		res->regions_copied, res->regions_skipped);
+	fprintf(f, "  memory    %s in %llu pages: %llu saved first because a "
+		"writer faulted, %llu zero\n",
+		cli_fmt_size(b1, st->pages_total * PAGE),
+		(unsigned long long)st->pages_total,
+		(unsigned long long)st->pages_by_fault,
+		(unsigned long long)st->pages_zero);
+	fprintf(f, "  blackout  %s (the process was stopped only for this)\n",
+		cli_fmt_duration(b1, st->blackout_ns));
+	fprintf(f, "  elapsed   %s, %s\n", cli_fmt_duration(b1, st->elapsed_ns),
+		cli_fmt_rate(b2, rate(st->pages_total * PAGE, st->elapsed_ns)));
+	fprintf(f, "  file      %s, compression %.2fx\n",
+		cli_fmt_size(b1, st->bytes_written), st->compression_ratio);
+	fprintf(f, "  stalls    %llu write faults waited p50 %s, p99 %s, max %s\n",
+		(unsigned long long)st->faults,
+		cli_fmt_duration(b1, st->stall_ns_p50),
+		cli_fmt_duration(b2, st->stall_ns_p99),
+		cli_fmt_duration(b3, st->stall_ns_max));
+	fprintf(f, "  buffers   peak %s\n",
+		cli_fmt_size(b1, st->peak_buffer_bytes));
+}
+
+/* ---- options --------------------------------------------------------------- */
+
+static bool add_spec(struct cli_getopt *g, const char **specs, size_t *n,
+		     const char *spec)
+{
+	if (*n == MAX_SPECS) {
+		cli_error("%s: %s: at most %d of them", g->cmd, g->optname,
+			  MAX_SPECS);
+		return false;
+	}
+	specs[(*n)++] = spec;
+	return true;
+}
+
+static bool parse_compression(struct cli_getopt *g, const char *arg,
+			      enum bgsnap_compression *c)
+{
+	if (!strcmp(arg, "lz4"))
+		*c = BGSNAP_COMPRESS_LZ4;
+	else if (!strcmp(arg, "none"))
+		*c = BGSNAP_COMPRESS_NONE;
+	else {
+		cli_error("%s: %s: '%s' is not lz4 or none (see 'bgsnap %s "
+			  "--help')", g->cmd, g->optname, arg, g->cmd);
+		return false;
+	}
+	return true;
+}
+
+/* One option into @a: true, or false after a usage error. */
+static bool take_option(struct cli_getopt *g, int c, struct save_args *a)
+{
+	uint64_t v;
+
+	switch (c) {
+	case 'p':
+		if (!cli_arg_uint(g, optarg, 1, INT32_MAX, &v))
+			return false;
+		a->req.pid = (int)v;
+		return true;
+	case 'o':
+		a->output = optarg;
+		return true;
+	case 'i':
+		return add_spec(g, a->include, &a->req.ninclude, optarg);
+	case 'x':
+		return add_spec(g, a->exclude, &a->req.nexclude, optarg);
+	case 'b':
+		if (!cli_arg_size(g, optarg, &v))
+			return false;
+		a->opts.buffer_budget = (size_t)v;
+		return true;
+	case 'c':
+		return parse_compression(g, optarg, &a->opts.compression);
+	case OPT_LZ4_ACCEL:
+		if (!cli_arg_uint(g, optarg, 1, 65537, &v))
+			return false;
+		a->opts.lz4_acceleration = (int)v;
+		return true;
+	case OPT_NO_VERIFY:
+		a->opts.flags |= BGSNAP_SAVE_NO_VERIFY;
+		return true;
+	case OPT_STW:
+		a->opts.flags |= BGSNAP_SAVE_STOP_THE_WORLD;
+		return true;
+	case OPT_JSON:
+		a->json = true;
+		return true;
+	case 'q':
+		a->req.quiet = true;
+		return true;
+	}
+	return false;
+}
+
+/* The parsed command line, or an exit code (EXIT_OK after --help). */
+static int parse_args(int argc, char **argv, struct save_args *a)
+{
+	struct cli_getopt g = { .cmd = "save", .usage = save_usage,
+				.shortopts = "p:o:i:x:b:c:q",
+				.longopts = save_options };
+	int c;
+
+	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
+		if (c == CLI_OPT_HELP)
+			return EXIT_OK;
+		if (c == CLI_OPT_BAD || !take_option(&g, c, a))
+			return EXIT_USAGE;
+	}
+	if (cli_operands(&g, argc, argv, 0, 0, "") < 0)
+		return EXIT_USAGE;
+	if (!a->req.pid || !a->output) {
+		cli_error("save: %s is required (see 'bgsnap save --help')",
+			  a->req.pid ? "-o FILE" : "--pid PID");
+		return EXIT_USAGE;
+	}
+	return -1;
+}
+
+static int open_output(struct save_args *a)
+{
+	if (strcmp(a->output, "-")) {
+		a->req.path = a->output;
+		return 0;
+	}
+	if (isatty(STDOUT_FILENO)) {
+		cli_error("save: refusing to write a snapshot to a terminal; "
+			  "redirect standard output or use -o FILE");
+		return -1;
+	}
+	a->req.fd = STDOUT_FILENO;
+	return 0;
+}
+
+int cmd_save(int argc, char **argv)
+{
+	struct save_args a = { 0 };
+	struct bgsnap_stats st;
+	struct cli_save_result res = { .stats = &st };
+	FILE *out;
+	int r;
+
+	a.req.include = a.include;
+	a.req.exclude = a.exclude;
+	a.req.opts = &a.opts;
+	r = parse_args(argc, argv, &a);
+	if (r >= 0)
+		return r;
+	if (open_output(&a))
+		return EXIT_USAGE;
+	/* A reader of '-o -' that goes away is an error, not a death. */
+	signal(SIGPIPE, SIG_IGN);
+	r = cli_save_pid(&a.req, &res);
+	if (r || (a.req.quiet && !a.json))
+		return r;
+	out = a.req.path ? stdout : stderr;
+	if (a.json)
+		report_json(out, &a, &res);
+	else
+		report_text(out, &a, &res);
+	return fflush(out) ? EXIT_FAILED : EXIT_OK;
+}
