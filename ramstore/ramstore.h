@@ -205,7 +205,9 @@ int bgs_rs_decode(struct rs_reader *r, size_t i, const void **data,
 /*
  * Decode extent @i straight into @dst (its npages * 4 KiB bytes), header
  * and data checksums verified; @dst is untouched for ZERO and PARENT
- * extents. Returns the extent's encoding (enum rs_encoding) or an error.
+ * extents, whose records are not even read (the index, checked at open,
+ * says all there is; bgs_rs_verify checks their headers).
+ * Returns the extent's encoding (enum rs_encoding) or an error.
  * Unlike bgs_rs_decode this only reads @r: several threads may decode at
  * once, each with a decoder of its own (it holds the scratch buffer).
  */

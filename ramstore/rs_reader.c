@@ -540,18 +540,33 @@ static struct rs_cslot *cache_victim(struct rs_reader *r)
 /* Read record @e's header and its payload into @dst (stored_len bytes),
  * the header checked against the index entry; its data checksum goes to
  * *@csum. Only reads @r, so threads may call it at once. */
+/* Header and payload of @e in one system call, as a rule. */
+static int read_rec(const struct rs_reader *r, const struct rs_extent *e,
+		    uint8_t *hb, uint8_t *dst, struct rs_diag *d)
+{
+	struct iovec iov[2] = { { hb, RS_RECHDR_SIZE },
+				{ dst, e->stored_len } };
+	const ssize_t n = preadv(r->fd, iov, 2, (off_t)e->offset);
+	int ret;
+
+	if (n == (ssize_t)(RS_RECHDR_SIZE + e->stored_len))
+		return 0;
+	/* Short or interrupted: again the long way, which says why. */
+	ret = read_at(r, hb, RS_RECHDR_SIZE, e->offset, "record", d);
+	return ret ? ret
+		   : read_at(r, dst, e->stored_len,
+			     e->offset + RS_RECHDR_SIZE, "record", d);
+}
+
 static int read_checked(const struct rs_reader *r, const struct rs_extent *e,
 			uint8_t *dst, uint64_t *csum, struct rs_diag *d)
 {
 	uint8_t hb[RS_RECHDR_SIZE];
-	struct rs_rechdr rh;
+	struct rs_rechdr rh = { 0 };
 	struct rs_extent got;
 	int ret;
 
-	ret = read_at(r, hb, sizeof(hb), e->offset, "record", d);
-	if (!ret)
-		ret = read_at(r, dst, e->stored_len, e->offset + sizeof(hb),
-			      "record", d);
+	ret = read_rec(r, e, hb, dst, d);
 	if (!ret)
 		ret = bgs_rs_rec_decode(&rh, hb, e->offset, d);
 	if (!ret && rh.type != RS_REC_PAGES)

@@ -247,6 +247,58 @@ static void check_attachments(const struct scene *s, struct rs_reader *r)
 			 -EINVAL);
 }
 
+/* Threads decoding every extent of one reader at once, each with its
+ * own decoder, straight into buffers of their own. */
+struct decoding {
+	pthread_t thread;
+	const struct scene *s;
+	const struct rs_reader *r;
+	size_t start;
+	int ret;
+};
+
+static void *decode_all(void *arg)
+{
+	struct decoding *t = arg;
+	const size_t n = bgs_rs_extent_count(t->r);
+	uint8_t *buf = malloc(512 * PG);
+	struct rs_decoder *dec;
+
+	t->ret = bgs_rs_decoder_new(&dec);
+	for (size_t k = 0; k < n && !t->ret; k++) {
+		const size_t i = (t->start + k) % n;
+		const struct rs_extent *e = bgs_rs_extent(t->r, i);
+		const int enc = bgs_rs_decode_to(t->r, dec, i, buf, NULL);
+		const uint8_t *want = t->s->mem[e->region];
+
+		if (enc != e->encoding)
+			t->ret = enc < 0 ? enc : -EPROTO;
+		else if ((enc == RS_ENC_RAW || enc == RS_ENC_LZ4) &&
+			 memcmp(buf, want + e->first * PG, e->npages * PG))
+			t->ret = -EBADMSG;
+	}
+	bgs_rs_decoder_free(dec);
+	free(buf);
+	return NULL;
+}
+
+static void check_decode_to(const struct scene *s, const struct rs_reader *r)
+{
+	struct decoding t[3];
+
+	for (int i = 0; i < 3; i++) {
+		t[i] = (struct decoding){ .s = s, .r = r,
+					  .start = (size_t)i * 7 };
+		assert_int_equal(pthread_create(&t[i].thread, NULL, decode_all,
+						&t[i]),
+				 0);
+	}
+	for (int i = 0; i < 3; i++) {
+		pthread_join(t[i].thread, NULL);
+		assert_int_equal(t[i].ret, 0);
+	}
+}
+
 static void check_reader(const struct scene *s, int fd)
 {
 	struct rs_reader *r;
@@ -293,6 +345,7 @@ static void check_reader(const struct scene *s, int fd)
 	assert_int_equal(bgs_rs_decode(r, bgs_rs_extent_count(r), &data, &d),
 			 -EINVAL);
 	check_attachments(s, r);
+	check_decode_to(s, r);
 	assert_int_equal(bgs_rs_verify(r, &d, NULL, NULL), 0);
 	bgs_rs_close(r);
 }
