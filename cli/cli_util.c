@@ -112,18 +112,18 @@ static void usage_error(const struct cli_getopt *g, const char *fmt, ...)
 static void name_option(struct cli_getopt *g, int c, int longindex,
 			char **argv)
 {
-	if (longindex >= 0) {
+	const char *arg = optind > 0 ? argv[optind - 1] : "";
+
+	if (longindex >= 0)
 		snprintf(g->optname, sizeof(g->optname), "--%s",
 			 g->longopts[longindex].name);
-		return;
-	}
-	/* A short option, or a long one getopt could not match. */
-	if (c > 0 && c < 256 && strchr(g->spec, c) && optind > 0 &&
-	    strncmp(argv[optind - 1], "--", 2))
+	else if (c != '?' && c != ':')
 		snprintf(g->optname, sizeof(g->optname), "-%c", c);
+	else if (optopt && strncmp(arg, "--", 2))
+		snprintf(g->optname, sizeof(g->optname), "-%c", optopt);
 	else
-		snprintf(g->optname, sizeof(g->optname), "%s",
-			 optind > 0 ? argv[optind - 1] : "?");
+		snprintf(g->optname, sizeof(g->optname), "%.*s",
+			 (int)strcspn(arg, "="), arg);
 }
 
 static int bad_option(struct cli_getopt *g, int c, char **argv)

@@ -12,6 +12,9 @@ static const struct cli_cmd commands[] = {
 	{ "demo", cmd_demo, "snapshot, check and restore a built-in guest" },
 	/* Hidden: the workload process of the demo, tests and benchmark. */
 	{ "guest", cmd_guest, NULL },
+	{ "info", cmd_info, "describe a snapshot file" },
+	{ "verify", cmd_verify, "check every byte of a snapshot file" },
+	{ "export", cmd_export, "write a region's memory to a raw file" },
 };
 
 static void usage(FILE *f)

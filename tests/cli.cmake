@@ -12,3 +12,13 @@ target_link_libraries(cli_mksnap PRIVATE bgsnap)
 
 # The public snapshot-file API, over files made by the store's writer.
 bgs_add_test(test_snap_file cli/test_snap_file.c LABELS cli unit TIMEOUT 30)
+
+# The commands end to end through the built binary, on snapshots made by
+# cli_mksnap (a live save: root, or 77 where this machine cannot save).
+foreach(_t info verify export)
+	add_test(NAME cli_${_t}
+		COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/test_${_t}.sh
+			$<TARGET_FILE:bgsnap_cli> $<TARGET_FILE:cli_mksnap>)
+	set_tests_properties(cli_${_t} PROPERTIES
+		TIMEOUT 120 LABELS cli SKIP_RETURN_CODE 77)
+endforeach()

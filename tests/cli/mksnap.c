@@ -91,11 +91,21 @@ static void fill_all(unsigned char *p, size_t len)
 		p[i] = (unsigned char)(i * 7 + i / PAGE);
 }
 
+/* Incompressible: stored raw. */
+static void fill_noise(unsigned char *p, size_t len)
+{
+	for (size_t i = 0; i < len; i += 8) {
+		const unsigned long long v = next_rand();
+		memcpy(p + i, &v, 8);
+	}
+}
+
 static struct region regions[] = {
 	{ "ram", 2u << 20, 0, fill_mixed, NULL },
 	{ "sparse", 16u << 20, 0, fill_sparse, NULL },
 	{ "../../evil/name with space", 64u << 10, 0, fill_all, NULL },
 	{ "shm", 256u << 10, 1, fill_mixed, NULL },
+	{ "noise", 128u << 10, 0, fill_noise, NULL },
 };
 #define NREGIONS (sizeof(regions) / sizeof(regions[0]))
 

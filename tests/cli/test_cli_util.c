@@ -286,6 +286,7 @@ static void test_getopt(void **state)
 	struct run bad_long = RUN("export", "--jsn", "FILE");
 	struct run bad_short = RUN("export", "-x", "FILE");
 	struct run missing = RUN("export", "FILE", "--region");
+	struct run missing_short = RUN("export", "FILE", "-r");
 	struct run noarg = RUN("export", "--json=1", "FILE");
 	struct run extra = RUN("export", "FILE", "MORE");
 	struct run none = RUN("export", "--json");
@@ -327,6 +328,11 @@ static void test_getopt(void **state)
 	assert_string_equal(err, "bgsnap: error: export: option '--region' "
 				 "needs an argument (see 'bgsnap export "
 				 "--help')\n");
+	free(err);
+	err = stderr_of(run_getopt, &missing_short, &ret);
+	assert_int_equal(ret, CLI_OPT_BAD);
+	assert_string_equal(err, "bgsnap: error: export: option '-r' needs an "
+				 "argument (see 'bgsnap export --help')\n");
 	free(err);
 	err = stderr_of(run_getopt, &noarg, &ret);
 	assert_int_equal(ret, CLI_OPT_BAD);

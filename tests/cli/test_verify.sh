@@ -1,0 +1,85 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# bgsnap verify: 0 only for a perfect file; 3 and one line naming the
+# problem for every kind of damage and for what is not a snapshot.
+. "$(dirname "$0")/lib.sh"
+make_snapshot
+S=$T/snap.bgs
+
+run good 0 "$BGSNAP" verify "$S"
+no_stderr good
+grep -qE "^$S: ok: 5 regions, [0-9]+ pages .* in [0-9]+ records, 2 attachments" \
+	"$T/good.out" || fail "verify: no ok line: $(cat "$T/good.out")"
+run quiet 0 "$BGSNAP" verify --quiet "$S"
+no_stderr quiet
+[ -s "$T/quiet.out" ] && fail "verify --quiet printed: $(cat "$T/quiet.out")"
+run good_json 0 "$BGSNAP" verify --json "$S"
+py - "$T/good_json.out" <<'PY' || fail "verify --json on a good file"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert list(d) == ["file", "ok", "error", "file_size", "regions", "records",
+                   "attachments", "pages", "elapsed_ns"], list(d)
+assert d["ok"] is True and d["error"] is None and d["regions"] == 5
+PY
+
+# class|words the one-line message must contain
+for spec in \
+	"header|file header: checksum mismatch" \
+	"regions|region table at offset 304: checksum mismatch" \
+	"rechdr|record at offset|header checksum mismatch" \
+	"payload|record at offset|(region '" \
+	"raw|record at offset|(region '|pages |data checksum mismatch" \
+	"attachment|attachment at offset|checksum mismatch" \
+	"index|index at offset|checksum mismatch" \
+	"footer|footer at offset|checksum mismatch" \
+	"truncate|the store is incomplete" \
+	"tail|no footer at the end of the file" \
+	"hole|record at offset|no record header there"; do
+	IFS='|' read -r cls w1 w2 w3 w4 <<<"$spec"
+	py "$HERE/corrupt.py" "$S" "$T/$cls.bgs" "$cls" >/dev/null ||
+		fail "corrupt.py $cls"
+	run "$cls" 3 "$BGSNAP" verify "$T/$cls.bgs"
+	words=("$T/$cls.bgs: ")
+	for w in "$w1" "$w2" "$w3" "$w4"; do [ -n "$w" ] && words+=("$w"); done
+	one_line_error "$cls" "${words[@]}"
+	[ -s "$T/$cls.out" ] && fail "$cls: printed on stdout: $(cat "$T/$cls.out")"
+done
+
+# The JSON report of a damaged file says where, and exits 3 too.
+run raw_json 3 "$BGSNAP" verify --json --quiet "$T/raw.bgs"
+py - "$T/raw_json.out" <<'PY' || fail "verify --json on a damaged file"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["ok"] is False, d
+assert d["error"]["code"] == -4103 and "checksum" in d["error"]["name"], d
+assert "data checksum mismatch" in d["error"]["message"], d
+PY
+
+# Not snapshots at all.
+head -c 100000 /dev/urandom >"$T/random"
+run random 3 "$BGSNAP" verify "$T/random"
+one_line_error random "$T/random: not a bgsnap store (bad magic)"
+: >"$T/empty"
+run empty 3 "$BGSNAP" verify "$T/empty"
+one_line_error empty "$T/empty: the file is empty"
+mkdir "$T/dir"
+run dir 3 "$BGSNAP" verify "$T/dir"
+one_line_error dir "$T/dir: is a directory"
+run missing 3 "$BGSNAP" verify "$T/missing.bgs"
+one_line_error missing "$T/missing.bgs: cannot open: No such file or directory"
+run missing_json 3 "$BGSNAP" verify --json "$T/missing.bgs"
+py -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ok"] is False and d["file_size"] is None' \
+	"$T/missing_json.out" || fail "verify --json on a missing file"
+mkfifo "$T/fifo"
+run fifo 3 timeout 10 "$BGSNAP" verify "$T/fifo"
+one_line_error fifo "not a regular file"
+
+# The original is untouched by all this and still perfect.
+run again 0 "$BGSNAP" verify -q "$S"
+
+# Usage.
+run badopt 2 "$BGSNAP" verify --frobnicate "$S"
+one_line_error badopt "verify: unknown option '--frobnicate'"
+run nofile 2 "$BGSNAP" verify
+one_line_error nofile "verify: missing FILE"
+finish
