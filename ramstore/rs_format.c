@@ -750,13 +750,13 @@ bool bgs_rs_page_is_zero(const void *p)
 	 * a zero page is read at memory speed (SSE2 is x86-64's baseline). */
 	for (size_t off = 0; off < RS_PAGE; off += 256) {
 #ifdef __SSE2__
+		const __m128i *v = (const __m128i *)(c + off);
 		__m128i acc = _mm_setzero_si128();
 
-		for (size_t i = 0; i < 256; i += 16)
-			acc = _mm_or_si128(acc, _mm_loadu_si128(
-						(const __m128i *)(c + off + i)));
-		if (_mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) !=
-		    0xffff)
+		for (size_t i = 0; i < 16; i++)
+			acc = _mm_or_si128(acc, _mm_loadu_si128(v + i));
+		acc = _mm_cmpeq_epi8(acc, _mm_setzero_si128());
+		if (_mm_movemask_epi8(acc) != 0xffff)
 			return false;
 #else
 		uint64_t acc = 0;

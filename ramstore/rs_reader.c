@@ -672,7 +672,7 @@ int bgs_rs_decode(struct rs_reader *r, size_t i, const void **data,
 	return c->ret;
 }
 
-/* ---- decoding by several threads ------------------------------------------ */
+/* ---- decoding by several threads ----------------------------------------- */
 
 struct rs_decoder {
 	uint8_t *buf; /* an lz4 payload as read */

@@ -82,9 +82,10 @@ static void setup_direct(struct rs_wq *q)
 	if (q->direct &&
 	    !statx(q->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) &&
 	    (stx.stx_mask & STATX_DIOALIGN)) {
-		const size_t a = stx.stx_dio_offset_align > stx.stx_dio_mem_align
-					 ? stx.stx_dio_offset_align
-					 : stx.stx_dio_mem_align;
+		const size_t a =
+			stx.stx_dio_offset_align > stx.stx_dio_mem_align
+				? stx.stx_dio_offset_align
+				: stx.stx_dio_mem_align;
 
 		/* 0: no direct I/O on this file after all */
 		q->direct = a && a <= q->chunk && !(q->chunk % a);

@@ -59,7 +59,7 @@ static void sparse(uint8_t *p, size_t pages, enum rt_content c, int seed)
 	}
 }
 
-/* ---- the shapes ------------------------------------------------------------ */
+/* ---- the shapes ---------------------------------------------------------- */
 
 static uint8_t ram[16 * PG], huge[8 * PG], rnd[PG];
 

@@ -109,7 +109,7 @@ static uint8_t *copy_base(void)
 	return p;
 }
 
-/* ---- running both readers ------------------------------------------------- */
+/* ---- running both readers ------------------------------------------------ */
 
 static bool is_store_error(int ret)
 {
@@ -213,7 +213,7 @@ static void expect(const uint8_t *buf, size_t len, int want_open,
 			 want_open, s, want_stream);
 }
 
-/* ---- every byte flipped --------------------------------------------------- */
+/* ---- every byte flipped -------------------------------------------------- */
 
 /* The codes a flip at @off may give: @o for the open path, @s for the
  * stream (bit n set: RS_EBADMAGIC - n). */
@@ -248,7 +248,8 @@ static void flip_expect(size_t off, unsigned *o, unsigned *s)
 		return;
 	}
 	for (size_t i = 0; i < lay.n; i++)
-		if (off >= lay.recs[i].off && off < lay.recs[i].off + lay.recs[i].len)
+		if (off >= lay.recs[i].off &&
+		    off < lay.recs[i].off + lay.recs[i].len)
 			r = &lay.recs[i];
 	assert_non_null(r);
 	if (off < r->off + 4) { /* the record magic */
@@ -306,7 +307,7 @@ static void test_valid_base(void **state)
 	expect(base, base_len, 0, 0, "the valid store");
 }
 
-/* ---- cut at every length ------------------------------------------------ */
+/* ---- cut at every length ------------------------------------------------- */
 
 static void test_truncate_everywhere(void **state)
 {
@@ -319,7 +320,7 @@ static void test_truncate_everywhere(void **state)
 	}
 }
 
-/* ---- fields set to bad values, checksums fixed ---------------------------- */
+/* ---- fields set to bad values, checksums fixed --------------------------- */
 
 static const struct rt_rec *find_rec(uint8_t type, uint32_t region,
 				     uint64_t first)
@@ -466,10 +467,16 @@ static void e_ixswap(uint8_t *b)
 }
 static void e_ixreserved(uint8_t *b) { b[ientry(b, LZ4_REC) + 31] = 1; }
 static void e_ixoff1(uint8_t *b) { b[ientry(b, LZ4_REC)] += 1; }
-static void e_ixoffbig(uint8_t *b) { put64(b + ientry(b, LZ4_REC), 1ull << 50); }
+static void e_ixoffbig(uint8_t *b)
+{
+	put64(b + ientry(b, LZ4_REC), 1ull << 50);
+}
 static void e_ixcount(uint8_t *b) { b[lay.recs[lay.n - 1].off + 16] += 1; }
 static void e_ixtype(uint8_t *b) { b[ientry(b, ATT_REC) + 28] = RS_REC_PAGES; }
-static void e_fidx(uint8_t *b) { put64(b + FOOTER + 8, get64(b + FOOTER + 8) + 48); }
+static void e_fidx(uint8_t *b)
+{
+	put64(b + FOOTER + 8, get64(b + FOOTER + 8) + 48);
+}
 static void e_fsize_up(uint8_t *b) { put64(b + FOOTER + 16, base_len + 1); }
 static void e_fsize_down(uint8_t *b) { put64(b + FOOTER + 16, base_len - 1); }
 static void e_fid(uint8_t *b) { b[FOOTER + 40] ^= 1; }
@@ -539,7 +546,7 @@ static void test_bad_fields(void **state)
 	}
 }
 
-/* ---- records dropped, duplicated, inserted -------------------------------- */
+/* ---- records dropped, duplicated, inserted ------------------------------- */
 
 /* The data records of the base store, with @extra inserted at @at
  * (if not NULL), record @drop left out and record @dup given twice. */
@@ -631,7 +638,7 @@ static void test_trailing_data(void **state)
 	free(buf);
 }
 
-/* ---- random files ----------------------------------------------------------- */
+/* ---- random files -------------------------------------------------------- */
 
 static void test_random_files(void **state)
 {

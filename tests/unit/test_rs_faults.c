@@ -135,7 +135,7 @@ static void save_all_ways(const char *dir, unsigned mib, int want)
 	}
 }
 
-/* ---- ENOSPC: a 1 MiB tmpfs of our own --------------------------------------- */
+/* ---- ENOSPC: a 1 MiB tmpfs of our own ------------------------------------ */
 
 static void enospc_child(void)
 {
@@ -166,7 +166,7 @@ static void test_enospc_tmpfs(void **state)
 	in_child(enospc_child);
 }
 
-/* ---- EFBIG: RLIMIT_FSIZE, SIGXFSZ ignored ------------------------------------ */
+/* ---- EFBIG: RLIMIT_FSIZE, SIGXFSZ ignored -------------------------------- */
 
 static void efbig_child(void)
 {
@@ -186,7 +186,7 @@ static void test_efbig_rlimit(void **state)
 	in_child(efbig_child);
 }
 
-/* ---- errors from the descriptor given ------------------------------------------ */
+/* ---- errors from the descriptor given ------------------------------------ */
 
 /* fd mode: @fd fails with @want at some point, open, put or commit. */
 static void fd_fails(int fd, int want)
@@ -233,7 +233,7 @@ static void test_epipe(void **state)
 	close(fds[1]);
 }
 
-/* ---- SIGKILL in the middle of a save --------------------------------------- */
+/* ---- SIGKILL in the middle of a save ------------------------------------- */
 
 static void endless_save(const char *path)
 {

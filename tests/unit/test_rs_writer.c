@@ -77,7 +77,7 @@ static void put_all(struct rs_writer *w)
 	assert_int_equal(bgs_rs_put_pages(w, 1, 0, 16, page), 0);
 }
 
-/* ---- the target path -------------------------------------------------------- */
+/* ---- the target path ----------------------------------------------------- */
 
 static void test_mode_0600(void **state)
 {
@@ -194,7 +194,7 @@ static void test_commit_rename_fails(void **state)
 	rmdir(path);
 }
 
-/* ---- arguments, options, sticky errors -------------------------------- */
+/* ---- arguments, options, sticky errors ----------------------------------- */
 
 static void test_bad_options(void **state)
 {
@@ -389,25 +389,25 @@ static void test_verify_progress(void **state)
 
 int main(void)
 {
-const struct CMUnitTest tests[] = {
+	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_mode_0600, per_test,
 						per_test_done),
 		cmocka_unit_test_setup_teardown(test_symlink_refused, per_test,
 						per_test_done),
 		cmocka_unit_test_setup_teardown(test_bad_targets, per_test,
 						per_test_done),
-		cmocka_unit_test_setup_teardown(test_replace_on_commit_only, per_test,
-						per_test_done),
-		cmocka_unit_test_setup_teardown(test_commit_rename_fails, per_test,
-						per_test_done),
+		cmocka_unit_test_setup_teardown(test_replace_on_commit_only,
+						per_test, per_test_done),
+		cmocka_unit_test_setup_teardown(test_commit_rename_fails,
+						per_test, per_test_done),
 		cmocka_unit_test_setup_teardown(test_bad_options, per_test,
 						per_test_done),
 		cmocka_unit_test_setup_teardown(test_errors_stick, per_test,
 						per_test_done),
-		cmocka_unit_test_setup_teardown(test_commit_checks_coverage, per_test,
-						per_test_done),
-		cmocka_unit_test_setup_teardown(test_largest_attachment, per_test,
-						per_test_done),
+		cmocka_unit_test_setup_teardown(test_commit_checks_coverage,
+						per_test, per_test_done),
+		cmocka_unit_test_setup_teardown(test_largest_attachment,
+						per_test, per_test_done),
 		cmocka_unit_test_setup_teardown(test_verify_progress, per_test,
 						per_test_done),
 	};
