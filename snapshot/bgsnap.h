@@ -254,6 +254,11 @@ struct bgsnap_save_opts {
 	int (*pause)(void *arg);
 	void (*resume)(void *arg);
 	void *arg;
+	/* With BGSNAP_SAVE_KEEP_TRACKING: keep, in up to this many bytes of
+	 * memory, the content each page had at the snapshot instant when it
+	 * is first written after it, so that bgsnap_rollback() puts it back
+	 * from memory (fast) rather than from the file. 0: none. */
+	size_t undo_budget;
 };
 
 /*
@@ -338,6 +343,47 @@ struct bgsnap_stats {
  * Returns -EBUSY while one is running. */
 BGSNAP_API int bgsnap_stats(const struct bgsnap *h, struct bgsnap_stats *s);
 
+/* ---- tracking and rollback ----------------------------------------------- */
+
+/*
+ * Start tracking writes now, as two-phase arming does before a save:
+ * protection is armed while the owner runs (this call takes that long),
+ * and each page written from then on is only recorded. A later save then
+ * pauses the owner only to protect again what was written. Errors as for
+ * bgsnap_save_start (arming), -EBUSY if already tracking.
+ */
+BGSNAP_API int bgsnap_track_start(struct bgsnap *h);
+
+/* Stop tracking: every page unprotected. A no-op when not tracking. */
+BGSNAP_API void bgsnap_track_stop(struct bgsnap *h);
+
+/* Pages written since the last snapshot instant (or tracking start).
+ * -ENOENT when not tracking. Any thread. */
+BGSNAP_API int bgsnap_track_written(const struct bgsnap *h, uint64_t *pages);
+
+struct bgsnap_rollback_opts {
+	/* The owner's quiesce hooks, around the writes (optional). */
+	int (*pause)(void *arg);
+	void (*resume)(void *arg);
+	void *arg;
+	/* The snapshot's file, for pages whose content was not kept in
+	 * memory (undo_budget spent, or none). NULL: memory only. */
+	const char *path;
+};
+
+/*
+ * Put the regions back as they were at the last snapshot saved with
+ * BGSNAP_SAVE_KEEP_TRACKING, writing only the pages written since, from
+ * the content kept in memory (undo_budget) or else from its file; then
+ * protect them again: tracking goes on from that snapshot, and rollbacks
+ * may repeat (snapshot fuzzers and test harnesses do thousands a second).
+ * Errors: -ENOENT (not tracking since a snapshot), BGSNAP_EPARENT (a page
+ * is not in memory and @path is not that snapshot), file errors; on error
+ * the memory may be partly rolled back, and bgsnap_last_error() says so.
+ */
+BGSNAP_API int bgsnap_rollback(struct bgsnap *h,
+			       const struct bgsnap_rollback_opts *opts);
+
 /* ---- restoring --------------------------------------------------------------- */
 
 enum bgsnap_restore_flags {
@@ -369,6 +415,11 @@ struct bgsnap_restore_opts {
 	unsigned threads;	/* eager: decoding threads; 0: one per CPU */
 	const char *spool_dir;	/* restore from a pipe: where the verified
 				 * copy is spooled; NULL: $TMPDIR or /tmp */
+	/* An incremental snapshot's ancestors, in any order (matched by
+	 * snapshot id). Without them, the parent named in the snapshot is
+	 * looked for beside it, and so on up the chain. */
+	const char *const *parents;
+	size_t nparents;
 };
 
 /*

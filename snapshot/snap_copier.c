@@ -207,8 +207,9 @@ static int copy_pages(struct bgs_save *s, const struct bgs_region *r,
 /* A writer waits on these pages while tracking goes on: record them as
  * written (and writable) for the monitor, before they become so. */
 static int track_and_unprotect(struct bgs_save *s, const struct bgs_region *r,
-			       uint64_t page, uint64_t n)
+			       uint64_t page, uint64_t n, const uint8_t *content)
 {
+	bgs_monitor_keep(s->mon, r, page, n, content);
 	for (uint64_t p = page; p < page + n; p++) {
 		bgs_bit_set(s->mon->written, p);
 		bgs_bit_set(s->mon->unprotected, p);
@@ -231,7 +232,7 @@ static int release_run(struct bgs_save *s, const struct bgs_region *r,
 		if (s->verify)
 			ret = verify_protected(s, r, addr, n * BGS_PAGE_SIZE);
 		if (!ret && s->keep_tracking && faulted)
-			ret = track_and_unprotect(s, r, page, n);
+			ret = track_and_unprotect(s, r, page, n, s->staging);
 		else if (!ret && !s->keep_tracking)
 			ret = unprotect(s, r, addr, n * BGS_PAGE_SIZE);
 	}
@@ -261,7 +262,7 @@ static void serve_faults(struct bgs_save *s)
 		if (bgs_page_saved(s, first) && s->keep_tracking) {
 			/* Saved since the fault was queued, and still
 			 * protected for tracking. */
-			track_and_unprotect(s, r, first, n);
+			track_and_unprotect(s, r, first, n, NULL);
 		} else if (bgs_page_saved(s, first)) {
 			/* Saved (and so unprotected) since the fault was
 			 * queued: the writer may still sleep; wake it. */
@@ -573,6 +574,10 @@ static int commit(struct bgs_save *s)
 					    h->attachments[i].len);
 	if (!ret)
 		ret = write_stats_attachment(s, w);
+	/* Where a reader finds the parent: a file name beside this one. */
+	if (!ret && s->parent_name[0])
+		ret = bgs_rs_put_attachment(w, "bgsnap.parent", s->parent_name,
+					    strlen(s->parent_name));
 	writer_final_stats(s, w);
 	if (ret < 0) {
 		bgs_rs_writer_abort(w);
@@ -619,6 +624,7 @@ void bgs_save_teardown(struct bgs_save *s)
 	/* Tracking is relative to this snapshot only if it exists. */
 	if (m && s->keep_tracking && !result) {
 		memcpy(m->base_id, s->id, sizeof(m->base_id));
+		memcpy(m->base_name, s->name, sizeof(m->base_name));
 		m->have_base = true;
 	} else if (s->mon) {
 		stop_monitor(s);

@@ -179,6 +179,7 @@ static bool track(struct bgs_monitor *m, const struct bgs_region *r,
 	const uint64_t addr = page_addr(r, first);
 	int ret;
 
+	bgs_monitor_keep(m, r, first, n, NULL);
 	for (uint64_t p = first; p < first + n; p++) {
 		bgs_bit_set(m->written, p);
 		bgs_bit_set(m->unprotected, p);
@@ -346,12 +347,19 @@ static int64_t switch_to_save(struct bgs_monitor *m, struct bgs_save *s)
 	} while (n > 0);
 	if (n < 0)
 		return n;
+	/* A new instant: what was written is now relative to it, and the
+	 * undo log is emptied (its pages are the written ones). */
 	for (uint64_t w = 0; w < words; w++) {
-		const uint64_t bits = atomic_exchange(&m->written[w], 0);
+		uint64_t bits = atomic_exchange(&m->written[w], 0);
 
-		if (s->changed)
-			s->changed[w] = bits;
+		s->changed[w] = bits;
+		for (; m->undo_slot && bits; bits &= bits - 1)
+			atomic_store(&m->undo_slot[w * 64 +
+						   (uint64_t)__builtin_ctzll(bits)],
+				     0);
 	}
+	atomic_store(&m->undo_used, 0);
+	atomic_store(&m->undo_live, m->undo_data && s->keep_tracking);
 	m->save = s;
 	atomic_store(&m->mode, BGS_MON_SAVE);
 	return total;

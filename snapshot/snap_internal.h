@@ -170,8 +170,20 @@ struct bgs_monitor {
 	uint64_t cmd_seq, done_seq;
 	int64_t result;
 
+	/* The undo log (rollback): the content each page had at the last
+	 * snapshot instant, kept when it is first written after it. A slot
+	 * is taken (atomically) and filled by the thread that unprotects the
+	 * page; undo_slot[page] (slot + 1, or 0) is published after the
+	 * copy; cleared by the fault thread at the next instant. */
+	uint8_t *undo_data;		/* undo_slots pages, mmap'd */
+	size_t undo_slots;
+	_Atomic uint32_t *undo_slot;	/* per page */
+	_Atomic size_t undo_used;
+	_Atomic bool undo_live;		/* set at an instant that keeps it */
+
 	struct bgs_first_error error;	/* damage found while tracking */
 	uint8_t base_id[16];		/* the last snapshot tracked from */
+	char base_name[256];		/* its file name, "" if unknown */
 	bool have_base;			/* owner thread */
 	_Atomic uint64_t faults;	/* tracked faults */
 };
@@ -189,6 +201,8 @@ struct bgs_save {
 					 * parent's */
 	uint8_t id[16];			/* this snapshot's id */
 	uint8_t parent_id[16];		/* incremental: the parent's */
+	char name[256];			/* the file's name (no directory) */
+	char parent_name[256];		/* incremental: the parent's, or "" */
 
 	struct bgs_pagemap pagemap;	/* stop-the-world only */
 	struct rs_writer *writer;	/* the copier's (the starter opens it) */
@@ -338,6 +352,13 @@ int64_t bgs_monitor_command(struct bgs_monitor *m, enum bgs_mon_cmd cmd,
 /* Stop the fault thread, close the uffd (every page unprotected, every
  * waiter woken), free. NULL is fine. */
 void bgs_monitor_stop(struct bgs_monitor *m);
+/* Give the monitor an undo log of @bytes (once; later calls keep it). */
+int bgs_monitor_undo(struct bgs_monitor *m, size_t bytes);
+/* Keep the content of pages [page, page + n) in the undo log, from @src
+ * (NULL: read it from the owner) unless kept already or the log is full.
+ * Call before the pages become writable. */
+void bgs_monitor_keep(struct bgs_monitor *m, const struct bgs_region *r,
+		      uint64_t page, uint64_t n, const uint8_t *src);
 static inline void bgs_bit_set(_Atomic uint64_t *map, uint64_t bit)
 {
 	atomic_fetch_or_explicit(&map[bit / 64], 1ULL << (bit % 64),

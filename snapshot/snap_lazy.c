@@ -50,6 +50,7 @@ struct placer {
 	struct rs_decoder *dec;
 	uint8_t *buf;
 	size_t buf_len;
+	uint8_t *tmp;	 /* a parent's record, for PARENT pages */
 	bool fill;	 /* the fill thread (else the fault thread) */
 	unsigned flags;	 /* BGS_UFFD_* */
 };
@@ -161,10 +162,12 @@ static int decode(struct placer *p, size_t i, size_t at)
 	int ret = bgs_rs_decode_to(p->r->reader, p->dec, i, p->buf + at, &diag);
 
 	if (ret == RS_ENC_PARENT) {
-		snprintf(diag.msg, sizeof(diag.msg), "region '%s': pages %" PRIu64
-			 "..%" PRIu64 " are in the parent snapshot", g->name,
-			 e->first, e->first + e->npages - 1);
-		ret = BGSNAP_EPARENT;
+		ret = bgs_restore_from_chain(p->r, p->dec, p->tmp, 0, e->region,
+					     e->first, e->npages, p->buf + at);
+		if (ret)
+			snprintf(diag.msg, sizeof(diag.msg), "%.250s",
+				 p->r->error.msg);
+		ret = ret ? ret : RS_ENC_RAW;
 	}
 	if (ret < 0) {
 		poison(p, g, e, ret, diag.msg);
@@ -424,19 +427,20 @@ static int placer_init(struct placer *p, struct bgs_restore *r, bool fill)
 	p->flags = fill ? 0 : BGS_UFFD_NORETRY;
 	p->buf_len = (fill ? BGS_FILL_MAX_PAGES * BGS_PAGE_SIZE : 0) +
 		     r->max_record;
-	p->buf = mmap(NULL, p->buf_len, PROT_READ | PROT_WRITE,
+	p->buf = mmap(NULL, p->buf_len + r->max_record, PROT_READ | PROT_WRITE,
 		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p->buf == MAP_FAILED) {
 		p->buf = NULL;
 		return -ENOMEM;
 	}
+	p->tmp = p->buf + p->buf_len;
 	return bgs_rs_decoder_new(&p->dec);
 }
 
 static void placer_fini(struct placer *p)
 {
 	if (p->buf)
-		munmap(p->buf, p->buf_len);
+		munmap(p->buf, p->buf_len + p->r->max_record);
 	bgs_rs_decoder_free(p->dec);
 }
 

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static size_t align_up(size_t v, size_t a)
@@ -213,10 +214,77 @@ void bgs_monitor_stop(struct bgs_monitor *m)
 		pthread_join(m->thread, NULL);
 	}
 	bgs_uffd_close(&m->uffd); /* nothing protected, nobody asleep */
+	if (m->undo_data) {
+		munmap(m->undo_data, m->undo_slots * BGS_PAGE_SIZE);
+		munmap((void *)(uintptr_t)m->undo_slot,
+		       m->h->total_pages * sizeof(*m->undo_slot));
+	}
 	bgs_uffd_pagemap_close(&m->pagemap);
 	if (m->wake_fd >= 0)
 		close(m->wake_fd);
 	pthread_mutex_destroy(&m->lock);
 	pthread_cond_destroy(&m->cond);
 	munmap(m->arena, m->arena_len);
+}
+
+/* ---- the undo log ------------------------------------------------------------- */
+
+int bgs_monitor_undo(struct bgs_monitor *m, size_t bytes)
+{
+	const size_t slots = bytes / BGS_PAGE_SIZE;
+	void *data, *index;
+
+	if (m->undo_data || !slots)
+		return 0;
+	data = mmap(NULL, slots * BGS_PAGE_SIZE, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	index = mmap(NULL, m->h->total_pages * sizeof(*m->undo_slot),
+		     PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (data == MAP_FAILED || index == MAP_FAILED) {
+		if (data != MAP_FAILED)
+			munmap(data, slots * BGS_PAGE_SIZE);
+		if (index != MAP_FAILED)
+			munmap(index, m->h->total_pages * sizeof(*m->undo_slot));
+		return -ENOMEM;
+	}
+	m->undo_slot = index;
+	m->undo_slots = slots;
+	/* Published last: the threads test undo_data. The command that
+	 * starts the next save orders this before their first use. */
+	m->undo_data = data;
+	return 0;
+}
+
+void bgs_monitor_keep(struct bgs_monitor *m, const struct bgs_region *r,
+		      uint64_t page, uint64_t n, const uint8_t *src)
+{
+	if (!atomic_load(&m->undo_live))
+		return;
+	for (uint64_t i = 0; i < n; i++) {
+		const uint64_t p = page + i;
+		size_t slot;
+		uint8_t *dst;
+
+		if (atomic_load_explicit(&m->undo_slot[p], memory_order_acquire))
+			continue;
+		slot = atomic_fetch_add(&m->undo_used, 1);
+		if (slot >= m->undo_slots)
+			return; /* full: rollback reads the file for the rest */
+		dst = m->undo_data + slot * BGS_PAGE_SIZE;
+		if (src) {
+			memcpy(dst, src + i * BGS_PAGE_SIZE, BGS_PAGE_SIZE);
+		} else {
+			struct iovec local = { dst, BGS_PAGE_SIZE };
+			struct iovec remote = {
+				(void *)(uintptr_t)(r->base + (p - r->first_page) *
+						   BGS_PAGE_SIZE),
+				BGS_PAGE_SIZE,
+			};
+			if (process_vm_readv(m->pid, &local, 1, &remote, 1, 0) !=
+			    BGS_PAGE_SIZE)
+				continue;
+		}
+		atomic_store_explicit(&m->undo_slot[p], (uint32_t)slot + 1,
+				      memory_order_release);
+	}
 }

@@ -206,6 +206,175 @@ static bool has_parent(const struct rs_info *info)
 	return false;
 }
 
+/* ---- the chain of an incremental snapshot ---------------------------- */
+
+static void id_hex(const uint8_t id[16], char out[33])
+{
+	for (int i = 0; i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x", id[i]);
+}
+
+/* Open @path if it is the snapshot @id; 1 if it is another one. */
+static int try_parent(struct bgs_restore *r, const char *path,
+		      const uint8_t id[16], struct bgs_parent *p)
+{
+	struct rs_diag diag = { 0 };
+	int ret;
+
+	p->fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (p->fd < 0)
+		return 1;
+	ret = bgs_rs_open(&p->reader, p->fd, &diag);
+	if (!ret && memcmp(bgs_rs_info(p->reader)->snapshot_id, id, 16))
+		ret = 1;
+	if (ret < 0)
+		bgs_snap_set_error(r->h, "%s: %s", path, diag.msg);
+	if (ret) {
+		if (p->reader)
+			bgs_rs_close(p->reader);
+		close(p->fd);
+		p->reader = NULL;
+		p->fd = -1;
+	}
+	return ret;
+}
+
+/* The file a snapshot names as its parent (attachment bgsnap.parent),
+ * looked for beside it. */
+static void named_parent(struct rs_reader *child, const char *child_path,
+			 char *out, size_t len)
+{
+	char name[256] = "";
+	const char *slash = child_path ? strrchr(child_path, '/') : NULL;
+
+	out[0] = '\0';
+	for (size_t i = 0; i < bgs_rs_attachment_count(child); i++) {
+		const char *n;
+		size_t size;
+
+		if (bgs_rs_attachment_info(child, i, &n, &size) ||
+		    strcmp(n, "bgsnap.parent") || size >= sizeof(name) ||
+		    bgs_rs_attachment_read(child, i, name, NULL))
+			continue;
+		name[size] = '\0';
+		if (strchr(name, '/'))
+			return; /* a bare file name only: never wander */
+		snprintf(out, len, "%.*s%s", slash ? (int)(slash - child_path + 1) : 0,
+			 child_path ? child_path : "", name);
+	}
+}
+
+static int map_chain_regions(struct bgs_restore *r, struct bgs_parent *p)
+{
+	const size_t n = bgs_rs_region_count(r->reader);
+
+	p->region = malloc((n ? n : 1) * sizeof(*p->region));
+	if (!p->region)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		p->region[i] = UINT32_MAX;
+		for (size_t j = 0; j < bgs_rs_region_count(p->reader); j++)
+			if (!strcmp(bgs_rs_region(r->reader, i)->name,
+				    bgs_rs_region(p->reader, j)->name))
+				p->region[i] = (uint32_t)j;
+	}
+	return 0;
+}
+
+/* Find each ancestor by its id: among opts.parents, else beside. */
+static int open_chain(struct bgs_restore *r, const char *path)
+{
+	struct rs_reader *cur = r->reader;
+	char cur_path[4096], beside[4096];
+
+	snprintf(cur_path, sizeof(cur_path), "%s", path ? path : "");
+	while (has_parent(bgs_rs_info(cur))) {
+		const uint8_t *id = bgs_rs_info(cur)->parent_id;
+		struct bgs_parent *p = &r->chain[r->nchain];
+		char hex[33];
+		int ret = 1;
+
+		if (r->nchain == BGS_MAX_CHAIN) {
+			bgs_snap_set_error(r->h, "the chain of parents is "
+					   "longer than %d", BGS_MAX_CHAIN);
+			return BGSNAP_EPARENT;
+		}
+		for (size_t k = 0; k < r->opts.nparents && ret > 0; k++) {
+			ret = try_parent(r, r->opts.parents[k], id, p);
+			if (!ret)
+				snprintf(beside, sizeof(beside), "%s",
+					 r->opts.parents[k]);
+		}
+		if (ret > 0) {
+			named_parent(cur, cur_path, beside, sizeof(beside));
+			ret = beside[0] ? try_parent(r, beside, id, p) : 1;
+		}
+		if (ret > 0) {
+			id_hex(id, hex);
+			bgs_snap_set_error(r->h, "the parent snapshot %s is "
+					   "missing: name it among the parents",
+					   hex);
+			return BGSNAP_EPARENT;
+		}
+		if (ret < 0)
+			return ret;
+		r->nchain++;
+		ret = map_chain_regions(r, p);
+		if (ret)
+			return ret;
+		cur = p->reader;
+		memcpy(cur_path, beside, sizeof(cur_path));
+	}
+	return 0;
+}
+
+int bgs_restore_from_chain(struct bgs_restore *r, struct rs_decoder *dec,
+			   uint8_t *tmp, size_t level, uint32_t region,
+			   uint64_t first, uint64_t n, uint8_t *dst)
+{
+	const struct bgs_parent *p = &r->chain[level];
+	const uint32_t preg = level < r->nchain ? p->region[region] :
+						  UINT32_MAX;
+	struct rs_diag diag = { 0 };
+
+	if (preg == UINT32_MAX)
+		return bgs_restore_fail(r, BGSNAP_EPARENT, "region '%s': pages "
+					"%" PRIu64 "..%" PRIu64 " are in no parent",
+					bgs_rs_region(r->reader, region)->name,
+					first, first + n - 1);
+	for (uint64_t page = first; page < first + n;) {
+		const ssize_t i = bgs_rs_find(p->reader, preg, page);
+		const struct rs_extent *e = i < 0 ? NULL :
+					    bgs_rs_extent(p->reader, (size_t)i);
+		uint64_t take;
+		int ret;
+
+		if (!e)
+			return bgs_restore_fail(r, BGSNAP_EPARENT, "the parent "
+						"lacks page %" PRIu64, page);
+		take = e->first + e->npages - page;
+		if (take > first + n - page)
+			take = first + n - page;
+		ret = bgs_rs_decode_to(p->reader, dec, (size_t)i, tmp, &diag);
+		if (ret < 0)
+			return bgs_restore_fail(r, ret, "parent: %s", diag.msg);
+		uint8_t *out = dst + (page - first) * BGS_PAGE_SIZE;
+		if (ret == RS_ENC_PARENT)
+			ret = bgs_restore_from_chain(r, dec, tmp, level + 1,
+						     region, page, take, out);
+		else if (ret == RS_ENC_ZERO)
+			memset(out, 0, take * BGS_PAGE_SIZE), ret = 0;
+		else
+			memcpy(out, tmp + (page - e->first) * BGS_PAGE_SIZE,
+			       take * BGS_PAGE_SIZE), ret = 0;
+		if (ret)
+			return ret;
+		atomic_fetch_add(&r->bytes_read, e->stored_len);
+		page += take;
+	}
+	return 0;
+}
+
 static int prepare(struct bgs_restore *r, const char *path, int fd)
 {
 	int ret = r->h->target ? bgs_snap_target_refresh(r->h) : 0;
@@ -227,11 +396,16 @@ static int prepare(struct bgs_restore *r, const char *path, int fd)
 		if (len > r->max_record)
 			r->max_record = len;
 	}
-	if (has_parent(bgs_rs_info(r->reader))) {
-		bgs_snap_set_error(r->h, "an incremental snapshot needs its "
-				   "parent, which this restore cannot follow");
-		return BGSNAP_EPARENT;
-	}
+	ret = open_chain(r, path);
+	if (ret)
+		return ret;
+	for (size_t k = 0; k < r->nchain; k++)
+		for (size_t i = 0; i < bgs_rs_extent_count(r->chain[k].reader); i++) {
+			const size_t len = bgs_rs_extent(r->chain[k].reader, i)
+						   ->npages * BGS_PAGE_SIZE;
+			if (len > r->max_record)
+				r->max_record = len;
+		}
 	return match_regions(r);
 }
 
@@ -265,6 +439,11 @@ int bgs_restore_attachments(struct bgs_restore *r)
 
 static void restore_free(struct bgs_restore *r)
 {
+	for (size_t k = 0; k < r->nchain; k++) {
+		bgs_rs_close(r->chain[k].reader);
+		close(r->chain[k].fd);
+		free(r->chain[k].region);
+	}
 	if (r->reader)
 		bgs_rs_close(r->reader);
 	if (r->own_fd)
@@ -387,11 +566,16 @@ static int one_record(struct bgs_restore *r, bool apply, struct rs_decoder *dec,
 	if (ret < 0)
 		return bgs_restore_fail(r, ret, "%s", diag.msg);
 	atomic_fetch_add(&r->bytes_read, e->stored_len);
-	if (ret == RS_ENC_PARENT)
-		return bgs_restore_fail(r, BGSNAP_EPARENT, "region '%s': pages "
-					"%" PRIu64 "..%" PRIu64 " are in the parent "
-					"snapshot", g->name, e->first,
-					e->first + e->npages - 1);
+	if (ret == RS_ENC_PARENT) {
+		/* The parent's pages, wherever up the chain they are. */
+		ret = bgs_restore_from_chain(r, dec, in_place ? scratch : spare,
+					     0, e->region, e->first, e->npages,
+					     in_place ? (uint8_t *)(uintptr_t)addr :
+							scratch);
+		if (ret)
+			return ret;
+		ret = RS_ENC_RAW;
+	}
 	if (!apply)
 		return 0;
 	ret = apply_record(r, g, ret, addr, len, scratch, spare);

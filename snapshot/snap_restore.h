@@ -11,6 +11,15 @@
 #define BGS_FILL_MAX_PAGES 4096u /* the fill's largest chunk: 16 MiB */
 #define BGS_FILL_MIN_PAGES 8u	 /* ... and its smallest, after a fault */
 
+#define BGS_MAX_CHAIN 64
+
+/* An ancestor of an incremental snapshot: its region numbers differ. */
+struct bgs_parent {
+	int fd;
+	struct rs_reader *reader;	/* shared reads: decode_to only */
+	uint32_t *region;		/* child's region -> its region */
+};
+
 struct bgs_restore {
 	struct bgsnap *h;			/* regions read-only meanwhile */
 	struct bgsnap_restore_opts opts;	/* read-only */
@@ -19,7 +28,10 @@ struct bgs_restore {
 	struct rs_reader *reader;		/* shared reads: decode_to only */
 	const struct bgs_region **dest;		/* per snapshot region */
 	uint32_t *snap_region;			/* per handle region */
-	size_t max_record;			/* bytes of the largest record */
+	size_t max_record;			/* bytes of the largest record
+						 * of the whole chain */
+	struct bgs_parent chain[BGS_MAX_CHAIN];	/* parent, grandparent ... */
+	size_t nchain;
 	struct bgs_first_error error;		/* any thread */
 	uint64_t t_start, t_resume;		/* the starting thread */
 	_Atomic uint64_t t_end;
@@ -51,6 +63,15 @@ int bgs_restore_fail(struct bgs_restore *r, int err, const char *fmt, ...)
 /* Replace [addr, addr + len) of @g with zeroes cheaply: release the pages
  * (never-touched ones stay unpopulated). */
 void bgs_restore_zero(const struct bgs_region *g, uint64_t addr, uint64_t len);
+
+/*
+ * Decode pages [first, first + n) of the snapshot's region @region as the
+ * chain from level @level up has them (a PARENT extent's pages) into @dst.
+ * @tmp holds max_record bytes. Returns 0 or an error (message set).
+ */
+int bgs_restore_from_chain(struct bgs_restore *r, struct rs_decoder *dec,
+			   uint8_t *tmp, size_t level, uint32_t region,
+			   uint64_t first, uint64_t n, uint8_t *dst);
 
 /* Hand every attachment back to the owner, checksum verified. */
 int bgs_restore_attachments(struct bgs_restore *r);

@@ -361,6 +361,8 @@ static int start_protected(struct bgs_save *s)
 	int r = fresh ? start_monitor(s, two_phase) : 0;
 
 	s->mon = h->monitor;
+	if (!r && s->keep_tracking && s->opts.undo_budget)
+		r = bgs_monitor_undo(s->mon, s->opts.undo_budget);
 	if (!r && two_phase)
 		r = arm_while_running(s, fresh);
 	if (!r && (!h->target || !bgs_target_frozen(h->target)))
@@ -427,8 +429,9 @@ static int revalidate_regions(struct bgsnap *h)
  */
 static int current_regions(struct bgsnap *h, unsigned flags)
 {
+	/* Tracked regions are watched by the monitor itself (events). */
 	if (!h->target)
-		return revalidate_regions(h);
+		return h->monitor ? 0 : revalidate_regions(h);
 	if (h->monitor && bgs_target_maps_changed(h->target, &h->maps) != 0) {
 		bgs_monitor_stop(h->monitor);
 		h->monitor = NULL;
@@ -455,6 +458,7 @@ static int snapshot_ids(struct bgs_save *s)
 		return BGSNAP_EPARENT;
 	}
 	memcpy(s->parent_id, m->base_id, sizeof(s->parent_id));
+	memcpy(s->parent_name, m->base_name, sizeof(s->parent_name));
 	return 0;
 }
 
@@ -492,6 +496,11 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 	s->incremental = s->opts.flags & BGSNAP_SAVE_INCREMENTAL;
 	atomic_store(&s->t_start, t_start);
 
+	if (path) {
+		const char *slash = strrchr(path, '/');
+
+		snprintf(s->name, sizeof(s->name), "%s", slash ? slash + 1 : path);
+	}
 	r = snapshot_ids(s);
 	if (!r)
 		r = open_writer(s, path, fd);

@@ -51,6 +51,7 @@ BGSNAP_API void bgsnap_free(struct bgsnap *h)
 		bgsnap_cancel(h);
 		bgsnap_wait(h);
 	}
+	bgsnap_track_stop(h);
 	clear_regions(h);
 	free(h->regions);
 	if (h->target) {

@@ -6,3 +6,5 @@ bgs_add_test(test_hazards integration/test_hazards.c TIMEOUT 120
 	LABELS integration RESOURCE_LOCK ksm)
 bgs_add_test(test_restore integration/test_restore.c TIMEOUT 300
 	LABELS integration RESOURCE_LOCK hugetlb)
+bgs_add_test(test_track integration/test_track.c TIMEOUT 300
+	LABELS integration RESOURCE_LOCK swap)
