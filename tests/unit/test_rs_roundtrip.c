@@ -580,9 +580,16 @@ static void test_pipe_child(void **state)
 struct poller {
 	struct rs_writer *w;
 	atomic_bool stop;
+	atomic_uint polls;
 	bool monotonic;
-	unsigned polls;
 };
+
+/* Until the poller has polled @n times: it must overlap the writes. */
+static void wait_polls(struct poller *p, unsigned n)
+{
+	while (atomic_load(&p->polls) < n)
+		tu_sleep_ms(1);
+}
 
 static void *poller_main(void *arg)
 {
@@ -597,7 +604,7 @@ static void *poller_main(void *arg)
 				now.records >= prev.records &&
 				now.peak_buffer_bytes >= prev.peak_buffer_bytes;
 		prev = now;
-		p->polls++;
+		atomic_fetch_add(&p->polls, 1);
 	}
 	return NULL;
 }
@@ -619,12 +626,14 @@ static void test_stats_thread(void **state)
 	snprintf(path, sizeof(path), "%s/s", dir);
 	assert_int_equal(bgs_rs_writer_open_path(&p.w, path, &o), 0);
 	atomic_init(&p.stop, false);
+	atomic_init(&p.polls, 0);
 	assert_int_equal(pthread_create(&t, NULL, poller_main, &p), 0);
+	wait_polls(&p, 1);
 	assert_int_equal(scene_fill(p.w, &c), 0);
+	wait_polls(&p, atomic_load(&p.polls) + 1);
 	atomic_store(&p.stop, true);
 	pthread_join(t, NULL);
 	assert_true(p.monotonic);
-	assert_true(p.polls > 0);
 	bgs_rs_writer_stats(p.w, &ws);
 	assert_true(ws.raw_bytes > 0 && ws.raw_bytes % PG == 0);
 	assert_int_equal(bgs_rs_writer_commit(p.w), 0);
