@@ -231,10 +231,13 @@ enum bgsnap_save_flags {
 	 * incremental. Tracking ends with bgsnap_track_stop(), a save
 	 * without this flag, or bgsnap_free(). */
 	BGSNAP_SAVE_KEEP_TRACKING = 1u << 3,
-	/* Store only the pages written since the last snapshot saved with
-	 * BGSNAP_SAVE_KEEP_TRACKING (its "parent"); the others are recorded
-	 * as "same as the parent". BGSNAP_EPARENT when not tracking since
-	 * a snapshot. */
+	/* Store only the pages changed since a parent snapshot; the others
+	 * are recorded as "same as the parent". The parent is the last
+	 * snapshot saved with BGSNAP_SAVE_KEEP_TRACKING, whose tracking
+	 * tells the changed pages without reading the others; or the file
+	 * named by `parent`, whose pages are then compared one by one (a
+	 * smaller file, not a faster save). BGSNAP_EPARENT when there is
+	 * neither. */
 	BGSNAP_SAVE_INCREMENTAL = 1u << 4,
 };
 
@@ -259,6 +262,9 @@ struct bgsnap_save_opts {
 	 * is first written after it, so that bgsnap_rollback() puts it back
 	 * from memory (fast) rather than from the file. 0: none. */
 	size_t undo_budget;
+	/* With BGSNAP_SAVE_INCREMENTAL: the parent's file, unless tracking
+	 * since it. Readers look for it beside the new file, by its name. */
+	const char *parent;
 };
 
 /*

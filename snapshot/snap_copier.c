@@ -184,6 +184,66 @@ static int unprotect(struct bgs_save *s, const struct bgs_region *r,
 	return 0;
 }
 
+/*
+ * An incremental save against a parent file (not tracked since): is page
+ * @p, as read into @content, the same as in the parent? Anything the
+ * parent cannot tell at once (its own parent's pages, a damaged record)
+ * counts as different: the page is then stored, never lost.
+ */
+static bool same_as_parent(struct bgs_save *s, const struct bgs_region *r,
+			   uint64_t p, const uint8_t *content)
+{
+	static const uint8_t zero[BGS_PAGE_SIZE];
+	const uint32_t preg = s->parent_region[r - s->h->regions];
+	const uint64_t rel = p - r->first_page;
+	const struct rs_extent *e;
+	const void *data;
+	ssize_t i;
+
+	if (preg == UINT32_MAX)
+		return false;
+	i = bgs_rs_find(s->parent, preg, rel);
+	if (i < 0)
+		return false;
+	e = bgs_rs_extent(s->parent, (size_t)i);
+	if (e->encoding == RS_ENC_ZERO)
+		return !memcmp(content, zero, BGS_PAGE_SIZE);
+	if (e->encoding == RS_ENC_PARENT ||
+	    bgs_rs_decode(s->parent, (size_t)i, &data, NULL) != 0)
+		return false;
+	return !memcmp(content, (const uint8_t *)data +
+				(rel - e->first) * BGS_PAGE_SIZE,
+		       BGS_PAGE_SIZE);
+}
+
+/* Store the run in staging, the pages the parent has as "the parent's". */
+static int store_compared(struct bgs_save *s, const struct bgs_region *r,
+			  uint64_t page, uint64_t n)
+{
+	for (uint64_t k = 0; k < n;) {
+		const bool same = same_as_parent(s, r, page + k,
+						 s->staging + k * BGS_PAGE_SIZE);
+		uint64_t m = 1;
+		int ret;
+
+		while (k + m < n &&
+		       same_as_parent(s, r, page + k + m,
+				      s->staging + (k + m) * BGS_PAGE_SIZE) == same)
+			m++;
+		ret = same ? bgs_rs_put_parent(s->writer, region_index(s, r),
+					       page + k - r->first_page, m) :
+			     bgs_rs_put_pages(s->writer, region_index(s, r),
+					      page + k - r->first_page, m,
+					      s->staging + k * BGS_PAGE_SIZE);
+		if (ret < 0)
+			return ret;
+		if (same)
+			s->pages_parent += m;
+		k += m;
+	}
+	return 0;
+}
+
 /* Steps 1 and 3 for [page, page + n) of @r: read it out of the owner and
  * hand it to the writer. */
 static int copy_pages(struct bgs_save *s, const struct bgs_region *r,
@@ -196,8 +256,9 @@ static int copy_pages(struct bgs_save *s, const struct bgs_region *r,
 	if (s->read_count)
 		for (uint64_t p = page; p < page + n; p++)
 			s->read_count[p]++;
-	ret = bgs_rs_put_pages(s->writer, region_index(s, r),
-			       page - r->first_page, n, s->staging);
+	ret = s->parent ? store_compared(s, r, page, n) :
+			  bgs_rs_put_pages(s->writer, region_index(s, r),
+					   page - r->first_page, n, s->staging);
 	if (ret < 0)
 		return bgs_save_fail(s, ret, "writing the snapshot: %s",
 				     bgsnap_strerror(ret));
@@ -644,7 +705,7 @@ void *bgs_copier_main(void *arg)
 	atomic_store(&s->copier_tid, (pid_t)syscall(SYS_gettid));
 	if (bgs_snap_test_hooks.copier_poke)
 		*bgs_snap_test_hooks.copier_poke = 1;
-	if (s->incremental)
+	if (s->incremental && !s->parent)
 		store_parent_runs(s);
 	skip_zero_pages(s);
 	while (!bgs_save_error(s) &&

@@ -267,7 +267,7 @@ BGSNAP_API const char *bgsnap_kind_name(int kind)
 	return names[kind];
 }
 
-/* ---- attachments ---------------------------------------------------------- */
+/* ---- attachments --------------------------------------------------------- */
 
 BGSNAP_API int bgsnap_file_attachment(const struct bgsnap_file *f, size_t i,
 				      const char **name, size_t *len)
@@ -348,7 +348,7 @@ BGSNAP_API int bgsnap_file_stats_json(struct bgsnap_file *f,
 	return 0;
 }
 
-/* ---- verify ---------------------------------------------------------------- */
+/* ---- verify -------------------------------------------------------------- */
 
 BGSNAP_API int bgsnap_file_verify(struct bgsnap_file *f,
 				  void (*progress)(void *arg, uint64_t done,
@@ -358,7 +358,7 @@ BGSNAP_API int bgsnap_file_verify(struct bgsnap_file *f,
 	return bgs_rs_verify(f->r, &f->diag, progress, arg);
 }
 
-/* ---- page runs and reads -------------------------------------------------- */
+/* ---- page runs and reads ------------------------------------------------- */
 
 static int page_class(uint8_t encoding)
 {

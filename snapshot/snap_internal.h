@@ -203,6 +203,10 @@ struct bgs_save {
 	uint8_t parent_id[16];		/* incremental: the parent's */
 	char name[256];			/* the file's name (no directory) */
 	char parent_name[256];		/* incremental: the parent's, or "" */
+	struct rs_reader *parent;	/* a parent file compared page by page
+					 * (not tracked since): the copier's */
+	int parent_fd;
+	uint32_t *parent_region;	/* per region: the parent's number */
 
 	struct bgs_pagemap pagemap;	/* stop-the-world only */
 	struct rs_writer *writer;	/* the copier's (the starter opens it) */

@@ -558,7 +558,10 @@ static int one_record(struct bgs_restore *r, bool apply, struct rs_decoder *dec,
 	struct rs_diag diag = { 0 };
 	int ret;
 
-	if (!g)
+	/* Pass 1 checks every record, also of a region this restore leaves
+	 * alone (not registered, or filtered out): a damaged file is refused
+	 * whole, before anything is written. */
+	if (!g && apply)
 		return 0;
 	ret = bgs_rs_decode_to(r->reader, dec, i,
 			       in_place ? (void *)(uintptr_t)addr : scratch,
@@ -566,6 +569,8 @@ static int one_record(struct bgs_restore *r, bool apply, struct rs_decoder *dec,
 	if (ret < 0)
 		return bgs_restore_fail(r, ret, "%s", diag.msg);
 	atomic_fetch_add(&r->bytes_read, e->stored_len);
+	if (!g)
+		return 0;
 	if (ret == RS_ENC_PARENT) {
 		/* The parent's pages, wherever up the chain they are. */
 		ret = bgs_restore_from_chain(r, dec, in_place ? scratch : spare,

@@ -26,6 +26,7 @@
 #include "snap_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -130,13 +131,27 @@ static struct bgs_save *save_new(struct bgsnap *h)
 	s->staging_len = staging_size(h);
 	s->copier_stack = a + stacks_at;
 	s->pagemap.fd = -1;
+	s->parent_fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	return s;
 }
 
+static void close_parent(struct bgs_save *s)
+{
+	if (s->parent)
+		bgs_rs_close(s->parent);
+	if (s->parent_fd >= 0)
+		close(s->parent_fd);
+	free(s->parent_region);
+	s->parent = NULL;
+	s->parent_fd = -1;
+	s->parent_region = NULL;
+}
+
 static void save_free(struct bgs_save *s)
 {
+	close_parent(s);
 	bgs_uffd_pagemap_close(&s->pagemap);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
@@ -442,15 +457,59 @@ static int current_regions(struct bgsnap *h, unsigned flags)
 	return 0;
 }
 
+/* A parent file to compare with: open it, number its regions by ours. */
+static int open_parent(struct bgs_save *s, const char *path)
+{
+	struct bgsnap *h = s->h;
+	struct rs_diag diag = { 0 };
+	const char *slash = strrchr(path, '/');
+	int r;
+
+	s->parent_fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (s->parent_fd < 0) {
+		bgs_snap_set_error(h, "parent %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	r = bgs_rs_open(&s->parent, s->parent_fd, &diag);
+	if (r) {
+		bgs_snap_set_error(h, "parent %s: %s", path, diag.msg);
+		return r;
+	}
+	s->parent_region = malloc(h->nregions * sizeof(*s->parent_region));
+	if (!s->parent_region)
+		return -ENOMEM;
+	for (size_t i = 0; i < h->nregions; i++) {
+		s->parent_region[i] = UINT32_MAX;
+		for (size_t j = 0; j < bgs_rs_region_count(s->parent); j++)
+			if (!strcmp(h->regions[i].name,
+				    bgs_rs_region(s->parent, j)->name))
+				s->parent_region[i] = (uint32_t)j;
+	}
+	memcpy(s->parent_id, bgs_rs_info(s->parent)->snapshot_id, 16);
+	snprintf(s->parent_name, sizeof(s->parent_name), "%s",
+		 slash ? slash + 1 : path);
+	return 0;
+}
+
 /* This snapshot's id, and its parent's when incremental. */
 static int snapshot_ids(struct bgs_save *s)
 {
 	struct bgs_monitor *m = s->h->monitor;
+	int r;
 
 	if (getrandom(s->id, sizeof(s->id), 0) != sizeof(s->id))
 		return -errno;
 	if (!s->incremental)
 		return 0;
+	if (s->opts.parent) {
+		r = open_parent(s, s->opts.parent);
+		/* Tracked since that very snapshot: no need to compare. */
+		if (!r && m && m->have_base && !s->stop_the_world &&
+		    !memcmp(m->base_id, s->parent_id, 16))
+			close_parent(s);
+		else
+			return r;
+	}
 	if (!m || !m->have_base || s->stop_the_world) {
 		bgs_snap_set_error(s->h, "an incremental save needs tracking "
 				   "since a snapshot (save it with "

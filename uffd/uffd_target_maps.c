@@ -424,6 +424,15 @@ int bgs_target_maps_parse(const char *text, size_t len, pid_t pid,
 	return err;
 }
 
+static int refused(struct bgs_target *t)
+{
+	struct bgs_target_facts f;
+
+	bgs_target_gather_facts(t->pid, &f);
+	bgs_target_explain_eperm(&f, t->msg, sizeof(t->msg));
+	return -EPERM;
+}
+
 int bgs_target_maps_read(struct bgs_target *t, struct bgs_target_maps *m)
 {
 	char path[64], *text;
@@ -435,6 +444,9 @@ int bgs_target_maps_read(struct bgs_target *t, struct bgs_target_maps *m)
 	if (err == -ENOENT || err == -ESRCH)
 		return bgs_target_fail(t, -ESRCH, "process %d is gone",
 				       (int)t->pid);
+	/* smaps needs ptrace read access: say why it is refused. */
+	if (err == -EACCES || err == -EPERM)
+		return refused(t);
 	if (err)
 		return bgs_target_fail(t, err, "%s: %s", path, strerror(-err));
 	err = bgs_target_maps_parse(text, len, t->pid, m);

@@ -141,6 +141,43 @@ static void test_chain_of_five(void **state)
 		unlink(path[i]);
 }
 
+/* An incremental save against a file, without tracking: pages compared. */
+static void test_incremental_by_comparison(void **state)
+{
+	const size_t len = 16 * MiB;
+	char *mem = tu_map_anon(len, false), *want = malloc(len);
+	char full[256], incr[256];
+	struct bgsnap_save_opts so = { .flags = BGSNAP_SAVE_INCREMENTAL,
+				       .parent = full };
+	struct bgsnap_stats st;
+	struct bgsnap *h;
+	struct stat a, b;
+
+	(void)state;
+	assert_int_equal(bank_format(mem, len, tu_seed()), 0);
+	snprintf(full, sizeof(full), "%s/cmp-full.bgs", tu_tmpdir());
+	snprintf(incr, sizeof(incr), "%s/cmp-incr.bgs", tu_tmpdir());
+	assert_int_equal(bgsnap_new(&h), 0);
+	assert_int_equal(bgsnap_add_region(h, "ram", mem, len), 0);
+	assert_int_equal(bgsnap_save(h, full, NULL), 0);
+	for (size_t i = 0; i < len; i += 64 * PG) /* 1 page in 64 */
+		mem[i + 100] ^= 1;
+	memcpy(want, mem, len);
+	if (bgsnap_save(h, incr, &so))
+		fail_msg("%s", bgsnap_last_error(h));
+	assert_int_equal(bgsnap_stats(h, &st), 0);
+	assert_int_equal(st.pages_parent + len / (64 * PG), len / PG);
+	assert_int_equal(stat(full, &a), 0);
+	assert_int_equal(stat(incr, &b), 0);
+	assert_true(b.st_size * 20 < a.st_size);
+	bgsnap_free(h);
+	restore_equals(incr, want, len, false);
+	unlink(full);
+	unlink(incr);
+	free(want);
+	tu_unmap(mem, len);
+}
+
 /* ---- the phase switch loses nothing ------------------------------------- */
 
 #define SEQ_PAGES 512
@@ -378,6 +415,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_chain_of_five),
+		cmocka_unit_test(test_incremental_by_comparison),
 		cmocka_unit_test(test_phase_switch_loses_nothing),
 		cmocka_unit_test(test_rollback_from_memory),
 		cmocka_unit_test(test_rollback_from_file),
