@@ -469,6 +469,17 @@ BGSNAP_API int bgsnap_restore_start_fd(struct bgsnap *h, int fd,
 BGSNAP_API int bgsnap_restore(struct bgsnap *h, const char *path,
 			      const struct bgsnap_restore_opts *opts);
 
+/*
+ * Write the incremental snapshot @path, resolved through its chain of
+ * parents (found as for a restore: @opts->parents, else beside it), as a
+ * full snapshot at @out (created as a save creates it). Every record read
+ * is checked. @h only carries the error message; it needs no region.
+ * Errors: as bgsnap_restore's opening, BGSNAP_EPARENT, file errors.
+ */
+BGSNAP_API int bgsnap_flatten(struct bgsnap *h, const char *path,
+			      const char *out,
+			      const struct bgsnap_restore_opts *opts);
+
 /* ---- snapshot files ------------------------------------------------------ */
 
 /*

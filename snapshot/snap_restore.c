@@ -375,13 +375,37 @@ int bgs_restore_from_chain(struct bgs_restore *r, struct rs_decoder *dec,
 	return 0;
 }
 
+static void grow_max_record(struct bgs_restore *r, const struct rs_reader *f)
+{
+	for (size_t i = 0; i < bgs_rs_extent_count(f); i++) {
+		const size_t len = bgs_rs_extent(f, i)->npages * BGS_PAGE_SIZE;
+
+		if (len > r->max_record)
+			r->max_record = len;
+	}
+}
+
+int bgs_restore_open(struct bgs_restore *r, const char *path, int fd)
+{
+	int ret = open_store(r, path, fd);
+
+	if (!ret)
+		ret = open_chain(r, path);
+	if (ret)
+		return ret;
+	grow_max_record(r, r->reader);
+	for (size_t k = 0; k < r->nchain; k++)
+		grow_max_record(r, r->chain[k].reader);
+	return 0;
+}
+
 static int prepare(struct bgs_restore *r, const char *path, int fd)
 {
 	int ret = r->h->target ? bgs_snap_target_refresh(r->h) : 0;
 	size_t n;
 
 	if (!ret)
-		ret = open_store(r, path, fd);
+		ret = bgs_restore_open(r, path, fd);
 	if (ret)
 		return ret;
 	n = bgs_rs_region_count(r->reader);
@@ -390,22 +414,6 @@ static int prepare(struct bgs_restore *r, const char *path, int fd)
 	if (!r->dest || !r->snap_region)
 		return -ENOMEM;
 	memset(r->snap_region, 0xff, r->h->nregions * sizeof(*r->snap_region));
-	for (size_t i = 0; i < bgs_rs_extent_count(r->reader); i++) {
-		const size_t len = bgs_rs_extent(r->reader, i)->npages *
-				   BGS_PAGE_SIZE;
-		if (len > r->max_record)
-			r->max_record = len;
-	}
-	ret = open_chain(r, path);
-	if (ret)
-		return ret;
-	for (size_t k = 0; k < r->nchain; k++)
-		for (size_t i = 0; i < bgs_rs_extent_count(r->chain[k].reader); i++) {
-			const size_t len = bgs_rs_extent(r->chain[k].reader, i)
-						   ->npages * BGS_PAGE_SIZE;
-			if (len > r->max_record)
-				r->max_record = len;
-		}
 	return match_regions(r);
 }
 
@@ -437,7 +445,7 @@ int bgs_restore_attachments(struct bgs_restore *r)
 	return 0;
 }
 
-static void restore_free(struct bgs_restore *r)
+void bgs_restore_free(struct bgs_restore *r)
 {
 	for (size_t k = 0; k < r->nchain; k++) {
 		bgs_rs_close(r->chain[k].reader);
@@ -731,7 +739,7 @@ static int finish(struct bgsnap *h, struct bgs_restore *r, int ret)
 		bgs_snap_set_error(h, "%s", r->error.msg);
 	atomic_store(&r->t_end, bgs_now_ns());
 	restore_stats(r, &h->stats);
-	restore_free(r);
+	bgs_restore_free(r);
 	return ret;
 }
 

@@ -73,6 +73,11 @@ int bgs_restore_from_chain(struct bgs_restore *r, struct rs_decoder *dec,
 			   uint8_t *tmp, size_t level, uint32_t region,
 			   uint64_t first, uint64_t n, uint8_t *dst);
 
+/* Open and check the store (a stream is spooled first) and its chain of
+ * parents: r->h and r->opts set, r->fd -1. */
+int bgs_restore_open(struct bgs_restore *r, const char *path, int fd);
+void bgs_restore_free(struct bgs_restore *r);
+
 /* Hand every attachment back to the owner, checksum verified. */
 int bgs_restore_attachments(struct bgs_restore *r);
 

@@ -387,8 +387,12 @@ static int start_protected(struct bgs_save *s)
 	if (!two_phase)
 		r = bgs_monitor_protect_all(s->mon);
 	n = r ? r : bgs_monitor_command(s->mon, BGS_CMD_SWITCH, s);
-	if (n < 0)
+	if (!r && n < 0) {
+		bgs_snap_set_error(h, "protecting the written pages again: %s "
+				   "(was a region unmapped while tracked?)",
+				   strerror((int)-n));
 		r = (int)n;
+	}
 	s->reprotected = n > 0 ? (uint64_t)n : 0;
 	if (!r && h->target)
 		r = copy_stopped_regions(s);

@@ -135,10 +135,20 @@ static void test_chain_of_five(void **state)
 		restore_equals(path[i], ref[i], len, false);
 		if (i == 4)
 			restore_equals(path[i], ref[i], len, true);
-		free(ref[i]);
 	}
+	/* Flattened, the last one needs no parent any more. */
+	char flat[300];
+	snprintf(flat, sizeof(flat), "%s/flat.bgs", tu_tmpdir());
+	assert_int_equal(bgsnap_new(&h), 0);
+	if (bgsnap_flatten(h, path[4], flat, NULL))
+		fail_msg("flatten: %s", bgsnap_last_error(h));
+	bgsnap_free(h);
 	for (int i = 0; i < 5; i++)
 		unlink(path[i]);
+	restore_equals(flat, ref[4], len, false);
+	unlink(flat);
+	for (int i = 0; i < 5; i++)
+		free(ref[i]);
 }
 
 /* An incremental save against a file, without tracking: pages compared. */
