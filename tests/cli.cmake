@@ -22,3 +22,11 @@ foreach(_t info verify export)
 	set_tests_properties(cli_${_t} PROPERTIES
 		TIMEOUT 120 LABELS cli SKIP_RETURN_CODE 77)
 endforeach()
+
+# Installing: cmake --install into a fresh prefix, then a program built
+# against it with find_package(bgsnap) and with pkg-config.
+add_test(NAME cli_install
+	COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/test_install.sh
+		${PROJECT_BINARY_DIR} ${CMAKE_C_COMPILER} ${CMAKE_INSTALL_LIBDIR}
+		${CMAKE_INSTALL_MANDIR} ${BGSNAP_SANITIZE})
+set_tests_properties(cli_install PROPERTIES TIMEOUT 120 LABELS install)
