@@ -8,11 +8,10 @@
 #include "rs_stream.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <fcntl.h>
 
 #define RS_STREAM_BUF_PIPE (256u << 10)
 #define RS_STREAM_BUF_FILE (4u << 20)
@@ -121,7 +120,8 @@ static int stop_readahead(struct rs_stream *s)
 
 	if (!p)
 		return -ENOMEM;
-	memcpy(p, s->buf + s->head, len);
+	if (len)
+		memcpy(p, s->buf + s->head, len);
 	bgs_rs_ra_free(s->ra); /* its read in flight is not used */
 	s->ra = NULL;
 	s->buf = p;
