@@ -34,7 +34,8 @@
  *   info      pid, addr, end, range ("A-B" in hex, for --include), len,
  *             kind ("4k"|"thp"|"memfd"), writers, pattern, rate, seed
  *   stats     the writers since the last reset (or the start): elapsed_ns,
- *             ops, ops_per_s, lat_p50_ns, lat_p99_ns, lat_max_ns (one
+ *             ops, ops_min (of the writer that did the fewest: 0 means
+ *             one made no progress), ops_per_s, lat_p50_ns, lat_p99_ns, lat_max_ns (one
  *             transfer), stop_max_ns (the longest time a writer wanted to
  *             run and could not: pause, ptrace stop, blocked fault,
  *             preemption), park_max_ns (the longest park by a pause
@@ -62,7 +63,8 @@
  *             Resets the writer figures at its start. Reply: method, file,
  *             the keys of 'bgsnap save --json' (blackout_ms ... for fork:
  *             the child's save, and blackout_ms is the time fork() took),
- *             fork_ms and child_pid for fork, "writers" {ops, ops_per_s,
+ *             fork_ms and child_pid for fork, "writers" {the keys of
+ *             'stats' but held: elapsed_ns, ops, ops_min, ops_per_s,
  *             lat_p50_ns, lat_p99_ns, lat_max_ns, stop_max_ns,
  *             park_max_ns} during the save, and "memory" {before_bytes,
  *             peak_bytes, extra_peak_bytes}: the Pss of the guest (plus
@@ -267,6 +269,7 @@ static void json_writers(struct cli_json *j, struct guest *g)
 	bank_figures(&g->bank, &f);
 	cli_json_kuint(j, "elapsed_ns", elapsed);
 	cli_json_kuint(j, "ops", f.ops);
+	cli_json_kuint(j, "ops_min", f.ops_min);
 	cli_json_kdouble(j, "ops_per_s",
 			 elapsed ? (double)f.ops * 1e9 / (double)elapsed : 0);
 	cli_json_kuint(j, "lat_p50_ns", f.lat_p50_ns);

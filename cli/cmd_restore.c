@@ -147,9 +147,12 @@ static void report_failure(const struct bgsnap *h, const struct restore_args *a,
 	const bool before = cli_file_exit(r) == EXIT_BADFILE ||
 			    r == BGSNAP_EMISMATCH || r == BGSNAP_EPARENT ||
 			    r == -EAGAIN;
+	const char *d = detail(h, r);
+	/* The library's message names the file when it is about it. */
+	const bool named = strstr(d, a->file) != NULL;
 
-	cli_error("restore: %s: %s%s", a->file, detail(h, r),
-		  before ? "; nothing was written" : "");
+	cli_error("restore: %s%s%s%s", named ? "" : a->file, named ? "" : ": ",
+		  d, before ? "; nothing was written" : "");
 }
 
 /* ---- the report --------------------------------------------------------------- */

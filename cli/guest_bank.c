@@ -202,8 +202,12 @@ void bank_recover(void *mem, size_t len)
 			     j[w].to_old + j[w].amount);
 		atomic_store(&j[w].active, 0);
 	}
+	/* Only locks that are set are written: memory that is being tracked
+	 * (write-protected) sees no write to the pages that need none. */
 	for (uint32_t i = 0; i < h->naccounts; i++)
-		atomic_store(&account_at(m, i)->lock, 0);
+		if (atomic_load_explicit(&account_at(m, i)->lock,
+					 memory_order_relaxed))
+			atomic_store(&account_at(m, i)->lock, 0);
 }
 
 /* ---- writers ---------------------------------------------------------------- */
@@ -340,6 +344,22 @@ static void record_op(struct bank_writer *w, uint64_t lat_ns, uint64_t delay_ns)
 	raise_max(&w->max_delay_ns, delay_ns);
 }
 
+/* A transfer that ended at @end, due at @due: counted in the window if
+ * it overlapped it. */
+static void window_note(struct bank_writer *w, uint64_t due, uint64_t end)
+{
+	struct bank *b = w->bank;
+	/* Acquire: a new window's close (UINT64_MAX) is seen with its
+	 * open, never the last window's close. */
+	const uint64_t open = atomic_load_explicit(&b->win_open_ns,
+						   memory_order_acquire);
+
+	if (open && end >= open &&
+	    due <= atomic_load_explicit(&b->win_close_ns, memory_order_relaxed))
+		raise_max(&w->win_max_ns, end - due);
+	atomic_store_explicit(&w->last_end_ns, end, memory_order_release);
+}
+
 static void sleep_until(uint64_t when)
 {
 	const uint64_t t = now_ns();
@@ -388,6 +408,7 @@ static void *writer_main(void *arg)
 		transfer(w, j);
 		last_end = now_ns();
 		record_op(w, last_end - t0, last_end - due);
+		window_note(w, due, last_end);
 		atomic_fetch_add_explicit(&w->ops, 1, memory_order_relaxed);
 	}
 	return NULL;
@@ -497,8 +518,11 @@ void bank_figures(struct bank *b, struct bank_figures *f)
 	memset(f, 0, sizeof(*f));
 	for (unsigned i = 0; i < b->nwriters; i++) {
 		struct bank_writer *w = &b->writer[i];
+		const uint64_t ops = atomic_load(&w->ops);
 
-		f->ops += atomic_load(&w->ops);
+		f->ops += ops;
+		if (!i || ops < f->ops_min)
+			f->ops_min = ops;
 		for (unsigned k = 0; k < BANK_LAT_BUCKETS; k++) {
 			const uint64_t n = atomic_load_explicit(
 				&w->lat_bucket[k], memory_order_relaxed);
@@ -530,4 +554,44 @@ void bank_figures_reset(struct bank *b)
 			atomic_store_explicit(&w->lat_bucket[k], 0,
 					      memory_order_relaxed);
 	}
+}
+
+/* ---- the start window ------------------------------------------------------- */
+
+void bank_window_open(struct bank *b)
+{
+	for (unsigned i = 0; i < b->nwriters; i++)
+		atomic_store(&b->writer[i].win_max_ns, 0);
+	atomic_store(&b->win_close_ns, UINT64_MAX);
+	atomic_store(&b->win_open_ns, now_ns());
+}
+
+void bank_window_close(struct bank *b)
+{
+	atomic_store(&b->win_close_ns, now_ns());
+}
+
+uint64_t bank_window_max(struct bank *b, uint64_t timeout_ns, bool *complete)
+{
+	const uint64_t close = atomic_load(&b->win_close_ns);
+	const uint64_t deadline = now_ns() + timeout_ns;
+	uint64_t max = 0;
+	unsigned done = 0;
+
+	/* A writer that has not ended a transfer since the close may still
+	 * be stopped in one that overlapped the window. */
+	while (done < b->nwriters && now_ns() < deadline) {
+		done = 0;
+		for (unsigned i = 0; i < b->nwriters; i++)
+			done += atomic_load_explicit(&b->writer[i].last_end_ns,
+						     memory_order_acquire) > close;
+		if (done < b->nwriters)
+			nanosleep(&(struct timespec){ 0, 100000 }, NULL);
+	}
+	for (unsigned i = 0; i < b->nwriters; i++)
+		if (atomic_load(&b->writer[i].win_max_ns) > max)
+			max = atomic_load(&b->writer[i].win_max_ns);
+	atomic_store(&b->win_open_ns, 0);
+	*complete = done == b->nwriters;
+	return max;
 }

@@ -48,6 +48,10 @@ struct bank_writer {
 	 * a ptrace stop, a fault blocked on a snapshot, preemption. */
 	_Atomic uint64_t max_delay_ns;
 	_Atomic uint64_t lat_bucket[BANK_LAT_BUCKETS]; /* op latency */
+	/* The start window (bank_window_open): the longest delay of a
+	 * transfer that overlapped it, and when the last transfer ended. */
+	_Atomic uint64_t win_max_ns;
+	_Atomic uint64_t last_end_ns;
 };
 
 struct bank {
@@ -63,6 +67,9 @@ struct bank {
 	_Atomic bool hold;		/* writers park between transfers */
 	_Atomic unsigned held;
 	struct bank_writer writer[BANK_MAX_WRITERS];
+	/* Set by the controlling thread, read by the writers: the window
+	 * of bank_window_open (0: none) and its close (UINT64_MAX: open). */
+	_Atomic uint64_t win_open_ns, win_close_ns;
 };
 
 /* Lay out and fill @len bytes at @mem (>= 4 pages, page-aligned) with
@@ -104,11 +111,28 @@ void bank_recover(void *mem, size_t len);
 /* Figures summed over writers since bank_start or the last reset. */
 struct bank_figures {
 	uint64_t ops;
+	uint64_t ops_min;	/* of the writer that did the fewest */
 	uint64_t lat_p50_ns, lat_p99_ns, lat_max_ns;
 	uint64_t max_stop_ns;	/* longest park by bank_pause */
 	uint64_t max_delay_ns;	/* longest writer delay, any cause */
 };
 void bank_figures(struct bank *b, struct bank_figures *f);
 void bank_figures_reset(struct bank *b);
+
+/*
+ * A window around an event that may stop the writers (a snapshot start):
+ * bank_window_max() is the longest delay — from when a writer meant to
+ * start a transfer (its rate's schedule, or the end of its last one) to
+ * that transfer's end — of every transfer whose span overlapped
+ * [open, close]: the longest time any writer was kept from running by
+ * whatever happened in the window, seen from the writers' side, whether
+ * it was a pause, a ptrace stop, a blocked fault or a lost CPU. It waits
+ * (up to @timeout_ns) until every writer has ended a transfer after the
+ * close, so a writer still stopped is counted; *@complete says whether
+ * all did. One window at a time, opened and closed by one thread.
+ */
+void bank_window_open(struct bank *b);
+void bank_window_close(struct bank *b);
+uint64_t bank_window_max(struct bank *b, uint64_t timeout_ns, bool *complete);
 
 #endif

@@ -1,0 +1,514 @@
+/* SPDX-License-Identifier: MIT */
+#include "pid_util.h"
+
+#include "testutil.h"
+#include "tu_target.h"
+#include "guest_bank.h"
+#include "bgsnap.h"
+#include "uffd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_TIMEOUT_MS 20000
+#define MAX_ARGS	   32
+
+const char *pt_bgsnap;
+
+void pt_init(int argc, char **argv)
+{
+	struct bgsnap_capability caps[BGSNAP_MAX_CAPABILITIES];
+	int n;
+
+	if (argc < 2) {
+		fprintf(stderr, "usage: %s BGSNAP_BINARY\n", argv[0]);
+		exit(2);
+	}
+	pt_bgsnap = argv[1];
+	if (geteuid() != 0) {
+		fprintf(stderr, "# skip: saving another process needs root "
+				"here (ptrace, /dev/userfaultfd)\n");
+		exit(77);
+	}
+	n = bgsnap_probe(caps, BGSNAP_MAX_CAPABILITIES);
+	for (int i = 0; i < n; i++)
+		if (caps[i].required && !caps[i].ok) {
+			fprintf(stderr, "# skip: %s: %s\n", caps[i].name,
+				caps[i].detail);
+			exit(77);
+		}
+	/* A guest we started dies with us, whatever kills us. */
+	signal(SIGPIPE, SIG_IGN);
+}
+
+const char *pt_dir(void)
+{
+	return tu_tmpdir();
+}
+
+/* ---- parsing replies --------------------------------------------------------- */
+
+double pt_num(const char *json, const char *key)
+{
+	char pat[80];
+	const char *p;
+
+	snprintf(pat, sizeof(pat), "\"%s\":", key);
+	p = strstr(json, pat);
+	if (!p)
+		fail_msg("no key '%s' in %s", key, json);
+	return strtod(p + strlen(pat), NULL);
+}
+
+bool pt_str(const char *json, const char *key, char *out, size_t n)
+{
+	char pat[80];
+	const char *p, *end;
+
+	snprintf(pat, sizeof(pat), "\"%s\":\"", key);
+	p = strstr(json, pat);
+	if (!p)
+		return false;
+	p += strlen(pat);
+	end = strchr(p, '"');
+	if (!end || (size_t)(end - p) >= n)
+		return false;
+	memcpy(out, p, (size_t)(end - p));
+	out[end - p] = '\0';
+	return true;
+}
+
+/* ---- guests ---------------------------------------------------------------- */
+
+static void collect_args(const char **argv, size_t *argc, va_list ap)
+{
+	const char *a;
+
+	while ((a = va_arg(ap, const char *)) && *argc < MAX_ARGS - 1)
+		argv[(*argc)++] = a;
+	argv[*argc] = NULL;
+}
+
+static void exec_guest(int in, int out, unsigned uid, const char **argv)
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0)
+		_exit(126);
+	if (uid && tu_drop_privileges(uid))
+		_exit(125);
+	execv(pt_bgsnap, (char *const *)(uintptr_t)argv);
+	_exit(127);
+}
+
+void pt_guest_start(struct pt_guest *g, unsigned uid, const char *size,
+		    const char *kind, ...)
+{
+	const char *argv[MAX_ARGS] = { "bgsnap", "guest", "--size", size,
+				       "--kind", kind };
+	size_t argc = 6;
+	int in[2], out[2];
+	va_list ap;
+
+	memset(g, 0, sizeof(*g));
+	va_start(ap, kind);
+	collect_args(argv, &argc, ap);
+	va_end(ap);
+	assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+	g->pid = fork();
+	assert_true(g->pid >= 0);
+	if (!g->pid)
+		exec_guest(in[0], out[1], uid, argv);
+	close(in[0]);
+	close(out[1]);
+	g->to = in[1];
+	g->from = out[0];
+	pt_guest_must(g, "info");
+	g->addr = (uint64_t)pt_num(g->reply, "addr");
+	g->len = (uint64_t)pt_num(g->reply, "len");
+	g->seed = (uint64_t)pt_num(g->reply, "seed");
+	assert_true(pt_str(g->reply, "range", g->range, sizeof(g->range)));
+}
+
+static uint64_t now_ms(void)
+{
+	return tu_now_ns() / 1000000;
+}
+
+/* One reply line into g->reply; false on timeout or end of file. */
+static bool read_line(struct pt_guest *g, int timeout_ms)
+{
+	const uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+
+	for (;;) {
+		char *nl = memchr(g->buf, '\n', g->have);
+		struct pollfd p = { .fd = g->from, .events = POLLIN };
+		ssize_t n;
+
+		if (nl) {
+			const size_t len = (size_t)(nl - g->buf);
+
+			memcpy(g->reply, g->buf, len);
+			g->reply[len] = '\0';
+			g->have -= len + 1;
+			memmove(g->buf, nl + 1, g->have);
+			return true;
+		}
+		if (now_ms() > deadline || g->have == sizeof(g->buf))
+			return false;
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		n = read(g->from, g->buf + g->have, sizeof(g->buf) - g->have);
+		if (n <= 0)
+			return false;
+		g->have += (size_t)n;
+	}
+}
+
+static bool vcall(struct pt_guest *g, int timeout_ms, const char *fmt,
+		  va_list ap)
+{
+	char line[512];
+	int len = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+
+	line[len++] = '\n';
+	if (write(g->to, line, (size_t)len) != len)
+		fail_msg("guest %d: cannot send '%.*s': it is gone", (int)g->pid,
+			 len - 1, line);
+	if (!read_line(g, timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS))
+		fail_msg("guest %d: no reply to '%.*s' (hung or gone)",
+			 (int)g->pid, len - 1, line);
+	return strstr(g->reply, "\"ok\":true") != NULL;
+}
+
+bool pt_guest_call(struct pt_guest *g, int timeout_ms, const char *fmt, ...)
+{
+	va_list ap;
+	bool ok;
+
+	va_start(ap, fmt);
+	ok = vcall(g, timeout_ms, fmt, ap);
+	va_end(ap);
+	return ok;
+}
+
+void pt_guest_must(struct pt_guest *g, const char *fmt, ...)
+{
+	va_list ap;
+	bool ok;
+
+	va_start(ap, fmt);
+	ok = vcall(g, 0, fmt, ap);
+	va_end(ap);
+	if (!ok)
+		fail_msg("guest %d: %s", (int)g->pid, g->reply);
+}
+
+static bool reaped(pid_t pid, int ms)
+{
+	int status;
+
+	for (int i = 0; i < ms / 10; i++) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return true;
+		tu_sleep_ms(10);
+	}
+	return false;
+}
+
+void pt_guest_stop(struct pt_guest *g)
+{
+	if (g->pid <= 0)
+		return;
+	if (write(g->to, "quit\n", 5) != 5 || !reaped(g->pid, 5000)) {
+		kill(g->pid, SIGKILL);
+		waitpid(g->pid, NULL, 0);
+	}
+	close(g->to);
+	close(g->from);
+	g->pid = 0;
+}
+
+void pt_guest_kill(struct pt_guest *g)
+{
+	if (g->pid <= 0)
+		return;
+	kill(g->pid, SIGKILL);
+	waitpid(g->pid, NULL, 0);
+	close(g->to);
+	close(g->from);
+	g->pid = 0;
+}
+
+void pt_guest_healthy(struct pt_guest *g, unsigned run_ms, int timeout_ms)
+{
+	const unsigned deadline_ms = 5000 > run_ms ? 5000 : run_ms;
+	unsigned waited = 0;
+
+	if (!pt_guest_call(g, timeout_ms, "reset"))
+		fail_msg("guest %d: reset: %s", (int)g->pid, g->reply);
+	/* Every writer must move within the deadline; on a loaded machine
+	 * a thread may wait its turn for a while, so look a few times. */
+	do {
+		tu_sleep_ms(waited ? 50 : run_ms);
+		waited += waited ? 50 : run_ms;
+		if (!pt_guest_call(g, timeout_ms, "stats"))
+			fail_msg("guest %d: stats: %s", (int)g->pid, g->reply);
+	} while (pt_num(g->reply, "ops_min") < 1 && waited < deadline_ms);
+	if (pt_num(g->reply, "ops_min") < 1)
+		fail_msg("guest %d: a writer made no progress in %u ms: %s",
+			 (int)g->pid, waited, g->reply);
+	if (!pt_guest_call(g, timeout_ms, "check"))
+		fail_msg("guest %d: its books do not balance: %s", (int)g->pid,
+			 g->reply);
+}
+
+void pt_guest_untraced(const struct pt_guest *g)
+{
+	char path[64], buf[4096];
+	const char *p;
+	ssize_t n;
+	int fd;
+
+	if (tu_count_fds(g->pid, "userfaultfd") != 0)
+		fail_msg("guest %d still holds a userfaultfd", (int)g->pid);
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)g->pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	p = strstr(buf, "TracerPid:");
+	assert_non_null(p);
+	if (atoi(p + 10) != 0)
+		fail_msg("guest %d is still traced by %d", (int)g->pid,
+			 atoi(p + 10));
+}
+
+static int report_protected(void *arg, uint64_t start, uint64_t end,
+			    uint64_t cats)
+{
+	(void)end;
+	fprintf(stderr, "# guest page 0x%llx is still write-protected "
+		"(categories 0x%llx)\n", (unsigned long long)start,
+		(unsigned long long)cats);
+	*(int *)arg = 1;
+	return 1;
+}
+
+void pt_guest_unprotected(const struct pt_guest *g)
+{
+	/* Present or swapped (a marker) and not WRITTEN: the uffd-wp bit. */
+	const struct bgs_scan_query q = {
+		.anyof = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+		.exclude = PAGE_IS_WRITTEN,
+		.report = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+	};
+	struct bgs_pagemap pm;
+	int found = 0;
+
+	assert_int_equal(bgs_uffd_pagemap_open(&pm, g->pid), 0);
+	assert_true(bgs_uffd_pagemap_scan(&pm, g->addr, g->addr + g->len, &q,
+					  report_protected, &found) >= 0);
+	bgs_uffd_pagemap_close(&pm);
+	if (found)
+		fail_msg("guest %d: memory left write-protected", (int)g->pid);
+}
+
+/* ---- running the binary ------------------------------------------------------ */
+
+static char *slurp_fd(int fd)
+{
+	struct stat st;
+	char *s;
+
+	assert_int_equal(fstat(fd, &st), 0);
+	s = malloc((size_t)st.st_size + 1);
+	assert_non_null(s);
+	assert_int_equal(pread(fd, s, (size_t)st.st_size, 0), st.st_size);
+	s[st.st_size] = '\0';
+	close(fd);
+	return s;
+}
+
+static pid_t spawn(const char **argv, int out, int err)
+{
+	const pid_t pid = fork();
+
+	assert_true(pid >= 0);
+	if (pid)
+		return pid;
+	if (dup2(out, STDOUT_FILENO) < 0 || dup2(err, STDERR_FILENO) < 0)
+		_exit(126);
+	execv(pt_bgsnap, (char *const *)(uintptr_t)argv);
+	_exit(127);
+}
+
+static int wait_code(pid_t pid, int timeout_ms, const char *what)
+{
+	const uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	int status;
+
+	while (waitpid(pid, &status, WNOHANG) != pid) {
+		if (now_ms() > deadline) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+			fail_msg("'bgsnap %s' ran longer than %d ms", what,
+				 timeout_ms);
+		}
+		tu_sleep_ms(5);
+	}
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+void pt_run(struct pt_run *r, int timeout_ms, int out_fd, const char *arg, ...)
+{
+	const char *argv[MAX_ARGS] = { "bgsnap", arg };
+	size_t argc = 2;
+	const int out = memfd_create("out", MFD_CLOEXEC);
+	const int err = memfd_create("err", MFD_CLOEXEC);
+	va_list ap;
+
+	va_start(ap, arg);
+	collect_args(argv, &argc, ap);
+	va_end(ap);
+	assert_true(out >= 0 && err >= 0);
+	r->code = wait_code(spawn(argv, out_fd >= 0 ? out_fd : out, err),
+			    timeout_ms, arg);
+	r->out = slurp_fd(out);
+	r->err = slurp_fd(err);
+}
+
+void pt_run_free(struct pt_run *r)
+{
+	free(r->out);
+	free(r->err);
+	r->out = r->err = NULL;
+}
+
+pid_t pt_spawn(const char *arg, ...)
+{
+	const char *argv[MAX_ARGS] = { "bgsnap", arg };
+	size_t argc = 2;
+	const int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	pid_t pid;
+	va_list ap;
+
+	va_start(ap, arg);
+	collect_args(argv, &argc, ap);
+	va_end(ap);
+	assert_true(null >= 0);
+	pid = spawn(argv, null, null);
+	close(null);
+	return pid;
+}
+
+void pt_one_error_line(const char *err)
+{
+	const char *nl = strchr(err, '\n');
+
+	if (strncmp(err, "bgsnap: error: ", 15) || !nl || nl[1])
+		fail_msg("not one error line on stderr: '%s'", err);
+}
+
+/* ---- snapshots ----------------------------------------------------------------- */
+
+void pt_region_name(const char *file, uint64_t addr, char *name, size_t n)
+{
+	char err[BGSNAP_FILE_ERROR_MAX];
+	struct bgsnap_file_info info;
+	struct bgsnap_file *f;
+
+	if (bgsnap_file_open(&f, file, err, sizeof(err)))
+		fail_msg("%s: %s", file, err);
+	bgsnap_file_info(f, &info);
+	for (size_t i = 0; i < info.regions; i++) {
+		struct bgsnap_file_region r;
+
+		assert_int_equal(bgsnap_file_region(f, i, &r), 0);
+		if (r.addr == addr) {
+			snprintf(name, n, "%s", r.name);
+			bgsnap_file_close(f);
+			return;
+		}
+	}
+	bgsnap_file_close(f);
+	fail_msg("%s has no region at 0x%llx", file, (unsigned long long)addr);
+}
+
+uint8_t *pt_read_file(const char *path, size_t *len)
+{
+	const int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	uint8_t *buf;
+
+	if (fd < 0)
+		fail_msg("%s: %s", path, strerror(errno));
+	assert_int_equal(fstat(fd, &st), 0);
+	buf = malloc((size_t)st.st_size + 1);
+	assert_non_null(buf);
+	for (size_t done = 0; done < (size_t)st.st_size;) {
+		const ssize_t n = pread(fd, buf + done, (size_t)st.st_size - done,
+					(off_t)done);
+		assert_true(n > 0);
+		done += (size_t)n;
+	}
+	close(fd);
+	*len = (size_t)st.st_size;
+	return buf;
+}
+
+uint8_t *pt_export_guest(const struct pt_guest *g, const char *file)
+{
+	char name[1100], out[512];
+	struct pt_run r;
+	uint8_t *image;
+	size_t len;
+
+	pt_region_name(file, g->addr, name, sizeof(name));
+	snprintf(out, sizeof(out), "%s/export.raw", pt_dir());
+	unlink(out);
+	pt_run(&r, 60000, -1, "export", file, "--region", name, "-o", out,
+	       "--quiet", NULL);
+	if (r.code)
+		fail_msg("bgsnap export %s --region %s: exit %d: %s", file, name,
+			 r.code, r.err);
+	pt_run_free(&r);
+	image = pt_read_file(out, &len);
+	unlink(out);
+	assert_int_equal(len, g->len);
+	return image;
+}
+
+void pt_check_image(const struct pt_guest *g, const uint8_t *image)
+{
+	uint8_t *want = mmap(NULL, g->len, PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	const size_t acct = 16; /* lock, writes, balance: the part they touch */
+	char why[256];
+
+	if (bank_check(image, g->len, why, sizeof(why)))
+		fail_msg("the saved image is not point-in-time: %s", why);
+	assert_true(want != MAP_FAILED);
+	assert_int_equal(bank_format(want, g->len, g->seed), 0);
+	if (memcmp(image, want, PT_PAGE))
+		fail_msg("the bank's header page differs from the start");
+	for (size_t pg = 2; pg < g->len / PT_PAGE; pg++)
+		if (memcmp(image + pg * PT_PAGE + acct, want + pg * PT_PAGE + acct,
+			   PT_PAGE - acct))
+			fail_msg("page %zu: bytes the writers never touch "
+				 "differ from what the guest formatted", pg);
+	munmap(want, g->len);
+}

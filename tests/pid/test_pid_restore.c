@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * 'bgsnap restore --pid' end to end, through the built binary, into
+ * 'bgsnap guest' processes:
+ *   - the round trip the demo makes: save under writers, hold them, a dry
+ *     run (something would change), restore only the guest's memory
+ *     (--include its range), the memory then equals the snapshot byte for
+ *     byte and a second dry run finds nothing to change; recover the
+ *     journal, release, and the guest runs on with balanced books;
+ *   - every class of bad file (bad magic, truncated, a flipped byte in the
+ *     header, in a record's payload, in the index, in the footer; empty,
+ *     random bytes, a directory, missing) through 'verify' and 'restore':
+ *     a non-zero exit, one clear line, and the target untouched;
+ *   - a snapshot of another process: refused, nothing written.
+ */
+#include "pid_util.h"
+#include "testutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define GUEST_SIZE "64M"
+#define RUN_MS	   60000
+#define EXIT_BADFILE 3
+
+static void path_in_dir(char *buf, size_t n, const char *name)
+{
+	snprintf(buf, n, "%s/%s", pt_dir(), name);
+}
+
+static void save_guest(struct pt_guest *g, const char *file)
+{
+	struct pt_run r;
+	char pid[16];
+
+	snprintf(pid, sizeof(pid), "%d", (int)g->pid);
+	pt_run(&r, RUN_MS, -1, "save", "--pid", pid, "-o", file, "-q", NULL);
+	if (r.code)
+		fail_msg("save: exit %d: %s", r.code, r.err);
+	pt_run_free(&r);
+}
+
+/* 'restore FILE --pid G --include RANGE' plus up to two more arguments. */
+static void restore(struct pt_run *r, const struct pt_guest *g,
+		    const char *file, const char *a1, const char *a2)
+{
+	char pid[16];
+
+	snprintf(pid, sizeof(pid), "%d", (int)g->pid);
+	pt_run(r, RUN_MS, -1, "restore", file, "--pid", pid, "--include",
+	       g->range, a1, a2, NULL);
+}
+
+static uint64_t dry_run_changed(const struct pt_guest *g, const char *file)
+{
+	struct pt_run r;
+	uint64_t n;
+
+	restore(&r, g, file, "--dry-run", "--json");
+	if (r.code)
+		fail_msg("restore --dry-run: exit %d: %s", r.code, r.err);
+	fprintf(stderr, "# dry run: %s", r.out);
+	assert_non_null(strstr(r.out, "\"dry_run\":true"));
+	assert_non_null(strstr(r.out, "\"regions\":[{\"name\":"));
+	n = (uint64_t)pt_num(r.out, "pages_changed");
+	pt_run_free(&r);
+	return n;
+}
+
+/* The guest's memory now, writers held: a dump, into a directory any
+ * guest may write (one may run as nobody). */
+static uint8_t *guest_memory(struct pt_guest *g)
+{
+	char dir[256], dump[300];
+	uint8_t *mem;
+	size_t len;
+
+	path_in_dir(dir, sizeof(dir), "dumps");
+	if (mkdir(dir, 0700) == 0) {
+		assert_int_equal(chmod(dir, 01777), 0);
+		assert_int_equal(chmod(pt_dir(), 0711), 0);
+	}
+	snprintf(dump, sizeof(dump), "%s/mem.raw", dir);
+	pt_guest_must(g, "dump %s", dump);
+	mem = pt_read_file(dump, &len);
+	unlink(dump);
+	assert_int_equal(len, g->len);
+	return mem;
+}
+
+static void expect_same(const uint8_t *a, const uint8_t *b, size_t len,
+			const char *what)
+{
+	for (size_t i = 0; i < len; i += PT_PAGE)
+		if (memcmp(a + i, b + i, PT_PAGE))
+			fail_msg("page %zu: %s", i / PT_PAGE, what);
+}
+
+/* ---- the round trip ----------------------------------------------------------- */
+
+static void round_trip(const char *kind, unsigned uid)
+{
+	char file[256];
+	uint8_t *image, *mem;
+	struct pt_guest g;
+	struct pt_run r;
+
+	path_in_dir(file, sizeof(file), "trip.bgs");
+	pt_guest_start(&g, uid, GUEST_SIZE, kind, NULL);
+	tu_sleep_ms(100);
+	save_guest(&g, file);
+	tu_sleep_ms(200); /* the writers move on from the snapshot */
+	pt_guest_must(&g, "hold");
+	assert_true(dry_run_changed(&g, file) > 0);
+	restore(&r, &g, file, NULL, NULL);
+	if (r.code)
+		fail_msg("restore: exit %d: %s", r.code, r.err);
+	assert_non_null(strstr(r.out, "restored"));
+	pt_run_free(&r);
+	/* Right after the restore, before the journal is replayed, the
+	 * memory is the snapshot's, byte for byte. */
+	image = pt_export_guest(&g, file);
+	pt_check_image(&g, image);
+	mem = guest_memory(&g);
+	expect_same(mem, image, g.len, "differs from the snapshot right "
+		    "after the restore");
+	assert_int_equal(dry_run_changed(&g, file), 0);
+	free(mem);
+	free(image);
+	pt_guest_must(&g, "recover");
+	pt_guest_must(&g, "release");
+	for (int i = 0; i < 3; i++)
+		pt_guest_healthy(&g, 150, 0);
+	pt_guest_untraced(&g);
+	pt_guest_stop(&g);
+	unlink(file);
+}
+
+static void test_round_trip_4k(void **state)
+{
+	(void)state;
+	round_trip("4k", 0);
+}
+
+static void test_round_trip_memfd(void **state)
+{
+	(void)state;
+	round_trip("memfd", 0);
+}
+
+static void test_round_trip_nonroot(void **state)
+{
+	(void)state;
+	round_trip("thp", 65534);
+}
+
+/* ---- bad files ------------------------------------------------------------------ */
+
+static void write_file(const char *path, const uint8_t *data, size_t len)
+{
+	const int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+			    0600);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, data, len), (ssize_t)len);
+	close(fd);
+}
+
+static uint64_t le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* The offset of a byte inside the payload of the first PAGES record that
+ * stores data (FORMAT.md §1, §3). */
+static size_t payload_byte(const uint8_t *f, size_t len)
+{
+	size_t off = le64(f + 12) & 0xffffffff; /* header_len */
+
+	while (off + 48 <= len) {
+		const uint8_t type = f[off + 4];
+		const uint64_t plen = le64(f + off + 24);
+
+		if (type == 2 && plen > 0)
+			return off + 48 + plen / 2;
+		if (type == 4)
+			break;
+		off += 48 + plen;
+	}
+	fail_msg("no PAGES record with a payload");
+	return 0;
+}
+
+/* Where a damaged copy of the good file is made. */
+enum damage {
+	BAD_MAGIC,
+	TRUNCATED,
+	HEADER_BYTE,
+	PAYLOAD_BYTE,
+	INDEX_BYTE,
+	FOOTER_BYTE,
+	EMPTY,
+	RANDOM,
+	DIRECTORY,
+	MISSING,
+	NDAMAGE
+};
+
+static const char *const damage_names[] = {
+	"bad magic", "truncated", "header byte", "payload byte",
+	"index byte", "footer byte", "empty", "random", "directory",
+	"missing",
+};
+
+static void make_bad(enum damage d, const uint8_t *good, size_t len,
+		     const char *path)
+{
+	uint8_t *f = malloc(len);
+	uint64_t rng = 0x1234;
+
+	memcpy(f, good, len);
+	switch (d) {
+	case BAD_MAGIC:
+		f[1] ^= 0x20;
+		break;
+	case TRUNCATED:
+		len /= 2;
+		break;
+	case HEADER_BYTE:
+		f[100] ^= 0x01; /* the host name: only the checksum knows */
+		break;
+	case PAYLOAD_BYTE:
+		f[payload_byte(f, len)] ^= 0x40;
+		break;
+	case INDEX_BYTE: /* the first entry's offset field, low byte */
+		f[le64(f + len - 64 + 8) + 48] ^= 0x08;
+		break;
+	case FOOTER_BYTE:
+		f[len - 64 + 30] ^= 0x01; /* nrecords */
+		break;
+	case EMPTY:
+		len = 0;
+		break;
+	case RANDOM:
+		for (size_t i = 0; i < len; i++)
+			f[i] = (uint8_t)tu_rand(&rng);
+		break;
+	case DIRECTORY:
+		assert_int_equal(mkdir(path, 0700), 0);
+		free(f);
+		return;
+	case MISSING:
+	case NDAMAGE:
+		free(f);
+		return;
+	}
+	write_file(path, f, len);
+	free(f);
+}
+
+static void remove_bad(const char *path)
+{
+	if (unlink(path) && errno == EISDIR)
+		rmdir(path);
+}
+
+static void test_bad_files(void **state)
+{
+	char good[256], bad[256], pid[16];
+	uint8_t *file, *before, *after;
+	struct pt_guest g;
+	struct pt_run r;
+	size_t len;
+
+	(void)state;
+	path_in_dir(good, sizeof(good), "good.bgs");
+	path_in_dir(bad, sizeof(bad), "bad.bgs");
+	pt_guest_start(&g, 0, "16M", "4k", NULL);
+	save_guest(&g, good);
+	file = pt_read_file(good, &len);
+	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	pt_guest_must(&g, "hold");
+	before = guest_memory(&g);
+	for (int d = 0; d < NDAMAGE; d++) {
+		make_bad((enum damage)d, file, len, bad);
+		pt_run(&r, RUN_MS, -1, "verify", bad, NULL);
+		fprintf(stderr, "# %-12s verify:  %d %s", damage_names[d],
+			r.code, r.err);
+		if (r.code != EXIT_BADFILE)
+			fail_msg("verify of a %s file: exit %d", damage_names[d],
+				 r.code);
+		pt_one_error_line(r.err);
+		pt_run_free(&r);
+		restore(&r, &g, bad, NULL, NULL);
+		fprintf(stderr, "# %-12s restore: %d %s", damage_names[d],
+			r.code, r.err);
+		if (r.code != EXIT_BADFILE)
+			fail_msg("restore of a %s file: exit %d", damage_names[d],
+				 r.code);
+		pt_one_error_line(r.err);
+		assert_non_null(strstr(r.err, "nothing was written"));
+		pt_run_free(&r);
+		remove_bad(bad);
+	}
+	after = guest_memory(&g);
+	expect_same(after, before, g.len, "changed by a failed restore");
+	pt_guest_untraced(&g);
+	pt_guest_must(&g, "release");
+	pt_guest_healthy(&g, 100, 0);
+	free(before);
+	free(after);
+	free(file);
+	pt_guest_stop(&g);
+	unlink(good);
+}
+
+/* A snapshot of one guest does not fit another: refused, nothing written. */
+static void test_other_process(void **state)
+{
+	struct pt_guest a, b;
+	uint8_t *before, *after;
+	char file[256];
+	struct pt_run r;
+
+	(void)state;
+	path_in_dir(file, sizeof(file), "a.bgs");
+	pt_guest_start(&a, 0, "16M", "4k", NULL);
+	pt_guest_start(&b, 0, "16M", "4k", NULL);
+	save_guest(&a, file);
+	pt_guest_must(&b, "hold");
+	before = guest_memory(&b);
+	restore(&r, &b, file, NULL, NULL);
+	fprintf(stderr, "# %s", r.err);
+	assert_int_equal(r.code, 1);
+	pt_one_error_line(r.err);
+	assert_non_null(strstr(r.err, "nothing was written"));
+	pt_run_free(&r);
+	after = guest_memory(&b);
+	expect_same(after, before, b.len, "changed by a refused restore");
+	pt_guest_must(&b, "release");
+	pt_guest_healthy(&b, 100, 0);
+	free(before);
+	free(after);
+	pt_guest_stop(&a);
+	pt_guest_stop(&b);
+	unlink(file);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_round_trip_4k),
+		cmocka_unit_test(test_round_trip_memfd),
+		cmocka_unit_test(test_round_trip_nonroot),
+		cmocka_unit_test(test_bad_files),
+		cmocka_unit_test(test_other_process),
+	};
+
+	pt_init(argc, argv);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

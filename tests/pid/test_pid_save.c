@@ -1,0 +1,528 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * 'bgsnap save --pid' end to end, through the built binary, against
+ * 'bgsnap guest' processes whose writers run during the save:
+ *   - every page kind of guest memory; the file verifies ('bgsnap verify')
+ *     and the guest's memory exported from it ('bgsnap export') balances
+ *     (oracle 2) and holds, byte for byte, what the writers never touch;
+ *   - writers held: the snapshot equals the memory exactly (oracle 1);
+ *   - '-o -' into a file, refused onto a terminal; --json parses (python3)
+ *     and has the stable keys;
+ *   - the target exits mid-save; SIGINT cancels; a non-root target; a
+ *     non-root bgsnap refused with the cause named; bad arguments.
+ * After every save the guest must answer, make progress in every writer,
+ * balance, hold no userfaultfd, have no tracer and no page protected.
+ */
+#include "pid_util.h"
+#include "testutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define GUEST_SIZE "64M"
+#define SAVE_MS	   60000
+#define NOBODY	   65534
+
+static void path_in_dir(char *buf, size_t n, const char *name)
+{
+	snprintf(buf, n, "%s/%s", pt_dir(), name);
+}
+
+static void must_verify(const char *file)
+{
+	struct pt_run r;
+
+	pt_run(&r, SAVE_MS, -1, "verify", file, "--quiet", NULL);
+	if (r.code)
+		fail_msg("bgsnap verify %s: exit %d: %s", file, r.code, r.err);
+	pt_run_free(&r);
+}
+
+/* The guest after a save: alive, consistent, and free of bgsnap. */
+static void must_be_unharmed(struct pt_guest *g)
+{
+	pt_guest_untraced(g);
+	pt_guest_unprotected(g);
+	pt_guest_healthy(g, 200, 0);
+}
+
+static void check_saved_guest(const struct pt_guest *g, const char *file)
+{
+	uint8_t *image;
+
+	must_verify(file);
+	image = pt_export_guest(g, file);
+	pt_check_image(g, image);
+	free(image);
+}
+
+/* ---- under writers, every kind ------------------------------------------------ */
+
+static void save_kind(const char *kind)
+{
+	char file[256], pid[16];
+	struct pt_guest g;
+	struct pt_run r;
+
+	path_in_dir(file, sizeof(file), "kind.bgs");
+	pt_guest_start(&g, 0, GUEST_SIZE, kind, NULL);
+	tu_sleep_ms(200); /* writers well under way */
+	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	pt_run(&r, SAVE_MS, -1, "save", "--pid", pid, "-o", file, "--json",
+	       NULL);
+	if (r.code)
+		fail_msg("save --pid of a %s guest: exit %d: %s", kind, r.code,
+			 r.err);
+	fprintf(stderr, "# %s: %s", kind, r.out);
+	assert_true(pt_num(r.out, "pages_total") >= g.len / PT_PAGE);
+	assert_true(pt_num(r.out, "blackout_ms") > 0);
+	pt_run_free(&r);
+	check_saved_guest(&g, file);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+	unlink(file);
+}
+
+static void test_save_4k(void **state)
+{
+	(void)state;
+	save_kind("4k");
+}
+
+static void test_save_thp(void **state)
+{
+	(void)state;
+	save_kind("thp");
+}
+
+static void test_save_memfd(void **state)
+{
+	(void)state;
+	save_kind("memfd");
+}
+
+/* ---- oracle 1: writers held, the snapshot is the memory ----------------------- */
+
+static void test_save_held_exact(void **state)
+{
+	char file[256], dump[256], pid[16];
+	uint8_t *image, *mem;
+	struct pt_guest g;
+	struct pt_run r;
+	size_t len;
+
+	(void)state;
+	path_in_dir(file, sizeof(file), "held.bgs");
+	path_in_dir(dump, sizeof(dump), "held.raw");
+	pt_guest_start(&g, 0, GUEST_SIZE, "4k", NULL);
+	tu_sleep_ms(100);
+	pt_guest_must(&g, "hold");
+	pt_guest_must(&g, "dump %s", dump);
+	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	pt_run(&r, SAVE_MS, -1, "save", "-p", pid, "-o", file, "-q", NULL);
+	if (r.code)
+		fail_msg("save: exit %d: %s", r.code, r.err);
+	assert_string_equal(r.out, ""); /* --quiet */
+	pt_run_free(&r);
+	image = pt_export_guest(&g, file);
+	mem = pt_read_file(dump, &len);
+	assert_int_equal(len, g.len);
+	for (size_t i = 0; i < len; i += PT_PAGE)
+		if (memcmp(image + i, mem + i, PT_PAGE))
+			fail_msg("page %zu of the snapshot differs from the "
+				 "memory it was taken of", i / PT_PAGE);
+	pt_check_image(&g, image);
+	free(mem);
+	free(image);
+	pt_guest_must(&g, "release");
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+	unlink(file);
+	unlink(dump);
+}
+
+/* ---- standard output, terminals, JSON ------------------------------------------ */
+
+static void test_save_stdout(void **state)
+{
+	char file[256], pid[16];
+	struct pt_guest g;
+	struct pt_run r;
+	int fd, pty;
+
+	(void)state;
+	path_in_dir(file, sizeof(file), "stdout.bgs");
+	pt_guest_start(&g, 0, GUEST_SIZE, "4k", NULL);
+	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	pt_run(&r, SAVE_MS, fd, "save", "--pid", pid, "-o", "-", NULL);
+	close(fd);
+	if (r.code)
+		fail_msg("save -o -: exit %d: %s", r.code, r.err);
+	/* The report goes to stderr when the snapshot takes stdout. */
+	assert_non_null(strstr(r.err, "saved process"));
+	pt_run_free(&r);
+	check_saved_guest(&g, file);
+
+	pty = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	assert_true(pty >= 0);
+	assert_int_equal(grantpt(pty), 0);
+	assert_int_equal(unlockpt(pty), 0);
+	fd = open(ptsname(pty), O_RDWR | O_NOCTTY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	pt_run(&r, SAVE_MS, fd, "save", "--pid", pid, "-o", "-", NULL);
+	assert_int_equal(r.code, 2);
+	pt_one_error_line(r.err);
+	assert_non_null(strstr(r.err, "terminal"));
+	pt_run_free(&r);
+	close(fd);
+	close(pty);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+	unlink(file);
+}
+
+/* Run python3 on @json: it must parse and have every key. */
+static void json_has_keys(const char *json, const char *keys)
+{
+	char path[256], cmd[1024];
+	FILE *f;
+	int status;
+
+	path_in_dir(path, sizeof(path), "out.json");
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(json, f);
+	fclose(f);
+	snprintf(cmd, sizeof(cmd),
+		 "python3 -c 'import json,sys\n"
+		 "d = json.load(open(sys.argv[1]))\n"
+		 "missing = [k for k in sys.argv[2].split() if k not in d]\n"
+		 "sys.exit(\"missing keys: \" + \" \".join(missing) if missing "
+		 "else 0)' %s '%s'", path, keys);
+	status = system(cmd);
+	if (status == -1 || WEXITSTATUS(status) == 127) {
+		fprintf(stderr, "# no python3: JSON keys not checked\n");
+		return;
+	}
+	if (status)
+		fail_msg("--json output does not parse or lacks keys: %s", json);
+	unlink(path);
+}
+
+static void test_save_json(void **state)
+{
+	static const char keys[] =
+		"file pid regions blackout_ms elapsed_s pages_total "
+		"pages_by_fault pages_zero bytes_written compression_ratio "
+		"stall_us_p50 stall_us_p99 stall_us_max peak_buffer_bytes";
+	char file[256], pid[16];
+	struct pt_guest g;
+	struct pt_run r;
+
+	(void)state;
+	path_in_dir(file, sizeof(file), "json.bgs");
+	pt_guest_start(&g, 0, "16M", "4k", NULL);
+	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	pt_run(&r, SAVE_MS, -1, "save", "--pid", pid, "-o", file, "--json",
+	       "--compress", "none", "--buffer", "8M", "--no-verify", NULL);
+	if (r.code)
+		fail_msg("save --json: exit %d: %s", r.code, r.err);
+	json_has_keys(r.out, keys);
+	assert_non_null(strstr(r.out, "\"regions\":{\"saved\":"));
+	assert_true(pt_num(r.out, "compression_ratio") <= 1.0);
+	pt_run_free(&r);
+	pt_run(&r, SAVE_MS, -1, "save", "--pid", pid, "-o", file, "--json",
+	       "--stop-the-world", "--lz4-accel", "8", NULL);
+	if (r.code)
+		fail_msg("save --stop-the-world: exit %d: %s", r.code, r.err);
+	json_has_keys(r.out, keys);
+	assert_int_equal((int)pt_num(r.out, "pages_by_fault"), 0);
+	pt_run_free(&r);
+	check_saved_guest(&g, file);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+	unlink(file);
+}
+
+/* ---- the save ends early ---------------------------------------------------------- */
+
+/* Bytes of the save's temporary file in the test directory, -1: none. */
+static long long temp_file_size(const char *final_name)
+{
+	DIR *d = opendir(pt_dir());
+	struct dirent *e;
+	long long size = -1;
+	char prefix[128];
+
+	snprintf(prefix, sizeof(prefix), ".%s.", final_name);
+	assert_non_null(d);
+	while ((e = readdir(d))) {
+		char path[512];
+		struct stat st;
+
+		if (strncmp(e->d_name, prefix, strlen(prefix)))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", pt_dir(), e->d_name);
+		if (!stat(path, &st))
+			size = (long long)st.st_size;
+	}
+	closedir(d);
+	return size;
+}
+
+/* Wait until the save writes pages (past its blackout): true, or false
+ * if bgsnap ended first (*@status set). */
+static bool wait_copying(pid_t bgsnap, const char *name, int *status)
+{
+	for (int i = 0; i < 20000; i++) {
+		if (waitpid(bgsnap, status, WNOHANG) == bgsnap)
+			return false;
+		if (temp_file_size(name) > 1 << 20)
+			return true;
+		usleep(500);
+	}
+	fail_msg("the save never started writing");
+	return false;
+}
+
+static int wait_exit(pid_t pid, int ms)
+{
+	int status;
+
+	for (int i = 0; i < ms / 5; i++) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) :
+						   -WTERMSIG(status);
+		tu_sleep_ms(5);
+	}
+	kill(pid, SIGKILL);
+	fail_msg("bgsnap did not end within %d ms", ms);
+	return -1;
+}
+
+/* bgsnap with its stderr on a pipe, saving @pid into @file. */
+static pid_t spawn_save(const char *pid, const char *file, int *err_fd)
+{
+	int err[2];
+	pid_t b;
+
+	assert_int_equal(pipe2(err, O_CLOEXEC), 0);
+	b = fork();
+	assert_true(b >= 0);
+	if (!b) {
+		dup2(err[1], STDERR_FILENO);
+		execl(pt_bgsnap, "bgsnap", "save", "--pid", pid, "-o", file,
+		      "--compress", "none", (char *)NULL);
+		_exit(127);
+	}
+	close(err[1]);
+	*err_fd = err[0];
+	return b;
+}
+
+static void read_message(int fd, char *out, size_t n)
+{
+	ssize_t got;
+
+	memset(out, 0, n);
+	got = read(fd, out, n - 1);
+	close(fd);
+	assert_true(got > 0);
+	fprintf(stderr, "# %s", out);
+	pt_one_error_line(out);
+}
+
+/*
+ * A guest and a save of it caught while it copies pages (past the
+ * blackout). The save runs in bgsnap's own time, so a fast one can end
+ * first: then again, with a new guest, a few times.
+ */
+static pid_t save_caught_copying(struct pt_guest *g, const char *name,
+				 char *file, size_t n, char *pid, int *err)
+{
+	int status;
+
+	path_in_dir(file, n, name);
+	for (int tries = 0; tries < 3; tries++) {
+		pt_guest_start(g, 0, "256M", "4k", NULL);
+		snprintf(pid, 16, "%d", (int)g->pid);
+		const pid_t b = spawn_save(pid, file, err);
+		if (wait_copying(b, name, &status))
+			return b;
+		fprintf(stderr, "# the save ended before it was caught; "
+				"again\n");
+		close(*err);
+		pt_guest_kill(g);
+		unlink(file);
+	}
+	fail_msg("every save ended before it could be caught");
+	return -1;
+}
+
+/* The target dies while its pages are copied: bgsnap is stopped at that
+ * moment, so the death surely falls mid-save. */
+static void test_target_exits(void **state)
+{
+	char file[256], pid[16], msg[512];
+	struct pt_guest g;
+	int err;
+	pid_t b;
+
+	(void)state;
+	b = save_caught_copying(&g, "exit.bgs", file, sizeof(file), pid, &err);
+	kill(b, SIGSTOP);
+	pt_guest_kill(&g);
+	kill(b, SIGCONT);
+	assert_int_equal(wait_exit(b, SAVE_MS), 1);
+	read_message(err, msg, sizeof(msg));
+	assert_non_null(strstr(msg, pid));
+	assert_non_null(strstr(msg, "no snapshot was written"));
+	assert_int_equal(access(file, F_OK), -1);
+	assert_int_equal(temp_file_size("exit.bgs"), -1);
+}
+
+static void test_sigint_cancels(void **state)
+{
+	char file[256], pid[16], msg[512];
+	struct pt_guest g;
+	int err;
+	pid_t b;
+
+	(void)state;
+	b = save_caught_copying(&g, "int.bgs", file, sizeof(file), pid, &err);
+	kill(b, SIGINT);
+	assert_int_equal(wait_exit(b, SAVE_MS), 1);
+	read_message(err, msg, sizeof(msg));
+	assert_non_null(strstr(msg, "cancelled"));
+	/* Cancelled cleanly: no file, not even the temporary one. */
+	assert_int_equal(access(file, F_OK), -1);
+	assert_int_equal(temp_file_size("int.bgs"), -1);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+}
+
+/* ---- users ----------------------------------------------------------------------- */
+
+static void test_nonroot_target(void **state)
+{
+	char file[256], pid[16];
+	struct pt_guest g;
+	struct pt_run r;
+
+	(void)state;
+	path_in_dir(file, sizeof(file), "nobody.bgs");
+	pt_guest_start(&g, NOBODY, GUEST_SIZE, "4k", NULL);
+	tu_sleep_ms(100);
+	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	pt_run(&r, SAVE_MS, -1, "save", "--pid", pid, "-o", file, NULL);
+	if (r.code)
+		fail_msg("save of a non-root target: exit %d: %s", r.code,
+			 r.err);
+	pt_run_free(&r);
+	check_saved_guest(&g, file);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+	unlink(file);
+}
+
+/* bgsnap as nobody may not trace root's guest: one line naming why. */
+static void test_ptrace_refused(void **state)
+{
+	char pid[16], out[512] = { 0 };
+	struct pt_guest g;
+	int err[2];
+	pid_t b;
+
+	(void)state;
+	pt_guest_start(&g, 0, "16M", "4k", NULL);
+	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	assert_int_equal(pipe2(err, O_CLOEXEC), 0);
+	b = fork();
+	assert_true(b >= 0);
+	if (!b) {
+		dup2(err[1], STDERR_FILENO);
+		if (setgid(NOBODY) || setuid(NOBODY))
+			_exit(126);
+		execl(pt_bgsnap, "bgsnap", "save", "--pid", pid, "-o",
+		      "/tmp/never.bgs", (char *)NULL);
+		_exit(127);
+	}
+	close(err[1]);
+	assert_int_equal(wait_exit(b, SAVE_MS), 1);
+	assert_true(read(err[0], out, sizeof(out) - 1) > 0);
+	close(err[0]);
+	fprintf(stderr, "# %s", out);
+	pt_one_error_line(out);
+	assert_non_null(strstr(out, pid));
+	assert_non_null(strstr(out, "CAP_SYS_PTRACE")); /* the cause */
+	assert_int_equal(access("/tmp/never.bgs", F_OK), -1);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+}
+
+static void test_bad_arguments(void **state)
+{
+	static const char *const cases[][8] = {
+		{ "save", "-o", "x.bgs", NULL },		 /* no --pid */
+		{ "save", "--pid", "1", NULL },			 /* no -o */
+		{ "save", "--pid", "1", "-o", "x", "--compress", "zstd", NULL },
+		{ "save", "--pid", "1", "-o", "x", "--buffer", "12Q", NULL },
+		{ "save", "--pid", "1", "-o", "x", "--lz4-accel", "0", NULL },
+		{ "save", "--pid", "1", "-o", "x", "extra", NULL },
+		{ "restore", "--pid", "1", NULL },		 /* no FILE */
+		{ "restore", "x.bgs", NULL },			 /* no --pid */
+	};
+	struct pt_run r;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *const *c = cases[i];
+
+		pt_run(&r, 10000, -1, c[0], c[1], c[2], c[3], c[4], c[5], c[6],
+		       c[7]);
+		if (r.code != 2)
+			fail_msg("case %zu: exit %d, not 2: %s", i, r.code, r.err);
+		pt_one_error_line(r.err);
+		pt_run_free(&r);
+	}
+	/* No such process: a failure, not a usage error. */
+	pt_run(&r, 10000, -1, "save", "--pid", "2147483647", "-o", "x.bgs",
+	       NULL);
+	assert_int_equal(r.code, 1);
+	pt_one_error_line(r.err);
+	pt_run_free(&r);
+	pt_run(&r, 10000, -1, "save", "--help", NULL);
+	assert_int_equal(r.code, 0);
+	assert_non_null(strstr(r.out, "usage: bgsnap save"));
+	pt_run_free(&r);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_bad_arguments),
+		cmocka_unit_test(test_save_4k),
+		cmocka_unit_test(test_save_thp),
+		cmocka_unit_test(test_save_memfd),
+		cmocka_unit_test(test_save_held_exact),
+		cmocka_unit_test(test_save_stdout),
+		cmocka_unit_test(test_save_json),
+		cmocka_unit_test(test_target_exits),
+		cmocka_unit_test(test_sigint_cancels),
+		cmocka_unit_test(test_nonroot_target),
+		cmocka_unit_test(test_ptrace_refused),
+	};
+
+	pt_init(argc, argv);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
