@@ -705,7 +705,8 @@ void cli_progress_format(char *buf, size_t len, unsigned width,
 		return;
 	}
 	fmt_eta(eta, sizeof(eta), done, total, elapsed_ns);
-	n = snprintf(tail, sizeof(tail), " %3u%%  %s / %s  %s  %s",
+	/* Fixed widths: the bar keeps its length as the figures change. */
+	n = snprintf(tail, sizeof(tail), " %3u%%  %8s / %s  %10s  %-10s",
 		     (unsigned)(done * 100 / total), cli_fmt_size(d, done),
 		     cli_fmt_size(t, total), r, eta);
 	/* The bar takes what the label and figures leave, one column

@@ -128,11 +128,13 @@ static void print_ok(const struct verify *v)
 {
 	char a[CLI_FMT_LEN], b[CLI_FMT_LEN], c[CLI_FMT_LEN];
 
-	printf("%s: ok: %zu regions, %llu pages (%s) in %llu records, %zu "
-	       "attachments; %s checked in %s\n", v->path, v->info.regions,
+	printf("%s: ok: %zu region%s, %llu pages (%s) in %llu records, %zu "
+	       "attachment%s; %s checked in %s\n", v->path, v->info.regions,
+	       v->info.regions == 1 ? "" : "s",
 	       (unsigned long long)v->info.pages,
 	       cli_fmt_size(a, v->info.pages * 4096),
 	       (unsigned long long)v->info.records, v->info.attachments,
+	       v->info.attachments == 1 ? "" : "s",
 	       cli_fmt_size(b, v->info.file_size),
 	       cli_fmt_duration(c, v->elapsed_ns));
 }

@@ -406,9 +406,18 @@ static void test_progress_text(void **state)
 	cli_progress_format(line, sizeof(line), 80, "verify", 256ull << 20,
 			    512ull << 20, 1000000000ull);
 	assert_non_null(strstr(line, "verify ["));
-	assert_non_null(strstr(line, "]  50%  256 MiB / 512 MiB  256 MiB/s  "
+	assert_non_null(strstr(line, "]  50%   256 MiB / 512 MiB   256 MiB/s  "
 				     "ETA 1s"));
 	assert_true(strlen(line) < 80);
+	/* The bar keeps its length while the figures change. */
+	{
+		char other[256];
+
+		cli_progress_format(other, sizeof(other), 80, "verify",
+				    66ull << 20, 512ull << 20, 7000000000ull);
+		assert_int_equal(strchr(other, ']') - other,
+				 strchr(line, ']') - line);
+	}
 	cli_progress_format(line, sizeof(line), 30, "verify", 1, 2,
 			    1000000000ull);
 	assert_null(strchr(line, '[')); /* too narrow for a bar */
