@@ -52,7 +52,8 @@
  *   dump FILE write the memory to FILE, writers paused (unless held):
  *             ok, bytes
  *   save FILE [uffd|stw|fork] [buffer=SIZE] [compress=lz4|none]
- *             [accel=N] [noverify]
+ *             [accel=N] [noverify] [one-phase] [keep] [incremental]
+ *             [undo=SIZE] [nomem]
  *             save the memory (one region, "guest") with the embedded API:
  *               uffd  bgsnap in this process, pause/resume callbacks park
  *                     the writers for the blackout only (default);
@@ -69,6 +70,40 @@
  *             park_max_ns} during the save, and "memory" {before_bytes,
  *             peak_bytes, extra_peak_bytes}: the Pss of the guest (plus
  *             the child) before and at its highest during the save.
+ *             More words (uffd only, but one-phase and nomem):
+ *               one-phase    BGSNAP_SAVE_ONE_PHASE: arm in the pause;
+ *               keep         BGSNAP_SAVE_KEEP_TRACKING: the handle stays,
+ *                            tracking writes, for the next save, 'written'
+ *                            and 'rollback';
+ *               incremental  BGSNAP_SAVE_INCREMENTAL, on that handle (a
+ *                            save without 'keep' then ends tracking);
+ *               undo=SIZE    with keep: the undo budget for 'rollback';
+ *               nomem        no "memory" (its Pss walk costs ~14 ms of CPU
+ *                            per GiB every 20 ms: whoever measures memory
+ *                            from outside asks for this).
+ *             The reply also has "wall_ns" (the request to the committed
+ *             file, fork included), arm_ms, reprotected_pages,
+ *             pages_parent, "start" {window_ns, stop_max_ns, complete}:
+ *             the longest a writer was kept from running by the start
+ *             (bank_window_max over the window from the request to the
+ *             start's return: bgsnap_save_start's, or fork()'s in the
+ *             parent; for stw that is the whole save), and for fork
+ *             "child_private_bytes" (the child's pages not shared with
+ *             the guest, and its page tables, at the end of its save).
+ *   window open|close|get
+ *             the start window (guest_bank.h) for a save made from
+ *             outside: get replies window_ns, stop_max_ns, complete
+ *   written   while tracking ('save ... keep'): pages (written since the
+ *             last snapshot), pages_total
+ *   rollback [dirty=PCT] [timeout=DUR]
+ *             while tracking: wait until PCT percent of the pages (0 to
+ *             100, decimals allowed; default 0) were written or DUR
+ *             passed (default 30s), hold the writers, bgsnap_rollback()
+ *             to the last 'keep' snapshot (its undo log, else its file),
+ *             recover, release. Reply: written_pages (when held),
+ *             pages_total, rolled_back_pages, rollback_ns (the call
+ *             alone), hold_ns, recover_ns, wait_ns
+ *   untrack   stop tracking (a no-op when not tracking)
  *   quit      reply, then exit 0
  */
 #include "cli.h"
@@ -94,6 +129,9 @@
 #define MAX_WORDS   16
 #define SAMPLE_NS   20000000L
 #define REGION_NAME "guest"
+/* How long 'save' and 'window get' wait for every writer to run again
+ * after the start window (a writer still stopped counts). */
+#define WINDOW_WAIT_NS 2000000000ULL
 
 #ifndef PR_SET_VMA
 #define PR_SET_VMA	    0x53564d41
@@ -111,7 +149,9 @@ static const char guest_usage[] =
 	"they can). Driven by one command per line on standard input, each\n"
 	"answered by one JSON line on standard output: info, stats, reset,\n"
 	"hold, release, recover, check, dump FILE, save FILE [uffd|stw|fork]\n"
-	"[buffer=SIZE] [compress=lz4|none] [accel=N] [noverify], quit. See the\n"
+	"[buffer=SIZE] [compress=lz4|none] [accel=N] [noverify] [one-phase]\n"
+	"[keep] [incremental] [undo=SIZE] [nomem], window open|close|get,\n"
+	"written, rollback [dirty=PCT] [timeout=DUR], untrack, quit. See the\n"
 	"DESIGN block of cli/cmd_guest.c. A target for 'bgsnap save --pid'.\n";
 
 enum guest_kind { KIND_4K, KIND_THP, KIND_MEMFD };
@@ -133,6 +173,11 @@ struct guest {
 	bool held;
 	bool quit;
 	struct bank bank;
+	/* Tracking between saves ('save ... keep'): the handle, and the
+	 * file of its last snapshot (for 'rollback'). */
+	struct bgsnap *track;
+	char track_file[4096];
+	uint64_t win_open_ns, win_close_ns; /* 'window' */
 };
 
 static uint64_t now_ns(void)
@@ -447,6 +492,7 @@ struct sampler {
 	_Atomic int child; /* a fork child's pid, also measured; 0: none */
 	uint64_t before; /* main: set before the start */
 	uint64_t peak;	 /* sampler thread; main reads it after the join */
+	bool off;	 /* 'nomem': no thread, no reading */
 };
 
 /* The Pss of process @pid (0: this one), bytes; 0 if unreadable. */
@@ -506,6 +552,48 @@ static int sampler_start(struct sampler *s)
 	return -pthread_create(&s->thread, NULL, sampler_main, s);
 }
 
+/* The kB of the lines starting with @keys (each "Key:") of @path, summed,
+ * in bytes; 0 if unreadable. */
+static uint64_t proc_kb(const char *path, const char *const *keys, int n)
+{
+	char buf[4096];
+	uint64_t kb = 0;
+	const int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t len;
+
+	if (fd < 0)
+		return 0;
+	len = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (len <= 0)
+		return 0;
+	buf[len] = '\0';
+	for (int i = 0; i < n; i++) {
+		const size_t klen = strlen(keys[i]);
+
+		for (const char *p = buf; p; p = strchr(p, '\n')) {
+			p += *p == '\n';
+			if (!strncmp(p, keys[i], klen)) {
+				kb += strtoull(p + klen, NULL, 10);
+				break;
+			}
+		}
+	}
+	return kb * 1024;
+}
+
+/* This process's pages that no other process maps, and its page tables:
+ * what a fork child costs beyond its parent. */
+static uint64_t own_private_bytes(void)
+{
+	static const char *const rollup[] = { "Private_Clean:",
+					      "Private_Dirty:" };
+	static const char *const status[] = { "VmPTE:" };
+
+	return proc_kb("/proc/self/smaps_rollup", rollup, 2) +
+	       proc_kb("/proc/self/status", status, 1);
+}
+
 static void sampler_stop(struct sampler *s, struct cli_json *j)
 {
 	atomic_store(&s->stop, true);
@@ -529,7 +617,10 @@ struct save_cmd {
 	const char *file;
 	enum method method;
 	struct bgsnap_save_opts opts;
+	bool nomem;
 };
+
+#define TRACK_FLAGS (BGSNAP_SAVE_KEEP_TRACKING | BGSNAP_SAVE_INCREMENTAL)
 
 static int pause_writers(void *arg)
 {
@@ -562,6 +653,16 @@ static int parse_save_word(const char *w, struct save_cmd *c, struct reply *rp)
 		c->opts.lz4_acceleration = (int)v;
 	else if (!strcmp(w, "noverify"))
 		c->opts.flags |= BGSNAP_SAVE_NO_VERIFY;
+	else if (!strcmp(w, "one-phase"))
+		c->opts.flags |= BGSNAP_SAVE_ONE_PHASE;
+	else if (!strcmp(w, "keep"))
+		c->opts.flags |= BGSNAP_SAVE_KEEP_TRACKING;
+	else if (!strcmp(w, "incremental"))
+		c->opts.flags |= BGSNAP_SAVE_INCREMENTAL;
+	else if (!strncmp(w, "undo=", 5) && !cli_parse_size(w + 5, &v))
+		c->opts.undo_budget = (size_t)v;
+	else if (!strcmp(w, "nomem"))
+		c->nomem = true;
 	else
 		return fail(rp, "save: unknown or bad option '%s'", w);
 	return 0;
@@ -578,40 +679,91 @@ static int parse_save(int argc, char **argv, struct save_cmd *c,
 	for (int i = 2; i < argc; i++)
 		if (parse_save_word(argv[i], c, rp))
 			return -1;
+	if (c->method != METHOD_UFFD &&
+	    (c->opts.flags & (TRACK_FLAGS | BGSNAP_SAVE_ONE_PHASE)))
+		return fail(rp, "save: one-phase, keep and incremental are for "
+			    "uffd");
 	return 0;
 }
 
-/* One save of the memory with the embedded API; @h's last error names
- * the cause on failure. */
-static int save_memory(struct guest *g, const struct save_cmd *c,
-		       const struct bgsnap_save_opts *o, struct bgsnap_stats *st,
-		       char *err, size_t errlen)
-{
-	struct bgsnap *h;
-	int r = bgsnap_new(&h);
-
-	if (r) {
-		snprintf(err, errlen, "%s", bgsnap_strerror(r));
-		return r;
-	}
-	r = bgsnap_add_region(h, REGION_NAME, g->mem, g->len);
-	if (!r)
-		r = bgsnap_save(h, c->file, o);
-	if (r)
-		snprintf(err, errlen, "%s", *bgsnap_last_error(h) ?
-				       bgsnap_last_error(h) : bgsnap_strerror(r));
-	else
-		bgsnap_stats(h, st);
-	bgsnap_free(h);
-	return r;
-}
-
-/* What a fork child sends back through its pipe. */
+/* What a save yields; a fork child sends it back through its pipe. */
 struct child_result {
 	int ret;
 	struct bgsnap_stats st;
 	char err[400];
+	uint64_t done_ns;	  /* the file committed (CLOCK_MONOTONIC) */
+	uint64_t private_bytes;	  /* a fork child's own, at the end */
 };
+
+/* A handle on the memory: the tracking one ('keep'), or a new one. */
+static int memory_handle(struct guest *g, bool child, struct bgsnap **h)
+{
+	int r;
+
+	if (g->track && !child) {
+		*h = g->track;
+		return 0;
+	}
+	r = bgsnap_new(h);
+	if (!r) {
+		r = bgsnap_add_region(*h, REGION_NAME, g->mem, g->len);
+		if (r)
+			bgsnap_free(*h);
+	}
+	return r;
+}
+
+/* After a save on @h: kept for tracking ('keep' and success), or freed
+ * (a save without 'keep' has ended tracking). */
+static void memory_handle_done(struct guest *g, struct bgsnap *h,
+			       const struct save_cmd *c,
+			       const struct bgsnap_save_opts *o, int r)
+{
+	if (!r && (o->flags & BGSNAP_SAVE_KEEP_TRACKING)) {
+		g->track = h;
+		snprintf(g->track_file, sizeof(g->track_file), "%s", c->file);
+		return;
+	}
+	if (h == g->track)
+		g->track = NULL;
+	bgsnap_free(h);
+}
+
+/*
+ * One save of the memory with the embedded API, into @res; its err
+ * names the cause on failure. The start window closes when the start
+ * returns (in a fork @child there are no writers: the parent closed it
+ * when fork() returned).
+ */
+static int save_memory(struct guest *g, const struct save_cmd *c,
+		       const struct bgsnap_save_opts *o,
+		       struct child_result *res, bool child)
+{
+	struct bgsnap *h;
+	int r = memory_handle(g, child, &h);
+
+	if (r) {
+		snprintf(res->err, sizeof(res->err), "%s", bgsnap_strerror(r));
+		return r;
+	}
+	r = bgsnap_save_start(h, c->file, o);
+	if (!child)
+		bank_window_close(&g->bank);
+	if (!r)
+		r = bgsnap_wait(h);
+	res->done_ns = now_ns();
+	if (r)
+		snprintf(res->err, sizeof(res->err), "%s",
+			 *bgsnap_last_error(h) ? bgsnap_last_error(h) :
+						 bgsnap_strerror(r));
+	else
+		bgsnap_stats(h, &res->st);
+	/* Measured before the handle's buffers go. */
+	if (!r && child)
+		res->private_bytes = own_private_bytes();
+	memory_handle_done(g, h, c, o, r);
+	return r;
+}
 
 static int read_all(int fd, void *buf, size_t len)
 {
@@ -640,7 +792,7 @@ static void __attribute__((noreturn)) fork_child(struct guest *g,
 	struct child_result res = { 0 };
 
 	o.flags |= BGSNAP_SAVE_STOP_THE_WORLD;
-	res.ret = save_memory(g, c, &o, &res.st, res.err, sizeof(res.err));
+	res.ret = save_memory(g, c, &o, &res, true);
 	write_all(out, (const uint8_t *)&res, sizeof(res));
 	_exit(res.ret ? 1 : 0);
 }
@@ -659,6 +811,7 @@ static int save_fork(struct guest *g, const struct save_cmd *c,
 	if (*child == 0)
 		fork_child(g, c, p[1]);
 	*fork_ns = now_ns() - t0;
+	bank_window_close(&g->bank);
 	close(p[1]);
 	if (*child < 0) {
 		close(p[0]);
@@ -668,7 +821,8 @@ static int save_fork(struct guest *g, const struct save_cmd *c,
 	r = read_all(p[0], res, sizeof(*res));
 	close(p[0]);
 	/* Measured once more before the child is gone. */
-	sample(s);
+	if (!s->off)
+		sample(s);
 	atomic_store(&s->child, 0);
 	while (waitpid(*child, &status, 0) < 0 && errno == EINTR)
 		;
@@ -684,6 +838,7 @@ static int run_save(struct guest *g, const struct save_cmd *c,
 {
 	struct bgsnap_save_opts o = c->opts;
 	struct child_result res = { 0 };
+	const uint64_t t0 = now_ns();
 	uint64_t fork_ns = 0;
 	int child = 0, r;
 
@@ -698,7 +853,7 @@ static int run_save(struct guest *g, const struct save_cmd *c,
 		o.arg = g;
 		if (c->method == METHOD_STW)
 			o.flags |= BGSNAP_SAVE_STOP_THE_WORLD;
-		r = save_memory(g, c, &o, &res.st, res.err, sizeof(res.err));
+		r = save_memory(g, c, &o, &res, false);
 	}
 	if (r)
 		return fail(rp, "save: %s", res.err);
@@ -708,8 +863,34 @@ static int run_save(struct guest *g, const struct save_cmd *c,
 	if (c->method == METHOD_FORK) {
 		cli_json_kdouble(&rp->j, "fork_ms", (double)fork_ns / 1e6);
 		cli_json_kint(&rp->j, "child_pid", child);
+		cli_json_kuint(&rp->j, "child_private_bytes",
+			       res.private_bytes);
 	}
+	cli_json_kuint(&rp->j, "wall_ns", res.done_ns - t0);
+	cli_json_kdouble(&rp->j, "arm_ms", (double)res.st.arm_ns / 1e6);
+	cli_json_kuint(&rp->j, "reprotected_pages", res.st.reprotected_pages);
+	cli_json_kuint(&rp->j, "pages_parent", res.st.pages_parent);
 	return 0;
+}
+
+/* The start window's figure as "start" {window_ns, stop_max_ns,
+ * complete}, after waiting up to @wait_ns for every writer to run again;
+ * the window ends. */
+static void json_window(struct cli_json *j, struct guest *g, uint64_t wait_ns)
+{
+	const uint64_t open = atomic_load(&g->bank.win_open_ns);
+	const uint64_t close = atomic_load(&g->bank.win_close_ns);
+	bool complete;
+	const uint64_t max = bank_window_max(&g->bank, wait_ns, &complete);
+
+	cli_json_key(j, "start");
+	cli_json_object_begin(j);
+	cli_json_kuint(j, "window_ns", open && close > open &&
+					   close != UINT64_MAX ?
+					       close - open : 0);
+	cli_json_kuint(j, "stop_max_ns", max);
+	cli_json_kbool(j, "complete", complete);
+	cli_json_object_end(j);
 }
 
 static int do_save(struct guest *g, int argc, char **argv, struct reply *rp)
@@ -722,21 +903,161 @@ static int do_save(struct guest *g, int argc, char **argv, struct reply *rp)
 		return -1;
 	if (g->held)
 		return fail(rp, "save: the writers are held; 'release' first");
-	r = sampler_start(&s);
+	if (g->track && c.method != METHOD_UFFD)
+		return fail(rp, "save: tracking; 'untrack' first");
+	if ((c.opts.flags & BGSNAP_SAVE_INCREMENTAL) && !g->track)
+		return fail(rp, "save: incremental: not tracking (save with "
+			    "'keep' first)");
+	memset(&s, 0, sizeof(s));
+	s.off = c.nomem;
+	r = s.off ? 0 : sampler_start(&s);
 	if (r)
 		return fail(rp, "save: %s", strerror(-r));
 	reset_figures(g);
+	bank_window_open(&g->bank);
 	r = run_save(g, &c, &s, rp);
+	json_window(&rp->j, g, r ? 0 : WINDOW_WAIT_NS);
 	if (r) {
-		atomic_store(&s.stop, true);
-		pthread_join(s.thread, NULL);
+		if (!s.off) {
+			atomic_store(&s.stop, true);
+			pthread_join(s.thread, NULL);
+		}
 		return r;
 	}
 	cli_json_key(&rp->j, "writers");
 	cli_json_object_begin(&rp->j);
 	json_writers(&rp->j, g);
 	cli_json_object_end(&rp->j);
-	sampler_stop(&s, &rp->j);
+	if (!s.off)
+		sampler_stop(&s, &rp->j);
+	return 0;
+}
+
+/* ---- a save from outside, tracking, rollback -------------------------------------------- */
+
+static int do_window(struct guest *g, int argc, char **argv, struct reply *rp)
+{
+	if (argc == 2 && !strcmp(argv[1], "open"))
+		bank_window_open(&g->bank);
+	else if (argc == 2 && !strcmp(argv[1], "close"))
+		bank_window_close(&g->bank);
+	else if (argc == 2 && !strcmp(argv[1], "get"))
+		json_window(&rp->j, g, WINDOW_WAIT_NS);
+	else
+		return fail(rp, "usage: window open|close|get");
+	return 0;
+}
+
+static int do_written(struct guest *g, int argc, char **argv, struct reply *rp)
+{
+	uint64_t pages;
+
+	(void)argc;
+	(void)argv;
+	if (!g->track || bgsnap_track_written(g->track, &pages))
+		return fail(rp, "written: not tracking (save with 'keep' "
+			    "first)");
+	cli_json_kuint(&rp->j, "pages", pages);
+	cli_json_kuint(&rp->j, "pages_total", g->len / PAGE);
+	return 0;
+}
+
+struct rollback_cmd {
+	double dirty_pct;
+	uint64_t timeout_ns;
+};
+
+static int parse_rollback(int argc, char **argv, struct rollback_cmd *c,
+			  struct reply *rp)
+{
+	c->dirty_pct = 0;
+	c->timeout_ns = 30000000000ULL;
+	for (int i = 1; i < argc; i++) {
+		char *end;
+
+		if (!strncmp(argv[i], "dirty=", 6)) {
+			c->dirty_pct = strtod(argv[i] + 6, &end);
+			if (*end || end == argv[i] + 6 || !(c->dirty_pct >= 0) ||
+			    c->dirty_pct > 100)
+				return fail(rp, "rollback: bad '%s'", argv[i]);
+		} else if (strncmp(argv[i], "timeout=", 8) ||
+			   cli_parse_duration(argv[i] + 8, &c->timeout_ns)) {
+			return fail(rp, "usage: rollback [dirty=PCT] "
+				    "[timeout=DUR]");
+		}
+	}
+	return 0;
+}
+
+/* Until @pct percent of the pages were written since the snapshot, or
+ * @timeout_ns passed: the pages written then. */
+static uint64_t wait_written(struct guest *g, double pct, uint64_t timeout_ns)
+{
+	const uint64_t want = (uint64_t)((double)(g->len / PAGE) * pct / 100);
+	const uint64_t end = now_ns() + timeout_ns;
+	uint64_t pages = 0;
+
+	while (!bgsnap_track_written(g->track, &pages) && pages < want &&
+	       now_ns() < end)
+		nanosleep(&(struct timespec){ 0, 200000 }, NULL);
+	return pages;
+}
+
+static int do_rollback(struct guest *g, int argc, char **argv, struct reply *rp)
+{
+	const struct bgsnap_rollback_opts ro = { .path = g->track_file };
+	const bool was_held = g->held;
+	struct rollback_cmd c;
+	struct bgsnap_stats st = { 0 };
+	uint64_t t0, t1, t2, t3, written = 0;
+	int r;
+
+	if (parse_rollback(argc, argv, &c, rp))
+		return -1;
+	if (!g->track)
+		return fail(rp, "rollback: not tracking (save with 'keep' "
+			    "first)");
+	t0 = now_ns();
+	wait_written(g, c.dirty_pct, c.timeout_ns);
+	/* Held between transfers: the memory goes back to an instant that
+	 * may be mid-transfer, which 'recover' then completes. */
+	t1 = now_ns();
+	if (!was_held)
+		bank_hold(&g->bank);
+	bgsnap_track_written(g->track, &written);
+	t2 = now_ns();
+	r = bgsnap_rollback(g->track, &ro);
+	t3 = now_ns();
+	if (!r)
+		bgsnap_stats(g->track, &st);
+	bank_recover(g->mem, g->len);
+	if (!was_held)
+		bank_release(&g->bank);
+	if (r)
+		return fail(rp, "rollback: %s", *bgsnap_last_error(g->track) ?
+			    bgsnap_last_error(g->track) : bgsnap_strerror(r));
+	cli_json_kuint(&rp->j, "written_pages", written);
+	cli_json_kuint(&rp->j, "pages_total", g->len / PAGE);
+	cli_json_kuint(&rp->j, "rolled_back_pages", st.pages_changed);
+	cli_json_kuint(&rp->j, "rollback_ns", t3 - t2);
+	cli_json_kuint(&rp->j, "hold_ns", t2 - t1);
+	cli_json_kuint(&rp->j, "recover_ns", now_ns() - t3);
+	cli_json_kuint(&rp->j, "wait_ns", t1 - t0);
+	return 0;
+}
+
+static void untrack(struct guest *g)
+{
+	bgsnap_free(g->track); /* stops tracking: nothing left protected */
+	g->track = NULL;
+}
+
+static int do_untrack(struct guest *g, int argc, char **argv, struct reply *rp)
+{
+	(void)argc;
+	(void)argv;
+	(void)rp;
+	untrack(g);
 	return 0;
 }
 
@@ -753,6 +1074,8 @@ static const struct command commands[] = {
 	{ "release", do_release }, { "recover", do_recover },
 	{ "check", do_check },	   { "dump", do_dump },
 	{ "save", do_save },	   { "quit", do_quit },
+	{ "window", do_window },   { "written", do_written },
+	{ "rollback", do_rollback }, { "untrack", do_untrack },
 };
 
 static int split(char *line, char **argv)
@@ -903,6 +1226,7 @@ int cmd_guest(int argc, char **argv)
 	}
 	g.reset_ns = now_ns();
 	serve(&g);
+	untrack(&g);
 	bank_stop(&g.bank);
 	munmap(g.map, g.map_len);
 	return EXIT_OK;
