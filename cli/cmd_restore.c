@@ -78,6 +78,8 @@ static const struct option restore_options[] = {
 
 struct restore_args {
 	const char *file;
+	struct bgsnap_file *snap; /* FILE opened to name what was written;
+				   * NULL for a stream */
 	int pid;
 	bool dry_run, json, quiet;
 	const char *include[MAX_SPECS];
@@ -95,6 +97,20 @@ static const char *detail(const struct bgsnap *h, int err)
 	return d && *d ? d : bgsnap_strerror(err);
 }
 
+/* How many mappings the filters select; none is a mistake. */
+static size_t selected(const struct bgsnap *h)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
+		struct bgsnap_region_info ri;
+
+		n += !bgsnap_region(h, i, &ri) &&
+		     ri.kind != BGSNAP_KIND_UNSAVED;
+	}
+	return n;
+}
+
 static int attach(struct bgsnap *h, const struct restore_args *a)
 {
 	const struct bgsnap_target_opts topts = {
@@ -105,9 +121,24 @@ static int attach(struct bgsnap *h, const struct restore_args *a)
 	};
 	const int r = bgsnap_target_pid(h, a->pid, &topts);
 
-	if (r)
+	if (r) {
 		cli_error("restore: process %d: %s", a->pid, detail(h, r));
-	return r;
+		return r;
+	}
+	if (!selected(h)) {
+		cli_error("restore: no mapping of process %d is selected by "
+			  "--include/--exclude", a->pid);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* FILE opened for the report, if it can be: the restore itself reports
+ * any problem with it. */
+static void open_snapshot(struct restore_args *a)
+{
+	if (strcmp(a->file, "-"))
+		bgsnap_file_open(&a->snap, a->file, NULL, 0);
 }
 
 static int run(struct bgsnap *h, const struct restore_args *a)
@@ -157,22 +188,33 @@ static void report_failure(const struct bgsnap *h, const struct restore_args *a,
 
 /* ---- the report --------------------------------------------------------------- */
 
-/* Would a region be written? Left out by a filter, or never saved, no. */
-static bool written(const struct bgsnap_region_info *ri)
+/* Is a region of the process written? Not when left out by a filter, or
+ * when the snapshot does not have it (mapped since: left alone). */
+static bool written(const struct restore_args *a,
+		    const struct bgsnap_region_info *ri)
 {
-	return ri->kind != BGSNAP_KIND_UNSAVED;
+	struct bgsnap_file_region fr;
+	int i;
+
+	if (ri->kind == BGSNAP_KIND_UNSAVED)
+		return false;
+	if (!a->snap)
+		return true;
+	i = bgsnap_file_find_region(a->snap, ri->name);
+	return i >= 0 && !bgsnap_file_region(a->snap, (size_t)i, &fr) &&
+	       fr.kind != BGSNAP_KIND_UNSAVED;
 }
 
-static void report_regions(const struct bgsnap *h, bool dry_run)
+static void report_regions(const struct bgsnap *h, const struct restore_args *a)
 {
 	char b[CLI_FMT_LEN];
 
 	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
 		struct bgsnap_region_info ri;
 
-		if (bgsnap_region(h, i, &ri) || !written(&ri))
+		if (bgsnap_region(h, i, &ri) || !written(a, &ri))
 			continue;
-		printf("  %-8s %-44s %10s\n", dry_run ? "would" : "wrote",
+		printf("  %-6s %-44s %10s\n", a->dry_run ? "would" : "wrote",
 		       ri.name, cli_fmt_size(b, ri.len));
 	}
 }
@@ -187,14 +229,15 @@ static void report_text(const struct bgsnap *h, const struct restore_args *a,
 		       "written\n", a->file, a->pid);
 	else
 		printf("restored %s into process %d\n", a->file, a->pid);
-	report_regions(h, a->dry_run);
+	report_regions(h, a);
 	if (a->dry_run)
 		printf("  %llu of %llu pages would change (%s)\n",
 		       (unsigned long long)st->pages_changed,
 		       (unsigned long long)st->pages_total,
 		       cli_fmt_size(b1, st->pages_changed * PAGE));
-	printf("  read %s of the file in %s\n", cli_fmt_size(b1, st->bytes_read),
-	       cli_fmt_duration(b2, st->elapsed_ns));
+	printf("  done in %s, %s read: the whole file is checked before "
+	       "anything is written\n", cli_fmt_duration(b2, st->elapsed_ns),
+	       cli_fmt_size(b1, st->bytes_read));
 }
 
 static void report_json(const struct bgsnap *h, const struct restore_args *a,
@@ -212,7 +255,7 @@ static void report_json(const struct bgsnap *h, const struct restore_args *a,
 	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
 		struct bgsnap_region_info ri;
 
-		if (bgsnap_region(h, i, &ri) || !written(&ri))
+		if (bgsnap_region(h, i, &ri) || !written(a, &ri))
 			continue;
 		cli_json_object_begin(&j);
 		cli_json_kstr(&j, "name", ri.name);
@@ -322,6 +365,8 @@ int cmd_restore(int argc, char **argv)
 		goto out_free;
 	}
 	r = run(h, &a);
+	if (!r)
+		open_snapshot(&a);
 	if (r) {
 		report_failure(h, &a, r);
 		r = exit_code_for(r);
@@ -334,6 +379,7 @@ int cmd_restore(int argc, char **argv)
 		report_text(h, &a, &st);
 	r = fflush(stdout) ? EXIT_FAILED : EXIT_OK;
 out_free:
+	bgsnap_file_close(a.snap);
 	bgsnap_free(h);
 	return r;
 }

@@ -157,6 +157,19 @@ static void count_regions(const struct bgsnap *h, struct cli_save_result *res)
 	}
 }
 
+/* A filter that leaves nothing to save is a mistake, not a snapshot. */
+static int check_selection(const struct bgsnap *h, const struct cli_save_req *req)
+{
+	struct cli_save_result none = { 0 };
+
+	count_regions(h, &none);
+	if (none.regions_saved || none.regions_copied)
+		return 0;
+	cli_error("save: no mapping of process %d is selected by "
+		  "--include/--exclude", req->pid);
+	return -EINVAL;
+}
+
 /* Attach to the process and start the save, signals held back: the
  * library has the process stopped in there. */
 static int start(struct bgsnap *h, const struct cli_save_req *req)
@@ -176,6 +189,9 @@ static int start(struct bgsnap *h, const struct cli_save_req *req)
 		cli_error("save: process %d: %s", req->pid, detail(h, r));
 		goto out_unblock;
 	}
+	r = check_selection(h, req);
+	if (r)
+		goto out_unblock;
 	r = req->path ? bgsnap_save_start(h, req->path, req->opts) :
 			bgsnap_save_start_fd(h, req->fd, req->opts);
 	if (r)

@@ -159,6 +159,37 @@ static void test_round_trip_nonroot(void **state)
 	round_trip("thp", 65534);
 }
 
+/* 'bgsnap restore -': the snapshot comes through a pipe (spooled and
+ * verified first by the library). */
+static void test_restore_from_pipe(void **state)
+{
+	char file[256], cmd[1024];
+	uint8_t *image, *mem;
+	struct pt_guest g;
+
+	(void)state;
+	path_in_dir(file, sizeof(file), "pipe.bgs");
+	pt_guest_start(&g, 0, "16M", "4k", NULL);
+	tu_sleep_ms(100);
+	save_guest(&g, file);
+	tu_sleep_ms(100);
+	pt_guest_must(&g, "hold");
+	snprintf(cmd, sizeof(cmd), "cat %s | %s restore - --pid %d --include "
+		 "%s --quiet", file, pt_bgsnap, (int)g.pid, g.range);
+	assert_int_equal(system(cmd), 0);
+	image = pt_export_guest(&g, file);
+	mem = guest_memory(&g);
+	expect_same(mem, image, g.len, "differs from the snapshot after a "
+		    "restore from a pipe");
+	free(mem);
+	free(image);
+	pt_guest_must(&g, "recover");
+	pt_guest_must(&g, "release");
+	pt_guest_healthy(&g, 100, 0);
+	pt_guest_stop(&g);
+	unlink(file);
+}
+
 /* ---- bad files ------------------------------------------------------------------ */
 
 static void write_file(const char *path, const uint8_t *data, size_t len)
@@ -361,6 +392,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_round_trip_4k),
 		cmocka_unit_test(test_round_trip_memfd),
 		cmocka_unit_test(test_round_trip_nonroot),
+		cmocka_unit_test(test_restore_from_pipe),
 		cmocka_unit_test(test_bad_files),
 		cmocka_unit_test(test_other_process),
 	};
