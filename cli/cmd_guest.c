@@ -86,13 +86,15 @@
  *             pages_parent, "start" {window_ns, stop_max_ns, complete}:
  *             the longest a writer was kept from running by the start
  *             (bank_window_max over the window from the request to the
- *             start's return: bgsnap_save_start's, or fork()'s in the
- *             parent; for stw that is the whole save), and for fork
+ *             writers' release: the resume callback, or fork()'s return
+ *             in the parent; for stw that is the whole save), and for fork
  *             "child_private_bytes" (the child's pages not shared with
  *             the guest, and its page tables, at the end of its save).
- *   window open|close|get
+ *   window open|close [NS]|get
  *             the start window (guest_bank.h) for a save made from
- *             outside: get replies window_ns, stop_max_ns, complete
+ *             outside, closed now or at NS (CLOCK_MONOTONIC, e.g. when
+ *             the saver's start returned): get replies window_ns,
+ *             stop_max_ns, complete
  *   written   while tracking ('save ... keep'): pages (written since the
  *             last snapshot), pages_total
  *   rollback [dirty=PCT] [timeout=DUR]
@@ -150,9 +152,10 @@ static const char guest_usage[] =
 	"answered by one JSON line on standard output: info, stats, reset,\n"
 	"hold, release, recover, check, dump FILE, save FILE [uffd|stw|fork]\n"
 	"[buffer=SIZE] [compress=lz4|none] [accel=N] [noverify] [one-phase]\n"
-	"[keep] [incremental] [undo=SIZE] [nomem], window open|close|get,\n"
-	"written, rollback [dirty=PCT] [timeout=DUR], untrack, quit. See the\n"
-	"DESIGN block of cli/cmd_guest.c. A target for 'bgsnap save --pid'.\n";
+	"[keep] [incremental] [undo=SIZE] [nomem], window open|close [NS]|\n"
+	"get, written, rollback [dirty=PCT] [timeout=DUR], untrack, quit. See\n"
+	"the DESIGN block of cli/cmd_guest.c. A target for 'bgsnap save\n"
+	"--pid'.\n";
 
 enum guest_kind { KIND_4K, KIND_THP, KIND_MEMFD };
 
@@ -628,8 +631,10 @@ static int pause_writers(void *arg)
 	return 0;
 }
 
+/* The start ends as the writers are let go: the window closes. */
 static void resume_writers(void *arg)
 {
+	bank_window_close(&((struct guest *)arg)->bank);
 	bank_resume(&((struct guest *)arg)->bank);
 }
 
@@ -731,8 +736,8 @@ static void memory_handle_done(struct guest *g, struct bgsnap *h,
 
 /*
  * One save of the memory with the embedded API, into @res; its err
- * names the cause on failure. The start window closes when the start
- * returns (in a fork @child there are no writers: the parent closed it
+ * names the cause on failure. The start window closes in the resume
+ * callback (in a fork @child there are no writers: the parent closed it
  * when fork() returned).
  */
 static int save_memory(struct guest *g, const struct save_cmd *c,
@@ -747,8 +752,6 @@ static int save_memory(struct guest *g, const struct save_cmd *c,
 		return r;
 	}
 	r = bgsnap_save_start(h, c->file, o);
-	if (!child)
-		bank_window_close(&g->bank);
 	if (!r)
 		r = bgsnap_wait(h);
 	res->done_ns = now_ns();
@@ -933,18 +936,23 @@ static int do_save(struct guest *g, int argc, char **argv, struct reply *rp)
 	return 0;
 }
 
-/* ---- a save from outside, tracking, rollback -------------------------------------------- */
+/* ---- a save from outside, tracking, rollback ------------------------ */
 
 static int do_window(struct guest *g, int argc, char **argv, struct reply *rp)
 {
+	uint64_t ns;
+
 	if (argc == 2 && !strcmp(argv[1], "open"))
 		bank_window_open(&g->bank);
 	else if (argc == 2 && !strcmp(argv[1], "close"))
 		bank_window_close(&g->bank);
+	else if (argc == 3 && !strcmp(argv[1], "close") &&
+		 !cli_parse_uint(argv[2], &ns) && ns)
+		bank_window_close_at(&g->bank, ns);
 	else if (argc == 2 && !strcmp(argv[1], "get"))
 		json_window(&rp->j, g, WINDOW_WAIT_NS);
 	else
-		return fail(rp, "usage: window open|close|get");
+		return fail(rp, "usage: window open|close [NS]|get");
 	return 0;
 }
 
@@ -977,8 +985,8 @@ static int parse_rollback(int argc, char **argv, struct rollback_cmd *c,
 
 		if (!strncmp(argv[i], "dirty=", 6)) {
 			c->dirty_pct = strtod(argv[i] + 6, &end);
-			if (*end || end == argv[i] + 6 || !(c->dirty_pct >= 0) ||
-			    c->dirty_pct > 100)
+			if (*end || end == argv[i] + 6 ||
+			    !(c->dirty_pct >= 0) || c->dirty_pct > 100)
 				return fail(rp, "rollback: bad '%s'", argv[i]);
 		} else if (strncmp(argv[i], "timeout=", 8) ||
 			   cli_parse_duration(argv[i] + 8, &c->timeout_ns)) {

@@ -353,10 +353,25 @@ static void window_note(struct bank_writer *w, uint64_t due, uint64_t end)
 	 * open, never the last window's close. */
 	const uint64_t open = atomic_load_explicit(&b->win_open_ns,
 						   memory_order_acquire);
+	const unsigned n = atomic_load_explicit(&w->win_steps,
+						memory_order_relaxed);
 
 	if (open && end >= open &&
-	    due <= atomic_load_explicit(&b->win_close_ns, memory_order_relaxed))
-		raise_max(&w->win_max_ns, end - due);
+	    due <= atomic_load_explicit(&b->win_close_ns,
+					memory_order_relaxed) &&
+	    end - due > atomic_load_explicit(&w->win_max_ns,
+					     memory_order_relaxed)) {
+		atomic_store_explicit(&w->win_max_ns, end - due,
+				      memory_order_relaxed);
+		if (n < BANK_WIN_STEPS) {
+			w->win_step_due[n] = due;
+			w->win_step_max[n] = end - due;
+			/* Release: the step is written before it counts. */
+			atomic_store_explicit(&w->win_steps, n + 1,
+					      memory_order_release);
+		}
+	}
+	/* Release: a step of this transfer is seen with its end. */
 	atomic_store_explicit(&w->last_end_ns, end, memory_order_release);
 }
 
@@ -560,8 +575,13 @@ void bank_figures_reset(struct bank *b)
 
 void bank_window_open(struct bank *b)
 {
-	for (unsigned i = 0; i < b->nwriters; i++)
+	/* No window is open (bank_window_max closed the last): writers
+	 * leave the steps alone until the open below. */
+	atomic_store(&b->win_open_ns, 0);
+	for (unsigned i = 0; i < b->nwriters; i++) {
 		atomic_store(&b->writer[i].win_max_ns, 0);
+		atomic_store(&b->writer[i].win_steps, 0);
+	}
 	atomic_store(&b->win_close_ns, UINT64_MAX);
 	atomic_store(&b->win_open_ns, now_ns());
 }
@@ -569,6 +589,26 @@ void bank_window_open(struct bank *b)
 void bank_window_close(struct bank *b)
 {
 	atomic_store(&b->win_close_ns, now_ns());
+}
+
+void bank_window_close_at(struct bank *b, uint64_t ns)
+{
+	atomic_store(&b->win_close_ns, ns);
+}
+
+/* The longest delay of @w's transfers due by @close. */
+static uint64_t window_max_of(struct bank_writer *w, uint64_t close)
+{
+	const unsigned n = atomic_load_explicit(&w->win_steps,
+						memory_order_acquire);
+	uint64_t max = 0;
+
+	for (unsigned k = 0; k < n && w->win_step_due[k] <= close; k++)
+		max = w->win_step_max[k];
+	/* Steps ran out (a window open far too long): the running max. */
+	if (n == BANK_WIN_STEPS && w->win_step_due[n - 1] <= close)
+		max = atomic_load(&w->win_max_ns);
+	return max;
 }
 
 uint64_t bank_window_max(struct bank *b, uint64_t timeout_ns, bool *complete)
@@ -583,14 +623,17 @@ uint64_t bank_window_max(struct bank *b, uint64_t timeout_ns, bool *complete)
 	while (done < b->nwriters && now_ns() < deadline) {
 		done = 0;
 		for (unsigned i = 0; i < b->nwriters; i++)
-			done += atomic_load_explicit(&b->writer[i].last_end_ns,
-						     memory_order_acquire) > close;
+			done += atomic_load_explicit(
+					&b->writer[i].last_end_ns,
+					memory_order_acquire) > close;
 		if (done < b->nwriters)
 			nanosleep(&(struct timespec){ 0, 100000 }, NULL);
 	}
-	for (unsigned i = 0; i < b->nwriters; i++)
-		if (atomic_load(&b->writer[i].win_max_ns) > max)
-			max = atomic_load(&b->writer[i].win_max_ns);
+	for (unsigned i = 0; i < b->nwriters; i++) {
+		const uint64_t m = window_max_of(&b->writer[i], close);
+
+		max = m > max ? m : max;
+	}
 	atomic_store(&b->win_open_ns, 0);
 	*complete = done == b->nwriters;
 	return max;

@@ -26,6 +26,8 @@
 /* Op latency histogram: exact below 8 ns, then 8 buckets per power of two
  * (within 12.5%) up to 2^48 ns. */
 #define BANK_LAT_BUCKETS 368
+/* Records of the start window's running maximum kept per writer. */
+#define BANK_WIN_STEPS 64
 
 enum bank_pattern {
 	BANK_RANDOM = 0,     /* uniform over all accounts */
@@ -52,6 +54,13 @@ struct bank_writer {
 	 * transfer that overlapped it, and when the last transfer ended. */
 	_Atomic uint64_t win_max_ns;
 	_Atomic uint64_t last_end_ns;
+	/* Each time win_max_ns grew: the due time of that transfer and the
+	 * new maximum. Due times only grow, so the longest delay of the
+	 * transfers due by any instant C is the last step due by C: the
+	 * window may be closed at an instant already past. */
+	uint64_t win_step_due[BANK_WIN_STEPS];
+	uint64_t win_step_max[BANK_WIN_STEPS];
+	_Atomic unsigned win_steps;
 };
 
 struct bank {
@@ -133,6 +142,9 @@ void bank_figures_reset(struct bank *b);
  */
 void bank_window_open(struct bank *b);
 void bank_window_close(struct bank *b);
+/* Close it at @ns (CLOCK_MONOTONIC, any process's clock), which may be
+ * past: what another process measured (the end of a ptrace stop). */
+void bank_window_close_at(struct bank *b, uint64_t ns);
 uint64_t bank_window_max(struct bank *b, uint64_t timeout_ns, bool *complete);
 
 #endif
