@@ -82,71 +82,49 @@ static bool defer(struct bgs_monitor *m, uint64_t addr, uint64_t t_ns,
 
 /* ---- events ------------------------------------------------------------------- */
 
-/* The first region overlapping [start, end) that has an unsaved page. */
-static const struct bgs_region *unsaved_in(struct bgs_save *s, uint64_t start,
-					   uint64_t end, uint64_t *at)
+struct unsaved {
+	struct bgs_save *s;
+	const struct bgs_region *r;
+	uint64_t page;
+};
+
+static int find_unsaved(void *arg, const struct bgs_region *r, uint64_t page)
 {
-	const struct bgsnap *h = s->h;
+	struct unsaved *u = arg;
 
-	for (size_t i = 0; i < h->nregions; i++) {
-		const struct bgs_region *r = &h->regions[i];
-		const uint64_t lo = start > r->base ? start : r->base;
-		const uint64_t hi = end < r->base + r->len ? end : r->base + r->len;
-
-		if (!bgs_region_protected(r))
-			continue;
-		for (uint64_t a = lo & ~(uint64_t)(BGS_PAGE_SIZE - 1); a < hi;
-		     a += BGS_PAGE_SIZE) {
-			if (!bgs_page_saved(s, r->first_page +
-						       (a - r->base) / BGS_PAGE_SIZE)) {
-				*at = a;
-				return r;
-			}
-		}
-	}
-	return NULL;
+	if (bgs_page_saved(u->s, page))
+		return 0;
+	u->r = r;
+	u->page = page;
+	return 1;
 }
 
-/* While tracking, a range the owner changed behind protection's back is
+/* While tracking, a page the owner changed behind protection's back is
  * written (and may be writable: protect it again at the next instant). */
-static void mark_changed(struct bgs_monitor *m, uint64_t start, uint64_t end)
+static int mark_changed(void *arg, const struct bgs_region *r, uint64_t page)
 {
-	const struct bgsnap *h = m->h;
+	struct bgs_monitor *m = arg;
 
-	for (size_t i = 0; i < h->nregions; i++) {
-		const struct bgs_region *r = &h->regions[i];
-		const uint64_t lo = start > r->base ? start : r->base;
-		const uint64_t hi = end < r->base + r->len ? end : r->base + r->len;
-
-		if (!bgs_region_protected(r))
-			continue;
-		for (uint64_t a = lo & ~(uint64_t)(BGS_PAGE_SIZE - 1); a < hi;
-		     a += BGS_PAGE_SIZE) {
-			const uint64_t p = r->first_page +
-					   (a - r->base) / BGS_PAGE_SIZE;
-			bgs_bit_set(m->written, p);
-			bgs_bit_set(m->unprotected, p);
-		}
-	}
+	(void)r;
+	bgs_bit_set(m->written, page);
+	bgs_bit_set(m->unprotected, page);
+	return 0;
 }
 
 static void check_hazard(struct bgs_monitor *m, uint64_t start, uint64_t end,
 			 const char *what)
 {
-	struct bgs_save *s = m->save;
-	const struct bgs_region *r;
-	uint64_t at;
+	struct unsaved u = { .s = m->save };
 
-	mark_changed(m, start, end);
-	if (atomic_load(&m->mode) != BGS_MON_SAVE)
+	bgs_snap_for_pages(m->h, start, end, mark_changed, m);
+	if (atomic_load(&m->mode) != BGS_MON_SAVE ||
+	    !bgs_snap_for_pages(m->h, start, end, find_unsaved, &u))
 		return;
-	r = unsaved_in(s, start, end, &at);
-	if (r)
-		bgs_save_fail(s, BGSNAP_EHAZARD,
-			      "region '%s': [0x%" PRIx64 ", 0x%" PRIx64
-			      ") was %s during the save, before page 0x%" PRIx64
-			      " was saved",
-			      r->name, start, end, what, at);
+	bgs_save_fail(u.s, BGSNAP_EHAZARD,
+		      "region '%s': [0x%" PRIx64 ", 0x%" PRIx64 ") was %s "
+		      "during the save, before page 0x%" PRIx64 " was saved",
+		      u.r->name, start, end, what,
+		      u.r->base + (u.page - u.r->first_page) * BGS_PAGE_SIZE);
 }
 
 static void on_event(struct bgs_monitor *m, const struct uffd_msg *msg)

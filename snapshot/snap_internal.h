@@ -297,6 +297,15 @@ struct bgs_snap_test_hooks {
 extern struct bgs_snap_test_hooks bgs_snap_test_hooks;
 
 /* snap_session.c */
+/* Ready for an operation: none running, some region. Clears the last
+ * error. -EBUSY or -ENOENT with the message set. */
+int bgs_snap_begin(struct bgsnap *h);
+/* Call @fn for every page of the protected regions inside [start, end);
+ * a non-zero return stops the walk and is returned. */
+typedef int (*bgs_page_fn)(void *arg, const struct bgs_region *r,
+			   uint64_t page);
+int bgs_snap_for_pages(const struct bgsnap *h, uint64_t start, uint64_t end,
+		       bgs_page_fn fn, void *arg);
 /* Re-read the target's mappings and rebuild the regions from them. */
 int bgs_snap_target_refresh(struct bgsnap *h);
 /* Check that @g is still mapped as it was when added (its kind may move

@@ -210,22 +210,19 @@ struct fault_state {
 	size_t npending;
 };
 
+static int discard_page(void *arg, const struct bgs_region *g, uint64_t page)
+{
+	struct bgs_restore *r = arg;
+
+	(void)g;
+	atomic_fetch_or_explicit(&r->discarded[page / 64], 1ULL << (page % 64),
+				 memory_order_release);
+	return 0;
+}
+
 static void mark_discarded(struct bgs_restore *r, uint64_t start, uint64_t end)
 {
-	for (size_t k = 0; k < r->h->nregions; k++) {
-		const struct bgs_region *g = &r->h->regions[k];
-		const uint64_t lo = start > g->base ? start : g->base;
-		const uint64_t hi = end < g->base + g->len ? end : g->base + g->len;
-
-		for (uint64_t a = lo & ~(uint64_t)(BGS_PAGE_SIZE - 1); a < hi;
-		     a += BGS_PAGE_SIZE) {
-			const uint64_t page = g->first_page +
-					      (a - g->base) / BGS_PAGE_SIZE;
-			atomic_fetch_or_explicit(&r->discarded[page / 64],
-						 1ULL << (page % 64),
-						 memory_order_release);
-		}
-	}
+	bgs_snap_for_pages(r->h, start, end, discard_page, r);
 }
 
 static void on_event(struct bgs_restore *r, const struct uffd_msg *m)

@@ -750,14 +750,9 @@ static int restore_start(struct bgsnap *h, const char *path, int fd,
 	struct bgs_restore *r;
 	int ret;
 
-	if (h->save || h->restore) {
-		bgs_snap_set_error(h, "an operation is already running");
-		return -EBUSY;
-	}
-	if (!h->nregions) {
-		bgs_snap_set_error(h, "no region is registered");
-		return -ENOENT;
-	}
+	ret = bgs_snap_begin(h);
+	if (ret)
+		return ret;
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
@@ -767,8 +762,6 @@ static int restore_start(struct bgsnap *h, const char *path, int fd,
 	r->fd = -1;
 	r->uffd.fd = -1;
 	r->stop_fd = -1;
-	h->errmsg[0] = '\0';
-	h->result_pending = false;
 	ret = prepare(r, path, fd);
 	if (!ret && (r->opts.flags & BGSNAP_RESTORE_LAZY) && h->target) {
 		bgs_snap_set_error(h, "a lazy restore into another process is "

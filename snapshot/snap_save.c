@@ -532,16 +532,11 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 	struct bgs_save *s;
 	int r;
 
-	if (h->save || h->restore) {
-		bgs_snap_set_error(h, "an operation is already running");
-		return -EBUSY;
-	}
-	if (!h->nregions) {
-		bgs_snap_set_error(h, "no region is registered");
-		return -ENOENT;
-	}
-	h->result_pending = false;
 	const uint64_t t_start = bgs_now_ns();
+
+	r = bgs_snap_begin(h);
+	if (r)
+		return r;
 	/* The regions as they are now: everything below is sized on them. */
 	r = current_regions(h, opts ? opts->flags : 0);
 	if (r)

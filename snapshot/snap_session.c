@@ -543,6 +543,42 @@ BGSNAP_API int bgsnap_region(const struct bgsnap *h, size_t i,
 	return 0;
 }
 
+int bgs_snap_begin(struct bgsnap *h)
+{
+	if (h->save || h->restore) {
+		bgs_snap_set_error(h, "an operation is already running");
+		return -EBUSY;
+	}
+	if (!h->nregions) {
+		bgs_snap_set_error(h, "no region is registered");
+		return -ENOENT;
+	}
+	h->errmsg[0] = '\0';
+	h->result_pending = false;
+	return 0;
+}
+
+int bgs_snap_for_pages(const struct bgsnap *h, uint64_t start, uint64_t end,
+		       bgs_page_fn fn, void *arg)
+{
+	for (size_t i = 0; i < h->nregions; i++) {
+		const struct bgs_region *r = &h->regions[i];
+		const uint64_t lo = start > r->base ? start : r->base;
+		const uint64_t hi = end < r->base + r->len ? end : r->base + r->len;
+
+		if (!bgs_region_protected(r))
+			continue;
+		for (uint64_t a = lo & ~(uint64_t)(BGS_PAGE_SIZE - 1); a < hi;
+		     a += BGS_PAGE_SIZE) {
+			const int ret = fn(arg, r, r->first_page +
+						   (a - r->base) / BGS_PAGE_SIZE);
+			if (ret)
+				return ret;
+		}
+	}
+	return 0;
+}
+
 const struct bgs_region *bgs_snap_region_of_page(const struct bgsnap *h,
 						 uint64_t page)
 {

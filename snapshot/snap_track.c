@@ -21,14 +21,12 @@ BGSNAP_API int bgsnap_track_start(struct bgsnap *h)
 {
 	int r;
 
-	if (h->save || h->restore || h->monitor) {
-		bgs_snap_set_error(h, "%s", h->monitor ? "already tracking" :
-					    "an operation is running");
+	r = bgs_snap_begin(h);
+	if (r)
+		return r;
+	if (h->monitor) {
+		bgs_snap_set_error(h, "already tracking");
 		return -EBUSY;
-	}
-	if (!h->nregions) {
-		bgs_snap_set_error(h, "no region is registered");
-		return -ENOENT;
 	}
 	if (h->target) {
 		r = bgs_snap_target_refresh(h);

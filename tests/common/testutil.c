@@ -54,6 +54,24 @@ void *tu_map_hugetlb(size_t len)
 	return p == MAP_FAILED ? NULL : p;
 }
 
+void *tu_map_kind(enum tu_kind k, size_t len)
+{
+	switch (k) {
+	case TU_ANON:
+		return tu_map_anon(len, false);
+	case TU_THP:
+		return tu_map_anon(len, true);
+	case TU_MEMFD:
+		return tu_map_memfd(len, NULL);
+	case TU_HUGETLB:
+		/* Twice what one mapping needs: a test may hold two. */
+		if (!tu_hugetlb_reserve((unsigned)(2 * len / TU_HUGE_2M)))
+			return NULL;
+		return tu_map_hugetlb(len);
+	}
+	return NULL;
+}
+
 void tu_unmap(void *p, size_t len)
 {
 	if (p)

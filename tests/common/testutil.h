@@ -23,6 +23,10 @@ void *tu_map_memfd(size_t len, int *fd);
 void *tu_map_hugetlb(size_t len);
 void tu_unmap(void *p, size_t len);
 
+/* Memory of each kind a region may be (hugetlb reserves its pages). */
+enum tu_kind { TU_ANON, TU_THP, TU_MEMFD, TU_HUGETLB };
+void *tu_map_kind(enum tu_kind k, size_t len);
+
 /*
  * Make sure @n free 2 MiB huge pages exist. As root, raises
  * vm.nr_hugepages and puts the old value back at exit. Returns false (and

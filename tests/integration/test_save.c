@@ -66,22 +66,15 @@ static void owner_resume(void *arg)
 			bank_resume(&o->g[i].bank);
 }
 
-enum kind { ANON, THP, MEMFD, HUGETLB };
+enum kind { ANON = TU_ANON, THP = TU_THP, MEMFD = TU_MEMFD,
+	    HUGETLB = TU_HUGETLB };
 
 static char *map_kind(enum kind k, size_t len)
 {
-	switch (k) {
-	case ANON:
-		return tu_map_anon(len, false);
-	case THP:
-		return tu_map_anon(len, true);
-	case MEMFD:
-		return tu_map_memfd(len, NULL);
-	case HUGETLB:
-		assert_true(tu_hugetlb_reserve((unsigned)(len / TU_HUGE_2M)));
-		return tu_map_hugetlb(len);
-	}
-	return NULL;
+	char *p = tu_map_kind((enum tu_kind)k, len);
+
+	assert_non_null(p);
+	return p;
 }
 
 static void guest_init(struct guest *g, const char *name, enum kind k,
