@@ -30,7 +30,8 @@ static void erase_progress(void)
 	}
 }
 
-static void message(const char *kind, const char *fmt, va_list ap)
+static void __attribute__((format(printf, 2, 0)))
+message(const char *kind, const char *fmt, va_list ap)
 {
 	erase_progress();
 	fprintf(stderr, "bgsnap: %s: ", kind);

@@ -94,7 +94,7 @@ struct bgs_first_error {
 	char msg[384];
 };
 int bgs_first_error_set(struct bgs_first_error *e, int code, const char *fmt,
-			va_list ap);
+			va_list ap) __attribute__((format(printf, 3, 0)));
 static inline int bgs_first_error_get(struct bgs_first_error *e)
 {
 	return atomic_load_explicit(&e->code, memory_order_acquire);
