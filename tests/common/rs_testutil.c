@@ -13,22 +13,15 @@
 
 /* ---- page contents ------------------------------------------------------- */
 
-uint64_t rt_rand(uint64_t *s)
+uint64_t rt_rand(uint64_t *state)
 {
-	/* xorshift64*, never stuck at zero */
-	uint64_t x = *s ? *s : 0x9e3779b97f4a7c15ull;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545f4914f6cdd1dull;
+	return tu_rand(state);
 }
 
 static void fill_random(uint8_t *p, uint64_t *s)
 {
 	for (size_t i = 0; i < RS_PAGE; i += 8) {
-		const uint64_t v = rt_rand(s);
+		const uint64_t v = tu_rand(s);
 
 		memcpy(p + i, &v, 8);
 	}
@@ -38,14 +31,14 @@ static void fill_random(uint8_t *p, uint64_t *s)
  * into one mapping, flags, and padding. */
 static void fill_struct(uint8_t *p, uint64_t *s)
 {
-	uint64_t id = rt_rand(s) % 100000;
+	uint64_t id = tu_rand(s) % 100000;
 
 	memset(p, 0, RS_PAGE);
 	for (size_t i = 0; i < RS_PAGE; i += 64) {
 		const uint64_t ptr = 0x00007f3a12000000ull +
-				     (rt_rand(s) % 4096) * 64;
-		const uint32_t small = (uint32_t)(rt_rand(s) % 300);
-		const uint32_t flags = rt_rand(s) % 4 ? 0x11 : 0x13;
+				     (tu_rand(s) % 4096) * 64;
+		const uint32_t small = (uint32_t)(tu_rand(s) % 300);
+		const uint32_t flags = tu_rand(s) % 4 ? 0x11 : 0x13;
 
 		memcpy(p + i, &id, 8);
 		memcpy(p + i + 8, &ptr, 8);
@@ -67,7 +60,7 @@ static void fill_text(uint8_t *p, uint64_t *s)
 
 	while (i < RS_PAGE) {
 		char w[32];
-		const uint64_t r = rt_rand(s);
+		const uint64_t r = tu_rand(s);
 		int n = r % 7 ? snprintf(w, sizeof(w), "%s%c",
 					 words[r % 24], r % 11 ? ' ' : '\n')
 			      : snprintf(w, sizeof(w), "%u ",
@@ -102,7 +95,7 @@ static void fill_page(uint8_t *p, enum rt_content c, uint64_t *s)
 /* Realistic: runs of 1..8 pages of one kind, 30% zero, 20% random. */
 static enum rt_content pick(uint64_t *s)
 {
-	const unsigned r = (unsigned)(rt_rand(s) % 100);
+	const unsigned r = (unsigned)(tu_rand(s) % 100);
 
 	if (r < 30)
 		return RT_ZERO;
@@ -119,7 +112,7 @@ void rt_fill(void *p, size_t npages, enum rt_content c, uint64_t seed)
 
 	while (i < npages) {
 		const enum rt_content k = c == RT_REALISTIC ? pick(&s) : c;
-		size_t run = c == RT_REALISTIC ? 1 + rt_rand(&s) % 8 : npages;
+		size_t run = c == RT_REALISTIC ? 1 + tu_rand(&s) % 8 : npages;
 
 		for (; run && i < npages; run--, i++)
 			fill_page(b + i * RS_PAGE, k, &s);

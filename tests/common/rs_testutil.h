@@ -24,6 +24,7 @@ enum rt_content {
 
 /* Fill @npages 4 KiB pages; the same seed gives the same bytes. */
 void rt_fill(void *p, size_t npages, enum rt_content c, uint64_t seed);
+/* tu_rand under the name other tests already use. */
 uint64_t rt_rand(uint64_t *state);
 
 /* A fresh private directory under $TMPDIR or /tmp; rt_rmdir empties and

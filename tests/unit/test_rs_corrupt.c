@@ -647,24 +647,24 @@ static void test_random_files(void **state)
 
 	(void)state;
 	for (int i = 0; i < 600; i++) {
-		size_t len = rt_rand(&seed) % (base_len + 4096);
+		size_t len = tu_rand(&seed) % (base_len + 4096);
 		const int kind = i % 3;
 		int o, s;
 
 		for (size_t k = 0; k < len; k++)
-			buf[k] = (uint8_t)rt_rand(&seed);
+			buf[k] = (uint8_t)tu_rand(&seed);
 		if (kind == 1 && len >= RS_HEADER_SIZE) {
 			/* a valid header, then noise */
 			memcpy(buf, base, RS_HEADER_SIZE);
 		} else if (kind == 2) {
 			/* the valid store with a few bytes changed */
-			const int n = 1 + (int)(rt_rand(&seed) % 8);
+			const int n = 1 + (int)(tu_rand(&seed) % 8);
 
 			len = base_len;
 			memcpy(buf, base, len);
 			for (int k = 0; k < n; k++)
-				buf[rt_rand(&seed) % len] ^=
-					(uint8_t)(1 + rt_rand(&seed) % 255);
+				buf[tu_rand(&seed) % len] ^=
+					(uint8_t)(1 + tu_rand(&seed) % 255);
 		}
 		o = run_open(buf, len);
 		s = run_stream(buf, len);

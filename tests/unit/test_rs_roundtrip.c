@@ -121,10 +121,10 @@ static size_t make_runs(const struct scene *s, struct run *runs,
 		if (s->reg[i].kind == RS_KIND_UNSAVED)
 			continue;
 		for (uint64_t p = 0; p < pages;) {
-			uint64_t len = unit * (1 + rt_rand(seed) % 3);
+			uint64_t len = unit * (1 + tu_rand(seed) % 3);
 
 			if (unit == 1)
-				len = 1 + rt_rand(seed) % (rt_rand(seed) % 2
+				len = 1 + tu_rand(seed) % (tu_rand(seed) % 2
 								   ? 8 : 700);
 			if (len > pages - p)
 				len = pages - p;
@@ -136,7 +136,7 @@ static size_t make_runs(const struct scene *s, struct run *runs,
 		}
 	}
 	for (size_t i = n; i > 1; i--) {
-		const size_t j = rt_rand(seed) % i;
+		const size_t j = tu_rand(seed) % i;
 		const struct run t = runs[i - 1];
 
 		runs[i - 1] = runs[j];
@@ -665,7 +665,7 @@ static void test_shuffled_records(void **state)
 	for (size_t i = 0; i < n; i++)
 		b[i] = rt_blob_of(buf, &l.recs[i + 1]);
 	for (size_t i = n; i > 1; i--) {
-		const size_t j = rt_rand(&seed) % i;
+		const size_t j = tu_rand(&seed) % i;
 		const struct rt_blob t = b[i - 1];
 
 		b[i - 1] = b[j];
