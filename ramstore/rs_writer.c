@@ -181,8 +181,9 @@ static void writer_free(struct rs_writer *w)
 {
 	bgs_rs_wq_free(&w->q);
 	discard(w);
-	if (w->dirfd >= 0) {
-		close(w->fd);
+	if (w->dirfd >= 0) { /* path mode: both are ours */
+		if (w->fd >= 0)
+			close(w->fd);
 		close(w->dirfd);
 	}
 	for (size_t i = 0; i < w->natt; i++)
