@@ -80,7 +80,10 @@
  *               undo=SIZE    with keep: the undo budget for 'rollback';
  *               nomem        no "memory" (its Pss walk costs ~14 ms of CPU
  *                            per GiB every 20 ms: whoever measures memory
- *                            from outside asks for this).
+ *                            from outside asks for this);
+ *               held         allowed while the writers are held: a
+ *                            snapshot of quiet memory (a base from which
+ *                            to measure what the writers change).
  *             The reply also has "wall_ns" (the request to the committed
  *             file, fork included), arm_ms, reprotected_pages,
  *             pages_parent, "start" {window_ns, stop_max_ns, complete}:
@@ -152,10 +155,10 @@ static const char guest_usage[] =
 	"answered by one JSON line on standard output: info, stats, reset,\n"
 	"hold, release, recover, check, dump FILE, save FILE [uffd|stw|fork]\n"
 	"[buffer=SIZE] [compress=lz4|none] [accel=N] [noverify] [one-phase]\n"
-	"[keep] [incremental] [undo=SIZE] [nomem], window open|close [NS]|\n"
-	"get, written, rollback [dirty=PCT] [timeout=DUR], untrack, quit. See\n"
-	"the DESIGN block of cli/cmd_guest.c. A target for 'bgsnap save\n"
-	"--pid'.\n";
+	"[keep] [incremental] [undo=SIZE] [nomem] [held], window open|close\n"
+	"[NS]|get, written, rollback [dirty=PCT] [timeout=DUR], untrack,\n"
+	"quit. See the DESIGN block of cli/cmd_guest.c. A target for 'bgsnap\n"
+	"save --pid'.\n";
 
 enum guest_kind { KIND_4K, KIND_THP, KIND_MEMFD };
 
@@ -621,6 +624,7 @@ struct save_cmd {
 	enum method method;
 	struct bgsnap_save_opts opts;
 	bool nomem;
+	bool held; /* allowed with the writers held */
 };
 
 #define TRACK_FLAGS (BGSNAP_SAVE_KEEP_TRACKING | BGSNAP_SAVE_INCREMENTAL)
@@ -668,6 +672,8 @@ static int parse_save_word(const char *w, struct save_cmd *c, struct reply *rp)
 		c->opts.undo_budget = (size_t)v;
 	else if (!strcmp(w, "nomem"))
 		c->nomem = true;
+	else if (!strcmp(w, "held"))
+		c->held = true;
 	else
 		return fail(rp, "save: unknown or bad option '%s'", w);
 	return 0;
@@ -904,7 +910,7 @@ static int do_save(struct guest *g, int argc, char **argv, struct reply *rp)
 
 	if (parse_save(argc, argv, &c, rp))
 		return -1;
-	if (g->held)
+	if (g->held && !c.held)
 		return fail(rp, "save: the writers are held; 'release' first");
 	if (g->track && c.method != METHOD_UFFD)
 		return fail(rp, "save: tracking; 'untrack' first");

@@ -5,6 +5,8 @@
 #include <bgsnap.h>
 #include <string.h>
 
+int cmd_bench(int argc, char **argv);
+
 static const struct cli_cmd commands[] = {
 	{ "caps", cmd_caps, "report what this machine offers for snapshots" },
 	{ "save", cmd_save, "snapshot a running process (--pid) into a file" },
@@ -15,6 +17,7 @@ static const struct cli_cmd commands[] = {
 	{ "info", cmd_info, "describe a snapshot file" },
 	{ "verify", cmd_verify, "check every byte of a snapshot file" },
 	{ "export", cmd_export, "write a region's memory to a raw file" },
+	{ "bench", cmd_bench, "measure against fork() and stop-the-world" },
 };
 
 static void usage(FILE *f)
