@@ -1,0 +1,101 @@
+# 'bgsnap bench' (issues 7 and 8) at a tiny size, so that it cannot rot:
+# every method runs and succeeds, the floors are measured, the --json
+# document has its stable keys (CMake's JSON reader sorts them: their
+# set is checked, not their order), no file is left behind, and usage
+# errors are one line. The figures themselves are not judged: on a
+# shared machine the load decides them. Skipped where this machine
+# cannot save (exit 4).
+set(_bench_check ${CMAKE_CURRENT_BINARY_DIR}/bench_smoke.cmake)
+file(WRITE ${_bench_check} [=[
+# Run as: cmake -DBGSNAP=... -DDIR=... -P bench_smoke.cmake
+function(expect_keys json what)
+	string(JSON n LENGTH "${json}")
+	set(got "")
+	math(EXPR last "${n} - 1")
+	foreach(i RANGE ${last})
+		string(JSON k MEMBER "${json}" ${i})
+		list(APPEND got ${k})
+	endforeach()
+	set(want ${ARGN})
+	list(SORT got)
+	list(SORT want)
+	if(NOT "${got}" STREQUAL "${want}")
+		message(FATAL_ERROR "${what}: the keys changed: ${got}")
+	endif()
+endfunction()
+
+execute_process(COMMAND ${BGSNAP} bench --size 3 RESULT_VARIABLE rc
+	OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 2 OR NOT err MATCHES "^bgsnap: error: bench: [^\n]*\n$")
+	message(FATAL_ERROR "a bad size: exit ${rc}, '${err}'")
+endif()
+execute_process(COMMAND ${BGSNAP} bench --methods uffd,nope RESULT_VARIABLE rc
+	OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 2 OR NOT err MATCHES "'nope' is not a method")
+	message(FATAL_ERROR "a bad method: exit ${rc}, '${err}'")
+endif()
+
+file(MAKE_DIRECTORY ${DIR})
+execute_process(COMMAND ${BGSNAP} bench --size 64M --repeat 1 --incr-gap 1s
+		--dir ${DIR} --json --quiet
+	RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 4)
+	message("SKIP: this machine cannot save: ${err}")
+	return()
+endif()
+if(NOT rc EQUAL 0)
+	message(FATAL_ERROR "bench exited ${rc}: ${err}")
+endif()
+file(GLOB left ${DIR}/*)
+if(left)
+	message(FATAL_ERROR "files left behind: ${left}")
+endif()
+
+expect_keys("${out}" "the document" version settings load_avg_start
+	load_avg_end runtime_s sizes targets)
+string(JSON size GET "${out}" sizes 0)
+expect_keys("${size}" "a size" size_bytes floors methods targets)
+string(JSON floors GET "${size}" floors)
+foreach(k write_protect_ms fault_p50_us lz4_gib_s disk_gib_s)
+	string(JSON v GET "${floors}" ${k})
+	if(v STREQUAL "null" OR v LESS_EQUAL 0)
+		message(FATAL_ERROR "floor ${k} is ${v}")
+	endif()
+endforeach()
+set(figs blackout_ms pause_ms arm_ms reprotected_pages elapsed_s
+	throughput_gib_s writers_before_ops_s writers_during_ops_s
+	writers_ratio lat_p50_us lat_p99_us lat_max_us extra_memory_bytes
+	file_bytes faults stall_p99_us peak_buffer_bytes pages_written
+	parent_elapsed_s parent_file_bytes rollback_ms rollback_pages
+	load_avg_1m)
+string(JSON methods GET "${size}" methods)
+expect_keys("${methods}" "the methods" uffd uffd-1phase uffd-pid fork stw
+	uffd-incr rollback)
+foreach(m uffd uffd-1phase uffd-pid fork stw uffd-incr rollback)
+	string(JSON fm GET "${methods}" ${m})
+	expect_keys("${fm}" "method ${m}" ok ${figs} runs)
+	string(JSON ok GET "${fm}" ok)
+	if(NOT ok)
+		message(FATAL_ERROR "method ${m} failed")
+	endif()
+	if(m STREQUAL "rollback")
+		set(need rollback_ms rollback_pages)
+	else()
+		set(need blackout_ms elapsed_s file_bytes writers_ratio)
+	endif()
+	foreach(k ${need})
+		string(JSON v GET "${fm}" ${k})
+		if(v STREQUAL "null" OR v LESS_EQUAL 0)
+			message(FATAL_ERROR "method ${m}: ${k} is ${v}")
+		endif()
+	endforeach()
+endforeach()
+string(JSON t GET "${size}" targets 0)
+expect_keys("${t}" "a target" id text unit value limit ratio met note)
+]=])
+add_test(NAME bench_smoke
+	COMMAND ${CMAKE_COMMAND} -DBGSNAP=$<TARGET_FILE:bgsnap_cli>
+		-DDIR=${CMAKE_CURRENT_BINARY_DIR}/bench-smoke
+		-P ${_bench_check})
+set_tests_properties(bench_smoke PROPERTIES TIMEOUT 60 LABELS bench
+	SKIP_REGULAR_EXPRESSION "SKIP: ")
