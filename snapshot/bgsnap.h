@@ -525,8 +525,13 @@ struct bgsnap_file;
 BGSNAP_API int bgsnap_file_open(struct bgsnap_file **out, const char *path,
 				char *err, size_t errlen);
 
-/* Close @f (NULL is fine). Every string @f handed out dies with it. */
+/* Close @f (NULL is fine), and the parents it opened. Every string and
+ * parent handle @f handed out dies with it. */
 BGSNAP_API void bgsnap_file_close(struct bgsnap_file *f);
+
+/* The path @f was opened with, or, for a parent, where it was found.
+ * Owned by @f. */
+BGSNAP_API const char *bgsnap_file_path(const struct bgsnap_file *f);
 
 /* The message of the last call on @f that failed, one line ("" if none).
  * Valid until the next call on @f. */
@@ -633,12 +638,66 @@ BGSNAP_API int bgsnap_file_stats_json(struct bgsnap_file *f,
  * at the end of a good file. Returns 0 if the file is perfect, else the
  * first problem found (BGSNAP_E*, message in bgsnap_file_last_error()),
  * -EIO or -ENOMEM. The pages of an incremental snapshot stored in its
- * parent are not looked at: the parent is another file.
+ * parent are not looked at: the parent is another file (see
+ * bgsnap_file_verify_chain()).
  */
 BGSNAP_API int bgsnap_file_verify(struct bgsnap_file *f,
 				  void (*progress)(void *arg, uint64_t done,
 						   uint64_t total),
 				  void *arg);
+
+/*
+ * Chains. An incremental snapshot stores only the pages changed since its
+ * parent; the others (BGSNAP_PAGES_PARENT) are the parent's, which may be
+ * incremental too, up to a full snapshot. A file handle finds each
+ * ancestor the way a restore does: among the files offered with
+ * bgsnap_file_add_parent(), by snapshot id, else the file the child names
+ * for it (attachment "bgsnap.parent", a bare file name) in the child's
+ * directory, if it has that id; and so on up (at most 64 levels). An
+ * ancestor is opened, as a file handle of its own owned by its child,
+ * when first needed: a read of its pages, bgsnap_file_parent(),
+ * bgsnap_file_verify_chain(). It stays open until @f is closed.
+ */
+
+/*
+ * Offer the file at @path as an ancestor of @f (of any level, in any
+ * order): it is used for the ancestor whose snapshot id it has, in
+ * preference to the file found beside. Not opened now; ancestors already
+ * found stay as they are, one not found yet is looked for again when next
+ * needed. Returns 0, -EINVAL (@path empty), -ENOMEM.
+ */
+BGSNAP_API int bgsnap_file_add_parent(struct bgsnap_file *f,
+				      const char *path);
+
+/*
+ * The parent of the incremental snapshot @f: *@parent is a file handle
+ * owned by @f (never close it), on which every call works, this one
+ * included; bgsnap_file_path() says which file it is. Returns 0, or with
+ * *@parent NULL: -ENOENT (@f is a full snapshot), BGSNAP_EPARENT (not
+ * found: the message gives the id and where it was looked for), or the
+ * error of opening the file found (BGSNAP_E* when it is damaged, the
+ * message naming it), -ENOMEM.
+ */
+BGSNAP_API int bgsnap_file_parent(struct bgsnap_file *f,
+				  struct bgsnap_file **parent);
+
+/*
+ * Check @f and every ancestor, as bgsnap_file_verify() checks one file,
+ * and that the chain holds together: each ancestor's snapshot id is its
+ * child's parent id, and every page a child leaves to its parent lies
+ * inside a saved region of the same name there. Every ancestor is found
+ * first, so a missing one is reported before anything is read. @progress
+ * (may be NULL) sees the bytes checked over all files and their total.
+ * Returns 0 if all is perfect, else the first problem: BGSNAP_EPARENT (an
+ * ancestor missing, or not fitting), BGSNAP_E* (damage), -EIO, -ENOMEM;
+ * the message names the file at fault when it is an ancestor. For a full
+ * snapshot this is bgsnap_file_verify().
+ */
+BGSNAP_API int bgsnap_file_verify_chain(struct bgsnap_file *f,
+					void (*progress)(void *arg,
+							 uint64_t done,
+							 uint64_t total),
+					void *arg);
 
 /* How a run of pages is stored. */
 enum bgsnap_pages {
@@ -652,8 +711,11 @@ enum bgsnap_pages {
  * How region @region is stored from byte @offset on, as lseek's SEEK_HOLE
  * tells holes from data: returns the enum bgsnap_pages of the page holding
  * @offset and sets *@len to the bytes from @offset to the end of the run
- * of pages stored the same way. Reads nothing. -ERANGE if there is no such
- * region or @offset is not inside it (an empty region has no byte).
+ * of pages stored the same way. Reads nothing, and opens no parent: a run
+ * of BGSNAP_PAGES_PARENT is in the parent (bgsnap_file_parent() and its
+ * bgsnap_file_map() say how it is stored there, under the region's
+ * name). -ERANGE if there is no such region or @offset is not inside it
+ * (an empty region has no byte).
  */
 BGSNAP_API int bgsnap_file_map(struct bgsnap_file *f, size_t region,
 			       uint64_t offset, uint64_t *len);
@@ -662,11 +724,13 @@ BGSNAP_API int bgsnap_file_map(struct bgsnap_file *f, size_t region,
  * Read @len bytes of region @region from byte @offset (any offset and
  * length inside the region) into @buf: the memory as it was at the
  * snapshot's instant. Each record is checked (header and data checksums)
- * as it is decoded; zero pages are not read from the file. Returns 0, or
- * -ERANGE (not inside the region), -ENODATA (an unsaved region),
- * BGSNAP_EPARENT (some pages are stored in the parent snapshot), BGSNAP_E*
- * (damage: the message names the record), -EIO, -ENOMEM; @buf is then
- * unspecified.
+ * as it is decoded; zero pages are not read from the file. Pages stored
+ * in the parent are read from it, region by name, up the chain as far as
+ * needed (see "Chains" above). Returns 0, or -ERANGE (not inside the
+ * region), -ENODATA (an unsaved region), BGSNAP_EPARENT (a parent needed
+ * is missing, or lacks the region's pages), BGSNAP_E* (damage: the
+ * message names the record, and the file when it is a parent), -EIO,
+ * -ENOMEM; @buf is then unspecified.
  */
 BGSNAP_API int bgsnap_file_read(struct bgsnap_file *f, size_t region,
 				uint64_t offset, void *buf, size_t len);

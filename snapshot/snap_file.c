@@ -6,9 +6,17 @@
  * from the index once, at open), page runs for sparse export, and reads of
  * any byte range, decoded straight into the caller's buffer when a whole
  * record fits. No threads.
+ *
+ * Chains: an incremental snapshot's parent is found as a restore finds it
+ * (bgs_restore_find_parent, the one rule), opened on first need as a file
+ * handle of its own, owned by its child; reads of PARENT pages go to it by
+ * region name, and it follows its own parent the same way. The files
+ * offered with bgsnap_file_add_parent() belong to the handle the caller
+ * opened (the root), shared by every ancestor.
  */
 #include "bgsnap.h"
 #include "ramstore.h"
+#include "snap_restore.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -36,7 +44,15 @@ struct bgsnap_file {
 	struct bgsnap_file_info info;
 	struct bgsnap_file_region *regions; /* figures summed at open */
 	char *stats;		/* bgsnap.stats, loaded on first ask */
+	char *path;		/* as opened, or where it was found */
 	struct rs_diag diag;	/* the last error */
+	bool diag_named;	/* diag names its file already (a parent's) */
+	/* Chains. */
+	struct bgsnap_file *root;   /* the handle the caller opened */
+	struct bgsnap_file *parent; /* owned; NULL until first needed */
+	unsigned depth;		    /* 0 for the root, 1 its parent ... */
+	char **cands;		    /* root only: bgsnap_file_add_parent */
+	size_t ncands;
 };
 
 /* Record a failure that ramstore did not describe; returns @code. */
@@ -49,6 +65,7 @@ static int fail(struct bgsnap_file *f, int code, const char *fmt, ...)
 
 	f->diag.code = code;
 	f->diag.offset = 0;
+	f->diag_named = false;
 	va_start(ap, fmt);
 	vsnprintf(f->diag.msg, sizeof(f->diag.msg), fmt, ap);
 	va_end(ap);
@@ -166,24 +183,40 @@ static void describe_file(struct bgsnap_file *f)
 	in->attachments = bgs_rs_attachment_count(f->r);
 }
 
+/* The rest of opening, once f->r reads the file at @path. */
+static int describe(struct bgsnap_file *f, const char *path)
+{
+	f->path = strdup(path);
+	if (!f->path || bgs_rs_decoder_new(&f->dec))
+		return fail(f, -ENOMEM, "out of memory");
+	describe_file(f);
+	return sum_regions(f);
+}
+
 static int open_file(struct bgsnap_file *f, const char *path)
 {
 	int ret = open_regular(f, path);
 
 	if (!ret)
 		ret = bgs_rs_open(&f->r, f->fd, &f->diag);
-	if (!ret && bgs_rs_decoder_new(&f->dec))
-		ret = fail(f, -ENOMEM, "out of memory");
-	if (ret)
-		return ret;
-	describe_file(f);
-	return sum_regions(f);
+	return ret ? ret : describe(f, path);
+}
+
+static struct bgsnap_file *new_handle(struct bgsnap_file *root)
+{
+	struct bgsnap_file *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return NULL;
+	f->fd = -1;
+	f->root = root ? root : f;
+	return f;
 }
 
 BGSNAP_API int bgsnap_file_open(struct bgsnap_file **out, const char *path,
 				char *err, size_t errlen)
 {
-	struct bgsnap_file *f = calloc(1, sizeof(*f));
+	struct bgsnap_file *f = new_handle(NULL);
 	int ret;
 
 	*out = NULL;
@@ -192,7 +225,6 @@ BGSNAP_API int bgsnap_file_open(struct bgsnap_file **out, const char *path,
 			snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
 	}
-	f->fd = -1;
 	ret = open_file(f, path);
 	if (ret) {
 		if (err && errlen)
@@ -208,13 +240,23 @@ BGSNAP_API void bgsnap_file_close(struct bgsnap_file *f)
 {
 	if (!f)
 		return;
+	bgsnap_file_close(f->parent);
 	bgs_rs_decoder_free(f->dec);
 	bgs_rs_close(f->r);
 	if (f->fd >= 0)
 		close(f->fd);
+	for (size_t i = 0; i < f->ncands; i++)
+		free(f->cands[i]);
+	free(f->cands);
+	free(f->path);
 	free(f->regions);
 	free(f->stats);
 	free(f);
+}
+
+BGSNAP_API const char *bgsnap_file_path(const struct bgsnap_file *f)
+{
+	return f->path;
 }
 
 BGSNAP_API const char *bgsnap_file_last_error(const struct bgsnap_file *f)
@@ -348,6 +390,156 @@ BGSNAP_API int bgsnap_file_stats_json(struct bgsnap_file *f,
 	return 0;
 }
 
+/* ---- chains -------------------------------------------------------------- */
+
+BGSNAP_API int bgsnap_file_add_parent(struct bgsnap_file *f, const char *path)
+{
+	struct bgsnap_file *root = f->root;
+	char **cands, *copy;
+
+	if (!path || !*path)
+		return fail(f, -EINVAL, "a parent needs a file name");
+	copy = strdup(path);
+	cands = realloc(root->cands, (root->ncands + 1) * sizeof(*cands));
+	if (!copy || !cands) {
+		free(copy);
+		if (cands)
+			root->cands = cands;
+		return fail(f, -ENOMEM, "out of memory");
+	}
+	cands[root->ncands++] = copy;
+	root->cands = cands;
+	return 0;
+}
+
+/* Open the parent of @f, found the one way a restore finds it. */
+static int open_parent(struct bgsnap_file *f)
+{
+	const struct bgsnap_file *root = f->root;
+	struct bgs_found_parent found;
+	struct bgsnap_file *p;
+	int ret;
+
+	if (f->depth + 1 >= BGS_MAX_CHAIN)
+		return fail(f, BGSNAP_EPARENT, "the chain of parents is longer "
+			    "than %d", BGS_MAX_CHAIN);
+	p = new_handle(f->root);
+	if (!p)
+		return fail(f, -ENOMEM, "out of memory");
+	ret = bgs_restore_find_parent(f->r, f->path,
+				      (const char *const *)root->cands,
+				      root->ncands, &found, &p->diag);
+	if (ret) {
+		fail(f, ret > 0 ? BGSNAP_EPARENT : ret, "%s", p->diag.msg);
+		bgsnap_file_close(p);
+		return f->diag.code;
+	}
+	p->fd = found.fd;
+	p->r = found.reader;
+	p->depth = f->depth + 1;
+	ret = describe(p, found.path);
+	if (ret) {
+		fail(f, ret, "%s: %s", found.path, p->diag.msg);
+		bgsnap_file_close(p);
+		return ret;
+	}
+	f->parent = p;
+	return 0;
+}
+
+BGSNAP_API int bgsnap_file_parent(struct bgsnap_file *f,
+				  struct bgsnap_file **parent)
+{
+	int ret = 0;
+
+	*parent = NULL;
+	if (!f->info.incremental)
+		return fail(f, -ENOENT, "a full snapshot has no parent");
+	if (!f->parent)
+		ret = open_parent(f);
+	*parent = f->parent;
+	return ret;
+}
+
+/* Every page @f leaves to @p lies in a saved region of the same name. */
+static int check_link(struct bgsnap_file *f, const struct bgsnap_file *p)
+{
+	if (memcmp(f->info.parent_id, p->info.snapshot_id, 16))
+		return fail(f, BGSNAP_EPARENT, "%s is not its parent: another "
+			    "snapshot id", p->path);
+	for (size_t i = 0; i < bgs_rs_extent_count(f->r); i++) {
+		const struct rs_extent *e = bgs_rs_extent(f->r, i);
+		const char *name = f->regions[e->region].name;
+		const int k = bgsnap_file_find_region(p, name);
+
+		if (e->encoding != RS_ENC_PARENT)
+			continue;
+		if (k < 0 || p->regions[k].kind == RS_KIND_UNSAVED ||
+		    (e->first + e->npages) * PAGE > p->regions[k].len)
+			return fail(f, BGSNAP_EPARENT, "region '%s', pages "
+				    "%llu..%llu: stored in the parent, which "
+				    "has not saved them (%s)", name,
+				    (unsigned long long)e->first,
+				    (unsigned long long)(e->first + e->npages - 1),
+				    p->path);
+	}
+	return 0;
+}
+
+struct chain_progress {
+	void (*progress)(void *arg, uint64_t done, uint64_t total);
+	void *arg;
+	uint64_t before, total; /* bytes of the files checked before */
+};
+
+static void chain_progress(void *arg, uint64_t done, uint64_t total)
+{
+	const struct chain_progress *c = arg;
+
+	(void)total;
+	c->progress(c->arg, c->before + done, c->total);
+}
+
+/* Find every ancestor of @f and check the links: the total bytes. */
+static int open_chain(struct bgsnap_file *f, uint64_t *total)
+{
+	*total = 0;
+	for (struct bgsnap_file *c = f, *p; c; c = p) {
+		int ret = c->info.incremental ? bgsnap_file_parent(c, &p) : 0;
+
+		if (!c->info.incremental)
+			p = NULL;
+		if (!ret && p)
+			ret = check_link(c, p);
+		if (ret) {
+			if (c != f)
+				fail(f, ret, "%s: %s", c->path, c->diag.msg);
+			return ret;
+		}
+		*total += c->info.file_size;
+	}
+	return 0;
+}
+
+BGSNAP_API int bgsnap_file_verify_chain(struct bgsnap_file *f,
+					void (*progress)(void *arg,
+							 uint64_t done,
+							 uint64_t total),
+					void *arg)
+{
+	struct chain_progress cp = { progress, arg, 0, 0 };
+	int ret = open_chain(f, &cp.total);
+
+	for (struct bgsnap_file *c = f; c && !ret; c = c->parent) {
+		ret = bgsnap_file_verify(c, progress ? chain_progress : NULL,
+					 &cp);
+		if (ret && c != f)
+			fail(f, ret, "%s: %s", c->path, c->diag.msg);
+		cp.before += c->info.file_size;
+	}
+	return ret;
+}
+
 /* ---- verify -------------------------------------------------------------- */
 
 BGSNAP_API int bgsnap_file_verify(struct bgsnap_file *f,
@@ -427,6 +619,41 @@ BGSNAP_API int bgsnap_file_map(struct bgsnap_file *f, size_t region,
 	return class;
 }
 
+/* Bytes [@off, @off + @n) of PARENT extent @e, from the parent's region
+ * of the same name (which may send them on to its own parent). */
+static int read_parent(struct bgsnap_file *f, const struct rs_extent *e,
+		       uint64_t off, void *dst, size_t n)
+{
+	const char *name = f->regions[e->region].name;
+	const uint64_t at = e->first * PAGE + off;
+	struct bgsnap_file *p;
+	int k, ret;
+
+	if (!f->info.incremental)
+		return fail(f, BGSNAP_EPARENT, "region '%s', pages %llu..%llu: "
+			    "stored in a parent, but the snapshot has none",
+			    name, (unsigned long long)e->first,
+			    (unsigned long long)(e->first + e->npages - 1));
+	ret = bgsnap_file_parent(f, &p);
+	if (ret)
+		return ret;
+	k = bgsnap_file_find_region(p, name);
+	if (k < 0 || p->regions[k].kind == RS_KIND_UNSAVED ||
+	    at + n > p->regions[k].len)
+		return fail(f, BGSNAP_EPARENT, "region '%s', pages %llu..%llu: "
+			    "stored in the parent, which has not saved them "
+			    "(%s)", name, (unsigned long long)e->first,
+			    (unsigned long long)(e->first + e->npages - 1),
+			    p->path);
+	ret = bgsnap_file_read(p, (size_t)k, at, dst, n);
+	if (ret && p->diag_named)
+		fail(f, ret, "%s", p->diag.msg);
+	else if (ret)
+		fail(f, ret, "%s: %s", p->path, p->diag.msg);
+	f->diag_named = ret != 0;
+	return ret;
+}
+
 /* Bytes [@off, @off + @n) of extent @i into @dst: decoded in place when
  * the whole record is wanted, else through the reader's cache. */
 static int read_extent(struct bgsnap_file *f, size_t i, uint64_t off,
@@ -441,11 +668,7 @@ static int read_extent(struct bgsnap_file *f, size_t i, uint64_t off,
 		memset(dst, 0, n);
 		return 0;
 	case RS_ENC_PARENT:
-		return fail(f, BGSNAP_EPARENT, "region '%s', pages "
-			    "%llu..%llu: stored in the parent snapshot",
-			    f->regions[e->region].name,
-			    (unsigned long long)e->first,
-			    (unsigned long long)(e->first + e->npages - 1));
+		return read_parent(f, e, off, dst, n);
 	}
 	if (!off && n == e->npages * PAGE) {
 		ret = bgs_rs_decode_to(f->r, f->dec, i, dst, &f->diag);

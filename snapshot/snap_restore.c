@@ -214,54 +214,142 @@ static void id_hex(const uint8_t id[16], char out[33])
 		snprintf(out + 2 * i, 3, "%02x", id[i]);
 }
 
-/* Open @path if it is the snapshot @id; 1 if it is another one. */
-static int try_parent(struct bgs_restore *r, const char *path,
-		      const uint8_t id[16], struct bgs_parent *p)
+/* Open @path read-only, a regular file only (a FIFO must not block). */
+static int open_regular(const char *path)
 {
-	struct rs_diag diag = { 0 };
-	int ret;
+	struct stat st;
+	const int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	int err = 0;
 
-	p->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (p->fd < 0)
-		return 1;
-	ret = bgs_rs_open(&p->reader, p->fd, &diag);
-	if (!ret && memcmp(bgs_rs_info(p->reader)->snapshot_id, id, 16))
-		ret = 1;
-	if (ret < 0)
-		bgs_snap_set_error(r->h, "%s: %s", path, diag.msg);
-	if (ret) {
-		if (p->reader)
-			bgs_rs_close(p->reader);
-		close(p->fd);
-		p->reader = NULL;
-		p->fd = -1;
-	}
-	return ret;
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st))
+		err = -errno;
+	else if (!S_ISREG(st.st_mode))
+		err = S_ISDIR(st.st_mode) ? -EISDIR : -ESPIPE;
+	else if (fcntl(fd, F_SETFL, 0))
+		err = -errno;
+	if (err)
+		close(fd);
+	return err ? err : fd;
 }
 
-/* The file a snapshot names as its parent (attachment bgsnap.parent),
- * looked for beside it. */
-static void named_parent(struct rs_reader *child, const char *child_path,
-			 char *out, size_t len)
-{
-	char name[256] = "";
-	const char *slash = child_path ? strrchr(child_path, '/') : NULL;
+/* A message into @diag (a long one is cut short). */
+static void diag_set(struct rs_diag *diag, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
-	out[0] = '\0';
+static void diag_set(struct rs_diag *diag, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	diag->code = code;
+	va_start(ap, fmt);
+	vsnprintf(diag->msg, sizeof(diag->msg), fmt, ap);
+	va_end(ap);
+}
+
+/* @diag's message, prefixed with the file it is about. */
+static void name_diag(struct rs_diag *diag, const char *path)
+{
+	char msg[sizeof(diag->msg)];
+
+	memcpy(msg, diag->msg, sizeof(msg));
+	diag_set(diag, diag->code, "%s: %s", path, msg);
+}
+
+/*
+ * Open @path if it is the snapshot @id: 0 (@p filled); 1 if it is not
+ * there or is another snapshot (@why says which); or the error that keeps
+ * a file there from being read as a snapshot (@diag names it).
+ */
+static int try_parent(const char *path, const uint8_t id[16],
+		      struct bgs_found_parent *p, struct rs_diag *diag,
+		      char *why, size_t whylen)
+{
+	const int fd = open_regular(path);
+	char hex[33];
+	int ret;
+
+	if (fd < 0) {
+		snprintf(why, whylen, "%s", fd == -ENOENT ? "is not there" :
+				      strerror(-fd));
+		return 1;
+	}
+	ret = bgs_rs_open(&p->reader, fd, diag);
+	if (!ret && memcmp(bgs_rs_info(p->reader)->snapshot_id, id, 16)) {
+		id_hex(bgs_rs_info(p->reader)->snapshot_id, hex);
+		snprintf(why, whylen, "is snapshot %s, another one", hex);
+		bgs_rs_close(p->reader);
+		ret = 1;
+	}
+	if (ret < 0)
+		name_diag(diag, path);
+	if (ret) {
+		p->reader = NULL;
+		close(fd);
+		return ret;
+	}
+	p->fd = fd;
+	snprintf(p->path, sizeof(p->path), "%s", path);
+	return 0;
+}
+
+/* The file name @child records for its parent (attachment bgsnap.parent):
+ * 0, or -1 when it records none, or none that is a bare file name. */
+static int recorded_name(struct rs_reader *child, char *name, size_t len)
+{
 	for (size_t i = 0; i < bgs_rs_attachment_count(child); i++) {
 		const char *n;
 		size_t size;
 
 		if (bgs_rs_attachment_info(child, i, &n, &size) ||
-		    strcmp(n, "bgsnap.parent") || size >= sizeof(name) ||
+		    strcmp(n, "bgsnap.parent") || !size || size >= len ||
 		    bgs_rs_attachment_read(child, i, name, NULL))
 			continue;
 		name[size] = '\0';
-		if (strchr(name, '/'))
-			return; /* a bare file name only: never wander */
-		snprintf(out, len, "%.*s%s", slash ? (int)(slash - child_path + 1) : 0,
-			 child_path ? child_path : "", name);
+		/* A bare file name only: never wander. */
+		return strchr(name, '/') || strlen(name) != size ||
+		       !strcmp(name, ".") || !strcmp(name, "..") ? -1 : 0;
 	}
+	return -1;
+}
+
+int bgs_restore_find_parent(struct rs_reader *child, const char *child_path,
+			    const char *const *cands, size_t ncands,
+			    struct bgs_found_parent *p, struct rs_diag *diag)
+{
+	const uint8_t *id = bgs_rs_info(child)->parent_id;
+	const char *slash = child_path ? strrchr(child_path, '/') : NULL;
+	char name[256], why[128] = "", beside[sizeof(p->path)], hex[33];
+	char given[64] = "";
+	int ret = 1;
+
+	p->fd = -1;
+	p->reader = NULL;
+	p->path[0] = '\0';
+	for (size_t k = 0; k < ncands && ret > 0; k++)
+		ret = try_parent(cands[k], id, p, diag, why, sizeof(why));
+	if (ret <= 0)
+		return ret;
+	id_hex(id, hex);
+	if (ncands)
+		snprintf(given, sizeof(given), "; nor is it among the %zu "
+			 "file(s) given", ncands);
+	if (recorded_name(child, name, sizeof(name))) {
+		diag_set(diag, BGSNAP_EPARENT, "the parent snapshot %s is "
+			 "missing: the snapshot names no file for it%s", hex,
+			 given);
+		return 1;
+	}
+	snprintf(beside, sizeof(beside), "%.*s%s",
+		 slash ? (int)(slash - child_path + 1) : 0,
+		 slash ? child_path : "", name);
+	ret = try_parent(beside, id, p, diag, why, sizeof(why));
+	if (ret <= 0)
+		return ret;
+	diag_set(diag, BGSNAP_EPARENT, "the parent snapshot %s is missing: "
+		 "%s, the file named for it, %s%s", hex, beside, why, given);
+	return 1;
 }
 
 static int map_chain_regions(struct bgs_restore *r, struct bgs_parent *p)
@@ -285,45 +373,34 @@ static int map_chain_regions(struct bgs_restore *r, struct bgs_parent *p)
 static int open_chain(struct bgs_restore *r, const char *path)
 {
 	struct rs_reader *cur = r->reader;
-	char cur_path[4096], beside[4096];
+	char cur_path[sizeof(((struct bgs_found_parent *)0)->path)];
 
 	snprintf(cur_path, sizeof(cur_path), "%s", path ? path : "");
 	while (has_parent(bgs_rs_info(cur))) {
-		const uint8_t *id = bgs_rs_info(cur)->parent_id;
 		struct bgs_parent *p = &r->chain[r->nchain];
-		char hex[33];
-		int ret = 1;
+		struct bgs_found_parent found;
+		struct rs_diag diag = { 0 };
+		int ret;
 
 		if (r->nchain == BGS_MAX_CHAIN) {
 			bgs_snap_set_error(r->h, "the chain of parents is "
 					   "longer than %d", BGS_MAX_CHAIN);
 			return BGSNAP_EPARENT;
 		}
-		for (size_t k = 0; k < r->opts.nparents && ret > 0; k++) {
-			ret = try_parent(r, r->opts.parents[k], id, p);
-			if (!ret)
-				snprintf(beside, sizeof(beside), "%s",
-					 r->opts.parents[k]);
+		ret = bgs_restore_find_parent(cur, cur_path, r->opts.parents,
+					      r->opts.nparents, &found, &diag);
+		if (ret) {
+			bgs_snap_set_error(r->h, "%s", diag.msg);
+			return ret > 0 ? BGSNAP_EPARENT : ret;
 		}
-		if (ret > 0) {
-			named_parent(cur, cur_path, beside, sizeof(beside));
-			ret = beside[0] ? try_parent(r, beside, id, p) : 1;
-		}
-		if (ret > 0) {
-			id_hex(id, hex);
-			bgs_snap_set_error(r->h, "the parent snapshot %s is "
-					   "missing: name it among the parents",
-					   hex);
-			return BGSNAP_EPARENT;
-		}
-		if (ret < 0)
-			return ret;
+		p->fd = found.fd;
+		p->reader = found.reader;
 		r->nchain++;
 		ret = map_chain_regions(r, p);
 		if (ret)
 			return ret;
 		cur = p->reader;
-		memcpy(cur_path, beside, sizeof(cur_path));
+		memcpy(cur_path, found.path, sizeof(cur_path));
 	}
 	return 0;
 }

@@ -64,6 +64,28 @@ int bgs_restore_fail(struct bgs_restore *r, int err, const char *fmt, ...)
  * (never-touched ones stay unpopulated). */
 void bgs_restore_zero(const struct bgs_region *g, uint64_t addr, uint64_t len);
 
+/* An ancestor found by bgs_restore_find_parent(). */
+struct bgs_found_parent {
+	int fd;				/* open on it, read-only */
+	struct rs_reader *reader;
+	char path[4096];		/* where it was found */
+};
+
+/*
+ * Find the parent of the incremental snapshot @child, read from
+ * @child_path ("" for a stream: then the current directory is beside it),
+ * the one way every reader does: the first of @cands whose snapshot id is
+ * @child's parent id, else the file @child names for it (attachment
+ * "bgsnap.parent", a bare file name) beside it, if it has that id.
+ * Returns 0 with @p filled (the caller closes p->reader, then p->fd); 1
+ * when it is nowhere, with why in @diag->msg (code BGSNAP_EPARENT); or
+ * the error that keeps a file from being read as a snapshot, @diag->msg
+ * naming it. Opens files only; any thread.
+ */
+int bgs_restore_find_parent(struct rs_reader *child, const char *child_path,
+			    const char *const *cands, size_t ncands,
+			    struct bgs_found_parent *p, struct rs_diag *diag);
+
 /*
  * Decode pages [first, first + n) of the snapshot's region @region as the
  * chain from level @level up has them (a PARENT extent's pages) into @dst.
