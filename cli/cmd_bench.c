@@ -37,6 +37,7 @@
 #include "guest_bank.h"
 
 #include <bgsnap.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -140,6 +141,14 @@ static const char bench_usage[] =
 	"             (/proc/PID/statm and status; a child's smaps_rollup every\n"
 	"             200 ms and once more by itself at its end)\n"
 	"  file       the snapshot file's size\n"
+	"  and below: arm (protecting while the writers run, two-phase),\n"
+	"  reprotected (pages protected again inside the pause), faults and\n"
+	"  stall p99 (write faults bgsnap served, how long a writer waited),\n"
+	"  buffers (bgsnap's peak write buffers), cpu: the cores used on\n"
+	"  average over elapsed by the saving threads (sv: bgsnap's, or the\n"
+	"  fork child), the writers (wr) and the thread that starts the save\n"
+	"  (main: it arms); uffd-incr: the pages it stored (written since its\n"
+	"  parent) and its time and size against the parent's\n"
 	"floors (same size, page kind and content):\n"
 	"  write-protect  one UFFDIO_WRITEPROTECT over the populated region, on\n"
 	"                 a userfaultfd of its own, no writer (median of 3)\n"
@@ -220,6 +229,9 @@ enum fig {
 	F_PARENT_FILE,	/* bytes */
 	F_ROLLBACK,	/* ms */
 	F_ROLLED,	/* pages put back */
+	F_CPU_SAVER,	/* CPU s: bgsnap's threads, a fork child */
+	F_CPU_WRITERS,	/* CPU s: the guest's writers */
+	F_CPU_MAIN,	/* CPU s: the thread that starts the save (arming) */
 	F_LOAD,		/* 1-minute load average at the run's start */
 	NFIG
 };
@@ -231,7 +243,8 @@ static const char *const fig_keys[NFIG] = {
 	"writers_ratio", "lat_p50_us", "lat_p99_us", "lat_max_us",
 	"extra_memory_bytes", "file_bytes", "faults", "stall_p99_us",
 	"peak_buffer_bytes", "pages_written", "parent_elapsed_s",
-	"parent_file_bytes", "rollback_ms", "rollback_pages", "load_avg_1m",
+	"parent_file_bytes", "rollback_ms", "rollback_pages", "cpu_saver_s",
+	"cpu_writers_s", "cpu_main_s", "load_avg_1m",
 };
 
 struct run {
@@ -536,15 +549,27 @@ static int guest_start(const struct bench *b, uint64_t size,
 
 /* ---- memory during a save ----------------------------------------------- */
 
+/* CPU clock ticks of the processes and threads involved in a save. */
+struct cpu_snap {
+	uint64_t total, children; /* the guest, and its waited-for children */
+	uint64_t main;		  /* its main thread (it arms an embedded save) */
+	uint64_t writers;	  /* its other threads alive at the start */
+	int tid[BANK_MAX_WRITERS + 8];
+	int ntid;
+	uint64_t self_total, self_main; /* this process (uffd-pid saves) */
+};
+
 struct memwatch {
 	pthread_t thread;
 	_Atomic bool stop;
 	int guest;
 	uint64_t before; /* main, before the start */
+	struct cpu_snap cpu0;
 	/* The sampler's, read by main after the join: */
 	uint64_t peak;
 	uint64_t last_main; /* the guest's and ours at the last sample */
 	unsigned samples;
+	uint64_t own_cpu_ns; /* the sampler thread's CPU time */
 };
 
 /* The kB of the lines starting with @keys, summed, in bytes. */
@@ -637,10 +662,117 @@ static uint64_t children_bytes(int pid)
 	return sum;
 }
 
+/* User and system ticks from a /proc stat file (@children: those of
+ * waited-for children too); false if unreadable. */
+static bool stat_ticks(const char *path, uint64_t *ticks, uint64_t *children)
+{
+	char buf[1024];
+	unsigned long long ut, st;
+	long long cut, cst;
+	const int fd = open(path, O_RDONLY | O_CLOEXEC);
+	const char *p;
+	ssize_t n;
+
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	/* Fields 14 to 17 (utime stime cutime cstime), counted after the
+	 * command name, which may hold anything but ends at the last ')'. */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
+			 "%*u %llu %llu %lld %lld", &ut, &st, &cut, &cst) != 4)
+		return false;
+	*ticks = ut + st;
+	if (children)
+		*children = (uint64_t)(cut + cst);
+	return true;
+}
+
+static uint64_t task_ticks(int pid, int tid)
+{
+	char path[80];
+	uint64_t t = 0;
+
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", pid, tid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/task/%d/stat", tid);
+	stat_ticks(path, &t, NULL);
+	return t;
+}
+
+/* The guest's threads other than its main one (its writers), listed at
+ * the start (@list) or re-read by that list. */
+static void cpu_writers(int pid, struct cpu_snap *c, bool list)
+{
+	char path[64];
+	struct dirent *e;
+	DIR *d;
+
+	c->writers = 0;
+	if (!list) {
+		for (int i = 0; i < c->ntid; i++)
+			c->writers += task_ticks(pid, c->tid[i]);
+		return;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	d = opendir(path);
+	c->ntid = 0;
+	while (d && (e = readdir(d))) {
+		const int tid = atoi(e->d_name);
+
+		if (tid <= 0 || tid == pid ||
+		    c->ntid == (int)(sizeof(c->tid) / sizeof(c->tid[0])))
+			continue;
+		c->tid[c->ntid++] = tid;
+		c->writers += task_ticks(pid, tid);
+	}
+	if (d)
+		closedir(d);
+}
+
+static void cpu_snap(int pid, struct cpu_snap *c, bool list)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	stat_ticks(path, &c->total, &c->children);
+	c->main = task_ticks(pid, pid);
+	cpu_writers(pid, c, list);
+	stat_ticks("/proc/self/stat", &c->self_total, NULL);
+	c->self_main = task_ticks(0, (int)getpid());
+}
+
+/* From @a to @b: the CPU seconds of the saving threads (those that came
+ * and went in the guest, its reaped children, ours but this thread and
+ * the sampler), the writers, and the threads that started the save. */
+static void cpu_figures(const struct cpu_snap *a, const struct cpu_snap *b,
+			uint64_t sampler_ns, double *f)
+{
+	const double tick = 1.0 / (double)sysconf(_SC_CLK_TCK);
+	const double guest_rest = (double)(b->total - a->total) -
+				  (double)(b->main - a->main) -
+				  (double)(b->writers - a->writers);
+	const double self_rest = (double)(b->self_total - a->self_total) -
+				 (double)(b->self_main - a->self_main);
+
+	f[F_CPU_SAVER] = fmax(0, (guest_rest + self_rest +
+				  (double)(b->children - a->children)) * tick -
+				 (double)sampler_ns / 1e9);
+	f[F_CPU_WRITERS] = (double)(b->writers - a->writers) * tick;
+	f[F_CPU_MAIN] = (double)(b->main - a->main + b->self_main -
+				 a->self_main) * tick;
+}
+
 static void *memwatch_main(void *arg)
 {
 	struct memwatch *m = arg;
 	uint64_t children = 0;
+	struct timespec ts;
 
 	while (!atomic_load(&m->stop)) {
 		const uint64_t main_now = resident_bytes(m->guest) +
@@ -653,6 +785,9 @@ static void *memwatch_main(void *arg)
 			m->peak = main_now + children;
 		nanosleep(&(struct timespec){ 0, SAMPLE_NS }, NULL);
 	}
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	m->own_cpu_ns = (uint64_t)ts.tv_sec * 1000000000ULL +
+			(uint64_t)ts.tv_nsec;
 	return NULL;
 }
 
@@ -660,23 +795,28 @@ static int memwatch_start(struct memwatch *m, int guest)
 {
 	memset(m, 0, sizeof(*m));
 	m->guest = guest;
+	cpu_snap(guest, &m->cpu0, true);
 	m->before = resident_bytes(guest) + resident_bytes(0);
 	m->peak = m->last_main = m->before;
 	return -pthread_create(&m->thread, NULL, memwatch_main, m);
 }
 
-/* The peak extra bytes; @child_end: a fork child's own measure at its
- * end (its pages are gone before we can sample them), or 0. */
-static double memwatch_stop(struct memwatch *m, uint64_t child_end)
+/* Into @f: the peak extra bytes, and the CPU figures. @child_end: a
+ * fork child's own measure at its end (its pages are gone before we can
+ * sample them), or 0. */
+static void memwatch_stop(struct memwatch *m, uint64_t child_end, double *f)
 {
+	struct cpu_snap cpu1 = m->cpu0;
 	uint64_t peak;
 
 	atomic_store(&m->stop, true);
 	pthread_join(m->thread, NULL);
+	cpu_snap(m->guest, &cpu1, false);
+	cpu_figures(&m->cpu0, &cpu1, m->own_cpu_ns, f);
 	peak = m->peak;
 	if (m->last_main + child_end > peak)
 		peak = m->last_main + child_end;
-	return peak > m->before ? (double)(peak - m->before) : 0;
+	f[F_MEM] = peak > m->before ? (double)(peak - m->before) : 0;
 }
 
 /* ---- floors ---------------------------------------------------------------- */
@@ -1025,8 +1165,7 @@ static int run_embedded(struct ctx *c, enum method m)
 	}
 	r = guest_call_ms(&c->g, SAVE_MS, cmd);
 	child = r ? 0 : json_num(c->g.reply, "child_private_bytes");
-	c->out->f[F_MEM] = memwatch_stop(&mw, isnan(child) ? 0 :
-						    (uint64_t)child);
+	memwatch_stop(&mw, isnan(child) ? 0 : (uint64_t)child, c->out->f);
 	if (r)
 		return -1;
 	take_save(c, c->g.reply);
@@ -1125,7 +1264,7 @@ static int run_pid(struct ctx *c)
 		r = pid_save(c, h, &st, &t0, &done);
 		if (!r)
 			r = guest_call(&c->g, "stats");
-		f[F_MEM] = memwatch_stop(&mw, 0);
+		memwatch_stop(&mw, 0, f);
 	}
 	bgsnap_free(h);
 	if (r)
@@ -1203,7 +1342,7 @@ static int run_incr(struct ctx *c)
 		return -1;
 	}
 	r = guest_call_ms(&c->g, SAVE_MS, cmd);
-	c->out->f[F_MEM] = memwatch_stop(&mw, 0);
+	memwatch_stop(&mw, 0, c->out->f);
 	if (r)
 		return -1;
 	take_save(c, c->g.reply);
@@ -1343,7 +1482,7 @@ static const char *fmt_num(char *buf, double v, int decimals,
 
 static void print_header(const struct bench *b, uint64_t size)
 {
-	char s[CLI_FMT_LEN], rate[32];
+	char s[CLI_FMT_LEN], buf[CLI_FMT_LEN], rate[32];
 
 	snprintf(rate, sizeof(rate), b->rate ? "%llu/s" : "max rate",
 		 (unsigned long long)b->rate);
@@ -1352,7 +1491,8 @@ static void print_header(const struct bench *b, uint64_t size)
 	       b->thp ? "THP" : "4 KiB", b->writers,
 	       pattern_names[b->pattern], rate,
 	       b->no_compress ? "uncompressed" : "lz4",
-	       cli_fmt_size(s, b->buffer), b->repeat, b->repeat > 1 ? "s" : "");
+	       cli_fmt_size(buf, b->buffer), b->repeat,
+	       b->repeat > 1 ? "s" : "");
 }
 
 static void print_main_table(const struct bench *b,
@@ -1388,24 +1528,26 @@ static void print_main_table(const struct bench *b,
 static void print_engine_table(const struct bench *b,
 			       const struct size_result *s)
 {
-	char c[8][CLI_FMT_LEN];
+	char c[9][CLI_FMT_LEN];
 
-	printf("%-12s %9s %9s %11s %8s %9s %9s %12s\n", "", "pause", "arm",
-	       "reprotected", "faults", "stall p99", "buffers",
-	       "writers/s");
+	printf("%-12s %9s %9s %11s %8s %9s %9s %6s %6s %6s\n", "", "pause",
+	       "arm", "reprotected", "faults", "stall p99", "buffers", "cpu:sv",
+	       "wr", "main");
 	for (int m = 0; m < NMETHODS; m++) {
 		const double *f = s->med[m].f;
 
 		if (!ran(b, s, m) || m == M_ROLLBACK)
 			continue;
-		printf("%-12s %9s %9s %11s %8s %9s %9s %12s\n",
+		printf("%-12s %9s %9s %11s %8s %9s %9s %6s %6s %6s\n",
 		       method_names[m], fmt_ms(c[0], f[F_PAUSE]),
 		       fmt_ms(c[1], f[F_ARM] > 0 ? f[F_ARM] : NAN),
 		       fmt_num(c[2], f[F_REPROT], 0, ""),
 		       fmt_num(c[3], f[F_FAULTS], 0, ""),
 		       fmt_us(c[4], f[F_STALL99] > 0 ? f[F_STALL99] : NAN),
 		       fmt_bytes(c[5], f[F_BUFFER]),
-		       fmt_num(c[6], f[F_WDURING], 0, ""));
+		       fmt_num(c[6], f[F_CPU_SAVER] / f[F_ELAPSED], 2, ""),
+		       fmt_num(c[7], f[F_CPU_WRITERS] / f[F_ELAPSED], 2, ""),
+		       fmt_num(c[8], f[F_CPU_MAIN] / f[F_ELAPSED], 2, ""));
 	}
 }
 
@@ -1606,15 +1748,17 @@ static void targets_issue8(const struct bench *b, const struct size_result *s,
 	check(t, fig(b, s, M_UFFD_INCR, F_ELAPSED) /
 			 fig(b, s, M_UFFD_INCR, F_PARENT_ELAPSED),
 	      0.05, 0.05, true);
-	snprintf(t->note, sizeof(t->note), "%.2f%% of the pages written, "
-		 "the target's: 1%%", written * 100);
+	if (!isnan(written))
+		snprintf(t->note, sizeof(t->note), "%.2f%% of the pages "
+			 "written, the target's: 1%%", written * 100);
 	t = target_add(ts, "i8-incr-size", "uffd-incr file < 5% of its "
 		       "parent's", "share");
 	check(t, fig(b, s, M_UFFD_INCR, F_FILE) /
 			 fig(b, s, M_UFFD_INCR, F_PARENT_FILE),
 	      0.05, 0.05, true);
-	snprintf(t->note, sizeof(t->note), "%.2f%% of the pages written, "
-		 "the target's: 1%%", written * 100);
+	if (!isnan(written))
+		snprintf(t->note, sizeof(t->note), "%.2f%% of the pages "
+			 "written, the target's: 1%%", written * 100);
 	t = target_add(ts, "i8-rollback", "rollback of 1% of the pages < 20 ms",
 		       "ms");
 	check(t, fig(b, s, M_ROLLBACK, F_ROLLBACK), 20, 20, true);
