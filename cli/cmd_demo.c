@@ -449,8 +449,14 @@ static int restore_into_guest(struct demo *d, bool dry, uint64_t *changed,
 		return -1;
 	}
 	r = bgsnap_target_pid(h, d->g.pid, &topts);
-	if (!r)
+	/* "Try again": the guest's mappings changed under the restore (as
+	 * 'bgsnap restore' does, a few tries). */
+	for (int tries = 1; !r; tries++) {
 		r = bgsnap_restore(h, d->file, &o);
+		if (r != -EAGAIN || tries == 3)
+			break;
+		r = 0;
+	}
 	if (r)
 		cli_error("demo: restore%s into process %d: %s",
 			  dry ? " --dry-run" : "", (int)d->g.pid,

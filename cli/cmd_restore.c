@@ -20,6 +20,7 @@
 
 #define PAGE	  4096u
 #define MAX_SPECS 64
+#define TRIES	  3
 
 static const char restore_usage[] =
 	"usage: bgsnap restore FILE|- --pid PID [options]\n"
@@ -154,11 +155,18 @@ static int run(struct bgsnap *h, const struct restore_args *a)
 	sigaddset(&stop, SIGTERM);
 	sigaddset(&stop, SIGHUP);
 	sigprocmask(SIG_BLOCK, &stop, &old);
-	r = strcmp(a->file, "-") ?
-		    bgsnap_restore_start(h, a->file, &o) :
-		    bgsnap_restore_start_fd(h, STDIN_FILENO, &o);
-	if (!r)
-		r = bgsnap_wait(h);
+	/* Mappings that changed between reading them and stopping the
+	 * process make the library say "try again" (nothing written): a few
+	 * tries, from a file (standard input cannot be read twice). */
+	for (int tries = 1;; tries++) {
+		r = strcmp(a->file, "-") ?
+			    bgsnap_restore_start(h, a->file, &o) :
+			    bgsnap_restore_start_fd(h, STDIN_FILENO, &o);
+		if (!r)
+			r = bgsnap_wait(h);
+		if (r != -EAGAIN || !strcmp(a->file, "-") || tries == TRIES)
+			break;
+	}
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	return r;
 }

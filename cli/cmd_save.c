@@ -25,6 +25,7 @@
 #define PAGE		 4096u
 #define MAX_SPECS	 64
 #define POLL_INTERVAL_NS 20000000L /* how often progress and signals are seen */
+#define START_TRIES	 3
 
 static const char save_usage[] =
 	"usage: bgsnap save --pid PID -o FILE|- [options]\n"
@@ -60,6 +61,11 @@ static const char save_usage[] =
 	"                         write-protected when it was saved\n"
 	"      --stop-the-world   keep the process stopped for the whole copy\n"
 	"                         (no userfaultfd; a baseline)\n"
+	"      --parent PARENT    an incremental snapshot: store only the pages\n"
+	"                         that differ from the snapshot PARENT (compared\n"
+	"                         page by page), the others as \"in the parent\";\n"
+	"                         readers look for PARENT beside FILE by its\n"
+	"                         name, or are given it (--parent)\n"
 	"      --json             report as one JSON object (stable keys)\n"
 	"  -q, --quiet            no progress bar, no report (but --json's)\n"
 	"  -h, --help             this help\n"
@@ -77,6 +83,7 @@ enum {
 	OPT_NO_VERIFY,
 	OPT_STW,
 	OPT_JSON,
+	OPT_PARENT,
 };
 
 static const struct option save_options[] = {
@@ -90,6 +97,7 @@ static const struct option save_options[] = {
 	{ "no-verify", no_argument, NULL, OPT_NO_VERIFY },
 	{ "stop-the-world", no_argument, NULL, OPT_STW },
 	{ "json", no_argument, NULL, OPT_JSON },
+	{ "parent", required_argument, NULL, OPT_PARENT },
 	{ "quiet", no_argument, NULL, 'q' },
 	CLI_OPT_HELP_ENTRY,
 	{ NULL, 0, NULL, 0 },
@@ -192,8 +200,17 @@ static int start(struct bgsnap *h, const struct cli_save_req *req)
 	r = check_selection(h, req);
 	if (r)
 		goto out_unblock;
-	r = req->path ? bgsnap_save_start(h, req->path, req->opts) :
-			bgsnap_save_start_fd(h, req->fd, req->opts);
+	/* The process may map or unmap memory between bgsnap reading its
+	 * mappings and stopping it: the library then says "try again", and
+	 * a few tries are made here. Not with a pipe, which may have had the
+	 * snapshot's first bytes already. */
+	for (int tries = 1;; tries++) {
+		r = req->path ? bgsnap_save_start(h, req->path, req->opts) :
+				bgsnap_save_start_fd(h, req->fd, req->opts);
+		if (r != -EAGAIN || !req->path || tries == START_TRIES ||
+		    cli_interrupted())
+			break;
+	}
 	if (r)
 		cli_error("save: process %d: %s", req->pid, detail(h, r));
 out_unblock:
@@ -310,6 +327,10 @@ static void report_json(FILE *f, const struct save_args *a,
 	cli_json_kuint(&j, "skipped", res->regions_skipped);
 	cli_json_object_end(&j);
 	cli_json_save_stats(&j, res->stats);
+	if (a->opts.parent) {
+		cli_json_kstr(&j, "parent", a->opts.parent);
+		cli_json_kuint(&j, "pages_parent", res->stats->pages_parent);
+	}
 	cli_json_object_end(&j);
 	cli_json_end(&j);
 }
@@ -337,6 +358,10 @@ static void report_text(FILE *f, const struct save_args *a,
 		cli_fmt_rate(b2, rate(st->pages_total * PAGE, st->elapsed_ns)));
 	fprintf(f, "  file      %s, compression %.2fx\n",
 		cli_fmt_size(b1, st->bytes_written), st->compression_ratio);
+	if (a->opts.parent)
+		fprintf(f, "  parent    %s: %llu pages the same, stored as in "
+			"it\n", a->opts.parent,
+			(unsigned long long)st->pages_parent);
 	fprintf(f, "  stalls    %llu write faults waited p50 %s, p99 %s, max %s\n",
 		(unsigned long long)st->faults,
 		cli_fmt_duration(b1, st->stall_ns_p50),
@@ -413,6 +438,10 @@ static bool take_option(struct cli_getopt *g, int c, struct save_args *a)
 		return true;
 	case OPT_JSON:
 		a->json = true;
+		return true;
+	case OPT_PARENT:
+		a->opts.flags |= BGSNAP_SAVE_INCREMENTAL;
+		a->opts.parent = optarg;
 		return true;
 	case 'q':
 		a->req.quiet = true;

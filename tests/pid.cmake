@@ -10,11 +10,11 @@ function(bgs_add_pid_test name)
 	target_link_libraries(${name} PRIVATE bgs_pidutil)
 endfunction()
 
-bgs_add_pid_test(test_pid_save TIMEOUT 180)
-bgs_add_pid_test(test_pid_restore TIMEOUT 180)
+bgs_add_pid_test(test_pid_save TIMEOUT 300)
+bgs_add_pid_test(test_pid_restore TIMEOUT 300)
 # kill -9 of bgsnap at random points of a save: 10 trials here; the stress
 # run (not in the default suite: 'ctest -C stress -L stress') makes 60.
-bgs_add_pid_test(test_pid_kill TIMEOUT 180)
+bgs_add_pid_test(test_pid_kill TIMEOUT 240)
 add_test(NAME test_pid_kill_stress
 	COMMAND test_pid_kill $<TARGET_FILE:bgsnap_cli> CONFIGURATIONS stress)
 set_tests_properties(test_pid_kill_stress PROPERTIES

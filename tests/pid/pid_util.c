@@ -274,16 +274,14 @@ void pt_guest_healthy(struct pt_guest *g, unsigned run_ms, int timeout_ms)
 			 g->reply);
 }
 
-void pt_guest_untraced(const struct pt_guest *g)
+static int tracer_of(pid_t pid)
 {
 	char path[64], buf[4096];
 	const char *p;
 	ssize_t n;
 	int fd;
 
-	if (tu_count_fds(g->pid, "userfaultfd") != 0)
-		fail_msg("guest %d still holds a userfaultfd", (int)g->pid);
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)g->pid);
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	assert_true(fd >= 0);
 	n = read(fd, buf, sizeof(buf) - 1);
@@ -292,9 +290,42 @@ void pt_guest_untraced(const struct pt_guest *g)
 	buf[n] = '\0';
 	p = strstr(buf, "TracerPid:");
 	assert_non_null(p);
-	if (atoi(p + 10) != 0)
-		fail_msg("guest %d is still traced by %d", (int)g->pid,
-			 atoi(p + 10));
+	return atoi(p + 10);
+}
+
+/* Fail if a mapping of the guest is registered with a userfaultfd
+ * (VmFlags uw, um or ui in smaps). */
+static void no_registered_range(const struct pt_guest *g)
+{
+	char path[64], line[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)g->pid);
+	f = fopen(path, "re");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "VmFlags:", 8) &&
+		    (strstr(line, " uw") || strstr(line, " um") ||
+		     strstr(line, " ui")))
+			fail_msg("guest %d: a mapping is still registered "
+				 "with a userfaultfd: %s", (int)g->pid, line);
+	fclose(f);
+}
+
+int pt_guest_leftovers(const struct pt_guest *g)
+{
+	const int tracer = tracer_of(g->pid);
+
+	if (tracer)
+		fail_msg("guest %d is still traced by %d", (int)g->pid, tracer);
+	no_registered_range(g);
+	return tu_count_fds(g->pid, "userfaultfd");
+}
+
+void pt_guest_untraced(const struct pt_guest *g)
+{
+	if (pt_guest_leftovers(g) != 0)
+		fail_msg("guest %d still holds a userfaultfd", (int)g->pid);
 }
 
 static int report_protected(void *arg, uint64_t start, uint64_t end,

@@ -71,6 +71,9 @@ void pt_guest_healthy(struct pt_guest *g, unsigned run_ms, int timeout_ms);
 
 /* Fail unless the guest holds no userfaultfd and no tracer. */
 void pt_guest_untraced(const struct pt_guest *g);
+/* Fail if the guest has a tracer or a mapping registered with a
+ * userfaultfd; return how many userfaultfd descriptors it holds. */
+int pt_guest_leftovers(const struct pt_guest *g);
 
 /* Fail if any page of the guest's memory is still write-protected. */
 void pt_guest_unprotected(const struct pt_guest *g);
