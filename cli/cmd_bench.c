@@ -147,8 +147,13 @@ static const char bench_usage[] =
 	"  buffers (bgsnap's peak write buffers), cpu: the cores used on\n"
 	"  average over elapsed by the saving threads (sv: bgsnap's, or the\n"
 	"  fork child), the writers (wr) and the thread that starts the save\n"
-	"  (main: it arms); uffd-incr: the pages it stored (written since its\n"
-	"  parent) and its time and size against the parent's\n"
+	"  (main: it arms); start: the window's length, when in it the pause\n"
+	"  began and the worst-stopped transfer was due (a worst stop due\n"
+	"  before the pause happened while protection was armed), and the\n"
+	"  noise: the longest delay of a writer in its second alone, no save\n"
+	"  running (what the machine's load does to the writers); uffd-incr:\n"
+	"  the pages it stored (written since its parent), its time and size\n"
+	"  against the parent's\n"
 	"floors (same size, page kind and content):\n"
 	"  write-protect  one UFFDIO_WRITEPROTECT over the populated region, on\n"
 	"                 a userfaultfd of its own, no writer (median of 3)\n"
@@ -229,6 +234,10 @@ enum fig {
 	F_PARENT_FILE,	/* bytes */
 	F_ROLLBACK,	/* ms */
 	F_ROLLED,	/* pages put back */
+	F_NOISE,	/* ms: the longest writer delay in the second alone */
+	F_WINDOW,	/* ms: the start window */
+	F_WORST_AT,	/* ms into it: the worst-stopped transfer was due */
+	F_PAUSE_AT,	/* ms into it: the pause began */
 	F_CPU_SAVER,	/* CPU s: bgsnap's threads, a fork child */
 	F_CPU_WRITERS,	/* CPU s: the guest's writers */
 	F_CPU_MAIN,	/* CPU s: the thread that starts the save (arming) */
@@ -243,7 +252,9 @@ static const char *const fig_keys[NFIG] = {
 	"writers_ratio", "lat_p50_us", "lat_p99_us", "lat_max_us",
 	"extra_memory_bytes", "file_bytes", "faults", "stall_p99_us",
 	"peak_buffer_bytes", "pages_written", "parent_elapsed_s",
-	"parent_file_bytes", "rollback_ms", "rollback_pages", "cpu_saver_s",
+	"parent_file_bytes", "rollback_ms", "rollback_pages", "noise_ms",
+	"start_window_ms",
+	"worst_due_ms", "pause_at_ms", "cpu_saver_s",
 	"cpu_writers_s", "cpu_main_s", "load_avg_1m",
 };
 
@@ -1122,13 +1133,25 @@ static void save_words(const struct bench *b, char *buf, size_t n)
 		 (unsigned long long)b->buffer, b->no_compress ? "none" : "lz4");
 }
 
+/* The start window of a guest reply. */
+static void take_window(struct ctx *c, const char *reply)
+{
+	double *f = c->out->f;
+	const double pause_at = json_num_in(reply, "start", "pause_at_ns");
+
+	f[F_BLACKOUT] = json_num_in(reply, "start", "stop_max_ns") / 1e6;
+	f[F_WINDOW] = json_num_in(reply, "start", "window_ns") / 1e6;
+	f[F_WORST_AT] = json_num_in(reply, "start", "worst_due_ns") / 1e6;
+	f[F_PAUSE_AT] = pause_at > 0 ? pause_at / 1e6 : NAN;
+}
+
 /* The figures of a guest 'save' reply. */
 static void take_save(struct ctx *c, const char *reply)
 {
 	double *f = c->out->f;
 	const double wall = json_num(reply, "wall_ns") / 1e9;
 
-	f[F_BLACKOUT] = json_num_in(reply, "start", "stop_max_ns") / 1e6;
+	take_window(c, reply);
 	f[F_PAUSE] = json_num(reply, "blackout_ms");
 	f[F_ARM] = json_num(reply, "arm_ms");
 	f[F_REPROT] = json_num(reply, "reprotected_pages");
@@ -1231,8 +1254,7 @@ static int pid_save(struct ctx *c, struct bgsnap *h, struct bgsnap_stats *st,
 	r = guest_call(&c->g, cmd);
 	if (!r) {
 		r = guest_call(&c->g, "window get");
-		c->out->f[F_BLACKOUT] =
-			json_num_in(c->g.reply, "start", "stop_max_ns") / 1e6;
+		take_window(c, c->g.reply);
 	}
 	if (r)
 		bgsnap_cancel(h);
@@ -1376,6 +1398,7 @@ static int writers_alone(struct ctx *c)
 	    !pause_ms(BEFORE_MS) || guest_call(&c->g, "stats"))
 		return -1;
 	c->out->f[F_WBEFORE] = json_num(c->g.reply, "ops_per_s");
+	c->out->f[F_NOISE] = json_num(c->g.reply, "stop_max_ns") / 1e6;
 	return 0;
 }
 
@@ -1455,6 +1478,13 @@ static const char *fmt_ms(char *buf, double ms)
 {
 	if (isnan(ms))
 		return "-";
+	if (ms < 0) {
+		char pos[CLI_FMT_LEN];
+
+		snprintf(buf, CLI_FMT_LEN, "-%s",
+			 cli_fmt_duration(pos, (uint64_t)(-ms * 1e6 + 0.5)));
+		return buf;
+	}
 	return cli_fmt_duration(buf, (uint64_t)(ms * 1e6 + 0.5));
 }
 
@@ -1548,6 +1578,27 @@ static void print_engine_table(const struct bench *b,
 		       fmt_num(c[6], f[F_CPU_SAVER] / f[F_ELAPSED], 2, ""),
 		       fmt_num(c[7], f[F_CPU_WRITERS] / f[F_ELAPSED], 2, ""),
 		       fmt_num(c[8], f[F_CPU_MAIN] / f[F_ELAPSED], 2, ""));
+	}
+}
+
+/* Where in the start window the worst stop fell. */
+static void print_window_table(const struct bench *b,
+			       const struct size_result *s)
+{
+	char c[6][CLI_FMT_LEN];
+
+	printf("%-12s %9s %9s %9s %9s %9s %9s\n", "start", "window",
+	       "pause at", "worst at", "blackout", "pause", "noise");
+	for (int m = 0; m < NMETHODS; m++) {
+		const double *f = s->med[m].f;
+
+		if (!ran(b, s, m) || m == M_ROLLBACK)
+			continue;
+		printf("%-12s %9s %9s %9s %9s %9s %9s\n", method_names[m],
+		       fmt_ms(c[0], f[F_WINDOW]), fmt_ms(c[1], f[F_PAUSE_AT]),
+		       fmt_ms(c[2], f[F_WORST_AT]),
+		       fmt_ms(c[3], f[F_BLACKOUT]), fmt_ms(c[4], f[F_PAUSE]),
+		       fmt_ms(c[5], f[F_NOISE]));
 	}
 }
 
@@ -1826,6 +1877,7 @@ static void print_size(const struct bench *b, const struct size_result *s)
 	print_header(b, s->size);
 	print_main_table(b, s);
 	print_engine_table(b, s);
+	print_window_table(b, s);
 	print_specials(b, s);
 	print_floors(b, s);
 	size_targets(b, s, &ts);

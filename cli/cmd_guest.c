@@ -86,7 +86,9 @@
  *                            to measure what the writers change).
  *             The reply also has "wall_ns" (the request to the committed
  *             file, fork included), arm_ms, reprotected_pages,
- *             pages_parent, "start" {window_ns, stop_max_ns, complete}:
+ *             pages_parent, "start" {window_ns, stop_max_ns, complete,
+ *             worst_due_ns, pause_at_ns (when the worst-stopped
+ *             transfer was due and the pause began, after the open)}:
  *             the longest a writer was kept from running by the start
  *             (bank_window_max over the window from the request to the
  *             writers' release: the resume callback, or fork()'s return
@@ -183,7 +185,7 @@ struct guest {
 	 * file of its last snapshot (for 'rollback'). */
 	struct bgsnap *track;
 	char track_file[4096];
-	uint64_t win_open_ns, win_close_ns; /* 'window' */
+	uint64_t pause_ns; /* the last pause callback's start */
 };
 
 static uint64_t now_ns(void)
@@ -631,7 +633,10 @@ struct save_cmd {
 
 static int pause_writers(void *arg)
 {
-	bank_pause(&((struct guest *)arg)->bank);
+	struct guest *g = arg;
+
+	g->pause_ns = now_ns();
+	bank_pause(&g->bank);
 	return 0;
 }
 
@@ -899,6 +904,12 @@ static void json_window(struct cli_json *j, struct guest *g, uint64_t wait_ns)
 					       close - open : 0);
 	cli_json_kuint(j, "stop_max_ns", max);
 	cli_json_kbool(j, "complete", complete);
+	/* Where in the window: the worst transfer was due, the pause began
+	 * (0: not in this window), ns after the open. */
+	cli_json_kint(j, "worst_due_ns",
+		      max ? (int64_t)(g->bank.win_worst_due_ns - open) : 0);
+	cli_json_kuint(j, "pause_at_ns",
+		       g->pause_ns > open ? g->pause_ns - open : 0);
 	cli_json_object_end(j);
 }
 

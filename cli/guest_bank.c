@@ -597,14 +597,17 @@ void bank_window_close_at(struct bank *b, uint64_t ns)
 }
 
 /* The longest delay of @w's transfers due by @close. */
-static uint64_t window_max_of(struct bank_writer *w, uint64_t close)
+static uint64_t window_max_of(struct bank_writer *w, uint64_t close,
+			      uint64_t *due)
 {
 	const unsigned n = atomic_load_explicit(&w->win_steps,
 						memory_order_acquire);
 	uint64_t max = 0;
 
-	for (unsigned k = 0; k < n && w->win_step_due[k] <= close; k++)
+	for (unsigned k = 0; k < n && w->win_step_due[k] <= close; k++) {
 		max = w->win_step_max[k];
+		*due = w->win_step_due[k];
+	}
 	/* Steps ran out (a window open far too long): the running max. */
 	if (n == BANK_WIN_STEPS && w->win_step_due[n - 1] <= close)
 		max = atomic_load(&w->win_max_ns);
@@ -629,10 +632,15 @@ uint64_t bank_window_max(struct bank *b, uint64_t timeout_ns, bool *complete)
 		if (done < b->nwriters)
 			nanosleep(&(struct timespec){ 0, 100000 }, NULL);
 	}
+	b->win_worst_due_ns = 0;
 	for (unsigned i = 0; i < b->nwriters; i++) {
-		const uint64_t m = window_max_of(&b->writer[i], close);
+		uint64_t due = 0;
+		const uint64_t m = window_max_of(&b->writer[i], close, &due);
 
-		max = m > max ? m : max;
+		if (m > max) {
+			max = m;
+			b->win_worst_due_ns = due;
+		}
 	}
 	atomic_store(&b->win_open_ns, 0);
 	*complete = done == b->nwriters;

@@ -79,6 +79,8 @@ struct bank {
 	/* Set by the controlling thread, read by the writers: the window
 	 * of bank_window_open (0: none) and its close (UINT64_MAX: open). */
 	_Atomic uint64_t win_open_ns, win_close_ns;
+	/* bank_window_max's: when the longest-delayed transfer was due. */
+	uint64_t win_worst_due_ns;
 };
 
 /* Lay out and fill @len bytes at @mem (>= 4 pages, page-aligned) with

@@ -67,7 +67,8 @@ set(figs blackout_ms pause_ms arm_ms reprotected_pages elapsed_s
 	writers_ratio lat_p50_us lat_p99_us lat_max_us extra_memory_bytes
 	file_bytes faults stall_p99_us peak_buffer_bytes pages_written
 	parent_elapsed_s parent_file_bytes rollback_ms rollback_pages
-	cpu_saver_s cpu_writers_s cpu_main_s load_avg_1m)
+	noise_ms start_window_ms worst_due_ms pause_at_ms cpu_saver_s
+	cpu_writers_s cpu_main_s load_avg_1m)
 string(JSON methods GET "${size}" methods)
 expect_keys("${methods}" "the methods" uffd uffd-1phase uffd-pid fork stw
 	uffd-incr rollback)
