@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * bgsnap export: the raw bytes of a region, as they were at the snapshot,
- * into a file of their own (sparse: zero pages are holes).
+ * into a file of their own (sparse: zero pages are holes). The pages of an
+ * incremental snapshot stored in its parent are read from the parent, up
+ * the chain (the file API finds it); they are data like any other.
  *
  * Output files are never seen half-written: each is written under a
  * temporary name beside the final one (0600, O_EXCL | O_NOFOLLOW), synced,
@@ -24,11 +26,13 @@
 #define PAGE	      4096u
 #define CHUNK	      (4u << 20) /* bytes decoded and written at a time */
 #define NAME_ROOM     200	 /* bytes of a derived file name */
+#define MAX_PARENTS   64
 
 static const char export_usage[] =
-	"usage: bgsnap export FILE --region NAME -o OUT [--force] [--quiet]\n"
-	"                         [--json]\n"
-	"       bgsnap export FILE --all -o DIR [--force] [--quiet] [--json]\n"
+	"usage: bgsnap export FILE --region NAME -o OUT [--parent P]...\n"
+	"                         [--force] [--quiet] [--json]\n"
+	"       bgsnap export FILE --all -o DIR [--parent P]... [--force]\n"
+	"                         [--quiet] [--json]\n"
 	"\n"
 	"Write the memory of a region of the snapshot FILE, byte for byte as\n"
 	"it was at the snapshot, to OUT (a sparse file: zero pages are\n"
@@ -38,6 +42,12 @@ static const char export_usage[] =
 	"is appended ('ram' -> DIR/ram.raw). '-o -' writes one region to\n"
 	"stdout (not to a terminal).\n"
 	"\n"
+	"An incremental snapshot's pages stored in its parent are read from it,\n"
+	"and so on up the chain: a parent is looked for among the files given\n"
+	"with --parent (matched by snapshot id), else beside its child under\n"
+	"the name the child records for it. The whole chain is found before\n"
+	"anything is written.\n"
+	"\n"
 	"Files are created 0600 under a temporary name and renamed into\n"
 	"place when complete; an existing file is not replaced without\n"
 	"--force, and a symbolic link where a file goes is refused.\n"
@@ -45,19 +55,21 @@ static const char export_usage[] =
 	"  -r, --region NAME  the region to export (see 'bgsnap info FILE')\n"
 	"  -a, --all          every saved region, one file each, into DIR\n"
 	"  -o, --output PATH  the output file (--region) or directory (--all)\n"
+	"  -P, --parent P     a file of the chain, in any order (repeatable)\n"
 	"  -f, --force        replace existing output files\n"
 	"  -q, --quiet        no progress bar, no summary\n"
 	"      --json         a JSON summary on stdout (keys in bgsnap(1))\n"
 	"  -h, --help         this text\n"
 	"\n"
-	"Exit status: 0 success, 1 failure (output exists, I/O error ...),\n"
-	"2 usage (also: no such region), 3 the file is missing, damaged or\n"
-	"not a snapshot.\n";
+	"Exit status: 0 success, 1 failure (output exists, a parent not found,\n"
+	"I/O error ...), 2 usage (also: no such region), 3 a file of the\n"
+	"snapshot is missing, damaged or not a snapshot.\n";
 
 static const struct option export_options[] = {
 	{ "region", required_argument, NULL, 'r' },
 	{ "all", no_argument, NULL, 'a' },
 	{ "output", required_argument, NULL, 'o' },
+	{ "parent", required_argument, NULL, 'P' },
 	{ "force", no_argument, NULL, 'f' },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "json", no_argument, NULL, 'j' },
@@ -67,6 +79,8 @@ static const struct option export_options[] = {
 
 struct opts {
 	const char *file, *region, *output;
+	const char *parents[MAX_PARENTS];
+	size_t nparents;
 	bool all, force, quiet, json;
 };
 
@@ -171,9 +185,8 @@ static int write_sparse(struct target *t, int fd, const uint8_t *p, size_t n,
 static int read_failed(struct job *j, const struct target *t, int ret)
 {
 	if (ret == BGSNAP_EPARENT)
-		cli_error("%s: region '%s': %s: exporting an incremental "
-			  "snapshot needs its parent, which export does not "
-			  "read", j->o->file, t->r.name,
+		cli_error("%s: region '%s': %s (give the parent with "
+			  "--parent)", j->o->file, t->r.name,
 			  bgsnap_file_last_error(j->f));
 	else
 		cli_error("%s: %s", j->o->file, bgsnap_file_last_error(j->f));
@@ -532,6 +545,34 @@ static bool is_damage(int err)
 	return err <= BGSNAP_EBADMAGIC && err >= BGSNAP_ECORRUPT;
 }
 
+/* Every ancestor of an incremental snapshot, found (and opened) before
+ * anything is written: 0, or an exit code after a message. */
+static int find_chain(struct job *j)
+{
+	struct bgsnap_file *f = j->f, *p;
+	struct bgsnap_file_info in;
+	int ret = 0;
+
+	for (size_t i = 0; i < j->o->nparents && !ret; i++)
+		ret = bgsnap_file_add_parent(f, j->o->parents[i]);
+	for (bgsnap_file_info(f, &in); !ret && in.incremental;
+	     bgsnap_file_info(f, &in)) {
+		ret = bgsnap_file_parent(f, &p);
+		if (ret)
+			break;
+		f = p;
+	}
+	if (!ret)
+		return EXIT_OK;
+	/* The message is about f (FILE, or the ancestor named first). */
+	cli_error("%s: %s%s%s%s", j->o->file, f == j->f ? "" :
+		  bgsnap_file_path(f), f == j->f ? "" : ": ",
+		  bgsnap_file_last_error(f),
+		  ret == BGSNAP_EPARENT ? " (give the parent with --parent)"
+					: "");
+	return is_damage(ret) ? EXIT_BADFILE : EXIT_FAILED;
+}
+
 static int export(struct job *j)
 {
 	struct bgsnap_file_info in;
@@ -544,7 +585,9 @@ static int export(struct job *j)
 		cli_error("out of memory");
 		return EXIT_FAILED;
 	}
-	code = j->o->all ? plan_all(j, in.regions) : plan_one(j);
+	code = find_chain(j);
+	if (!code)
+		code = j->o->all ? plan_all(j, in.regions) : plan_one(j);
 	if (code)
 		return code;
 	ret = run_exports(j);
@@ -582,7 +625,7 @@ static int check_opts(const struct opts *o)
 static int parse(int argc, char **argv, struct opts *o)
 {
 	struct cli_getopt g = { .cmd = "export", .usage = export_usage,
-				.shortopts = "r:ao:fq",
+				.shortopts = "r:ao:P:fq",
 				.longopts = export_options };
 	int c;
 
@@ -596,6 +639,14 @@ static int parse(int argc, char **argv, struct opts *o)
 			break;
 		case 'o':
 			o->output = optarg;
+			break;
+		case 'P':
+			if (o->nparents == MAX_PARENTS) {
+				cli_error("export: --parent: at most %d of them",
+					  MAX_PARENTS);
+				return CLI_OPT_BAD;
+			}
+			o->parents[o->nparents++] = optarg;
 			break;
 		case 'f':
 			o->force = true;

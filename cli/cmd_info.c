@@ -10,25 +10,45 @@
 #include <time.h>
 
 static const char info_usage[] =
-	"usage: bgsnap info FILE [--json]\n"
+	"usage: bgsnap info FILE [--json] [--chain] [--parent P]...\n"
 	"\n"
-	"Describe the snapshot FILE: format, id, parent (incremental), when\n"
-	"and where it was saved, its regions (address, length, page size,\n"
-	"memory kind, protection, pages stored as data, zero or parent, bytes\n"
-	"stored, compression), its attachments, and the statistics of the\n"
-	"save. The file's structure (header, region table, index) is\n"
-	"checked; use 'bgsnap verify' to check every page.\n"
+	"Describe the snapshot FILE: format, id, parent (incremental: its id\n"
+	"and the file found for it), when and where it was saved, its regions\n"
+	"(address, length, page size, memory kind, protection, pages stored as\n"
+	"data, zero or parent, bytes stored, compression), its attachments,\n"
+	"and the statistics of the save. The file's structure (header, region\n"
+	"table, index) is checked; use 'bgsnap verify' to check every page.\n"
 	"\n"
-	"  --json      one JSON object on stdout (keys in bgsnap(1))\n"
-	"  -h, --help  this text\n"
+	"A parent is looked for among the files given with --parent (matched\n"
+	"by snapshot id), else beside its child under the name the child\n"
+	"records for it. A parent not found, or damaged, is shown as such: FILE\n"
+	"is still described.\n"
+	"\n"
+	"  -c, --chain     the whole chain too: FILE, its parent, and so on up to\n"
+	"                  a full snapshot, one line each (with --json: the keys\n"
+	"                  parent_file, parent_error and chain)\n"
+	"  -P, --parent P  a file of the chain, in any order (repeatable)\n"
+	"      --json      one JSON object on stdout (keys in bgsnap(1))\n"
+	"  -h, --help      this text\n"
 	"\n"
 	"Exit status: 0 success, 2 usage, 3 the file is missing, damaged or\n"
 	"not a snapshot.\n";
 
+#define MAX_PARENTS 64
+
 static const struct option info_options[] = {
 	{ "json", no_argument, NULL, 'j' },
+	{ "chain", no_argument, NULL, 'c' },
+	{ "parent", required_argument, NULL, 'P' },
 	CLI_OPT_HELP_ENTRY,
 	{ 0 },
+};
+
+struct info_opts {
+	const char *path;
+	const char *parents[MAX_PARENTS];
+	size_t nparents;
+	bool json, chain;
 };
 
 /* ---- the save's statistics: a flat JSON object --------------------------- */
@@ -211,6 +231,23 @@ static void fmt_time(char *out, size_t len, uint64_t ns, bool utc)
 		snprintf(out, len, "?");
 }
 
+/* ---- the chain ----------------------------------------------------------- */
+
+/*
+ * The parent of @f as far as it can be found: 1 and *@p when found; 0
+ * when @f is a full snapshot; -1 when it cannot be had, the reason in
+ * bgsnap_file_last_error(@f).
+ */
+static int parent_of(struct bgsnap_file *f, struct bgsnap_file **p)
+{
+	struct bgsnap_file_info in;
+
+	bgsnap_file_info(f, &in);
+	if (!in.incremental)
+		return 0;
+	return bgsnap_file_parent(f, p) ? -1 : 1;
+}
+
 /* ---- text ---------------------------------------------------------------- */
 
 /* "4K", "2M", "1G": the column is narrow. */
@@ -227,7 +264,25 @@ static void page_size_short(char *out, uint64_t ps)
 	snprintf(out, CLI_FMT_LEN, "%llu%c", (unsigned long long)ps, units[u]);
 }
 
-static void text_header(const char *path, const struct bgsnap_file_info *in)
+static void text_parent(struct bgsnap_file *f,
+			const struct bgsnap_file_info *in)
+{
+	struct bgsnap_file *p;
+	char id[33];
+
+	hex_id(id, in->parent_id);
+	if (!in->incremental)
+		printf("parent      none (a full snapshot)\n");
+	else if (parent_of(f, &p) > 0)
+		printf("parent      %s (incremental), file %s\n", id,
+		       bgsnap_file_path(p));
+	else
+		printf("parent      %s (incremental), file not found: %s\n",
+		       id, bgsnap_file_last_error(f));
+}
+
+static void text_header(struct bgsnap_file *f, const char *path,
+			const struct bgsnap_file_info *in)
 {
 	char id[33], t[64], a[CLI_FMT_LEN], b[CLI_FMT_LEN];
 
@@ -235,11 +290,7 @@ static void text_header(const char *path, const struct bgsnap_file_info *in)
 	printf("file        %s (%s)\n", path, cli_fmt_size(a, in->file_size));
 	printf("snapshot    %s, format %u.%u\n", id, in->version_major,
 	       in->version_minor);
-	hex_id(id, in->parent_id);
-	if (in->incremental)
-		printf("parent      %s (incremental)\n", id);
-	else
-		printf("parent      none (a full snapshot)\n");
+	text_parent(f, in);
 	fmt_time(t, sizeof(t), in->created_ns, false);
 	printf("created     %s on %s, kernel %s\n", t, in->host, in->kernel);
 	printf("pages       %llu (%s): %llu data, %llu zero, %llu parent\n",
@@ -304,6 +355,36 @@ static void text_regions(struct bgsnap_file *f,
 	}
 }
 
+/* One line per file of the chain, FILE first, up to a full snapshot or
+ * the first ancestor that cannot be had. */
+static void text_chain(struct bgsnap_file *f)
+{
+	char id[33], sz[CLI_FMT_LEN];
+	struct bgsnap_file_info in;
+	struct bgsnap_file *p;
+	size_t level = 0;
+	int found = 1;
+
+	printf("\nchain\n  %-5s %-32s %8s %8s %8s %9s  %s\n", "LEVEL",
+	       "SNAPSHOT", "DATA", "ZERO", "PARENT", "SIZE", "FILE");
+	for (; found > 0; f = p, level++) {
+		bgsnap_file_info(f, &in);
+		hex_id(id, in.snapshot_id);
+		printf("  %-5zu %-32s %8llu %8llu %8llu %9s  %s%s\n", level, id,
+		       (unsigned long long)in.pages_data,
+		       (unsigned long long)in.pages_zero,
+		       (unsigned long long)in.pages_parent,
+		       cli_fmt_size(sz, in.file_size), bgsnap_file_path(f),
+		       in.incremental ? "" : " (full)");
+		found = parent_of(f, &p);
+	}
+	if (found < 0) {
+		hex_id(id, in.parent_id);
+		printf("  %-5zu %-32s not found: %s\n", level, id,
+		       bgsnap_file_last_error(f));
+	}
+}
+
 static void text_attachments(struct bgsnap_file *f, size_t n)
 {
 	printf("\nattachments (%zu)\n", n);
@@ -347,9 +428,23 @@ static void text_stats(const struct stats *st)
 
 /* ---- JSON ---------------------------------------------------------------- */
 
-static void json_header(struct cli_json *j, const char *path,
+/* parent_file (null: full, or not found) and parent_error (null unless
+ * an incremental snapshot's parent cannot be had). */
+static void json_parent(struct cli_json *j, struct bgsnap_file *f)
+{
+	struct bgsnap_file *p;
+	const int found = parent_of(f, &p);
+
+	cli_json_kstr(j, "parent_file", found > 0 ? bgsnap_file_path(p) : NULL);
+	cli_json_kstr(j, "parent_error",
+		      found < 0 ? bgsnap_file_last_error(f) : NULL);
+}
+
+static void json_header(struct cli_json *j, struct bgsnap_file *f,
+			const struct info_opts *o,
 			const struct bgsnap_file_info *in)
 {
+	const char *path = o->path;
 	char id[33], t[64], v[16];
 
 	cli_json_kstr(j, "file", path);
@@ -359,6 +454,9 @@ static void json_header(struct cli_json *j, const char *path,
 	cli_json_kstr(j, "snapshot_id", id);
 	hex_id(id, in->parent_id);
 	cli_json_kstr(j, "parent_id", in->incremental ? id : NULL);
+	/* Only asked for: without --chain the keys are those of before. */
+	if (o->chain)
+		json_parent(j, f);
 	cli_json_kbool(j, "incremental", in->incremental);
 	fmt_time(t, sizeof(t), in->created_ns, true);
 	cli_json_kstr(j, "created", t);
@@ -427,6 +525,54 @@ static void json_lists(struct cli_json *j, struct bgsnap_file *f,
 	cli_json_array_end(j);
 }
 
+static void json_link(struct cli_json *j, struct bgsnap_file *f)
+{
+	struct bgsnap_file_info in;
+	char id[33];
+
+	bgsnap_file_info(f, &in);
+	cli_json_object_begin(j);
+	cli_json_kstr(j, "file", bgsnap_file_path(f));
+	hex_id(id, in.snapshot_id);
+	cli_json_kstr(j, "snapshot_id", id);
+	hex_id(id, in.parent_id);
+	cli_json_kstr(j, "parent_id", in.incremental ? id : NULL);
+	cli_json_kuint(j, "file_size", in.file_size);
+	cli_json_kuint(j, "pages_data", in.pages_data);
+	cli_json_kuint(j, "pages_zero", in.pages_zero);
+	cli_json_kuint(j, "pages_parent", in.pages_parent);
+	cli_json_kuint(j, "data_bytes", in.data_bytes);
+	cli_json_kstr(j, "error", NULL);
+	cli_json_object_end(j);
+}
+
+/* "chain": FILE and its ancestors, up to a full snapshot, or ending with
+ * the one that cannot be had ({file: null, snapshot_id, error}). */
+static void json_chain(struct cli_json *j, struct bgsnap_file *f)
+{
+	struct bgsnap_file_info in;
+	struct bgsnap_file *p;
+	int found = 1;
+	char id[33];
+
+	cli_json_key(j, "chain");
+	cli_json_array_begin(j);
+	for (; found > 0; f = p) {
+		json_link(j, f);
+		found = parent_of(f, &p);
+	}
+	if (found < 0) {
+		bgsnap_file_info(f, &in);
+		hex_id(id, in.parent_id);
+		cli_json_object_begin(j);
+		cli_json_kstr(j, "file", NULL);
+		cli_json_kstr(j, "snapshot_id", id);
+		cli_json_kstr(j, "error", bgsnap_file_last_error(f));
+		cli_json_object_end(j);
+	}
+	cli_json_array_end(j);
+}
+
 /* The statistics as stored, re-encoded (so the output is valid JSON
  * whatever the file holds), or null. */
 static void json_stats(struct cli_json *j, const struct stats *st)
@@ -455,7 +601,7 @@ static void json_stats(struct cli_json *j, const struct stats *st)
 	cli_json_object_end(j);
 }
 
-static int print_json(struct bgsnap_file *f, const char *path,
+static int print_json(struct bgsnap_file *f, const struct info_opts *o,
 		      const struct bgsnap_file_info *in,
 		      const struct stats *st)
 {
@@ -463,18 +609,22 @@ static int print_json(struct bgsnap_file *f, const char *path,
 
 	cli_json_init(&j, stdout);
 	cli_json_object_begin(&j);
-	json_header(&j, path, in);
+	json_header(&j, f, o, in);
 	json_lists(&j, f, in);
 	json_stats(&j, st);
+	if (o->chain)
+		json_chain(&j, f);
 	cli_json_object_end(&j);
 	return cli_json_end(&j);
 }
 
-static int print_text(struct bgsnap_file *f, const char *path,
+static int print_text(struct bgsnap_file *f, const struct info_opts *o,
 		      const struct bgsnap_file_info *in,
 		      const struct stats *st)
 {
-	text_header(path, in);
+	text_header(f, o->path, in);
+	if (o->chain)
+		text_chain(f);
 	text_regions(f, in);
 	text_attachments(f, in->attachments);
 	if (st)
@@ -482,8 +632,9 @@ static int print_text(struct bgsnap_file *f, const char *path,
 	return fflush(stdout) || ferror(stdout) ? -EIO : 0;
 }
 
-static int show(const char *path, bool json)
+static int show(const struct info_opts *o)
 {
+	const char *path = o->path;
 	char err[BGSNAP_FILE_ERROR_MAX];
 	struct bgsnap_file_info in;
 	struct bgsnap_file *f;
@@ -497,10 +648,14 @@ static int show(const char *path, bool json)
 		return cli_file_exit(ret);
 	}
 	bgsnap_file_info(f, &in);
-	have = load_stats(f, path, st);
+	for (size_t i = 0; i < o->nparents && !ret; i++)
+		ret = bgsnap_file_add_parent(f, o->parents[i]);
+	if (ret)
+		cli_error("%s: %s", path, bgsnap_file_last_error(f));
+	have = ret ? -EXIT_FAILED : load_stats(f, path, st);
 	code = have < 0 ? -have : EXIT_OK;
-	ret = json ? print_json(f, path, &in, have > 0 ? st : NULL)
-		   : print_text(f, path, &in, have > 0 ? st : NULL);
+	ret = o->json ? print_json(f, o, &in, have > 0 ? st : NULL)
+		      : print_text(f, o, &in, have > 0 ? st : NULL);
 	if (ret) {
 		cli_error("writing to stdout: %s", strerror(-ret));
 		code = EXIT_FAILED;
@@ -513,14 +668,25 @@ static int show(const char *path, bool json)
 int cmd_info(int argc, char **argv)
 {
 	struct cli_getopt g = { .cmd = "info", .usage = info_usage,
-				.shortopts = "", .longopts = info_options };
-	bool json = false;
+				.shortopts = "cP:", .longopts = info_options };
+	struct info_opts o = { 0 };
 	int c;
 
 	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
 		switch (c) {
 		case 'j':
-			json = true;
+			o.json = true;
+			break;
+		case 'c':
+			o.chain = true;
+			break;
+		case 'P':
+			if (o.nparents == MAX_PARENTS) {
+				cli_error("info: --parent: at most %d of them",
+					  MAX_PARENTS);
+				return EXIT_USAGE;
+			}
+			o.parents[o.nparents++] = optarg;
 			break;
 		case CLI_OPT_HELP:
 			return EXIT_OK;
@@ -530,5 +696,6 @@ int cmd_info(int argc, char **argv)
 	}
 	if (cli_operands(&g, argc, argv, 1, 1, "FILE") < 0)
 		return EXIT_USAGE;
-	return show(argv[optind], json);
+	o.path = argv[optind];
+	return show(&o);
 }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* bgsnap verify: check every byte of a snapshot file. */
+/* bgsnap verify: check every byte of a snapshot file, and of its chain. */
 #include "cli.h"
 
 #include <bgsnap.h>
@@ -7,8 +7,11 @@
 #include <string.h>
 #include <time.h>
 
+#define MAX_PARENTS 64
+
 static const char verify_usage[] =
-	"usage: bgsnap verify FILE [--json] [--quiet]\n"
+	"usage: bgsnap verify FILE [--parent P]... [--chain|--no-chain]\n"
+	"                          [--json] [--quiet]\n"
 	"\n"
 	"Check the snapshot FILE completely: header, region table, index and\n"
 	"footer, the checksums of every record's header and data (pages and\n"
@@ -17,15 +20,33 @@ static const char verify_usage[] =
 	"place, e.g. \"record at offset 8192 (region 'ram', pages 64..127):\n"
 	"data checksum mismatch\".\n"
 	"\n"
-	"  --json       one JSON object on stdout (keys in bgsnap(1))\n"
-	"  -q, --quiet  no progress bar; nothing on stdout for a good file\n"
-	"  -h, --help   this text\n"
+	"An incremental snapshot is only whole with its parents, so by default\n"
+	"its chain is checked too: every parent up to a full snapshot, each\n"
+	"completely, and that they fit (each parent has the id its child names,\n"
+	"and the regions its child leaves to it). A parent is looked for among\n"
+	"the files given with --parent (matched by snapshot id), else beside\n"
+	"its child under the name the child records for it.\n"
 	"\n"
-	"Exit status: 0 the file is perfect, 2 usage, 3 the file is missing,\n"
-	"damaged or not a snapshot, 1 it could not be read (I/O error, no\n"
-	"permission, no memory).\n";
+	"  -P, --parent P  a file of the chain, in any order (repeatable)\n"
+	"  -c, --chain     check the chain (the default)\n"
+	"      --no-chain  check FILE alone, not its parents\n"
+	"      --json      one JSON object on stdout (keys in bgsnap(1))\n"
+	"  -q, --quiet     no progress bar; nothing on stdout for a good file\n"
+	"  -h, --help      this text\n"
+	"\n"
+	"Exit status: 0 the file (and its chain) is perfect, 2 usage, 3 a file\n"
+	"is missing, damaged or not a snapshot, 1 a parent was not found or does\n"
+	"not fit, or a file could not be read (I/O error, no permission, no\n"
+	"memory).\n";
+
+enum {
+	OPT_NO_CHAIN = 256,
+};
 
 static const struct option verify_options[] = {
+	{ "parent", required_argument, NULL, 'P' },
+	{ "chain", no_argument, NULL, 'c' },
+	{ "no-chain", no_argument, NULL, OPT_NO_CHAIN },
 	{ "json", no_argument, NULL, 'j' },
 	{ "quiet", no_argument, NULL, 'q' },
 	CLI_OPT_HELP_ENTRY,
@@ -34,10 +55,13 @@ static const struct option verify_options[] = {
 
 struct verify {
 	const char *path;
-	bool json, quiet;
+	const char *parents[MAX_PARENTS];
+	size_t nparents;
+	bool json, quiet, no_chain;
 	int err;		 /* 0 or the first problem */
 	char msg[BGSNAP_FILE_ERROR_MAX];
 	bool opened;
+	struct bgsnap_file *f;	 /* open until the report is written */
 	struct bgsnap_file_info info;
 	uint64_t elapsed_ns;
 };
@@ -58,25 +82,50 @@ static void on_progress(void *arg, uint64_t done, uint64_t total)
 	cli_progress_update(p, done);
 }
 
+static bool chained(const struct verify *v)
+{
+	return v->info.incremental && !v->no_chain;
+}
+
 static void check(struct verify *v)
 {
 	struct cli_progress bar;
-	struct bgsnap_file *f;
 	const uint64_t t0 = now_ns();
 
-	v->err = bgsnap_file_open(&f, v->path, v->msg, sizeof(v->msg));
+	v->err = bgsnap_file_open(&v->f, v->path, v->msg, sizeof(v->msg));
 	if (v->err)
 		return;
 	v->opened = true;
-	bgsnap_file_info(f, &v->info);
+	bgsnap_file_info(v->f, &v->info);
+	for (size_t i = 0; i < v->nparents && !v->err; i++)
+		v->err = bgsnap_file_add_parent(v->f, v->parents[i]);
 	cli_progress_start(&bar, "verify", v->info.file_size, v->quiet);
-	v->err = bgsnap_file_verify(f, on_progress, &bar);
+	if (!v->err)
+		v->err = chained(v) ?
+				 bgsnap_file_verify_chain(v->f, on_progress, &bar) :
+				 bgsnap_file_verify(v->f, on_progress, &bar);
 	cli_progress_end(&bar);
 	if (v->err)
 		snprintf(v->msg, sizeof(v->msg), "%s",
-			 bgsnap_file_last_error(f));
-	bgsnap_file_close(f);
+			 bgsnap_file_last_error(v->f));
 	v->elapsed_ns = now_ns() - t0;
+}
+
+/* The ancestors of FILE found so far, parent first (NULL-terminated). */
+static struct bgsnap_file *ancestor(const struct verify *v, size_t level)
+{
+	struct bgsnap_file *f = v->f, *p;
+
+	for (size_t k = 0; k < level && f; k++) {
+		struct bgsnap_file_info in;
+
+		bgsnap_file_info(f, &in);
+		/* Already opened by the check: this finds, never looks. */
+		if (!in.incremental || bgsnap_file_parent(f, &p))
+			return NULL;
+		f = p;
+	}
+	return f;
 }
 
 static void json_error(struct cli_json *j, const struct verify *v)
@@ -105,6 +154,42 @@ static void json_figure(struct cli_json *j, const struct verify *v,
 		cli_json_null(j);
 }
 
+static void hex_id(char out[33], const uint8_t id[16])
+{
+	for (int i = 0; i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x", id[i]);
+}
+
+/* "chain", for an incremental FILE only (a full one's keys are those of
+ * before): the files checked, FILE first; null with --no-chain. */
+static void json_chain(struct cli_json *j, const struct verify *v)
+{
+	struct bgsnap_file *f;
+
+	if (!v->opened || !v->info.incremental)
+		return;
+	cli_json_key(j, "chain");
+	if (!chained(v)) {
+		cli_json_null(j);
+		return;
+	}
+	cli_json_array_begin(j);
+	for (size_t k = 0; (f = ancestor(v, k)); k++) {
+		struct bgsnap_file_info in;
+		char id[33];
+
+		bgsnap_file_info(f, &in);
+		hex_id(id, in.snapshot_id);
+		cli_json_object_begin(j);
+		cli_json_kstr(j, "file", bgsnap_file_path(f));
+		cli_json_kstr(j, "snapshot_id", id);
+		cli_json_kbool(j, "incremental", in.incremental);
+		cli_json_kuint(j, "file_size", in.file_size);
+		cli_json_object_end(j);
+	}
+	cli_json_array_end(j);
+}
+
 static int print_json(const struct verify *v)
 {
 	struct cli_json j;
@@ -119,6 +204,7 @@ static int print_json(const struct verify *v)
 	json_figure(&j, v, "records", v->info.records);
 	json_figure(&j, v, "attachments", v->info.attachments);
 	json_figure(&j, v, "pages", v->info.pages);
+	json_chain(&j, v);
 	cli_json_kuint(&j, "elapsed_ns", v->elapsed_ns);
 	cli_json_object_end(&j);
 	return cli_json_end(&j);
@@ -127,44 +213,94 @@ static int print_json(const struct verify *v)
 static void print_ok(const struct verify *v)
 {
 	char a[CLI_FMT_LEN], b[CLI_FMT_LEN], c[CLI_FMT_LEN];
+	uint64_t checked = 0;
+	size_t files = 0;
+	struct bgsnap_file *f;
 
+	for (; (f = ancestor(v, files)) && (files == 0 || chained(v));
+	     files++) {
+		struct bgsnap_file_info in;
+
+		bgsnap_file_info(f, &in);
+		checked += in.file_size;
+	}
 	printf("%s: ok: %zu region%s, %llu pages (%s) in %llu records, %zu "
-	       "attachment%s; %s checked in %s\n", v->path, v->info.regions,
+	       "attachment%s; ", v->path, v->info.regions,
 	       v->info.regions == 1 ? "" : "s",
 	       (unsigned long long)v->info.pages,
 	       cli_fmt_size(a, v->info.pages * 4096),
 	       (unsigned long long)v->info.records, v->info.attachments,
-	       v->info.attachments == 1 ? "" : "s",
-	       cli_fmt_size(b, v->info.file_size),
+	       v->info.attachments == 1 ? "" : "s");
+	if (files > 1)
+		printf("with its %zu parent%s, ", files - 1,
+		       files == 2 ? "" : "s");
+	printf("%s checked in %s\n", cli_fmt_size(b, checked),
 	       cli_fmt_duration(c, v->elapsed_ns));
+	for (size_t k = 1; k < files; k++)
+		printf("  parent %zu: %s: ok\n", k,
+		       bgsnap_file_path(ancestor(v, k)));
+	if (v->info.incremental && v->no_chain)
+		printf("  (incremental: its parents were not checked)\n");
+}
+
+static void report_error(const struct verify *v)
+{
+	if (v->err == BGSNAP_EPARENT)
+		cli_error("%s: %s (give the parent with --parent)", v->path,
+			  v->msg);
+	else
+		cli_error("%s: %s", v->path, v->msg);
+}
+
+/* The parsed command line in @v, or an exit code (EXIT_OK after --help). */
+static int parse(int argc, char **argv, struct verify *v)
+{
+	struct cli_getopt g = { .cmd = "verify", .usage = verify_usage,
+				.shortopts = "P:cq", .longopts = verify_options };
+	int c;
+
+	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
+		if (c == 'j') {
+			v->json = true;
+		} else if (c == 'q') {
+			v->quiet = true;
+		} else if (c == 'c') {
+			v->no_chain = false;
+		} else if (c == OPT_NO_CHAIN) {
+			v->no_chain = true;
+		} else if (c == 'P' && v->nparents < MAX_PARENTS) {
+			v->parents[v->nparents++] = optarg;
+		} else if (c == 'P') {
+			cli_error("verify: --parent: at most %d of them",
+				  MAX_PARENTS);
+			return EXIT_USAGE;
+		} else {
+			return c == CLI_OPT_HELP ? EXIT_OK : EXIT_USAGE;
+		}
+	}
+	if (cli_operands(&g, argc, argv, 1, 1, "FILE") < 0)
+		return EXIT_USAGE;
+	v->path = argv[optind];
+	return -1;
 }
 
 int cmd_verify(int argc, char **argv)
 {
-	struct cli_getopt g = { .cmd = "verify", .usage = verify_usage,
-				.shortopts = "q", .longopts = verify_options };
 	struct verify v = { 0 };
-	int c;
+	int code = parse(argc, argv, &v);
 
-	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
-		if (c == 'j')
-			v.json = true;
-		else if (c == 'q')
-			v.quiet = true;
-		else
-			return c == CLI_OPT_HELP ? EXIT_OK : EXIT_USAGE;
-	}
-	if (cli_operands(&g, argc, argv, 1, 1, "FILE") < 0)
-		return EXIT_USAGE;
-	v.path = argv[optind];
+	if (code >= 0)
+		return code;
 	check(&v);
 	if (v.err)
-		cli_error("%s: %s", v.path, v.msg);
+		report_error(&v);
 	if (v.json && print_json(&v)) {
 		cli_error("writing to stdout: %s", strerror(EIO));
+		bgsnap_file_close(v.f);
 		return EXIT_FAILED;
 	}
 	if (!v.err && !v.json && !v.quiet)
 		print_ok(&v);
+	bgsnap_file_close(v.f);
 	return v.err ? cli_file_exit(v.err) : EXIT_OK;
 }
