@@ -6,6 +6,8 @@
 #include <string.h>
 
 int cmd_bench(int argc, char **argv);
+int cmd_flatten(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
 
 static const struct cli_cmd commands[] = {
 	{ "caps", cmd_caps, "report what this machine offers for snapshots" },
@@ -17,6 +19,8 @@ static const struct cli_cmd commands[] = {
 	{ "info", cmd_info, "describe a snapshot file" },
 	{ "verify", cmd_verify, "check every byte of a snapshot file" },
 	{ "export", cmd_export, "write a region's memory to a raw file" },
+	{ "flatten", cmd_flatten, "write a snapshot and its parents as one" },
+	{ "watch", cmd_watch, "snapshot a process (--pid) every interval" },
 	{ "bench", cmd_bench, "measure against fork() and stop-the-world" },
 };
 

@@ -1,0 +1,373 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bgsnap flatten: an incremental snapshot and its chain of parents,
+ * written out as one full snapshot (bgsnap_flatten), which needs no parent.
+ *
+ * As export does, the output is never seen half-written and nothing is
+ * replaced without --force: the library writes a complete snapshot under a
+ * temporary name beside OUT (its own temporary, then renamed to ours), and
+ * ours is renamed to OUT with RENAME_NOREPLACE (link() where the file
+ * system lacks it), or over it with --force; a symbolic link at OUT is
+ * refused either way.
+ */
+#include "cli.h"
+
+#include <bgsnap.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_PARENTS 64
+
+int cmd_flatten(int argc, char **argv); /* main.c's table */
+
+static const char flatten_usage[] =
+	"usage: bgsnap flatten FILE -o OUT [--parent P]... [--force] [--json]\n"
+	"                      [--quiet]\n"
+	"\n"
+	"Write the snapshot FILE, with the pages it leaves to its parents read\n"
+	"from them, as one full snapshot OUT that needs no parent: the same\n"
+	"regions, attachments and memory, a new snapshot id. Every record read\n"
+	"is checked. A parent is looked for among the files given with\n"
+	"--parent (matched by snapshot id), else beside its child under the\n"
+	"name the child records for it, and so on up the chain. A full FILE is\n"
+	"copied.\n"
+	"\n"
+	"OUT is created 0600 under a temporary name beside it and renamed into\n"
+	"place when complete; an existing file is not replaced without --force,\n"
+	"and a symbolic link is refused. SIGINT, SIGTERM and SIGHUP take effect\n"
+	"once the copy is written: it is then removed.\n"
+	"\n"
+	"  -o, --output OUT  the full snapshot to write (required)\n"
+	"  -P, --parent P    a file of the chain, in any order (repeatable)\n"
+	"  -f, --force       replace OUT if it exists\n"
+	"      --json        a JSON summary on stdout (keys in bgsnap(1))\n"
+	"  -q, --quiet       no summary\n"
+	"  -h, --help        this text\n"
+	"\n"
+	"Exit status: 0 success, 1 failure (OUT exists, a parent not found,\n"
+	"I/O error, interrupted ...), 2 usage, 3 a file of the snapshot is\n"
+	"missing, damaged or not a snapshot.\n";
+
+static const struct option flatten_options[] = {
+	{ "output", required_argument, NULL, 'o' },
+	{ "parent", required_argument, NULL, 'P' },
+	{ "force", no_argument, NULL, 'f' },
+	{ "json", no_argument, NULL, 'j' },
+	{ "quiet", no_argument, NULL, 'q' },
+	CLI_OPT_HELP_ENTRY,
+	{ 0 },
+};
+
+struct flatten {
+	const char *file, *output;
+	const char *parents[MAX_PARENTS];
+	size_t nparents;
+	bool force, json, quiet;
+	int dirfd;			/* OUT's directory */
+	char name[NAME_MAX + 1];	/* OUT's last component */
+	char tmp[PATH_MAX];		/* our temporary, beside OUT */
+	uint64_t elapsed_ns;
+};
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- the output ---------------------------------------------------------- */
+
+/* OUT's directory opened, its name kept: 0, or -1 after a message. */
+static int open_output_dir(struct flatten *fl)
+{
+	const char *slash = strrchr(fl->output, '/');
+	const char *base = slash ? slash + 1 : fl->output;
+	char dir[PATH_MAX];
+
+	if (!*base || !strcmp(base, ".") || !strcmp(base, "..") ||
+	    strlen(base) > 200) {
+		cli_error("%s: not a file name for the output", fl->output);
+		return -1;
+	}
+	snprintf(fl->name, sizeof(fl->name), "%s", base);
+	snprintf(dir, sizeof(dir), "%.*s",
+		 slash ? (slash == fl->output ? 1 : (int)(slash - fl->output))
+		       : 1,
+		 slash ? fl->output : ".");
+	fl->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fl->dirfd < 0)
+		cli_error("%s: %s", dir, strerror(errno));
+	return fl->dirfd < 0 ? -1 : 0;
+}
+
+/* What is at OUT may not be replaced: -1 after a message. */
+static int check_output(const struct flatten *fl)
+{
+	struct stat st;
+
+	if (fstatat(fl->dirfd, fl->name, &st, AT_SYMLINK_NOFOLLOW)) {
+		if (errno == ENOENT)
+			return 0;
+		cli_error("%s: %s", fl->output, strerror(errno));
+		return -1;
+	}
+	if (S_ISLNK(st.st_mode))
+		cli_error("%s: is a symbolic link: refused", fl->output);
+	else if (S_ISDIR(st.st_mode))
+		cli_error("%s: is a directory", fl->output);
+	else if (!fl->force)
+		cli_error("%s: exists (--force replaces it)", fl->output);
+	else
+		return 0;
+	return -1;
+}
+
+/* A name beside OUT that nothing has: the library writes there. */
+static int pick_temp(struct flatten *fl)
+{
+	char name[NAME_MAX + 1];
+	struct stat st;
+
+	for (unsigned attempt = 0; attempt < 100; attempt++) {
+		snprintf(name, sizeof(name), ".%.200s.flatten.%d.%u.tmp", fl->name,
+			 (int)getpid(), attempt);
+		if (fstatat(fl->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) &&
+		    errno == ENOENT) {
+			snprintf(fl->tmp, sizeof(fl->tmp), "%.*s%s",
+				 (int)(strlen(fl->output) - strlen(fl->name)),
+				 fl->output, name);
+			return 0;
+		}
+	}
+	cli_error("%s: no free temporary name beside it", fl->output);
+	return -1;
+}
+
+static const char *tmp_name(const struct flatten *fl)
+{
+	const char *slash = strrchr(fl->tmp, '/');
+
+	return slash ? slash + 1 : fl->tmp;
+}
+
+/* Our finished temporary to OUT; without --force never over anything. */
+static int publish(const struct flatten *fl)
+{
+	const char *tmp = tmp_name(fl);
+
+	if (check_output(fl))
+		return -EEXIST;
+	if (fl->force)
+		return renameat(fl->dirfd, tmp, fl->dirfd, fl->name) ? -errno
+								     : 0;
+	if (!renameat2(fl->dirfd, tmp, fl->dirfd, fl->name, RENAME_NOREPLACE))
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -errno;
+	/* A file system without RENAME_NOREPLACE: link() never replaces. */
+	if (linkat(fl->dirfd, tmp, fl->dirfd, fl->name, 0))
+		return -errno;
+	unlinkat(fl->dirfd, tmp, 0);
+	return 0;
+}
+
+/* ---- the work ------------------------------------------------------------ */
+
+/* The library's message, naming FILE unless it does already. */
+static void flatten_failed(const struct flatten *fl, const struct bgsnap *h,
+			   int ret)
+{
+	const char *d = bgsnap_last_error(h);
+
+	if (!d || !*d)
+		d = bgsnap_strerror(ret);
+	cli_error("%s%s%s%s", strstr(d, fl->file) ? "" : fl->file,
+		  strstr(d, fl->file) ? "" : ": ", d,
+		  ret == BGSNAP_EPARENT ? " (give the parent with --parent)"
+					: "");
+}
+
+static int run(struct flatten *fl)
+{
+	const struct bgsnap_restore_opts o = {
+		.parents = fl->parents,
+		.nparents = fl->nparents,
+	};
+	const uint64_t t0 = now_ns();
+	struct bgsnap *h;
+	int ret = bgsnap_new(&h);
+
+	if (ret) {
+		cli_error("flatten: %s", bgsnap_strerror(ret));
+		return EXIT_FAILED;
+	}
+	ret = bgsnap_flatten(h, fl->file, fl->tmp, &o);
+	fl->elapsed_ns = now_ns() - t0;
+	if (ret)
+		flatten_failed(fl, h, ret);
+	bgsnap_free(h);
+	if (ret)
+		return cli_file_exit(ret);
+	if (cli_interrupted()) {
+		cli_error("flatten: interrupted by %s; %s not written",
+			  strsignal(cli_interrupted()), fl->output);
+		ret = -EINTR;
+	}
+	if (!ret)
+		ret = publish(fl);
+	if (!ret && fsync(fl->dirfd))
+		ret = -errno;
+	if (ret && ret != -EINTR && ret != -EEXIST)
+		cli_error("%s: %s", fl->output, strerror(-ret));
+	if (ret)
+		unlinkat(fl->dirfd, tmp_name(fl), 0);
+	return ret ? EXIT_FAILED : EXIT_OK;
+}
+
+/* ---- the report ---------------------------------------------------------- */
+
+/* The files of FILE's chain, as the flatten found them. */
+static size_t chain_length(const struct flatten *fl)
+{
+	struct bgsnap_file *f, *c, *p;
+	struct bgsnap_file_info in;
+	size_t n = 1;
+
+	if (bgsnap_file_open(&f, fl->file, NULL, 0))
+		return 0;
+	for (size_t i = 0; i < fl->nparents; i++)
+		bgsnap_file_add_parent(f, fl->parents[i]);
+	for (c = f, bgsnap_file_info(c, &in);
+	     in.incremental && !bgsnap_file_parent(c, &p);
+	     c = p, bgsnap_file_info(c, &in))
+		n++;
+	bgsnap_file_close(f);
+	return n;
+}
+
+static int report(const struct flatten *fl)
+{
+	char err[BGSNAP_FILE_ERROR_MAX], a[CLI_FMT_LEN], b[CLI_FMT_LEN];
+	char c[CLI_FMT_LEN];
+	struct bgsnap_file_info in;
+	struct bgsnap_file *f;
+	const size_t n = chain_length(fl);
+	struct cli_json j;
+
+	if (bgsnap_file_open(&f, fl->output, err, sizeof(err))) {
+		cli_error("%s: %s", fl->output, err);
+		return EXIT_FAILED;
+	}
+	bgsnap_file_info(f, &in);
+	bgsnap_file_close(f);
+	if (!fl->json) {
+		printf("flattened %s (%zu snapshot%s) into %s: %llu pages "
+		       "(%s), %s stored, in %s\n", fl->file, n,
+		       n == 1 ? "" : "s", fl->output,
+		       (unsigned long long)in.pages,
+		       cli_fmt_size(a, in.pages * 4096),
+		       cli_fmt_size(b, in.file_size),
+		       cli_fmt_duration(c, fl->elapsed_ns));
+		return fflush(stdout) ? EXIT_FAILED : EXIT_OK;
+	}
+	cli_json_init(&j, stdout);
+	cli_json_object_begin(&j);
+	cli_json_kstr(&j, "file", fl->file);
+	cli_json_kstr(&j, "output", fl->output);
+	cli_json_kuint(&j, "chain_length", n);
+	cli_json_kuint(&j, "file_size", in.file_size);
+	cli_json_kuint(&j, "pages", in.pages);
+	cli_json_kuint(&j, "pages_data", in.pages_data);
+	cli_json_kuint(&j, "pages_zero", in.pages_zero);
+	cli_json_kuint(&j, "data_bytes", in.data_bytes);
+	cli_json_kuint(&j, "elapsed_ns", fl->elapsed_ns);
+	cli_json_object_end(&j);
+	return cli_json_end(&j) ? EXIT_FAILED : EXIT_OK;
+}
+
+/* ---- the command --------------------------------------------------------- */
+
+static bool take_option(struct flatten *fl, int c)
+{
+	switch (c) {
+	case 'o':
+		fl->output = optarg;
+		return true;
+	case 'P':
+		if (fl->nparents == MAX_PARENTS) {
+			cli_error("flatten: --parent: at most %d of them",
+				  MAX_PARENTS);
+			return false;
+		}
+		fl->parents[fl->nparents++] = optarg;
+		return true;
+	case 'f':
+		fl->force = true;
+		return true;
+	case 'j':
+		fl->json = true;
+		return true;
+	case 'q':
+		fl->quiet = true;
+		return true;
+	}
+	return false;
+}
+
+/* The parsed command line in @fl, or an exit code (EXIT_OK after --help). */
+static int parse(int argc, char **argv, struct flatten *fl)
+{
+	struct cli_getopt g = { .cmd = "flatten", .usage = flatten_usage,
+				.shortopts = "o:P:fq",
+				.longopts = flatten_options };
+	int c;
+
+	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
+		if (c == CLI_OPT_HELP)
+			return EXIT_OK;
+		if (c == CLI_OPT_BAD || !take_option(fl, c))
+			return EXIT_USAGE;
+	}
+	if (cli_operands(&g, argc, argv, 1, 1, "FILE") < 0)
+		return EXIT_USAGE;
+	fl->file = argv[optind];
+	if (!fl->output) {
+		cli_error("flatten: -o OUT is needed (see 'bgsnap flatten "
+			  "--help')");
+		return EXIT_USAGE;
+	}
+	if (!strcmp(fl->output, "-")) {
+		cli_error("flatten: OUT must be a file (a snapshot is checked "
+			  "when written, and renamed into place)");
+		return EXIT_USAGE;
+	}
+	return -1;
+}
+
+int cmd_flatten(int argc, char **argv)
+{
+	struct flatten fl = { .dirfd = -1 };
+	int code = parse(argc, argv, &fl);
+
+	if (code >= 0)
+		return code;
+	if (open_output_dir(&fl) || check_output(&fl) || pick_temp(&fl))
+		code = EXIT_FAILED;
+	if (code < 0) {
+		cli_catch_signals();
+		code = run(&fl);
+	}
+	if (code == EXIT_OK && (!fl.quiet || fl.json))
+		code = report(&fl);
+	if (fl.dirfd >= 0)
+		close(fl.dirfd);
+	return code;
+}

@@ -1,0 +1,724 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * bgsnap watch --pid: a chain of snapshots of a running process, one every
+ * interval, into a directory.
+ *
+ * One bgsnap handle stays on the process for the whole watch and keeps
+ * tracking its writes between saves (BGSNAP_SAVE_KEEP_TRACKING): every
+ * snapshot after the first of a chain is incremental
+ * (BGSNAP_SAVE_INCREMENTAL), its parent the snapshot before, which readers
+ * find beside it by name. When the process's mappings change, the library
+ * has to start tracking afresh and an incremental save fails with
+ * BGSNAP_EPARENT: a full snapshot is taken instead, in the same slot, and
+ * a new chain starts from it (--full-every starts one on purpose).
+ *
+ * Files: DIR/snap-NNNNNN.bgs, numbered on from the highest already there.
+ * Each name is claimed first with an empty file (O_CREAT | O_EXCL, 0600)
+ * that only the library's rename of the complete snapshot replaces: no
+ * file is ever overwritten, no name reused; a failed save removes its
+ * claim. A lock (flock) on DIR keeps two watches from writing one chain.
+ *
+ * Single-threaded (the library runs its own threads during a save).
+ * SIGINT, SIGTERM and SIGHUP are blocked but while waiting (ppoll), so the
+ * blackout of a save is never cut short; one of them stops the watch, and
+ * a save in progress is cancelled (its file never appears). The watch
+ * also stops after --count snapshots, and when the process ends (its pidfd
+ * becomes readable, or a save fails because it is gone). Stopping frees
+ * the handle, which stops tracking: nothing stays protected in the
+ * process, which runs on.
+ */
+#include "cli.h"
+
+#include <bgsnap.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_SPECS	 64
+#define TICK_NS		 20000000ull /* how often a save's end is looked for */
+#define START_TRIES	 3	     /* "try again": the mappings moved */
+#define NAME_FMT	 "snap-%06u.bgs"
+
+int cmd_watch(int argc, char **argv); /* main.c's table */
+
+static const char watch_usage[] =
+	"usage: bgsnap watch --pid PID --every DUR -o DIR [--count N]\n"
+	"                    [--full-every N] [--include SPEC]... [--exclude\n"
+	"                    SPEC]... [--json] [--quiet]\n"
+	"\n"
+	"Snapshot running process PID every DUR into DIR, as a chain: the first\n"
+	"snapshot is full, each later one incremental, holding only the pages\n"
+	"written since the one before (bgsnap keeps tracking the process's\n"
+	"writes between snapshots, so an incremental snapshot costs what was\n"
+	"written, not the size of the memory). Files are DIR/snap-000000.bgs,\n"
+	"snap-000001.bgs ..., created 0600, numbered on from the highest\n"
+	"already in DIR, never overwriting anything; DIR is created (0700) if\n"
+	"missing. 'bgsnap info --chain', 'verify', 'export', 'flatten' and\n"
+	"'restore' follow a chain by itself as long as its files stay together.\n"
+	"\n"
+	"When the process maps or unmaps memory, tracking starts afresh and the\n"
+	"next snapshot is a full one (said on its line). One line is printed per\n"
+	"snapshot: its file, full or incremental, size, pages stored, the\n"
+	"blackout (the process was stopped only for this) and the time taken.\n"
+	"\n"
+	"  -p, --pid PID         the process to watch (required)\n"
+	"  -e, --every DUR       time between snapshots' starts, e.g. 10s,\n"
+	"                        500ms (default 10s); a snapshot that takes\n"
+	"                        longer delays the next\n"
+	"  -o, --output DIR      the directory of the chain (required)\n"
+	"  -n, --count N         stop after N snapshots (default: until stopped)\n"
+	"      --full-every N    a full snapshot at least every N (1: all full;\n"
+	"                        default 0: only the first, and after tracking\n"
+	"                        restarts)\n"
+	"  -i, --include SPEC    save only mappings matching SPEC (repeatable)\n"
+	"  -x, --exclude SPEC    leave out mappings matching SPEC (repeatable),\n"
+	"                        as for 'bgsnap save'\n"
+	"      --json            one JSON object per line: each snapshot, and\n"
+	"                        how the watch stopped (keys in bgsnap(1))\n"
+	"  -q, --quiet           no lines but errors (and --json's)\n"
+	"  -h, --help            this text\n"
+	"\n"
+	"SIGINT, SIGTERM or SIGHUP stop the watch (a snapshot in progress is\n"
+	"dropped); so does the end of the process, with a message. The process\n"
+	"runs on, with nothing of bgsnap's left in it.\n"
+	"\n"
+	"exit status: 0 stopped by a signal, --count, or the process's end;\n"
+	"1 a snapshot failed (permission denied, disk full ...); 2 usage\n"
+	"error; 4 this system lacks a capability (see 'bgsnap caps').\n";
+
+enum {
+	OPT_FULL_EVERY = 256,
+	OPT_JSON,
+};
+
+static const struct option watch_options[] = {
+	{ "pid", required_argument, NULL, 'p' },
+	{ "every", required_argument, NULL, 'e' },
+	{ "output", required_argument, NULL, 'o' },
+	{ "count", required_argument, NULL, 'n' },
+	{ "full-every", required_argument, NULL, OPT_FULL_EVERY },
+	{ "include", required_argument, NULL, 'i' },
+	{ "exclude", required_argument, NULL, 'x' },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "quiet", no_argument, NULL, 'q' },
+	CLI_OPT_HELP_ENTRY,
+	{ 0 },
+};
+
+/* Why a snapshot is full. */
+enum full_reason { NOT_FULL, FULL_FIRST, FULL_EVERY, FULL_RESTARTED };
+
+static const char *const reason_keys[] = { NULL, "first", "full-every",
+					   "tracking-restarted" };
+
+enum stop_reason { STOP_NONE, STOP_COUNT, STOP_SIGNAL, STOP_EXITED,
+		   STOP_ERROR };
+
+static const char *const stop_keys[] = { NULL, "count", "signal", "exited",
+					 "error" };
+
+struct watch {
+	/* The command line. */
+	int pid;
+	uint64_t every_ns, count, full_every;
+	const char *dir;
+	const char *include[MAX_SPECS], *exclude[MAX_SPECS];
+	size_t ninclude, nexclude;
+	bool json, quiet;
+	/* State. */
+	struct bgsnap *h;
+	int dirfd;
+	int pidfd;		/* -1: the process's end is seen by kill(0) */
+	sigset_t waitmask;	/* the mask while waiting: signals come */
+	unsigned next_index;	/* the next file number to try */
+	uint64_t taken;		/* snapshots written */
+	uint64_t chain_len;	/* of the current chain, its full one included */
+	char last[NAME_MAX + 1]; /* the last snapshot written, "" if none */
+	enum stop_reason stop;
+	int code;		/* exit code after an error */
+};
+
+/* One snapshot being taken. */
+struct shot {
+	unsigned index;
+	char name[NAME_MAX + 1];
+	char path[PATH_MAX];
+	dev_t dev;		/* of the claim, to remove only it */
+	ino_t ino;
+	enum full_reason full;
+	struct bgsnap_stats st;
+	uint64_t wall_ns;	/* CLOCK_REALTIME at its start */
+};
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t real_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static const char *detail(const struct bgsnap *h, int err)
+{
+	const char *d = bgsnap_last_error(h);
+
+	return d && *d ? d : bgsnap_strerror(err);
+}
+
+/* ---- the process ----------------------------------------------------------- */
+
+static int pidfd_open_(int pid)
+{
+#ifdef SYS_pidfd_open
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+	(void)pid;
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
+/* Has the process ended (a zombie counts)? */
+static bool target_gone(const struct watch *w)
+{
+	struct pollfd p = { .fd = w->pidfd, .events = POLLIN };
+
+	if (w->pidfd >= 0)
+		return poll(&p, 1, 0) > 0;
+	return kill(w->pid, 0) && errno == ESRCH;
+}
+
+/*
+ * Wait until @deadline (CLOCK_MONOTONIC), the process's end or a signal,
+ * whichever comes first: signals are let in only here. Sets w->stop for
+ * the last two; returns whether to go on.
+ */
+static bool wait_until(struct watch *w, uint64_t deadline)
+{
+	for (;;) {
+		const uint64_t now = mono_ns();
+		/* Without a pidfd, look at the process every 100 ms. */
+		const uint64_t left = deadline > now ? deadline - now : 0;
+		const uint64_t step = w->pidfd >= 0 || left < 100000000ull ?
+					      left : 100000000ull;
+		const struct timespec ts = { (time_t)(step / 1000000000ull),
+					     (long)(step % 1000000000ull) };
+		struct pollfd p = { .fd = w->pidfd, .events = POLLIN };
+
+		if (cli_interrupted()) {
+			w->stop = STOP_SIGNAL;
+			return false;
+		}
+		if (target_gone(w)) {
+			w->stop = STOP_EXITED;
+			return false;
+		}
+		if (!left)
+			return true;
+		ppoll(&p, w->pidfd >= 0 ? 1 : 0, &ts, &w->waitmask);
+	}
+}
+
+/* ---- the directory --------------------------------------------------------- */
+
+/* DIR created 0700 if missing, never a symlink, opened and locked. */
+static int open_dir(struct watch *w)
+{
+	struct stat st;
+
+	if (mkdir(w->dir, 0700) && errno != EEXIST) {
+		cli_error("watch: %s: %s", w->dir, strerror(errno));
+		return -1;
+	}
+	if (!lstat(w->dir, &st) && S_ISLNK(st.st_mode)) {
+		cli_error("watch: %s: is a symbolic link: refused", w->dir);
+		return -1;
+	}
+	w->dirfd = open(w->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+					O_CLOEXEC);
+	if (w->dirfd < 0) {
+		cli_error("watch: %s: %s", w->dir, strerror(errno));
+		return -1;
+	}
+	if (flock(w->dirfd, LOCK_EX | LOCK_NB)) {
+		cli_error("watch: %s: %s", w->dir, errno == EWOULDBLOCK ?
+			  "another 'bgsnap watch' writes there" :
+			  strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* The number after the highest snap-NNNNNN.bgs in DIR (0 if none). */
+static int first_index(struct watch *w)
+{
+	const int fd = dup(w->dirfd);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *e;
+
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		cli_error("watch: %s: %s", w->dir, strerror(errno));
+		return -1;
+	}
+	while ((e = readdir(d))) {
+		unsigned n;
+		int end = 0;
+
+		if (sscanf(e->d_name, "snap-%u.bgs%n", &n, &end) == 1 &&
+		    end && !e->d_name[end] && strlen(e->d_name) >= 15 &&
+		    n >= w->next_index && n < UINT_MAX)
+			w->next_index = n + 1;
+	}
+	closedir(d);
+	return 0;
+}
+
+/* Claim the next free name with an empty file of ours. */
+static int claim(struct watch *w, struct shot *s)
+{
+	struct stat st;
+
+	for (; w->next_index < UINT_MAX; w->next_index++) {
+		int fd;
+
+		snprintf(s->name, sizeof(s->name), NAME_FMT, w->next_index);
+		fd = openat(w->dirfd, s->name, O_WRONLY | O_CREAT | O_EXCL |
+				       O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0 && errno == EEXIST)
+			continue;
+		if (fd < 0 || fstat(fd, &st)) {
+			cli_error("watch: %s/%s: %s", w->dir, s->name,
+				  strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		close(fd);
+		s->index = w->next_index++;
+		s->dev = st.st_dev;
+		s->ino = st.st_ino;
+		snprintf(s->path, sizeof(s->path), "%s/%s", w->dir, s->name);
+		return 0;
+	}
+	cli_error("watch: %s: no file name left", w->dir);
+	return -1;
+}
+
+/* Remove the claim of a snapshot that was not written: only if it is
+ * still our empty file. */
+static void unclaim(const struct watch *w, const struct shot *s)
+{
+	struct stat st;
+
+	if (!fstatat(w->dirfd, s->name, &st, AT_SYMLINK_NOFOLLOW) &&
+	    st.st_dev == s->dev && st.st_ino == s->ino && !st.st_size)
+		unlinkat(w->dirfd, s->name, 0);
+}
+
+/* ---- one snapshot ------------------------------------------------------------ */
+
+static int start_save(struct watch *w, const struct shot *s)
+{
+	const struct bgsnap_save_opts o = {
+		.flags = BGSNAP_SAVE_KEEP_TRACKING |
+			 (s->full ? 0u : (unsigned)BGSNAP_SAVE_INCREMENTAL),
+	};
+	int r;
+
+	/* The process may map or unmap memory between bgsnap reading its
+	 * mappings and stopping it: the library then says "try again". */
+	for (int tries = 1;; tries++) {
+		r = bgsnap_save_start(w->h, s->path, &o);
+		if (r != -EAGAIN || tries == START_TRIES)
+			return r;
+	}
+}
+
+/* The running save's end; a signal cancels it. */
+static int finish_save(struct watch *w)
+{
+	const struct timespec tick = { 0, (long)TICK_NS };
+	struct bgsnap_progress p;
+	bool cancelled = false;
+
+	for (bgsnap_progress(w->h, &p); p.running; bgsnap_progress(w->h, &p)) {
+		if (cli_interrupted() && !cancelled) {
+			bgsnap_cancel(w->h);
+			cancelled = true;
+		}
+		ppoll(NULL, 0, &tick, &w->waitmask);
+	}
+	return bgsnap_wait(w->h);
+}
+
+/* Save @s; an incremental save the library cannot make (tracking had to
+ * start afresh) becomes a full one. */
+static int save(struct watch *w, struct shot *s)
+{
+	int r;
+
+	s->wall_ns = real_ns();
+	r = start_save(w, s);
+	if (!r)
+		r = finish_save(w);
+	if (r == BGSNAP_EPARENT && !s->full) {
+		s->full = FULL_RESTARTED;
+		s->wall_ns = real_ns();
+		r = start_save(w, s);
+		if (!r)
+			r = finish_save(w);
+	}
+	if (!r)
+		bgsnap_stats(w->h, &s->st);
+	return r;
+}
+
+/* ---- reporting ----------------------------------------------------------- */
+
+static void print_json(const struct watch *w, const struct shot *s,
+		       const char *parent)
+{
+	const struct bgsnap_stats *st = &s->st;
+	struct cli_json j;
+
+	cli_json_init(&j, stdout);
+	cli_json_object_begin(&j);
+	cli_json_kuint(&j, "index", s->index);
+	cli_json_kstr(&j, "file", s->path);
+	cli_json_kuint(&j, "time_ns", s->wall_ns);
+	cli_json_kbool(&j, "incremental", !s->full);
+	cli_json_kstr(&j, "parent", parent);
+	cli_json_kstr(&j, "full_reason", reason_keys[s->full]);
+	cli_json_kuint(&j, "bytes_written", st->bytes_written);
+	cli_json_kuint(&j, "pages_total", st->pages_total);
+	cli_json_kuint(&j, "pages_stored", st->pages_total - st->pages_parent);
+	cli_json_kuint(&j, "pages_parent", st->pages_parent);
+	cli_json_kdouble(&j, "blackout_ms", (double)st->blackout_ns / 1e6);
+	cli_json_kdouble(&j, "elapsed_s", (double)st->elapsed_ns / 1e9);
+	cli_json_kint(&j, "pid", w->pid);
+	cli_json_object_end(&j);
+	cli_json_end(&j);
+}
+
+static void print_text(const struct shot *s, const char *parent)
+{
+	const struct bgsnap_stats *st = &s->st;
+	char a[CLI_FMT_LEN], b[CLI_FMT_LEN], c[CLI_FMT_LEN], t[16];
+	const time_t sec = (time_t)(s->wall_ns / 1000000000ull);
+	struct tm tm;
+
+	if (!localtime_r(&sec, &tm) || !strftime(t, sizeof(t), "%H:%M:%S", &tm))
+		snprintf(t, sizeof(t), "?");
+	printf("%s  %s  %-11s %9s  %8llu pages stored  blackout %8s  "
+	       "elapsed %8s", t, s->name, s->full ? "full" : "incremental",
+	       cli_fmt_size(a, st->bytes_written),
+	       (unsigned long long)(st->pages_total - st->pages_parent),
+	       cli_fmt_duration(b, st->blackout_ns),
+	       cli_fmt_duration(c, st->elapsed_ns));
+	if (s->full == FULL_RESTARTED)
+		printf("  (the mappings changed: tracking restarted)");
+	else if (!s->full)
+		printf("  (on %s)", parent);
+	printf("\n");
+}
+
+/* One line for a snapshot written; false if stdout is gone. */
+static bool report(struct watch *w, const struct shot *s)
+{
+	const char *parent = s->full ? NULL : w->last;
+
+	if (w->json)
+		print_json(w, s, parent);
+	else if (!w->quiet)
+		print_text(s, parent);
+	if (fflush(stdout) || ferror(stdout)) {
+		cli_error("watch: writing to stdout: %s", strerror(errno));
+		return false;
+	}
+	return true;
+}
+
+static void report_end(const struct watch *w)
+{
+	struct cli_json j;
+
+	if (w->stop == STOP_EXITED)
+		fprintf(stderr, "bgsnap: watch: process %d exited: stopped "
+			"after %llu snapshot%s\n", w->pid,
+			(unsigned long long)w->taken, w->taken == 1 ? "" : "s");
+	if (w->json) {
+		cli_json_init(&j, stdout);
+		cli_json_object_begin(&j);
+		cli_json_kstr(&j, "stopped", stop_keys[w->stop]);
+		cli_json_kuint(&j, "snapshots", w->taken);
+		cli_json_kstr(&j, "last", w->last[0] ? w->last : NULL);
+		cli_json_kint(&j, "pid", w->pid);
+		cli_json_object_end(&j);
+		cli_json_end(&j);
+	} else if (!w->quiet && w->stop != STOP_ERROR) {
+		printf("stopped (%s): %llu snapshot%s in %s%s%s; process %d %s\n",
+		       w->stop == STOP_SIGNAL ? strsignal(cli_interrupted()) :
+		       w->stop == STOP_COUNT  ? "--count reached" :
+						"the process exited",
+		       (unsigned long long)w->taken, w->taken == 1 ? "" : "s",
+		       w->dir, w->last[0] ? ", the last " : "", w->last,
+		       w->pid, w->stop == STOP_EXITED ? "is gone" : "runs on");
+		fflush(stdout);
+	}
+}
+
+/* ---- the loop ------------------------------------------------------------------ */
+
+static enum full_reason full_reason(const struct watch *w)
+{
+	if (!w->chain_len)
+		return FULL_FIRST;
+	if (w->full_every && w->chain_len >= w->full_every)
+		return FULL_EVERY;
+	return NOT_FULL;
+}
+
+static int exit_code_for(int err)
+{
+	return err == -ENOTSUP || err == -ENOSYS ? EXIT_NOCAP : EXIT_FAILED;
+}
+
+/* A save failed: the process's end stops the watch cleanly, a signal
+ * too; anything else is an error. */
+static void failed(struct watch *w, const struct shot *s, int r)
+{
+	if (r == -ECANCELED && cli_interrupted()) {
+		w->stop = STOP_SIGNAL;
+	} else if (r == BGSNAP_ETARGET || r == -ESRCH || target_gone(w)) {
+		w->stop = STOP_EXITED;
+	} else {
+		cli_error("watch: process %d: %s: %s", w->pid, s->name,
+			  detail(w->h, r));
+		w->stop = STOP_ERROR;
+		w->code = exit_code_for(r);
+	}
+}
+
+/* Take one snapshot: false when the watch stops. */
+static bool one(struct watch *w)
+{
+	struct shot s = { .full = full_reason(w) };
+	int r;
+
+	if (claim(w, &s)) {
+		w->stop = STOP_ERROR;
+		w->code = EXIT_FAILED;
+		return false;
+	}
+	r = save(w, &s);
+	if (r) {
+		unclaim(w, &s);
+		failed(w, &s, r);
+		return false;
+	}
+	w->taken++;
+	w->chain_len = s.full ? 1 : w->chain_len + 1;
+	if (!report(w, &s)) {
+		w->stop = STOP_ERROR;
+		w->code = EXIT_FAILED;
+	}
+	snprintf(w->last, sizeof(w->last), "%s", s.name);
+	if (!w->stop && w->count && w->taken == w->count)
+		w->stop = STOP_COUNT;
+	return !w->stop;
+}
+
+static void run(struct watch *w)
+{
+	uint64_t next = mono_ns();
+
+	while (wait_until(w, next)) {
+		const uint64_t started = mono_ns();
+
+		if (!one(w))
+			break;
+		/* On schedule; a snapshot that overran delays the next. */
+		next = started + w->every_ns;
+		if (next < mono_ns())
+			next = mono_ns();
+	}
+}
+
+/* ---- setting up ------------------------------------------------------------------ */
+
+/* Attach to the process (signals held back: the library may stop it). */
+static int attach(struct watch *w)
+{
+	const struct bgsnap_target_opts topts = {
+		.include = w->include,
+		.ninclude = w->ninclude,
+		.exclude = w->exclude,
+		.nexclude = w->nexclude,
+	};
+	int r = bgsnap_new(&w->h);
+
+	if (r) {
+		cli_error("watch: %s", bgsnap_strerror(r));
+		return EXIT_FAILED;
+	}
+	r = bgsnap_target_pid(w->h, w->pid, &topts);
+	if (r) {
+		cli_error("watch: process %d: %s", w->pid, detail(w->h, r));
+		return exit_code_for(r);
+	}
+	w->pidfd = pidfd_open_(w->pid);
+	return EXIT_OK;
+}
+
+static void print_start(const struct watch *w)
+{
+	char a[CLI_FMT_LEN];
+
+	if (w->quiet || w->json)
+		return;
+	printf("watching process %d every %s into %s, from " NAME_FMT
+	       "%s\n", w->pid, cli_fmt_duration(a, w->every_ns), w->dir,
+	       w->next_index, w->count ? "" : "; SIGINT stops");
+	fflush(stdout);
+}
+
+static bool add_spec(const char **specs, size_t *n, const char *spec,
+		     const char *opt)
+{
+	if (*n == MAX_SPECS) {
+		cli_error("watch: %s: at most %d of them", opt, MAX_SPECS);
+		return false;
+	}
+	specs[(*n)++] = spec;
+	return true;
+}
+
+/* One option into @w: true, or false after a usage error. */
+static bool take_option(struct cli_getopt *g, int c, struct watch *w)
+{
+	uint64_t v;
+
+	switch (c) {
+	case 'p':
+		if (!cli_arg_uint(g, optarg, 1, INT32_MAX, &v))
+			return false;
+		w->pid = (int)v;
+		return true;
+	case 'e':
+		if (!cli_arg_duration(g, optarg, &w->every_ns))
+			return false;
+		if (w->every_ns < 1000000ull) {
+			cli_error("watch: --every: '%s' is below 1ms", optarg);
+			return false;
+		}
+		return true;
+	case 'o':
+		w->dir = optarg;
+		return true;
+	case 'n':
+		return cli_arg_uint(g, optarg, 1, UINT32_MAX, &w->count);
+	case OPT_FULL_EVERY:
+		return cli_arg_uint(g, optarg, 0, UINT32_MAX, &w->full_every);
+	case 'i':
+		return add_spec(w->include, &w->ninclude, optarg, g->optname);
+	case 'x':
+		return add_spec(w->exclude, &w->nexclude, optarg, g->optname);
+	case OPT_JSON:
+		w->json = true;
+		return true;
+	case 'q':
+		w->quiet = true;
+		return true;
+	}
+	return false;
+}
+
+/* The parsed command line, or an exit code (EXIT_OK after --help). */
+static int parse(int argc, char **argv, struct watch *w)
+{
+	struct cli_getopt g = { .cmd = "watch", .usage = watch_usage,
+				.shortopts = "p:e:o:n:i:x:q",
+				.longopts = watch_options };
+	int c;
+
+	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
+		if (c == CLI_OPT_HELP)
+			return EXIT_OK;
+		if (c == CLI_OPT_BAD || !take_option(&g, c, w))
+			return EXIT_USAGE;
+	}
+	if (cli_operands(&g, argc, argv, 0, 0, "") < 0)
+		return EXIT_USAGE;
+	if (!w->pid || !w->dir) {
+		cli_error("watch: %s is required (see 'bgsnap watch --help')",
+			  w->pid ? "-o DIR" : "--pid PID");
+		return EXIT_USAGE;
+	}
+	return -1;
+}
+
+/* Signals are caught, and blocked but while waiting. */
+static void hold_signals(struct watch *w)
+{
+	sigset_t stop;
+
+	cli_catch_signals();
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGINT);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGHUP);
+	sigprocmask(SIG_BLOCK, &stop, &w->waitmask);
+	sigdelset(&w->waitmask, SIGINT);
+	sigdelset(&w->waitmask, SIGTERM);
+	sigdelset(&w->waitmask, SIGHUP);
+}
+
+int cmd_watch(int argc, char **argv)
+{
+	struct watch w = { .every_ns = 10000000000ull, .dirfd = -1,
+			   .pidfd = -1 };
+	int code = parse(argc, argv, &w);
+
+	if (code >= 0)
+		return code;
+	hold_signals(&w);
+	if (open_dir(&w) || first_index(&w))
+		code = EXIT_FAILED;
+	else
+		code = attach(&w);
+	if (code == EXIT_OK) {
+		print_start(&w);
+		run(&w);
+		code = w.stop == STOP_ERROR ? w.code : EXIT_OK;
+	}
+	/* Stops tracking: nothing of bgsnap's stays in the process. */
+	bgsnap_free(w.h);
+	if (w.stop)
+		report_end(&w);
+	if (w.pidfd >= 0)
+		close(w.pidfd);
+	if (w.dirfd >= 0)
+		close(w.dirfd);
+	return code;
+}
