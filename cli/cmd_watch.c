@@ -93,8 +93,9 @@ static const char watch_usage[] =
 	"runs on, with nothing of bgsnap's left in it.\n"
 	"\n"
 	"exit status: 0 stopped by a signal, --count, or the process's end;\n"
-	"1 a snapshot failed (permission denied, disk full ...); 2 usage\n"
-	"error; 4 this system lacks a capability (see 'bgsnap caps').\n";
+	"1 a snapshot failed (no such process, permission denied, disk full\n"
+	"...); 2 usage error (also: no mapping selected); 4 this system lacks a\n"
+	"capability (see 'bgsnap caps').\n";
 
 enum {
 	OPT_FULL_EVERY = 256,
@@ -566,6 +567,20 @@ static void run(struct watch *w)
 
 /* ---- setting up ------------------------------------------------------------------ */
 
+/* How many mappings the filters leave to save; none is a mistake. */
+static size_t selected(const struct bgsnap *h)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
+		struct bgsnap_region_info ri;
+
+		n += !bgsnap_region(h, i, &ri) &&
+		     ri.kind != BGSNAP_KIND_UNSAVED;
+	}
+	return n;
+}
+
 /* Attach to the process (signals held back: the library may stop it). */
 static int attach(struct watch *w)
 {
@@ -584,7 +599,12 @@ static int attach(struct watch *w)
 	r = bgsnap_target_pid(w->h, w->pid, &topts);
 	if (r) {
 		cli_error("watch: process %d: %s", w->pid, detail(w->h, r));
-		return exit_code_for(r);
+		return r == -EINVAL ? EXIT_USAGE : exit_code_for(r);
+	}
+	if (!selected(w->h)) {
+		cli_error("watch: no mapping of process %d is selected by "
+			  "--include/--exclude", w->pid);
+		return EXIT_USAGE;
 	}
 	w->pidfd = pidfd_open_(w->pid);
 	return EXIT_OK;
