@@ -119,8 +119,9 @@ static const char bench_usage[] =
 	"             every method: of each transfer that overlapped the start\n"
 	"             window, the time from when it was due (its rate's\n"
 	"             schedule, or the end of the writer's last transfer) to\n"
-	"             its end. The window runs from the request to the instant\n"
-	"             the writers are let go: the resume callback (uffd,\n"
+	"             its end. The window runs from the call that starts the\n"
+	"             save (bgsnap_save_start(), fork()) to the instant the\n"
+	"             writers are let go: the resume callback (uffd,\n"
 	"             uffd-1phase, uffd-incr; for stw after the whole copy),\n"
 	"             fork()'s return in the parent, the return of\n"
 	"             bgsnap_save_start() after the thaw (uffd-pid). Pauses,\n"
@@ -1226,6 +1227,9 @@ static int pid_start(struct ctx *c, struct bgsnap *h, uint64_t *started)
 	/* Signals wait: the library may have the guest stopped in there. */
 	sigprocmask(SIG_BLOCK, stop_signals(), &old);
 	r = bgsnap_target_pid(h, c->g.pid, &topts);
+	/* The start window opens at the start call, as for the others. */
+	if (!r)
+		r = guest_call(&c->g, "window open") ? -EIO : 0;
 	if (!r)
 		r = bgsnap_save_start(h, c->file, &opts);
 	*started = now_ns();
@@ -1244,7 +1248,7 @@ static int pid_save(struct ctx *c, struct bgsnap *h, struct bgsnap_stats *st,
 	uint64_t started;
 	int r;
 
-	if (guest_call(&c->g, "reset") || guest_call(&c->g, "window open"))
+	if (guest_call(&c->g, "reset"))
 		return -1;
 	*t0 = now_ns();
 	if (pid_start(c, h, &started))

@@ -90,9 +90,10 @@
  *             worst_due_ns, pause_at_ns (when the worst-stopped
  *             transfer was due and the pause began, after the open)}:
  *             the longest a writer was kept from running by the start
- *             (bank_window_max over the window from the request to the
- *             writers' release: the resume callback, or fork()'s return
- *             in the parent; for stw that is the whole save), and for fork
+ *             (bank_window_max over the window from the call that starts
+ *             it, bgsnap_save_start() or fork(), to the writers' release:
+ *             the resume callback, or fork()'s return in the parent; for
+ *             stw that is the whole save), and for fork
  *             "child_private_bytes" (the child's pages not shared with
  *             the guest, and its page tables, at the end of its save).
  *   window open|close [NS]|get
@@ -762,6 +763,9 @@ static int save_memory(struct guest *g, const struct save_cmd *c,
 		snprintf(res->err, sizeof(res->err), "%s", bgsnap_strerror(r));
 		return r;
 	}
+	/* The start: from here; a handle is made once in a real owner. */
+	if (!child)
+		bank_window_open(&g->bank);
 	r = bgsnap_save_start(h, c->file, o);
 	if (!r)
 		r = bgsnap_wait(h);
@@ -820,6 +824,7 @@ static int save_fork(struct guest *g, const struct save_cmd *c,
 
 	if (pipe2(p, O_CLOEXEC))
 		return -errno;
+	bank_window_open(&g->bank);
 	t0 = now_ns();
 	*child = fork();
 	if (*child == 0)
@@ -934,7 +939,6 @@ static int do_save(struct guest *g, int argc, char **argv, struct reply *rp)
 	if (r)
 		return fail(rp, "save: %s", strerror(-r));
 	reset_figures(g);
-	bank_window_open(&g->bank);
 	r = run_save(g, &c, &s, rp);
 	json_window(&rp->j, g, r ? 0 : WINDOW_WAIT_NS);
 	if (r) {
