@@ -53,8 +53,8 @@ int cmd_watch(int argc, char **argv); /* main.c's table */
 
 static const char watch_usage[] =
 	"usage: bgsnap watch --pid PID --every DUR -o DIR [--count N]\n"
-	"                    [--full-every N] [--include SPEC]... [--exclude\n"
-	"                    SPEC]... [--json] [--quiet]\n"
+	"                    [--full-every N] [--include SPEC]...\n"
+	"                    [--exclude SPEC]... [--json] [--quiet]\n"
 	"\n"
 	"Snapshot running process PID every DUR into DIR, as a chain: the first\n"
 	"snapshot is full, each later one incremental, holding only the pages\n"
@@ -186,7 +186,7 @@ static const char *detail(const struct bgsnap *h, int err)
 
 /* ---- the process ----------------------------------------------------------- */
 
-static int pidfd_open_(int pid)
+static int open_pidfd(int pid)
 {
 #ifdef SYS_pidfd_open
 	return (int)syscall(SYS_pidfd_open, pid, 0);
@@ -606,7 +606,7 @@ static int attach(struct watch *w)
 			  "--include/--exclude", w->pid);
 		return EXIT_USAGE;
 	}
-	w->pidfd = pidfd_open_(w->pid);
+	w->pidfd = open_pidfd(w->pid);
 	return EXIT_OK;
 }
 
