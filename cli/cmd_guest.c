@@ -103,12 +103,13 @@
  *             stop_max_ns, complete
  *   written   while tracking ('save ... keep'): pages (written since the
  *             last snapshot), pages_total
- *   rollback [dirty=PCT] [timeout=DUR]
+ *   rollback [dirty=PCT] [timeout=DUR] [file]
  *             while tracking: wait until PCT percent of the pages (0 to
  *             100, decimals allowed; default 0) were written or DUR
  *             passed (default 30s), hold the writers, bgsnap_rollback()
- *             to the last 'keep' snapshot (its undo log, else its file),
- *             recover, release. Reply: written_pages (when held),
+ *             to the last 'keep' snapshot from its undo log (and with
+ *             'file', for pages not in it, from its file), recover,
+ *             release. Reply: written_pages (when held),
  *             pages_total, rolled_back_pages, rollback_ns (the call
  *             alone), hold_ns, recover_ns, wait_ns
  *   untrack   stop tracking (a no-op when not tracking)
@@ -159,9 +160,9 @@ static const char guest_usage[] =
 	"hold, release, recover, check, dump FILE, save FILE [uffd|stw|fork]\n"
 	"[buffer=SIZE] [compress=lz4|none] [accel=N] [noverify] [one-phase]\n"
 	"[keep] [incremental] [undo=SIZE] [nomem] [held], window open|close\n"
-	"[NS]|get, written, rollback [dirty=PCT] [timeout=DUR], untrack,\n"
-	"quit. See the DESIGN block of cli/cmd_guest.c. A target for 'bgsnap\n"
-	"save --pid'.\n";
+	"[NS]|get, written, rollback [dirty=PCT] [timeout=DUR] [file],\n"
+	"untrack, quit. See the DESIGN block of cli/cmd_guest.c. A target for\n"
+	"'bgsnap save --pid'.\n";
 
 enum guest_kind { KIND_4K, KIND_THP, KIND_MEMFD };
 
@@ -994,6 +995,7 @@ static int do_written(struct guest *g, int argc, char **argv, struct reply *rp)
 struct rollback_cmd {
 	double dirty_pct;
 	uint64_t timeout_ns;
+	bool file; /* pages not in the undo log from the snapshot's file */
 };
 
 static int parse_rollback(int argc, char **argv, struct rollback_cmd *c,
@@ -1001,10 +1003,13 @@ static int parse_rollback(int argc, char **argv, struct rollback_cmd *c,
 {
 	c->dirty_pct = 0;
 	c->timeout_ns = 30000000000ULL;
+	c->file = false;
 	for (int i = 1; i < argc; i++) {
 		char *end;
 
-		if (!strncmp(argv[i], "dirty=", 6)) {
+		if (!strcmp(argv[i], "file")) {
+			c->file = true;
+		} else if (!strncmp(argv[i], "dirty=", 6)) {
 			c->dirty_pct = strtod(argv[i] + 6, &end);
 			if (*end || end == argv[i] + 6 ||
 			    !(c->dirty_pct >= 0) || c->dirty_pct > 100)
@@ -1012,7 +1017,7 @@ static int parse_rollback(int argc, char **argv, struct rollback_cmd *c,
 		} else if (strncmp(argv[i], "timeout=", 8) ||
 			   cli_parse_duration(argv[i] + 8, &c->timeout_ns)) {
 			return fail(rp, "usage: rollback [dirty=PCT] "
-				    "[timeout=DUR]");
+				    "[timeout=DUR] [file]");
 		}
 	}
 	return 0;
@@ -1028,13 +1033,13 @@ static uint64_t wait_written(struct guest *g, double pct, uint64_t timeout_ns)
 
 	while (!bgsnap_track_written(g->track, &pages) && pages < want &&
 	       now_ns() < end)
-		nanosleep(&(struct timespec){ 0, 200000 }, NULL);
+		nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
 	return pages;
 }
 
 static int do_rollback(struct guest *g, int argc, char **argv, struct reply *rp)
 {
-	const struct bgsnap_rollback_opts ro = { .path = g->track_file };
+	struct bgsnap_rollback_opts ro = { 0 };
 	const bool was_held = g->held;
 	struct rollback_cmd c;
 	struct bgsnap_stats st = { 0 };
@@ -1046,6 +1051,8 @@ static int do_rollback(struct guest *g, int argc, char **argv, struct reply *rp)
 	if (!g->track)
 		return fail(rp, "rollback: not tracking (save with 'keep' "
 			    "first)");
+	if (c.file)
+		ro.path = g->track_file;
 	t0 = now_ns();
 	wait_written(g, c.dirty_pct, c.timeout_ns);
 	/* Held between transfers: the memory goes back to an instant that
