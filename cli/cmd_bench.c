@@ -66,6 +66,7 @@
 #define MAX_SIZES	8
 #define MAX_REPEAT	15
 #define REPLY_MAX	16384
+#define MAX_TIDS	(BANK_MAX_WRITERS + 8)
 #define SAMPLE_NS	20000000L /* memory sampling interval */
 /* A child's smaps walk costs ~14 ms of CPU per GiB: once a second, as a
  * safety net; a fork child measures itself at its end, its peak. */
@@ -365,6 +366,8 @@ struct guest_proc {
 	char reply[REPLY_MAX]; /* the last reply line */
 	uint64_t addr, len;
 	char range[64];
+	int tid[MAX_TIDS]; /* its writers: its threads but main, at start */
+	int ntid;
 };
 
 /* The number after "key": in @json, or NAN. */
@@ -522,6 +525,27 @@ out_close:
 	g->pid = 0;
 }
 
+/* The guest's threads other than its main one: its writers, listed
+ * once it is ready (no save has started a thread of its own yet). */
+static void list_writers(struct guest_proc *g)
+{
+	char path[64];
+	struct dirent *e;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)g->pid);
+	d = opendir(path);
+	g->ntid = 0;
+	while (d && (e = readdir(d))) {
+		const int tid = atoi(e->d_name);
+
+		if (tid > 0 && tid != g->pid && g->ntid < MAX_TIDS)
+			g->tid[g->ntid++] = tid;
+	}
+	if (d)
+		closedir(d);
+}
+
 static int guest_start(const struct bench *b, uint64_t size,
 		       struct guest_proc *g)
 {
@@ -558,6 +582,7 @@ static int guest_start(const struct bench *b, uint64_t size,
 	g->addr = (uint64_t)json_num(g->reply, "addr");
 	g->len = (uint64_t)json_num(g->reply, "len");
 	json_str(g->reply, "range", g->range, sizeof(g->range));
+	list_writers(g);
 	return 0;
 }
 
@@ -567,15 +592,14 @@ static int guest_start(const struct bench *b, uint64_t size,
 struct cpu_snap {
 	uint64_t total, children; /* the guest, and its waited-for children */
 	uint64_t main;		  /* its main thread (it arms an embedded save) */
-	uint64_t writers;	  /* its other threads alive at the start */
-	int tid[BANK_MAX_WRITERS + 8];
-	int ntid;
+	uint64_t writer[MAX_TIDS]; /* its writers (guest_proc.tid) */
 	uint64_t self_total, self_main; /* this process (uffd-pid saves) */
 };
 
 struct memwatch {
 	pthread_t thread;
 	_Atomic bool stop;
+	const struct guest_proc *g;
 	int guest;
 	uint64_t before; /* main, before the start */
 	struct cpu_snap cpu0;
@@ -719,44 +743,15 @@ static uint64_t task_ticks(int pid, int tid)
 	return t;
 }
 
-/* The guest's threads other than its main one (its writers), listed at
- * the start (@list) or re-read by that list. */
-static void cpu_writers(int pid, struct cpu_snap *c, bool list)
-{
-	char path[64];
-	struct dirent *e;
-	DIR *d;
-
-	c->writers = 0;
-	if (!list) {
-		for (int i = 0; i < c->ntid; i++)
-			c->writers += task_ticks(pid, c->tid[i]);
-		return;
-	}
-	snprintf(path, sizeof(path), "/proc/%d/task", pid);
-	d = opendir(path);
-	c->ntid = 0;
-	while (d && (e = readdir(d))) {
-		const int tid = atoi(e->d_name);
-
-		if (tid <= 0 || tid == pid ||
-		    c->ntid == (int)(sizeof(c->tid) / sizeof(c->tid[0])))
-			continue;
-		c->tid[c->ntid++] = tid;
-		c->writers += task_ticks(pid, tid);
-	}
-	if (d)
-		closedir(d);
-}
-
-static void cpu_snap(int pid, struct cpu_snap *c, bool list)
+static void cpu_snap(const struct guest_proc *g, struct cpu_snap *c)
 {
 	char path[64];
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)g->pid);
 	stat_ticks(path, &c->total, &c->children);
-	c->main = task_ticks(pid, pid);
-	cpu_writers(pid, c, list);
+	c->main = task_ticks(g->pid, g->pid);
+	for (int i = 0; i < g->ntid; i++)
+		c->writer[i] = task_ticks(g->pid, g->tid[i]);
 	stat_ticks("/proc/self/stat", &c->self_total, NULL);
 	c->self_main = task_ticks(0, (int)getpid());
 }
@@ -765,19 +760,23 @@ static void cpu_snap(int pid, struct cpu_snap *c, bool list)
  * and went in the guest, its reaped children, ours but this thread and
  * the sampler), the writers, and the threads that started the save. */
 static void cpu_figures(const struct cpu_snap *a, const struct cpu_snap *b,
-			uint64_t sampler_ns, double *f)
+			int nwriters, uint64_t sampler_ns, double *f)
 {
 	const double tick = 1.0 / (double)sysconf(_SC_CLK_TCK);
+	double writers = 0;
+
+	for (int i = 0; i < nwriters; i++)
+		if (b->writer[i] >= a->writer[i]) /* 0: gone (it cannot) */
+			writers += (double)(b->writer[i] - a->writer[i]);
 	const double guest_rest = (double)(b->total - a->total) -
-				  (double)(b->main - a->main) -
-				  (double)(b->writers - a->writers);
+				  (double)(b->main - a->main) - writers;
 	const double self_rest = (double)(b->self_total - a->self_total) -
 				 (double)(b->self_main - a->self_main);
 
 	f[F_CPU_SAVER] = fmax(0, (guest_rest + self_rest +
 				  (double)(b->children - a->children)) * tick -
 				 (double)sampler_ns / 1e9);
-	f[F_CPU_WRITERS] = (double)(b->writers - a->writers) * tick;
+	f[F_CPU_WRITERS] = writers * tick;
 	f[F_CPU_MAIN] = (double)(b->main - a->main + b->self_main -
 				 a->self_main) * tick;
 }
@@ -805,12 +804,13 @@ static void *memwatch_main(void *arg)
 	return NULL;
 }
 
-static int memwatch_start(struct memwatch *m, int guest)
+static int memwatch_start(struct memwatch *m, const struct guest_proc *g)
 {
 	memset(m, 0, sizeof(*m));
-	m->guest = guest;
-	cpu_snap(guest, &m->cpu0, true);
-	m->before = resident_bytes(guest) + resident_bytes(0);
+	m->g = g;
+	m->guest = g->pid;
+	cpu_snap(g, &m->cpu0);
+	m->before = resident_bytes(m->guest) + resident_bytes(0);
 	m->peak = m->last_main = m->before;
 	return -pthread_create(&m->thread, NULL, memwatch_main, m);
 }
@@ -825,8 +825,8 @@ static void memwatch_stop(struct memwatch *m, uint64_t child_end, double *f)
 
 	atomic_store(&m->stop, true);
 	pthread_join(m->thread, NULL);
-	cpu_snap(m->guest, &cpu1, false);
-	cpu_figures(&m->cpu0, &cpu1, m->own_cpu_ns, f);
+	cpu_snap(m->g, &cpu1);
+	cpu_figures(&m->cpu0, &cpu1, m->g->ntid, m->own_cpu_ns, f);
 	peak = m->peak;
 	if (m->last_main + child_end > peak)
 		peak = m->last_main + child_end;
@@ -1184,7 +1184,7 @@ static int run_embedded(struct ctx *c, enum method m)
 
 	save_words(c->b, words, sizeof(words));
 	snprintf(cmd, sizeof(cmd), "save %s %s %s", c->file, how[m], words);
-	r = memwatch_start(&mw, c->g.pid);
+	r = memwatch_start(&mw, &c->g);
 	if (r) {
 		cli_error("bench: %s", strerror(-r));
 		return -1;
@@ -1287,7 +1287,7 @@ static int run_pid(struct ctx *c)
 		cli_error("bench: %s", bgsnap_strerror(r));
 		return -1;
 	}
-	r = memwatch_start(&mw, c->g.pid);
+	r = memwatch_start(&mw, &c->g);
 	if (!r) {
 		r = pid_save(c, h, &st, &t0, &done);
 		if (!r)
@@ -1364,7 +1364,7 @@ static int run_incr(struct ctx *c)
 	save_words(c->b, words, sizeof(words));
 	snprintf(cmd, sizeof(cmd), "save %s uffd incremental %s", c->file,
 		 words);
-	r = memwatch_start(&mw, c->g.pid);
+	r = memwatch_start(&mw, &c->g);
 	if (r) {
 		cli_error("bench: %s", strerror(-r));
 		return -1;
