@@ -111,6 +111,35 @@ static const struct bgs_region *find_region(const struct bgsnap *h,
 
 /* Every saved region of the snapshot has its registered twin, and every
  * registered region is in the snapshot. */
+/*
+ * Another process: would the filters of bgsnap_target_pid() leave the
+ * snapshot's region @s out, were it still mapped? Its label is its name
+ * without the "@start" that bgsnap added. A region left out is no concern
+ * of this restore, even when it is gone (a thread's stack, since exited).
+ */
+static bool filtered_out(const struct bgsnap *h, const struct rs_region *s)
+{
+	char name[sizeof(s->name)], label[sizeof(s->name)], *at;
+	struct bgs_target_map m = {
+		.start = s->base, .end = s->base + s->length,
+		.name = name, .label = label,
+	};
+	struct bgs_target_maps one = { .v = &m, .n = 1 };
+
+	if (!h->ninclude && !h->nexclude)
+		return false;
+	snprintf(name, sizeof(name), "%s", s->name);
+	snprintf(label, sizeof(label), "%s", s->name);
+	at = strrchr(label, '@');
+	if (at)
+		*at = '\0';
+	return !bgs_target_maps_filter(&one, (const char *const *)h->include,
+				       h->ninclude,
+				       (const char *const *)h->exclude,
+				       h->nexclude) &&
+	       m.excluded;
+}
+
 static int match_regions(struct bgs_restore *r)
 {
 	struct bgsnap *h = r->h;
@@ -125,8 +154,10 @@ static int match_regions(struct bgs_restore *r)
 			continue;
 		g = find_region(h, s->name);
 		/* Another process's mapping left out by a filter: not ours
-		 * to write. */
+		 * to write, whether it is still there or not. */
 		if (g && h->target && g->kind == BGSNAP_KIND_UNSAVED)
+			continue;
+		if (!g && h->target && filtered_out(h, s))
 			continue;
 		if (!g) {
 			bgs_snap_set_error(h, "the snapshot's region '%s' is not "
@@ -157,6 +188,14 @@ static int match_regions(struct bgs_restore *r)
 						   "snapshot", h->regions[k].name);
 				break;
 			}
+		return BGSNAP_EMISMATCH;
+	}
+	/* ... but a restore that would write nothing is a mistake (the
+	 * snapshot of another process, a filter that misses). */
+	if (h->target && !matched) {
+		bgs_snap_set_error(h, "no region of the snapshot is a mapping "
+				   "of process %d that the filters select",
+				   h->target->pid);
 		return BGSNAP_EMISMATCH;
 	}
 	return 0;

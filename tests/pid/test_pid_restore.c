@@ -11,7 +11,9 @@
  *     header, in a record's payload, in the index, in the footer; empty,
  *     random bytes, a directory, missing) through 'verify' and 'restore':
  *     a non-zero exit, one clear line, and the target untouched;
- *   - a snapshot of another process: refused, nothing written.
+ *   - a snapshot of another process: refused, nothing written;
+ *   - a mapping gone since the snapshot (a thread's stack): a restore of
+ *     the whole process is refused, one limited to a data region works.
  */
 #include "pid_util.h"
 #include "testutil.h"
@@ -21,7 +23,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define GUEST_SIZE "64M"
@@ -187,6 +193,138 @@ static void test_restore_from_pipe(void **state)
 	pt_guest_must(&g, "release");
 	pt_guest_healthy(&g, 100, 0);
 	pt_guest_stop(&g);
+	unlink(file);
+}
+
+/* ---- a mapping gone since the snapshot -------------------------------------- */
+
+struct kid {
+	pid_t pid;
+	int to, from;
+	uint64_t data; /* the region to restore */
+};
+
+static void *idle_thread(void *arg)
+{
+	char c;
+
+	return read(*(int *)arg, &c, 1) < 0 ? NULL : arg;
+}
+
+/* A process with a data region and a thread on a stack of its own, which
+ * it unmaps when told ('j'): the snapshot then has a region that is gone. */
+static void __attribute__((noreturn)) kid_main(int in, int out)
+{
+	const size_t stack_len = 256 << 10;
+	/* Shared: a mapping of its own, never merged with the stack's. */
+	char *data = mmap(NULL, 1 << 20, PROT_READ | PROT_WRITE,
+			  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	char *stack = mmap(NULL, stack_len, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	pthread_attr_t attr;
+	pthread_t t;
+	int quit[2];
+	char c;
+
+	if (data == MAP_FAILED || stack == MAP_FAILED || pipe(quit))
+		_exit(1);
+	memset(data, 'a', 1 << 20);
+	memset(stack, 0, stack_len); /* populated: saved, not skipped */
+	pthread_attr_init(&attr);
+	pthread_attr_setstack(&attr, stack, stack_len);
+	if (pthread_create(&t, &attr, idle_thread, &quit[0]))
+		_exit(1);
+	if (write(out, &data, sizeof(data)) != sizeof(data) ||
+	    read(in, &c, 1) != 1)
+		_exit(1);
+	memset(data, 'b', 1 << 20); /* something for the restore to undo */
+	if (write(quit[1], "q", 1) != 1 || pthread_join(t, NULL))
+		_exit(1);
+	munmap(stack, stack_len);
+	if (write(out, "d", 1) != 1)
+		_exit(1);
+	while (read(in, &c, 1) > 0)
+		;
+	_exit(data[0] == 'a' ? 0 : 3); /* restored */
+}
+
+/* The kid of a failed test is killed by the teardown, never left. */
+static pid_t live_kid;
+
+static int kill_kid(void **state)
+{
+	(void)state;
+	if (live_kid > 0) {
+		kill(live_kid, SIGKILL);
+		waitpid(live_kid, NULL, 0);
+	}
+	live_kid = 0;
+	return 0;
+}
+
+static void kid_start(struct kid *k)
+{
+	int in[2], out[2];
+
+	assert_int_equal(pipe2(in, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+	k->pid = fork();
+	assert_true(k->pid >= 0);
+	if (!k->pid) {
+		/* Only our ends: the parent's closing them is our EOF. */
+		close(in[1]);
+		close(out[0]);
+		kid_main(in[0], out[1]);
+	}
+	live_kid = k->pid;
+	close(in[0]);
+	close(out[1]);
+	k->to = in[1];
+	k->from = out[0];
+	assert_int_equal(read(k->from, &k->data, sizeof(k->data)),
+			 sizeof(k->data));
+}
+
+static void test_mapping_gone(void **state)
+{
+	char file[256], pid[16], range[64];
+	struct pt_run r;
+	struct kid k;
+	int status;
+	char c;
+
+	(void)state;
+	path_in_dir(file, sizeof(file), "gone.bgs");
+	kid_start(&k);
+	snprintf(pid, sizeof(pid), "%d", (int)k.pid);
+	snprintf(range, sizeof(range), "%llx-%llx",
+		 (unsigned long long)k.data,
+		 (unsigned long long)k.data + (1 << 20));
+	pt_run(&r, RUN_MS, -1, "save", "--pid", pid, "-o", file, "-q", NULL);
+	if (r.code)
+		fail_msg("save: exit %d: %s", r.code, r.err);
+	pt_run_free(&r);
+	assert_int_equal(write(k.to, "j", 1), 1);
+	assert_int_equal(read(k.from, &c, 1), 1);
+	/* The whole process: a region of the snapshot is gone, refused. */
+	pt_run(&r, RUN_MS, -1, "restore", file, "--pid", pid, "--dry-run",
+	       NULL);
+	fprintf(stderr, "# %s", r.err);
+	assert_int_equal(r.code, 1);
+	assert_non_null(strstr(r.err, "nothing was written"));
+	pt_run_free(&r);
+	/* Only the data region: the thread's stack is none of its concern. */
+	pt_run(&r, RUN_MS, -1, "restore", file, "--pid", pid, "--include",
+	       range, NULL);
+	if (r.code)
+		fail_msg("restore --include: exit %d: %s", r.code, r.err);
+	pt_run_free(&r);
+	close(k.to);
+	assert_int_equal(waitpid(k.pid, &status, 0), k.pid);
+	live_kid = 0;
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0); /* 3: not restored */
+	close(k.from);
 	unlink(file);
 }
 
@@ -393,6 +531,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_round_trip_memfd),
 		cmocka_unit_test(test_round_trip_nonroot),
 		cmocka_unit_test(test_restore_from_pipe),
+		cmocka_unit_test_teardown(test_mapping_gone, kill_kid),
 		cmocka_unit_test(test_bad_files),
 		cmocka_unit_test(test_other_process),
 	};
