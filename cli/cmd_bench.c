@@ -301,6 +301,7 @@ struct bench {
 	bool json, quiet;
 	char dir[PATH_MAX - 64]; /* ours, inside parent_dir */
 	char exe[PATH_MAX];
+	char command[1024]; /* as given, for --json */
 	int failures;
 	uint64_t start_ns;
 	double load_start[3], load_end[3];
@@ -2065,6 +2066,7 @@ static int report_json(const struct bench *b)
 	cli_json_init(&j, stdout);
 	cli_json_object_begin(&j);
 	cli_json_kstr(&j, "version", bgsnap_version_string());
+	cli_json_kstr(&j, "command", b->command);
 	json_settings(&j, b);
 	json_load(&j, "load_avg_start", b->load_start);
 	json_load(&j, "load_avg_end", b->load_end);
@@ -2353,6 +2355,16 @@ static void report_text(const struct bench *b)
 		      "1 GiB):");
 }
 
+/* "bgsnap bench ARGS" (argv[0] is "bench"), cut to fit. */
+static void command_line(struct bench *b, int argc, char **argv)
+{
+	size_t len = (size_t)snprintf(b->command, sizeof(b->command), "bgsnap");
+
+	for (int i = 0; i < argc && len < sizeof(b->command); i++)
+		len += (size_t)snprintf(b->command + len,
+					sizeof(b->command) - len, " %s", argv[i]);
+}
+
 int cmd_bench(int argc, char **argv)
 {
 	struct bench b = {
@@ -2366,6 +2378,7 @@ int cmd_bench(int argc, char **argv)
 		return r;
 	if (!ready())
 		return EXIT_NOCAP;
+	command_line(&b, argc, argv);
 	cli_catch_signals();
 	signal(SIGPIPE, SIG_IGN);
 	b.start_ns = now_ns();

@@ -51,7 +51,7 @@ if(left)
 	message(FATAL_ERROR "files left behind: ${left}")
 endif()
 
-expect_keys("${out}" "the document" version settings load_avg_start
+expect_keys("${out}" "the document" version command settings load_avg_start
 	load_avg_end runtime_s sizes targets)
 string(JSON size GET "${out}" sizes 0)
 expect_keys("${size}" "a size" size_bytes floors methods targets)
