@@ -119,7 +119,7 @@ static const char bench_usage[] =
 	"figures (medians over the repeats):\n"
 	"  blackout   the longest time any writer was kept from running by the\n"
 	"             snapshot start, seen by the writers, the same way for\n"
-	"             every method: of each transfer that overlapped the start\n"
+	"             every method: of each transfer due within the start\n"
 	"             window, the time from when it was due (its rate's\n"
 	"             schedule, or the end of the writer's last transfer) to\n"
 	"             its end. The window runs from the call that starts the\n"

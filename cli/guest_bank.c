@@ -345,7 +345,7 @@ static void record_op(struct bank_writer *w, uint64_t lat_ns, uint64_t delay_ns)
 }
 
 /* A transfer that ended at @end, due at @due: counted in the window if
- * it overlapped it. */
+ * it was due in it. */
 static void window_note(struct bank_writer *w, uint64_t due, uint64_t end)
 {
 	struct bank *b = w->bank;
@@ -356,7 +356,7 @@ static void window_note(struct bank_writer *w, uint64_t due, uint64_t end)
 	const unsigned n = atomic_load_explicit(&w->win_steps,
 						memory_order_relaxed);
 
-	if (open && end >= open &&
+	if (open && due >= open &&
 	    due <= atomic_load_explicit(&b->win_close_ns,
 					memory_order_relaxed) &&
 	    end - due > atomic_load_explicit(&w->win_max_ns,
