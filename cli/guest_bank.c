@@ -344,8 +344,8 @@ static void record_op(struct bank_writer *w, uint64_t lat_ns, uint64_t delay_ns)
 	raise_max(&w->max_delay_ns, delay_ns);
 }
 
-/* A transfer that ended at @end, due at @due: counted in the window if
- * it was due in it. */
+/* A transfer that ended at @end, due at @due: if it overlapped the
+ * window, its delay from the later of its due time and the open. */
 static void window_note(struct bank_writer *w, uint64_t due, uint64_t end)
 {
 	struct bank *b = w->bank;
@@ -355,17 +355,18 @@ static void window_note(struct bank_writer *w, uint64_t due, uint64_t end)
 						   memory_order_acquire);
 	const unsigned n = atomic_load_explicit(&w->win_steps,
 						memory_order_relaxed);
+	const uint64_t delay = end - (due > open ? due : open);
 
-	if (open && due >= open &&
+	if (open && end >= open &&
 	    due <= atomic_load_explicit(&b->win_close_ns,
 					memory_order_relaxed) &&
-	    end - due > atomic_load_explicit(&w->win_max_ns,
-					     memory_order_relaxed)) {
-		atomic_store_explicit(&w->win_max_ns, end - due,
+	    delay > atomic_load_explicit(&w->win_max_ns,
+					 memory_order_relaxed)) {
+		atomic_store_explicit(&w->win_max_ns, delay,
 				      memory_order_relaxed);
 		if (n < BANK_WIN_STEPS) {
 			w->win_step_due[n] = due;
-			w->win_step_max[n] = end - due;
+			w->win_step_max[n] = delay;
 			/* Release: the step is written before it counts. */
 			atomic_store_explicit(&w->win_steps, n + 1,
 					      memory_order_release);

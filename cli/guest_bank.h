@@ -134,11 +134,12 @@ void bank_figures_reset(struct bank *b);
  * A window around an event that may stop the writers (a snapshot start):
  * bank_window_max() is the longest delay — from when a writer meant to
  * start a transfer (its rate's schedule, or the end of its last one) to
- * that transfer's end — of every transfer due within [open, close]: the
- * longest time any writer was kept from running by whatever happened in
- * the window, seen from the writers' side, whether it was a pause, a
- * ptrace stop, a blocked fault or a lost CPU. A delay that began before
- * the window (a writer already preempted) is not the event's. It waits
+ * that transfer's end, counted from the open at the earliest — of every
+ * transfer due by the close that ended after the open: the longest time
+ * any writer was kept from running by whatever happened in the window,
+ * seen from the writers' side, whether it was a pause, a ptrace stop, a
+ * blocked fault or a lost CPU. A delay's part before the open (a writer
+ * already preempted, or in a fault) is not the event's. It waits
  * (up to @timeout_ns) until every writer has ended a transfer after the
  * close, so a writer still stopped is counted; *@complete says whether
  * all did. One window at a time, opened and closed by one thread.
