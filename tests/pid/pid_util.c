@@ -176,8 +176,8 @@ static bool read_line(struct pt_guest *g, int timeout_ms)
 	}
 }
 
-static bool vcall(struct pt_guest *g, int timeout_ms, const char *fmt,
-		  va_list ap)
+static bool __attribute__((format(printf, 3, 0)))
+vcall(struct pt_guest *g, int timeout_ms, const char *fmt, va_list ap)
 {
 	char line[512];
 	int len = vsnprintf(line, sizeof(line) - 1, fmt, ap);
