@@ -410,7 +410,7 @@ static bool changed(const struct bgs_save *s, uint64_t page)
 }
 
 /* Pages not written since the parent are the parent's: recorded as such,
- * never read. They stay protected: tracking goes on. */
+ * never read. */
 static void store_parent_runs(struct bgs_save *s)
 {
 	const struct bgsnap *h = s->h;
@@ -437,6 +437,11 @@ static void store_parent_runs(struct bgs_save *s)
 			if (ret < 0)
 				bgs_save_fail(s, ret, "writing the snapshot: %s",
 					      bgsnap_strerror(ret));
+			/* Tracking goes on: they stay protected. Else nothing
+			 * needs them protected any more. */
+			else if (!s->keep_tracking)
+				unprotect(s, r, page_addr(r, p),
+					  n * BGS_PAGE_SIZE);
 			mark_saved(s, p, n);
 			s->pages_parent += n;
 			p += n;

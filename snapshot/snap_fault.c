@@ -275,12 +275,37 @@ static int reprotect_run(struct bgs_monitor *m, const struct bgs_region *r,
 	}
 }
 
-/* One pass over the unprotected pages, region by region, in runs.
- * Returns the pages protected, or -errno. */
-static int64_t reprotect_pass(struct bgs_monitor *m)
+/* The first unprotected page in [p, end), or end: clear words skipped
+ * whole, so a pass costs what was written, not what is mapped. */
+static uint64_t next_unprotected(struct bgs_monitor *m, uint64_t p,
+				 uint64_t end)
+{
+	while (p < end) {
+		const uint64_t word = atomic_load_explicit(
+			&m->unprotected[p / 64], memory_order_acquire) >> (p % 64);
+
+		if (word)
+			return p + (uint64_t)__builtin_ctzll(word) < end ?
+				       p + (uint64_t)__builtin_ctzll(word) : end;
+		p = (p / 64 + 1) * 64;
+	}
+	return end;
+}
+
+#define SERVE_EVERY_RUNS 32
+
+/*
+ * One pass over the unprotected pages, region by region, in runs.
+ * While the owner runs (@serve), faults are served every few runs: a
+ * writer must not wait for the whole pass, which grows with what was
+ * written. (In the pause there is no owner to serve.) Returns the pages
+ * protected, or -errno.
+ */
+static int64_t reprotect_pass(struct bgs_monitor *m, bool serve)
 {
 	const struct bgsnap *h = m->h;
 	int64_t done = 0;
+	unsigned runs = 0;
 
 	for (size_t i = 0; i < h->nregions; i++) {
 		const struct bgs_region *r = &h->regions[i];
@@ -288,16 +313,13 @@ static int64_t reprotect_pass(struct bgs_monitor *m)
 
 		if (!bgs_region_protected(r))
 			continue;
-		for (uint64_t p = r->first_page; p < end;) {
+		for (uint64_t p = next_unprotected(m, r->first_page, end);
+		     p < end; p = next_unprotected(m, p, end)) {
 			uint64_t n = 0;
 			int ret;
 
 			while (p + n < end && bgs_bit_get(m->unprotected, p + n))
 				n++;
-			if (!n) {
-				p++;
-				continue;
-			}
 			/* Clear first, then protect: see the DESIGN block. */
 			for (uint64_t k = p; k < p + n; k++)
 				atomic_fetch_and_explicit(
@@ -308,6 +330,11 @@ static int64_t reprotect_pass(struct bgs_monitor *m)
 				return ret;
 			done += (int64_t)n;
 			p += n;
+			if (serve && ++runs % SERVE_EVERY_RUNS == 0) {
+				if (read_batch(m, true) < 0)
+					return -EIO;
+				retry_deferred(m);
+			}
 		}
 	}
 	return done;
@@ -320,7 +347,7 @@ static int64_t switch_to_save(struct bgs_monitor *m, struct bgs_save *s)
 	const uint64_t words = (m->h->total_pages + 63) / 64;
 
 	do {
-		n = reprotect_pass(m);
+		n = reprotect_pass(m, false);
 		total += n > 0 ? n : 0;
 	} while (n > 0);
 	if (n < 0)
@@ -348,7 +375,7 @@ static int64_t run_command(struct bgs_monitor *m, enum bgs_mon_cmd cmd,
 {
 	switch (cmd) {
 	case BGS_CMD_REPROTECT:
-		return reprotect_pass(m);
+		return reprotect_pass(m, true);
 	case BGS_CMD_SWITCH:
 		return switch_to_save(m, s);
 	case BGS_CMD_DETACH:

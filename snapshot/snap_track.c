@@ -75,10 +75,14 @@ BGSNAP_API int bgsnap_track_written(const struct bgsnap *h, uint64_t *pages)
 struct rollback {
 	struct bgsnap *h;
 	struct bgs_monitor *m;
-	struct rs_reader *reader; /* the snapshot's file, if given */
+	const char *path;	  /* the snapshot's file, if given ... */
+	struct rs_reader *reader; /* ... opened when a page is not in memory */
 	int fd;
+	int open_error;
 	uint64_t pages;
 };
+
+static int open_snapshot(struct rollback *rb);
 
 /* Page @p's content at the snapshot instant, from memory or the file. */
 static const uint8_t *content_of(struct rollback *rb,
@@ -92,6 +96,8 @@ static const uint8_t *content_of(struct rollback *rb,
 
 	if (slot)
 		return m->undo_data + (size_t)(slot - 1) * BGS_PAGE_SIZE;
+	if (!rb->reader && rb->path && !rb->open_error)
+		rb->open_error = open_snapshot(rb);
 	if (!rb->reader)
 		return NULL;
 	i = bgs_rs_find(rb->reader, (uint32_t)(r - rb->h->regions),
@@ -109,6 +115,8 @@ static int write_back(struct rollback *rb, const struct bgs_region *r,
 	const uint8_t *src = content_of(rb, r, p);
 	const uint64_t addr = r->base + (p - r->first_page) * BGS_PAGE_SIZE;
 
+	if (!src && rb->open_error)
+		return rb->open_error; /* the message says why */
 	if (!src) {
 		bgs_snap_set_error(rb->h, "region '%s': page 0x%" PRIx64 " was "
 				   "not kept in memory%s", r->name, addr,
@@ -148,8 +156,9 @@ static int roll_back_pages(struct rollback *rb)
 	return 0;
 }
 
-static int open_snapshot(struct rollback *rb, const char *path)
+static int open_snapshot(struct rollback *rb)
 {
+	const char *path = rb->path;
 	struct rs_diag diag = { 0 };
 	int r;
 
@@ -174,7 +183,8 @@ BGSNAP_API int bgsnap_rollback(struct bgsnap *h,
 			       const struct bgsnap_rollback_opts *opts)
 {
 	const struct bgsnap_rollback_opts none = { 0 };
-	struct rollback rb = { .h = h, .m = h->monitor, .fd = -1 };
+	struct rollback rb = { .h = h, .m = h->monitor, .fd = -1,
+			       .path = opts ? opts->path : NULL };
 	const uint64_t t0 = bgs_now_ns();
 	int64_t n;
 	int r = 0;
@@ -188,11 +198,9 @@ BGSNAP_API int bgsnap_rollback(struct bgsnap *h,
 				   "with BGSNAP_SAVE_KEEP_TRACKING)");
 		return -ENOENT;
 	}
-	if (opts->path)
-		r = open_snapshot(&rb, opts->path);
-	if (!r && h->target)
+	if (h->target)
 		r = bgs_target_freeze(h->target);
-	else if (!r && opts->pause)
+	else if (opts->pause)
 		r = opts->pause(opts->arg);
 	if (!r) {
 		r = roll_back_pages(&rb);
