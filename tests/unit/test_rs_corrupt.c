@@ -649,6 +649,7 @@ static void test_random_files(void **state)
 	for (int i = 0; i < 600; i++) {
 		size_t len = tu_rand(&seed) % (base_len + 4096);
 		const int kind = i % 3;
+		bool only_lz4 = kind == 2;
 		int o, s;
 
 		for (size_t k = 0; k < len; k++)
@@ -662,12 +663,21 @@ static void test_random_files(void **state)
 
 			len = base_len;
 			memcpy(buf, base, len);
-			for (int k = 0; k < n; k++)
-				buf[tu_rand(&seed) % len] ^=
-					(uint8_t)(1 + tu_rand(&seed) % 255);
+			for (int k = 0; k < n; k++) {
+				const size_t off = tu_rand(&seed) % len;
+				unsigned want_o, want_s;
+
+				buf[off] ^= (uint8_t)(1 + tu_rand(&seed) % 255);
+				flip_expect(off, &want_o, &want_s);
+				only_lz4 &= !!(want_o & LZ4_SAME);
+			}
 		}
 		o = run_open(buf, len);
 		s = run_stream(buf, len);
+		/* Changes to lz4 data alone may decode to the same pages: the
+		 * store is then still right (see flip_expect). */
+		if (only_lz4 && !o && !s)
+			continue;
 		if (!is_store_error(o) || !is_store_error(s))
 			fail_msg("random file %d (kind %d, %zu bytes): open %d,"
 				 " stream %d", i, kind, len, o, s);
