@@ -1856,10 +1856,14 @@ static void print_targets(const struct targets *ts, const char *title)
 		const struct target *t = &ts->t[i];
 		char v[24], l[24], r[16] = "";
 
-		snprintf(v, sizeof(v), isnan(t->value) ? "-" : "%.3g %s",
-			 t->value, t->unit);
-		snprintf(l, sizeof(l), isnan(t->limit) ? "" : "%.3g %s",
-			 t->limit, t->unit);
+		if (isnan(t->value))
+			snprintf(v, sizeof(v), "-");
+		else
+			snprintf(v, sizeof(v), "%.3g %s", t->value, t->unit);
+		if (isnan(t->limit))
+			l[0] = '\0';
+		else
+			snprintf(l, sizeof(l), "%.3g %s", t->limit, t->unit);
 		if (!isnan(t->ratio) && !isnan(t->limit))
 			snprintf(r, sizeof(r), "x%.3g", t->ratio);
 		printf("  %s %-43s %11s %s %-11s %-7s%s%s\n", verdict[t->ok + 1],
