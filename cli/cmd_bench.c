@@ -1363,7 +1363,8 @@ static int run_incr(struct ctx *c)
 	if (tracked_base(c, "") || incr_gap(c))
 		return -1;
 	save_words(c->b, words, sizeof(words));
-	snprintf(cmd, sizeof(cmd), "save %s uffd incremental %s", c->file,
+	/* Tracking goes on, as in a chain ('bgsnap watch'). */
+	snprintf(cmd, sizeof(cmd), "save %s uffd incremental keep %s", c->file,
 		 words);
 	r = memwatch_start(&mw, &c->g);
 	if (r) {

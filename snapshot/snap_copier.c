@@ -445,9 +445,9 @@ static void store_parent_runs(struct bgs_save *s)
 			mark_saved(s, p, n);
 			s->pages_parent += n;
 			p += n;
-		}
-		if (!s->stop_the_world)
+			/* A writer must not wait for the whole walk. */
 			serve_faults(s);
+		}
 	}
 }
 

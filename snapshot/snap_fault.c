@@ -275,23 +275,6 @@ static int reprotect_run(struct bgs_monitor *m, const struct bgs_region *r,
 	}
 }
 
-/* The first unprotected page in [p, end), or end: clear words skipped
- * whole, so a pass costs what was written, not what is mapped. */
-static uint64_t next_unprotected(struct bgs_monitor *m, uint64_t p,
-				 uint64_t end)
-{
-	while (p < end) {
-		const uint64_t word = atomic_load_explicit(
-			&m->unprotected[p / 64], memory_order_acquire) >> (p % 64);
-
-		if (word)
-			return p + (uint64_t)__builtin_ctzll(word) < end ?
-				       p + (uint64_t)__builtin_ctzll(word) : end;
-		p = (p / 64 + 1) * 64;
-	}
-	return end;
-}
-
 #define SERVE_EVERY_RUNS 32
 
 /*
@@ -313,8 +296,11 @@ static int64_t reprotect_pass(struct bgs_monitor *m, bool serve)
 
 		if (!bgs_region_protected(r))
 			continue;
-		for (uint64_t p = next_unprotected(m, r->first_page, end);
-		     p < end; p = next_unprotected(m, p, end)) {
+		/* Clear words are skipped whole: a pass costs what was
+		 * written, not what is mapped. */
+		for (uint64_t p = bgs_bit_next(m->unprotected, r->first_page,
+					       end);
+		     p < end; p = bgs_bit_next(m->unprotected, p, end)) {
 			uint64_t n = 0;
 			int ret;
 

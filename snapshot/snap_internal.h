@@ -382,6 +382,22 @@ static inline bool bgs_bit_get(_Atomic uint64_t *map, uint64_t bit)
 	return atomic_load_explicit(&map[bit / 64], memory_order_acquire) &
 	       (1ULL << (bit % 64));
 }
+/* The first set bit in [bit, end), or end; clear words skipped whole. */
+static inline uint64_t bgs_bit_next(_Atomic uint64_t *map, uint64_t bit,
+				    uint64_t end)
+{
+	while (bit < end) {
+		const uint64_t word = atomic_load_explicit(
+			&map[bit / 64], memory_order_acquire) >> (bit % 64);
+
+		if (word) {
+			bit += (uint64_t)__builtin_ctzll(word);
+			return bit < end ? bit : end;
+		}
+		bit = (bit / 64 + 1) * 64;
+	}
+	return end;
+}
 
 /* snap_fault.c / snap_copier.c: thread bodies */
 void *bgs_fault_main(void *arg);

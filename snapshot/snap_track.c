@@ -140,12 +140,11 @@ static int roll_back_pages(struct rollback *rb)
 
 		if (!bgs_region_protected(r))
 			continue;
-		for (uint64_t p = r->first_page; p < end; p++) {
-			int ret;
+		for (uint64_t p = bgs_bit_next(rb->m->written, r->first_page,
+					       end);
+		     p < end; p = bgs_bit_next(rb->m->written, p + 1, end)) {
+			const int ret = write_back(rb, r, p);
 
-			if (!bgs_bit_get(rb->m->written, p))
-				continue;
-			ret = write_back(rb, r, p);
 			if (ret)
 				return ret;
 			atomic_fetch_and(&rb->m->written[p / 64],
