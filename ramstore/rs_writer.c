@@ -628,34 +628,56 @@ int bgs_rs_put_attachment(struct rs_writer *w, const char *name,
 
 /* ---- commit -------------------------------------------------------------- */
 
+/* Index entries are encoded a chunk at a time, twice (once for the
+ * checksum the header carries, once to write them): no second copy of a
+ * large index in memory. */
+#define INDEX_CHUNK 1024u
+
+static void encode_index(const struct rs_writer *w, size_t from, size_t n,
+			 struct rs_disk_index *ix)
+{
+	for (size_t i = from; i < from + n; i++) {
+		if (i < w->natt)
+			bgs_rs_index_encode(&ix[i - from], RS_REC_ATTACHMENT,
+					    &(struct rs_extent){
+						    .offset = w->att[i].offset,
+						    .stored_len =
+							    w->att[i].stored_len,
+					    });
+		else
+			bgs_rs_index_encode(&ix[i - from], RS_REC_PAGES,
+					    &w->ext[i - w->natt]);
+	}
+}
+
 static int write_index(struct rs_writer *w)
 {
 	const size_t n = w->natt + w->next;
-	struct rs_disk_index *ix = malloc((n ? n : 1) * sizeof(*ix));
+	struct rs_disk_index ix[INDEX_CHUNK];
 	uint8_t rec[RS_RECHDR_SIZE];
+	XXH3_state_t st;
 	int ret;
 
-	if (!ix)
-		return -ENOMEM;
-	for (size_t i = 0; i < w->natt; i++)
-		bgs_rs_index_encode(&ix[i], RS_REC_ATTACHMENT,
-				    &(struct rs_extent){
-					    .offset = w->att[i].offset,
-					    .stored_len = w->att[i].stored_len,
-				    });
-	for (size_t i = 0; i < w->next; i++)
-		bgs_rs_index_encode(&ix[w->natt + i], RS_REC_PAGES, &w->ext[i]);
+	XXH3_64bits_reset(&st);
+	for (size_t i = 0; i < n; i += INDEX_CHUNK) {
+		const size_t k = n - i < INDEX_CHUNK ? n - i : INDEX_CHUNK;
+
+		encode_index(w, i, k, ix);
+		XXH3_64bits_update(&st, ix, k * sizeof(*ix));
+	}
 	bgs_rs_rec_encode(rec, &(struct rs_rechdr){
 				       .type = RS_REC_INDEX,
 				       .c = n,
 				       .payload_len = n * sizeof(*ix),
-				       .data_csum =
-					       bgs_rs_hash(ix, n * sizeof(*ix)),
+				       .data_csum = XXH3_64bits_digest(&st),
 			       });
 	ret = bgs_rs_wq_append(&w->q, rec, sizeof(rec));
-	if (!ret)
-		ret = bgs_rs_wq_append(&w->q, ix, n * sizeof(*ix));
-	free(ix);
+	for (size_t i = 0; i < n && !ret; i += INDEX_CHUNK) {
+		const size_t k = n - i < INDEX_CHUNK ? n - i : INDEX_CHUNK;
+
+		encode_index(w, i, k, ix);
+		ret = bgs_rs_wq_append(&w->q, ix, k * sizeof(*ix));
+	}
 	return ret;
 }
 
