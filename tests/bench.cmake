@@ -100,3 +100,12 @@ add_test(NAME bench_smoke
 		-P ${_bench_check})
 set_tests_properties(bench_smoke PROPERTIES TIMEOUT 60 LABELS bench
 	SKIP_REGULAR_EXPRESSION "SKIP: ")
+
+# Restore against its floors (issue 5); the smoke run at a tiny size checks
+# that every restore it times is right (each is compared with its source).
+add_executable(bench_restore bench/bench_restore.c)
+target_link_libraries(bench_restore PRIVATE bgs_testcommon PkgConfig::LZ4
+	PkgConfig::XXHASH)
+add_test(NAME bench_restore_smoke
+	COMMAND bench_restore -s 16 -l 16,32 -r 1 -d /tmp)
+set_tests_properties(bench_restore_smoke PROPERTIES TIMEOUT 60 LABELS bench)
