@@ -17,6 +17,7 @@
  * the median from the page cache.
  */
 #include "rs_testutil.h"
+#include "testutil.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -387,18 +388,6 @@ static void bench_content(struct bench *b, enum rt_content c,
 	fflush(stdout);
 }
 
-/* The machine may be shared: say how busy it was. */
-static const char *loadavg(char *buf, size_t len)
-{
-	FILE *f = fopen("/proc/loadavg", "re");
-
-	if (!f || !fgets(buf, (int)len, f))
-		snprintf(buf, len, "?\n");
-	if (f)
-		fclose(f);
-	return buf;
-}
-
 static void usage(void)
 {
 	fprintf(stderr, "usage: bench_ramstore [-s MiB] [-d dir] "
@@ -446,7 +435,7 @@ int main(int argc, char **argv)
 	printf("bench_ramstore: %zu MiB, %d repeats (median), lz4 "
 	       "acceleration %d, files in %s, %ld CPUs, load %s",
 	       b.size >> 20, b.repeats, b.accel, b.dir,
-	       sysconf(_SC_NPROCESSORS_ONLN), loadavg(load, sizeof(load)));
+	       sysconf(_SC_NPROCESSORS_ONLN), tu_loadavg(load, sizeof(load)));
 	bench_content(&b, RT_ZERO, "all-zero");
 	bench_content(&b, RT_REALISTIC, "realistic");
 	bench_content(&b, RT_RANDOM, "random");

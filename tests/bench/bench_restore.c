@@ -22,6 +22,7 @@
  *   bench_restore [-s MiB] [-l MiB,MiB...] [-d dir] [-r repeats]
  */
 #include "rs_testutil.h"
+#include "testutil.h"
 
 #include "bgsnap.h"
 
@@ -335,17 +336,6 @@ static void bench_lazy(struct bench *b, size_t len)
 
 /* ---- main ------------------------------------------------------------------ */
 
-static const char *loadavg(char *buf, size_t len)
-{
-	FILE *f = fopen("/proc/loadavg", "re");
-
-	if (!f || !fgets(buf, (int)len, f))
-		snprintf(buf, len, "?\n");
-	if (f)
-		fclose(f);
-	return buf;
-}
-
 static void usage(void)
 {
 	fprintf(stderr, "usage: bench_restore [-s MiB] [-l MiB,MiB...] "
@@ -405,12 +395,12 @@ int main(int argc, char **argv)
 	printf("bench_restore: realistic content, %d repeats (median), "
 	       "files in %s, %ld CPUs, load %s",
 	       b.repeats, b.dir, sysconf(_SC_NPROCESSORS_ONLN),
-	       loadavg(load, sizeof(load)));
+	       tu_loadavg(load, sizeof(load)));
 	/* A missed target is a figure to report, not a failure. */
 	bench_eager(&b, eager);
 	printf("lazy (targets: resume < 5 ms, fault service p50 < 50 us):\n");
 	for (int i = 0; i < nlazy; i++)
 		bench_lazy(&b, lazy[i]);
-	printf("load at the end %s", loadavg(load, sizeof(load)));
+	printf("load at the end %s", tu_loadavg(load, sizeof(load)));
 	return 0;
 }

@@ -211,3 +211,14 @@ void tu_open_wp(struct bgs_uffd *u)
 		exit(1);
 	}
 }
+
+const char *tu_loadavg(char *buf, size_t len)
+{
+	FILE *f = fopen("/proc/loadavg", "re");
+
+	if (!f || !fgets(buf, (int)len, f))
+		snprintf(buf, len, "?\n");
+	if (f)
+		fclose(f);
+	return buf;
+}

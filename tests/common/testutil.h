@@ -68,5 +68,9 @@ void tu_assert_unprotected(const void *addr, size_t len);
  * has a name containing @needle: temp files left behind. */
 void tu_assert_no_file_like(const char *dir, const char *needle);
 
+/* /proc/loadavg's line into @buf (benchmarks say how busy the machine
+ * was), or "?"; returns @buf. */
+const char *tu_loadavg(char *buf, size_t len);
+
 /* A fresh empty directory under /tmp for this test; removed at exit. */
 const char *tu_tmpdir(void);
