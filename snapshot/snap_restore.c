@@ -12,7 +12,11 @@
  *           footer, region table, index and the coverage of every page);
  *   pass 2  decode every record straight into its region; zero runs
  *           release their pages instead (MADV_DONTNEED/MADV_REMOVE).
- * The owner's pause callback brackets pass 2 only. A stream (pipe) is
+ * The owner's pause callback brackets pass 2 only. Fresh memory (private
+ * anonymous, no page present or swapped out: the new guest RAM a VMM
+ * restores into) takes one pass that checks and writes at once, the owner
+ * paused throughout: should a record prove damaged, dropping the regions'
+ * pages puts them back exactly as they were, empty. A stream (pipe) is
  * first spooled to an unnamed temporary file, then restored the same way:
  * memory stays a few buffers whatever the snapshot's size.
  */
@@ -579,9 +583,16 @@ void bgs_restore_free(struct bgs_restore *r)
 
 /* ---- the two passes ------------------------------------------------------ */
 
+/* What a pass does with each record. */
+enum pass_kind {
+	PASS_CHECK,	/* decode it aside: every checksum proved */
+	PASS_APPLY,	/* write it into its region */
+	PASS_BOTH,	/* fresh memory: write in place, check the rest */
+};
+
 struct pass {
 	struct bgs_restore *r;
-	bool apply;
+	enum pass_kind kind;
 	_Atomic size_t next;
 };
 
@@ -667,25 +678,27 @@ static int apply_record(struct bgs_restore *r, const struct bgs_region *g,
 }
 
 /*
- * One record, in pass 1 (decode into @scratch: checks) or pass 2 (apply).
- * In this process and for real, pass 2 decodes straight into the region.
+ * One record: checked (decoded into @scratch), applied, or both. In this
+ * process and for real, applying decodes straight into the region.
  */
-static int one_record(struct bgs_restore *r, bool apply, struct rs_decoder *dec,
-		      uint8_t *scratch, uint8_t *spare, size_t i)
+static int one_record(struct bgs_restore *r, enum pass_kind kind,
+		      struct rs_decoder *dec, uint8_t *scratch, uint8_t *spare,
+		      size_t i)
 {
 	const struct rs_extent *e = bgs_rs_extent(r->reader, i);
 	const struct bgs_region *g = r->dest[e->region];
 	const uint64_t addr = g ? g->base + e->first * BGS_PAGE_SIZE : 0;
 	const uint64_t len = e->npages * BGS_PAGE_SIZE;
+	const bool apply = kind != PASS_CHECK && g;
 	const bool in_place = apply && !r->h->target &&
 			      !(r->opts.flags & BGSNAP_RESTORE_DRY_RUN);
 	struct rs_diag diag = { 0 };
 	int ret;
 
-	/* Pass 1 checks every record, also of a region this restore leaves
+	/* Checking covers every record, also of a region this restore leaves
 	 * alone (not registered, or filtered out): a damaged file is refused
-	 * whole, before anything is written. */
-	if (!g && apply)
+	 * whole. */
+	if (!g && kind == PASS_APPLY)
 		return 0;
 	ret = bgs_rs_decode_to(r->reader, dec, i,
 			       in_place ? (void *)(uintptr_t)addr : scratch,
@@ -735,7 +748,7 @@ static void *pass_worker(void *arg)
 	}
 	for (size_t i; !bgs_first_error_get(&r->error) &&
 		       (i = atomic_fetch_add(&p->next, 1)) < n;)
-		one_record(r, p->apply, dec, scratch, spare, i);
+		one_record(r, p->kind, dec, scratch, spare, i);
 out_free:
 	free(spare);
 	free(scratch);
@@ -743,8 +756,9 @@ out_free:
 	return NULL;
 }
 
-static unsigned thread_count(const struct bgs_restore *r, bool apply)
+static unsigned thread_count(const struct bgs_restore *r, enum pass_kind kind)
 {
+	const bool apply = kind != PASS_CHECK;
 	long n = r->opts.threads ? (long)r->opts.threads :
 				   sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -755,11 +769,11 @@ static unsigned thread_count(const struct bgs_restore *r, bool apply)
 	return n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS : (unsigned)n;
 }
 
-static int run_pass(struct bgs_restore *r, bool apply)
+static int run_pass(struct bgs_restore *r, enum pass_kind kind)
 {
-	struct pass p = { .r = r, .apply = apply };
+	struct pass p = { .r = r, .kind = kind };
 	pthread_t t[MAX_THREADS];
-	const unsigned n = thread_count(r, apply);
+	const unsigned n = thread_count(r, kind);
 	unsigned started = 0;
 
 	while (started + 1 < n &&
@@ -808,20 +822,91 @@ static void resume_owner(struct bgs_restore *r)
 		r->opts.resume(r->opts.arg);
 }
 
+static int page_found(void *arg, uint64_t start, uint64_t end, uint64_t cats)
+{
+	(void)arg, (void)start, (void)end, (void)cats;
+	return 1;
+}
+
+/* Every region written is private anonymous memory in this process with
+ * no page present or swapped out: nothing in it to lose. */
+static bool fresh(const struct bgs_restore *r)
+{
+	const struct bgs_scan_query q = {
+		.anyof = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+	};
+	struct bgs_pagemap pm;
+	bool empty = true;
+
+	if (r->h->target || (r->opts.flags & BGSNAP_RESTORE_DRY_RUN) ||
+	    bgs_uffd_pagemap_open(&pm, 0))
+		return false;
+	for (size_t k = 0; k < bgs_rs_region_count(r->reader) && empty; k++) {
+		const struct bgs_region *g = r->dest[k];
+
+		if (g)
+			empty = bgs_region_is_anon(g) &&
+				bgs_uffd_pagemap_scan(&pm, g->base,
+						      g->base + g->len, &q,
+						      page_found, NULL) == 0;
+	}
+	bgs_uffd_pagemap_close(&pm);
+	return empty;
+}
+
+/* A damaged record met in fresh memory: empty it again, as it was. */
+static void empty_again(const struct bgs_restore *r)
+{
+	for (size_t k = 0; k < bgs_rs_region_count(r->reader); k++)
+		if (r->dest[k])
+			bgs_restore_zero(r->dest[k], r->dest[k]->base,
+					 r->dest[k]->len);
+}
+
+/* Fresh memory, proved so with the owner paused: one pass. */
+static int eager_fresh(struct bgs_restore *r, bool *done)
+{
+	int ret = pause_owner(r);
+
+	*done = ret || fresh(r);
+	if (!*done) {
+		resume_owner(r); /* written meanwhile: two passes */
+		return 0;
+	}
+	if (ret)
+		return ret;
+	ret = bgs_restore_attachments(r);
+	if (!ret)
+		ret = run_pass(r, PASS_BOTH);
+	if (ret)
+		empty_again(r);
+	resume_owner(r);
+	return ret;
+}
+
 static int eager(struct bgs_restore *r)
 {
-	int ret = run_pass(r, false);
+	bool done = false;
+	int ret;
 
+	/* A first look without pausing: an owner rarely touches the memory
+	 * it is about to restore into, and so is rarely paused twice. */
+	if (fresh(r)) {
+		ret = eager_fresh(r, &done);
+		if (done)
+			return ret;
+	}
+	ret = run_pass(r, PASS_CHECK);
 	if (!ret)
 		ret = bgs_restore_attachments(r);
 	if (ret)
 		return ret;
 	if (r->opts.flags & BGSNAP_RESTORE_DRY_RUN)
-		return run_pass(r, true);
+		return run_pass(r, PASS_APPLY);
 	ret = pause_owner(r);
 	if (ret)
 		return ret;
-	ret = run_pass(r, true);
+	ret = run_pass(r, PASS_APPLY);
 	resume_owner(r);
 	return ret;
 }

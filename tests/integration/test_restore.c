@@ -10,6 +10,7 @@
 #include "testutil.h"
 #include "guest_bank.h"
 #include "ramstore.h"
+#include "uffd.h"
 #include "bgsnap.h"
 
 #include <errno.h>
@@ -151,6 +152,13 @@ static void round_trip(enum kind k, bool lazy)
 		st.stall_ns_p99 / 1e3);
 	if (lazy)
 		assert_int_equal(st.pages_by_fault + st.pages_by_fill, len / PG);
+	if (!lazy && (k == ANON || k == THP)) {
+		/* Fresh private memory: one pass, each record read once. */
+		struct stat fst;
+
+		assert_int_equal(stat(s.path, &fst), 0);
+		assert_true(st.bytes_read <= (uint64_t)fst.st_size);
+	}
 	bgsnap_free(h);
 	tu_unmap(mem, len);
 	drop_source(&s);
@@ -392,6 +400,59 @@ static bool page_raises_sigbus(volatile char *p)
 	return bus;
 }
 
+static int found(void *arg, uint64_t start, uint64_t end, uint64_t cats)
+{
+	(void)arg, (void)start, (void)end, (void)cats;
+	return 1;
+}
+
+/* No page of [mem, mem + len) is present or swapped out. */
+static bool empty(const char *mem, size_t len)
+{
+	const struct bgs_scan_query q = {
+		.anyof = PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+	};
+	struct bgs_pagemap pm;
+	int ret;
+
+	assert_int_equal(bgs_uffd_pagemap_open(&pm, 0), 0);
+	ret = bgs_uffd_pagemap_scan(&pm, (uint64_t)(uintptr_t)mem,
+				    (uint64_t)(uintptr_t)mem + len, &q, found,
+				    NULL);
+	bgs_uffd_pagemap_close(&pm);
+	assert_true(ret >= 0);
+	return ret == 0;
+}
+
+/* Fresh memory is restored in one pass: a damaged record met halfway
+ * leaves it as empty as it was. */
+static void test_damaged_eager_fresh(void **state)
+{
+	const size_t len = 16 * MiB;
+	struct source s = { 0 };
+	char bad[300], *mem;
+	struct bgsnap *h;
+
+	(void)state;
+	make_snapshot(&s, ANON, len, NULL);
+	snprintf(bad, sizeof(bad), "%s.bad", s.path);
+	for (int d = 0; d < DAMAGE_COUNT; d++) {
+		h = destination(ANON, len, &mem);
+		assert_true(empty(mem, len));
+		damage(s.path, bad, (enum damage)d);
+		assert_true(bgsnap_restore(h, bad, NULL) < 0);
+		assert_true(bgsnap_last_error(h)[0] != '\0');
+		if (!empty(mem, len))
+			fail_msg("damage %d: pages left in the memory", d);
+		for (size_t i = 0; i < len; i += PG)
+			assert_int_equal(mem[i], 0);
+		bgsnap_free(h);
+		tu_unmap(mem, len);
+	}
+	unlink(bad);
+	drop_source(&s);
+}
+
 static void test_damaged_lazy(void **state)
 {
 	const size_t len = 16 * MiB;
@@ -620,6 +681,7 @@ int main(void)
 		cmocka_unit_test(test_lazy_hugetlb),
 		cmocka_unit_test(test_lazy_with_owner_running),
 		cmocka_unit_test(test_damaged_eager_writes_nothing),
+		cmocka_unit_test(test_damaged_eager_fresh),
 		cmocka_unit_test(test_damaged_lazy),
 		cmocka_unit_test(test_region_mismatch),
 		cmocka_unit_test(test_from_pipe_with_attachment),
