@@ -98,9 +98,7 @@ int bgs_rs_writer_open_fd(struct rs_writer **w, int fd,
 /*
  * Store @npages pages of region @region starting at page @first (counted in
  * 4 KiB pages from the region's start), copying them out of @src. When this
- * returns, @src is no longer referenced. All-zero pages cost no data (with
- * lz4, a few zero pages between data pages are stored in their record,
- * where they cost a few bytes, rather than as a record of their own). May
+ * returns, @src is no longer referenced. All-zero pages cost no data. May
  * wait for buffer space (back-pressure). A huge page of a hugetlb region is
  * never split across records: @first and @npages must be multiples of it.
  */
@@ -125,8 +123,8 @@ void bgs_rs_writer_abort(struct rs_writer *w);
 
 struct rs_writer_stats {
 	uint64_t pages;		/* pages stored, all encodings */
-	uint64_t zero_pages;	/* of which stored as zero runs */
-	uint64_t raw_bytes;	/* bytes of page data in data records */
+	uint64_t zero_pages;	/* of which all zero */
+	uint64_t raw_bytes;	/* bytes of non-zero page data handed in */
 	uint64_t stored_bytes;	/* bytes of the store so far, written or
 				 * queued in the buffer pool */
 	uint64_t records;

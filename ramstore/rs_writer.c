@@ -470,53 +470,26 @@ static int emit_data(struct rs_writer *w, uint32_t region, uint64_t first,
 	return add_extent(w, &e);
 }
 
-/*
- * With compression, a run of zero pages shorter than this between data
- * pages is stored inside their record (lz4 makes a zero page a few bytes)
- * rather than as a record of its own: fewer records, a smaller index to
- * read before a lazy restore can resume, fewer records to decode.
- */
-#define ZERO_RUN_MIN_PAGES 8u
-
-static bool unit_is_zero(const uint8_t *p, uint64_t unit)
-{
-	for (uint64_t k = 0; k < unit; k++)
-		if (!bgs_rs_page_is_zero(p + k * RS_PAGE))
-			return false;
-	return true;
-}
-
-/*
- * The next record at @p: *@n becomes its pages (at most *@n and @max, in
- * units of @unit pages: a huge page is zero only if all of it is), and
- * the result says whether it is a zero run. Zero runs shorter than
- * @min_zero pages go with the data around them.
- */
+/* Pages [0, *n) at @p that are all zero, or all not, in units of @unit
+ * pages (a huge page is zero only if all of it is), at most @max. */
 static bool classify(const uint8_t *p, uint64_t *n, uint64_t unit,
-		     uint64_t max, uint64_t min_zero)
+		     uint64_t max)
 {
-	const uint64_t lim = *n < max ? *n : max;
-	uint64_t i, zeros = 0; /* the zero pages just before i */
-	bool data = false;
+	bool zero = true;
+	uint64_t i = 0;
 
-	for (i = 0; i < lim; i += unit) {
-		if (unit_is_zero(p + i * RS_PAGE, unit)) {
-			zeros += unit;
-			if (data && zeros >= min_zero) {
-				*n = i + unit - zeros; /* the data before */
-				return false;
-			}
-		} else {
-			if (!data && zeros >= min_zero) {
-				*n = zeros; /* a zero run, data after it */
-				return true;
-			}
-			data = true;
-			zeros = 0;
-		}
+	while (i < *n && i < max) {
+		bool z = true;
+
+		for (uint64_t k = 0; k < unit && z; k++)
+			z = bgs_rs_page_is_zero(p + (i + k) * RS_PAGE);
+		if (i && z != zero)
+			break;
+		zero = z;
+		i += unit;
 	}
-	*n = lim;
-	return !data;
+	*n = i;
+	return zero;
 }
 
 int bgs_rs_put_pages(struct rs_writer *w, uint32_t region, uint64_t first,
@@ -524,20 +497,18 @@ int bgs_rs_put_pages(struct rs_writer *w, uint32_t region, uint64_t first,
 {
 	const uint8_t *p = src;
 	int ret = check_run(w, region, first, npages);
-	uint64_t unit, max, min_zero, zero = 0;
+	uint64_t unit, max, zero = 0;
 
 	if (ret)
 		return ret;
 	unit = bgs_rs_region_unit(&w->head.regions[region]);
 	max = bgs_rs_region_max_pages(&w->head.regions[region]);
-	/* A zero huge page is always a zero run: restored, it stays unmapped. */
-	min_zero = w->comp == RS_COMP_LZ4 && unit == 1 ? ZERO_RUN_MIN_PAGES : 1;
 	for (uint64_t done = 0, n; done < npages; done += n) {
 		const uint8_t *at = p + done * RS_PAGE;
 		bool z;
 
 		n = npages - done;
-		z = classify(at, &n, unit, max, min_zero);
+		z = classify(at, &n, unit, max);
 		if (z) {
 			ret = emit_empty(w, region, first + done, n,
 					 RS_ENC_ZERO);

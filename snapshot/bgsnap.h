@@ -325,7 +325,7 @@ struct bgsnap_stats {
 	uint64_t pages_zero;	   /* stored as zero (no data) */
 	uint64_t pages_unpopulated; /* of those, skipped without reading */
 	uint64_t bytes_written;	   /* bytes of the snapshot file */
-	uint64_t raw_bytes;	   /* bytes of page data saved as data */
+	uint64_t raw_bytes;	   /* bytes of non-zero page data saved */
 	double compression_ratio;  /* raw_bytes / page data bytes stored */
 	uint64_t faults;	   /* write faults served */
 	uint64_t stall_ns_p50;	   /* writer stall: fault read to unprotect */
