@@ -439,8 +439,11 @@ struct bgsnap_restore_opts {
  * record's checksums, coverage of every page — before the first byte is
  * written; then every page is decoded straight into its region (zero runs
  * release pages instead of writing them). The owner is paused through the
- * callbacks around the writes only. Synchronous: bgsnap_wait() then just
- * returns the result.
+ * callbacks around the writes only. Fresh memory (private anonymous
+ * regions with no page present or swapped out, as new guest RAM is) is
+ * checked and written in one pass, the owner paused throughout: if a
+ * record proves damaged, the regions are emptied again, as they were.
+ * Synchronous: bgsnap_wait() then just returns the result.
  *
  * Lazy (BGSNAP_RESTORE_LAZY): header, index and region table are checked,
  * the attachments handed back, the regions registered for missing-page
