@@ -668,8 +668,14 @@ void bgs_save_teardown(struct bgs_save *s)
 
 	/* The fault thread lets go of the save; tracking goes on, or the
 	 * monitor stops: nothing protected any more, nobody blocked. */
-	if (m && s->keep_tracking && !bgs_save_error(s))
+	if (m && s->keep_tracking && !bgs_save_error(s)) {
 		bgs_monitor_command(m, BGS_CMD_DETACH, NULL);
+		/* A fault queued for the copier after its last look, on a
+		 * page the scan saved meanwhile: the page stays protected
+		 * for tracking, so its writer sleeps until it is served.
+		 * Detached, the fault thread queues no more. */
+		serve_faults(s);
+	}
 	result = bgs_save_error(s);
 	if (m && (!s->keep_tracking || result))
 		stop_monitor(s);
