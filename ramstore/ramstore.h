@@ -216,6 +216,11 @@ int bgs_rs_decoder_new(struct rs_decoder **dec);
 void bgs_rs_decoder_free(struct rs_decoder *dec);
 int bgs_rs_decode_to(const struct rs_reader *r, struct rs_decoder *dec,
 		     size_t i, void *dst, struct rs_diag *diag);
+/* The same from @rec, the record's bytes (RS_RECHDR_SIZE + stored_len,
+ * from the extent's offset) the caller read, with other records, in one
+ * large read. */
+int bgs_rs_decode_from(const struct rs_reader *r, size_t i, const void *rec,
+		       void *dst, struct rs_diag *diag);
 
 /*
  * Check everything: every record's header and data checksums, that every

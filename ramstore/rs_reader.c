@@ -558,17 +558,14 @@ static int read_rec(const struct rs_reader *r, const struct rs_extent *e,
 			     e->offset + RS_RECHDR_SIZE, "record", d);
 }
 
-static int read_checked(const struct rs_reader *r, const struct rs_extent *e,
-			uint8_t *dst, uint64_t *csum, struct rs_diag *d)
+/* @hb must be the header of the record the index says @e is. */
+static int check_rechdr(const struct rs_reader *r, const struct rs_extent *e,
+			const uint8_t *hb, uint64_t *csum, struct rs_diag *d)
 {
-	uint8_t hb[RS_RECHDR_SIZE];
 	struct rs_rechdr rh = { 0 };
 	struct rs_extent got;
-	int ret;
+	int ret = bgs_rs_rec_decode(&rh, hb, e->offset, d);
 
-	ret = read_rec(r, e, hb, dst, d);
-	if (!ret)
-		ret = bgs_rs_rec_decode(&rh, hb, e->offset, d);
 	if (!ret && rh.type != RS_REC_PAGES)
 		ret = bgs_rs_diag_rec(d, RS_ECORRUPT, &r->h, e,
 				      "a record of type %u is there", rh.type);
@@ -581,6 +578,15 @@ static int read_checked(const struct rs_reader *r, const struct rs_extent *e,
 				      "the index and the record disagree");
 	*csum = rh.data_csum;
 	return ret;
+}
+
+static int read_checked(const struct rs_reader *r, const struct rs_extent *e,
+			uint8_t *dst, uint64_t *csum, struct rs_diag *d)
+{
+	uint8_t hb[RS_RECHDR_SIZE];
+	const int ret = read_rec(r, e, hb, dst, d);
+
+	return ret ? ret : check_rechdr(r, e, hb, csum, d);
 }
 
 /* Read record @e into the slot (raw) or rbuf (lz4). *@payload points at
@@ -716,6 +722,31 @@ int bgs_rs_decode_to(const struct rs_reader *r, struct rs_decoder *dec,
 		ret = bgs_rs_pages_decode(&r->h, e, csum, payload, dst, &data,
 					  diag);
 	return ret ? ret : e->encoding;
+}
+
+int bgs_rs_decode_from(const struct rs_reader *r, size_t i, const void *rec,
+		       void *dst, struct rs_diag *diag)
+{
+	const uint8_t *hb = rec;
+	const struct rs_extent *e;
+	const void *data;
+	uint64_t csum = 0;
+	int ret;
+
+	if (i >= r->next)
+		return bgs_rs_diag(diag, -EINVAL, 0, "no extent %zu", i);
+	e = &r->ext[i];
+	if (e->encoding == RS_ENC_ZERO || e->encoding == RS_ENC_PARENT)
+		return e->encoding;
+	ret = check_rechdr(r, e, hb, &csum, diag);
+	if (!ret)
+		ret = bgs_rs_pages_decode(&r->h, e, csum, hb + RS_RECHDR_SIZE,
+					  dst, &data, diag);
+	if (ret)
+		return ret;
+	if (data != dst) /* RAW: checked where it was read */
+		memcpy(dst, data, e->npages * RS_PAGE);
+	return e->encoding;
 }
 
 /* ---- verify -------------------------------------------------------------- */

@@ -22,9 +22,12 @@
  */
 #include "snap_restore.h"
 
+#include "rs_format.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <liburing.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -593,7 +596,8 @@ enum pass_kind {
 struct pass {
 	struct bgs_restore *r;
 	enum pass_kind kind;
-	_Atomic size_t next;
+	size_t *order;		/* the extents in file order */
+	_Atomic size_t next;	/* the next position in it to claim */
 };
 
 /* The pages of [addr, addr + len) that hold something: they need zeroes. */
@@ -683,8 +687,9 @@ static int apply_record(struct bgs_restore *r, const struct bgs_region *g,
  */
 static int one_record(struct bgs_restore *r, enum pass_kind kind,
 		      struct rs_decoder *dec, uint8_t *scratch, uint8_t *spare,
-		      size_t i)
+		      size_t i, const uint8_t *rec)
 {
+	void *dst;
 	const struct rs_extent *e = bgs_rs_extent(r->reader, i);
 	const struct bgs_region *g = r->dest[e->region];
 	const uint64_t addr = g ? g->base + e->first * BGS_PAGE_SIZE : 0;
@@ -700,9 +705,10 @@ static int one_record(struct bgs_restore *r, enum pass_kind kind,
 	 * whole. */
 	if (!g && kind == PASS_APPLY)
 		return 0;
-	ret = bgs_rs_decode_to(r->reader, dec, i,
-			       in_place ? (void *)(uintptr_t)addr : scratch,
-			       &diag);
+	/* @rec: the record was read with its neighbours; else read it now. */
+	dst = in_place ? (void *)(uintptr_t)addr : scratch;
+	ret = rec ? bgs_rs_decode_from(r->reader, i, rec, dst, &diag) :
+		    bgs_rs_decode_to(r->reader, dec, i, dst, &diag);
 	if (ret < 0)
 		return bgs_restore_fail(r, ret, "%s", diag.msg);
 	atomic_fetch_add(&r->bytes_read, e->stored_len);
@@ -733,23 +739,171 @@ static int one_record(struct bgs_restore *r, enum pass_kind kind,
 	return 0;
 }
 
+/*
+ * Records are read as they lie in the file (the index is in page order,
+ * the file in the order pages were saved), a span of neighbours at a time
+ * with one io_uring read, the next span read while this one is decoded.
+ * A span that is long (an attachment between) or whose read fails is
+ * read record by record, which names any error exactly.
+ */
+#define SPAN_RECORDS 64
+#define SPAN_MAX     (4u << 20)
+#define SPAN_ROUND   (1u << 20)
+
+struct span {
+	size_t a, b;	/* positions in the file order */
+	uint64_t off;	/* the file offset of buf[0] */
+	uint32_t len;	/* bytes read; 0: record by record */
+	bool pending;	/* its read is in flight */
+	uint8_t *buf;
+	size_t cap;
+};
+
+struct order_key {
+	uint64_t off;
+	size_t i;
+};
+
+static int key_cmp(const void *a, const void *b)
+{
+	const struct order_key *x = a, *y = b;
+
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static size_t *file_order(const struct bgs_restore *r)
+{
+	const size_t n = bgs_rs_extent_count(r->reader);
+	struct order_key *k = malloc((n ? n : 1) * sizeof(*k));
+	size_t *order = malloc((n ? n : 1) * sizeof(*order));
+
+	if (!k || !order) {
+		free(k);
+		free(order);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++)
+		k[i] = (struct order_key){ bgs_rs_extent(r->reader, i)->offset,
+					   i };
+	qsort(k, n, sizeof(*k), key_cmp);
+	for (size_t i = 0; i < n; i++)
+		order[i] = k[i].i;
+	free(k);
+	return order;
+}
+
+/* Claim the next span and start its read; false when none is left. */
+static bool span_claim(struct pass *p, struct io_uring *ring, struct span *s)
+{
+	const struct rs_reader *rd = p->r->reader;
+	const size_t n = bgs_rs_extent_count(rd);
+	const struct rs_extent *first, *last;
+	struct io_uring_sqe *sqe;
+	uint64_t end;
+
+	s->a = atomic_fetch_add(&p->next, SPAN_RECORDS);
+	if (s->a >= n)
+		return false;
+	s->b = s->a + SPAN_RECORDS < n ? s->a + SPAN_RECORDS : n;
+	first = bgs_rs_extent(rd, p->order[s->a]);
+	last = bgs_rs_extent(rd, p->order[s->b - 1]);
+	end = last->offset + RS_RECHDR_SIZE + last->stored_len;
+	s->off = first->offset;
+	s->len = 0;
+	if (!ring || end - s->off > SPAN_MAX)
+		return true;
+	if (s->cap < end - s->off) {
+		free(s->buf);
+		s->cap = (end - s->off + SPAN_ROUND - 1) / SPAN_ROUND *
+			 SPAN_ROUND;
+		s->buf = malloc(s->cap);
+		if (!s->buf) {
+			s->cap = 0;
+			return true;
+		}
+	}
+	sqe = io_uring_get_sqe(ring); /* never NULL: two spans, two entries */
+	s->len = (uint32_t)(end - s->off);
+	io_uring_prep_read(sqe, p->r->fd, s->buf, s->len, s->off);
+	io_uring_sqe_set_data(sqe, s);
+	s->pending = io_uring_submit(ring) == 1;
+	if (!s->pending)
+		s->len = 0;
+	return true;
+}
+
+/* Wait until @s's read is done; completions may come in any order. */
+static void span_wait(struct io_uring *ring, struct span *s)
+{
+	while (s->pending) {
+		struct io_uring_cqe *cqe;
+		struct span *t;
+
+		if (io_uring_wait_cqe(ring, &cqe) < 0)
+			continue; /* -EINTR: the read is still in flight */
+		t = io_uring_cqe_get_data(cqe);
+		t->pending = false;
+		if (cqe->res != (int)t->len)
+			t->len = 0; /* short or failed: record by record */
+		io_uring_cqe_seen(ring, cqe);
+	}
+}
+
+static void span_decode(struct pass *p, const struct span *s,
+			struct rs_decoder *dec, uint8_t *scratch, uint8_t *spare)
+{
+	struct bgs_restore *r = p->r;
+
+	for (size_t k = s->a; k < s->b && !bgs_first_error_get(&r->error);
+	     k++) {
+		const size_t i = p->order[k];
+		const struct rs_extent *e = bgs_rs_extent(r->reader, i);
+		const uint64_t at = e->offset - s->off;
+		/* Records of a hostile index may overlap: one that does not
+		 * end inside the span is read on its own. */
+		const bool inside =
+			at + RS_RECHDR_SIZE + e->stored_len <= s->len;
+
+		one_record(r, p->kind, dec, scratch, spare, i,
+			   inside ? s->buf + at : NULL);
+	}
+}
+
 static void *pass_worker(void *arg)
 {
 	struct pass *p = arg;
 	struct bgs_restore *r = p->r;
-	const size_t n = bgs_rs_extent_count(r->reader);
 	const size_t len = r->max_record ? r->max_record : 1;
 	struct rs_decoder *dec = NULL;
 	uint8_t *scratch = malloc(len), *spare = malloc(len);
+	struct span sp[2] = { 0 };
+	struct io_uring ring;
+	const bool uring = io_uring_queue_init(2, &ring, 0) == 0;
+	struct io_uring *rp = uring ? &ring : NULL;
+	bool more;
+	int cur = 0;
 
 	if (bgs_rs_decoder_new(&dec) || !scratch || !spare) {
 		bgs_restore_fail(r, -ENOMEM, "out of memory");
 		goto out_free;
 	}
-	for (size_t i; !bgs_first_error_get(&r->error) &&
-		       (i = atomic_fetch_add(&p->next, 1)) < n;)
-		one_record(r, p->kind, dec, scratch, spare, i);
+	more = span_claim(p, rp, &sp[cur]);
+	while (more && !bgs_first_error_get(&r->error)) {
+		const bool next = span_claim(p, rp, &sp[!cur]);
+
+		span_wait(rp, &sp[cur]);
+		span_decode(p, &sp[cur], dec, scratch, spare);
+		cur = !cur;
+		more = next;
+	}
+	/* A read may still be in flight into a buffer about to be freed. */
+	span_wait(rp, &sp[0]);
+	span_wait(rp, &sp[1]);
 out_free:
+	if (uring)
+		io_uring_queue_exit(&ring);
+	free(sp[0].buf);
+	free(sp[1].buf);
 	free(spare);
 	free(scratch);
 	bgs_rs_decoder_free(dec);
@@ -771,17 +925,20 @@ static unsigned thread_count(const struct bgs_restore *r, enum pass_kind kind)
 
 static int run_pass(struct bgs_restore *r, enum pass_kind kind)
 {
-	struct pass p = { .r = r, .kind = kind };
+	struct pass p = { .r = r, .kind = kind, .order = file_order(r) };
 	pthread_t t[MAX_THREADS];
 	const unsigned n = thread_count(r, kind);
 	unsigned started = 0;
 
+	if (!p.order)
+		return bgs_restore_fail(r, -ENOMEM, "out of memory");
 	while (started + 1 < n &&
 	       pthread_create(&t[started], NULL, pass_worker, &p) == 0)
 		started++;
 	pass_worker(&p); /* the calling thread is one of them */
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(t[i], NULL);
+	free(p.order);
 	return bgs_first_error_get(&r->error);
 }
 
