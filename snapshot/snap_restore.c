@@ -838,9 +838,20 @@ static void span_wait(struct io_uring *ring, struct span *s)
 	while (s->pending) {
 		struct io_uring_cqe *cqe;
 		struct span *t;
+		const int ret = io_uring_wait_cqe(ring, &cqe);
 
-		if (io_uring_wait_cqe(ring, &cqe) < 0)
-			continue; /* -EINTR: the read is still in flight */
+		if (ret == -EINTR)
+			continue; /* the read is still in flight */
+		if (ret < 0) {
+			/* The ring failed: the read may still land, so its
+			 * buffer is never reused nor freed (a leak, not a
+			 * corruption); the span is read record by record. */
+			s->pending = false;
+			s->len = 0;
+			s->buf = NULL;
+			s->cap = 0;
+			return;
+		}
 		t = io_uring_cqe_get_data(cqe);
 		t->pending = false;
 		if (cqe->res != (int)t->len)
