@@ -698,20 +698,37 @@ void bgs_rs_decoder_free(struct rs_decoder *dec)
 	free(dec);
 }
 
+/* Extent @i, if its record has a payload to decode. Else NULL, and *@ret
+ * is an error or the encoding of a ZERO or PARENT extent, whose record is
+ * not even read (the index, checked at open, says all there is). */
+static const struct rs_extent *payload_extent(const struct rs_reader *r,
+					      size_t i, int *ret,
+					      struct rs_diag *diag)
+{
+	const struct rs_extent *e;
+
+	if (i >= r->next) {
+		*ret = bgs_rs_diag(diag, -EINVAL, 0, "no extent %zu", i);
+		return NULL;
+	}
+	e = &r->ext[i];
+	*ret = e->encoding; /* the result for ZERO (which is 0) and PARENT */
+	return e->encoding == RS_ENC_ZERO || e->encoding == RS_ENC_PARENT ?
+		       NULL :
+		       e;
+}
+
 int bgs_rs_decode_to(const struct rs_reader *r, struct rs_decoder *dec,
 		     size_t i, void *dst, struct rs_diag *diag)
 {
-	const struct rs_extent *e;
 	const void *data;
 	uint64_t csum = 0;
 	uint8_t *payload;
 	int ret;
+	const struct rs_extent *e = payload_extent(r, i, &ret, diag);
 
-	if (i >= r->next)
-		return bgs_rs_diag(diag, -EINVAL, 0, "no extent %zu", i);
-	e = &r->ext[i];
-	if (e->encoding == RS_ENC_ZERO || e->encoding == RS_ENC_PARENT)
-		return e->encoding;
+	if (!e)
+		return ret;
 	/* RAW lands in @dst directly; LZ4 is read aside and decoded there. */
 	if (e->encoding == RS_ENC_LZ4 &&
 	    grow_buf(&dec->buf, &dec->cap, e->stored_len))
@@ -728,16 +745,13 @@ int bgs_rs_decode_from(const struct rs_reader *r, size_t i, const void *rec,
 		       void *dst, struct rs_diag *diag)
 {
 	const uint8_t *hb = rec;
-	const struct rs_extent *e;
 	const void *data;
 	uint64_t csum = 0;
 	int ret;
+	const struct rs_extent *e = payload_extent(r, i, &ret, diag);
 
-	if (i >= r->next)
-		return bgs_rs_diag(diag, -EINVAL, 0, "no extent %zu", i);
-	e = &r->ext[i];
-	if (e->encoding == RS_ENC_ZERO || e->encoding == RS_ENC_PARENT)
-		return e->encoding;
+	if (!e)
+		return ret;
 	ret = check_rechdr(r, e, hb, &csum, diag);
 	if (!ret)
 		ret = bgs_rs_pages_decode(&r->h, e, csum, hb + RS_RECHDR_SIZE,

@@ -579,6 +579,7 @@ void bgs_restore_free(struct bgs_restore *r)
 		bgs_rs_close(r->reader);
 	if (r->own_fd)
 		close(r->fd);
+	free(r->order);
 	free(r->dest);
 	free(r->snap_region);
 	free(r);
@@ -596,8 +597,7 @@ enum pass_kind {
 struct pass {
 	struct bgs_restore *r;
 	enum pass_kind kind;
-	size_t *order;		/* the extents in file order */
-	_Atomic size_t next;	/* the next position in it to claim */
+	_Atomic size_t next;	/* the next position in r->order to claim */
 };
 
 /* The pages of [addr, addr + len) that hold something: they need zeroes. */
@@ -805,8 +805,8 @@ static bool span_claim(struct pass *p, struct io_uring *ring, struct span *s)
 	if (s->a >= n)
 		return false;
 	s->b = s->a + SPAN_RECORDS < n ? s->a + SPAN_RECORDS : n;
-	first = bgs_rs_extent(rd, p->order[s->a]);
-	last = bgs_rs_extent(rd, p->order[s->b - 1]);
+	first = bgs_rs_extent(rd, p->r->order[s->a]);
+	last = bgs_rs_extent(rd, p->r->order[s->b - 1]);
 	end = last->offset + RS_RECHDR_SIZE + last->stored_len;
 	s->off = first->offset;
 	s->len = 0;
@@ -867,7 +867,7 @@ static void span_decode(struct pass *p, const struct span *s,
 
 	for (size_t k = s->a; k < s->b && !bgs_first_error_get(&r->error);
 	     k++) {
-		const size_t i = p->order[k];
+		const size_t i = r->order[k];
 		const struct rs_extent *e = bgs_rs_extent(r->reader, i);
 		const uint64_t at = e->offset - s->off;
 		/* Records of a hostile index may overlap: one that does not
@@ -936,12 +936,14 @@ static unsigned thread_count(const struct bgs_restore *r, enum pass_kind kind)
 
 static int run_pass(struct bgs_restore *r, enum pass_kind kind)
 {
-	struct pass p = { .r = r, .kind = kind, .order = file_order(r) };
+	struct pass p = { .r = r, .kind = kind };
 	pthread_t t[MAX_THREADS];
 	const unsigned n = thread_count(r, kind);
 	unsigned started = 0;
 
-	if (!p.order)
+	if (!r->order)
+		r->order = file_order(r); /* once: both passes use it */
+	if (!r->order)
 		return bgs_restore_fail(r, -ENOMEM, "out of memory");
 	while (started + 1 < n &&
 	       pthread_create(&t[started], NULL, pass_worker, &p) == 0)
@@ -949,7 +951,6 @@ static int run_pass(struct bgs_restore *r, enum pass_kind kind)
 	pass_worker(&p); /* the calling thread is one of them */
 	for (unsigned i = 0; i < started; i++)
 		pthread_join(t[i], NULL);
-	free(p.order);
 	return bgs_first_error_get(&r->error);
 }
 

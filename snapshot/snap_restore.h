@@ -30,6 +30,7 @@ struct bgs_restore {
 	uint32_t *snap_region;			/* per handle region */
 	size_t max_record;			/* bytes of the largest record
 						 * of the whole chain */
+	size_t *order;				/* eager: the extents in file order */
 	struct bgs_parent chain[BGS_MAX_CHAIN];	/* parent, grandparent ... */
 	size_t nchain;
 	struct bgs_first_error error;		/* any thread */

@@ -347,59 +347,6 @@ static void damage(const char *good, const char *bad, enum damage d)
 	}
 }
 
-static void test_damaged_eager_writes_nothing(void **state)
-{
-	const size_t len = 16 * MiB;
-	struct source s = { 0 };
-	char bad[300], *mem, *before = malloc(len);
-	struct bgsnap *h;
-
-	(void)state;
-	make_snapshot(&s, ANON, len, NULL);
-	snprintf(bad, sizeof(bad), "%s.bad", s.path);
-	for (int d = 0; d < DAMAGE_COUNT; d++) {
-		h = destination(ANON, len, &mem);
-		memset(mem, 0x3c, len);
-		memcpy(before, mem, len);
-		damage(s.path, bad, (enum damage)d);
-		const int r = bgsnap_restore(h, bad, NULL);
-		fprintf(stderr, "# damage %d: %s: %s\n", d, bgsnap_strerror(r),
-			bgsnap_last_error(h));
-		assert_true(r < 0);
-		assert_true(bgsnap_last_error(h)[0] != '\0');
-		assert_memory_equal(mem, before, len);
-		bgsnap_free(h);
-		tu_unmap(mem, len);
-	}
-	unlink(bad);
-	free(before);
-	drop_source(&s);
-}
-
-static sigjmp_buf bus_jmp;
-
-static void on_bus(int sig)
-{
-	(void)sig;
-	siglongjmp(bus_jmp, 1);
-}
-
-static bool page_raises_sigbus(volatile char *p)
-{
-	struct sigaction sa = { .sa_handler = on_bus }, old;
-	volatile bool bus = false;
-	volatile char sink;
-
-	sigaction(SIGBUS, &sa, &old);
-	if (sigsetjmp(bus_jmp, 1))
-		bus = true;
-	else
-		sink = *p;
-	(void)sink;
-	sigaction(SIGBUS, &old, NULL);
-	return bus;
-}
-
 static int found(void *arg, uint64_t start, uint64_t end, uint64_t cats)
 {
 	(void)arg, (void)start, (void)end, (void)cats;
@@ -424,33 +371,84 @@ static bool empty(const char *mem, size_t len)
 	return ret == 0;
 }
 
-/* Fresh memory is restored in one pass: a damaged record met halfway
- * leaves it as empty as it was. */
-static void test_damaged_eager_fresh(void **state)
+/*
+ * Every damage class is refused, with a message, and nothing is written.
+ * Memory that holds something is restored in two passes, checked before
+ * written: it keeps its bytes. Fresh memory is restored in one pass: a
+ * damaged record met halfway leaves it as empty as it was.
+ */
+static void damaged_eager(bool fresh)
 {
 	const size_t len = 16 * MiB;
 	struct source s = { 0 };
-	char bad[300], *mem;
+	char bad[300], *mem, *before = malloc(len);
 	struct bgsnap *h;
 
-	(void)state;
+	assert_non_null(before);
+	memset(before, 0x3c, len);
 	make_snapshot(&s, ANON, len, NULL);
 	snprintf(bad, sizeof(bad), "%s.bad", s.path);
 	for (int d = 0; d < DAMAGE_COUNT; d++) {
 		h = destination(ANON, len, &mem);
-		assert_true(empty(mem, len));
+		if (fresh)
+			assert_true(empty(mem, len));
+		else
+			memset(mem, 0x3c, len);
 		damage(s.path, bad, (enum damage)d);
-		assert_true(bgsnap_restore(h, bad, NULL) < 0);
+		const int r = bgsnap_restore(h, bad, NULL);
+		fprintf(stderr, "# damage %d: %s: %s\n", d, bgsnap_strerror(r),
+			bgsnap_last_error(h));
+		assert_true(r < 0);
 		assert_true(bgsnap_last_error(h)[0] != '\0');
-		if (!empty(mem, len))
+		if (!fresh)
+			assert_memory_equal(mem, before, len);
+		else if (!empty(mem, len))
 			fail_msg("damage %d: pages left in the memory", d);
-		for (size_t i = 0; i < len; i += PG)
-			assert_int_equal(mem[i], 0);
+		else
+			for (size_t i = 0; i < len; i += PG)
+				assert_int_equal(mem[i], 0);
 		bgsnap_free(h);
 		tu_unmap(mem, len);
 	}
 	unlink(bad);
+	free(before);
 	drop_source(&s);
+}
+
+static void test_damaged_eager_writes_nothing(void **state)
+{
+	(void)state;
+	damaged_eager(false);
+}
+
+static void test_damaged_eager_fresh(void **state)
+{
+	(void)state;
+	damaged_eager(true);
+}
+
+static sigjmp_buf bus_jmp;
+
+static void on_bus(int sig)
+{
+	(void)sig;
+	siglongjmp(bus_jmp, 1);
+}
+
+static bool page_raises_sigbus(volatile char *p)
+{
+	struct sigaction sa = { .sa_handler = on_bus }, old;
+	volatile bool bus = false;
+	volatile char sink;
+
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(bus_jmp, 1))
+		bus = true;
+	else
+		sink = *p;
+	(void)sink;
+	sigaction(SIGBUS, &old, NULL);
+	return bus;
 }
 
 static void test_damaged_lazy(void **state)
