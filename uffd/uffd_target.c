@@ -403,23 +403,37 @@ static void drop_thread(struct bgs_target *t, size_t i)
 
 /* ---- seizing ------------------------------------------------------------- */
 
-/* A seize refused with EPERM: a dead thread (skip it), one already ours
+/*
+ * What one pass over /proc/PID/task found. A thread released while that
+ * directory is read ends the listing early (the kernel's walk cannot step
+ * on from a thread no longer alive), so the threads after it go unseen: a
+ * pass in which any thread vanished is not trusted, and another follows.
+ */
+struct pass {
+	unsigned added;	 /* threads seized */
+	unsigned gone;	 /* threads that vanished */
+};
+
+/* A seize refused with EPERM: a thread vanishing, a zombie (a group leader
+ * that exited stays one until the whole group has), one already ours
  * (auto-attached by TRACECLONE before we saw its clone event), or a real
  * refusal. 0 skip, 1 ours, <0 refusal. */
-static int seize_refused(struct bgs_target *t, pid_t tid)
+static int seize_refused(struct bgs_target *t, pid_t tid, struct pass *p)
 {
 	struct pstatus ps;
 
-	if (read_status(tid, &ps))
-		return 0; /* gone meanwhile */
-	if (state_dead(ps.state))
+	if (read_status(tid, &ps) || (state_dead(ps.state) && ps.state != 'Z')) {
+		p->gone++;
+		return 0;
+	}
+	if (ps.state == 'Z')
 		return 0;
 	if (ps.tracer == t->tracer)
 		return 1;
 	return explain(t, tid);
 }
 
-static int seize_one(struct bgs_target *t, pid_t tid, unsigned *added)
+static int seize_one(struct bgs_target *t, pid_t tid, struct pass *p)
 {
 	int r;
 
@@ -431,28 +445,29 @@ static int seize_one(struct bgs_target *t, pid_t tid, unsigned *added)
 		/* Fails only if the thread is gone; its wait says so. */
 		ptrace(PTRACE_INTERRUPT, tid, NULL, NULL);
 	} else if (errno == ESRCH) {
+		p->gone++;
 		return 0;
 	} else if (errno != EPERM) {
 		return bgs_target_fail(t, -errno,
 				       "PTRACE_SEIZE of thread %d: "
 				       "%s",
 				       (int)tid, strerror(errno));
-	} else if ((r = seize_refused(t, tid)) <= 0) {
+	} else if ((r = seize_refused(t, tid, p)) <= 0) {
 		return r;
 	}
-	(*added)++;
+	p->added++;
 	add_thread(t, tid);
 	return 0;
 }
 
-static int seize_pass(struct bgs_target *t, unsigned *added)
+static int seize_pass(struct bgs_target *t, struct pass *p)
 {
 	char path[64];
 	struct dirent *de;
 	DIR *dir;
 	int err = 0;
 
-	*added = 0;
+	*p = (struct pass){0};
 	snprintf(path, sizeof(path), "/proc/%d/task", (int)t->pid);
 	dir = opendir(path);
 	if (!dir)
@@ -460,7 +475,7 @@ static int seize_pass(struct bgs_target *t, unsigned *added)
 				       (int)t->pid);
 	while (!err && (de = readdir(dir)))
 		if (isdigit((unsigned char)de->d_name[0]))
-			err = seize_one(t, (pid_t)atoi(de->d_name), added);
+			err = seize_one(t, (pid_t)atoi(de->d_name), p);
 	closedir(dir);
 	return err;
 }
@@ -650,7 +665,7 @@ static void release(struct bgs_target *t)
 int bgs_target_freeze(struct bgs_target *t)
 {
 	const uint64_t start = bgs_target_now_ns();
-	unsigned added;
+	struct pass pass;
 	int err;
 
 	if (t->nthreads)
@@ -663,10 +678,17 @@ int bgs_target_freeze(struct bgs_target *t)
 	t->msg[0] = '\0';
 	t->tracer = (pid_t)syscall(SYS_gettid);
 	do {
-		err = seize_pass(t, &added);
-		if (!err && added)
+		err = seize_pass(t, &pass);
+		if (!err && pass.added)
 			err = wait_all_stopped(t);
-	} while (!err && added);
+		if (!err && (pass.added || pass.gone) &&
+		    bgs_target_now_ns() - start >
+			    (uint64_t)t->stop_timeout_ms * 1000000)
+			err = bgs_target_fail(t, -ETIMEDOUT,
+					      "threads of process %d kept "
+					      "appearing or exiting for %u ms",
+					      (int)t->pid, t->stop_timeout_ms);
+	} while (!err && (pass.added || pass.gone));
 	/* Seizing went by pid number; the pidfd says whether that is still
 	 * the process opened, not a newcomer that reused its pid. */
 	if (!err && (!t->nthreads ||
