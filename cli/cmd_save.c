@@ -178,6 +178,23 @@ static int check_selection(const struct bgsnap *h, const struct cli_save_req *re
 	return -EINVAL;
 }
 
+static void report_failure(const struct bgsnap *h, int pid, int r)
+{
+	if (r == -ECANCELED && cli_interrupted())
+		cli_error("save: cancelled by %s; process %d runs on, no "
+			  "snapshot was written", strsignal(cli_interrupted()),
+			  pid);
+	else if (r == BGSNAP_ETARGET)
+		cli_error("save: process %d exited during the save; no "
+			  "snapshot was written", pid);
+	else if (r == -ESRCH)
+		cli_error("save: process %d went away during the save (%s); no "
+			  "snapshot was written", pid, detail(h, r));
+	else
+		cli_error("save: process %d: %s; no snapshot was written", pid,
+			  detail(h, r));
+}
+
 /* Attach to the process and start the save, signals held back: the
  * library has the process stopped in there. */
 static int start(struct bgsnap *h, const struct cli_save_req *req)
@@ -212,7 +229,7 @@ static int start(struct bgsnap *h, const struct cli_save_req *req)
 			break;
 	}
 	if (r)
-		cli_error("save: process %d: %s", req->pid, detail(h, r));
+		report_failure(h, req->pid, r);
 out_unblock:
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	return r;
@@ -238,20 +255,6 @@ static void watch(struct bgsnap *h, bool quiet)
 		bgsnap_progress(h, &p);
 	}
 	cli_progress_end(&bar);
-}
-
-static void report_failure(const struct bgsnap *h, int pid, int r)
-{
-	if (r == -ECANCELED && cli_interrupted())
-		cli_error("save: cancelled by %s; process %d runs on, no "
-			  "snapshot was written", strsignal(cli_interrupted()),
-			  pid);
-	else if (r == BGSNAP_ETARGET || r == -ESRCH)
-		cli_error("save: process %d went away during the save (%s); no "
-			  "snapshot was written", pid, detail(h, r));
-	else
-		cli_error("save: process %d: %s; no snapshot was written", pid,
-			  detail(h, r));
 }
 
 int cli_save_pid(const struct cli_save_req *req, struct cli_save_result *res)

@@ -566,6 +566,11 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 		r = check_own_memory(s);
 	if (!r)
 		r = s->stop_the_world ? start_stopped(s) : start_protected(s);
+	if (r && h->target && bgs_target_exited(h->target)) {
+		/* Whatever step noticed first, the cause is the same. */
+		bgs_snap_set_error(h, "process %d exited", h->target->pid);
+		r = BGSNAP_ETARGET;
+	}
 	if (r) {
 		bgs_save_fail(s, r, "%s", h->errmsg);
 		if (s->copier_started)

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +35,8 @@
 
 #define SEIZE_OPTS		(PTRACE_O_TRACECLONE | PTRACE_O_TRACESYSGOOD)
 #define DEFAULT_STOP_TIMEOUT_MS 2000
+/* A killed thread exits in microseconds unless the machine is very busy. */
+#define REAP_TIMEOUT_MS		1000
 #define CAP_SYS_PTRACE_BIT	19
 
 uint64_t bgs_target_now_ns(void)
@@ -109,6 +112,7 @@ struct pstatus {
 	char name[32];
 	char state;
 	pid_t ppid, tracer;
+	unsigned threads;
 	uid_t uid[3];
 	uint64_t capeff;
 };
@@ -125,6 +129,8 @@ static void status_line(struct pstatus *ps, const char *line)
 	if (sscanf(line, "PPid:\t%d", &ps->ppid) == 1)
 		return;
 	if (sscanf(line, "TracerPid:\t%d", &ps->tracer) == 1)
+		return;
+	if (sscanf(line, "Threads:\t%u", &ps->threads) == 1)
 		return;
 	if (sscanf(line, "CapEff:\t%llx", &cap) == 1) {
 		ps->capeff = cap;
@@ -404,29 +410,32 @@ static void drop_thread(struct bgs_target *t, size_t i)
 /* ---- seizing ------------------------------------------------------------- */
 
 /*
- * What one pass over /proc/PID/task found. A thread released while that
- * directory is read ends the listing early (the kernel's walk cannot step
- * on from a thread no longer alive), so the threads after it go unseen: a
- * pass in which any thread vanished is not trusted, and another follows.
+ * What one pass over /proc/PID/task found. The listing alone may miss
+ * threads: a thread released while it is read ends it early (the kernel's
+ * walk cannot step on from a thread no longer alive). The count of the
+ * process's threads does not: once every thread listed is stopped and a
+ * pass finds nothing new, that count must be those listed plus the
+ * zombies seen. Any other thread, live or still exiting, means another
+ * pass.
  */
 struct pass {
-	unsigned added;	 /* threads seized */
-	unsigned gone;	 /* threads that vanished */
+	unsigned added;	  /* threads seized */
+	unsigned zombies; /* threads that exited, not yet reaped */
 };
 
-/* A seize refused with EPERM: a thread vanishing, a zombie (a group leader
- * that exited stays one until the whole group has), one already ours
- * (auto-attached by TRACECLONE before we saw its clone event), or a real
- * refusal. 0 skip, 1 ours, <0 refusal. */
+/* A seize refused with EPERM: a thread being released, a zombie (a group
+ * leader that exited stays one until the whole group has), one already
+ * ours (auto-attached by TRACECLONE before we saw its clone event), or a
+ * real refusal. 0 skip, 1 ours, <0 refusal. */
 static int seize_refused(struct bgs_target *t, pid_t tid, struct pass *p)
 {
 	struct pstatus ps;
 
-	if (read_status(tid, &ps) || (state_dead(ps.state) && ps.state != 'Z')) {
-		p->gone++;
-		return 0;
-	}
+	if (read_status(tid, &ps))
+		return 0; /* gone meanwhile */
 	if (ps.state == 'Z')
+		p->zombies++;
+	if (state_dead(ps.state))
 		return 0;
 	if (ps.tracer == t->tracer)
 		return 1;
@@ -445,7 +454,6 @@ static int seize_one(struct bgs_target *t, pid_t tid, struct pass *p)
 		/* Fails only if the thread is gone; its wait says so. */
 		ptrace(PTRACE_INTERRUPT, tid, NULL, NULL);
 	} else if (errno == ESRCH) {
-		p->gone++;
 		return 0;
 	} else if (errno != EPERM) {
 		return bgs_target_fail(t, -errno,
@@ -478,6 +486,16 @@ static int seize_pass(struct bgs_target *t, struct pass *p)
 			err = seize_one(t, (pid_t)atoi(de->d_name), p);
 	closedir(dir);
 	return err;
+}
+
+/* Every thread of the process is listed or a zombie (see struct pass).
+ * A process gone counts as complete: the caller finds out it exited. */
+static bool pass_complete(const struct bgs_target *t, const struct pass *p)
+{
+	struct pstatus ps;
+
+	return read_status(t->pid, &ps) ||
+	       ps.threads == t->nthreads + p->zombies;
 }
 
 /* ---- waiting for stops --------------------------------------------------- */
@@ -624,24 +642,61 @@ static int wait_all_stopped(struct bgs_target *t)
 
 /* ---- freeze / thaw ------------------------------------------------------- */
 
+/* Threads killed while stopped exit instead of being detached. Their tracer
+ * must reap them: until then the process cannot be reaped by its parent.
+ * A leader reports only after every other thread is reaped, so all are
+ * polled together; but when we are its parent, reaping it would take the
+ * exit status that the code which started it is waiting for. */
+static void reap_killed(struct bgs_target *t)
+{
+	const uint64_t deadline =
+		bgs_target_now_ns() + (uint64_t)REAP_TIMEOUT_MS * 1000000;
+	struct bgs_target_thread *leader = find_thread(t, t->pid);
+	unsigned round = 0;
+	struct pstatus ps;
+
+	if (leader && !read_status(t->pid, &ps) && ps.ppid == getpid())
+		drop_thread(t, (size_t)(leader - t->threads));
+	while (t->nthreads && bgs_target_now_ns() < deadline) {
+		for (size_t i = 0; i < t->nthreads;) {
+			int st;
+			const pid_t r = waitpid(t->threads[i].tid, &st,
+						__WALL | WNOHANG);
+
+			if ((r > 0 && !WIFSTOPPED(st)) ||
+			    (r < 0 && errno == ECHILD))
+				drop_thread(t, i);
+			else
+				i++;
+		}
+		if (t->nthreads)
+			backoff(&round);
+	}
+}
+
 static int detach_all(struct bgs_target *t)
 {
+	size_t i, killed = 0;
 	int err = 0;
-	size_t i;
 
 	for (i = 0; i < t->nthreads; i++) {
-		const struct bgs_target_thread *th = &t->threads[i];
-		const long sig = th->stop == BGS_TSTOP_SIGNAL ? th->sig : 0;
+		const struct bgs_target_thread th = t->threads[i];
+		const long sig = th.stop == BGS_TSTOP_SIGNAL ? th.sig : 0;
 
-		if (th->stop == BGS_TSTOP_NONE)
+		if (th.stop == BGS_TSTOP_NONE)
 			continue; /* detached when bgsnap exits */
-		if (ptrace(PTRACE_DETACH, th->tid, NULL, (void *)sig) &&
-		    errno != ESRCH && !err)
+		if (!ptrace(PTRACE_DETACH, th.tid, NULL, (void *)sig))
+			continue;
+		if (errno == ESRCH)
+			t->threads[killed++] = th;
+		else if (!err)
 			err = bgs_target_fail(t, -errno,
 					      "PTRACE_DETACH of "
 					      "thread %d: %s",
-					      (int)th->tid, strerror(errno));
+					      (int)th.tid, strerror(errno));
 	}
+	t->nthreads = killed;
+	reap_killed(t);
 	t->nthreads = 0;
 	t->tracer = 0;
 	return err;
@@ -665,6 +720,7 @@ static void release(struct bgs_target *t)
 int bgs_target_freeze(struct bgs_target *t)
 {
 	const uint64_t start = bgs_target_now_ns();
+	unsigned round = 0;
 	struct pass pass;
 	int err;
 
@@ -677,18 +733,23 @@ int bgs_target_freeze(struct bgs_target *t)
 		t->stop_timeout_ms = DEFAULT_STOP_TIMEOUT_MS;
 	t->msg[0] = '\0';
 	t->tracer = (pid_t)syscall(SYS_gettid);
-	do {
+	for (;;) {
 		err = seize_pass(t, &pass);
 		if (!err && pass.added)
 			err = wait_all_stopped(t);
-		if (!err && (pass.added || pass.gone) &&
-		    bgs_target_now_ns() - start >
-			    (uint64_t)t->stop_timeout_ms * 1000000)
+		if (err || (!pass.added && pass_complete(t, &pass)))
+			break;
+		if (bgs_target_now_ns() - start >
+		    (uint64_t)t->stop_timeout_ms * 1000000) {
 			err = bgs_target_fail(t, -ETIMEDOUT,
-					      "threads of process %d kept "
-					      "appearing or exiting for %u ms",
+					      "the threads of process %d kept "
+					      "changing for %u ms",
 					      (int)t->pid, t->stop_timeout_ms);
-	} while (!err && (pass.added || pass.gone));
+			break;
+		}
+		if (!pass.added)
+			backoff(&round); /* a thread is being released */
+	}
 	/* Seizing went by pid number; the pidfd says whether that is still
 	 * the process opened, not a newcomer that reused its pid. */
 	if (!err && (!t->nthreads ||
@@ -726,6 +787,13 @@ int bgs_target_thaw(struct bgs_target *t)
 bool bgs_target_frozen(const struct bgs_target *t)
 {
 	return t->nthreads > 0;
+}
+
+bool bgs_target_exited(const struct bgs_target *t)
+{
+	struct pollfd p = {.fd = t->pidfd, .events = POLLIN};
+
+	return t->pidfd >= 0 && poll(&p, 1, 0) == 1;
 }
 
 size_t bgs_target_tids(const struct bgs_target *t, pid_t *tids, size_t max)

@@ -93,19 +93,27 @@ void bgs_target_close(struct bgs_target *t);
 
 /*
  * Stop every thread: PTRACE_SEIZE (TRACECLONE, so threads born meanwhile are
- * caught) + PTRACE_INTERRUPT, repeated over /proc/PID/task until a pass finds
- * no new thread, then wait until all are stopped. On error nothing stays
+ * caught) + PTRACE_INTERRUPT over /proc/PID/task, waiting until all are
+ * stopped, repeated until a pass finds nothing new and the process counts
+ * no thread besides those stopped and its zombies. On error nothing stays
  * attached. -EPERM with the cause in t->msg (Yama ptrace_scope, another
  * user, already traced by pid N), -ESRCH (gone or exiting), -ETIMEDOUT (a
- * thread did not stop within stop_timeout_ms: uninterruptible sleep).
+ * thread did not stop within stop_timeout_ms: uninterruptible sleep; or
+ * threads kept changing that long).
  */
 int bgs_target_freeze(struct bgs_target *t);
 
 /* Detach every thread; each resumes, a signal that stopped it is delivered.
- * Returns 0 or the first error (the rest are still detached). */
+ * Threads killed while stopped are reaped instead, so that the process's
+ * parent can reap it. Returns 0 or the first error (the rest are still
+ * detached). */
 int bgs_target_thaw(struct bgs_target *t);
 
 bool bgs_target_frozen(const struct bgs_target *t);
+
+/* True once the whole process has exited (its pidfd says so): whatever
+ * failed meanwhile failed because it is gone. */
+bool bgs_target_exited(const struct bgs_target *t);
 
 /* Thread ids of a frozen target, for tests and reports. */
 size_t bgs_target_tids(const struct bgs_target *t, pid_t *tids, size_t max);

@@ -328,9 +328,10 @@ void tu_kid_send(struct tu_kid *k, char cmd)
 int tu_kid_reap(struct tu_kid *k, int timeout_ms)
 {
 	const uint64_t deadline = tu_now_ns() + (uint64_t)timeout_ms * 1000000;
-	int st, code = -1, i;
+	int st, code, i;
+	pid_t r;
 
-	while (waitpid(k->pid, &st, WNOHANG) == 0) {
+	while ((r = waitpid(k->pid, &st, WNOHANG)) == 0) {
 		if (tu_now_ns() > deadline) {
 			fprintf(stderr, "# kid %d did not finish in %d ms\n",
 				(int)k->pid, timeout_ms);
@@ -339,12 +340,18 @@ int tu_kid_reap(struct tu_kid *k, int timeout_ms)
 		}
 		tu_sleep_ms(1);
 	}
-	if (WIFEXITED(st))
+	if (r < 0) {
+		fprintf(stderr, "# kid %d: waitpid: %s\n", (int)k->pid,
+			strerror(errno));
+		code = -1;
+	} else if (WIFEXITED(st)) {
 		code = WEXITSTATUS(st);
-	else
+	} else {
 		fprintf(stderr, "# kid %d killed by signal %d\n", (int)k->pid,
 			WTERMSIG(st));
-	if (code > 0)
+		code = 128 + WTERMSIG(st);
+	}
+	if (code > 0 && code < 128)
 		fprintf(stderr, "# kid failed (%d): %s\n", code, k->shm->why);
 	close(k->ctl);
 	for (i = 0; i < k->shm->nthreads; i++)

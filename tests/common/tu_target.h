@@ -82,8 +82,9 @@ void tu_kid_send(struct tu_kid *k, char cmd);
 
 /*
  * Feed every reader a last message, quit, and wait up to @timeout_ms.
- * Returns the kid's exit code (printing why it failed), or -1 on a timeout
- * (then the kid is killed) or a death by signal.
+ * Returns the kid's exit code (printing why it failed), 128 + N after a
+ * death by signal N (as a shell says it), or -1 on a timeout (then the kid
+ * is killed) or when it cannot be waited for.
  */
 int tu_kid_finish(struct tu_kid *k, int timeout_ms);
 
