@@ -525,6 +525,20 @@ static int snapshot_ids(struct bgs_save *s)
 	return 0;
 }
 
+/* A save of another process fails in whichever step first notices that it
+ * exited (a read, PAGEMAP_SCAN, the injection, a freeze): one cause, said
+ * one way. The exit may still be under way when that step fails. */
+#define EXIT_GRACE_MS 100
+
+static int blame_exit(struct bgsnap *h, int r)
+{
+	if (!r || r == -ECANCELED || r == -EAGAIN || !h->target ||
+	    !bgs_target_exited(h->target, EXIT_GRACE_MS))
+		return r;
+	bgs_snap_set_error(h, "process %d exited", h->target->pid);
+	return BGSNAP_ETARGET;
+}
+
 static int save_start(struct bgsnap *h, const char *path, int fd,
 		      const struct bgsnap_save_opts *opts)
 {
@@ -566,11 +580,7 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 		r = check_own_memory(s);
 	if (!r)
 		r = s->stop_the_world ? start_stopped(s) : start_protected(s);
-	if (r && h->target && bgs_target_exited(h->target)) {
-		/* Whatever step noticed first, the cause is the same. */
-		bgs_snap_set_error(h, "process %d exited", h->target->pid);
-		r = BGSNAP_ETARGET;
-	}
+	r = blame_exit(h, r);
 	if (r) {
 		bgs_save_fail(s, r, "%s", h->errmsg);
 		if (s->copier_started)
@@ -650,6 +660,7 @@ BGSNAP_API int bgsnap_wait(struct bgsnap *h)
 	final_stats(s, &h->stats);
 	if (r)
 		bgs_snap_set_error(h, "%s", s->error.msg);
+	r = blame_exit(h, r);
 	if (bgs_snap_test_hooks.read_count && s->read_count)
 		memcpy(bgs_snap_test_hooks.read_count, s->read_count,
 		       h->total_pages);

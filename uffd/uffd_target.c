@@ -789,11 +789,11 @@ bool bgs_target_frozen(const struct bgs_target *t)
 	return t->nthreads > 0;
 }
 
-bool bgs_target_exited(const struct bgs_target *t)
+bool bgs_target_exited(const struct bgs_target *t, unsigned timeout_ms)
 {
 	struct pollfd p = {.fd = t->pidfd, .events = POLLIN};
 
-	return t->pidfd >= 0 && poll(&p, 1, 0) == 1;
+	return t->pidfd >= 0 && poll(&p, 1, (int)timeout_ms) == 1;
 }
 
 size_t bgs_target_tids(const struct bgs_target *t, pid_t *tids, size_t max)

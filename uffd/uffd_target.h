@@ -111,9 +111,10 @@ int bgs_target_thaw(struct bgs_target *t);
 
 bool bgs_target_frozen(const struct bgs_target *t);
 
-/* True once the whole process has exited (its pidfd says so): whatever
- * failed meanwhile failed because it is gone. */
-bool bgs_target_exited(const struct bgs_target *t);
+/* True once the whole process has exited (its pidfd says so), waiting up to
+ * @timeout_ms for that: whatever failed meanwhile failed because it is
+ * gone. */
+bool bgs_target_exited(const struct bgs_target *t, unsigned timeout_ms);
 
 /* Thread ids of a frozen target, for tests and reports. */
 size_t bgs_target_tids(const struct bgs_target *t, pid_t *tids, size_t max);

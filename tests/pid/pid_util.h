@@ -69,6 +69,9 @@ void pt_guest_kill(struct pt_guest *g);
  * every 50 ms) and its books balance. */
 void pt_guest_healthy(struct pt_guest *g, unsigned run_ms, int timeout_ms);
 
+/* The TracerPid of @pid (0: none), -1 if it cannot be read. */
+int pt_tracer_of(pid_t pid);
+
 /* Fail unless the guest holds no userfaultfd and no tracer. */
 void pt_guest_untraced(const struct pt_guest *g);
 /* Fail if the guest has a tracer or a mapping registered with a

@@ -369,26 +369,85 @@ static pid_t save_caught_copying(struct pt_guest *g, const char *name,
 	return -1;
 }
 
-/* The target dies while its pages are copied: bgsnap is stopped at that
- * moment, so the death surely falls mid-save. */
+/* Kill the guest while bgsnap is stopped, so the death surely falls
+ * mid-save; then bgsnap must say so in one line and leave no file. The
+ * guest is reaped only after bgsnap runs again: while bgsnap has it
+ * frozen, it is bgsnap's tracee, and a tracee is not its parent's to reap
+ * before its tracer lets it go. */
+static void kill_guest_under(pid_t bgsnap, struct pt_guest *g, int err,
+			     const char *name, const char *file)
+{
+	char pid[16], msg[512];
+
+	snprintf(pid, sizeof(pid), "%d", (int)g->pid);
+	kill(bgsnap, SIGSTOP);
+	kill(g->pid, SIGKILL);
+	kill(bgsnap, SIGCONT);
+	assert_int_equal(wait_exit(bgsnap, SAVE_MS), 1);
+	read_message(err, msg, sizeof(msg));
+	assert_non_null(strstr(msg, pid));
+	assert_non_null(strstr(msg, "exited during the save"));
+	assert_non_null(strstr(msg, "no snapshot was written"));
+	assert_int_equal(access(file, F_OK), -1);
+	assert_int_equal(temp_file_size(name), -1);
+	pt_guest_kill(g);
+}
+
+/* The target dies while its pages are copied. */
 static void test_target_exits(void **state)
 {
-	char file[256], pid[16], msg[512];
+	char file[256], pid[16];
 	struct pt_guest g;
 	int err;
 	pid_t b;
 
 	(void)state;
 	b = save_caught_copying(&g, "exit.bgs", file, sizeof(file), pid, &err);
-	kill(b, SIGSTOP);
-	pt_guest_kill(&g);
-	kill(b, SIGCONT);
-	assert_int_equal(wait_exit(b, SAVE_MS), 1);
-	read_message(err, msg, sizeof(msg));
-	assert_non_null(strstr(msg, pid));
-	assert_non_null(strstr(msg, "no snapshot was written"));
-	assert_int_equal(access(file, F_OK), -1);
-	assert_int_equal(temp_file_size("exit.bgs"), -1);
+	kill_guest_under(b, &g, err, "exit.bgs", file);
+}
+
+/* Wait until bgsnap has the guest stopped (it is the guest's tracer):
+ * true, or false if bgsnap ended first (*@status set). Polled without
+ * sleeping: bgsnap holds a guest for a few milliseconds at a time. */
+static bool wait_tracing(pid_t bgsnap, pid_t guest, int *status)
+{
+	const uint64_t deadline = tu_now_ns() + (uint64_t)SAVE_MS * 1000000;
+
+	while (tu_now_ns() < deadline) {
+		if (pt_tracer_of(guest) == bgsnap)
+			return true;
+		if (waitpid(bgsnap, status, WNOHANG) == bgsnap)
+			return false;
+	}
+	fail_msg("bgsnap never stopped guest %d", (int)guest);
+	return false;
+}
+
+/* The target dies while bgsnap has it stopped: to make its uffd in it, or
+ * in the blackout. */
+static void test_target_exits_while_stopped(void **state)
+{
+	char file[256], pid[16];
+	struct pt_guest g;
+	int err, status;
+
+	(void)state;
+	path_in_dir(file, sizeof(file), "stopped.bgs");
+	for (int tries = 0; tries < 3; tries++) {
+		pt_guest_start(&g, 0, "256M", "4k", NULL);
+		snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+		const pid_t b = spawn_save(pid, file, &err);
+		if (wait_tracing(b, g.pid, &status)) {
+			kill_guest_under(b, &g, err, "stopped.bgs", file);
+			return;
+		}
+		fprintf(stderr, "# the save ended before it was caught; "
+				"again\n");
+		close(err);
+		pt_guest_kill(&g);
+		unlink(file);
+	}
+	fail_msg("every save ended before it could be caught");
 }
 
 static void test_sigint_cancels(void **state)
@@ -518,6 +577,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_save_stdout),
 		cmocka_unit_test(test_save_json),
 		cmocka_unit_test(test_target_exits),
+		cmocka_unit_test(test_target_exits_while_stopped),
 		cmocka_unit_test(test_sigint_cancels),
 		cmocka_unit_test(test_nonroot_target),
 		cmocka_unit_test(test_ptrace_refused),
