@@ -349,8 +349,11 @@ static uint64_t le64(const uint8_t *p)
 	return v;
 }
 
-/* The offset of a byte inside the payload of the first PAGES record that
- * stores data (FORMAT.md §1, §3). */
+/* The offset of the first payload byte of the first PAGES record that
+ * stores data (FORMAT.md §1, §3). That byte matters in every encoding: a
+ * byte of lz4 data further in may be a match offset, and a changed offset
+ * that points at equal bytes decodes to the same pages. In lz4 the first
+ * byte holds the length of the first literals. */
 static size_t payload_byte(const uint8_t *f, size_t len)
 {
 	size_t off = le64(f + 12) & 0xffffffff; /* header_len */
@@ -360,7 +363,7 @@ static size_t payload_byte(const uint8_t *f, size_t len)
 		const uint64_t plen = le64(f + off + 24);
 
 		if (type == 2 && plen > 0)
-			return off + 48 + plen / 2;
+			return off + 48;
 		if (type == 4)
 			break;
 		off += 48 + plen;
