@@ -528,7 +528,7 @@ static int snapshot_ids(struct bgs_save *s)
 /* A save of another process fails in whichever step first notices that it
  * exited (a read, PAGEMAP_SCAN, the injection, a freeze): one cause, said
  * one way. The exit may still be under way when that step fails. */
-#define EXIT_GRACE_MS 100
+#define EXIT_GRACE_MS 500
 
 static int blame_exit(struct bgsnap *h, int r)
 {
