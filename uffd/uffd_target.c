@@ -397,9 +397,10 @@ static int reserve_thread(struct bgs_target *t)
 	return 0;
 }
 
-static void add_thread(struct bgs_target *t, pid_t tid)
+static void add_thread(struct bgs_target *t, pid_t tid, bool other_process)
 {
-	t->threads[t->nthreads++] = (struct bgs_target_thread){.tid = tid};
+	t->threads[t->nthreads++] = (struct bgs_target_thread){
+		.tid = tid, .other_process = other_process};
 }
 
 static void drop_thread(struct bgs_target *t, size_t i)
@@ -464,7 +465,7 @@ static int seize_one(struct bgs_target *t, pid_t tid, struct pass *p)
 		return r;
 	}
 	p->added++;
-	add_thread(t, tid);
+	add_thread(t, tid, false);
 	return 0;
 }
 
@@ -492,10 +493,12 @@ static int seize_pass(struct bgs_target *t, struct pass *p)
  * A process gone counts as complete: the caller finds out it exited. */
 static bool pass_complete(const struct bgs_target *t, const struct pass *p)
 {
+	unsigned held = 0;
 	struct pstatus ps;
 
-	return read_status(t->pid, &ps) ||
-	       ps.threads == t->nthreads + p->zombies;
+	for (size_t i = 0; i < t->nthreads; i++)
+		held += !t->threads[i].other_process;
+	return read_status(t->pid, &ps) || ps.threads == held + p->zombies;
 }
 
 /* ---- waiting for stops --------------------------------------------------- */
@@ -534,6 +537,17 @@ int bgs_target_wait(pid_t tid, int *status, unsigned timeout_ms)
 	}
 }
 
+/* A child made by clone() without CLONE_THREAD is attached all the same
+ * (and, sharing the memory with CLONE_VM, is best stopped too), but it is
+ * a process of its own: not a thread the process counts. */
+static bool in_process(const struct bgs_target *t, pid_t tid)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d", (int)t->pid, (int)tid);
+	return access(path, F_OK) == 0;
+}
+
 /* A seized thread made a thread; its child is already attached (by
  * TRACECLONE) and will report its own stop. Without memory to list it now,
  * the next pass over /proc/PID/task finds it (seize_refused: ours). */
@@ -543,7 +557,7 @@ static void on_clone(struct bgs_target *t, pid_t tid)
 
 	ptrace(PTRACE_GETEVENTMSG, tid, NULL, &child);
 	if (child && !find_thread(t, (pid_t)child) && !reserve_thread(t))
-		add_thread(t, (pid_t)child);
+		add_thread(t, (pid_t)child, !in_process(t, (pid_t)child));
 	/* Our interrupt is still pending: the parent stops again before it
 	 * runs any user code. */
 	ptrace(PTRACE_CONT, tid, NULL, NULL);

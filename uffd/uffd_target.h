@@ -61,6 +61,7 @@ struct bgs_target_thread {
 	pid_t tid;
 	enum bgs_tstop stop;
 	int sig;
+	bool other_process; /* a clone() child without CLONE_THREAD */
 };
 
 struct bgs_target {
