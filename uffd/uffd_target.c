@@ -463,6 +463,9 @@ static int seize_one(struct bgs_target *t, pid_t tid, struct pass *p)
 				       (int)tid, strerror(errno));
 	} else if ((r = seize_refused(t, tid, p)) <= 0) {
 		return r;
+	} else {
+		/* Ours already, but maybe never asked to stop. */
+		ptrace(PTRACE_INTERRUPT, tid, NULL, NULL);
 	}
 	p->added++;
 	add_thread(t, tid, false);
@@ -548,6 +551,15 @@ static bool in_process(const struct bgs_target *t, pid_t tid)
 	return access(path, F_OK) == 0;
 }
 
+/* Let a thread go on from a trap that is not the stop we asked for. Any
+ * trap clears a pending interrupt (ptrace_stop()), so ask again first: it
+ * stops before it runs user code. */
+static void continue_to_stop(pid_t tid)
+{
+	ptrace(PTRACE_INTERRUPT, tid, NULL, NULL);
+	ptrace(PTRACE_CONT, tid, NULL, NULL);
+}
+
 /* A seized thread made a thread; its child is already attached (by
  * TRACECLONE) and will report its own stop. Without memory to list it now,
  * the next pass over /proc/PID/task finds it (seize_refused: ours). */
@@ -558,9 +570,7 @@ static void on_clone(struct bgs_target *t, pid_t tid)
 	ptrace(PTRACE_GETEVENTMSG, tid, NULL, &child);
 	if (child && !find_thread(t, (pid_t)child) && !reserve_thread(t))
 		add_thread(t, (pid_t)child, !in_process(t, (pid_t)child));
-	/* Our interrupt is still pending: the parent stops again before it
-	 * runs any user code. */
-	ptrace(PTRACE_CONT, tid, NULL, NULL);
+	continue_to_stop(tid);
 }
 
 /* One report of thread @i. Returns 1 if the thread left the list. */
@@ -582,7 +592,7 @@ static int on_report(struct bgs_target *t, size_t i, int st)
 		th->stop = BGS_TSTOP_SIGNAL;
 		th->sig = sig;
 	} else {
-		ptrace(PTRACE_CONT, th->tid, NULL, NULL);
+		continue_to_stop(th->tid);
 	}
 	return 0;
 }

@@ -13,6 +13,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,6 +193,64 @@ static void test_freeze_catches_new_threads(void **state)
 		assert_int_equal(stopped, tasks);
 		tu_sleep_ms(5);
 		assert_int_equal(atomic_load(n), before);
+		assert_int_equal(bgs_target_thaw(&t), 0);
+	}
+	bgs_target_close(&t);
+	tu_kid_kill(&k);
+}
+
+/* A kid whose threads keep making children with clone(CLONE_VM) but not
+ * CLONE_THREAD (as some runtimes spawn helpers): a child made during a
+ * freeze is attached with its parent (TRACECLONE), yet it is a process of
+ * its own, which the kid's thread count leaves out. And the parent, let go
+ * after its clone trap, must still stop: that trap cleared the interrupt
+ * asked of it. Before both were handled, 4 of 5 runs failed ("kept
+ * changing") and then 14 of 30 ("did not stop"). */
+static int vm_child(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+static void *clone_vm_children(void *arg)
+{
+	static _Thread_local char stack[1 << 16];
+
+	(void)arg;
+	for (;;) {
+		const pid_t c =
+			clone(vm_child, stack + sizeof(stack), CLONE_VM, NULL);
+
+		if (c > 0)
+			waitpid(c, NULL, __WALL);
+	}
+	return NULL;
+}
+
+static int clone_vm_setup(struct tu_kid *k)
+{
+	pthread_t th;
+
+	(void)k;
+	for (int i = 0; i < 2; i++) {
+		if (pthread_create(&th, NULL, clone_vm_children, NULL))
+			return 1;
+		pthread_detach(th);
+	}
+	return 0;
+}
+
+static void test_freeze_clone_vm_children(void **state)
+{
+	struct bgs_target t;
+	struct tu_kid k = {.setup = clone_vm_setup};
+
+	(void)state;
+	tu_kid_start(&k, 0, 0, 0);
+	assert_int_equal(bgs_target_open(&t, k.pid), 0);
+	for (int round = 0; round < 100; round++) {
+		if (bgs_target_freeze(&t))
+			fail_msg("round %d: %s", round, t.msg);
 		assert_int_equal(bgs_target_thaw(&t), 0);
 	}
 	bgs_target_close(&t);
@@ -461,6 +520,7 @@ int main(void)
 		cmocka_unit_test(test_open_zombie),
 		cmocka_unit_test(test_freeze_thaw_threads),
 		cmocka_unit_test(test_freeze_catches_new_threads),
+		cmocka_unit_test(test_freeze_clone_vm_children),
 		cmocka_unit_test(test_freeze_stopped_target),
 		cmocka_unit_test(test_killed_while_frozen),
 		cmocka_unit_test(test_already_traced),
