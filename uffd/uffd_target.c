@@ -35,7 +35,7 @@
 
 #define SEIZE_OPTS		(PTRACE_O_TRACECLONE | PTRACE_O_TRACESYSGOOD)
 #define DEFAULT_STOP_TIMEOUT_MS 2000
-/* A killed thread exits in microseconds unless the machine is very busy. */
+/* Bounds a thaw that waits for killed threads to finish exiting. */
 #define REAP_TIMEOUT_MS		1000
 #define CAP_SYS_PTRACE_BIT	19
 

@@ -156,18 +156,23 @@ static void *churn(void *arg)
 	return NULL;
 }
 
-static int churn_setup(struct tu_kid *k)
+/* In the kid: @n detached threads running @fn. */
+static int start_detached(int n, void *(*fn)(void *))
 {
 	pthread_t th;
-	int i;
 
-	spawned = (atomic_ulong *)&k->shm->arg[0];
-	for (i = 0; i < 4; i++) {
-		if (pthread_create(&th, NULL, churn, NULL))
+	for (int i = 0; i < n; i++) {
+		if (pthread_create(&th, NULL, fn, NULL))
 			return 1;
 		pthread_detach(th);
 	}
 	return 0;
+}
+
+static int churn_setup(struct tu_kid *k)
+{
+	spawned = (atomic_ulong *)&k->shm->arg[0];
+	return start_detached(4, churn);
 }
 
 static void test_freeze_catches_new_threads(void **state)
@@ -229,15 +234,8 @@ static void *clone_vm_children(void *arg)
 
 static int clone_vm_setup(struct tu_kid *k)
 {
-	pthread_t th;
-
 	(void)k;
-	for (int i = 0; i < 2; i++) {
-		if (pthread_create(&th, NULL, clone_vm_children, NULL))
-			return 1;
-		pthread_detach(th);
-	}
-	return 0;
+	return start_detached(2, clone_vm_children);
 }
 
 static void test_freeze_clone_vm_children(void **state)
