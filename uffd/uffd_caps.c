@@ -185,6 +185,50 @@ static void probe_pagemap_scan(struct bgs_uffd_cap *caps, int *n)
 	    r == 1 ? "" : strerror(err));
 }
 
+/*
+ * Kernel builds differ here: most map the shared zero page on a read of
+ * never-written private anonymous memory, some map a fresh page. Both are
+ * right for bgsnap; with fresh pages, memory that was only ever read is
+ * copied and found zero rather than skipped by PAGEMAP_SCAN.
+ */
+static void probe_read_zero_page(struct bgs_uffd_cap *caps, int *n)
+{
+	struct bgs_pagemap pm;
+	uint64_t cats = 0;
+	const long psz = sysconf(_SC_PAGESIZE);
+	char *p = mmap(NULL, (size_t)psz, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	long r = -1;
+
+	if (p != MAP_FAILED && bgs_uffd_pagemap_open(&pm, 0) == 0) {
+		struct page_region vec[1];
+		struct pm_scan_arg a = {
+			.size = sizeof(a),
+			.start = (uint64_t)(uintptr_t)p,
+			.end = (uint64_t)(uintptr_t)p + (uint64_t)psz,
+			.vec = (uint64_t)(uintptr_t)vec,
+			.vec_len = 1,
+			.category_anyof_mask = PAGE_IS_PRESENT,
+			.return_mask = PAGE_IS_PRESENT | PAGE_IS_PFNZERO,
+		};
+		(void)*(volatile char *)p;
+		r = ioctl(pm.fd, PAGEMAP_SCAN, &a);
+		if (r == 1)
+			cats = vec[0].categories;
+		bgs_uffd_pagemap_close(&pm);
+	}
+	if (p != MAP_FAILED)
+		munmap(p, (size_t)psz);
+	if (r != 1)
+		return; /* no PAGEMAP_SCAN: its own line says so */
+	add(caps, n, "read-zero-page", true, false, "%s",
+	    cats & PAGE_IS_PFNZERO ?
+		    "a read of never-written memory maps the zero page: "
+		    "such pages are skipped as zero" :
+		    "a read of never-written memory maps a fresh page on "
+		    "this kernel: such pages are read and found zero");
+}
+
 static void probe_io_uring(struct bgs_uffd_cap *caps, int *n)
 {
 	/* struct io_uring_params is 120 bytes; zeroed means defaults. */
@@ -262,6 +306,7 @@ int bgs_uffd_probe(struct bgs_uffd_cap *caps)
 	probe_features(caps, &n, offered > 0 ? (uint64_t)offered : 0,
 		       offered > 0);
 	probe_pagemap_scan(caps, &n);
+	probe_read_zero_page(caps, &n);
 	probe_io_uring(caps, &n);
 	probe_memory(caps, &n);
 	probe_ptrace(caps, &n);

@@ -112,7 +112,8 @@ struct pm_scan_arg {
 	(PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN | PAGE_IS_FILE | PAGE_IS_PRESENT | \
 	 PAGE_IS_SWAPPED | PAGE_IS_PFNZERO | PAGE_IS_HUGE)
 
-/* Documentation/admin-guide/mm/pagemap.rst: bit 57 of a pagemap entry. */
+/* Documentation/admin-guide/mm/pagemap.rst: bits of a pagemap entry. */
+#define BGS_PM_PFN_MASK	 ((1ULL << 55) - 1) /* 0 without CAP_SYS_ADMIN */
 #define BGS_PM_UFFD_WP	 (1ULL << 57)
 #define BGS_PM_SWAP	 (1ULL << 62)
 #define BGS_PM_PRESENT	 (1ULL << 63)

@@ -128,7 +128,8 @@ static void test_unpopulated_pages_fault(void **state)
 	bgs_uffd_pagemap_close(&pm);
 	expect_blocked_write(p + 2 * PG, (uint64_t)(uintptr_t)(p + 2 * PG),
 			     p + 2 * PG, PG);
-	/* A read of a marker maps the zero page and keeps the protection. */
+	/* A read of a marker maps a page (the zero page on most kernel
+	 * builds) and keeps the protection. */
 	assert_int_equal(p[3 * PG], 0);
 	expect_blocked_write(p + 3 * PG, (uint64_t)(uintptr_t)(p + 3 * PG),
 			     p + 3 * PG, PG);
@@ -380,6 +381,33 @@ static void test_eagain_while_event_unread(void **state)
 	tu_unmap(p, 4 * PG);
 }
 
+/*
+ * Kernel builds differ: most map the shared zero page on a read of a
+ * never-written private anonymous page, some map a fresh page. Find out
+ * without PAGEMAP_SCAN, which is what is under test: two such reads in
+ * separate mappings share a frame only if it is the zero page.
+ */
+static bool read_maps_zero_page(void)
+{
+	char *a = tu_map_anon(PG, false);
+	char *b = tu_map_anon(PG, false);
+	uint64_t ea = 0, eb = 0;
+	struct bgs_pagemap pm;
+
+	(void)*(volatile char *)a;
+	(void)*(volatile char *)b;
+	assert_int_equal(bgs_uffd_pagemap_open(&pm, 0), 0);
+	assert_int_equal(bgs_uffd_pagemap_entry(&pm, (uint64_t)(uintptr_t)a, &ea), 0);
+	assert_int_equal(bgs_uffd_pagemap_entry(&pm, (uint64_t)(uintptr_t)b, &eb), 0);
+	bgs_uffd_pagemap_close(&pm);
+	tu_unmap(a, PG);
+	tu_unmap(b, PG);
+	assert_true(ea & BGS_PM_PRESENT);
+	/* Frame numbers read as 0 without CAP_SYS_ADMIN: then we cannot tell. */
+	assert_true((ea & BGS_PM_PFN_MASK) != 0);
+	return (ea & BGS_PM_PFN_MASK) == (eb & BGS_PM_PFN_MASK);
+}
+
 static void test_pagemap_scan_categories(void **state)
 {
 	const uint64_t all = PAGE_IS_PRESENT | PAGE_IS_WRITTEN |
@@ -387,12 +415,13 @@ static void test_pagemap_scan_categories(void **state)
 	const struct bgs_scan_query q = { .report = all };
 	struct collect c;
 	struct bgs_pagemap pm;
+	const uint64_t read_page = read_maps_zero_page() ? PAGE_IS_PFNZERO : 0;
 	char *p = tu_map_anon(5 * PG, false);
 	volatile char sink;
 
 	(void)state;
 	p[0] = 1;	   /* page 0: data, protected */
-	sink = p[PG];	   /* page 1: zero page, protected */
+	sink = p[PG];	   /* page 1: read only, protected */
 	(void)sink;	   /* page 2: never touched, protected (marker) */
 	p[3 * PG] = 1;	   /* page 3: data, unprotected, written again */
 	register_wp(p, 4 * PG); /* page 4: not registered, never touched */
@@ -405,7 +434,7 @@ static void test_pagemap_scan_categories(void **state)
 	assert_int_equal(bgs_uffd_pagemap_scan(&pm, c.base, c.base + 5 * PG,
 					       &q, collect_cb, &c), 0);
 	assert_int_equal(c.cats[0], PAGE_IS_PRESENT);
-	assert_int_equal(c.cats[1], PAGE_IS_PRESENT | PAGE_IS_PFNZERO);
+	assert_int_equal(c.cats[1], PAGE_IS_PRESENT | read_page);
 	assert_int_equal(c.cats[2], PAGE_IS_SWAPPED);
 	assert_int_equal(c.cats[3], PAGE_IS_PRESENT | PAGE_IS_WRITTEN);
 	assert_int_equal(c.cats[4] & (PAGE_IS_PRESENT | PAGE_IS_SWAPPED), 0);
@@ -420,7 +449,7 @@ static void test_pagemap_scan_categories(void **state)
 	assert_int_equal(bgs_uffd_pagemap_scan(&pm, c.base, c.base + 5 * PG,
 					       &populated, collect_cb, &c), 0);
 	assert_int_equal(c.cats[0], PAGE_IS_PRESENT);
-	assert_int_equal(c.cats[1], 0);
+	assert_int_equal(c.cats[1], read_page ? 0 : PAGE_IS_PRESENT);
 	assert_int_equal(c.cats[3], PAGE_IS_PRESENT);
 	bgs_uffd_pagemap_close(&pm);
 	unregister(p, 4 * PG);
