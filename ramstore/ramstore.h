@@ -72,6 +72,11 @@ struct rs_writer_opts {
 	int lz4_acceleration;	  /* 1 = LZ4 default; higher: faster, larger */
 	size_t buffer_budget;	  /* bytes of write buffers; 0: 64 MiB
 				   * (at least two of the largest records) */
+	uint64_t overflow_pages;  /* how many pages urgent puts may hold
+				   * beyond the budget while the disk is
+				   * behind (address space reserved, memory
+				   * used only as needed); 0: none, they
+				   * wait like any other */
 	uint8_t snapshot_id[16];  /* all zero: a random one is made */
 	uint8_t parent_id[16];	  /* all zero: not incremental */
 	const struct rs_region *regions; /* the table, fixed at open */
@@ -104,6 +109,20 @@ int bgs_rs_writer_open_fd(struct rs_writer **w, int fd,
  */
 int bgs_rs_put_pages(struct rs_writer *w, uint32_t region, uint64_t first,
 		     uint64_t npages, const void *src);
+/*
+ * Puts of pages a writer of the owner waits on: from bgs_rs_writer_urgent(w,
+ * true) to (w, false), puts never wait for the disk. When the buffers are
+ * full, their records go to the overflow (up to overflow_pages pages;
+ * past it, they wait like any other).
+ */
+void bgs_rs_writer_urgent(struct rs_writer *w, bool urgent);
+/* Would a put of @npages pages be taken now, without waiting? Never
+ * waits itself: reaps finished writes and starts pending ones. */
+bool bgs_rs_writer_ready(struct rs_writer *w, uint64_t npages);
+/* A descriptor that polls readable when a write finishes (then
+ * bgs_rs_writer_ready may change its mind), or -1: writes are
+ * synchronous, there is nothing to wait for. */
+int bgs_rs_writer_wait_fd(const struct rs_writer *w);
 /* Store a run known to be zero without reading it (never-populated). */
 int bgs_rs_put_zero(struct rs_writer *w, uint32_t region, uint64_t first,
 		    uint64_t npages);
@@ -128,7 +147,9 @@ struct rs_writer_stats {
 	uint64_t stored_bytes;	/* bytes of the store so far, written or
 				 * queued in the buffer pool */
 	uint64_t records;
-	uint64_t peak_buffer_bytes; /* high-water mark of the buffer pool */
+	uint64_t peak_buffer_bytes; /* high-water mark of the buffer pool,
+				     * overflow included */
+	uint64_t peak_overflow_bytes; /* of the overflow alone */
 };
 /* Any thread; the figures are each exact, not mutually atomic. */
 void bgs_rs_writer_stats(const struct rs_writer *w, struct rs_writer_stats *s);

@@ -104,8 +104,26 @@ static void drop_direct(struct rs_wq *q)
 		set_err(q, -errno);
 }
 
+/* Address space for the overflow, touched only as it is used. */
+static int map_overflow(struct rs_wq *q, size_t limit)
+{
+	const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	void *p;
+
+	if (!limit)
+		return 0;
+	limit = (limit + pg - 1) / pg * pg;
+	p = mmap(NULL, limit, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	q->over = p;
+	q->over_limit = limit;
+	return 0;
+}
+
 int bgs_rs_wq_init(struct rs_wq *q, int fd, bool stream, size_t budget,
-		   bool sync_io)
+		   size_t over_limit, bool sync_io)
 {
 	const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
 	int ret;
@@ -121,6 +139,8 @@ int bgs_rs_wq_init(struct rs_wq *q, int fd, bool stream, size_t budget,
 	q->max_write = 4 * q->chunk;
 	setup_direct(q);
 	ret = map_arena(q);
+	if (!ret)
+		ret = map_overflow(q, over_limit);
 	if (ret)
 		return ret;
 	/* Kernels or sandboxes without io_uring still get a store. */
@@ -140,6 +160,40 @@ static struct rs_wslot *slot_at(struct rs_wq *q, unsigned i)
 	return &q->slot[i % RS_WQ_DEPTH];
 }
 
+/* The end of what the arena holds: the overflow comes after it. */
+static uint64_t arena_end(const struct rs_wq *q)
+{
+	return q->fill - q->over_len;
+}
+
+static size_t arena_room(const struct rs_wq *q)
+{
+	return q->size - (size_t)(arena_end(q) - q->done);
+}
+
+#define RS_WQ_OVER_KEEP (4u << 20) /* overflow memory kept once drained */
+
+/* Move what the arena has room for out of the overflow, oldest first. */
+static void migrate(struct rs_wq *q)
+{
+	const size_t n = q->over_len < arena_room(q) ? q->over_len
+						     : arena_room(q);
+
+	if (!q->over_len)
+		return;
+	memcpy(at(q, arena_end(q)), q->over + q->over_head, n);
+	q->over_head += n;
+	q->over_len -= n;
+	if (q->over_len)
+		return;
+	q->over_head = 0;
+	/* Drained: give back what a burst made resident. */
+	if (q->over_touched > RS_WQ_OVER_KEEP) {
+		madvise(q->over, q->over_touched, MADV_DONTNEED);
+		q->over_touched = 0;
+	}
+}
+
 static void retire(struct rs_wq *q)
 {
 	while (q->inflight && slot_at(q, q->head)->complete) {
@@ -149,11 +203,12 @@ static void retire(struct rs_wq *q)
 	q->done = q->inflight ? slot_at(q, q->head)->start : q->sub;
 	/* Idle: move the few pending bytes back to the start. Nobody holds
 	 * a pointer into the arena here (reserve computes its own after). */
-	if (!q->inflight && q->fill - q->sub <= RS_WQ_DIO_ALIGN &&
+	if (!q->inflight && arena_end(q) - q->sub <= RS_WQ_DIO_ALIGN &&
 	    at(q, q->sub) != q->arena) {
-		memmove(q->arena, at(q, q->sub), q->fill - q->sub);
+		memmove(q->arena, at(q, q->sub), arena_end(q) - q->sub);
 		q->base = q->sub;
 	}
+	migrate(q);
 }
 
 /* Account @res for slot @i; true if the rest must be written again. */
@@ -241,7 +296,7 @@ static void submit(struct rs_wq *q)
  * chunk unless @force, at most max_write. */
 static uint64_t next_write(const struct rs_wq *q, bool force)
 {
-	uint64_t n = q->fill - q->sub;
+	uint64_t n = arena_end(q) - q->sub;
 
 	if (q->direct)
 		n -= n % q->align;
@@ -319,15 +374,37 @@ static void reap(struct rs_wq *q, bool wait)
 
 /* ---- the producer's side ------------------------------------------------- */
 
-int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, uint8_t **p)
+/* Room in the overflow for @need more bytes, packed down if need be. */
+static bool overflow_fits(struct rs_wq *q, size_t need)
+{
+	if (q->over_len + need > q->over_limit)
+		return false;
+	if (q->over_head + q->over_len + need > q->over_limit) {
+		memmove(q->over, q->over + q->over_head, q->over_len);
+		q->over_head = 0;
+	}
+	return true;
+}
+
+int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, bool urgent,
+		      uint8_t **p)
 {
 	if (q->err)
 		return q->err;
 	if (need > q->size)
 		return -EINVAL;
-	while (q->size - (q->fill - q->done) < need) {
+	migrate(q);
+	q->to_over = false;
+	if (urgent && (q->over_len || arena_room(q) < need) &&
+	    overflow_fits(q, need)) {
+		q->to_over = true;
+		*p = q->over + q->over_head + q->over_len;
+		return 0;
+	}
+	while (q->over_len || arena_room(q) < need) {
 		submit_pending(q, true);
 		reap(q, true);
+		migrate(q);
 		if (q->err)
 			return q->err;
 	}
@@ -335,15 +412,25 @@ int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, uint8_t **p)
 	return 0;
 }
 
+static void stat_max(_Atomic uint64_t *v, uint64_t x)
+{
+	if (x > atomic_load_explicit(v, memory_order_relaxed))
+		atomic_store_explicit(v, x, memory_order_relaxed);
+}
+
 void bgs_rs_wq_produce(struct rs_wq *q, size_t len)
 {
-	const uint64_t used = q->fill + len - q->done;
-
+	if (q->to_over) {
+		q->over_len += len;
+		if (q->over_head + q->over_len > q->over_touched)
+			q->over_touched = q->over_head + q->over_len;
+		stat_max(&q->peak_over, q->over_len);
+		q->to_over = false;
+	}
 	q->fill += len;
 	atomic_store_explicit(&q->stored, q->fill, memory_order_relaxed);
-	if (used > atomic_load_explicit(&q->peak, memory_order_relaxed))
-		atomic_store_explicit(&q->peak, used, memory_order_relaxed);
-	if (q->fill - q->sub >= q->chunk) {
+	stat_max(&q->peak, q->fill - q->done);
+	if (arena_end(q) - q->sub >= q->chunk) {
 		reap(q, false);
 		submit_pending(q, false);
 	}
@@ -356,7 +443,7 @@ int bgs_rs_wq_append(struct rs_wq *q, const void *data, size_t len)
 	while (len) {
 		const size_t n = len < q->max_write ? len : q->max_write;
 		uint8_t *dst;
-		const int ret = bgs_rs_wq_reserve(q, n, &dst);
+		const int ret = bgs_rs_wq_reserve(q, n, false, &dst);
 
 		if (ret)
 			return ret;
@@ -374,9 +461,27 @@ void bgs_rs_wq_kick(struct rs_wq *q)
 	submit_pending(q, true);
 }
 
+bool bgs_rs_wq_ready(struct rs_wq *q, size_t need)
+{
+	if (q->err)
+		return true; /* the reservation reports it */
+	reap(q, false);
+	migrate(q);
+	if (!q->over_len && arena_room(q) >= need)
+		return true;
+	submit_pending(q, true);
+	return false;
+}
+
+int bgs_rs_wq_wait_fd(const struct rs_wq *q)
+{
+	return q->uring ? q->ring.ring_fd : -1;
+}
+
 int bgs_rs_wq_flush(struct rs_wq *q)
 {
 	for (;;) {
+		migrate(q);
 		submit_pending(q, true);
 		if (!q->inflight && (q->sub == q->fill || q->err))
 			return q->err;
@@ -397,4 +502,7 @@ void bgs_rs_wq_free(struct rs_wq *q)
 		io_uring_queue_exit(&q->ring);
 	munmap(q->arena, 2 * q->size);
 	q->arena = NULL;
+	if (q->over)
+		munmap(q->over, q->over_limit);
+	q->over = NULL;
 }

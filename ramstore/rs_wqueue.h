@@ -7,6 +7,13 @@
  * in memory even where the ring wraps. Bytes are freed in order as their
  * writes complete; a full arena makes the producer wait (back-pressure).
  *
+ * Except an urgent producer (a page a writer of the owner waits on): it
+ * never waits for the disk. What does not fit the arena goes to the
+ * overflow, a second buffer of address space reserved up front and
+ * touched only as used; its bytes move into the arena, in order, as
+ * writes free room. While the overflow holds anything, every new byte
+ * goes after it, urgent or not, so the file stays in position order.
+ *
  * Positions are logical byte counts since the start of the store, which
  * is also the file offset of each byte: [done, sub) is being written,
  * [sub, fill) waits to be submitted, everything else is free. Whenever
@@ -62,28 +69,44 @@ struct rs_wq {
 	size_t chunk;	  /* pending bytes worth a write */
 	size_t max_write; /* the largest single write */
 	uint64_t fill, sub, done;
+	/* The overflow: bytes [fill - over_len, fill) at over + over_head;
+	 * the arena holds [done, fill - over_len). */
+	uint8_t *over;
+	size_t over_limit, over_head, over_len, over_touched;
+	bool to_over; /* the last reservation is in the overflow */
 	struct rs_wslot slot[RS_WQ_DEPTH]; /* a ring, oldest at head */
 	unsigned head, inflight;
 	int err; /* the first error; sticks */
 	/* Written by the writer's thread, read by any (stats): relaxed. */
 	_Atomic uint64_t stored; /* fill, for other threads */
 	_Atomic uint64_t peak;
+	_Atomic uint64_t peak_over; /* high-water mark of the overflow */
 };
 
-/* @budget is rounded up to whole pages. @stream: @fd may be a pipe. */
+/* @budget is rounded up to whole pages. @stream: @fd may be a pipe.
+ * @over_limit: the most bytes urgent reservations may hold beyond the
+ * budget (0: none; they wait like any other). */
 int bgs_rs_wq_init(struct rs_wq *q, int fd, bool stream, size_t budget,
-		   bool sync_io);
+		   size_t over_limit, bool sync_io);
 /* Wait for writes in flight (errors ignored), then free everything. */
 void bgs_rs_wq_free(struct rs_wq *q);
 /* Contiguous room for @need bytes (at most the arena size) at *@p,
- * waiting for writes to complete if the arena is full. */
-int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, uint8_t **p);
+ * waiting for writes to complete if the arena is full, unless @urgent
+ * and the overflow has room. */
+int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, bool urgent,
+		      uint8_t **p);
 /* The first @len reserved bytes are filled: queue them for writing. */
 void bgs_rs_wq_produce(struct rs_wq *q, size_t len);
 /* Copy @len bytes in, as much at a time as fits. */
 int bgs_rs_wq_append(struct rs_wq *q, const void *data, size_t len);
 /* Submit what is pending without waiting. */
 void bgs_rs_wq_kick(struct rs_wq *q);
+/* Would a reservation of @need bytes be served now, without waiting?
+ * Reaps what completed and submits what is pending, never waits. */
+bool bgs_rs_wq_ready(struct rs_wq *q, size_t need);
+/* A descriptor that polls readable when a write completes, or -1 when
+ * writes are synchronous (nothing to wait for). */
+int bgs_rs_wq_wait_fd(const struct rs_wq *q);
 /* Submit everything and wait until all of it is written. */
 int bgs_rs_wq_flush(struct rs_wq *q);
 

@@ -55,6 +55,7 @@ struct rs_writer {
 	char *tmpname;	/* path mode: the temporary name, NULL once gone */
 	char *name;	/* path mode: the final name in dirfd */
 	int err;	/* the first error; sticks */
+	bool urgent;	/* the put under way may go to the overflow */
 	/* Written by the writer's thread, read by any (stats): relaxed. */
 	_Atomic uint64_t pages, zero_pages, raw_bytes, records;
 };
@@ -247,7 +248,9 @@ static int writer_start(struct rs_writer *w, bool stream,
 			const struct rs_writer_opts *o)
 {
 	int ret = bgs_rs_wq_init(&w->q, w->fd, stream,
-				 arena_size(w, o->buffer_budget), o->sync_io);
+				 arena_size(w, o->buffer_budget),
+				 o->overflow_pages * (RS_RECHDR_SIZE + RS_PAGE),
+				 o->sync_io);
 
 	return ret ? ret : write_head(w);
 }
@@ -411,7 +414,7 @@ static int emit_empty(struct rs_writer *w, uint32_t region, uint64_t first,
 		.offset = bgs_rs_wq_pos(&w->q),
 	};
 	uint8_t *p;
-	int ret = bgs_rs_wq_reserve(&w->q, RS_RECHDR_SIZE, &p);
+	int ret = bgs_rs_wq_reserve(&w->q, RS_RECHDR_SIZE, w->urgent, &p);
 
 	if (ret)
 		return ret;
@@ -438,7 +441,8 @@ static int emit_data(struct rs_writer *w, uint32_t region, uint64_t first,
 		.stored_len = (uint32_t)raw,
 	};
 	uint8_t *p;
-	int ret = bgs_rs_wq_reserve(&w->q, RS_RECHDR_SIZE + raw, &p);
+	int ret = bgs_rs_wq_reserve(&w->q, RS_RECHDR_SIZE + raw, w->urgent,
+				    &p);
 	uint64_t sum;
 
 	if (ret)
@@ -522,6 +526,22 @@ int bgs_rs_put_pages(struct rs_writer *w, uint32_t region, uint64_t first,
 	bgs_rs_stat_add(&w->pages, npages);
 	bgs_rs_stat_add(&w->zero_pages, zero);
 	return 0;
+}
+
+void bgs_rs_writer_urgent(struct rs_writer *w, bool urgent)
+{
+	w->urgent = urgent;
+}
+
+bool bgs_rs_writer_ready(struct rs_writer *w, uint64_t npages)
+{
+	/* The most a run can take: a record per page, none compressed. */
+	return bgs_rs_wq_ready(&w->q, npages * (RS_RECHDR_SIZE + RS_PAGE));
+}
+
+int bgs_rs_writer_wait_fd(const struct rs_writer *w)
+{
+	return bgs_rs_wq_wait_fd(&w->q);
 }
 
 static int put_empty(struct rs_writer *w, uint32_t region, uint64_t first,
@@ -767,4 +787,5 @@ void bgs_rs_writer_stats(const struct rs_writer *w, struct rs_writer_stats *s)
 	s->stored_bytes = atomic_load_explicit(&w->q.stored, o);
 	s->records = atomic_load_explicit(&w->records, o);
 	s->peak_buffer_bytes = atomic_load_explicit(&w->q.peak, o);
+	s->peak_overflow_bytes = atomic_load_explicit(&w->q.peak_over, o);
 }

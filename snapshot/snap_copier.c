@@ -22,9 +22,18 @@
  * hugetlbfs page); the bulk scan then resumes right after them and saves
  * runs of BGS_RUN_PAGES unsaved pages, and whole huge pages: it splits no
  * PMD-mapped THP block of its own accord. A run is copied in chunks and
- * cut short when a writer faults, so a fault waits for one chunk at most. Before the scan, pages that are provably zero at the
- * snapshot instant (never populated, or the zero page) are stored as zero
- * runs without being touched.
+ * cut short when a writer faults, so a fault waits for one chunk at most.
+ * Before the scan, pages that are provably zero at the snapshot instant
+ * (never populated, or the zero page) are stored as zero runs without
+ * being touched.
+ *
+ * A fault never waits for the disk. Its page goes to the writer as an
+ * urgent put, which spills into the writer's overflow when the buffers
+ * are full. The scan is what waits: it takes a chunk only when the
+ * writer can take it at once, and otherwise the copier sleeps on the
+ * writer's completions and on its wake eventfd, which the fault thread
+ * signals when it queues a fault while the copier sleeps (so there is no
+ * wake-up per fault while the copier is busy).
  *
  * Shutdown: when every page is saved or an error is set, the copier stops
  * the fault thread, closes the uffd (which drops every protection left and
@@ -34,6 +43,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -245,9 +255,9 @@ static int store_compared(struct bgs_save *s, const struct bgs_region *r,
 }
 
 /* Steps 1 and 3 for [page, page + n) of @r: read it out of the owner and
- * hand it to the writer. */
+ * hand it to the writer; @urgent: a writer waits, never wait for the disk. */
 static int copy_pages(struct bgs_save *s, const struct bgs_region *r,
-		      uint64_t page, uint64_t n)
+		      uint64_t page, uint64_t n, bool urgent)
 {
 	int ret = read_owner(s, r, page_addr(r, page), n * BGS_PAGE_SIZE);
 
@@ -256,9 +266,11 @@ static int copy_pages(struct bgs_save *s, const struct bgs_region *r,
 	if (s->read_count)
 		for (uint64_t p = page; p < page + n; p++)
 			s->read_count[p]++;
+	bgs_rs_writer_urgent(s->writer, urgent);
 	ret = s->parent ? store_compared(s, r, page, n) :
 			  bgs_rs_put_pages(s->writer, region_index(s, r),
 					   page - r->first_page, n, s->staging);
+	bgs_rs_writer_urgent(s->writer, false);
 	if (ret < 0)
 		return bgs_save_fail(s, ret, "writing the snapshot: %s",
 				     bgsnap_strerror(ret));
@@ -329,7 +341,7 @@ static void serve_faults(struct bgs_save *s)
 			 * queued: the writer may still sleep; wake it. */
 			bgs_uffd_wake(&s->mon->uffd, page_addr(r, first),
 				      n * BGS_PAGE_SIZE);
-		} else if (!copy_pages(s, r, first, n) &&
+		} else if (!copy_pages(s, r, first, n, true) &&
 			   !release_run(s, r, first, n, true)) {
 			s->pages_by_fault += n;
 			s->cursor = first + n; /* neighbours are likely next */
@@ -364,14 +376,23 @@ static uint64_t next_unsaved(struct bgs_save *s, uint64_t from)
 	return total;
 }
 
+/* Can the scan hand @n pages to the writer without waiting for the
+ * disk? (Stopped owners have no faults to keep waiting: always.) */
+static bool writer_ready(struct bgs_save *s, uint64_t n)
+{
+	return s->stop_the_world || bgs_rs_writer_ready(s->writer, n);
+}
+
 /*
  * Save the next run: up to BGS_RUN_PAGES unsaved pages, or one whole huge
  * page. It is copied BGS_CHUNK_PAGES at a time, and cut short when a
  * writer faults, so a fault never waits for more than one chunk: the part
  * copied so far is released at once and the fault is served next. A
- * hugetlbfs page cannot be released in part, so it is copied whole.
+ * hugetlbfs page cannot be released in part, so it is copied whole. It is
+ * cut short too when the writer cannot take the next chunk at once;
+ * returns false if it could take none (the disk is behind).
  */
-static void bulk_step(struct bgs_save *s)
+static bool bulk_step(struct bgs_save *s)
 {
 	const uint64_t page = next_unsaved(s, s->cursor);
 	const struct bgs_region *r = bgs_snap_region_of_page(s->h, page);
@@ -391,15 +412,52 @@ static void bulk_step(struct bgs_save *s)
 	while (done < n) {
 		const uint64_t c = n - done < chunk ? n - done : chunk;
 
-		if (copy_pages(s, r, first + done, c))
-			return;
+		if (!writer_ready(s, c))
+			break;
+		if (copy_pages(s, r, first + done, c, false))
+			return true;
 		done += c;
 		if (!s->stop_the_world && faults_waiting(s))
 			break;
 	}
+	if (!done)
+		return false;
 	if (release_run(s, r, first, done, false) == 0)
 		s->pages_by_scan += done;
 	s->cursor = first + done;
+	return true;
+}
+
+/* ---- sleeping while the disk is behind ---------------------------------- */
+
+#define COPIER_NAP_MS 10 /* a safety net: completions and faults wake it */
+
+void bgs_copier_kick(struct bgs_save *s)
+{
+	static const uint64_t one = 1;
+
+	/* Pairs with the fence in copier_sleep: the ring push before it,
+	 * or the sleeping flag after it, is seen by the other side. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&s->copier_sleeping, memory_order_relaxed))
+		(void)!write(s->wake_fd, &one, sizeof(one));
+}
+
+/* Sleep until a write completes or a fault is queued. */
+static void copier_sleep(struct bgs_save *s)
+{
+	struct pollfd p[2] = {
+		{ .fd = s->wake_fd, .events = POLLIN },
+		{ .fd = bgs_rs_writer_wait_fd(s->writer), .events = POLLIN },
+	};
+	uint64_t v;
+
+	atomic_store_explicit(&s->copier_sleeping, true, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (!faults_waiting(s))
+		poll(p, p[1].fd >= 0 ? 2 : 1, COPIER_NAP_MS);
+	atomic_store_explicit(&s->copier_sleeping, false, memory_order_relaxed);
+	(void)!read(s->wake_fd, &v, sizeof(v));
 }
 
 /* ---- incremental: the parent's pages ------------------------------------ */
@@ -569,7 +627,7 @@ int bgs_copier_save_now(struct bgs_save *s, const struct bgs_region *r)
 
 	for (uint64_t p = r->first_page; p < end;) {
 		const uint64_t n = end - p < BGS_RUN_PAGES ? end - p : BGS_RUN_PAGES;
-		const int ret = copy_pages(s, r, p, n);
+		const int ret = copy_pages(s, r, p, n, false);
 
 		if (ret)
 			return ret;
@@ -726,8 +784,8 @@ void *bgs_copier_main(void *arg)
 			serve_faults(s);
 		if (!bgs_save_error(s) &&
 		    atomic_load_explicit(&s->pages_done, memory_order_relaxed) <
-			    total)
-			bulk_step(s);
+			    total && !bulk_step(s))
+			copier_sleep(s);
 	}
 	if (s->stop_the_world) {
 		pthread_mutex_lock(&s->lock);

@@ -188,8 +188,12 @@ static bool serve(struct bgs_monitor *m, const struct bgs_region *r,
 						n * BGS_PAGE_SIZE,
 						BGS_UFFD_NORETRY) != -EAGAIN;
 	}
-	if (!bgs_page_saved(s, first))
-		return bgs_ring_push(&s->ring, &req);
+	if (!bgs_page_saved(s, first)) {
+		if (!bgs_ring_push(&s->ring, &req))
+			return false;
+		bgs_copier_kick(s);
+		return true;
+	}
 	if (s->keep_tracking)
 		return track(m, r, first, n);
 	/* Saved, so unprotected since: it may still sleep. */

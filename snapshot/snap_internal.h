@@ -235,6 +235,10 @@ struct bgs_save {
 	pthread_t copier_thread;
 	bool copier_started;		/* starter */
 	_Atomic pid_t copier_tid;	/* for self-fault detection */
+	/* The copier sleeps only when it has no fault to serve and the
+	 * disk is behind; a fault queued then wakes it (bgs_copier_kick). */
+	int wake_fd;			/* eventfd: any thread */
+	_Atomic bool copier_sleeping;	/* set by the copier; seq_cst */
 
 	struct bgs_first_error error;	/* any thread */
 	_Atomic bool all_copied;	/* stop-the-world: owner may resume */
@@ -339,6 +343,9 @@ int bgs_copier_save_now(struct bgs_save *s, const struct bgs_region *r);
 
 /* snap_copier.c: stop the fault thread, drop protection, end the store */
 void bgs_save_teardown(struct bgs_save *s);
+
+/* snap_copier.c: a fault was queued; wake the copier if it sleeps. */
+void bgs_copier_kick(struct bgs_save *s);
 
 /*
  * Start a bgsnap thread with every signal blocked: an owner's signal

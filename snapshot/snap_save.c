@@ -132,6 +132,11 @@ static struct bgs_save *save_new(struct bgsnap *h)
 	s->copier_stack = a + stacks_at;
 	s->pagemap.fd = -1;
 	s->parent_fd = -1;
+	s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->wake_fd < 0) {
+		munmap(a, len);
+		return NULL;
+	}
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->cond, NULL);
 	return s;
@@ -153,6 +158,7 @@ static void save_free(struct bgs_save *s)
 {
 	close_parent(s);
 	bgs_uffd_pagemap_close(&s->pagemap);
+	close(s->wake_fd);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
 	munmap(s->arena, s->arena_len);
@@ -216,6 +222,10 @@ static int open_writer(struct bgs_save *s, const char *path, int fd)
 		.parent_id = { 0 },
 		.lz4_acceleration = o->lz4_acceleration,
 		.buffer_budget = o->buffer_budget,
+		/* A page a writer waits on never waits for the disk: at
+		 * worst every page is faulted while the disk is behind,
+		 * the most a fork() would copy too. */
+		.overflow_pages = h->total_pages,
 		.regions = table,
 		.nregions = h->nregions,
 	};
