@@ -171,8 +171,6 @@ static size_t arena_room(const struct rs_wq *q)
 	return q->size - (size_t)(arena_end(q) - q->done);
 }
 
-#define RS_WQ_OVER_KEEP (4u << 20) /* overflow memory kept once drained */
-
 /* Move what the arena has room for out of the overflow, oldest first. */
 static void migrate(struct rs_wq *q)
 {
@@ -184,14 +182,11 @@ static void migrate(struct rs_wq *q)
 	memcpy(at(q, arena_end(q)), q->over + q->over_head, n);
 	q->over_head += n;
 	q->over_len -= n;
-	if (q->over_len)
-		return;
-	q->over_head = 0;
-	/* Drained: give back what a burst made resident. */
-	if (q->over_touched > RS_WQ_OVER_KEEP) {
-		madvise(q->over, q->over_touched, MADV_DONTNEED);
-		q->over_touched = 0;
-	}
+	/* Drained: start again at the front. What a burst made resident
+	 * stays so until the store is freed: giving it back here would
+	 * stall the copier, and faults with it, for milliseconds. */
+	if (!q->over_len)
+		q->over_head = 0;
 }
 
 static void retire(struct rs_wq *q)
@@ -422,8 +417,6 @@ void bgs_rs_wq_produce(struct rs_wq *q, size_t len)
 {
 	if (q->to_over) {
 		q->over_len += len;
-		if (q->over_head + q->over_len > q->over_touched)
-			q->over_touched = q->over_head + q->over_len;
 		stat_max(&q->peak_over, q->over_len);
 		q->to_over = false;
 	}

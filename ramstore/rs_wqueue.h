@@ -72,7 +72,7 @@ struct rs_wq {
 	/* The overflow: bytes [fill - over_len, fill) at over + over_head;
 	 * the arena holds [done, fill - over_len). */
 	uint8_t *over;
-	size_t over_limit, over_head, over_len, over_touched;
+	size_t over_limit, over_head, over_len;
 	bool to_over; /* the last reservation is in the overflow */
 	struct rs_wslot slot[RS_WQ_DEPTH]; /* a ring, oldest at head */
 	unsigned head, inflight;

@@ -18,6 +18,9 @@
  *      buffers before returning;
  *   4. only then unprotect the run (one ioctl, which wakes its writers)
  *      and mark it saved.
+ * A faulted page takes steps 1, 2, 4, 3: once in staging, its content at
+ * the instant is in bgsnap's own memory, and its writer need not wait for
+ * the compression.
  * Faulted pages (from the ring) come first, a single page (a whole
  * hugetlbfs page); the bulk scan then resumes right after them and saves
  * runs of BGS_RUN_PAGES unsaved pages, and whole huge pages: it splits no
@@ -254,18 +257,27 @@ static int store_compared(struct bgs_save *s, const struct bgs_region *r,
 	return 0;
 }
 
-/* Steps 1 and 3 for [page, page + n) of @r: read it out of the owner and
- * hand it to the writer; @urgent: a writer waits, never wait for the disk. */
-static int copy_pages(struct bgs_save *s, const struct bgs_region *r,
-		      uint64_t page, uint64_t n, bool urgent)
+/* Step 1 for [page, page + n) of @r: read it out of the owner into
+ * staging. */
+static int read_pages(struct bgs_save *s, const struct bgs_region *r,
+		      uint64_t page, uint64_t n)
 {
-	int ret = read_owner(s, r, page_addr(r, page), n * BGS_PAGE_SIZE);
+	const int ret = read_owner(s, r, page_addr(r, page),
+				   n * BGS_PAGE_SIZE);
 
-	if (ret)
-		return ret;
-	if (s->read_count)
+	if (!ret && s->read_count)
 		for (uint64_t p = page; p < page + n; p++)
 			s->read_count[p]++;
+	return ret;
+}
+
+/* Step 3: hand the pages in staging to the writer; @urgent: a writer of
+ * the owner waits on them, so never wait for the disk. */
+static int store_pages(struct bgs_save *s, const struct bgs_region *r,
+		       uint64_t page, uint64_t n, bool urgent)
+{
+	int ret;
+
 	bgs_rs_writer_urgent(s->writer, urgent);
 	ret = s->parent ? store_compared(s, r, page, n) :
 			  bgs_rs_put_pages(s->writer, region_index(s, r),
@@ -275,6 +287,15 @@ static int copy_pages(struct bgs_save *s, const struct bgs_region *r,
 		return bgs_save_fail(s, ret, "writing the snapshot: %s",
 				     bgsnap_strerror(ret));
 	return 0;
+}
+
+/* Steps 1 and 3, for the scan. */
+static int copy_pages(struct bgs_save *s, const struct bgs_region *r,
+		      uint64_t page, uint64_t n)
+{
+	const int ret = read_pages(s, r, page, n);
+
+	return ret ? ret : store_pages(s, r, page, n, false);
 }
 
 /* A writer waits on these pages while tracking goes on: record them as
@@ -322,6 +343,21 @@ static bool faults_waiting(struct bgs_save *s)
 
 /* ---- faulted pages first ------------------------------------------------ */
 
+/*
+ * A faulted page is read into staging, which is bgsnap's own memory: its
+ * content at the instant is safe there, so it is released (its writer
+ * goes on) before it is compressed and stored, not after.
+ */
+static int save_faulted(struct bgs_save *s, const struct bgs_region *r,
+			uint64_t first, uint64_t n)
+{
+	int ret = read_pages(s, r, first, n);
+
+	if (!ret)
+		ret = release_run(s, r, first, n, true);
+	return ret ? ret : store_pages(s, r, first, n, true);
+}
+
 static void serve_faults(struct bgs_save *s)
 {
 	struct bgs_request req;
@@ -341,8 +377,7 @@ static void serve_faults(struct bgs_save *s)
 			 * queued: the writer may still sleep; wake it. */
 			bgs_uffd_wake(&s->mon->uffd, page_addr(r, first),
 				      n * BGS_PAGE_SIZE);
-		} else if (!copy_pages(s, r, first, n, true) &&
-			   !release_run(s, r, first, n, true)) {
+		} else if (!save_faulted(s, r, first, n)) {
 			s->pages_by_fault += n;
 			s->cursor = first + n; /* neighbours are likely next */
 		}
@@ -414,7 +449,7 @@ static bool bulk_step(struct bgs_save *s)
 
 		if (!writer_ready(s, c))
 			break;
-		if (copy_pages(s, r, first + done, c, false))
+		if (copy_pages(s, r, first + done, c))
 			return true;
 		done += c;
 		if (!s->stop_the_world && faults_waiting(s))
@@ -627,7 +662,7 @@ int bgs_copier_save_now(struct bgs_save *s, const struct bgs_region *r)
 
 	for (uint64_t p = r->first_page; p < end;) {
 		const uint64_t n = end - p < BGS_RUN_PAGES ? end - p : BGS_RUN_PAGES;
-		const int ret = copy_pages(s, r, p, n, false);
+		const int ret = copy_pages(s, r, p, n);
 
 		if (ret)
 			return ret;

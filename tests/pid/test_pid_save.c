@@ -19,6 +19,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,6 +187,79 @@ static void test_save_stdout(void **state)
 	pt_run_free(&r);
 	close(fd);
 	close(pty);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+	unlink(file);
+}
+
+/* ---- a consumer slower than the writers ---------------------------------------- */
+
+#define SLOW_BYTES_PER_S (10u << 20)
+
+struct slow_reader {
+	int in, out;
+	uint64_t bytes;
+};
+
+/* Copy @in to @out at SLOW_BYTES_PER_S at most, as 'pv -L 10m' would. */
+static void *slow_reader_main(void *arg)
+{
+	struct slow_reader *sr = arg;
+	static char buf[64 << 10];
+	const uint64_t t0 = tu_now_ns();
+	ssize_t n;
+
+	while ((n = read(sr->in, buf, sizeof(buf))) > 0) {
+		const uint64_t due = sr->bytes * 1000000000ULL / SLOW_BYTES_PER_S;
+		const uint64_t now = tu_now_ns() - t0;
+
+		if (write(sr->out, buf, (size_t)n) != n)
+			break;
+		sr->bytes += (uint64_t)n;
+		if (due > now)
+			tu_sleep_ms((unsigned)((due - now) / 1000000));
+	}
+	return NULL;
+}
+
+/*
+ * A save into a pipe read at 10 MB/s while the writers run: the disk is
+ * far behind, so the buffers fill and faulted pages spill. The snapshot
+ * must still verify and balance, and the guest run on unharmed. How long
+ * a write fault waited is printed (a benchmark figure, not asserted).
+ */
+static void test_save_slow_consumer(void **state)
+{
+	char file[256], pid[16];
+	struct slow_reader sr = { 0 };
+	struct pt_guest g;
+	struct pt_run r;
+	pthread_t t;
+	int p[2];
+
+	(void)state;
+	path_in_dir(file, sizeof(file), "slow.bgs");
+	pt_guest_start(&g, 0, "128M", "4k", NULL);
+	tu_sleep_ms(200);
+	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	sr.out = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(sr.out >= 0);
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	sr.in = p[0];
+	assert_int_equal(pthread_create(&t, NULL, slow_reader_main, &sr), 0);
+	pt_run(&r, SAVE_MS, p[1], "save", "--pid", pid, "-o", "-", "--json",
+	       "--buffer", "4M", NULL);
+	close(p[1]);
+	pthread_join(t, NULL);
+	close(p[0]);
+	close(sr.out);
+	if (r.code)
+		fail_msg("save -o - into a slow reader: exit %d: %s", r.code,
+			 r.err);
+	fprintf(stderr, "# into %u MB/s: %s", SLOW_BYTES_PER_S >> 20, r.err);
+	assert_true(pt_num(r.err, "pages_by_fault") > 0);
+	pt_run_free(&r);
+	check_saved_guest(&g, file);
 	must_be_unharmed(&g);
 	pt_guest_stop(&g);
 	unlink(file);
@@ -575,6 +649,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_save_memfd),
 		cmocka_unit_test(test_save_held_exact),
 		cmocka_unit_test(test_save_stdout),
+		cmocka_unit_test(test_save_slow_consumer),
 		cmocka_unit_test(test_save_json),
 		cmocka_unit_test(test_target_exits),
 		cmocka_unit_test(test_target_exits_while_stopped),
