@@ -25,8 +25,8 @@
 #define BGS_THP_SIZE	 (2u << 20)
 #define BGS_THP_PAGES	 (BGS_THP_SIZE / BGS_PAGE_SIZE)
 #define BGS_RUN_PAGES	 64u	/* a bulk step: 256 KiB, one unprotect */
-#define BGS_CHUNK_PAGES	 8u	/* copied between looks at the ring:
-				 * ~40 us of lz4, a fault's longest wait */
+#define BGS_CHUNK_PAGES	 4u	/* copied between looks at the ring:
+				 * ~20 us of lz4, a fault's longest wait */
 #define BGS_FAULT_BATCH	 64u	/* uffd messages per read */
 #define BGS_RING_SLOTS	 8192u	/* faulted pages waiting for the copier */
 #define BGS_STACK_SIZE	 (1u << 20)
@@ -219,8 +219,9 @@ struct bgs_save {
 	_Atomic uint64_t *saved;	/* bit per page: set by the copier
 					 * when saved; read by the fault
 					 * thread */
-	uint64_t *changed;		/* incremental: bit per page written
-					 * since the parent; set at the
+	uint64_t *changed;		/* bit per page written while
+					 * protection was armed (incremental:
+					 * since the parent); set at the
 					 * instant by the fault thread, then
 					 * the copier's */
 	uint8_t *huge;			/* bit per page: start of a PMD-mapped
@@ -257,6 +258,9 @@ struct bgs_save {
 	uint64_t pages_parent;		/* copier */
 	uint64_t faults;		/* copier */
 	uint64_t cursor;		/* copier: where the scan resumes */
+	uint64_t hot_cursor;		/* copier: the same in its first pass,
+					 * over the pages in changed */
+	bool hot_done;			/* copier: that pass is over */
 	struct bgsnap_stats final;	/* copier, at the end */
 };
 
