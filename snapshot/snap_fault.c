@@ -51,6 +51,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -236,12 +237,15 @@ static int read_batch(struct bgs_monitor *m, bool act)
 {
 	struct uffd_msg msgs[BGS_FAULT_BATCH];
 	const size_t room = BGS_DEFERRED_MAX - m->ndeferred;
+	const int injected = atomic_exchange(
+		&bgs_snap_test_hooks.fault_read_error, 0);
 	int n;
 
 	if (!room) /* leave them queued: the writers wait, nothing is lost */
 		return 0;
-	n = bgs_uffd_read(&m->uffd, msgs,
-			  room < BGS_FAULT_BATCH ? room : BGS_FAULT_BATCH);
+	n = injected ? injected :
+		       bgs_uffd_read(&m->uffd, msgs, room < BGS_FAULT_BATCH ?
+							    room : BGS_FAULT_BATCH);
 	if (n <= 0)
 		return n;
 	const uint64_t now = bgs_now_ns();
@@ -274,8 +278,10 @@ static int reprotect_run(struct bgs_monitor *m, const struct bgs_region *r,
 						       BGS_UFFD_NORETRY);
 		if (ret != -EAGAIN)
 			return ret;
-		if (read_batch(m, false) < 0)
-			return -EIO;
+		const int got = read_batch(m, false);
+
+		if (got < 0)
+			return got;
 	}
 }
 
@@ -321,8 +327,9 @@ static int64_t reprotect_pass(struct bgs_monitor *m, bool serve)
 			done += (int64_t)n;
 			p += n;
 			if (serve && ++runs % SERVE_EVERY_RUNS == 0) {
-				if (read_batch(m, true) < 0)
-					return -EIO;
+				ret = read_batch(m, true);
+				if (ret < 0)
+					return ret;
 				retry_deferred(m);
 			}
 		}
@@ -403,6 +410,48 @@ static bool take_command(struct bgs_monitor *m)
 	return cmd == BGS_CMD_STOP;
 }
 
+static void monitor_fail(struct bgs_monitor *m, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void monitor_fail(struct bgs_monitor *m, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	bgs_first_error_set(&m->error, err, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * The thread cannot read faults any more: that is the save's error, every
+ * page is let go so that no writer sleeps on a fault nobody will read,
+ * and every command, the stop included, returns at once from now on.
+ * Closing the uffd (bgs_monitor_stop) then ends what is left.
+ */
+static void die(struct bgs_monitor *m, int err, const char *what)
+{
+	struct bgs_save *s = atomic_load(&m->mode) == BGS_MON_SAVE ? m->save
+								   : NULL;
+	const struct bgsnap *h = m->h;
+
+	monitor_fail(m, err, "bgsnap's fault thread stopped: %s: %s", what,
+		     strerror(-err));
+	if (s)
+		bgs_save_fail(s, err, "%s", m->error.msg);
+	for (size_t i = 0; i < h->nregions; i++) {
+		const struct bgs_region *r = &h->regions[i];
+
+		if (!bgs_region_protected(r))
+			continue;
+		bgs_uffd_unprotect(&m->uffd, r->base, r->len, BGS_UFFD_NORETRY);
+		bgs_uffd_wake(&m->uffd, r->base, r->len);
+	}
+	pthread_mutex_lock(&m->lock);
+	m->dead = true;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+}
+
 void *bgs_fault_main(void *arg)
 {
 	struct bgs_monitor *m = arg;
@@ -410,15 +459,21 @@ void *bgs_fault_main(void *arg)
 		{ .fd = m->uffd.fd, .events = POLLIN },
 		{ .fd = m->wake_fd, .events = POLLIN },
 	};
+	int ret;
 
 	for (;;) {
 		/* With faults deferred, peek and come back soon. */
-		if (poll(p, 2, m->ndeferred ? 1 : -1) < 0 && errno != EINTR)
+		if (poll(p, 2, m->ndeferred ? 1 : -1) < 0 && errno != EINTR) {
+			die(m, -errno, "poll");
 			break;
+		}
 		if ((p[1].revents & POLLIN) && take_command(m))
 			break;
-		if (read_batch(m, true) < 0)
+		ret = read_batch(m, true);
+		if (ret < 0) {
+			die(m, ret, "reading the userfaultfd");
 			break;
+		}
 		retry_deferred(m);
 	}
 	return NULL;

@@ -162,13 +162,16 @@ struct bgs_monitor {
 	_Atomic int mode;		/* enum bgs_mon_mode: fault thread */
 	struct bgs_save *save;		/* SAVE mode: set/cleared by commands */
 
-	/* Commands: lock guards cmd, cmd_save, cmd_seq, done_seq, result. */
+	/* Commands: lock guards cmd, cmd_save, cmd_seq, done_seq, result,
+	 * dead. dead: the fault thread stopped on an error (in error):
+	 * commands return it at once, nothing reads faults any more. */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	enum bgs_mon_cmd cmd;
 	struct bgs_save *cmd_save;
 	uint64_t cmd_seq, done_seq;
 	int64_t result;
+	bool dead;
 
 	/* The undo log (rollback): the content each page had at the last
 	 * snapshot instant, kept when it is first written after it. A slot
@@ -181,7 +184,7 @@ struct bgs_monitor {
 	_Atomic size_t undo_used;
 	_Atomic bool undo_live;		/* set at an instant that keeps it */
 
-	struct bgs_first_error error;	/* damage found while tracking */
+	struct bgs_first_error error;	/* why the fault thread stopped */
 	uint8_t base_id[16];		/* the last snapshot tracked from */
 	char base_name[256];		/* its file name, "" if unknown */
 	bool have_base;			/* owner thread */
@@ -296,11 +299,15 @@ static inline bool bgs_region_is_anon(const struct bgs_region *r)
  * @read_count  when set, the copier counts reads of each page there
  *              (total_pages bytes) — the save-once check;
  * @copier_poke when set, the copier writes one byte there as it starts,
- *              as a bug writing registered memory would.
+ *              as a bug writing registered memory would;
+ * @fault_read_error  when set, the fault thread's next read fails with it
+ *              (and the hook is cleared), as a broken uffd would.
  */
 struct bgs_snap_test_hooks {
 	uint8_t *read_count;
 	volatile char *copier_poke;
+	_Atomic int fault_read_error; /* a -errno the fault thread's next
+				       * read of the uffd fails with */
 };
 extern struct bgs_snap_test_hooks bgs_snap_test_hooks;
 
@@ -373,6 +380,8 @@ int bgs_monitor_protect_all(struct bgs_monitor *m);
 /* Run @cmd on the fault thread and wait for it; its result. */
 int64_t bgs_monitor_command(struct bgs_monitor *m, enum bgs_mon_cmd cmd,
 			    struct bgs_save *save);
+/* Why the fault thread stopped, or NULL while it runs. */
+const char *bgs_monitor_failure(struct bgs_monitor *m);
 /* Stop the fault thread, close the uffd (every page unprotected, every
  * waiter woken), free. NULL is fine. */
 void bgs_monitor_stop(struct bgs_monitor *m);

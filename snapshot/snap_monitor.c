@@ -198,11 +198,16 @@ int64_t bgs_monitor_command(struct bgs_monitor *m, enum bgs_mon_cmd cmd,
 	/* Adding 1 to an eventfd fails only when it would overflow. */
 	(void)!write(m->wake_fd, &one, sizeof(one));
 	pthread_mutex_lock(&m->lock);
-	while (m->done_seq < seq)
+	while (m->done_seq < seq && !m->dead)
 		pthread_cond_wait(&m->cond, &m->lock);
-	result = m->result;
+	result = m->done_seq < seq ? bgs_first_error_get(&m->error) : m->result;
 	pthread_mutex_unlock(&m->lock);
 	return result;
+}
+
+const char *bgs_monitor_failure(struct bgs_monitor *m)
+{
+	return bgs_first_error_get(&m->error) ? m->error.msg : NULL;
 }
 
 void bgs_monitor_stop(struct bgs_monitor *m)

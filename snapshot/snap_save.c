@@ -398,9 +398,12 @@ static int start_protected(struct bgs_save *s)
 		r = bgs_monitor_protect_all(s->mon);
 	n = r ? r : bgs_monitor_command(s->mon, BGS_CMD_SWITCH, s);
 	if (!r && n < 0) {
-		bgs_snap_set_error(h, "protecting the written pages again: %s "
-				   "(was a region unmapped while tracked?)",
-				   strerror((int)-n));
+		if (bgs_monitor_failure(s->mon))
+			bgs_snap_set_error(h, "%s", bgs_monitor_failure(s->mon));
+		else
+			bgs_snap_set_error(h, "protecting the written pages "
+					   "again: %s (was a region unmapped "
+					   "while tracked?)", strerror((int)-n));
 		r = (int)n;
 	}
 	s->reprotected = n > 0 ? (uint64_t)n : 0;

@@ -9,6 +9,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -345,6 +347,60 @@ static void test_copier_self_fault_detected(void **state)
 	tu_unmap(mem, LEN);
 }
 
+/* A writer over every page of the region, once, in its own thread. */
+struct writer {
+	pthread_t t;
+	char *mem;
+	_Atomic bool done;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+
+	for (size_t i = 0; i < LEN; i += 4096)
+		w->mem[i + 100] = 'w';
+	atomic_store(&w->done, true);
+	return NULL;
+}
+
+static struct writer fault_writer;
+
+static void act_break_fault_thread(struct during *d)
+{
+	atomic_store(&bgs_snap_test_hooks.fault_read_error, -EBADF);
+	fault_writer.mem = d->mem;
+	atomic_init(&fault_writer.done, false);
+	assert_int_equal(pthread_create(&fault_writer.t, NULL, writer_main,
+					&fault_writer), 0);
+}
+
+/* The fault thread's read of the uffd fails while a writer faults: the
+ * save fails saying so, the writer is let go, nothing stays protected,
+ * and the handle saves again. (Before, the thread left silently and the
+ * save's end waited for it for ever: the alarm ends such a run.) */
+static void test_fault_thread_failure(void **state)
+{
+	char *mem = filled(LEN);
+	struct during d = { .mem = mem, .act = act_break_fault_thread };
+	struct bgsnap *h;
+
+	(void)state;
+	alarm(60);
+	assert_int_equal(save_with(mem, &d, &h), -EBADF);
+	assert_non_null(strstr(bgsnap_last_error(h), "fault thread"));
+	for (int i = 0; i < 5000 && !atomic_load(&fault_writer.done); i++)
+		tu_sleep_ms(1);
+	assert_true(atomic_load(&fault_writer.done));
+	pthread_join(fault_writer.t, NULL);
+	expect_clean(mem, LEN);
+	assert_int_equal(bgsnap_save(h, path, NULL), 0);
+	alarm(0);
+	assert_int_equal(unlink(path), 0);
+	bgsnap_free(h);
+	tu_unmap(mem, LEN);
+}
+
 static int failing_pause(void *arg)
 {
 	(void)arg;
@@ -383,6 +439,7 @@ int main(void)
 		cmocka_unit_test_setup(test_foreign_uffd_refused, setup),
 		cmocka_unit_test_setup(test_unmapped_region_refused, setup),
 		cmocka_unit_test_setup(test_copier_self_fault_detected, setup),
+		cmocka_unit_test_setup(test_fault_thread_failure, setup),
 		cmocka_unit_test_setup(test_pause_failure, setup),
 	};
 	struct bgs_uffd u;
