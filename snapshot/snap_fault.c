@@ -171,6 +171,23 @@ static bool track(struct bgs_monitor *m, const struct bgs_region *r,
 	return true;
 }
 
+/*
+ * A fault outside every region: registered memory that mremap moved
+ * elsewhere (the REMAP event was handled; its protection moved with it).
+ * Waking the writer alone would have it fault again at once, for ever:
+ * the page is unprotected. It is none of the snapshot's pages any more.
+ */
+static bool let_go(struct bgs_monitor *m, uint64_t addr)
+{
+	const uint64_t page = addr & ~(uint64_t)(BGS_PAGE_SIZE - 1);
+
+	if (bgs_uffd_unprotect(&m->uffd, page, BGS_PAGE_SIZE,
+			       BGS_UFFD_NORETRY) == -EAGAIN)
+		return false;
+	atomic_fetch_add_explicit(&m->strays, 1, memory_order_relaxed);
+	return true;
+}
+
 /* A fault in SAVE mode. */
 static bool serve(struct bgs_monitor *m, const struct bgs_region *r,
 		  uint64_t page, uint64_t first, uint64_t n,
@@ -208,9 +225,8 @@ static bool on_fault(struct bgs_monitor *m, const struct bgs_deferred *f)
 	const struct bgs_region *r = bgs_snap_region_of_addr(m->h, f->addr);
 	uint64_t page, first, n;
 
-	if (!r || !bgs_region_protected(r)) /* cannot happen: never leave a
-					     * writer asleep */
-		return bgs_uffd_wake(&m->uffd, f->addr, BGS_PAGE_SIZE), true;
+	if (!r || !bgs_region_protected(r))
+		return let_go(m, f->addr);
 	page = r->first_page + (f->addr - r->base) / BGS_PAGE_SIZE;
 	bgs_unit(r, page, &first, &n);
 	if (atomic_load_explicit(&m->mode, memory_order_relaxed) ==

@@ -189,6 +189,7 @@ struct bgs_monitor {
 	char base_name[256];		/* its file name, "" if unknown */
 	bool have_base;			/* owner thread */
 	_Atomic uint64_t faults;	/* tracked faults */
+	_Atomic uint64_t strays;	/* faults outside every region */
 };
 
 struct bgs_save {

@@ -364,6 +364,17 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
+/* The same over the last MiB of the region only. */
+static void *moved_writer_main(void *arg)
+{
+	struct writer *w = arg;
+
+	for (size_t i = LEN - MiB; i < LEN; i += 4096)
+		w->mem[i + 100] = 'w';
+	atomic_store(&w->done, true);
+	return NULL;
+}
+
 static struct writer fault_writer;
 
 static void act_break_fault_thread(struct during *d)
@@ -399,6 +410,45 @@ static void test_fault_thread_failure(void **state)
 	assert_int_equal(unlink(path), 0);
 	bgsnap_free(h);
 	tu_unmap(mem, LEN);
+}
+
+/* Pages a tracked save leaves protected, moved by mremap to where no
+ * region is: a write there must go through, not fault for ever. */
+static void test_write_to_moved_tracked_pages(void **state)
+{
+	const struct bgsnap_save_opts o = {
+		.flags = BGSNAP_SAVE_KEEP_TRACKING,
+	};
+	char *mem = filled(LEN);
+	struct writer w = { 0 };
+	void *to = mmap(NULL, MiB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+			-1, 0);
+	struct bgsnap *h;
+	char *moved;
+
+	(void)state;
+	assert_int_equal(bgsnap_new(&h), 0);
+	assert_int_equal(bgsnap_add_region(h, "ram", mem, LEN), 0);
+	assert_int_equal(bgsnap_save(h, path, &o), 0);
+	moved = mremap(mem + LEN - MiB, MiB, MiB, MREMAP_MAYMOVE | MREMAP_FIXED,
+		       to);
+	assert_true(moved != MAP_FAILED);
+	w.mem = moved - (LEN - MiB); /* the writer's last MiB is the moved one */
+	atomic_init(&w.done, false);
+	assert_int_equal(pthread_create(&w.t, NULL, moved_writer_main, &w), 0);
+	for (int i = 0; i < 3000 && !atomic_load(&w.done); i++)
+		tu_sleep_ms(1);
+	/* One fault a page at most: a writer woken on a page still
+	 * protected faults again and again. */
+	assert_true(atomic_load(&h->monitor->strays) <= MiB / 4096);
+	bgsnap_track_stop(h); /* lets a stuck writer go, then ... */
+	pthread_join(w.t, NULL);
+	assert_true(atomic_load(&w.done)); /* ... it must not have been */
+	assert_int_equal(moved[100], 'w');
+	assert_int_equal(unlink(path), 0);
+	bgsnap_free(h);
+	munmap(moved, MiB);
+	tu_unmap(mem, LEN - MiB);
 }
 
 static int failing_pause(void *arg)
@@ -440,6 +490,7 @@ int main(void)
 		cmocka_unit_test_setup(test_unmapped_region_refused, setup),
 		cmocka_unit_test_setup(test_copier_self_fault_detected, setup),
 		cmocka_unit_test_setup(test_fault_thread_failure, setup),
+		cmocka_unit_test_setup(test_write_to_moved_tracked_pages, setup),
 		cmocka_unit_test_setup(test_pause_failure, setup),
 	};
 	struct bgs_uffd u;
