@@ -8,3 +8,7 @@ bgs_add_test(test_restore integration/test_restore.c TIMEOUT 300
 	LABELS integration RESOURCE_LOCK hugetlb)
 bgs_add_test(test_track integration/test_track.c TIMEOUT 300
 	LABELS integration RESOURCE_LOCK swap)
+# Saves while the owner moves, unmaps and discards its memory
+# (BGSNAP_STRESS_SECONDS long; minutes by hand).
+bgs_add_test(test_stress_events stress/test_stress_events.c TIMEOUT 120
+	LABELS stress)
