@@ -317,7 +317,7 @@ static void test_damage(void **state)
 	rt_parse(buf, len, &l);
 	/* Record 1 is the first after the region table: "a" pages 20-29. */
 	assert_int_equal(l.recs[1].h.type, RS_REC_PAGES);
-	buf[l.recs[1].off + RS_RECHDR_SIZE + 10] ^= 0x40;
+	buf[l.recs[1].off + l.rechdr_len + 10] ^= 0x40;
 	snprintf(path, sizeof(path), "%s/damaged.bgs", dir);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	assert_int_equal(write(fd, buf, len), (ssize_t)len);

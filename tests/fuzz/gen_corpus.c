@@ -145,18 +145,22 @@ static void rebuilt(const char *name, const uint8_t *p, size_t len,
 {
 	struct rt_layout l;
 	struct rt_blob b[32];
-	uint8_t unknown[RS_RECHDR_SIZE + 4] = { 0 };
+	static const uint8_t zero4[4]; /* its payload */
+	uint8_t unknown[RS_RECHDR_MAX + 4] = { 0 };
 	size_t n = 0, out_len;
 	uint8_t *out;
 
 	rt_parse(p, len, &l);
-	bgs_rs_rec_encode(unknown, &(struct rs_rechdr){
-					   .type = 77,
-					   .flags = how == 3 ? RS_RECF_SKIPPABLE
-							     : 0,
-					   .payload_len = 4 });
+	bgs_rs_rec_encode(unknown,
+			  &(struct rs_rechdr){
+				  .type = 77,
+				  .flags = how == 3 ? RS_RECF_SKIPPABLE : 0,
+				  .payload_len = 4,
+				  .stored_csum = bgs_rs_hash(zero4, 4),
+			  },
+			  l.rechdr_len);
 	if (how == 3 || how == 4)
-		b[n++] = (struct rt_blob){ unknown, sizeof(unknown) };
+		b[n++] = (struct rt_blob){ unknown, l.rechdr_len + 4 };
 	for (size_t i = 1; i + 1 < l.n; i++) {
 		const size_t k = how == 2 ? l.n - 1 - i : i;
 
