@@ -85,4 +85,11 @@ run top_help 0 "$BGSNAP" --help
 for cmd in info verify export; do
 	grep -q "^  $cmd " "$T/top_help.out" || fail "bgsnap --help lacks $cmd"
 done
+# A file of format 1.0 is described, and says so.
+run legacy 0 "$BGSNAP" info "$LEGACY_1_0"
+no_stderr legacy
+grep -qF "format 1.0" "$T/legacy.out" || fail "info 1.0: $(cat "$T/legacy.out")"
+run legacy_json 0 "$BGSNAP" info --json "$LEGACY_1_0"
+py -c 'import json,sys; assert json.load(open(sys.argv[1]))["format_version"] == "1.0"' \
+	"$T/legacy_json.out" || fail "info --json 1.0"
 finish

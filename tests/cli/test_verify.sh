@@ -22,6 +22,10 @@ assert list(d) == ["file", "ok", "error", "file_size", "regions", "records",
 assert d["ok"] is True and d["error"] is None and d["regions"] == 5
 PY
 
+# Format 1.0 (written before 1.1): its pages are decoded and checked.
+run legacy 0 "$BGSNAP" verify "$LEGACY_1_0"
+no_stderr legacy
+
 # class|words the one-line message must contain (an lz4 payload is
 # checked as stored before it is decoded)
 for spec in \
