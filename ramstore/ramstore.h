@@ -226,14 +226,22 @@ int bgs_rs_decode_from(const struct rs_reader *r, size_t i, const void *rec,
 /* Bytes of a record header in this store: 56 (1.1) or 48 (1.0). */
 uint32_t bgs_rs_rechdr_len(const struct rs_reader *r);
 
+enum rs_verify_flags {
+	/* Decode every page record too and check its pages' checksum, as a
+	 * restore does. Without it, a 1.1 store's records are checked as
+	 * stored (every byte, nothing decoded); a 1.0 store, which has no
+	 * stored checksums, is always decoded. */
+	RS_VERIFY_DEEP = 1,
+};
+
 /*
- * Check everything: every record's header and data checksums (and in 1.1
- * its stored checksum), that every page of every saved region is covered
- * exactly once, that the index matches the records. Reads the file
- * sequentially with large reads. @progress (may be NULL) is called with
- * bytes checked so far.
+ * Check everything: every record's header checksum, its payload's
+ * checksums (see @flags, enum rs_verify_flags), that every page of every
+ * saved region is covered exactly once, that the index matches the
+ * records. Reads the file sequentially with large reads. @progress (may
+ * be NULL) is called with bytes checked so far.
  */
-int bgs_rs_verify(struct rs_reader *r, struct rs_diag *diag,
+int bgs_rs_verify(struct rs_reader *r, unsigned flags, struct rs_diag *diag,
 		  void (*progress)(void *arg, uint64_t done, uint64_t total),
 		  void *arg);
 

@@ -628,6 +628,19 @@ int bgs_rs_pages_decode(const struct rs_head *h, const struct rs_extent *e,
 	return 0;
 }
 
+int bgs_rs_pages_check(const struct rs_head *h, const struct rs_extent *e,
+		       const struct rs_rechdr *rh, const uint8_t *payload,
+		       struct rs_diag *diag)
+{
+	if (e->encoding != RS_ENC_RAW)
+		return stored_check(h, e, rh, payload, diag);
+	if (!bgs_rs_csum_ok(rh->data_csum,
+			    bgs_rs_hash(payload, e->stored_len)))
+		return bgs_rs_diag_rec(diag, RS_ECHECKSUM, h, e,
+				       "data checksum mismatch");
+	return 0;
+}
+
 int bgs_rs_attachment_check(const struct rs_rechdr *rh, uint64_t off,
 			    struct rs_diag *diag)
 {

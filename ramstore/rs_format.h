@@ -342,6 +342,11 @@ int bgs_rs_rec_extent(const struct rs_head *h, const struct rs_rechdr *rh,
 int bgs_rs_pages_decode(const struct rs_head *h, const struct rs_extent *e,
 			const struct rs_rechdr *rh, const uint8_t *payload,
 			uint8_t *out, const void **data, struct rs_diag *diag);
+/* 1.1 only: check the payload of PAGES record @e as stored, without
+ * decoding it (a RAW payload's data checksum is of the same bytes). */
+int bgs_rs_pages_check(const struct rs_head *h, const struct rs_extent *e,
+		       const struct rs_rechdr *rh, const uint8_t *payload,
+		       struct rs_diag *diag);
 
 /* Attachment records: header and name. */
 int bgs_rs_attachment_check(const struct rs_rechdr *rh, uint64_t off,

@@ -793,7 +793,7 @@ static int same_as_opened(const struct rs_reader *r,
 	return 0;
 }
 
-int bgs_rs_verify(struct rs_reader *r, struct rs_diag *diag,
+int bgs_rs_verify(struct rs_reader *r, unsigned flags, struct rs_diag *diag,
 		  void (*progress)(void *arg, uint64_t done, uint64_t total),
 		  void *arg)
 {
@@ -801,7 +801,8 @@ int bgs_rs_verify(struct rs_reader *r, struct rs_diag *diag,
 	uint64_t last = 0;
 	struct rs_stream *s;
 	struct rs_item item;
-	int ret = bgs_rs_stream_open_file(&s, r->fd, total, diag);
+	int ret = bgs_rs_stream_open_file(&s, r->fd, total,
+					  flags & RS_VERIFY_DEEP, diag);
 
 	if (ret)
 		return ret;

@@ -34,6 +34,8 @@ struct rs_stream {
 	int fd;
 	bool positional; /* pread from rpos (verify of a file) */
 	bool eof;
+	bool no_decode;	 /* 1.1 page records checked as stored, not
+			  * decoded (verify without RS_VERIFY_DEEP) */
 	uint64_t rpos;	 /* positional: offset of the next read */
 	struct rs_ra *ra; /* positional read-ahead, which owns buf; or NULL */
 	uint8_t *buf;	 /* the window: unconsumed bytes are [head, tail) */
@@ -270,7 +272,8 @@ static int read_regions(struct rs_stream *s, struct rs_diag *d)
 
 /* Takes @ra, whatever the result. */
 static int stream_new(struct rs_stream **sp, int fd, bool positional,
-		      size_t first_cap, struct rs_ra *ra, struct rs_diag *d)
+		      bool no_decode, size_t first_cap, struct rs_ra *ra,
+		      struct rs_diag *d)
 {
 	struct rs_stream *s = calloc(1, sizeof(*s));
 	int ret;
@@ -284,6 +287,7 @@ static int stream_new(struct rs_stream **sp, int fd, bool positional,
 	s->fd = fd;
 	s->positional = positional;
 	s->first_cap = first_cap;
+	s->no_decode = no_decode;
 	s->state = 1;
 	ret = read_header(s, d);
 	if (!ret)
@@ -298,11 +302,11 @@ static int stream_new(struct rs_stream **sp, int fd, bool positional,
 
 int bgs_rs_stream_open(struct rs_stream **s, int fd, struct rs_diag *diag)
 {
-	return stream_new(s, fd, false, RS_STREAM_BUF_PIPE, NULL, diag);
+	return stream_new(s, fd, false, false, RS_STREAM_BUF_PIPE, NULL, diag);
 }
 
 int bgs_rs_stream_open_file(struct rs_stream **s, int fd, uint64_t size,
-			    struct rs_diag *diag)
+			    bool decode, struct rs_diag *diag)
 {
 	const size_t cap = size < RS_STREAM_BUF_FILE ? (size_t)size + 1
 						     : RS_STREAM_BUF_FILE;
@@ -313,7 +317,7 @@ int bgs_rs_stream_open_file(struct rs_stream **s, int fd, uint64_t size,
 	    bgs_rs_ra_new(&ra, fd, 0, RS_RA_PREFIX, RS_RA_CHUNK))
 		ra = NULL;
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	return stream_new(s, fd, true, cap, ra, diag);
+	return stream_new(s, fd, true, !decode, cap, ra, diag);
 }
 
 void bgs_rs_stream_close(struct rs_stream *s)
@@ -382,6 +386,22 @@ static int out_room(struct rs_stream *s, size_t len)
 	return 0;
 }
 
+/* The payload of page record @e checked, and decoded unless the stream
+ * only checks what is stored (then *@data is NULL). */
+static int pages_payload(struct rs_stream *s, const struct rs_extent *e,
+			 const struct rs_rechdr *rh, const void **data,
+			 struct rs_diag *d)
+{
+	*data = NULL;
+	/* A 1.0 store has no checksum of an lz4 block as stored: only the
+	 * pages it decodes to can be checked. */
+	if (s->no_decode && (s->h.flags & RS_HF_STORED_SUMS))
+		return bgs_rs_pages_check(&s->h, e, rh, payload(s), d);
+	if (e->encoding == RS_ENC_LZ4 && out_room(s, e->npages * RS_PAGE))
+		return bgs_rs_diag(d, -ENOMEM, s->pos, "out of memory");
+	return bgs_rs_pages_decode(&s->h, e, rh, payload(s), s->out, data, d);
+}
+
 static int pages_item(struct rs_stream *s, const struct rs_rechdr *rh,
 		      struct rs_item *item, struct rs_diag *d)
 {
@@ -394,10 +414,7 @@ static int pages_item(struct rs_stream *s, const struct rs_rechdr *rh,
 	ret = fill(s, s->h.rechdr_len + e.stored_len);
 	if (ret)
 		return ended(s, ret, d, "a page record");
-	if (e.encoding == RS_ENC_LZ4 && out_room(s, e.npages * RS_PAGE))
-		return bgs_rs_diag(d, -ENOMEM, s->pos, "out of memory");
-	ret = bgs_rs_pages_decode(&s->h, &e, rh, payload(s), s->out, &data,
-				  d);
+	ret = pages_payload(s, &e, rh, &data, d);
 	if (!ret && bgs_rs_grow(&s->seen, &s->seen_cap, s->nseen + 1,
 				sizeof(*s->seen)))
 		ret = bgs_rs_diag(d, -ENOMEM, s->pos, "out of memory");

@@ -198,7 +198,7 @@ static int run_open(const uint8_t *buf, size_t len)
 		free(p);
 	}
 	if (!ret)
-		ret = bgs_rs_verify(r, &d, NULL, NULL);
+		ret = bgs_rs_verify(r, 0, &d, NULL, NULL);
 	check_diag(ret, &d);
 	bgs_rs_close(r);
 	return ret;
@@ -327,8 +327,8 @@ static void test_flip_every_byte(void **state)
 
 /* ---- every bit of lz4 payloads and of record headers --------------------- */
 
-/* What verify says of @buf: open's error, verify's, or 0. */
-static int run_verify(const uint8_t *buf, size_t len)
+/* What verify says of @buf (with @flags): open's error, verify's, or 0. */
+static int run_verify(const uint8_t *buf, size_t len, unsigned flags)
 {
 	const int fd = load(buf, len);
 	struct rs_reader *r;
@@ -336,7 +336,7 @@ static int run_verify(const uint8_t *buf, size_t len)
 	int ret = bgs_rs_open(&r, fd, &d);
 
 	if (!ret)
-		ret = bgs_rs_verify(r, &d, NULL, NULL);
+		ret = bgs_rs_verify(r, flags, &d, NULL, NULL);
 	check_diag(ret, &d);
 	bgs_rs_close(r);
 	return ret;
@@ -344,9 +344,9 @@ static int run_verify(const uint8_t *buf, size_t len)
 
 /*
  * Flip every bit of [from, to) in turn. Each must be refused with @want
- * by verify and by the stream reader; for a 1.0 store with @lz4_ok,
- * whose lz4 bytes may decode to the same pages, refusing is not
- * required: returns how many flips verify let pass.
+ * by verify, plain and deep, and by the stream reader; for a 1.0 store
+ * with @lz4_ok, whose lz4 bytes may decode to the same pages, refusing is
+ * not required: returns how many flips plain verify let pass.
  */
 static unsigned flip_bits(size_t from, size_t to, int want, bool lz4_ok)
 {
@@ -355,29 +355,30 @@ static unsigned flip_bits(size_t from, size_t to, int want, bool lz4_ok)
 
 	for (size_t off = from; off < to; off++) {
 		for (unsigned bit = 0; bit < 8; bit++) {
-			int v, s;
+			int v, deep, s;
 
 			buf[off] ^= (uint8_t)(1u << bit);
-			v = run_verify(buf, base_len);
+			v = run_verify(buf, base_len, 0);
+			deep = run_verify(buf, base_len, RS_VERIFY_DEEP);
 			s = run_stream(buf, base_len);
 			buf[off] ^= (uint8_t)(1u << bit);
 			passed += !v;
 			if (lz4_ok && v10 && (!v || is_store_error(v)) &&
 			    (!s || is_store_error(s)))
 				continue;
-			if (v != want || s != want)
+			if (v != want || deep != want || s != want)
 				fail_msg("format 1.%d: bit %u of byte %zu "
-					 "flipped: verify %d, stream %d (want "
-					 "%d)", v10 ? 0 : 1, bit, off, v, s,
-					 want);
+					 "flipped: verify %d, deep %d, stream "
+					 "%d (want %d)", v10 ? 0 : 1, bit, off,
+					 v, deep, s, want);
 		}
 	}
 	free(buf);
 	return passed;
 }
 
-/* In 1.1 no bit of an lz4 payload can change unnoticed (issue 13: 1.0
- * let some through). */
+/* In 1.1 no bit of an lz4 payload can change unnoticed, and verify
+ * notices without decoding (issue 13: 1.0 let some through). */
 static void test_lz4_payload_bits(void **state)
 {
 	unsigned bits = 0, passed = 0;
@@ -658,6 +659,31 @@ static void test_bad_fields(void **state)
 	}
 }
 
+/* An lz4 block that was wrong before its stored checksum was taken (a
+ * writer's bug): the stored bytes are as written, so verify as stored
+ * passes a 1.1 store; deep verify, the stream and every decode refuse it.
+ * 1.0 has only the pages' checksum: every verify decodes and refuses. */
+static void test_verify_as_stored(void **state)
+{
+	const struct rt_rec *r = find_rec(RS_REC_PAGES, R_RAM, 5);
+	const size_t p = r->off + lay.rechdr_len;
+	uint8_t *buf = copy_base();
+
+	(void)state;
+	assert_int_equal(r->h.encoding, RS_ENC_LZ4);
+	memset(buf + p, 0xff, r->h.payload_len); /* decodes to nothing */
+	if (!v10) {
+		put64(buf + r->off + 40,
+		      bgs_rs_hash(buf + p, r->h.payload_len));
+		rt_fix_rechdr(buf, r->off);
+	}
+	assert_int_equal(run_verify(buf, base_len, 0), v10 ? RS_ECORRUPT : 0);
+	assert_int_equal(run_verify(buf, base_len, RS_VERIFY_DEEP),
+			 RS_ECORRUPT);
+	expect(buf, base_len, RS_ECORRUPT, RS_ECORRUPT, "bad lz4 block");
+	free(buf);
+}
+
 /* ---- records dropped, duplicated, inserted ------------------------------- */
 
 /* The data records of the base store, with @extra inserted at @at
@@ -822,6 +848,7 @@ int main(void)
 		cmocka_unit_test(test_valid_base),
 		cmocka_unit_test(test_lz4_payload_bits),
 		cmocka_unit_test(test_record_header_bits),
+		cmocka_unit_test(test_verify_as_stored),
 		cmocka_unit_test(test_flip_every_byte),
 		cmocka_unit_test(test_truncate_everywhere),
 		cmocka_unit_test(test_bad_fields),

@@ -351,7 +351,8 @@ static void check_reader(const struct scene *s, int fd)
 			 -EINVAL);
 	check_attachments(s, r);
 	check_decode_to(s, r);
-	assert_int_equal(bgs_rs_verify(r, &d, NULL, NULL), 0);
+	assert_int_equal(bgs_rs_verify(r, 0, &d, NULL, NULL), 0);
+	assert_int_equal(bgs_rs_verify(r, RS_VERIFY_DEEP, &d, NULL, NULL), 0);
 	bgs_rs_close(r);
 }
 
