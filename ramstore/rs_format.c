@@ -333,21 +333,23 @@ void bgs_rs_rec_encode(void *dst, const struct rs_rechdr *h, uint32_t len)
 	memcpy((uint8_t *)dst + len - 8, &sum, 8);
 }
 
-/* Is the payload @h->stored_csum is of one the header already describes?
- * Then the two must agree, and the payload is hashed only once. */
+/* Does @h's stored checksum agree with what the rest of the header says
+ * of the payload? It is the data checksum where that is of the same
+ * bytes, and the hash of nothing where there is no payload; so only an
+ * lz4 block, or the payload of an unknown type, is hashed to check it. */
 static bool stored_sum_ok(const struct rs_rechdr *h)
 {
 	switch (h->type) {
 	case RS_REC_PAGES:
 		if (h->encoding == RS_ENC_ZERO || h->encoding == RS_ENC_PARENT)
-			return h->stored_csum == RS_EMPTY_SUM;
+			return bgs_rs_csum_ok(h->stored_csum, RS_EMPTY_SUM);
 		if (h->encoding == RS_ENC_RAW)
-			return h->stored_csum == h->data_csum;
+			return bgs_rs_csum_ok(h->stored_csum, h->data_csum);
 		return true; /* LZ4: the pages' checksum is of other bytes */
 	case RS_REC_REGIONS:
 	case RS_REC_ATTACHMENT:
 	case RS_REC_INDEX:
-		return h->stored_csum == h->data_csum;
+		return bgs_rs_csum_ok(h->stored_csum, h->data_csum);
 	default:
 		return true; /* a type from the future */
 	}
