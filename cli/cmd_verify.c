@@ -11,7 +11,7 @@
 
 static const char verify_usage[] =
 	"usage: bgsnap verify FILE [--parent P]... [--chain|--no-chain]\n"
-	"                          [--json] [--quiet]\n"
+	"                          [--deep] [--json] [--quiet]\n"
 	"\n"
 	"Check the snapshot FILE completely: header, region table, index and\n"
 	"footer, the checksums of every record's header and data (pages and\n"
@@ -19,6 +19,13 @@ static const char verify_usage[] =
 	"exactly once. A damaged file is reported in one line that names the\n"
 	"place, e.g. \"record at offset 8192 (region 'ram', pages 64..127):\n"
 	"data checksum mismatch\".\n"
+	"\n"
+	"A file of format 1.1 carries a checksum of every byte as stored, so\n"
+	"any changed byte is found without decompressing anything; --deep\n"
+	"decompresses every page too and checks the pages' own checksums, as\n"
+	"a restore does. A file of format 1.0 has checksums of its pages\n"
+	"only, so its pages are always decompressed (a changed compressed\n"
+	"byte that still gives the same pages goes unnoticed there).\n"
 	"\n"
 	"An incremental snapshot is only whole with its parents, so by default\n"
 	"its chain is checked too: every parent up to a full snapshot, each\n"
@@ -30,6 +37,7 @@ static const char verify_usage[] =
 	"  -P, --parent P  a file of the chain, in any order (repeatable)\n"
 	"  -c, --chain     check the chain (the default)\n"
 	"      --no-chain  check FILE alone, not its parents\n"
+	"      --deep      decompress and check every page too\n"
 	"      --json      one JSON object on stdout (keys in bgsnap(1))\n"
 	"  -q, --quiet     no progress bar; nothing on stdout for a good file\n"
 	"  -h, --help      this text\n"
@@ -41,12 +49,14 @@ static const char verify_usage[] =
 
 enum {
 	OPT_NO_CHAIN = 256,
+	OPT_DEEP,
 };
 
 static const struct option verify_options[] = {
 	{ "parent", required_argument, NULL, 'P' },
 	{ "chain", no_argument, NULL, 'c' },
 	{ "no-chain", no_argument, NULL, OPT_NO_CHAIN },
+	{ "deep", no_argument, NULL, OPT_DEEP },
 	{ "json", no_argument, NULL, 'j' },
 	{ "quiet", no_argument, NULL, 'q' },
 	CLI_OPT_HELP_ENTRY,
@@ -57,7 +67,7 @@ struct verify {
 	const char *path;
 	const char *parents[MAX_PARENTS];
 	size_t nparents;
-	bool json, quiet, no_chain;
+	bool json, quiet, no_chain, deep;
 	int err;		 /* 0 or the first problem */
 	char msg[BGSNAP_FILE_ERROR_MAX];
 	bool opened;
@@ -89,6 +99,7 @@ static bool chained(const struct verify *v)
 
 static void check(struct verify *v)
 {
+	const int how = v->deep ? BGSNAP_VERIFY_DEEP : BGSNAP_VERIFY_STORED;
 	struct cli_progress bar;
 	const uint64_t t0 = now_ns();
 
@@ -99,6 +110,8 @@ static void check(struct verify *v)
 	bgsnap_file_info(v->f, &v->info);
 	for (size_t i = 0; i < v->nparents && !v->err; i++)
 		v->err = bgsnap_file_add_parent(v->f, v->parents[i]);
+	if (!v->err)
+		v->err = bgsnap_file_set_verify(v->f, how);
 	cli_progress_start(&bar, "verify", v->info.file_size, v->quiet);
 	if (!v->err)
 		v->err = chained(v) ?
@@ -190,6 +203,16 @@ static void json_chain(struct cli_json *j, const struct verify *v)
 	cli_json_array_end(j);
 }
 
+/* "format_version" of FILE, "1.1", null when it could not be opened. */
+static void json_format(struct cli_json *j, const struct verify *v)
+{
+	char s[16];
+
+	snprintf(s, sizeof(s), "%u.%u", v->info.version_major,
+		 v->info.version_minor);
+	cli_json_kstr(j, "format_version", v->opened ? s : NULL);
+}
+
 static int print_json(const struct verify *v)
 {
 	struct cli_json j;
@@ -204,6 +227,8 @@ static int print_json(const struct verify *v)
 	json_figure(&j, v, "records", v->info.records);
 	json_figure(&j, v, "attachments", v->info.attachments);
 	json_figure(&j, v, "pages", v->info.pages);
+	json_format(&j, v);
+	cli_json_kbool(&j, "deep", v->deep);
 	json_chain(&j, v);
 	cli_json_kuint(&j, "elapsed_ns", v->elapsed_ns);
 	cli_json_object_end(&j);
@@ -268,6 +293,8 @@ static int parse(int argc, char **argv, struct verify *v)
 			v->no_chain = false;
 		} else if (c == OPT_NO_CHAIN) {
 			v->no_chain = true;
+		} else if (c == OPT_DEEP) {
+			v->deep = true;
 		} else if (c == 'P' && v->nparents < MAX_PARENTS) {
 			v->parents[v->nparents++] = optarg;
 		} else if (c == 'P') {

@@ -83,6 +83,8 @@ struct rs_writer_opts {
 	size_t nregions;
 	bool sync_io; /* write(2) in the caller instead of io_uring (the
 		       * fallback anyway where io_uring is unavailable) */
+	bool format_1_0; /* tests only: write format 1.0 (no stored
+			  * checksums), which readers must go on reading */
 };
 
 struct rs_writer;
@@ -237,19 +239,30 @@ int bgs_rs_decoder_new(struct rs_decoder **dec);
 void bgs_rs_decoder_free(struct rs_decoder *dec);
 int bgs_rs_decode_to(const struct rs_reader *r, struct rs_decoder *dec,
 		     size_t i, void *dst, struct rs_diag *diag);
-/* The same from @rec, the record's bytes (RS_RECHDR_SIZE + stored_len,
- * from the extent's offset) the caller read, with other records, in one
- * large read. */
+/* The same from @rec, the record's bytes (bgs_rs_rechdr_len() +
+ * stored_len, from the extent's offset) the caller read, with other
+ * records, in one large read. */
 int bgs_rs_decode_from(const struct rs_reader *r, size_t i, const void *rec,
 		       void *dst, struct rs_diag *diag);
+/* Bytes of a record header in this store: 56 (1.1) or 48 (1.0). */
+uint32_t bgs_rs_rechdr_len(const struct rs_reader *r);
+
+enum rs_verify_flags {
+	/* Decode every page record too and check its pages' checksum, as a
+	 * restore does. Without it, a 1.1 store's records are checked as
+	 * stored (every byte, nothing decoded); a 1.0 store, which has no
+	 * stored checksums, is always decoded. */
+	RS_VERIFY_DEEP = 1,
+};
 
 /*
- * Check everything: every record's header and data checksums, that every
- * page of every saved region is covered exactly once, that the index
- * matches the records. Reads the file sequentially with large reads.
- * @progress (may be NULL) is called with bytes checked so far.
+ * Check everything: every record's header checksum, its payload's
+ * checksums (see @flags, enum rs_verify_flags), that every page of every
+ * saved region is covered exactly once, that the index matches the
+ * records. Reads the file sequentially with large reads. @progress (may
+ * be NULL) is called with bytes checked so far.
  */
-int bgs_rs_verify(struct rs_reader *r, struct rs_diag *diag,
+int bgs_rs_verify(struct rs_reader *r, unsigned flags, struct rs_diag *diag,
 		  void (*progress)(void *arg, uint64_t done, uint64_t total),
 		  void *arg);
 

@@ -200,7 +200,7 @@ void bgs_rs_header_encode(struct rs_disk_header *d, const struct rs_head *h)
 	memset(d, 0, sizeof(*d));
 	memcpy(d->magic, bgs_rs_file_magic, sizeof(d->magic));
 	rs_put16(&d->version_major, RS_VERSION_MAJOR);
-	rs_put16(&d->version_minor, RS_VERSION_MINOR);
+	rs_put16(&d->version_minor, i->version_minor);
 	rs_put32(&d->header_len, RS_HEADER_SIZE);
 	rs_put32(&d->page_size, RS_PAGE);
 	rs_put32(&d->flags, h->flags);
@@ -296,6 +296,8 @@ int bgs_rs_header_decode(struct rs_head *h, const void *buf,
 		return bgs_rs_diag(diag, RS_ECORRUPT, 20,
 				   "file header: the incremental flag and the "
 				   "parent id disagree");
+	h->rechdr_len = h->flags & RS_HF_STORED_SUMS ? RS_RECHDR_V11
+						     : RS_RECHDR_V10;
 	i->version_major = rs_get16(&d->version_major);
 	i->version_minor = rs_get16(&d->version_minor);
 	i->page_size = RS_PAGE;
@@ -309,9 +311,10 @@ int bgs_rs_header_decode(struct rs_head *h, const void *buf,
 
 /* ---- record headers ------------------------------------------------------ */
 
-void bgs_rs_rec_encode(void *dst, const struct rs_rechdr *h)
+void bgs_rs_rec_encode(void *dst, const struct rs_rechdr *h, uint32_t len)
 {
 	struct rs_disk_rec d;
+	rs_le64 sum;
 
 	rs_put32(&d.magic, RS_REC_MAGIC);
 	d.type = h->type;
@@ -322,24 +325,50 @@ void bgs_rs_rec_encode(void *dst, const struct rs_rechdr *h)
 	rs_put64(&d.c, h->c);
 	rs_put64(&d.payload_len, h->payload_len);
 	rs_put64(&d.data_csum, h->data_csum);
-	rs_put64(&d.hdr_csum,
-		 bgs_rs_hash(&d, offsetof(struct rs_disk_rec, hdr_csum)));
-	memcpy(dst, &d, sizeof(d));
+	rs_put64(&d.stored_csum, h->stored_csum);
+	/* The header checksum comes last: at 48 in 1.1, at 40 in 1.0, which
+	 * has no stored_csum. */
+	rs_put64(&sum, bgs_rs_hash(&d, len - 8));
+	memcpy(dst, &d, len - 8);
+	memcpy((uint8_t *)dst + len - 8, &sum, 8);
 }
 
-int bgs_rs_rec_decode(struct rs_rechdr *h, const void *src, uint64_t off,
-		      struct rs_diag *diag)
+/* Does @h's stored checksum agree with what the rest of the header says
+ * of the payload? It is the data checksum where that is of the same
+ * bytes, and the hash of nothing where there is no payload; so only an
+ * lz4 block, or the payload of an unknown type, is hashed to check it. */
+static bool stored_sum_ok(const struct rs_rechdr *h)
 {
-	struct rs_disk_rec d;
+	switch (h->type) {
+	case RS_REC_PAGES:
+		if (h->encoding == RS_ENC_ZERO || h->encoding == RS_ENC_PARENT)
+			return bgs_rs_csum_ok(h->stored_csum, RS_EMPTY_SUM);
+		if (h->encoding == RS_ENC_RAW)
+			return bgs_rs_csum_ok(h->stored_csum, h->data_csum);
+		return true; /* LZ4: the pages' checksum is of other bytes */
+	case RS_REC_REGIONS:
+	case RS_REC_ATTACHMENT:
+	case RS_REC_INDEX:
+		return bgs_rs_csum_ok(h->stored_csum, h->data_csum);
+	default:
+		return true; /* a type from the future */
+	}
+}
 
-	memcpy(&d, src, sizeof(d));
+int bgs_rs_rec_decode(struct rs_rechdr *h, const void *src, uint32_t len,
+		      uint64_t off, struct rs_diag *diag)
+{
+	const uint8_t *p = src;
+	struct rs_disk_rec d;
+	rs_le64 sum;
+
+	memcpy(&d, src, len);
+	memcpy(&sum, p + len - 8, 8);
 	if (rs_get32(&d.magic) != RS_REC_MAGIC)
 		return bgs_rs_diag(diag, RS_ECORRUPT, off,
 				   "record at offset %llu: no record header "
 				   "there", (unsigned long long)off);
-	if (!bgs_rs_csum_ok(rs_get64(&d.hdr_csum),
-			    bgs_rs_hash(&d, offsetof(struct rs_disk_rec,
-						     hdr_csum))))
+	if (!bgs_rs_csum_ok(rs_get64(&sum), bgs_rs_hash(p, len - 8)))
 		return bgs_rs_diag(diag, RS_ECHECKSUM, off,
 				   "record at offset %llu: header checksum "
 				   "mismatch", (unsigned long long)off);
@@ -351,6 +380,12 @@ int bgs_rs_rec_decode(struct rs_rechdr *h, const void *src, uint64_t off,
 	h->c = rs_get64(&d.c);
 	h->payload_len = rs_get64(&d.payload_len);
 	h->data_csum = rs_get64(&d.data_csum);
+	h->stored_csum = len == RS_RECHDR_V11 ? rs_get64(&d.stored_csum) : 0;
+	if (len == RS_RECHDR_V11 && !stored_sum_ok(h))
+		return bgs_rs_diag(diag, RS_ECORRUPT, off,
+				   "record at offset %llu: the stored "
+				   "checksum contradicts the header",
+				   (unsigned long long)off);
 	return 0;
 }
 
@@ -431,7 +466,7 @@ static int region_decode(struct rs_region *r, const uint8_t *p, size_t left,
 int bgs_rs_regions_decode(struct rs_head *h, const uint8_t *p, size_t len,
 			  struct rs_diag *diag)
 {
-	const uint64_t off = h->header_len + RS_RECHDR_SIZE;
+	const uint64_t off = h->header_len + h->rechdr_len;
 	size_t pos = 0, used;
 	const char *why;
 	ssize_t dup;
@@ -548,16 +583,35 @@ int bgs_rs_rec_extent(const struct rs_head *h, const struct rs_rechdr *rh,
 	return bgs_rs_extent_check(h, e, diag);
 }
 
+/* 1.1: the checksum of an lz4 payload as stored (a RAW payload's is its
+ * data checksum, ZERO and PARENT have none: the header says all). */
+static int stored_check(const struct rs_head *h, const struct rs_extent *e,
+			const struct rs_rechdr *rh, const uint8_t *payload,
+			struct rs_diag *diag)
+{
+	if (!(h->flags & RS_HF_STORED_SUMS) || e->encoding != RS_ENC_LZ4)
+		return 0;
+	if (!bgs_rs_csum_ok(rh->stored_csum,
+			    bgs_rs_hash(payload, e->stored_len)))
+		return bgs_rs_diag_rec(diag, RS_ECHECKSUM, h, e,
+				       "stored checksum mismatch");
+	return 0;
+}
+
 int bgs_rs_pages_decode(const struct rs_head *h, const struct rs_extent *e,
-			uint64_t csum, const uint8_t *payload, uint8_t *out,
-			const void **data, struct rs_diag *diag)
+			const struct rs_rechdr *rh, const uint8_t *payload,
+			uint8_t *out, const void **data, struct rs_diag *diag)
 {
 	const size_t raw = e->npages * RS_PAGE;
 	const uint8_t *p = payload;
+	int ret;
 
 	*data = NULL;
 	if (e->encoding == RS_ENC_ZERO || e->encoding == RS_ENC_PARENT)
 		return 0;
+	ret = stored_check(h, e, rh, payload, diag);
+	if (ret)
+		return ret;
 	if (e->encoding == RS_ENC_LZ4) {
 		const int n = LZ4_decompress_safe((const char *)payload,
 						  (char *)out,
@@ -569,10 +623,23 @@ int bgs_rs_pages_decode(const struct rs_head *h, const struct rs_extent *e,
 					       "%zu bytes", raw);
 		p = out;
 	}
-	if (!bgs_rs_csum_ok(csum, bgs_rs_hash(p, raw)))
+	if (!bgs_rs_csum_ok(rh->data_csum, bgs_rs_hash(p, raw)))
 		return bgs_rs_diag_rec(diag, RS_ECHECKSUM, h, e,
 				       "data checksum mismatch");
 	*data = p;
+	return 0;
+}
+
+int bgs_rs_pages_check(const struct rs_head *h, const struct rs_extent *e,
+		       const struct rs_rechdr *rh, const uint8_t *payload,
+		       struct rs_diag *diag)
+{
+	if (e->encoding != RS_ENC_RAW)
+		return stored_check(h, e, rh, payload, diag);
+	if (!bgs_rs_csum_ok(rh->data_csum,
+			    bgs_rs_hash(payload, e->stored_len)))
+		return bgs_rs_diag_rec(diag, RS_ECHECKSUM, h, e,
+				       "data checksum mismatch");
 	return 0;
 }
 

@@ -1,31 +1,41 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The on-disk format of a bgsnap store, version 1.0 (spec: FORMAT.md), and
- * the checks shared by the writer, the random-access reader and the stream
- * reader. Everything on disk is little-endian; the structs below are the
- * layout, made of byte arrays so they have no padding and no alignment,
- * and every field is read and written through the rs_get/rs_put helpers.
+ * The on-disk format of a bgsnap store, version 1.1, and 1.0, which is
+ * still read (spec: FORMAT.md), and the checks shared by the writer, the
+ * random-access reader and the stream reader. Everything on disk is
+ * little-endian; the structs below are the layout, made of byte arrays so
+ * they have no padding and no alignment, and every field is read and
+ * written through the rs_get/rs_put helpers.
  *
  *   offset 0
  *   +-----------------------------+
  *   | file header (header_len B)  |  magic, version, ids, host ... checksum
  *   +-----------------------------+
- *   | REGIONS record              |  48 B record header + region table
+ *   | REGIONS record              |  record header + region table
  *   +-----------------------------+
- *   | PAGES / ATTACHMENT records  |  48 B header + payload each, any order;
- *   | (and skippable unknown ones)|  unknown skippable types in between
+ *   | PAGES / ATTACHMENT records  |  record header + payload each, any
+ *   | (and skippable unknown ones)|  order; unknown skippable types too
  *   +-----------------------------+  <- footer.index_offset
- *   | INDEX record                |  48 B header + 32 B per entry
+ *   | INDEX record                |  record header + 32 B per entry
  *   +-----------------------------+
  *   | footer (64 B)               |  magic, index offset, file size ...
  *   +-----------------------------+  <- footer.file_size
  *
- *   record header (48 B; a, b, c mean different things per type)
- *    0       4    5    6     8     12    16      24        32     40     48
- *   +-------+----+----+-----+-----+-----+-------+---------+------+------+
- *   |"BGSr" |type|enc |flags|  a  |  b  |   c   |payload_ |data_ |hdr_  |
- *   |       |    |    |     |     |     |       |len      |csum  |csum  |
- *   +-------+----+----+-----+-----+-----+-------+---------+------+------+
+ *   record header, 1.1 (56 B; a, b, c mean different things per type),
+ *   in every file with RS_HF_STORED_SUMS (every file written as 1.1):
+ *   0      4    5   6     8   12  16    24       32     40      48    56
+ *   +------+----+---+-----+---+---+-----+--------+------+-------+-----+
+ *   |"BGSr"|type|enc|flags| a | b |  c  |payload_|data_ |stored_|hdr_ |
+ *   |      |    |   |     |   |   |     |len     |csum  |csum   |csum |
+ *   +------+----+---+-----+---+---+-----+--------+------+-------+-----+
+ *   stored_csum: XXH3-64 of the payload as stored (an lz4 block as is)
+ *
+ *   record header, 1.0 (48 B): the same without stored_csum
+ *   0      4    5   6     8   12  16    24       32     40    48
+ *   +------+----+---+-----+---+---+-----+--------+------+-----+
+ *   |"BGSr"|type|enc|flags| a | b |  c  |payload_|data_ |hdr_ |
+ *   |      |    |   |     |   |   |     |len     |csum  |csum |
+ *   +------+----+---+-----+---+---+-----+--------+------+-----+
  */
 #ifndef BGS_RS_FORMAT_H
 #define BGS_RS_FORMAT_H
@@ -39,10 +49,12 @@
 #define RS_PAGE		     4096u
 #define RS_PAGE_SHIFT	     12
 #define RS_VERSION_MAJOR     1
-#define RS_VERSION_MINOR     0
-#define RS_HEADER_SIZE	     256u  /* header_len written by 1.0 */
+#define RS_VERSION_MINOR     1	   /* what the writer writes */
+#define RS_HEADER_SIZE	     256u  /* header_len written by 1.0 and 1.1 */
 #define RS_HEADER_MAX	     4096u /* largest header_len a reader accepts */
-#define RS_RECHDR_SIZE	     48u
+#define RS_RECHDR_V10	     48u   /* a record header, 1.0 */
+#define RS_RECHDR_V11	     56u   /* with stored_csum (RS_HF_STORED_SUMS) */
+#define RS_RECHDR_MAX	     RS_RECHDR_V11
 #define RS_FOOTER_SIZE	     64u
 #define RS_REGION_ENTRY_SIZE 32u
 #define RS_INDEX_ENTRY_SIZE  32u
@@ -69,8 +81,13 @@ enum rs_rectype {
 
 /* Header flags: bits 0..15 must be understood, bits 16..31 may be ignored. */
 #define RS_HF_INCOMPAT_MASK 0x0000ffffu
+#define RS_HF_STORED_SUMS   0x00000001u /* 1.1: record headers are 56 B and
+					 * carry stored_csum */
 #define RS_HF_INCREMENTAL   0x00010000u /* set iff parent_id is not zero */
-#define RS_HF_KNOWN	    RS_HF_INCREMENTAL
+#define RS_HF_KNOWN	    (RS_HF_STORED_SUMS | RS_HF_INCREMENTAL)
+
+/* XXH3-64 of no bytes: the stored checksum of a record without payload. */
+#define RS_EMPTY_SUM 0x2d06800538d394c2ull
 
 /* ---- little-endian fields ------------------------------------------------ */
 
@@ -144,6 +161,7 @@ struct rs_disk_header {
 _Static_assert(sizeof(struct rs_disk_header) == RS_HEADER_SIZE, "header");
 _Static_assert(offsetof(struct rs_disk_header, checksum) == 248, "header");
 
+/* A record header of 1.1 (a file with RS_HF_STORED_SUMS). */
 struct rs_disk_rec {
 	rs_le32 magic; /* RS_REC_MAGIC */
 	uint8_t type;  /* enum rs_rectype */
@@ -153,11 +171,30 @@ struct rs_disk_rec {
 	rs_le32 b; /* PAGES: npages */
 	rs_le64 c; /* PAGES: first page; ATTACHMENT: data_len; INDEX: count */
 	rs_le64 payload_len;
-	rs_le64 data_csum; /* XXH3-64 of the raw bytes (see FORMAT.md) */
-	rs_le64 hdr_csum;  /* XXH3-64 of bytes [0, 40) */
+	rs_le64 data_csum;   /* XXH3-64 of the raw bytes (see FORMAT.md) */
+	rs_le64 stored_csum; /* XXH3-64 of the payload as stored */
+	rs_le64 hdr_csum;    /* XXH3-64 of bytes [0, 48) */
 };
-_Static_assert(sizeof(struct rs_disk_rec) == RS_RECHDR_SIZE, "record");
-_Static_assert(offsetof(struct rs_disk_rec, hdr_csum) == 40, "record");
+_Static_assert(sizeof(struct rs_disk_rec) == RS_RECHDR_V11, "record");
+_Static_assert(offsetof(struct rs_disk_rec, data_csum) == 32, "record");
+_Static_assert(offsetof(struct rs_disk_rec, stored_csum) == 40, "record");
+_Static_assert(offsetof(struct rs_disk_rec, hdr_csum) == 48, "record");
+
+/* A record header of 1.0: the same fields but stored_csum. */
+struct rs_disk_rec10 {
+	rs_le32 magic;
+	uint8_t type;
+	uint8_t encoding;
+	rs_le16 flags;
+	rs_le32 a;
+	rs_le32 b;
+	rs_le64 c;
+	rs_le64 payload_len;
+	rs_le64 data_csum;
+	rs_le64 hdr_csum; /* XXH3-64 of bytes [0, 40) */
+};
+_Static_assert(sizeof(struct rs_disk_rec10) == RS_RECHDR_V10, "record 1.0");
+_Static_assert(offsetof(struct rs_disk_rec10, hdr_csum) == 40, "record 1.0");
 
 struct rs_disk_region {
 	rs_le64 base;
@@ -195,7 +232,8 @@ _Static_assert(sizeof(struct rs_disk_footer) == RS_FOOTER_SIZE, "footer");
 
 /* ---- decoded forms ------------------------------------------------------- */
 
-/* A record header, fields as on disk (see struct rs_disk_rec). */
+/* A record header, fields as on disk (see struct rs_disk_rec); a 1.0
+ * header has no stored_csum (0 here). */
 struct rs_rechdr {
 	uint8_t type, encoding;
 	uint16_t flags;
@@ -203,6 +241,7 @@ struct rs_rechdr {
 	uint64_t c;
 	uint64_t payload_len;
 	uint64_t data_csum;
+	uint64_t stored_csum;
 };
 
 /* What every reader knows once header and region table are checked; the
@@ -212,6 +251,8 @@ struct rs_head {
 	struct rs_region *regions;
 	size_t nregions;
 	uint32_t header_len;
+	uint32_t rechdr_len; /* RS_RECHDR_V11 with RS_HF_STORED_SUMS, else
+			      * RS_RECHDR_V10 */
 	uint32_t flags;
 	uint64_t header_csum;
 	uint64_t data_start; /* the first byte after the region table */
@@ -265,10 +306,18 @@ int bgs_rs_header_start(const void *buf, size_t avail, uint32_t *header_len,
 int bgs_rs_header_decode(struct rs_head *h, const void *buf,
 			 struct rs_diag *diag);
 
-void bgs_rs_rec_encode(void *dst, const struct rs_rechdr *h);
-/* Magic and header checksum; RS_ECORRUPT / RS_ECHECKSUM with a diag. */
-int bgs_rs_rec_decode(struct rs_rechdr *h, const void *src, uint64_t off,
-		      struct rs_diag *diag);
+/* A record header of @len bytes (RS_RECHDR_V10 or _V11) at @dst. */
+void bgs_rs_rec_encode(void *dst, const struct rs_rechdr *h, uint32_t len);
+/*
+ * Decode the @len-byte record header at @src: its magic and header
+ * checksum (RS_ECORRUPT / RS_ECHECKSUM with a diag), and in 1.1 that its
+ * stored checksum agrees with what the header alone says of the payload
+ * (RS_ECORRUPT): the hash of nothing for ZERO and PARENT pages, the data
+ * checksum where that is of the payload too (RAW pages, REGIONS,
+ * ATTACHMENT, INDEX). Only an LZ4 or unknown payload needs hashing again.
+ */
+int bgs_rs_rec_decode(struct rs_rechdr *h, const void *src, uint32_t len,
+		      uint64_t off, struct rs_diag *diag);
 
 /* The region table: encoded size, encoding, and the checked decoding. */
 size_t bgs_rs_regions_size(const struct rs_region *r, size_t n);
@@ -285,13 +334,19 @@ int bgs_rs_extent_check(const struct rs_head *h, const struct rs_extent *e,
 int bgs_rs_rec_extent(const struct rs_head *h, const struct rs_rechdr *rh,
 		      uint64_t off, struct rs_extent *e, struct rs_diag *diag);
 /*
- * Decode the payload of PAGES record @e into @out (npages * 4 KiB) and
- * check it against @csum. *@data is @payload for RAW, @out for LZ4, NULL
+ * Decode the payload of PAGES record @e (header @rh) into @out (npages *
+ * 4 KiB) and check it: in 1.1 the stored checksum first, then the data
+ * checksum of the pages. *@data is @payload for RAW, @out for LZ4, NULL
  * for ZERO and PARENT.
  */
 int bgs_rs_pages_decode(const struct rs_head *h, const struct rs_extent *e,
-			uint64_t csum, const uint8_t *payload, uint8_t *out,
-			const void **data, struct rs_diag *diag);
+			const struct rs_rechdr *rh, const uint8_t *payload,
+			uint8_t *out, const void **data, struct rs_diag *diag);
+/* 1.1 only: check the payload of PAGES record @e as stored, without
+ * decoding it (a RAW payload's data checksum is of the same bytes). */
+int bgs_rs_pages_check(const struct rs_head *h, const struct rs_extent *e,
+		       const struct rs_rechdr *rh, const uint8_t *payload,
+		       struct rs_diag *diag);
 
 /* Attachment records: header and name. */
 int bgs_rs_attachment_check(const struct rs_rechdr *rh, uint64_t off,

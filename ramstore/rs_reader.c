@@ -101,10 +101,11 @@ static int read_at(const struct rs_reader *r, void *buf, size_t len,
 static int read_rechdr(const struct rs_reader *r, uint64_t off,
 		       struct rs_rechdr *rh, struct rs_diag *d)
 {
-	uint8_t b[RS_RECHDR_SIZE];
-	const int ret = read_at(r, b, sizeof(b), off, "record", d);
+	const uint32_t hl = r->h.rechdr_len;
+	uint8_t b[RS_RECHDR_MAX];
+	const int ret = read_at(r, b, hl, off, "record", d);
 
-	return ret ? ret : bgs_rs_rec_decode(rh, b, off, d);
+	return ret ? ret : bgs_rs_rec_decode(rh, b, hl, off, d);
 }
 
 /* A payload read whole into a fresh buffer (caller frees *@p). */
@@ -150,7 +151,7 @@ static int open_footer(struct rs_reader *r, uint64_t size, struct rs_diag *d)
 	uint8_t b[RS_FOOTER_SIZE];
 	int ret;
 
-	if (size < r->h.header_len + RS_RECHDR_SIZE + RS_FOOTER_SIZE)
+	if (size < r->h.header_len + r->h.rechdr_len + RS_FOOTER_SIZE)
 		return bgs_rs_diag(d, RS_ETRUNCATED, size,
 				   "the store ends after %llu bytes",
 				   (unsigned long long)size);
@@ -181,7 +182,7 @@ static int open_footer(struct rs_reader *r, uint64_t size, struct rs_diag *d)
 
 static int open_regions(struct rs_reader *r, uint64_t size, struct rs_diag *d)
 {
-	const uint64_t off = r->h.header_len;
+	const uint64_t off = r->h.header_len, hl = r->h.rechdr_len;
 	struct rs_rechdr rh;
 	uint8_t *p;
 	int ret = read_rechdr(r, off, &rh, d);
@@ -190,16 +191,16 @@ static int open_regions(struct rs_reader *r, uint64_t size, struct rs_diag *d)
 		ret = bgs_rs_regions_check_hdr(&r->h, &rh, d);
 	if (ret)
 		return ret;
-	if (rh.payload_len > size - off - RS_RECHDR_SIZE - RS_FOOTER_SIZE)
+	if (rh.payload_len > size - off - hl - RS_FOOTER_SIZE)
 		return bgs_rs_diag(d, RS_ECORRUPT, off,
 				   "region table: %llu bytes do not fit",
 				   (unsigned long long)rh.payload_len);
-	ret = read_payload(r, off + RS_RECHDR_SIZE, rh.payload_len,
-			   rh.data_csum, "region table", &p, d);
+	ret = read_payload(r, off + hl, rh.payload_len, rh.data_csum,
+			   "region table", &p, d);
 	if (!ret)
 		ret = bgs_rs_regions_decode(&r->h, p, rh.payload_len, d);
 	free(p);
-	r->h.data_start = off + RS_RECHDR_SIZE + rh.payload_len;
+	r->h.data_start = off + hl + rh.payload_len;
 	return ret;
 }
 
@@ -208,9 +209,9 @@ static int open_regions(struct rs_reader *r, uint64_t size, struct rs_diag *d)
 static int index_bounds(const struct rs_reader *r, const struct rs_rechdr *rh,
 			struct rs_diag *d)
 {
-	const uint64_t off = r->f.index_offset;
+	const uint64_t off = r->f.index_offset, hl = r->h.rechdr_len;
 	/* Every record takes at least a header's worth of the data area. */
-	const uint64_t room = (off - r->h.data_start) / RS_RECHDR_SIZE;
+	const uint64_t room = (off - r->h.data_start) / hl;
 	const uint64_t nrec = r->f.nrecords, natt = r->f.nattachments;
 
 	if (nrec > room || natt > room - nrec || natt > RS_MAX_ATTACHMENTS)
@@ -222,8 +223,7 @@ static int index_bounds(const struct rs_reader *r, const struct rs_rechdr *rh,
 	if (rh->type != RS_REC_INDEX || rh->a || rh->b || rh->encoding ||
 	    rh->c != nrec + natt ||
 	    rh->payload_len != rh->c * RS_INDEX_ENTRY_SIZE ||
-	    off + RS_RECHDR_SIZE + rh->payload_len !=
-		    r->f.file_size - RS_FOOTER_SIZE)
+	    off + hl + rh->payload_len != r->f.file_size - RS_FOOTER_SIZE)
 		return bgs_rs_diag(d, RS_ECORRUPT, off,
 				   "index at offset %llu: bad header",
 				   (unsigned long long)off);
@@ -233,9 +233,10 @@ static int index_bounds(const struct rs_reader *r, const struct rs_rechdr *rh,
 static int entry_bounds(const struct rs_reader *r, const struct rs_extent *e,
 			uint64_t eo, struct rs_diag *d)
 {
-	if (e->offset < r->h.data_start ||
-	    e->offset > r->f.index_offset - RS_RECHDR_SIZE ||
-	    e->stored_len > r->f.index_offset - RS_RECHDR_SIZE - e->offset)
+	const uint64_t end = r->f.index_offset - r->h.rechdr_len;
+
+	if (e->offset < r->h.data_start || e->offset > end ||
+	    e->stored_len > end - e->offset)
 		return bgs_rs_diag(d, RS_ECORRUPT, eo,
 				   "index entry at offset %llu: record at "
 				   "%llu is outside the data area",
@@ -268,7 +269,7 @@ static int add_attachment(struct rs_reader *r, const struct rs_extent *e,
 	a->len = rh.c;
 	a->name_len = rh.a;
 	a->csum = rh.data_csum;
-	ret = read_at(r, a->name, rh.a, e->offset + RS_RECHDR_SIZE,
+	ret = read_at(r, a->name, rh.a, e->offset + r->h.rechdr_len,
 		      "attachment", d);
 	if (!ret && !bgs_rs_name_ok(a->name, rh.a))
 		ret = bgs_rs_diag(d, RS_ECORRUPT, e->offset,
@@ -301,7 +302,7 @@ static int check_names(const struct rs_reader *r, struct rs_diag *d)
 static int parse_index(struct rs_reader *r, const uint8_t *p,
 		       struct rs_diag *d)
 {
-	const uint64_t base = r->f.index_offset + RS_RECHDR_SIZE;
+	const uint64_t base = r->f.index_offset + r->h.rechdr_len;
 	const size_t na = (size_t)r->f.nattachments;
 	const size_t n = na + (size_t)r->f.nrecords;
 
@@ -343,7 +344,7 @@ static int open_index(struct rs_reader *r, struct rs_diag *d)
 	int ret;
 
 	if (off < r->h.data_start ||
-	    off > r->f.file_size - RS_FOOTER_SIZE - RS_RECHDR_SIZE)
+	    off > r->f.file_size - RS_FOOTER_SIZE - r->h.rechdr_len)
 		return bgs_rs_diag(d, RS_ECORRUPT, off,
 				   "footer: index offset %llu is outside the "
 				   "store", (unsigned long long)off);
@@ -357,7 +358,7 @@ static int open_index(struct rs_reader *r, struct rs_diag *d)
 	r->att = calloc(r->f.nattachments + 1, sizeof(*r->att));
 	if (!r->ext || !r->att)
 		return bgs_rs_diag(d, -ENOMEM, off, "out of memory");
-	ret = read_payload(r, off + RS_RECHDR_SIZE, rh.payload_len,
+	ret = read_payload(r, off + r->h.rechdr_len, rh.payload_len,
 			   rh.data_csum, "index", &p, d);
 	if (!ret)
 		ret = parse_index(r, p, d);
@@ -463,8 +464,9 @@ int bgs_rs_attachment_read(struct rs_reader *r, size_t i, void *buf,
 	if (i >= r->natt)
 		return bgs_rs_diag(diag, -EINVAL, 0, "no attachment %zu", i);
 	a = &r->att[i];
-	ret = read_at(r, buf, a->len, a->offset + RS_RECHDR_SIZE + a->name_len,
-		      "attachment", diag);
+	ret = read_at(r, buf, a->len,
+		      a->offset + r->h.rechdr_len + a->name_len, "attachment",
+		      diag);
 	if (ret)
 		return ret;
 	XXH3_64bits_reset(&st);
@@ -537,62 +539,62 @@ static struct rs_cslot *cache_victim(struct rs_reader *r)
 	return v;
 }
 
-/* Read record @e's header and its payload into @dst (stored_len bytes),
- * the header checked against the index entry; its data checksum goes to
- * *@csum. Only reads @r, so threads may call it at once. */
 /* Header and payload of @e in one system call, as a rule. */
 static int read_rec(const struct rs_reader *r, const struct rs_extent *e,
 		    uint8_t *hb, uint8_t *dst, struct rs_diag *d)
 {
-	struct iovec iov[2] = { { hb, RS_RECHDR_SIZE },
-				{ dst, e->stored_len } };
+	const uint32_t hl = r->h.rechdr_len;
+	struct iovec iov[2] = { { hb, hl }, { dst, e->stored_len } };
 	const ssize_t n = preadv(r->fd, iov, 2, (off_t)e->offset);
 	int ret;
 
-	if (n == (ssize_t)(RS_RECHDR_SIZE + e->stored_len))
+	if (n == (ssize_t)(hl + e->stored_len))
 		return 0;
 	/* Short or interrupted: again the long way, which says why. */
-	ret = read_at(r, hb, RS_RECHDR_SIZE, e->offset, "record", d);
+	ret = read_at(r, hb, hl, e->offset, "record", d);
 	return ret ? ret
-		   : read_at(r, dst, e->stored_len,
-			     e->offset + RS_RECHDR_SIZE, "record", d);
+		   : read_at(r, dst, e->stored_len, e->offset + hl, "record",
+			     d);
 }
 
-/* @hb must be the header of the record the index says @e is. */
+/* @hb must be the header of the record the index says @e is; decoded
+ * into *@rh for its checksums. */
 static int check_rechdr(const struct rs_reader *r, const struct rs_extent *e,
-			const uint8_t *hb, uint64_t *csum, struct rs_diag *d)
+			const uint8_t *hb, struct rs_rechdr *rh,
+			struct rs_diag *d)
 {
-	struct rs_rechdr rh = { 0 };
 	struct rs_extent got;
-	int ret = bgs_rs_rec_decode(&rh, hb, e->offset, d);
+	int ret = bgs_rs_rec_decode(rh, hb, r->h.rechdr_len, e->offset, d);
 
-	if (!ret && rh.type != RS_REC_PAGES)
+	if (!ret && rh->type != RS_REC_PAGES)
 		ret = bgs_rs_diag_rec(d, RS_ECORRUPT, &r->h, e,
-				      "a record of type %u is there", rh.type);
+				      "a record of type %u is there", rh->type);
 	if (!ret)
-		ret = bgs_rs_rec_extent(&r->h, &rh, e->offset, &got, d);
+		ret = bgs_rs_rec_extent(&r->h, rh, e->offset, &got, d);
 	if (!ret && (got.region != e->region || got.first != e->first ||
 		     got.npages != e->npages || got.encoding != e->encoding ||
 		     got.stored_len != e->stored_len))
 		ret = bgs_rs_diag_rec(d, RS_ECORRUPT, &r->h, e,
 				      "the index and the record disagree");
-	*csum = rh.data_csum;
 	return ret;
 }
 
+/* Read record @e's header and its payload into @dst (stored_len bytes),
+ * the header checked against the index entry and decoded into *@rh. Only
+ * reads @r, so threads may call it at once. */
 static int read_checked(const struct rs_reader *r, const struct rs_extent *e,
-			uint8_t *dst, uint64_t *csum, struct rs_diag *d)
+			uint8_t *dst, struct rs_rechdr *rh, struct rs_diag *d)
 {
-	uint8_t hb[RS_RECHDR_SIZE];
+	uint8_t hb[RS_RECHDR_MAX];
 	const int ret = read_rec(r, e, hb, dst, d);
 
-	return ret ? ret : check_rechdr(r, e, hb, csum, d);
+	return ret ? ret : check_rechdr(r, e, hb, rh, d);
 }
 
 /* Read record @e into the slot (raw) or rbuf (lz4). *@payload points at
  * the payload read. */
 static int read_record(struct rs_reader *r, const struct rs_extent *e,
-		       struct rs_cslot *c, uint64_t *csum,
+		       struct rs_cslot *c, struct rs_rechdr *rh,
 		       const uint8_t **payload, struct rs_diag *d)
 {
 	const bool raw = e->encoding == RS_ENC_RAW;
@@ -601,7 +603,7 @@ static int read_record(struct rs_reader *r, const struct rs_extent *e,
 		     e->stored_len))
 		return bgs_rs_diag(d, -ENOMEM, e->offset, "out of memory");
 	*payload = raw ? c->buf : r->rbuf;
-	return read_checked(r, e, raw ? c->buf : r->rbuf, csum, d);
+	return read_checked(r, e, raw ? c->buf : r->rbuf, rh, d);
 }
 
 static int zeroes(struct rs_reader *r, const void **data)
@@ -632,14 +634,14 @@ static int decode_into(struct rs_reader *r, size_t i, struct rs_cslot *c,
 	const struct rs_extent *e = &r->ext[i];
 	const size_t raw = e->npages * RS_PAGE;
 	const uint8_t *payload = NULL;
-	uint64_t csum = 0;
-	int ret = read_record(r, e, c, &csum, &payload, d);
+	struct rs_rechdr rh = { 0 };
+	int ret = read_record(r, e, c, &rh, &payload, d);
 
 	if (ret)
 		return ret;
 	if (e->encoding == RS_ENC_LZ4 && grow_buf(&c->buf, &c->cap, raw))
 		return bgs_rs_diag(d, -ENOMEM, e->offset, "out of memory");
-	ret = bgs_rs_pages_decode(&r->h, e, csum, payload, c->buf, &c->data,
+	ret = bgs_rs_pages_decode(&r->h, e, &rh, payload, c->buf, &c->data,
 				  d);
 	if (ret)
 		return ret;
@@ -722,7 +724,7 @@ int bgs_rs_decode_to(const struct rs_reader *r, struct rs_decoder *dec,
 		     size_t i, void *dst, struct rs_diag *diag)
 {
 	const void *data;
-	uint64_t csum = 0;
+	struct rs_rechdr rh = { 0 };
 	uint8_t *payload;
 	int ret;
 	const struct rs_extent *e = payload_extent(r, i, &ret, diag);
@@ -734,9 +736,9 @@ int bgs_rs_decode_to(const struct rs_reader *r, struct rs_decoder *dec,
 	    grow_buf(&dec->buf, &dec->cap, e->stored_len))
 		return bgs_rs_diag(diag, -ENOMEM, e->offset, "out of memory");
 	payload = e->encoding == RS_ENC_RAW ? dst : dec->buf;
-	ret = read_checked(r, e, payload, &csum, diag);
+	ret = read_checked(r, e, payload, &rh, diag);
 	if (!ret)
-		ret = bgs_rs_pages_decode(&r->h, e, csum, payload, dst, &data,
+		ret = bgs_rs_pages_decode(&r->h, e, &rh, payload, dst, &data,
 					  diag);
 	return ret ? ret : e->encoding;
 }
@@ -746,21 +748,26 @@ int bgs_rs_decode_from(const struct rs_reader *r, size_t i, const void *rec,
 {
 	const uint8_t *hb = rec;
 	const void *data;
-	uint64_t csum = 0;
+	struct rs_rechdr rh = { 0 };
 	int ret;
 	const struct rs_extent *e = payload_extent(r, i, &ret, diag);
 
 	if (!e)
 		return ret;
-	ret = check_rechdr(r, e, hb, &csum, diag);
+	ret = check_rechdr(r, e, hb, &rh, diag);
 	if (!ret)
-		ret = bgs_rs_pages_decode(&r->h, e, csum, hb + RS_RECHDR_SIZE,
+		ret = bgs_rs_pages_decode(&r->h, e, &rh, hb + r->h.rechdr_len,
 					  dst, &data, diag);
 	if (ret)
 		return ret;
 	if (data != dst) /* RAW: checked where it was read */
 		memcpy(dst, data, e->npages * RS_PAGE);
 	return e->encoding;
+}
+
+uint32_t bgs_rs_rechdr_len(const struct rs_reader *r)
+{
+	return r->h.rechdr_len;
 }
 
 /* ---- verify -------------------------------------------------------------- */
@@ -786,7 +793,7 @@ static int same_as_opened(const struct rs_reader *r,
 	return 0;
 }
 
-int bgs_rs_verify(struct rs_reader *r, struct rs_diag *diag,
+int bgs_rs_verify(struct rs_reader *r, unsigned flags, struct rs_diag *diag,
 		  void (*progress)(void *arg, uint64_t done, uint64_t total),
 		  void *arg)
 {
@@ -794,7 +801,8 @@ int bgs_rs_verify(struct rs_reader *r, struct rs_diag *diag,
 	uint64_t last = 0;
 	struct rs_stream *s;
 	struct rs_item item;
-	int ret = bgs_rs_stream_open_file(&s, r->fd, total, diag);
+	int ret = bgs_rs_stream_open_file(&s, r->fd, total,
+					  flags & RS_VERIFY_DEEP, diag);
 
 	if (ret)
 		return ret;

@@ -13,6 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
 #define RS_STREAM_BUF_PIPE (256u << 10)
 #define RS_STREAM_BUF_FILE (4u << 20)
 /* Read-ahead for files of at least RA_MIN: chunks of RA_CHUNK, carrying
@@ -31,6 +34,8 @@ struct rs_stream {
 	int fd;
 	bool positional; /* pread from rpos (verify of a file) */
 	bool eof;
+	bool no_decode;	 /* 1.1 page records checked as stored, not
+			  * decoded (verify without RS_VERIFY_DEEP) */
 	uint64_t rpos;	 /* positional: offset of the next read */
 	struct rs_ra *ra; /* positional read-ahead, which owns buf; or NULL */
 	uint8_t *buf;	 /* the window: unconsumed bytes are [head, tail) */
@@ -161,14 +166,27 @@ static void consume(struct rs_stream *s, size_t n)
 	s->pos += n;
 }
 
-/* Skip @n bytes (a record of unknown type) without holding them. */
-static int skip(struct rs_stream *s, uint64_t n)
+static const uint8_t *at(const struct rs_stream *s, size_t off)
+{
+	return s->buf + s->head + off;
+}
+
+/* The payload of the record whose header is at the current position. */
+static const uint8_t *payload(const struct rs_stream *s)
+{
+	return at(s, s->h.rechdr_len);
+}
+
+/* Skip @n bytes (the payload of a record of unknown type) without
+ * holding them, hashing them into @st. */
+static int skip(struct rs_stream *s, uint64_t n, XXH3_state_t *st)
 {
 	for (;;) {
 		const size_t avail = s->tail - s->head;
 		const size_t k = n < avail ? (size_t)n : avail;
 		int ret;
 
+		XXH3_64bits_update(st, at(s, 0), k);
 		consume(s, k);
 		n -= k;
 		if (!n)
@@ -177,11 +195,6 @@ static int skip(struct rs_stream *s, uint64_t n)
 		if (ret)
 			return ret;
 	}
-}
-
-static const uint8_t *at(const struct rs_stream *s, size_t off)
-{
-	return s->buf + s->head + off;
 }
 
 static int ended(struct rs_stream *s, int ret, struct rs_diag *d,
@@ -203,11 +216,11 @@ static int ended(struct rs_stream *s, int ret, struct rs_diag *d,
 static int next_header(struct rs_stream *s, struct rs_rechdr *rh,
 		       struct rs_diag *d)
 {
-	const int ret = fill(s, RS_RECHDR_SIZE);
+	const int ret = fill(s, s->h.rechdr_len);
 
 	if (ret)
 		return ended(s, ret, d, "a record header");
-	return bgs_rs_rec_decode(rh, at(s, 0), s->pos, d);
+	return bgs_rs_rec_decode(rh, at(s, 0), s->h.rechdr_len, s->pos, d);
 }
 
 /* ---- opening: file header and region table ------------------------------- */
@@ -242,25 +255,25 @@ static int read_regions(struct rs_stream *s, struct rs_diag *d)
 	if (ret)
 		return ret;
 	/* Bounded: at most RS_MAX_REGIONS entries of at most 1055 bytes. */
-	ret = fill(s, RS_RECHDR_SIZE + rh.payload_len);
+	ret = fill(s, s->h.rechdr_len + rh.payload_len);
 	if (ret)
 		return ended(s, ret, d, "the region table");
-	if (!bgs_rs_csum_ok(rh.data_csum, bgs_rs_hash(at(s, RS_RECHDR_SIZE),
-						       rh.payload_len)))
+	if (!bgs_rs_csum_ok(rh.data_csum,
+			    bgs_rs_hash(payload(s), rh.payload_len)))
 		return bgs_rs_diag(d, RS_ECHECKSUM, s->pos,
 				   "region table: checksum mismatch");
-	ret = bgs_rs_regions_decode(&s->h, at(s, RS_RECHDR_SIZE),
-				    rh.payload_len, d);
+	ret = bgs_rs_regions_decode(&s->h, payload(s), rh.payload_len, d);
 	if (ret)
 		return ret;
-	consume(s, RS_RECHDR_SIZE + rh.payload_len);
+	consume(s, s->h.rechdr_len + rh.payload_len);
 	s->h.data_start = s->pos;
 	return 0;
 }
 
 /* Takes @ra, whatever the result. */
 static int stream_new(struct rs_stream **sp, int fd, bool positional,
-		      size_t first_cap, struct rs_ra *ra, struct rs_diag *d)
+		      bool no_decode, size_t first_cap, struct rs_ra *ra,
+		      struct rs_diag *d)
 {
 	struct rs_stream *s = calloc(1, sizeof(*s));
 	int ret;
@@ -274,6 +287,7 @@ static int stream_new(struct rs_stream **sp, int fd, bool positional,
 	s->fd = fd;
 	s->positional = positional;
 	s->first_cap = first_cap;
+	s->no_decode = no_decode;
 	s->state = 1;
 	ret = read_header(s, d);
 	if (!ret)
@@ -288,11 +302,11 @@ static int stream_new(struct rs_stream **sp, int fd, bool positional,
 
 int bgs_rs_stream_open(struct rs_stream **s, int fd, struct rs_diag *diag)
 {
-	return stream_new(s, fd, false, RS_STREAM_BUF_PIPE, NULL, diag);
+	return stream_new(s, fd, false, false, RS_STREAM_BUF_PIPE, NULL, diag);
 }
 
 int bgs_rs_stream_open_file(struct rs_stream **s, int fd, uint64_t size,
-			    struct rs_diag *diag)
+			    bool decode, struct rs_diag *diag)
 {
 	const size_t cap = size < RS_STREAM_BUF_FILE ? (size_t)size + 1
 						     : RS_STREAM_BUF_FILE;
@@ -303,7 +317,7 @@ int bgs_rs_stream_open_file(struct rs_stream **s, int fd, uint64_t size,
 	    bgs_rs_ra_new(&ra, fd, 0, RS_RA_PREFIX, RS_RA_CHUNK))
 		ra = NULL;
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	return stream_new(s, fd, true, cap, ra, diag);
+	return stream_new(s, fd, true, !decode, cap, ra, diag);
 }
 
 void bgs_rs_stream_close(struct rs_stream *s)
@@ -372,6 +386,22 @@ static int out_room(struct rs_stream *s, size_t len)
 	return 0;
 }
 
+/* The payload of page record @e checked, and decoded unless the stream
+ * only checks what is stored (then *@data is NULL). */
+static int pages_payload(struct rs_stream *s, const struct rs_extent *e,
+			 const struct rs_rechdr *rh, const void **data,
+			 struct rs_diag *d)
+{
+	*data = NULL;
+	/* A 1.0 store has no checksum of an lz4 block as stored: only the
+	 * pages it decodes to can be checked. */
+	if (s->no_decode && (s->h.flags & RS_HF_STORED_SUMS))
+		return bgs_rs_pages_check(&s->h, e, rh, payload(s), d);
+	if (e->encoding == RS_ENC_LZ4 && out_room(s, e->npages * RS_PAGE))
+		return bgs_rs_diag(d, -ENOMEM, s->pos, "out of memory");
+	return bgs_rs_pages_decode(&s->h, e, rh, payload(s), s->out, data, d);
+}
+
 static int pages_item(struct rs_stream *s, const struct rs_rechdr *rh,
 		      struct rs_item *item, struct rs_diag *d)
 {
@@ -381,20 +411,17 @@ static int pages_item(struct rs_stream *s, const struct rs_rechdr *rh,
 
 	if (ret)
 		return ret;
-	ret = fill(s, RS_RECHDR_SIZE + e.stored_len);
+	ret = fill(s, s->h.rechdr_len + e.stored_len);
 	if (ret)
 		return ended(s, ret, d, "a page record");
-	if (e.encoding == RS_ENC_LZ4 && out_room(s, e.npages * RS_PAGE))
-		return bgs_rs_diag(d, -ENOMEM, s->pos, "out of memory");
-	ret = bgs_rs_pages_decode(&s->h, &e, rh->data_csum,
-				  at(s, RS_RECHDR_SIZE), s->out, &data, d);
+	ret = pages_payload(s, &e, rh, &data, d);
 	if (!ret && bgs_rs_grow(&s->seen, &s->seen_cap, s->nseen + 1,
 				sizeof(*s->seen)))
 		ret = bgs_rs_diag(d, -ENOMEM, s->pos, "out of memory");
 	if (ret)
 		return ret;
 	s->seen[s->nseen++] = e;
-	consume(s, RS_RECHDR_SIZE + e.stored_len);
+	consume(s, s->h.rechdr_len + e.stored_len);
 	*item = (struct rs_item){ .type = RS_ITEM_PAGES,
 				  .region = e.region,
 				  .encoding = e.encoding,
@@ -417,19 +444,19 @@ static int attachment_item(struct rs_stream *s, const struct rs_rechdr *rh,
 		return bgs_rs_diag(d, RS_ECORRUPT, s->pos,
 				   "more than %u attachments",
 				   RS_MAX_ATTACHMENTS);
-	ret = fill(s, RS_RECHDR_SIZE + rh->payload_len);
+	ret = fill(s, s->h.rechdr_len + rh->payload_len);
 	if (ret)
 		return ended(s, ret, d, "an attachment");
-	if (!bgs_rs_csum_ok(rh->data_csum, bgs_rs_hash(at(s, RS_RECHDR_SIZE),
-							rh->payload_len)))
+	if (!bgs_rs_csum_ok(rh->data_csum,
+			    bgs_rs_hash(payload(s), rh->payload_len)))
 		return bgs_rs_diag(d, RS_ECHECKSUM, s->pos,
 				   "attachment at offset %llu: checksum "
 				   "mismatch", (unsigned long long)s->pos);
-	if (!bgs_rs_name_ok((const char *)at(s, RS_RECHDR_SIZE), rh->a))
+	if (!bgs_rs_name_ok((const char *)payload(s), rh->a))
 		return bgs_rs_diag(d, RS_ECORRUPT, s->pos,
 				   "attachment at offset %llu: bad name",
 				   (unsigned long long)s->pos);
-	memcpy(s->name, at(s, RS_RECHDR_SIZE), rh->a);
+	memcpy(s->name, payload(s), rh->a);
 	s->name[rh->a] = '\0';
 	a.stored_len = (uint32_t)rh->payload_len;
 	a.name = strdup(s->name);
@@ -440,10 +467,10 @@ static int attachment_item(struct rs_stream *s, const struct rs_rechdr *rh,
 	}
 	s->att[s->natt++] = a;
 	*item = (struct rs_item){ .type = RS_ITEM_ATTACHMENT,
-				  .data = at(s, RS_RECHDR_SIZE + rh->a),
+				  .data = payload(s) + rh->a,
 				  .len = rh->c,
 				  .name = s->name };
-	consume(s, RS_RECHDR_SIZE + rh->payload_len);
+	consume(s, s->h.rechdr_len + rh->payload_len);
 	return 1;
 }
 
@@ -488,7 +515,7 @@ static int check_index(struct rs_stream *s, const uint8_t *p, uint64_t off,
 
 	for (size_t i = 0; i < n; i++) {
 		const uint64_t eo =
-			off + RS_RECHDR_SIZE + i * RS_INDEX_ENTRY_SIZE;
+			off + s->h.rechdr_len + i * RS_INDEX_ENTRY_SIZE;
 		struct rs_disk_index di;
 		struct rs_extent e;
 		uint8_t type;
@@ -535,17 +562,17 @@ static int read_index(struct rs_stream *s, const struct rs_rechdr *rh,
 				   "%llu records", (unsigned long long)off,
 				   (unsigned long long)rh->c,
 				   (unsigned long long)n);
-	ret = fill(s, RS_RECHDR_SIZE + rh->payload_len);
+	ret = fill(s, s->h.rechdr_len + rh->payload_len);
 	if (ret)
 		return ended(s, ret, d, "the index");
-	if (!bgs_rs_csum_ok(rh->data_csum, bgs_rs_hash(at(s, RS_RECHDR_SIZE),
-						       rh->payload_len)))
+	if (!bgs_rs_csum_ok(rh->data_csum,
+			    bgs_rs_hash(payload(s), rh->payload_len)))
 		return bgs_rs_diag(d, RS_ECHECKSUM, off,
 				   "index at offset %llu: checksum mismatch",
 				   (unsigned long long)off);
-	ret = check_index(s, at(s, RS_RECHDR_SIZE), off, d);
+	ret = check_index(s, payload(s), off, d);
 	if (!ret)
-		consume(s, RS_RECHDR_SIZE + rh->payload_len);
+		consume(s, s->h.rechdr_len + rh->payload_len);
 	return ret;
 }
 
@@ -581,6 +608,29 @@ static int read_footer(struct rs_stream *s, uint64_t index_offset,
 	return 0;
 }
 
+/* A record of a type this reader does not know, marked skippable: in
+ * 1.1 its payload is still checked as stored, as it goes by. */
+static int skip_record(struct rs_stream *s, const struct rs_rechdr *rh,
+		       struct rs_diag *d)
+{
+	const uint64_t off = s->pos;
+	XXH3_state_t st;
+	int ret;
+
+	XXH3_64bits_reset(&st);
+	consume(s, s->h.rechdr_len);
+	ret = skip(s, rh->payload_len, &st);
+	if (ret)
+		return ended(s, ret, d, "a skipped record");
+	if ((s->h.flags & RS_HF_STORED_SUMS) &&
+	    !bgs_rs_csum_ok(rh->stored_csum, XXH3_64bits_digest(&st)))
+		return bgs_rs_diag(d, RS_ECHECKSUM, off,
+				   "record at offset %llu (type %u): stored "
+				   "checksum mismatch",
+				   (unsigned long long)off, rh->type);
+	return 0;
+}
+
 static int step(struct rs_stream *s, struct rs_item *item, struct rs_diag *d)
 {
 	for (;;) {
@@ -611,9 +661,9 @@ static int step(struct rs_stream *s, struct rs_item *item, struct rs_diag *d)
 						   "this reader",
 						   (unsigned long long)off,
 						   rh.type);
-			ret = skip(s, RS_RECHDR_SIZE + rh.payload_len);
+			ret = skip_record(s, &rh, d);
 			if (ret)
-				return ended(s, ret, d, "a skipped record");
+				return ret;
 		}
 	}
 }

@@ -30,9 +30,11 @@ int bgs_rs_ra_next(struct rs_ra *ra, const uint8_t *left, size_t len,
 /* Waits for a read in flight. */
 void bgs_rs_ra_free(struct rs_ra *ra);
 
-/* A stream over @fd read with pread(2) from offset 0 up to @size bytes. */
+/* A stream over @fd read with pread(2) from offset 0 up to @size bytes.
+ * Without @decode, the page records of a 1.1 store are checked as stored
+ * and not decoded: their items come without data. */
 int bgs_rs_stream_open_file(struct rs_stream **s, int fd, uint64_t size,
-			    struct rs_diag *diag);
+			    bool decode, struct rs_diag *diag);
 /* Bytes consumed so far. */
 uint64_t bgs_rs_stream_pos(const struct rs_stream *s);
 const struct rs_head *bgs_rs_stream_head(const struct rs_stream *s);

@@ -116,13 +116,16 @@ static void fill_info(struct rs_head *h, const struct rs_writer_opts *o)
 	struct utsname u;
 
 	i->version_major = RS_VERSION_MAJOR;
-	i->version_minor = RS_VERSION_MINOR;
+	i->version_minor = o->format_1_0 ? 0 : RS_VERSION_MINOR;
 	i->page_size = RS_PAGE;
 	memcpy(i->snapshot_id, o->snapshot_id, 16);
 	if (id_is_zero(i->snapshot_id))
 		fill_random(i->snapshot_id, 16);
 	memcpy(i->parent_id, o->parent_id, 16);
 	h->flags = id_is_zero(i->parent_id) ? 0 : RS_HF_INCREMENTAL;
+	if (!o->format_1_0)
+		h->flags |= RS_HF_STORED_SUMS;
+	h->rechdr_len = o->format_1_0 ? RS_RECHDR_V10 : RS_RECHDR_V11;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	i->created_ns = (uint64_t)ts.tv_sec * 1000000000u +
 			(uint64_t)ts.tv_nsec;
@@ -207,10 +210,18 @@ static size_t arena_size(const struct rs_writer *w, size_t budget)
 
 		max = m > max ? m : max;
 	}
-	max = 2 * (max * RS_PAGE + RS_RECHDR_SIZE);
+	max = 2 * (max * RS_PAGE + w->head.rechdr_len);
 	if (!budget)
 		budget = RS_DEFAULT_BUDGET;
 	return budget > max ? budget : max;
+}
+
+/* A record header in the store's format. Where the data checksum is of
+ * the payload (all but lz4 pages), the stored checksum is the same hash. */
+static void put_rechdr(const struct rs_writer *w, void *dst,
+		       const struct rs_rechdr *h)
+{
+	bgs_rs_rec_encode(dst, h, w->head.rechdr_len);
 }
 
 /* The file header and the region table, first of all. */
@@ -219,23 +230,26 @@ static int write_head(struct rs_writer *w)
 	const size_t len = bgs_rs_regions_size(w->head.regions,
 					       w->head.nregions);
 	struct rs_disk_header dh;
-	uint8_t rec[RS_RECHDR_SIZE];
+	uint8_t rec[RS_RECHDR_MAX];
 	uint8_t *table = malloc(len ? len : 1);
+	uint64_t sum;
 	int ret;
 
 	if (!table)
 		return -ENOMEM;
 	bgs_rs_regions_encode(table, w->head.regions, w->head.nregions);
 	bgs_rs_header_encode(&dh, &w->head);
-	bgs_rs_rec_encode(rec, &(struct rs_rechdr){
-				       .type = RS_REC_REGIONS,
-				       .a = (uint32_t)w->head.nregions,
-				       .payload_len = len,
-				       .data_csum = bgs_rs_hash(table, len),
-			       });
+	sum = bgs_rs_hash(table, len);
+	put_rechdr(w, rec, &(struct rs_rechdr){
+				   .type = RS_REC_REGIONS,
+				   .a = (uint32_t)w->head.nregions,
+				   .payload_len = len,
+				   .data_csum = sum,
+				   .stored_csum = sum,
+			   });
 	ret = bgs_rs_wq_append(&w->q, &dh, sizeof(dh));
 	if (!ret)
-		ret = bgs_rs_wq_append(&w->q, rec, sizeof(rec));
+		ret = bgs_rs_wq_append(&w->q, rec, w->head.rechdr_len);
 	if (!ret)
 		ret = bgs_rs_wq_append(&w->q, table, len);
 	free(table);
@@ -247,9 +261,9 @@ static int write_head(struct rs_writer *w)
 static int writer_start(struct rs_writer *w, bool stream,
 			const struct rs_writer_opts *o)
 {
+	const size_t over = o->overflow_pages * (w->head.rechdr_len + RS_PAGE);
 	int ret = bgs_rs_wq_init(&w->q, w->fd, stream,
-				 arena_size(w, o->buffer_budget),
-				 o->overflow_pages * (RS_RECHDR_SIZE + RS_PAGE),
+				 arena_size(w, o->buffer_budget), over,
 				 o->sync_io);
 
 	return ret ? ret : write_head(w);
@@ -413,17 +427,19 @@ static int emit_empty(struct rs_writer *w, uint32_t region, uint64_t first,
 		.npages = n,
 		.offset = bgs_rs_wq_pos(&w->q),
 	};
+	const uint32_t hl = w->head.rechdr_len;
 	uint8_t *p;
-	int ret = bgs_rs_wq_reserve(&w->q, RS_RECHDR_SIZE, w->urgent, &p);
+	int ret = bgs_rs_wq_reserve(&w->q, hl, w->urgent, &p);
 
 	if (ret)
 		return ret;
-	bgs_rs_rec_encode(p, &(struct rs_rechdr){ .type = RS_REC_PAGES,
-						   .encoding = enc,
-						   .a = region,
-						   .b = (uint32_t)n,
-						   .c = first });
-	bgs_rs_wq_produce(&w->q, RS_RECHDR_SIZE);
+	put_rechdr(w, p, &(struct rs_rechdr){ .type = RS_REC_PAGES,
+					       .encoding = enc,
+					       .a = region,
+					       .b = (uint32_t)n,
+					       .c = first,
+					       .stored_csum = RS_EMPTY_SUM });
+	bgs_rs_wq_produce(&w->q, hl);
 	return add_extent(w, &e);
 }
 
@@ -432,6 +448,7 @@ static int emit_data(struct rs_writer *w, uint32_t region, uint64_t first,
 		     uint64_t n, const uint8_t *src)
 {
 	const size_t raw = n * RS_PAGE;
+	const uint32_t hl = w->head.rechdr_len;
 	struct rs_extent e = {
 		.region = region,
 		.encoding = RS_ENC_RAW,
@@ -441,35 +458,37 @@ static int emit_data(struct rs_writer *w, uint32_t region, uint64_t first,
 		.stored_len = (uint32_t)raw,
 	};
 	uint8_t *p;
-	int ret = bgs_rs_wq_reserve(&w->q, RS_RECHDR_SIZE + raw, w->urgent,
-				    &p);
-	uint64_t sum;
+	int ret = bgs_rs_wq_reserve(&w->q, hl + raw, w->urgent, &p);
+	uint64_t sum, stored;
 
 	if (ret)
 		return ret;
-	sum = bgs_rs_hash(src, raw);
+	sum = stored = bgs_rs_hash(src, raw);
 	if (w->comp == RS_COMP_LZ4) {
 		/* What LZ4_compress_fast does, without its 16 KiB of stack;
 		 * a bound of raw - 1 gives up as soon as it cannot shrink. */
 		const int c = LZ4_compress_fast_extState(
-			w->lz4, (const char *)src, (char *)p + RS_RECHDR_SIZE,
-			(int)raw, (int)raw - 1, w->accel);
+			w->lz4, (const char *)src, (char *)p + hl, (int)raw,
+			(int)raw - 1, w->accel);
 
 		if (c > 0) {
 			e.encoding = RS_ENC_LZ4;
 			e.stored_len = (uint32_t)c;
+			/* The block just made, while it is in the cache. */
+			stored = bgs_rs_hash(p + hl, e.stored_len);
 		}
 	}
 	if (e.encoding == RS_ENC_RAW)
-		memcpy(p + RS_RECHDR_SIZE, src, raw);
-	bgs_rs_rec_encode(p, &(struct rs_rechdr){ .type = RS_REC_PAGES,
-						   .encoding = e.encoding,
-						   .a = region,
-						   .b = (uint32_t)n,
-						   .c = first,
-						   .payload_len = e.stored_len,
-						   .data_csum = sum });
-	bgs_rs_wq_produce(&w->q, RS_RECHDR_SIZE + e.stored_len);
+		memcpy(p + hl, src, raw);
+	put_rechdr(w, p, &(struct rs_rechdr){ .type = RS_REC_PAGES,
+					       .encoding = e.encoding,
+					       .a = region,
+					       .b = (uint32_t)n,
+					       .c = first,
+					       .payload_len = e.stored_len,
+					       .data_csum = sum,
+					       .stored_csum = stored });
+	bgs_rs_wq_produce(&w->q, hl + e.stored_len);
 	bgs_rs_stat_add(&w->raw_bytes, raw);
 	return add_extent(w, &e);
 }
@@ -536,7 +555,7 @@ void bgs_rs_writer_urgent(struct rs_writer *w, bool urgent)
 bool bgs_rs_writer_ready(struct rs_writer *w, uint64_t npages)
 {
 	/* The most a run can take: a record per page, none compressed. */
-	return bgs_rs_wq_ready(&w->q, npages * (RS_RECHDR_SIZE + RS_PAGE));
+	return bgs_rs_wq_ready(&w->q, npages * (w->head.rechdr_len + RS_PAGE));
 }
 
 int bgs_rs_writer_wait_fd(const struct rs_writer *w)
@@ -610,8 +629,9 @@ static uint64_t attachment_sum(const char *name, const void *data, size_t len)
 int bgs_rs_put_attachment(struct rs_writer *w, const char *name,
 			  const void *data, size_t len)
 {
-	uint8_t rec[RS_RECHDR_SIZE];
+	uint8_t rec[RS_RECHDR_MAX];
 	struct rs_wattach a;
+	uint64_t sum;
 	size_t nlen;
 	int ret;
 
@@ -630,15 +650,16 @@ int bgs_rs_put_attachment(struct rs_writer *w, const char *name,
 	if (!a.name)
 		return fail(w, -ENOMEM);
 	w->att[w->natt++] = a;
-	bgs_rs_rec_encode(rec, &(struct rs_rechdr){
-				       .type = RS_REC_ATTACHMENT,
-				       .a = (uint32_t)nlen,
-				       .c = len,
-				       .payload_len = nlen + len,
-				       .data_csum =
-					       attachment_sum(name, data, len),
-			       });
-	ret = bgs_rs_wq_append(&w->q, rec, sizeof(rec));
+	sum = attachment_sum(name, data, len);
+	put_rechdr(w, rec, &(struct rs_rechdr){
+				   .type = RS_REC_ATTACHMENT,
+				   .a = (uint32_t)nlen,
+				   .c = len,
+				   .payload_len = nlen + len,
+				   .data_csum = sum,
+				   .stored_csum = sum,
+			   });
+	ret = bgs_rs_wq_append(&w->q, rec, w->head.rechdr_len);
 	if (!ret)
 		ret = bgs_rs_wq_append(&w->q, name, nlen);
 	if (!ret)
@@ -674,8 +695,9 @@ static int write_index(struct rs_writer *w)
 {
 	const size_t n = w->natt + w->next;
 	struct rs_disk_index ix[INDEX_CHUNK];
-	uint8_t rec[RS_RECHDR_SIZE];
+	uint8_t rec[RS_RECHDR_MAX];
 	XXH3_state_t st;
+	uint64_t sum;
 	int ret;
 
 	XXH3_64bits_reset(&st);
@@ -685,13 +707,15 @@ static int write_index(struct rs_writer *w)
 		encode_index(w, i, k, ix);
 		XXH3_64bits_update(&st, ix, k * sizeof(*ix));
 	}
-	bgs_rs_rec_encode(rec, &(struct rs_rechdr){
-				       .type = RS_REC_INDEX,
-				       .c = n,
-				       .payload_len = n * sizeof(*ix),
-				       .data_csum = XXH3_64bits_digest(&st),
-			       });
-	ret = bgs_rs_wq_append(&w->q, rec, sizeof(rec));
+	sum = XXH3_64bits_digest(&st);
+	put_rechdr(w, rec, &(struct rs_rechdr){
+				   .type = RS_REC_INDEX,
+				   .c = n,
+				   .payload_len = n * sizeof(*ix),
+				   .data_csum = sum,
+				   .stored_csum = sum,
+			   });
+	ret = bgs_rs_wq_append(&w->q, rec, w->head.rechdr_len);
 	for (size_t i = 0; i < n && !ret; i += INDEX_CHUNK) {
 		const size_t k = n - i < INDEX_CHUNK ? n - i : INDEX_CHUNK;
 

@@ -633,21 +633,39 @@ BGSNAP_API int bgsnap_file_stats_json(struct bgsnap_file *f,
 
 /*
  * Check the whole file: every record's header and data checksums (pages
- * and attachments), that every page of every saved region is stored
- * exactly once, that the index lists exactly the records there are, and
- * that the file has not changed since it was opened. Reads the file once,
- * front to back. @progress (may be NULL) is called on this thread every
- * few MiB with the bytes checked and the file size, and with done == total
- * at the end of a good file. Returns 0 if the file is perfect, else the
- * first problem found (BGSNAP_E*, message in bgsnap_file_last_error()),
- * -EIO or -ENOMEM. The pages of an incremental snapshot stored in its
- * parent are not looked at: the parent is another file (see
- * bgsnap_file_verify_chain()).
+ * and attachments; how pages are checked: bgsnap_file_set_verify()), that
+ * every page of every saved region is stored exactly once, that the index
+ * lists exactly the records there are, and that the file has not changed
+ * since it was opened. Reads the file once, front to back. @progress (may
+ * be NULL) is called on this thread every few MiB with the bytes checked
+ * and the file size, and with done == total at the end of a good file.
+ * Returns 0 if the file is perfect, else the first problem found
+ * (BGSNAP_E*, message in bgsnap_file_last_error()), -EIO or -ENOMEM. The
+ * pages of an incremental snapshot stored in its parent are not looked
+ * at: the parent is another file (see bgsnap_file_verify_chain()).
  */
 BGSNAP_API int bgsnap_file_verify(struct bgsnap_file *f,
 				  void (*progress)(void *arg, uint64_t done,
 						   uint64_t total),
 				  void *arg);
+
+/* How bgsnap_file_verify() and bgsnap_file_verify_chain() check pages. */
+enum bgsnap_verify {
+	/* The default. A format 1.1 file: every byte as stored, against
+	 * its checksum (any changed byte is found), without decompressing.
+	 * A 1.0 file has no checksums of its compressed bytes: its pages
+	 * are decompressed and checked, as by BGSNAP_VERIFY_DEEP. */
+	BGSNAP_VERIFY_STORED = 0,
+	/* Also decompress every page record and check the pages against
+	 * their own checksum, as a restore does: slower, and it finds what
+	 * the stored checksums cannot, a writer's bad compressed data. */
+	BGSNAP_VERIFY_DEEP = 1,
+};
+
+/* Choose how @f, and every ancestor its chain check reaches, is checked
+ * (enum bgsnap_verify). Set on a parent's handle, it is set for the
+ * handle the caller opened. Returns 0, or -EINVAL for an unknown @how. */
+BGSNAP_API int bgsnap_file_set_verify(struct bgsnap_file *f, int how);
 
 /*
  * Chains. An incremental snapshot stores only the pages changed since its

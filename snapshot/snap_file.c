@@ -53,6 +53,7 @@ struct bgsnap_file {
 	unsigned depth;		    /* 0 for the root, 1 its parent ... */
 	char **cands;		    /* root only: bgsnap_file_add_parent */
 	size_t ncands;
+	int verify;		    /* root only: bgsnap_file_set_verify */
 };
 
 /* Record a failure that ramstore did not describe; returns @code. */
@@ -542,12 +543,23 @@ BGSNAP_API int bgsnap_file_verify_chain(struct bgsnap_file *f,
 
 /* ---- verify -------------------------------------------------------------- */
 
+BGSNAP_API int bgsnap_file_set_verify(struct bgsnap_file *f, int how)
+{
+	if (how != BGSNAP_VERIFY_STORED && how != BGSNAP_VERIFY_DEEP)
+		return -EINVAL;
+	f->root->verify = how;
+	return 0;
+}
+
 BGSNAP_API int bgsnap_file_verify(struct bgsnap_file *f,
 				  void (*progress)(void *arg, uint64_t done,
 						   uint64_t total),
 				  void *arg)
 {
-	return bgs_rs_verify(f->r, &f->diag, progress, arg);
+	const unsigned flags =
+		f->root->verify == BGSNAP_VERIFY_DEEP ? RS_VERIFY_DEEP : 0;
+
+	return bgs_rs_verify(f->r, flags, &f->diag, progress, arg);
 }
 
 /* ---- page runs and reads ------------------------------------------------- */

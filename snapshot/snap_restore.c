@@ -807,7 +807,7 @@ static bool span_claim(struct pass *p, struct io_uring *ring, struct span *s)
 	s->b = s->a + SPAN_RECORDS < n ? s->a + SPAN_RECORDS : n;
 	first = bgs_rs_extent(rd, p->r->order[s->a]);
 	last = bgs_rs_extent(rd, p->r->order[s->b - 1]);
-	end = last->offset + RS_RECHDR_SIZE + last->stored_len;
+	end = last->offset + bgs_rs_rechdr_len(rd) + last->stored_len;
 	s->off = first->offset;
 	s->len = 0;
 	if (!ring || end - s->off > SPAN_MAX)
@@ -872,8 +872,8 @@ static void span_decode(struct pass *p, const struct span *s,
 		const uint64_t at = e->offset - s->off;
 		/* Records of a hostile index may overlap: one that does not
 		 * end inside the span is read on its own. */
-		const bool inside =
-			at + RS_RECHDR_SIZE + e->stored_len <= s->len;
+		const bool inside = at + bgs_rs_rechdr_len(r->reader) +
+					    e->stored_len <= s->len;
 
 		one_record(r, p->kind, dec, scratch, spare, i,
 			   inside ? s->buf + at : NULL);

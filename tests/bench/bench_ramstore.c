@@ -252,7 +252,7 @@ static double run_verify(struct bench *b)
 	int ret = bgs_rs_open(&r, fd, &d);
 
 	if (!ret)
-		ret = bgs_rs_verify(r, &d, NULL, NULL);
+		ret = bgs_rs_verify(r, 0, &d, NULL, NULL);
 	if (ret)
 		die(d.msg, ret);
 	t = now() - t;

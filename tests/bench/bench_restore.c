@@ -200,9 +200,9 @@ static double run_lz4(const char *path)
 	for (size_t i = 0; i < bgs_rs_extent_count(r); i++) {
 		const struct rs_extent *e = bgs_rs_extent(r, i);
 		const size_t raw = e->npages * RS_PAGE;
-		const uint8_t *data = file + e->offset + RS_RECHDR_SIZE;
+		const uint8_t *data = file + e->offset + bgs_rs_rechdr_len(r);
 
-		if (e->offset + RS_RECHDR_SIZE + e->stored_len > len)
+		if (e->offset + bgs_rs_rechdr_len(r) + e->stored_len > len)
 			die("a record beyond the file", -EINVAL);
 		if (e->encoding == RS_ENC_RAW)
 			memcpy(dst, data, raw);

@@ -296,6 +296,15 @@ static void test_verify_chain(void **state)
 	assert_int_equal(s.total, total);
 	assert_int_equal(s.last, total);
 	assert_int_equal(bgsnap_file_verify_chain(c, NULL, NULL), 0);
+	/* Deep, set on the parent's handle: the whole chain decoded. */
+	{
+		struct bgsnap_file *b;
+
+		assert_int_equal(bgsnap_file_parent(c, &b), 0);
+		assert_int_equal(bgsnap_file_set_verify(b, BGSNAP_VERIFY_DEEP),
+				 0);
+		assert_int_equal(bgsnap_file_verify_chain(c, NULL, NULL), 0);
+	}
 	bgsnap_file_close(c);
 	/* A full snapshot: just itself. */
 	c = open_ok(in_dir("", "a.bgs"));

@@ -7,13 +7,20 @@
 Classes: header, regions, rechdr, payload (the first one, lz4), raw (the
 first uncompressed payload), attachment, index, footer,
 truncate, tail (bytes after the footer), hole (a run of zero bytes over
-records). Prints the offset damaged.
+records), bitK for K in 0..63 (one bit of the first lz4 payload, the
+K-th of 64 spread over it). Prints the offset damaged. Format 1.1 and 1.0
+alike.
 """
 import struct
 import sys
 
-RECHDR = 48
 FOOTER = 64
+RECHDR = 56  # 48 in a 1.0 file: set by main from the header's flags
+
+
+def rechdr_len(buf):
+    """56 with the STORED_SUMS header flag (format 1.1), else 48."""
+    return 56 if struct.unpack_from("<I", buf, 20)[0] & 1 else 48
 
 
 def records(buf):
@@ -53,8 +60,13 @@ def damage(buf, cls):
         off, _ = first(buf, 2)
         return flip(buf, off + 16), buf    # the first page number
     if cls == "payload":
-        off, plen = first(buf, 2, with_payload=True)
+        off, plen = first(buf, 2, with_payload=True, encoding=2)
         return flip(buf, off + RECHDR + plen // 2), buf
+    if cls.startswith("bit"):
+        off, plen = first(buf, 2, with_payload=True, encoding=2)
+        bit = int(cls[3:]) * 8 * plen // 64
+        buf[off + RECHDR + bit // 8] ^= 1 << (bit % 8)
+        return off + RECHDR + bit // 8, buf
     if cls == "raw":                       # stored uncompressed
         off, plen = first(buf, 2, with_payload=True, encoding=1)
         return flip(buf, off + RECHDR + plen // 2), buf
@@ -78,8 +90,10 @@ def damage(buf, cls):
 
 def main():
     src, dst, cls = sys.argv[1:4]
+    global RECHDR
     with open(src, "rb") as f:
         buf = bytearray(f.read())
+    RECHDR = rechdr_len(buf)
     off, buf = damage(buf, cls)
     with open(dst, "wb") as f:
         f.write(buf)

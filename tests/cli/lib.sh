@@ -13,6 +13,8 @@ PY=$(python3 -c 'import sys; print(sys.executable)') || exit 1
 py() {
 	"$PY" -S "$@"
 }
+# A snapshot of format 1.0, written before 1.1 existed: still read.
+LEGACY_1_0=$HERE/../fuzz/corpus/reader/v1.0-legacy-small
 T=$(mktemp -d "${TMPDIR:-/tmp}/bgsnap-cli.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 FAILS=0

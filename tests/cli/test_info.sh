@@ -6,7 +6,7 @@ make_snapshot
 
 run text 0 "$BGSNAP" info "$T/snap.bgs"
 no_stderr text
-for want in "file        $T/snap.bgs" "snapshot    " "format 1.0" \
+for want in "file        $T/snap.bgs" "snapshot    " "format 1.1" \
 	"parent      none (a full snapshot)" "created     " "regions (5)" \
 	"attachments (2)" "vmm.state" "bgsnap.stats" "save statistics" \
 	"blackout" "writer stall"; do
@@ -27,7 +27,7 @@ top = ["file", "format_version", "snapshot_id", "parent_id", "incremental",
        "pages", "pages_data", "pages_zero", "pages_parent", "data_bytes",
        "compression_ratio", "regions", "attachments", "stats"]
 assert list(doc) == top, "keys or their order changed: %s" % list(doc)
-assert doc["format_version"] == "1.0"
+assert doc["format_version"] == "1.1"
 assert len(doc["snapshot_id"]) == 32 and doc["parent_id"] is None
 assert doc["incremental"] is False
 reg = ["name", "address", "length", "page_size", "kind", "prot", "pages",
@@ -85,4 +85,11 @@ run top_help 0 "$BGSNAP" --help
 for cmd in info verify export; do
 	grep -q "^  $cmd " "$T/top_help.out" || fail "bgsnap --help lacks $cmd"
 done
+# A file of format 1.0 is described, and says so.
+run legacy 0 "$BGSNAP" info "$LEGACY_1_0"
+no_stderr legacy
+grep -qF "format 1.0" "$T/legacy.out" || fail "info 1.0: $(cat "$T/legacy.out")"
+run legacy_json 0 "$BGSNAP" info --json "$LEGACY_1_0"
+py -c 'import json,sys; assert json.load(open(sys.argv[1]))["format_version"] == "1.0"' \
+	"$T/legacy_json.out" || fail "info --json 1.0"
 finish

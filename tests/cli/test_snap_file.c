@@ -294,6 +294,9 @@ static void test_verify(void **state)
 	assert_int_equal(s.last_done, in.file_size);
 	assert_int_equal(s.total, in.file_size);
 	assert_int_equal(bgsnap_file_verify(f, NULL, NULL), 0);
+	assert_int_equal(bgsnap_file_set_verify(f, 7), -EINVAL);
+	assert_int_equal(bgsnap_file_set_verify(f, BGSNAP_VERIFY_DEEP), 0);
+	assert_int_equal(bgsnap_file_verify(f, NULL, NULL), 0);
 	bgsnap_file_close(f);
 }
 
@@ -317,7 +320,7 @@ static void test_damage(void **state)
 	rt_parse(buf, len, &l);
 	/* Record 1 is the first after the region table: "a" pages 20-29. */
 	assert_int_equal(l.recs[1].h.type, RS_REC_PAGES);
-	buf[l.recs[1].off + RS_RECHDR_SIZE + 10] ^= 0x40;
+	buf[l.recs[1].off + l.rechdr_len + 10] ^= 0x40;
 	snprintf(path, sizeof(path), "%s/damaged.bgs", dir);
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	assert_int_equal(write(fd, buf, len), (ssize_t)len);
@@ -332,6 +335,9 @@ static void test_damage(void **state)
 	assert_non_null(strstr(bgsnap_file_last_error(f), "region 'a'"));
 	assert_true(bgsnap_file_verify(f, NULL, NULL) < 0);
 	fprintf(stderr, "# verify: %s\n", bgsnap_file_last_error(f));
+	assert_non_null(strstr(bgsnap_file_last_error(f), "region 'a'"));
+	assert_int_equal(bgsnap_file_set_verify(f, BGSNAP_VERIFY_DEEP), 0);
+	assert_true(bgsnap_file_verify(f, NULL, NULL) < 0);
 	assert_non_null(strstr(bgsnap_file_last_error(f), "region 'a'"));
 	bgsnap_file_close(f);
 	rt_layout_free(&l);

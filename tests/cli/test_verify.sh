@@ -18,16 +18,30 @@ py - "$T/good_json.out" <<'PY' || fail "verify --json on a good file"
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert list(d) == ["file", "ok", "error", "file_size", "regions", "records",
-                   "attachments", "pages", "elapsed_ns"], list(d)
+                   "attachments", "pages", "format_version", "deep",
+                   "elapsed_ns"], list(d)
 assert d["ok"] is True and d["error"] is None and d["regions"] == 5
+assert d["format_version"] == "1.1" and d["deep"] is False
 PY
+run deep 0 "$BGSNAP" verify --deep --json "$S"
+py -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ok"] and d["deep"] is True' \
+	"$T/deep.out" || fail "verify --deep --json on a good file"
 
-# class|words the one-line message must contain
+# Format 1.0 (written before 1.1): verified by decoding its pages, both ways.
+run legacy 0 "$BGSNAP" verify "$LEGACY_1_0"
+no_stderr legacy
+run legacy_deep 0 "$BGSNAP" verify -q --deep "$LEGACY_1_0"
+run legacy_json 0 "$BGSNAP" verify --json "$LEGACY_1_0"
+py -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ok"] and d["format_version"] == "1.0"' \
+	"$T/legacy_json.out" || fail "verify --json on a 1.0 file"
+
+# class|words the one-line message must contain (plain verify, then
+# --deep: each checks every byte; an lz4 payload is checked as stored)
 for spec in \
 	"header|file header: checksum mismatch" \
-	"regions|region table at offset 304: checksum mismatch" \
+	"regions|region table at offset 312: checksum mismatch" \
 	"rechdr|record at offset|header checksum mismatch" \
-	"payload|record at offset|(region '" \
+	"payload|record at offset|(region '|stored checksum mismatch" \
 	"raw|record at offset|(region '|pages |data checksum mismatch" \
 	"attachment|attachment at offset|checksum mismatch" \
 	"index|index at offset|checksum mismatch" \
@@ -43,6 +57,18 @@ for spec in \
 	for w in "$w1" "$w2" "$w3" "$w4"; do [ -n "$w" ] && words+=("$w"); done
 	one_line_error "$cls" "${words[@]}"
 	[ -s "$T/$cls.out" ] && fail "$cls: printed on stdout: $(cat "$T/$cls.out")"
+	run "$cls-deep" 3 "$BGSNAP" verify --deep "$T/$cls.bgs"
+	one_line_error "$cls-deep" "${words[@]}"
+done
+
+# 64 bits spread over an lz4 payload, one at a time: 1.1 refuses each
+# without decoding (1.0 let some through: an lz4 block may still decode
+# to the same pages; tests/unit/test_rs_corrupt.c flips every bit).
+for k in $(seq 0 63); do
+	py "$HERE/corrupt.py" "$S" "$T/bit.bgs" "bit$k" >/dev/null ||
+		fail "corrupt.py bit$k"
+	run "bit$k" 3 "$BGSNAP" verify "$T/bit.bgs"
+	one_line_error "bit$k" "record at offset" "stored checksum mismatch"
 done
 
 # The JSON report of a damaged file says where, and exits 3 too.

@@ -209,6 +209,14 @@ uint8_t *rt_make_store(const struct rs_writer_opts *o,
 
 /* ---- editing valid stores ------------------------------------------------ */
 
+uint32_t rt_rechdr_len(const uint8_t *buf)
+{
+	const struct rs_disk_header *d = (const struct rs_disk_header *)buf;
+
+	return rs_get32(&d->flags) & RS_HF_STORED_SUMS ? RS_RECHDR_V11
+						       : RS_RECHDR_V10;
+}
+
 void rt_parse(const uint8_t *buf, size_t len, struct rt_layout *l)
 {
 	uint64_t off;
@@ -217,14 +225,16 @@ void rt_parse(const uint8_t *buf, size_t len, struct rt_layout *l)
 	memset(l, 0, sizeof(*l));
 	assert_int_equal(bgs_rs_header_start(buf, len, &hl, NULL), 0);
 	l->header_len = hl;
+	l->rechdr_len = rt_rechdr_len(buf);
 	off = hl;
 	for (;;) {
 		struct rt_rec r = { .off = off };
 
-		assert_true(off + RS_RECHDR_SIZE <= len);
-		assert_int_equal(bgs_rs_rec_decode(&r.h, buf + off, off, NULL),
+		assert_true(off + l->rechdr_len <= len);
+		assert_int_equal(bgs_rs_rec_decode(&r.h, buf + off,
+						   l->rechdr_len, off, NULL),
 				 0);
-		r.len = RS_RECHDR_SIZE + (size_t)r.h.payload_len;
+		r.len = l->rechdr_len + (size_t)r.h.payload_len;
 		assert_true(off + r.len <= len);
 		l->recs = realloc(l->recs, (l->n + 1) * sizeof(*l->recs));
 		assert_non_null(l->recs);
@@ -255,18 +265,18 @@ void rt_fix_header(uint8_t *buf)
 
 void rt_fix_rechdr(uint8_t *buf, uint64_t off)
 {
-	struct rs_disk_rec d;
+	const uint32_t hl = rt_rechdr_len(buf);
+	rs_le64 v;
 
-	memcpy(&d, buf + off, sizeof(d));
-	rs_put64(&d.hdr_csum,
-		 bgs_rs_hash(&d, offsetof(struct rs_disk_rec, hdr_csum)));
-	memcpy(buf + off, &d, sizeof(d));
+	/* The header checksum is the last 8 bytes of either layout. */
+	rs_put64(&v, bgs_rs_hash(buf + off, hl - 8));
+	memcpy(buf + off + hl - 8, &v, 8);
 }
 
-static uint64_t data_sum(const uint8_t *rec)
+static uint64_t data_sum(const uint8_t *rec, uint32_t hl)
 {
 	struct rs_disk_rec d;
-	const uint8_t *payload = rec + RS_RECHDR_SIZE;
+	const uint8_t *payload = rec + hl;
 	size_t plen, raw;
 	uint8_t *out;
 	uint64_t sum;
@@ -292,11 +302,16 @@ static uint64_t data_sum(const uint8_t *rec)
 
 void rt_fix_data(uint8_t *buf, uint64_t off)
 {
+	const uint32_t hl = rt_rechdr_len(buf);
 	struct rs_disk_rec d;
 
-	memcpy(&d, buf + off, sizeof(d));
-	rs_put64(&d.data_csum, data_sum(buf + off));
-	memcpy(buf + off, &d, sizeof(d));
+	memcpy(&d, buf + off, hl);
+	rs_put64(&d.data_csum, data_sum(buf + off, hl));
+	if (hl == RS_RECHDR_V11)
+		rs_put64(&d.stored_csum,
+			 bgs_rs_hash(buf + off + hl,
+				     (size_t)rs_get64(&d.payload_len)));
+	memcpy(buf + off, &d, hl);
 	rt_fix_rechdr(buf, off);
 }
 
@@ -332,7 +347,8 @@ static int ientry_cmp(const void *a, const void *b)
 }
 
 static size_t collect(const struct rt_blob *recs, size_t n, uint64_t off,
-		      struct ientry *ix, size_t *npages, size_t *natt)
+		      uint32_t hl, struct ientry *ix, size_t *npages,
+		      size_t *natt)
 {
 	size_t k = 0;
 
@@ -340,7 +356,8 @@ static size_t collect(const struct rt_blob *recs, size_t n, uint64_t off,
 	for (size_t i = 0; i < n; off += recs[i++].len) {
 		struct rs_rechdr h;
 
-		assert_int_equal(bgs_rs_rec_decode(&h, recs[i].p, off, NULL),
+		assert_int_equal(bgs_rs_rec_decode(&h, recs[i].p, hl, off,
+						   NULL),
 				 0);
 		if (h.type != RS_REC_PAGES && h.type != RS_REC_ATTACHMENT)
 			continue;
@@ -365,19 +382,21 @@ uint8_t *rt_rebuild(const uint8_t *buf, const struct rt_layout *l,
 		    const struct rt_blob *recs, size_t n, size_t *len)
 {
 	const uint64_t start = l->recs[0].off + l->recs[0].len;
+	const uint32_t hl = l->rechdr_len;
 	struct ientry *ix = calloc(n + 1, sizeof(*ix));
 	size_t total = start, k, npages, natt;
 	struct rs_disk_index *di;
 	struct rs_footer f = { 0 };
 	uint8_t *out, *p;
+	uint64_t sum;
 
 	assert_non_null(ix);
 	for (size_t i = 0; i < n; i++)
 		total += recs[i].len;
-	k = collect(recs, n, start, ix, &npages, &natt);
+	k = collect(recs, n, start, hl, ix, &npages, &natt);
 	qsort(ix, k, sizeof(*ix), ientry_cmp);
 	f.index_offset = total;
-	total += RS_RECHDR_SIZE + k * RS_INDEX_ENTRY_SIZE + RS_FOOTER_SIZE;
+	total += hl + k * RS_INDEX_ENTRY_SIZE + RS_FOOTER_SIZE;
 	out = p = malloc(total);
 	di = calloc(k + 1, sizeof(*di));
 	assert_true(out && di);
@@ -387,15 +406,18 @@ uint8_t *rt_rebuild(const uint8_t *buf, const struct rt_layout *l,
 		memcpy(p, recs[i].p, recs[i].len);
 	for (size_t i = 0; i < k; i++)
 		bgs_rs_index_encode(&di[i], ix[i].type, &ix[i].e);
-	bgs_rs_rec_encode(p, &(struct rs_rechdr){
-				     .type = RS_REC_INDEX,
-				     .c = k,
-				     .payload_len = k * RS_INDEX_ENTRY_SIZE,
-				     .data_csum =
-					     bgs_rs_hash(di, k * sizeof(*di)),
-			     });
-	memcpy(p + RS_RECHDR_SIZE, di, k * sizeof(*di));
-	p += RS_RECHDR_SIZE + k * sizeof(*di);
+	sum = bgs_rs_hash(di, k * sizeof(*di));
+	bgs_rs_rec_encode(p,
+			  &(struct rs_rechdr){
+				  .type = RS_REC_INDEX,
+				  .c = k,
+				  .payload_len = k * RS_INDEX_ENTRY_SIZE,
+				  .data_csum = sum,
+				  .stored_csum = sum,
+			  },
+			  hl);
+	memcpy(p + hl, di, k * sizeof(*di));
+	p += hl + k * sizeof(*di);
 	f.file_size = total;
 	f.nrecords = npages;
 	f.nattachments = natt;

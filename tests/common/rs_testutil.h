@@ -57,19 +57,24 @@ struct rt_rec {
 
 struct rt_layout {
 	uint32_t header_len;
+	uint32_t rechdr_len; /* 56 (1.1) or 48 (1.0) */
 	struct rt_rec *recs; /* every record: regions, data..., index */
 	size_t n;
 	uint64_t footer_off;
 };
 
+/* The record header size of the store @buf (its header's flags). */
+uint32_t rt_rechdr_len(const uint8_t *buf);
 /* Parse a valid store (asserts on anything unexpected). */
 void rt_parse(const uint8_t *buf, size_t len, struct rt_layout *l);
 void rt_layout_free(struct rt_layout *l);
 
-/* Recompute checksums after an edit. */
+/* Recompute checksums after an edit (@buf is the whole store, whose
+ * header says the record header size). */
 void rt_fix_header(uint8_t *buf);
 void rt_fix_rechdr(uint8_t *buf, uint64_t off);
-/* Recompute a record's data checksum (decoding lz4) and its header's. */
+/* Recompute a record's data checksum (decoding lz4), its stored checksum
+ * (1.1) and its header's. */
 void rt_fix_data(uint8_t *buf, uint64_t off);
 void rt_fix_footer(uint8_t *buf, size_t len);
 

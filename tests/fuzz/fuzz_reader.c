@@ -2,9 +2,9 @@
 /*
  * libFuzzer target for both store readers: the input is a store. It is
  * opened from a memfd (open, every query, decode, find, attachments,
- * verify) and decoded as a stream from a pipe (or the memfd, when it does
- * not fit a pipe). Only crashes and sanitizer reports count; errors are
- * the expected outcome for almost every input.
+ * verify as stored and deep) and decoded as a stream from a pipe (or the
+ * memfd, when it does not fit a pipe). Only crashes and sanitizer reports
+ * count; errors are the expected outcome for almost every input.
  *
  * The fuzzing build (BGS_RS_FUZZING) accepts any checksum, so mutations
  * reach the checks behind them; the replay driver (fuzz_replay.c) runs the
@@ -103,7 +103,8 @@ static void open_file(int fd)
 	attachments(r);
 	random_access(r);
 	decode_to(r);
-	bgs_rs_verify(r, &d, NULL, NULL);
+	bgs_rs_verify(r, 0, &d, NULL, NULL); /* 1.1: as stored */
+	bgs_rs_verify(r, RS_VERIFY_DEEP, &d, NULL, NULL);
 	bgs_rs_close(r);
 }
 

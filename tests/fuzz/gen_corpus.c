@@ -2,7 +2,9 @@
 /*
  * Writes the seed corpus of fuzz_reader into a directory: small valid
  * stores of several shapes, made by the writer, and broken ones derived
- * from them. The committed corpus (tests/fuzz/corpus/reader) came from
+ * from them, each in format 1.1 and again in 1.0 (named v1.0-*), which
+ * readers still read. The committed corpus (tests/fuzz/corpus/reader)
+ * came from
  *
  *   rs_gen_corpus tests/fuzz/corpus/reader
  *
@@ -18,19 +20,20 @@
 #define PG RS_PAGE
 
 static const char *outdir;
+static const char *prefix = ""; /* of every name: "v1.0-" for 1.0 */
 
 static void save(const char *name, const uint8_t *p, size_t len)
 {
 	char path[4096];
 	FILE *f;
 
-	snprintf(path, sizeof(path), "%s/%s", outdir, name);
+	snprintf(path, sizeof(path), "%s/%s%s", outdir, prefix, name);
 	f = fopen(path, "wbe");
 	if (!f || fwrite(p, 1, len, f) != len || fclose(f)) {
 		perror(path);
 		exit(1);
 	}
-	printf("%-28s %6zu bytes\n", name, len);
+	printf("%s%-28s %6zu bytes\n", prefix, name, len);
 }
 
 static struct rs_region region(const char *name, uint16_t kind,
@@ -145,18 +148,22 @@ static void rebuilt(const char *name, const uint8_t *p, size_t len,
 {
 	struct rt_layout l;
 	struct rt_blob b[32];
-	uint8_t unknown[RS_RECHDR_SIZE + 4] = { 0 };
+	static const uint8_t zero4[4]; /* its payload */
+	uint8_t unknown[RS_RECHDR_MAX + 4] = { 0 };
 	size_t n = 0, out_len;
 	uint8_t *out;
 
 	rt_parse(p, len, &l);
-	bgs_rs_rec_encode(unknown, &(struct rs_rechdr){
-					   .type = 77,
-					   .flags = how == 3 ? RS_RECF_SKIPPABLE
-							     : 0,
-					   .payload_len = 4 });
+	bgs_rs_rec_encode(unknown,
+			  &(struct rs_rechdr){
+				  .type = 77,
+				  .flags = how == 3 ? RS_RECF_SKIPPABLE : 0,
+				  .payload_len = 4,
+				  .stored_csum = bgs_rs_hash(zero4, 4),
+			  },
+			  l.rechdr_len);
 	if (how == 3 || how == 4)
-		b[n++] = (struct rt_blob){ unknown, sizeof(unknown) };
+		b[n++] = (struct rt_blob){ unknown, l.rechdr_len + 4 };
 	for (size_t i = 1; i + 1 < l.n; i++) {
 		const size_t k = how == 2 ? l.n - 1 - i : i;
 
@@ -172,28 +179,36 @@ static void rebuilt(const char *name, const uint8_t *p, size_t len,
 	rt_layout_free(&l);
 }
 
-int main(int argc, char **argv)
+/* The first lz4 payload of @p, with one byte flipped: in 1.0 it may
+ * still decode to the same pages, in 1.1 its stored checksum fails. */
+static void bad_lz4(const char *name, const uint8_t *p, size_t len)
+{
+	struct rt_layout l;
+
+	rt_parse(p, len, &l);
+	for (size_t i = 0; i < l.n; i++)
+		if (l.recs[i].h.type == RS_REC_PAGES &&
+		    l.recs[i].h.encoding == RS_ENC_LZ4) {
+			broken(name, p, len,
+			       l.recs[i].off + l.rechdr_len +
+				       l.recs[i].h.payload_len / 2,
+			       0);
+			break;
+		}
+	rt_layout_free(&l);
+}
+
+/* Every shape and its broken variants, in the format @o asks for. */
+static void all_shapes(struct rs_writer_opts *o)
 {
 	struct rs_region one[1], kinds[6], none[1];
-	struct rs_writer_opts o = { 0 };
 	uint8_t *p;
 	size_t len;
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: rs_gen_corpus DIR\n");
-		return 2;
-	}
-	outdir = argv[1];
-	sparse(ram, 16, RT_TEXT, 1);
-	memset(ram, 0, 2 * PG); /* two zero pages first */
-	sparse(huge, 8, RT_STRUCT, 2);
-	memset(huge, 0, 4 * PG); /* the first huge page zero */
-	rt_fill(rnd, 1, RT_RANDOM, 3);
-
 	one[0] = region("ram", RS_KIND_ANON, PG, 8);
-	o.regions = one;
-	o.nregions = 1;
-	p = rt_make_store(&o, fill_small, NULL, &len);
+	o->regions = one;
+	o->nregions = 1;
+	p = rt_make_store(o, fill_small, NULL, &len);
 	save("valid-small", p, len);
 	broken("bad-magic", p, len, 1, 0);
 	broken("bad-version", p, len, 8, 0);
@@ -202,6 +217,7 @@ int main(int argc, char **argv)
 	broken("bad-footer", p, len, len - 30, 0);
 	broken("cut-in-half", p, len, len, len / 2);
 	broken("cut-footer", p, len, len, len - 10);
+	bad_lz4("bad-lz4-byte", p, len);
 	rebuilt("dropped-record", p, len, 0);
 	rebuilt("doubled-record", p, len, 1);
 	rebuilt("valid-reversed", p, len, 2);
@@ -215,28 +231,49 @@ int main(int argc, char **argv)
 	kinds[3] = region("huge", RS_KIND_HUGETLB, 4 * PG, 8);
 	kinds[4] = region("file", RS_KIND_FILE_PRIVATE, PG, 4);
 	kinds[5] = region("gone", RS_KIND_UNSAVED, PG, 2);
-	o.regions = kinds;
-	o.nregions = 6;
-	p = rt_make_store(&o, fill_kinds, NULL, &len);
+	o->regions = kinds;
+	o->nregions = 6;
+	p = rt_make_store(o, fill_kinds, NULL, &len);
 	save("valid-kinds", p, len);
 	free(p);
 
 	one[0] = region("ram", RS_KIND_ANON, PG, 16);
-	o.regions = one;
-	o.nregions = 1;
-	memset(o.parent_id, 0x5a, sizeof(o.parent_id));
-	p = rt_make_store(&o, fill_parent, NULL, &len);
+	o->regions = one;
+	o->nregions = 1;
+	memset(o->parent_id, 0x5a, sizeof(o->parent_id));
+	p = rt_make_store(o, fill_parent, NULL, &len);
 	save("valid-incremental", p, len);
 	free(p);
-	memset(o.parent_id, 0, sizeof(o.parent_id));
+	memset(o->parent_id, 0, sizeof(o->parent_id));
 
-	o.regions = none;
-	o.nregions = 0;
-	p = rt_make_store(&o, fill_attachments, NULL, &len);
+	o->regions = none;
+	o->nregions = 0;
+	p = rt_make_store(o, fill_attachments, NULL, &len);
 	save("valid-attachments", p, len);
 	free(p);
-	p = rt_make_store(&o, fill_none, NULL, &len);
+	p = rt_make_store(o, fill_none, NULL, &len);
 	save("valid-empty", p, len);
 	free(p);
+}
+
+int main(int argc, char **argv)
+{
+	struct rs_writer_opts o = { 0 };
+
+	if (argc != 2) {
+		fprintf(stderr, "usage: rs_gen_corpus DIR\n");
+		return 2;
+	}
+	outdir = argv[1];
+	sparse(ram, 16, RT_TEXT, 1);
+	memset(ram, 0, 2 * PG); /* two zero pages first */
+	sparse(huge, 8, RT_STRUCT, 2);
+	memset(huge, 0, 4 * PG); /* the first huge page zero */
+	rt_fill(rnd, 1, RT_RANDOM, 3);
+
+	all_shapes(&o);
+	prefix = "v1.0-";
+	o.format_1_0 = true;
+	all_shapes(&o);
 	return 0;
 }

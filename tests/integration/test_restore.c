@@ -299,11 +299,13 @@ static void damage_data_record(const char *path, uint64_t *first,
 	assert_non_null(pages);
 	assert_int_equal(bgs_rs_decoder_new(&dec), 0);
 	for (uint64_t b = e->stored_len / 2;; b++) {
+		const off_t at = (off_t)(e->offset + bgs_rs_rechdr_len(r) + b);
+
 		assert_true(b < e->stored_len);
-		flip(path, (off_t)(e->offset + 48 + b));
+		flip(path, at);
 		if (bgs_rs_decode_to(r, dec, i, pages, NULL) < 0)
 			break;
-		flip(path, (off_t)(e->offset + 48 + b));
+		flip(path, at);
 	}
 	bgs_rs_decoder_free(dec);
 	free(pages);

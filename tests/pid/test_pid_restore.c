@@ -349,24 +349,33 @@ static uint64_t le64(const uint8_t *p)
 	return v;
 }
 
+/* Bytes of a record header: 56 with the STORED_SUMS flag (1.1), else 48
+ * (FORMAT.md §3). */
+static size_t rechdr_len(const uint8_t *f)
+{
+	return f[20] & 1 ? 56 : 48;
+}
+
 /* The offset of the first payload byte of the first PAGES record that
- * stores data (FORMAT.md §1, §3). That byte matters in every encoding: a
- * byte of lz4 data further in may be a match offset, and a changed offset
- * that points at equal bytes decodes to the same pages. In lz4 the first
- * byte holds the length of the first literals. */
+ * stores data (FORMAT.md §1, §3). That byte matters in every encoding
+ * and format: in 1.0, a byte of lz4 data further in may be a match
+ * offset, and a changed offset that points at equal bytes decodes to the
+ * same pages. In lz4 the first byte holds the length of the first
+ * literals. */
 static size_t payload_byte(const uint8_t *f, size_t len)
 {
+	const size_t hl = rechdr_len(f);
 	size_t off = le64(f + 12) & 0xffffffff; /* header_len */
 
-	while (off + 48 <= len) {
+	while (off + hl <= len) {
 		const uint8_t type = f[off + 4];
 		const uint64_t plen = le64(f + off + 24);
 
 		if (type == 2 && plen > 0)
-			return off + 48;
+			return off + hl;
 		if (type == 4)
 			break;
-		off += 48 + plen;
+		off += hl + plen;
 	}
 	fail_msg("no PAGES record with a payload");
 	return 0;
@@ -414,7 +423,7 @@ static void make_bad(enum damage d, const uint8_t *good, size_t len,
 		f[payload_byte(f, len)] ^= 0x40;
 		break;
 	case INDEX_BYTE: /* the first entry's offset field, low byte */
-		f[le64(f + len - 64 + 8) + 48] ^= 0x08;
+		f[le64(f + len - 64 + 8) + rechdr_len(f)] ^= 0x08;
 		break;
 	case FOOTER_BYTE:
 		f[len - 64 + 30] ^= 0x01; /* nrecords */

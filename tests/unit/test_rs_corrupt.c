@@ -5,7 +5,9 @@
  * value with the checksums fixed so the check behind them is reached,
  * records dropped, duplicated and inserted, and random files. Each file
  * goes through both readers: open + decode everything + attachments +
- * verify, and the stream reader.
+ * verify, and the stream reader. Every case runs on a store of format 1.1
+ * and on one of 1.0; 1.1's stored checksums make verify, which decodes
+ * nothing there, refuse every changed bit.
  */
 #include "rs_testutil.h"
 #include "testutil.h"
@@ -25,6 +27,7 @@ enum { R_RAM, R_HUGE, R_OLD };
 static struct rs_region regions[3];
 static uint8_t ram[12 * PG], huge[8 * PG];
 static const char dev_state[] = "device state: 0123456789abcdef";
+static bool v10;	  /* the group of format 1.0 */
 static uint8_t *base;	  /* the valid store */
 static size_t base_len;
 static struct rt_layout lay;
@@ -71,7 +74,9 @@ static void make_regions(void)
 
 static int setup(void **state)
 {
-	const struct rs_writer_opts o = { .regions = regions, .nregions = 3 };
+	const struct rs_writer_opts o = { .regions = regions,
+					  .nregions = 3,
+					  .format_1_0 = v10 };
 
 	(void)state;
 	make_regions();
@@ -89,7 +94,20 @@ static int setup(void **state)
 	rt_parse(base, base_len, &lay);
 	/* regions, 2 + 2 ram records... : the shape this file expects */
 	assert_int_equal(lay.n, 8);
+	assert_int_equal(lay.rechdr_len, v10 ? 48 : 56);
 	return 0;
+}
+
+static int setup_v11(void **state)
+{
+	v10 = false;
+	return setup(state);
+}
+
+static int setup_v10(void **state)
+{
+	v10 = true;
+	return setup(state);
 }
 
 static int teardown(void **state)
@@ -180,7 +198,7 @@ static int run_open(const uint8_t *buf, size_t len)
 		free(p);
 	}
 	if (!ret)
-		ret = bgs_rs_verify(r, &d, NULL, NULL);
+		ret = bgs_rs_verify(r, 0, &d, NULL, NULL);
 	check_diag(ret, &d);
 	bgs_rs_close(r);
 	return ret;
@@ -257,16 +275,17 @@ static void flip_expect(size_t off, unsigned *o, unsigned *s)
 		return;
 	}
 	*o = *s = B(RS_ECHECKSUM);
-	if (off < r->off + RS_RECHDR_SIZE)
+	if (off < r->off + lay.rechdr_len)
 		return;
-	/* An lz4 byte may break decoding, change the pages or (a match
-	 * moved onto equal bytes) change nothing: the checksum is of the
-	 * pages, so then the store is still right. */
-	if (r->h.type == RS_REC_PAGES && r->h.encoding == RS_ENC_LZ4)
+	/* In 1.0 an lz4 byte may break decoding, change the pages or (a
+	 * match moved onto equal bytes) change nothing: the checksum is of
+	 * the pages, so then the store is still right. 1.1 checks the bytes
+	 * as stored before decoding them. */
+	if (v10 && r->h.type == RS_REC_PAGES && r->h.encoding == RS_ENC_LZ4)
 		*o = *s = B(RS_ECHECKSUM) | B(RS_ECORRUPT) | LZ4_SAME;
 	/* open checks an attachment's name before it can read its data */
 	if (r->h.type == RS_REC_ATTACHMENT &&
-	    off < r->off + RS_RECHDR_SIZE + r->h.a)
+	    off < r->off + lay.rechdr_len + r->h.a)
 		*o |= B(RS_ECORRUPT);
 }
 
@@ -295,10 +314,104 @@ static void test_flip_every_byte(void **state)
 			fail_msg("byte %zu flipped: open %d, stream %d", off, o,
 				 s);
 	}
-	print_message("%zu bytes flipped; of %u lz4 bytes %u decoded the "
-		      "same\n", base_len, lz4, same);
-	assert_true(same * 50 < lz4); /* rare: a match moved onto equal data */
+	if (v10)
+		print_message("format 1.0: %zu bytes flipped; of %u lz4 bytes "
+			      "%u decoded the same\n", base_len, lz4, same);
+	/* 1.0: rare, a match moved onto equal data; 1.1 checks the bytes */
+	if (v10)
+		assert_true(same * 50 < lz4);
+	else
+		assert_int_equal(same, 0);
 	free(buf);
+}
+
+/* ---- every bit of lz4 payloads and of record headers --------------------- */
+
+/* What verify says of @buf (with @flags): open's error, verify's, or 0. */
+static int run_verify(const uint8_t *buf, size_t len, unsigned flags)
+{
+	const int fd = load(buf, len);
+	struct rs_reader *r;
+	struct rs_diag d = { 0 };
+	int ret = bgs_rs_open(&r, fd, &d);
+
+	if (!ret)
+		ret = bgs_rs_verify(r, flags, &d, NULL, NULL);
+	check_diag(ret, &d);
+	bgs_rs_close(r);
+	return ret;
+}
+
+/*
+ * Flip every bit of [from, to) in turn. Each must be refused with @want
+ * by verify, plain and deep, and by the stream reader; for a 1.0 store
+ * with @lz4_ok, whose lz4 bytes may decode to the same pages, refusing is
+ * not required: returns how many flips plain verify let pass.
+ */
+static unsigned flip_bits(size_t from, size_t to, int want, bool lz4_ok)
+{
+	uint8_t *buf = copy_base();
+	unsigned passed = 0;
+
+	for (size_t off = from; off < to; off++) {
+		for (unsigned bit = 0; bit < 8; bit++) {
+			int v, deep, s;
+
+			buf[off] ^= (uint8_t)(1u << bit);
+			v = run_verify(buf, base_len, 0);
+			deep = run_verify(buf, base_len, RS_VERIFY_DEEP);
+			s = run_stream(buf, base_len);
+			buf[off] ^= (uint8_t)(1u << bit);
+			passed += !v;
+			if (lz4_ok && v10 && (!v || is_store_error(v)) &&
+			    (!s || is_store_error(s)))
+				continue;
+			if (v != want || deep != want || s != want)
+				fail_msg("format 1.%d: bit %u of byte %zu "
+					 "flipped: verify %d, deep %d, stream "
+					 "%d (want %d)", v10 ? 0 : 1, bit, off,
+					 v, deep, s, want);
+		}
+	}
+	free(buf);
+	return passed;
+}
+
+/* In 1.1 no bit of an lz4 payload can change unnoticed, and verify
+ * notices without decoding (issue 13: 1.0 let some through). */
+static void test_lz4_payload_bits(void **state)
+{
+	unsigned bits = 0, passed = 0;
+
+	(void)state;
+	for (size_t i = 0; i < lay.n; i++) {
+		const struct rt_rec *r = &lay.recs[i];
+		const size_t p = r->off + lay.rechdr_len;
+
+		if (r->h.type != RS_REC_PAGES || r->h.encoding != RS_ENC_LZ4)
+			continue;
+		passed += flip_bits(p, p + r->h.payload_len, RS_ECHECKSUM,
+				    true);
+		bits += 8 * (unsigned)r->h.payload_len;
+	}
+	print_message("format 1.%d: %u lz4 payload bits flipped, %u passed "
+		      "verify\n", v10 ? 0 : 1, bits, passed);
+	assert_true(bits > 0);
+	if (!v10)
+		assert_int_equal(passed, 0);
+}
+
+/* Every bit of every record header, in either format: the magic's give
+ * "no record header there", the others a header checksum mismatch. */
+static void test_record_header_bits(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < lay.n; i++) {
+		const size_t o = lay.recs[i].off;
+
+		flip_bits(o, o + 4, RS_ECORRUPT, false);
+		flip_bits(o + 4, o + lay.rechdr_len, RS_ECHECKSUM, false);
+	}
 }
 
 static void test_valid_base(void **state)
@@ -344,7 +457,7 @@ static size_t ientry(const uint8_t *buf, uint64_t rec_off)
 	const struct rt_rec *ix = &lay.recs[lay.n - 1];
 
 	for (size_t i = 0; i < ix->h.c; i++) {
-		const size_t at = ix->off + RS_RECHDR_SIZE + i * 32;
+		const size_t at = ix->off + lay.rechdr_len + i * 32;
 		rs_le64 v;
 
 		memcpy(&v, buf + at, 8);
@@ -358,7 +471,7 @@ static size_t ientry(const uint8_t *buf, uint64_t rec_off)
 /* Region table entry @i. */
 static size_t rentry(const uint8_t *buf, int i)
 {
-	size_t at = lay.recs[0].off + RS_RECHDR_SIZE;
+	size_t at = lay.recs[0].off + lay.rechdr_len;
 
 	for (; i > 0; i--) {
 		rs_le16 n;
@@ -546,6 +659,31 @@ static void test_bad_fields(void **state)
 	}
 }
 
+/* An lz4 block that was wrong before its stored checksum was taken (a
+ * writer's bug): the stored bytes are as written, so verify as stored
+ * passes a 1.1 store; deep verify, the stream and every decode refuse it.
+ * 1.0 has only the pages' checksum: every verify decodes and refuses. */
+static void test_verify_as_stored(void **state)
+{
+	const struct rt_rec *r = find_rec(RS_REC_PAGES, R_RAM, 5);
+	const size_t p = r->off + lay.rechdr_len;
+	uint8_t *buf = copy_base();
+
+	(void)state;
+	assert_int_equal(r->h.encoding, RS_ENC_LZ4);
+	memset(buf + p, 0xff, r->h.payload_len); /* decodes to nothing */
+	if (!v10) {
+		put64(buf + r->off + 40,
+		      bgs_rs_hash(buf + p, r->h.payload_len));
+		rt_fix_rechdr(buf, r->off);
+	}
+	assert_int_equal(run_verify(buf, base_len, 0), v10 ? RS_ECORRUPT : 0);
+	assert_int_equal(run_verify(buf, base_len, RS_VERIFY_DEEP),
+			 RS_ECORRUPT);
+	expect(buf, base_len, RS_ECORRUPT, RS_ECORRUPT, "bad lz4 block");
+	free(buf);
+}
+
 /* ---- records dropped, duplicated, inserted ------------------------------- */
 
 /* The data records of the base store, with @extra inserted at @at
@@ -574,24 +712,43 @@ static size_t rec_index(const struct rt_rec *r)
 	return (size_t)(r - lay.recs);
 }
 
+/* A record of type 9, unknown to this reader, with a payload of 5 zero
+ * bytes whose stored checksum (1.1) is @stored. */
+static struct rt_blob unknown_record(uint8_t *buf, uint16_t flags,
+				     uint64_t stored)
+{
+	memset(buf, 0, RS_RECHDR_MAX + 5);
+	bgs_rs_rec_encode(buf,
+			  &(struct rs_rechdr){ .type = 9,
+					       .flags = flags,
+					       .payload_len = 5,
+					       .stored_csum = stored },
+			  lay.rechdr_len);
+	return (struct rt_blob){ buf, lay.rechdr_len + 5 };
+}
+
 static void test_records_edited(void **state)
 {
-	uint8_t unknown[RS_RECHDR_SIZE + 5] = { 0 };
-	struct rt_blob extra = { unknown, sizeof(unknown) };
+	static const uint8_t zero5[5];
+	const uint64_t sum5 = bgs_rs_hash(zero5, sizeof(zero5));
+	uint8_t unknown[RS_RECHDR_MAX + 5];
+	struct rt_blob extra;
 	size_t len;
 	uint8_t *p;
 
 	(void)state;
 	/* a record type from the future, skippable or not */
-	bgs_rs_rec_encode(unknown, &(struct rs_rechdr){
-					   .type = 9,
-					   .flags = RS_RECF_SKIPPABLE,
-					   .payload_len = 5 });
+	extra = unknown_record(unknown, RS_RECF_SKIPPABLE, sum5);
 	p = records_edit(&extra, 3, -1, -1, &len);
 	expect(p, len, 0, 0, "skippable unknown record");
 	free(p);
-	bgs_rs_rec_encode(unknown, &(struct rs_rechdr){ .type = 9,
-							 .payload_len = 5 });
+	/* 1.1: skipped, but its payload still checked as stored */
+	extra = unknown_record(unknown, RS_RECF_SKIPPABLE, sum5 ^ 1);
+	p = records_edit(&extra, 3, -1, -1, &len);
+	expect(p, len, v10 ? 0 : RS_ECHECKSUM, v10 ? 0 : RS_ECHECKSUM,
+	       "skippable unknown record, stored checksum wrong");
+	free(p);
+	extra = unknown_record(unknown, 0, sum5);
 	p = records_edit(&extra, 3, -1, -1, &len);
 	expect(p, len, RS_EVERSION, RS_EVERSION, "unknown record");
 	free(p);
@@ -689,6 +846,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_valid_base),
+		cmocka_unit_test(test_lz4_payload_bits),
+		cmocka_unit_test(test_record_header_bits),
+		cmocka_unit_test(test_verify_as_stored),
 		cmocka_unit_test(test_flip_every_byte),
 		cmocka_unit_test(test_truncate_everywhere),
 		cmocka_unit_test(test_bad_fields),
@@ -696,7 +856,11 @@ int main(void)
 		cmocka_unit_test(test_trailing_data),
 		cmocka_unit_test(test_random_files),
 	};
+	int failed;
 
 	tu_seed();
-	return cmocka_run_group_tests(tests, setup, teardown);
+	failed = cmocka_run_group_tests_name("format 1.1", tests, setup_v11,
+					     teardown);
+	return failed + cmocka_run_group_tests_name("format 1.0", tests,
+						    setup_v10, teardown);
 }

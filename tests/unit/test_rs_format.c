@@ -48,6 +48,14 @@ static void test_layout(void **state)
 	assert_int_equal(offsetof(struct rs_disk_rec, c), 16);
 	assert_int_equal(offsetof(struct rs_disk_rec, payload_len), 24);
 	assert_int_equal(offsetof(struct rs_disk_rec, data_csum), 32);
+	assert_int_equal(offsetof(struct rs_disk_rec, stored_csum), 40);
+	assert_int_equal(offsetof(struct rs_disk_rec, hdr_csum), 48);
+	assert_int_equal(sizeof(struct rs_disk_rec), 56);
+	assert_int_equal(offsetof(struct rs_disk_rec10, data_csum), 32);
+	assert_int_equal(offsetof(struct rs_disk_rec10, hdr_csum), 40);
+	assert_int_equal(sizeof(struct rs_disk_rec10), 48);
+	/* what a record without payload stores as its stored checksum */
+	assert_int_equal(bgs_rs_hash("", 0), RS_EMPTY_SUM);
 	assert_int_equal(offsetof(struct rs_disk_region, name_len), 24);
 	assert_int_equal(offsetof(struct rs_disk_index, stored_len), 20);
 	assert_int_equal(offsetof(struct rs_disk_index, type), 28);
@@ -89,8 +97,10 @@ static void test_header_roundtrip(void **state)
 	assert_int_equal(back.info.version_major, 1);
 }
 
+/* Both layouts: 1.1's (56 bytes, stored_csum at 40) and 1.0's. */
 static void test_record_roundtrip(void **state)
 {
+	static const uint32_t lens[] = { RS_RECHDR_V11, RS_RECHDR_V10 };
 	const struct rs_rechdr h = { .type = RS_REC_PAGES,
 				     .encoding = RS_ENC_LZ4,
 				     .flags = 0,
@@ -98,25 +108,90 @@ static void test_record_roundtrip(void **state)
 				     .b = 512,
 				     .c = 1ull << 40,
 				     .payload_len = 1234,
-				     .data_csum = 0xfeedull };
-	uint8_t buf[RS_RECHDR_SIZE];
-	struct rs_rechdr back;
-	struct rs_diag d;
+				     .data_csum = 0xfeedull,
+				     .stored_csum = 0xbeefull };
 
 	(void)state;
-	bgs_rs_rec_encode(buf, &h);
-	assert_memory_equal(buf, "BGSr", 4);
-	assert_int_equal(bgs_rs_rec_decode(&back, buf, 0, &d), 0);
-	assert_true(back.type == h.type && back.encoding == h.encoding &&
-		    back.flags == h.flags && back.a == h.a && back.b == h.b &&
-		    back.c == h.c && back.payload_len == h.payload_len &&
-		    back.data_csum == h.data_csum);
-	buf[20] ^= 1;
-	assert_int_equal(bgs_rs_rec_decode(&back, buf, 4096, &d),
-			 RS_ECHECKSUM);
-	assert_int_equal(d.offset, 4096);
-	buf[0] ^= 1;
-	assert_int_equal(bgs_rs_rec_decode(&back, buf, 0, &d), RS_ECORRUPT);
+	for (int i = 0; i < 2; i++) {
+		const uint32_t len = lens[i];
+		uint8_t buf[RS_RECHDR_MAX + 8];
+		struct rs_rechdr back;
+		struct rs_diag d;
+		rs_le64 v;
+
+		memset(buf, 0xee, sizeof(buf));
+		bgs_rs_rec_encode(buf, &h, len);
+		assert_memory_equal(buf, "BGSr", 4);
+		assert_int_equal(buf[len], 0xee); /* nothing written past */
+		memcpy(&v, buf + len - 8, 8);
+		assert_int_equal(rs_get64(&v), bgs_rs_hash(buf, len - 8));
+		assert_int_equal(bgs_rs_rec_decode(&back, buf, len, 0, &d), 0);
+		assert_true(back.type == h.type &&
+			    back.encoding == h.encoding &&
+			    back.flags == h.flags && back.a == h.a &&
+			    back.b == h.b && back.c == h.c &&
+			    back.payload_len == h.payload_len &&
+			    back.data_csum == h.data_csum);
+		assert_int_equal(back.stored_csum,
+				 len == RS_RECHDR_V11 ? h.stored_csum : 0);
+		buf[20] ^= 1;
+		assert_int_equal(bgs_rs_rec_decode(&back, buf, len, 4096, &d),
+				 RS_ECHECKSUM);
+		assert_int_equal(d.offset, 4096);
+		buf[0] ^= 1;
+		assert_int_equal(bgs_rs_rec_decode(&back, buf, len, 0, &d),
+				 RS_ECORRUPT);
+	}
+}
+
+/* 1.1: a stored checksum the header alone says must be another value. */
+static void test_stored_sum_rules(void **state)
+{
+	static const struct {
+		uint8_t type, encoding;
+		uint64_t stored; /* besides data_csum = 5 */
+		int want;
+	} cases[] = {
+		{ RS_REC_PAGES, RS_ENC_LZ4, 9, 0 },
+		{ RS_REC_PAGES, RS_ENC_RAW, 5, 0 },
+		{ RS_REC_PAGES, RS_ENC_RAW, 9, RS_ECORRUPT },
+		{ RS_REC_PAGES, RS_ENC_ZERO, RS_EMPTY_SUM, 0 },
+		{ RS_REC_PAGES, RS_ENC_ZERO, 5, RS_ECORRUPT },
+		{ RS_REC_PAGES, RS_ENC_PARENT, 0, RS_ECORRUPT },
+		{ RS_REC_REGIONS, 0, 5, 0 },
+		{ RS_REC_REGIONS, 0, 9, RS_ECORRUPT },
+		{ RS_REC_ATTACHMENT, 0, 9, RS_ECORRUPT },
+		{ RS_REC_INDEX, 0, 9, RS_ECORRUPT },
+		{ 77, 0, 9, 0 }, /* unknown: hashed when skipped */
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint8_t buf[RS_RECHDR_V11];
+		struct rs_rechdr back;
+		struct rs_diag d;
+
+		bgs_rs_rec_encode(buf,
+				  &(struct rs_rechdr){
+					  .type = cases[i].type,
+					  .encoding = cases[i].encoding,
+					  .data_csum = 5,
+					  .stored_csum = cases[i].stored },
+				  RS_RECHDR_V11);
+		assert_int_equal(bgs_rs_rec_decode(&back, buf, RS_RECHDR_V11,
+						   64, &d),
+				 cases[i].want);
+		/* 1.0 has no stored checksum to disagree */
+		bgs_rs_rec_encode(buf,
+				  &(struct rs_rechdr){
+					  .type = cases[i].type,
+					  .encoding = cases[i].encoding,
+					  .data_csum = 5 },
+				  RS_RECHDR_V10);
+		assert_int_equal(bgs_rs_rec_decode(&back, buf, RS_RECHDR_V10,
+						   64, &d),
+				 0);
+	}
 }
 
 static struct rs_region region(const char *name, uint16_t kind,
@@ -261,6 +336,7 @@ int main(void)
 		cmocka_unit_test(test_layout),
 		cmocka_unit_test(test_header_roundtrip),
 		cmocka_unit_test(test_record_roundtrip),
+		cmocka_unit_test(test_stored_sum_rules),
 		cmocka_unit_test(test_region_rules),
 		cmocka_unit_test(test_name_dup),
 		cmocka_unit_test(test_coverage),

@@ -3,8 +3,9 @@
  * The store written and read back: every memory kind and encoding, pages
  * handed in any order and in runs of any length, attachments up to 16 MiB,
  * incremental (parent) records, through a path, a memfd and a real pipe
- * (reader thread and reader process), with io_uring and with write(2).
- * Every decoded byte is compared with what was written.
+ * (reader thread and reader process), with io_uring and with write(2), in
+ * format 1.1 and in 1.0 (which must stay readable). Every decoded byte is
+ * compared with what was written.
  */
 #include "rs_testutil.h"
 #include "testutil.h"
@@ -33,6 +34,7 @@ struct scene {
 	uint8_t *mem[NREG];	 /* what the pages hold */
 	uint8_t *parent[NREG];	 /* per page: stored as "same as parent" */
 	bool incremental;
+	bool format_1_0;	 /* written as 1.0 */
 	uint8_t *big;		 /* a 16 MiB attachment */
 	size_t big_len;
 };
@@ -98,6 +100,7 @@ static void scene_opts(const struct scene *s, struct rs_writer_opts *o)
 	memset(o, 0, sizeof(*o));
 	o->regions = s->reg;
 	o->nregions = NREG;
+	o->format_1_0 = s->format_1_0;
 	if (s->incremental)
 		memset(o->parent_id, 0xab, sizeof(o->parent_id));
 }
@@ -308,6 +311,8 @@ static void check_reader(const struct scene *s, int fd)
 
 	assert_int_equal(bgs_rs_open(&r, fd, &d), 0);
 	assert_int_equal(bgs_rs_info(r)->version_major, 1);
+	assert_int_equal(bgs_rs_info(r)->version_minor, s->format_1_0 ? 0 : 1);
+	assert_int_equal(bgs_rs_rechdr_len(r), s->format_1_0 ? 48 : 56);
 	assert_int_equal(bgs_rs_info(r)->page_size, PG);
 	assert_int_equal(bgs_rs_info(r)->parent_id[3],
 			 s->incremental ? 0xab : 0);
@@ -346,7 +351,8 @@ static void check_reader(const struct scene *s, int fd)
 			 -EINVAL);
 	check_attachments(s, r);
 	check_decode_to(s, r);
-	assert_int_equal(bgs_rs_verify(r, &d, NULL, NULL), 0);
+	assert_int_equal(bgs_rs_verify(r, 0, &d, NULL, NULL), 0);
+	assert_int_equal(bgs_rs_verify(r, RS_VERIFY_DEEP, &d, NULL, NULL), 0);
 	bgs_rs_close(r);
 }
 
@@ -390,7 +396,7 @@ static size_t check_stream(const struct scene *s, int fd)
 /* ---- the tests ----------------------------------------------------------- */
 
 static void roundtrip_path(bool sync_io, enum rs_compression comp,
-			   bool incremental)
+			   bool incremental, bool format_1_0)
 {
 	struct scene s;
 	struct rs_writer_opts o;
@@ -402,6 +408,7 @@ static void roundtrip_path(bool sync_io, enum rs_compression comp,
 	int fd;
 
 	scene_init(&s, incremental, true);
+	s.format_1_0 = format_1_0;
 	scene_opts(&s, &o);
 	o.sync_io = sync_io;
 	o.compression = comp;
@@ -434,19 +441,28 @@ static void roundtrip_path(bool sync_io, enum rs_compression comp,
 static void test_roundtrip_lz4_uring(void **state)
 {
 	(void)state;
-	roundtrip_path(false, RS_COMP_LZ4, false);
+	roundtrip_path(false, RS_COMP_LZ4, false, false);
 }
 
 static void test_roundtrip_none_sync(void **state)
 {
 	(void)state;
-	roundtrip_path(true, RS_COMP_NONE, false);
+	roundtrip_path(true, RS_COMP_NONE, false, false);
 }
 
 static void test_roundtrip_incremental(void **state)
 {
 	(void)state;
-	roundtrip_path(false, RS_COMP_LZ4, true);
+	roundtrip_path(false, RS_COMP_LZ4, true, false);
+}
+
+/* Format 1.0, as files written before 1.1 are: read, decoded, streamed
+ * and verified (both ways) all the same. */
+static void test_roundtrip_format_1_0(void **state)
+{
+	(void)state;
+	roundtrip_path(false, RS_COMP_LZ4, false, true);
+	roundtrip_path(true, RS_COMP_LZ4, true, true);
 }
 
 /* Each encoding appears where it should; NONE never compresses. */
@@ -530,7 +546,7 @@ static void test_pipe_thread(void **state)
 		assert_int_equal(scene_fill(w, &c), 0);
 		bgs_rs_writer_stats(w, &ws);
 		/* raised to two of the largest records, never more */
-		assert_true(ws.peak_buffer_bytes <= 2 * (512 * PG + 48) + PG);
+		assert_true(ws.peak_buffer_bytes <= 2 * (512 * PG + 56) + PG);
 		assert_int_equal(bgs_rs_writer_commit(w), 0);
 		close(fds[1]); /* the caller's: the reader sees the end */
 		pthread_join(t, NULL);
@@ -690,6 +706,7 @@ int main(void)
 		cmocka_unit_test(test_roundtrip_lz4_uring),
 		cmocka_unit_test(test_roundtrip_none_sync),
 		cmocka_unit_test(test_roundtrip_incremental),
+		cmocka_unit_test(test_roundtrip_format_1_0),
 		cmocka_unit_test(test_encodings),
 		cmocka_unit_test(test_pipe_thread),
 		cmocka_unit_test(test_pipe_child),

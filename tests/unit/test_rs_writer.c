@@ -168,7 +168,7 @@ static void test_replace_on_commit_only(void **state)
 		struct rs_reader *r;
 
 		assert_int_equal(bgs_rs_open(&r, fd, NULL), 0);
-		assert_int_equal(bgs_rs_verify(r, NULL, NULL, NULL), 0);
+		assert_int_equal(bgs_rs_verify(r, 0, NULL, NULL, NULL), 0);
 		bgs_rs_close(r);
 	}
 	close(fd);
@@ -348,7 +348,7 @@ static void test_largest_attachment(void **state)
 	back = malloc(len);
 	assert_int_equal(bgs_rs_attachment_read(r, 0, back, NULL), 0);
 	assert_memory_equal(back, big, len);
-	assert_int_equal(bgs_rs_verify(r, NULL, NULL, NULL), 0);
+	assert_int_equal(bgs_rs_verify(r, 0, NULL, NULL, NULL), 0);
 	bgs_rs_close(r);
 	close(fd);
 	free(back);
@@ -379,7 +379,7 @@ static void test_verify_progress(void **state)
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	assert_int_equal(fstat(fd, &st), 0);
 	assert_int_equal(bgs_rs_open(&r, fd, NULL), 0);
-	assert_int_equal(bgs_rs_verify(r, NULL, progress, NULL), 0);
+	assert_int_equal(bgs_rs_verify(r, 0, NULL, progress, NULL), 0);
 	assert_true(progress_calls >= 1);
 	assert_int_equal(progress_last, st.st_size);
 	assert_int_equal(progress_total, st.st_size);
