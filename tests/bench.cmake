@@ -109,3 +109,8 @@ target_link_libraries(bench_restore PRIVATE bgs_testcommon PkgConfig::LZ4
 add_test(NAME bench_restore_smoke
 	COMMAND bench_restore -s 16 -l 16,32 -r 1 -d /tmp)
 set_tests_properties(bench_restore_smoke PROPERTIES TIMEOUT 60 LABELS bench)
+
+# The Redis benchmark's client (issue 11): fill, probe, and the figures
+# and the picture of tests/bench/bench_redis.sh.
+add_executable(bench_redis_probe bench/bench_redis_probe.c)
+target_link_libraries(bench_redis_probe PRIVATE m)
