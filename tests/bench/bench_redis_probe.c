@@ -360,6 +360,42 @@ static int cmd_fill(int argc, char **argv)
 
 /* ---- the probe ----------------------------------------------------------- */
 
+/* A probe's samples: when each SET was sent, and how long its reply took. */
+struct sample {
+	double t_ms, lat_us;
+};
+
+struct trace {
+	struct sample *v;
+	size_t n, cap;
+};
+
+static int trace_add(struct trace *t, struct sample x)
+{
+	if (t->n == t->cap) {
+		const size_t cap = t->cap ? 2 * t->cap : 4096;
+		struct sample *p = realloc(t->v, cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		t->v = p;
+		t->cap = cap;
+	}
+	t->v[t->n++] = x;
+	return 0;
+}
+
+static int trace_write(const char *path, const struct trace *t)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f)
+		return -errno;
+	for (size_t i = 0; i < t->n; i++)
+		fprintf(f, "%.3f %.1f\n", t->v[i].t_ms, t->v[i].lat_us);
+	return fclose(f) ? -errno : 0;
+}
+
 struct samples {
 	double *v;
 	size_t n, cap;
@@ -429,10 +465,12 @@ static double probe_once(struct conn *c, long *errors)
 /*
  * Sends on a fixed schedule: each send is due one interval after the
  * last one was due; a reply later than that moves the schedule to now,
- * so a stall is one long sample, not a burst of sends behind it.
+ * so a stall is one long sample, not a burst of sends behind it. The
+ * samples stay in memory until the end: a write to a file can wait on
+ * the disk the saves are writing, and would hold the next send back.
  */
-static int probe_loop(struct conn *c, FILE *out, long interval_us,
-		      struct samples *s, long *errors)
+static int probe_loop(struct conn *c, long interval_us, struct trace *t,
+		      long *errors)
 {
 	struct timespec due;
 
@@ -446,8 +484,7 @@ static int probe_loop(struct conn *c, FILE *out, long interval_us,
 			break;
 		if (lat < 0)
 			return (int)lat;
-		fprintf(out, "%.3f %.1f\n", t_ms, lat);
-		if (samples_add(s, lat) < 0)
+		if (trace_add(t, (struct sample){t_ms, lat}) < 0)
 			return -ENOMEM;
 		due.tv_nsec += interval_us * 1000;
 		due.tv_sec += due.tv_nsec / 1000000000;
@@ -469,10 +506,10 @@ static int cmd_probe(int argc, char **argv)
 	static struct conn c;
 	const struct sigaction sa = {.sa_handler = on_stop}; /* no restart */
 	struct samples s = {0};
+	struct trace t = {0};
 	const char *path = NULL;
 	long interval_ms = 10, errors = 0;
-	int port = 0, opt, r;
-	FILE *out;
+	int port = 0, opt, r, w;
 
 	while ((opt = getopt(argc, argv, "p:o:i:")) != -1) {
 		switch (opt) {
@@ -493,61 +530,40 @@ static int cmd_probe(int argc, char **argv)
 		return usage();
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
-	out = fopen(path, "w");
-	if (!out) {
-		fprintf(stderr, "bench_redis_probe: %s: %s\n", path,
-			strerror(errno));
-		return 1;
-	}
 	r = conn_open(&c, port);
+	if (!r) /* a first command, untimed: the server sets up the client */
+		r = (int)fmin(probe_once(&c, &errors), 0);
 	if (!r)
-		r = probe_loop(&c, out, interval_ms * 1000, &s, &errors);
-	if (fclose(out) && !r)
-		r = -errno;
+		r = probe_loop(&c, interval_ms * 1000, &t, &errors);
 	if (r < 0)
 		fprintf(stderr, "bench_redis_probe: probe: %s\n", strerror(-r));
+	w = trace_write(path, &t);
+	if (w < 0)
+		fprintf(stderr, "bench_redis_probe: %s: %s\n", path,
+			strerror(-w));
+	for (size_t i = 0; i < t.n && !w; i++)
+		w = samples_add(&s, t.v[i].lat_us);
 	print_stats(&s, errors);
 	free(s.v);
-	return r < 0 || errors ? 1 : 0;
+	free(t.v);
+	return r < 0 || w < 0 || errors ? 1 : 0;
 }
 
 /* ---- the probe's file ---------------------------------------------------- */
 
-struct sample {
-	double t_ms, lat_us;
-};
-
-struct trace {
-	struct sample *v;
-	size_t n;
-};
-
 static int trace_read(const char *path, struct trace *t)
 {
 	FILE *f = fopen(path, "r");
-	size_t cap = 0;
 	struct sample x;
+	int r = 0;
 
-	t->v = NULL;
-	t->n = 0;
+	*t = (struct trace){0};
 	if (!f)
 		return -errno;
-	while (fscanf(f, "%lf %lf", &x.t_ms, &x.lat_us) == 2) {
-		if (t->n == cap) {
-			struct sample *p;
-
-			cap = cap ? 2 * cap : 4096;
-			p = realloc(t->v, cap * sizeof(*p));
-			if (!p) {
-				fclose(f);
-				return -ENOMEM;
-			}
-			t->v = p;
-		}
-		t->v[t->n++] = x;
-	}
+	while (!r && fscanf(f, "%lf %lf", &x.t_ms, &x.lat_us) == 2)
+		r = trace_add(t, x);
 	fclose(f);
-	return 0;
+	return r;
 }
 
 static int cmd_stats(int argc, char **argv)
@@ -828,14 +844,17 @@ static void svg_text(FILE *o, double x, double y, const char *anchor,
 	fputs("</text>\n", o);
 }
 
-static void fmt_ms(char *buf, size_t len, double ms)
+/* @ms in s, ms or us, to three figures (@exact: as few as it takes). */
+static void fmt_ms(char *buf, size_t len, double ms, int exact)
 {
-	if (ms >= 1000)
-		snprintf(buf, len, "%g s", ms / 1000);
-	else if (ms >= 1)
-		snprintf(buf, len, "%g ms", ms);
+	const char *unit = ms >= 1000 ? "s" : ms >= 1 ? "ms" : "us";
+	const double v = ms >= 1000 ? ms / 1000 : ms >= 1 ? ms : ms * 1000;
+	const int prec = exact ? -1 : v >= 100 ? 0 : v >= 10 ? 1 : 2;
+
+	if (prec < 0)
+		snprintf(buf, len, "%g %s", v, unit);
 	else
-		snprintf(buf, len, "%g us", ms * 1000);
+		snprintf(buf, len, "%.*f %s", prec, v, unit);
 }
 
 /* A step of 1, 2 or 5 times a power of ten giving about 10 ticks. */
@@ -862,7 +881,7 @@ static void svg_axes(FILE *o, const struct frame *f)
 			"<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" "
 			"y2=\"%.1f\" stroke=\"#ddd\"/>\n",
 			f->x0, y, f->x0 + f->w, y);
-		fmt_ms(buf, sizeof(buf), pow(10, l));
+		fmt_ms(buf, sizeof(buf), pow(10, l), 1);
 		svg_text(o, f->x0 - 6, y + 4, "end", "", buf);
 	}
 	for (double s = ceil(f->xmin / step) * step; s <= f->xmax + 1e-9;
@@ -962,17 +981,17 @@ static void svg_marks(FILE *o, const struct frame *f, const struct panel *p)
 			"stroke-dasharray=\"6 4\"/>\n",
 			x, f->y0, x, f->y0 + f->h, colours[i]);
 		snprintf(buf, sizeof(buf), "%s ends", s->label);
-		svg_text(o, x - 4, f->y0 + f->h - 8 - 16 * (double)i, "end", "",
-			 buf);
+		svg_text(o, x + 4, f->y0 + f->h - 8 - 16 * (double)i, "start",
+			 "", buf);
 		fprintf(o,
 			"<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" "
 			"y2=\"%.1f\" stroke=\"%s\" stroke-width=\"3\"/>\n",
-			f->x0 + f->w - 250, ly - 4, f->x0 + f->w - 226, ly - 4,
+			f->x0 + f->w - 290, ly - 4, f->x0 + f->w - 266, ly - 4,
 			colours[i]);
-		fmt_ms(m, sizeof(m), series_max_ms(s));
+		fmt_ms(m, sizeof(m), series_max_ms(s), 0);
 		snprintf(buf, sizeof(buf), "%s (max %s during the save)",
 			 s->label, m);
-		svg_text(o, f->x0 + f->w - 220, ly, "start", "", buf);
+		svg_text(o, f->x0 + f->w - 260, ly, "start", "", buf);
 	}
 }
 
