@@ -974,6 +974,7 @@ static void svg_marks(FILE *o, const struct frame *f, const struct panel *p)
 		const double x = fx(f, (s->end_ms - s->start_ms) / 1e3);
 		const double ly = f->y0 + 16 + 18 * (double)i;
 		char buf[160], m[32];
+		int right;
 
 		fprintf(o,
 			"<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" "
@@ -981,8 +982,11 @@ static void svg_marks(FILE *o, const struct frame *f, const struct panel *p)
 			"stroke-dasharray=\"6 4\"/>\n",
 			x, f->y0, x, f->y0 + f->h, colours[i]);
 		snprintf(buf, sizeof(buf), "%s ends", s->label);
-		svg_text(o, x + 4, f->y0 + f->h - 8 - 16 * (double)i, "start",
-			 "", buf);
+		/* the label on the side of the line with room for it */
+		right = x < f->x0 + f->w / 2;
+		svg_text(o, right ? x + 4 : x - 4,
+			 f->y0 + f->h - 8 - 16 * (double)i,
+			 right ? "start" : "end", "", buf);
 		fprintf(o,
 			"<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" "
 			"y2=\"%.1f\" stroke=\"%s\" stroke-width=\"3\"/>\n",
