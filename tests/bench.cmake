@@ -124,7 +124,7 @@ target_link_libraries(bench_redis_probe PRIVATE m)
 set(_redis_check ${CMAKE_CURRENT_BINARY_DIR}/bench_redis_smoke.cmake)
 file(WRITE ${_redis_check} [=[
 # Run as: cmake -DSCRIPT=... -DBGSNAP=... -DPROBE=... -DOUT=... -P ...
-execute_process(COMMAND ${SCRIPT} --sizes 64M --seconds 2 --json --quiet
+execute_process(COMMAND ${SCRIPT} --sizes 64M --seconds 2 --verify all --json --quiet
 		--bgsnap ${BGSNAP} --probe ${PROBE} --out ${OUT}
 	RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(rc EQUAL 4)
