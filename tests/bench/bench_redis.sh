@@ -36,7 +36,8 @@
 #   stall         bgsnap's write-fault stalls: stall_us_p50/p99/max, faults
 # A picture per size, OUT/bench_redis_SIZE.svg, draws the probe's reply
 # time against the seconds since the save started, under load and idle,
-# BGSAVE and bgsnap in two colours, where each save started and ended.
+# BGSAVE and bgsnap in two colours, where each save started and ended;
+# each condition twice: over both saves, and over bgsnap's save only.
 # After its phase, bgsnap's snapshot taken under load is checked with
 # 'bgsnap verify' (--verify all: the idle one too; each costs ~7 s a GiB
 # here). Any phase that fails or gives no figure fails the run (exit 1).
@@ -495,17 +496,31 @@ series() {
 	echo "$1,$2,$(us_to_ms "${R[$3.t0]}"),$(us_to_ms "${R[$3.t1]}")"
 }
 
+# One panel a condition over the whole of both saves, and one over the
+# length of bgsnap's save only (BGSAVE's is often many times longer).
 picture() {
-	local svg="$out/bench_redis_$1.svg"
+	local svg="$out/bench_redis_$1.svg" c args=() zoom
+	for c in load idle; do
+		local what="under load (redis-benchmark -t set -d 1000 -P 16 -c 50)"
+		local fb="$out/bench_redis_$1_load_bgsave.probe"
+		local fs="$out/bench_redis_$1_load_bgsnap.probe"
+		if [ "$c" = idle ]; then
+			what="idle server"
+			fb="$out/bench_redis_$1_idle.probe"
+			fs=$fb
+		fi
+		zoom=$(us_to_s $((R[$1.${c}_bgsnap.t1] - R[$1.${c}_bgsnap.t0] + 1000000)))
+		args+=(-P "$what"
+			-s "$(series BGSAVE "$fb" "$1.${c}_bgsave")"
+			-s "$(series bgsnap "$fs" "$1.${c}_bgsnap")"
+			-P "$what: the first ${zoom%????} s"
+			-X "$zoom"
+			-s "$(series BGSAVE "$fb" "$1.${c}_bgsave")"
+			-s "$(series bgsnap "$fs" "$1.${c}_bgsnap")")
+	done
 	"$probe" svg -o "$svg" -b 1 -a 1 \
 		-t "Redis at $1: the probe's reply time while BGSAVE and bgsnap save" \
-		-P "under load (redis-benchmark -t set -d 1000 -P 16 -c 50)" \
-		-s "$(series BGSAVE "$out/bench_redis_$1_load_bgsave.probe" "$1.load_bgsave")" \
-		-s "$(series bgsnap "$out/bench_redis_$1_load_bgsnap.probe" "$1.load_bgsnap")" \
-		-P "idle server" \
-		-s "$(series BGSAVE "$out/bench_redis_$1_idle.probe" "$1.idle_bgsave")" \
-		-s "$(series bgsnap "$out/bench_redis_$1_idle.probe" "$1.idle_bgsnap")" ||
-		die "$1: no picture"
+		"${args[@]}" || die "$1: no picture"
 	if command -v xmllint >/dev/null; then
 		xmllint --noout "$svg" || die "$svg is not well-formed"
 	else

@@ -70,7 +70,7 @@ static int usage(void)
 	      "       bench_redis_probe stats FILE [FROM_MS TO_MS]\n"
 	      "       bench_redis_probe rbstats FILE...\n"
 	      "       bench_redis_probe svg -o OUT -t TITLE [-b S] [-a S] "
-	      "(-P PANEL (-s LABEL,FILE,START_MS,END_MS)...)...\n",
+	      "(-P PANEL [-X SECONDS] (-s LABEL,FILE,START_MS,END_MS)...)...\n",
 	      stderr);
 	return 2;
 }
@@ -743,6 +743,7 @@ struct series {
 
 struct panel {
 	const char *title;
+	double xmax_s; /* the x axis's end; 0: after the last save's end */
 	size_t nseries;
 	struct series s[MAX_SERIES];
 };
@@ -788,13 +789,17 @@ static void panel_range(const struct plot *pl, const struct panel *p,
 	*xmax = 0.1;
 	*ymin = INFINITY;
 	*ymax = 0;
+	for (size_t i = 0; i < p->nseries; i++)
+		*xmax = fmax(*xmax, (p->s[i].end_ms - p->s[i].start_ms) / 1e3 +
+					    pl->after_s);
+	if (p->xmax_s > 0)
+		*xmax = p->xmax_s;
 	for (size_t i = 0; i < p->nseries; i++) {
 		const struct series *s = &p->s[i];
 
-		*xmax = fmax(*xmax,
-			     (s->end_ms - s->start_ms) / 1e3 + pl->after_s);
 		for (size_t j = 0; j < s->t.n; j++) {
-			if (!in_window(pl, s, &s->t.v[j]))
+			if (!in_window(pl, s, &s->t.v[j]) ||
+			    s->t.v[j].t_ms - s->start_ms > *xmax * 1e3)
 				continue;
 			*ymin = fmin(*ymin, s->t.v[j].lat_us / 1e3);
 			*ymax = fmax(*ymax, s->t.v[j].lat_us / 1e3);
@@ -923,7 +928,7 @@ static void svg_series(FILE *o, const struct plot *pl, const struct frame *f,
 		const double sec = x ? (x->t_ms - s->start_ms) / 1e3 : 0;
 		const long c = x ? (long)fx(f, sec) : LONG_MAX;
 
-		if (x && !in_window(pl, s, x))
+		if (x && (!in_window(pl, s, x) || sec > f->xmax))
 			continue;
 		if (c != col && have) {
 			const struct sample *a = lo.t_ms < hi.t_ms ? &lo : &hi;
@@ -959,6 +964,42 @@ static double series_max_ms(const struct series *s)
 	return m;
 }
 
+/* Where save @i ended, if within the axis, labelled on the side with room. */
+static void svg_end_mark(FILE *o, const struct frame *f, const struct series *s,
+			 size_t i)
+{
+	const double x = fx(f, (s->end_ms - s->start_ms) / 1e3);
+	const int right = x < f->x0 + f->w / 2;
+	char buf[96];
+
+	if (x > f->x0 + f->w)
+		return;
+	fprintf(o,
+		"<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
+		"stroke=\"%s\" stroke-width=\"1.5\" "
+		"stroke-dasharray=\"6 4\"/>\n",
+		x, f->y0, x, f->y0 + f->h, colours[i]);
+	snprintf(buf, sizeof(buf), "%s ends", s->label);
+	svg_text(o, right ? x + 4 : x - 4, f->y0 + f->h - 8 - 16 * (double)i,
+		 right ? "start" : "end", "", buf);
+}
+
+static void svg_legend(FILE *o, const struct frame *f, const struct series *s,
+		       size_t i)
+{
+	const double y = f->y0 + 16 + 18 * (double)i;
+	char buf[160], m[32];
+
+	fprintf(o,
+		"<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" "
+		"stroke=\"%s\" stroke-width=\"3\"/>\n",
+		f->x0 + f->w - 290, y - 4, f->x0 + f->w - 266, y - 4,
+		colours[i]);
+	fmt_ms(m, sizeof(m), series_max_ms(s), 0);
+	snprintf(buf, sizeof(buf), "%s (max %s during the save)", s->label, m);
+	svg_text(o, f->x0 + f->w - 260, y, "start", "", buf);
+}
+
 /* The start line, each save's end, and the legend. */
 static void svg_marks(FILE *o, const struct frame *f, const struct panel *p)
 {
@@ -970,32 +1011,8 @@ static void svg_marks(FILE *o, const struct frame *f, const struct panel *p)
 		x0, f->y0, x0, f->y0 + f->h);
 	svg_text(o, x0 + 4, f->y0 + 14, "start", "", "saves start");
 	for (size_t i = 0; i < p->nseries; i++) {
-		const struct series *s = &p->s[i];
-		const double x = fx(f, (s->end_ms - s->start_ms) / 1e3);
-		const double ly = f->y0 + 16 + 18 * (double)i;
-		char buf[160], m[32];
-		int right;
-
-		fprintf(o,
-			"<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" "
-			"y2=\"%.1f\" stroke=\"%s\" stroke-width=\"1.5\" "
-			"stroke-dasharray=\"6 4\"/>\n",
-			x, f->y0, x, f->y0 + f->h, colours[i]);
-		snprintf(buf, sizeof(buf), "%s ends", s->label);
-		/* the label on the side of the line with room for it */
-		right = x < f->x0 + f->w / 2;
-		svg_text(o, right ? x + 4 : x - 4,
-			 f->y0 + f->h - 8 - 16 * (double)i,
-			 right ? "start" : "end", "", buf);
-		fprintf(o,
-			"<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" "
-			"y2=\"%.1f\" stroke=\"%s\" stroke-width=\"3\"/>\n",
-			f->x0 + f->w - 290, ly - 4, f->x0 + f->w - 266, ly - 4,
-			colours[i]);
-		fmt_ms(m, sizeof(m), series_max_ms(s), 0);
-		snprintf(buf, sizeof(buf), "%s (max %s during the save)",
-			 s->label, m);
-		svg_text(o, f->x0 + f->w - 260, ly, "start", "", buf);
+		svg_end_mark(o, f, &p->s[i], i);
+		svg_legend(o, f, &p->s[i], i);
 	}
 }
 
@@ -1053,7 +1070,7 @@ static int cmd_svg(int argc, char **argv)
 	struct panel *p = NULL;
 	int opt, r = 0;
 
-	while ((opt = getopt(argc, argv, "o:t:b:a:P:s:")) != -1 && !r) {
+	while ((opt = getopt(argc, argv, "o:t:b:a:P:X:s:")) != -1 && !r) {
 		switch (opt) {
 		case 'o':
 			pl.out = optarg;
@@ -1072,6 +1089,11 @@ static int cmd_svg(int argc, char **argv)
 				return usage();
 			p = &pl.p[pl.npanels++];
 			p->title = optarg;
+			break;
+		case 'X':
+			if (!p)
+				return usage();
+			p->xmax_s = atof(optarg);
 			break;
 		case 's':
 			if (!p || p->nseries == MAX_SERIES)
