@@ -39,7 +39,7 @@
 # BGSAVE and bgsnap in two colours, where each save started and ended;
 # each condition twice: over both saves, and over bgsnap's save only.
 # After its phase, bgsnap's snapshot taken under load is checked with
-# 'bgsnap verify' (--verify all: the idle one too; each costs ~7 s a GiB
+# 'bgsnap verify' (--verify all: the idle one too; each cost 4-6 s a GiB
 # here). Any phase that fails or gives no figure fails the run (exit 1).
 #
 # Options: --sizes LIST (K, M, G suffixes); --seconds S (the load-alone
