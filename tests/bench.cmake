@@ -109,3 +109,55 @@ target_link_libraries(bench_restore PRIVATE bgs_testcommon PkgConfig::LZ4
 add_test(NAME bench_restore_smoke
 	COMMAND bench_restore -s 16 -l 16,32 -r 1 -d /tmp)
 set_tests_properties(bench_restore_smoke PROPERTIES TIMEOUT 60 LABELS bench)
+
+# The Redis benchmark's client (issue 11): fill, probe, and the figures
+# and the picture of tests/bench/bench_redis.sh.
+add_executable(bench_redis_probe bench/bench_redis_probe.c)
+target_link_libraries(bench_redis_probe PRIVATE m)
+
+# The Redis benchmark (issue 11) at a tiny size, so that it cannot rot:
+# the script itself fails (exit 1) when a phase fails or gives no figure,
+# when the picture is not well-formed or a snapshot does not verify; here
+# its --json document must parse and carry every phase. As root it
+# installs Redis with apt-get. Skipped where this machine cannot save
+# (exit 4).
+set(_redis_check ${CMAKE_CURRENT_BINARY_DIR}/bench_redis_smoke.cmake)
+file(WRITE ${_redis_check} [=[
+# Run as: cmake -DSCRIPT=... -DBGSNAP=... -DPROBE=... -DOUT=... -P ...
+execute_process(COMMAND ${SCRIPT} --sizes 64M --seconds 2 --verify all --json --quiet
+		--bgsnap ${BGSNAP} --probe ${PROBE} --out ${OUT}
+	RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(rc EQUAL 4)
+	message("SKIP: this machine cannot save: ${err}")
+	return()
+endif()
+if(NOT rc EQUAL 0)
+	message(FATAL_ERROR "bench_redis.sh exited ${rc}: ${err}")
+endif()
+string(JSON size GET "${out}" sizes 0)
+string(JSON svg GET "${size}" svg)
+if(NOT EXISTS "${svg}")
+	message(FATAL_ERROR "no picture at ${svg}")
+endif()
+foreach(p load load_bgsave load_bgsnap idle idle_bgsave idle_bgsnap)
+	string(JSON v GET "${size}" phases ${p} probe_max_us)
+	if(NOT v GREATER 0)
+		message(FATAL_ERROR "phase ${p}: probe_max_us is ${v}")
+	endif()
+endforeach()
+foreach(p load_bgsave load_bgsnap idle_bgsave idle_bgsnap)
+	string(JSON v GET "${size}" phases ${p} elapsed_s)
+	if(NOT v GREATER 0)
+		message(FATAL_ERROR "phase ${p}: elapsed_s is ${v}")
+	endif()
+endforeach()
+]=])
+add_test(NAME bench_redis_smoke
+	COMMAND ${CMAKE_COMMAND}
+		-DSCRIPT=${CMAKE_CURRENT_SOURCE_DIR}/bench/bench_redis.sh
+		-DBGSNAP=$<TARGET_FILE:bgsnap_cli>
+		-DPROBE=$<TARGET_FILE:bench_redis_probe>
+		-DOUT=${CMAKE_CURRENT_BINARY_DIR}/bench-redis-smoke
+		-P ${_redis_check})
+set_tests_properties(bench_redis_smoke PROPERTIES TIMEOUT 300 LABELS bench
+	SKIP_REGULAR_EXPRESSION "SKIP: ")
