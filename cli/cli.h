@@ -237,6 +237,55 @@ void cli_progress_format(char *buf, size_t len, unsigned width,
 			 const char *label, uint64_t done, uint64_t total,
 			 uint64_t elapsed_ns);
 
+/* ---- output files -------------------------------------------------------- */
+
+/*
+ * What the commands that write files (save, export, flatten) share, so
+ * that none ever replaces what it must not: an output is written under a
+ * temporary name beside its final one and renamed into place when
+ * complete. A symbolic link, a directory or any other file that is not a
+ * regular one (a device, a FIFO, a socket) at the final name is refused,
+ * --force or not; an existing regular file is replaced only with --force.
+ */
+
+struct stat;
+
+/*
+ * The directory of @path opened into *@dirfd, its last component into
+ * @name (NAME_MAX + 1 bytes). 0, or -1 after a one-line error (not a
+ * file name, or the directory cannot be opened).
+ */
+int cli_output_dir(const char *path, int *dirfd, char *name);
+
+/*
+ * May an output be written at @name in @dirfd (@what in messages)? 0
+ * when nothing is there, or a regular file and @force; else -1 after a
+ * one-line error ("exists (--force replaces it)", "is a FIFO: never
+ * replaced" ...).
+ */
+int cli_output_check(int dirfd, const char *name, const char *what,
+		     bool force);
+
+/*
+ * A name beside @name in @dirfd that nothing has, ".NAME.TAG.PID.N.tmp",
+ * into @tmp (NAME_MAX + 1 bytes). 0, or -1 after a one-line error
+ * naming @what.
+ */
+int cli_output_temp(int dirfd, const char *name, const char *tag,
+		    const char *what, char *tmp);
+
+/*
+ * Rename the complete temporary @tmp to @name, both in @dirfd. Without
+ * @force nothing is ever replaced, atomically (RENAME_NOREPLACE, or
+ * link() where the file system lacks it), whatever appeared meanwhile;
+ * with it, what is there is checked again (cli_output_check()) just
+ * before the rename. 0, or a negative errno after a one-line error
+ * naming @what (-EEXIST: something is there). The caller removes @tmp
+ * on failure and syncs the directory on success.
+ */
+int cli_output_publish(int dirfd, const char *tmp, const char *name,
+		       const char *what, bool force);
+
 /* ---- saving another process (cmd_save.c; the demo saves the same way) --- */
 
 struct bgsnap_stats;

@@ -1,19 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Helpers shared by the subcommands: messages and exit codes, option
- * parsing, sizes and durations, human-readable figures, a JSON writer and
- * the progress bar. See cli.h for the conventions they implement.
+ * parsing, sizes and durations, human-readable figures, a JSON writer,
+ * the progress bar and output files. See cli.h for the conventions they
+ * implement.
  */
 #include "cli.h"
 
 #include <bgsnap.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -773,4 +778,120 @@ void cli_progress_end(struct cli_progress *p)
 		shown = NULL;
 	}
 	p->on = false;
+}
+
+/* ---- output files ------------------------------------------------------- */
+
+/* Room for the temporary's decoration around a final name. */
+#define OUTPUT_NAME_MAX (NAME_MAX - 24)
+#define OUTPUT_TEMP_TRIES 100
+
+int cli_output_dir(const char *path, int *dirfd, char *name)
+{
+	const char *slash = strrchr(path, '/');
+	const char *base = slash ? slash + 1 : path;
+	char dir[PATH_MAX];
+
+	*dirfd = -1;
+	if (!*base || !strcmp(base, ".") || !strcmp(base, "..") ||
+	    strlen(base) > OUTPUT_NAME_MAX) {
+		cli_error("%s: not a file name for the output", path);
+		return -1;
+	}
+	snprintf(name, NAME_MAX + 1, "%s", base);
+	snprintf(dir, sizeof(dir), "%.*s",
+		 slash ? (slash == path ? 1 : (int)(slash - path)) : 1,
+		 slash ? path : ".");
+	*dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (*dirfd < 0)
+		cli_error("%s: %s", dir, strerror(errno));
+	return *dirfd < 0 ? -1 : 0;
+}
+
+/* What a file that is not a regular one is, for messages. */
+static const char *file_kind(mode_t mode)
+{
+	if (S_ISLNK(mode))
+		return "a symbolic link";
+	if (S_ISDIR(mode))
+		return "a directory";
+	if (S_ISFIFO(mode))
+		return "a FIFO";
+	if (S_ISCHR(mode))
+		return "a character device";
+	if (S_ISBLK(mode))
+		return "a block device";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	return "not a regular file";
+}
+
+int cli_output_check(int dirfd, const char *name, const char *what,
+		     bool force)
+{
+	struct stat st;
+
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW)) {
+		if (errno == ENOENT)
+			return 0;
+		cli_error("%s: %s", what, strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode))
+		cli_error("%s: is %s: refused (never replaced, even with "
+			  "--force)", what, file_kind(st.st_mode));
+	else if (!force)
+		cli_error("%s: exists (--force replaces it)", what);
+	else
+		return 0;
+	return -1;
+}
+
+int cli_output_temp(int dirfd, const char *name, const char *tag,
+		    const char *what, char *tmp)
+{
+	struct stat st;
+
+	for (unsigned attempt = 0; attempt < OUTPUT_TEMP_TRIES; attempt++) {
+		snprintf(tmp, NAME_MAX + 1, ".%.200s.%s.%d.%u.tmp", name, tag,
+			 (int)getpid(), attempt);
+		if (fstatat(dirfd, tmp, &st, AT_SYMLINK_NOFOLLOW) &&
+		    errno == ENOENT)
+			return 0;
+	}
+	cli_error("%s: no free temporary name beside it", what);
+	return -1;
+}
+
+/* Without --force: never over anything, atomically. */
+static int publish_noreplace(int dirfd, const char *tmp, const char *name)
+{
+	if (!renameat2(dirfd, tmp, dirfd, name, RENAME_NOREPLACE))
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -errno;
+	/* A file system without RENAME_NOREPLACE: link() never replaces. */
+	if (linkat(dirfd, tmp, dirfd, name, 0))
+		return -errno;
+	unlinkat(dirfd, tmp, 0);
+	return 0;
+}
+
+int cli_output_publish(int dirfd, const char *tmp, const char *name,
+		       const char *what, bool force)
+{
+	int ret;
+
+	if (force && cli_output_check(dirfd, name, what, true))
+		return -EEXIST;
+	if (force)
+		ret = renameat(dirfd, tmp, dirfd, name) ? -errno : 0;
+	else
+		ret = publish_noreplace(dirfd, tmp, name);
+	/* Something appeared since the check: say what it is. */
+	if (ret == -EEXIST && !cli_output_check(dirfd, name, what, false))
+		cli_error("%s: exists (--force replaces it)", what);
+	else if (ret && ret != -EEXIST)
+		cli_error("%s: %s", what, strerror(-ret));
+	return ret;
 }

@@ -286,6 +286,7 @@ static void test_flatten(void **state)
 {
 	char file[300], flat[300];
 	struct pt_run r;
+	struct stat st;
 	uint8_t *again;
 
 	(void)state;
@@ -313,6 +314,17 @@ static void test_flatten(void **state)
 	       NULL);
 	expect_code(&r, 0, "flatten --force");
 	pt_run_free(&r);
+	tu_assert_no_file_like(pt_dir(), ".tmp");
+	unlink(flat);
+	/* Never over what is not a regular file, not even with --force. */
+	assert_int_equal(mkfifo(flat, 0600), 0);
+	pt_run(&r, RUN_MS, -1, "flatten", file, "-o", flat, "--force", NULL);
+	expect_code(&r, 1, "flatten --force over a FIFO");
+	pt_one_error_line(r.err);
+	assert_non_null(strstr(r.err, "is a FIFO: refused"));
+	pt_run_free(&r);
+	assert_int_equal(lstat(flat, &st), 0);
+	assert_true(S_ISFIFO(st.st_mode));
 	tu_assert_no_file_like(pt_dir(), ".tmp");
 	unlink(flat);
 }
