@@ -286,6 +286,21 @@ int cli_output_temp(int dirfd, const char *name, const char *tag,
 int cli_output_publish(int dirfd, const char *tmp, const char *name,
 		       const char *what, bool force);
 
+/* ---- input files -------------------------------------------------------- */
+
+/*
+ * Refuse at once an input file that is not a regular one: a FIFO (whose
+ * open would block until a writer comes, forever), a device, a socket, a
+ * directory. 0 when @path is a regular file, or cannot be looked at (the
+ * open then says why); else -1 after a one-line error, "@label@path: not
+ * a regular file but a FIFO" (@label may be NULL), then "; @hint" if
+ * @hint is not NULL. Nothing is opened (a device may act on an open);
+ * stat() follows a symbolic link as the open will. What replaces the
+ * file afterwards is the opener's to refuse: every open of a snapshot
+ * file is made with O_NONBLOCK and checks again.
+ */
+int cli_input_check(const char *label, const char *path, const char *hint);
+
 /* ---- saving another process (cmd_save.c; the demo saves the same way) --- */
 
 struct bgsnap_stats;

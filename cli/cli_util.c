@@ -2,8 +2,8 @@
 /*
  * Helpers shared by the subcommands: messages and exit codes, option
  * parsing, sizes and durations, human-readable figures, a JSON writer,
- * the progress bar and output files. See cli.h for the conventions they
- * implement.
+ * the progress bar, output and input files. See cli.h for the
+ * conventions they implement.
  */
 #include "cli.h"
 
@@ -894,4 +894,18 @@ int cli_output_publish(int dirfd, const char *tmp, const char *name,
 	else if (ret && ret != -EEXIST)
 		cli_error("%s: %s", what, strerror(-ret));
 	return ret;
+}
+
+/* ---- input files --------------------------------------------------------- */
+
+int cli_input_check(const char *label, const char *path, const char *hint)
+{
+	struct stat st;
+
+	if (stat(path, &st) || S_ISREG(st.st_mode))
+		return 0;
+	cli_error("%s%s: not a regular file but %s%s%s", label ? label : "",
+		  path, file_kind(st.st_mode), hint ? "; " : "",
+		  hint ? hint : "");
+	return -1;
 }

@@ -54,7 +54,8 @@ static const char flatten_usage[] =
 	"\n"
 	"Exit status: 0 success, 1 failure (OUT exists, a parent not found,\n"
 	"I/O error, interrupted ...), 2 usage, 3 a file of the snapshot is\n"
-	"missing, damaged or not a snapshot.\n";
+	"missing, damaged or not a snapshot (a FIFO, a device: refused at\n"
+	"once).\n";
 
 static const struct option flatten_options[] = {
 	{ "output", required_argument, NULL, 'o' },
@@ -296,6 +297,9 @@ static int parse(int argc, char **argv, struct flatten *fl)
 			  "when written, and renamed into place)");
 		return EXIT_USAGE;
 	}
+	/* A FIFO would block the open: refused at once. */
+	if (cli_input_check("flatten: ", fl->file, NULL))
+		return EXIT_BADFILE;
 	return -1;
 }
 

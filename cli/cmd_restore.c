@@ -60,7 +60,9 @@ static const char restore_usage[] =
 	"\n"
 	"exit status: 0 restored (or the dry run found no problem); 1 the\n"
 	"restore failed (no such process, permission denied, a region is gone or\n"
-	"differs); 2 usage error; 3 FILE is missing, damaged or not a snapshot.\n";
+	"differs); 2 usage error; 3 FILE is missing, damaged or not a\n"
+	"snapshot (a FIFO, a device, a directory: refused at once; '-'\n"
+	"reads a pipe).\n";
 
 enum {
 	OPT_JSON = 256,
@@ -350,6 +352,12 @@ static int parse_args(int argc, char **argv, struct restore_args *a)
 			  "snapshot");
 		return EXIT_USAGE;
 	}
+	/* A FIFO would block the open, signals held back: at once. */
+	if (strcmp(a->file, "-") &&
+	    cli_input_check("restore: ", a->file,
+			    "nothing was written (a pipe is read as "
+			    "'restore -')"))
+		return EXIT_BADFILE;
 	return -1;
 }
 

@@ -581,6 +581,10 @@ static int open_output(struct save_args *a)
 {
 	struct stat st;
 
+	/* A FIFO would block the open: refused at once. */
+	if (a->opts.parent &&
+	    cli_input_check("save: --parent ", a->opts.parent, NULL))
+		return EXIT_FAILED;
 	if (!strcmp(a->output, "-"))
 		return open_stdout(a);
 	if (cli_output_dir(a->output, &a->dirfd, a->name))
