@@ -595,6 +595,12 @@ static int open_output(struct save_args *a)
 	if (cli_output_check(a->dirfd, a->name, a->output, a->force) ||
 	    cli_output_temp(a->dirfd, a->name, "save", a->output, a->tmpname))
 		return EXIT_FAILED;
+	/* Said here, of FILE: the library would name our temporary. */
+	if (faccessat(a->dirfd, ".", W_OK, AT_EACCESS)) {
+		cli_error("%s: cannot be written in its directory: %s",
+			  a->output, strerror(errno));
+		return EXIT_FAILED;
+	}
 	snprintf(a->tmp, sizeof(a->tmp), "%.*s%s",
 		 (int)(strlen(a->output) - strlen(a->name)), a->output,
 		 a->tmpname);

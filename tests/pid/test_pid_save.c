@@ -633,6 +633,58 @@ static void test_sigint_cancels(void **state)
 	pt_guest_stop(&g);
 }
 
+/* bgsnap as nobody saving @pid to @file: its exit status, its stderr in
+ * @out. */
+static int save_as_nobody(const char *pid, const char *file, char *out,
+			  size_t n)
+{
+	int err[2], code;
+	ssize_t got;
+	pid_t b;
+
+	assert_int_equal(pipe2(err, O_CLOEXEC), 0);
+	b = fork();
+	assert_true(b >= 0);
+	if (!b) {
+		dup2(err[1], STDERR_FILENO);
+		if (setgid(NOBODY) || setuid(NOBODY))
+			_exit(126);
+		execl(pt_bgsnap, "bgsnap", "save", "--pid", pid, "-o", file,
+		      "-q", (char *)NULL);
+		_exit(127);
+	}
+	close(err[1]);
+	code = wait_exit(b, SAVE_MS);
+	got = read(err[0], out, n - 1);
+	out[got > 0 ? got : 0] = '\0';
+	close(err[0]);
+	fprintf(stderr, "# as nobody, -o %s: %d %s", file, code, out);
+	return code;
+}
+
+/* A directory the user may not write in: said of FILE, before the save
+ * (the library would name the command's temporary file). */
+static void test_output_dir_unwritable(void **state)
+{
+	char file[256], pid[16], out[1024];
+	struct pt_guest g;
+
+	(void)state;
+	path_in_dir(file, sizeof(file), "nobody-here.bgs");
+	pt_guest_start(&g, NOBODY, "8M", "4k", NULL);
+	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	assert_int_equal(chmod(pt_dir(), 0755), 0);
+	assert_int_equal(save_as_nobody(pid, file, out, sizeof(out)), 1);
+	pt_one_error_line(out);
+	assert_non_null(strstr(out, "nobody-here.bgs: cannot be written in "
+				    "its directory: Permission denied"));
+	assert_null(strstr(out, ".tmp"));
+	assert_int_equal(access(file, F_OK), -1);
+	assert_int_equal(chmod(pt_dir(), 0700), 0);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+}
+
 /* ---- users ----------------------------------------------------------------------- */
 
 static void test_nonroot_target(void **state)
@@ -743,6 +795,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_save_held_exact),
 		cmocka_unit_test(test_save_stdout),
 		cmocka_unit_test(test_output_refused),
+		cmocka_unit_test(test_output_dir_unwritable),
 		cmocka_unit_test(test_save_json),
 		cmocka_unit_test(test_target_exits),
 		cmocka_unit_test(test_target_exits_while_stopped),
