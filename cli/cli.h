@@ -301,6 +301,37 @@ int cli_output_publish(int dirfd, const char *tmp, const char *name,
  */
 int cli_input_check(const char *label, const char *path, const char *hint);
 
+/* ---- target processes (save, restore, watch) ----------------------------- */
+
+/*
+ * What keeps @pid from being a target whatever is tried, said before
+ * attaching, where the library's reason would mislead: a thread id (of
+ * process N: /proc/@pid/status Tgid), a kernel thread (no user memory).
+ * 0 when neither, or when /proc cannot say (attaching then says why);
+ * else -1 after a one-line error "@cmd: ...".
+ */
+int cli_target_check(const char *cmd, int pid);
+
+/*
+ * The error when no mapping of process @pid is selected: the fault of
+ * --include/--exclude only when @filtered, else the process has nothing
+ * that can be saved. One line, "@cmd: ...".
+ */
+void cli_error_no_mapping(const char *cmd, int pid, bool filtered);
+
+/*
+ * A save of process @pid failed with @err, @attached or in attaching
+ * (bgsnap_target_pid): a truer reason than the library's into @why (@len
+ * bytes; "" when there is none): a process stopped by SIGSTOP or job
+ * control cannot run the calls bgsnap injects (-EBUSY). Returns the exit
+ * code: EXIT_NOCAP when, @attached, a capability that saving needs is
+ * missing (-EPERM/-EACCES, and 'bgsnap caps' says a required one is;
+ * before, a refusal is ptrace's), and for -ENOTSUP/-ENOSYS; EXIT_USAGE
+ * for -EINVAL (a bad address range in a filter); else EXIT_FAILED.
+ */
+int cli_save_failure(int pid, int err, bool attached, char *why,
+		     size_t len);
+
 /* ---- saving another process (cmd_save.c; the demo saves the same way) --- */
 
 struct bgsnap_stats;

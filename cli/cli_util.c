@@ -2,8 +2,8 @@
 /*
  * Helpers shared by the subcommands: messages and exit codes, option
  * parsing, sizes and durations, human-readable figures, a JSON writer,
- * the progress bar, output and input files. See cli.h for the
- * conventions they implement.
+ * the progress bar, output and input files, and what /proc says of a
+ * target process. See cli.h for the conventions they implement.
  */
 #include "cli.h"
 
@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/ioctl.h>
@@ -908,4 +909,137 @@ int cli_input_check(const char *label, const char *path, const char *hint)
 		  path, file_kind(st.st_mode), hint ? "; " : "",
 		  hint ? hint : "");
 	return -1;
+}
+
+/* ---- target processes ----------------------------------------------------- */
+
+#define PF_KTHREAD 0x00200000u /* include/linux/sched.h */
+
+struct proc_facts {
+	char name[64];
+	int tgid;
+	char state;
+	unsigned long flags;
+};
+
+/* /proc/@pid/status's Name and Tgid. 0, or -1 when it cannot be read. */
+static int read_status(int pid, struct proc_facts *pf)
+{
+	char path[64], line[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		const char *v = line + 5 + strspn(line + 5, " \t");
+
+		if (!strncmp(line, "Name:", 5))
+			snprintf(pf->name, sizeof(pf->name), "%.*s",
+				 (int)strcspn(v, "\n"), v);
+		else if (!strncmp(line, "Tgid:", 5))
+			pf->tgid = atoi(v);
+	}
+	fclose(f);
+	return 0;
+}
+
+/* /proc/@pid/stat's state and flags (after the name, which may hold
+ * anything but ends at the last ')'). 0, or -1. */
+static int read_stat(int pid, struct proc_facts *pf)
+{
+	char path[64], buf[1024];
+	const char *p;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 1, " %c %*d %*d %*d %*d %*d %lu", &pf->state,
+			 &pf->flags) != 2)
+		return -1;
+	return 0;
+}
+
+static int proc_facts(int pid, struct proc_facts *pf)
+{
+	memset(pf, 0, sizeof(*pf));
+	return read_status(pid, pf) || read_stat(pid, pf) ? -1 : 0;
+}
+
+int cli_target_check(const char *cmd, int pid)
+{
+	struct proc_facts pf;
+
+	if (proc_facts(pid, &pf))
+		return 0;
+	if (pf.tgid > 0 && pf.tgid != pid) {
+		cli_error("%s: %d is a thread of process %d (%s), not a "
+			  "process: give --pid %d", cmd, pid, pf.tgid, pf.name,
+			  pf.tgid);
+		return -1;
+	}
+	if (pf.flags & PF_KTHREAD) {
+		cli_error("%s: process %d (%s) is a kernel thread: it has no "
+			  "user memory", cmd, pid, pf.name);
+		return -1;
+	}
+	return 0;
+}
+
+void cli_error_no_mapping(const char *cmd, int pid, bool filtered)
+{
+	if (filtered)
+		cli_error("%s: no mapping of process %d is selected by "
+			  "--include/--exclude", cmd, pid);
+	else
+		cli_error("%s: process %d has no mapping that can be saved or "
+			  "restored (only file and special mappings)", cmd,
+			  pid);
+}
+
+/* Does this system lack a capability that every save needs? */
+static bool lacks_capability(void)
+{
+	struct bgsnap_capability caps[BGSNAP_MAX_CAPABILITIES];
+	const int n = bgsnap_probe(caps, BGSNAP_MAX_CAPABILITIES);
+
+	for (int i = 0; i < n; i++)
+		if (caps[i].required && !caps[i].ok)
+			return true;
+	return false;
+}
+
+int cli_save_failure(int pid, int err, bool attached, char *why,
+		     size_t len)
+{
+	struct proc_facts pf;
+
+	why[0] = '\0';
+	if (err == -EBUSY && !proc_facts(pid, &pf) && pf.state == 'T') {
+		snprintf(why, len, "it is stopped (SIGSTOP or job control), "
+			 "and a stopped process cannot run the calls bgsnap "
+			 "injects: continue it ('kill -CONT %d') and try "
+			 "again", pid);
+		return EXIT_FAILED;
+	}
+	switch (-err) {
+	case EPERM:
+	case EACCES:
+		return attached && lacks_capability() ? EXIT_NOCAP
+						      : EXIT_FAILED;
+	case ENOTSUP:
+	case ENOSYS:
+		return EXIT_NOCAP;
+	case EINVAL:
+		return EXIT_USAGE;
+	}
+	return EXIT_FAILED;
 }

@@ -129,9 +129,9 @@ static int attach(struct bgsnap *h, const struct restore_args *a)
 		return r;
 	}
 	if (!selected(h)) {
-		cli_error("restore: no mapping of process %d is selected by "
-			  "--include/--exclude", a->pid);
-		return -EINVAL;
+		cli_error_no_mapping("restore", a->pid,
+				     a->ninclude || a->nexclude);
+		return a->ninclude || a->nexclude ? -EINVAL : -ENODATA;
 	}
 	return 0;
 }
@@ -370,6 +370,8 @@ int cmd_restore(int argc, char **argv)
 
 	if (r >= 0)
 		return r;
+	if (cli_target_check("restore", a.pid))
+		return EXIT_FAILED;
 	r = bgsnap_new(&h);
 	if (r) {
 		cli_error("restore: %s", bgsnap_strerror(r));

@@ -146,18 +146,6 @@ static const sigset_t *stop_signals(void)
 	return &set;
 }
 
-static int exit_code_for(int err)
-{
-	switch (-err) {
-	case ENOTSUP:
-	case ENOSYS:
-		return EXIT_NOCAP;
-	case EINVAL:
-		return EXIT_USAGE; /* a bad address range in a filter */
-	}
-	return EXIT_FAILED;
-}
-
 static const char *detail(const struct bgsnap *h, int err)
 {
 	const char *d = bgsnap_last_error(h);
@@ -186,21 +174,27 @@ static void count_regions(const struct bgsnap *h, struct cli_save_result *res)
 	}
 }
 
-/* A filter that leaves nothing to save is a mistake, not a snapshot. */
+/* A filter that leaves nothing to save is a mistake (usage), not a
+ * snapshot; without one, the process has nothing to save. 0, or the
+ * exit code after a message. */
 static int check_selection(const struct bgsnap *h, const struct cli_save_req *req)
 {
+	const bool filtered = req->ninclude || req->nexclude;
 	struct cli_save_result none = { 0 };
 
 	count_regions(h, &none);
 	if (none.regions_saved || none.regions_copied)
 		return 0;
-	cli_error("save: no mapping of process %d is selected by "
-		  "--include/--exclude", req->pid);
-	return -EINVAL;
+	cli_error_no_mapping("save", req->pid, filtered);
+	return filtered ? EXIT_USAGE : EXIT_FAILED;
 }
 
-static void report_failure(const struct bgsnap *h, int pid, int r)
+/* A save that started failed with @r: one line, and the exit code. */
+static int report_failure(const struct bgsnap *h, int pid, int r)
 {
+	char why[256];
+	const int code = cli_save_failure(pid, r, true, why, sizeof(why));
+
 	if (r == -ECANCELED && cli_interrupted())
 		cli_error("save: cancelled by %s; process %d runs on, no "
 			  "snapshot was written", strsignal(cli_interrupted()),
@@ -212,12 +206,15 @@ static void report_failure(const struct bgsnap *h, int pid, int r)
 		cli_error("save: process %d went away during the save (%s); no "
 			  "snapshot was written", pid, detail(h, r));
 	else
-		cli_error("save: process %d: %s; no snapshot was written", pid,
-			  detail(h, r));
+		cli_error("save: process %d: %s; no snapshot was written%s",
+			  pid, *why ? why : detail(h, r),
+			  code == EXIT_NOCAP ? " (see 'bgsnap caps')" : "");
+	return code;
 }
 
 /* Attach to the process and start the save, signals held back: the
- * library has the process stopped in there. */
+ * library has the process stopped in there. EXIT_OK, or the exit code
+ * after a message. */
 static int start(struct bgsnap *h, const struct cli_save_req *req)
 {
 	const struct bgsnap_target_opts topts = {
@@ -226,17 +223,21 @@ static int start(struct bgsnap *h, const struct cli_save_req *req)
 		.exclude = req->exclude,
 		.nexclude = req->nexclude,
 	};
+	char why[256];
 	sigset_t old;
-	int r;
+	int r, code;
 
 	sigprocmask(SIG_BLOCK, stop_signals(), &old);
 	r = bgsnap_target_pid(h, req->pid, &topts);
 	if (r) {
-		cli_error("save: process %d: %s", req->pid, detail(h, r));
+		/* Not attached: a refusal is ptrace's, not a capability's. */
+		code = cli_save_failure(req->pid, r, false, why, sizeof(why));
+		cli_error("save: process %d: %s", req->pid,
+			  *why ? why : detail(h, r));
 		goto out_unblock;
 	}
-	r = check_selection(h, req);
-	if (r)
+	code = check_selection(h, req);
+	if (code)
 		goto out_unblock;
 	/* The process may map or unmap memory between bgsnap reading its
 	 * mappings and stopping it: the library then says "try again", and
@@ -249,11 +250,10 @@ static int start(struct bgsnap *h, const struct cli_save_req *req)
 		    cli_interrupted())
 			break;
 	}
-	if (r)
-		report_failure(h, req->pid, r);
+	code = r ? report_failure(h, req->pid, r) : EXIT_OK;
 out_unblock:
 	sigprocmask(SIG_SETMASK, &old, NULL);
-	return r;
+	return code;
 }
 
 /* Show progress until the save ends; a signal cancels it. */
@@ -281,22 +281,24 @@ static void watch(struct bgsnap *h, bool quiet)
 int cli_save_pid(const struct cli_save_req *req, struct cli_save_result *res)
 {
 	struct bgsnap *h;
-	int r;
+	int r, code;
 
 	memset(res, 0, offsetof(struct cli_save_result, stats));
+	if (cli_target_check("save", req->pid))
+		return EXIT_FAILED;
 	cli_catch_signals();
 	r = bgsnap_new(&h);
 	if (r) {
 		cli_error("save: %s", bgsnap_strerror(r));
 		return EXIT_FAILED;
 	}
-	r = start(h, req);
-	if (r)
+	code = start(h, req);
+	if (code)
 		goto out_free;
 	watch(h, req->quiet);
 	r = bgsnap_wait(h);
 	if (r) {
-		report_failure(h, req->pid, r);
+		code = report_failure(h, req->pid, r);
 		goto out_free;
 	}
 	count_regions(h, res);
@@ -304,7 +306,7 @@ int cli_save_pid(const struct cli_save_req *req, struct cli_save_result *res)
 		bgsnap_stats(h, res->stats);
 out_free:
 	bgsnap_free(h);
-	return r ? exit_code_for(r) : EXIT_OK;
+	return code;
 }
 
 /* ---- the report ----------------------------------------------------------- */

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -536,6 +537,36 @@ static void test_output_publish(void **state)
 	assert_int_equal(rmdir(dir), 0);
 }
 
+/* ---- target processes --------------------------------------------------- */
+
+static void *idle_thread(void *arg)
+{
+	int *tid = arg;
+
+	__atomic_store_n(tid, (int)gettid(), __ATOMIC_RELEASE);
+	pause();
+	return NULL;
+}
+
+/* A thread id is not a process (issue 13, item 15): "a thread of process
+ * N", not pidfd_open's "No such file or directory". */
+static void test_target_check(void **state)
+{
+	pthread_t t;
+	int tid = 0;
+
+	(void)state;
+	assert_int_equal(cli_target_check("save", getpid()), 0);
+	assert_int_equal(pthread_create(&t, NULL, idle_thread, &tid), 0);
+	while (!__atomic_load_n(&tid, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	assert_int_equal(cli_target_check("save", tid), -1);
+	pthread_cancel(t);
+	pthread_join(t, NULL);
+	/* Gone: /proc cannot say, so attaching will. */
+	assert_int_equal(cli_target_check("save", INT32_MAX), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -549,6 +580,7 @@ int main(void)
 		cmocka_unit_test(test_progress_text),
 		cmocka_unit_test(test_file_exit),
 		cmocka_unit_test(test_output_publish),
+		cmocka_unit_test(test_target_check),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
