@@ -237,6 +237,101 @@ void cli_progress_format(char *buf, size_t len, unsigned width,
 			 const char *label, uint64_t done, uint64_t total,
 			 uint64_t elapsed_ns);
 
+/* ---- output files -------------------------------------------------------- */
+
+/*
+ * What the commands that write files (save, export, flatten) share, so
+ * that none ever replaces what it must not: an output is written under a
+ * temporary name beside its final one and renamed into place when
+ * complete. A symbolic link, a directory or any other file that is not a
+ * regular one (a device, a FIFO, a socket) at the final name is refused,
+ * --force or not; an existing regular file is replaced only with --force.
+ */
+
+struct stat;
+
+/*
+ * The directory of @path opened into *@dirfd, its last component into
+ * @name (NAME_MAX + 1 bytes). 0, or -1 after a one-line error (not a
+ * file name, or the directory cannot be opened).
+ */
+int cli_output_dir(const char *path, int *dirfd, char *name);
+
+/*
+ * May an output be written at @name in @dirfd (@what in messages)? 0
+ * when nothing is there, or a regular file and @force; else -1 after a
+ * one-line error ("exists (--force replaces it)", "is a FIFO: never
+ * replaced" ...).
+ */
+int cli_output_check(int dirfd, const char *name, const char *what,
+		     bool force);
+
+/*
+ * A name beside @name in @dirfd that nothing has, ".NAME.TAG.PID.N.tmp",
+ * into @tmp (NAME_MAX + 1 bytes). 0, or -1 after a one-line error
+ * naming @what.
+ */
+int cli_output_temp(int dirfd, const char *name, const char *tag,
+		    const char *what, char *tmp);
+
+/*
+ * Rename the complete temporary @tmp to @name, both in @dirfd. Without
+ * @force nothing is ever replaced, atomically (RENAME_NOREPLACE, or
+ * link() where the file system lacks it), whatever appeared meanwhile;
+ * with it, what is there is checked again (cli_output_check()) just
+ * before the rename. 0, or a negative errno after a one-line error
+ * naming @what (-EEXIST: something is there). The caller removes @tmp
+ * on failure and syncs the directory on success.
+ */
+int cli_output_publish(int dirfd, const char *tmp, const char *name,
+		       const char *what, bool force);
+
+/* ---- input files -------------------------------------------------------- */
+
+/*
+ * Refuse at once an input file that is not a regular one: a FIFO (whose
+ * open would block until a writer comes, forever), a device, a socket, a
+ * directory. 0 when @path is a regular file, or cannot be looked at (the
+ * open then says why); else -1 after a one-line error, "@label@path: not
+ * a regular file but a FIFO" (@label may be NULL), then "; @hint" if
+ * @hint is not NULL. Nothing is opened (a device may act on an open);
+ * stat() follows a symbolic link as the open will. What replaces the
+ * file afterwards is the opener's to refuse: every open of a snapshot
+ * file is made with O_NONBLOCK and checks again.
+ */
+int cli_input_check(const char *label, const char *path, const char *hint);
+
+/* ---- target processes (save, restore, watch) ----------------------------- */
+
+/*
+ * What keeps @pid from being a target whatever is tried, said before
+ * attaching, where the library's reason would mislead: a thread id (of
+ * process N: /proc/@pid/status Tgid), a kernel thread (no user memory).
+ * 0 when neither, or when /proc cannot say (attaching then says why);
+ * else -1 after a one-line error "@cmd: ...".
+ */
+int cli_target_check(const char *cmd, int pid);
+
+/*
+ * The error when no mapping of process @pid is selected: the fault of
+ * --include/--exclude only when @filtered, else the process has nothing
+ * that can be saved. One line, "@cmd: ...".
+ */
+void cli_error_no_mapping(const char *cmd, int pid, bool filtered);
+
+/*
+ * A save of process @pid failed with @err, @attached or in attaching
+ * (bgsnap_target_pid): a truer reason than the library's into @why (@len
+ * bytes; "" when there is none): a process stopped by SIGSTOP or job
+ * control cannot run the calls bgsnap injects (-EBUSY). Returns the exit
+ * code: EXIT_NOCAP when, @attached, a capability that saving needs is
+ * missing (-EPERM/-EACCES, and 'bgsnap caps' says a required one is;
+ * before, a refusal is ptrace's), and for -ENOTSUP/-ENOSYS; EXIT_USAGE
+ * for -EINVAL (a bad address range in a filter); else EXIT_FAILED.
+ */
+int cli_save_failure(int pid, int err, bool attached, char *why,
+		     size_t len);
+
 /* ---- saving another process (cmd_save.c; the demo saves the same way) --- */
 
 struct bgsnap_stats;

@@ -1,19 +1,25 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Helpers shared by the subcommands: messages and exit codes, option
- * parsing, sizes and durations, human-readable figures, a JSON writer and
- * the progress bar. See cli.h for the conventions they implement.
+ * parsing, sizes and durations, human-readable figures, a JSON writer,
+ * the progress bar, output and input files, and what /proc says of a
+ * target process. See cli.h for the conventions they implement.
  */
 #include "cli.h"
 
 #include <bgsnap.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -773,4 +779,267 @@ void cli_progress_end(struct cli_progress *p)
 		shown = NULL;
 	}
 	p->on = false;
+}
+
+/* ---- output files ------------------------------------------------------- */
+
+/* Room for the temporary's decoration around a final name. */
+#define OUTPUT_NAME_MAX (NAME_MAX - 24)
+#define OUTPUT_TEMP_TRIES 100
+
+int cli_output_dir(const char *path, int *dirfd, char *name)
+{
+	const char *slash = strrchr(path, '/');
+	const char *base = slash ? slash + 1 : path;
+	char dir[PATH_MAX];
+
+	*dirfd = -1;
+	if (!*base || !strcmp(base, ".") || !strcmp(base, "..") ||
+	    strlen(base) > OUTPUT_NAME_MAX) {
+		cli_error("%s: not a file name for the output", path);
+		return -1;
+	}
+	snprintf(name, NAME_MAX + 1, "%s", base);
+	snprintf(dir, sizeof(dir), "%.*s",
+		 slash ? (slash == path ? 1 : (int)(slash - path)) : 1,
+		 slash ? path : ".");
+	*dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (*dirfd < 0)
+		cli_error("%s: %s", dir, strerror(errno));
+	return *dirfd < 0 ? -1 : 0;
+}
+
+/* What a file that is not a regular one is, for messages. */
+static const char *file_kind(mode_t mode)
+{
+	if (S_ISLNK(mode))
+		return "a symbolic link";
+	if (S_ISDIR(mode))
+		return "a directory";
+	if (S_ISFIFO(mode))
+		return "a FIFO";
+	if (S_ISCHR(mode))
+		return "a character device";
+	if (S_ISBLK(mode))
+		return "a block device";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	return "not a regular file";
+}
+
+int cli_output_check(int dirfd, const char *name, const char *what,
+		     bool force)
+{
+	struct stat st;
+
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW)) {
+		if (errno == ENOENT)
+			return 0;
+		cli_error("%s: %s", what, strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode))
+		cli_error("%s: is %s: refused (never replaced, even with "
+			  "--force)", what, file_kind(st.st_mode));
+	else if (!force)
+		cli_error("%s: exists (--force replaces it)", what);
+	else
+		return 0;
+	return -1;
+}
+
+int cli_output_temp(int dirfd, const char *name, const char *tag,
+		    const char *what, char *tmp)
+{
+	struct stat st;
+
+	for (unsigned attempt = 0; attempt < OUTPUT_TEMP_TRIES; attempt++) {
+		snprintf(tmp, NAME_MAX + 1, ".%.200s.%s.%d.%u.tmp", name, tag,
+			 (int)getpid(), attempt);
+		if (fstatat(dirfd, tmp, &st, AT_SYMLINK_NOFOLLOW) &&
+		    errno == ENOENT)
+			return 0;
+	}
+	cli_error("%s: no free temporary name beside it", what);
+	return -1;
+}
+
+/* Without --force: never over anything, atomically. */
+static int publish_noreplace(int dirfd, const char *tmp, const char *name)
+{
+	if (!renameat2(dirfd, tmp, dirfd, name, RENAME_NOREPLACE))
+		return 0;
+	if (errno != EINVAL && errno != ENOSYS)
+		return -errno;
+	/* A file system without RENAME_NOREPLACE: link() never replaces. */
+	if (linkat(dirfd, tmp, dirfd, name, 0))
+		return -errno;
+	unlinkat(dirfd, tmp, 0);
+	return 0;
+}
+
+int cli_output_publish(int dirfd, const char *tmp, const char *name,
+		       const char *what, bool force)
+{
+	int ret;
+
+	if (force && cli_output_check(dirfd, name, what, true))
+		return -EEXIST;
+	if (force)
+		ret = renameat(dirfd, tmp, dirfd, name) ? -errno : 0;
+	else
+		ret = publish_noreplace(dirfd, tmp, name);
+	/* Something appeared since the check: say what it is. */
+	if (ret == -EEXIST && !cli_output_check(dirfd, name, what, false))
+		cli_error("%s: exists (--force replaces it)", what);
+	else if (ret && ret != -EEXIST)
+		cli_error("%s: %s", what, strerror(-ret));
+	return ret;
+}
+
+/* ---- input files --------------------------------------------------------- */
+
+int cli_input_check(const char *label, const char *path, const char *hint)
+{
+	struct stat st;
+
+	if (stat(path, &st) || S_ISREG(st.st_mode))
+		return 0;
+	cli_error("%s%s: not a regular file but %s%s%s", label ? label : "",
+		  path, file_kind(st.st_mode), hint ? "; " : "",
+		  hint ? hint : "");
+	return -1;
+}
+
+/* ---- target processes ----------------------------------------------------- */
+
+#define PF_KTHREAD 0x00200000u /* include/linux/sched.h */
+
+struct proc_facts {
+	char name[64];
+	int tgid;
+	char state;
+	unsigned long flags;
+};
+
+/* /proc/@pid/status's Name and Tgid. 0, or -1 when it cannot be read. */
+static int read_status(int pid, struct proc_facts *pf)
+{
+	char path[64], line[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		const char *v = line + 5 + strspn(line + 5, " \t");
+
+		if (!strncmp(line, "Name:", 5))
+			snprintf(pf->name, sizeof(pf->name), "%.*s",
+				 (int)strcspn(v, "\n"), v);
+		else if (!strncmp(line, "Tgid:", 5))
+			pf->tgid = atoi(v);
+	}
+	fclose(f);
+	return 0;
+}
+
+/* /proc/@pid/stat's state and flags (after the name, which may hold
+ * anything but ends at the last ')'). 0, or -1. */
+static int read_stat(int pid, struct proc_facts *pf)
+{
+	char path[64], buf[1024];
+	const char *p;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 1, " %c %*d %*d %*d %*d %*d %lu", &pf->state,
+			 &pf->flags) != 2)
+		return -1;
+	return 0;
+}
+
+static int proc_facts(int pid, struct proc_facts *pf)
+{
+	memset(pf, 0, sizeof(*pf));
+	return read_status(pid, pf) || read_stat(pid, pf) ? -1 : 0;
+}
+
+int cli_target_check(const char *cmd, int pid)
+{
+	struct proc_facts pf;
+
+	if (proc_facts(pid, &pf))
+		return 0;
+	if (pf.tgid > 0 && pf.tgid != pid) {
+		cli_error("%s: %d is a thread of process %d (%s), not a "
+			  "process: give --pid %d", cmd, pid, pf.tgid, pf.name,
+			  pf.tgid);
+		return -1;
+	}
+	if (pf.flags & PF_KTHREAD) {
+		cli_error("%s: process %d (%s) is a kernel thread: it has no "
+			  "user memory", cmd, pid, pf.name);
+		return -1;
+	}
+	return 0;
+}
+
+void cli_error_no_mapping(const char *cmd, int pid, bool filtered)
+{
+	if (filtered)
+		cli_error("%s: no mapping of process %d is selected by "
+			  "--include/--exclude", cmd, pid);
+	else
+		cli_error("%s: process %d has no mapping that can be saved or "
+			  "restored (only file and special mappings)", cmd,
+			  pid);
+}
+
+/* Does this system lack a capability that every save needs? */
+static bool lacks_capability(void)
+{
+	struct bgsnap_capability caps[BGSNAP_MAX_CAPABILITIES];
+	const int n = bgsnap_probe(caps, BGSNAP_MAX_CAPABILITIES);
+
+	for (int i = 0; i < n; i++)
+		if (caps[i].required && !caps[i].ok)
+			return true;
+	return false;
+}
+
+int cli_save_failure(int pid, int err, bool attached, char *why,
+		     size_t len)
+{
+	struct proc_facts pf;
+
+	why[0] = '\0';
+	if (err == -EBUSY && !proc_facts(pid, &pf) && pf.state == 'T') {
+		snprintf(why, len, "it is stopped (SIGSTOP or job control), "
+			 "and a stopped process cannot run the calls bgsnap "
+			 "injects: continue it ('kill -CONT %d') and try "
+			 "again", pid);
+		return EXIT_FAILED;
+	}
+	switch (-err) {
+	case EPERM:
+	case EACCES:
+		return attached && lacks_capability() ? EXIT_NOCAP
+						      : EXIT_FAILED;
+	case ENOTSUP:
+	case ENOSYS:
+		return EXIT_NOCAP;
+	case EINVAL:
+		return EXIT_USAGE;
+	}
+	return EXIT_FAILED;
 }

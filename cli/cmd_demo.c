@@ -19,6 +19,8 @@
  * Any failed check makes the exit status 1. The guest and the files go
  * away on every path: the guest gets 'quit' (or SIGKILL), and dies with
  * the demo if the demo is killed (PR_SET_PDEATHSIG, end of its stdin).
+ * With --json, the report's figures go to one JSON document instead, one
+ * object per step, null for the steps not passed.
  */
 #include "cli.h"
 #include "guest_bank.h"
@@ -45,7 +47,7 @@
 
 static const char demo_usage[] =
 	"usage: bgsnap demo [--size SIZE] [--writers N] [--rate OPS]\n"
-	"                   [--kind 4k|thp|memfd] [--dir DIR] [--keep]\n"
+	"                   [--kind 4k|thp|memfd] [--dir DIR] [--keep] [--json]\n"
 	"\n"
 	"Start a built-in guest process (SIZE of memory, default 512M, with N\n"
 	"writer threads, default 2, moving money between accounts one per page\n"
@@ -63,9 +65,41 @@ static const char demo_usage[] =
 	"  -k, --kind KIND     4k, thp or memfd pages (default 4k)\n"
 	"  -d, --dir DIR       where the snapshot goes (default $TMPDIR or /tmp)\n"
 	"      --keep          keep the snapshot (its path is printed)\n"
+	"      --json          the report as one JSON object on stdout, its keys\n"
+	"                      stable (sizes in bytes, times in ns unless the key\n"
+	"                      says otherwise):\n"
+	"    ok, failed_step (null, or the first step that did not pass), then\n"
+	"    one object per step, null if it was not passed:\n"
+	"    guest      pid, size, kind, writers, rate, transfers_per_s (alone)\n"
+	"    save       regions {saved, copied, skipped}, bytes_saved, the keys\n"
+	"               of 'save --json' (blackout_ms, elapsed_s,\n"
+	"               throughput_bytes_per_s, pages_total, pages_by_fault,\n"
+	"               bytes_written, compression_ratio, faults, stall_us_p99\n"
+	"               ...), writer_transfers_per_s, writer_stop_max_ns\n"
+	"    verify     elapsed_ns\n"
+	"    invariant  balanced\n"
+	"    restore    pages_changed, bytes_changed, pages_differing_after,\n"
+	"               elapsed_ns\n"
+	"    run_on     checks, transfers\n"
+	"    and file (the snapshot kept by --keep, else null)\n"
 	"  -h, --help          this help\n";
 
-enum { OPT_KEEP = 256 };
+enum { OPT_KEEP = 256, OPT_JSON };
+
+/* The steps, in order, as the JSON report names them. */
+enum demo_step {
+	STEP_GUEST,
+	STEP_SAVE,
+	STEP_VERIFY,
+	STEP_INVARIANT,
+	STEP_RESTORE,
+	STEP_RUN_ON,
+	NSTEPS,
+};
+
+static const char *const step_keys[NSTEPS] = {
+	"guest", "save", "verify", "invariant", "restore", "run_on",
+};
 
 static const struct option demo_options[] = {
 	{ "size", required_argument, NULL, 's' },
@@ -74,6 +108,7 @@ static const struct option demo_options[] = {
 	{ "kind", required_argument, NULL, 'k' },
 	{ "dir", required_argument, NULL, 'd' },
 	{ "keep", no_argument, NULL, OPT_KEEP },
+	{ "json", no_argument, NULL, OPT_JSON },
 	CLI_OPT_HELP_ENTRY,
 	{ NULL, 0, NULL, 0 },
 };
@@ -101,15 +136,18 @@ struct demo {
 	uint64_t writers;
 	const char *kind;
 	const char *parent_dir;
-	bool keep;
+	bool keep, json;
+	unsigned passed; /* steps passed (enum demo_step) */
 	char dir[PATH_MAX - 16];
 	char file[PATH_MAX];
 	struct guest_proc g;
+	pid_t guest_pid; /* g.pid, kept once the guest is gone */
 	uint64_t addr, len;
 	char range[64];
 	/* Figures, for the report. */
 	struct writer_figs alone, during;
 	struct bgsnap_stats save;
+	struct cli_save_result saved;
 	uint64_t verify_ns, restore_ns, changed_before, changed_after;
 	uint64_t bank_ops_after;
 };
@@ -298,13 +336,17 @@ static void read_figs(const struct guest_proc *g, struct writer_figs *f)
 
 /* ---- the steps ------------------------------------------------------------------ */
 
-static void step(const char *what, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+static void step(struct demo *d, const char *what, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
-static void step(const char *what, const char *fmt, ...)
+/* A step passed: its line (not with --json). */
+static void step(struct demo *d, const char *what, const char *fmt, ...)
 {
 	va_list ap;
 
+	d->passed++;
+	if (d->json)
+		return;
 	printf("  %-10s", what);
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
@@ -319,6 +361,7 @@ static int start_guest(struct demo *d)
 
 	if (guest_spawn(d) || guest_call(&d->g, "info"))
 		return -1;
+	d->guest_pid = d->g.pid;
 	d->addr = (uint64_t)json_num(d->g.reply, "addr");
 	d->len = (uint64_t)json_num(d->g.reply, "len");
 	json_str(d->g.reply, "range", d->range, sizeof(d->range));
@@ -327,7 +370,7 @@ static int start_guest(struct demo *d)
 	    guest_call(&d->g, "stats"))
 		return -1;
 	read_figs(&d->g, &d->alone);
-	step("guest", "pid %d: %s of %s memory, %llu writers, %.2f M "
+	step(d, "guest", "pid %d: %s of %s memory, %llu writers, %.2f M "
 	     "transfers/s", (int)d->g.pid, cli_fmt_size(b, d->len), d->kind,
 	     (unsigned long long)d->writers, d->alone.ops_per_s / 1e6);
 	return 0;
@@ -339,20 +382,22 @@ static int save_guest(struct demo *d)
 	const struct cli_save_req req = {
 		.pid = d->g.pid, .path = d->file, .opts = &opts,
 	};
-	struct cli_save_result res = { .stats = &d->save };
+	struct cli_save_result *res = &d->saved;
 	char b1[CLI_FMT_LEN], b2[CLI_FMT_LEN];
 
 	if (guest_call(&d->g, "reset"))
 		return -1;
-	if (cli_save_pid(&req, &res))
+	res->stats = &d->save;
+	if (cli_save_pid(&req, res))
 		return -1;
 	if (guest_call(&d->g, "stats"))
 		return -1;
 	read_figs(&d->g, &d->during);
-	step("save", "%s of process %d (%zu regions saved, %zu copied, %zu "
-	     "skipped) into %s while it ran", cli_fmt_size(b1, res.bytes_saved),
-	     (int)d->g.pid, res.regions_saved, res.regions_copied,
-	     res.regions_skipped, cli_fmt_size(b2, d->save.bytes_written));
+	step(d, "save", "%s of process %d (%zu regions saved, %zu copied, "
+	     "%zu skipped) into %s while it ran",
+	     cli_fmt_size(b1, res->bytes_saved), (int)d->g.pid,
+	     res->regions_saved, res->regions_copied, res->regions_skipped,
+	     cli_fmt_size(b2, d->save.bytes_written));
 	return 0;
 }
 
@@ -417,12 +462,12 @@ static int verify_file(struct demo *d)
 		cli_error("demo: %s: %s", d->file, bgsnap_file_last_error(f));
 		goto out_close;
 	}
-	step("verify", "ok: every checksum, every page stored exactly once");
+	step(d, "verify", "ok: every checksum, every page stored exactly once");
 	r = find_guest_region(d, f);
 	if (r >= 0)
 		r = check_books(d, f, r);
 	if (!r)
-		step("invariant", "ok: the guest's memory in the snapshot "
+		step(d, "invariant", "ok: the guest's memory in the snapshot "
 		     "balances (a torn image would not)");
 out_close:
 	bgsnap_file_close(f);
@@ -493,8 +538,8 @@ static int restore_guest(struct demo *d)
 		r = guest_call(&d->g, "recover");
 	if (guest_call(&d->g, "release") || r)
 		return -1;
-	step("restore", "ok: %llu changed pages put back (%s), then equal to "
-	     "the snapshot; journal replayed",
+	step(d, "restore", "ok: %llu changed pages put back (%s), then equal "
+	     "to the snapshot; journal replayed",
 	     (unsigned long long)d->changed_before,
 	     cli_fmt_size(b, d->changed_before * PAGE));
 	return 0;
@@ -515,7 +560,7 @@ static int run_on(struct demo *d)
 			  "the restore");
 		return -1;
 	}
-	step("run on", "ok: %d checks balanced while the writers ran on "
+	step(d, "run on", "ok: %d checks balanced while the writers ran on "
 	     "(%llu transfers)", CHECKS, (unsigned long long)d->bank_ops_after);
 	return 0;
 }
@@ -554,6 +599,83 @@ static void report(const struct demo *d)
 	       cli_fmt_size(b2, d->len));
 }
 
+/* The figures of step @k, or null when it did not pass. */
+static void json_step(struct cli_json *j, const struct demo *d,
+		      enum demo_step k)
+{
+	cli_json_key(j, step_keys[k]);
+	if (d->passed <= k) {
+		cli_json_null(j);
+		return;
+	}
+	cli_json_object_begin(j);
+	switch (k) {
+	case STEP_GUEST:
+		cli_json_kint(j, "pid", d->guest_pid);
+		cli_json_kuint(j, "size", d->len);
+		cli_json_kstr(j, "kind", d->kind);
+		cli_json_kuint(j, "writers", d->writers);
+		cli_json_kuint(j, "rate", d->rate);
+		cli_json_kdouble(j, "transfers_per_s", d->alone.ops_per_s);
+		break;
+	case STEP_SAVE:
+		cli_json_key(j, "regions");
+		cli_json_object_begin(j);
+		cli_json_kuint(j, "saved", d->saved.regions_saved);
+		cli_json_kuint(j, "copied", d->saved.regions_copied);
+		cli_json_kuint(j, "skipped", d->saved.regions_skipped);
+		cli_json_object_end(j);
+		cli_json_kuint(j, "bytes_saved", d->saved.bytes_saved);
+		cli_json_save_stats(j, &d->save);
+		cli_json_kdouble(j, "writer_transfers_per_s",
+				 d->during.ops_per_s);
+		cli_json_kuint(j, "writer_stop_max_ns",
+			       (uint64_t)d->during.stop_max_ns);
+		break;
+	case STEP_VERIFY:
+		cli_json_kuint(j, "elapsed_ns", d->verify_ns);
+		break;
+	case STEP_INVARIANT:
+		cli_json_kbool(j, "balanced", true);
+		break;
+	case STEP_RESTORE:
+		cli_json_kuint(j, "pages_changed", d->changed_before);
+		cli_json_kuint(j, "bytes_changed", d->changed_before * PAGE);
+		cli_json_kuint(j, "pages_differing_after", d->changed_after);
+		cli_json_kuint(j, "elapsed_ns", d->restore_ns);
+		break;
+	case STEP_RUN_ON:
+		cli_json_kuint(j, "checks", CHECKS);
+		cli_json_kuint(j, "transfers", d->bank_ops_after);
+		break;
+	case NSTEPS:
+		break;
+	}
+	cli_json_object_end(j);
+}
+
+/* The report as one JSON object (--json): 0, or -EIO after a message. */
+static int report_json(const struct demo *d, bool ok)
+{
+	const bool kept = d->keep && d->file[0] && !access(d->file, F_OK);
+	struct cli_json j;
+
+	cli_json_init(&j, stdout);
+	cli_json_object_begin(&j);
+	cli_json_kbool(&j, "ok", ok);
+	cli_json_kstr(&j, "failed_step",
+		      ok ? NULL : step_keys[d->passed < NSTEPS ? d->passed
+							      : NSTEPS - 1]);
+	for (int k = 0; k < NSTEPS; k++)
+		json_step(&j, d, (enum demo_step)k);
+	cli_json_kstr(&j, "file", kept ? d->file : NULL);
+	cli_json_object_end(&j);
+	if (!cli_json_end(&j))
+		return 0;
+	cli_error("demo: writing to stdout: %s", strerror(EIO));
+	return -EIO;
+}
+
 /* ---- setup and cleanup ----------------------------------------------------------- */
 
 static int make_dir(struct demo *d)
@@ -577,7 +699,8 @@ static void remove_files(const struct demo *d)
 	if (!d->dir[0])
 		return;
 	if (d->keep && !access(d->file, F_OK)) {
-		printf("  kept      %s\n", d->file);
+		if (!d->json)
+			printf("  kept      %s\n", d->file);
 		return;
 	}
 	unlink(d->file);
@@ -624,6 +747,9 @@ static bool take_option(struct cli_getopt *o, int c, struct demo *d)
 	case OPT_KEEP:
 		d->keep = true;
 		return true;
+	case OPT_JSON:
+		d->json = true;
+		return true;
 	}
 	return false;
 }
@@ -655,14 +781,17 @@ static int run(struct demo *d)
 {
 	char b[CLI_FMT_LEN];
 
-	printf("bgsnap demo: snapshot a %s guest while %llu writers run, "
-	       "check it, restore it\n", cli_fmt_size(b, d->size),
-	       (unsigned long long)d->writers);
-	fflush(stdout);
+	if (!d->json) {
+		printf("bgsnap demo: snapshot a %s guest while %llu writers "
+		       "run, check it, restore it\n", cli_fmt_size(b, d->size),
+		       (unsigned long long)d->writers);
+		fflush(stdout);
+	}
 	if (make_dir(d) || start_guest(d) || save_guest(d) || verify_file(d) ||
 	    restore_guest(d) || run_on(d))
 		return -1;
-	report(d);
+	if (!d->json)
+		report(d);
 	return 0;
 }
 
@@ -683,11 +812,14 @@ int cmd_demo(int argc, char **argv)
 	if (cli_interrupted()) {
 		cli_error("demo: interrupted by %s; the guest and the files "
 			  "are gone", strsignal(cli_interrupted()));
-		return EXIT_FAILED;
+		r = -1;
 	}
-	if (r)
-		printf("\ndemo FAILED (see the error above)\n");
-	else
-		printf("\nall checks passed\n");
+	if (d.json) {
+		if (report_json(&d, !r))
+			r = -1;
+	} else if (!cli_interrupted()) {
+		printf(r ? "\ndemo FAILED (see the error above)\n"
+			 : "\nall checks passed\n");
+	}
 	return r ? EXIT_FAILED : EXIT_OK;
 }

@@ -8,9 +8,11 @@
  * Output files are never seen half-written: each is written under a
  * temporary name beside the final one (0600, O_EXCL | O_NOFOLLOW), synced,
  * then renamed into place, without replacing anything unless --force
- * (RENAME_NOREPLACE). A symbolic link where the output goes is refused,
- * --force or not. Region names become file names with every byte outside
- * [A-Za-z0-9._+-] replaced, so no name can leave the output directory.
+ * (RENAME_NOREPLACE; cli_output_publish()). A symbolic link, a directory
+ * or any other file that is not a regular one where the output goes is
+ * refused, --force or not. Region names become file names with every
+ * byte outside [A-Za-z0-9._+-] replaced, so no name can leave the output
+ * directory.
  */
 #include "cli.h"
 
@@ -50,7 +52,8 @@ static const char export_usage[] =
 	"\n"
 	"Files are created 0600 under a temporary name and renamed into\n"
 	"place when complete; an existing file is not replaced without\n"
-	"--force, and a symbolic link where a file goes is refused.\n"
+	"--force, and a symbolic link, a directory, a device, a FIFO or a\n"
+	"socket where a file goes is refused even with it.\n"
 	"\n"
 	"  -r, --region NAME  the region to export (see 'bgsnap info FILE')\n"
 	"  -a, --all          every saved region, one file each, into DIR\n"
@@ -271,23 +274,7 @@ static int copy_region(struct job *j, struct target *t, int fd, bool seq)
 /* What is at @t's final name may not be replaced: -1 after a message. */
 static int check_target(const struct job *j, const struct target *t)
 {
-	struct stat st;
-
-	if (fstatat(j->dirfd, t->name, &st, AT_SYMLINK_NOFOLLOW)) {
-		if (errno == ENOENT)
-			return 0;
-		cli_error("%s: %s", t->shown, strerror(errno));
-		return -1;
-	}
-	if (S_ISLNK(st.st_mode))
-		cli_error("%s: is a symbolic link: refused", t->shown);
-	else if (S_ISDIR(st.st_mode))
-		cli_error("%s: is a directory", t->shown);
-	else if (!j->o->force)
-		cli_error("%s: exists (--force replaces it)", t->shown);
-	else
-		return 0;
-	return -1;
+	return cli_output_check(j->dirfd, t->name, t->shown, j->o->force);
 }
 
 static int create_temp(const struct job *j, const struct target *t,
@@ -314,24 +301,6 @@ static int create_temp(const struct job *j, const struct target *t,
 	return -EEXIST;
 }
 
-/* Rename the finished temporary into place; without --force never over
- * anything, atomically. */
-static int publish(const struct job *j, const struct target *t,
-		   const char *tmp)
-{
-	if (j->o->force)
-		return renameat(j->dirfd, tmp, j->dirfd, t->name) ? -errno : 0;
-	if (!renameat2(j->dirfd, tmp, j->dirfd, t->name, RENAME_NOREPLACE))
-		return 0;
-	if (errno != EINVAL && errno != ENOSYS)
-		return -errno;
-	/* A file system without RENAME_NOREPLACE: link() never replaces. */
-	if (linkat(j->dirfd, tmp, j->dirfd, t->name, 0))
-		return -errno;
-	unlinkat(j->dirfd, tmp, 0);
-	return 0;
-}
-
 static int finish_file(const struct job *j, const struct target *t, int fd,
 		       const char *tmp)
 {
@@ -339,13 +308,13 @@ static int finish_file(const struct job *j, const struct target *t, int fd,
 
 	if (close(fd) && !ret)
 		ret = -errno;
-	if (!ret)
-		ret = publish(j, t, tmp);
-	if (ret == -EEXIST)
-		cli_error("%s: exists (--force replaces it)", t->shown);
-	else if (ret)
+	if (ret) {
 		cli_error("%s: %s", t->shown, strerror(-ret));
-	return ret;
+		return ret;
+	}
+	/* Without --force never over anything, atomically. */
+	return cli_output_publish(j->dirfd, tmp, t->name, t->shown,
+				  j->o->force);
 }
 
 static int export_file(struct job *j, struct target *t)
@@ -381,24 +350,8 @@ out_unlink_temp:
 /* The directory of @path (opened) and its last component into @t. */
 static int split_output(struct job *j, struct target *t, const char *path)
 {
-	const char *slash = strrchr(path, '/');
-	const char *base = slash ? slash + 1 : path;
-	char dir[PATH_MAX];
-
 	snprintf(t->shown, sizeof(t->shown), "%s", path);
-	if (!*base || !strcmp(base, ".") || !strcmp(base, "..") ||
-	    strlen(base) > NAME_MAX - 24) {
-		cli_error("%s: not a file name for the output", path);
-		return -1;
-	}
-	snprintf(t->name, sizeof(t->name), "%s", base);
-	snprintf(dir, sizeof(dir), "%.*s",
-		 slash ? (slash == path ? 1 : (int)(slash - path)) : 1,
-		 slash ? path : ".");
-	j->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (j->dirfd < 0)
-		cli_error("%s: %s", dir, strerror(errno));
-	return j->dirfd < 0 ? -1 : 0;
+	return cli_output_dir(path, &j->dirfd, t->name);
 }
 
 /* The directory for --all: created 0700 if missing, never a symlink. */

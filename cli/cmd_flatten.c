@@ -7,8 +7,9 @@
  * replaced without --force: the library writes a complete snapshot under a
  * temporary name beside OUT (its own temporary, then renamed to ours), and
  * ours is renamed to OUT with RENAME_NOREPLACE (link() where the file
- * system lacks it), or over it with --force; a symbolic link at OUT is
- * refused either way.
+ * system lacks it), or over a regular file with --force; a symbolic link,
+ * a directory or any other file that is not a regular one at OUT is
+ * refused either way (cli_output_*()).
  */
 #include "cli.h"
 
@@ -40,8 +41,9 @@ static const char flatten_usage[] =
 	"\n"
 	"OUT is created 0600 under a temporary name beside it and renamed into\n"
 	"place when complete; an existing file is not replaced without --force,\n"
-	"and a symbolic link is refused. SIGINT, SIGTERM and SIGHUP take effect\n"
-	"once the copy is written: it is then removed.\n"
+	"and a symbolic link, a directory, a device, a FIFO or a socket is\n"
+	"refused even with it. SIGINT, SIGTERM and SIGHUP take effect once\n"
+	"the copy is written: it is then removed.\n"
 	"\n"
 	"  -o, --output OUT  the full snapshot to write (required)\n"
 	"  -P, --parent P    a file of the chain, in any order (repeatable)\n"
@@ -52,7 +54,8 @@ static const char flatten_usage[] =
 	"\n"
 	"Exit status: 0 success, 1 failure (OUT exists, a parent not found,\n"
 	"I/O error, interrupted ...), 2 usage, 3 a file of the snapshot is\n"
-	"missing, damaged or not a snapshot.\n";
+	"missing, damaged or not a snapshot (a FIFO, a device: refused at\n"
+	"once).\n";
 
 static const struct option flatten_options[] = {
 	{ "output", required_argument, NULL, 'o' },
@@ -88,67 +91,26 @@ static uint64_t now_ns(void)
 /* OUT's directory opened, its name kept: 0, or -1 after a message. */
 static int open_output_dir(struct flatten *fl)
 {
-	const char *slash = strrchr(fl->output, '/');
-	const char *base = slash ? slash + 1 : fl->output;
-	char dir[PATH_MAX];
-
-	if (!*base || !strcmp(base, ".") || !strcmp(base, "..") ||
-	    strlen(base) > 200) {
-		cli_error("%s: not a file name for the output", fl->output);
-		return -1;
-	}
-	snprintf(fl->name, sizeof(fl->name), "%s", base);
-	snprintf(dir, sizeof(dir), "%.*s",
-		 slash ? (slash == fl->output ? 1 : (int)(slash - fl->output))
-		       : 1,
-		 slash ? fl->output : ".");
-	fl->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fl->dirfd < 0)
-		cli_error("%s: %s", dir, strerror(errno));
-	return fl->dirfd < 0 ? -1 : 0;
+	return cli_output_dir(fl->output, &fl->dirfd, fl->name);
 }
 
 /* What is at OUT may not be replaced: -1 after a message. */
 static int check_output(const struct flatten *fl)
 {
-	struct stat st;
-
-	if (fstatat(fl->dirfd, fl->name, &st, AT_SYMLINK_NOFOLLOW)) {
-		if (errno == ENOENT)
-			return 0;
-		cli_error("%s: %s", fl->output, strerror(errno));
-		return -1;
-	}
-	if (S_ISLNK(st.st_mode))
-		cli_error("%s: is a symbolic link: refused", fl->output);
-	else if (S_ISDIR(st.st_mode))
-		cli_error("%s: is a directory", fl->output);
-	else if (!fl->force)
-		cli_error("%s: exists (--force replaces it)", fl->output);
-	else
-		return 0;
-	return -1;
+	return cli_output_check(fl->dirfd, fl->name, fl->output, fl->force);
 }
 
 /* A name beside OUT that nothing has: the library writes there. */
 static int pick_temp(struct flatten *fl)
 {
 	char name[NAME_MAX + 1];
-	struct stat st;
 
-	for (unsigned attempt = 0; attempt < 100; attempt++) {
-		snprintf(name, sizeof(name), ".%.200s.flatten.%d.%u.tmp", fl->name,
-			 (int)getpid(), attempt);
-		if (fstatat(fl->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) &&
-		    errno == ENOENT) {
-			snprintf(fl->tmp, sizeof(fl->tmp), "%.*s%s",
-				 (int)(strlen(fl->output) - strlen(fl->name)),
-				 fl->output, name);
-			return 0;
-		}
-	}
-	cli_error("%s: no free temporary name beside it", fl->output);
-	return -1;
+	if (cli_output_temp(fl->dirfd, fl->name, "flatten", fl->output, name))
+		return -1;
+	snprintf(fl->tmp, sizeof(fl->tmp), "%.*s%s",
+		 (int)(strlen(fl->output) - strlen(fl->name)), fl->output,
+		 name);
+	return 0;
 }
 
 static const char *tmp_name(const struct flatten *fl)
@@ -161,22 +123,8 @@ static const char *tmp_name(const struct flatten *fl)
 /* Our finished temporary to OUT; without --force never over anything. */
 static int publish(const struct flatten *fl)
 {
-	const char *tmp = tmp_name(fl);
-
-	if (check_output(fl))
-		return -EEXIST;
-	if (fl->force)
-		return renameat(fl->dirfd, tmp, fl->dirfd, fl->name) ? -errno
-								     : 0;
-	if (!renameat2(fl->dirfd, tmp, fl->dirfd, fl->name, RENAME_NOREPLACE))
-		return 0;
-	if (errno != EINVAL && errno != ENOSYS)
-		return -errno;
-	/* A file system without RENAME_NOREPLACE: link() never replaces. */
-	if (linkat(fl->dirfd, tmp, fl->dirfd, fl->name, 0))
-		return -errno;
-	unlinkat(fl->dirfd, tmp, 0);
-	return 0;
+	return cli_output_publish(fl->dirfd, tmp_name(fl), fl->name,
+				  fl->output, fl->force);
 }
 
 /* ---- the work ------------------------------------------------------------ */
@@ -222,11 +170,11 @@ static int run(struct flatten *fl)
 		ret = -EINTR;
 	}
 	if (!ret)
-		ret = publish(fl);
-	if (!ret && fsync(fl->dirfd))
+		ret = publish(fl); /* a message if it fails */
+	if (!ret && fsync(fl->dirfd)) {
 		ret = -errno;
-	if (ret && ret != -EINTR && ret != -EEXIST)
 		cli_error("%s: %s", fl->output, strerror(-ret));
+	}
 	if (ret)
 		unlinkat(fl->dirfd, tmp_name(fl), 0);
 	return ret ? EXIT_FAILED : EXIT_OK;
@@ -349,6 +297,9 @@ static int parse(int argc, char **argv, struct flatten *fl)
 			  "when written, and renamed into place)");
 		return EXIT_USAGE;
 	}
+	/* A FIFO would block the open: refused at once. */
+	if (cli_input_check("flatten: ", fl->file, NULL))
+		return EXIT_BADFILE;
 	return -1;
 }
 

@@ -31,8 +31,12 @@ static const char info_usage[] =
 	"      --json      one JSON object on stdout (keys in bgsnap(1))\n"
 	"  -h, --help      this text\n"
 	"\n"
-	"Exit status: 0 success, 2 usage, 3 the file is missing, damaged or\n"
-	"not a snapshot.\n";
+	"Exit status: 0 success (without --chain, also when a parent cannot\n"
+	"be had), 2 usage, 3 the file is missing, damaged or not a snapshot.\n"
+	"With --chain, a chain that breaks off is listed up to the ancestor\n"
+	"that cannot be had, with why, and the exit status says that it is\n"
+	"incomplete: 1 the ancestor was not found, 3 it is damaged or not a\n"
+	"snapshot.\n";
 
 #define MAX_PARENTS 64
 
@@ -235,17 +239,21 @@ static void fmt_time(char *out, size_t len, uint64_t ns, bool utc)
 
 /*
  * The parent of @f as far as it can be found: 1 and *@p when found; 0
- * when @f is a full snapshot; -1 when it cannot be had, the reason in
- * bgsnap_file_last_error(@f).
+ * (*@p NULL) when @f is a full snapshot; when it cannot be had, the
+ * error (BGSNAP_EPARENT: not found; BGSNAP_E* damage ...; *@p NULL), the
+ * reason in bgsnap_file_last_error(@f).
  */
 static int parent_of(struct bgsnap_file *f, struct bgsnap_file **p)
 {
 	struct bgsnap_file_info in;
+	int ret;
 
+	*p = NULL;
 	bgsnap_file_info(f, &in);
 	if (!in.incremental)
 		return 0;
-	return bgsnap_file_parent(f, p) ? -1 : 1;
+	ret = bgsnap_file_parent(f, p);
+	return ret ? ret : 1;
 }
 
 /* ---- text ---------------------------------------------------------------- */
@@ -264,21 +272,28 @@ static void page_size_short(char *out, uint64_t ps)
 	snprintf(out, CLI_FMT_LEN, "%llu%c", (unsigned long long)ps, units[u]);
 }
 
+/* An ancestor that cannot be had (@err from parent_of()), in a word. */
+static const char *why_not(int err)
+{
+	return err == BGSNAP_EPARENT ? "not found" : "unreadable";
+}
+
 static void text_parent(struct bgsnap_file *f,
 			const struct bgsnap_file_info *in)
 {
 	struct bgsnap_file *p;
 	char id[33];
+	int found;
 
 	hex_id(id, in->parent_id);
 	if (!in->incremental)
 		printf("parent      none (a full snapshot)\n");
-	else if (parent_of(f, &p) > 0)
+	else if ((found = parent_of(f, &p)) > 0)
 		printf("parent      %s (incremental), file %s\n", id,
 		       bgsnap_file_path(p));
 	else
-		printf("parent      %s (incremental), file not found: %s\n",
-		       id, bgsnap_file_last_error(f));
+		printf("parent      %s (incremental), file %s: %s\n", id,
+		       why_not(found), bgsnap_file_last_error(f));
 }
 
 static void text_header(struct bgsnap_file *f, const char *path,
@@ -356,18 +371,19 @@ static void text_regions(struct bgsnap_file *f,
 }
 
 /* One line per file of the chain, FILE first, up to a full snapshot or
- * the first ancestor that cannot be had. */
-static void text_chain(struct bgsnap_file *f)
+ * the first ancestor that cannot be had, which gets a line saying why:
+ * 0 when the chain is whole, else why it is not (as parent_of()). */
+static int text_chain(struct bgsnap_file *f)
 {
 	char id[33], sz[CLI_FMT_LEN];
 	struct bgsnap_file_info in;
 	struct bgsnap_file *p;
 	size_t level = 0;
-	int found = 1;
+	int found;
 
 	printf("\nchain\n  %-5s %-32s %8s %8s %8s %9s  %s\n", "LEVEL",
 	       "SNAPSHOT", "DATA", "ZERO", "PARENT", "SIZE", "FILE");
-	for (; found > 0; f = p, level++) {
+	for (;; f = p, level++) {
 		bgsnap_file_info(f, &in);
 		hex_id(id, in.snapshot_id);
 		printf("  %-5zu %-32s %8llu %8llu %8llu %9s  %s%s\n", level, id,
@@ -377,12 +393,15 @@ static void text_chain(struct bgsnap_file *f)
 		       cli_fmt_size(sz, in.file_size), bgsnap_file_path(f),
 		       in.incremental ? "" : " (full)");
 		found = parent_of(f, &p);
+		if (found <= 0)
+			break;
 	}
-	if (found < 0) {
-		hex_id(id, in.parent_id);
-		printf("  %-5zu %-32s not found: %s\n", level, id,
-		       bgsnap_file_last_error(f));
-	}
+	if (!found)
+		return 0;
+	hex_id(id, in.parent_id);
+	printf("  %-5zu %-32s %s: %s\n", level + 1, id, why_not(found),
+	       bgsnap_file_last_error(f));
+	return found;
 }
 
 static void text_attachments(struct bgsnap_file *f, size_t n)
@@ -547,19 +566,22 @@ static void json_link(struct cli_json *j, struct bgsnap_file *f)
 }
 
 /* "chain": FILE and its ancestors, up to a full snapshot, or ending with
- * the one that cannot be had ({file: null, snapshot_id, error}). */
-static void json_chain(struct cli_json *j, struct bgsnap_file *f)
+ * the one that cannot be had ({file: null, snapshot_id, error}): 0 when
+ * the chain is whole, else why it is not (as parent_of()). */
+static int json_chain(struct cli_json *j, struct bgsnap_file *f)
 {
 	struct bgsnap_file_info in;
 	struct bgsnap_file *p;
-	int found = 1;
+	int found;
 	char id[33];
 
 	cli_json_key(j, "chain");
 	cli_json_array_begin(j);
-	for (; found > 0; f = p) {
+	for (;; f = p) {
 		json_link(j, f);
 		found = parent_of(f, &p);
+		if (found <= 0)
+			break;
 	}
 	if (found < 0) {
 		bgsnap_file_info(f, &in);
@@ -571,6 +593,7 @@ static void json_chain(struct cli_json *j, struct bgsnap_file *f)
 		cli_json_object_end(j);
 	}
 	cli_json_array_end(j);
+	return found < 0 ? found : 0;
 }
 
 /* The statistics as stored, re-encoded (so the output is valid JSON
@@ -601,9 +624,11 @@ static void json_stats(struct cli_json *j, const struct stats *st)
 	cli_json_object_end(j);
 }
 
+/* 0, or -EIO when stdout failed; *@chain_err the chain's problem, if
+ * any (as parent_of()). */
 static int print_json(struct bgsnap_file *f, const struct info_opts *o,
 		      const struct bgsnap_file_info *in,
-		      const struct stats *st)
+		      const struct stats *st, int *chain_err)
 {
 	struct cli_json j;
 
@@ -613,18 +638,18 @@ static int print_json(struct bgsnap_file *f, const struct info_opts *o,
 	json_lists(&j, f, in);
 	json_stats(&j, st);
 	if (o->chain)
-		json_chain(&j, f);
+		*chain_err = json_chain(&j, f);
 	cli_json_object_end(&j);
 	return cli_json_end(&j);
 }
 
 static int print_text(struct bgsnap_file *f, const struct info_opts *o,
 		      const struct bgsnap_file_info *in,
-		      const struct stats *st)
+		      const struct stats *st, int *chain_err)
 {
 	text_header(f, o->path, in);
 	if (o->chain)
-		text_chain(f);
+		*chain_err = text_chain(f);
 	text_regions(f, in);
 	text_attachments(f, in->attachments);
 	if (st)
@@ -640,7 +665,7 @@ static int show(const struct info_opts *o)
 	struct bgsnap_file *f;
 	struct stats *st = calloc(1, sizeof(*st));
 	int ret = st ? bgsnap_file_open(&f, path, err, sizeof(err)) : -ENOMEM;
-	int have, code;
+	int have, code, chain_err = 0;
 
 	if (ret) {
 		cli_error("%s: %s", path, st ? err : strerror(ENOMEM));
@@ -654,12 +679,17 @@ static int show(const struct info_opts *o)
 		cli_error("%s: %s", path, bgsnap_file_last_error(f));
 	have = ret ? -EXIT_FAILED : load_stats(f, path, st);
 	code = have < 0 ? -have : EXIT_OK;
-	ret = o->json ? print_json(f, o, &in, have > 0 ? st : NULL)
-		      : print_text(f, o, &in, have > 0 ? st : NULL);
+	ret = o->json ? print_json(f, o, &in, have > 0 ? st : NULL, &chain_err)
+		      : print_text(f, o, &in, have > 0 ? st : NULL,
+				   &chain_err);
 	if (ret) {
 		cli_error("writing to stdout: %s", strerror(-ret));
 		code = EXIT_FAILED;
 	}
+	/* --chain asked for the chain: one that breaks off is a failure
+	 * (1: an ancestor not found; 3: one damaged), listed up to there. */
+	if (chain_err && code == EXIT_OK)
+		code = cli_file_exit(chain_err);
 	bgsnap_file_close(f);
 	free(st);
 	return code;

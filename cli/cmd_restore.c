@@ -60,7 +60,9 @@ static const char restore_usage[] =
 	"\n"
 	"exit status: 0 restored (or the dry run found no problem); 1 the\n"
 	"restore failed (no such process, permission denied, a region is gone or\n"
-	"differs); 2 usage error; 3 FILE is missing, damaged or not a snapshot.\n";
+	"differs); 2 usage error; 3 FILE is missing, damaged or not a\n"
+	"snapshot (a FIFO, a device, a directory: refused at once; '-'\n"
+	"reads a pipe).\n";
 
 enum {
 	OPT_JSON = 256,
@@ -127,9 +129,9 @@ static int attach(struct bgsnap *h, const struct restore_args *a)
 		return r;
 	}
 	if (!selected(h)) {
-		cli_error("restore: no mapping of process %d is selected by "
-			  "--include/--exclude", a->pid);
-		return -EINVAL;
+		cli_error_no_mapping("restore", a->pid,
+				     a->ninclude || a->nexclude);
+		return a->ninclude || a->nexclude ? -EINVAL : -ENODATA;
 	}
 	return 0;
 }
@@ -350,6 +352,12 @@ static int parse_args(int argc, char **argv, struct restore_args *a)
 			  "snapshot");
 		return EXIT_USAGE;
 	}
+	/* A FIFO would block the open, signals held back: at once. */
+	if (strcmp(a->file, "-") &&
+	    cli_input_check("restore: ", a->file,
+			    "nothing was written (a pipe is read as "
+			    "'restore -')"))
+		return EXIT_BADFILE;
 	return -1;
 }
 
@@ -362,6 +370,8 @@ int cmd_restore(int argc, char **argv)
 
 	if (r >= 0)
 		return r;
+	if (cli_target_check("restore", a.pid))
+		return EXIT_FAILED;
 	r = bgsnap_new(&h);
 	if (r) {
 		cli_error("restore: %s", bgsnap_strerror(r));

@@ -10,15 +10,26 @@
  * bgsnap_cancel() and waits for it, instead of killing the command in the
  * middle. Signals are held back while the library has the process stopped
  * (the blackout is never cut short), and acted on right after.
+ *
+ * FILE is never replaced when it must not be, as export and flatten
+ * (cli_output_*()): what is at FILE is checked before the save starts;
+ * the library writes a complete snapshot under a temporary name beside
+ * it (its own temporary, then renamed to ours); and ours is renamed to
+ * FILE with RENAME_NOREPLACE without --force, so that nothing that
+ * appeared there meanwhile is replaced either. A snapshot of this save's
+ * own chain (--parent and its ancestors, compared by device and inode) is
+ * never replaced, --force or not.
  */
 #include "cli.h"
 
 #include <bgsnap.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,12 +52,16 @@ static const char save_usage[] =
 	"name only. bgsnap needs the permission a debugger needs (ptrace).\n"
 	"\n"
 	"FILE is created 0600 under a temporary name and renamed when complete;\n"
-	"'-' writes the snapshot to standard output (a pipe or a file, never a\n"
-	"terminal), and the report then goes to standard error.\n"
+	"an existing FILE is not replaced without --force, and a symbolic link,\n"
+	"a directory, a device, a FIFO or a socket never is, nor a snapshot of\n"
+	"this save's own chain (--parent and its ancestors). '-' writes the\n"
+	"snapshot to standard output (a pipe or a file, never a terminal), and\n"
+	"the report then goes to standard error.\n"
 	"\n"
 	"options:\n"
 	"  -p, --pid PID          the process to save (required)\n"
 	"  -o, --output FILE|-    where to write the snapshot (required)\n"
+	"  -f, --force            replace FILE if it exists (a regular file)\n"
 	"  -i, --include SPEC     save only mappings matching SPEC (repeatable)\n"
 	"  -x, --exclude SPEC     leave out mappings matching SPEC (repeatable)\n"
 	"                         SPEC: a glob on the mapping's name or path\n"
@@ -74,8 +89,9 @@ static const char save_usage[] =
 	"unharmed and no file is left under FILE. If bgsnap itself is killed\n"
 	"(even with SIGKILL) the process runs on as well.\n"
 	"\n"
-	"exit status: 0 saved; 1 the save failed (the process went away, a\n"
-	"mapping cannot be saved safely, permission denied, disk full, cancelled);\n"
+	"exit status: 0 saved; 1 the save failed (FILE exists, the process went\n"
+	"away, a mapping cannot be saved safely, permission denied, disk full,\n"
+	"cancelled);\n"
 	"2 usage error; 4 this system lacks a capability (see 'bgsnap caps').\n";
 
 enum {
@@ -89,6 +105,7 @@ enum {
 static const struct option save_options[] = {
 	{ "pid", required_argument, NULL, 'p' },
 	{ "output", required_argument, NULL, 'o' },
+	{ "force", no_argument, NULL, 'f' },
 	{ "include", required_argument, NULL, 'i' },
 	{ "exclude", required_argument, NULL, 'x' },
 	{ "buffer", required_argument, NULL, 'b' },
@@ -109,7 +126,11 @@ struct save_args {
 	const char *include[MAX_SPECS];
 	const char *exclude[MAX_SPECS];
 	const char *output;
-	bool json;
+	bool json, force;
+	int dirfd;			/* FILE's directory; -1 for '-' */
+	char name[NAME_MAX + 1];	/* FILE's last component */
+	char tmpname[NAME_MAX + 1];	/* ours beside it: the library's FILE */
+	char tmp[PATH_MAX];		/* the same as a path */
 };
 
 /* ---- the save ------------------------------------------------------------ */
@@ -123,18 +144,6 @@ static const sigset_t *stop_signals(void)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGHUP);
 	return &set;
-}
-
-static int exit_code_for(int err)
-{
-	switch (-err) {
-	case ENOTSUP:
-	case ENOSYS:
-		return EXIT_NOCAP;
-	case EINVAL:
-		return EXIT_USAGE; /* a bad address range in a filter */
-	}
-	return EXIT_FAILED;
 }
 
 static const char *detail(const struct bgsnap *h, int err)
@@ -165,21 +174,27 @@ static void count_regions(const struct bgsnap *h, struct cli_save_result *res)
 	}
 }
 
-/* A filter that leaves nothing to save is a mistake, not a snapshot. */
+/* A filter that leaves nothing to save is a mistake (usage), not a
+ * snapshot; without one, the process has nothing to save. 0, or the
+ * exit code after a message. */
 static int check_selection(const struct bgsnap *h, const struct cli_save_req *req)
 {
+	const bool filtered = req->ninclude || req->nexclude;
 	struct cli_save_result none = { 0 };
 
 	count_regions(h, &none);
 	if (none.regions_saved || none.regions_copied)
 		return 0;
-	cli_error("save: no mapping of process %d is selected by "
-		  "--include/--exclude", req->pid);
-	return -EINVAL;
+	cli_error_no_mapping("save", req->pid, filtered);
+	return filtered ? EXIT_USAGE : EXIT_FAILED;
 }
 
-static void report_failure(const struct bgsnap *h, int pid, int r)
+/* A save that started failed with @r: one line, and the exit code. */
+static int report_failure(const struct bgsnap *h, int pid, int r)
 {
+	char why[256];
+	const int code = cli_save_failure(pid, r, true, why, sizeof(why));
+
 	if (r == -ECANCELED && cli_interrupted())
 		cli_error("save: cancelled by %s; process %d runs on, no "
 			  "snapshot was written", strsignal(cli_interrupted()),
@@ -191,12 +206,15 @@ static void report_failure(const struct bgsnap *h, int pid, int r)
 		cli_error("save: process %d went away during the save (%s); no "
 			  "snapshot was written", pid, detail(h, r));
 	else
-		cli_error("save: process %d: %s; no snapshot was written", pid,
-			  detail(h, r));
+		cli_error("save: process %d: %s; no snapshot was written%s",
+			  pid, *why ? why : detail(h, r),
+			  code == EXIT_NOCAP ? " (see 'bgsnap caps')" : "");
+	return code;
 }
 
 /* Attach to the process and start the save, signals held back: the
- * library has the process stopped in there. */
+ * library has the process stopped in there. EXIT_OK, or the exit code
+ * after a message. */
 static int start(struct bgsnap *h, const struct cli_save_req *req)
 {
 	const struct bgsnap_target_opts topts = {
@@ -205,17 +223,21 @@ static int start(struct bgsnap *h, const struct cli_save_req *req)
 		.exclude = req->exclude,
 		.nexclude = req->nexclude,
 	};
+	char why[256];
 	sigset_t old;
-	int r;
+	int r, code;
 
 	sigprocmask(SIG_BLOCK, stop_signals(), &old);
 	r = bgsnap_target_pid(h, req->pid, &topts);
 	if (r) {
-		cli_error("save: process %d: %s", req->pid, detail(h, r));
+		/* Not attached: a refusal is ptrace's, not a capability's. */
+		code = cli_save_failure(req->pid, r, false, why, sizeof(why));
+		cli_error("save: process %d: %s", req->pid,
+			  *why ? why : detail(h, r));
 		goto out_unblock;
 	}
-	r = check_selection(h, req);
-	if (r)
+	code = check_selection(h, req);
+	if (code)
 		goto out_unblock;
 	/* The process may map or unmap memory between bgsnap reading its
 	 * mappings and stopping it: the library then says "try again", and
@@ -228,11 +250,10 @@ static int start(struct bgsnap *h, const struct cli_save_req *req)
 		    cli_interrupted())
 			break;
 	}
-	if (r)
-		report_failure(h, req->pid, r);
+	code = r ? report_failure(h, req->pid, r) : EXIT_OK;
 out_unblock:
 	sigprocmask(SIG_SETMASK, &old, NULL);
-	return r;
+	return code;
 }
 
 /* Show progress until the save ends; a signal cancels it. */
@@ -260,22 +281,24 @@ static void watch(struct bgsnap *h, bool quiet)
 int cli_save_pid(const struct cli_save_req *req, struct cli_save_result *res)
 {
 	struct bgsnap *h;
-	int r;
+	int r, code;
 
 	memset(res, 0, offsetof(struct cli_save_result, stats));
+	if (cli_target_check("save", req->pid))
+		return EXIT_FAILED;
 	cli_catch_signals();
 	r = bgsnap_new(&h);
 	if (r) {
 		cli_error("save: %s", bgsnap_strerror(r));
 		return EXIT_FAILED;
 	}
-	r = start(h, req);
-	if (r)
+	code = start(h, req);
+	if (code)
 		goto out_free;
 	watch(h, req->quiet);
 	r = bgsnap_wait(h);
 	if (r) {
-		report_failure(h, req->pid, r);
+		code = report_failure(h, req->pid, r);
 		goto out_free;
 	}
 	count_regions(h, res);
@@ -283,7 +306,7 @@ int cli_save_pid(const struct cli_save_req *req, struct cli_save_result *res)
 		bgsnap_stats(h, res->stats);
 out_free:
 	bgsnap_free(h);
-	return r ? exit_code_for(r) : EXIT_OK;
+	return code;
 }
 
 /* ---- the report ----------------------------------------------------------- */
@@ -417,6 +440,9 @@ static bool take_option(struct cli_getopt *g, int c, struct save_args *a)
 	case 'o':
 		a->output = optarg;
 		return true;
+	case 'f':
+		a->force = true;
+		return true;
 	case 'i':
 		return add_spec(g, a->include, &a->req.ninclude, optarg);
 	case 'x':
@@ -457,7 +483,7 @@ static bool take_option(struct cli_getopt *g, int c, struct save_args *a)
 static int parse_args(int argc, char **argv, struct save_args *a)
 {
 	struct cli_getopt g = { .cmd = "save", .usage = save_usage,
-				.shortopts = "p:o:i:x:b:c:q",
+				.shortopts = "p:o:fi:x:b:c:q",
 				.longopts = save_options };
 	int c;
 
@@ -477,24 +503,144 @@ static int parse_args(int argc, char **argv, struct save_args *a)
 	return -1;
 }
 
-static int open_output(struct save_args *a)
+/* ---- the output ---------------------------------------------------------- */
+
+/* Is the file @st the same as the one at @path? */
+static bool same_file(const char *path, const struct stat *st)
 {
-	if (strcmp(a->output, "-")) {
-		a->req.path = a->output;
+	struct stat o;
+
+	return !stat(path, &o) && o.st_dev == st->st_dev &&
+	       o.st_ino == st->st_ino;
+}
+
+/*
+ * Where the file @st is in the chain of --parent: 1 it is the parent, 2
+ * the parent's parent ..., 0 none of them as far as the chain can be
+ * found (the save itself reports a parent that cannot be had).
+ */
+static size_t chain_level(const char *parent, const struct stat *st)
+{
+	struct bgsnap_file *f, *c, *p;
+	struct bgsnap_file_info in;
+	size_t level = 0;
+
+	if (bgsnap_file_open(&f, parent, NULL, 0))
 		return 0;
+	for (c = f, level = 1;; c = p, level++) {
+		if (same_file(bgsnap_file_path(c), st))
+			break;
+		bgsnap_file_info(c, &in);
+		if (!in.incremental || bgsnap_file_parent(c, &p)) {
+			level = 0;
+			break;
+		}
 	}
+	bgsnap_file_close(f);
+	return level;
+}
+
+/* A snapshot that this save's chain needs is at the output (@st, what
+ * is there): true after a message. */
+static bool needed_by_chain(const struct save_args *a, const struct stat *st)
+{
+	const size_t level = a->opts.parent && S_ISREG(st->st_mode) ?
+				     chain_level(a->opts.parent, st) : 0;
+	const char *what = strcmp(a->output, "-") ? a->output :
+						    "standard output";
+
+	if (level == 1)
+		cli_error("%s: is this save's parent (--parent %s): a save "
+			  "never replaces a snapshot of its own chain", what,
+			  a->opts.parent);
+	else if (level)
+		cli_error("%s: is an ancestor of this save's parent (level "
+			  "%zu of the chain of --parent %s): a save never "
+			  "replaces a snapshot of its own chain", what,
+			  level - 1, a->opts.parent);
+	return level;
+}
+
+static int open_stdout(struct save_args *a)
+{
+	struct stat st;
+
 	if (isatty(STDOUT_FILENO)) {
 		cli_error("save: refusing to write a snapshot to a terminal; "
 			  "redirect standard output or use -o FILE");
-		return -1;
+		return EXIT_USAGE;
 	}
+	/* '>> parent.bgs' would write into the parent. */
+	if (!fstat(STDOUT_FILENO, &st) && needed_by_chain(a, &st))
+		return EXIT_FAILED;
 	a->req.fd = STDOUT_FILENO;
-	return 0;
+	return -1;
+}
+
+/* Where the snapshot goes, checked before anything is saved: -1, or an
+ * exit code after a message. */
+static int open_output(struct save_args *a)
+{
+	struct stat st;
+
+	/* A FIFO would block the open: refused at once. */
+	if (a->opts.parent &&
+	    cli_input_check("save: --parent ", a->opts.parent, NULL))
+		return EXIT_FAILED;
+	if (!strcmp(a->output, "-"))
+		return open_stdout(a);
+	if (cli_output_dir(a->output, &a->dirfd, a->name))
+		return EXIT_FAILED;
+	if (!fstatat(a->dirfd, a->name, &st, AT_SYMLINK_NOFOLLOW) &&
+	    needed_by_chain(a, &st))
+		return EXIT_FAILED;
+	if (cli_output_check(a->dirfd, a->name, a->output, a->force) ||
+	    cli_output_temp(a->dirfd, a->name, "save", a->output, a->tmpname))
+		return EXIT_FAILED;
+	/* Said here, of FILE: the library would name our temporary. */
+	if (faccessat(a->dirfd, ".", W_OK, AT_EACCESS)) {
+		cli_error("%s: cannot be written in its directory: %s",
+			  a->output, strerror(errno));
+		return EXIT_FAILED;
+	}
+	snprintf(a->tmp, sizeof(a->tmp), "%.*s%s",
+		 (int)(strlen(a->output) - strlen(a->name)), a->output,
+		 a->tmpname);
+	a->req.path = a->tmp;
+	return -1;
+}
+
+/* The complete snapshot, under our temporary name, to FILE: an exit
+ * code, after one line if it is not EXIT_OK (the temporary removed when
+ * it could not be put in place). */
+static int publish(const struct save_args *a)
+{
+	struct stat st;
+	int r = 0;
+
+	/* With --force the output is replaced: checked again just before. */
+	if (a->force &&
+	    !fstatat(a->dirfd, a->name, &st, AT_SYMLINK_NOFOLLOW) &&
+	    needed_by_chain(a, &st))
+		r = -EEXIST;
+	if (!r)
+		r = cli_output_publish(a->dirfd, a->tmpname, a->name, a->output,
+				       a->force);
+	if (r) {
+		unlinkat(a->dirfd, a->tmpname, 0);
+		return EXIT_FAILED;
+	}
+	if (fsync(a->dirfd)) {
+		cli_error("%s: in place, but syncing its directory: %s",
+			  a->output, strerror(errno));
+		return EXIT_FAILED;
+	}
+	return EXIT_OK;
 }
 
 int cmd_save(int argc, char **argv)
 {
-	struct save_args a = { 0 };
+	struct save_args a = { .dirfd = -1 };
 	struct bgsnap_stats st;
 	struct cli_save_result res = { .stats = &st };
 	FILE *out;
@@ -506,17 +652,24 @@ int cmd_save(int argc, char **argv)
 	r = parse_args(argc, argv, &a);
 	if (r >= 0)
 		return r;
-	if (open_output(&a))
-		return EXIT_USAGE;
+	r = open_output(&a);
+	if (r >= 0)
+		goto out_close;
 	/* A reader of '-o -' that goes away is an error, not a death. */
 	signal(SIGPIPE, SIG_IGN);
 	r = cli_save_pid(&a.req, &res);
+	if (!r && a.req.path)
+		r = publish(&a);
 	if (r || (a.req.quiet && !a.json))
-		return r;
+		goto out_close;
 	out = a.req.path ? stdout : stderr;
 	if (a.json)
 		report_json(out, &a, &res);
 	else
 		report_text(out, &a, &res);
-	return fflush(out) ? EXIT_FAILED : EXIT_OK;
+	r = fflush(out) ? EXIT_FAILED : EXIT_OK;
+out_close:
+	if (a.dirfd >= 0)
+		close(a.dirfd);
+	return r;
 }

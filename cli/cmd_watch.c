@@ -499,11 +499,6 @@ static enum full_reason full_reason(const struct watch *w)
 	return NOT_FULL;
 }
 
-static int exit_code_for(int err)
-{
-	return err == -ENOTSUP || err == -ENOSYS ? EXIT_NOCAP : EXIT_FAILED;
-}
-
 /* A save failed: the process's end stops the watch cleanly, a signal
  * too; anything else is an error. */
 static void failed(struct watch *w, const struct shot *s, int r)
@@ -513,10 +508,13 @@ static void failed(struct watch *w, const struct shot *s, int r)
 	} else if (r == BGSNAP_ETARGET || r == -ESRCH || target_gone(w)) {
 		w->stop = STOP_EXITED;
 	} else {
-		cli_error("watch: process %d: %s: %s", w->pid, s->name,
-			  detail(w->h, r));
+		char why[256];
+
+		w->code = cli_save_failure(w->pid, r, true, why, sizeof(why));
+		cli_error("watch: process %d: %s: %s%s", w->pid, s->name,
+			  *why ? why : detail(w->h, r),
+			  w->code == EXIT_NOCAP ? " (see 'bgsnap caps')" : "");
 		w->stop = STOP_ERROR;
-		w->code = exit_code_for(r);
 	}
 }
 
@@ -590,6 +588,7 @@ static int attach(struct watch *w)
 		.exclude = w->exclude,
 		.nexclude = w->nexclude,
 	};
+	char why[256];
 	int r = bgsnap_new(&w->h);
 
 	if (r) {
@@ -598,13 +597,17 @@ static int attach(struct watch *w)
 	}
 	r = bgsnap_target_pid(w->h, w->pid, &topts);
 	if (r) {
-		cli_error("watch: process %d: %s", w->pid, detail(w->h, r));
-		return r == -EINVAL ? EXIT_USAGE : exit_code_for(r);
+		const int code = cli_save_failure(w->pid, r, false, why,
+						  sizeof(why));
+
+		cli_error("watch: process %d: %s", w->pid,
+			  *why ? why : detail(w->h, r));
+		return code;
 	}
 	if (!selected(w->h)) {
-		cli_error("watch: no mapping of process %d is selected by "
-			  "--include/--exclude", w->pid);
-		return EXIT_USAGE;
+		cli_error_no_mapping("watch", w->pid,
+				     w->ninclude || w->nexclude);
+		return w->ninclude || w->nexclude ? EXIT_USAGE : EXIT_FAILED;
 	}
 	w->pidfd = open_pidfd(w->pid);
 	return EXIT_OK;
@@ -722,6 +725,9 @@ int cmd_watch(int argc, char **argv)
 
 	if (code >= 0)
 		return code;
+	/* A thread id, a kernel thread: said before DIR is made. */
+	if (cli_target_check("watch", w.pid))
+		return EXIT_FAILED;
 	hold_signals(&w);
 	if (open_dir(&w) || first_index(&w))
 		code = EXIT_FAILED;

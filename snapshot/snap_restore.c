@@ -208,6 +208,8 @@ static int match_regions(struct bgs_restore *r)
 	return 0;
 }
 
+static int open_regular(const char *path);
+
 static int open_store(struct bgs_restore *r, const char *path, int fd)
 {
 	struct rs_diag diag = { 0 };
@@ -215,12 +217,17 @@ static int open_store(struct bgs_restore *r, const char *path, int fd)
 	int ret;
 
 	if (path) {
-		r->fd = open(path, O_RDONLY | O_CLOEXEC);
-		r->own_fd = r->fd >= 0;
-		if (r->fd < 0) {
-			bgs_snap_set_error(r->h, "%s: %s", path, strerror(errno));
-			return -errno;
+		/* A FIFO put there must not block the open. */
+		ret = open_regular(path);
+		if (ret < 0) {
+			bgs_snap_set_error(r->h, "%s: %s", path,
+					   ret == -ESPIPE ? "not a regular "
+					   "file (a pipe or a device)" :
+					   strerror(-ret));
+			return ret;
 		}
+		r->fd = ret;
+		r->own_fd = true;
 	} else if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
 		r->fd = fd;
 	} else {

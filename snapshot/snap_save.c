@@ -36,6 +36,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -480,12 +481,19 @@ static int open_parent(struct bgs_save *s, const char *path)
 	struct bgsnap *h = s->h;
 	struct rs_diag diag = { 0 };
 	const char *slash = strrchr(path, '/');
+	struct stat st;
 	int r;
 
-	s->parent_fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* A FIFO put there must not block the open. */
+	s->parent_fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (s->parent_fd < 0) {
 		bgs_snap_set_error(h, "parent %s: %s", path, strerror(errno));
 		return -errno;
+	}
+	if (fstat(s->parent_fd, &st) || !S_ISREG(st.st_mode) ||
+	    fcntl(s->parent_fd, F_SETFL, 0)) {
+		bgs_snap_set_error(h, "parent %s: not a regular file", path);
+		return -ESPIPE;
 	}
 	r = bgs_rs_open(&s->parent, s->parent_fd, &diag);
 	if (r) {

@@ -12,6 +12,8 @@ endfunction()
 
 bgs_add_pid_test(test_pid_save TIMEOUT 300)
 bgs_add_pid_test(test_pid_restore TIMEOUT 300)
+# 'bgsnap demo --json' (issue 13, item 3).
+bgs_add_pid_test(test_pid_demo TIMEOUT 240)
 # kill -9 of bgsnap at random points of a save: 10 trials here; the stress
 # run (not in the default suite: 'ctest -C stress -L stress') makes 60.
 bgs_add_pid_test(test_pid_kill TIMEOUT 240)

@@ -9,7 +9,8 @@
  *     'flatten'ed chain; 'info --json --chain' has the chain keys;
  *   - a parent missing: verify, export, flatten and restore fail with one
  *     clear line (exit 1) and write nothing; info says "not found";
- *     --parent makes them work;
+ *     'info --chain' lists the chain up to it and exits 1 (3 when the
+ *     file there is damaged); --parent makes them work;
  *   - 'watch' stops cleanly on SIGINT, when the process ends and with
  *     --count, leaving complete files only and nothing in the process;
  *     numbers on in a directory that has a chain; refuses a directory
@@ -285,6 +286,7 @@ static void test_flatten(void **state)
 {
 	char file[300], flat[300];
 	struct pt_run r;
+	struct stat st;
 	uint8_t *again;
 
 	(void)state;
@@ -314,9 +316,72 @@ static void test_flatten(void **state)
 	pt_run_free(&r);
 	tu_assert_no_file_like(pt_dir(), ".tmp");
 	unlink(flat);
+	/* Never over what is not a regular file, not even with --force. */
+	assert_int_equal(mkfifo(flat, 0600), 0);
+	pt_run(&r, RUN_MS, -1, "flatten", file, "-o", flat, "--force", NULL);
+	expect_code(&r, 1, "flatten --force over a FIFO");
+	pt_one_error_line(r.err);
+	assert_non_null(strstr(r.err, "is a FIFO: refused"));
+	pt_run_free(&r);
+	assert_int_equal(lstat(flat, &st), 0);
+	assert_true(S_ISFIFO(st.st_mode));
+	tu_assert_no_file_like(pt_dir(), ".tmp");
+	unlink(flat);
 }
 
 /* ---- a parent missing --------------------------------------------------------- */
+
+/* 'info --chain' (text, then JSON) of @file, whose parent is missing:
+ * listed up to it with why, exit @code (issue 13, item 11: it crashed). */
+static void info_chain_incomplete(const char *file, int code,
+				  const char *why)
+{
+	struct pt_run r;
+	const char *list;
+
+	pt_run(&r, RUN_MS, -1, "info", file, "--chain", NULL);
+	expect_code(&r, code, "info --chain, the chain incomplete");
+	assert_non_null(strstr(r.out, "snap-000003.bgs\n"));
+	if (!strstr(r.out, why))
+		fail_msg("info --chain does not say '%s': %s", why, r.out);
+	assert_non_null(strstr(r.out, "\nregions ("));
+	pt_run_free(&r);
+	pt_run(&r, RUN_MS, -1, "info", file, "--json", "--chain", NULL);
+	expect_code(&r, code, "info --json --chain, the chain incomplete");
+	assert_non_null(strstr(r.out, "\"parent_file\":null,"
+				      "\"parent_error\":\""));
+	list = strstr(r.out, "\"chain\":[");
+	assert_non_null(list);
+	/* FILE, then the parent that cannot be had, and the document ends. */
+	assert_int_equal(count_of(list, "\"file\":"), 2);
+	assert_non_null(strstr(list, "\"error\":null},{\"file\":null,"
+				      "\"snapshot_id\":\""));
+	assert_non_null(strstr(list, "\"}]}\n"));
+	pt_run_free(&r);
+}
+
+static void info_chain_broken(const char *file)
+{
+	char parent[400], copy[400];
+	uint8_t *bytes;
+	size_t len;
+	FILE *f;
+
+	info_chain_incomplete(file, 1, "not found: ");
+	/* A damaged file where the parent is looked for: 3. */
+	path_in(parent, sizeof(parent), chain, "snap-000002.bgs");
+	snprintf(copy, sizeof(copy), "%.*s/snap-000002.bgs",
+		 (int)(strrchr(file, '/') - file), file);
+	bytes = pt_read_file(parent, &len);
+	bytes[0] ^= 0xff; /* the magic */
+	f = fopen(copy, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(bytes, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+	free(bytes);
+	info_chain_incomplete(file, 3, "unreadable: ");
+	assert_int_equal(unlink(copy), 0);
+}
 
 static void test_missing_parent(void **state)
 {
@@ -375,6 +440,7 @@ static void test_missing_parent(void **state)
 	expect_code(&r, 0, "info, a parent missing");
 	assert_non_null(strstr(r.out, "file not found: "));
 	pt_run_free(&r);
+	info_chain_broken(file);
 	tu_assert_no_file_like(moved, ".tmp");
 
 	/* Named, it is found by its id. */

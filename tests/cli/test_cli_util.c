@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The command's helpers (cli/cli_util.c): sizes, durations, figures, the
- * JSON writer, option parsing and the progress bar's text. */
+ * JSON writer, option parsing, the progress bar's text and output files. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,9 +10,14 @@
 
 #include <bgsnap.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void test_parse_size(void **state)
@@ -442,6 +447,126 @@ static void test_file_exit(void **state)
 	assert_int_equal(cli_file_exit(BGSNAP_EPARENT), EXIT_FAILED);
 }
 
+/* ---- output files ------------------------------------------------------- */
+
+static void put_file(int dirfd, const char *name, const char *text)
+{
+	const int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC |
+						   O_CLOEXEC, 0600);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+}
+
+static void expect_text(int dirfd, const char *name, const char *text)
+{
+	char buf[64] = { 0 };
+	const int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	assert_true(read(fd, buf, sizeof(buf) - 1) >= 0);
+	close(fd);
+	assert_string_equal(buf, text);
+}
+
+static mode_t kind_of(int dirfd, const char *name)
+{
+	struct stat st;
+
+	assert_int_equal(fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW), 0);
+	return st.st_mode & S_IFMT;
+}
+
+/*
+ * cli_output_publish() over what appeared at the name after the check
+ * (issue 13, item 10): without --force nothing is replaced; with it only
+ * a regular file, never a FIFO, a directory or a symbolic link.
+ */
+static void test_output_publish(void **state)
+{
+	static const char *const others[] = { "fifo", "dir", "link" };
+	char dir[] = "/tmp/bgsnap-cli-util.XXXXXX", tmp[NAME_MAX + 1];
+	int dirfd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(dirfd >= 0);
+	assert_int_equal(mkfifoat(dirfd, "fifo", 0600), 0);
+	assert_int_equal(mkdirat(dirfd, "dir", 0700), 0);
+	assert_int_equal(symlinkat("file", dirfd, "link"), 0);
+	put_file(dirfd, "file", "old");
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(cli_output_check(dirfd, others[i], others[i],
+						  true), -1);
+	assert_int_equal(cli_output_check(dirfd, "file", "file", false), -1);
+	assert_int_equal(cli_output_check(dirfd, "file", "file", true), 0);
+	assert_int_equal(cli_output_check(dirfd, "none", "none", false), 0);
+
+	assert_int_equal(cli_output_temp(dirfd, "file", "t", "file", tmp), 0);
+	assert_true(!strncmp(tmp, ".file.t.", 8));
+	put_file(dirfd, tmp, "new");
+	for (size_t i = 0; i < 3; i++)
+		for (int force = 0; force < 2; force++)
+			assert_int_equal(cli_output_publish(dirfd, tmp,
+							    others[i],
+							    others[i], force),
+					 -EEXIST);
+	assert_int_equal(kind_of(dirfd, "fifo"), S_IFIFO);
+	assert_int_equal(kind_of(dirfd, "dir"), S_IFDIR);
+	assert_int_equal(kind_of(dirfd, "link"), S_IFLNK);
+	assert_int_equal(cli_output_publish(dirfd, tmp, "file", "file", false),
+			 -EEXIST);
+	expect_text(dirfd, "file", "old");
+	assert_int_equal(cli_output_publish(dirfd, tmp, "file", "file", true),
+			 0);
+	expect_text(dirfd, "file", "new");
+	put_file(dirfd, tmp, "newer");
+	assert_int_equal(cli_output_publish(dirfd, tmp, "none", "none", false),
+			 0);
+	expect_text(dirfd, "none", "newer");
+	assert_int_equal(faccessat(dirfd, tmp, F_OK, 0), -1);
+
+	for (size_t i = 0; i < 3; i++)
+		unlinkat(dirfd, others[i], !strcmp(others[i], "dir") ?
+						   AT_REMOVEDIR : 0);
+	unlinkat(dirfd, "file", 0);
+	unlinkat(dirfd, "none", 0);
+	close(dirfd);
+	assert_int_equal(rmdir(dir), 0);
+}
+
+/* ---- target processes --------------------------------------------------- */
+
+static void *idle_thread(void *arg)
+{
+	int *tid = arg;
+
+	__atomic_store_n(tid, (int)gettid(), __ATOMIC_RELEASE);
+	pause();
+	return NULL;
+}
+
+/* A thread id is not a process (issue 13, item 15): "a thread of process
+ * N", not pidfd_open's "No such file or directory". */
+static void test_target_check(void **state)
+{
+	pthread_t t;
+	int tid = 0;
+
+	(void)state;
+	assert_int_equal(cli_target_check("save", getpid()), 0);
+	assert_int_equal(pthread_create(&t, NULL, idle_thread, &tid), 0);
+	while (!__atomic_load_n(&tid, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	assert_int_equal(cli_target_check("save", tid), -1);
+	pthread_cancel(t);
+	pthread_join(t, NULL);
+	/* Gone: /proc cannot say, so attaching will. */
+	assert_int_equal(cli_target_check("save", INT32_MAX), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -454,6 +579,8 @@ int main(void)
 		cmocka_unit_test(test_arg_messages),
 		cmocka_unit_test(test_progress_text),
 		cmocka_unit_test(test_file_exit),
+		cmocka_unit_test(test_output_publish),
+		cmocka_unit_test(test_target_check),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # bgsnap export: the bytes of each region as saved, sparse files, 0600,
-# nothing replaced without --force, symlinks refused, no partial output.
+# nothing replaced without --force, symlinks and other files that are not
+# regular refused even with it, no partial output.
 . "$(dirname "$0")/lib.sh"
 make_snapshot
 S=$T/snap.bgs
@@ -66,6 +67,13 @@ run link_force 1 "$BGSNAP" export "$S" -r ram -o "$T/one/link" --force
 one_line_error link_force "is a symbolic link: refused"
 [ "$(cat "$T/victim")" = target ] || fail "the symlink's target was written"
 [ -L "$T/one/link" ] || fail "the symlink was replaced"
+# Nor anything else that is not a regular file: a FIFO stays one.
+mkfifo "$T/one/fifo"
+run fifo_force 1 timeout 10 "$BGSNAP" export "$S" -r ram -o "$T/one/fifo" \
+	--force
+one_line_error fifo_force "$T/one/fifo: is a FIFO: refused"
+[ -p "$T/one/fifo" ] || fail "the FIFO was replaced"
+rm -f "$T/one/fifo"
 ln -s "$T/one" "$T/dirlink"
 run dirlink 1 "$BGSNAP" export "$S" --all -o "$T/dirlink"
 one_line_error dirlink "$T/dirlink: is a symbolic link: refused"

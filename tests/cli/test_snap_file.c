@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -385,6 +386,45 @@ static void test_not_snapshots(void **state)
 	expect_open_error(path, -ESPIPE, "not a regular file");
 }
 
+/*
+ * The library's own opens by path, under the commands' check (issue 13,
+ * item 13): a FIFO where a restore, a flatten or a save's parent is read
+ * is refused at once, never waited on (the alarm fails the test instead
+ * of a hang).
+ */
+static void test_fifo_never_blocks(void **state)
+{
+	const size_t len = 4 * PAGE;
+	char fifo[300], out[300];
+	struct bgsnap_save_opts so = { 0 };
+	struct bgsnap *h;
+	void *mem;
+
+	(void)state;
+	snprintf(fifo, sizeof(fifo), "%s/input-fifo", dir);
+	snprintf(out, sizeof(out), "%s/fifo-out.bgs", dir);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	mem = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(mem != MAP_FAILED);
+	assert_int_equal(bgsnap_new(&h), 0);
+	assert_int_equal(bgsnap_add_region(h, "a", mem, len), 0);
+	alarm(20);
+	assert_int_equal(bgsnap_restore(h, fifo, NULL), -ESPIPE);
+	assert_non_null(strstr(bgsnap_last_error(h), "not a regular file"));
+	assert_int_equal(bgsnap_flatten(h, fifo, out, NULL), -ESPIPE);
+	so.flags = BGSNAP_SAVE_INCREMENTAL;
+	so.parent = fifo;
+	assert_int_equal(bgsnap_save(h, out, &so), -ESPIPE);
+	assert_non_null(strstr(bgsnap_last_error(h), "not a regular file"));
+	alarm(0);
+	assert_int_equal(access(out, F_OK), -1);
+	tu_assert_no_file_like(dir, ".tmp");
+	bgsnap_free(h);
+	munmap(mem, len);
+	unlink(fifo);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -396,6 +436,7 @@ int main(void)
 		cmocka_unit_test(test_verify),
 		cmocka_unit_test(test_damage),
 		cmocka_unit_test(test_not_snapshots),
+		cmocka_unit_test(test_fifo_never_blocks),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # bgsnap verify: 0 only for a perfect file; 3 and one line naming the
-# problem for every kind of damage and for what is not a snapshot.
+# problem for every kind of damage and for what is not a snapshot. And a
+# FIFO refused at once by every command that reads a file.
 . "$(dirname "$0")/lib.sh"
 make_snapshot
 S=$T/snap.bgs
@@ -99,6 +100,36 @@ py -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ok"] is False 
 mkfifo "$T/fifo"
 run fifo 3 timeout 10 "$BGSNAP" verify "$T/fifo"
 one_line_error fifo "not a regular file"
+
+# Every command that reads a file refuses a FIFO at once (issue 13, item
+# 13: restore and flatten waited for a writer forever, restore with its
+# signals held back: hence SIGKILL after 10 s), with nothing written.
+sleep 120 &
+SLEEPER=$!
+run fifo_info 3 timeout -s KILL 10 "$BGSNAP" info "$T/fifo"
+one_line_error fifo_info "$T/fifo: not a regular file"
+run fifo_export 3 timeout -s KILL 10 "$BGSNAP" export "$T/fifo" --all \
+	-o "$T/fifo-export"
+one_line_error fifo_export "$T/fifo: not a regular file"
+run fifo_restore 3 timeout -s KILL 10 "$BGSNAP" restore "$T/fifo" \
+	--pid "$SLEEPER"
+one_line_error fifo_restore \
+	"restore: $T/fifo: not a regular file but a FIFO" "'restore -'"
+run fifo_flatten 3 timeout -s KILL 10 "$BGSNAP" flatten "$T/fifo" \
+	-o "$T/flat.bgs"
+one_line_error fifo_flatten "flatten: $T/fifo: not a regular file but a FIFO"
+run fifo_save 1 timeout -s KILL 10 "$BGSNAP" save --pid "$SLEEPER" \
+	-o "$T/incr.bgs" --parent "$T/fifo"
+one_line_error fifo_save "save: --parent $T/fifo: not a regular file but a FIFO"
+run dev_restore 3 timeout -s KILL 10 "$BGSNAP" restore /dev/null \
+	--pid "$SLEEPER"
+one_line_error dev_restore \
+	"/dev/null: not a regular file but a character device"
+kill "$SLEEPER"
+for f in flat.bgs incr.bgs; do
+	[ ! -e "$T/$f" ] || fail "$f was written"
+done
+[ -p "$T/fifo" ] || fail "the FIFO was replaced"
 
 # The original is untouched by all this and still perfect.
 run again 0 "$BGSNAP" verify -q "$S"
