@@ -348,15 +348,18 @@ static bool faults_waiting(struct bgs_save *s)
 /*
  * A faulted page is read into staging, which is bgsnap's own memory: its
  * content at the instant is safe there, so it is released (its writer
- * goes on) before it is compressed and stored, not after.
+ * goes on) before it is compressed and stored, not after. The writer's
+ * stall, from @t_fault (when the fault thread read the fault), ends at
+ * the release.
  */
 static int save_faulted(struct bgs_save *s, const struct bgs_region *r,
-			uint64_t first, uint64_t n)
+			uint64_t first, uint64_t n, uint64_t t_fault)
 {
 	int ret = read_pages(s, r, first, n);
 
 	if (!ret)
 		ret = release_run(s, r, first, n, true);
+	bgs_hist_add(&s->stall, bgs_now_ns() - t_fault);
 	return ret ? ret : store_pages(s, r, first, n, true);
 }
 
@@ -370,20 +373,24 @@ static void serve_faults(struct bgs_save *s)
 		uint64_t first, n;
 
 		unit_of(s, r, req.page, true, &first, &n);
-		if (bgs_page_saved(s, first) && s->keep_tracking) {
-			/* Saved since the fault was queued, and still
-			 * protected for tracking. */
+		s->faults++;
+		if (!bgs_page_saved(s, first)) {
+			if (!save_faulted(s, r, first, n, req.t_ns)) {
+				s->pages_by_fault += n;
+				/* Its neighbours are likely next. */
+				s->cursor = first + n;
+			}
+			continue;
+		}
+		/* Saved since the fault was queued. While tracking goes on,
+		 * the page is still protected: unprotect it for the writer.
+		 * Otherwise the save unprotected it already, but the writer
+		 * may still be asleep: wake it. */
+		if (s->keep_tracking)
 			track_and_unprotect(s, r, first, n, NULL);
-		} else if (bgs_page_saved(s, first)) {
-			/* Saved (and so unprotected) since the fault was
-			 * queued: the writer may still sleep; wake it. */
+		else
 			bgs_uffd_wake(&s->mon->uffd, page_addr(r, first),
 				      n * BGS_PAGE_SIZE);
-		} else if (!save_faulted(s, r, first, n)) {
-			s->pages_by_fault += n;
-			s->cursor = first + n; /* neighbours are likely next */
-		}
-		s->faults++;
 		bgs_hist_add(&s->stall, bgs_now_ns() - req.t_ns);
 	}
 }
