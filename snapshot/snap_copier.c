@@ -22,9 +22,7 @@
  * the instant is in bgsnap's own memory, and its writer need not wait for
  * the compression.
  * Faulted pages (from the ring) come first, a single page (a whole
- * hugetlbfs page); then the bulk scan saves the pages written while
- * protection was armed (the owner's hot ones), then resumes right after
- * the last fault and saves
+ * hugetlbfs page); the bulk scan then resumes right after them and saves
  * runs of BGS_RUN_PAGES unsaved pages, and whole huge pages: it splits no
  * PMD-mapped THP block of its own accord. A run is copied in chunks and
  * cut short when a writer faults, so a fault waits for one chunk at most.
@@ -420,45 +418,6 @@ static uint64_t next_unsaved(struct bgs_save *s, uint64_t from)
 	return total;
 }
 
-/*
- * The next unsaved page the owner wrote while protection was armed
- * (two-phase), or total. Those are its hot pages: saved first, most are
- * saved before the owner writes them again, and a write to a saved page
- * costs no fault.
- */
-static uint64_t next_hot(struct bgs_save *s)
-{
-	const uint64_t total = s->h->total_pages;
-
-	for (uint64_t w = s->hot_cursor / 64; w < (total + 63) / 64; w++) {
-		uint64_t bits = s->changed[w] &
-				~atomic_load_explicit(&s->saved[w],
-						      memory_order_relaxed);
-
-		if (w == s->hot_cursor / 64)
-			bits &= ~0ULL << (s->hot_cursor % 64);
-		if (bits) {
-			const uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
-
-			return p < total ? p : total;
-		}
-	}
-	return total;
-}
-
-/* Where the next run starts: the hot pages first, then in order from
- * the cursor (which faults move: their neighbours are likely next). */
-static uint64_t next_run(struct bgs_save *s)
-{
-	uint64_t page = s->hot_done ? s->h->total_pages : next_hot(s);
-
-	if (page == s->h->total_pages) {
-		s->hot_done = true;
-		page = next_unsaved(s, s->cursor);
-	}
-	return page;
-}
-
 /* Can the scan hand @n pages to the writer without waiting for the
  * disk? (Stopped owners have no faults to keep waiting: always.) */
 static bool writer_ready(struct bgs_save *s, uint64_t n)
@@ -477,7 +436,7 @@ static bool writer_ready(struct bgs_save *s, uint64_t n)
  */
 static bool bulk_step(struct bgs_save *s)
 {
-	const uint64_t page = next_run(s);
+	const uint64_t page = next_unsaved(s, s->cursor);
 	const struct bgs_region *r = bgs_snap_region_of_page(s->h, page);
 	const uint64_t end = r->first_page + r->len / BGS_PAGE_SIZE;
 	const uint64_t chunk = r->page_size > BGS_PAGE_SIZE ?
@@ -507,10 +466,7 @@ static bool bulk_step(struct bgs_save *s)
 		return false;
 	if (release_run(s, r, first, done, false) == 0)
 		s->pages_by_scan += done;
-	if (s->hot_done)
-		s->cursor = first + done;
-	else
-		s->hot_cursor = first + done;
+	s->cursor = first + done;
 	return true;
 }
 

@@ -225,9 +225,8 @@ struct bgs_save {
 	_Atomic uint64_t *saved;	/* bit per page: set by the copier
 					 * when saved; read by the fault
 					 * thread */
-	uint64_t *changed;		/* bit per page written while
-					 * protection was armed (incremental:
-					 * since the parent); set at the
+	uint64_t *changed;		/* incremental: bit per page written
+					 * since the parent; set at the
 					 * instant by the fault thread, then
 					 * the copier's */
 	uint8_t *huge;			/* bit per page: start of a PMD-mapped
@@ -264,9 +263,6 @@ struct bgs_save {
 	uint64_t pages_parent;		/* copier */
 	uint64_t faults;		/* copier */
 	uint64_t cursor;		/* copier: where the scan resumes */
-	uint64_t hot_cursor;		/* copier: the same in its first pass,
-					 * over the pages in changed */
-	bool hot_done;			/* copier: that pass is over */
 	struct bgsnap_stats final;	/* copier, at the end */
 };
 
