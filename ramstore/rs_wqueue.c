@@ -171,14 +171,16 @@ static size_t arena_room(const struct rs_wq *q)
 	return q->size - (size_t)(arena_end(q) - q->done);
 }
 
-/* Move what the arena has room for out of the overflow, oldest first. */
+/* Move what the arena has room for out of the overflow, oldest first,
+ * a write's worth at most: the producer may be serving a fault. */
 static void migrate(struct rs_wq *q)
 {
-	const size_t n = q->over_len < arena_room(q) ? q->over_len
-						     : arena_room(q);
+	size_t n = q->over_len < arena_room(q) ? q->over_len : arena_room(q);
 
 	if (!q->over_len)
 		return;
+	if (n > q->max_write)
+		n = q->max_write;
 	memcpy(at(q, arena_end(q)), q->over + q->over_head, n);
 	q->over_head += n;
 	q->over_len -= n;

@@ -21,10 +21,13 @@
  * A faulted page takes steps 1, 2, 4, 3: once in staging, its content at
  * the instant is in bgsnap's own memory, and its writer need not wait for
  * the compression.
- * Faulted pages (from the ring) come first, a single page (a whole
- * hugetlbfs page); the bulk scan then resumes right after them and saves
- * runs of BGS_RUN_PAGES unsaved pages, and whole huge pages: it splits no
- * PMD-mapped THP block of its own accord. A run is copied in chunks and
+ * Faulted pages (from the ring) come first, each with its unsaved
+ * neighbours (fault-around, BGS_FAULT_AROUND pages: a writer that wrote
+ * one page is likely to write the next); every fault queued is released
+ * before any of them is compressed, and faults queued meanwhile are
+ * released between two records. The bulk scan then resumes right after
+ * them and saves runs of BGS_RUN_PAGES unsaved pages, and whole huge
+ * pages: it splits no PMD-mapped THP block of its own accord. A run is copied in chunks and
  * cut short when a writer faults, so a fault waits for one chunk at most.
  * Before the scan, pages that are provably zero at the snapshot instant
  * (never populated, or the zero page) are stored as zero runs without
@@ -121,12 +124,12 @@ static void unit_of(const struct bgs_save *s, const struct bgs_region *r,
 }
 
 static int read_owner(struct bgs_save *s, const struct bgs_region *r,
-		      uint64_t addr, size_t len)
+		      uint64_t addr, size_t len, uint8_t *dst)
 {
 	size_t done = 0;
 
 	while (done < len) {
-		struct iovec local = { s->staging + done, len - done };
+		struct iovec local = { dst + done, len - done };
 		struct iovec remote = { (void *)(uintptr_t)(addr + done),
 					len - done };
 		const ssize_t n = process_vm_readv(s->pid, &local, 1, &remote,
@@ -229,25 +232,25 @@ static bool same_as_parent(struct bgs_save *s, const struct bgs_region *r,
 		       BGS_PAGE_SIZE);
 }
 
-/* Store the run in staging, the pages the parent has as "the parent's". */
+/* Store the run at @src, the pages the parent has as "the parent's". */
 static int store_compared(struct bgs_save *s, const struct bgs_region *r,
-			  uint64_t page, uint64_t n)
+			  uint64_t page, uint64_t n, const uint8_t *src)
 {
 	for (uint64_t k = 0; k < n;) {
 		const bool same = same_as_parent(s, r, page + k,
-						 s->staging + k * BGS_PAGE_SIZE);
+						 src + k * BGS_PAGE_SIZE);
 		uint64_t m = 1;
 		int ret;
 
 		while (k + m < n &&
 		       same_as_parent(s, r, page + k + m,
-				      s->staging + (k + m) * BGS_PAGE_SIZE) == same)
+				      src + (k + m) * BGS_PAGE_SIZE) == same)
 			m++;
 		ret = same ? bgs_rs_put_parent(s->writer, region_index(s, r),
 					       page + k - r->first_page, m) :
 			     bgs_rs_put_pages(s->writer, region_index(s, r),
 					      page + k - r->first_page, m,
-					      s->staging + k * BGS_PAGE_SIZE);
+					      src + k * BGS_PAGE_SIZE);
 		if (ret < 0)
 			return ret;
 		if (same)
@@ -257,13 +260,13 @@ static int store_compared(struct bgs_save *s, const struct bgs_region *r,
 	return 0;
 }
 
-/* Step 1 for [page, page + n) of @r: read it out of the owner into
- * staging. */
+/* Step 1 for [page, page + n) of @r: read it out of the owner into @dst,
+ * in staging. */
 static int read_pages(struct bgs_save *s, const struct bgs_region *r,
-		      uint64_t page, uint64_t n)
+		      uint64_t page, uint64_t n, uint8_t *dst)
 {
 	const int ret = read_owner(s, r, page_addr(r, page),
-				   n * BGS_PAGE_SIZE);
+				   n * BGS_PAGE_SIZE, dst);
 
 	if (!ret && s->read_count)
 		for (uint64_t p = page; p < page + n; p++)
@@ -271,17 +274,18 @@ static int read_pages(struct bgs_save *s, const struct bgs_region *r,
 	return ret;
 }
 
-/* Step 3: hand the pages in staging to the writer; @urgent: a writer of
- * the owner waits on them, so never wait for the disk. */
+/* Step 3: hand the pages at @src to the writer; @urgent: a writer of
+ * the owner waited on them, so never wait for the disk. */
 static int store_pages(struct bgs_save *s, const struct bgs_region *r,
-		       uint64_t page, uint64_t n, bool urgent)
+		       uint64_t page, uint64_t n, const uint8_t *src,
+		       bool urgent)
 {
 	int ret;
 
 	bgs_rs_writer_urgent(s->writer, urgent);
-	ret = s->parent ? store_compared(s, r, page, n) :
+	ret = s->parent ? store_compared(s, r, page, n, src) :
 			  bgs_rs_put_pages(s->writer, region_index(s, r),
-					   page - r->first_page, n, s->staging);
+					   page - r->first_page, n, src);
 	bgs_rs_writer_urgent(s->writer, false);
 	if (ret < 0)
 		return bgs_save_fail(s, ret, "writing the snapshot: %s",
@@ -293,9 +297,9 @@ static int store_pages(struct bgs_save *s, const struct bgs_region *r,
 static int copy_pages(struct bgs_save *s, const struct bgs_region *r,
 		      uint64_t page, uint64_t n)
 {
-	const int ret = read_pages(s, r, page, n);
+	const int ret = read_pages(s, r, page, n, s->staging);
 
-	return ret ? ret : store_pages(s, r, page, n, false);
+	return ret ? ret : store_pages(s, r, page, n, s->staging, false);
 }
 
 /* A writer waits on these pages while tracking goes on: record them as
@@ -314,10 +318,10 @@ static int track_and_unprotect(struct bgs_save *s, const struct bgs_region *r,
 /*
  * Steps 2 and 4 for a run whose pages are all copied out. While tracking
  * goes on after the save, pages stay protected unless a writer waits on
- * them (@faulted).
+ * them: then @faulted is their content, else NULL.
  */
 static int release_run(struct bgs_save *s, const struct bgs_region *r,
-		       uint64_t page, uint64_t n, bool faulted)
+		       uint64_t page, uint64_t n, const uint8_t *faulted)
 {
 	const uint64_t addr = page_addr(r, page);
 	int ret = 0;
@@ -326,7 +330,7 @@ static int release_run(struct bgs_save *s, const struct bgs_region *r,
 		if (s->verify)
 			ret = verify_protected(s, r, addr, n * BGS_PAGE_SIZE);
 		if (!ret && s->keep_tracking && faulted)
-			ret = track_and_unprotect(s, r, page, n, s->staging);
+			ret = track_and_unprotect(s, r, page, n, faulted);
 		else if (!ret && !s->keep_tracking)
 			ret = unprotect(s, r, addr, n * BGS_PAGE_SIZE);
 	}
@@ -344,53 +348,167 @@ static bool faults_waiting(struct bgs_save *s)
 /* ---- faulted pages first ------------------------------------------------ */
 
 /*
- * A faulted page is read into staging, which is bgsnap's own memory: its
- * content at the instant is safe there, so it is released (its writer
- * goes on) before it is compressed and stored, not after. The writer's
- * stall, from @t_fault (when the fault thread read the fault), ends at
- * the release.
+ * A fault on a page saved since it was queued. While tracking goes on,
+ * the page is still protected: unprotect it for the writer. Otherwise the
+ * save unprotected it already, but the writer may still be asleep.
  */
-static int save_faulted(struct bgs_save *s, const struct bgs_region *r,
-			uint64_t first, uint64_t n, uint64_t t_fault)
+static void wake_saved(struct bgs_save *s, const struct bgs_region *r,
+		       uint64_t first, uint64_t n)
 {
-	int ret = read_pages(s, r, first, n);
-
-	if (!ret)
-		ret = release_run(s, r, first, n, true);
-	bgs_hist_add(&s->stall, bgs_now_ns() - t_fault);
-	return ret ? ret : store_pages(s, r, first, n, true);
+	if (s->keep_tracking)
+		track_and_unprotect(s, r, first, n, NULL);
+	else
+		bgs_uffd_wake(&s->mon->uffd, page_addr(r, first),
+			      n * BGS_PAGE_SIZE);
 }
 
-static void serve_faults(struct bgs_save *s)
+/*
+ * A faulted page is saved with its unsaved neighbours in an aligned block
+ * of BGS_FAULT_AROUND pages, the run of them that holds it: a writer that
+ * wrote here is likely to write there next, and would wait on a fault of
+ * its own for each. Not while tracking goes on, which would then record
+ * them as written.
+ */
+static void fault_window(const struct bgs_save *s, const struct bgs_region *r,
+			 uint64_t page, uint64_t *first, uint64_t *n)
 {
+	const uint64_t end = r->first_page + bgs_region_pages(r);
+	const uint64_t off = (page_addr(r, page) / BGS_PAGE_SIZE) %
+			     BGS_FAULT_AROUND;
+	const uint64_t lo = page - off > r->first_page ? page - off
+						       : r->first_page;
+	const uint64_t hi = page - off + BGS_FAULT_AROUND < end ?
+				    page - off + BGS_FAULT_AROUND : end;
+	uint64_t a = page, b = page + 1;
+
+	unit_of(s, r, page, true, first, n);
+	if (*n != 1 || s->keep_tracking)
+		return;
+	while (a > lo && !bgs_page_saved(s, a - 1))
+		a--;
+	while (b < hi && !bgs_page_saved(s, b))
+		b++;
+	*first = a;
+	*n = b - a;
+}
+
+/*
+ * Faulted runs read and released, waiting in staging to be stored, in the
+ * order they lie there: held[head] from its page done on, then the rest.
+ */
+struct held_runs {
+	struct {
+		const struct bgs_region *r;
+		uint64_t first, n;
+	} run[BGS_RUN_PAGES];
+	size_t head, count;
+	uint64_t done;	 /* pages of run[head] stored */
+	uint64_t used;	 /* pages of staging taken */
+	uint64_t stored; /* of which stored */
+};
+
+/* How many pages the writer takes in one record: a whole hugetlbfs page,
+ * else a chunk, so that faults are looked at between two. */
+static uint64_t record_pages(const struct bgs_region *r)
+{
+	return r->page_size > BGS_PAGE_SIZE ? r->page_size / BGS_PAGE_SIZE
+					    : BGS_CHUNK_PAGES;
+}
+
+/* Store the next record of the held runs; false when none is left. */
+static bool store_next(struct bgs_save *s, struct held_runs *h)
+{
+	const uint8_t *src = s->staging + h->stored * BGS_PAGE_SIZE;
+	uint64_t c;
+
+	if (h->head == h->count)
+		return false;
+	c = h->run[h->head].n - h->done;
+	if (c > record_pages(h->run[h->head].r))
+		c = record_pages(h->run[h->head].r);
+	store_pages(s, h->run[h->head].r, h->run[h->head].first + h->done, c,
+		    src, true);
+	h->done += c;
+	h->stored += c;
+	if (h->done == h->run[h->head].n) {
+		h->head++;
+		h->done = 0;
+	}
+	return true;
+}
+
+static uint64_t staging_pages(const struct bgs_save *s)
+{
+	return s->staging_len / BGS_PAGE_SIZE;
+}
+
+/* Room in staging for one more faulted run? Once all of it is stored,
+ * staging is free again. */
+static bool room_for_fault(const struct bgs_save *s, struct held_runs *h)
+{
+	if (h->head == h->count)
+		h->head = h->count = h->used = h->stored = 0;
+	return h->count < BGS_RUN_PAGES &&
+	       h->used + BGS_FAULT_AROUND <= staging_pages(s);
+}
+
+/*
+ * Release every fault queued, as long as staging has room: the faulted
+ * run is read into staging, which is bgsnap's own memory, so its content
+ * at the instant is safe there, and it is released (its writer goes on)
+ * at once, to be compressed and stored after. A writer's stall, from
+ * when the fault thread read its fault, ends at the release.
+ */
+static void release_queued(struct bgs_save *s, struct held_runs *h)
+{
+	const uint64_t room = staging_pages(s);
 	struct bgs_request req;
 
-	while (!bgs_save_error(s) && bgs_ring_pop(&s->ring, &req)) {
+	while (!bgs_save_error(s) && room_for_fault(s, h) &&
+	       bgs_ring_pop(&s->ring, &req)) {
 		const struct bgs_region *r = bgs_snap_region_of_page(s->h,
 								     req.page);
 		uint64_t first, n;
+		uint8_t *dst;
 
-		unit_of(s, r, req.page, true, &first, &n);
 		s->faults++;
-		if (!bgs_page_saved(s, first)) {
-			if (!save_faulted(s, r, first, n, req.t_ns)) {
-				s->pages_by_fault += n;
-				/* Its neighbours are likely next. */
-				s->cursor = first + n;
-			}
+		unit_of(s, r, req.page, true, &first, &n);
+		if (bgs_page_saved(s, first)) {
+			wake_saved(s, r, first, n);
+			bgs_hist_add(&s->stall, bgs_now_ns() - req.t_ns);
 			continue;
 		}
-		/* Saved since the fault was queued. While tracking goes on,
-		 * the page is still protected: unprotect it for the writer.
-		 * Otherwise the save unprotected it already, but the writer
-		 * may still be asleep: wake it. */
-		if (s->keep_tracking)
-			track_and_unprotect(s, r, first, n, NULL);
-		else
-			bgs_uffd_wake(&s->mon->uffd, page_addr(r, first),
-				      n * BGS_PAGE_SIZE);
+		fault_window(s, r, req.page, &first, &n);
+		if (h->used + n > room) {
+			/* A hugetlbfs page may need all of staging. */
+			while (store_next(s, h))
+				;
+			h->head = h->count = h->used = h->stored = 0;
+		}
+		dst = s->staging + h->used * BGS_PAGE_SIZE;
+		if (!read_pages(s, r, first, n, dst) &&
+		    !release_run(s, r, first, n, dst)) {
+			h->run[h->count].r = r;
+			h->run[h->count].first = first;
+			h->run[h->count].n = n;
+			h->count++;
+			h->used += n;
+			s->pages_by_fault += n;
+			s->cursor = first + n; /* the scan goes on from here */
+		}
 		bgs_hist_add(&s->stall, bgs_now_ns() - req.t_ns);
 	}
+}
+
+/* Every fault queued, and those queued meanwhile, released first, then
+ * stored a record at a time. */
+static void serve_faults(struct bgs_save *s)
+{
+	struct held_runs h = { .head = 0 };
+
+	do
+		release_queued(s, &h);
+	while (!bgs_save_error(s) && store_next(s, &h));
 }
 
 /* ---- the bulk scan ---------------------------------------------------------- */
@@ -464,7 +582,7 @@ static bool bulk_step(struct bgs_save *s)
 	}
 	if (!done)
 		return false;
-	if (release_run(s, r, first, done, false) == 0)
+	if (release_run(s, r, first, done, NULL) == 0)
 		s->pages_by_scan += done;
 	s->cursor = first + done;
 	return true;

@@ -30,6 +30,7 @@
 				 * (4 cut the wait by nothing measurable
 				 * and the throughput by 15%) */
 #define BGS_FAULT_BATCH	 64u	/* uffd messages per read */
+#define BGS_FAULT_AROUND 16u	/* pages saved with a faulted one, at most */
 #define BGS_RING_SLOTS	 8192u	/* faulted pages waiting for the copier */
 #define BGS_STACK_SIZE	 (1u << 20)
 
