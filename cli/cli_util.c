@@ -87,11 +87,18 @@ static void on_signal(int sig)
 void cli_catch_signals(void)
 {
 	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
+	/* A command that holds another process must not be stopped by job
+	 * control: every writer of a process being saved would wait on a
+	 * protected page until SIGCONT. (SIGSTOP cannot be refused.) */
+	static const int stops[] = { SIGTSTP, SIGTTIN, SIGTTOU };
 	struct sigaction sa = { .sa_handler = on_signal };
+	const struct sigaction ignore = { .sa_handler = SIG_IGN };
 
 	sigemptyset(&sa.sa_mask);
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
 		sigaction(sigs[i], &sa, NULL);
+	for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++)
+		sigaction(stops[i], &ignore, NULL);
 }
 
 int cli_interrupted(void)

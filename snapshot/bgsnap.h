@@ -243,7 +243,11 @@ enum bgsnap_save_flags {
 
 struct bgsnap_save_opts {
 	/* Zero-initialize; unknown fields stay zero for older callers. */
-	size_t buffer_budget;	/* bytes for write buffers; 0: 64 MiB */
+	/* Bytes for write buffers; 0: 64 MiB. When they are full (the disk
+	 * or a pipe's reader is behind), the save's scan waits, never a
+	 * write fault: a faulted page's record goes to an overflow beyond
+	 * the budget, at most what a fork() would copy, compressed. */
+	size_t buffer_budget;
 	enum bgsnap_compression compression;
 	int lz4_acceleration;	/* 0 or 1: LZ4 default; higher: faster */
 	unsigned flags;		/* enum bgsnap_save_flags */
@@ -331,7 +335,8 @@ struct bgsnap_stats {
 	uint64_t stall_ns_p50;	   /* writer stall: fault read to unprotect */
 	uint64_t stall_ns_p99;
 	uint64_t stall_ns_max;
-	uint64_t peak_buffer_bytes; /* high-water mark of write buffers */
+	uint64_t peak_buffer_bytes; /* high-water mark of write buffers,
+				     * the overflow included */
 	uint64_t arm_ns;	   /* protecting before the pause (two-phase) */
 	uint64_t reprotected_pages; /* protected again inside the pause */
 	uint64_t pages_parent;	   /* incremental: the parent's pages */

@@ -560,6 +560,10 @@ static pid_t spawn_save(const char *pid, const char *file, int *err_fd)
 	b = fork();
 	assert_true(b >= 0);
 	if (!b) {
+		/* A process group of its own, with its parent (this test) in
+		 * another of the same session: not orphaned, so job control
+		 * signals can stop it, as they can a save run from a shell. */
+		setpgid(0, 0);
 		dup2(err[1], STDERR_FILENO);
 		execl(pt_bgsnap, "bgsnap", "save", "--pid", pid, "-o", file,
 		      "--compress", "none", (char *)NULL);
@@ -708,6 +712,28 @@ static void test_sigint_cancels(void **state)
 	assert_int_equal(temp_file_size("int.bgs"), -1);
 	must_be_unharmed(&g);
 	pt_guest_stop(&g);
+}
+
+/* Ctrl-Z (and a background write to the terminal) must not stop a save:
+ * its target's writers would wait until SIGCONT. */
+static void test_sigtstp_ignored(void **state)
+{
+	char file[256], pid[16];
+	struct pt_guest g;
+	int err;
+	pid_t b;
+
+	(void)state;
+	b = save_caught_copying(&g, "tstp.bgs", file, sizeof(file), pid, &err);
+	kill(b, SIGTSTP);
+	kill(b, SIGTTOU);
+	kill(b, SIGTTIN);
+	assert_int_equal(wait_exit(b, SAVE_MS), 0);
+	close(err);
+	must_verify(file);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+	unlink(file);
 }
 
 /* bgsnap as nobody saving @pid to @file: its exit status, its stderr in
@@ -1046,6 +1072,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_target_exits),
 		cmocka_unit_test(test_target_exits_while_stopped),
 		cmocka_unit_test(test_sigint_cancels),
+		cmocka_unit_test(test_sigtstp_ignored),
 		cmocka_unit_test(test_nonroot_target),
 		cmocka_unit_test(test_ptrace_refused),
 		cmocka_unit_test(test_wrong_targets),
