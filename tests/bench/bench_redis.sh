@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# bgsnap against Redis's own BGSAVE on a real Redis under a write load
-# (issue 11), in one command:
+# bgsnap against Redis's own BGSAVE on a real Redis under a write load,
+# in one command:
 #
 #   tests/bench/bench_redis.sh [--sizes 1G,4G] [--seconds 10] [--dir /var/tmp]
 #                              [--out DIR] [--verify load|all] [--json]

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The Redis benchmark's own client (tests/bench/bench_redis.sh, issue 11).
+ * The Redis benchmark's own client (tests/bench/bench_redis.sh).
  * It speaks RESP over a plain TCP socket to 127.0.0.1, so it needs no
  * client library, and does what redis-benchmark cannot:
  *
