@@ -90,7 +90,32 @@ enum {
  * entry). */
 #define CLI_OPT_HELP_ENTRY { "help", no_argument, NULL, 'h' }
 
-/* Zero-initialize, then set the first four fields. */
+/*
+ * One option of a command's table for cli_parse(); the table ends with a
+ * zero entry. Set at most one destination: cli_parse() stores the option
+ * there (a flag is set to true; a string is the argument itself; size,
+ * duration and uint go through cli_arg_size(), cli_arg_duration() and
+ * cli_arg_uint() with [@min, @max]; a pid is a uint in [1, INT32_MAX]). An entry with no destination, or an
+ * option not in the table, goes to the command's take() callback.
+ */
+struct cli_opt {
+	int val; /* getopt's value: the short letter or an OPT_* code */
+	bool *flag;
+	const char **str;
+	uint64_t *size;
+	uint64_t *duration;
+	uint64_t *uint;
+	uint64_t min, max; /* for uint */
+	int *pid;	   /* a process id: a whole number in [1, INT32_MAX] */
+	/* A repeatable option: the argument appended to @list, which holds
+	 * @cap; one more is a usage error ("save: -i: at most 64 of them"). */
+	const char **list;
+	size_t *count;
+	size_t cap;
+};
+
+/* Zero-initialize, then set the first four fields (and, for cli_parse(),
+ * the table and the callback). */
 struct cli_getopt {
 	const char *cmd;	       /* "info": names the command in errors */
 	const char *usage;	       /* printed on stdout by --help */
@@ -100,6 +125,12 @@ struct cli_getopt {
 	 * it ("--buffer" or "-b"), for messages about its argument. */
 	char optname[40];
 	char spec[64]; /* private */
+	/* For cli_parse(): the options stored without code (may be NULL),
+	 * and the callback for the others: true, or false after a one-line
+	 * error. @ctx is the command's own state, passed back. */
+	const struct cli_opt *opts;
+	bool (*take)(struct cli_getopt *g, int c, void *ctx);
+	void *ctx;
 };
 
 /*
@@ -119,6 +150,16 @@ int cli_getopt(struct cli_getopt *g, int argc, char **argv);
  */
 int cli_operands(const struct cli_getopt *g, int argc, char **argv, int min,
 		 int max, const char *what);
+
+/*
+ * The whole option loop of a command: cli_getopt() until the end, each
+ * option stored by the table @g->opts or given to @g->take, then
+ * cli_operands() with @min, @max and @what. Returns -1 when the command
+ * goes on (operands from optind), EXIT_OK after --help printed the usage,
+ * or EXIT_USAGE after a one-line error.
+ */
+int cli_parse(struct cli_getopt *g, int argc, char **argv, int min, int max,
+	      const char *what);
 
 /* The current option's argument as a size, a duration or a whole number
  * in [@min, @max]: true and *@out set, or false after a one-line error

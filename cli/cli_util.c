@@ -230,6 +230,87 @@ bool cli_arg_uint(const struct cli_getopt *g, const char *arg, uint64_t min,
 	return arg_result(g, arg, ret, "a whole number", "digits only");
 }
 
+static const struct cli_opt *find_opt(const struct cli_opt *t, int c)
+{
+	for (; t && t->val; t++)
+		if (t->val == c)
+			return t;
+	return NULL;
+}
+
+static bool store_pid(struct cli_getopt *g, int *pid)
+{
+	uint64_t v;
+
+	if (!cli_arg_uint(g, optarg, 1, INT32_MAX, &v))
+		return false;
+	*pid = (int)v;
+	return true;
+}
+
+static bool store_list(const struct cli_getopt *g, const struct cli_opt *o)
+{
+	if (*o->count == o->cap) {
+		cli_error("%s: %s: at most %zu of them", g->cmd, g->optname,
+			  o->cap);
+		return false;
+	}
+	o->list[(*o->count)++] = optarg;
+	return true;
+}
+
+/* The current option, stored where @o says: true, or false after a
+ * one-line error. */
+static bool store_opt(struct cli_getopt *g, const struct cli_opt *o)
+{
+	if (o->flag)
+		*o->flag = true;
+	else if (o->str)
+		*o->str = optarg;
+	else if (o->size)
+		return cli_arg_size(g, optarg, o->size);
+	else if (o->duration)
+		return cli_arg_duration(g, optarg, o->duration);
+	else if (o->uint)
+		return cli_arg_uint(g, optarg, o->min, o->max, o->uint);
+	else if (o->pid)
+		return store_pid(g, o->pid);
+	else
+		return store_list(g, o);
+	return true;
+}
+
+static bool has_dest(const struct cli_opt *o)
+{
+	return o->flag || o->str || o->size || o->duration || o->uint ||
+	       o->pid || o->list;
+}
+
+int cli_parse(struct cli_getopt *g, int argc, char **argv, int min, int max,
+	      const char *what)
+{
+	const struct cli_opt *o;
+	bool ok;
+	int c;
+
+	while ((c = cli_getopt(g, argc, argv)) != CLI_OPT_END) {
+		if (c == CLI_OPT_HELP)
+			return EXIT_OK;
+		if (c == CLI_OPT_BAD)
+			return EXIT_USAGE;
+		o = find_opt(g->opts, c);
+		if (o && has_dest(o))
+			ok = store_opt(g, o);
+		else
+			ok = g->take && g->take(g, c, g->ctx);
+		if (!ok)
+			return EXIT_USAGE;
+	}
+	if (cli_operands(g, argc, argv, min, max, what) < 0)
+		return EXIT_USAGE;
+	return -1;
+}
+
 bool cli_wants_help(int argc, char **argv)
 {
 	for (int i = 1; i < argc; i++)

@@ -243,49 +243,40 @@ static int report(const struct flatten *fl)
 
 /* ---- the command --------------------------------------------------------- */
 
-static bool take_option(struct flatten *fl, int c)
+/* --parent, the one option the table cannot store. */
+static bool take_option(struct cli_getopt *g, int c, void *ctx)
 {
-	switch (c) {
-	case 'o':
-		fl->output = optarg;
-		return true;
-	case 'P':
-		if (fl->nparents == MAX_PARENTS) {
-			cli_error("flatten: --parent: at most %d of them",
-				  MAX_PARENTS);
-			return false;
-		}
-		fl->parents[fl->nparents++] = optarg;
-		return true;
-	case 'f':
-		fl->force = true;
-		return true;
-	case 'j':
-		fl->json = true;
-		return true;
-	case 'q':
-		fl->quiet = true;
-		return true;
+	struct flatten *fl = ctx;
+
+	(void)g;
+	if (c != 'P')
+		return false;
+	if (fl->nparents == MAX_PARENTS) {
+		cli_error("flatten: --parent: at most %d of them", MAX_PARENTS);
+		return false;
 	}
-	return false;
+	fl->parents[fl->nparents++] = optarg;
+	return true;
 }
 
 /* The parsed command line in @fl, or an exit code (EXIT_OK after --help). */
 static int parse(int argc, char **argv, struct flatten *fl)
 {
+	const struct cli_opt opts[] = {
+		{ 'o', .str = &fl->output },
+		{ 'f', .flag = &fl->force },
+		{ 'j', .flag = &fl->json },
+		{ 'q', .flag = &fl->quiet },
+		{ 0 },
+	};
 	struct cli_getopt g = { .cmd = "flatten", .usage = flatten_usage,
 				.shortopts = "o:P:fq",
-				.longopts = flatten_options };
-	int c;
+				.longopts = flatten_options, .opts = opts,
+				.take = take_option, .ctx = fl };
+	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 
-	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
-		if (c == CLI_OPT_HELP)
-			return EXIT_OK;
-		if (c == CLI_OPT_BAD || !take_option(fl, c))
-			return EXIT_USAGE;
-	}
-	if (cli_operands(&g, argc, argv, 1, 1, "FILE") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	fl->file = argv[optind];
 	if (!fl->output) {
 		cli_error("flatten: -o OUT is needed (see 'bgsnap flatten "

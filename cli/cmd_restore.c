@@ -286,61 +286,27 @@ static void report_json(const struct bgsnap *h, const struct restore_args *a,
 
 /* ---- options -------------------------------------------------------------------- */
 
-static bool add_spec(struct cli_getopt *g, const char **specs, size_t *n,
-		     const char *spec)
-{
-	if (*n == MAX_SPECS) {
-		cli_error("%s: %s: at most %d of them", g->cmd, g->optname,
-			  MAX_SPECS);
-		return false;
-	}
-	specs[(*n)++] = spec;
-	return true;
-}
-
-static bool take_option(struct cli_getopt *g, int c, struct restore_args *a)
-{
-	uint64_t v;
-
-	switch (c) {
-	case 'p':
-		if (!cli_arg_uint(g, optarg, 1, INT32_MAX, &v))
-			return false;
-		a->pid = (int)v;
-		return true;
-	case 'n':
-		a->dry_run = true;
-		return true;
-	case 'i':
-		return add_spec(g, a->include, &a->ninclude, optarg);
-	case 'x':
-		return add_spec(g, a->exclude, &a->nexclude, optarg);
-	case OPT_JSON:
-		a->json = true;
-		return true;
-	case 'q':
-		a->quiet = true;
-		return true;
-	}
-	return false;
-}
-
 /* The parsed command line, or an exit code (EXIT_OK after --help). */
 static int parse_args(int argc, char **argv, struct restore_args *a)
 {
+	const struct cli_opt opts[] = {
+		{ 'p', .pid = &a->pid },
+		{ 'n', .flag = &a->dry_run },
+		{ OPT_JSON, .flag = &a->json },
+		{ 'q', .flag = &a->quiet },
+		{ 'i', .list = a->include, .count = &a->ninclude,
+		  .cap = MAX_SPECS },
+		{ 'x', .list = a->exclude, .count = &a->nexclude,
+		  .cap = MAX_SPECS },
+		{ 0 },
+	};
 	struct cli_getopt g = { .cmd = "restore", .usage = restore_usage,
 				.shortopts = "p:ni:x:q",
-				.longopts = restore_options };
-	int c;
+				.longopts = restore_options, .opts = opts };
+	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 
-	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
-		if (c == CLI_OPT_HELP)
-			return EXIT_OK;
-		if (c == CLI_OPT_BAD || !take_option(&g, c, a))
-			return EXIT_USAGE;
-	}
-	if (cli_operands(&g, argc, argv, 1, 1, "FILE") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	a->file = argv[optind];
 	if (!a->pid) {
 		cli_error("restore: --pid PID is required (see 'bgsnap restore "
