@@ -399,18 +399,6 @@ static void report_text(FILE *f, const struct save_args *a,
 
 /* ---- options --------------------------------------------------------------- */
 
-static bool add_spec(struct cli_getopt *g, const char **specs, size_t *n,
-		     const char *spec)
-{
-	if (*n == MAX_SPECS) {
-		cli_error("%s: %s: at most %d of them", g->cmd, g->optname,
-			  MAX_SPECS);
-		return false;
-	}
-	specs[(*n)++] = spec;
-	return true;
-}
-
 static bool parse_compression(struct cli_getopt *g, const char *arg,
 			      enum bgsnap_compression *c)
 {
@@ -426,27 +414,14 @@ static bool parse_compression(struct cli_getopt *g, const char *arg,
 	return true;
 }
 
-/* One option into @a: true, or false after a usage error. */
-static bool take_option(struct cli_getopt *g, int c, struct save_args *a)
+/* The options the table cannot store: true, or false after a usage
+ * error. */
+static bool take_option(struct cli_getopt *g, int c, void *ctx)
 {
+	struct save_args *a = ctx;
 	uint64_t v;
 
 	switch (c) {
-	case 'p':
-		if (!cli_arg_uint(g, optarg, 1, INT32_MAX, &v))
-			return false;
-		a->req.pid = (int)v;
-		return true;
-	case 'o':
-		a->output = optarg;
-		return true;
-	case 'f':
-		a->force = true;
-		return true;
-	case 'i':
-		return add_spec(g, a->include, &a->req.ninclude, optarg);
-	case 'x':
-		return add_spec(g, a->exclude, &a->req.nexclude, optarg);
 	case 'b':
 		if (!cli_arg_size(g, optarg, &v))
 			return false;
@@ -465,15 +440,9 @@ static bool take_option(struct cli_getopt *g, int c, struct save_args *a)
 	case OPT_STW:
 		a->opts.flags |= BGSNAP_SAVE_STOP_THE_WORLD;
 		return true;
-	case OPT_JSON:
-		a->json = true;
-		return true;
 	case OPT_PARENT:
 		a->opts.flags |= BGSNAP_SAVE_INCREMENTAL;
 		a->opts.parent = optarg;
-		return true;
-	case 'q':
-		a->req.quiet = true;
 		return true;
 	}
 	return false;
@@ -482,19 +451,26 @@ static bool take_option(struct cli_getopt *g, int c, struct save_args *a)
 /* The parsed command line, or an exit code (EXIT_OK after --help). */
 static int parse_args(int argc, char **argv, struct save_args *a)
 {
+	const struct cli_opt opts[] = {
+		{ 'p', .pid = &a->req.pid },
+		{ 'o', .str = &a->output },
+		{ 'f', .flag = &a->force },
+		{ 'i', .list = a->include, .count = &a->req.ninclude,
+		  .cap = MAX_SPECS },
+		{ 'x', .list = a->exclude, .count = &a->req.nexclude,
+		  .cap = MAX_SPECS },
+		{ OPT_JSON, .flag = &a->json },
+		{ 'q', .flag = &a->req.quiet },
+		{ 0 },
+	};
 	struct cli_getopt g = { .cmd = "save", .usage = save_usage,
 				.shortopts = "p:o:fi:x:b:c:q",
-				.longopts = save_options };
-	int c;
+				.longopts = save_options, .opts = opts,
+				.take = take_option, .ctx = a };
+	const int code = cli_parse(&g, argc, argv, 0, 0, "");
 
-	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
-		if (c == CLI_OPT_HELP)
-			return EXIT_OK;
-		if (c == CLI_OPT_BAD || !take_option(&g, c, a))
-			return EXIT_USAGE;
-	}
-	if (cli_operands(&g, argc, argv, 0, 0, "") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	if (!a->req.pid || !a->output) {
 		cli_error("save: %s is required (see 'bgsnap save --help')",
 			  a->req.pid ? "-o FILE" : "--pid PID");

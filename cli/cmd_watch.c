@@ -625,73 +625,45 @@ static void print_start(const struct watch *w)
 	fflush(stdout);
 }
 
-static bool add_spec(const char **specs, size_t *n, const char *spec,
-		     const char *opt)
+/* --every, the option the table cannot store: true, or false after a
+ * usage error. */
+static bool take_option(struct cli_getopt *g, int c, void *ctx)
 {
-	if (*n == MAX_SPECS) {
-		cli_error("watch: %s: at most %d of them", opt, MAX_SPECS);
+	struct watch *w = ctx;
+
+	if (c != 'e' || !cli_arg_duration(g, optarg, &w->every_ns))
+		return false;
+	if (w->every_ns < 1000000ull) {
+		cli_error("watch: --every: '%s' is below 1ms", optarg);
 		return false;
 	}
-	specs[(*n)++] = spec;
 	return true;
-}
-
-/* One option into @w: true, or false after a usage error. */
-static bool take_option(struct cli_getopt *g, int c, struct watch *w)
-{
-	uint64_t v;
-
-	switch (c) {
-	case 'p':
-		if (!cli_arg_uint(g, optarg, 1, INT32_MAX, &v))
-			return false;
-		w->pid = (int)v;
-		return true;
-	case 'e':
-		if (!cli_arg_duration(g, optarg, &w->every_ns))
-			return false;
-		if (w->every_ns < 1000000ull) {
-			cli_error("watch: --every: '%s' is below 1ms", optarg);
-			return false;
-		}
-		return true;
-	case 'o':
-		w->dir = optarg;
-		return true;
-	case 'n':
-		return cli_arg_uint(g, optarg, 1, UINT32_MAX, &w->count);
-	case OPT_FULL_EVERY:
-		return cli_arg_uint(g, optarg, 0, UINT32_MAX, &w->full_every);
-	case 'i':
-		return add_spec(w->include, &w->ninclude, optarg, g->optname);
-	case 'x':
-		return add_spec(w->exclude, &w->nexclude, optarg, g->optname);
-	case OPT_JSON:
-		w->json = true;
-		return true;
-	case 'q':
-		w->quiet = true;
-		return true;
-	}
-	return false;
 }
 
 /* The parsed command line, or an exit code (EXIT_OK after --help). */
 static int parse(int argc, char **argv, struct watch *w)
 {
+	const struct cli_opt opts[] = {
+		{ 'p', .pid = &w->pid },
+		{ 'o', .str = &w->dir },
+		{ 'n', .uint = &w->count, .min = 1, .max = UINT32_MAX },
+		{ OPT_FULL_EVERY, .uint = &w->full_every, .max = UINT32_MAX },
+		{ 'i', .list = w->include, .count = &w->ninclude,
+		  .cap = MAX_SPECS },
+		{ 'x', .list = w->exclude, .count = &w->nexclude,
+		  .cap = MAX_SPECS },
+		{ OPT_JSON, .flag = &w->json },
+		{ 'q', .flag = &w->quiet },
+		{ 0 },
+	};
 	struct cli_getopt g = { .cmd = "watch", .usage = watch_usage,
 				.shortopts = "p:e:o:n:i:x:q",
-				.longopts = watch_options };
-	int c;
+				.longopts = watch_options, .opts = opts,
+				.take = take_option, .ctx = w };
+	const int code = cli_parse(&g, argc, argv, 0, 0, "");
 
-	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
-		if (c == CLI_OPT_HELP)
-			return EXIT_OK;
-		if (c == CLI_OPT_BAD || !take_option(&g, c, w))
-			return EXIT_USAGE;
-	}
-	if (cli_operands(&g, argc, argv, 0, 0, "") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	if (!w->pid || !w->dir) {
 		cli_error("watch: %s is required (see 'bgsnap watch --help')",
 			  w->pid ? "-o DIR" : "--pid PID");
