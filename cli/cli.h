@@ -112,6 +112,8 @@ struct cli_opt {
 	const char **list;
 	size_t *count;
 	size_t cap;
+	const char *name; /* the option in that message if set, else how the
+			   * user wrote it */
 };
 
 /* Zero-initialize, then set the first four fields (and, for cli_parse(),

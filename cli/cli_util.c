@@ -251,8 +251,8 @@ static bool store_pid(struct cli_getopt *g, int *pid)
 static bool store_list(const struct cli_getopt *g, const struct cli_opt *o)
 {
 	if (*o->count == o->cap) {
-		cli_error("%s: %s: at most %zu of them", g->cmd, g->optname,
-			  o->cap);
+		cli_error("%s: %s: at most %zu of them", g->cmd,
+			  o->name ? o->name : g->optname, o->cap);
 		return false;
 	}
 	o->list[(*o->count)++] = optarg;

@@ -2181,8 +2181,11 @@ static bool parse_pct(struct cli_getopt *o, const char *arg, double *pct)
 	return true;
 }
 
-static bool take_option(struct cli_getopt *o, int c, struct bench *b)
+/* The options the table cannot store: true, or false after a usage
+ * error. */
+static bool take_option(struct cli_getopt *o, int c, void *ctx)
 {
+	struct bench *b = ctx;
 	uint64_t v;
 
 	switch (c) {
@@ -2221,27 +2224,12 @@ static bool take_option(struct cli_getopt *o, int c, struct bench *b)
 			return false;
 		b->repeat = (unsigned)v;
 		return true;
-	case OPT_INCR_GAP:
-		return cli_arg_duration(o, optarg, &b->incr_gap_ns);
 	case OPT_INCR_DIRTY:
 		return parse_pct(o, optarg, &b->incr_dirty);
-	case 'd':
-		b->parent_dir = optarg;
-		return true;
-	case 'b':
-		return cli_arg_size(o, optarg, &b->buffer);
 	case 'c':
 		if (strcmp(optarg, "lz4") && strcmp(optarg, "none"))
 			return bad_arg(o, optarg, "lz4 or none");
 		b->no_compress = !strcmp(optarg, "none");
-		return true;
-	case OPT_SEED:
-		return cli_arg_uint(o, optarg, 0, UINT64_MAX, &b->seed);
-	case OPT_JSON:
-		b->json = true;
-		return true;
-	case 'q':
-		b->quiet = true;
 		return true;
 	}
 	return false;
@@ -2250,19 +2238,23 @@ static bool take_option(struct cli_getopt *o, int c, struct bench *b)
 /* Parsed options, or an exit code (EXIT_OK after --help). */
 static int parse_args(int argc, char **argv, struct bench *b)
 {
+	const struct cli_opt opts[] = {
+		{ OPT_INCR_GAP, .duration = &b->incr_gap_ns },
+		{ 'd', .str = &b->parent_dir },
+		{ 'b', .size = &b->buffer },
+		{ OPT_SEED, .uint = &b->seed, .max = UINT64_MAX },
+		{ OPT_JSON, .flag = &b->json },
+		{ 'q', .flag = &b->quiet },
+		{ 0 },
+	};
 	struct cli_getopt o = { .cmd = "bench", .usage = bench_usage,
 				.shortopts = "s:k:w:P:r:m:n:d:b:c:q",
-				.longopts = bench_options };
-	int c;
+				.longopts = bench_options, .opts = opts,
+				.take = take_option, .ctx = b };
+	const int code = cli_parse(&o, argc, argv, 0, 0, "");
 
-	while ((c = cli_getopt(&o, argc, argv)) != CLI_OPT_END) {
-		if (c == CLI_OPT_HELP)
-			return EXIT_OK;
-		if (c == CLI_OPT_BAD || !take_option(&o, c, b))
-			return EXIT_USAGE;
-	}
-	if (cli_operands(&o, argc, argv, 0, 0, "") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	for (int i = 0; i < b->nsizes; i++)
 		if (b->sizes[i] < 16u << 20) {
 			cli_error("bench: sizes of at least 16M, please");

@@ -723,53 +723,44 @@ static bool ready(void)
 
 /* ---- options ---------------------------------------------------------------------- */
 
-static bool take_option(struct cli_getopt *o, int c, struct demo *d)
+/* --kind, the option the table cannot store: true, or false after a
+ * usage error. */
+static bool take_option(struct cli_getopt *o, int c, void *ctx)
 {
-	switch (c) {
-	case 's':
-		return cli_arg_size(o, optarg, &d->size);
-	case 'w':
-		return cli_arg_uint(o, optarg, 1, BANK_MAX_WRITERS, &d->writers);
-	case 'r':
-		return cli_arg_uint(o, optarg, 0, UINT32_MAX, &d->rate);
-	case 'k':
-		if (strcmp(optarg, "4k") && strcmp(optarg, "thp") &&
-		    strcmp(optarg, "memfd")) {
-			cli_error("demo: %s: '%s' is not 4k, thp or memfd",
-				  o->optname, optarg);
-			return false;
-		}
-		d->kind = optarg;
-		return true;
-	case 'd':
-		d->parent_dir = optarg;
-		return true;
-	case OPT_KEEP:
-		d->keep = true;
-		return true;
-	case OPT_JSON:
-		d->json = true;
-		return true;
+	struct demo *d = ctx;
+
+	if (c != 'k')
+		return false;
+	if (strcmp(optarg, "4k") && strcmp(optarg, "thp") &&
+	    strcmp(optarg, "memfd")) {
+		cli_error("demo: %s: '%s' is not 4k, thp or memfd", o->optname,
+			  optarg);
+		return false;
 	}
-	return false;
+	d->kind = optarg;
+	return true;
 }
 
 /* Parsed options, or an exit code (EXIT_OK after --help). */
 static int parse_args(int argc, char **argv, struct demo *d)
 {
+	const struct cli_opt opts[] = {
+		{ 's', .size = &d->size },
+		{ 'w', .uint = &d->writers, .min = 1, .max = BANK_MAX_WRITERS },
+		{ 'r', .uint = &d->rate, .max = UINT32_MAX },
+		{ 'd', .str = &d->parent_dir },
+		{ OPT_KEEP, .flag = &d->keep },
+		{ OPT_JSON, .flag = &d->json },
+		{ 0 },
+	};
 	struct cli_getopt o = { .cmd = "demo", .usage = demo_usage,
 				.shortopts = "s:w:r:k:d:",
-				.longopts = demo_options };
-	int c;
+				.longopts = demo_options, .opts = opts,
+				.take = take_option, .ctx = d };
+	const int code = cli_parse(&o, argc, argv, 0, 0, "");
 
-	while ((c = cli_getopt(&o, argc, argv)) != CLI_OPT_END) {
-		if (c == CLI_OPT_HELP)
-			return EXIT_OK;
-		if (c == CLI_OPT_BAD || !take_option(&o, c, d))
-			return EXIT_USAGE;
-	}
-	if (cli_operands(&o, argc, argv, 0, 0, "") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	if (d->size < 1u << 20) {
 		cli_error("demo: --size: at least 1M");
 		return EXIT_USAGE;

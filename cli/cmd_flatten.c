@@ -243,22 +243,6 @@ static int report(const struct flatten *fl)
 
 /* ---- the command --------------------------------------------------------- */
 
-/* --parent, the one option the table cannot store. */
-static bool take_option(struct cli_getopt *g, int c, void *ctx)
-{
-	struct flatten *fl = ctx;
-
-	(void)g;
-	if (c != 'P')
-		return false;
-	if (fl->nparents == MAX_PARENTS) {
-		cli_error("flatten: --parent: at most %d of them", MAX_PARENTS);
-		return false;
-	}
-	fl->parents[fl->nparents++] = optarg;
-	return true;
-}
-
 /* The parsed command line in @fl, or an exit code (EXIT_OK after --help). */
 static int parse(int argc, char **argv, struct flatten *fl)
 {
@@ -267,12 +251,13 @@ static int parse(int argc, char **argv, struct flatten *fl)
 		{ 'f', .flag = &fl->force },
 		{ 'j', .flag = &fl->json },
 		{ 'q', .flag = &fl->quiet },
+		{ 'P', .list = fl->parents, .count = &fl->nparents,
+		  .cap = MAX_PARENTS, .name = "--parent" },
 		{ 0 },
 	};
 	struct cli_getopt g = { .cmd = "flatten", .usage = flatten_usage,
 				.shortopts = "o:P:fq",
-				.longopts = flatten_options, .opts = opts,
-				.take = take_option, .ctx = fl };
+				.longopts = flatten_options, .opts = opts };
 	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 
 	if (code >= 0)

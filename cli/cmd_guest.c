@@ -1180,8 +1180,11 @@ static int pick_name(struct cli_getopt *o, const char *arg,
 	return -1;
 }
 
-static bool take_option(struct cli_getopt *o, int c, struct guest *g)
+/* The options the table cannot store: true, or false after a usage
+ * error. */
+static bool take_option(struct cli_getopt *o, int c, void *ctx)
 {
+	struct guest *g = ctx;
 	uint64_t v;
 	int i;
 
@@ -1204,10 +1207,6 @@ static bool take_option(struct cli_getopt *o, int c, struct guest *g)
 		i = pick_name(o, optarg, pattern_names, 3);
 		g->pattern = (enum bank_pattern)i;
 		return i >= 0;
-	case 'r':
-		return cli_arg_uint(o, optarg, 0, UINT32_MAX, &g->rate);
-	case 'S':
-		return cli_arg_uint(o, optarg, 0, UINT64_MAX, &g->seed);
 	}
 	return false;
 }
@@ -1215,19 +1214,19 @@ static bool take_option(struct cli_getopt *o, int c, struct guest *g)
 /* Parsed options, or an exit code (EXIT_OK after --help). */
 static int parse_args(int argc, char **argv, struct guest *g)
 {
+	const struct cli_opt opts[] = {
+		{ 'r', .uint = &g->rate, .max = UINT32_MAX },
+		{ 'S', .uint = &g->seed, .max = UINT64_MAX },
+		{ 0 },
+	};
 	struct cli_getopt o = { .cmd = "guest", .usage = guest_usage,
 				.shortopts = "s:k:w:P:r:S:",
-				.longopts = guest_options };
-	int c;
+				.longopts = guest_options, .opts = opts,
+				.take = take_option, .ctx = g };
+	const int code = cli_parse(&o, argc, argv, 0, 0, "");
 
-	while ((c = cli_getopt(&o, argc, argv)) != CLI_OPT_END) {
-		if (c == CLI_OPT_HELP)
-			return EXIT_OK;
-		if (c == CLI_OPT_BAD || !take_option(&o, c, g))
-			return EXIT_USAGE;
-	}
-	if (cli_operands(&o, argc, argv, 0, 0, "") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	if (g->len < 1u << 20) {
 		cli_error("guest: --size: at least 1M");
 		return EXIT_USAGE;

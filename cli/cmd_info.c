@@ -697,35 +697,21 @@ static int show(const struct info_opts *o)
 
 int cmd_info(int argc, char **argv)
 {
-	struct cli_getopt g = { .cmd = "info", .usage = info_usage,
-				.shortopts = "cP:", .longopts = info_options };
 	struct info_opts o = { 0 };
-	int c;
+	const struct cli_opt opts[] = {
+		{ 'j', .flag = &o.json },
+		{ 'c', .flag = &o.chain },
+		{ 'P', .list = o.parents, .count = &o.nparents,
+		  .cap = MAX_PARENTS, .name = "--parent" },
+		{ 0 },
+	};
+	struct cli_getopt g = { .cmd = "info", .usage = info_usage,
+				.shortopts = "cP:", .longopts = info_options,
+				.opts = opts };
+	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 
-	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
-		switch (c) {
-		case 'j':
-			o.json = true;
-			break;
-		case 'c':
-			o.chain = true;
-			break;
-		case 'P':
-			if (o.nparents == MAX_PARENTS) {
-				cli_error("info: --parent: at most %d of them",
-					  MAX_PARENTS);
-				return EXIT_USAGE;
-			}
-			o.parents[o.nparents++] = optarg;
-			break;
-		case CLI_OPT_HELP:
-			return EXIT_OK;
-		default:
-			return EXIT_USAGE;
-		}
-	}
-	if (cli_operands(&g, argc, argv, 1, 1, "FILE") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	o.path = argv[optind];
 	return show(&o);
 }

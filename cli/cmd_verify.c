@@ -277,36 +277,38 @@ static void report_error(const struct verify *v)
 		cli_error("%s: %s", v->path, v->msg);
 }
 
+/* --chain undoes --no-chain: it sets a flag false, which the table
+ * cannot do. */
+static bool take_option(struct cli_getopt *g, int c, void *ctx)
+{
+	struct verify *v = ctx;
+
+	(void)g;
+	if (c != 'c')
+		return false;
+	v->no_chain = false;
+	return true;
+}
+
 /* The parsed command line in @v, or an exit code (EXIT_OK after --help). */
 static int parse(int argc, char **argv, struct verify *v)
 {
+	const struct cli_opt opts[] = {
+		{ 'j', .flag = &v->json },
+		{ 'q', .flag = &v->quiet },
+		{ OPT_NO_CHAIN, .flag = &v->no_chain },
+		{ OPT_DEEP, .flag = &v->deep },
+		{ 'P', .list = v->parents, .count = &v->nparents,
+		  .cap = MAX_PARENTS, .name = "--parent" },
+		{ 0 },
+	};
 	struct cli_getopt g = { .cmd = "verify", .usage = verify_usage,
-				.shortopts = "P:cq", .longopts = verify_options };
-	int c;
+				.shortopts = "P:cq", .longopts = verify_options,
+				.opts = opts, .take = take_option, .ctx = v };
+	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 
-	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
-		if (c == 'j') {
-			v->json = true;
-		} else if (c == 'q') {
-			v->quiet = true;
-		} else if (c == 'c') {
-			v->no_chain = false;
-		} else if (c == OPT_NO_CHAIN) {
-			v->no_chain = true;
-		} else if (c == OPT_DEEP) {
-			v->deep = true;
-		} else if (c == 'P' && v->nparents < MAX_PARENTS) {
-			v->parents[v->nparents++] = optarg;
-		} else if (c == 'P') {
-			cli_error("verify: --parent: at most %d of them",
-				  MAX_PARENTS);
-			return EXIT_USAGE;
-		} else {
-			return c == CLI_OPT_HELP ? EXIT_OK : EXIT_USAGE;
-		}
-	}
-	if (cli_operands(&g, argc, argv, 1, 1, "FILE") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	v->path = argv[optind];
 	return -1;
 }
