@@ -10,8 +10,9 @@
  *   4  the system lacks a capability bgsnap needs
  *
  * Conventions every subcommand follows:
- *  - options parsed with cli_getopt(); -h/--help prints the usage on
- *    stdout and exits 0; a usage error is one line on stderr, exit 2;
+ *  - options parsed with cli_parse() from a table; -h/--help prints the
+ *    usage on stdout and exits 0; a usage error is one line on stderr,
+ *    exit 2;
  *  - every error is one line on stderr, "bgsnap: error: ...", through
  *    cli_error(); a damaged file's message names where it is damaged;
  *  - --json writes one JSON document on stdout (cli_json_*) with stable
@@ -19,7 +20,12 @@
  *    says otherwise (*_ms, *_s, *_us);
  *  - a progress bar only on a terminal and never with --quiet
  *    (cli_progress_*).
- * Not thread-safe: the command runs on one thread.
+ *
+ * Threads: these helpers keep process-wide state (getopt's position, the
+ * progress bar, the signal caught) and are called from the command's main
+ * thread only. bench and guest start threads of their own (the DESIGN
+ * blocks of cmd_bench.c, cmd_guest.c and guest_bank.c list them); none of
+ * those threads calls a helper declared here.
  */
 #ifndef BGS_CLI_H
 #define BGS_CLI_H

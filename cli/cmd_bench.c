@@ -2,7 +2,7 @@
 /*
  * bgsnap bench: bgsnap side by side with fork() and stop-the-world on one
  * workload, every figure and its floor measured in the same run (the
- * benchmark of record: issues 7 and 8).
+ * benchmark of record).
  *
  * For each size: the floors (a standalone userfaultfd on a region like
  * the guest's, with the guest's content: protect it whole, the fault
@@ -11,8 +11,8 @@
  * guest' (same seed, so the same content; same store settings; files in
  * --dir, deleted after each run). A run: start the guest, let its
  * writers warm up, measure them alone for a second, then save while
- * they run. Medians over --repeat runs; a table, the targets of issues 7
- * and 8 checked with ratios from this run, and with several sizes how
+ * they run. Medians over --repeat runs; a table, the performance targets
+ * checked with ratios from this run, and with several sizes how
  * each figure grows.
  *
  * DESIGN
@@ -81,7 +81,7 @@
 #define LZ4_CHUNK	(512u * PAGE) /* a store record's most pages */
 #define DISK_BLOCK	(1u << 20)
 #define ROLLBACK_PCT	1.0
-#define MEM_SLACK	(16u << 20) /* issue 7: buffer budget + 16 MiB */
+#define MEM_SLACK	(16u << 20) /* the target: buffer budget + 16 MiB */
 
 int cmd_bench(int argc, char **argv); /* main.c's table */
 
@@ -1654,7 +1654,7 @@ static void print_floors(const struct bench *b, const struct size_result *s)
 
 /* ---- targets --------------------------------------------------------------- */
 
-/* A target of issue 7 or 8, checked on this run's figures. */
+/* A performance target, checked on this run's figures. */
 struct target {
 	const char *id;	  /* stable, for --json */
 	const char *text; /* short, for the table */
