@@ -35,6 +35,7 @@
  */
 #include "cli.h"
 #include "guest_bank.h"
+#include "guest_client.h"
 
 #include <bgsnap.h>
 #include <dirent.h>
@@ -65,7 +66,6 @@
 #define GIB		(1024.0 * 1024.0 * 1024.0)
 #define MAX_SIZES	8
 #define MAX_REPEAT	15
-#define REPLY_MAX	16384
 #define MAX_TIDS	(BANK_MAX_WRITERS + 8)
 #define SAMPLE_NS	20000000L /* memory sampling interval */
 /* A child's smaps walk costs ~14 ms of CPU per GiB: once a second, as a
@@ -310,20 +310,12 @@ struct bench {
 
 static const char *const pattern_names[] = { "random", "sequential", "hot" };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 /* Sleep @ms unless interrupted; false when a signal came. */
 static bool pause_ms(uint64_t ms)
 {
-	const uint64_t end = now_ns() + ms * 1000000;
+	const uint64_t end = guest_now_ns() + ms * 1000000;
 
-	while (!cli_interrupted() && now_ns() < end)
+	while (!cli_interrupted() && guest_now_ns() < end)
 		nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
 	return !cli_interrupted();
 }
@@ -358,172 +350,30 @@ static void load_avg(double l[3])
 
 /* ---- the guest process ---------------------------------------------------- */
 
+/* A started guest (guest_client.h) and what its 'info' said. */
 struct guest_proc {
-	pid_t pid;
-	int to;	  /* its stdin */
-	int from; /* its stdout */
-	char buf[REPLY_MAX];
-	size_t have;
-	char reply[REPLY_MAX]; /* the last reply line */
+	struct guest_client c;
 	uint64_t addr, len;
 	char range[64];
 	int tid[MAX_TIDS]; /* its writers: its threads but main, at start */
 	int ntid;
 };
 
-/* The number after "key": in @json, or NAN. */
-static double json_num(const char *json, const char *key)
-{
-	char pat[80];
-	const char *p;
-
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(json, pat);
-	return p ? strtod(p + strlen(pat), NULL) : NAN;
-}
-
-/* The same inside the object under key @obj (no deeper nesting). */
-static double json_num_in(const char *json, const char *obj, const char *key)
-{
-	char pat[80], sub[REPLY_MAX];
-	const char *p, *end;
-
-	snprintf(pat, sizeof(pat), "\"%s\":{", obj);
-	p = strstr(json, pat);
-	if (!p)
-		return NAN;
-	p += strlen(pat) - 1;
-	end = strchr(p, '}');
-	if (!end || (size_t)(end - p) >= sizeof(sub))
-		return NAN;
-	memcpy(sub, p, (size_t)(end - p));
-	sub[end - p] = '\0';
-	return json_num(sub, key);
-}
-
-static bool json_str(const char *json, const char *key, char *out, size_t n)
-{
-	char pat[80];
-	const char *p, *end;
-
-	snprintf(pat, sizeof(pat), "\"%s\":\"", key);
-	p = strstr(json, pat);
-	if (!p)
-		return false;
-	p += strlen(pat);
-	end = strchr(p, '"');
-	if (!end || (size_t)(end - p) >= n)
-		return false;
-	memcpy(out, p, (size_t)(end - p));
-	out[end - p] = '\0';
-	return true;
-}
-
-/* One reply line into g->reply within @ms; -errno. */
-static int read_reply(struct guest_proc *g, uint64_t ms)
-{
-	const uint64_t deadline = now_ns() + ms * 1000000ULL;
-
-	for (;;) {
-		char *nl = memchr(g->buf, '\n', g->have);
-		struct pollfd p = { .fd = g->from, .events = POLLIN };
-		ssize_t n;
-
-		if (nl) {
-			const size_t len = (size_t)(nl - g->buf);
-
-			memcpy(g->reply, g->buf, len);
-			g->reply[len] = '\0';
-			g->have -= len + 1;
-			memmove(g->buf, nl + 1, g->have);
-			return 0;
-		}
-		if (g->have == sizeof(g->buf) || now_ns() > deadline)
-			return -ETIMEDOUT;
-		if (poll(&p, 1, 100) <= 0)
-			continue;
-		n = read(g->from, g->buf + g->have, sizeof(g->buf) - g->have);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n ? -errno : -EPIPE;
-		g->have += (size_t)n;
-	}
-}
-
 /* Send @cmd, read its reply: 0 when it says ok, else -1 after a one-line
  * error. */
 static int guest_call_ms(struct guest_proc *g, uint64_t ms, const char *cmd)
 {
-	char line[PATH_MAX + 256];
-	const int len = snprintf(line, sizeof(line), "%s\n", cmd);
-	int r = 0;
+	char err[PATH_MAX + 1024];
 
-	if (len < 0 || (size_t)len >= sizeof(line) ||
-	    write(g->to, line, (size_t)len) != len)
-		r = -EPIPE;
-	if (!r)
-		r = read_reply(g, ms);
-	if (r) {
-		cli_error("bench: guest command '%s': %s", cmd,
-			  r == -EPIPE ? "the guest is gone" : strerror(-r));
-		return -1;
-	}
-	if (!strstr(g->reply, "\"ok\":true")) {
-		char why[512] = "no reason given";
-
-		json_str(g->reply, "error", why, sizeof(why));
-		cli_error("bench: guest command '%s' failed: %s", cmd, why);
-		return -1;
-	}
-	return 0;
+	if (!guest_ask(&g->c, ms, cmd, err, sizeof(err)))
+		return 0;
+	cli_error("bench: %s", err);
+	return -1;
 }
 
 static int guest_call(struct guest_proc *g, const char *cmd)
 {
 	return guest_call_ms(g, CALL_MS, cmd);
-}
-
-static void exec_guest(const struct bench *b, uint64_t size, int in, int out)
-{
-	char s_size[32], s_writers[32], s_rate[32], s_seed[32];
-
-	/* Its own process group keeps a terminal's ^C to us: we end it. */
-	setpgid(0, 0);
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0)
-		_exit(127);
-	snprintf(s_size, sizeof(s_size), "%llu", (unsigned long long)size);
-	snprintf(s_writers, sizeof(s_writers), "%u", b->writers);
-	snprintf(s_rate, sizeof(s_rate), "%llu", (unsigned long long)b->rate);
-	snprintf(s_seed, sizeof(s_seed), "%llu", (unsigned long long)b->seed);
-	execl(b->exe, "bgsnap", "guest", "--size", s_size, "--writers",
-	      s_writers, "--rate", s_rate, "--kind", b->thp ? "thp" : "4k",
-	      "--pattern", pattern_names[b->pattern], "--seed", s_seed,
-	      (char *)NULL);
-	_exit(127);
-}
-
-/* 'quit', then SIGKILL if it does not go within two seconds; reaped. */
-static void guest_end(struct guest_proc *g)
-{
-	int status;
-
-	if (g->pid <= 0)
-		return;
-	if (write(g->to, "quit\n", 5) != 5)
-		kill(g->pid, SIGKILL);
-	close(g->to);
-	for (int i = 0; i < 200; i++) {
-		if (waitpid(g->pid, &status, WNOHANG) == g->pid)
-			goto out_close;
-		nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
-	}
-	kill(g->pid, SIGKILL);
-	waitpid(g->pid, &status, 0);
-out_close:
-	close(g->from);
-	g->pid = 0;
 }
 
 /* The guest's threads other than its main one: its writers, listed
@@ -534,13 +384,13 @@ static void list_writers(struct guest_proc *g)
 	struct dirent *e;
 	DIR *d;
 
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)g->pid);
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)g->c.pid);
 	d = opendir(path);
 	g->ntid = 0;
 	while (d && (e = readdir(d))) {
 		const int tid = atoi(e->d_name);
 
-		if (tid > 0 && tid != g->pid && g->ntid < MAX_TIDS)
+		if (tid > 0 && tid != g->c.pid && g->ntid < MAX_TIDS)
 			g->tid[g->ntid++] = tid;
 	}
 	if (d)
@@ -550,39 +400,30 @@ static void list_writers(struct guest_proc *g)
 static int guest_start(const struct bench *b, uint64_t size,
 		       struct guest_proc *g)
 {
-	int in[2], out[2];
+	char s_size[32], s_writers[32], s_rate[32], s_seed[32];
+	const char *argv[] = { "bgsnap", "guest", "--size", s_size,
+			       "--writers", s_writers, "--rate", s_rate,
+			       "--kind", b->thp ? "thp" : "4k", "--pattern",
+			       pattern_names[b->pattern], "--seed", s_seed,
+			       NULL };
+	int r;
 
 	memset(g, 0, sizeof(*g));
-	if (pipe2(in, O_CLOEXEC)) {
-		cli_error("bench: pipe: %s", strerror(errno));
-		return -1;
-	}
-	if (pipe2(out, O_CLOEXEC)) {
-		cli_error("bench: pipe: %s", strerror(errno));
-		close(in[0]);
-		close(in[1]);
-		return -1;
-	}
-	g->pid = fork();
-	if (g->pid == 0)
-		exec_guest(b, size, in[0], out[1]);
-	close(in[0]);
-	close(out[1]);
-	g->to = in[1];
-	g->from = out[0];
-	if (g->pid < 0) {
-		cli_error("bench: fork: %s", strerror(errno));
-		close(g->to);
-		close(g->from);
-		g->pid = 0;
+	snprintf(s_size, sizeof(s_size), "%llu", (unsigned long long)size);
+	snprintf(s_writers, sizeof(s_writers), "%u", b->writers);
+	snprintf(s_rate, sizeof(s_rate), "%llu", (unsigned long long)b->rate);
+	snprintf(s_seed, sizeof(s_seed), "%llu", (unsigned long long)b->seed);
+	r = guest_spawn(&g->c, b->exe, argv, 0);
+	if (r) {
+		cli_error("bench: cannot start the guest: %s", strerror(-r));
 		return -1;
 	}
 	/* The first reply comes once the memory is formatted. */
 	if (guest_call_ms(g, GUEST_START_MS, "info"))
 		return -1;
-	g->addr = (uint64_t)json_num(g->reply, "addr");
-	g->len = (uint64_t)json_num(g->reply, "len");
-	json_str(g->reply, "range", g->range, sizeof(g->range));
+	g->addr = (uint64_t)guest_num(g->c.reply, "addr");
+	g->len = (uint64_t)guest_num(g->c.reply, "len");
+	guest_str(g->c.reply, "range", g->range, sizeof(g->range));
 	list_writers(g);
 	return 0;
 }
@@ -748,11 +589,11 @@ static void cpu_snap(const struct guest_proc *g, struct cpu_snap *c)
 {
 	char path[64];
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)g->pid);
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)g->c.pid);
 	stat_ticks(path, &c->total, &c->children);
-	c->main = task_ticks(g->pid, g->pid);
+	c->main = task_ticks(g->c.pid, g->c.pid);
 	for (int i = 0; i < g->ntid; i++)
-		c->writer[i] = task_ticks(g->pid, g->tid[i]);
+		c->writer[i] = task_ticks(g->c.pid, g->tid[i]);
 	stat_ticks("/proc/self/stat", &c->self_total, NULL);
 	c->self_main = task_ticks(0, (int)getpid());
 }
@@ -809,7 +650,7 @@ static int memwatch_start(struct memwatch *m, const struct guest_proc *g)
 {
 	memset(m, 0, sizeof(*m));
 	m->g = g;
-	m->guest = g->pid;
+	m->guest = g->c.pid;
 	cpu_snap(g, &m->cpu0);
 	m->before = resident_bytes(m->guest) + resident_bytes(0);
 	m->peak = m->last_main = m->before;
@@ -907,12 +748,12 @@ static double floor_lz4(const struct region *r, double *ratio)
 
 	if (!dst)
 		return NAN;
-	t0 = now_ns();
+	t0 = guest_now_ns();
 	for (size_t off = 0; off + LZ4_CHUNK <= r->len; off += LZ4_CHUNK)
 		out += (uint64_t)LZ4_compress_fast(
 			(const char *)r->mem + off, dst, (int)LZ4_CHUNK, bound,
 			1);
-	s = (double)(now_ns() - t0) / 1e9;
+	s = (double)(guest_now_ns() - t0) / 1e9;
 	free(dst);
 	*ratio = out ? (double)(r->len / LZ4_CHUNK * LZ4_CHUNK) / (double)out :
 		       NAN;
@@ -943,7 +784,7 @@ static double floor_disk(const struct bench *b, const struct region *r,
 
 	snprintf(path, sizeof(path), "%s/disk-floor", b->dir);
 	settle(b->dir, NULL);
-	t0 = now_ns();
+	t0 = guest_now_ns();
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT,
 		  0600);
 	*direct = fd >= 0;
@@ -964,7 +805,7 @@ static double floor_disk(const struct bench *b, const struct region *r,
 	if (!err && fsync(fd))
 		err = errno;
 	close(fd);
-	t0 = now_ns() - t0;
+	t0 = guest_now_ns() - t0;
 	settle(b->dir, path);
 	if (err) {
 		cli_error("bench: floors: writing %s: %s", path, strerror(err));
@@ -1008,11 +849,11 @@ static double floor_wp(struct region *r)
 	double t[WP_REPEAT];
 
 	for (int i = 0; i < WP_REPEAT; i++) {
-		const uint64_t t0 = now_ns();
+		const uint64_t t0 = guest_now_ns();
 
 		if (uffd_wp(r->uffd, r->mem, r->len, true))
 			return NAN;
-		t[i] = (double)(now_ns() - t0) / 1e6;
+		t[i] = (double)(guest_now_ns() - t0) / 1e6;
 		if (uffd_wp(r->uffd, r->mem, r->len, false))
 			return NAN;
 	}
@@ -1068,10 +909,10 @@ static int floor_faults(struct region *r, bool thp, double *p50, double *p99)
 			r->mem + (i * (units / n)) * h.unit + 64);
 		const uint64_t v = atomic_load_explicit(p,
 							memory_order_relaxed);
-		const uint64_t t0 = now_ns();
+		const uint64_t t0 = guest_now_ns();
 
 		atomic_store_explicit(p, v, memory_order_relaxed);
-		lat[i] = (double)(now_ns() - t0) / 1e3;
+		lat[i] = (double)(guest_now_ns() - t0) / 1e3;
 	}
 	if (!ret) {
 		atomic_store(&h.stop, true);
@@ -1141,11 +982,11 @@ static void save_words(const struct bench *b, char *buf, size_t n)
 static void take_window(struct ctx *c, const char *reply)
 {
 	double *f = c->out->f;
-	const double pause_at = json_num_in(reply, "start", "pause_at_ns");
+	const double pause_at = guest_num_in(reply, "start", "pause_at_ns");
 
-	f[F_BLACKOUT] = json_num_in(reply, "start", "stop_max_ns") / 1e6;
-	f[F_WINDOW] = json_num_in(reply, "start", "window_ns") / 1e6;
-	f[F_WORST_AT] = json_num_in(reply, "start", "worst_due_ns") / 1e6;
+	f[F_BLACKOUT] = guest_num_in(reply, "start", "stop_max_ns") / 1e6;
+	f[F_WINDOW] = guest_num_in(reply, "start", "window_ns") / 1e6;
+	f[F_WORST_AT] = guest_num_in(reply, "start", "worst_due_ns") / 1e6;
 	f[F_PAUSE_AT] = pause_at > 0 ? pause_at / 1e6 : NAN;
 }
 
@@ -1153,22 +994,22 @@ static void take_window(struct ctx *c, const char *reply)
 static void take_save(struct ctx *c, const char *reply)
 {
 	double *f = c->out->f;
-	const double wall = json_num(reply, "wall_ns") / 1e9;
+	const double wall = guest_num(reply, "wall_ns") / 1e9;
 
 	take_window(c, reply);
-	f[F_PAUSE] = json_num(reply, "blackout_ms");
-	f[F_ARM] = json_num(reply, "arm_ms");
-	f[F_REPROT] = json_num(reply, "reprotected_pages");
+	f[F_PAUSE] = guest_num(reply, "blackout_ms");
+	f[F_ARM] = guest_num(reply, "arm_ms");
+	f[F_REPROT] = guest_num(reply, "reprotected_pages");
 	f[F_ELAPSED] = wall;
 	f[F_GIBS] = (double)c->size / GIB / wall;
-	f[F_WDURING] = json_num_in(reply, "writers", "ops_per_s");
-	f[F_P50] = json_num_in(reply, "writers", "lat_p50_ns") / 1e3;
-	f[F_P99] = json_num_in(reply, "writers", "lat_p99_ns") / 1e3;
-	f[F_MAX] = json_num_in(reply, "writers", "lat_max_ns") / 1e3;
-	f[F_FILE] = json_num(reply, "bytes_written");
-	f[F_FAULTS] = json_num(reply, "faults");
-	f[F_STALL99] = json_num(reply, "stall_us_p99");
-	f[F_BUFFER] = json_num(reply, "peak_buffer_bytes");
+	f[F_WDURING] = guest_num_in(reply, "writers", "ops_per_s");
+	f[F_P50] = guest_num_in(reply, "writers", "lat_p50_ns") / 1e3;
+	f[F_P99] = guest_num_in(reply, "writers", "lat_p99_ns") / 1e3;
+	f[F_MAX] = guest_num_in(reply, "writers", "lat_max_ns") / 1e3;
+	f[F_FILE] = guest_num(reply, "bytes_written");
+	f[F_FAULTS] = guest_num(reply, "faults");
+	f[F_STALL99] = guest_num(reply, "stall_us_p99");
+	f[F_BUFFER] = guest_num(reply, "peak_buffer_bytes");
 }
 
 /* uffd, uffd-1phase, fork, stw: the guest saves itself. */
@@ -1191,13 +1032,13 @@ static int run_embedded(struct ctx *c, enum method m)
 		return -1;
 	}
 	r = guest_call_ms(&c->g, SAVE_MS, cmd);
-	child = r ? 0 : json_num(c->g.reply, "child_private_bytes");
+	child = r ? 0 : guest_num(c->g.c.reply, "child_private_bytes");
 	memwatch_stop(&mw, isnan(child) ? 0 : (uint64_t)child, c->out->f);
 	if (r)
 		return -1;
-	take_save(c, c->g.reply);
+	take_save(c, c->g.c.reply);
 	if (m == M_FORK)
-		c->out->f[F_PAUSE] = json_num(c->g.reply, "fork_ms");
+		c->out->f[F_PAUSE] = guest_num(c->g.c.reply, "fork_ms");
 	return 0;
 }
 
@@ -1229,16 +1070,16 @@ static int pid_start(struct ctx *c, struct bgsnap *h, uint64_t *started)
 
 	/* Signals wait: the library may have the guest stopped in there. */
 	sigprocmask(SIG_BLOCK, stop_signals(), &old);
-	r = bgsnap_target_pid(h, c->g.pid, &topts);
+	r = bgsnap_target_pid(h, c->g.c.pid, &topts);
 	/* The start window opens at the start call, as for the others. */
 	if (!r)
 		r = guest_call(&c->g, "window open") ? -EIO : 0;
 	if (!r)
 		r = bgsnap_save_start(h, c->file, &opts);
-	*started = now_ns();
+	*started = guest_now_ns();
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (r)
-		cli_error("bench: uffd-pid: process %d: %s", (int)c->g.pid,
+		cli_error("bench: uffd-pid: process %d: %s", (int)c->g.c.pid,
 			  *bgsnap_last_error(h) ? bgsnap_last_error(h) :
 						  bgsnap_strerror(r));
 	return r;
@@ -1253,7 +1094,7 @@ static int pid_save(struct ctx *c, struct bgsnap *h, struct bgsnap_stats *st,
 
 	if (guest_call(&c->g, "reset"))
 		return -1;
-	*t0 = now_ns();
+	*t0 = guest_now_ns();
 	if (pid_start(c, h, &started))
 		return -1;
 	snprintf(cmd, sizeof(cmd), "window close %llu",
@@ -1261,12 +1102,12 @@ static int pid_save(struct ctx *c, struct bgsnap *h, struct bgsnap_stats *st,
 	r = guest_call(&c->g, cmd);
 	if (!r) {
 		r = guest_call(&c->g, "window get");
-		take_window(c, c->g.reply);
+		take_window(c, c->g.c.reply);
 	}
 	if (r)
 		bgsnap_cancel(h);
 	r = bgsnap_wait(h) || r ? -1 : 0;
-	*done = now_ns();
+	*done = guest_now_ns();
 	if (r)
 		cli_error("bench: uffd-pid: %s", *bgsnap_last_error(h) ?
 			  bgsnap_last_error(h) : "the save failed");
@@ -1303,10 +1144,10 @@ static int run_pid(struct ctx *c)
 	f[F_REPROT] = (double)st.reprotected_pages;
 	f[F_ELAPSED] = (double)(done - t0) / 1e9;
 	f[F_GIBS] = (double)c->size / GIB / f[F_ELAPSED];
-	f[F_WDURING] = json_num(c->g.reply, "ops_per_s");
-	f[F_P50] = json_num(c->g.reply, "lat_p50_ns") / 1e3;
-	f[F_P99] = json_num(c->g.reply, "lat_p99_ns") / 1e3;
-	f[F_MAX] = json_num(c->g.reply, "lat_max_ns") / 1e3;
+	f[F_WDURING] = guest_num(c->g.c.reply, "ops_per_s");
+	f[F_P50] = guest_num(c->g.c.reply, "lat_p50_ns") / 1e3;
+	f[F_P99] = guest_num(c->g.c.reply, "lat_p99_ns") / 1e3;
+	f[F_MAX] = guest_num(c->g.c.reply, "lat_max_ns") / 1e3;
 	f[F_FILE] = (double)st.bytes_written;
 	f[F_FAULTS] = (double)st.faults;
 	f[F_STALL99] = (double)st.stall_ns_p99 / 1e3;
@@ -1329,24 +1170,24 @@ static int tracked_base(struct ctx *c, const char *extra)
 		guest_call(&c->g, "release");
 		return -1;
 	}
-	c->out->f[F_PARENT_ELAPSED] = json_num(c->g.reply, "wall_ns") / 1e9;
-	c->out->f[F_PARENT_FILE] = json_num(c->g.reply, "bytes_written");
+	c->out->f[F_PARENT_ELAPSED] = guest_num(c->g.c.reply, "wall_ns") / 1e9;
+	c->out->f[F_PARENT_FILE] = guest_num(c->g.c.reply, "bytes_written");
 	return guest_call(&c->g, "release");
 }
 
 /* The gap: --incr-gap, or until --incr-dirty percent were written. */
 static int incr_gap(struct ctx *c)
 {
-	const uint64_t end = now_ns() + c->b->incr_gap_ns;
+	const uint64_t end = guest_now_ns() + c->b->incr_gap_ns;
 	const double want = (double)c->size / PAGE * c->b->incr_dirty / 100;
 
-	while (now_ns() < end) {
+	while (guest_now_ns() < end) {
 		if (cli_interrupted())
 			return -1;
 		if (c->b->incr_dirty > 0) {
 			if (guest_call(&c->g, "written"))
 				return -1;
-			if (json_num(c->g.reply, "pages") >= want)
+			if (guest_num(c->g.c.reply, "pages") >= want)
 				return 0;
 		}
 		nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
@@ -1375,9 +1216,9 @@ static int run_incr(struct ctx *c)
 	memwatch_stop(&mw, 0, c->out->f);
 	if (r)
 		return -1;
-	take_save(c, c->g.reply);
-	c->out->f[F_WRITTEN] = json_num(c->g.reply, "pages_total") -
-			       json_num(c->g.reply, "pages_parent");
+	take_save(c, c->g.c.reply);
+	c->out->f[F_WRITTEN] = guest_num(c->g.c.reply, "pages_total") -
+			       guest_num(c->g.c.reply, "pages_parent");
 	return 0;
 }
 
@@ -1393,9 +1234,9 @@ static int run_rollback(struct ctx *c)
 		 ROLLBACK_PCT);
 	if (tracked_base(c, undo) || guest_call(&c->g, cmd))
 		return -1;
-	c->out->f[F_ROLLBACK] = json_num(c->g.reply, "rollback_ns") / 1e6;
-	c->out->f[F_ROLLED] = json_num(c->g.reply, "rolled_back_pages");
-	c->out->f[F_WRITTEN] = json_num(c->g.reply, "written_pages");
+	c->out->f[F_ROLLBACK] = guest_num(c->g.c.reply, "rollback_ns") / 1e6;
+	c->out->f[F_ROLLED] = guest_num(c->g.c.reply, "rolled_back_pages");
+	c->out->f[F_WRITTEN] = guest_num(c->g.c.reply, "written_pages");
 	return guest_call(&c->g, "untrack");
 }
 
@@ -1405,8 +1246,8 @@ static int writers_alone(struct ctx *c)
 	if (!pause_ms(WARMUP_MS) || guest_call(&c->g, "reset") ||
 	    !pause_ms(BEFORE_MS) || guest_call(&c->g, "stats"))
 		return -1;
-	c->out->f[F_WBEFORE] = json_num(c->g.reply, "ops_per_s");
-	c->out->f[F_NOISE] = json_num(c->g.reply, "stop_max_ns") / 1e6;
+	c->out->f[F_WBEFORE] = guest_num(c->g.c.reply, "ops_per_s");
+	c->out->f[F_NOISE] = guest_num(c->g.c.reply, "stop_max_ns") / 1e6;
 	return 0;
 }
 
@@ -1415,7 +1256,7 @@ static int run_method(struct bench *b, uint64_t size, enum method m,
 {
 	struct ctx c = { .b = b, .size = size, .out = out };
 	double load[3];
-	uint64_t t0 = now_ns();
+	uint64_t t0 = guest_now_ns();
 	int r;
 
 	run_init(out);
@@ -1429,7 +1270,7 @@ static int run_method(struct bench *b, uint64_t size, enum method m,
 		r = writers_alone(&c);
 	if (!r) {
 		progress(b, "  %s: guest ready in %.1f s, %.2f M transfers/s",
-			 method_names[m], (double)(now_ns() - t0) / 1e9,
+			 method_names[m], (double)(guest_now_ns() - t0) / 1e9,
 			 out->f[F_WBEFORE] / 1e6);
 		switch (m) {
 		case M_UFFD_PID:
@@ -1445,7 +1286,7 @@ static int run_method(struct bench *b, uint64_t size, enum method m,
 			r = run_embedded(&c, m);
 		}
 	}
-	guest_end(&c.g);
+	guest_end(&c.g.c, 2000);
 	unlink(c.parent);
 	settle(b->dir, c.file);
 	if (r)
@@ -2076,7 +1917,7 @@ static int report_json(const struct bench *b)
 	json_load(&j, "load_avg_start", b->load_start);
 	json_load(&j, "load_avg_end", b->load_end);
 	cli_json_kdouble(&j, "runtime_s",
-			 (double)(now_ns() - b->start_ns) / 1e9);
+			 (double)(guest_now_ns() - b->start_ns) / 1e9);
 	cli_json_key(&j, "sizes");
 	cli_json_array_begin(&j);
 	for (int i = 0; i < b->nsizes; i++)
@@ -2317,7 +2158,7 @@ static void run_size(struct bench *b, struct size_result *s)
 			continue;
 		for (unsigned i = 0; i < b->repeat && !cli_interrupted(); i++) {
 			struct run *r = &s->runs[m][i];
-			const uint64_t t0 = now_ns();
+			const uint64_t t0 = guest_now_ns();
 
 			progress(b, "%s %s, run %u of %u",
 				 cli_fmt_size(sz, s->size), method_names[m],
@@ -2329,7 +2170,7 @@ static void run_size(struct bench *b, struct size_result *s)
 			progress(b, "  %s: blackout %.3f ms, elapsed %.2f s, "
 				 "%.1f s in all", method_names[m],
 				 r->f[F_BLACKOUT], r->f[F_ELAPSED],
-				 (double)(now_ns() - t0) / 1e9);
+				 (double)(guest_now_ns() - t0) / 1e9);
 		}
 	}
 	median_runs(b, s);
@@ -2343,7 +2184,7 @@ static void report_text(const struct bench *b)
 	       "%.2f %.2f %.2f at the end; %.0f s\n", bgsnap_version_string(),
 	       b->load_start[0], b->load_start[1], b->load_start[2],
 	       b->load_end[0], b->load_end[1], b->load_end[2],
-	       (double)(now_ns() - b->start_ns) / 1e9);
+	       (double)(guest_now_ns() - b->start_ns) / 1e9);
 	for (int i = 0; i < b->nsizes; i++)
 		print_size(b, &b->res[i]);
 	print_growth(b);
@@ -2378,7 +2219,7 @@ int cmd_bench(int argc, char **argv)
 	command_line(&b, argc, argv);
 	cli_catch_signals();
 	signal(SIGPIPE, SIG_IGN);
-	b.start_ns = now_ns();
+	b.start_ns = guest_now_ns();
 	load_avg(b.load_start);
 	if (setup(&b)) {
 		if (b.dir[0])

@@ -2,7 +2,7 @@
 /*
  * Helpers for the end-to-end tests of 'bgsnap save/restore --pid': the
  * built binary is run as a user would, against 'bgsnap guest' processes
- * driven through their line protocol (cli/cmd_guest.c).
+ * driven through their line protocol (cli/guest/cmd_guest.c).
  *
  * Every test program takes the bgsnap binary as argv[1] and calls
  * pt_init() first, which exits 77 when this system cannot snapshot

@@ -161,8 +161,8 @@ static const char guest_usage[] =
 	"[buffer=SIZE] [compress=lz4|none] [accel=N] [noverify] [one-phase]\n"
 	"[keep] [incremental] [undo=SIZE] [nomem] [held], window open|close\n"
 	"[NS]|get, written, rollback [dirty=PCT] [timeout=DUR] [file],\n"
-	"untrack, quit. See the DESIGN block of cli/cmd_guest.c. A target for\n"
-	"'bgsnap save --pid'.\n";
+	"untrack, quit. See the DESIGN block of cli/guest/cmd_guest.c.\n"
+	"A target for 'bgsnap save --pid'.\n";
 
 enum guest_kind { KIND_4K, KIND_THP, KIND_MEMFD };
 
