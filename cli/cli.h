@@ -24,8 +24,9 @@
  * Threads: these helpers keep process-wide state (getopt's position, the
  * progress bar, the signal caught) and are called from the command's main
  * thread only. bench and guest start threads of their own (the DESIGN
- * blocks of cmd_bench.c, cmd_guest.c and guest_bank.c list them); none of
- * those threads calls a helper declared here.
+ * blocks of cmd_bench.c, cmd_guest.c and guest_bank.c list them); of the
+ * helpers declared here those threads call only cli_now_ns() and
+ * cli_proc_kb(), which keep no state.
  */
 #ifndef BGS_CLI_H
 #define BGS_CLI_H
@@ -83,6 +84,15 @@ int cli_file_exit(int err);
  */
 void cli_catch_signals(void);
 int cli_interrupted(void);
+
+/* ---- time and /proc ----------------------------------------------------- */
+
+/* CLOCK_MONOTONIC in ns. Any thread. */
+uint64_t cli_now_ns(void);
+/* The kB of the lines of @path starting with @keys[0..@n) (each "Key:",
+ * as in /proc/PID/status or smaps_rollup), summed, in bytes; 0 when
+ * unreadable. Any thread. */
+uint64_t cli_proc_kb(const char *path, const char *const *keys, int n);
 
 /* ---- options ------------------------------------------------------------ */
 

@@ -718,17 +718,47 @@ int cli_json_end(struct cli_json *j)
 	return 0;
 }
 
-/* ---- progress bar -------------------------------------------------------- */
+/* ---- time and /proc ----------------------------------------------------- */
 
-#define PROGRESS_INTERVAL_NS 100000000ull /* ten redraws a second */
-
-static uint64_t now_ns(void)
+uint64_t cli_now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+uint64_t cli_proc_kb(const char *path, const char *const *keys, int n)
+{
+	char buf[4096];
+	uint64_t kb = 0;
+	const int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t len;
+
+	if (fd < 0)
+		return 0;
+	len = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (len <= 0)
+		return 0;
+	buf[len] = '\0';
+	for (int i = 0; i < n; i++) {
+		const size_t klen = strlen(keys[i]);
+
+		for (const char *p = buf; p; p = strchr(p, '\n')) {
+			p += *p == '\n';
+			if (!strncmp(p, keys[i], klen)) {
+				kb += strtoull(p + klen, NULL, 10);
+				break;
+			}
+		}
+	}
+	return kb * 1024;
+}
+
+/* ---- progress bar -------------------------------------------------------- */
+
+#define PROGRESS_INTERVAL_NS 100000000ull /* ten redraws a second */
 
 static unsigned terminal_width(void)
 {
@@ -833,7 +863,7 @@ void cli_progress_start(struct cli_progress *p, const char *label,
 	p->total = total;
 	/* The first draw comes after one interval: a command that is done
 	 * by then never flashes a bar. */
-	p->start_ns = now_ns();
+	p->start_ns = cli_now_ns();
 	p->drawn_ns = p->start_ns;
 	if (p->on)
 		shown = p;
@@ -846,7 +876,7 @@ void cli_progress_total(struct cli_progress *p, uint64_t total)
 
 void cli_progress_update(struct cli_progress *p, uint64_t done)
 {
-	const uint64_t now = now_ns();
+	const uint64_t now = cli_now_ns();
 
 	p->done = done;
 	if (p->on && now - p->drawn_ns >= PROGRESS_INTERVAL_NS)

@@ -313,9 +313,9 @@ static const char *const pattern_names[] = { "random", "sequential", "hot" };
 /* Sleep @ms unless interrupted; false when a signal came. */
 static bool pause_ms(uint64_t ms)
 {
-	const uint64_t end = guest_now_ns() + ms * 1000000;
+	const uint64_t end = cli_now_ns() + ms * 1000000;
 
-	while (!cli_interrupted() && guest_now_ns() < end)
+	while (!cli_interrupted() && cli_now_ns() < end)
 		nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
 	return !cli_interrupted();
 }
@@ -452,35 +452,6 @@ struct memwatch {
 	uint64_t own_cpu_ns; /* the sampler thread's CPU time */
 };
 
-/* The kB of the lines starting with @keys, summed, in bytes. */
-static uint64_t proc_kb(const char *path, const char *const *keys, int n)
-{
-	char buf[4096];
-	uint64_t kb = 0;
-	const int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t len;
-
-	if (fd < 0)
-		return 0;
-	len = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (len <= 0)
-		return 0;
-	buf[len] = '\0';
-	for (int i = 0; i < n; i++) {
-		const size_t klen = strlen(keys[i]);
-
-		for (const char *p = buf; p; p = strchr(p, '\n')) {
-			p += *p == '\n';
-			if (!strncmp(p, keys[i], klen)) {
-				kb += strtoull(p + klen, NULL, 10);
-				break;
-			}
-		}
-	}
-	return kb * 1024;
-}
-
 /* Resident memory and page tables of @pid (0: this process): cheap
  * counters, no page walk. */
 static uint64_t resident_bytes(int pid)
@@ -500,7 +471,8 @@ static uint64_t resident_bytes(int pid)
 	}
 	snprintf(path, sizeof(path), pid ? "/proc/%d/status" : "/proc/self/status",
 		 pid);
-	return rss * (uint64_t)sysconf(_SC_PAGESIZE) + proc_kb(path, pte, 1);
+	return rss * (uint64_t)sysconf(_SC_PAGESIZE) +
+	       cli_proc_kb(path, pte, 1);
 }
 
 /* Pages of @pid no other process maps, and its page tables: what a fork
@@ -514,9 +486,9 @@ static uint64_t private_bytes(int pid)
 	uint64_t v;
 
 	snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", pid);
-	v = proc_kb(path, rollup, 2);
+	v = cli_proc_kb(path, rollup, 2);
 	snprintf(path, sizeof(path), "/proc/%d/status", pid);
-	return v + proc_kb(path, pte, 1);
+	return v + cli_proc_kb(path, pte, 1);
 }
 
 /* The children of @pid's main thread (a fork child of the guest). */
@@ -748,12 +720,12 @@ static double floor_lz4(const struct region *r, double *ratio)
 
 	if (!dst)
 		return NAN;
-	t0 = guest_now_ns();
+	t0 = cli_now_ns();
 	for (size_t off = 0; off + LZ4_CHUNK <= r->len; off += LZ4_CHUNK)
 		out += (uint64_t)LZ4_compress_fast(
 			(const char *)r->mem + off, dst, (int)LZ4_CHUNK, bound,
 			1);
-	s = (double)(guest_now_ns() - t0) / 1e9;
+	s = (double)(cli_now_ns() - t0) / 1e9;
 	free(dst);
 	*ratio = out ? (double)(r->len / LZ4_CHUNK * LZ4_CHUNK) / (double)out :
 		       NAN;
@@ -784,7 +756,7 @@ static double floor_disk(const struct bench *b, const struct region *r,
 
 	snprintf(path, sizeof(path), "%s/disk-floor", b->dir);
 	settle(b->dir, NULL);
-	t0 = guest_now_ns();
+	t0 = cli_now_ns();
 	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_DIRECT,
 		  0600);
 	*direct = fd >= 0;
@@ -805,7 +777,7 @@ static double floor_disk(const struct bench *b, const struct region *r,
 	if (!err && fsync(fd))
 		err = errno;
 	close(fd);
-	t0 = guest_now_ns() - t0;
+	t0 = cli_now_ns() - t0;
 	settle(b->dir, path);
 	if (err) {
 		cli_error("bench: floors: writing %s: %s", path, strerror(err));
@@ -849,11 +821,11 @@ static double floor_wp(struct region *r)
 	double t[WP_REPEAT];
 
 	for (int i = 0; i < WP_REPEAT; i++) {
-		const uint64_t t0 = guest_now_ns();
+		const uint64_t t0 = cli_now_ns();
 
 		if (uffd_wp(r->uffd, r->mem, r->len, true))
 			return NAN;
-		t[i] = (double)(guest_now_ns() - t0) / 1e6;
+		t[i] = (double)(cli_now_ns() - t0) / 1e6;
 		if (uffd_wp(r->uffd, r->mem, r->len, false))
 			return NAN;
 	}
@@ -909,10 +881,10 @@ static int floor_faults(struct region *r, bool thp, double *p50, double *p99)
 			r->mem + (i * (units / n)) * h.unit + 64);
 		const uint64_t v = atomic_load_explicit(p,
 							memory_order_relaxed);
-		const uint64_t t0 = guest_now_ns();
+		const uint64_t t0 = cli_now_ns();
 
 		atomic_store_explicit(p, v, memory_order_relaxed);
-		lat[i] = (double)(guest_now_ns() - t0) / 1e3;
+		lat[i] = (double)(cli_now_ns() - t0) / 1e3;
 	}
 	if (!ret) {
 		atomic_store(&h.stop, true);
@@ -1076,7 +1048,7 @@ static int pid_start(struct ctx *c, struct bgsnap *h, uint64_t *started)
 		r = guest_call(&c->g, "window open") ? -EIO : 0;
 	if (!r)
 		r = bgsnap_save_start(h, c->file, &opts);
-	*started = guest_now_ns();
+	*started = cli_now_ns();
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (r)
 		cli_error("bench: uffd-pid: process %d: %s", (int)c->g.c.pid,
@@ -1094,7 +1066,7 @@ static int pid_save(struct ctx *c, struct bgsnap *h, struct bgsnap_stats *st,
 
 	if (guest_call(&c->g, "reset"))
 		return -1;
-	*t0 = guest_now_ns();
+	*t0 = cli_now_ns();
 	if (pid_start(c, h, &started))
 		return -1;
 	snprintf(cmd, sizeof(cmd), "window close %llu",
@@ -1107,7 +1079,7 @@ static int pid_save(struct ctx *c, struct bgsnap *h, struct bgsnap_stats *st,
 	if (r)
 		bgsnap_cancel(h);
 	r = bgsnap_wait(h) || r ? -1 : 0;
-	*done = guest_now_ns();
+	*done = cli_now_ns();
 	if (r)
 		cli_error("bench: uffd-pid: %s", *bgsnap_last_error(h) ?
 			  bgsnap_last_error(h) : "the save failed");
@@ -1178,10 +1150,10 @@ static int tracked_base(struct ctx *c, const char *extra)
 /* The gap: --incr-gap, or until --incr-dirty percent were written. */
 static int incr_gap(struct ctx *c)
 {
-	const uint64_t end = guest_now_ns() + c->b->incr_gap_ns;
+	const uint64_t end = cli_now_ns() + c->b->incr_gap_ns;
 	const double want = (double)c->size / PAGE * c->b->incr_dirty / 100;
 
-	while (guest_now_ns() < end) {
+	while (cli_now_ns() < end) {
 		if (cli_interrupted())
 			return -1;
 		if (c->b->incr_dirty > 0) {
@@ -1256,7 +1228,7 @@ static int run_method(struct bench *b, uint64_t size, enum method m,
 {
 	struct ctx c = { .b = b, .size = size, .out = out };
 	double load[3];
-	uint64_t t0 = guest_now_ns();
+	uint64_t t0 = cli_now_ns();
 	int r;
 
 	run_init(out);
@@ -1270,7 +1242,7 @@ static int run_method(struct bench *b, uint64_t size, enum method m,
 		r = writers_alone(&c);
 	if (!r) {
 		progress(b, "  %s: guest ready in %.1f s, %.2f M transfers/s",
-			 method_names[m], (double)(guest_now_ns() - t0) / 1e9,
+			 method_names[m], (double)(cli_now_ns() - t0) / 1e9,
 			 out->f[F_WBEFORE] / 1e6);
 		switch (m) {
 		case M_UFFD_PID:
@@ -1917,7 +1889,7 @@ static int report_json(const struct bench *b)
 	json_load(&j, "load_avg_start", b->load_start);
 	json_load(&j, "load_avg_end", b->load_end);
 	cli_json_kdouble(&j, "runtime_s",
-			 (double)(guest_now_ns() - b->start_ns) / 1e9);
+			 (double)(cli_now_ns() - b->start_ns) / 1e9);
 	cli_json_key(&j, "sizes");
 	cli_json_array_begin(&j);
 	for (int i = 0; i < b->nsizes; i++)
@@ -2158,7 +2130,7 @@ static void run_size(struct bench *b, struct size_result *s)
 			continue;
 		for (unsigned i = 0; i < b->repeat && !cli_interrupted(); i++) {
 			struct run *r = &s->runs[m][i];
-			const uint64_t t0 = guest_now_ns();
+			const uint64_t t0 = cli_now_ns();
 
 			progress(b, "%s %s, run %u of %u",
 				 cli_fmt_size(sz, s->size), method_names[m],
@@ -2170,7 +2142,7 @@ static void run_size(struct bench *b, struct size_result *s)
 			progress(b, "  %s: blackout %.3f ms, elapsed %.2f s, "
 				 "%.1f s in all", method_names[m],
 				 r->f[F_BLACKOUT], r->f[F_ELAPSED],
-				 (double)(guest_now_ns() - t0) / 1e9);
+				 (double)(cli_now_ns() - t0) / 1e9);
 		}
 	}
 	median_runs(b, s);
@@ -2184,7 +2156,7 @@ static void report_text(const struct bench *b)
 	       "%.2f %.2f %.2f at the end; %.0f s\n", bgsnap_version_string(),
 	       b->load_start[0], b->load_start[1], b->load_start[2],
 	       b->load_end[0], b->load_end[1], b->load_end[2],
-	       (double)(guest_now_ns() - b->start_ns) / 1e9);
+	       (double)(cli_now_ns() - b->start_ns) / 1e9);
 	for (int i = 0; i < b->nsizes; i++)
 		print_size(b, &b->res[i]);
 	print_growth(b);
@@ -2219,7 +2191,7 @@ int cmd_bench(int argc, char **argv)
 	command_line(&b, argc, argv);
 	cli_catch_signals();
 	signal(SIGPIPE, SIG_IGN);
-	b.start_ns = guest_now_ns();
+	b.start_ns = cli_now_ns();
 	load_avg(b.load_start);
 	if (setup(&b)) {
 		if (b.dir[0])

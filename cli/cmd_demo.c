@@ -145,9 +145,9 @@ struct demo {
 /* Sleep @ms unless interrupted; false when a signal came. */
 static bool pause_ms(unsigned ms)
 {
-	const uint64_t end = guest_now_ns() + (uint64_t)ms * 1000000;
+	const uint64_t end = cli_now_ns() + (uint64_t)ms * 1000000;
 
-	while (!cli_interrupted() && guest_now_ns() < end)
+	while (!cli_interrupted() && cli_now_ns() < end)
 		nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
 	return !cli_interrupted();
 }
@@ -314,7 +314,7 @@ static int verify_file(struct demo *d)
 {
 	char err[BGSNAP_FILE_ERROR_MAX];
 	struct bgsnap_file *f;
-	uint64_t t0 = guest_now_ns();
+	uint64_t t0 = cli_now_ns();
 	int r = bgsnap_file_open(&f, d->file, err, sizeof(err));
 
 	if (r) {
@@ -322,7 +322,7 @@ static int verify_file(struct demo *d)
 		return -1;
 	}
 	r = bgsnap_file_verify(f, NULL, NULL);
-	d->verify_ns = guest_now_ns() - t0;
+	d->verify_ns = cli_now_ns() - t0;
 	if (r) {
 		cli_error("demo: %s: %s", d->file, bgsnap_file_last_error(f));
 		goto out_close;
@@ -351,7 +351,7 @@ static int restore_into_guest(struct demo *d, bool dry, uint64_t *changed,
 	};
 	struct bgsnap_stats st;
 	struct bgsnap *h;
-	uint64_t t0 = guest_now_ns();
+	uint64_t t0 = cli_now_ns();
 	int r = bgsnap_new(&h);
 
 	if (r) {
@@ -375,7 +375,7 @@ static int restore_into_guest(struct demo *d, bool dry, uint64_t *changed,
 	else if (!bgsnap_stats(h, &st) && changed)
 		*changed = st.pages_changed;
 	if (ns)
-		*ns = guest_now_ns() - t0;
+		*ns = cli_now_ns() - t0;
 	bgsnap_free(h);
 	return r ? -1 : 0;
 }

@@ -78,14 +78,6 @@ struct flatten {
 	uint64_t elapsed_ns;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- the output ---------------------------------------------------------- */
 
 /* OUT's directory opened, its name kept: 0, or -1 after a message. */
@@ -149,7 +141,7 @@ static int run(struct flatten *fl)
 		.parents = fl->parents,
 		.nparents = fl->nparents,
 	};
-	const uint64_t t0 = now_ns();
+	const uint64_t t0 = cli_now_ns();
 	struct bgsnap *h;
 	int ret = bgsnap_new(&h);
 
@@ -158,7 +150,7 @@ static int run(struct flatten *fl)
 		return EXIT_FAILED;
 	}
 	ret = bgsnap_flatten(h, fl->file, fl->tmp, &o);
-	fl->elapsed_ns = now_ns() - t0;
+	fl->elapsed_ns = cli_now_ns() - t0;
 	if (ret)
 		flatten_failed(fl, h, ret);
 	bgsnap_free(h);

@@ -76,14 +76,6 @@ struct verify {
 	uint64_t elapsed_ns;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void on_progress(void *arg, uint64_t done, uint64_t total)
 {
 	struct cli_progress *p = arg;
@@ -101,7 +93,7 @@ static void check(struct verify *v)
 {
 	const int how = v->deep ? BGSNAP_VERIFY_DEEP : BGSNAP_VERIFY_STORED;
 	struct cli_progress bar;
-	const uint64_t t0 = now_ns();
+	const uint64_t t0 = cli_now_ns();
 
 	v->err = bgsnap_file_open(&v->f, v->path, v->msg, sizeof(v->msg));
 	if (v->err)
@@ -121,7 +113,7 @@ static void check(struct verify *v)
 	if (v->err)
 		snprintf(v->msg, sizeof(v->msg), "%s",
 			 bgsnap_file_last_error(v->f));
-	v->elapsed_ns = now_ns() - t0;
+	v->elapsed_ns = cli_now_ns() - t0;
 }
 
 /* The ancestors of FILE found so far, parent first (NULL-terminated). */

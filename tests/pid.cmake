@@ -1,7 +1,6 @@
 # 'bgsnap save/restore --pid' end to end through the built binary, against
 # 'bgsnap guest' processes. Root on the real kernel, else 77.
-add_library(bgs_pidutil STATIC pid/pid_util.c
-	${PROJECT_SOURCE_DIR}/cli/guest/guest_client.c)
+add_library(bgs_pidutil STATIC pid/pid_util.c)
 target_link_libraries(bgs_pidutil PUBLIC bgs_testcommon m)
 
 function(bgs_add_pid_test name)

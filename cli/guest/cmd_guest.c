@@ -190,14 +190,6 @@ struct guest {
 	uint64_t pause_ns; /* the last pause callback's start */
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- memory ----------------------------------------------------------------- */
 
 static int map_memfd(struct guest *g)
@@ -319,7 +311,7 @@ static void reply_send(struct reply *rp, int ret)
 static void json_writers(struct cli_json *j, struct guest *g)
 {
 	struct bank_figures f;
-	const uint64_t elapsed = now_ns() - g->reset_ns;
+	const uint64_t elapsed = cli_now_ns() - g->reset_ns;
 
 	bank_figures(&g->bank, &f);
 	cli_json_kuint(j, "elapsed_ns", elapsed);
@@ -338,7 +330,7 @@ static void json_writers(struct cli_json *j, struct guest *g)
 static void reset_figures(struct guest *g)
 {
 	bank_figures_reset(&g->bank);
-	g->reset_ns = now_ns();
+	g->reset_ns = cli_now_ns();
 }
 
 /* ---- simple commands ------------------------------------------------------------ */
@@ -384,14 +376,14 @@ static int do_reset(struct guest *g, int argc, char **argv, struct reply *rp)
 
 static int do_hold(struct guest *g, int argc, char **argv, struct reply *rp)
 {
-	const uint64_t t0 = now_ns();
+	const uint64_t t0 = cli_now_ns();
 
 	(void)argc;
 	(void)argv;
 	if (!g->held)
 		bank_hold(&g->bank);
 	g->held = true;
-	cli_json_kuint(&rp->j, "hold_ns", now_ns() - t0);
+	cli_json_kuint(&rp->j, "hold_ns", cli_now_ns() - t0);
 	return 0;
 }
 
@@ -434,7 +426,7 @@ static void unquiesce(struct guest *g)
 static int do_check(struct guest *g, int argc, char **argv, struct reply *rp)
 {
 	char why[256];
-	const uint64_t t0 = now_ns();
+	const uint64_t t0 = cli_now_ns();
 	int r;
 
 	(void)argc;
@@ -446,7 +438,7 @@ static int do_check(struct guest *g, int argc, char **argv, struct reply *rp)
 	unquiesce(g);
 	if (r)
 		return fail(rp, "check: %s", why);
-	cli_json_kuint(&rp->j, "check_ns", now_ns() - t0);
+	cli_json_kuint(&rp->j, "check_ns", cli_now_ns() - t0);
 	return 0;
 }
 
@@ -562,36 +554,6 @@ static int sampler_start(struct sampler *s)
 	return -pthread_create(&s->thread, NULL, sampler_main, s);
 }
 
-/* The kB of the lines starting with @keys (each "Key:") of @path, summed,
- * in bytes; 0 if unreadable. */
-static uint64_t proc_kb(const char *path, const char *const *keys, int n)
-{
-	char buf[4096];
-	uint64_t kb = 0;
-	const int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t len;
-
-	if (fd < 0)
-		return 0;
-	len = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (len <= 0)
-		return 0;
-	buf[len] = '\0';
-	for (int i = 0; i < n; i++) {
-		const size_t klen = strlen(keys[i]);
-
-		for (const char *p = buf; p; p = strchr(p, '\n')) {
-			p += *p == '\n';
-			if (!strncmp(p, keys[i], klen)) {
-				kb += strtoull(p + klen, NULL, 10);
-				break;
-			}
-		}
-	}
-	return kb * 1024;
-}
-
 /* This process's pages that no other process maps, and its page tables:
  * what a fork child costs beyond its parent. */
 static uint64_t own_private_bytes(void)
@@ -600,8 +562,8 @@ static uint64_t own_private_bytes(void)
 					      "Private_Dirty:" };
 	static const char *const status[] = { "VmPTE:" };
 
-	return proc_kb("/proc/self/smaps_rollup", rollup, 2) +
-	       proc_kb("/proc/self/status", status, 1);
+	return cli_proc_kb("/proc/self/smaps_rollup", rollup, 2) +
+	       cli_proc_kb("/proc/self/status", status, 1);
 }
 
 static void sampler_stop(struct sampler *s, struct cli_json *j)
@@ -637,7 +599,7 @@ static int pause_writers(void *arg)
 {
 	struct guest *g = arg;
 
-	g->pause_ns = now_ns();
+	g->pause_ns = cli_now_ns();
 	bank_pause(&g->bank);
 	return 0;
 }
@@ -770,7 +732,7 @@ static int save_memory(struct guest *g, const struct save_cmd *c,
 	r = bgsnap_save_start(h, c->file, o);
 	if (!r)
 		r = bgsnap_wait(h);
-	res->done_ns = now_ns();
+	res->done_ns = cli_now_ns();
 	if (r)
 		snprintf(res->err, sizeof(res->err), "%s",
 			 *bgsnap_last_error(h) ? bgsnap_last_error(h) :
@@ -826,11 +788,11 @@ static int save_fork(struct guest *g, const struct save_cmd *c,
 	if (pipe2(p, O_CLOEXEC))
 		return -errno;
 	bank_window_open(&g->bank);
-	t0 = now_ns();
+	t0 = cli_now_ns();
 	*child = fork();
 	if (*child == 0)
 		fork_child(g, c, p[1]);
-	*fork_ns = now_ns() - t0;
+	*fork_ns = cli_now_ns() - t0;
 	bank_window_close(&g->bank);
 	close(p[1]);
 	if (*child < 0) {
@@ -858,7 +820,7 @@ static int run_save(struct guest *g, const struct save_cmd *c,
 {
 	struct bgsnap_save_opts o = c->opts;
 	struct child_result res = { 0 };
-	const uint64_t t0 = now_ns();
+	const uint64_t t0 = cli_now_ns();
 	uint64_t fork_ns = 0;
 	int child = 0, r;
 
@@ -1028,11 +990,11 @@ static int parse_rollback(int argc, char **argv, struct rollback_cmd *c,
 static uint64_t wait_written(struct guest *g, double pct, uint64_t timeout_ns)
 {
 	const uint64_t want = (uint64_t)((double)(g->len / PAGE) * pct / 100);
-	const uint64_t end = now_ns() + timeout_ns;
+	const uint64_t end = cli_now_ns() + timeout_ns;
 	uint64_t pages = 0;
 
 	while (!bgsnap_track_written(g->track, &pages) && pages < want &&
-	       now_ns() < end)
+	       cli_now_ns() < end)
 		nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
 	return pages;
 }
@@ -1053,17 +1015,17 @@ static int do_rollback(struct guest *g, int argc, char **argv, struct reply *rp)
 			    "first)");
 	if (c.file)
 		ro.path = g->track_file;
-	t0 = now_ns();
+	t0 = cli_now_ns();
 	wait_written(g, c.dirty_pct, c.timeout_ns);
 	/* Held between transfers: the memory goes back to an instant that
 	 * may be mid-transfer, which 'recover' then completes. */
-	t1 = now_ns();
+	t1 = cli_now_ns();
 	if (!was_held)
 		bank_hold(&g->bank);
 	bgsnap_track_written(g->track, &written);
-	t2 = now_ns();
+	t2 = cli_now_ns();
 	r = bgsnap_rollback(g->track, &ro);
-	t3 = now_ns();
+	t3 = cli_now_ns();
 	if (!r)
 		bgsnap_stats(g->track, &st);
 	bank_recover(g->mem, g->len);
@@ -1077,7 +1039,7 @@ static int do_rollback(struct guest *g, int argc, char **argv, struct reply *rp)
 	cli_json_kuint(&rp->j, "rolled_back_pages", st.pages_changed);
 	cli_json_kuint(&rp->j, "rollback_ns", t3 - t2);
 	cli_json_kuint(&rp->j, "hold_ns", t2 - t1);
-	cli_json_kuint(&rp->j, "recover_ns", now_ns() - t3);
+	cli_json_kuint(&rp->j, "recover_ns", cli_now_ns() - t3);
 	cli_json_kuint(&rp->j, "wait_ns", t1 - t0);
 	return 0;
 }
@@ -1265,7 +1227,7 @@ int cmd_guest(int argc, char **argv)
 		munmap(g->map, g->map_len);
 		return EXIT_FAILED;
 	}
-	g->reset_ns = now_ns();
+	g->reset_ns = cli_now_ns();
 	serve(g);
 	untrack(g);
 	bank_stop(&g->bank);

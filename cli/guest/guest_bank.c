@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "guest_bank.h"
+#include "guest_client.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -57,14 +58,6 @@ static uint64_t rnd(uint64_t *s)
 	*s ^= *s << 25;
 	*s ^= *s >> 27;
 	return *s * 2685821657736338717ULL;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
 /* Payload like real memory: 30% zero pages, structured records, text,
@@ -217,7 +210,7 @@ static _Thread_local struct bank_writer *self;
 static void park_handler(int sig)
 {
 	struct bank *b = self ? self->bank : NULL;
-	const uint64_t t0 = now_ns();
+	const uint64_t t0 = guest_now_ns();
 	const struct timespec tick = { 0, 20000 };
 
 	(void)sig;
@@ -227,7 +220,7 @@ static void park_handler(int sig)
 	atomic_fetch_add(&b->parked, 1);
 	while (atomic_load(&b->paused))
 		nanosleep(&tick, NULL);
-	const uint64_t stopped = now_ns() - t0;
+	const uint64_t stopped = guest_now_ns() - t0;
 	if (stopped > atomic_load(&self->max_stop_ns))
 		atomic_store(&self->max_stop_ns, stopped);
 	atomic_fetch_sub(&b->parked, 1);
@@ -378,7 +371,7 @@ static void window_note(struct bank_writer *w, uint64_t due, uint64_t end)
 
 static void sleep_until(uint64_t when)
 {
-	const uint64_t t = now_ns();
+	const uint64_t t = guest_now_ns();
 
 	if (when <= t)
 		return;
@@ -403,13 +396,13 @@ static void *writer_main(void *arg)
 				     w->id * sizeof(struct journal));
 	const uint64_t interval = b->rate ? 1000000000ULL * b->nwriters /
 						    b->rate : 0;
-	uint64_t next = now_ns(), last_end = next;
+	uint64_t next = guest_now_ns(), last_end = next;
 
 	self = w;
 	while (!atomic_load_explicit(&b->stop, memory_order_relaxed)) {
 		if (atomic_load_explicit(&b->hold, memory_order_acquire)) {
 			wait_held(b);
-			next = last_end = now_ns(); /* a hold is no delay */
+			next = last_end = guest_now_ns(); /* a hold is no delay */
 			continue;
 		}
 		/* Due: when this transfer should start, by the rate's
@@ -420,9 +413,9 @@ static void *writer_main(void *arg)
 			sleep_until(next);
 			due = next > due ? next : due;
 		}
-		const uint64_t t0 = now_ns();
+		const uint64_t t0 = guest_now_ns();
 		transfer(w, j);
-		last_end = now_ns();
+		last_end = guest_now_ns();
 		record_op(w, last_end - t0, last_end - due);
 		window_note(w, due, last_end);
 		atomic_fetch_add_explicit(&w->ops, 1, memory_order_relaxed);
@@ -584,12 +577,12 @@ void bank_window_open(struct bank *b)
 		atomic_store(&b->writer[i].win_steps, 0);
 	}
 	atomic_store(&b->win_close_ns, UINT64_MAX);
-	atomic_store(&b->win_open_ns, now_ns());
+	atomic_store(&b->win_open_ns, guest_now_ns());
 }
 
 void bank_window_close(struct bank *b)
 {
-	atomic_store(&b->win_close_ns, now_ns());
+	atomic_store(&b->win_close_ns, guest_now_ns());
 }
 
 void bank_window_close_at(struct bank *b, uint64_t ns)
@@ -618,13 +611,13 @@ static uint64_t window_max_of(struct bank_writer *w, uint64_t close,
 uint64_t bank_window_max(struct bank *b, uint64_t timeout_ns, bool *complete)
 {
 	const uint64_t close = atomic_load(&b->win_close_ns);
-	const uint64_t deadline = now_ns() + timeout_ns;
+	const uint64_t deadline = guest_now_ns() + timeout_ns;
 	uint64_t max = 0;
 	unsigned done = 0;
 
 	/* A writer that has not ended a transfer since the close may still
 	 * be stopped in one that overlapped the window. */
-	while (done < b->nwriters && now_ns() < deadline) {
+	while (done < b->nwriters && guest_now_ns() < deadline) {
 		done = 0;
 		for (unsigned i = 0; i < b->nwriters; i++)
 			done += atomic_load_explicit(

@@ -31,7 +31,9 @@ struct guest_client {
 	char reply[GUEST_REPLY_MAX]; /* the last reply line, no newline */
 };
 
-/* CLOCK_MONOTONIC in ns. */
+/* CLOCK_MONOTONIC in ns, for the bank and the client. The same as
+ * cli_now_ns(): the guest's modules are linked into the tests without
+ * cli_util.c. */
 uint64_t guest_now_ns(void);
 
 /*
