@@ -371,6 +371,12 @@ int cli_input_check(const char *label, const char *path, const char *hint);
  */
 int cli_target_check(const char *cmd, int pid);
 
+struct bgsnap;
+/* How many of @h's mappings the --include/--exclude filters leave to
+ * save or restore (regions not of kind BGSNAP_KIND_UNSAVED): restore and
+ * watch refuse to go on with none. */
+size_t cli_selected(const struct bgsnap *h);
+
 /*
  * The error when no mapping of process @pid is selected: the fault of
  * --include/--exclude only when @filtered, else the process has nothing

@@ -975,7 +975,7 @@ int cli_output_temp(int dirfd, const char *name, const char *tag,
 	return -1;
 }
 
-/* Without --force: never over anything, atomically. */
+/* Without --force: never replace an existing file, atomically. */
 static int publish_noreplace(int dirfd, const char *tmp, const char *name)
 {
 	if (!renameat2(dirfd, tmp, dirfd, name, RENAME_NOREPLACE))
@@ -1000,7 +1000,7 @@ int cli_output_publish(int dirfd, const char *tmp, const char *name,
 		ret = renameat(dirfd, tmp, dirfd, name) ? -errno : 0;
 	else
 		ret = publish_noreplace(dirfd, tmp, name);
-	/* Something appeared since the check: say what it is. */
+	/* A file appeared at @name since the check: say what it is. */
 	if (ret == -EEXIST && !cli_output_check(dirfd, name, what, false))
 		cli_error("%s: exists (--force replaces it)", what);
 	else if (ret && ret != -EEXIST)
@@ -1153,4 +1153,17 @@ int cli_save_failure(int pid, int err, bool attached, char *why,
 		return EXIT_USAGE;
 	}
 	return EXIT_FAILED;
+}
+
+size_t cli_selected(const struct bgsnap *h)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
+		struct bgsnap_region_info ri;
+
+		n += !bgsnap_region(h, i, &ri) &&
+		     ri.kind != BGSNAP_KIND_UNSAVED;
+	}
+	return n;
 }

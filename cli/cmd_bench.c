@@ -580,7 +580,8 @@ static void cpu_figures(const struct cpu_snap *a, const struct cpu_snap *b,
 	double writers = 0;
 
 	for (int i = 0; i < nwriters; i++)
-		if (b->writer[i] >= a->writer[i]) /* 0: gone (it cannot) */
+		/* A writer that is gone reads 0; writers do not end. */
+		if (b->writer[i] >= a->writer[i])
 			writers += (double)(b->writer[i] - a->writer[i]);
 	const double guest_rest = (double)(b->total - a->total) -
 				  (double)(b->main - a->main) - writers;
@@ -1040,7 +1041,8 @@ static int pid_start(struct ctx *c, struct bgsnap *h, uint64_t *started)
 	sigset_t old;
 	int r;
 
-	/* Signals wait: the library may have the guest stopped in there. */
+	/* Signals are held back: the library may have the guest stopped
+	 * while it attaches. */
 	sigprocmask(SIG_BLOCK, stop_signals(), &old);
 	r = bgsnap_target_pid(h, c->g.c.pid, &topts);
 	/* The start window opens at the start call, as for the others. */

@@ -87,7 +87,7 @@ struct opts {
 	bool all, force, quiet, json;
 };
 
-/* One region's way out. */
+/* Where one region is written, and how far it got. */
 struct target {
 	size_t region;
 	struct bgsnap_file_region r;
@@ -312,7 +312,8 @@ static int finish_file(const struct job *j, const struct target *t, int fd,
 		cli_error("%s: %s", t->shown, strerror(-ret));
 		return ret;
 	}
-	/* Without --force never over anything, atomically. */
+	/* Without --force, never replace an existing file, and do it
+	 * atomically. */
 	return cli_output_publish(j->dirfd, tmp, t->name, t->shown,
 				  j->o->force);
 }

@@ -80,7 +80,8 @@ struct flatten {
 
 /* ---- the output ---------------------------------------------------------- */
 
-/* OUT's directory opened, its name kept: 0, or -1 after a message. */
+/* Open OUT's directory and keep OUT's last component: 0, or -1 after a
+ * message. */
 static int open_output_dir(struct flatten *fl)
 {
 	return cli_output_dir(fl->output, &fl->dirfd, fl->name);
@@ -92,7 +93,7 @@ static int check_output(const struct flatten *fl)
 	return cli_output_check(fl->dirfd, fl->name, fl->output, fl->force);
 }
 
-/* A name beside OUT that nothing has: the library writes there. */
+/* Pick an unused name beside OUT for the library to write to. */
 static int pick_temp(struct flatten *fl)
 {
 	char name[NAME_MAX + 1];
@@ -265,7 +266,7 @@ static int parse(int argc, char **argv, struct flatten *fl)
 			  "when written, and renamed into place)");
 		return EXIT_USAGE;
 	}
-	/* A FIFO would block the open: refused at once. */
+	/* A FIFO would block the open, so it is refused now. */
 	if (cli_input_check("flatten: ", fl->file, NULL))
 		return EXIT_BADFILE;
 	return -1;

@@ -473,7 +473,8 @@ static void json_header(struct cli_json *j, struct bgsnap_file *f,
 	cli_json_kstr(j, "snapshot_id", id);
 	hex_id(id, in->parent_id);
 	cli_json_kstr(j, "parent_id", in->incremental ? id : NULL);
-	/* Only asked for: without --chain the keys are those of before. */
+	/* Only with --chain: without it the keys stay what they were
+	 * before --chain existed. */
 	if (o->chain)
 		json_parent(j, f);
 	cli_json_kbool(j, "incremental", in->incremental);

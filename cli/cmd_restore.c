@@ -100,20 +100,6 @@ static const char *detail(const struct bgsnap *h, int err)
 	return d && *d ? d : bgsnap_strerror(err);
 }
 
-/* How many mappings the filters select; none is a mistake. */
-static size_t selected(const struct bgsnap *h)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
-		struct bgsnap_region_info ri;
-
-		n += !bgsnap_region(h, i, &ri) &&
-		     ri.kind != BGSNAP_KIND_UNSAVED;
-	}
-	return n;
-}
-
 static int attach(struct bgsnap *h, const struct restore_args *a)
 {
 	const struct bgsnap_target_opts topts = {
@@ -128,7 +114,7 @@ static int attach(struct bgsnap *h, const struct restore_args *a)
 		cli_error("restore: process %d: %s", a->pid, detail(h, r));
 		return r;
 	}
-	if (!selected(h)) {
+	if (!cli_selected(h)) {
 		cli_error_no_mapping("restore", a->pid,
 				     a->ninclude || a->nexclude);
 		return a->ninclude || a->nexclude ? -EINVAL : -ENODATA;
@@ -181,7 +167,9 @@ static int exit_code_for(int err)
 	return cli_file_exit(err);
 }
 
-/* Failures found before the first write say so: the file, the layout. */
+/* One line for a failed restore. A failure found before anything was
+ * written (a damaged file, a layout that does not match) says that
+ * nothing was written. */
 static void report_failure(const struct bgsnap *h, const struct restore_args *a,
 			   int r)
 {
@@ -318,7 +306,8 @@ static int parse_args(int argc, char **argv, struct restore_args *a)
 			  "snapshot");
 		return EXIT_USAGE;
 	}
-	/* A FIFO would block the open, signals held back: at once. */
+	/* A FIFO would block the open while signals are held back, so it is
+	 * refused here, before that. */
 	if (strcmp(a->file, "-") &&
 	    cli_input_check("restore: ", a->file,
 			    "nothing was written (a pipe is read as "

@@ -230,7 +230,8 @@ static int start(struct bgsnap *h, const struct cli_save_req *req)
 	sigprocmask(SIG_BLOCK, stop_signals(), &old);
 	r = bgsnap_target_pid(h, req->pid, &topts);
 	if (r) {
-		/* Not attached: a refusal is ptrace's, not a capability's. */
+		/* Not attached: a refusal here comes from ptrace, not from a
+		 * missing capability. */
 		code = cli_save_failure(req->pid, r, false, why, sizeof(why));
 		cli_error("save: process %d: %s", req->pid,
 			  *why ? why : detail(h, r));
@@ -546,7 +547,7 @@ static int open_stdout(struct save_args *a)
 			  "redirect standard output or use -o FILE");
 		return EXIT_USAGE;
 	}
-	/* '>> parent.bgs' would write into the parent. */
+	/* With '>> parent.bgs' the save would write into its own parent. */
 	if (!fstat(STDOUT_FILENO, &st) && needed_by_chain(a, &st))
 		return EXIT_FAILED;
 	a->req.fd = STDOUT_FILENO;
@@ -559,7 +560,7 @@ static int open_output(struct save_args *a)
 {
 	struct stat st;
 
-	/* A FIFO would block the open: refused at once. */
+	/* A FIFO as --parent would block the open, so it is refused now. */
 	if (a->opts.parent &&
 	    cli_input_check("save: --parent ", a->opts.parent, NULL))
 		return EXIT_FAILED;
@@ -573,7 +574,8 @@ static int open_output(struct save_args *a)
 	if (cli_output_check(a->dirfd, a->name, a->output, a->force) ||
 	    cli_output_temp(a->dirfd, a->name, "save", a->output, a->tmpname))
 		return EXIT_FAILED;
-	/* Said here, of FILE: the library would name our temporary. */
+	/* Checked here so that the message names FILE: the library would
+	 * name our temporary file instead. */
 	if (faccessat(a->dirfd, ".", W_OK, AT_EACCESS)) {
 		cli_error("%s: cannot be written in its directory: %s",
 			  a->output, strerror(errno));
@@ -594,7 +596,8 @@ static int publish(const struct save_args *a)
 	struct stat st;
 	int r = 0;
 
-	/* With --force the output is replaced: checked again just before. */
+	/* With --force the output is replaced; what is there is checked
+	 * again just before. */
 	if (a->force &&
 	    !fstatat(a->dirfd, a->name, &st, AT_SYMLINK_NOFOLLOW) &&
 	    needed_by_chain(a, &st))

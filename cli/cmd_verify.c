@@ -125,7 +125,8 @@ static struct bgsnap_file *ancestor(const struct verify *v, size_t level)
 		struct bgsnap_file_info in;
 
 		bgsnap_file_info(f, &in);
-		/* Already opened by the check: this finds, never looks. */
+		/* The check opened the chain already: this only finds a
+		 * parent in it, it never searches the disk. */
 		if (!in.incremental || bgsnap_file_parent(f, &p))
 			return NULL;
 		f = p;

@@ -565,21 +565,8 @@ static void run(struct watch *w)
 
 /* ---- setting up ------------------------------------------------------------------ */
 
-/* How many mappings the filters leave to save; none is a mistake. */
-static size_t selected(const struct bgsnap *h)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
-		struct bgsnap_region_info ri;
-
-		n += !bgsnap_region(h, i, &ri) &&
-		     ri.kind != BGSNAP_KIND_UNSAVED;
-	}
-	return n;
-}
-
-/* Attach to the process (signals held back: the library may stop it). */
+/* Attach to the process. Signals are held back meanwhile, because the
+ * library may have the process stopped while it attaches. */
 static int attach(struct watch *w)
 {
 	const struct bgsnap_target_opts topts = {
@@ -604,7 +591,7 @@ static int attach(struct watch *w)
 			  *why ? why : detail(w->h, r));
 		return code;
 	}
-	if (!selected(w->h)) {
+	if (!cli_selected(w->h)) {
 		cli_error_no_mapping("watch", w->pid,
 				     w->ninclude || w->nexclude);
 		return w->ninclude || w->nexclude ? EXIT_USAGE : EXIT_FAILED;
@@ -672,7 +659,8 @@ static int parse(int argc, char **argv, struct watch *w)
 	return -1;
 }
 
-/* Signals are caught, and blocked but while waiting. */
+/* Catch SIGINT, SIGTERM and SIGHUP, and keep them blocked except while
+ * the watch waits for the next snapshot, where they may end it. */
 static void hold_signals(struct watch *w)
 {
 	sigset_t stop;
@@ -697,7 +685,7 @@ int cmd_watch(int argc, char **argv)
 
 	if (code >= 0)
 		return code;
-	/* A thread id, a kernel thread: said before DIR is made. */
+	/* A thread id or a kernel thread is refused before DIR is made. */
 	if (cli_target_check("watch", w.pid))
 		return EXIT_FAILED;
 	hold_signals(&w);
@@ -710,7 +698,8 @@ int cmd_watch(int argc, char **argv)
 		run(&w);
 		code = w.stop == STOP_ERROR ? w.code : EXIT_OK;
 	}
-	/* Stops tracking: nothing of bgsnap's stays in the process. */
+	/* Freeing the handle stops tracking, so nothing of bgsnap's stays in
+	 * the process. */
 	bgsnap_free(w.h);
 	if (w.stop)
 		report_end(&w);
