@@ -204,7 +204,7 @@ static void read_figs(const struct guest_client *g, struct writer_figs *f)
 static void step(struct demo *d, const char *what, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* A step passed: its line (not with --json). */
+/* Print the line of a step that passed (nothing with --json). */
 static void step(struct demo *d, const char *what, const char *fmt, ...)
 {
 	va_list ap;
@@ -398,7 +398,8 @@ static int restore_guest(struct demo *d)
 			  (unsigned long long)d->changed_after);
 		r = -1;
 	}
-	/* Released whatever happened: the guest must run on. */
+	/* The writers are released whatever happened: the guest must run
+	 * on. */
 	if (!r)
 		r = guest_call(&d->g, "recover");
 	if (guest_call(&d->g, "release") || r)

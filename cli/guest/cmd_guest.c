@@ -604,7 +604,8 @@ static int pause_writers(void *arg)
 	return 0;
 }
 
-/* The start ends as the writers are let go: the window closes. */
+/* The resume callback: the save's start ends when the writers are let
+ * go, so the start window closes here. */
 static void resume_writers(void *arg)
 {
 	bank_window_close(&((struct guest *)arg)->bank);
@@ -726,7 +727,8 @@ static int save_memory(struct guest *g, const struct save_cmd *c,
 		snprintf(res->err, sizeof(res->err), "%s", bgsnap_strerror(r));
 		return r;
 	}
-	/* The start: from here; a handle is made once in a real owner. */
+	/* The start window opens here, after the handle exists: a real owner
+	 * makes its handle once, long before it saves. */
 	if (!child)
 		bank_window_open(&g->bank);
 	r = bgsnap_save_start(h, c->file, o);
@@ -739,7 +741,8 @@ static int save_memory(struct guest *g, const struct save_cmd *c,
 						 bgsnap_strerror(r));
 	else
 		bgsnap_stats(h, &res->st);
-	/* Measured before the handle's buffers go. */
+	/* Measure the child's memory now, before the handle's buffers are
+	 * freed. */
 	if (!r && child)
 		res->private_bytes = own_private_bytes();
 	memory_handle_done(g, h, c, o, r);
@@ -802,7 +805,7 @@ static int save_fork(struct guest *g, const struct save_cmd *c,
 	atomic_store(&s->child, *child);
 	r = read_all(p[0], res, sizeof(*res));
 	close(p[0]);
-	/* Measured once more before the child is gone. */
+	/* Take one more sample while the child still exists. */
 	if (!s->off)
 		sample(s);
 	atomic_store(&s->child, 0);

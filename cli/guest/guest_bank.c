@@ -287,7 +287,8 @@ static void transfer(struct bank_writer *w, struct journal *j)
 	j->to_old = atomic_load_explicit(&account_at(m, to)->balance,
 					 memory_order_relaxed);
 	j->seq++;
-	/* Release: the entry's fields are in memory before it is active. */
+	/* Release: the entry's fields are stored before it is marked
+	 * active. */
 	atomic_store_explicit(&j->active, 1, memory_order_release);
 	atomic_store_explicit(&account_at(m, from)->balance, j->from_old - amount,
 			      memory_order_release);
@@ -360,12 +361,14 @@ static void window_note(struct bank_writer *w, uint64_t due, uint64_t end)
 		if (n < BANK_WIN_STEPS) {
 			w->win_step_due[n] = due;
 			w->win_step_max[n] = delay;
-			/* Release: the step is written before it counts. */
+			/* Release: the step is stored before the count that
+			 * makes readers look at it. */
 			atomic_store_explicit(&w->win_steps, n + 1,
 					      memory_order_release);
 		}
 	}
-	/* Release: a step of this transfer is seen with its end. */
+	/* Release: a reader that sees this end also sees the window step
+	 * stored above for this transfer. */
 	atomic_store_explicit(&w->last_end_ns, end, memory_order_release);
 }
 
@@ -602,7 +605,8 @@ static uint64_t window_max_of(struct bank_writer *w, uint64_t close,
 		max = w->win_step_max[k];
 		*due = w->win_step_due[k];
 	}
-	/* Steps ran out (a window open far too long): the running max. */
+	/* All the steps are used (the window stayed open far too long), so
+	 * fall back on the running maximum. */
 	if (n == BANK_WIN_STEPS && w->win_step_due[n - 1] <= close)
 		max = atomic_load(&w->win_max_ns);
 	return max;
