@@ -32,6 +32,7 @@
 #define BGS_CLI_H
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -84,6 +85,9 @@ int cli_file_exit(int err);
  */
 void cli_catch_signals(void);
 int cli_interrupted(void);
+/* The signals cli_catch_signals() catches (SIGINT, SIGTERM, SIGHUP), as
+ * a set to block while the library has a process stopped. Main thread. */
+const sigset_t *cli_stop_signals(void);
 
 /* ---- time and /proc ----------------------------------------------------- */
 

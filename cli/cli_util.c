@@ -84,14 +84,25 @@ static void on_signal(int sig)
 	caught = sig;
 }
 
+static const int stop_sigs[] = { SIGINT, SIGTERM, SIGHUP };
+
+const sigset_t *cli_stop_signals(void)
+{
+	static sigset_t set;
+
+	sigemptyset(&set);
+	for (size_t i = 0; i < sizeof(stop_sigs) / sizeof(stop_sigs[0]); i++)
+		sigaddset(&set, stop_sigs[i]);
+	return &set;
+}
+
 void cli_catch_signals(void)
 {
-	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
 	struct sigaction sa = { .sa_handler = on_signal };
 
 	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		sigaction(sigs[i], &sa, NULL);
+	for (size_t i = 0; i < sizeof(stop_sigs) / sizeof(stop_sigs[0]); i++)
+		sigaction(stop_sigs[i], &sa, NULL);
 }
 
 int cli_interrupted(void)

@@ -135,14 +135,10 @@ static int run(struct bgsnap *h, const struct restore_args *a)
 	const struct bgsnap_restore_opts o = {
 		.flags = a->dry_run ? BGSNAP_RESTORE_DRY_RUN : 0,
 	};
-	sigset_t stop, old;
+	sigset_t old;
 	int r;
 
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGINT);
-	sigaddset(&stop, SIGTERM);
-	sigaddset(&stop, SIGHUP);
-	sigprocmask(SIG_BLOCK, &stop, &old);
+	sigprocmask(SIG_BLOCK, cli_stop_signals(), &old);
 	/* Mappings that changed between reading them and stopping the
 	 * process make the library say "try again" (nothing written): a few
 	 * tries, from a file (standard input cannot be read twice). */

@@ -135,17 +135,6 @@ struct save_args {
 
 /* ---- the save ------------------------------------------------------------ */
 
-static const sigset_t *stop_signals(void)
-{
-	static sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	return &set;
-}
-
 static const char *detail(const struct bgsnap *h, int err)
 {
 	const char *d = bgsnap_last_error(h);
@@ -227,7 +216,7 @@ static int start(struct bgsnap *h, const struct cli_save_req *req)
 	sigset_t old;
 	int r, code;
 
-	sigprocmask(SIG_BLOCK, stop_signals(), &old);
+	sigprocmask(SIG_BLOCK, cli_stop_signals(), &old);
 	r = bgsnap_target_pid(h, req->pid, &topts);
 	if (r) {
 		/* Not attached: a refusal here comes from ptrace, not from a

@@ -663,15 +663,9 @@ static int parse(int argc, char **argv, struct watch *w)
  * the watch waits for the next snapshot, where they may end it. */
 static void hold_signals(struct watch *w)
 {
-	sigset_t stop;
-
 	cli_catch_signals();
 	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGINT);
-	sigaddset(&stop, SIGTERM);
-	sigaddset(&stop, SIGHUP);
-	sigprocmask(SIG_BLOCK, &stop, &w->waitmask);
+	sigprocmask(SIG_BLOCK, cli_stop_signals(), &w->waitmask);
 	sigdelset(&w->waitmask, SIGINT);
 	sigdelset(&w->waitmask, SIGTERM);
 	sigdelset(&w->waitmask, SIGHUP);

@@ -116,17 +116,6 @@ static int run_embedded(struct ctx *c, enum method m)
 	return 0;
 }
 
-static const sigset_t *stop_signals(void)
-{
-	static sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	return &set;
-}
-
 /* The guest's memory, from outside, as 'bgsnap save --pid --include
  * RANGE' does; the start window closed at the start's return. */
 static int pid_start(struct ctx *c, struct bgsnap *h, uint64_t *started)
@@ -144,7 +133,7 @@ static int pid_start(struct ctx *c, struct bgsnap *h, uint64_t *started)
 
 	/* Signals are held back: the library may have the guest stopped
 	 * while it attaches. */
-	sigprocmask(SIG_BLOCK, stop_signals(), &old);
+	sigprocmask(SIG_BLOCK, cli_stop_signals(), &old);
 	r = bgsnap_target_pid(h, c->g.c.pid, &topts);
 	/* The start window opens at the start call, as for the others. */
 	if (!r)
