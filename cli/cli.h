@@ -93,6 +93,10 @@ const sigset_t *cli_stop_signals(void);
 
 /* CLOCK_MONOTONIC in ns. Any thread. */
 uint64_t cli_now_ns(void);
+/* Sleep @ms, looking every 5 ms for a signal caught by
+ * cli_catch_signals(): true after the whole sleep, false as soon as one
+ * came. Main thread. */
+bool cli_pause_ms(uint64_t ms);
 /* The kB of the lines of @path starting with @keys[0..@n) (each "Key:",
  * as in /proc/PID/status or smaps_rollup), summed, in bytes; 0 when
  * unreadable. Any thread. */

@@ -2,8 +2,14 @@
 /*
  * Helpers shared by the subcommands: messages and exit codes, option
  * parsing, sizes and durations, human-readable figures, a JSON writer,
- * the progress bar, output and input files, and what /proc says of a
- * target process. See cli.h for the conventions they implement.
+ * the clock and /proc, the progress bar, output and input files, and what
+ * /proc says of a target process. See cli.h for the conventions they
+ * implement.
+ *
+ * The file is over 1000 lines because it is every helper the commands
+ * share; its sections do not call each other much, and each is short.
+ * It is kept as one file so that the unit test (tests/cli/test_cli_util.c)
+ * links it alone, as the commands see it.
  */
 #include "cli.h"
 
@@ -737,6 +743,15 @@ uint64_t cli_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+bool cli_pause_ms(uint64_t ms)
+{
+	const uint64_t end = cli_now_ns() + ms * 1000000;
+
+	while (!cli_interrupted() && cli_now_ns() < end)
+		nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
+	return !cli_interrupted();
 }
 
 uint64_t cli_proc_kb(const char *path, const char *const *keys, int n)

@@ -142,16 +142,6 @@ struct demo {
 	uint64_t bank_ops_after;
 };
 
-/* Sleep @ms unless interrupted; false when a signal came. */
-static bool pause_ms(unsigned ms)
-{
-	const uint64_t end = cli_now_ns() + (uint64_t)ms * 1000000;
-
-	while (!cli_interrupted() && cli_now_ns() < end)
-		nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
-	return !cli_interrupted();
-}
-
 /* ---- talking to the guest ---------------------------------------------------- */
 
 /* Send one command and read its reply: 0 when it says ok, else -1 after
@@ -231,7 +221,7 @@ static int start_guest(struct demo *d)
 	d->len = (uint64_t)guest_num(d->g.reply, "len");
 	guest_str(d->g.reply, "range", d->range, sizeof(d->range));
 	/* The writers alone, for comparison with the save. */
-	if (guest_call(&d->g, "reset") || !pause_ms(1000) ||
+	if (guest_call(&d->g, "reset") || !cli_pause_ms(1000) ||
 	    guest_call(&d->g, "stats"))
 		return -1;
 	read_figs(&d->g, &d->alone);
@@ -416,7 +406,7 @@ static int run_on(struct demo *d)
 	if (guest_call(&d->g, "reset"))
 		return -1;
 	for (int i = 0; i < CHECKS; i++)
-		if (!pause_ms(300) || guest_call(&d->g, "check"))
+		if (!cli_pause_ms(300) || guest_call(&d->g, "check"))
 			return -1;
 	if (guest_call(&d->g, "stats"))
 		return -1;

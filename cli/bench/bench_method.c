@@ -307,8 +307,8 @@ static int run_rollback(struct ctx *c)
 /* The writers alone, warmed up: transfers a second. */
 static int writers_alone(struct ctx *c)
 {
-	if (!bench_pause_ms(WARMUP_MS) || bench_guest_call(&c->g, "reset") ||
-	    !bench_pause_ms(BEFORE_MS) || bench_guest_call(&c->g, "stats"))
+	if (!cli_pause_ms(WARMUP_MS) || bench_guest_call(&c->g, "reset") ||
+	    !cli_pause_ms(BEFORE_MS) || bench_guest_call(&c->g, "stats"))
 		return -1;
 	c->out->f[F_WBEFORE] = guest_num(c->g.c.reply, "ops_per_s");
 	c->out->f[F_NOISE] = guest_num(c->g.c.reply, "stop_max_ns") / 1e6;

@@ -190,16 +190,6 @@ const char *const bench_fig_keys[NFIG] = {
 
 const char *const bench_pattern_names[] = { "random", "sequential", "hot" };
 
-/* Sleep @ms unless interrupted; false when a signal came. */
-bool bench_pause_ms(uint64_t ms)
-{
-	const uint64_t end = cli_now_ns() + ms * 1000000;
-
-	while (!cli_interrupted() && cli_now_ns() < end)
-		nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
-	return !cli_interrupted();
-}
-
 void bench_progress(const struct bench *b, const char *fmt, ...)
 {
 	va_list ap;

@@ -9,6 +9,12 @@
  * stdout, and can be saved from outside ('bgsnap save --pid') or save
  * itself with the embedded API, three ways, for comparison.
  *
+ * The file is over 1000 lines because of its protocol: one function per
+ * command, and the save commands (three ways in this process, a fork
+ * child, saves from outside, tracking and rollback) are more than half of
+ * it. The bank it drives is in guest_bank.c, the client in
+ * guest_client.c.
+ *
  * DESIGN
  * Threads:
  *   main     reads one command per line from stdin and writes exactly one
