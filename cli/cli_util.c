@@ -29,7 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
-/* The bar on screen, if any: messages erase it before printing. */
+/* The progress bar on screen, if any. Messages erase it before they
+ * print. */
 static struct cli_progress *shown;
 
 /* ---- messages and exit codes -------------------------------------------- */
@@ -598,7 +599,8 @@ void cli_json_init(struct cli_json *j, FILE *f)
 	j->f = f;
 }
 
-/* Before any value: the comma that separates it from the previous one. */
+/* Called before each value: writes the comma that separates it from the
+ * previous one, unless it follows a key. */
 static void json_value(struct cli_json *j)
 {
 	if (j->after_key) {

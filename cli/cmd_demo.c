@@ -275,7 +275,7 @@ static int find_guest_region(struct demo *d, struct bgsnap_file *f)
 	return -1;
 }
 
-/* Oracle 2: the guest's memory as saved balances. */
+/* DESIGN.md's oracle 2: the guest's memory, as saved, balances. */
 static int check_books(struct demo *d, struct bgsnap_file *f, int region)
 {
 	char why[256];

@@ -258,7 +258,8 @@ static int parent_of(struct bgsnap_file *f, struct bgsnap_file **p)
 
 /* ---- text ---------------------------------------------------------------- */
 
-/* "4K", "2M", "1G": the column is narrow. */
+/* A page size as "4K", "2M" or "1G", short because the column is
+ * narrow. */
 static void page_size_short(char *out, uint64_t ps)
 {
 	static const char units[] = "KMG";

@@ -86,7 +86,8 @@ static void take_save(struct ctx *c, const char *reply)
 	f[F_BUFFER] = guest_num(reply, "peak_buffer_bytes");
 }
 
-/* uffd, uffd-1phase, fork, stw: the guest saves itself. */
+/* The methods uffd, uffd-1phase, fork and stw, where the guest saves
+ * itself with the embedded API. */
 static int run_embedded(struct ctx *c, enum method m)
 {
 	static const char *const how[NMETHODS] = {
@@ -239,7 +240,8 @@ static int tracked_base(struct ctx *c, const char *extra)
 	return bench_guest_call(&c->g, "release");
 }
 
-/* The gap: --incr-gap, or until --incr-dirty percent were written. */
+/* Wait between the parent snapshot and the incremental one: --incr-gap,
+ * or until --incr-dirty percent of the pages were written. */
 static int incr_gap(struct ctx *c)
 {
 	const uint64_t end = cli_now_ns() + c->b->incr_gap_ns;
@@ -304,7 +306,8 @@ static int run_rollback(struct ctx *c)
 	return bench_guest_call(&c->g, "untrack");
 }
 
-/* The writers alone, warmed up: transfers a second. */
+/* Let the writers warm up, then measure them alone for BEFORE_MS: their
+ * transfers a second and the longest delay one saw, with no save. */
 static int writers_alone(struct ctx *c)
 {
 	if (!cli_pause_ms(WARMUP_MS) || bench_guest_call(&c->g, "reset") ||
