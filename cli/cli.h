@@ -60,6 +60,9 @@ int cmd_demo(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_flatten(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 /* ---- messages and exit codes -------------------------------------------- */
 

@@ -25,8 +25,6 @@
 
 #define MAX_PARENTS 64
 
-int cmd_flatten(int argc, char **argv); /* main.c's table */
-
 static const char flatten_usage[] =
 	"usage: bgsnap flatten FILE -o OUT [--parent P]... [--force] [--json]\n"
 	"                      [--quiet]\n"

@@ -49,8 +49,6 @@
 #define START_TRIES	 3	     /* "try again": the mappings moved */
 #define NAME_FMT	 "snap-%06u.bgs"
 
-int cmd_watch(int argc, char **argv); /* main.c's table */
-
 static const char watch_usage[] =
 	"usage: bgsnap watch --pid PID --every DUR -o DIR [--count N]\n"
 	"                    [--full-every N] [--include SPEC]...\n"

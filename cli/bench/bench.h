@@ -196,7 +196,6 @@ extern const char *const bench_fig_keys[NFIG];
 extern const char *const bench_pattern_names[3];
 
 /* cmd_bench.c */
-int cmd_bench(int argc, char **argv); /* main.c's table */
 void bench_progress(const struct bench *b, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void bench_load_avg(double l[3]);
