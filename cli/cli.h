@@ -25,8 +25,8 @@
  * progress bar, the signal caught) and are called from the command's main
  * thread only. bench and guest start threads of their own (the DESIGN
  * blocks of cmd_bench.c, cmd_guest.c and guest_bank.c list them); of the
- * helpers declared here those threads call only cli_now_ns() and
- * cli_proc_kb(), which keep no state.
+ * helpers declared here those threads call only cli_now_ns(),
+ * cli_read_small() and cli_proc_kb(), which keep no state.
  */
 #ifndef BGS_CLI_H
 #define BGS_CLI_H
@@ -37,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 enum {
 	EXIT_OK = 0,
@@ -100,6 +101,10 @@ uint64_t cli_now_ns(void);
  * cli_catch_signals(): true after the whole sleep, false as soon as one
  * came. Main thread. */
 bool cli_pause_ms(uint64_t ms);
+/* One read() of @path into @buf of @size bytes, NUL-terminated: the
+ * length, or -1 when it cannot be opened or reads nothing. For /proc
+ * files that fit. Any thread. */
+ssize_t cli_read_small(const char *path, char *buf, size_t size);
 /* The kB of the lines of @path starting with @keys[0..@n) (each "Key:",
  * as in /proc/PID/status or smaps_rollup), summed, in bytes; 0 when
  * unreadable. Any thread. */

@@ -756,20 +756,28 @@ bool cli_pause_ms(uint64_t ms)
 	return !cli_interrupted();
 }
 
+ssize_t cli_read_small(const char *path, char *buf, size_t size)
+{
+	const int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	return n;
+}
+
 uint64_t cli_proc_kb(const char *path, const char *const *keys, int n)
 {
 	char buf[4096];
 	uint64_t kb = 0;
-	const int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t len;
 
-	if (fd < 0)
+	if (cli_read_small(path, buf, sizeof(buf)) < 0)
 		return 0;
-	len = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (len <= 0)
-		return 0;
-	buf[len] = '\0';
 	for (int i = 0; i < n; i++) {
 		const size_t klen = strlen(keys[i]);
 

@@ -148,18 +148,10 @@ static uint64_t children_bytes(int pid)
 {
 	char path[80], buf[512];
 	uint64_t sum = 0;
-	ssize_t n;
-	int fd;
 
 	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", pid, pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	if (cli_read_small(path, buf, sizeof(buf)) < 0)
 		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
 	for (char *save = NULL, *w = strtok_r(buf, " \n", &save); w;
 	     w = strtok_r(NULL, " \n", &save))
 		sum += private_bytes(atoi(w));
@@ -173,17 +165,10 @@ static bool stat_ticks(const char *path, uint64_t *ticks, uint64_t *children)
 	char buf[1024];
 	unsigned long long ut, st;
 	long long cut, cst;
-	const int fd = open(path, O_RDONLY | O_CLOEXEC);
 	const char *p;
-	ssize_t n;
 
-	if (fd < 0)
+	if (cli_read_small(path, buf, sizeof(buf)) < 0)
 		return false;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return false;
-	buf[n] = '\0';
 	/* Fields 14 to 17 (utime stime cutime cstime), counted after the
 	 * command name, which may hold anything but ends at the last ')'. */
 	p = strrchr(buf, ')');

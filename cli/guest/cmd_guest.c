@@ -506,28 +506,14 @@ struct sampler {
 /* The Pss of process @pid (0: this one), bytes; 0 if unreadable. */
 static uint64_t pss_of(int pid)
 {
-	char path[64], buf[2048];
-	uint64_t kb = 0;
-	const char *p;
-	ssize_t n;
-	int fd;
+	static const char *const pss[] = { "Pss:" };
+	char path[64];
 
 	if (pid)
 		snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", pid);
 	else
 		snprintf(path, sizeof(path), "/proc/self/smaps_rollup");
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	p = strstr(buf, "\nPss:");
-	if (p)
-		kb = strtoull(p + 5, NULL, 10);
-	return kb * 1024;
+	return cli_proc_kb(path, pss, 1);
 }
 
 static void sample(struct sampler *s)
