@@ -10,8 +10,9 @@
  *   4  the system lacks a capability bgsnap needs
  *
  * Conventions every subcommand follows:
- *  - options parsed with cli_getopt(); -h/--help prints the usage on
- *    stdout and exits 0; a usage error is one line on stderr, exit 2;
+ *  - options parsed with cli_parse() from a table; -h/--help prints the
+ *    usage on stdout and exits 0; a usage error is one line on stderr,
+ *    exit 2;
  *  - every error is one line on stderr, "bgsnap: error: ...", through
  *    cli_error(); a damaged file's message names where it is damaged;
  *  - --json writes one JSON document on stdout (cli_json_*) with stable
@@ -19,16 +20,24 @@
  *    says otherwise (*_ms, *_s, *_us);
  *  - a progress bar only on a terminal and never with --quiet
  *    (cli_progress_*).
- * Not thread-safe: the command runs on one thread.
+ *
+ * Threads: these helpers keep process-wide state (getopt's position, the
+ * progress bar, the signal caught) and are called from the command's main
+ * thread only. bench and guest start threads of their own (the DESIGN
+ * blocks of cmd_bench.c, cmd_guest.c and guest_bank.c list them); of the
+ * helpers declared here those threads call only cli_now_ns(),
+ * cli_read_small() and cli_proc_kb(), which keep no state.
  */
 #ifndef BGS_CLI_H
 #define BGS_CLI_H
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 enum {
 	EXIT_OK = 0,
@@ -52,6 +61,9 @@ int cmd_demo(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_export(int argc, char **argv);
+int cmd_flatten(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 /* ---- messages and exit codes -------------------------------------------- */
 
@@ -77,6 +89,26 @@ int cli_file_exit(int err);
  */
 void cli_catch_signals(void);
 int cli_interrupted(void);
+/* The signals cli_catch_signals() catches (SIGINT, SIGTERM, SIGHUP), as
+ * a set to block while the library has a process stopped. Main thread. */
+const sigset_t *cli_stop_signals(void);
+
+/* ---- time and /proc ----------------------------------------------------- */
+
+/* CLOCK_MONOTONIC in ns. Any thread. */
+uint64_t cli_now_ns(void);
+/* Sleep @ms, looking every 5 ms for a signal caught by
+ * cli_catch_signals(): true after the whole sleep, false as soon as one
+ * came. Main thread. */
+bool cli_pause_ms(uint64_t ms);
+/* One read() of @path into @buf of @size bytes, NUL-terminated: the
+ * length, or -1 when it cannot be opened or reads nothing. For /proc
+ * files that fit. Any thread. */
+ssize_t cli_read_small(const char *path, char *buf, size_t size);
+/* The kB of the lines of @path starting with @keys[0..@n) (each "Key:",
+ * as in /proc/PID/status or smaps_rollup), summed, in bytes; 0 when
+ * unreadable. Any thread. */
+uint64_t cli_proc_kb(const char *path, const char *const *keys, int n);
 
 /* ---- options ------------------------------------------------------------ */
 
@@ -90,7 +122,34 @@ enum {
  * entry). */
 #define CLI_OPT_HELP_ENTRY { "help", no_argument, NULL, 'h' }
 
-/* Zero-initialize, then set the first four fields. */
+/*
+ * One option of a command's table for cli_parse(); the table ends with a
+ * zero entry. Set at most one destination: cli_parse() stores the option
+ * there (a flag is set to true; a string is the argument itself; size,
+ * duration and uint go through cli_arg_size(), cli_arg_duration() and
+ * cli_arg_uint() with [@min, @max]; a pid is a uint in [1, INT32_MAX]). An entry with no destination, or an
+ * option not in the table, goes to the command's take() callback.
+ */
+struct cli_opt {
+	int val; /* getopt's value: the short letter or an OPT_* code */
+	bool *flag;
+	const char **str;
+	uint64_t *size;
+	uint64_t *duration;
+	uint64_t *uint;
+	uint64_t min, max; /* for uint */
+	int *pid;	   /* a process id: a whole number in [1, INT32_MAX] */
+	/* A repeatable option: the argument appended to @list, which holds
+	 * @cap; one more is a usage error ("save: -i: at most 64 of them"). */
+	const char **list;
+	size_t *count;
+	size_t cap;
+	const char *name; /* the option in that message if set, else how the
+			   * user wrote it */
+};
+
+/* Zero-initialize, then set the first four fields (and, for cli_parse(),
+ * the table and the callback). */
 struct cli_getopt {
 	const char *cmd;	       /* "info": names the command in errors */
 	const char *usage;	       /* printed on stdout by --help */
@@ -100,6 +159,12 @@ struct cli_getopt {
 	 * it ("--buffer" or "-b"), for messages about its argument. */
 	char optname[40];
 	char spec[64]; /* private */
+	/* For cli_parse(): the options stored without code (may be NULL),
+	 * and the callback for the others: true, or false after a one-line
+	 * error. @ctx is the command's own state, passed back. */
+	const struct cli_opt *opts;
+	bool (*take)(struct cli_getopt *g, int c, void *ctx);
+	void *ctx;
 };
 
 /*
@@ -119,6 +184,16 @@ int cli_getopt(struct cli_getopt *g, int argc, char **argv);
  */
 int cli_operands(const struct cli_getopt *g, int argc, char **argv, int min,
 		 int max, const char *what);
+
+/*
+ * The whole option loop of a command: cli_getopt() until the end, each
+ * option stored by the table @g->opts or given to @g->take, then
+ * cli_operands() with @min, @max and @what. Returns -1 when the command
+ * goes on (operands from optind), EXIT_OK after --help printed the usage,
+ * or EXIT_USAGE after a one-line error.
+ */
+int cli_parse(struct cli_getopt *g, int argc, char **argv, int min, int max,
+	      const char *what);
 
 /* The current option's argument as a size, a duration or a whole number
  * in [@min, @max]: true and *@out set, or false after a one-line error
@@ -311,6 +386,12 @@ int cli_input_check(const char *label, const char *path, const char *hint);
  * else -1 after a one-line error "@cmd: ...".
  */
 int cli_target_check(const char *cmd, int pid);
+
+struct bgsnap;
+/* How many of @h's mappings the --include/--exclude filters leave to
+ * save or restore (regions not of kind BGSNAP_KIND_UNSAVED): restore and
+ * watch refuse to go on with none. */
+size_t cli_selected(const struct bgsnap *h);
 
 /*
  * The error when no mapping of process @pid is selected: the fault of

@@ -2,8 +2,14 @@
 /*
  * Helpers shared by the subcommands: messages and exit codes, option
  * parsing, sizes and durations, human-readable figures, a JSON writer,
- * the progress bar, output and input files, and what /proc says of a
- * target process. See cli.h for the conventions they implement.
+ * the clock and /proc, the progress bar, output and input files, and what
+ * /proc says of a target process. See cli.h for the conventions they
+ * implement.
+ *
+ * The file is over 1000 lines because it is every helper the commands
+ * share; its sections do not call each other much, and each is short.
+ * It is kept as one file so that the unit test (tests/cli/test_cli_util.c)
+ * links it alone, as the commands see it.
  */
 #include "cli.h"
 
@@ -23,7 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
-/* The bar on screen, if any: messages erase it before printing. */
+/* The progress bar on screen, if any. Messages erase it before they
+ * print. */
 static struct cli_progress *shown;
 
 /* ---- messages and exit codes -------------------------------------------- */
@@ -84,21 +91,33 @@ static void on_signal(int sig)
 	caught = sig;
 }
 
+static const int stop_sigs[] = { SIGINT, SIGTERM, SIGHUP };
+
+const sigset_t *cli_stop_signals(void)
+{
+	static sigset_t set;
+
+	sigemptyset(&set);
+	for (size_t i = 0; i < sizeof(stop_sigs) / sizeof(stop_sigs[0]); i++)
+		sigaddset(&set, stop_sigs[i]);
+	return &set;
+}
+
 void cli_catch_signals(void)
 {
-	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP };
 	/* A command that holds another process must not be stopped by job
 	 * control: every writer of a process being saved would wait on a
 	 * protected page until SIGCONT. (SIGSTOP cannot be refused.) */
-	static const int stops[] = { SIGTSTP, SIGTTIN, SIGTTOU };
+	static const int job_control[] = { SIGTSTP, SIGTTIN, SIGTTOU };
 	struct sigaction sa = { .sa_handler = on_signal };
 	const struct sigaction ignore = { .sa_handler = SIG_IGN };
 
 	sigemptyset(&sa.sa_mask);
-	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-		sigaction(sigs[i], &sa, NULL);
-	for (size_t i = 0; i < sizeof(stops) / sizeof(stops[0]); i++)
-		sigaction(stops[i], &ignore, NULL);
+	for (size_t i = 0; i < sizeof(stop_sigs) / sizeof(stop_sigs[0]); i++)
+		sigaction(stop_sigs[i], &sa, NULL);
+	for (size_t i = 0; i < sizeof(job_control) / sizeof(job_control[0]);
+	     i++)
+		sigaction(job_control[i], &ignore, NULL);
 }
 
 int cli_interrupted(void)
@@ -235,6 +254,87 @@ bool cli_arg_uint(const struct cli_getopt *g, const char *arg, uint64_t min,
 		return false;
 	}
 	return arg_result(g, arg, ret, "a whole number", "digits only");
+}
+
+static const struct cli_opt *find_opt(const struct cli_opt *t, int c)
+{
+	for (; t && t->val; t++)
+		if (t->val == c)
+			return t;
+	return NULL;
+}
+
+static bool store_pid(struct cli_getopt *g, int *pid)
+{
+	uint64_t v;
+
+	if (!cli_arg_uint(g, optarg, 1, INT32_MAX, &v))
+		return false;
+	*pid = (int)v;
+	return true;
+}
+
+static bool store_list(const struct cli_getopt *g, const struct cli_opt *o)
+{
+	if (*o->count == o->cap) {
+		cli_error("%s: %s: at most %zu of them", g->cmd,
+			  o->name ? o->name : g->optname, o->cap);
+		return false;
+	}
+	o->list[(*o->count)++] = optarg;
+	return true;
+}
+
+/* The current option, stored where @o says: true, or false after a
+ * one-line error. */
+static bool store_opt(struct cli_getopt *g, const struct cli_opt *o)
+{
+	if (o->flag)
+		*o->flag = true;
+	else if (o->str)
+		*o->str = optarg;
+	else if (o->size)
+		return cli_arg_size(g, optarg, o->size);
+	else if (o->duration)
+		return cli_arg_duration(g, optarg, o->duration);
+	else if (o->uint)
+		return cli_arg_uint(g, optarg, o->min, o->max, o->uint);
+	else if (o->pid)
+		return store_pid(g, o->pid);
+	else
+		return store_list(g, o);
+	return true;
+}
+
+static bool has_dest(const struct cli_opt *o)
+{
+	return o->flag || o->str || o->size || o->duration || o->uint ||
+	       o->pid || o->list;
+}
+
+int cli_parse(struct cli_getopt *g, int argc, char **argv, int min, int max,
+	      const char *what)
+{
+	const struct cli_opt *o;
+	bool ok;
+	int c;
+
+	while ((c = cli_getopt(g, argc, argv)) != CLI_OPT_END) {
+		if (c == CLI_OPT_HELP)
+			return EXIT_OK;
+		if (c == CLI_OPT_BAD)
+			return EXIT_USAGE;
+		o = find_opt(g->opts, c);
+		if (o && has_dest(o))
+			ok = store_opt(g, o);
+		else
+			ok = g->take && g->take(g, c, g->ctx);
+		if (!ok)
+			return EXIT_USAGE;
+	}
+	if (cli_operands(g, argc, argv, min, max, what) < 0)
+		return EXIT_USAGE;
+	return -1;
 }
 
 bool cli_wants_help(int argc, char **argv)
@@ -507,7 +607,8 @@ void cli_json_init(struct cli_json *j, FILE *f)
 	j->f = f;
 }
 
-/* Before any value: the comma that separates it from the previous one. */
+/* Called before each value: writes the comma that separates it from the
+ * previous one, unless it follows a key. */
 static void json_value(struct cli_json *j)
 {
 	if (j->after_key) {
@@ -644,17 +745,64 @@ int cli_json_end(struct cli_json *j)
 	return 0;
 }
 
-/* ---- progress bar -------------------------------------------------------- */
+/* ---- time and /proc ----------------------------------------------------- */
 
-#define PROGRESS_INTERVAL_NS 100000000ull /* ten redraws a second */
-
-static uint64_t now_ns(void)
+uint64_t cli_now_ns(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+
+bool cli_pause_ms(uint64_t ms)
+{
+	const uint64_t end = cli_now_ns() + ms * 1000000;
+
+	while (!cli_interrupted() && cli_now_ns() < end)
+		nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
+	return !cli_interrupted();
+}
+
+ssize_t cli_read_small(const char *path, char *buf, size_t size)
+{
+	const int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	return n;
+}
+
+uint64_t cli_proc_kb(const char *path, const char *const *keys, int n)
+{
+	char buf[4096];
+	uint64_t kb = 0;
+
+	if (cli_read_small(path, buf, sizeof(buf)) < 0)
+		return 0;
+	for (int i = 0; i < n; i++) {
+		const size_t klen = strlen(keys[i]);
+
+		for (const char *p = buf; p; p = strchr(p, '\n')) {
+			p += *p == '\n';
+			if (!strncmp(p, keys[i], klen)) {
+				kb += strtoull(p + klen, NULL, 10);
+				break;
+			}
+		}
+	}
+	return kb * 1024;
+}
+
+/* ---- progress bar -------------------------------------------------------- */
+
+#define PROGRESS_INTERVAL_NS 100000000ull /* ten redraws a second */
 
 static unsigned terminal_width(void)
 {
@@ -759,7 +907,7 @@ void cli_progress_start(struct cli_progress *p, const char *label,
 	p->total = total;
 	/* The first draw comes after one interval: a command that is done
 	 * by then never flashes a bar. */
-	p->start_ns = now_ns();
+	p->start_ns = cli_now_ns();
 	p->drawn_ns = p->start_ns;
 	if (p->on)
 		shown = p;
@@ -772,7 +920,7 @@ void cli_progress_total(struct cli_progress *p, uint64_t total)
 
 void cli_progress_update(struct cli_progress *p, uint64_t done)
 {
-	const uint64_t now = now_ns();
+	const uint64_t now = cli_now_ns();
 
 	p->done = done;
 	if (p->on && now - p->drawn_ns >= PROGRESS_INTERVAL_NS)
@@ -871,7 +1019,7 @@ int cli_output_temp(int dirfd, const char *name, const char *tag,
 	return -1;
 }
 
-/* Without --force: never over anything, atomically. */
+/* Without --force: never replace an existing file, atomically. */
 static int publish_noreplace(int dirfd, const char *tmp, const char *name)
 {
 	if (!renameat2(dirfd, tmp, dirfd, name, RENAME_NOREPLACE))
@@ -896,7 +1044,7 @@ int cli_output_publish(int dirfd, const char *tmp, const char *name,
 		ret = renameat(dirfd, tmp, dirfd, name) ? -errno : 0;
 	else
 		ret = publish_noreplace(dirfd, tmp, name);
-	/* Something appeared since the check: say what it is. */
+	/* A file appeared at @name since the check: say what it is. */
 	if (ret == -EEXIST && !cli_output_check(dirfd, name, what, false))
 		cli_error("%s: exists (--force replaces it)", what);
 	else if (ret && ret != -EEXIST)
@@ -1049,4 +1197,17 @@ int cli_save_failure(int pid, int err, bool attached, char *why,
 		return EXIT_USAGE;
 	}
 	return EXIT_FAILED;
+}
+
+size_t cli_selected(const struct bgsnap *h)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
+		struct bgsnap_region_info ri;
+
+		n += !bgsnap_region(h, i, &ri) &&
+		     ri.kind != BGSNAP_KIND_UNSAVED;
+	}
+	return n;
 }

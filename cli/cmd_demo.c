@@ -24,6 +24,7 @@
  */
 #include "cli.h"
 #include "guest_bank.h"
+#include "guest_client.h"
 
 #include <bgsnap.h>
 #include <errno.h>
@@ -41,7 +42,6 @@
 #include <unistd.h>
 
 #define PAGE		 4096u
-#define REPLY_MAX	 8192
 #define GUEST_TIMEOUT_MS 30000
 #define CHECKS		 3
 
@@ -113,16 +113,6 @@ static const struct option demo_options[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-/* The guest process and the line protocol to it (cmd_guest.c). */
-struct guest_proc {
-	pid_t pid;
-	int to;	  /* its stdin */
-	int from; /* its stdout */
-	char buf[REPLY_MAX];
-	size_t have;
-	char reply[REPLY_MAX]; /* the last reply line */
-};
-
 /* Writer figures from a 'stats' reply. */
 struct writer_figs {
 	double ops_per_s;
@@ -140,7 +130,7 @@ struct demo {
 	unsigned passed; /* steps passed (enum demo_step) */
 	char dir[PATH_MAX - 16];
 	char file[PATH_MAX];
-	struct guest_proc g;
+	struct guest_client g;
 	pid_t guest_pid; /* g.pid, kept once the guest is gone */
 	uint64_t addr, len;
 	char range[64];
@@ -152,186 +142,51 @@ struct demo {
 	uint64_t bank_ops_after;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-/* Sleep @ms unless interrupted; false when a signal came. */
-static bool pause_ms(unsigned ms)
-{
-	const uint64_t end = now_ns() + (uint64_t)ms * 1000000;
-
-	while (!cli_interrupted() && now_ns() < end)
-		nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
-	return !cli_interrupted();
-}
-
 /* ---- talking to the guest ---------------------------------------------------- */
-
-/* The number after "key": in a reply (the first such key), or -1. */
-static double json_num(const char *json, const char *key)
-{
-	char pat[64];
-	const char *p;
-
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(json, pat);
-	return p ? strtod(p + strlen(pat), NULL) : -1;
-}
-
-/* The string after "key": (no escapes expected), into @out. */
-static bool json_str(const char *json, const char *key, char *out, size_t n)
-{
-	char pat[64];
-	const char *p, *end;
-
-	snprintf(pat, sizeof(pat), "\"%s\":\"", key);
-	p = strstr(json, pat);
-	if (!p)
-		return false;
-	p += strlen(pat);
-	end = strchr(p, '"');
-	if (!end || (size_t)(end - p) >= n)
-		return false;
-	memcpy(out, p, (size_t)(end - p));
-	out[end - p] = '\0';
-	return true;
-}
-
-/* Read one line into g->reply within the timeout; -errno. */
-static int read_reply(struct guest_proc *g)
-{
-	const uint64_t deadline = now_ns() + GUEST_TIMEOUT_MS * 1000000ULL;
-
-	for (;;) {
-		char *nl = memchr(g->buf, '\n', g->have);
-		struct pollfd p = { .fd = g->from, .events = POLLIN };
-		ssize_t n;
-
-		if (nl) {
-			const size_t len = (size_t)(nl - g->buf);
-
-			memcpy(g->reply, g->buf, len);
-			g->reply[len] = '\0';
-			g->have -= len + 1;
-			memmove(g->buf, nl + 1, g->have);
-			return 0;
-		}
-		if (g->have == sizeof(g->buf) || now_ns() > deadline)
-			return -ETIMEDOUT;
-		if (poll(&p, 1, 100) <= 0)
-			continue; /* EINTR too: the caller's signal is seen later */
-		n = read(g->from, g->buf + g->have, sizeof(g->buf) - g->have);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n ? -errno : -EPIPE;
-		g->have += (size_t)n;
-	}
-}
 
 /* Send one command and read its reply: 0 when it says ok, else -1 after
  * a one-line error. */
-static int guest_call(struct guest_proc *g, const char *cmd)
+static int guest_call(struct guest_client *g, const char *cmd)
 {
-	char line[256];
-	const int len = snprintf(line, sizeof(line), "%s\n", cmd);
-	int r = 0;
+	char err[1024];
 
-	if (write(g->to, line, (size_t)len) != len)
-		r = -EPIPE;
-	if (!r)
-		r = read_reply(g);
-	if (r) {
-		cli_error("demo: guest command '%s': %s", cmd,
-			  r == -EPIPE ? "the guest is gone" : strerror(-r));
-		return -1;
-	}
-	if (!strstr(g->reply, "\"ok\":true")) {
-		char why[512] = "no reason given";
-
-		json_str(g->reply, "error", why, sizeof(why));
-		cli_error("demo: guest command '%s' failed: %s", cmd, why);
-		return -1;
-	}
-	return 0;
+	if (!guest_ask(g, GUEST_TIMEOUT_MS, cmd, err, sizeof(err)))
+		return 0;
+	cli_error("demo: %s", err);
+	return -1;
 }
 
-static void exec_guest(const struct demo *d, int in, int out)
+static int spawn(struct demo *d)
 {
 	char size[32], writers[32], rate[32];
 	char exe[PATH_MAX];
 	const ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	const char *argv[] = { "bgsnap", "guest", "--size", size,
+			       "--writers", writers, "--rate", rate,
+			       "--kind", d->kind, NULL };
+	int r;
 
-	/* Its own process group keeps a terminal's ^C to us: we end it. */
-	setpgid(0, 0);
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 || n < 0)
-		_exit(127);
+	if (n < 0) {
+		cli_error("demo: /proc/self/exe: %s", strerror(errno));
+		return -1;
+	}
 	exe[n] = '\0';
 	snprintf(size, sizeof(size), "%llu", (unsigned long long)d->size);
 	snprintf(writers, sizeof(writers), "%llu",
 		 (unsigned long long)d->writers);
 	snprintf(rate, sizeof(rate), "%llu", (unsigned long long)d->rate);
-	execl(exe, "bgsnap", "guest", "--size", size, "--writers", writers,
-	      "--rate", rate, "--kind", d->kind, (char *)NULL);
-	_exit(127);
+	r = guest_spawn(&d->g, exe, argv, 0);
+	if (r)
+		cli_error("demo: cannot start the guest: %s", strerror(-r));
+	return r;
 }
 
-static int guest_spawn(struct demo *d)
+static void read_figs(const struct guest_client *g, struct writer_figs *f)
 {
-	int in[2], out[2];
-
-	if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC)) {
-		cli_error("demo: pipe: %s", strerror(errno));
-		return -1;
-	}
-	d->g.pid = fork();
-	if (d->g.pid == 0)
-		exec_guest(d, in[0], out[1]);
-	close(in[0]);
-	close(out[1]);
-	d->g.to = in[1];
-	d->g.from = out[0];
-	if (d->g.pid < 0) {
-		cli_error("demo: fork: %s", strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-/* 'quit', then SIGKILL if it does not go within a second; reaped. */
-static void guest_end(struct guest_proc *g)
-{
-	int status;
-
-	if (g->pid <= 0)
-		return;
-	if (write(g->to, "quit\n", 5) != 5)
-		kill(g->pid, SIGKILL);
-	close(g->to);
-	for (int i = 0; i < 100; i++) {
-		if (waitpid(g->pid, &status, WNOHANG) == g->pid)
-			goto out_close;
-		nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
-	}
-	kill(g->pid, SIGKILL);
-	waitpid(g->pid, &status, 0);
-out_close:
-	close(g->from);
-	g->pid = 0;
-}
-
-static void read_figs(const struct guest_proc *g, struct writer_figs *f)
-{
-	f->ops = json_num(g->reply, "ops");
-	f->ops_per_s = json_num(g->reply, "ops_per_s");
-	f->lat_p99_ns = json_num(g->reply, "lat_p99_ns");
-	f->stop_max_ns = json_num(g->reply, "stop_max_ns");
+	f->ops = guest_num(g->reply, "ops");
+	f->ops_per_s = guest_num(g->reply, "ops_per_s");
+	f->lat_p99_ns = guest_num(g->reply, "lat_p99_ns");
+	f->stop_max_ns = guest_num(g->reply, "stop_max_ns");
 }
 
 /* ---- the steps ------------------------------------------------------------------ */
@@ -339,7 +194,7 @@ static void read_figs(const struct guest_proc *g, struct writer_figs *f)
 static void step(struct demo *d, const char *what, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* A step passed: its line (not with --json). */
+/* Print the line of a step that passed (nothing with --json). */
 static void step(struct demo *d, const char *what, const char *fmt, ...)
 {
 	va_list ap;
@@ -359,14 +214,14 @@ static int start_guest(struct demo *d)
 {
 	char b[CLI_FMT_LEN];
 
-	if (guest_spawn(d) || guest_call(&d->g, "info"))
+	if (spawn(d) || guest_call(&d->g, "info"))
 		return -1;
 	d->guest_pid = d->g.pid;
-	d->addr = (uint64_t)json_num(d->g.reply, "addr");
-	d->len = (uint64_t)json_num(d->g.reply, "len");
-	json_str(d->g.reply, "range", d->range, sizeof(d->range));
+	d->addr = (uint64_t)guest_num(d->g.reply, "addr");
+	d->len = (uint64_t)guest_num(d->g.reply, "len");
+	guest_str(d->g.reply, "range", d->range, sizeof(d->range));
 	/* The writers alone, for comparison with the save. */
-	if (guest_call(&d->g, "reset") || !pause_ms(1000) ||
+	if (guest_call(&d->g, "reset") || !cli_pause_ms(1000) ||
 	    guest_call(&d->g, "stats"))
 		return -1;
 	read_figs(&d->g, &d->alone);
@@ -420,7 +275,7 @@ static int find_guest_region(struct demo *d, struct bgsnap_file *f)
 	return -1;
 }
 
-/* Oracle 2: the guest's memory as saved balances. */
+/* DESIGN.md's oracle 2: the guest's memory, as saved, balances. */
 static int check_books(struct demo *d, struct bgsnap_file *f, int region)
 {
 	char why[256];
@@ -449,7 +304,7 @@ static int verify_file(struct demo *d)
 {
 	char err[BGSNAP_FILE_ERROR_MAX];
 	struct bgsnap_file *f;
-	uint64_t t0 = now_ns();
+	uint64_t t0 = cli_now_ns();
 	int r = bgsnap_file_open(&f, d->file, err, sizeof(err));
 
 	if (r) {
@@ -457,7 +312,7 @@ static int verify_file(struct demo *d)
 		return -1;
 	}
 	r = bgsnap_file_verify(f, NULL, NULL);
-	d->verify_ns = now_ns() - t0;
+	d->verify_ns = cli_now_ns() - t0;
 	if (r) {
 		cli_error("demo: %s: %s", d->file, bgsnap_file_last_error(f));
 		goto out_close;
@@ -486,7 +341,7 @@ static int restore_into_guest(struct demo *d, bool dry, uint64_t *changed,
 	};
 	struct bgsnap_stats st;
 	struct bgsnap *h;
-	uint64_t t0 = now_ns();
+	uint64_t t0 = cli_now_ns();
 	int r = bgsnap_new(&h);
 
 	if (r) {
@@ -510,7 +365,7 @@ static int restore_into_guest(struct demo *d, bool dry, uint64_t *changed,
 	else if (!bgsnap_stats(h, &st) && changed)
 		*changed = st.pages_changed;
 	if (ns)
-		*ns = now_ns() - t0;
+		*ns = cli_now_ns() - t0;
 	bgsnap_free(h);
 	return r ? -1 : 0;
 }
@@ -533,7 +388,8 @@ static int restore_guest(struct demo *d)
 			  (unsigned long long)d->changed_after);
 		r = -1;
 	}
-	/* Released whatever happened: the guest must run on. */
+	/* The writers are released whatever happened: the guest must run
+	 * on. */
 	if (!r)
 		r = guest_call(&d->g, "recover");
 	if (guest_call(&d->g, "release") || r)
@@ -550,11 +406,11 @@ static int run_on(struct demo *d)
 	if (guest_call(&d->g, "reset"))
 		return -1;
 	for (int i = 0; i < CHECKS; i++)
-		if (!pause_ms(300) || guest_call(&d->g, "check"))
+		if (!cli_pause_ms(300) || guest_call(&d->g, "check"))
 			return -1;
 	if (guest_call(&d->g, "stats"))
 		return -1;
-	d->bank_ops_after = (uint64_t)json_num(d->g.reply, "ops");
+	d->bank_ops_after = (uint64_t)guest_num(d->g.reply, "ops");
 	if (!d->bank_ops_after) {
 		cli_error("demo: the guest's writers made no progress after "
 			  "the restore");
@@ -723,53 +579,44 @@ static bool ready(void)
 
 /* ---- options ---------------------------------------------------------------------- */
 
-static bool take_option(struct cli_getopt *o, int c, struct demo *d)
+/* --kind, the option the table cannot store: true, or false after a
+ * usage error. */
+static bool take_option(struct cli_getopt *o, int c, void *ctx)
 {
-	switch (c) {
-	case 's':
-		return cli_arg_size(o, optarg, &d->size);
-	case 'w':
-		return cli_arg_uint(o, optarg, 1, BANK_MAX_WRITERS, &d->writers);
-	case 'r':
-		return cli_arg_uint(o, optarg, 0, UINT32_MAX, &d->rate);
-	case 'k':
-		if (strcmp(optarg, "4k") && strcmp(optarg, "thp") &&
-		    strcmp(optarg, "memfd")) {
-			cli_error("demo: %s: '%s' is not 4k, thp or memfd",
-				  o->optname, optarg);
-			return false;
-		}
-		d->kind = optarg;
-		return true;
-	case 'd':
-		d->parent_dir = optarg;
-		return true;
-	case OPT_KEEP:
-		d->keep = true;
-		return true;
-	case OPT_JSON:
-		d->json = true;
-		return true;
+	struct demo *d = ctx;
+
+	if (c != 'k')
+		return false;
+	if (strcmp(optarg, "4k") && strcmp(optarg, "thp") &&
+	    strcmp(optarg, "memfd")) {
+		cli_error("demo: %s: '%s' is not 4k, thp or memfd", o->optname,
+			  optarg);
+		return false;
 	}
-	return false;
+	d->kind = optarg;
+	return true;
 }
 
 /* Parsed options, or an exit code (EXIT_OK after --help). */
 static int parse_args(int argc, char **argv, struct demo *d)
 {
+	const struct cli_opt opts[] = {
+		{ 's', .size = &d->size },
+		{ 'w', .uint = &d->writers, .min = 1, .max = BANK_MAX_WRITERS },
+		{ 'r', .uint = &d->rate, .max = UINT32_MAX },
+		{ 'd', .str = &d->parent_dir },
+		{ OPT_KEEP, .flag = &d->keep },
+		{ OPT_JSON, .flag = &d->json },
+		{ 0 },
+	};
 	struct cli_getopt o = { .cmd = "demo", .usage = demo_usage,
 				.shortopts = "s:w:r:k:d:",
-				.longopts = demo_options };
-	int c;
+				.longopts = demo_options, .opts = opts,
+				.take = take_option, .ctx = d };
+	const int code = cli_parse(&o, argc, argv, 0, 0, "");
 
-	while ((c = cli_getopt(&o, argc, argv)) != CLI_OPT_END) {
-		if (c == CLI_OPT_HELP)
-			return EXIT_OK;
-		if (c == CLI_OPT_BAD || !take_option(&o, c, d))
-			return EXIT_USAGE;
-	}
-	if (cli_operands(&o, argc, argv, 0, 0, "") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	if (d->size < 1u << 20) {
 		cli_error("demo: --size: at least 1M");
 		return EXIT_USAGE;
@@ -807,7 +654,7 @@ int cmd_demo(int argc, char **argv)
 	cli_catch_signals();
 	signal(SIGPIPE, SIG_IGN);
 	r = run(&d);
-	guest_end(&d.g);
+	guest_end(&d.g, 1000);
 	remove_files(&d);
 	if (cli_interrupted()) {
 		cli_error("demo: interrupted by %s; the guest and the files "

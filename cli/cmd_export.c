@@ -87,7 +87,7 @@ struct opts {
 	bool all, force, quiet, json;
 };
 
-/* One region's way out. */
+/* Where one region is written, and how far it got. */
 struct target {
 	size_t region;
 	struct bgsnap_file_region r;
@@ -312,7 +312,8 @@ static int finish_file(const struct job *j, const struct target *t, int fd,
 		cli_error("%s: %s", t->shown, strerror(-ret));
 		return ret;
 	}
-	/* Without --force never over anything, atomically. */
+	/* Without --force, never replace an existing file, and do it
+	 * atomically. */
 	return cli_output_publish(j->dirfd, tmp, t->name, t->shown,
 				  j->o->force);
 }
@@ -574,52 +575,31 @@ static int check_opts(const struct opts *o)
 	return -1;
 }
 
-/* 0, CLI_OPT_HELP (usage printed) or CLI_OPT_BAD (error printed). */
+/* -1, or an exit code: EXIT_OK after --help, EXIT_USAGE after an error. */
 static int parse(int argc, char **argv, struct opts *o)
 {
+	const struct cli_opt opts[] = {
+		{ 'r', .str = &o->region },
+		{ 'a', .flag = &o->all },
+		{ 'o', .str = &o->output },
+		{ 'P', .list = o->parents, .count = &o->nparents,
+		  .cap = MAX_PARENTS, .name = "--parent" },
+		{ 'f', .flag = &o->force },
+		{ 'q', .flag = &o->quiet },
+		{ 'j', .flag = &o->json },
+		{ 0 },
+	};
 	struct cli_getopt g = { .cmd = "export", .usage = export_usage,
 				.shortopts = "r:ao:P:fq",
-				.longopts = export_options };
-	int c;
+				.longopts = export_options, .opts = opts };
+	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 
-	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
-		switch (c) {
-		case 'r':
-			o->region = optarg;
-			break;
-		case 'a':
-			o->all = true;
-			break;
-		case 'o':
-			o->output = optarg;
-			break;
-		case 'P':
-			if (o->nparents == MAX_PARENTS) {
-				cli_error("export: --parent: at most %d of them",
-					  MAX_PARENTS);
-				return CLI_OPT_BAD;
-			}
-			o->parents[o->nparents++] = optarg;
-			break;
-		case 'f':
-			o->force = true;
-			break;
-		case 'q':
-			o->quiet = true;
-			break;
-		case 'j':
-			o->json = true;
-			break;
-		case CLI_OPT_HELP:
-			return c;
-		default:
-			return CLI_OPT_BAD;
-		}
-	}
-	if (cli_operands(&g, argc, argv, 1, 1, "FILE") < 0 || check_opts(o))
-		return CLI_OPT_BAD;
+	if (code >= 0)
+		return code;
+	if (check_opts(o))
+		return EXIT_USAGE;
 	o->file = argv[optind];
-	return 0;
+	return -1;
 }
 
 int cmd_export(int argc, char **argv)
@@ -630,8 +610,8 @@ int cmd_export(int argc, char **argv)
 	int ret = parse(argc, argv, &o);
 	int code;
 
-	if (ret)
-		return ret == CLI_OPT_HELP ? EXIT_OK : EXIT_USAGE;
+	if (ret >= 0)
+		return ret;
 	ret = bgsnap_file_open(&j.f, o.file, err, sizeof(err));
 	if (ret) {
 		cli_error("%s: %s", o.file, err);

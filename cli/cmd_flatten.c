@@ -25,8 +25,6 @@
 
 #define MAX_PARENTS 64
 
-int cmd_flatten(int argc, char **argv); /* main.c's table */
-
 static const char flatten_usage[] =
 	"usage: bgsnap flatten FILE -o OUT [--parent P]... [--force] [--json]\n"
 	"                      [--quiet]\n"
@@ -78,17 +76,10 @@ struct flatten {
 	uint64_t elapsed_ns;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- the output ---------------------------------------------------------- */
 
-/* OUT's directory opened, its name kept: 0, or -1 after a message. */
+/* Open OUT's directory and keep OUT's last component: 0, or -1 after a
+ * message. */
 static int open_output_dir(struct flatten *fl)
 {
 	return cli_output_dir(fl->output, &fl->dirfd, fl->name);
@@ -100,7 +91,7 @@ static int check_output(const struct flatten *fl)
 	return cli_output_check(fl->dirfd, fl->name, fl->output, fl->force);
 }
 
-/* A name beside OUT that nothing has: the library writes there. */
+/* Pick an unused name beside OUT for the library to write to. */
 static int pick_temp(struct flatten *fl)
 {
 	char name[NAME_MAX + 1];
@@ -149,7 +140,7 @@ static int run(struct flatten *fl)
 		.parents = fl->parents,
 		.nparents = fl->nparents,
 	};
-	const uint64_t t0 = now_ns();
+	const uint64_t t0 = cli_now_ns();
 	struct bgsnap *h;
 	int ret = bgsnap_new(&h);
 
@@ -158,7 +149,7 @@ static int run(struct flatten *fl)
 		return EXIT_FAILED;
 	}
 	ret = bgsnap_flatten(h, fl->file, fl->tmp, &o);
-	fl->elapsed_ns = now_ns() - t0;
+	fl->elapsed_ns = cli_now_ns() - t0;
 	if (ret)
 		flatten_failed(fl, h, ret);
 	bgsnap_free(h);
@@ -243,49 +234,25 @@ static int report(const struct flatten *fl)
 
 /* ---- the command --------------------------------------------------------- */
 
-static bool take_option(struct flatten *fl, int c)
-{
-	switch (c) {
-	case 'o':
-		fl->output = optarg;
-		return true;
-	case 'P':
-		if (fl->nparents == MAX_PARENTS) {
-			cli_error("flatten: --parent: at most %d of them",
-				  MAX_PARENTS);
-			return false;
-		}
-		fl->parents[fl->nparents++] = optarg;
-		return true;
-	case 'f':
-		fl->force = true;
-		return true;
-	case 'j':
-		fl->json = true;
-		return true;
-	case 'q':
-		fl->quiet = true;
-		return true;
-	}
-	return false;
-}
-
 /* The parsed command line in @fl, or an exit code (EXIT_OK after --help). */
 static int parse(int argc, char **argv, struct flatten *fl)
 {
+	const struct cli_opt opts[] = {
+		{ 'o', .str = &fl->output },
+		{ 'f', .flag = &fl->force },
+		{ 'j', .flag = &fl->json },
+		{ 'q', .flag = &fl->quiet },
+		{ 'P', .list = fl->parents, .count = &fl->nparents,
+		  .cap = MAX_PARENTS, .name = "--parent" },
+		{ 0 },
+	};
 	struct cli_getopt g = { .cmd = "flatten", .usage = flatten_usage,
 				.shortopts = "o:P:fq",
-				.longopts = flatten_options };
-	int c;
+				.longopts = flatten_options, .opts = opts };
+	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 
-	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
-		if (c == CLI_OPT_HELP)
-			return EXIT_OK;
-		if (c == CLI_OPT_BAD || !take_option(fl, c))
-			return EXIT_USAGE;
-	}
-	if (cli_operands(&g, argc, argv, 1, 1, "FILE") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	fl->file = argv[optind];
 	if (!fl->output) {
 		cli_error("flatten: -o OUT is needed (see 'bgsnap flatten "
@@ -297,7 +264,7 @@ static int parse(int argc, char **argv, struct flatten *fl)
 			  "when written, and renamed into place)");
 		return EXIT_USAGE;
 	}
-	/* A FIFO would block the open: refused at once. */
+	/* A FIFO would block the open, so it is refused now. */
 	if (cli_input_check("flatten: ", fl->file, NULL))
 		return EXIT_BADFILE;
 	return -1;

@@ -258,7 +258,8 @@ static int parent_of(struct bgsnap_file *f, struct bgsnap_file **p)
 
 /* ---- text ---------------------------------------------------------------- */
 
-/* "4K", "2M", "1G": the column is narrow. */
+/* A page size as "4K", "2M" or "1G", short because the column is
+ * narrow. */
 static void page_size_short(char *out, uint64_t ps)
 {
 	static const char units[] = "KMG";
@@ -473,7 +474,8 @@ static void json_header(struct cli_json *j, struct bgsnap_file *f,
 	cli_json_kstr(j, "snapshot_id", id);
 	hex_id(id, in->parent_id);
 	cli_json_kstr(j, "parent_id", in->incremental ? id : NULL);
-	/* Only asked for: without --chain the keys are those of before. */
+	/* Only with --chain: without it the keys stay what they were
+	 * before --chain existed. */
 	if (o->chain)
 		json_parent(j, f);
 	cli_json_kbool(j, "incremental", in->incremental);
@@ -697,35 +699,21 @@ static int show(const struct info_opts *o)
 
 int cmd_info(int argc, char **argv)
 {
-	struct cli_getopt g = { .cmd = "info", .usage = info_usage,
-				.shortopts = "cP:", .longopts = info_options };
 	struct info_opts o = { 0 };
-	int c;
+	const struct cli_opt opts[] = {
+		{ 'j', .flag = &o.json },
+		{ 'c', .flag = &o.chain },
+		{ 'P', .list = o.parents, .count = &o.nparents,
+		  .cap = MAX_PARENTS, .name = "--parent" },
+		{ 0 },
+	};
+	struct cli_getopt g = { .cmd = "info", .usage = info_usage,
+				.shortopts = "cP:", .longopts = info_options,
+				.opts = opts };
+	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 
-	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
-		switch (c) {
-		case 'j':
-			o.json = true;
-			break;
-		case 'c':
-			o.chain = true;
-			break;
-		case 'P':
-			if (o.nparents == MAX_PARENTS) {
-				cli_error("info: --parent: at most %d of them",
-					  MAX_PARENTS);
-				return EXIT_USAGE;
-			}
-			o.parents[o.nparents++] = optarg;
-			break;
-		case CLI_OPT_HELP:
-			return EXIT_OK;
-		default:
-			return EXIT_USAGE;
-		}
-	}
-	if (cli_operands(&g, argc, argv, 1, 1, "FILE") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	o.path = argv[optind];
 	return show(&o);
 }

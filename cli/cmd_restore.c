@@ -100,20 +100,6 @@ static const char *detail(const struct bgsnap *h, int err)
 	return d && *d ? d : bgsnap_strerror(err);
 }
 
-/* How many mappings the filters select; none is a mistake. */
-static size_t selected(const struct bgsnap *h)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
-		struct bgsnap_region_info ri;
-
-		n += !bgsnap_region(h, i, &ri) &&
-		     ri.kind != BGSNAP_KIND_UNSAVED;
-	}
-	return n;
-}
-
 static int attach(struct bgsnap *h, const struct restore_args *a)
 {
 	const struct bgsnap_target_opts topts = {
@@ -128,7 +114,7 @@ static int attach(struct bgsnap *h, const struct restore_args *a)
 		cli_error("restore: process %d: %s", a->pid, detail(h, r));
 		return r;
 	}
-	if (!selected(h)) {
+	if (!cli_selected(h)) {
 		cli_error_no_mapping("restore", a->pid,
 				     a->ninclude || a->nexclude);
 		return a->ninclude || a->nexclude ? -EINVAL : -ENODATA;
@@ -149,14 +135,10 @@ static int run(struct bgsnap *h, const struct restore_args *a)
 	const struct bgsnap_restore_opts o = {
 		.flags = a->dry_run ? BGSNAP_RESTORE_DRY_RUN : 0,
 	};
-	sigset_t stop, old;
+	sigset_t old;
 	int r;
 
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGINT);
-	sigaddset(&stop, SIGTERM);
-	sigaddset(&stop, SIGHUP);
-	sigprocmask(SIG_BLOCK, &stop, &old);
+	sigprocmask(SIG_BLOCK, cli_stop_signals(), &old);
 	/* Mappings that changed between reading them and stopping the
 	 * process make the library say "try again" (nothing written): a few
 	 * tries, from a file (standard input cannot be read twice). */
@@ -181,7 +163,9 @@ static int exit_code_for(int err)
 	return cli_file_exit(err);
 }
 
-/* Failures found before the first write say so: the file, the layout. */
+/* One line for a failed restore. A failure found before anything was
+ * written (a damaged file, a layout that does not match) says that
+ * nothing was written. */
 static void report_failure(const struct bgsnap *h, const struct restore_args *a,
 			   int r)
 {
@@ -286,61 +270,27 @@ static void report_json(const struct bgsnap *h, const struct restore_args *a,
 
 /* ---- options -------------------------------------------------------------------- */
 
-static bool add_spec(struct cli_getopt *g, const char **specs, size_t *n,
-		     const char *spec)
-{
-	if (*n == MAX_SPECS) {
-		cli_error("%s: %s: at most %d of them", g->cmd, g->optname,
-			  MAX_SPECS);
-		return false;
-	}
-	specs[(*n)++] = spec;
-	return true;
-}
-
-static bool take_option(struct cli_getopt *g, int c, struct restore_args *a)
-{
-	uint64_t v;
-
-	switch (c) {
-	case 'p':
-		if (!cli_arg_uint(g, optarg, 1, INT32_MAX, &v))
-			return false;
-		a->pid = (int)v;
-		return true;
-	case 'n':
-		a->dry_run = true;
-		return true;
-	case 'i':
-		return add_spec(g, a->include, &a->ninclude, optarg);
-	case 'x':
-		return add_spec(g, a->exclude, &a->nexclude, optarg);
-	case OPT_JSON:
-		a->json = true;
-		return true;
-	case 'q':
-		a->quiet = true;
-		return true;
-	}
-	return false;
-}
-
 /* The parsed command line, or an exit code (EXIT_OK after --help). */
 static int parse_args(int argc, char **argv, struct restore_args *a)
 {
+	const struct cli_opt opts[] = {
+		{ 'p', .pid = &a->pid },
+		{ 'n', .flag = &a->dry_run },
+		{ OPT_JSON, .flag = &a->json },
+		{ 'q', .flag = &a->quiet },
+		{ 'i', .list = a->include, .count = &a->ninclude,
+		  .cap = MAX_SPECS },
+		{ 'x', .list = a->exclude, .count = &a->nexclude,
+		  .cap = MAX_SPECS },
+		{ 0 },
+	};
 	struct cli_getopt g = { .cmd = "restore", .usage = restore_usage,
 				.shortopts = "p:ni:x:q",
-				.longopts = restore_options };
-	int c;
+				.longopts = restore_options, .opts = opts };
+	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 
-	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
-		if (c == CLI_OPT_HELP)
-			return EXIT_OK;
-		if (c == CLI_OPT_BAD || !take_option(&g, c, a))
-			return EXIT_USAGE;
-	}
-	if (cli_operands(&g, argc, argv, 1, 1, "FILE") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	a->file = argv[optind];
 	if (!a->pid) {
 		cli_error("restore: --pid PID is required (see 'bgsnap restore "
@@ -352,7 +302,8 @@ static int parse_args(int argc, char **argv, struct restore_args *a)
 			  "snapshot");
 		return EXIT_USAGE;
 	}
-	/* A FIFO would block the open, signals held back: at once. */
+	/* A FIFO would block the open while signals are held back, so it is
+	 * refused here, before that. */
 	if (strcmp(a->file, "-") &&
 	    cli_input_check("restore: ", a->file,
 			    "nothing was written (a pipe is read as "

@@ -135,17 +135,6 @@ struct save_args {
 
 /* ---- the save ------------------------------------------------------------ */
 
-static const sigset_t *stop_signals(void)
-{
-	static sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	return &set;
-}
-
 static const char *detail(const struct bgsnap *h, int err)
 {
 	const char *d = bgsnap_last_error(h);
@@ -227,10 +216,11 @@ static int start(struct bgsnap *h, const struct cli_save_req *req)
 	sigset_t old;
 	int r, code;
 
-	sigprocmask(SIG_BLOCK, stop_signals(), &old);
+	sigprocmask(SIG_BLOCK, cli_stop_signals(), &old);
 	r = bgsnap_target_pid(h, req->pid, &topts);
 	if (r) {
-		/* Not attached: a refusal is ptrace's, not a capability's. */
+		/* Not attached: a refusal here comes from ptrace, not from a
+		 * missing capability. */
 		code = cli_save_failure(req->pid, r, false, why, sizeof(why));
 		cli_error("save: process %d: %s", req->pid,
 			  *why ? why : detail(h, r));
@@ -399,18 +389,6 @@ static void report_text(FILE *f, const struct save_args *a,
 
 /* ---- options --------------------------------------------------------------- */
 
-static bool add_spec(struct cli_getopt *g, const char **specs, size_t *n,
-		     const char *spec)
-{
-	if (*n == MAX_SPECS) {
-		cli_error("%s: %s: at most %d of them", g->cmd, g->optname,
-			  MAX_SPECS);
-		return false;
-	}
-	specs[(*n)++] = spec;
-	return true;
-}
-
 static bool parse_compression(struct cli_getopt *g, const char *arg,
 			      enum bgsnap_compression *c)
 {
@@ -426,27 +404,14 @@ static bool parse_compression(struct cli_getopt *g, const char *arg,
 	return true;
 }
 
-/* One option into @a: true, or false after a usage error. */
-static bool take_option(struct cli_getopt *g, int c, struct save_args *a)
+/* The options the table cannot store: true, or false after a usage
+ * error. */
+static bool take_option(struct cli_getopt *g, int c, void *ctx)
 {
+	struct save_args *a = ctx;
 	uint64_t v;
 
 	switch (c) {
-	case 'p':
-		if (!cli_arg_uint(g, optarg, 1, INT32_MAX, &v))
-			return false;
-		a->req.pid = (int)v;
-		return true;
-	case 'o':
-		a->output = optarg;
-		return true;
-	case 'f':
-		a->force = true;
-		return true;
-	case 'i':
-		return add_spec(g, a->include, &a->req.ninclude, optarg);
-	case 'x':
-		return add_spec(g, a->exclude, &a->req.nexclude, optarg);
 	case 'b':
 		if (!cli_arg_size(g, optarg, &v))
 			return false;
@@ -465,15 +430,9 @@ static bool take_option(struct cli_getopt *g, int c, struct save_args *a)
 	case OPT_STW:
 		a->opts.flags |= BGSNAP_SAVE_STOP_THE_WORLD;
 		return true;
-	case OPT_JSON:
-		a->json = true;
-		return true;
 	case OPT_PARENT:
 		a->opts.flags |= BGSNAP_SAVE_INCREMENTAL;
 		a->opts.parent = optarg;
-		return true;
-	case 'q':
-		a->req.quiet = true;
 		return true;
 	}
 	return false;
@@ -482,19 +441,26 @@ static bool take_option(struct cli_getopt *g, int c, struct save_args *a)
 /* The parsed command line, or an exit code (EXIT_OK after --help). */
 static int parse_args(int argc, char **argv, struct save_args *a)
 {
+	const struct cli_opt opts[] = {
+		{ 'p', .pid = &a->req.pid },
+		{ 'o', .str = &a->output },
+		{ 'f', .flag = &a->force },
+		{ 'i', .list = a->include, .count = &a->req.ninclude,
+		  .cap = MAX_SPECS },
+		{ 'x', .list = a->exclude, .count = &a->req.nexclude,
+		  .cap = MAX_SPECS },
+		{ OPT_JSON, .flag = &a->json },
+		{ 'q', .flag = &a->req.quiet },
+		{ 0 },
+	};
 	struct cli_getopt g = { .cmd = "save", .usage = save_usage,
 				.shortopts = "p:o:fi:x:b:c:q",
-				.longopts = save_options };
-	int c;
+				.longopts = save_options, .opts = opts,
+				.take = take_option, .ctx = a };
+	const int code = cli_parse(&g, argc, argv, 0, 0, "");
 
-	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
-		if (c == CLI_OPT_HELP)
-			return EXIT_OK;
-		if (c == CLI_OPT_BAD || !take_option(&g, c, a))
-			return EXIT_USAGE;
-	}
-	if (cli_operands(&g, argc, argv, 0, 0, "") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	if (!a->req.pid || !a->output) {
 		cli_error("save: %s is required (see 'bgsnap save --help')",
 			  a->req.pid ? "-o FILE" : "--pid PID");
@@ -570,7 +536,7 @@ static int open_stdout(struct save_args *a)
 			  "redirect standard output or use -o FILE");
 		return EXIT_USAGE;
 	}
-	/* '>> parent.bgs' would write into the parent. */
+	/* With '>> parent.bgs' the save would write into its own parent. */
 	if (!fstat(STDOUT_FILENO, &st) && needed_by_chain(a, &st))
 		return EXIT_FAILED;
 	a->req.fd = STDOUT_FILENO;
@@ -583,7 +549,7 @@ static int open_output(struct save_args *a)
 {
 	struct stat st;
 
-	/* A FIFO would block the open: refused at once. */
+	/* A FIFO as --parent would block the open, so it is refused now. */
 	if (a->opts.parent &&
 	    cli_input_check("save: --parent ", a->opts.parent, NULL))
 		return EXIT_FAILED;
@@ -597,7 +563,8 @@ static int open_output(struct save_args *a)
 	if (cli_output_check(a->dirfd, a->name, a->output, a->force) ||
 	    cli_output_temp(a->dirfd, a->name, "save", a->output, a->tmpname))
 		return EXIT_FAILED;
-	/* Said here, of FILE: the library would name our temporary. */
+	/* Checked here so that the message names FILE: the library would
+	 * name our temporary file instead. */
 	if (faccessat(a->dirfd, ".", W_OK, AT_EACCESS)) {
 		cli_error("%s: cannot be written in its directory: %s",
 			  a->output, strerror(errno));
@@ -618,7 +585,8 @@ static int publish(const struct save_args *a)
 	struct stat st;
 	int r = 0;
 
-	/* With --force the output is replaced: checked again just before. */
+	/* With --force the output is replaced; what is there is checked
+	 * again just before. */
 	if (a->force &&
 	    !fstatat(a->dirfd, a->name, &st, AT_SYMLINK_NOFOLLOW) &&
 	    needed_by_chain(a, &st))

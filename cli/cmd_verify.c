@@ -76,14 +76,6 @@ struct verify {
 	uint64_t elapsed_ns;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static void on_progress(void *arg, uint64_t done, uint64_t total)
 {
 	struct cli_progress *p = arg;
@@ -101,7 +93,7 @@ static void check(struct verify *v)
 {
 	const int how = v->deep ? BGSNAP_VERIFY_DEEP : BGSNAP_VERIFY_STORED;
 	struct cli_progress bar;
-	const uint64_t t0 = now_ns();
+	const uint64_t t0 = cli_now_ns();
 
 	v->err = bgsnap_file_open(&v->f, v->path, v->msg, sizeof(v->msg));
 	if (v->err)
@@ -121,7 +113,7 @@ static void check(struct verify *v)
 	if (v->err)
 		snprintf(v->msg, sizeof(v->msg), "%s",
 			 bgsnap_file_last_error(v->f));
-	v->elapsed_ns = now_ns() - t0;
+	v->elapsed_ns = cli_now_ns() - t0;
 }
 
 /* The ancestors of FILE found so far, parent first (NULL-terminated). */
@@ -133,7 +125,8 @@ static struct bgsnap_file *ancestor(const struct verify *v, size_t level)
 		struct bgsnap_file_info in;
 
 		bgsnap_file_info(f, &in);
-		/* Already opened by the check: this finds, never looks. */
+		/* The check opened the chain already: this only finds a
+		 * parent in it, it never searches the disk. */
 		if (!in.incremental || bgsnap_file_parent(f, &p))
 			return NULL;
 		f = p;
@@ -277,36 +270,38 @@ static void report_error(const struct verify *v)
 		cli_error("%s: %s", v->path, v->msg);
 }
 
+/* --chain undoes --no-chain: it sets a flag false, which the table
+ * cannot do. */
+static bool take_option(struct cli_getopt *g, int c, void *ctx)
+{
+	struct verify *v = ctx;
+
+	(void)g;
+	if (c != 'c')
+		return false;
+	v->no_chain = false;
+	return true;
+}
+
 /* The parsed command line in @v, or an exit code (EXIT_OK after --help). */
 static int parse(int argc, char **argv, struct verify *v)
 {
+	const struct cli_opt opts[] = {
+		{ 'j', .flag = &v->json },
+		{ 'q', .flag = &v->quiet },
+		{ OPT_NO_CHAIN, .flag = &v->no_chain },
+		{ OPT_DEEP, .flag = &v->deep },
+		{ 'P', .list = v->parents, .count = &v->nparents,
+		  .cap = MAX_PARENTS, .name = "--parent" },
+		{ 0 },
+	};
 	struct cli_getopt g = { .cmd = "verify", .usage = verify_usage,
-				.shortopts = "P:cq", .longopts = verify_options };
-	int c;
+				.shortopts = "P:cq", .longopts = verify_options,
+				.opts = opts, .take = take_option, .ctx = v };
+	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 
-	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
-		if (c == 'j') {
-			v->json = true;
-		} else if (c == 'q') {
-			v->quiet = true;
-		} else if (c == 'c') {
-			v->no_chain = false;
-		} else if (c == OPT_NO_CHAIN) {
-			v->no_chain = true;
-		} else if (c == OPT_DEEP) {
-			v->deep = true;
-		} else if (c == 'P' && v->nparents < MAX_PARENTS) {
-			v->parents[v->nparents++] = optarg;
-		} else if (c == 'P') {
-			cli_error("verify: --parent: at most %d of them",
-				  MAX_PARENTS);
-			return EXIT_USAGE;
-		} else {
-			return c == CLI_OPT_HELP ? EXIT_OK : EXIT_USAGE;
-		}
-	}
-	if (cli_operands(&g, argc, argv, 1, 1, "FILE") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	v->path = argv[optind];
 	return -1;
 }

@@ -49,8 +49,6 @@
 #define START_TRIES	 3	     /* "try again": the mappings moved */
 #define NAME_FMT	 "snap-%06u.bgs"
 
-int cmd_watch(int argc, char **argv); /* main.c's table */
-
 static const char watch_usage[] =
 	"usage: bgsnap watch --pid PID --every DUR -o DIR [--count N]\n"
 	"                    [--full-every N] [--include SPEC]...\n"
@@ -565,21 +563,8 @@ static void run(struct watch *w)
 
 /* ---- setting up ------------------------------------------------------------------ */
 
-/* How many mappings the filters leave to save; none is a mistake. */
-static size_t selected(const struct bgsnap *h)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
-		struct bgsnap_region_info ri;
-
-		n += !bgsnap_region(h, i, &ri) &&
-		     ri.kind != BGSNAP_KIND_UNSAVED;
-	}
-	return n;
-}
-
-/* Attach to the process (signals held back: the library may stop it). */
+/* Attach to the process. Signals are held back meanwhile, because the
+ * library may have the process stopped while it attaches. */
 static int attach(struct watch *w)
 {
 	const struct bgsnap_target_opts topts = {
@@ -604,7 +589,7 @@ static int attach(struct watch *w)
 			  *why ? why : detail(w->h, r));
 		return code;
 	}
-	if (!selected(w->h)) {
+	if (!cli_selected(w->h)) {
 		cli_error_no_mapping("watch", w->pid,
 				     w->ninclude || w->nexclude);
 		return w->ninclude || w->nexclude ? EXIT_USAGE : EXIT_FAILED;
@@ -625,73 +610,45 @@ static void print_start(const struct watch *w)
 	fflush(stdout);
 }
 
-static bool add_spec(const char **specs, size_t *n, const char *spec,
-		     const char *opt)
+/* --every, the option the table cannot store: true, or false after a
+ * usage error. */
+static bool take_option(struct cli_getopt *g, int c, void *ctx)
 {
-	if (*n == MAX_SPECS) {
-		cli_error("watch: %s: at most %d of them", opt, MAX_SPECS);
+	struct watch *w = ctx;
+
+	if (c != 'e' || !cli_arg_duration(g, optarg, &w->every_ns))
+		return false;
+	if (w->every_ns < 1000000ull) {
+		cli_error("watch: --every: '%s' is below 1ms", optarg);
 		return false;
 	}
-	specs[(*n)++] = spec;
 	return true;
-}
-
-/* One option into @w: true, or false after a usage error. */
-static bool take_option(struct cli_getopt *g, int c, struct watch *w)
-{
-	uint64_t v;
-
-	switch (c) {
-	case 'p':
-		if (!cli_arg_uint(g, optarg, 1, INT32_MAX, &v))
-			return false;
-		w->pid = (int)v;
-		return true;
-	case 'e':
-		if (!cli_arg_duration(g, optarg, &w->every_ns))
-			return false;
-		if (w->every_ns < 1000000ull) {
-			cli_error("watch: --every: '%s' is below 1ms", optarg);
-			return false;
-		}
-		return true;
-	case 'o':
-		w->dir = optarg;
-		return true;
-	case 'n':
-		return cli_arg_uint(g, optarg, 1, UINT32_MAX, &w->count);
-	case OPT_FULL_EVERY:
-		return cli_arg_uint(g, optarg, 0, UINT32_MAX, &w->full_every);
-	case 'i':
-		return add_spec(w->include, &w->ninclude, optarg, g->optname);
-	case 'x':
-		return add_spec(w->exclude, &w->nexclude, optarg, g->optname);
-	case OPT_JSON:
-		w->json = true;
-		return true;
-	case 'q':
-		w->quiet = true;
-		return true;
-	}
-	return false;
 }
 
 /* The parsed command line, or an exit code (EXIT_OK after --help). */
 static int parse(int argc, char **argv, struct watch *w)
 {
+	const struct cli_opt opts[] = {
+		{ 'p', .pid = &w->pid },
+		{ 'o', .str = &w->dir },
+		{ 'n', .uint = &w->count, .min = 1, .max = UINT32_MAX },
+		{ OPT_FULL_EVERY, .uint = &w->full_every, .max = UINT32_MAX },
+		{ 'i', .list = w->include, .count = &w->ninclude,
+		  .cap = MAX_SPECS },
+		{ 'x', .list = w->exclude, .count = &w->nexclude,
+		  .cap = MAX_SPECS },
+		{ OPT_JSON, .flag = &w->json },
+		{ 'q', .flag = &w->quiet },
+		{ 0 },
+	};
 	struct cli_getopt g = { .cmd = "watch", .usage = watch_usage,
 				.shortopts = "p:e:o:n:i:x:q",
-				.longopts = watch_options };
-	int c;
+				.longopts = watch_options, .opts = opts,
+				.take = take_option, .ctx = w };
+	const int code = cli_parse(&g, argc, argv, 0, 0, "");
 
-	while ((c = cli_getopt(&g, argc, argv)) != CLI_OPT_END) {
-		if (c == CLI_OPT_HELP)
-			return EXIT_OK;
-		if (c == CLI_OPT_BAD || !take_option(&g, c, w))
-			return EXIT_USAGE;
-	}
-	if (cli_operands(&g, argc, argv, 0, 0, "") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	if (!w->pid || !w->dir) {
 		cli_error("watch: %s is required (see 'bgsnap watch --help')",
 			  w->pid ? "-o DIR" : "--pid PID");
@@ -700,18 +657,13 @@ static int parse(int argc, char **argv, struct watch *w)
 	return -1;
 }
 
-/* Signals are caught, and blocked but while waiting. */
+/* Catch SIGINT, SIGTERM and SIGHUP, and keep them blocked except while
+ * the watch waits for the next snapshot, where they may end it. */
 static void hold_signals(struct watch *w)
 {
-	sigset_t stop;
-
 	cli_catch_signals();
 	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGINT);
-	sigaddset(&stop, SIGTERM);
-	sigaddset(&stop, SIGHUP);
-	sigprocmask(SIG_BLOCK, &stop, &w->waitmask);
+	sigprocmask(SIG_BLOCK, cli_stop_signals(), &w->waitmask);
 	sigdelset(&w->waitmask, SIGINT);
 	sigdelset(&w->waitmask, SIGTERM);
 	sigdelset(&w->waitmask, SIGHUP);
@@ -725,7 +677,7 @@ int cmd_watch(int argc, char **argv)
 
 	if (code >= 0)
 		return code;
-	/* A thread id, a kernel thread: said before DIR is made. */
+	/* A thread id or a kernel thread is refused before DIR is made. */
 	if (cli_target_check("watch", w.pid))
 		return EXIT_FAILED;
 	hold_signals(&w);
@@ -738,7 +690,8 @@ int cmd_watch(int argc, char **argv)
 		run(&w);
 		code = w.stop == STOP_ERROR ? w.code : EXIT_OK;
 	}
-	/* Stops tracking: nothing of bgsnap's stays in the process. */
+	/* Freeing the handle stops tracking, so nothing of bgsnap's stays in
+	 * the process. */
 	bgsnap_free(w.h);
 	if (w.stop)
 		report_end(&w);

@@ -5,10 +5,6 @@
 #include <bgsnap.h>
 #include <string.h>
 
-int cmd_bench(int argc, char **argv);
-int cmd_flatten(int argc, char **argv);
-int cmd_watch(int argc, char **argv);
-
 static const struct cli_cmd commands[] = {
 	{ "caps", cmd_caps, "report what this machine offers for snapshots" },
 	{ "save", cmd_save, "snapshot a running process (--pid) into a file" },

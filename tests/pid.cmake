@@ -1,5 +1,5 @@
 # 'bgsnap save/restore --pid' end to end through the built binary, against
-# 'bgsnap guest' processes (issue 6). Root on the real kernel, else 77.
+# 'bgsnap guest' processes. Root on the real kernel, else 77.
 add_library(bgs_pidutil STATIC pid/pid_util.c)
 target_link_libraries(bgs_pidutil PUBLIC bgs_testcommon m)
 

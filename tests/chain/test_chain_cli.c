@@ -221,7 +221,7 @@ static void test_watch_chain(void **state)
 	char *line, *next;
 
 	(void)state;
-	snprintf(pid, sizeof(pid), "%d", (int)guest.pid);
+	snprintf(pid, sizeof(pid), "%d", (int)guest.c.pid);
 	pt_run(&r, RUN_MS, -1, "watch", "--pid", pid, "--every", "200ms", "-o",
 	       chain, "--count", "4", "--json", NULL);
 	expect_code(&r, 0, "watch --count 4");
@@ -406,7 +406,7 @@ static void test_missing_parent(void **state)
 	path_in(out, sizeof(out), moved, "out.raw");
 	path_in(parent, sizeof(parent), chain, "snap-000002.bgs");
 	pt_region_name(file, guest.addr, name, sizeof(name));
-	snprintf(pid, sizeof(pid), "%d", (int)guest.pid);
+	snprintf(pid, sizeof(pid), "%d", (int)guest.c.pid);
 
 	pt_run(&r, RUN_MS, -1, "verify", file, NULL);
 	expect_code(&r, 1, "verify, a parent missing");
@@ -470,7 +470,7 @@ static void test_watch_signal(void **state)
 
 	(void)state;
 	path_in(dir, sizeof(dir), pt_dir(), "signal");
-	spawn_watch(&w, dir, guest.pid, "200ms", NULL);
+	spawn_watch(&w, dir, guest.c.pid, "200ms", NULL);
 	for (unsigned i = 0; i < 2; i++) {
 		assert_true(watch_line(&w, line, sizeof(line)));
 		expect_snapshot_line(line, i);
@@ -480,7 +480,7 @@ static void test_watch_signal(void **state)
 	assert_true(n >= 2);
 	guest_unharmed(&guest);
 	/* Numbered on in a directory that has a chain: a new one. */
-	snprintf(pid, sizeof(pid), "%d", (int)guest.pid);
+	snprintf(pid, sizeof(pid), "%d", (int)guest.c.pid);
 	pt_run(&r, RUN_MS, -1, "watch", "--pid", pid, "-o", dir, "--count", "1",
 	       "--json", NULL);
 	expect_code(&r, 0, "watch into a directory with a chain");
@@ -501,9 +501,9 @@ static void test_watch_lock(void **state)
 
 	(void)state;
 	path_in(dir, sizeof(dir), pt_dir(), "locked");
-	spawn_watch(&w, dir, guest.pid, "10s", NULL);
+	spawn_watch(&w, dir, guest.c.pid, "10s", NULL);
 	assert_true(watch_line(&w, line, sizeof(line)));
-	snprintf(pid, sizeof(pid), "%d", (int)guest.pid);
+	snprintf(pid, sizeof(pid), "%d", (int)guest.c.pid);
 	pt_run(&r, RUN_MS, -1, "watch", "--pid", pid, "-o", dir, NULL);
 	expect_code(&r, 1, "a second watch on one directory");
 	pt_one_error_line(r.err);
@@ -524,7 +524,7 @@ static void test_watch_target_exits(void **state)
 	(void)state;
 	path_in(dir, sizeof(dir), pt_dir(), "exits");
 	pt_guest_start(&g, 0, "8M", "4k", NULL);
-	pid = g.pid;
+	pid = g.c.pid;
 	spawn_watch(&w, dir, pid, "200ms", NULL);
 	assert_true(watch_line(&w, line, sizeof(line)));
 	expect_snapshot_line(line, 0);
@@ -649,7 +649,7 @@ static void save(struct pt_guest *g, const char *file, const char *parent)
 	char pid[16];
 	struct pt_run r;
 
-	snprintf(pid, sizeof(pid), "%d", (int)g->pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g->c.pid);
 	pt_run(&r, RUN_MS, -1, "save", "--pid", pid, "-o", file, "--json",
 	       parent ? "--parent" : NULL, parent, NULL);
 	expect_code(&r, 0, parent ? "save --parent" : "save");
@@ -669,7 +669,7 @@ static void test_save_parent(void **state)
 	path_in(full, sizeof(full), pt_dir(), "full.bgs");
 	path_in(incr, sizeof(incr), pt_dir(), "incr.bgs");
 	pt_guest_start(&g, 0, GUEST_SIZE, "4k", "--rate", "500", NULL);
-	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
 	pt_guest_must(&g, "hold");
 	save(&g, full, NULL);
 	pt_guest_must(&g, "release");

@@ -4,10 +4,12 @@
 #include "testutil.h"
 #include "tu_target.h"
 #include "guest_bank.h"
+#include "guest_client.h"
 #include "bgsnap.h"
 #include "uffd.h"
 
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -61,32 +63,11 @@ const char *pt_dir(void)
 
 double pt_num(const char *json, const char *key)
 {
-	char pat[80];
-	const char *p;
+	const double v = guest_num(json, key);
 
-	snprintf(pat, sizeof(pat), "\"%s\":", key);
-	p = strstr(json, pat);
-	if (!p)
+	if (isnan(v))
 		fail_msg("no key '%s' in %s", key, json);
-	return strtod(p + strlen(pat), NULL);
-}
-
-bool pt_str(const char *json, const char *key, char *out, size_t n)
-{
-	char pat[80];
-	const char *p, *end;
-
-	snprintf(pat, sizeof(pat), "\"%s\":\"", key);
-	p = strstr(json, pat);
-	if (!p)
-		return false;
-	p += strlen(pat);
-	end = strchr(p, '"');
-	if (!end || (size_t)(end - p) >= n)
-		return false;
-	memcpy(out, p, (size_t)(end - p));
-	out[end - p] = '\0';
-	return true;
+	return v;
 }
 
 /* ---- guests ---------------------------------------------------------------- */
@@ -100,45 +81,25 @@ static void collect_args(const char **argv, size_t *argc, va_list ap)
 	argv[*argc] = NULL;
 }
 
-static void exec_guest(int in, int out, unsigned uid, const char **argv)
-{
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (dup2(in, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0)
-		_exit(126);
-	if (uid && tu_drop_privileges(uid))
-		_exit(125);
-	execv(pt_bgsnap, (char *const *)(uintptr_t)argv);
-	_exit(127);
-}
-
 void pt_guest_start(struct pt_guest *g, unsigned uid, const char *size,
 		    const char *kind, ...)
 {
 	const char *argv[MAX_ARGS] = { "bgsnap", "guest", "--size", size,
 				       "--kind", kind };
 	size_t argc = 6;
-	int in[2], out[2];
 	va_list ap;
 
 	memset(g, 0, sizeof(*g));
 	va_start(ap, kind);
 	collect_args(argv, &argc, ap);
 	va_end(ap);
-	assert_int_equal(pipe2(in, O_CLOEXEC), 0);
-	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
-	g->pid = fork();
-	assert_true(g->pid >= 0);
-	if (!g->pid)
-		exec_guest(in[0], out[1], uid, argv);
-	close(in[0]);
-	close(out[1]);
-	g->to = in[1];
-	g->from = out[0];
+	assert_int_equal(guest_spawn(&g->c, pt_bgsnap, argv, uid), 0);
 	pt_guest_must(g, "info");
-	g->addr = (uint64_t)pt_num(g->reply, "addr");
-	g->len = (uint64_t)pt_num(g->reply, "len");
-	g->seed = (uint64_t)pt_num(g->reply, "seed");
-	assert_true(pt_str(g->reply, "range", g->range, sizeof(g->range)));
+	g->addr = (uint64_t)pt_num(g->c.reply, "addr");
+	g->len = (uint64_t)pt_num(g->c.reply, "len");
+	g->seed = (uint64_t)pt_num(g->c.reply, "seed");
+	assert_true(guest_str(g->c.reply, "range", g->range,
+			      sizeof(g->range)));
 }
 
 static uint64_t now_ms(void)
@@ -146,50 +107,19 @@ static uint64_t now_ms(void)
 	return tu_now_ns() / 1000000;
 }
 
-/* One reply line into g->reply; false on timeout or end of file. */
-static bool read_line(struct pt_guest *g, int timeout_ms)
-{
-	const uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-
-	for (;;) {
-		char *nl = memchr(g->buf, '\n', g->have);
-		struct pollfd p = { .fd = g->from, .events = POLLIN };
-		ssize_t n;
-
-		if (nl) {
-			const size_t len = (size_t)(nl - g->buf);
-
-			memcpy(g->reply, g->buf, len);
-			g->reply[len] = '\0';
-			g->have -= len + 1;
-			memmove(g->buf, nl + 1, g->have);
-			return true;
-		}
-		if (now_ms() > deadline || g->have == sizeof(g->buf))
-			return false;
-		if (poll(&p, 1, 50) <= 0)
-			continue;
-		n = read(g->from, g->buf + g->have, sizeof(g->buf) - g->have);
-		if (n <= 0)
-			return false;
-		g->have += (size_t)n;
-	}
-}
-
 static bool __attribute__((format(printf, 3, 0)))
 vcall(struct pt_guest *g, int timeout_ms, const char *fmt, va_list ap)
 {
 	char line[512];
-	int len = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+	int r;
 
-	line[len++] = '\n';
-	if (write(g->to, line, (size_t)len) != len)
-		fail_msg("guest %d: cannot send '%.*s': it is gone", (int)g->pid,
-			 len - 1, line);
-	if (!read_line(g, timeout_ms ? timeout_ms : DEFAULT_TIMEOUT_MS))
-		fail_msg("guest %d: no reply to '%.*s' (hung or gone)",
-			 (int)g->pid, len - 1, line);
-	return strstr(g->reply, "\"ok\":true") != NULL;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	r = guest_request(&g->c, timeout_ms ? (uint64_t)timeout_ms :
+					      DEFAULT_TIMEOUT_MS, line);
+	if (r)
+		fail_msg("guest %d: no reply to '%s': %s (hung or gone)",
+			 (int)g->c.pid, line, strerror(-r));
+	return guest_reply_ok(&g->c);
 }
 
 bool pt_guest_call(struct pt_guest *g, int timeout_ms, const char *fmt, ...)
@@ -212,43 +142,17 @@ void pt_guest_must(struct pt_guest *g, const char *fmt, ...)
 	ok = vcall(g, 0, fmt, ap);
 	va_end(ap);
 	if (!ok)
-		fail_msg("guest %d: %s", (int)g->pid, g->reply);
-}
-
-static bool reaped(pid_t pid, int ms)
-{
-	int status;
-
-	for (int i = 0; i < ms / 10; i++) {
-		if (waitpid(pid, &status, WNOHANG) == pid)
-			return true;
-		tu_sleep_ms(10);
-	}
-	return false;
+		fail_msg("guest %d: %s", (int)g->c.pid, g->c.reply);
 }
 
 void pt_guest_stop(struct pt_guest *g)
 {
-	if (g->pid <= 0)
-		return;
-	if (write(g->to, "quit\n", 5) != 5 || !reaped(g->pid, 5000)) {
-		kill(g->pid, SIGKILL);
-		waitpid(g->pid, NULL, 0);
-	}
-	close(g->to);
-	close(g->from);
-	g->pid = 0;
+	guest_end(&g->c, 5000);
 }
 
 void pt_guest_kill(struct pt_guest *g)
 {
-	if (g->pid <= 0)
-		return;
-	kill(g->pid, SIGKILL);
-	waitpid(g->pid, NULL, 0);
-	close(g->to);
-	close(g->from);
-	g->pid = 0;
+	guest_kill(&g->c);
 }
 
 void pt_guest_healthy(struct pt_guest *g, unsigned run_ms, int timeout_ms)
@@ -257,21 +161,21 @@ void pt_guest_healthy(struct pt_guest *g, unsigned run_ms, int timeout_ms)
 	unsigned waited = 0;
 
 	if (!pt_guest_call(g, timeout_ms, "reset"))
-		fail_msg("guest %d: reset: %s", (int)g->pid, g->reply);
+		fail_msg("guest %d: reset: %s", (int)g->c.pid, g->c.reply);
 	/* Every writer must move within the deadline; on a loaded machine
 	 * a thread may wait its turn for a while, so look a few times. */
 	do {
 		tu_sleep_ms(waited ? 50 : run_ms);
 		waited += waited ? 50 : run_ms;
 		if (!pt_guest_call(g, timeout_ms, "stats"))
-			fail_msg("guest %d: stats: %s", (int)g->pid, g->reply);
-	} while (pt_num(g->reply, "ops_min") < 1 && waited < deadline_ms);
-	if (pt_num(g->reply, "ops_min") < 1)
+			fail_msg("guest %d: stats: %s", (int)g->c.pid, g->c.reply);
+	} while (pt_num(g->c.reply, "ops_min") < 1 && waited < deadline_ms);
+	if (pt_num(g->c.reply, "ops_min") < 1)
 		fail_msg("guest %d: a writer made no progress in %u ms: %s",
-			 (int)g->pid, waited, g->reply);
+			 (int)g->c.pid, waited, g->c.reply);
 	if (!pt_guest_call(g, timeout_ms, "check"))
-		fail_msg("guest %d: its books do not balance: %s", (int)g->pid,
-			 g->reply);
+		fail_msg("guest %d: its books do not balance: %s", (int)g->c.pid,
+			 g->c.reply);
 }
 
 int pt_tracer_of(pid_t pid)
@@ -301,7 +205,7 @@ static void no_registered_range(const struct pt_guest *g)
 	char path[64], line[512];
 	FILE *f;
 
-	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)g->pid);
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)g->c.pid);
 	f = fopen(path, "re");
 	assert_non_null(f);
 	while (fgets(line, sizeof(line), f))
@@ -309,27 +213,27 @@ static void no_registered_range(const struct pt_guest *g)
 		    (strstr(line, " uw") || strstr(line, " um") ||
 		     strstr(line, " ui")))
 			fail_msg("guest %d: a mapping is still registered "
-				 "with a userfaultfd: %s", (int)g->pid, line);
+				 "with a userfaultfd: %s", (int)g->c.pid, line);
 	fclose(f);
 }
 
 int pt_guest_leftovers(const struct pt_guest *g)
 {
-	const int tracer = pt_tracer_of(g->pid);
+	const int tracer = pt_tracer_of(g->c.pid);
 
 	if (tracer < 0)
-		fail_msg("guest %d: no /proc/%d/status", (int)g->pid,
-			 (int)g->pid);
+		fail_msg("guest %d: no /proc/%d/status", (int)g->c.pid,
+			 (int)g->c.pid);
 	if (tracer)
-		fail_msg("guest %d is still traced by %d", (int)g->pid, tracer);
+		fail_msg("guest %d is still traced by %d", (int)g->c.pid, tracer);
 	no_registered_range(g);
-	return tu_count_fds(g->pid, "userfaultfd");
+	return tu_count_fds(g->c.pid, "userfaultfd");
 }
 
 void pt_guest_untraced(const struct pt_guest *g)
 {
 	if (pt_guest_leftovers(g) != 0)
-		fail_msg("guest %d still holds a userfaultfd", (int)g->pid);
+		fail_msg("guest %d still holds a userfaultfd", (int)g->c.pid);
 }
 
 static int report_protected(void *arg, uint64_t start, uint64_t end,
@@ -354,12 +258,12 @@ void pt_guest_unprotected(const struct pt_guest *g)
 	struct bgs_pagemap pm;
 	int found = 0;
 
-	assert_int_equal(bgs_uffd_pagemap_open(&pm, g->pid), 0);
+	assert_int_equal(bgs_uffd_pagemap_open(&pm, g->c.pid), 0);
 	assert_true(bgs_uffd_pagemap_scan(&pm, g->addr, g->addr + g->len, &q,
 					  report_protected, &found) >= 0);
 	bgs_uffd_pagemap_close(&pm);
 	if (found)
-		fail_msg("guest %d: memory left write-protected", (int)g->pid);
+		fail_msg("guest %d: memory left write-protected", (int)g->c.pid);
 }
 
 /* ---- running the binary ------------------------------------------------------ */

@@ -2,7 +2,7 @@
 /*
  * Helpers for the end-to-end tests of 'bgsnap save/restore --pid': the
  * built binary is run as a user would, against 'bgsnap guest' processes
- * driven through their line protocol (cli/cmd_guest.c).
+ * driven through their line protocol (cli/guest/cmd_guest.c).
  *
  * Every test program takes the bgsnap binary as argv[1] and calls
  * pt_init() first, which exits 77 when this system cannot snapshot
@@ -17,7 +17,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define PT_REPLY_MAX 16384
+#include "guest_client.h"
+
 #define PT_PAGE	     4096u
 
 /* The bgsnap binary under test. */
@@ -33,11 +34,7 @@ const char *pt_dir(void);
 /* ---- guests ---------------------------------------------------------------- */
 
 struct pt_guest {
-	pid_t pid;
-	int to, from;
-	char buf[PT_REPLY_MAX];
-	size_t have;
-	char reply[PT_REPLY_MAX]; /* the last reply line */
+	struct guest_client c; /* the process and its last reply */
 	/* From 'info': */
 	uint64_t addr, len, seed;
 	char range[64];
@@ -81,9 +78,9 @@ int pt_guest_leftovers(const struct pt_guest *g);
 /* Fail if any page of the guest's memory is still write-protected. */
 void pt_guest_unprotected(const struct pt_guest *g);
 
-/* A number / a string (no escapes) after "key": in @json; the first. */
+/* The number after "key": in @json (the first); fails the test when
+ * there is none. Strings: guest_str(). */
 double pt_num(const char *json, const char *key);
-bool pt_str(const char *json, const char *key, char *out, size_t n);
 
 /* ---- running the binary ------------------------------------------------------ */
 

@@ -50,7 +50,7 @@ static uint64_t measure_save_us(struct pt_guest *g, const char *file)
 	struct pt_run r;
 	char pid[16];
 
-	snprintf(pid, sizeof(pid), "%d", (int)g->pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g->c.pid);
 	pt_run(&r, 60000, -1, "save", "--pid", pid, "-o", file, "-q", NULL);
 	if (r.code)
 		fail_msg("save: exit %d: %s", r.code, r.err);
@@ -90,7 +90,7 @@ static int one_trial(struct pt_guest *g, const char *file, uint64_t delay_us)
 	int status, finished;
 	pid_t b;
 
-	snprintf(pid, sizeof(pid), "%d", (int)g->pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g->c.pid);
 	b = pt_spawn("save", "--pid", pid, "-o", file, "-q", NULL);
 	usleep((useconds_t)delay_us);
 	kill(b, SIGKILL);

@@ -44,7 +44,7 @@ static void save_guest(struct pt_guest *g, const char *file)
 	struct pt_run r;
 	char pid[16];
 
-	snprintf(pid, sizeof(pid), "%d", (int)g->pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g->c.pid);
 	pt_run(&r, RUN_MS, -1, "save", "--pid", pid, "-o", file, "-q", NULL);
 	if (r.code)
 		fail_msg("save: exit %d: %s", r.code, r.err);
@@ -57,7 +57,7 @@ static void restore(struct pt_run *r, const struct pt_guest *g,
 {
 	char pid[16];
 
-	snprintf(pid, sizeof(pid), "%d", (int)g->pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g->c.pid);
 	pt_run(r, RUN_MS, -1, "restore", file, "--pid", pid, "--include",
 	       g->range, a1, a2, NULL);
 }
@@ -181,7 +181,7 @@ static void test_restore_from_pipe(void **state)
 	tu_sleep_ms(100);
 	pt_guest_must(&g, "hold");
 	snprintf(cmd, sizeof(cmd), "cat %s | %s restore - --pid %d --include "
-		 "%s --quiet", file, pt_bgsnap, (int)g.pid, g.range);
+		 "%s --quiet", file, pt_bgsnap, (int)g.c.pid, g.range);
 	assert_int_equal(system(cmd), 0);
 	image = pt_export_guest(&g, file);
 	mem = guest_memory(&g);
@@ -468,7 +468,7 @@ static void test_bad_files(void **state)
 	pt_guest_start(&g, 0, "16M", "4k", NULL);
 	save_guest(&g, good);
 	file = pt_read_file(good, &len);
-	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
 	pt_guest_must(&g, "hold");
 	before = guest_memory(&g);
 	for (int d = 0; d < NDAMAGE; d++) {

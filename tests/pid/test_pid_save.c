@@ -83,7 +83,7 @@ static void save_kind(const char *kind)
 	path_in_dir(file, sizeof(file), "kind.bgs");
 	pt_guest_start(&g, 0, GUEST_SIZE, kind, NULL);
 	tu_sleep_ms(200); /* writers well under way */
-	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
 	pt_run(&r, SAVE_MS, -1, "save", "--pid", pid, "-o", file, "--json",
 	       NULL);
 	if (r.code)
@@ -134,7 +134,7 @@ static void test_save_held_exact(void **state)
 	tu_sleep_ms(100);
 	pt_guest_must(&g, "hold");
 	pt_guest_must(&g, "dump %s", dump);
-	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
 	pt_run(&r, SAVE_MS, -1, "save", "-p", pid, "-o", file, "-q", NULL);
 	if (r.code)
 		fail_msg("save: exit %d: %s", r.code, r.err);
@@ -235,9 +235,9 @@ static void test_output_refused(void **state)
 	assert_int_equal(write(fd, precious, strlen(precious)),
 			 (ssize_t)strlen(precious));
 	close(fd);
-	expect_refused(g.pid, keep, NULL, NULL, "exists (--force replaces it)",
+	expect_refused(g.c.pid, keep, NULL, NULL, "exists (--force replaces it)",
 		       (const uint8_t *)precious, strlen(precious));
-	save_to(&r, g.pid, keep, "--force", NULL);
+	save_to(&r, g.c.pid, keep, "--force", NULL);
 	if (r.code)
 		fail_msg("save --force over a file: exit %d: %s", r.code,
 			 r.err);
@@ -247,37 +247,37 @@ static void test_output_refused(void **state)
 	/* What is not a regular file: never, not even with --force (the
 	 * FIFO, opened, would have blocked: the run's timeout says). */
 	assert_int_equal(mkfifo(fifo, 0600), 0);
-	expect_refused(g.pid, fifo, "--force", NULL, "is a FIFO: refused",
+	expect_refused(g.c.pid, fifo, "--force", NULL, "is a FIFO: refused",
 		       NULL, 0);
 	expect_kind(fifo, S_IFIFO);
 	assert_int_equal(mknod(dev, S_IFCHR | 0600, makedev(1, 3)), 0);
-	expect_refused(g.pid, dev, "--force", NULL,
+	expect_refused(g.c.pid, dev, "--force", NULL,
 		       "is a character device: refused", NULL, 0);
 	expect_kind(dev, S_IFCHR);
 	assert_int_equal(symlink(keep, link), 0);
-	expect_refused(g.pid, link, "--force", NULL,
+	expect_refused(g.c.pid, link, "--force", NULL,
 		       "is a symbolic link: refused", NULL, 0);
 	expect_kind(link, S_IFLNK);
 
 	/* The save's own chain: never, by inode (a link to it too). */
-	save_to(&r, g.pid, full, NULL, NULL);
+	save_to(&r, g.c.pid, full, NULL, NULL);
 	assert_int_equal(r.code, 0);
 	pt_run_free(&r);
 	full_bytes = pt_read_file(full, &full_len);
-	expect_refused(g.pid, full, "--parent", full, "is this save's parent",
+	expect_refused(g.c.pid, full, "--parent", full, "is this save's parent",
 		       full_bytes, full_len);
 	unlink(link);
 	assert_int_equal(symlink(full, link), 0);
-	save_to(&r, g.pid, incr, "--parent", link);
+	save_to(&r, g.c.pid, incr, "--parent", link);
 	if (r.code)
 		fail_msg("save --parent: exit %d: %s", r.code, r.err);
 	pt_run_free(&r);
 	incr_bytes = pt_read_file(incr, &incr_len);
 	/* With --force too. */
 	snprintf(opt, sizeof(opt), "--parent=%s", incr);
-	expect_refused(g.pid, incr, "--force", opt, "is this save's parent",
+	expect_refused(g.c.pid, incr, "--force", opt, "is this save's parent",
 		       incr_bytes, incr_len);
-	expect_refused(g.pid, full, "--force", opt,
+	expect_refused(g.c.pid, full, "--force", opt,
 		       "is an ancestor of this save's parent (level 1",
 		       full_bytes, full_len);
 	must_verify(incr);
@@ -288,7 +288,7 @@ static void test_output_refused(void **state)
 	{
 		char p[16];
 
-		snprintf(p, sizeof(p), "%d", (int)g.pid);
+		snprintf(p, sizeof(p), "%d", (int)g.c.pid);
 		pt_run(&r, SAVE_MS, fd, "save", "--pid", p, "-o", "-",
 		       "--parent", incr, NULL);
 	}
@@ -324,7 +324,7 @@ static void test_save_stdout(void **state)
 	(void)state;
 	path_in_dir(file, sizeof(file), "stdout.bgs");
 	pt_guest_start(&g, 0, GUEST_SIZE, "4k", NULL);
-	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
 	fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	assert_true(fd >= 0);
 	pt_run(&r, SAVE_MS, fd, "save", "--pid", pid, "-o", "-", NULL);
@@ -403,7 +403,7 @@ static void test_save_slow_consumer(void **state)
 	path_in_dir(file, sizeof(file), "slow.bgs");
 	pt_guest_start(&g, 0, "128M", "4k", NULL);
 	tu_sleep_ms(200);
-	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
 	sr.out = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	assert_true(sr.out >= 0);
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
@@ -468,7 +468,7 @@ static void test_save_json(void **state)
 	(void)state;
 	path_in_dir(file, sizeof(file), "json.bgs");
 	pt_guest_start(&g, 0, "16M", "4k", NULL);
-	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
 	pt_run(&r, SAVE_MS, -1, "save", "--pid", pid, "-o", file, "--json",
 	       "--compress", "none", "--buffer", "8M", "--no-verify", NULL);
 	if (r.code)
@@ -599,7 +599,7 @@ static pid_t save_caught_copying(struct pt_guest *g, const char *name,
 	path_in_dir(file, n, name);
 	for (int tries = 0; tries < 3; tries++) {
 		pt_guest_start(g, 0, "256M", "4k", NULL);
-		snprintf(pid, 16, "%d", (int)g->pid);
+		snprintf(pid, 16, "%d", (int)g->c.pid);
 		const pid_t b = spawn_save(pid, file, err);
 		if (wait_copying(b, name, &status))
 			return b;
@@ -623,9 +623,9 @@ static void kill_guest_under(pid_t bgsnap, struct pt_guest *g, int err,
 {
 	char pid[16], msg[512];
 
-	snprintf(pid, sizeof(pid), "%d", (int)g->pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g->c.pid);
 	kill(bgsnap, SIGSTOP);
-	kill(g->pid, SIGKILL);
+	kill(g->c.pid, SIGKILL);
 	kill(bgsnap, SIGCONT);
 	assert_int_equal(wait_exit(bgsnap, SAVE_MS), 1);
 	read_message(err, msg, sizeof(msg));
@@ -679,9 +679,9 @@ static void test_target_exits_while_stopped(void **state)
 	path_in_dir(file, sizeof(file), "stopped.bgs");
 	for (int tries = 0; tries < 3; tries++) {
 		pt_guest_start(&g, 0, "256M", "4k", NULL);
-		snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+		snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
 		const pid_t b = spawn_save(pid, file, &err);
-		if (wait_tracing(b, g.pid, &status)) {
+		if (wait_tracing(b, g.c.pid, &status)) {
 			kill_guest_under(b, &g, err, "stopped.bgs", file);
 			return;
 		}
@@ -775,7 +775,7 @@ static void test_output_dir_unwritable(void **state)
 	(void)state;
 	path_in_dir(file, sizeof(file), "nobody-here.bgs");
 	pt_guest_start(&g, NOBODY, "8M", "4k", NULL);
-	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
 	assert_int_equal(chmod(pt_dir(), 0755), 0);
 	assert_int_equal(save_as_nobody(pid, file, out, sizeof(out)), 1);
 	pt_one_error_line(out);
@@ -800,7 +800,7 @@ static void test_nonroot_target(void **state)
 	path_in_dir(file, sizeof(file), "nobody.bgs");
 	pt_guest_start(&g, NOBODY, GUEST_SIZE, "4k", NULL);
 	tu_sleep_ms(100);
-	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
 	pt_run(&r, SAVE_MS, -1, "save", "--pid", pid, "-o", file, NULL);
 	if (r.code)
 		fail_msg("save of a non-root target: exit %d: %s", r.code,
@@ -826,7 +826,7 @@ static void test_ptrace_refused(void **state)
 	snprintf(never, sizeof(never), "/tmp/bgsnap-never-%d.bgs",
 		 (int)getpid());
 	pt_guest_start(&g, 0, "16M", "4k", NULL);
-	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
 	assert_int_equal(pipe2(err, O_CLOEXEC), 0);
 	b = fork();
 	assert_true(b >= 0);
@@ -1010,17 +1010,17 @@ static void test_wrong_targets(void **state)
 			      "thread", "--include");
 	/* A writer thread of a guest: not "pidfd_open: No such file". */
 	pt_guest_start(&g, 0, "8M", "4k", NULL);
-	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
-	snprintf(tid, sizeof(tid), "%d", (int)other_thread(g.pid));
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
+	snprintf(tid, sizeof(tid), "%d", (int)other_thread(g.c.pid));
 	snprintf(want, sizeof(want), "%s is a thread of process %s", tid, pid);
 	for (size_t i = 0; i < 3; i++)
 		expect_reason(cmds[i], tid, want, "pidfd_open");
 	/* Stopped: not "32-bit, no stack room or sigsuspend". */
-	assert_int_equal(kill(g.pid, SIGSTOP), 0);
-	wait_stopped(g.pid);
+	assert_int_equal(kill(g.c.pid, SIGSTOP), 0);
+	wait_stopped(g.c.pid);
 	expect_reason("save", pid, "it is stopped (SIGSTOP or job control)",
 		      "32-bit");
-	assert_int_equal(kill(g.pid, SIGCONT), 0);
+	assert_int_equal(kill(g.c.pid, SIGCONT), 0);
 	must_be_unharmed(&g);
 	pt_guest_stop(&g);
 }
@@ -1038,7 +1038,7 @@ static void test_missing_capability(void **state)
 	snprintf(never, sizeof(never), "/tmp/bgsnap-nocap-%d.bgs",
 		 (int)getpid());
 	pt_guest_start(&g, NOBODY, "8M", "4k", NULL);
-	snprintf(pid, sizeof(pid), "%d", (int)g.pid);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
 	code = save_as_nobody(pid, never, out, sizeof(out));
 	if (!code) {
 		/* This machine gives nobody a userfaultfd: nothing to see. */

@@ -9,6 +9,12 @@
  * stdout, and can be saved from outside ('bgsnap save --pid') or save
  * itself with the embedded API, three ways, for comparison.
  *
+ * The file is over 1000 lines because of its protocol: one function per
+ * command, and the save commands (three ways in this process, a fork
+ * child, saves from outside, tracking and rollback) are more than half of
+ * it. The bank it drives is in guest_bank.c, the client in
+ * guest_client.c.
+ *
  * DESIGN
  * Threads:
  *   main     reads one command per line from stdin and writes exactly one
@@ -161,8 +167,8 @@ static const char guest_usage[] =
 	"[buffer=SIZE] [compress=lz4|none] [accel=N] [noverify] [one-phase]\n"
 	"[keep] [incremental] [undo=SIZE] [nomem] [held], window open|close\n"
 	"[NS]|get, written, rollback [dirty=PCT] [timeout=DUR] [file],\n"
-	"untrack, quit. See the DESIGN block of cli/cmd_guest.c. A target for\n"
-	"'bgsnap save --pid'.\n";
+	"untrack, quit. See the DESIGN block of cli/guest/cmd_guest.c.\n"
+	"A target for 'bgsnap save --pid'.\n";
 
 enum guest_kind { KIND_4K, KIND_THP, KIND_MEMFD };
 
@@ -189,14 +195,6 @@ struct guest {
 	char track_file[4096];
 	uint64_t pause_ns; /* the last pause callback's start */
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- memory ----------------------------------------------------------------- */
 
@@ -319,7 +317,7 @@ static void reply_send(struct reply *rp, int ret)
 static void json_writers(struct cli_json *j, struct guest *g)
 {
 	struct bank_figures f;
-	const uint64_t elapsed = now_ns() - g->reset_ns;
+	const uint64_t elapsed = cli_now_ns() - g->reset_ns;
 
 	bank_figures(&g->bank, &f);
 	cli_json_kuint(j, "elapsed_ns", elapsed);
@@ -338,7 +336,7 @@ static void json_writers(struct cli_json *j, struct guest *g)
 static void reset_figures(struct guest *g)
 {
 	bank_figures_reset(&g->bank);
-	g->reset_ns = now_ns();
+	g->reset_ns = cli_now_ns();
 }
 
 /* ---- simple commands ------------------------------------------------------------ */
@@ -384,14 +382,14 @@ static int do_reset(struct guest *g, int argc, char **argv, struct reply *rp)
 
 static int do_hold(struct guest *g, int argc, char **argv, struct reply *rp)
 {
-	const uint64_t t0 = now_ns();
+	const uint64_t t0 = cli_now_ns();
 
 	(void)argc;
 	(void)argv;
 	if (!g->held)
 		bank_hold(&g->bank);
 	g->held = true;
-	cli_json_kuint(&rp->j, "hold_ns", now_ns() - t0);
+	cli_json_kuint(&rp->j, "hold_ns", cli_now_ns() - t0);
 	return 0;
 }
 
@@ -434,7 +432,7 @@ static void unquiesce(struct guest *g)
 static int do_check(struct guest *g, int argc, char **argv, struct reply *rp)
 {
 	char why[256];
-	const uint64_t t0 = now_ns();
+	const uint64_t t0 = cli_now_ns();
 	int r;
 
 	(void)argc;
@@ -446,7 +444,7 @@ static int do_check(struct guest *g, int argc, char **argv, struct reply *rp)
 	unquiesce(g);
 	if (r)
 		return fail(rp, "check: %s", why);
-	cli_json_kuint(&rp->j, "check_ns", now_ns() - t0);
+	cli_json_kuint(&rp->j, "check_ns", cli_now_ns() - t0);
 	return 0;
 }
 
@@ -508,28 +506,14 @@ struct sampler {
 /* The Pss of process @pid (0: this one), bytes; 0 if unreadable. */
 static uint64_t pss_of(int pid)
 {
-	char path[64], buf[2048];
-	uint64_t kb = 0;
-	const char *p;
-	ssize_t n;
-	int fd;
+	static const char *const pss[] = { "Pss:" };
+	char path[64];
 
 	if (pid)
 		snprintf(path, sizeof(path), "/proc/%d/smaps_rollup", pid);
 	else
 		snprintf(path, sizeof(path), "/proc/self/smaps_rollup");
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	p = strstr(buf, "\nPss:");
-	if (p)
-		kb = strtoull(p + 5, NULL, 10);
-	return kb * 1024;
+	return cli_proc_kb(path, pss, 1);
 }
 
 static void sample(struct sampler *s)
@@ -562,36 +546,6 @@ static int sampler_start(struct sampler *s)
 	return -pthread_create(&s->thread, NULL, sampler_main, s);
 }
 
-/* The kB of the lines starting with @keys (each "Key:") of @path, summed,
- * in bytes; 0 if unreadable. */
-static uint64_t proc_kb(const char *path, const char *const *keys, int n)
-{
-	char buf[4096];
-	uint64_t kb = 0;
-	const int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t len;
-
-	if (fd < 0)
-		return 0;
-	len = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (len <= 0)
-		return 0;
-	buf[len] = '\0';
-	for (int i = 0; i < n; i++) {
-		const size_t klen = strlen(keys[i]);
-
-		for (const char *p = buf; p; p = strchr(p, '\n')) {
-			p += *p == '\n';
-			if (!strncmp(p, keys[i], klen)) {
-				kb += strtoull(p + klen, NULL, 10);
-				break;
-			}
-		}
-	}
-	return kb * 1024;
-}
-
 /* This process's pages that no other process maps, and its page tables:
  * what a fork child costs beyond its parent. */
 static uint64_t own_private_bytes(void)
@@ -600,8 +554,8 @@ static uint64_t own_private_bytes(void)
 					      "Private_Dirty:" };
 	static const char *const status[] = { "VmPTE:" };
 
-	return proc_kb("/proc/self/smaps_rollup", rollup, 2) +
-	       proc_kb("/proc/self/status", status, 1);
+	return cli_proc_kb("/proc/self/smaps_rollup", rollup, 2) +
+	       cli_proc_kb("/proc/self/status", status, 1);
 }
 
 static void sampler_stop(struct sampler *s, struct cli_json *j)
@@ -637,12 +591,13 @@ static int pause_writers(void *arg)
 {
 	struct guest *g = arg;
 
-	g->pause_ns = now_ns();
+	g->pause_ns = cli_now_ns();
 	bank_pause(&g->bank);
 	return 0;
 }
 
-/* The start ends as the writers are let go: the window closes. */
+/* The resume callback: the save's start ends when the writers are let
+ * go, so the start window closes here. */
 static void resume_writers(void *arg)
 {
 	bank_window_close(&((struct guest *)arg)->bank);
@@ -764,20 +719,22 @@ static int save_memory(struct guest *g, const struct save_cmd *c,
 		snprintf(res->err, sizeof(res->err), "%s", bgsnap_strerror(r));
 		return r;
 	}
-	/* The start: from here; a handle is made once in a real owner. */
+	/* The start window opens here, after the handle exists: a real owner
+	 * makes its handle once, long before it saves. */
 	if (!child)
 		bank_window_open(&g->bank);
 	r = bgsnap_save_start(h, c->file, o);
 	if (!r)
 		r = bgsnap_wait(h);
-	res->done_ns = now_ns();
+	res->done_ns = cli_now_ns();
 	if (r)
 		snprintf(res->err, sizeof(res->err), "%s",
 			 *bgsnap_last_error(h) ? bgsnap_last_error(h) :
 						 bgsnap_strerror(r));
 	else
 		bgsnap_stats(h, &res->st);
-	/* Measured before the handle's buffers go. */
+	/* Measure the child's memory now, before the handle's buffers are
+	 * freed. */
 	if (!r && child)
 		res->private_bytes = own_private_bytes();
 	memory_handle_done(g, h, c, o, r);
@@ -826,11 +783,11 @@ static int save_fork(struct guest *g, const struct save_cmd *c,
 	if (pipe2(p, O_CLOEXEC))
 		return -errno;
 	bank_window_open(&g->bank);
-	t0 = now_ns();
+	t0 = cli_now_ns();
 	*child = fork();
 	if (*child == 0)
 		fork_child(g, c, p[1]);
-	*fork_ns = now_ns() - t0;
+	*fork_ns = cli_now_ns() - t0;
 	bank_window_close(&g->bank);
 	close(p[1]);
 	if (*child < 0) {
@@ -840,7 +797,7 @@ static int save_fork(struct guest *g, const struct save_cmd *c,
 	atomic_store(&s->child, *child);
 	r = read_all(p[0], res, sizeof(*res));
 	close(p[0]);
-	/* Measured once more before the child is gone. */
+	/* Take one more sample while the child still exists. */
 	if (!s->off)
 		sample(s);
 	atomic_store(&s->child, 0);
@@ -858,7 +815,7 @@ static int run_save(struct guest *g, const struct save_cmd *c,
 {
 	struct bgsnap_save_opts o = c->opts;
 	struct child_result res = { 0 };
-	const uint64_t t0 = now_ns();
+	const uint64_t t0 = cli_now_ns();
 	uint64_t fork_ns = 0;
 	int child = 0, r;
 
@@ -1028,11 +985,11 @@ static int parse_rollback(int argc, char **argv, struct rollback_cmd *c,
 static uint64_t wait_written(struct guest *g, double pct, uint64_t timeout_ns)
 {
 	const uint64_t want = (uint64_t)((double)(g->len / PAGE) * pct / 100);
-	const uint64_t end = now_ns() + timeout_ns;
+	const uint64_t end = cli_now_ns() + timeout_ns;
 	uint64_t pages = 0;
 
 	while (!bgsnap_track_written(g->track, &pages) && pages < want &&
-	       now_ns() < end)
+	       cli_now_ns() < end)
 		nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
 	return pages;
 }
@@ -1053,17 +1010,17 @@ static int do_rollback(struct guest *g, int argc, char **argv, struct reply *rp)
 			    "first)");
 	if (c.file)
 		ro.path = g->track_file;
-	t0 = now_ns();
+	t0 = cli_now_ns();
 	wait_written(g, c.dirty_pct, c.timeout_ns);
 	/* Held between transfers: the memory goes back to an instant that
 	 * may be mid-transfer, which 'recover' then completes. */
-	t1 = now_ns();
+	t1 = cli_now_ns();
 	if (!was_held)
 		bank_hold(&g->bank);
 	bgsnap_track_written(g->track, &written);
-	t2 = now_ns();
+	t2 = cli_now_ns();
 	r = bgsnap_rollback(g->track, &ro);
-	t3 = now_ns();
+	t3 = cli_now_ns();
 	if (!r)
 		bgsnap_stats(g->track, &st);
 	bank_recover(g->mem, g->len);
@@ -1077,7 +1034,7 @@ static int do_rollback(struct guest *g, int argc, char **argv, struct reply *rp)
 	cli_json_kuint(&rp->j, "rolled_back_pages", st.pages_changed);
 	cli_json_kuint(&rp->j, "rollback_ns", t3 - t2);
 	cli_json_kuint(&rp->j, "hold_ns", t2 - t1);
-	cli_json_kuint(&rp->j, "recover_ns", now_ns() - t3);
+	cli_json_kuint(&rp->j, "recover_ns", cli_now_ns() - t3);
 	cli_json_kuint(&rp->j, "wait_ns", t1 - t0);
 	return 0;
 }
@@ -1180,8 +1137,11 @@ static int pick_name(struct cli_getopt *o, const char *arg,
 	return -1;
 }
 
-static bool take_option(struct cli_getopt *o, int c, struct guest *g)
+/* The options the table cannot store: true, or false after a usage
+ * error. */
+static bool take_option(struct cli_getopt *o, int c, void *ctx)
 {
+	struct guest *g = ctx;
 	uint64_t v;
 	int i;
 
@@ -1204,10 +1164,6 @@ static bool take_option(struct cli_getopt *o, int c, struct guest *g)
 		i = pick_name(o, optarg, pattern_names, 3);
 		g->pattern = (enum bank_pattern)i;
 		return i >= 0;
-	case 'r':
-		return cli_arg_uint(o, optarg, 0, UINT32_MAX, &g->rate);
-	case 'S':
-		return cli_arg_uint(o, optarg, 0, UINT64_MAX, &g->seed);
 	}
 	return false;
 }
@@ -1215,19 +1171,19 @@ static bool take_option(struct cli_getopt *o, int c, struct guest *g)
 /* Parsed options, or an exit code (EXIT_OK after --help). */
 static int parse_args(int argc, char **argv, struct guest *g)
 {
+	const struct cli_opt opts[] = {
+		{ 'r', .uint = &g->rate, .max = UINT32_MAX },
+		{ 'S', .uint = &g->seed, .max = UINT64_MAX },
+		{ 0 },
+	};
 	struct cli_getopt o = { .cmd = "guest", .usage = guest_usage,
 				.shortopts = "s:k:w:P:r:S:",
-				.longopts = guest_options };
-	int c;
+				.longopts = guest_options, .opts = opts,
+				.take = take_option, .ctx = g };
+	const int code = cli_parse(&o, argc, argv, 0, 0, "");
 
-	while ((c = cli_getopt(&o, argc, argv)) != CLI_OPT_END) {
-		if (c == CLI_OPT_HELP)
-			return EXIT_OK;
-		if (c == CLI_OPT_BAD || !take_option(&o, c, g))
-			return EXIT_USAGE;
-	}
-	if (cli_operands(&o, argc, argv, 0, 0, "") < 0)
-		return EXIT_USAGE;
+	if (code >= 0)
+		return code;
 	if (g->len < 1u << 20) {
 		cli_error("guest: --size: at least 1M");
 		return EXIT_USAGE;
@@ -1266,7 +1222,7 @@ int cmd_guest(int argc, char **argv)
 		munmap(g->map, g->map_len);
 		return EXIT_FAILED;
 	}
-	g->reset_ns = now_ns();
+	g->reset_ns = cli_now_ns();
 	serve(g);
 	untrack(g);
 	bank_stop(&g->bank);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include "guest_bank.h"
+#include "guest_client.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -57,14 +58,6 @@ static uint64_t rnd(uint64_t *s)
 	*s ^= *s << 25;
 	*s ^= *s >> 27;
 	return *s * 2685821657736338717ULL;
-}
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
 /* Payload like real memory: 30% zero pages, structured records, text,
@@ -217,7 +210,7 @@ static _Thread_local struct bank_writer *self;
 static void park_handler(int sig)
 {
 	struct bank *b = self ? self->bank : NULL;
-	const uint64_t t0 = now_ns();
+	const uint64_t t0 = guest_now_ns();
 	const struct timespec tick = { 0, 20000 };
 
 	(void)sig;
@@ -227,7 +220,7 @@ static void park_handler(int sig)
 	atomic_fetch_add(&b->parked, 1);
 	while (atomic_load(&b->paused))
 		nanosleep(&tick, NULL);
-	const uint64_t stopped = now_ns() - t0;
+	const uint64_t stopped = guest_now_ns() - t0;
 	if (stopped > atomic_load(&self->max_stop_ns))
 		atomic_store(&self->max_stop_ns, stopped);
 	atomic_fetch_sub(&b->parked, 1);
@@ -294,7 +287,8 @@ static void transfer(struct bank_writer *w, struct journal *j)
 	j->to_old = atomic_load_explicit(&account_at(m, to)->balance,
 					 memory_order_relaxed);
 	j->seq++;
-	/* Release: the entry's fields are in memory before it is active. */
+	/* Release: the entry's fields are stored before it is marked
+	 * active. */
 	atomic_store_explicit(&j->active, 1, memory_order_release);
 	atomic_store_explicit(&account_at(m, from)->balance, j->from_old - amount,
 			      memory_order_release);
@@ -367,18 +361,20 @@ static void window_note(struct bank_writer *w, uint64_t due, uint64_t end)
 		if (n < BANK_WIN_STEPS) {
 			w->win_step_due[n] = due;
 			w->win_step_max[n] = delay;
-			/* Release: the step is written before it counts. */
+			/* Release: the step is stored before the count that
+			 * makes readers look at it. */
 			atomic_store_explicit(&w->win_steps, n + 1,
 					      memory_order_release);
 		}
 	}
-	/* Release: a step of this transfer is seen with its end. */
+	/* Release: a reader that sees this end also sees the window step
+	 * stored above for this transfer. */
 	atomic_store_explicit(&w->last_end_ns, end, memory_order_release);
 }
 
 static void sleep_until(uint64_t when)
 {
-	const uint64_t t = now_ns();
+	const uint64_t t = guest_now_ns();
 
 	if (when <= t)
 		return;
@@ -403,13 +399,13 @@ static void *writer_main(void *arg)
 				     w->id * sizeof(struct journal));
 	const uint64_t interval = b->rate ? 1000000000ULL * b->nwriters /
 						    b->rate : 0;
-	uint64_t next = now_ns(), last_end = next;
+	uint64_t next = guest_now_ns(), last_end = next;
 
 	self = w;
 	while (!atomic_load_explicit(&b->stop, memory_order_relaxed)) {
 		if (atomic_load_explicit(&b->hold, memory_order_acquire)) {
 			wait_held(b);
-			next = last_end = now_ns(); /* a hold is no delay */
+			next = last_end = guest_now_ns(); /* a hold is no delay */
 			continue;
 		}
 		/* Due: when this transfer should start, by the rate's
@@ -420,9 +416,9 @@ static void *writer_main(void *arg)
 			sleep_until(next);
 			due = next > due ? next : due;
 		}
-		const uint64_t t0 = now_ns();
+		const uint64_t t0 = guest_now_ns();
 		transfer(w, j);
-		last_end = now_ns();
+		last_end = guest_now_ns();
 		record_op(w, last_end - t0, last_end - due);
 		window_note(w, due, last_end);
 		atomic_fetch_add_explicit(&w->ops, 1, memory_order_relaxed);
@@ -584,12 +580,12 @@ void bank_window_open(struct bank *b)
 		atomic_store(&b->writer[i].win_steps, 0);
 	}
 	atomic_store(&b->win_close_ns, UINT64_MAX);
-	atomic_store(&b->win_open_ns, now_ns());
+	atomic_store(&b->win_open_ns, guest_now_ns());
 }
 
 void bank_window_close(struct bank *b)
 {
-	atomic_store(&b->win_close_ns, now_ns());
+	atomic_store(&b->win_close_ns, guest_now_ns());
 }
 
 void bank_window_close_at(struct bank *b, uint64_t ns)
@@ -609,7 +605,8 @@ static uint64_t window_max_of(struct bank_writer *w, uint64_t close,
 		max = w->win_step_max[k];
 		*due = w->win_step_due[k];
 	}
-	/* Steps ran out (a window open far too long): the running max. */
+	/* All the steps are used (the window stayed open far too long), so
+	 * fall back on the running maximum. */
 	if (n == BANK_WIN_STEPS && w->win_step_due[n - 1] <= close)
 		max = atomic_load(&w->win_max_ns);
 	return max;
@@ -618,13 +615,13 @@ static uint64_t window_max_of(struct bank_writer *w, uint64_t close,
 uint64_t bank_window_max(struct bank *b, uint64_t timeout_ns, bool *complete)
 {
 	const uint64_t close = atomic_load(&b->win_close_ns);
-	const uint64_t deadline = now_ns() + timeout_ns;
+	const uint64_t deadline = guest_now_ns() + timeout_ns;
 	uint64_t max = 0;
 	unsigned done = 0;
 
 	/* A writer that has not ended a transfer since the close may still
 	 * be stopped in one that overlapped the window. */
-	while (done < b->nwriters && now_ns() < deadline) {
+	while (done < b->nwriters && guest_now_ns() < deadline) {
 		done = 0;
 		for (unsigned i = 0; i < b->nwriters; i++)
 			done += atomic_load_explicit(
