@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Version, error strings and the capability probe: the public calls that
- * need no session.
+ * The public calls that need no session (version, error strings, the
+ * capability probe), and those shared by a save and a restore (wait,
+ * progress, statistics).
  */
-#include "bgsnap.h"
-#include "uffd.h"
+#include "snap_internal.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -75,4 +76,59 @@ BGSNAP_API int bgsnap_probe(struct bgsnap_capability *caps, size_t max)
 		caps[i].required = found[i].required;
 	}
 	return (int)i;
+}
+
+/* ---- shared by a save and a restore ------------------------------------- */
+
+BGSNAP_API int bgsnap_wait(struct bgsnap *h)
+{
+	if (h->save)
+		return bgs_save_wait(h);
+	if (h->restore)
+		return bgs_restore_wait(h);
+	if (h->result_pending) {
+		h->result_pending = false;
+		return h->result;
+	}
+	return -EINVAL;
+}
+
+BGSNAP_API void bgsnap_progress(const struct bgsnap *h,
+				struct bgsnap_progress *p)
+{
+	struct bgsnap *mh = (struct bgsnap *)(uintptr_t)h;
+	struct bgs_save *s;
+
+	memset(p, 0, sizeof(*p));
+	pthread_mutex_lock(&mh->live_lock);
+	s = atomic_load(&mh->live);
+	if (s) {
+		struct rs_writer_stats ws = { 0 };
+
+		pthread_mutex_lock(&s->lock);
+		p->running = !s->finished;
+		if (s->writer)
+			bgs_rs_writer_stats(s->writer, &ws);
+		pthread_mutex_unlock(&s->lock);
+		p->pages_total = h->total_pages;
+		p->pages_done = atomic_load(&s->pages_done);
+		p->bytes_written = ws.stored_bytes;
+		p->elapsed_ns = bgs_now_ns() - atomic_load(&s->t_start);
+	} else if (atomic_load(&mh->live_restore)) {
+		bgs_restore_progress(atomic_load(&mh->live_restore), p);
+	} else {
+		p->pages_total = h->stats.pages_total;
+		p->pages_done = h->stats.pages_total;
+		p->bytes_written = h->stats.bytes_written;
+		p->elapsed_ns = h->stats.elapsed_ns;
+	}
+	pthread_mutex_unlock(&mh->live_lock);
+}
+
+BGSNAP_API int bgsnap_stats(const struct bgsnap *h, struct bgsnap_stats *st)
+{
+	if (h->save || h->restore)
+		return -EBUSY;
+	*st = h->stats;
+	return 0;
 }

@@ -56,11 +56,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-static uint64_t page_addr(const struct bgs_region *r, uint64_t page)
-{
-	return r->base + (page - r->first_page) * BGS_PAGE_SIZE;
-}
-
 static struct bgs_pagemap *pagemap_of(struct bgs_save *s)
 {
 	return s->mon ? &s->mon->pagemap : &s->pagemap;
@@ -97,7 +92,7 @@ static bool huge_start(const struct bgs_save *s, uint64_t page)
 static void unit_of(const struct bgs_save *s, const struct bgs_region *r,
 		    uint64_t page, bool fault, uint64_t *first, uint64_t *n)
 {
-	const uint64_t addr = page_addr(r, page);
+	const uint64_t addr = bgs_page_addr(r, page);
 	uint64_t size = r->page_size;
 
 	if (!fault && bgs_region_is_anon(r)) {
@@ -265,7 +260,7 @@ static int store_compared(struct bgs_save *s, const struct bgs_region *r,
 static int read_pages(struct bgs_save *s, const struct bgs_region *r,
 		      uint64_t page, uint64_t n, uint8_t *dst)
 {
-	const int ret = read_owner(s, r, page_addr(r, page),
+	const int ret = read_owner(s, r, bgs_page_addr(r, page),
 				   n * BGS_PAGE_SIZE, dst);
 
 	if (!ret && s->read_count)
@@ -312,7 +307,7 @@ static int track_and_unprotect(struct bgs_save *s, const struct bgs_region *r,
 		bgs_bit_set(s->mon->written, p);
 		bgs_bit_set(s->mon->unprotected, p);
 	}
-	return unprotect(s, r, page_addr(r, page), n * BGS_PAGE_SIZE);
+	return unprotect(s, r, bgs_page_addr(r, page), n * BGS_PAGE_SIZE);
 }
 
 /*
@@ -323,7 +318,7 @@ static int track_and_unprotect(struct bgs_save *s, const struct bgs_region *r,
 static int release_run(struct bgs_save *s, const struct bgs_region *r,
 		       uint64_t page, uint64_t n, const uint8_t *faulted)
 {
-	const uint64_t addr = page_addr(r, page);
+	const uint64_t addr = bgs_page_addr(r, page);
 	int ret = 0;
 
 	if (s->mon) {
@@ -358,7 +353,7 @@ static void wake_saved(struct bgs_save *s, const struct bgs_region *r,
 	if (s->keep_tracking)
 		track_and_unprotect(s, r, first, n, NULL);
 	else
-		bgs_uffd_wake(&s->mon->uffd, page_addr(r, first),
+		bgs_uffd_wake(&s->mon->uffd, bgs_page_addr(r, first),
 			      n * BGS_PAGE_SIZE);
 }
 
@@ -373,7 +368,7 @@ static void fault_window(const struct bgs_save *s, const struct bgs_region *r,
 			 uint64_t page, uint64_t *first, uint64_t *n)
 {
 	const uint64_t end = r->first_page + bgs_region_pages(r);
-	const uint64_t off = (page_addr(r, page) / BGS_PAGE_SIZE) %
+	const uint64_t off = (bgs_page_addr(r, page) / BGS_PAGE_SIZE) %
 			     BGS_FAULT_AROUND;
 	const uint64_t lo = page - off > r->first_page ? page - off
 						       : r->first_page;
@@ -658,7 +653,7 @@ static void store_parent_runs(struct bgs_save *s)
 			/* Tracking goes on: they stay protected. Else nothing
 			 * needs them protected any more. */
 			else if (!s->keep_tracking)
-				unprotect(s, r, page_addr(r, p),
+				unprotect(s, r, bgs_page_addr(r, p),
 					  n * BGS_PAGE_SIZE);
 			mark_saved(s, p, n);
 			s->pages_parent += n;
@@ -709,7 +704,7 @@ static void store_zero_run(struct bgs_save *s, const struct bgs_region *r,
 		return;
 	}
 	if (s->mon && !s->keep_tracking &&
-	    unprotect(s, r, page_addr(r, page), n * BGS_PAGE_SIZE))
+	    unprotect(s, r, bgs_page_addr(r, page), n * BGS_PAGE_SIZE))
 		return;
 	mark_saved(s, page, n);
 	s->pages_unpopulated += n;
@@ -932,8 +927,8 @@ void *bgs_copier_main(void *arg)
 	const uint64_t total = s->h->total_pages;
 
 	atomic_store(&s->copier_tid, (pid_t)syscall(SYS_gettid));
-	if (bgs_snap_test_hooks.copier_poke)
-		*bgs_snap_test_hooks.copier_poke = 1;
+	if (s->h->test_hooks.copier_poke)
+		*s->h->test_hooks.copier_poke = 1;
 	if (s->incremental && !s->parent)
 		store_parent_runs(s);
 	skip_zero_pages(s);

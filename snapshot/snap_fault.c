@@ -65,11 +65,6 @@ void bgs_unit(const struct bgs_region *r, uint64_t page, uint64_t *first,
 	*n = unit;
 }
 
-static uint64_t page_addr(const struct bgs_region *r, uint64_t page)
-{
-	return r->base + (page - r->first_page) * BGS_PAGE_SIZE;
-}
-
 /* ---- deferred faults -------------------------------------------------------- */
 
 static bool defer(struct bgs_monitor *m, uint64_t addr, uint64_t t_ns,
@@ -155,7 +150,7 @@ static void on_event(struct bgs_monitor *m, const struct uffd_msg *msg)
 static bool track(struct bgs_monitor *m, const struct bgs_region *r,
 		  uint64_t first, uint64_t n)
 {
-	const uint64_t addr = page_addr(r, first);
+	const uint64_t addr = bgs_page_addr(r, first);
 	int ret;
 
 	bgs_monitor_keep(m, r, first, n, NULL);
@@ -202,7 +197,7 @@ static bool serve(struct bgs_monitor *m, const struct bgs_region *r,
 			      "0x%" PRIx64 ": a region overlaps bgsnap's own "
 			      "memory", f->addr);
 		/* Let the copier run on to the clean-up. */
-		return bgs_uffd_unprotect(&m->uffd, page_addr(r, first),
+		return bgs_uffd_unprotect(&m->uffd, bgs_page_addr(r, first),
 						n * BGS_PAGE_SIZE,
 						BGS_UFFD_NORETRY) != -EAGAIN;
 	}
@@ -215,7 +210,7 @@ static bool serve(struct bgs_monitor *m, const struct bgs_region *r,
 	if (s->keep_tracking)
 		return track(m, r, first, n);
 	/* Saved, so unprotected since: it may still sleep. */
-	bgs_uffd_wake(&m->uffd, page_addr(r, first), n * BGS_PAGE_SIZE);
+	bgs_uffd_wake(&m->uffd, bgs_page_addr(r, first), n * BGS_PAGE_SIZE);
 	return true;
 }
 
@@ -254,7 +249,7 @@ static int read_batch(struct bgs_monitor *m, bool act)
 	struct uffd_msg msgs[BGS_FAULT_BATCH];
 	const size_t room = BGS_DEFERRED_MAX - m->ndeferred;
 	const int injected = atomic_exchange(
-		&bgs_snap_test_hooks.fault_read_error, 0);
+		&m->h->test_hooks.fault_read_error, 0);
 	int n;
 
 	if (!room) /* leave them queued: the writers wait, nothing is lost */
@@ -289,7 +284,7 @@ static int reprotect_run(struct bgs_monitor *m, const struct bgs_region *r,
 {
 	for (;;) {
 		const int ret = bgs_uffd_protect(&m->uffd,
-						       page_addr(r, first),
+						       bgs_page_addr(r, first),
 						       n * BGS_PAGE_SIZE,
 						       BGS_UFFD_NORETRY);
 		if (ret != -EAGAIN)

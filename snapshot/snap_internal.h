@@ -52,6 +52,13 @@ static inline uint64_t bgs_region_pages(const struct bgs_region *r)
 	return r->kind == BGSNAP_KIND_UNSAVED ? 0 : r->len / 4096;
 }
 
+/* The address of page @page (in the handle's page space) of @r. */
+static inline uint64_t bgs_page_addr(const struct bgs_region *r,
+				     uint64_t page)
+{
+	return r->base + (page - r->first_page) * BGS_PAGE_SIZE;
+}
+
 /* Regions that are write-protected during a save. */
 static inline bool bgs_region_protected(const struct bgs_region *r)
 {
@@ -267,6 +274,23 @@ struct bgs_save {
 	struct bgsnap_stats final;	/* copier, at the end */
 };
 
+/*
+ * Fault injection for tests, a handle's own (tests set them through
+ * struct bgsnap; the library never does):
+ * @read_count  when set, the copier counts reads of each page there
+ *              (total_pages bytes) — the save-once check;
+ * @copier_poke when set, the copier writes one byte there as it starts,
+ *              as a bug writing registered memory would;
+ * @fault_read_error  when set, the fault thread's next read fails with it
+ *              (and the hook is cleared), as a broken uffd would.
+ */
+struct bgs_snap_test_hooks {
+	uint8_t *read_count;
+	volatile char *copier_poke;
+	_Atomic int fault_read_error; /* a -errno the fault thread's next
+				       * read of the uffd fails with */
+};
+
 struct bgsnap {
 	struct bgs_region *regions;	/* sorted by address */
 	struct bgs_target *target;	/* another process, or NULL */
@@ -286,6 +310,7 @@ struct bgsnap {
 	_Atomic(struct bgs_save *) live; /* for progress/cancel: any thread */
 	_Atomic(struct bgs_restore *) live_restore; /* for progress */
 	pthread_mutex_t live_lock;	/* guards the live ones against free */
+	struct bgs_snap_test_hooks test_hooks;
 	char errmsg[512];
 };
 
@@ -294,22 +319,6 @@ static inline bool bgs_region_is_anon(const struct bgs_region *r)
 	return r->kind == BGSNAP_KIND_ANON || r->kind == BGSNAP_KIND_ANON_THP;
 }
 
-/*
- * Fault injection for tests, never set by the library itself:
- * @read_count  when set, the copier counts reads of each page there
- *              (total_pages bytes) — the save-once check;
- * @copier_poke when set, the copier writes one byte there as it starts,
- *              as a bug writing registered memory would;
- * @fault_read_error  when set, the fault thread's next read fails with it
- *              (and the hook is cleared), as a broken uffd would.
- */
-struct bgs_snap_test_hooks {
-	uint8_t *read_count;
-	volatile char *copier_poke;
-	_Atomic int fault_read_error; /* a -errno the fault thread's next
-				       * read of the uffd fails with */
-};
-extern struct bgs_snap_test_hooks bgs_snap_test_hooks;
 
 /* snap_session.c */
 /* Ready for an operation: none running, some region. Clears the last
@@ -333,8 +342,12 @@ const struct bgs_region *bgs_snap_region_of_page(const struct bgsnap *h,
 const struct bgs_region *bgs_snap_region_of_addr(const struct bgsnap *h,
 						 uint64_t addr);
 
-/* snap_save.c */
+/* snap_util.c */
 uint64_t bgs_now_ns(void);
+
+/* snap_save.c */
+/* Wait for the save under way (bgsnap_wait). */
+int bgs_save_wait(struct bgsnap *h);
 /* Record @err as the save's error if it is the first; returns @err. */
 int bgs_save_fail(struct bgs_save *s, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -359,7 +372,7 @@ void bgs_save_teardown(struct bgs_save *s);
 void bgs_copier_kick(struct bgs_save *s);
 
 /*
- * Start a bgsnap thread with every signal blocked: an owner's signal
+ * snap_util.c: start a bgsnap thread with every signal blocked: an owner's signal
  * handler must never run on it (it could write protected memory and
  * deadlock). @stack: BGS_STACK_SIZE bytes, or NULL for a default one.
  */

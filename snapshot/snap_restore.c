@@ -22,7 +22,6 @@
  */
 #include "snap_restore.h"
 
-#include "rs_format.h"
 
 #include <errno.h>
 #include <fcntl.h>

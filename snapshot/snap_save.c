@@ -47,26 +47,6 @@ _Static_assert((int)RS_KIND_ANON == (int)BGSNAP_KIND_ANON &&
 		       (int)RS_KIND_HUGETLB == (int)BGSNAP_KIND_HUGETLB,
 	       "ramstore and public memory kinds are the same numbers");
 
-struct bgs_snap_test_hooks bgs_snap_test_hooks;
-
-uint64_t bgs_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-int bgs_first_error_set(struct bgs_first_error *e, int code, const char *fmt,
-			va_list ap)
-{
-	if (atomic_exchange(&e->claimed, true))
-		return code;
-	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
-	atomic_store_explicit(&e->code, code, memory_order_release);
-	return code;
-}
-
 int bgs_save_fail(struct bgs_save *s, int err, const char *fmt, ...)
 {
 	va_list ap;
@@ -108,7 +88,7 @@ static struct bgs_save *save_new(struct bgsnap *h)
 	const size_t huge_at = changed_at + bits;
 	const size_t count_at = huge_at + align_up((pages + 7) / 8, 64);
 	const size_t ring_at = count_at +
-		align_up(bgs_snap_test_hooks.read_count ? pages : 0, 64);
+		align_up(h->test_hooks.read_count ? pages : 0, 64);
 	const size_t staging_at = align_up(ring_at + BGS_RING_SLOTS *
 					   sizeof(struct bgs_request), pg);
 	const size_t stacks_at = staging_at + staging_size(h);
@@ -126,7 +106,7 @@ static struct bgs_save *save_new(struct bgsnap *h)
 	s->saved = (_Atomic uint64_t *)(a + saved_at);
 	s->changed = (uint64_t *)(a + changed_at);
 	s->huge = a + huge_at;
-	s->read_count = bgs_snap_test_hooks.read_count ? a + count_at : NULL;
+	s->read_count = h->test_hooks.read_count ? a + count_at : NULL;
 	s->ring.slot = (struct bgs_request *)(a + ring_at);
 	s->staging = a + staging_at;
 	s->staging_len = staging_size(h);
@@ -191,24 +171,6 @@ static int check_own_memory(struct bgs_save *s)
 }
 
 /* ---- threads ----------------------------------------------------------------- */
-
-int bgs_thread_start(pthread_t *t, void *stack, void *(*fn)(void *),
-		     void *arg)
-{
-	sigset_t all, old;
-	pthread_attr_t attr;
-	int r;
-
-	pthread_attr_init(&attr);
-	if (stack)
-		pthread_attr_setstack(&attr, stack, BGS_STACK_SIZE);
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	r = pthread_create(t, &attr, fn, arg);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&attr);
-	return -r;
-}
 
 /* ---- the writer --------------------------------------------------------- */
 
@@ -660,19 +622,11 @@ static void final_stats(const struct bgs_save *s, struct bgsnap_stats *st)
 	st->compression_ratio = s->final.compression_ratio;
 }
 
-BGSNAP_API int bgsnap_wait(struct bgsnap *h)
+int bgs_save_wait(struct bgsnap *h)
 {
 	struct bgs_save *s = h->save;
 	int r;
 
-	if (!s && h->restore)
-		return bgs_restore_wait(h);
-	if (!s && h->result_pending) {
-		h->result_pending = false;
-		return h->result;
-	}
-	if (!s)
-		return -EINVAL;
 	pthread_join(s->copier_thread, NULL);
 	pthread_mutex_lock(&h->live_lock);
 	atomic_store(&h->live, NULL);
@@ -682,8 +636,8 @@ BGSNAP_API int bgsnap_wait(struct bgsnap *h)
 	if (r)
 		bgs_snap_set_error(h, "%s", s->error.msg);
 	r = blame_exit(h, r);
-	if (bgs_snap_test_hooks.read_count && s->read_count)
-		memcpy(bgs_snap_test_hooks.read_count, s->read_count,
+	if (h->test_hooks.read_count && s->read_count)
+		memcpy(h->test_hooks.read_count, s->read_count,
 		       h->total_pages);
 	save_free(s);
 	h->save = NULL;
@@ -708,44 +662,4 @@ BGSNAP_API void bgsnap_cancel(struct bgsnap *h)
 	if (s)
 		bgs_save_fail(s, -ECANCELED, "cancelled");
 	pthread_mutex_unlock(&h->live_lock);
-}
-
-BGSNAP_API void bgsnap_progress(const struct bgsnap *h,
-				struct bgsnap_progress *p)
-{
-	struct bgsnap *mh = (struct bgsnap *)(uintptr_t)h;
-	struct bgs_save *s;
-
-	memset(p, 0, sizeof(*p));
-	pthread_mutex_lock(&mh->live_lock);
-	s = atomic_load(&mh->live);
-	if (s) {
-		struct rs_writer_stats ws = { 0 };
-
-		pthread_mutex_lock(&s->lock);
-		p->running = !s->finished;
-		if (s->writer)
-			bgs_rs_writer_stats(s->writer, &ws);
-		pthread_mutex_unlock(&s->lock);
-		p->pages_total = h->total_pages;
-		p->pages_done = atomic_load(&s->pages_done);
-		p->bytes_written = ws.stored_bytes;
-		p->elapsed_ns = bgs_now_ns() - atomic_load(&s->t_start);
-	} else if (atomic_load(&mh->live_restore)) {
-		bgs_restore_progress(atomic_load(&mh->live_restore), p);
-	} else {
-		p->pages_total = h->stats.pages_total;
-		p->pages_done = h->stats.pages_total;
-		p->bytes_written = h->stats.bytes_written;
-		p->elapsed_ns = h->stats.elapsed_ns;
-	}
-	pthread_mutex_unlock(&mh->live_lock);
-}
-
-BGSNAP_API int bgsnap_stats(const struct bgsnap *h, struct bgsnap_stats *st)
-{
-	if (h->save || h->restore)
-		return -EBUSY;
-	*st = h->stats;
-	return 0;
 }

@@ -52,6 +52,7 @@ struct during {
 	char *mem;
 	void (*act)(struct during *d);
 	void *moved;
+	struct bgsnap *h; /* set by save_with */
 };
 
 static void during_resume(void *arg)
@@ -69,6 +70,7 @@ static int save_with(char *mem, struct during *d, struct bgsnap **hp)
 
 	assert_int_equal(bgsnap_new(&h), 0);
 	assert_int_equal(bgsnap_add_region(h, "ram", mem, LEN), 0);
+	d->h = h;
 	r = bgsnap_save(h, path, &o);
 	fprintf(stderr, "# %s: %s\n", bgsnap_strerror(r), bgsnap_last_error(h));
 	*hp = h;
@@ -97,7 +99,7 @@ static void act_mremap(struct during *d)
 static void test_unmap_during_save(void **state)
 {
 	char *mem = filled(LEN);
-	struct during d = { mem, act_unmap, NULL };
+	struct during d = { .mem = mem, .act = act_unmap };
 	struct bgsnap *h;
 
 	(void)state;
@@ -111,7 +113,7 @@ static void test_unmap_during_save(void **state)
 static void test_dontneed_during_save(void **state)
 {
 	char *mem = filled(LEN);
-	struct during d = { mem, act_dontneed, NULL };
+	struct during d = { .mem = mem, .act = act_dontneed };
 	struct bgsnap *h;
 
 	(void)state;
@@ -125,7 +127,7 @@ static void test_dontneed_during_save(void **state)
 static void test_mremap_during_save(void **state)
 {
 	char *mem = filled(LEN);
-	struct during d = { mem, act_mremap, NULL };
+	struct during d = { .mem = mem, .act = act_mremap };
 	struct bgsnap *h;
 
 	(void)state;
@@ -229,7 +231,7 @@ static void ksm_merge(struct during *d)
 static void test_ksm_merge_detected(void **state)
 {
 	char *mem;
-	struct during d = { NULL, ksm_merge, NULL };
+	struct during d = { .act = ksm_merge };
 	struct bgsnap *h;
 
 	(void)state;
@@ -336,11 +338,10 @@ static void test_copier_self_fault_detected(void **state)
 	struct bgsnap *h;
 
 	(void)state;
-	bgs_snap_test_hooks.copier_poke = mem + LEN - 4096;
 	assert_int_equal(bgsnap_new(&h), 0);
+	h->test_hooks.copier_poke = mem + LEN - 4096;
 	assert_int_equal(bgsnap_add_region(h, "ram", mem, LEN), 0);
 	assert_int_equal(bgsnap_save(h, path, NULL), BGSNAP_EUNSAFE);
-	bgs_snap_test_hooks.copier_poke = NULL;
 	assert_non_null(strstr(bgsnap_last_error(h), "copier"));
 	expect_clean(mem, LEN);
 	bgsnap_free(h);
@@ -379,7 +380,7 @@ static struct writer fault_writer;
 
 static void act_break_fault_thread(struct during *d)
 {
-	atomic_store(&bgs_snap_test_hooks.fault_read_error, -EBADF);
+	atomic_store(&d->h->test_hooks.fault_read_error, -EBADF);
 	fault_writer.mem = d->mem;
 	atomic_init(&fault_writer.done, false);
 	assert_int_equal(pthread_create(&fault_writer.t, NULL, writer_main,

@@ -400,11 +400,10 @@ static void test_save_once(void **state)
 	(void)state;
 	guest_init(&g, "ram", ANON, len, 4); /* many faults */
 	snprintf(path, sizeof(path), "%s/once.bgs", tu_tmpdir());
-	bgs_snap_test_hooks.read_count = count;
 	assert_int_equal(bgsnap_new(&h), 0);
+	h->test_hooks.read_count = count;
 	assert_int_equal(bgsnap_add_region(h, "ram", g.mem, len), 0);
 	assert_int_equal(bgsnap_save(h, path, &opts), 0);
-	bgs_snap_test_hooks.read_count = NULL;
 	assert_int_equal(bgsnap_stats(h, &st), 0);
 	for (size_t i = 0; i < len / 4096; i++) {
 		if (count[i] > 1)

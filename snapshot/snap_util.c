@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT */
+/* The engine's small helpers: the clock, the first error, threads. */
+#include "snap_internal.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <time.h>
+
+uint64_t bgs_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+int bgs_first_error_set(struct bgs_first_error *e, int code, const char *fmt,
+			va_list ap)
+{
+	if (atomic_exchange(&e->claimed, true))
+		return code;
+	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	atomic_store_explicit(&e->code, code, memory_order_release);
+	return code;
+}
+
+int bgs_thread_start(pthread_t *t, void *stack, void *(*fn)(void *),
+		     void *arg)
+{
+	sigset_t all, old;
+	pthread_attr_t attr;
+	int r;
+
+	pthread_attr_init(&attr);
+	if (stack)
+		pthread_attr_setstack(&attr, stack, BGS_STACK_SIZE);
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = pthread_create(t, &attr, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	return -r;
+}
