@@ -120,7 +120,10 @@ enum {
 
 /* The --help entry every long option table ends with (before the zero
  * entry). */
+/* (Kept on one line: clang-format would spread the braces over four.) */
+/* clang-format off */
 #define CLI_OPT_HELP_ENTRY { "help", no_argument, NULL, 'h' }
+/* clang-format on */
 
 /*
  * One option of a command's table for cli_parse(); the table ends with a
@@ -338,8 +341,7 @@ int cli_output_dir(const char *path, int *dirfd, char *name);
  * one-line error ("exists (--force replaces it)", "is a FIFO: never
  * replaced" ...).
  */
-int cli_output_check(int dirfd, const char *name, const char *what,
-		     bool force);
+int cli_output_check(int dirfd, const char *name, const char *what, bool force);
 
 /*
  * A name beside @name in @dirfd that nothing has, ".NAME.TAG.PID.N.tmp",
@@ -410,8 +412,7 @@ void cli_error_no_mapping(const char *cmd, int pid, bool filtered);
  * before, a refusal is ptrace's), and for -ENOTSUP/-ENOSYS; EXIT_USAGE
  * for -EINVAL (a bad address range in a filter); else EXIT_FAILED.
  */
-int cli_save_failure(int pid, int err, bool attached, char *why,
-		     size_t len);
+int cli_save_failure(int pid, int err, bool attached, char *why, size_t len);
 
 /* ---- saving another process (cmd_save.c; the demo saves the same way) --- */
 
@@ -433,8 +434,8 @@ struct cli_save_req {
 struct cli_save_result {
 	size_t regions_saved;  /* protected, saved in the background */
 	size_t regions_copied; /* private file mappings, copied while stopped */
-	size_t regions_skipped; /* recorded by name only */
-	uint64_t bytes_saved;  /* bytes of the saved and copied regions */
+	size_t regions_skipped;	    /* recorded by name only */
+	uint64_t bytes_saved;	    /* bytes of the saved and copied regions */
 	struct bgsnap_stats *stats; /* filled when not NULL */
 };
 

@@ -142,8 +142,7 @@ static void usage_error(const struct cli_getopt *g, const char *fmt, ...)
 }
 
 /* How the user wrote option @c, for messages. */
-static void name_option(struct cli_getopt *g, int c, int longindex,
-			char **argv)
+static void name_option(struct cli_getopt *g, int c, int longindex, char **argv)
 {
 	const char *arg = optind > 0 ? argv[optind - 1] : "";
 
@@ -235,8 +234,7 @@ bool cli_arg_size(const struct cli_getopt *g, const char *arg, uint64_t *out)
 			  "use e.g. 64K, 512M, 4G or bytes");
 }
 
-bool cli_arg_duration(const struct cli_getopt *g, const char *arg,
-		      uint64_t *ns)
+bool cli_arg_duration(const struct cli_getopt *g, const char *arg, uint64_t *ns)
 {
 	return arg_result(g, arg, cli_parse_duration(arg, ns), "a duration",
 			  "use e.g. 500ms, 10s, 2m");
@@ -402,17 +400,20 @@ struct unit {
 };
 
 static const struct unit size_units[] = {
-	{ "", 1 },	       { "b", 1 },
-	{ "k", 1ull << 10 },   { "kib", 1ull << 10 },
-	{ "m", 1ull << 20 },   { "mib", 1ull << 20 },
-	{ "g", 1ull << 30 },   { "gib", 1ull << 30 },
-	{ "t", 1ull << 40 },   { "tib", 1ull << 40 },
+	{ "", 1 },	     { "b", 1 },
+	{ "k", 1ull << 10 }, { "kib", 1ull << 10 },
+	{ "m", 1ull << 20 }, { "mib", 1ull << 20 },
+	{ "g", 1ull << 30 }, { "gib", 1ull << 30 },
+	{ "t", 1ull << 40 }, { "tib", 1ull << 40 },
 };
 
 static const struct unit time_units[] = {
-	{ "", 1000000000ull },	  { "ns", 1 },
-	{ "us", 1000 },		  { "ms", 1000000 },
-	{ "s", 1000000000ull },	  { "m", 60000000000ull },
+	{ "", 1000000000ull },
+	{ "ns", 1 },
+	{ "us", 1000 },
+	{ "ms", 1000000 },
+	{ "s", 1000000000ull },
+	{ "m", 60000000000ull },
 	{ "h", 3600000000000ull },
 };
 
@@ -466,7 +467,7 @@ static const char *fmt_scaled(char *buf, double v, const char *unit)
 	return buf;
 }
 
-static const char *const size_names[] = { "B", "KiB", "MiB", "GiB",
+static const char *const size_names[] = { "B",	 "KiB", "MiB", "GiB",
 					  "TiB", "PiB", "EiB" };
 
 const char *cli_fmt_size(char *buf, uint64_t bytes)
@@ -840,8 +841,8 @@ static void fmt_eta(char *buf, size_t len, uint64_t done, uint64_t total,
 
 static void fmt_bar(char *buf, size_t width, uint64_t done, uint64_t total)
 {
-	const size_t fill = (size_t)((double)width * (double)done /
-				     (double)total);
+	const size_t fill =
+		(size_t)((double)width * (double)done / (double)total);
 
 	for (size_t i = 0; i < width; i++)
 		buf[i] = i < fill ? '#' : '-';
@@ -939,7 +940,7 @@ void cli_progress_end(struct cli_progress *p)
 /* ---- output files ------------------------------------------------------- */
 
 /* Room for the temporary's decoration around a final name. */
-#define OUTPUT_NAME_MAX (NAME_MAX - 24)
+#define OUTPUT_NAME_MAX	  (NAME_MAX - 24)
 #define OUTPUT_TEMP_TRIES 100
 
 int cli_output_dir(const char *path, int *dirfd, char *name)
@@ -982,8 +983,7 @@ static const char *file_kind(mode_t mode)
 	return "not a regular file";
 }
 
-int cli_output_check(int dirfd, const char *name, const char *what,
-		     bool force)
+int cli_output_check(int dirfd, const char *name, const char *what, bool force)
 {
 	struct stat st;
 
@@ -995,7 +995,8 @@ int cli_output_check(int dirfd, const char *name, const char *what,
 	}
 	if (!S_ISREG(st.st_mode))
 		cli_error("%s: is %s: refused (never replaced, even with "
-			  "--force)", what, file_kind(st.st_mode));
+			  "--force)",
+			  what, file_kind(st.st_mode));
 	else if (!force)
 		cli_error("%s: exists (--force replaces it)", what);
 	else
@@ -1137,13 +1138,14 @@ int cli_target_check(const char *cmd, int pid)
 		return 0;
 	if (pf.tgid > 0 && pf.tgid != pid) {
 		cli_error("%s: %d is a thread of process %d (%s), not a "
-			  "process: give --pid %d", cmd, pid, pf.tgid, pf.name,
-			  pf.tgid);
+			  "process: give --pid %d",
+			  cmd, pid, pf.tgid, pf.name, pf.tgid);
 		return -1;
 	}
 	if (pf.flags & PF_KTHREAD) {
 		cli_error("%s: process %d (%s) is a kernel thread: it has no "
-			  "user memory", cmd, pid, pf.name);
+			  "user memory",
+			  cmd, pid, pf.name);
 		return -1;
 	}
 	return 0;
@@ -1153,11 +1155,12 @@ void cli_error_no_mapping(const char *cmd, int pid, bool filtered)
 {
 	if (filtered)
 		cli_error("%s: no mapping of process %d is selected by "
-			  "--include/--exclude", cmd, pid);
+			  "--include/--exclude",
+			  cmd, pid);
 	else
 		cli_error("%s: process %d has no mapping that can be saved or "
-			  "restored (only file and special mappings)", cmd,
-			  pid);
+			  "restored (only file and special mappings)",
+			  cmd, pid);
 }
 
 /* Does this system lack a capability that every save needs? */
@@ -1172,17 +1175,18 @@ static bool lacks_capability(void)
 	return false;
 }
 
-int cli_save_failure(int pid, int err, bool attached, char *why,
-		     size_t len)
+int cli_save_failure(int pid, int err, bool attached, char *why, size_t len)
 {
 	struct proc_facts pf;
 
 	why[0] = '\0';
 	if (err == -EBUSY && !proc_facts(pid, &pf) && pf.state == 'T') {
-		snprintf(why, len, "it is stopped (SIGSTOP or job control), "
+		snprintf(why, len,
+			 "it is stopped (SIGSTOP or job control), "
 			 "and a stopped process cannot run the calls bgsnap "
 			 "injects: continue it ('kill -CONT %d') and try "
-			 "again", pid);
+			 "again",
+			 pid);
 		return EXIT_FAILED;
 	}
 	switch (-err) {

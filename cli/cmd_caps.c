@@ -9,19 +9,21 @@ static const char caps_usage[] =
 	"usage: bgsnap caps [--json]\n"
 	"\n"
 	"Report what this kernel and user can do for a snapshot, one line per\n"
-	"capability, with how to get what is missing. Exit status 0 when every\n"
+	"capability, with how to get what is missing. Exit status 0 when "
+	"every\n"
 	"required capability is present, 4 otherwise.\n";
 
 static void print_text(const struct bgsnap_capability *caps, int n)
 {
 	for (int i = 0; i < n; i++)
 		printf("%-4s %-19s %s\n",
-		       caps[i].ok ? "ok" : caps[i].required ? "MISS" : "--",
+		       caps[i].ok	  ? "ok"
+		       : caps[i].required ? "MISS"
+					  : "--",
 		       caps[i].name, caps[i].detail);
 }
 
-static void print_json(const struct bgsnap_capability *caps, int n,
-		       bool ready)
+static void print_json(const struct bgsnap_capability *caps, int n, bool ready)
 {
 	printf("{\"version\":");
 	cli_json_string(stdout, bgsnap_version_string());
@@ -47,7 +49,8 @@ int cmd_caps(int argc, char **argv)
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--json")) {
 			json = true;
-		} else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+		} else if (!strcmp(argv[i], "-h") ||
+			   !strcmp(argv[i], "--help")) {
 			fputs(caps_usage, stdout);
 			return EXIT_OK;
 		} else {

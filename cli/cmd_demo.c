@@ -47,34 +47,47 @@
 
 static const char demo_usage[] =
 	"usage: bgsnap demo [--size SIZE] [--writers N] [--rate OPS]\n"
-	"                   [--kind 4k|thp|memfd] [--dir DIR] [--keep] [--json]\n"
+	"                   [--kind 4k|thp|memfd] [--dir DIR] [--keep] "
+	"[--json]\n"
 	"\n"
 	"Start a built-in guest process (SIZE of memory, default 512M, with N\n"
-	"writer threads, default 2, moving money between accounts one per page\n"
-	"at OPS transfers a second, 0 = as fast as they can), snapshot it while\n"
+	"writer threads, default 2, moving money between accounts one per "
+	"page\n"
+	"at OPS transfers a second, 0 = as fast as they can), snapshot it "
+	"while\n"
 	"it runs as 'bgsnap save --pid' does, verify the file, check that the\n"
-	"guest's memory in it balances (a torn snapshot would not), restore it\n"
-	"into the guest, check that the guest runs on consistently, and report\n"
+	"guest's memory in it balances (a torn snapshot would not), restore "
+	"it\n"
+	"into the guest, check that the guest runs on consistently, and "
+	"report\n"
 	"what was measured. Exit status 0 when every check passed, 1 if one\n"
 	"failed, 4 when this system cannot snapshot (see 'bgsnap caps').\n"
 	"\n"
 	"options:\n"
 	"  -s, --size SIZE     guest memory (default 512M)\n"
 	"  -w, --writers N     writer threads (default 2)\n"
-	"  -r, --rate OPS      transfers a second, all writers (default 0: max)\n"
+	"  -r, --rate OPS      transfers a second, all writers (default 0: "
+	"max)\n"
 	"  -k, --kind KIND     4k, thp or memfd pages (default 4k)\n"
-	"  -d, --dir DIR       where the snapshot goes (default $TMPDIR or /tmp)\n"
+	"  -d, --dir DIR       where the snapshot goes (default $TMPDIR or "
+	"/tmp)\n"
 	"      --keep          keep the snapshot (its path is printed)\n"
-	"      --json          the report as one JSON object on stdout, its keys\n"
-	"                      stable (sizes in bytes, times in ns unless the key\n"
+	"      --json          the report as one JSON object on stdout, its "
+	"keys\n"
+	"                      stable (sizes in bytes, times in ns unless the "
+	"key\n"
 	"                      says otherwise):\n"
-	"    ok, failed_step (null, or the first step that did not pass), then\n"
+	"    ok, failed_step (null, or the first step that did not pass), "
+	"then\n"
 	"    one object per step, null if it was not passed:\n"
-	"    guest      pid, size, kind, writers, rate, transfers_per_s (alone)\n"
-	"    save       regions {saved, copied, skipped}, bytes_saved, the keys\n"
+	"    guest      pid, size, kind, writers, rate, transfers_per_s "
+	"(alone)\n"
+	"    save       regions {saved, copied, skipped}, bytes_saved, the "
+	"keys\n"
 	"               of 'save --json' (blackout_ms, elapsed_s,\n"
 	"               throughput_bytes_per_s, pages_total, pages_by_fault,\n"
-	"               bytes_written, compression_ratio, faults, stall_us_p99\n"
+	"               bytes_written, compression_ratio, faults, "
+	"stall_us_p99\n"
 	"               ...), writer_transfers_per_s, writer_stop_max_ns\n"
 	"    verify     elapsed_ns\n"
 	"    invariant  balanced\n"
@@ -161,9 +174,9 @@ static int spawn(struct demo *d)
 	char size[32], writers[32], rate[32];
 	char exe[PATH_MAX];
 	const ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	const char *argv[] = { "bgsnap", "guest", "--size", size,
+	const char *argv[] = { "bgsnap",    "guest", "--size", size,
 			       "--writers", writers, "--rate", rate,
-			       "--kind", d->kind, NULL };
+			       "--kind",    d->kind, NULL };
 	int r;
 
 	if (n < 0) {
@@ -225,8 +238,10 @@ static int start_guest(struct demo *d)
 	    guest_call(&d->g, "stats"))
 		return -1;
 	read_figs(&d->g, &d->alone);
-	step(d, "guest", "pid %d: %s of %s memory, %llu writers, %.2f M "
-	     "transfers/s", (int)d->g.pid, cli_fmt_size(b, d->len), d->kind,
+	step(d, "guest",
+	     "pid %d: %s of %s memory, %llu writers, %.2f M "
+	     "transfers/s",
+	     (int)d->g.pid, cli_fmt_size(b, d->len), d->kind,
 	     (unsigned long long)d->writers, d->alone.ops_per_s / 1e6);
 	return 0;
 }
@@ -235,7 +250,9 @@ static int save_guest(struct demo *d)
 {
 	const struct bgsnap_save_opts opts = { 0 };
 	const struct cli_save_req req = {
-		.pid = d->g.pid, .path = d->file, .opts = &opts,
+		.pid = d->g.pid,
+		.path = d->file,
+		.opts = &opts,
 	};
 	struct cli_save_result *res = &d->saved;
 	char b1[CLI_FMT_LEN], b2[CLI_FMT_LEN];
@@ -248,7 +265,8 @@ static int save_guest(struct demo *d)
 	if (guest_call(&d->g, "stats"))
 		return -1;
 	read_figs(&d->g, &d->during);
-	step(d, "save", "%s of process %d (%zu regions saved, %zu copied, "
+	step(d, "save",
+	     "%s of process %d (%zu regions saved, %zu copied, "
 	     "%zu skipped) into %s while it ran",
 	     cli_fmt_size(b1, res->bytes_saved), (int)d->g.pid,
 	     res->regions_saved, res->regions_copied, res->regions_skipped,
@@ -270,8 +288,8 @@ static int find_guest_region(struct demo *d, struct bgsnap_file *f)
 			return (int)i;
 	}
 	cli_error("demo: the snapshot has no region at the guest's memory "
-		  "(0x%llx, %llu bytes)", (unsigned long long)d->addr,
-		  (unsigned long long)d->len);
+		  "(0x%llx, %llu bytes)",
+		  (unsigned long long)d->addr, (unsigned long long)d->len);
 	return -1;
 }
 
@@ -291,7 +309,8 @@ static int check_books(struct demo *d, struct bgsnap_file *f, int region)
 	r = bgsnap_file_read(f, (size_t)region, 0, image, d->len);
 	if (r)
 		cli_error("demo: reading the guest's memory from the snapshot: "
-			  "%s", bgsnap_file_last_error(f));
+			  "%s",
+			  bgsnap_file_last_error(f));
 	else if (bank_check(image, d->len, why, sizeof(why))) {
 		cli_error("demo: the snapshot is not point-in-time: %s", why);
 		r = -1;
@@ -322,7 +341,8 @@ static int verify_file(struct demo *d)
 	if (r >= 0)
 		r = check_books(d, f, r);
 	if (!r)
-		step(d, "invariant", "ok: the guest's memory in the snapshot "
+		step(d, "invariant",
+		     "ok: the guest's memory in the snapshot "
 		     "balances (a torn image would not)");
 out_close:
 	bgsnap_file_close(f);
@@ -360,8 +380,8 @@ static int restore_into_guest(struct demo *d, bool dry, uint64_t *changed,
 	if (r)
 		cli_error("demo: restore%s into process %d: %s",
 			  dry ? " --dry-run" : "", (int)d->g.pid,
-			  *bgsnap_last_error(h) ? bgsnap_last_error(h) :
-						  bgsnap_strerror(r));
+			  *bgsnap_last_error(h) ? bgsnap_last_error(h)
+						: bgsnap_strerror(r));
 	else if (!bgsnap_stats(h, &st) && changed)
 		*changed = st.pages_changed;
 	if (ns)
@@ -394,7 +414,8 @@ static int restore_guest(struct demo *d)
 		r = guest_call(&d->g, "recover");
 	if (guest_call(&d->g, "release") || r)
 		return -1;
-	step(d, "restore", "ok: %llu changed pages put back (%s), then equal "
+	step(d, "restore",
+	     "ok: %llu changed pages put back (%s), then equal "
 	     "to the snapshot; journal replayed",
 	     (unsigned long long)d->changed_before,
 	     cli_fmt_size(b, d->changed_before * PAGE));
@@ -416,8 +437,10 @@ static int run_on(struct demo *d)
 			  "the restore");
 		return -1;
 	}
-	step(d, "run on", "ok: %d checks balanced while the writers ran on "
-	     "(%llu transfers)", CHECKS, (unsigned long long)d->bank_ops_after);
+	step(d, "run on",
+	     "ok: %d checks balanced while the writers ran on "
+	     "(%llu transfers)",
+	     CHECKS, (unsigned long long)d->bank_ops_after);
 	return 0;
 }
 
@@ -433,26 +456,29 @@ static void report(const struct demo *d)
 	printf("  blackout        %s: the guest was stopped only this long\n",
 	       cli_fmt_duration(b1, s->blackout_ns));
 	printf("  throughput      %s (%s in %s)\n",
-	       cli_fmt_rate(b1, s->elapsed_ns ? bytes * 1e9 / (double)s->elapsed_ns : 0),
+	       cli_fmt_rate(b1, s->elapsed_ns
+					? bytes * 1e9 / (double)s->elapsed_ns
+					: 0),
 	       cli_fmt_size(b2, s->pages_total * PAGE),
 	       cli_fmt_duration(b3, s->elapsed_ns));
 	printf("  saved by fault  %llu of %llu pages (a writer reached them "
-	       "before the copier)\n", (unsigned long long)s->pages_by_fault,
+	       "before the copier)\n",
+	       (unsigned long long)s->pages_by_fault,
 	       (unsigned long long)s->pages_total);
 	printf("  writer stall    p99 %s, max %s per write fault (%llu "
-	       "faults)\n", cli_fmt_duration(b1, s->stall_ns_p99),
+	       "faults)\n",
+	       cli_fmt_duration(b1, s->stall_ns_p99),
 	       cli_fmt_duration(b2, s->stall_ns_max),
 	       (unsigned long long)s->faults);
 	printf("  writers         %.2f M transfers/s during the save, %.2f M "
-	       "alone; longest stop %s\n", d->during.ops_per_s / 1e6,
-	       d->alone.ops_per_s / 1e6,
+	       "alone; longest stop %s\n",
+	       d->during.ops_per_s / 1e6, d->alone.ops_per_s / 1e6,
 	       cli_fmt_duration(b1, (uint64_t)d->during.stop_max_ns));
 	printf("  file            %s, compression %.2fx, verified in %s\n",
 	       cli_fmt_size(b1, s->bytes_written), s->compression_ratio,
 	       cli_fmt_duration(b2, d->verify_ns));
 	printf("  restore         %s (verify, stop, write %s, resume)\n",
-	       cli_fmt_duration(b1, d->restore_ns),
-	       cli_fmt_size(b2, d->len));
+	       cli_fmt_duration(b1, d->restore_ns), cli_fmt_size(b2, d->len));
 }
 
 /* The figures of step @k, or null when it did not pass. */
@@ -519,9 +545,10 @@ static int report_json(const struct demo *d, bool ok)
 	cli_json_init(&j, stdout);
 	cli_json_object_begin(&j);
 	cli_json_kbool(&j, "ok", ok);
-	cli_json_kstr(&j, "failed_step",
-		      ok ? NULL : step_keys[d->passed < NSTEPS ? d->passed
-							      : NSTEPS - 1]);
+	cli_json_kstr(
+		&j, "failed_step",
+		ok ? NULL
+		   : step_keys[d->passed < NSTEPS ? d->passed : NSTEPS - 1]);
 	for (int k = 0; k < NSTEPS; k++)
 		json_step(&j, d, (enum demo_step)k);
 	cli_json_kstr(&j, "file", kept ? d->file : NULL);
@@ -536,8 +563,9 @@ static int report_json(const struct demo *d, bool ok)
 
 static int make_dir(struct demo *d)
 {
-	const char *parent = d->parent_dir ? d->parent_dir :
-			     getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	const char *parent = d->parent_dir	? d->parent_dir
+			     : getenv("TMPDIR") ? getenv("TMPDIR")
+						: "/tmp";
 
 	snprintf(d->dir, sizeof(d->dir), "%s/bgsnap-demo.XXXXXX", parent);
 	if (!mkdtemp(d->dir)) {
@@ -609,10 +637,13 @@ static int parse_args(int argc, char **argv, struct demo *d)
 		{ OPT_JSON, .flag = &d->json },
 		{ 0 },
 	};
-	struct cli_getopt o = { .cmd = "demo", .usage = demo_usage,
+	struct cli_getopt o = { .cmd = "demo",
+				.usage = demo_usage,
 				.shortopts = "s:w:r:k:d:",
-				.longopts = demo_options, .opts = opts,
-				.take = take_option, .ctx = d };
+				.longopts = demo_options,
+				.opts = opts,
+				.take = take_option,
+				.ctx = d };
 	const int code = cli_parse(&o, argc, argv, 0, 0, "");
 
 	if (code >= 0)
@@ -630,7 +661,8 @@ static int run(struct demo *d)
 
 	if (!d->json) {
 		printf("bgsnap demo: snapshot a %s guest while %llu writers "
-		       "run, check it, restore it\n", cli_fmt_size(b, d->size),
+		       "run, check it, restore it\n",
+		       cli_fmt_size(b, d->size),
 		       (unsigned long long)d->writers);
 		fflush(stdout);
 	}
@@ -658,7 +690,8 @@ int cmd_demo(int argc, char **argv)
 	remove_files(&d);
 	if (cli_interrupted()) {
 		cli_error("demo: interrupted by %s; the guest and the files "
-			  "are gone", strsignal(cli_interrupted()));
+			  "are gone",
+			  strsignal(cli_interrupted()));
 		r = -1;
 	}
 	if (d.json) {

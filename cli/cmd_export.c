@@ -25,10 +25,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define PAGE	      4096u
-#define CHUNK	      (4u << 20) /* bytes decoded and written at a time */
-#define NAME_ROOM     200	 /* bytes of a derived file name */
-#define MAX_PARENTS   64
+#define PAGE	    4096u
+#define CHUNK	    (4u << 20) /* bytes decoded and written at a time */
+#define NAME_ROOM   200	       /* bytes of a derived file name */
+#define MAX_PARENTS 64
 
 static const char export_usage[] =
 	"usage: bgsnap export FILE --region NAME -o OUT [--parent P]...\n"
@@ -44,7 +44,8 @@ static const char export_usage[] =
 	"is appended ('ram' -> DIR/ram.raw). '-o -' writes one region to\n"
 	"stdout (not to a terminal).\n"
 	"\n"
-	"An incremental snapshot's pages stored in its parent are read from it,\n"
+	"An incremental snapshot's pages stored in its parent are read from "
+	"it,\n"
 	"and so on up the chain: a parent is looked for among the files given\n"
 	"with --parent (matched by snapshot id), else beside its child under\n"
 	"the name the child records for it. The whole chain is found before\n"
@@ -64,7 +65,8 @@ static const char export_usage[] =
 	"      --json         a JSON summary on stdout (keys in bgsnap(1))\n"
 	"  -h, --help         this text\n"
 	"\n"
-	"Exit status: 0 success, 1 failure (output exists, a parent not found,\n"
+	"Exit status: 0 success, 1 failure (output exists, a parent not "
+	"found,\n"
 	"I/O error ...), 2 usage (also: no such region), 3 a file of the\n"
 	"snapshot is missing, damaged or not a snapshot.\n";
 
@@ -91,10 +93,10 @@ struct opts {
 struct target {
 	size_t region;
 	struct bgsnap_file_region r;
-	char name[NAME_MAX + 1];	/* in the output directory */
-	char shown[PATH_MAX];		/* the path, for messages */
+	char name[NAME_MAX + 1]; /* in the output directory */
+	char shown[PATH_MAX];	 /* the path, for messages */
 	uint64_t bytes_written;
-	bool skipped;			/* unsaved: nothing to write */
+	bool skipped; /* unsaved: nothing to write */
 };
 
 struct job {
@@ -104,8 +106,8 @@ struct job {
 	struct target *t;
 	size_t nt;
 	struct cli_progress bar;
-	uint64_t done;			/* bytes of regions processed */
-	uint8_t *buf;			/* CHUNK bytes */
+	uint64_t done; /* bytes of regions processed */
+	uint8_t *buf;  /* CHUNK bytes */
 };
 
 static const uint8_t zero_page[PAGE];
@@ -189,8 +191,8 @@ static int read_failed(struct job *j, const struct target *t, int ret)
 {
 	if (ret == BGSNAP_EPARENT)
 		cli_error("%s: region '%s': %s (give the parent with "
-			  "--parent)", j->o->file, t->r.name,
-			  bgsnap_file_last_error(j->f));
+			  "--parent)",
+			  j->o->file, t->r.name, bgsnap_file_last_error(j->f));
 	else
 		cli_error("%s: %s", j->o->file, bgsnap_file_last_error(j->f));
 	return ret;
@@ -226,8 +228,7 @@ static int copy_data(struct job *j, struct target *t, int fd, uint64_t off,
 }
 
 /* Zero pages written out, for a stream (a pipe has no holes). */
-static int copy_zeroes(struct job *j, struct target *t, int fd,
-		       uint64_t len)
+static int copy_zeroes(struct job *j, struct target *t, int fd, uint64_t len)
 {
 	memset(j->buf, 0, CHUNK);
 	while (len) {
@@ -277,16 +278,18 @@ static int check_target(const struct job *j, const struct target *t)
 	return cli_output_check(j->dirfd, t->name, t->shown, j->o->force);
 }
 
-static int create_temp(const struct job *j, const struct target *t,
-		       char *tmp, size_t len)
+static int create_temp(const struct job *j, const struct target *t, char *tmp,
+		       size_t len)
 {
 	for (unsigned attempt = 0; attempt < 100; attempt++) {
 		int fd;
 
 		snprintf(tmp, len, ".%.*s.%d.%u.tmp", NAME_ROOM, t->name,
 			 (int)getpid(), attempt);
-		fd = openat(j->dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL |
-					   O_NOFOLLOW | O_CLOEXEC, 0600);
+		fd = openat(j->dirfd, tmp,
+			    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+				    O_CLOEXEC,
+			    0600);
 		if (fd >= 0) {
 			/* Exactly 0600 whatever the umask: it is memory. */
 			if (fchmod(fd, 0600) == 0)
@@ -391,7 +394,8 @@ static int plan_one(struct job *j)
 	bgsnap_file_region(j->f, t->region, &t->r);
 	if (t->r.kind == BGSNAP_KIND_UNSAVED) {
 		cli_error("%s: region '%s' was not saved (recorded by name "
-			  "only): nothing to export", j->o->file, t->r.name);
+			  "only): nothing to export",
+			  j->o->file, t->r.name);
 		return EXIT_FAILED;
 	}
 	if (!strcmp(j->o->output, "-")) {
@@ -438,8 +442,8 @@ static void print_text(const struct job *j)
 			printf("region '%s': not saved, skipped\n", t->r.name);
 			continue;
 		}
-		printf("region '%s' -> %s: %s, %s of data written\n",
-		       t->r.name, t->shown, cli_fmt_size(a, t->r.len),
+		printf("region '%s' -> %s: %s, %s of data written\n", t->r.name,
+		       t->shown, cli_fmt_size(a, t->r.len),
 		       cli_fmt_size(b, t->bytes_written));
 	}
 }
@@ -519,8 +523,8 @@ static int find_chain(struct job *j)
 	if (!ret)
 		return EXIT_OK;
 	/* The message is about f (FILE, or the ancestor named first). */
-	cli_error("%s: %s%s%s%s", j->o->file, f == j->f ? "" :
-		  bgsnap_file_path(f), f == j->f ? "" : ": ",
+	cli_error("%s: %s%s%s%s", j->o->file,
+		  f == j->f ? "" : bgsnap_file_path(f), f == j->f ? "" : ": ",
 		  bgsnap_file_last_error(f),
 		  ret == BGSNAP_EPARENT ? " (give the parent with --parent)"
 					: "");
@@ -589,9 +593,11 @@ static int parse(int argc, char **argv, struct opts *o)
 		{ 'j', .flag = &o->json },
 		{ 0 },
 	};
-	struct cli_getopt g = { .cmd = "export", .usage = export_usage,
+	struct cli_getopt g = { .cmd = "export",
+				.usage = export_usage,
 				.shortopts = "r:ao:P:fq",
-				.longopts = export_options, .opts = opts };
+				.longopts = export_options,
+				.opts = opts };
 	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 
 	if (code >= 0)

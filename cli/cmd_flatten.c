@@ -29,16 +29,21 @@ static const char flatten_usage[] =
 	"usage: bgsnap flatten FILE -o OUT [--parent P]... [--force] [--json]\n"
 	"                      [--quiet]\n"
 	"\n"
-	"Write the snapshot FILE, with the pages it leaves to its parents read\n"
+	"Write the snapshot FILE, with the pages it leaves to its parents "
+	"read\n"
 	"from them, as one full snapshot OUT that needs no parent: the same\n"
-	"regions, attachments and memory, a new snapshot id. Every record read\n"
+	"regions, attachments and memory, a new snapshot id. Every record "
+	"read\n"
 	"is checked. A parent is looked for among the files given with\n"
 	"--parent (matched by snapshot id), else beside its child under the\n"
-	"name the child records for it, and so on up the chain. A full FILE is\n"
+	"name the child records for it, and so on up the chain. A full FILE "
+	"is\n"
 	"copied.\n"
 	"\n"
-	"OUT is created 0600 under a temporary name beside it and renamed into\n"
-	"place when complete; an existing file is not replaced without --force,\n"
+	"OUT is created 0600 under a temporary name beside it and renamed "
+	"into\n"
+	"place when complete; an existing file is not replaced without "
+	"--force,\n"
 	"and a symbolic link, a directory, a device, a FIFO or a socket is\n"
 	"refused even with it. SIGINT, SIGTERM and SIGHUP take effect once\n"
 	"the copy is written: it is then removed.\n"
@@ -70,9 +75,9 @@ struct flatten {
 	const char *parents[MAX_PARENTS];
 	size_t nparents;
 	bool force, json, quiet;
-	int dirfd;			/* OUT's directory */
-	char name[NAME_MAX + 1];	/* OUT's last component */
-	char tmp[PATH_MAX];		/* our temporary, beside OUT */
+	int dirfd;		 /* OUT's directory */
+	char name[NAME_MAX + 1]; /* OUT's last component */
+	char tmp[PATH_MAX];	 /* our temporary, beside OUT */
 	uint64_t elapsed_ns;
 };
 
@@ -114,8 +119,8 @@ static const char *tmp_name(const struct flatten *fl)
 /* Our finished temporary to OUT; without --force never over anything. */
 static int publish(const struct flatten *fl)
 {
-	return cli_output_publish(fl->dirfd, tmp_name(fl), fl->name,
-				  fl->output, fl->force);
+	return cli_output_publish(fl->dirfd, tmp_name(fl), fl->name, fl->output,
+				  fl->force);
 }
 
 /* ---- the work ------------------------------------------------------------ */
@@ -209,8 +214,8 @@ static int report(const struct flatten *fl)
 	bgsnap_file_close(f);
 	if (!fl->json) {
 		printf("flattened %s (%zu snapshot%s) into %s: %llu pages "
-		       "(%s), %s stored, in %s\n", fl->file, n,
-		       n == 1 ? "" : "s", fl->output,
+		       "(%s), %s stored, in %s\n",
+		       fl->file, n, n == 1 ? "" : "s", fl->output,
 		       (unsigned long long)in.pages,
 		       cli_fmt_size(a, in.pages * 4096),
 		       cli_fmt_size(b, in.file_size),
@@ -246,9 +251,11 @@ static int parse(int argc, char **argv, struct flatten *fl)
 		  .cap = MAX_PARENTS, .name = "--parent" },
 		{ 0 },
 	};
-	struct cli_getopt g = { .cmd = "flatten", .usage = flatten_usage,
+	struct cli_getopt g = { .cmd = "flatten",
+				.usage = flatten_usage,
 				.shortopts = "o:P:fq",
-				.longopts = flatten_options, .opts = opts };
+				.longopts = flatten_options,
+				.opts = opts };
 	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 
 	if (code >= 0)

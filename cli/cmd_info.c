@@ -14,18 +14,22 @@ static const char info_usage[] =
 	"\n"
 	"Describe the snapshot FILE: format, id, parent (incremental: its id\n"
 	"and the file found for it), when and where it was saved, its regions\n"
-	"(address, length, page size, memory kind, protection, pages stored as\n"
+	"(address, length, page size, memory kind, protection, pages stored "
+	"as\n"
 	"data, zero or parent, bytes stored, compression), its attachments,\n"
 	"and the statistics of the save. The file's structure (header, region\n"
 	"table, index) is checked; use 'bgsnap verify' to check every page.\n"
 	"\n"
 	"A parent is looked for among the files given with --parent (matched\n"
 	"by snapshot id), else beside its child under the name the child\n"
-	"records for it. A parent not found, or damaged, is shown as such: FILE\n"
+	"records for it. A parent not found, or damaged, is shown as such: "
+	"FILE\n"
 	"is still described.\n"
 	"\n"
-	"  -c, --chain     the whole chain too: FILE, its parent, and so on up to\n"
-	"                  a full snapshot, one line each (with --json: the keys\n"
+	"  -c, --chain     the whole chain too: FILE, its parent, and so on up "
+	"to\n"
+	"                  a full snapshot, one line each (with --json: the "
+	"keys\n"
 	"                  parent_file, parent_error and chain)\n"
 	"  -P, --parent P  a file of the chain, in any order (repeatable)\n"
 	"      --json      one JSON object on stdout (keys in bgsnap(1))\n"
@@ -186,8 +190,7 @@ static uint64_t stat_u(const struct stats *st, const char *key)
  * The statistics, parsed: 1 when there are some, 0 when the file has
  * none, or the exit code after a message when they cannot be read.
  */
-static int load_stats(struct bgsnap_file *f, const char *path,
-		      struct stats *st)
+static int load_stats(struct bgsnap_file *f, const char *path, struct stats *st)
 {
 	const char *json;
 	const int ret = bgsnap_file_stats_json(f, &json);
@@ -200,7 +203,8 @@ static int load_stats(struct bgsnap_file *f, const char *path,
 	}
 	if (parse_stats(json, st)) {
 		cli_error("%s: attachment 'bgsnap.stats' is not a flat JSON "
-			  "object", path);
+			  "object",
+			  path);
 		return -EXIT_BADFILE;
 	}
 	return 1;
@@ -230,8 +234,8 @@ static void fmt_time(char *out, size_t len, uint64_t ns, bool utc)
 	struct tm tm;
 
 	if (!(utc ? gmtime_r(&t, &tm) : localtime_r(&t, &tm)) ||
-	    !strftime(out, len, utc ? "%Y-%m-%dT%H:%M:%SZ"
-				    : "%Y-%m-%d %H:%M:%S %z", &tm))
+	    !strftime(out, len,
+		      utc ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%d %H:%M:%S %z", &tm))
 		snprintf(out, len, "?");
 }
 
@@ -334,8 +338,7 @@ static int name_width(struct bgsnap_file *f, size_t n)
 	return w > 40 ? 40 : w;
 }
 
-static void text_region(const struct bgsnap_file_region *r, int w,
-			bool parent)
+static void text_region(const struct bgsnap_file_region *r, int w, bool parent)
 {
 	char len[CLI_FMT_LEN], ps[CLI_FMT_LEN], st[CLI_FMT_LEN], prot[4];
 
@@ -349,9 +352,9 @@ static void text_region(const struct bgsnap_file_region *r, int w,
 	if (parent)
 		printf(" %7llu", (unsigned long long)r->pages_parent);
 	printf(" %9s %6.2fx\n", cli_fmt_size(st, r->data_bytes),
-	       r->data_bytes ? (double)r->pages_data * 4096 /
-				       (double)r->data_bytes
-			     : 0.0);
+	       r->data_bytes
+		       ? (double)r->pages_data * 4096 / (double)r->data_bytes
+		       : 0.0);
 }
 
 static void text_regions(struct bgsnap_file *f,
@@ -360,9 +363,10 @@ static void text_regions(struct bgsnap_file *f,
 	const int w = name_width(f, in->regions);
 
 	printf("\nregions (%zu)\n  %-*s %-14s %9s %4s %-12s %4s %7s %7s%s "
-	       "%9s %7s\n", in->regions, w, "NAME", "ADDRESS", "LENGTH",
-	       "PAGE", "KIND", "PROT", "DATA", "ZERO",
-	       in->incremental ? "  PARENT" : "", "STORED", "RATIO");
+	       "%9s %7s\n",
+	       in->regions, w, "NAME", "ADDRESS", "LENGTH", "PAGE", "KIND",
+	       "PROT", "DATA", "ZERO", in->incremental ? "  PARENT" : "",
+	       "STORED", "RATIO");
 	for (size_t i = 0; i < in->regions; i++) {
 		struct bgsnap_file_region r;
 
@@ -629,8 +633,8 @@ static void json_stats(struct cli_json *j, const struct stats *st)
 /* 0, or -EIO when stdout failed; *@chain_err the chain's problem, if
  * any (as parent_of()). */
 static int print_json(struct bgsnap_file *f, const struct info_opts *o,
-		      const struct bgsnap_file_info *in,
-		      const struct stats *st, int *chain_err)
+		      const struct bgsnap_file_info *in, const struct stats *st,
+		      int *chain_err)
 {
 	struct cli_json j;
 
@@ -646,8 +650,8 @@ static int print_json(struct bgsnap_file *f, const struct info_opts *o,
 }
 
 static int print_text(struct bgsnap_file *f, const struct info_opts *o,
-		      const struct bgsnap_file_info *in,
-		      const struct stats *st, int *chain_err)
+		      const struct bgsnap_file_info *in, const struct stats *st,
+		      int *chain_err)
 {
 	text_header(f, o->path, in);
 	if (o->chain)
@@ -682,8 +686,7 @@ static int show(const struct info_opts *o)
 	have = ret ? -EXIT_FAILED : load_stats(f, path, st);
 	code = have < 0 ? -have : EXIT_OK;
 	ret = o->json ? print_json(f, o, &in, have > 0 ? st : NULL, &chain_err)
-		      : print_text(f, o, &in, have > 0 ? st : NULL,
-				   &chain_err);
+		      : print_text(f, o, &in, have > 0 ? st : NULL, &chain_err);
 	if (ret) {
 		cli_error("writing to stdout: %s", strerror(-ret));
 		code = EXIT_FAILED;
@@ -707,8 +710,10 @@ int cmd_info(int argc, char **argv)
 		  .cap = MAX_PARENTS, .name = "--parent" },
 		{ 0 },
 	};
-	struct cli_getopt g = { .cmd = "info", .usage = info_usage,
-				.shortopts = "cP:", .longopts = info_options,
+	struct cli_getopt g = { .cmd = "info",
+				.usage = info_usage,
+				.shortopts = "cP:",
+				.longopts = info_options,
 				.opts = opts };
 	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 

@@ -25,11 +25,14 @@
 static const char restore_usage[] =
 	"usage: bgsnap restore FILE|- --pid PID [options]\n"
 	"\n"
-	"Write the memory saved in FILE ('-': standard input, a pipe) back into\n"
-	"running process PID, all or nothing: the whole file is verified first;\n"
+	"Write the memory saved in FILE ('-': standard input, a pipe) back "
+	"into\n"
+	"running process PID, all or nothing: the whole file is verified "
+	"first;\n"
 	"then the process is stopped, every region of the snapshot must still\n"
 	"exist in it (same start, size and kind; regions are matched by name,\n"
-	"which holds the start address), its pages are written and it resumes.\n"
+	"which holds the start address), its pages are written and it "
+	"resumes.\n"
 	"Anything wrong - a damaged file, a region gone or resized - is\n"
 	"reported before a byte is written. Mappings made since the snapshot\n"
 	"are left alone.\n"
@@ -38,9 +41,11 @@ static const char restore_usage[] =
 	"stacks, heap or libraries' data while its threads run is only\n"
 	"meaningful when the process is quiescent (idle, or parked by itself,\n"
 	"as a database between transactions). Limit the restore to the data\n"
-	"regions the process expects to have rolled back, with --include, e.g.\n"
+	"regions the process expects to have rolled back, with --include, "
+	"e.g.\n"
 	"the address range of one mapping:\n"
-	"  bgsnap restore snap.bgs --pid 4242 --include 7f3a00000000-7f3a20000000\n"
+	"  bgsnap restore snap.bgs --pid 4242 --include "
+	"7f3a00000000-7f3a20000000\n"
 	"\n"
 	"options:\n"
 	"  -p, --pid PID         the process to restore into (required)\n"
@@ -49,8 +54,10 @@ static const char restore_usage[] =
 	"                        pages would change (the process is not\n"
 	"                        stopped: a running one keeps changing)\n"
 	"  -i, --include SPEC    only mappings matching SPEC (repeatable)\n"
-	"  -x, --exclude SPEC    leave out mappings matching SPEC (repeatable)\n"
-	"                        SPEC: a glob on the mapping's name or path, or\n"
+	"  -x, --exclude SPEC    leave out mappings matching SPEC "
+	"(repeatable)\n"
+	"                        SPEC: a glob on the mapping's name or path, "
+	"or\n"
 	"                        a hex address range 'A-B', as for 'save'\n"
 	"      --json            report as one JSON object (stable keys)\n"
 	"  -q, --quiet           no report\n"
@@ -59,7 +66,8 @@ static const char restore_usage[] =
 	"Signals are held back during a restore: it cannot be left half done.\n"
 	"\n"
 	"exit status: 0 restored (or the dry run found no problem); 1 the\n"
-	"restore failed (no such process, permission denied, a region is gone or\n"
+	"restore failed (no such process, permission denied, a region is gone "
+	"or\n"
 	"differs); 2 usage error; 3 FILE is missing, damaged or not a\n"
 	"snapshot (a FIFO, a device, a directory: refused at once; '-'\n"
 	"reads a pipe).\n";
@@ -143,9 +151,9 @@ static int run(struct bgsnap *h, const struct restore_args *a)
 	 * process make the library say "try again" (nothing written): a few
 	 * tries, from a file (standard input cannot be read twice). */
 	for (int tries = 1;; tries++) {
-		r = strcmp(a->file, "-") ?
-			    bgsnap_restore_start(h, a->file, &o) :
-			    bgsnap_restore_start_fd(h, STDIN_FILENO, &o);
+		r = strcmp(a->file, "-")
+			    ? bgsnap_restore_start(h, a->file, &o)
+			    : bgsnap_restore_start_fd(h, STDIN_FILENO, &o);
 		if (!r)
 			r = bgsnap_wait(h);
 		if (r != -EAGAIN || !strcmp(a->file, "-") || tries == TRIES)
@@ -220,7 +228,8 @@ static void report_text(const struct bgsnap *h, const struct restore_args *a,
 
 	if (a->dry_run)
 		printf("dry run: %s checks out against process %d; nothing was "
-		       "written\n", a->file, a->pid);
+		       "written\n",
+		       a->file, a->pid);
 	else
 		printf("restored %s into process %d\n", a->file, a->pid);
 	report_regions(h, a);
@@ -230,7 +239,8 @@ static void report_text(const struct bgsnap *h, const struct restore_args *a,
 		       (unsigned long long)st->pages_total,
 		       cli_fmt_size(b1, st->pages_changed * PAGE));
 	printf("  done in %s, %s read: the whole file is checked before "
-	       "anything is written\n", cli_fmt_duration(b2, st->elapsed_ns),
+	       "anything is written\n",
+	       cli_fmt_duration(b2, st->elapsed_ns),
 	       cli_fmt_size(b1, st->bytes_read));
 }
 
@@ -284,9 +294,11 @@ static int parse_args(int argc, char **argv, struct restore_args *a)
 		  .cap = MAX_SPECS },
 		{ 0 },
 	};
-	struct cli_getopt g = { .cmd = "restore", .usage = restore_usage,
+	struct cli_getopt g = { .cmd = "restore",
+				.usage = restore_usage,
 				.shortopts = "p:ni:x:q",
-				.longopts = restore_options, .opts = opts };
+				.longopts = restore_options,
+				.opts = opts };
 	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 
 	if (code >= 0)

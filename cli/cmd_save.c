@@ -47,38 +47,52 @@ static const char save_usage[] =
 	"background, and a write to a page not yet saved waits only for that\n"
 	"page. Private anonymous memory (heap, stacks, anonymous mmaps),\n"
 	"memfd/shmem and hugetlbfs are saved this way; private file mappings\n"
-	"with pages of their own (.data, relro) are copied while the process is\n"
-	"stopped; read-only file mappings and special mappings are recorded by\n"
+	"with pages of their own (.data, relro) are copied while the process "
+	"is\n"
+	"stopped; read-only file mappings and special mappings are recorded "
+	"by\n"
 	"name only. bgsnap needs the permission a debugger needs (ptrace).\n"
 	"\n"
-	"FILE is created 0600 under a temporary name and renamed when complete;\n"
-	"an existing FILE is not replaced without --force, and a symbolic link,\n"
-	"a directory, a device, a FIFO or a socket never is, nor a snapshot of\n"
+	"FILE is created 0600 under a temporary name and renamed when "
+	"complete;\n"
+	"an existing FILE is not replaced without --force, and a symbolic "
+	"link,\n"
+	"a directory, a device, a FIFO or a socket never is, nor a snapshot "
+	"of\n"
 	"this save's own chain (--parent and its ancestors). '-' writes the\n"
-	"snapshot to standard output (a pipe or a file, never a terminal), and\n"
+	"snapshot to standard output (a pipe or a file, never a terminal), "
+	"and\n"
 	"the report then goes to standard error.\n"
 	"\n"
 	"options:\n"
 	"  -p, --pid PID          the process to save (required)\n"
 	"  -o, --output FILE|-    where to write the snapshot (required)\n"
 	"  -f, --force            replace FILE if it exists (a regular file)\n"
-	"  -i, --include SPEC     save only mappings matching SPEC (repeatable)\n"
-	"  -x, --exclude SPEC     leave out mappings matching SPEC (repeatable)\n"
+	"  -i, --include SPEC     save only mappings matching SPEC "
+	"(repeatable)\n"
+	"  -x, --exclude SPEC     leave out mappings matching SPEC "
+	"(repeatable)\n"
 	"                         SPEC: a glob on the mapping's name or path\n"
-	"                         ('[heap]*', '/memfd:ram*', 'anon@7f00*') or a\n"
-	"                         hex address range 'A-B'; left-out mappings are\n"
+	"                         ('[heap]*', '/memfd:ram*', 'anon@7f00*') or "
+	"a\n"
+	"                         hex address range 'A-B'; left-out mappings "
+	"are\n"
 	"                         recorded by name only\n"
 	"  -b, --buffer SIZE      memory for write buffers (default 64M)\n"
 	"  -c, --compress lz4|none  page compression (default lz4)\n"
-	"      --lz4-accel N      lz4 acceleration, 1 (default) to 65537: faster,\n"
+	"      --lz4-accel N      lz4 acceleration, 1 (default) to 65537: "
+	"faster,\n"
 	"                         larger\n"
 	"      --no-verify        skip the check that each page was still\n"
 	"                         write-protected when it was saved\n"
 	"      --stop-the-world   keep the process stopped for the whole copy\n"
 	"                         (no userfaultfd; a baseline)\n"
-	"      --parent PARENT    an incremental snapshot: store only the pages\n"
-	"                         that differ from the snapshot PARENT (compared\n"
-	"                         page by page), the others as \"in the parent\";\n"
+	"      --parent PARENT    an incremental snapshot: store only the "
+	"pages\n"
+	"                         that differ from the snapshot PARENT "
+	"(compared\n"
+	"                         page by page), the others as \"in the "
+	"parent\";\n"
 	"                         readers look for PARENT beside FILE by its\n"
 	"                         name, or are given it (--parent)\n"
 	"      --json             report as one JSON object (stable keys)\n"
@@ -89,10 +103,13 @@ static const char save_usage[] =
 	"unharmed and no file is left under FILE. If bgsnap itself is killed\n"
 	"(even with SIGKILL) the process runs on as well.\n"
 	"\n"
-	"exit status: 0 saved; 1 the save failed (FILE exists, the process went\n"
-	"away, a mapping cannot be saved safely, permission denied, disk full,\n"
+	"exit status: 0 saved; 1 the save failed (FILE exists, the process "
+	"went\n"
+	"away, a mapping cannot be saved safely, permission denied, disk "
+	"full,\n"
 	"cancelled);\n"
-	"2 usage error; 4 this system lacks a capability (see 'bgsnap caps').\n";
+	"2 usage error; 4 this system lacks a capability (see 'bgsnap "
+	"caps').\n";
 
 enum {
 	OPT_LZ4_ACCEL = 256,
@@ -127,10 +144,10 @@ struct save_args {
 	const char *exclude[MAX_SPECS];
 	const char *output;
 	bool json, force;
-	int dirfd;			/* FILE's directory; -1 for '-' */
-	char name[NAME_MAX + 1];	/* FILE's last component */
-	char tmpname[NAME_MAX + 1];	/* ours beside it: the library's FILE */
-	char tmp[PATH_MAX];		/* the same as a path */
+	int dirfd;		    /* FILE's directory; -1 for '-' */
+	char name[NAME_MAX + 1];    /* FILE's last component */
+	char tmpname[NAME_MAX + 1]; /* ours beside it: the library's FILE */
+	char tmp[PATH_MAX];	    /* the same as a path */
 };
 
 /* ---- the save ------------------------------------------------------------ */
@@ -166,7 +183,8 @@ static void count_regions(const struct bgsnap *h, struct cli_save_result *res)
 /* A filter that leaves nothing to save is a mistake (usage), not a
  * snapshot; without one, the process has nothing to save. 0, or the
  * exit code after a message. */
-static int check_selection(const struct bgsnap *h, const struct cli_save_req *req)
+static int check_selection(const struct bgsnap *h,
+			   const struct cli_save_req *req)
 {
 	const bool filtered = req->ninclude || req->nexclude;
 	struct cli_save_result none = { 0 };
@@ -186,14 +204,16 @@ static int report_failure(const struct bgsnap *h, int pid, int r)
 
 	if (r == -ECANCELED && cli_interrupted())
 		cli_error("save: cancelled by %s; process %d runs on, no "
-			  "snapshot was written", strsignal(cli_interrupted()),
-			  pid);
+			  "snapshot was written",
+			  strsignal(cli_interrupted()), pid);
 	else if (r == BGSNAP_ETARGET)
 		cli_error("save: process %d exited during the save; no "
-			  "snapshot was written", pid);
+			  "snapshot was written",
+			  pid);
 	else if (r == -ESRCH)
 		cli_error("save: process %d went away during the save (%s); no "
-			  "snapshot was written", pid, detail(h, r));
+			  "snapshot was written",
+			  pid, detail(h, r));
 	else
 		cli_error("save: process %d: %s; no snapshot was written%s",
 			  pid, *why ? why : detail(h, r),
@@ -234,8 +254,8 @@ static int start(struct bgsnap *h, const struct cli_save_req *req)
 	 * a few tries are made here. Not with a pipe, which may have had the
 	 * snapshot's first bytes already. */
 	for (int tries = 1;; tries++) {
-		r = req->path ? bgsnap_save_start(h, req->path, req->opts) :
-				bgsnap_save_start_fd(h, req->fd, req->opts);
+		r = req->path ? bgsnap_save_start(h, req->path, req->opts)
+			      : bgsnap_save_start_fd(h, req->fd, req->opts);
 		if (r != -EAGAIN || !req->path || tries == START_TRIES ||
 		    cli_interrupted())
 			break;
@@ -359,10 +379,12 @@ static void report_text(FILE *f, const struct save_args *a,
 
 	fprintf(f, "saved process %d to %s\n", a->req.pid,
 		strcmp(a->output, "-") ? a->output : "standard output");
-	fprintf(f, "  regions   %zu saved in the background, %zu copied while "
-		"stopped, %zu recorded by name only\n", res->regions_saved,
-		res->regions_copied, res->regions_skipped);
-	fprintf(f, "  memory    %s in %llu pages: %llu saved first because a "
+	fprintf(f,
+		"  regions   %zu saved in the background, %zu copied while "
+		"stopped, %zu recorded by name only\n",
+		res->regions_saved, res->regions_copied, res->regions_skipped);
+	fprintf(f,
+		"  memory    %s in %llu pages: %llu saved first because a "
 		"writer faulted, %llu zero\n",
 		cli_fmt_size(b1, st->pages_total * PAGE),
 		(unsigned long long)st->pages_total,
@@ -375,10 +397,12 @@ static void report_text(FILE *f, const struct save_args *a,
 	fprintf(f, "  file      %s, compression %.2fx\n",
 		cli_fmt_size(b1, st->bytes_written), st->compression_ratio);
 	if (a->opts.parent)
-		fprintf(f, "  parent    %s: %llu pages the same, stored as in "
-			"it\n", a->opts.parent,
-			(unsigned long long)st->pages_parent);
-	fprintf(f, "  stalls    %llu write faults waited p50 %s, p99 %s, max %s\n",
+		fprintf(f,
+			"  parent    %s: %llu pages the same, stored as in "
+			"it\n",
+			a->opts.parent, (unsigned long long)st->pages_parent);
+	fprintf(f,
+		"  stalls    %llu write faults waited p50 %s, p99 %s, max %s\n",
 		(unsigned long long)st->faults,
 		cli_fmt_duration(b1, st->stall_ns_p50),
 		cli_fmt_duration(b2, st->stall_ns_p99),
@@ -398,7 +422,8 @@ static bool parse_compression(struct cli_getopt *g, const char *arg,
 		*c = BGSNAP_COMPRESS_NONE;
 	else {
 		cli_error("%s: %s: '%s' is not lz4 or none (see 'bgsnap %s "
-			  "--help')", g->cmd, g->optname, arg, g->cmd);
+			  "--help')",
+			  g->cmd, g->optname, arg, g->cmd);
 		return false;
 	}
 	return true;
@@ -453,10 +478,13 @@ static int parse_args(int argc, char **argv, struct save_args *a)
 		{ 'q', .flag = &a->req.quiet },
 		{ 0 },
 	};
-	struct cli_getopt g = { .cmd = "save", .usage = save_usage,
+	struct cli_getopt g = { .cmd = "save",
+				.usage = save_usage,
 				.shortopts = "p:o:fi:x:b:c:q",
-				.longopts = save_options, .opts = opts,
-				.take = take_option, .ctx = a };
+				.longopts = save_options,
+				.opts = opts,
+				.take = take_option,
+				.ctx = a };
 	const int code = cli_parse(&g, argc, argv, 0, 0, "");
 
 	if (code >= 0)
@@ -510,20 +538,21 @@ static size_t chain_level(const char *parent, const struct stat *st)
  * is there): true after a message. */
 static bool needed_by_chain(const struct save_args *a, const struct stat *st)
 {
-	const size_t level = a->opts.parent && S_ISREG(st->st_mode) ?
-				     chain_level(a->opts.parent, st) : 0;
-	const char *what = strcmp(a->output, "-") ? a->output :
-						    "standard output";
+	const size_t level = a->opts.parent && S_ISREG(st->st_mode)
+				     ? chain_level(a->opts.parent, st)
+				     : 0;
+	const char *what =
+		strcmp(a->output, "-") ? a->output : "standard output";
 
 	if (level == 1)
 		cli_error("%s: is this save's parent (--parent %s): a save "
-			  "never replaces a snapshot of its own chain", what,
-			  a->opts.parent);
+			  "never replaces a snapshot of its own chain",
+			  what, a->opts.parent);
 	else if (level)
 		cli_error("%s: is an ancestor of this save's parent (level "
 			  "%zu of the chain of --parent %s): a save never "
-			  "replaces a snapshot of its own chain", what,
-			  level - 1, a->opts.parent);
+			  "replaces a snapshot of its own chain",
+			  what, level - 1, a->opts.parent);
 	return level;
 }
 
@@ -587,8 +616,7 @@ static int publish(const struct save_args *a)
 
 	/* With --force the output is replaced; what is there is checked
 	 * again just before. */
-	if (a->force &&
-	    !fstatat(a->dirfd, a->name, &st, AT_SYMLINK_NOFOLLOW) &&
+	if (a->force && !fstatat(a->dirfd, a->name, &st, AT_SYMLINK_NOFOLLOW) &&
 	    needed_by_chain(a, &st))
 		r = -EEXIST;
 	if (!r)

@@ -27,10 +27,13 @@ static const char verify_usage[] =
 	"only, so its pages are always decompressed (a changed compressed\n"
 	"byte that still gives the same pages goes unnoticed there).\n"
 	"\n"
-	"An incremental snapshot is only whole with its parents, so by default\n"
+	"An incremental snapshot is only whole with its parents, so by "
+	"default\n"
 	"its chain is checked too: every parent up to a full snapshot, each\n"
-	"completely, and that they fit (each parent has the id its child names,\n"
-	"and the regions its child leaves to it). A parent is looked for among\n"
+	"completely, and that they fit (each parent has the id its child "
+	"names,\n"
+	"and the regions its child leaves to it). A parent is looked for "
+	"among\n"
 	"the files given with --parent (matched by snapshot id), else beside\n"
 	"its child under the name the child records for it.\n"
 	"\n"
@@ -42,8 +45,10 @@ static const char verify_usage[] =
 	"  -q, --quiet     no progress bar; nothing on stdout for a good file\n"
 	"  -h, --help      this text\n"
 	"\n"
-	"Exit status: 0 the file (and its chain) is perfect, 2 usage, 3 a file\n"
-	"is missing, damaged or not a snapshot, 1 a parent was not found or does\n"
+	"Exit status: 0 the file (and its chain) is perfect, 2 usage, 3 a "
+	"file\n"
+	"is missing, damaged or not a snapshot, 1 a parent was not found or "
+	"does\n"
 	"not fit, or a file could not be read (I/O error, no permission, no\n"
 	"memory).\n";
 
@@ -68,10 +73,10 @@ struct verify {
 	const char *parents[MAX_PARENTS];
 	size_t nparents;
 	bool json, quiet, no_chain, deep;
-	int err;		 /* 0 or the first problem */
+	int err; /* 0 or the first problem */
 	char msg[BGSNAP_FILE_ERROR_MAX];
 	bool opened;
-	struct bgsnap_file *f;	 /* open until the report is written */
+	struct bgsnap_file *f; /* open until the report is written */
 	struct bgsnap_file_info info;
 	uint64_t elapsed_ns;
 };
@@ -106,9 +111,10 @@ static void check(struct verify *v)
 		v->err = bgsnap_file_set_verify(v->f, how);
 	cli_progress_start(&bar, "verify", v->info.file_size, v->quiet);
 	if (!v->err)
-		v->err = chained(v) ?
-				 bgsnap_file_verify_chain(v->f, on_progress, &bar) :
-				 bgsnap_file_verify(v->f, on_progress, &bar);
+		v->err = chained(v)
+				 ? bgsnap_file_verify_chain(v->f, on_progress,
+							    &bar)
+				 : bgsnap_file_verify(v->f, on_progress, &bar);
 	cli_progress_end(&bar);
 	if (v->err)
 		snprintf(v->msg, sizeof(v->msg), "%s",
@@ -243,8 +249,8 @@ static void print_ok(const struct verify *v)
 		checked += in.file_size;
 	}
 	printf("%s: ok: %zu region%s, %llu pages (%s) in %llu records, %zu "
-	       "attachment%s; ", v->path, v->info.regions,
-	       v->info.regions == 1 ? "" : "s",
+	       "attachment%s; ",
+	       v->path, v->info.regions, v->info.regions == 1 ? "" : "s",
 	       (unsigned long long)v->info.pages,
 	       cli_fmt_size(a, v->info.pages * 4096),
 	       (unsigned long long)v->info.records, v->info.attachments,
@@ -295,9 +301,13 @@ static int parse(int argc, char **argv, struct verify *v)
 		  .cap = MAX_PARENTS, .name = "--parent" },
 		{ 0 },
 	};
-	struct cli_getopt g = { .cmd = "verify", .usage = verify_usage,
-				.shortopts = "P:cq", .longopts = verify_options,
-				.opts = opts, .take = take_option, .ctx = v };
+	struct cli_getopt g = { .cmd = "verify",
+				.usage = verify_usage,
+				.shortopts = "P:cq",
+				.longopts = verify_options,
+				.opts = opts,
+				.take = take_option,
+				.ctx = v };
 	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 
 	if (code >= 0)

@@ -44,17 +44,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_SPECS	 64
-#define TICK_NS		 20000000ull /* how often a save's end is looked for */
-#define START_TRIES	 3	     /* "try again": the mappings moved */
-#define NAME_FMT	 "snap-%06u.bgs"
+#define MAX_SPECS   64
+#define TICK_NS	    20000000ull /* how often a save's end is looked for */
+#define START_TRIES 3		/* "try again": the mappings moved */
+#define NAME_FMT    "snap-%06u.bgs"
 
 static const char watch_usage[] =
 	"usage: bgsnap watch --pid PID --every DUR -o DIR [--count N]\n"
 	"                    [--full-every N] [--include SPEC]...\n"
 	"                    [--exclude SPEC]... [--json] [--quiet]\n"
 	"\n"
-	"Snapshot running process PID every DUR into DIR, as a chain: the first\n"
+	"Snapshot running process PID every DUR into DIR, as a chain: the "
+	"first\n"
 	"snapshot is full, each later one incremental, holding only the pages\n"
 	"written since the one before (bgsnap keeps tracking the process's\n"
 	"writes between snapshots, so an incremental snapshot costs what was\n"
@@ -62,10 +63,13 @@ static const char watch_usage[] =
 	"snap-000001.bgs ..., created 0600, numbered on from the highest\n"
 	"already in DIR, never overwriting anything; DIR is created (0700) if\n"
 	"missing. 'bgsnap info --chain', 'verify', 'export', 'flatten' and\n"
-	"'restore' follow a chain by itself as long as its files stay together.\n"
+	"'restore' follow a chain by itself as long as its files stay "
+	"together.\n"
 	"\n"
-	"When the process maps or unmaps memory, tracking starts afresh and the\n"
-	"next snapshot is a full one (said on its line). One line is printed per\n"
+	"When the process maps or unmaps memory, tracking starts afresh and "
+	"the\n"
+	"next snapshot is a full one (said on its line). One line is printed "
+	"per\n"
 	"snapshot: its file, full or incremental, size, pages stored, the\n"
 	"blackout (the process was stopped only for this) and the time taken.\n"
 	"\n"
@@ -74,12 +78,17 @@ static const char watch_usage[] =
 	"                        500ms (default 10s); a snapshot that takes\n"
 	"                        longer delays the next\n"
 	"  -o, --output DIR      the directory of the chain (required)\n"
-	"  -n, --count N         stop after N snapshots (default: until stopped)\n"
-	"      --full-every N    a full snapshot at least every N (1: all full;\n"
-	"                        default 0: only the first, and after tracking\n"
+	"  -n, --count N         stop after N snapshots (default: until "
+	"stopped)\n"
+	"      --full-every N    a full snapshot at least every N (1: all "
+	"full;\n"
+	"                        default 0: only the first, and after "
+	"tracking\n"
 	"                        restarts)\n"
-	"  -i, --include SPEC    save only mappings matching SPEC (repeatable)\n"
-	"  -x, --exclude SPEC    leave out mappings matching SPEC (repeatable),\n"
+	"  -i, --include SPEC    save only mappings matching SPEC "
+	"(repeatable)\n"
+	"  -x, --exclude SPEC    leave out mappings matching SPEC "
+	"(repeatable),\n"
 	"                        as for 'bgsnap save'\n"
 	"      --json            one JSON object per line: each snapshot, and\n"
 	"                        how the watch stopped (keys in bgsnap(1))\n"
@@ -87,12 +96,14 @@ static const char watch_usage[] =
 	"  -h, --help            this text\n"
 	"\n"
 	"SIGINT, SIGTERM or SIGHUP stop the watch (a snapshot in progress is\n"
-	"dropped); so does the end of the process, with a message. The process\n"
+	"dropped); so does the end of the process, with a message. The "
+	"process\n"
 	"runs on, with nothing of bgsnap's left in it.\n"
 	"\n"
 	"exit status: 0 stopped by a signal, --count, or the process's end;\n"
 	"1 a snapshot failed (no such process, permission denied, disk full\n"
-	"...); 2 usage error (also: no mapping selected); 4 this system lacks a\n"
+	"...); 2 usage error (also: no mapping selected); 4 this system lacks "
+	"a\n"
 	"capability (see 'bgsnap caps').\n";
 
 enum {
@@ -120,8 +131,13 @@ enum full_reason { NOT_FULL, FULL_FIRST, FULL_EVERY, FULL_RESTARTED };
 static const char *const reason_keys[] = { NULL, "first", "full-every",
 					   "tracking-restarted" };
 
-enum stop_reason { STOP_NONE, STOP_COUNT, STOP_SIGNAL, STOP_EXITED,
-		   STOP_ERROR };
+enum stop_reason {
+	STOP_NONE,
+	STOP_COUNT,
+	STOP_SIGNAL,
+	STOP_EXITED,
+	STOP_ERROR
+};
 
 static const char *const stop_keys[] = { NULL, "count", "signal", "exited",
 					 "error" };
@@ -137,14 +153,14 @@ struct watch {
 	/* State. */
 	struct bgsnap *h;
 	int dirfd;
-	int pidfd;		/* -1: the process's end is seen by kill(0) */
-	sigset_t waitmask;	/* the mask while waiting: signals come */
-	unsigned next_index;	/* the next file number to try */
-	uint64_t taken;		/* snapshots written */
-	uint64_t chain_len;	/* of the current chain, its full one included */
+	int pidfd;	     /* -1: the process's end is seen by kill(0) */
+	sigset_t waitmask;   /* the mask while waiting: signals come */
+	unsigned next_index; /* the next file number to try */
+	uint64_t taken;	     /* snapshots written */
+	uint64_t chain_len;  /* of the current chain, its full one included */
 	char last[NAME_MAX + 1]; /* the last snapshot written, "" if none */
 	enum stop_reason stop;
-	int code;		/* exit code after an error */
+	int code; /* exit code after an error */
 };
 
 /* One snapshot being taken. */
@@ -152,11 +168,11 @@ struct shot {
 	unsigned index;
 	char name[NAME_MAX + 1];
 	char path[PATH_MAX];
-	dev_t dev;		/* of the claim, to remove only it */
+	dev_t dev; /* of the claim, to remove only it */
 	ino_t ino;
 	enum full_reason full;
 	struct bgsnap_stats st;
-	uint64_t wall_ns;	/* CLOCK_REALTIME at its start */
+	uint64_t wall_ns; /* CLOCK_REALTIME at its start */
 };
 
 static uint64_t mono_ns(void)
@@ -216,8 +232,9 @@ static bool wait_until(struct watch *w, uint64_t deadline)
 		const uint64_t now = mono_ns();
 		/* Without a pidfd, look at the process every 100 ms. */
 		const uint64_t left = deadline > now ? deadline - now : 0;
-		const uint64_t step = w->pidfd >= 0 || left < 100000000ull ?
-					      left : 100000000ull;
+		const uint64_t step = w->pidfd >= 0 || left < 100000000ull
+					      ? left
+					      : 100000000ull;
 		const struct timespec ts = { (time_t)(step / 1000000000ull),
 					     (long)(step % 1000000000ull) };
 		struct pollfd p = { .fd = w->pidfd, .events = POLLIN };
@@ -251,16 +268,17 @@ static int open_dir(struct watch *w)
 		cli_error("watch: %s: is a symbolic link: refused", w->dir);
 		return -1;
 	}
-	w->dirfd = open(w->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-					O_CLOEXEC);
+	w->dirfd =
+		open(w->dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (w->dirfd < 0) {
 		cli_error("watch: %s: %s", w->dir, strerror(errno));
 		return -1;
 	}
 	if (flock(w->dirfd, LOCK_EX | LOCK_NB)) {
-		cli_error("watch: %s: %s", w->dir, errno == EWOULDBLOCK ?
-			  "another 'bgsnap watch' writes there" :
-			  strerror(errno));
+		cli_error("watch: %s: %s", w->dir,
+			  errno == EWOULDBLOCK
+				  ? "another 'bgsnap watch' writes there"
+				  : strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -283,8 +301,8 @@ static int first_index(struct watch *w)
 		unsigned n;
 		int end = 0;
 
-		if (sscanf(e->d_name, "snap-%u.bgs%n", &n, &end) == 1 &&
-		    end && !e->d_name[end] && strlen(e->d_name) >= 15 &&
+		if (sscanf(e->d_name, "snap-%u.bgs%n", &n, &end) == 1 && end &&
+		    !e->d_name[end] && strlen(e->d_name) >= 15 &&
 		    n >= w->next_index && n < UINT_MAX)
 			w->next_index = n + 1;
 	}
@@ -301,8 +319,10 @@ static int claim(struct watch *w, struct shot *s)
 		int fd;
 
 		snprintf(s->name, sizeof(s->name), NAME_FMT, w->next_index);
-		fd = openat(w->dirfd, s->name, O_WRONLY | O_CREAT | O_EXCL |
-				       O_NOFOLLOW | O_CLOEXEC, 0600);
+		fd = openat(w->dirfd, s->name,
+			    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+				    O_CLOEXEC,
+			    0600);
 		if (fd < 0 && errno == EEXIST)
 			continue;
 		if (fd < 0 || fstat(fd, &st)) {
@@ -429,7 +449,8 @@ static void print_text(const struct shot *s, const char *parent)
 	if (!localtime_r(&sec, &tm) || !strftime(t, sizeof(t), "%H:%M:%S", &tm))
 		snprintf(t, sizeof(t), "?");
 	printf("%s  %s  %-11s %9s  %8llu pages stored  blackout %8s  "
-	       "elapsed %8s", t, s->name, s->full ? "full" : "incremental",
+	       "elapsed %8s",
+	       t, s->name, s->full ? "full" : "incremental",
 	       cli_fmt_size(a, st->bytes_written),
 	       (unsigned long long)(st->pages_total - st->pages_parent),
 	       cli_fmt_duration(b, st->blackout_ns),
@@ -462,9 +483,11 @@ static void report_end(const struct watch *w)
 	struct cli_json j;
 
 	if (w->stop == STOP_EXITED)
-		fprintf(stderr, "bgsnap: watch: process %d exited: stopped "
-			"after %llu snapshot%s\n", w->pid,
-			(unsigned long long)w->taken, w->taken == 1 ? "" : "s");
+		fprintf(stderr,
+			"bgsnap: watch: process %d exited: stopped "
+			"after %llu snapshot%s\n",
+			w->pid, (unsigned long long)w->taken,
+			w->taken == 1 ? "" : "s");
 	if (w->json) {
 		cli_json_init(&j, stdout);
 		cli_json_object_begin(&j);
@@ -475,13 +498,14 @@ static void report_end(const struct watch *w)
 		cli_json_object_end(&j);
 		cli_json_end(&j);
 	} else if (!w->quiet && w->stop != STOP_ERROR) {
-		printf("stopped (%s): %llu snapshot%s in %s%s%s; process %d %s\n",
-		       w->stop == STOP_SIGNAL ? strsignal(cli_interrupted()) :
-		       w->stop == STOP_COUNT  ? "--count reached" :
-						"the process exited",
+		printf("stopped (%s): %llu snapshot%s in %s%s%s; process %d "
+		       "%s\n",
+		       w->stop == STOP_SIGNAL  ? strsignal(cli_interrupted())
+		       : w->stop == STOP_COUNT ? "--count reached"
+					       : "the process exited",
 		       (unsigned long long)w->taken, w->taken == 1 ? "" : "s",
-		       w->dir, w->last[0] ? ", the last " : "", w->last,
-		       w->pid, w->stop == STOP_EXITED ? "is gone" : "runs on");
+		       w->dir, w->last[0] ? ", the last " : "", w->last, w->pid,
+		       w->stop == STOP_EXITED ? "is gone" : "runs on");
 		fflush(stdout);
 	}
 }
@@ -582,8 +606,8 @@ static int attach(struct watch *w)
 	}
 	r = bgsnap_target_pid(w->h, w->pid, &topts);
 	if (r) {
-		const int code = cli_save_failure(w->pid, r, false, why,
-						  sizeof(why));
+		const int code =
+			cli_save_failure(w->pid, r, false, why, sizeof(why));
 
 		cli_error("watch: process %d: %s", w->pid,
 			  *why ? why : detail(w->h, r));
@@ -604,9 +628,9 @@ static void print_start(const struct watch *w)
 
 	if (w->quiet || w->json)
 		return;
-	printf("watching process %d every %s into %s, from " NAME_FMT
-	       "%s\n", w->pid, cli_fmt_duration(a, w->every_ns), w->dir,
-	       w->next_index, w->count ? "" : "; SIGINT stops");
+	printf("watching process %d every %s into %s, from " NAME_FMT "%s\n",
+	       w->pid, cli_fmt_duration(a, w->every_ns), w->dir, w->next_index,
+	       w->count ? "" : "; SIGINT stops");
 	fflush(stdout);
 }
 
@@ -641,10 +665,13 @@ static int parse(int argc, char **argv, struct watch *w)
 		{ 'q', .flag = &w->quiet },
 		{ 0 },
 	};
-	struct cli_getopt g = { .cmd = "watch", .usage = watch_usage,
+	struct cli_getopt g = { .cmd = "watch",
+				.usage = watch_usage,
 				.shortopts = "p:e:o:n:i:x:q",
-				.longopts = watch_options, .opts = opts,
-				.take = take_option, .ctx = w };
+				.longopts = watch_options,
+				.opts = opts,
+				.take = take_option,
+				.ctx = w };
 	const int code = cli_parse(&g, argc, argv, 0, 0, "");
 
 	if (code >= 0)
@@ -671,7 +698,8 @@ static void hold_signals(struct watch *w)
 
 int cmd_watch(int argc, char **argv)
 {
-	struct watch w = { .every_ns = 10000000000ull, .dirfd = -1,
+	struct watch w = { .every_ns = 10000000000ull,
+			   .dirfd = -1,
 			   .pidfd = -1 };
 	int code = parse(argc, argv, &w);
 

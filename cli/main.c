@@ -8,7 +8,8 @@
 static const struct cli_cmd commands[] = {
 	{ "caps", cmd_caps, "report what this machine offers for snapshots" },
 	{ "save", cmd_save, "snapshot a running process (--pid) into a file" },
-	{ "restore", cmd_restore, "put a snapshot back into a process (--pid)" },
+	{ "restore", cmd_restore,
+	  "put a snapshot back into a process (--pid)" },
 	{ "demo", cmd_demo, "snapshot, check and restore a built-in guest" },
 	/* Hidden: the workload process of the demo, tests and benchmark. */
 	{ "guest", cmd_guest, NULL },

@@ -17,14 +17,14 @@
 #include <sys/types.h>
 
 enum {
-	RS_EBADMAGIC = -4100,	/* not a bgsnap snapshot */
-	RS_EVERSION = -4101,	/* format version not supported */
-	RS_ETRUNCATED = -4102,	/* the file ends too early */
-	RS_ECHECKSUM = -4103,	/* a checksum does not match */
-	RS_EOVERLAP = -4104,	/* a page is stored more than once */
-	RS_EMISSING = -4105,	/* a page of a region is not stored */
-	RS_ERANGE = -4106,	/* a record points outside its region */
-	RS_ECORRUPT = -4107,	/* a malformed record or field */
+	RS_EBADMAGIC = -4100,  /* not a bgsnap snapshot */
+	RS_EVERSION = -4101,   /* format version not supported */
+	RS_ETRUNCATED = -4102, /* the file ends too early */
+	RS_ECHECKSUM = -4103,  /* a checksum does not match */
+	RS_EOVERLAP = -4104,   /* a page is stored more than once */
+	RS_EMISSING = -4105,   /* a page of a region is not stored */
+	RS_ERANGE = -4106,     /* a record points outside its region */
+	RS_ECORRUPT = -4107,   /* a malformed record or field */
 };
 
 /* Memory kinds of a region (stored in the file; values are stable). */
@@ -37,11 +37,12 @@ enum rs_kind {
 	RS_KIND_UNSAVED = 6,	  /* recorded by name only: no pages */
 };
 
-#define RS_NAME_MAX	     1023	   /* bytes of a region/attachment name */
-#define RS_ATTACHMENT_MAX    (64u << 20) /* bytes of one attachment */
-#define RS_RECORD_MAX_PAGES  512	 /* 4 KiB pages in one stored record,
+#define RS_NAME_MAX	  1023	      /* bytes of a region/attachment name */
+#define RS_ATTACHMENT_MAX (64u << 20) /* bytes of one attachment */
+#define RS_RECORD_MAX_PAGES                                                    \
+	512 /* 4 KiB pages in one stored record,
 					  * except a huge page, kept whole */
-#define RS_MAX_REGIONS	     65536
+#define RS_MAX_REGIONS 65536
 
 struct rs_region {
 	char name[RS_NAME_MAX + 1]; /* unique in a snapshot, NUL-terminated */
@@ -69,19 +70,19 @@ enum rs_compression {
 
 struct rs_writer_opts {
 	enum rs_compression compression;
-	int lz4_acceleration;	  /* 1 = LZ4 default; higher: faster, larger */
-	size_t buffer_budget;	  /* bytes of write buffers; 0: 64 MiB
+	int lz4_acceleration;	 /* 1 = LZ4 default; higher: faster, larger */
+	size_t buffer_budget;	 /* bytes of write buffers; 0: 64 MiB
 				   * (at least two of the largest records) */
-	uint64_t overflow_pages;  /* how many pages urgent puts may hold
+	uint64_t overflow_pages; /* how many pages urgent puts may hold
 				   * beyond the budget while the disk is
 				   * behind (address space reserved, memory
 				   * used only as needed); 0: none, they
 				   * wait like any other */
-	uint8_t snapshot_id[16];  /* all zero: a random one is made */
-	uint8_t parent_id[16];	  /* all zero: not incremental */
+	uint8_t snapshot_id[16]; /* all zero: a random one is made */
+	uint8_t parent_id[16];	 /* all zero: not incremental */
 	const struct rs_region *regions; /* the table, fixed at open */
 	size_t nregions;
-	bool sync_io; /* write(2) in the caller instead of io_uring (the
+	bool sync_io;	 /* write(2) in the caller instead of io_uring (the
 		       * fallback anyway where io_uring is unavailable) */
 	bool format_1_0; /* tests only: write format 1.0 (no stored
 			  * checksums), which readers must go on reading */
@@ -143,13 +144,13 @@ int bgs_rs_writer_commit(struct rs_writer *w);
 void bgs_rs_writer_abort(struct rs_writer *w);
 
 struct rs_writer_stats {
-	uint64_t pages;		/* pages stored, all encodings */
-	uint64_t zero_pages;	/* of which all zero */
-	uint64_t raw_bytes;	/* bytes of non-zero page data handed in */
-	uint64_t stored_bytes;	/* bytes of the store so far, written or
+	uint64_t pages;	       /* pages stored, all encodings */
+	uint64_t zero_pages;   /* of which all zero */
+	uint64_t raw_bytes;    /* bytes of non-zero page data handed in */
+	uint64_t stored_bytes; /* bytes of the store so far, written or
 				 * queued in the buffer pool */
 	uint64_t records;
-	uint64_t peak_buffer_bytes; /* high-water mark of the buffer pool,
+	uint64_t peak_buffer_bytes;   /* high-water mark of the buffer pool,
 				     * overflow included */
 	uint64_t peak_overflow_bytes; /* of the overflow alone */
 };
@@ -167,10 +168,10 @@ enum rs_encoding {
 
 struct rs_info {
 	uint16_t version_major, version_minor;
-	uint32_t page_size;	/* 4096 */
+	uint32_t page_size; /* 4096 */
 	uint8_t snapshot_id[16];
-	uint8_t parent_id[16];	/* all zero: a full snapshot */
-	uint64_t created_ns;	/* CLOCK_REALTIME */
+	uint8_t parent_id[16]; /* all zero: a full snapshot */
+	uint64_t created_ns;   /* CLOCK_REALTIME */
 	char host[65];
 	char kernel[65];
 	uint64_t file_size;
@@ -180,11 +181,11 @@ struct rs_info {
 /* One stored record, as the index lists it. */
 struct rs_extent {
 	uint32_t region;
-	uint8_t encoding;	/* enum rs_encoding */
-	uint64_t first;		/* first 4 KiB page in the region */
+	uint8_t encoding; /* enum rs_encoding */
+	uint64_t first;	  /* first 4 KiB page in the region */
 	uint64_t npages;
-	uint64_t offset;	/* file offset of the record header */
-	uint32_t stored_len;	/* payload bytes */
+	uint64_t offset;     /* file offset of the record header */
+	uint32_t stored_len; /* payload bytes */
 };
 
 struct rs_reader;

@@ -19,8 +19,9 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-const uint8_t bgs_rs_file_magic[8] = { 0x89, 'B', 'G', 'S',
-				       'N',  'A', 'P', '\n' };
+const uint8_t bgs_rs_file_magic[8] = {
+	0x89, 'B', 'G', 'S', 'N', 'A', 'P', '\n'
+};
 const uint8_t bgs_rs_footer_magic[8] = { 0x89, 'B', 'G', 'S',
 					 'E',  'N', 'D', '\n' };
 
@@ -44,8 +45,7 @@ vdiag(struct rs_diag *d, int code, uint64_t off, size_t at, const char *fmt,
 	return code;
 }
 
-int bgs_rs_diag(struct rs_diag *d, int code, uint64_t off, const char *fmt,
-		...)
+int bgs_rs_diag(struct rs_diag *d, int code, uint64_t off, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -228,14 +228,15 @@ int bgs_rs_header_start(const void *buf, size_t avail, uint32_t *header_len,
 	if (avail < 16)
 		return bgs_rs_diag(diag, RS_ETRUNCATED, 0,
 				   "file header: the store ends after %zu "
-				   "bytes", avail);
+				   "bytes",
+				   avail);
 	major = rs_get16(&d->version_major);
 	minor = rs_get16(&d->version_minor);
 	if (major != RS_VERSION_MAJOR)
 		return bgs_rs_diag(diag, RS_EVERSION, 8,
 				   "file header: format version %u.%u, this "
-				   "reader reads %u.x", major, minor,
-				   RS_VERSION_MAJOR);
+				   "reader reads %u.x",
+				   major, minor, RS_VERSION_MAJOR);
 	*header_len = rs_get32(&d->header_len);
 	if (*header_len < RS_HEADER_SIZE || *header_len > RS_HEADER_MAX ||
 	    *header_len % 8)
@@ -282,7 +283,8 @@ int bgs_rs_header_decode(struct rs_head *h, const void *buf,
 	if (unknown)
 		return bgs_rs_diag(diag, RS_EVERSION, 20,
 				   "file header: needs features %#x this "
-				   "reader does not have", unknown);
+				   "reader does not have",
+				   unknown);
 	if (rs_get32(&d->page_size) != RS_PAGE)
 		return bgs_rs_diag(diag, RS_ECORRUPT, 16,
 				   "file header: page size %u is not 4096",
@@ -296,8 +298,8 @@ int bgs_rs_header_decode(struct rs_head *h, const void *buf,
 		return bgs_rs_diag(diag, RS_ECORRUPT, 20,
 				   "file header: the incremental flag and the "
 				   "parent id disagree");
-	h->rechdr_len = h->flags & RS_HF_STORED_SUMS ? RS_RECHDR_V11
-						     : RS_RECHDR_V10;
+	h->rechdr_len =
+		h->flags & RS_HF_STORED_SUMS ? RS_RECHDR_V11 : RS_RECHDR_V10;
 	i->version_major = rs_get16(&d->version_major);
 	i->version_minor = rs_get16(&d->version_minor);
 	i->page_size = RS_PAGE;
@@ -367,11 +369,13 @@ int bgs_rs_rec_decode(struct rs_rechdr *h, const void *src, uint32_t len,
 	if (rs_get32(&d.magic) != RS_REC_MAGIC)
 		return bgs_rs_diag(diag, RS_ECORRUPT, off,
 				   "record at offset %llu: no record header "
-				   "there", (unsigned long long)off);
+				   "there",
+				   (unsigned long long)off);
 	if (!bgs_rs_csum_ok(rs_get64(&sum), bgs_rs_hash(p, len - 8)))
 		return bgs_rs_diag(diag, RS_ECHECKSUM, off,
 				   "record at offset %llu: header checksum "
-				   "mismatch", (unsigned long long)off);
+				   "mismatch",
+				   (unsigned long long)off);
 	h->type = d.type;
 	h->encoding = d.encoding;
 	h->flags = rs_get16(&d.flags);
@@ -478,12 +482,14 @@ int bgs_rs_regions_decode(struct rs_head *h, const uint8_t *p, size_t len,
 		if (region_decode(&h->regions[i], p + pos, len - pos, &used))
 			return bgs_rs_diag(diag, RS_ECORRUPT, off + pos,
 					   "region table: entry %zu is "
-					   "malformed", i);
+					   "malformed",
+					   i);
 		why = bgs_rs_region_problem(&h->regions[i]);
 		if (why)
 			return bgs_rs_diag(diag, RS_ECORRUPT, off + pos,
 					   "region table: region %zu ('%s'): "
-					   "%s", i, h->regions[i].name, why);
+					   "%s",
+					   i, h->regions[i].name, why);
 	}
 	if (pos != len)
 		return bgs_rs_diag(diag, RS_ECORRUPT, off + pos,
@@ -613,14 +619,15 @@ int bgs_rs_pages_decode(const struct rs_head *h, const struct rs_extent *e,
 	if (ret)
 		return ret;
 	if (e->encoding == RS_ENC_LZ4) {
-		const int n = LZ4_decompress_safe((const char *)payload,
-						  (char *)out,
-						  (int)e->stored_len, (int)raw);
+		const int n =
+			LZ4_decompress_safe((const char *)payload, (char *)out,
+					    (int)e->stored_len, (int)raw);
 
 		if (n < 0 || (size_t)n != raw)
 			return bgs_rs_diag_rec(diag, RS_ECORRUPT, h, e,
 					       "lz4 data does not decode to "
-					       "%zu bytes", raw);
+					       "%zu bytes",
+					       raw);
 		p = out;
 	}
 	if (!bgs_rs_csum_ok(rh->data_csum, bgs_rs_hash(p, raw)))
@@ -636,8 +643,7 @@ int bgs_rs_pages_check(const struct rs_head *h, const struct rs_extent *e,
 {
 	if (e->encoding != RS_ENC_RAW)
 		return stored_check(h, e, rh, payload, diag);
-	if (!bgs_rs_csum_ok(rh->data_csum,
-			    bgs_rs_hash(payload, e->stored_len)))
+	if (!bgs_rs_csum_ok(rh->data_csum, bgs_rs_hash(payload, e->stored_len)))
 		return bgs_rs_diag_rec(diag, RS_ECHECKSUM, h, e,
 				       "data checksum mismatch");
 	return 0;
@@ -687,7 +693,8 @@ int bgs_rs_index_decode(const struct rs_head *h, const struct rs_disk_index *d,
 	if (!all_zero(d->reserved, sizeof(d->reserved)))
 		return bgs_rs_diag(diag, RS_ECORRUPT, off,
 				   "index entry at offset %llu: reserved "
-				   "bytes set", (unsigned long long)off);
+				   "bytes set",
+				   (unsigned long long)off);
 	if (d->type == RS_REC_PAGES)
 		return bgs_rs_extent_check(h, e, diag);
 	if (d->type == RS_REC_ATTACHMENT && !e->region && !e->encoding &&
@@ -734,7 +741,8 @@ int bgs_rs_coverage(const struct rs_head *h, const struct rs_extent *e,
 					       e[i].offset);
 			if (e[i].first < next)
 				return bgs_rs_diag_rec(diag, RS_EOVERLAP, h,
-						       &e[i], "pages stored "
+						       &e[i],
+						       "pages stored "
 						       "twice");
 			next = e[i].first + e[i].npages;
 		}
@@ -772,9 +780,9 @@ int bgs_rs_footer_decode(struct rs_footer *f, const void *src, uint64_t off,
 		return bgs_rs_diag(diag, RS_ECORRUPT, off,
 				   "no footer at offset %llu",
 				   (unsigned long long)off);
-	if (!bgs_rs_csum_ok(rs_get64(&d.checksum),
-			    bgs_rs_hash(&d, offsetof(struct rs_disk_footer,
-						     checksum))))
+	if (!bgs_rs_csum_ok(
+		    rs_get64(&d.checksum),
+		    bgs_rs_hash(&d, offsetof(struct rs_disk_footer, checksum))))
 		return bgs_rs_diag(diag, RS_ECHECKSUM, off,
 				   "footer at offset %llu: checksum mismatch",
 				   (unsigned long long)off);

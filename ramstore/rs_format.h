@@ -76,15 +76,17 @@ enum rs_rectype {
 	RS_REC_INDEX = 4,
 };
 
-#define RS_RECF_SKIPPABLE 0x0001u /* a reader that does not know the type
+#define RS_RECF_SKIPPABLE                                                      \
+	0x0001u /* a reader that does not know the type
 				   * may skip the record */
 
 /* Header flags: bits 0..15 must be understood, bits 16..31 may be ignored. */
 #define RS_HF_INCOMPAT_MASK 0x0000ffffu
-#define RS_HF_STORED_SUMS   0x00000001u /* 1.1: record headers are 56 B and
+#define RS_HF_STORED_SUMS                                                      \
+	0x00000001u		      /* 1.1: record headers are 56 B and
 					 * carry stored_csum */
-#define RS_HF_INCREMENTAL   0x00010000u /* set iff parent_id is not zero */
-#define RS_HF_KNOWN	    (RS_HF_STORED_SUMS | RS_HF_INCREMENTAL)
+#define RS_HF_INCREMENTAL 0x00010000u /* set iff parent_id is not zero */
+#define RS_HF_KNOWN	  (RS_HF_STORED_SUMS | RS_HF_INCREMENTAL)
 
 /* XXH3-64 of no bytes: the stored checksum of a record without payload. */
 #define RS_EMPTY_SUM 0x2d06800538d394c2ull
@@ -279,8 +281,8 @@ static inline bool bgs_rs_csum_ok(uint64_t stored, uint64_t computed)
 #endif
 }
 
-int bgs_rs_diag(struct rs_diag *d, int code, uint64_t off, const char *fmt,
-		...) __attribute__((format(printf, 4, 5)));
+int bgs_rs_diag(struct rs_diag *d, int code, uint64_t off, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 /* The same, prefixed "record at offset X (region 'n', pages a..b): ". */
 int bgs_rs_diag_rec(struct rs_diag *d, int code, const struct rs_head *h,
 		    const struct rs_extent *e, const char *fmt, ...)

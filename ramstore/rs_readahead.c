@@ -23,9 +23,9 @@ struct rs_ra {
 	struct io_uring ring;
 	int fd;
 	uint8_t *buf[2];
-	int cur;	/* the buffer being decoded; the other is read into */
-	bool busy;	/* a read into the other buffer is in flight */
-	uint64_t off;	/* where that read reads */
+	int cur;      /* the buffer being decoded; the other is read into */
+	bool busy;    /* a read into the other buffer is in flight */
+	uint64_t off; /* where that read reads */
 	size_t prefix, chunk;
 };
 

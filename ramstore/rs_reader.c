@@ -19,8 +19,8 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
-#define RS_CACHE_SLOTS	  8
-#define RS_PROGRESS_STEP  (64u << 20)
+#define RS_CACHE_SLOTS	 8
+#define RS_PROGRESS_STEP (64u << 20)
 
 struct rs_rattach {
 	char *name;
@@ -141,7 +141,8 @@ static int open_header(struct rs_reader *r, uint64_t size, struct rs_diag *d)
 	if (n < r->h.header_len)
 		return bgs_rs_diag(d, RS_ETRUNCATED, 0,
 				   "file header: the store ends after %zu "
-				   "bytes", n);
+				   "bytes",
+				   n);
 	return bgs_rs_header_decode(&r->h, b, d);
 }
 
@@ -166,13 +167,13 @@ static int open_footer(struct rs_reader *r, uint64_t size, struct rs_diag *d)
 	if (ret)
 		return ret;
 	if (r->f.file_size != size)
-		return bgs_rs_diag(d, r->f.file_size > size ? RS_ETRUNCATED
-							    : RS_ECORRUPT,
-				   off,
-				   "footer: the store is %llu bytes, the "
-				   "file %llu",
-				   (unsigned long long)r->f.file_size,
-				   (unsigned long long)size);
+		return bgs_rs_diag(
+			d, r->f.file_size > size ? RS_ETRUNCATED : RS_ECORRUPT,
+			off,
+			"footer: the store is %llu bytes, the "
+			"file %llu",
+			(unsigned long long)r->f.file_size,
+			(unsigned long long)size);
 	if (memcmp(r->f.snapshot_id, r->h.info.snapshot_id, 16))
 		return bgs_rs_diag(d, RS_ECORRUPT, off,
 				   "footer: snapshot id differs from the "
@@ -215,11 +216,11 @@ static int index_bounds(const struct rs_reader *r, const struct rs_rechdr *rh,
 	const uint64_t nrec = r->f.nrecords, natt = r->f.nattachments;
 
 	if (nrec > room || natt > room - nrec || natt > RS_MAX_ATTACHMENTS)
-		return bgs_rs_diag(d, RS_ECORRUPT,
-				   r->f.file_size - RS_FOOTER_SIZE,
-				   "footer: %llu records and %llu attachments "
-				   "do not fit", (unsigned long long)nrec,
-				   (unsigned long long)natt);
+		return bgs_rs_diag(
+			d, RS_ECORRUPT, r->f.file_size - RS_FOOTER_SIZE,
+			"footer: %llu records and %llu attachments "
+			"do not fit",
+			(unsigned long long)nrec, (unsigned long long)natt);
 	if (rh->type != RS_REC_INDEX || rh->a || rh->b || rh->encoding ||
 	    rh->c != nrec + natt ||
 	    rh->payload_len != rh->c * RS_INDEX_ENTRY_SIZE ||
@@ -252,11 +253,12 @@ static int add_attachment(struct rs_reader *r, const struct rs_extent *e,
 	struct rs_rechdr rh;
 	int ret = read_rechdr(r, e->offset, &rh, d);
 
-	if (!ret && (rh.type != RS_REC_ATTACHMENT ||
-		     rh.payload_len != e->stored_len))
+	if (!ret &&
+	    (rh.type != RS_REC_ATTACHMENT || rh.payload_len != e->stored_len))
 		ret = bgs_rs_diag(d, RS_ECORRUPT, e->offset,
 				  "attachment at offset %llu: the index "
-				  "disagrees", (unsigned long long)e->offset);
+				  "disagrees",
+				  (unsigned long long)e->offset);
 	if (!ret)
 		ret = bgs_rs_attachment_check(&rh, e->offset, d);
 	if (ret)
@@ -299,8 +301,7 @@ static int check_names(const struct rs_reader *r, struct rs_diag *d)
 }
 
 /* Each index entry, checked on its own and against its neighbours. */
-static int parse_index(struct rs_reader *r, const uint8_t *p,
-		       struct rs_diag *d)
+static int parse_index(struct rs_reader *r, const uint8_t *p, struct rs_diag *d)
 {
 	const uint64_t base = r->f.index_offset + r->h.rechdr_len;
 	const size_t na = (size_t)r->f.nattachments;
@@ -347,7 +348,8 @@ static int open_index(struct rs_reader *r, struct rs_diag *d)
 	    off > r->f.file_size - RS_FOOTER_SIZE - r->h.rechdr_len)
 		return bgs_rs_diag(d, RS_ECORRUPT, off,
 				   "footer: index offset %llu is outside the "
-				   "store", (unsigned long long)off);
+				   "store",
+				   (unsigned long long)off);
 	ret = read_rechdr(r, off, &rh, d);
 	if (!ret)
 		ret = index_bounds(r, &rh, d);
@@ -464,9 +466,8 @@ int bgs_rs_attachment_read(struct rs_reader *r, size_t i, void *buf,
 	if (i >= r->natt)
 		return bgs_rs_diag(diag, -EINVAL, 0, "no attachment %zu", i);
 	a = &r->att[i];
-	ret = read_at(r, buf, a->len,
-		      a->offset + r->h.rechdr_len + a->name_len, "attachment",
-		      diag);
+	ret = read_at(r, buf, a->len, a->offset + r->h.rechdr_len + a->name_len,
+		      "attachment", diag);
 	if (ret)
 		return ret;
 	XXH3_64bits_reset(&st);
@@ -475,8 +476,8 @@ int bgs_rs_attachment_read(struct rs_reader *r, size_t i, void *buf,
 	if (!bgs_rs_csum_ok(a->csum, XXH3_64bits_digest(&st)))
 		return bgs_rs_diag(diag, RS_ECHECKSUM, a->offset,
 				   "attachment '%s' at offset %llu: checksum "
-				   "mismatch", a->name,
-				   (unsigned long long)a->offset);
+				   "mismatch",
+				   a->name, (unsigned long long)a->offset);
 	return 0;
 }
 
@@ -641,8 +642,7 @@ static int decode_into(struct rs_reader *r, size_t i, struct rs_cslot *c,
 		return ret;
 	if (e->encoding == RS_ENC_LZ4 && grow_buf(&c->buf, &c->cap, raw))
 		return bgs_rs_diag(d, -ENOMEM, e->offset, "out of memory");
-	ret = bgs_rs_pages_decode(&r->h, e, &rh, payload, c->buf, &c->data,
-				  d);
+	ret = bgs_rs_pages_decode(&r->h, e, &rh, payload, c->buf, &c->data, d);
 	if (ret)
 		return ret;
 	c->ret = e->encoding == RS_ENC_PARENT;
@@ -715,9 +715,8 @@ static const struct rs_extent *payload_extent(const struct rs_reader *r,
 	}
 	e = &r->ext[i];
 	*ret = e->encoding; /* the result for ZERO (which is 0) and PARENT */
-	return e->encoding == RS_ENC_ZERO || e->encoding == RS_ENC_PARENT ?
-		       NULL :
-		       e;
+	return e->encoding == RS_ENC_ZERO || e->encoding == RS_ENC_PARENT ? NULL
+									  : e;
 }
 
 int bgs_rs_decode_to(const struct rs_reader *r, struct rs_decoder *dec,
@@ -773,8 +772,8 @@ uint32_t bgs_rs_rechdr_len(const struct rs_reader *r)
 /* ---- verify -------------------------------------------------------------- */
 
 /* The stream checked the file as it is now; it must be what was opened. */
-static int same_as_opened(const struct rs_reader *r,
-			  const struct rs_stream *s, struct rs_diag *d)
+static int same_as_opened(const struct rs_reader *r, const struct rs_stream *s,
+			  struct rs_diag *d)
 {
 	const struct rs_head *h = bgs_rs_stream_head(s);
 	size_t n;

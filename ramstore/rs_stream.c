@@ -20,9 +20,9 @@
 #define RS_STREAM_BUF_FILE (4u << 20)
 /* Read-ahead for files of at least RA_MIN: chunks of RA_CHUNK, carrying
  * over records of up to RA_PREFIX (any but a huge page over 2 MiB). */
-#define RS_RA_MIN	   (16u << 20)
-#define RS_RA_CHUNK	   (4u << 20)
-#define RS_RA_PREFIX	   ((2u << 20) + (64u << 10))
+#define RS_RA_MIN    (16u << 20)
+#define RS_RA_CHUNK  (4u << 20)
+#define RS_RA_PREFIX ((2u << 20) + (64u << 10))
 
 struct rs_sattach {
 	uint64_t offset;
@@ -34,11 +34,11 @@ struct rs_stream {
 	int fd;
 	bool positional; /* pread from rpos (verify of a file) */
 	bool eof;
-	bool no_decode;	 /* 1.1 page records checked as stored, not
+	bool no_decode;	  /* 1.1 page records checked as stored, not
 			  * decoded (verify without RS_VERIFY_DEEP) */
-	uint64_t rpos;	 /* positional: offset of the next read */
+	uint64_t rpos;	  /* positional: offset of the next read */
 	struct rs_ra *ra; /* positional read-ahead, which owns buf; or NULL */
-	uint8_t *buf;	 /* the window: unconsumed bytes are [head, tail) */
+	uint8_t *buf;	  /* the window: unconsumed bytes are [head, tail) */
 	size_t cap, head, tail, first_cap;
 	uint64_t pos; /* file offset of buf[head] */
 	struct rs_head h;
@@ -201,11 +201,10 @@ static int ended(struct rs_stream *s, int ret, struct rs_diag *d,
 		 const char *what)
 {
 	if (ret == RS_ETRUNCATED)
-		return bgs_rs_diag(d, ret, s->pos + (s->tail - s->head),
-				   "the store ends at offset %llu, inside %s",
-				   (unsigned long long)(s->pos + s->tail -
-							s->head),
-				   what);
+		return bgs_rs_diag(
+			d, ret, s->pos + (s->tail - s->head),
+			"the store ends at offset %llu, inside %s",
+			(unsigned long long)(s->pos + s->tail - s->head), what);
 	if (ret < 0 && ret > -4096)
 		return bgs_rs_diag(d, ret, s->pos, "reading the store: %s",
 				   strerror(-ret));
@@ -231,8 +230,8 @@ static int read_header(struct rs_stream *s, struct rs_diag *d)
 
 	if (ret && ret != RS_ETRUNCATED)
 		return ended(s, ret, d, "the file header");
-	ret = bgs_rs_header_start(at(s, 0), s->tail - s->head,
-				  &s->h.header_len, d);
+	ret = bgs_rs_header_start(at(s, 0), s->tail - s->head, &s->h.header_len,
+				  d);
 	if (ret)
 		return ret;
 	ret = fill(s, s->h.header_len);
@@ -415,8 +414,8 @@ static int pages_item(struct rs_stream *s, const struct rs_rechdr *rh,
 	if (ret)
 		return ended(s, ret, d, "a page record");
 	ret = pages_payload(s, &e, rh, &data, d);
-	if (!ret && bgs_rs_grow(&s->seen, &s->seen_cap, s->nseen + 1,
-				sizeof(*s->seen)))
+	if (!ret &&
+	    bgs_rs_grow(&s->seen, &s->seen_cap, s->nseen + 1, sizeof(*s->seen)))
 		ret = bgs_rs_diag(d, -ENOMEM, s->pos, "out of memory");
 	if (ret)
 		return ret;
@@ -451,7 +450,8 @@ static int attachment_item(struct rs_stream *s, const struct rs_rechdr *rh,
 			    bgs_rs_hash(payload(s), rh->payload_len)))
 		return bgs_rs_diag(d, RS_ECHECKSUM, s->pos,
 				   "attachment at offset %llu: checksum "
-				   "mismatch", (unsigned long long)s->pos);
+				   "mismatch",
+				   (unsigned long long)s->pos);
 	if (!bgs_rs_name_ok((const char *)payload(s), rh->a))
 		return bgs_rs_diag(d, RS_ECORRUPT, s->pos,
 				   "attachment at offset %llu: bad name",
@@ -476,8 +476,7 @@ static int attachment_item(struct rs_stream *s, const struct rs_rechdr *rh,
 
 /* ---- the end: index, coverage, footer ------------------------------------ */
 
-static int check_att_names(struct rs_stream *s, uint64_t off,
-			   struct rs_diag *d)
+static int check_att_names(struct rs_stream *s, uint64_t off, struct rs_diag *d)
 {
 	const char **names = malloc((s->natt ? s->natt : 1) * sizeof(*names));
 	ssize_t dup;
@@ -536,7 +535,8 @@ static int check_index(struct rs_stream *s, const uint8_t *p, uint64_t off,
 		if (!same)
 			return bgs_rs_diag(d, RS_ECORRUPT, eo,
 					   "index entry %zu disagrees with "
-					   "the records", i);
+					   "the records",
+					   i);
 	}
 	return 0;
 }
@@ -559,7 +559,8 @@ static int read_index(struct rs_stream *s, const struct rs_rechdr *rh,
 	    rh->payload_len != n * RS_INDEX_ENTRY_SIZE)
 		return bgs_rs_diag(d, RS_ECORRUPT, off,
 				   "index at offset %llu: %llu entries for "
-				   "%llu records", (unsigned long long)off,
+				   "%llu records",
+				   (unsigned long long)off,
 				   (unsigned long long)rh->c,
 				   (unsigned long long)n);
 	ret = fill(s, s->h.rechdr_len + rh->payload_len);
@@ -594,7 +595,8 @@ static int read_footer(struct rs_stream *s, uint64_t index_offset,
 	    memcmp(f.snapshot_id, s->h.info.snapshot_id, 16))
 		return bgs_rs_diag(d, RS_ECORRUPT, off,
 				   "footer at offset %llu does not match "
-				   "the store", (unsigned long long)off);
+				   "the store",
+				   (unsigned long long)off);
 	consume(s, RS_FOOTER_SIZE);
 	/* A store ends with its footer. */
 	ret = fill(s, 1);
@@ -602,7 +604,8 @@ static int read_footer(struct rs_stream *s, uint64_t index_offset,
 		return ret ? ended(s, ret, d, "the footer")
 			   : bgs_rs_diag(d, RS_ECORRUPT, s->pos,
 					 "data after the footer at offset "
-					 "%llu", (unsigned long long)s->pos);
+					 "%llu",
+					 (unsigned long long)s->pos);
 	s->h.info.file_size = s->pos;
 	s->h.info.nrecords = s->nseen;
 	return 0;

@@ -133,8 +133,8 @@ int bgs_rs_wq_init(struct rs_wq *q, int fd, bool stream, size_t budget,
 	q->stream = stream;
 	q->depth = stream ? 1 : RS_WQ_DEPTH;
 	q->size = (budget + pg - 1) / pg * pg;
-	q->chunk = q->size / 16 < RS_WQ_CHUNK_MAX ? q->size / 16
-						   : RS_WQ_CHUNK_MAX;
+	q->chunk =
+		q->size / 16 < RS_WQ_CHUNK_MAX ? q->size / 16 : RS_WQ_CHUNK_MAX;
 	q->chunk -= q->chunk % RS_WQ_DIO_ALIGN;
 	q->max_write = 4 * q->chunk;
 	setup_direct(q);
@@ -248,8 +248,8 @@ static void prep_write(struct rs_wq *q, unsigned i)
 
 	/* Never NULL: one entry per slot and the ring has depth entries. */
 	slot_at(q, i)->queued = true;
-	io_uring_prep_write(sqe, q->fd, at(q, pos),
-			    (unsigned)(s->end - pos), q->stream ? -1ull : pos);
+	io_uring_prep_write(sqe, q->fd, at(q, pos), (unsigned)(s->end - pos),
+			    q->stream ? -1ull : pos);
 	io_uring_sqe_set_data(sqe, (void *)(uintptr_t)i);
 }
 
@@ -353,7 +353,8 @@ static void reap(struct rs_wq *q, bool wait)
 		retire(q);
 		return;
 	}
-	io_uring_for_each_cqe(&q->ring, head, cqe) {
+	io_uring_for_each_cqe(&q->ring, head, cqe)
+	{
 		const unsigned i =
 			(unsigned)(uintptr_t)io_uring_cqe_get_data(cqe);
 
@@ -383,8 +384,7 @@ static bool overflow_fits(struct rs_wq *q, size_t need)
 	return true;
 }
 
-int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, bool urgent,
-		      uint8_t **p)
+int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, bool urgent, uint8_t **p)
 {
 	if (q->err)
 		return q->err;

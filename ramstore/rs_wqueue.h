@@ -65,7 +65,7 @@ struct rs_wq {
 	struct io_uring ring;
 	uint8_t *arena; /* 2 * size bytes of address space, one buffer */
 	size_t size;
-	uint64_t base; /* the position at arena offset 0 (modulo size) */
+	uint64_t base;	  /* the position at arena offset 0 (modulo size) */
 	size_t chunk;	  /* pending bytes worth a write */
 	size_t max_write; /* the largest single write */
 	uint64_t fill, sub, done;
@@ -93,8 +93,7 @@ void bgs_rs_wq_free(struct rs_wq *q);
 /* Contiguous room for @need bytes (at most the arena size) at *@p,
  * waiting for writes to complete if the arena is full, unless @urgent
  * and the overflow has room. */
-int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, bool urgent,
-		      uint8_t **p);
+int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, bool urgent, uint8_t **p);
 /* The first @len reserved bytes are filled: queue them for writing. */
 void bgs_rs_wq_produce(struct rs_wq *q, size_t len);
 /* Copy @len bytes in, as much at a time as fits. */

@@ -45,17 +45,17 @@ struct rs_writer {
 	struct rs_head head; /* what the file header and region table say */
 	enum rs_compression comp;
 	int accel;
-	LZ4_stream_t *lz4; /* state for LZ4_compress_fast_extState */
+	LZ4_stream_t *lz4;     /* state for LZ4_compress_fast_extState */
 	struct rs_extent *ext; /* PAGES records, in file order until commit */
 	size_t next, ext_cap;
 	struct rs_wattach *att;
 	size_t natt, att_cap;
 	int fd;
-	int dirfd;	/* path mode: the directory; -1 in fd mode */
-	char *tmpname;	/* path mode: the temporary name, NULL once gone */
-	char *name;	/* path mode: the final name in dirfd */
-	int err;	/* the first error; sticks */
-	bool urgent;	/* the put under way may go to the overflow */
+	int dirfd;     /* path mode: the directory; -1 in fd mode */
+	char *tmpname; /* path mode: the temporary name, NULL once gone */
+	char *name;    /* path mode: the final name in dirfd */
+	int err;       /* the first error; sticks */
+	bool urgent;   /* the put under way may go to the overflow */
 	/* Written by the writer's thread, read by any (stats): relaxed. */
 	_Atomic uint64_t pages, zero_pages, raw_bytes, records;
 };
@@ -127,8 +127,8 @@ static void fill_info(struct rs_head *h, const struct rs_writer_opts *o)
 		h->flags |= RS_HF_STORED_SUMS;
 	h->rechdr_len = o->format_1_0 ? RS_RECHDR_V10 : RS_RECHDR_V11;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	i->created_ns = (uint64_t)ts.tv_sec * 1000000000u +
-			(uint64_t)ts.tv_nsec;
+	i->created_ns =
+		(uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 	if (!uname(&u)) {
 		snprintf(i->host, sizeof(i->host), "%.64s", u.nodename);
 		snprintf(i->kernel, sizeof(i->kernel), "%.64s", u.release);
@@ -140,8 +140,8 @@ static int check_opts(const struct rs_writer_opts *o)
 {
 	ssize_t dup;
 
-	if (!o || (o->compression != RS_COMP_LZ4 &&
-		   o->compression != RS_COMP_NONE) ||
+	if (!o ||
+	    (o->compression != RS_COMP_LZ4 && o->compression != RS_COMP_NONE) ||
 	    o->nregions > RS_MAX_REGIONS || (o->nregions && !o->regions))
 		return -EINVAL;
 	for (size_t i = 0; i < o->nregions; i++)
@@ -167,8 +167,8 @@ static int writer_new(struct rs_writer **wp, const struct rs_writer_opts *o)
 	w->comp = o->compression;
 	w->accel = o->lz4_acceleration < 1 ? 1 : o->lz4_acceleration;
 	w->head.nregions = o->nregions;
-	w->head.regions = calloc(o->nregions ? o->nregions : 1,
-				 sizeof(*w->head.regions));
+	w->head.regions =
+		calloc(o->nregions ? o->nregions : 1, sizeof(*w->head.regions));
 	if (w->comp == RS_COMP_LZ4)
 		w->lz4 = LZ4_createStream();
 	*wp = w;
@@ -227,8 +227,8 @@ static void put_rechdr(const struct rs_writer *w, void *dst,
 /* The file header and the region table, first of all. */
 static int write_head(struct rs_writer *w)
 {
-	const size_t len = bgs_rs_regions_size(w->head.regions,
-					       w->head.nregions);
+	const size_t len =
+		bgs_rs_regions_size(w->head.regions, w->head.nregions);
 	struct rs_disk_header dh;
 	uint8_t rec[RS_RECHDR_MAX];
 	uint8_t *table = malloc(len ? len : 1);
@@ -240,13 +240,14 @@ static int write_head(struct rs_writer *w)
 	bgs_rs_regions_encode(table, w->head.regions, w->head.nregions);
 	bgs_rs_header_encode(&dh, &w->head);
 	sum = bgs_rs_hash(table, len);
-	put_rechdr(w, rec, &(struct rs_rechdr){
-				   .type = RS_REC_REGIONS,
-				   .a = (uint32_t)w->head.nregions,
-				   .payload_len = len,
-				   .data_csum = sum,
-				   .stored_csum = sum,
-			   });
+	put_rechdr(w, rec,
+		   &(struct rs_rechdr){
+			   .type = RS_REC_REGIONS,
+			   .a = (uint32_t)w->head.nregions,
+			   .payload_len = len,
+			   .data_csum = sum,
+			   .stored_csum = sum,
+		   });
 	ret = bgs_rs_wq_append(&w->q, &dh, sizeof(dh));
 	if (!ret)
 		ret = bgs_rs_wq_append(&w->q, rec, w->head.rechdr_len);
@@ -433,12 +434,13 @@ static int emit_empty(struct rs_writer *w, uint32_t region, uint64_t first,
 
 	if (ret)
 		return ret;
-	put_rechdr(w, p, &(struct rs_rechdr){ .type = RS_REC_PAGES,
-					       .encoding = enc,
-					       .a = region,
-					       .b = (uint32_t)n,
-					       .c = first,
-					       .stored_csum = RS_EMPTY_SUM });
+	put_rechdr(w, p,
+		   &(struct rs_rechdr){ .type = RS_REC_PAGES,
+					.encoding = enc,
+					.a = region,
+					.b = (uint32_t)n,
+					.c = first,
+					.stored_csum = RS_EMPTY_SUM });
 	bgs_rs_wq_produce(&w->q, hl);
 	return add_extent(w, &e);
 }
@@ -480,14 +482,15 @@ static int emit_data(struct rs_writer *w, uint32_t region, uint64_t first,
 	}
 	if (e.encoding == RS_ENC_RAW)
 		memcpy(p + hl, src, raw);
-	put_rechdr(w, p, &(struct rs_rechdr){ .type = RS_REC_PAGES,
-					       .encoding = e.encoding,
-					       .a = region,
-					       .b = (uint32_t)n,
-					       .c = first,
-					       .payload_len = e.stored_len,
-					       .data_csum = sum,
-					       .stored_csum = stored });
+	put_rechdr(w, p,
+		   &(struct rs_rechdr){ .type = RS_REC_PAGES,
+					.encoding = e.encoding,
+					.a = region,
+					.b = (uint32_t)n,
+					.c = first,
+					.payload_len = e.stored_len,
+					.data_csum = sum,
+					.stored_csum = stored });
 	bgs_rs_wq_produce(&w->q, hl + e.stored_len);
 	bgs_rs_stat_add(&w->raw_bytes, raw);
 	return add_extent(w, &e);
@@ -495,8 +498,7 @@ static int emit_data(struct rs_writer *w, uint32_t region, uint64_t first,
 
 /* Pages [0, *n) at @p that are all zero, or all not, in units of @unit
  * pages (a huge page is zero only if all of it is), at most @max. */
-static bool classify(const uint8_t *p, uint64_t *n, uint64_t unit,
-		     uint64_t max)
+static bool classify(const uint8_t *p, uint64_t *n, uint64_t unit, uint64_t max)
 {
 	bool zero = true;
 	uint64_t i = 0;
@@ -651,14 +653,15 @@ int bgs_rs_put_attachment(struct rs_writer *w, const char *name,
 		return fail(w, -ENOMEM);
 	w->att[w->natt++] = a;
 	sum = attachment_sum(name, data, len);
-	put_rechdr(w, rec, &(struct rs_rechdr){
-				   .type = RS_REC_ATTACHMENT,
-				   .a = (uint32_t)nlen,
-				   .c = len,
-				   .payload_len = nlen + len,
-				   .data_csum = sum,
-				   .stored_csum = sum,
-			   });
+	put_rechdr(w, rec,
+		   &(struct rs_rechdr){
+			   .type = RS_REC_ATTACHMENT,
+			   .a = (uint32_t)nlen,
+			   .c = len,
+			   .payload_len = nlen + len,
+			   .data_csum = sum,
+			   .stored_csum = sum,
+		   });
 	ret = bgs_rs_wq_append(&w->q, rec, w->head.rechdr_len);
 	if (!ret)
 		ret = bgs_rs_wq_append(&w->q, name, nlen);
@@ -679,12 +682,12 @@ static void encode_index(const struct rs_writer *w, size_t from, size_t n,
 {
 	for (size_t i = from; i < from + n; i++) {
 		if (i < w->natt)
-			bgs_rs_index_encode(&ix[i - from], RS_REC_ATTACHMENT,
-					    &(struct rs_extent){
-						    .offset = w->att[i].offset,
-						    .stored_len =
-							    w->att[i].stored_len,
-					    });
+			bgs_rs_index_encode(
+				&ix[i - from], RS_REC_ATTACHMENT,
+				&(struct rs_extent){
+					.offset = w->att[i].offset,
+					.stored_len = w->att[i].stored_len,
+				});
 		else
 			bgs_rs_index_encode(&ix[i - from], RS_REC_PAGES,
 					    &w->ext[i - w->natt]);
@@ -708,13 +711,14 @@ static int write_index(struct rs_writer *w)
 		XXH3_64bits_update(&st, ix, k * sizeof(*ix));
 	}
 	sum = XXH3_64bits_digest(&st);
-	put_rechdr(w, rec, &(struct rs_rechdr){
-				   .type = RS_REC_INDEX,
-				   .c = n,
-				   .payload_len = n * sizeof(*ix),
-				   .data_csum = sum,
-				   .stored_csum = sum,
-			   });
+	put_rechdr(w, rec,
+		   &(struct rs_rechdr){
+			   .type = RS_REC_INDEX,
+			   .c = n,
+			   .payload_len = n * sizeof(*ix),
+			   .data_csum = sum,
+			   .stored_csum = sum,
+		   });
 	ret = bgs_rs_wq_append(&w->q, rec, w->head.rechdr_len);
 	for (size_t i = 0; i < n && !ret; i += INDEX_CHUNK) {
 		const size_t k = n - i < INDEX_CHUNK ? n - i : INDEX_CHUNK;

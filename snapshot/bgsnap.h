@@ -28,8 +28,8 @@ extern "C" {
 #define BGSNAP_VERSION_MAJOR 0
 #define BGSNAP_VERSION_MINOR 1
 #define BGSNAP_VERSION_PATCH 0
-#define BGSNAP_VERSION_NUMBER                                                 \
-	(BGSNAP_VERSION_MAJOR * 10000 + BGSNAP_VERSION_MINOR * 100 +          \
+#define BGSNAP_VERSION_NUMBER                                                  \
+	(BGSNAP_VERSION_MAJOR * 10000 + BGSNAP_VERSION_MINOR * 100 +           \
 	 BGSNAP_VERSION_PATCH)
 
 /* The library's version number, e.g. 100 for 0.1.0; may differ from the
@@ -42,20 +42,20 @@ BGSNAP_API const char *bgsnap_version_string(void);
  * Errors specific to bgsnap. Everything else is a negative errno.
  */
 enum bgsnap_error {
-	BGSNAP_EBADMAGIC = -4100,    /* not a bgsnap snapshot */
-	BGSNAP_EVERSION = -4101,     /* format version not supported */
-	BGSNAP_ETRUNCATED = -4102,   /* the file ends too early */
-	BGSNAP_ECHECKSUM = -4103,    /* a checksum does not match */
-	BGSNAP_EOVERLAP = -4104,     /* a page is stored more than once */
-	BGSNAP_EMISSING = -4105,     /* a page of a region is not stored */
-	BGSNAP_ERANGE = -4106,       /* a record points outside its region */
-	BGSNAP_ECORRUPT = -4107,     /* a malformed record or field */
-	BGSNAP_EPARENT = -4108,      /* the parent snapshot is missing/wrong */
-	BGSNAP_EMISMATCH = -4109,    /* regions differ from the snapshot's */
+	BGSNAP_EBADMAGIC = -4100,     /* not a bgsnap snapshot */
+	BGSNAP_EVERSION = -4101,      /* format version not supported */
+	BGSNAP_ETRUNCATED = -4102,    /* the file ends too early */
+	BGSNAP_ECHECKSUM = -4103,     /* a checksum does not match */
+	BGSNAP_EOVERLAP = -4104,      /* a page is stored more than once */
+	BGSNAP_EMISSING = -4105,      /* a page of a region is not stored */
+	BGSNAP_ERANGE = -4106,	      /* a record points outside its region */
+	BGSNAP_ECORRUPT = -4107,      /* a malformed record or field */
+	BGSNAP_EPARENT = -4108,	      /* the parent snapshot is missing/wrong */
+	BGSNAP_EMISMATCH = -4109,     /* regions differ from the snapshot's */
 	BGSNAP_EINCONSISTENT = -4110, /* a page lost protection while saved */
-	BGSNAP_EHAZARD = -4111,      /* memory was unmapped/moved/dropped */
-	BGSNAP_EUNSAFE = -4112,      /* memory that cannot be protected */
-	BGSNAP_ETARGET = -4113,      /* the target process went away */
+	BGSNAP_EHAZARD = -4111,	      /* memory was unmapped/moved/dropped */
+	BGSNAP_EUNSAFE = -4112,	      /* memory that cannot be protected */
+	BGSNAP_ETARGET = -4113,	      /* the target process went away */
 };
 
 /* A one-line description of @err (negative errno or BGSNAP_E*).
@@ -117,15 +117,16 @@ BGSNAP_API const char *bgsnap_last_error(const struct bgsnap *h);
 
 /* Memory kinds. Values are stable (they are stored in snapshot files). */
 enum bgsnap_kind {
-	BGSNAP_KIND_AUTO = 0,	  /* detect from the mapping */
-	BGSNAP_KIND_ANON = 1,	  /* private anonymous, 4 KiB pages */
-	BGSNAP_KIND_ANON_THP = 2, /* private anonymous, transparent huge pages */
-	BGSNAP_KIND_SHMEM = 3,	  /* memfd, shmem, tmpfs, shared anonymous */
-	BGSNAP_KIND_HUGETLB = 4,  /* hugetlbfs (2 MiB or 1 GiB pages) */
+	BGSNAP_KIND_AUTO = 0, /* detect from the mapping */
+	BGSNAP_KIND_ANON = 1, /* private anonymous, 4 KiB pages */
+	BGSNAP_KIND_ANON_THP =
+		2,		 /* private anonymous, transparent huge pages */
+	BGSNAP_KIND_SHMEM = 3,	 /* memfd, shmem, tmpfs, shared anonymous */
+	BGSNAP_KIND_HUGETLB = 4, /* hugetlbfs (2 MiB or 1 GiB pages) */
 	/* Only in another process (bgsnap_target_pid): */
 	BGSNAP_KIND_FILE_PRIVATE = 5, /* private file mapping (.data, relro):
 				       * copied while the process is stopped */
-	BGSNAP_KIND_UNSAVED = 6,  /* recorded by name only (read-only file,
+	BGSNAP_KIND_UNSAVED = 6,      /* recorded by name only (read-only file,
 				   * [vdso], device memory, excluded ...) */
 };
 
@@ -142,8 +143,8 @@ enum bgsnap_kind {
  *                 KSM-mergeable memory, a range another userfaultfd holds,
  *                 or mixed kinds (bgsnap_last_error() says which).
  */
-BGSNAP_API int bgsnap_add_region(struct bgsnap *h, const char *name,
-				 void *addr, size_t len);
+BGSNAP_API int bgsnap_add_region(struct bgsnap *h, const char *name, void *addr,
+				 size_t len);
 
 /*
  * Work on another process instead of this one: the regions become the
@@ -186,7 +187,7 @@ struct bgsnap_region_info {
 	size_t len;
 	size_t page_size; /* 4096, or the huge page size for hugetlbfs */
 	enum bgsnap_kind kind;
-	const char *why;  /* another process's mapping: why this kind and
+	const char *why; /* another process's mapping: why this kind and
 			   * what a save does with it (one line); else "" */
 };
 
@@ -249,8 +250,8 @@ struct bgsnap_save_opts {
 	 * the budget, at most what a fork() would copy, compressed. */
 	size_t buffer_budget;
 	enum bgsnap_compression compression;
-	int lz4_acceleration;	/* 0 or 1: LZ4 default; higher: faster */
-	unsigned flags;		/* enum bgsnap_save_flags */
+	int lz4_acceleration; /* 0 or 1: LZ4 default; higher: faster */
+	unsigned flags;	      /* enum bgsnap_save_flags */
 	/*
 	 * The owner's quiesce hooks, both optional, called on the thread that
 	 * starts the save: @pause before write protection is armed (a VMM
@@ -309,7 +310,7 @@ BGSNAP_API int bgsnap_save(struct bgsnap *h, const char *path,
 BGSNAP_API void bgsnap_cancel(struct bgsnap *h);
 
 struct bgsnap_progress {
-	int running;		/* 1 until the operation has ended */
+	int running; /* 1 until the operation has ended */
 	uint64_t pages_total;
 	uint64_t pages_done;
 	uint64_t bytes_written;
@@ -321,33 +322,33 @@ BGSNAP_API void bgsnap_progress(const struct bgsnap *h,
 				struct bgsnap_progress *p);
 
 struct bgsnap_stats {
-	uint64_t blackout_ns;	   /* pause callback to resume callback */
-	uint64_t elapsed_ns;	   /* start to end, commit included */
-	uint64_t pages_total;	   /* 4 KiB pages in all regions */
-	uint64_t pages_by_scan;	   /* saved by the background scan */
-	uint64_t pages_by_fault;   /* saved because a writer faulted */
-	uint64_t pages_zero;	   /* stored as zero (no data) */
+	uint64_t blackout_ns;	    /* pause callback to resume callback */
+	uint64_t elapsed_ns;	    /* start to end, commit included */
+	uint64_t pages_total;	    /* 4 KiB pages in all regions */
+	uint64_t pages_by_scan;	    /* saved by the background scan */
+	uint64_t pages_by_fault;    /* saved because a writer faulted */
+	uint64_t pages_zero;	    /* stored as zero (no data) */
 	uint64_t pages_unpopulated; /* of those, skipped without reading */
-	uint64_t bytes_written;	   /* bytes of the snapshot file */
-	uint64_t raw_bytes;	   /* bytes of non-zero page data saved */
-	double compression_ratio;  /* raw_bytes / page data bytes stored */
-	uint64_t faults;	   /* write faults served */
-	uint64_t stall_ns_p50;	   /* writer stall: fault read to unprotect */
+	uint64_t bytes_written;	    /* bytes of the snapshot file */
+	uint64_t raw_bytes;	    /* bytes of non-zero page data saved */
+	double compression_ratio;   /* raw_bytes / page data bytes stored */
+	uint64_t faults;	    /* write faults served */
+	uint64_t stall_ns_p50;	    /* writer stall: fault read to unprotect */
 	uint64_t stall_ns_p99;
 	uint64_t stall_ns_max;
 	uint64_t peak_buffer_bytes; /* high-water mark of write buffers,
 				     * the overflow included */
-	uint64_t arm_ns;	   /* protecting before the pause (two-phase) */
+	uint64_t arm_ns; /* protecting before the pause (two-phase) */
 	uint64_t reprotected_pages; /* protected again inside the pause */
-	uint64_t pages_parent;	   /* incremental: the parent's pages */
+	uint64_t pages_parent;	    /* incremental: the parent's pages */
 	/* A restore fills these (and pages_total, pages_by_fault,
 	 * pages_zero, elapsed_ns, faults; stall_* is then the fault service
 	 * latency: fault read to page in place). */
-	uint64_t resume_ns;	   /* restore start to the owner runnable */
-	uint64_t pages_by_fill;	   /* lazy: placed by the background fill */
-	uint64_t pages_poisoned;   /* lazy: of a damaged record, poisoned */
-	uint64_t bytes_read;	   /* bytes of the snapshot file read */
-	uint64_t pages_changed;	   /* eager: pages whose content changed */
+	uint64_t resume_ns;	 /* restore start to the owner runnable */
+	uint64_t pages_by_fill;	 /* lazy: placed by the background fill */
+	uint64_t pages_poisoned; /* lazy: of a damaged record, poisoned */
+	uint64_t bytes_read;	 /* bytes of the snapshot file read */
+	uint64_t pages_changed;	 /* eager: pages whose content changed */
 };
 
 /* Statistics of the last finished operation (zeros before one).
@@ -412,7 +413,7 @@ enum bgsnap_restore_flags {
 
 struct bgsnap_restore_opts {
 	/* Zero-initialize; unknown fields stay zero for older callers. */
-	unsigned flags;		/* enum bgsnap_restore_flags */
+	unsigned flags; /* enum bgsnap_restore_flags */
 	/* The owner's quiesce hooks for an eager restore into live memory
 	 * (optional; called on the restoring thread around the writes). */
 	int (*pause)(void *arg);
@@ -423,8 +424,8 @@ struct bgsnap_restore_opts {
 	 * during the call. A negative return aborts the restore with it. */
 	int (*attachment)(void *arg, const char *name, const void *data,
 			  size_t len);
-	unsigned threads;	/* eager: decoding threads; 0: one per CPU */
-	const char *spool_dir;	/* restore from a pipe: where the verified
+	unsigned threads;      /* eager: decoding threads; 0: one per CPU */
+	const char *spool_dir; /* restore from a pipe: where the verified
 				 * copy is spooled; NULL: $TMPDIR or /tmp */
 	/* An incremental snapshot's ancestors, in any order (matched by
 	 * snapshot id). Without them, the parent named in the snapshot is
@@ -546,25 +547,25 @@ BGSNAP_API const char *bgsnap_file_path(const struct bgsnap_file *f);
 BGSNAP_API const char *bgsnap_file_last_error(const struct bgsnap_file *f);
 
 struct bgsnap_file_info {
-	unsigned version_major;	/* of the file format */
+	unsigned version_major; /* of the file format */
 	unsigned version_minor;
 	uint8_t snapshot_id[16];
-	uint8_t parent_id[16];	/* all zero: a full snapshot */
-	int incremental;	/* 1: has a parent (pages may be PARENT) */
-	uint64_t created_ns;	/* CLOCK_REALTIME at the save, ns */
-	char host[65];		/* uname -n at the save (unprintable bytes
+	uint8_t parent_id[16]; /* all zero: a full snapshot */
+	int incremental;       /* 1: has a parent (pages may be PARENT) */
+	uint64_t created_ns;   /* CLOCK_REALTIME at the save, ns */
+	char host[65];	       /* uname -n at the save (unprintable bytes
 				 * shown as '?') */
-	char kernel[65];	/* uname -r at the save */
-	uint64_t file_size;	/* bytes */
-	uint64_t records;	/* page records */
+	char kernel[65];       /* uname -r at the save */
+	uint64_t file_size;    /* bytes */
+	uint64_t records;      /* page records */
 	size_t regions;
 	size_t attachments;
 	/* Over all regions, in 4 KiB pages (unsaved regions count none): */
 	uint64_t pages;
-	uint64_t pages_data;	/* stored as bytes, raw or compressed */
-	uint64_t pages_zero;	/* stored as "all zero": no bytes */
-	uint64_t pages_parent;	/* stored as "as in the parent" */
-	uint64_t data_bytes;	/* bytes stored for the data pages */
+	uint64_t pages_data;	  /* stored as bytes, raw or compressed */
+	uint64_t pages_zero;	  /* stored as "all zero": no bytes */
+	uint64_t pages_parent;	  /* stored as "as in the parent" */
+	uint64_t data_bytes;	  /* bytes stored for the data pages */
 	double compression_ratio; /* pages_data * 4096 / data_bytes; 0 when
 				   * no data page */
 };
@@ -574,20 +575,20 @@ BGSNAP_API int bgsnap_file_info(const struct bgsnap_file *f,
 				struct bgsnap_file_info *info);
 
 struct bgsnap_file_region {
-	const char *name;	/* owned by the file handle */
-	uint64_t addr;		/* where it was when saved */
-	uint64_t len;		/* bytes */
-	uint64_t page_size;	/* 4096, or the huge page size (hugetlbfs) */
-	int kind;		/* enum bgsnap_kind, never AUTO; see
+	const char *name;   /* owned by the file handle */
+	uint64_t addr;	    /* where it was when saved */
+	uint64_t len;	    /* bytes */
+	uint64_t page_size; /* 4096, or the huge page size (hugetlbfs) */
+	int kind;	    /* enum bgsnap_kind, never AUTO; see
 				 * bgsnap_kind_name() */
-	int prot;		/* PROT_* bits when saved */
+	int prot;	    /* PROT_* bits when saved */
 	/* In 4 KiB pages; all zero for an unsaved region: */
-	uint64_t pages;		/* len / 4096 */
+	uint64_t pages; /* len / 4096 */
 	uint64_t pages_data;
 	uint64_t pages_zero;
 	uint64_t pages_parent;
-	uint64_t data_bytes;	/* bytes stored for its data pages */
-	uint64_t records;	/* page records */
+	uint64_t data_bytes; /* bytes stored for its data pages */
+	uint64_t records;    /* page records */
 };
 
 /* Describe region @i (0 <= @i < info.regions), in the file's order.
@@ -633,8 +634,7 @@ BGSNAP_API int bgsnap_file_attachment_read(struct bgsnap_file *f, size_t i,
  * without statistics), BGSNAP_ECHECKSUM, BGSNAP_ECORRUPT (not text),
  * -EIO, -ENOMEM.
  */
-BGSNAP_API int bgsnap_file_stats_json(struct bgsnap_file *f,
-				      const char **json);
+BGSNAP_API int bgsnap_file_stats_json(struct bgsnap_file *f, const char **json);
 
 /*
  * Check the whole file: every record's header and data checksums (pages
@@ -692,8 +692,7 @@ BGSNAP_API int bgsnap_file_set_verify(struct bgsnap_file *f, int how);
  * found stay as they are, one not found yet is looked for again when next
  * needed. Returns 0, -EINVAL (@path empty), -ENOMEM.
  */
-BGSNAP_API int bgsnap_file_add_parent(struct bgsnap_file *f,
-				      const char *path);
+BGSNAP_API int bgsnap_file_add_parent(struct bgsnap_file *f, const char *path);
 
 /*
  * The parent of the incremental snapshot @f: *@parent is a file handle
@@ -719,11 +718,9 @@ BGSNAP_API int bgsnap_file_parent(struct bgsnap_file *f,
  * the message names the file at fault when it is an ancestor. For a full
  * snapshot this is bgsnap_file_verify().
  */
-BGSNAP_API int bgsnap_file_verify_chain(struct bgsnap_file *f,
-					void (*progress)(void *arg,
-							 uint64_t done,
-							 uint64_t total),
-					void *arg);
+BGSNAP_API int bgsnap_file_verify_chain(
+	struct bgsnap_file *f,
+	void (*progress)(void *arg, uint64_t done, uint64_t total), void *arg);
 
 /* How a run of pages is stored. */
 enum bgsnap_pages {

@@ -50,7 +50,8 @@ BGSNAP_API const char *bgsnap_strerror(int err)
 	case BGSNAP_EINCONSISTENT:
 		return "a page lost its write protection during the save";
 	case BGSNAP_EHAZARD:
-		return "memory was unmapped, moved or discarded during the save";
+		return "memory was unmapped, moved or discarded during the "
+		       "save";
 	case BGSNAP_EUNSAFE:
 		return "memory cannot be write-protected safely";
 	case BGSNAP_ETARGET:

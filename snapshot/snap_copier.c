@@ -98,8 +98,10 @@ static void unit_of(const struct bgs_save *s, const struct bgs_region *r,
 	if (!fault && bgs_region_is_anon(r)) {
 		const uint64_t block = addr & ~(uint64_t)(BGS_THP_SIZE - 1);
 
-		if (block >= r->base && block + BGS_THP_SIZE <= r->base + r->len &&
-		    huge_start(s, r->first_page + (block - r->base) / BGS_PAGE_SIZE))
+		if (block >= r->base &&
+		    block + BGS_THP_SIZE <= r->base + r->len &&
+		    huge_start(s, r->first_page +
+					  (block - r->base) / BGS_PAGE_SIZE))
 			size = BGS_THP_SIZE;
 	}
 	*first = r->first_page +
@@ -127,8 +129,8 @@ static int read_owner(struct bgs_save *s, const struct bgs_region *r,
 		struct iovec local = { dst + done, len - done };
 		struct iovec remote = { (void *)(uintptr_t)(addr + done),
 					len - done };
-		const ssize_t n = process_vm_readv(s->pid, &local, 1, &remote,
-						   1, 0);
+		const ssize_t n =
+			process_vm_readv(s->pid, &local, 1, &remote, 1, 0);
 
 		if (n > 0) {
 			done += (size_t)n;
@@ -170,9 +172,11 @@ static int verify_protected(struct bgs_save *s, const struct bgs_region *r,
 				     "region '%s': page 0x%" PRIx64 " lost its "
 				     "write protection before it was saved "
 				     "(KSM merge, MADV_DONTNEED, or a "
-				     "protection bypass)", r->name, at);
+				     "protection bypass)",
+				     r->name, at);
 	if (ret < 0)
-		return bgs_save_fail(s, ret, "PAGEMAP_SCAN: %s", strerror(-ret));
+		return bgs_save_fail(s, ret, "PAGEMAP_SCAN: %s",
+				     strerror(-ret));
 	return 0;
 }
 
@@ -188,7 +192,8 @@ static int unprotect(struct bgs_save *s, const struct bgs_region *r,
 		return bgs_save_fail(s, BGSNAP_EHAZARD,
 				     "region '%s': [0x%" PRIx64 ", +%zu) is no "
 				     "longer registered (unmapped during the "
-				     "save)", r->name, addr, len);
+				     "save)",
+				     r->name, addr, len);
 	if (ret < 0)
 		return bgs_save_fail(s, ret, "region '%s': unprotect: %s",
 				     r->name, strerror(-ret));
@@ -222,8 +227,8 @@ static bool same_as_parent(struct bgs_save *s, const struct bgs_region *r,
 	if (e->encoding == RS_ENC_PARENT ||
 	    bgs_rs_decode(s->parent, (size_t)i, &data, NULL) != 0)
 		return false;
-	return !memcmp(content, (const uint8_t *)data +
-				(rel - e->first) * BGS_PAGE_SIZE,
+	return !memcmp(content,
+		       (const uint8_t *)data + (rel - e->first) * BGS_PAGE_SIZE,
 		       BGS_PAGE_SIZE);
 }
 
@@ -232,8 +237,8 @@ static int store_compared(struct bgs_save *s, const struct bgs_region *r,
 			  uint64_t page, uint64_t n, const uint8_t *src)
 {
 	for (uint64_t k = 0; k < n;) {
-		const bool same = same_as_parent(s, r, page + k,
-						 src + k * BGS_PAGE_SIZE);
+		const bool same =
+			same_as_parent(s, r, page + k, src + k * BGS_PAGE_SIZE);
 		uint64_t m = 1;
 		int ret;
 
@@ -242,8 +247,8 @@ static int store_compared(struct bgs_save *s, const struct bgs_region *r,
 				      src + (k + m) * BGS_PAGE_SIZE) == same)
 			m++;
 		ret = same ? bgs_rs_put_parent(s->writer, region_index(s, r),
-					       page + k - r->first_page, m) :
-			     bgs_rs_put_pages(s->writer, region_index(s, r),
+					       page + k - r->first_page, m)
+			   : bgs_rs_put_pages(s->writer, region_index(s, r),
 					      page + k - r->first_page, m,
 					      src + k * BGS_PAGE_SIZE);
 		if (ret < 0)
@@ -278,8 +283,8 @@ static int store_pages(struct bgs_save *s, const struct bgs_region *r,
 	int ret;
 
 	bgs_rs_writer_urgent(s->writer, urgent);
-	ret = s->parent ? store_compared(s, r, page, n, src) :
-			  bgs_rs_put_pages(s->writer, region_index(s, r),
+	ret = s->parent ? store_compared(s, r, page, n, src)
+			: bgs_rs_put_pages(s->writer, region_index(s, r),
 					   page - r->first_page, n, src);
 	bgs_rs_writer_urgent(s->writer, false);
 	if (ret < 0)
@@ -300,7 +305,8 @@ static int copy_pages(struct bgs_save *s, const struct bgs_region *r,
 /* A writer waits on these pages while tracking goes on: record them as
  * written (and writable) for the monitor, before they become so. */
 static int track_and_unprotect(struct bgs_save *s, const struct bgs_region *r,
-			       uint64_t page, uint64_t n, const uint8_t *content)
+			       uint64_t page, uint64_t n,
+			       const uint8_t *content)
 {
 	bgs_monitor_keep(s->mon, r, page, n, content);
 	for (uint64_t p = page; p < page + n; p++) {
@@ -368,12 +374,13 @@ static void fault_window(const struct bgs_save *s, const struct bgs_region *r,
 			 uint64_t page, uint64_t *first, uint64_t *n)
 {
 	const uint64_t end = r->first_page + bgs_region_pages(r);
-	const uint64_t off = (bgs_page_addr(r, page) / BGS_PAGE_SIZE) %
-			     BGS_FAULT_AROUND;
-	const uint64_t lo = page - off > r->first_page ? page - off
-						       : r->first_page;
-	const uint64_t hi = page - off + BGS_FAULT_AROUND < end ?
-				    page - off + BGS_FAULT_AROUND : end;
+	const uint64_t off =
+		(bgs_page_addr(r, page) / BGS_PAGE_SIZE) % BGS_FAULT_AROUND;
+	const uint64_t lo =
+		page - off > r->first_page ? page - off : r->first_page;
+	const uint64_t hi = page - off + BGS_FAULT_AROUND < end
+				    ? page - off + BGS_FAULT_AROUND
+				    : end;
 	uint64_t a = page, b = page + 1;
 
 	unit_of(s, r, page, true, first, n);
@@ -461,8 +468,8 @@ static void release_queued(struct bgs_save *s, struct held_runs *h)
 
 	while (!bgs_save_error(s) && room_for_fault(s, h) &&
 	       bgs_ring_pop(&s->ring, &req)) {
-		const struct bgs_region *r = bgs_snap_region_of_page(s->h,
-								     req.page);
+		const struct bgs_region *r =
+			bgs_snap_region_of_page(s->h, req.page);
 		uint64_t first, n;
 		uint8_t *dst;
 
@@ -521,7 +528,8 @@ static uint64_t next_unsaved(struct bgs_save *s, uint64_t from)
 			if (w == from / 64)
 				free_bits &= ~0ULL << (from % 64);
 			if (free_bits) {
-				const uint64_t p = w * 64 +
+				const uint64_t p =
+					w * 64 +
 					(uint64_t)__builtin_ctzll(free_bits);
 				if (p < total)
 					return p;
@@ -552,9 +560,9 @@ static bool bulk_step(struct bgs_save *s)
 	const uint64_t page = next_unsaved(s, s->cursor);
 	const struct bgs_region *r = bgs_snap_region_of_page(s->h, page);
 	const uint64_t end = r->first_page + r->len / BGS_PAGE_SIZE;
-	const uint64_t chunk = r->page_size > BGS_PAGE_SIZE ?
-				       r->page_size / BGS_PAGE_SIZE :
-				       BGS_CHUNK_PAGES;
+	const uint64_t chunk = r->page_size > BGS_PAGE_SIZE
+				       ? r->page_size / BGS_PAGE_SIZE
+				       : BGS_CHUNK_PAGES;
 	uint64_t first, n, done = 0;
 
 	unit_of(s, r, page, false, &first, &n);
@@ -634,7 +642,8 @@ static void store_parent_runs(struct bgs_save *s)
 
 		if (!bgs_region_protected(r))
 			continue;
-		for (uint64_t p = r->first_page; p < end && !bgs_save_error(s);) {
+		for (uint64_t p = r->first_page;
+		     p < end && !bgs_save_error(s);) {
 			uint64_t n = 0;
 			int ret;
 
@@ -648,7 +657,8 @@ static void store_parent_runs(struct bgs_save *s)
 			ret = bgs_rs_put_parent(s->writer, region_index(s, r),
 						p - r->first_page, n);
 			if (ret < 0)
-				bgs_save_fail(s, ret, "writing the snapshot: %s",
+				bgs_save_fail(s, ret,
+					      "writing the snapshot: %s",
 					      bgsnap_strerror(ret));
 			/* Tracking goes on: they stay protected. Else nothing
 			 * needs them protected any more. */
@@ -715,15 +725,16 @@ static int zero_scan_cb(void *arg, uint64_t start, uint64_t end, uint64_t cats)
 	struct zero_scan *z = arg;
 	struct bgs_save *s = z->s;
 	const struct bgs_region *r = z->r;
-	const uint64_t first = r->first_page + (start - r->base) / BGS_PAGE_SIZE;
+	const uint64_t first =
+		r->first_page + (start - r->base) / BGS_PAGE_SIZE;
 	const uint64_t last = r->first_page + (end - r->base) / BGS_PAGE_SIZE;
 
 	if ((cats & PAGE_IS_HUGE) && bgs_region_is_anon(r)) {
 		for (uint64_t a = (start + BGS_THP_SIZE - 1) &
 				  ~(uint64_t)(BGS_THP_SIZE - 1);
 		     a + BGS_THP_SIZE <= end; a += BGS_THP_SIZE) {
-			const uint64_t p = r->first_page +
-					   (a - r->base) / BGS_PAGE_SIZE;
+			const uint64_t p =
+				r->first_page + (a - r->base) / BGS_PAGE_SIZE;
 			s->huge[p / 8] |= (uint8_t)(1u << (p % 8));
 		}
 	}
@@ -757,14 +768,15 @@ static void skip_zero_pages(struct bgs_save *s)
 		 * an unpopulated mapping: those are always read. */
 		if (!bgs_region_is_anon(r))
 			continue;
-		for (uint64_t a = r->base; a < r->base + r->len &&
-					   !bgs_save_error(s);
+		for (uint64_t a = r->base;
+		     a < r->base + r->len && !bgs_save_error(s);
 		     a += ZERO_SCAN_SLICE) {
-			const uint64_t end = a + ZERO_SCAN_SLICE < r->base + r->len ?
-						     a + ZERO_SCAN_SLICE :
-						     r->base + r->len;
-			const int ret = bgs_uffd_pagemap_scan(pagemap_of(s), a, end,
-							      &q, zero_scan_cb, &z);
+			const uint64_t end =
+				a + ZERO_SCAN_SLICE < r->base + r->len
+					? a + ZERO_SCAN_SLICE
+					: r->base + r->len;
+			const int ret = bgs_uffd_pagemap_scan(
+				pagemap_of(s), a, end, &q, zero_scan_cb, &z);
 			if (ret < 0)
 				bgs_save_fail(s, ret, "PAGEMAP_SCAN: %s",
 					      strerror(-ret));
@@ -781,7 +793,8 @@ int bgs_copier_save_now(struct bgs_save *s, const struct bgs_region *r)
 	const uint64_t end = r->first_page + bgs_region_pages(r);
 
 	for (uint64_t p = r->first_page; p < end;) {
-		const uint64_t n = end - p < BGS_RUN_PAGES ? end - p : BGS_RUN_PAGES;
+		const uint64_t n =
+			end - p < BGS_RUN_PAGES ? end - p : BGS_RUN_PAGES;
 		const int ret = copy_pages(s, r, p, n);
 
 		if (ret)
@@ -811,8 +824,7 @@ static int write_stats_attachment(struct bgs_save *s, struct rs_writer *w)
 		bgs_hist_percentile(&s->stall, 99), s->stall.max,
 		s->stop_the_world ? "true" : "false");
 
-	return bgs_rs_put_attachment(w, "bgsnap.stats", json,
-				     (size_t)n);
+	return bgs_rs_put_attachment(w, "bgsnap.stats", json, (size_t)n);
 }
 
 /* Take the writer away from progress readers (they hold s->lock). */
@@ -901,7 +913,8 @@ void bgs_save_teardown(struct bgs_save *s)
 		} else {
 			result = commit(s);
 			if (result)
-				bgs_save_fail(s, result, "committing the "
+				bgs_save_fail(s, result,
+					      "committing the "
 					      "snapshot: %s",
 					      bgsnap_strerror(result));
 		}
@@ -939,7 +952,8 @@ void *bgs_copier_main(void *arg)
 			serve_faults(s);
 		if (!bgs_save_error(s) &&
 		    atomic_load_explicit(&s->pages_done, memory_order_relaxed) <
-			    total && !bulk_step(s))
+			    total &&
+		    !bulk_step(s))
 			copier_sleep(s);
 	}
 	if (s->stop_the_world) {

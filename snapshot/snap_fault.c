@@ -159,7 +159,7 @@ static bool track(struct bgs_monitor *m, const struct bgs_region *r,
 		bgs_bit_set(m->unprotected, p);
 	}
 	ret = bgs_uffd_unprotect(&m->uffd, addr, n * BGS_PAGE_SIZE,
-				       BGS_UFFD_NORETRY);
+				 BGS_UFFD_NORETRY);
 	if (ret == -EAGAIN)
 		return false;
 	atomic_fetch_add_explicit(&m->faults, 1, memory_order_relaxed);
@@ -195,11 +195,12 @@ static bool serve(struct bgs_monitor *m, const struct bgs_region *r,
 		bgs_save_fail(s, BGSNAP_EUNSAFE,
 			      "bgsnap's copier wrote to registered memory at "
 			      "0x%" PRIx64 ": a region overlaps bgsnap's own "
-			      "memory", f->addr);
+			      "memory",
+			      f->addr);
 		/* Let the copier run on to the clean-up. */
 		return bgs_uffd_unprotect(&m->uffd, bgs_page_addr(r, first),
-						n * BGS_PAGE_SIZE,
-						BGS_UFFD_NORETRY) != -EAGAIN;
+					  n * BGS_PAGE_SIZE,
+					  BGS_UFFD_NORETRY) != -EAGAIN;
 	}
 	if (!bgs_page_saved(s, first)) {
 		if (!bgs_ring_push(&s->ring, &req))
@@ -248,15 +249,16 @@ static int read_batch(struct bgs_monitor *m, bool act)
 {
 	struct uffd_msg msgs[BGS_FAULT_BATCH];
 	const size_t room = BGS_DEFERRED_MAX - m->ndeferred;
-	const int injected = atomic_exchange(
-		&m->h->test_hooks.fault_read_error, 0);
+	const int injected =
+		atomic_exchange(&m->h->test_hooks.fault_read_error, 0);
 	int n;
 
 	if (!room) /* leave them queued: the writers wait, nothing is lost */
 		return 0;
-	n = injected ? injected :
-		       bgs_uffd_read(&m->uffd, msgs, room < BGS_FAULT_BATCH ?
-							    room : BGS_FAULT_BATCH);
+	n = injected ? injected
+		     : bgs_uffd_read(&m->uffd, msgs,
+				     room < BGS_FAULT_BATCH ? room
+							    : BGS_FAULT_BATCH);
 	if (n <= 0)
 		return n;
 	const uint64_t now = bgs_now_ns();
@@ -265,7 +267,8 @@ static int read_batch(struct bgs_monitor *m, bool act)
 			on_event(m, &msgs[i]);
 	for (int i = 0; i < n; i++) {
 		const struct bgs_deferred f = {
-			msgs[i].arg.pagefault.address, now,
+			msgs[i].arg.pagefault.address,
+			now,
 			(pid_t)msgs[i].arg.pagefault.feat.ptid,
 		};
 		if (msgs[i].event == UFFD_EVENT_PAGEFAULT &&
@@ -283,10 +286,9 @@ static int reprotect_run(struct bgs_monitor *m, const struct bgs_region *r,
 			 uint64_t first, uint64_t n)
 {
 	for (;;) {
-		const int ret = bgs_uffd_protect(&m->uffd,
-						       bgs_page_addr(r, first),
-						       n * BGS_PAGE_SIZE,
-						       BGS_UFFD_NORETRY);
+		const int ret =
+			bgs_uffd_protect(&m->uffd, bgs_page_addr(r, first),
+					 n * BGS_PAGE_SIZE, BGS_UFFD_NORETRY);
 		if (ret != -EAGAIN)
 			return ret;
 		const int got = read_batch(m, false);
@@ -319,19 +321,21 @@ static int64_t reprotect_pass(struct bgs_monitor *m, bool serve)
 			continue;
 		/* Clear words are skipped whole: a pass costs what was
 		 * written, not what is mapped. */
-		for (uint64_t p = bgs_bit_next(m->unprotected, r->first_page,
-					       end);
+		for (uint64_t p =
+			     bgs_bit_next(m->unprotected, r->first_page, end);
 		     p < end; p = bgs_bit_next(m->unprotected, p, end)) {
 			uint64_t n = 0;
 			int ret;
 
-			while (p + n < end && bgs_bit_get(m->unprotected, p + n))
+			while (p + n < end &&
+			       bgs_bit_get(m->unprotected, p + n))
 				n++;
 			/* Clear first, then protect: see the DESIGN block. */
 			for (uint64_t k = p; k < p + n; k++)
 				atomic_fetch_and_explicit(
 					&m->unprotected[k / 64],
-					~(1ULL << (k % 64)), memory_order_acq_rel);
+					~(1ULL << (k % 64)),
+					memory_order_acq_rel);
 			ret = reprotect_run(m, r, p, n);
 			if (ret)
 				return ret;
@@ -367,9 +371,10 @@ static int64_t switch_to_save(struct bgs_monitor *m, struct bgs_save *s)
 
 		s->changed[w] = bits;
 		for (; m->undo_slot && bits; bits &= bits - 1)
-			atomic_store(&m->undo_slot[w * 64 +
-						   (uint64_t)__builtin_ctzll(bits)],
-				     0);
+			atomic_store(
+				&m->undo_slot[w * 64 +
+					      (uint64_t)__builtin_ctzll(bits)],
+				0);
 	}
 	atomic_store(&m->undo_used, 0);
 	atomic_store(&m->undo_live, m->undo_data && s->keep_tracking);
@@ -441,8 +446,8 @@ static void monitor_fail(struct bgs_monitor *m, int err, const char *fmt, ...)
  */
 static void die(struct bgs_monitor *m, int err, const char *what)
 {
-	struct bgs_save *s = atomic_load(&m->mode) == BGS_MON_SAVE ? m->save
-								   : NULL;
+	struct bgs_save *s =
+		atomic_load(&m->mode) == BGS_MON_SAVE ? m->save : NULL;
 	const struct bgsnap *h = m->h;
 
 	monitor_fail(m, err, "bgsnap's fault thread stopped: %s: %s", what,

@@ -27,8 +27,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define PAGE		4096u
-#define STATS_NAME	"bgsnap.stats"
+#define PAGE	   4096u
+#define STATS_NAME "bgsnap.stats"
 
 _Static_assert(sizeof(((struct rs_diag *)0)->msg) <= BGSNAP_FILE_ERROR_MAX,
 	       "a store's message fits the public buffer");
@@ -40,20 +40,20 @@ _Static_assert((int)RS_KIND_FILE_PRIVATE == (int)BGSNAP_KIND_FILE_PRIVATE &&
 struct bgsnap_file {
 	int fd;
 	struct rs_reader *r;
-	struct rs_decoder *dec;	/* for decoding straight into a buffer */
+	struct rs_decoder *dec; /* for decoding straight into a buffer */
 	struct bgsnap_file_info info;
 	struct bgsnap_file_region *regions; /* figures summed at open */
-	char *stats;		/* bgsnap.stats, loaded on first ask */
-	char *path;		/* as opened, or where it was found */
-	struct rs_diag diag;	/* the last error */
-	bool diag_named;	/* diag names its file already (a parent's) */
+	char *stats;	     /* bgsnap.stats, loaded on first ask */
+	char *path;	     /* as opened, or where it was found */
+	struct rs_diag diag; /* the last error */
+	bool diag_named;     /* diag names its file already (a parent's) */
 	/* Chains. */
 	struct bgsnap_file *root;   /* the handle the caller opened */
 	struct bgsnap_file *parent; /* owned; NULL until first needed */
 	unsigned depth;		    /* 0 for the root, 1 its parent ... */
 	char **cands;		    /* root only: bgsnap_file_add_parent */
 	size_t ncands;
-	int verify;		    /* root only: bgsnap_file_set_verify */
+	int verify; /* root only: bgsnap_file_set_verify */
 };
 
 /* Record a failure that ramstore did not describe; returns @code. */
@@ -369,8 +369,7 @@ static int load_stats(struct bgsnap_file *f, size_t i, size_t len)
 	return 0;
 }
 
-BGSNAP_API int bgsnap_file_stats_json(struct bgsnap_file *f,
-				      const char **json)
+BGSNAP_API int bgsnap_file_stats_json(struct bgsnap_file *f, const char **json)
 {
 	const int i = bgsnap_file_find_attachment(f, STATS_NAME);
 	const char *name;
@@ -379,7 +378,8 @@ BGSNAP_API int bgsnap_file_stats_json(struct bgsnap_file *f,
 
 	*json = NULL;
 	if (i < 0)
-		return fail(f, -ENOENT, "no statistics: saved without "
+		return fail(f, -ENOENT,
+			    "no statistics: saved without "
 			    "attachment '" STATS_NAME "'");
 	if (!f->stats) {
 		bgs_rs_attachment_info(f->r, (size_t)i, &name, &len);
@@ -422,8 +422,10 @@ static int open_parent(struct bgsnap_file *f)
 	int ret;
 
 	if (f->depth + 1 >= BGS_MAX_CHAIN)
-		return fail(f, BGSNAP_EPARENT, "the chain of parents is longer "
-			    "than %d", BGS_MAX_CHAIN);
+		return fail(f, BGSNAP_EPARENT,
+			    "the chain of parents is longer "
+			    "than %d",
+			    BGS_MAX_CHAIN);
 	p = new_handle(f->root);
 	if (!p)
 		return fail(f, -ENOMEM, "out of memory");
@@ -466,8 +468,10 @@ BGSNAP_API int bgsnap_file_parent(struct bgsnap_file *f,
 static int check_link(struct bgsnap_file *f, const struct bgsnap_file *p)
 {
 	if (memcmp(f->info.parent_id, p->info.snapshot_id, 16))
-		return fail(f, BGSNAP_EPARENT, "%s is not its parent: another "
-			    "snapshot id", p->path);
+		return fail(f, BGSNAP_EPARENT,
+			    "%s is not its parent: another "
+			    "snapshot id",
+			    p->path);
 	for (size_t i = 0; i < bgs_rs_extent_count(f->r); i++) {
 		const struct rs_extent *e = bgs_rs_extent(f->r, i);
 		const char *name = f->regions[e->region].name;
@@ -477,12 +481,14 @@ static int check_link(struct bgsnap_file *f, const struct bgsnap_file *p)
 			continue;
 		if (k < 0 || p->regions[k].kind == RS_KIND_UNSAVED ||
 		    (e->first + e->npages) * PAGE > p->regions[k].len)
-			return fail(f, BGSNAP_EPARENT, "region '%s', pages "
-				    "%llu..%llu: stored in the parent, which "
-				    "has not saved them (%s)", name,
-				    (unsigned long long)e->first,
-				    (unsigned long long)(e->first + e->npages - 1),
-				    p->path);
+			return fail(
+				f, BGSNAP_EPARENT,
+				"region '%s', pages "
+				"%llu..%llu: stored in the parent, which "
+				"has not saved them (%s)",
+				name, (unsigned long long)e->first,
+				(unsigned long long)(e->first + e->npages - 1),
+				p->path);
 	}
 	return 0;
 }
@@ -522,11 +528,9 @@ static int open_chain(struct bgsnap_file *f, uint64_t *total)
 	return 0;
 }
 
-BGSNAP_API int bgsnap_file_verify_chain(struct bgsnap_file *f,
-					void (*progress)(void *arg,
-							 uint64_t done,
-							 uint64_t total),
-					void *arg)
+BGSNAP_API int bgsnap_file_verify_chain(
+	struct bgsnap_file *f,
+	void (*progress)(void *arg, uint64_t done, uint64_t total), void *arg)
 {
 	struct chain_progress cp = { progress, arg, 0, 0 };
 	int ret = open_chain(f, &cp.total);
@@ -584,22 +588,25 @@ static ssize_t find_extent(struct bgsnap_file *f, size_t region,
 	const ssize_t i = bgs_rs_find(f->r, (uint32_t)region, offset / PAGE);
 
 	if (i < 0)
-		fail(f, BGSNAP_EMISSING, "region '%s': no record holds byte "
-		     "%llu", f->regions[region].name,
-		     (unsigned long long)offset);
+		fail(f, BGSNAP_EMISSING,
+		     "region '%s': no record holds byte "
+		     "%llu",
+		     f->regions[region].name, (unsigned long long)offset);
 	return i;
 }
 
-static int check_range(struct bgsnap_file *f, size_t region,
-		       uint64_t offset, uint64_t len)
+static int check_range(struct bgsnap_file *f, size_t region, uint64_t offset,
+		       uint64_t len)
 {
 	if (region >= f->info.regions)
 		return fail(f, -ERANGE, "no region %zu", region);
 	if (offset > f->regions[region].len ||
 	    len > f->regions[region].len - offset)
-		return fail(f, -ERANGE, "region '%s': bytes %llu..+%llu are "
-			    "outside its %llu bytes", f->regions[region].name,
-			    (unsigned long long)offset, (unsigned long long)len,
+		return fail(f, -ERANGE,
+			    "region '%s': bytes %llu..+%llu are "
+			    "outside its %llu bytes",
+			    f->regions[region].name, (unsigned long long)offset,
+			    (unsigned long long)len,
 			    (unsigned long long)f->regions[region].len);
 	return 0;
 }
@@ -642,7 +649,8 @@ static int read_parent(struct bgsnap_file *f, const struct rs_extent *e,
 	int k, ret;
 
 	if (!f->info.incremental)
-		return fail(f, BGSNAP_EPARENT, "region '%s', pages %llu..%llu: "
+		return fail(f, BGSNAP_EPARENT,
+			    "region '%s', pages %llu..%llu: "
 			    "stored in a parent, but the snapshot has none",
 			    name, (unsigned long long)e->first,
 			    (unsigned long long)(e->first + e->npages - 1));
@@ -652,9 +660,11 @@ static int read_parent(struct bgsnap_file *f, const struct rs_extent *e,
 	k = bgsnap_file_find_region(p, name);
 	if (k < 0 || p->regions[k].kind == RS_KIND_UNSAVED ||
 	    at + n > p->regions[k].len)
-		return fail(f, BGSNAP_EPARENT, "region '%s', pages %llu..%llu: "
+		return fail(f, BGSNAP_EPARENT,
+			    "region '%s', pages %llu..%llu: "
 			    "stored in the parent, which has not saved them "
-			    "(%s)", name, (unsigned long long)e->first,
+			    "(%s)",
+			    name, (unsigned long long)e->first,
 			    (unsigned long long)(e->first + e->npages - 1),
 			    p->path);
 	ret = bgsnap_file_read(p, (size_t)k, at, dst, n);
@@ -668,8 +678,8 @@ static int read_parent(struct bgsnap_file *f, const struct rs_extent *e,
 
 /* Bytes [@off, @off + @n) of extent @i into @dst: decoded in place when
  * the whole record is wanted, else through the reader's cache. */
-static int read_extent(struct bgsnap_file *f, size_t i, uint64_t off,
-		       void *dst, size_t n)
+static int read_extent(struct bgsnap_file *f, size_t i, uint64_t off, void *dst,
+		       size_t n)
 {
 	const struct rs_extent *e = bgs_rs_extent(f->r, i);
 	const void *data;
@@ -700,8 +710,10 @@ BGSNAP_API int bgsnap_file_read(struct bgsnap_file *f, size_t region,
 	int ret = check_range(f, region, offset, len);
 
 	if (!ret && f->regions[region].kind == RS_KIND_UNSAVED)
-		ret = fail(f, -ENODATA, "region '%s' was not saved (recorded "
-			   "by name only)", f->regions[region].name);
+		ret = fail(f, -ENODATA,
+			   "region '%s' was not saved (recorded "
+			   "by name only)",
+			   f->regions[region].name);
 	while (!ret && len) {
 		const ssize_t i = find_extent(f, region, offset);
 		const struct rs_extent *e;

@@ -58,10 +58,11 @@ static int copy_pages(struct bgs_restore *r, struct rs_writer *w,
 			bgs_snap_set_error(r->h, "%s", r->error.msg);
 			return ret;
 		}
-		ret = enc == RS_ENC_ZERO ?
-			      bgs_rs_put_zero(w, e->region, e->first, e->npages) :
-			      bgs_rs_put_pages(w, e->region, e->first, e->npages,
-					       buf);
+		ret = enc == RS_ENC_ZERO
+			      ? bgs_rs_put_zero(w, e->region, e->first,
+						e->npages)
+			      : bgs_rs_put_pages(w, e->region, e->first,
+						 e->npages, buf);
 		if (ret < 0)
 			return ret;
 	}

@@ -38,7 +38,8 @@ uint64_t bgs_hist_percentile(const struct bgs_hist *h, double p)
 
 	if (!h->count)
 		return 0;
-	for (unsigned b = 0; b < sizeof(h->bucket) / sizeof(h->bucket[0]); b++) {
+	for (unsigned b = 0; b < sizeof(h->bucket) / sizeof(h->bucket[0]);
+	     b++) {
 		seen += h->bucket[b];
 		if (seen >= (want ? want : 1))
 			return bucket_top(b) < h->max ? bucket_top(b) : h->max;

@@ -20,25 +20,26 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define BGS_PAGE_SIZE	 4096u
-#define BGS_PAGE_SHIFT	 12
-#define BGS_THP_SIZE	 (2u << 20)
-#define BGS_THP_PAGES	 (BGS_THP_SIZE / BGS_PAGE_SIZE)
-#define BGS_RUN_PAGES	 64u	/* a bulk step: 256 KiB, one unprotect */
-#define BGS_CHUNK_PAGES	 8u	/* copied between looks at the ring:
+#define BGS_PAGE_SIZE  4096u
+#define BGS_PAGE_SHIFT 12
+#define BGS_THP_SIZE   (2u << 20)
+#define BGS_THP_PAGES  (BGS_THP_SIZE / BGS_PAGE_SIZE)
+#define BGS_RUN_PAGES  64u /* a bulk step: 256 KiB, one unprotect */
+#define BGS_CHUNK_PAGES                                                        \
+	8u		       /* copied between looks at the ring:
 				 * ~40 us of lz4, a fault's longest wait
 				 * (4 cut the wait by nothing measurable
 				 * and the throughput by 15%) */
-#define BGS_FAULT_BATCH	 64u	/* uffd messages per read */
-#define BGS_FAULT_AROUND 16u	/* pages saved with a faulted one, at most */
-#define BGS_RING_SLOTS	 8192u	/* faulted pages waiting for the copier */
+#define BGS_FAULT_BATCH	 64u   /* uffd messages per read */
+#define BGS_FAULT_AROUND 16u   /* pages saved with a faulted one, at most */
+#define BGS_RING_SLOTS	 8192u /* faulted pages waiting for the copier */
 #define BGS_STACK_SIZE	 (1u << 20)
 
 struct bgs_region {
 	char *name;
-	uint64_t base;	     /* address in the owner's process */
+	uint64_t base; /* address in the owner's process */
 	uint64_t len;
-	uint32_t page_size;  /* 4096, or the hugetlbfs page size */
+	uint32_t page_size; /* 4096, or the hugetlbfs page size */
 	enum bgsnap_kind kind;
 	uint16_t prot;
 	uint64_t first_page; /* its first page in the handle's page space */
@@ -53,8 +54,7 @@ static inline uint64_t bgs_region_pages(const struct bgs_region *r)
 }
 
 /* The address of page @page (in the handle's page space) of @r. */
-static inline uint64_t bgs_page_addr(const struct bgs_region *r,
-				     uint64_t page)
+static inline uint64_t bgs_page_addr(const struct bgs_region *r, uint64_t page)
 {
 	return r->base + (page - r->first_page) * BGS_PAGE_SIZE;
 }
@@ -145,11 +145,11 @@ struct bgs_deferred {
 #define BGS_DEFERRED_MAX 4096u
 
 struct bgs_monitor {
-	struct bgsnap *h;		/* regions read-only while it lives */
-	pid_t pid;			/* whose memory */
-	struct bgs_uffd uffd;		/* fd read-only after start */
-	struct bgs_pagemap pagemap;	/* stateless ioctls: any thread */
-	bool keep_tracking;		/* owner thread, between saves */
+	struct bgsnap *h;	    /* regions read-only while it lives */
+	pid_t pid;		    /* whose memory */
+	struct bgs_uffd uffd;	    /* fd read-only after start */
+	struct bgs_pagemap pagemap; /* stateless ioctls: any thread */
+	bool keep_tracking;	    /* owner thread, between saves */
 
 	/* One mmap'd arena: bitmaps, deferred faults, the thread's stack. */
 	void *arena;
@@ -162,15 +162,15 @@ struct bgs_monitor {
 	 * set with unprotected; cleared by the fault thread at the instant. */
 	_Atomic uint64_t *unprotected;
 	_Atomic uint64_t *written;
-	struct bgs_deferred *deferred;	/* fault thread */
+	struct bgs_deferred *deferred; /* fault thread */
 	size_t ndeferred;
 	void *stack;
 
 	pthread_t thread;
 	bool started;
-	int wake_fd;			/* eventfd: a command is waiting */
-	_Atomic int mode;		/* enum bgs_mon_mode: fault thread */
-	struct bgs_save *save;		/* SAVE mode: set/cleared by commands */
+	int wake_fd;	       /* eventfd: a command is waiting */
+	_Atomic int mode;      /* enum bgs_mon_mode: fault thread */
+	struct bgs_save *save; /* SAVE mode: set/cleared by commands */
 
 	/* Commands: lock guards cmd, cmd_save, cmd_seq, done_seq, result,
 	 * dead. dead: the fault thread stopped on an error (in error):
@@ -188,90 +188,90 @@ struct bgs_monitor {
 	 * is taken (atomically) and filled by the thread that unprotects the
 	 * page; undo_slot[page] (slot + 1, or 0) is published after the
 	 * copy; cleared by the fault thread at the next instant. */
-	uint8_t *undo_data;		/* undo_slots pages, mmap'd */
+	uint8_t *undo_data; /* undo_slots pages, mmap'd */
 	size_t undo_slots;
-	_Atomic uint32_t *undo_slot;	/* per page */
+	_Atomic uint32_t *undo_slot; /* per page */
 	_Atomic size_t undo_used;
-	_Atomic bool undo_live;		/* set at an instant that keeps it */
+	_Atomic bool undo_live; /* set at an instant that keeps it */
 
-	struct bgs_first_error error;	/* why the fault thread stopped */
-	uint8_t base_id[16];		/* the last snapshot tracked from */
-	char base_name[256];		/* its file name, "" if unknown */
-	bool have_base;			/* owner thread */
-	_Atomic uint64_t faults;	/* tracked faults */
-	_Atomic uint64_t strays;	/* faults outside every region */
+	struct bgs_first_error error; /* why the fault thread stopped */
+	uint8_t base_id[16];	      /* the last snapshot tracked from */
+	char base_name[256];	      /* its file name, "" if unknown */
+	bool have_base;		      /* owner thread */
+	_Atomic uint64_t faults;      /* tracked faults */
+	_Atomic uint64_t strays;      /* faults outside every region */
 };
 
 struct bgs_save {
-	struct bgsnap *h;		/* regions: read-only during a save */
-	struct bgs_monitor *mon;	/* NULL for stop-the-world */
-	struct bgsnap_save_opts opts;	/* read-only */
-	pid_t pid;			/* whose memory: read-only */
-	bool stop_the_world;		/* read-only */
-	bool verify;			/* read-only */
-	bool swap_present;		/* read-only: see snap_copier.c */
-	bool keep_tracking;		/* read-only: pages stay protected */
-	bool incremental;		/* read-only: unchanged pages are the
+	struct bgsnap *h;	      /* regions: read-only during a save */
+	struct bgs_monitor *mon;      /* NULL for stop-the-world */
+	struct bgsnap_save_opts opts; /* read-only */
+	pid_t pid;		      /* whose memory: read-only */
+	bool stop_the_world;	      /* read-only */
+	bool verify;		      /* read-only */
+	bool swap_present;	      /* read-only: see snap_copier.c */
+	bool keep_tracking;	      /* read-only: pages stay protected */
+	bool incremental;	      /* read-only: unchanged pages are the
 					 * parent's */
-	uint8_t id[16];			/* this snapshot's id */
-	uint8_t parent_id[16];		/* incremental: the parent's */
-	char name[256];			/* the file's name (no directory) */
-	char parent_name[256];		/* incremental: the parent's, or "" */
-	struct rs_reader *parent;	/* a parent file compared page by page
+	uint8_t id[16];		      /* this snapshot's id */
+	uint8_t parent_id[16];	      /* incremental: the parent's */
+	char name[256];		      /* the file's name (no directory) */
+	char parent_name[256];	      /* incremental: the parent's, or "" */
+	struct rs_reader *parent;     /* a parent file compared page by page
 					 * (not tracked since): the copier's */
 	int parent_fd;
-	uint32_t *parent_region;	/* per region: the parent's number */
+	uint32_t *parent_region; /* per region: the parent's number */
 
-	struct bgs_pagemap pagemap;	/* stop-the-world only */
-	struct rs_writer *writer;	/* the copier's (the starter opens it) */
+	struct bgs_pagemap pagemap; /* stop-the-world only */
+	struct rs_writer *writer;   /* the copier's (the starter opens it) */
 
 	/* One mmap'd arena holds everything below that is not a scalar, so
 	 * one range check proves bgsnap's threads never touch registered
 	 * memory (their stacks are in it too). */
 	void *arena;
 	size_t arena_len;
-	_Atomic uint64_t *saved;	/* bit per page: set by the copier
+	_Atomic uint64_t *saved; /* bit per page: set by the copier
 					 * when saved; read by the fault
 					 * thread */
-	uint64_t *changed;		/* incremental: bit per page written
+	uint64_t *changed;	 /* incremental: bit per page written
 					 * since the parent; set at the
 					 * instant by the fault thread, then
 					 * the copier's */
-	uint8_t *huge;			/* bit per page: start of a PMD-mapped
+	uint8_t *huge;		 /* bit per page: start of a PMD-mapped
 					 * THP block. Copier. */
-	uint8_t *staging;		/* copier: pages read from the owner */
+	uint8_t *staging;	 /* copier: pages read from the owner */
 	size_t staging_len;
-	uint8_t *read_count;		/* copier: reads per page (tests) */
+	uint8_t *read_count; /* copier: reads per page (tests) */
 	struct bgs_ring ring;
-	struct bgs_hist stall;		/* copier */
+	struct bgs_hist stall; /* copier */
 	void *copier_stack;
 
 	pthread_t copier_thread;
-	bool copier_started;		/* starter */
-	_Atomic pid_t copier_tid;	/* for self-fault detection */
+	bool copier_started;	  /* starter */
+	_Atomic pid_t copier_tid; /* for self-fault detection */
 	/* The copier sleeps only when it has no fault to serve and the
 	 * disk is behind; a fault queued then wakes it (bgs_copier_kick). */
-	int wake_fd;			/* eventfd: any thread */
-	_Atomic bool copier_sleeping;	/* set by the copier; seq_cst */
+	int wake_fd;		      /* eventfd: any thread */
+	_Atomic bool copier_sleeping; /* set by the copier; seq_cst */
 
-	struct bgs_first_error error;	/* any thread */
-	_Atomic bool all_copied;	/* stop-the-world: owner may resume */
-	pthread_mutex_t lock;		/* with cond: all_copied, finished */
+	struct bgs_first_error error; /* any thread */
+	_Atomic bool all_copied;      /* stop-the-world: owner may resume */
+	pthread_mutex_t lock;	      /* with cond: all_copied, finished */
 	pthread_cond_t cond;
-	bool finished;			/* copier done: lock */
+	bool finished; /* copier done: lock */
 
 	/* Progress and statistics: written by the copier, read anywhere. */
 	_Atomic uint64_t pages_done;
 	_Atomic uint64_t t_start, t_end;
-	uint64_t t_pause, t_resume;	/* starter */
-	uint64_t blackout_ns;		/* starter: the longest stop */
-	uint64_t arm_ns;		/* starter: protecting before the pause */
-	uint64_t reprotected;		/* starter: pages protected in the pause */
+	uint64_t t_pause, t_resume; /* starter */
+	uint64_t blackout_ns;	    /* starter: the longest stop */
+	uint64_t arm_ns;	    /* starter: protecting before the pause */
+	uint64_t reprotected;	    /* starter: pages protected in the pause */
 	uint64_t pages_by_scan, pages_by_fault, pages_unpopulated; /* copier */
-	uint64_t pages_parent;		/* copier */
-	uint64_t faults;		/* copier */
-	uint64_t cursor;		/* copier: where the scan resumes */
-	struct bgsnap_stats final;	/* copier, at the end */
+	uint64_t pages_parent;					   /* copier */
+	uint64_t faults;					   /* copier */
+	uint64_t cursor;	   /* copier: where the scan resumes */
+	struct bgsnap_stats final; /* copier, at the end */
 };
 
 /*
@@ -292,24 +292,24 @@ struct bgs_snap_test_hooks {
 };
 
 struct bgsnap {
-	struct bgs_region *regions;	/* sorted by address */
-	struct bgs_target *target;	/* another process, or NULL */
-	struct bgs_target_maps maps;	/* its mappings as last read */
-	char **include, **exclude;	/* its mapping filters */
+	struct bgs_region *regions;  /* sorted by address */
+	struct bgs_target *target;   /* another process, or NULL */
+	struct bgs_target_maps maps; /* its mappings as last read */
+	char **include, **exclude;   /* its mapping filters */
 	size_t ninclude, nexclude;
 	size_t nregions;
 	uint64_t total_pages;
 	struct bgs_attachment *attachments;
 	size_t nattachments;
-	struct bgs_save *save;		/* the running or unwaited save */
-	struct bgs_monitor *monitor;	/* while tracking (or saving) */
-	struct bgs_restore *restore;	/* the running or unwaited lazy restore */
-	struct bgsnap_stats stats;	/* of the last finished operation */
-	bool result_pending;		/* a synchronous operation ended ... */
-	int result;			/* ... with this, for bgsnap_wait() */
+	struct bgs_save *save;	     /* the running or unwaited save */
+	struct bgs_monitor *monitor; /* while tracking (or saving) */
+	struct bgs_restore *restore; /* the running or unwaited lazy restore */
+	struct bgsnap_stats stats;   /* of the last finished operation */
+	bool result_pending;	     /* a synchronous operation ended ... */
+	int result;		     /* ... with this, for bgsnap_wait() */
 	_Atomic(struct bgs_save *) live; /* for progress/cancel: any thread */
 	_Atomic(struct bgs_restore *) live_restore; /* for progress */
-	pthread_mutex_t live_lock;	/* guards the live ones against free */
+	pthread_mutex_t live_lock; /* guards the live ones against free */
 	struct bgs_snap_test_hooks test_hooks;
 	char errmsg[512];
 };
@@ -318,7 +318,6 @@ static inline bool bgs_region_is_anon(const struct bgs_region *r)
 {
 	return r->kind == BGSNAP_KIND_ANON || r->kind == BGSNAP_KIND_ANON_THP;
 }
-
 
 /* snap_session.c */
 /* Ready for an operation: none running, some region. Clears the last
@@ -376,8 +375,7 @@ void bgs_copier_kick(struct bgs_save *s);
  * handler must never run on it (it could write protected memory and
  * deadlock). @stack: BGS_STACK_SIZE bytes, or NULL for a default one.
  */
-int bgs_thread_start(pthread_t *t, void *stack, void *(*fn)(void *),
-		     void *arg);
+int bgs_thread_start(pthread_t *t, void *stack, void *(*fn)(void *), void *arg);
 
 /* snap_restore.c / snap_lazy.c */
 void bgs_restore_progress(struct bgs_restore *r, struct bgsnap_progress *p);
@@ -420,8 +418,10 @@ static inline uint64_t bgs_bit_next(_Atomic uint64_t *map, uint64_t bit,
 				    uint64_t end)
 {
 	while (bit < end) {
-		const uint64_t word = atomic_load_explicit(
-			&map[bit / 64], memory_order_acquire) >> (bit % 64);
+		const uint64_t word =
+			atomic_load_explicit(&map[bit / 64],
+					     memory_order_acquire) >>
+			(bit % 64);
 
 		if (word) {
 			bit += (uint64_t)__builtin_ctzll(word);

@@ -50,9 +50,9 @@ struct placer {
 	struct rs_decoder *dec;
 	uint8_t *buf;
 	size_t buf_len;
-	uint8_t *tmp;	 /* a parent's record, for PARENT pages */
-	bool fill;	 /* the fill thread (else the fault thread) */
-	unsigned flags;	 /* BGS_UFFD_* */
+	uint8_t *tmp;	/* a parent's record, for PARENT pages */
+	bool fill;	/* the fill thread (else the fault thread) */
+	unsigned flags; /* BGS_UFFD_* */
 };
 
 static bool discarded(struct bgs_restore *r, uint64_t page)
@@ -83,9 +83,9 @@ static int64_t place_zero(struct placer *p, const struct bgs_region *g,
 		return bgs_uffd_zeropage(&p->r->uffd, addr, len, g->page_size,
 					 p->flags);
 	for (uint64_t off = 0; off < len; off += g->page_size) {
-		const int64_t n = bgs_uffd_copy(&p->r->uffd, addr + off,
-						p->r->zero, g->page_size,
-						g->page_size, p->flags);
+		const int64_t n =
+			bgs_uffd_copy(&p->r->uffd, addr + off, p->r->zero,
+				      g->page_size, g->page_size, p->flags);
 		if (n < 0)
 			return n;
 		done += n;
@@ -113,24 +113,29 @@ static int place(struct placer *p, const struct bgs_region *g, uint64_t first,
 			k += unit;
 		const uint64_t addr = g->base + (first + i) * BGS_PAGE_SIZE;
 		if (data && !drop)
-			placed = bgs_uffd_copy(&p->r->uffd, addr,
-					       data + i * BGS_PAGE_SIZE,
-					       k * BGS_PAGE_SIZE, g->page_size,
-					       p->flags);
+			placed = bgs_uffd_copy(
+				&p->r->uffd, addr, data + i * BGS_PAGE_SIZE,
+				k * BGS_PAGE_SIZE, g->page_size, p->flags);
 		else
 			placed = place_zero(p, g, addr, k * BGS_PAGE_SIZE);
 		if (placed == -ENOENT || placed == -EFAULT) {
 			if (!drop)
-				return bgs_restore_fail(p->r, BGSNAP_EHAZARD,
+				return bgs_restore_fail(
+					p->r, BGSNAP_EHAZARD,
 					"region '%s': page 0x%" PRIx64 " went "
-					"away during the restore", g->name, addr);
+					"away during the restore",
+					g->name, addr);
 			placed = 0; /* unmapped by the owner: fine */
 		}
 		if (placed < 0)
-			return placed == -EAGAIN ? -EAGAIN :
-			       bgs_restore_fail(p->r, (int)placed, "region '%s': "
-						"placing pages: %s", g->name,
-						strerror((int)-placed));
+			return placed == -EAGAIN
+				       ? -EAGAIN
+				       : bgs_restore_fail(
+						 p->r, (int)placed,
+						 "region '%s': "
+						 "placing pages: %s",
+						 g->name,
+						 strerror((int)-placed));
 		count_placed(p, placed, !data || drop);
 		i += k;
 	}
@@ -141,13 +146,13 @@ static int place(struct placer *p, const struct bgs_region *g, uint64_t first,
 static void poison(struct placer *p, const struct bgs_region *g,
 		   const struct rs_extent *e, int err, const char *why)
 {
-	const int64_t n = bgs_uffd_poison(&p->r->uffd,
-					  g->base + e->first * BGS_PAGE_SIZE,
-					  e->npages * BGS_PAGE_SIZE,
-					  g->page_size, 0);
+	const int64_t n =
+		bgs_uffd_poison(&p->r->uffd, g->base + e->first * BGS_PAGE_SIZE,
+				e->npages * BGS_PAGE_SIZE, g->page_size, 0);
 
 	if (n > 0)
-		atomic_fetch_add(&p->r->pages_poisoned, (uint64_t)n / BGS_PAGE_SIZE);
+		atomic_fetch_add(&p->r->pages_poisoned,
+				 (uint64_t)n / BGS_PAGE_SIZE);
 	atomic_fetch_add(&p->r->pages_done, e->npages);
 	bgs_restore_fail(p->r, err, "%s (its pages are poisoned)", why);
 }
@@ -232,7 +237,8 @@ static void on_event(struct bgs_restore *r, const struct uffd_msg *m)
 	} else if (m->event == UFFD_EVENT_REMAP) {
 		mark_discarded(r, m->arg.remap.from,
 			       m->arg.remap.from + m->arg.remap.len);
-		bgs_restore_fail(r, BGSNAP_EHAZARD, "[0x%llx, +%llu) was moved "
+		bgs_restore_fail(r, BGSNAP_EHAZARD,
+				 "[0x%llx, +%llu) was moved "
 				 "by mremap during the restore",
 				 (unsigned long long)m->arg.remap.from,
 				 (unsigned long long)m->arg.remap.len);
@@ -342,11 +348,11 @@ static size_t fill_chunk(struct placer *p, size_t i, uint64_t chunk)
 		const struct rs_extent *e = bgs_rs_extent(r->reader, k);
 		int enc;
 
-		if (k > i && (e->region != first->region ||
-			      e->first != first->first + pages ||
-			      e->encoding == RS_ENC_ZERO ||
-			      pages + e->npages > chunk ||
-			      atomic_load(&r->placed[k])))
+		if (k > i &&
+		    (e->region != first->region ||
+		     e->first != first->first + pages ||
+		     e->encoding == RS_ENC_ZERO || pages + e->npages > chunk ||
+		     atomic_load(&r->placed[k])))
 			break;
 		enc = decode(p, k, pages * BGS_PAGE_SIZE);
 		if (enc < 0) {
@@ -422,8 +428,8 @@ static int placer_init(struct placer *p, struct bgs_restore *r, bool fill)
 	p->r = r;
 	p->fill = fill;
 	p->flags = fill ? 0 : BGS_UFFD_NORETRY;
-	p->buf_len = (fill ? BGS_FILL_MAX_PAGES * BGS_PAGE_SIZE : 0) +
-		     r->max_record;
+	p->buf_len =
+		(fill ? BGS_FILL_MAX_PAGES * BGS_PAGE_SIZE : 0) + r->max_record;
 	p->buf = mmap(NULL, p->buf_len + r->max_record, PROT_READ | PROT_WRITE,
 		      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p->buf == MAP_FAILED) {
@@ -512,9 +518,10 @@ static int arm(struct bgs_restore *r)
 		ret = bgs_uffd_register(&r->uffd, g->base, g->len,
 					UFFDIO_REGISTER_MODE_MISSING, NULL);
 		if (ret)
-			bgs_snap_set_error(h, "region '%s': cannot register it "
-					   "for missing pages: %s", g->name,
-					   strerror(-ret));
+			bgs_snap_set_error(h,
+					   "region '%s': cannot register it "
+					   "for missing pages: %s",
+					   g->name, strerror(-ret));
 	}
 	return ret;
 }

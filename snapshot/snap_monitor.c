@@ -41,9 +41,10 @@ static int uffd_error(struct bgsnap *h, int r)
 {
 	if (r < 0)
 		bgs_snap_set_error(h, "userfaultfd: %s (see 'bgsnap caps')",
-				   r == -ENOTSUP ? "this kernel lacks a feature "
-						   "these regions need" :
-						   strerror(-r));
+				   r == -ENOTSUP
+					   ? "this kernel lacks a feature "
+					     "these regions need"
+					   : strerror(-r));
 	return r;
 }
 
@@ -55,16 +56,17 @@ static int open_uffd(struct bgs_monitor *m)
 	int r;
 
 	if (!h->target)
-		return uffd_error(h, bgs_uffd_open(&m->uffd, BGS_UFFD_FEATURES_WP,
-						   needed_features(h)));
+		return uffd_error(h,
+				  bgs_uffd_open(&m->uffd, BGS_UFFD_FEATURES_WP,
+						needed_features(h)));
 	r = bgs_target_inject_uffd(h->target, 0, &tu);
 	if (r) {
 		bgs_snap_set_error(h, "%s", h->target->msg);
 		return r;
 	}
-	return uffd_error(h, bgs_uffd_adopt(&m->uffd, tu.fd,
-					    BGS_UFFD_FEATURES_WP,
-					    needed_features(h)));
+	return uffd_error(h,
+			  bgs_uffd_adopt(&m->uffd, tu.fd, BGS_UFFD_FEATURES_WP,
+					 needed_features(h)));
 }
 
 static int register_regions(struct bgs_monitor *m)
@@ -80,10 +82,13 @@ static int register_regions(struct bgs_monitor *m)
 		r = bgs_uffd_register(&m->uffd, g->base, g->len,
 				      UFFDIO_REGISTER_MODE_WP, NULL);
 		if (r < 0) {
-			bgs_snap_set_error(h, "region '%s': cannot register "
-					   "it: %s", g->name,
+			bgs_snap_set_error(h,
+					   "region '%s': cannot register "
+					   "it: %s",
+					   g->name,
 					   r == -EBUSY ? "another userfaultfd "
-							 "holds it" : strerror(-r));
+							 "holds it"
+						       : strerror(-r));
 			return r == -EBUSY || r == -EINVAL ? BGSNAP_EUNSAFE : r;
 		}
 	}
@@ -94,10 +99,11 @@ static struct bgs_monitor *monitor_new(struct bgsnap *h)
 {
 	const uint64_t words = (h->total_pages + 63) / 64;
 	const size_t bits_len = align_up(words * 8, 64);
-	const size_t deferred_at = align_up(sizeof(struct bgs_monitor), 64) +
-				   2 * bits_len;
-	const size_t stack_at = align_up(deferred_at + BGS_DEFERRED_MAX *
-					 sizeof(struct bgs_deferred), 4096);
+	const size_t deferred_at =
+		align_up(sizeof(struct bgs_monitor), 64) + 2 * bits_len;
+	const size_t stack_at = align_up(
+		deferred_at + BGS_DEFERRED_MAX * sizeof(struct bgs_deferred),
+		4096);
 	const size_t len = stack_at + BGS_STACK_SIZE;
 	uint8_t *a = mmap(NULL, len, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -110,8 +116,8 @@ static struct bgs_monitor *monitor_new(struct bgsnap *h)
 	m->arena = a;
 	m->arena_len = len;
 	m->unprotected = (_Atomic uint64_t *)(a + align_up(sizeof(*m), 64));
-	m->written = (_Atomic uint64_t *)(a + align_up(sizeof(*m), 64) +
-					  bits_len);
+	m->written =
+		(_Atomic uint64_t *)(a + align_up(sizeof(*m), 64) + bits_len);
 	m->deferred = (struct bgs_deferred *)(a + deferred_at);
 	m->stack = a + stack_at;
 	m->pid = h->target ? h->target->pid : getpid();
@@ -159,8 +165,9 @@ static int populate(struct bgs_monitor *m, const struct bgs_region *g)
 	if (!bgs_region_is_anon(g) ||
 	    (m->uffd.features & UFFD_FEATURE_WP_UNPOPULATED))
 		return 0;
-	return madvise((void *)(uintptr_t)g->base, g->len,
-		       MADV_POPULATE_READ) ? -errno : 0;
+	return madvise((void *)(uintptr_t)g->base, g->len, MADV_POPULATE_READ)
+		       ? -errno
+		       : 0;
 }
 
 int bgs_monitor_protect_all(struct bgs_monitor *m)
@@ -244,12 +251,14 @@ int bgs_monitor_undo(struct bgs_monitor *m, size_t bytes)
 	data = mmap(NULL, slots * BGS_PAGE_SIZE, PROT_READ | PROT_WRITE,
 		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	index = mmap(NULL, m->h->total_pages * sizeof(*m->undo_slot),
-		     PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		     PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+		     0);
 	if (data == MAP_FAILED || index == MAP_FAILED) {
 		if (data != MAP_FAILED)
 			munmap(data, slots * BGS_PAGE_SIZE);
 		if (index != MAP_FAILED)
-			munmap(index, m->h->total_pages * sizeof(*m->undo_slot));
+			munmap(index,
+			       m->h->total_pages * sizeof(*m->undo_slot));
 		return -ENOMEM;
 	}
 	m->undo_slot = index;
@@ -270,7 +279,8 @@ void bgs_monitor_keep(struct bgs_monitor *m, const struct bgs_region *r,
 		size_t slot;
 		uint8_t *dst;
 
-		if (atomic_load_explicit(&m->undo_slot[p], memory_order_acquire))
+		if (atomic_load_explicit(&m->undo_slot[p],
+					 memory_order_acquire))
 			continue;
 		slot = atomic_fetch_add(&m->undo_used, 1);
 		if (slot >= m->undo_slots)
@@ -281,12 +291,13 @@ void bgs_monitor_keep(struct bgs_monitor *m, const struct bgs_region *r,
 		} else {
 			struct iovec local = { dst, BGS_PAGE_SIZE };
 			struct iovec remote = {
-				(void *)(uintptr_t)(r->base + (p - r->first_page) *
-						   BGS_PAGE_SIZE),
+				(void *)(uintptr_t)(r->base +
+						    (p - r->first_page) *
+							    BGS_PAGE_SIZE),
 				BGS_PAGE_SIZE,
 			};
-			if (process_vm_readv(m->pid, &local, 1, &remote, 1, 0) !=
-			    BGS_PAGE_SIZE)
+			if (process_vm_readv(m->pid, &local, 1, &remote, 1,
+					     0) != BGS_PAGE_SIZE)
 				continue;
 		}
 		atomic_store_explicit(&m->undo_slot[p], (uint32_t)slot + 1,

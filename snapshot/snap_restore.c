@@ -22,7 +22,6 @@
  */
 #include "snap_restore.h"
 
-
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -85,7 +84,8 @@ static int spool(int in, const char *dir, int *out)
 			break;
 		}
 		for (ssize_t done = 0; done < n && !ret;) {
-			const ssize_t w = write(fd, buf + done, (size_t)(n - done));
+			const ssize_t w =
+				write(fd, buf + done, (size_t)(n - done));
 
 			ret = w < 0 ? -errno : 0;
 			done += w > 0 ? w : 0;
@@ -127,8 +127,10 @@ static bool filtered_out(const struct bgsnap *h, const struct rs_region *s)
 {
 	char name[sizeof(s->name)], label[sizeof(s->name)], *at;
 	struct bgs_target_map m = {
-		.start = s->base, .end = s->base + s->length,
-		.name = name, .label = label,
+		.start = s->base,
+		.end = s->base + s->length,
+		.name = name,
+		.label = label,
 	};
 	struct bgs_target_maps one = { .v = &m, .n = 1 };
 
@@ -139,10 +141,9 @@ static bool filtered_out(const struct bgsnap *h, const struct rs_region *s)
 	at = strrchr(label, '@');
 	if (at)
 		*at = '\0';
-	return !bgs_target_maps_filter(&one, (const char *const *)h->include,
-				       h->ninclude,
-				       (const char *const *)h->exclude,
-				       h->nexclude) &&
+	return !bgs_target_maps_filter(
+		       &one, (const char *const *)h->include, h->ninclude,
+		       (const char *const *)h->exclude, h->nexclude) &&
 	       m.excluded;
 }
 
@@ -166,19 +167,22 @@ static int match_regions(struct bgs_restore *r)
 		if (!g && h->target && filtered_out(h, s))
 			continue;
 		if (!g) {
-			bgs_snap_set_error(h, "the snapshot's region '%s' is not "
-					   "registered", s->name);
+			bgs_snap_set_error(h,
+					   "the snapshot's region '%s' is not "
+					   "registered",
+					   s->name);
 			return BGSNAP_EMISMATCH;
 		}
 		if (g->len != s->length || g->page_size != s->page_size ||
 		    !kinds_match(g->kind, s->kind)) {
-			bgs_snap_set_error(h, "region '%s': the snapshot has %" PRIu64
-					   " bytes of kind %u in %u-byte pages, "
-					   "the registered region %" PRIu64
-					   " bytes of kind %u in %u-byte pages",
-					   s->name, s->length, s->kind,
-					   s->page_size, g->len, (unsigned)g->kind,
-					   g->page_size);
+			bgs_snap_set_error(
+				h,
+				"region '%s': the snapshot has %" PRIu64
+				" bytes of kind %u in %u-byte pages, "
+				"the registered region %" PRIu64
+				" bytes of kind %u in %u-byte pages",
+				s->name, s->length, s->kind, s->page_size,
+				g->len, (unsigned)g->kind, g->page_size);
 			return BGSNAP_EMISMATCH;
 		}
 		r->dest[i] = g;
@@ -190,8 +194,10 @@ static int match_regions(struct bgs_restore *r)
 	if (!h->target && matched != h->nregions) {
 		for (size_t k = 0; k < h->nregions; k++)
 			if (r->snap_region[k] == UINT32_MAX) {
-				bgs_snap_set_error(h, "region '%s' is not in the "
-						   "snapshot", h->regions[k].name);
+				bgs_snap_set_error(h,
+						   "region '%s' is not in the "
+						   "snapshot",
+						   h->regions[k].name);
 				break;
 			}
 		return BGSNAP_EMISMATCH;
@@ -199,7 +205,8 @@ static int match_regions(struct bgs_restore *r)
 	/* ... but a restore that would write nothing is a mistake (the
 	 * snapshot of another process, a filter that misses). */
 	if (h->target && !matched) {
-		bgs_snap_set_error(h, "no region of the snapshot is a mapping "
+		bgs_snap_set_error(h,
+				   "no region of the snapshot is a mapping "
 				   "of process %d that the filters select",
 				   h->target->pid);
 		return BGSNAP_EMISMATCH;
@@ -220,9 +227,10 @@ static int open_store(struct bgs_restore *r, const char *path, int fd)
 		ret = open_regular(path);
 		if (ret < 0) {
 			bgs_snap_set_error(r->h, "%s: %s", path,
-					   ret == -ESPIPE ? "not a regular "
-					   "file (a pipe or a device)" :
-					   strerror(-ret));
+					   ret == -ESPIPE
+						   ? "not a regular "
+						     "file (a pipe or a device)"
+						   : strerror(-ret));
 			return ret;
 		}
 		r->fd = ret;
@@ -232,7 +240,7 @@ static int open_store(struct bgs_restore *r, const char *path, int fd)
 	} else {
 		if (r->opts.flags & BGSNAP_RESTORE_LAZY) {
 			bgs_snap_set_error(r->h, "a lazy restore needs a file, "
-					   "not a stream");
+						 "not a stream");
 			return -ESPIPE;
 		}
 		ret = spool(fd, r->opts.spool_dir, &r->fd);
@@ -323,8 +331,8 @@ static int try_parent(const char *path, const uint8_t id[16],
 	int ret;
 
 	if (fd < 0) {
-		snprintf(why, whylen, "%s", fd == -ENOENT ? "is not there" :
-				      strerror(-fd));
+		snprintf(why, whylen, "%s",
+			 fd == -ENOENT ? "is not there" : strerror(-fd));
 		return 1;
 	}
 	ret = bgs_rs_open(&p->reader, fd, diag);
@@ -361,7 +369,9 @@ static int recorded_name(struct rs_reader *child, char *name, size_t len)
 		name[size] = '\0';
 		/* A bare file name only: never wander. */
 		return strchr(name, '/') || strlen(name) != size ||
-		       !strcmp(name, ".") || !strcmp(name, "..") ? -1 : 0;
+				       !strcmp(name, ".") || !strcmp(name, "..")
+			       ? -1
+			       : 0;
 	}
 	return -1;
 }
@@ -385,12 +395,15 @@ int bgs_restore_find_parent(struct rs_reader *child, const char *child_path,
 		return ret;
 	id_hex(id, hex);
 	if (ncands)
-		snprintf(given, sizeof(given), "; nor is it among the %zu "
-			 "file(s) given", ncands);
+		snprintf(given, sizeof(given),
+			 "; nor is it among the %zu "
+			 "file(s) given",
+			 ncands);
 	if (recorded_name(child, name, sizeof(name))) {
-		diag_set(diag, BGSNAP_EPARENT, "the parent snapshot %s is "
-			 "missing: the snapshot names no file for it%s", hex,
-			 given);
+		diag_set(diag, BGSNAP_EPARENT,
+			 "the parent snapshot %s is "
+			 "missing: the snapshot names no file for it%s",
+			 hex, given);
 		return 1;
 	}
 	snprintf(beside, sizeof(beside), "%.*s%s",
@@ -399,8 +412,10 @@ int bgs_restore_find_parent(struct rs_reader *child, const char *child_path,
 	ret = try_parent(beside, id, p, diag, why, sizeof(why));
 	if (ret <= 0)
 		return ret;
-	diag_set(diag, BGSNAP_EPARENT, "the parent snapshot %s is missing: "
-		 "%s, the file named for it, %s%s", hex, beside, why, given);
+	diag_set(diag, BGSNAP_EPARENT,
+		 "the parent snapshot %s is missing: "
+		 "%s, the file named for it, %s%s",
+		 hex, beside, why, given);
 	return 1;
 }
 
@@ -435,8 +450,10 @@ static int open_chain(struct bgs_restore *r, const char *path)
 		int ret;
 
 		if (r->nchain == BGS_MAX_CHAIN) {
-			bgs_snap_set_error(r->h, "the chain of parents is "
-					   "longer than %d", BGS_MAX_CHAIN);
+			bgs_snap_set_error(r->h,
+					   "the chain of parents is "
+					   "longer than %d",
+					   BGS_MAX_CHAIN);
 			return BGSNAP_EPARENT;
 		}
 		ret = bgs_restore_find_parent(cur, cur_path, r->opts.parents,
@@ -462,25 +479,29 @@ int bgs_restore_from_chain(struct bgs_restore *r, struct rs_decoder *dec,
 			   uint64_t first, uint64_t n, uint8_t *dst)
 {
 	const struct bgs_parent *p = &r->chain[level];
-	const uint32_t preg = level < r->nchain ? p->region[region] :
-						  UINT32_MAX;
+	const uint32_t preg =
+		level < r->nchain ? p->region[region] : UINT32_MAX;
 	struct rs_diag diag = { 0 };
 
 	if (preg == UINT32_MAX)
-		return bgs_restore_fail(r, BGSNAP_EPARENT, "region '%s': pages "
-					"%" PRIu64 "..%" PRIu64 " are in no parent",
+		return bgs_restore_fail(r, BGSNAP_EPARENT,
+					"region '%s': pages "
+					"%" PRIu64 "..%" PRIu64
+					" are in no parent",
 					bgs_rs_region(r->reader, region)->name,
 					first, first + n - 1);
 	for (uint64_t page = first; page < first + n;) {
 		const ssize_t i = bgs_rs_find(p->reader, preg, page);
-		const struct rs_extent *e = i < 0 ? NULL :
-					    bgs_rs_extent(p->reader, (size_t)i);
+		const struct rs_extent *e =
+			i < 0 ? NULL : bgs_rs_extent(p->reader, (size_t)i);
 		uint64_t take;
 		int ret;
 
 		if (!e)
-			return bgs_restore_fail(r, BGSNAP_EPARENT, "the parent "
-						"lacks page %" PRIu64, page);
+			return bgs_restore_fail(r, BGSNAP_EPARENT,
+						"the parent "
+						"lacks page %" PRIu64,
+						page);
 		take = e->first + e->npages - page;
 		if (take > first + n - page)
 			take = first + n - page;
@@ -495,7 +516,8 @@ int bgs_restore_from_chain(struct bgs_restore *r, struct rs_decoder *dec,
 			memset(out, 0, take * BGS_PAGE_SIZE), ret = 0;
 		else
 			memcpy(out, tmp + (page - e->first) * BGS_PAGE_SIZE,
-			       take * BGS_PAGE_SIZE), ret = 0;
+			       take * BGS_PAGE_SIZE),
+				ret = 0;
 		if (ret)
 			return ret;
 		atomic_fetch_add(&r->bytes_read, e->stored_len);
@@ -595,15 +617,15 @@ void bgs_restore_free(struct bgs_restore *r)
 
 /* What a pass does with each record. */
 enum pass_kind {
-	PASS_CHECK,	/* decode it aside: every checksum proved */
-	PASS_APPLY,	/* write it into its region */
-	PASS_BOTH,	/* fresh memory: write in place, check the rest */
+	PASS_CHECK, /* decode it aside: every checksum proved */
+	PASS_APPLY, /* write it into its region */
+	PASS_BOTH,  /* fresh memory: write in place, check the rest */
 };
 
 struct pass {
 	struct bgs_restore *r;
 	enum pass_kind kind;
-	_Atomic size_t next;	/* the next position in r->order to claim */
+	_Atomic size_t next; /* the next position in r->order to claim */
 };
 
 /* The pages of [addr, addr + len) that hold something: they need zeroes. */
@@ -620,8 +642,8 @@ static int zero_target_range(void *arg, uint64_t start, uint64_t end,
 
 	(void)cats;
 	for (uint64_t a = start; a < end && !z->ret;) {
-		const uint64_t n = end - a < z->r->max_record ? end - a :
-							       z->r->max_record;
+		const uint64_t n =
+			end - a < z->r->max_record ? end - a : z->r->max_record;
 		z->ret = bgs_target_write(z->r->h->target, a, z->zero, n);
 		a += n;
 	}
@@ -677,14 +699,15 @@ static int apply_record(struct bgs_restore *r, const struct bgs_region *g,
 	const bool zero = enc == RS_ENC_ZERO;
 
 	if (r->opts.flags & BGSNAP_RESTORE_DRY_RUN)
-		return count_changed(r, addr, len, zero ? NULL : scratch, spare);
+		return count_changed(r, addr, len, zero ? NULL : scratch,
+				     spare);
 	if (!r->h->target) {
 		if (zero)
 			bgs_restore_zero(g, addr, len);
 		return 0; /* decoded in place already */
 	}
-	return zero ? zero_target(r, addr, len, scratch) :
-		      bgs_target_write(r->h->target, addr, scratch, len);
+	return zero ? zero_target(r, addr, len, scratch)
+		    : bgs_target_write(r->h->target, addr, scratch, len);
 }
 
 /*
@@ -713,8 +736,8 @@ static int one_record(struct bgs_restore *r, enum pass_kind kind,
 		return 0;
 	/* @rec: the record was read with its neighbours; else read it now. */
 	dst = in_place ? (void *)(uintptr_t)addr : scratch;
-	ret = rec ? bgs_rs_decode_from(r->reader, i, rec, dst, &diag) :
-		    bgs_rs_decode_to(r->reader, dec, i, dst, &diag);
+	ret = rec ? bgs_rs_decode_from(r->reader, i, rec, dst, &diag)
+		  : bgs_rs_decode_to(r->reader, dec, i, dst, &diag);
 	if (ret < 0)
 		return bgs_restore_fail(r, ret, "%s", diag.msg);
 	atomic_fetch_add(&r->bytes_read, e->stored_len);
@@ -722,10 +745,10 @@ static int one_record(struct bgs_restore *r, enum pass_kind kind,
 		return 0;
 	if (ret == RS_ENC_PARENT) {
 		/* The parent's pages, wherever up the chain they are. */
-		ret = bgs_restore_from_chain(r, dec, in_place ? scratch : spare,
-					     0, e->region, e->first, e->npages,
-					     in_place ? (uint8_t *)(uintptr_t)addr :
-							scratch);
+		ret = bgs_restore_from_chain(
+			r, dec, in_place ? scratch : spare, 0, e->region,
+			e->first, e->npages,
+			in_place ? (uint8_t *)(uintptr_t)addr : scratch);
 		if (ret)
 			return ret;
 		ret = RS_ENC_RAW;
@@ -734,11 +757,12 @@ static int one_record(struct bgs_restore *r, enum pass_kind kind,
 		return 0;
 	ret = apply_record(r, g, ret, addr, len, scratch, spare);
 	if (ret)
-		return bgs_restore_fail(r, ret, "region '%s': writing pages "
-					"%" PRIu64 "..%" PRIu64 ": %s", g->name,
-					e->first, e->first + e->npages - 1,
-					r->h->target ? r->h->target->msg :
-						       strerror(-ret));
+		return bgs_restore_fail(
+			r, ret,
+			"region '%s': writing pages "
+			"%" PRIu64 "..%" PRIu64 ": %s",
+			g->name, e->first, e->first + e->npages - 1,
+			r->h->target ? r->h->target->msg : strerror(-ret));
 	atomic_fetch_add(&r->pages_done, e->npages);
 	if (e->encoding == RS_ENC_ZERO)
 		atomic_fetch_add(&r->pages_zero, e->npages);
@@ -757,10 +781,10 @@ static int one_record(struct bgs_restore *r, enum pass_kind kind,
 #define SPAN_ROUND   (1u << 20)
 
 struct span {
-	size_t a, b;	/* positions in the file order */
-	uint64_t off;	/* the file offset of buf[0] */
-	uint32_t len;	/* bytes read; 0: record by record */
-	bool pending;	/* its read is in flight */
+	size_t a, b;  /* positions in the file order */
+	uint64_t off; /* the file offset of buf[0] */
+	uint32_t len; /* bytes read; 0: record by record */
+	bool pending; /* its read is in flight */
 	uint8_t *buf;
 	size_t cap;
 };
@@ -867,7 +891,8 @@ static void span_wait(struct io_uring *ring, struct span *s)
 }
 
 static void span_decode(struct pass *p, const struct span *s,
-			struct rs_decoder *dec, uint8_t *scratch, uint8_t *spare)
+			struct rs_decoder *dec, uint8_t *scratch,
+			uint8_t *spare)
 {
 	struct bgs_restore *r = p->r;
 
@@ -878,8 +903,9 @@ static void span_decode(struct pass *p, const struct span *s,
 		const uint64_t at = e->offset - s->off;
 		/* Records of a hostile index may overlap: one that does not
 		 * end inside the span is read on its own. */
-		const bool inside = at + bgs_rs_rechdr_len(r->reader) +
-					    e->stored_len <= s->len;
+		const bool inside =
+			at + bgs_rs_rechdr_len(r->reader) + e->stored_len <=
+			s->len;
 
 		one_record(r, p->kind, dec, scratch, spare, i,
 			   inside ? s->buf + at : NULL);
@@ -930,8 +956,8 @@ out_free:
 static unsigned thread_count(const struct bgs_restore *r, enum pass_kind kind)
 {
 	const bool apply = kind != PASS_CHECK;
-	long n = r->opts.threads ? (long)r->opts.threads :
-				   sysconf(_SC_NPROCESSORS_ONLN);
+	long n = r->opts.threads ? (long)r->opts.threads
+				 : sysconf(_SC_NPROCESSORS_ONLN);
 
 	/* Another process's memory is written by one thread: its access
 	 * handle is not shared. */
@@ -970,7 +996,8 @@ static int pause_owner(struct bgs_restore *r)
 	if (!t) {
 		ret = r->opts.pause ? r->opts.pause(r->opts.arg) : 0;
 		if (ret < 0)
-			bgs_snap_set_error(r->h, "the pause callback failed: %s",
+			bgs_snap_set_error(r->h,
+					   "the pause callback failed: %s",
 					   bgsnap_strerror(ret));
 		return ret < 0 ? ret : 0;
 	}
@@ -982,8 +1009,10 @@ static int pause_owner(struct bgs_restore *r)
 	ret = bgs_target_maps_changed(t, &r->h->maps);
 	if (ret) {
 		bgs_target_thaw(t);
-		bgs_snap_set_error(r->h, "the mappings of process %d changed; "
-				   "nothing was written, try again", t->pid);
+		bgs_snap_set_error(r->h,
+				   "the mappings of process %d changed; "
+				   "nothing was written, try again",
+				   t->pid);
 		return ret < 0 ? ret : -EAGAIN;
 	}
 	return 0;
@@ -1141,7 +1170,7 @@ static int restore_start(struct bgsnap *h, const char *path, int fd,
 	ret = prepare(r, path, fd);
 	if (!ret && (r->opts.flags & BGSNAP_RESTORE_LAZY) && h->target) {
 		bgs_snap_set_error(h, "a lazy restore into another process is "
-				   "not supported");
+				      "not supported");
 		ret = -ENOTSUP;
 	}
 	if (ret || !(r->opts.flags & BGSNAP_RESTORE_LAZY)) {

@@ -11,30 +11,30 @@
 #define BGS_FILL_MAX_PAGES 4096u /* the fill's largest chunk: 16 MiB */
 #define BGS_FILL_MIN_PAGES 8u	 /* ... and its smallest, after a fault */
 
-#define BGS_MAX_CHAIN 64
+#define BGS_MAX_CHAIN	   64
 
 /* An ancestor of an incremental snapshot: its region numbers differ. */
 struct bgs_parent {
 	int fd;
-	struct rs_reader *reader;	/* shared reads: decode_to only */
-	uint32_t *region;		/* child's region -> its region */
+	struct rs_reader *reader; /* shared reads: decode_to only */
+	uint32_t *region;	  /* child's region -> its region */
 };
 
 struct bgs_restore {
-	struct bgsnap *h;			/* regions read-only meanwhile */
-	struct bgsnap_restore_opts opts;	/* read-only */
-	int fd;					/* the store, read-only */
-	bool own_fd;				/* a spool bgsnap made */
-	struct rs_reader *reader;		/* shared reads: decode_to only */
-	const struct bgs_region **dest;		/* per snapshot region */
-	uint32_t *snap_region;			/* per handle region */
-	size_t max_record;			/* bytes of the largest record
+	struct bgsnap *h;		 /* regions read-only meanwhile */
+	struct bgsnap_restore_opts opts; /* read-only */
+	int fd;				 /* the store, read-only */
+	bool own_fd;			 /* a spool bgsnap made */
+	struct rs_reader *reader;	 /* shared reads: decode_to only */
+	const struct bgs_region **dest;	 /* per snapshot region */
+	uint32_t *snap_region;		 /* per handle region */
+	size_t max_record;		 /* bytes of the largest record
 						 * of the whole chain */
-	size_t *order;				/* eager: the extents in file order */
-	struct bgs_parent chain[BGS_MAX_CHAIN];	/* parent, grandparent ... */
+	size_t *order;			 /* eager: the extents in file order */
+	struct bgs_parent chain[BGS_MAX_CHAIN]; /* parent, grandparent ... */
 	size_t nchain;
-	struct bgs_first_error error;		/* any thread */
-	uint64_t t_start, t_resume;		/* the starting thread */
+	struct bgs_first_error error; /* any thread */
+	uint64_t t_start, t_resume;   /* the starting thread */
 	_Atomic uint64_t t_end;
 
 	/* Figures: any thread adds, any thread reads. */
@@ -44,18 +44,18 @@ struct bgs_restore {
 
 	/* Lazy only (snap_lazy.c). */
 	struct bgs_uffd uffd;
-	int stop_fd;				/* eventfd: fault thread exits */
+	int stop_fd; /* eventfd: fault thread exits */
 	pthread_t fault_thread, fill_thread;
-	bool fault_started, fill_started;	/* the starting thread */
-	_Atomic uint8_t *placed;		/* per extent: in place */
-	_Atomic uint64_t *discarded;		/* bit per handle page: the
+	bool fault_started, fill_started; /* the starting thread */
+	_Atomic uint8_t *placed;	  /* per extent: in place */
+	_Atomic uint64_t *discarded;	  /* bit per handle page: the
 						 * owner dropped it (REMOVE) */
-	_Atomic uint64_t faults_seen;		/* fault thread: the fill backs
+	_Atomic uint64_t faults_seen;	  /* fault thread: the fill backs
 						 * off when it moves */
-	uint8_t *zero;				/* a huge page of zeroes */
-	struct lazy *lazy;			/* the threads' tools */
-	struct bgs_hist latency;		/* fault thread */
-	uint64_t faults;			/* fault thread */
+	uint8_t *zero;			  /* a huge page of zeroes */
+	struct lazy *lazy;		  /* the threads' tools */
+	struct bgs_hist latency;	  /* fault thread */
+	uint64_t faults;		  /* fault thread */
 };
 
 int bgs_restore_fail(struct bgs_restore *r, int err, const char *fmt, ...)
@@ -67,9 +67,9 @@ void bgs_restore_zero(const struct bgs_region *g, uint64_t addr, uint64_t len);
 
 /* An ancestor found by bgs_restore_find_parent(). */
 struct bgs_found_parent {
-	int fd;				/* open on it, read-only */
+	int fd; /* open on it, read-only */
 	struct rs_reader *reader;
-	char path[4096];		/* where it was found */
+	char path[4096]; /* where it was found */
 };
 
 /*

@@ -9,10 +9,10 @@
  */
 bool bgs_ring_push(struct bgs_ring *r, const struct bgs_request *req)
 {
-	const uint32_t head = atomic_load_explicit(&r->head,
-						   memory_order_relaxed);
-	const uint32_t tail = atomic_load_explicit(&r->tail,
-						   memory_order_acquire);
+	const uint32_t head =
+		atomic_load_explicit(&r->head, memory_order_relaxed);
+	const uint32_t tail =
+		atomic_load_explicit(&r->tail, memory_order_acquire);
 
 	if (head - tail == BGS_RING_SLOTS)
 		return false;
@@ -23,10 +23,10 @@ bool bgs_ring_push(struct bgs_ring *r, const struct bgs_request *req)
 
 bool bgs_ring_pop(struct bgs_ring *r, struct bgs_request *req)
 {
-	const uint32_t tail = atomic_load_explicit(&r->tail,
-						   memory_order_relaxed);
-	const uint32_t head = atomic_load_explicit(&r->head,
-						   memory_order_acquire);
+	const uint32_t tail =
+		atomic_load_explicit(&r->tail, memory_order_relaxed);
+	const uint32_t head =
+		atomic_load_explicit(&r->head, memory_order_acquire);
 
 	if (head == tail)
 		return false;

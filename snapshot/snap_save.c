@@ -70,8 +70,9 @@ static size_t staging_size(const struct bgsnap *h)
 
 	for (size_t i = 0; i < h->nregions; i++) {
 		const struct bgs_region *r = &h->regions[i];
-		const size_t unit = r->kind == BGSNAP_KIND_ANON_THP ?
-					    BGS_THP_SIZE : r->page_size;
+		const size_t unit = r->kind == BGSNAP_KIND_ANON_THP
+					    ? BGS_THP_SIZE
+					    : r->page_size;
 		if (unit > len)
 			len = unit;
 	}
@@ -87,10 +88,10 @@ static struct bgs_save *save_new(struct bgsnap *h)
 	const size_t changed_at = saved_at + bits;
 	const size_t huge_at = changed_at + bits;
 	const size_t count_at = huge_at + align_up((pages + 7) / 8, 64);
-	const size_t ring_at = count_at +
-		align_up(h->test_hooks.read_count ? pages : 0, 64);
-	const size_t staging_at = align_up(ring_at + BGS_RING_SLOTS *
-					   sizeof(struct bgs_request), pg);
+	const size_t ring_at =
+		count_at + align_up(h->test_hooks.read_count ? pages : 0, 64);
+	const size_t staging_at = align_up(
+		ring_at + BGS_RING_SLOTS * sizeof(struct bgs_request), pg);
 	const size_t stacks_at = staging_at + staging_size(h);
 	const size_t len = stacks_at + BGS_STACK_SIZE;
 	uint8_t *a = mmap(NULL, len, PROT_READ | PROT_WRITE,
@@ -161,9 +162,11 @@ static int check_own_memory(struct bgs_save *s)
 
 		if (overlaps(r->base, r->len, (uint64_t)(uintptr_t)s->arena,
 			     s->arena_len)) {
-			bgs_snap_set_error(h, "region '%s' overlaps bgsnap's own "
+			bgs_snap_set_error(h,
+					   "region '%s' overlaps bgsnap's own "
 					   "memory (was it unmapped after it "
-					   "was added?)", r->name);
+					   "was added?)",
+					   r->name);
 			return BGSNAP_EUNSAFE;
 		}
 	}
@@ -180,8 +183,9 @@ static int open_writer(struct bgs_save *s, const char *path, int fd)
 	const struct bgsnap_save_opts *o = &s->opts;
 	struct rs_region *table = calloc(h->nregions, sizeof(*table));
 	struct rs_writer_opts wo = {
-		.compression = o->compression == BGSNAP_COMPRESS_NONE ?
-				       RS_COMP_NONE : RS_COMP_LZ4,
+		.compression = o->compression == BGSNAP_COMPRESS_NONE
+				       ? RS_COMP_NONE
+				       : RS_COMP_LZ4,
 		.parent_id = { 0 },
 		.lz4_acceleration = o->lz4_acceleration,
 		.buffer_budget = o->buffer_budget,
@@ -209,8 +213,8 @@ static int open_writer(struct bgs_save *s, const char *path, int fd)
 		table[i].kind = (uint16_t)g->kind;
 		table[i].prot = g->prot;
 	}
-	r = path ? bgs_rs_writer_open_path(&s->writer, path, &wo) :
-		   bgs_rs_writer_open_fd(&s->writer, fd, &wo);
+	r = path ? bgs_rs_writer_open_path(&s->writer, path, &wo)
+		 : bgs_rs_writer_open_fd(&s->writer, fd, &wo);
 	free(table);
 	if (r < 0) {
 		s->writer = NULL;
@@ -256,9 +260,11 @@ static int pause_owner(struct bgs_save *s)
 		r = target_error(s->h, bgs_target_freeze(t));
 		if (!r && bgs_target_maps_changed(t, &s->h->maps)) {
 			bgs_target_thaw(t);
-			bgs_snap_set_error(s->h, "the mappings of process %d "
+			bgs_snap_set_error(s->h,
+					   "the mappings of process %d "
 					   "changed while bgsnap stopped it; "
-					   "try again", t->pid);
+					   "try again",
+					   t->pid);
 			r = -EAGAIN;
 		}
 		return r;
@@ -308,8 +314,9 @@ static int copy_stopped_regions(struct bgs_save *s)
 static int start_monitor(struct bgs_save *s, bool two_phase)
 {
 	struct bgsnap *h = s->h;
-	int r = h->target ? target_error(h, bgs_target_inject_prepare(h->target))
-			  : 0;
+	int r = h->target
+			? target_error(h, bgs_target_inject_prepare(h->target))
+			: 0;
 
 	if (!r && h->target)
 		r = pause_owner(s);
@@ -343,8 +350,8 @@ static int start_protected(struct bgs_save *s)
 {
 	struct bgsnap *h = s->h;
 	const bool fresh = !h->monitor;
-	const bool two_phase = !fresh ||
-			       !(s->opts.flags & BGSNAP_SAVE_ONE_PHASE);
+	const bool two_phase =
+		!fresh || !(s->opts.flags & BGSNAP_SAVE_ONE_PHASE);
 	int64_t n;
 	int r = fresh ? start_monitor(s, two_phase) : 0;
 
@@ -362,11 +369,14 @@ static int start_protected(struct bgs_save *s)
 	n = r ? r : bgs_monitor_command(s->mon, BGS_CMD_SWITCH, s);
 	if (!r && n < 0) {
 		if (bgs_monitor_failure(s->mon))
-			bgs_snap_set_error(h, "%s", bgs_monitor_failure(s->mon));
+			bgs_snap_set_error(h, "%s",
+					   bgs_monitor_failure(s->mon));
 		else
-			bgs_snap_set_error(h, "protecting the written pages "
+			bgs_snap_set_error(h,
+					   "protecting the written pages "
 					   "again: %s (was a region unmapped "
-					   "while tracked?)", strerror((int)-n));
+					   "while tracked?)",
+					   strerror((int)-n));
 		r = (int)n;
 	}
 	s->reprotected = n > 0 ? (uint64_t)n : 0;
@@ -384,15 +394,15 @@ static int start_protected(struct bgs_save *s)
  * memory; only then is it resumed. No userfaultfd is involved. */
 static int start_stopped(struct bgs_save *s)
 {
-	int r = bgs_uffd_pagemap_open(&s->pagemap, s->pid == getpid() ? 0 :
-							       s->pid);
+	int r = bgs_uffd_pagemap_open(&s->pagemap,
+				      s->pid == getpid() ? 0 : s->pid);
 
 	if (!r)
 		r = pause_owner(s);
 	if (r)
 		return r;
-	r = bgs_thread_start(&s->copier_thread, s->copier_stack, bgs_copier_main,
-			     s);
+	r = bgs_thread_start(&s->copier_thread, s->copier_stack,
+			     bgs_copier_main, s);
 	s->copier_started = !r;
 	if (!r) {
 		pthread_mutex_lock(&s->lock);
@@ -499,8 +509,8 @@ static int snapshot_ids(struct bgs_save *s)
 	}
 	if (!m || !m->have_base || s->stop_the_world) {
 		bgs_snap_set_error(s->h, "an incremental save needs tracking "
-				   "since a snapshot (save it with "
-				   "BGSNAP_SAVE_KEEP_TRACKING)");
+					 "since a snapshot (save it with "
+					 "BGSNAP_SAVE_KEEP_TRACKING)");
 		return BGSNAP_EPARENT;
 	}
 	memcpy(s->parent_id, m->base_id, sizeof(s->parent_id));
@@ -554,7 +564,8 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 	if (path) {
 		const char *slash = strrchr(path, '/');
 
-		snprintf(s->name, sizeof(s->name), "%s", slash ? slash + 1 : path);
+		snprintf(s->name, sizeof(s->name), "%s",
+			 slash ? slash + 1 : path);
 	}
 	r = snapshot_ids(s);
 	if (!r)
@@ -637,8 +648,7 @@ int bgs_save_wait(struct bgsnap *h)
 		bgs_snap_set_error(h, "%s", s->error.msg);
 	r = blame_exit(h, r);
 	if (h->test_hooks.read_count && s->read_count)
-		memcpy(h->test_hooks.read_count, s->read_count,
-		       h->total_pages);
+		memcpy(h->test_hooks.read_count, s->read_count, h->total_pages);
 	save_free(s);
 	h->save = NULL;
 	bgsnap_attach_clear(h);

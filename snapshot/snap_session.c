@@ -96,8 +96,8 @@ static bool has_flag(const char *vmflags, const char *flag)
 	const size_t n = strlen(flag);
 
 	for (const char *p = vmflags; (p = strstr(p, flag)); p += n)
-		if ((p == vmflags || p[-1] == ' ') && (p[n] == ' ' || !p[n] ||
-						       p[n] == '\n'))
+		if ((p == vmflags || p[-1] == ' ') &&
+		    (p[n] == ' ' || !p[n] || p[n] == '\n'))
 			return true;
 	return false;
 }
@@ -164,7 +164,8 @@ static int range_facts(uint64_t a, uint64_t b, struct range_facts *f)
 		int path_at = 0;
 
 		if (sscanf(line, "%" SCNx64 "-%" SCNx64 " %4s %*s %*s %*s %n",
-			   &s, &e, v.perms, &path_at) >= 3 && path_at) {
+			   &s, &e, v.perms, &path_at) >= 3 &&
+		    path_at) {
 			v.start = s;
 			v.end = e;
 			snprintf(v.path, sizeof(v.path), "%s", line + path_at);
@@ -172,7 +173,8 @@ static int range_facts(uint64_t a, uint64_t b, struct range_facts *f)
 			v.anon_huge_kb = v.page_kb = 0;
 			in = s < b && e > a;
 		} else if (in) {
-			sscanf(line, "AnonHugePages: %" SCNu64, &v.anon_huge_kb);
+			sscanf(line, "AnonHugePages: %" SCNu64,
+			       &v.anon_huge_kb);
 			sscanf(line, "KernelPageSize: %" SCNu64, &v.page_kb);
 			if (!strncmp(line, "VmFlags:", 8))
 				classify(f, &v, line + 8, a, b);
@@ -184,8 +186,9 @@ static int range_facts(uint64_t a, uint64_t b, struct range_facts *f)
 
 static const char *kind_name(enum bgsnap_kind k)
 {
-	static const char *const names[] = { "auto", "anonymous", "anonymous THP",
-					     "shmem", "hugetlbfs" };
+	static const char *const names[] = { "auto", "anonymous",
+					     "anonymous THP", "shmem",
+					     "hugetlbfs" };
 
 	return (unsigned)k < 5 ? names[k] : "unknown";
 }
@@ -205,8 +208,8 @@ static int trial_register(uint64_t a, uint64_t len)
 }
 
 static int check_range(struct bgsnap *h, const char *name, uint64_t a,
-		       uint64_t len, enum bgsnap_kind *kind, uint32_t *page_size,
-		       uint16_t *prot)
+		       uint64_t len, enum bgsnap_kind *kind,
+		       uint32_t *page_size, uint16_t *prot)
 {
 	struct range_facts f;
 	int r = range_facts(a, a + len, &f), k;
@@ -214,15 +217,18 @@ static int check_range(struct bgsnap *h, const char *name, uint64_t a,
 	if (r < 0)
 		return r;
 	if (f.covered != len) {
-		bgs_snap_set_error(h, "region '%s' [0x%" PRIx64 ", +%" PRIu64
-				   "): not all of it is mapped", name, a, len);
+		bgs_snap_set_error(h,
+				   "region '%s' [0x%" PRIx64 ", +%" PRIu64
+				   "): not all of it is mapped",
+				   name, a, len);
 		return -EFAULT;
 	}
-	const char *why = f.file ? "a file mapping cannot be write-protected" :
-			  f.foreign_uffd ? "another userfaultfd already holds it" :
-			  f.unreadable ? "it is not readable (PROT_NONE?)" :
-			  (f.kinds & (f.kinds - 1)) ? "it mixes memory kinds" :
-			  NULL;
+	const char *why = f.file ? "a file mapping cannot be write-protected"
+			  : f.foreign_uffd
+				  ? "another userfaultfd already holds it"
+			  : f.unreadable ? "it is not readable (PROT_NONE?)"
+			  : (f.kinds & (f.kinds - 1)) ? "it mixes memory kinds"
+						      : NULL;
 	if (!why && f.mergeable &&
 	    access("/sys/kernel/mm/ksm/run", F_OK) == 0) {
 		FILE *run = fopen("/sys/kernel/mm/ksm/run", "re");
@@ -233,9 +239,10 @@ static int check_range(struct bgsnap *h, const char *name, uint64_t a,
 			fclose(run);
 	}
 	if (why) {
-		bgs_snap_set_error(h, "region '%s' [0x%" PRIx64 ", +%" PRIu64
-				   "): %s%s%s", name, a, len, why,
-				   f.file ? ": " : "", f.file ? f.file_name : "");
+		bgs_snap_set_error(
+			h, "region '%s' [0x%" PRIx64 ", +%" PRIu64 "): %s%s%s",
+			name, a, len, why, f.file ? ": " : "",
+			f.file ? f.file_name : "");
 		return BGSNAP_EUNSAFE;
 	}
 	for (k = 1; !(f.kinds & (1 << k)); k++)
@@ -244,22 +251,27 @@ static int check_range(struct bgsnap *h, const char *name, uint64_t a,
 	*page_size = k == BGSNAP_KIND_HUGETLB ? f.huge_size : BGS_PAGE_SIZE;
 	*prot = f.prot;
 	if (*page_size > BGS_THP_SIZE) {
-		bgs_snap_set_error(h, "region '%s': %u MiB huge pages are not "
-				   "supported (2 MiB are)", name, *page_size >> 20);
+		bgs_snap_set_error(h,
+				   "region '%s': %u MiB huge pages are not "
+				   "supported (2 MiB are)",
+				   name, *page_size >> 20);
 		return -ENOTSUP;
 	}
 	if ((a | len) & (*page_size - 1)) {
-		bgs_snap_set_error(h, "region '%s': address and length must "
-				   "be multiples of its %u KiB pages", name,
-				   *page_size >> 10);
+		bgs_snap_set_error(h,
+				   "region '%s': address and length must "
+				   "be multiples of its %u KiB pages",
+				   name, *page_size >> 10);
 		return -EINVAL;
 	}
 	r = trial_register(a, len);
 	if (r == -EINVAL || r == -EBUSY) {
-		bgs_snap_set_error(h, "region '%s' (%s): the kernel refuses to "
-				   "write-protect it (%s)", name, kind_name(*kind),
-				   r == -EBUSY ? "another userfaultfd holds it" :
-				   "unsupported memory");
+		bgs_snap_set_error(h,
+				   "region '%s' (%s): the kernel refuses to "
+				   "write-protect it (%s)",
+				   name, kind_name(*kind),
+				   r == -EBUSY ? "another userfaultfd holds it"
+					       : "unsupported memory");
 		return BGSNAP_EUNSAFE;
 	}
 	if (r < 0)
@@ -278,12 +290,14 @@ int bgs_snap_check_region(struct bgsnap *h, struct bgs_region *g)
 
 	if (r < 0)
 		return r;
-	if (bgs_region_is_anon(g) && (kind == BGSNAP_KIND_ANON ||
-				      kind == BGSNAP_KIND_ANON_THP))
+	if (bgs_region_is_anon(g) &&
+	    (kind == BGSNAP_KIND_ANON || kind == BGSNAP_KIND_ANON_THP))
 		g->kind = kind;
 	if (kind != g->kind || page_size != g->page_size) {
-		bgs_snap_set_error(h, "region '%s' changed since it was added: "
-				   "now %s memory", g->name, kind_name(kind));
+		bgs_snap_set_error(h,
+				   "region '%s' changed since it was added: "
+				   "now %s memory",
+				   g->name, kind_name(kind));
 		return BGSNAP_EUNSAFE;
 	}
 	return 0;
@@ -300,12 +314,13 @@ static void renumber(struct bgsnap *h)
 	h->total_pages = page;
 }
 
-static int validate_new_region(struct bgsnap *h, const char *name,
-			       uint64_t a, uint64_t len)
+static int validate_new_region(struct bgsnap *h, const char *name, uint64_t a,
+			       uint64_t len)
 {
 	if (!name || !*name || strlen(name) > RS_NAME_MAX || !len ||
 	    (a | len) & (BGS_PAGE_SIZE - 1) || a + len < a) {
-		bgs_snap_set_error(h, "region '%s': needs a name of 1..%d "
+		bgs_snap_set_error(h,
+				   "region '%s': needs a name of 1..%d "
 				   "bytes and a non-empty page-aligned range",
 				   name ? name : "", RS_NAME_MAX);
 		return -EINVAL;
@@ -314,11 +329,13 @@ static int validate_new_region(struct bgsnap *h, const char *name,
 		const struct bgs_region *r = &h->regions[i];
 
 		if (!strcmp(r->name, name)) {
-			bgs_snap_set_error(h, "region name '%s' is taken", name);
+			bgs_snap_set_error(h, "region name '%s' is taken",
+					   name);
 			return -EINVAL;
 		}
 		if (a < r->base + r->len && r->base < a + len) {
-			bgs_snap_set_error(h, "region '%s' overlaps region '%s'",
+			bgs_snap_set_error(h,
+					   "region '%s' overlaps region '%s'",
 					   name, r->name);
 			return -EEXIST;
 		}
@@ -355,12 +372,12 @@ static bool busy(struct bgsnap *h)
 {
 	if (h->save || h->restore)
 		bgs_snap_set_error(h, "cannot change the regions while an "
-				   "operation runs");
+				      "operation runs");
 	return h->save || h->restore;
 }
 
-BGSNAP_API int bgsnap_add_region(struct bgsnap *h, const char *name,
-				 void *addr, size_t len)
+BGSNAP_API int bgsnap_add_region(struct bgsnap *h, const char *name, void *addr,
+				 size_t len)
 {
 	const uint64_t a = (uint64_t)(uintptr_t)addr;
 	struct bgs_region reg = { .base = a, .len = len, .why = "" };
@@ -369,8 +386,10 @@ BGSNAP_API int bgsnap_add_region(struct bgsnap *h, const char *name,
 	if (busy(h))
 		return -EBUSY;
 	if (h->target) {
-		bgs_snap_set_error(h, "this handle works on process %d: its "
-				   "regions are its mappings", h->target->pid);
+		bgs_snap_set_error(h,
+				   "this handle works on process %d: its "
+				   "regions are its mappings",
+				   h->target->pid);
 		return -EINVAL;
 	}
 	r = validate_new_region(h, name, a, len);
@@ -408,7 +427,8 @@ static enum bgsnap_kind target_kind(const struct bgs_target_map *m)
 	case BGS_TKIND_HUGETLB:
 		return BGSNAP_KIND_HUGETLB;
 	default:
-		return m->thp_eligible ? BGSNAP_KIND_ANON_THP : BGSNAP_KIND_ANON;
+		return m->thp_eligible ? BGSNAP_KIND_ANON_THP
+				       : BGSNAP_KIND_ANON;
 	}
 }
 
@@ -438,10 +458,9 @@ int bgs_snap_target_refresh(struct bgsnap *h)
 	int r = bgs_target_maps_read(h->target, &maps);
 
 	if (!r)
-		r = bgs_target_maps_filter(&maps, (const char *const *)h->include,
-					   h->ninclude,
-					   (const char *const *)h->exclude,
-					   h->nexclude);
+		r = bgs_target_maps_filter(
+			&maps, (const char *const *)h->include, h->ninclude,
+			(const char *const *)h->exclude, h->nexclude);
 	if (r) {
 		bgs_snap_set_error(h, "%s", h->target->msg);
 		bgs_target_maps_free(&maps);
@@ -453,8 +472,9 @@ int bgs_snap_target_refresh(struct bgsnap *h)
 		const struct bgs_region reg = {
 			.base = m->start,
 			.len = m->end - m->start,
-			.page_size = m->kind == BGS_TKIND_HUGETLB ?
-					     (uint32_t)m->page_size : BGS_PAGE_SIZE,
+			.page_size = m->kind == BGS_TKIND_HUGETLB
+					     ? (uint32_t)m->page_size
+					     : BGS_PAGE_SIZE,
 			.kind = target_kind(m),
 			.prot = (uint16_t)m->prot,
 			.why = m->excluded ? "excluded by a filter" : m->why,
@@ -493,7 +513,7 @@ BGSNAP_API int bgsnap_target_pid(struct bgsnap *h, int pid,
 		return -EBUSY;
 	if (h->nregions || h->target) {
 		bgs_snap_set_error(h, "bgsnap_target_pid needs a handle "
-				   "without regions");
+				      "without regions");
 		return -EBUSY;
 	}
 	h->target = calloc(1, sizeof(*h->target));
@@ -564,14 +584,16 @@ int bgs_snap_for_pages(const struct bgsnap *h, uint64_t start, uint64_t end,
 	for (size_t i = 0; i < h->nregions; i++) {
 		const struct bgs_region *r = &h->regions[i];
 		const uint64_t lo = start > r->base ? start : r->base;
-		const uint64_t hi = end < r->base + r->len ? end : r->base + r->len;
+		const uint64_t hi =
+			end < r->base + r->len ? end : r->base + r->len;
 
 		if (!bgs_region_protected(r))
 			continue;
 		for (uint64_t a = lo & ~(uint64_t)(BGS_PAGE_SIZE - 1); a < hi;
 		     a += BGS_PAGE_SIZE) {
-			const int ret = fn(arg, r, r->first_page +
-						   (a - r->base) / BGS_PAGE_SIZE);
+			const int ret = fn(
+				arg, r,
+				r->first_page + (a - r->base) / BGS_PAGE_SIZE);
 			if (ret)
 				return ret;
 		}
@@ -624,8 +646,8 @@ BGSNAP_API int bgsnap_attach(struct bgsnap *h, const char *name,
 {
 	struct bgs_attachment *grown, a = { 0 };
 
-	if (!name || !*name || strlen(name) > 255 || !strncmp(name, "bgsnap.", 7) ||
-	    (len && !data))
+	if (!name || !*name || strlen(name) > 255 ||
+	    !strncmp(name, "bgsnap.", 7) || (len && !data))
 		return -EINVAL;
 	if (len > RS_ATTACHMENT_MAX)
 		return -E2BIG;

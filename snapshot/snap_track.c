@@ -65,7 +65,8 @@ BGSNAP_API int bgsnap_track_written(const struct bgsnap *h, uint64_t *pages)
 	if (!m)
 		return -ENOENT;
 	for (uint64_t w = 0; w < (h->total_pages + 63) / 64; w++)
-		n += (uint64_t)__builtin_popcountll(atomic_load(&m->written[w]));
+		n += (uint64_t)__builtin_popcountll(
+			atomic_load(&m->written[w]));
 	*pages = n;
 	return 0;
 }
@@ -105,7 +106,8 @@ static const uint8_t *content_of(struct rollback *rb,
 	if (i < 0 || bgs_rs_decode(rb->reader, (size_t)i, &data, &diag) != 0)
 		return NULL;
 	return (const uint8_t *)data +
-	       (p - r->first_page - bgs_rs_extent(rb->reader, (size_t)i)->first) *
+	       (p - r->first_page -
+		bgs_rs_extent(rb->reader, (size_t)i)->first) *
 		       BGS_PAGE_SIZE;
 }
 
@@ -118,14 +120,17 @@ static int write_back(struct rollback *rb, const struct bgs_region *r,
 	if (!src && rb->open_error)
 		return rb->open_error; /* the message says why */
 	if (!src) {
-		bgs_snap_set_error(rb->h, "region '%s': page 0x%" PRIx64 " was "
-				   "not kept in memory%s", r->name, addr,
-				   rb->reader ? " and the file lacks it" :
-						": name the snapshot's file");
+		bgs_snap_set_error(rb->h,
+				   "region '%s': page 0x%" PRIx64 " was "
+				   "not kept in memory%s",
+				   r->name, addr,
+				   rb->reader ? " and the file lacks it"
+					      : ": name the snapshot's file");
 		return BGSNAP_EPARENT;
 	}
 	if (rb->h->target)
-		return bgs_target_write(rb->h->target, addr, src, BGS_PAGE_SIZE);
+		return bgs_target_write(rb->h->target, addr, src,
+					BGS_PAGE_SIZE);
 	memcpy((void *)(uintptr_t)addr, src, BGS_PAGE_SIZE);
 	return 0;
 }
@@ -140,8 +145,8 @@ static int roll_back_pages(struct rollback *rb)
 
 		if (!bgs_region_protected(r))
 			continue;
-		for (uint64_t p = bgs_bit_next(rb->m->written, r->first_page,
-					       end);
+		for (uint64_t p =
+			     bgs_bit_next(rb->m->written, r->first_page, end);
 		     p < end; p = bgs_bit_next(rb->m->written, p + 1, end)) {
 			const int ret = write_back(rb, r, p);
 
@@ -182,7 +187,9 @@ BGSNAP_API int bgsnap_rollback(struct bgsnap *h,
 			       const struct bgsnap_rollback_opts *opts)
 {
 	const struct bgsnap_rollback_opts none = { 0 };
-	struct rollback rb = { .h = h, .m = h->monitor, .fd = -1,
+	struct rollback rb = { .h = h,
+			       .m = h->monitor,
+			       .fd = -1,
 			       .path = opts ? opts->path : NULL };
 	const uint64_t t0 = bgs_now_ns();
 	int64_t n;
@@ -194,7 +201,7 @@ BGSNAP_API int bgsnap_rollback(struct bgsnap *h,
 		return -EBUSY;
 	if (!rb.m || !rb.m->have_base) {
 		bgs_snap_set_error(h, "not tracking since a snapshot (save one "
-				   "with BGSNAP_SAVE_KEEP_TRACKING)");
+				      "with BGSNAP_SAVE_KEEP_TRACKING)");
 		return -ENOENT;
 	}
 	if (h->target)

@@ -24,8 +24,7 @@ int bgs_first_error_set(struct bgs_first_error *e, int code, const char *fmt,
 	return code;
 }
 
-int bgs_thread_start(pthread_t *t, void *stack, void *(*fn)(void *),
-		     void *arg)
+int bgs_thread_start(pthread_t *t, void *stack, void *(*fn)(void *), void *arg)
 {
 	sigset_t all, old;
 	pthread_attr_t attr;

@@ -174,8 +174,9 @@ int bgs_uffd_unprotect(const struct bgs_uffd *u, uint64_t addr, uint64_t len,
 		       unsigned flags)
 {
 	return writeprotect(u, addr, len,
-			    (flags & BGS_UFFD_DONTWAKE) ?
-				    UFFDIO_WRITEPROTECT_MODE_DONTWAKE : 0,
+			    (flags & BGS_UFFD_DONTWAKE)
+				    ? UFFDIO_WRITEPROTECT_MODE_DONTWAKE
+				    : 0,
 			    flags);
 }
 
@@ -196,27 +197,31 @@ struct mfill {
 static int64_t mfill_once(const struct bgs_uffd *u, const struct mfill *m,
 			  uint64_t dst, uint64_t off, uint64_t len)
 {
-	const uint64_t mode = (m->flags & BGS_UFFD_DONTWAKE) ?
-				      UFFDIO_COPY_MODE_DONTWAKE : 0;
+	const uint64_t mode =
+		(m->flags & BGS_UFFD_DONTWAKE) ? UFFDIO_COPY_MODE_DONTWAKE : 0;
 
 	if (m->req == UFFDIO_COPY) {
 		struct uffdio_copy c = {
-			.dst = dst, .src = (uint64_t)(uintptr_t)(m->src + off),
-			.len = len, .mode = mode,
+			.dst = dst,
+			.src = (uint64_t)(uintptr_t)(m->src + off),
+			.len = len,
+			.mode = mode,
 		};
 		if (ioctl(u->fd, UFFDIO_COPY, &c) == 0)
 			return (int64_t)len;
 		return c.copy ? c.copy : -errno;
 	} else if (m->req == UFFDIO_ZEROPAGE) {
 		struct uffdio_zeropage z = {
-			.range = { .start = dst, .len = len }, .mode = mode,
+			.range = { .start = dst, .len = len },
+			.mode = mode,
 		};
 		if (ioctl(u->fd, UFFDIO_ZEROPAGE, &z) == 0)
 			return (int64_t)len;
 		return z.zeropage ? z.zeropage : -errno;
 	} else {
 		struct uffdio_poison p = {
-			.range = { .start = dst, .len = len }, .mode = mode,
+			.range = { .start = dst, .len = len },
+			.mode = mode,
 		};
 		if (ioctl(u->fd, UFFDIO_POISON, &p) == 0)
 			return (int64_t)len;

@@ -28,14 +28,14 @@
 #include "uffd_compat.h"
 
 /* Features bgsnap turns on when the kernel offers them, for a WP snapshot. */
-#define BGS_UFFD_FEATURES_WP                                                  \
-	(UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_UNPOPULATED |       \
+#define BGS_UFFD_FEATURES_WP                                                   \
+	(UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_UNPOPULATED |        \
 	 UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_EVENT_REMAP |          \
 	 UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP |                \
 	 UFFD_FEATURE_THREAD_ID)
 
 /* ... and for a lazy (MISSING) restore. */
-#define BGS_UFFD_FEATURES_MISSING                                             \
+#define BGS_UFFD_FEATURES_MISSING                                              \
 	(UFFD_FEATURE_MISSING_SHMEM | UFFD_FEATURE_MISSING_HUGETLBFS |         \
 	 UFFD_FEATURE_EVENT_REMAP | UFFD_FEATURE_EVENT_REMOVE |                \
 	 UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_POISON |                      \
@@ -88,10 +88,10 @@ int bgs_uffd_register(const struct bgs_uffd *u, uint64_t addr, uint64_t len,
 		      uint64_t mode, uint64_t *ioctls);
 int bgs_uffd_unregister(const struct bgs_uffd *u, uint64_t addr, uint64_t len);
 
-
 /* Flags of the calls below. */
 #define BGS_UFFD_DONTWAKE 1u /* leave the threads waiting on the range asleep */
-#define BGS_UFFD_NORETRY  2u /* return -EAGAIN at once while an event is
+#define BGS_UFFD_NORETRY                                                       \
+	2u /* return -EAGAIN at once while an event is
 			      * pending: for the thread that reads events */
 
 /* Write-protect / unprotect a range (one ioctl; EAGAIN retried unless
@@ -174,7 +174,7 @@ int bgs_uffd_pagemap_entry(const struct bgs_pagemap *pm, uint64_t addr,
 struct bgs_uffd_cap {
 	const char *name;
 	bool ok;
-	bool required; /* a snapshot of anonymous memory needs it */
+	bool required;	  /* a snapshot of anonymous memory needs it */
 	char detail[256]; /* one line: what is there, or how to get it */
 };
 

@@ -86,9 +86,9 @@ static void probe_access(struct bgs_uffd_cap *caps, int *n)
 		close(fd);
 		add(caps, n, "userfaultfd", true, true,
 		    "userfaultfd(2) with kernel faults is permitted (%s)",
-		    geteuid() == 0 ? "root" :
-		    unpriv == 1    ? "vm.unprivileged_userfaultfd=1" :
-				     "CAP_SYS_PTRACE");
+		    geteuid() == 0 ? "root"
+		    : unpriv == 1  ? "vm.unprivileged_userfaultfd=1"
+				   : "CAP_SYS_PTRACE");
 		return;
 	}
 	if (sys_err == ENOSYS) {
@@ -121,34 +121,37 @@ static void probe_features(struct bgs_uffd_cap *caps, int *n, uint64_t f,
 	const bool wp = f & UFFD_FEATURE_PAGEFAULT_FLAG_WP;
 
 	add(caps, n, "uffd-wp", wp, true, "%s",
-	    !known ? unknown :
-	    wp ? "write-protect faults on anonymous memory" :
-		 "no write-protect support: needs Linux 5.7+ on x86_64 "
-		 "with CONFIG_HAVE_ARCH_USERFAULTFD_WP");
+	    !known ? unknown
+	    : wp   ? "write-protect faults on anonymous memory"
+		   : "no write-protect support: needs Linux 5.7+ on x86_64 "
+		     "with CONFIG_HAVE_ARCH_USERFAULTFD_WP");
 	add(caps, n, "wp-unpopulated", f & UFFD_FEATURE_WP_UNPOPULATED, false,
-	    "%s", !known ? unknown :
-	    (f & UFFD_FEATURE_WP_UNPOPULATED) ?
-		  "never-touched pages are protected without populating them" :
-		  "Linux < 6.4: never-touched pages are read-populated "
-		  "before protecting (slower arming, more page tables)");
-	add(caps, n, "wp-shmem-hugetlbfs",
-	    f & UFFD_FEATURE_WP_HUGETLBFS_SHMEM, false, "%s",
-	    !known ? unknown :
-	    (f & UFFD_FEATURE_WP_HUGETLBFS_SHMEM) ?
-		  "memfd/shmem and hugetlbfs regions can be snapshotted" :
-		  "only anonymous memory: needs Linux 5.19+ with "
-		  "CONFIG_PTE_MARKER_UFFD_WP");
+	    "%s",
+	    !known ? unknown
+	    : (f & UFFD_FEATURE_WP_UNPOPULATED)
+		    ? "never-touched pages are protected without populating "
+		      "them"
+		    : "Linux < 6.4: never-touched pages are read-populated "
+		      "before protecting (slower arming, more page tables)");
+	add(caps, n, "wp-shmem-hugetlbfs", f & UFFD_FEATURE_WP_HUGETLBFS_SHMEM,
+	    false, "%s",
+	    !known ? unknown
+	    : (f & UFFD_FEATURE_WP_HUGETLBFS_SHMEM)
+		    ? "memfd/shmem and hugetlbfs regions can be snapshotted"
+		    : "only anonymous memory: needs Linux 5.19+ with "
+		      "CONFIG_PTE_MARKER_UFFD_WP");
 	add(caps, n, "uffd-events", (f & events) == events, true, "%s",
-	    !known ? unknown :
-	    (f & events) == events ?
-		  "mremap/munmap/MADV_DONTNEED during a save are seen" :
-		  "the kernel does not report remap/remove/unmap events");
+	    !known ? unknown
+	    : (f & events) == events
+		    ? "mremap/munmap/MADV_DONTNEED during a save are seen"
+		    : "the kernel does not report remap/remove/unmap events");
 	add(caps, n, "uffd-poison", f & UFFD_FEATURE_POISON, false, "%s",
-	    !known ? unknown :
-	    (f & UFFD_FEATURE_POISON) ?
-		  "lazy restore poisons pages of a damaged record" :
-		  "Linux < 6.6: lazy restore cannot poison a damaged record, "
-		  "it fails the restore instead");
+	    !known ? unknown
+	    : (f & UFFD_FEATURE_POISON)
+		    ? "lazy restore poisons pages of a damaged record"
+		    : "Linux < 6.6: lazy restore cannot poison a damaged "
+		      "record, "
+		      "it fails the restore instead");
 }
 
 static void probe_pagemap_scan(struct bgs_uffd_cap *caps, int *n)
@@ -180,8 +183,8 @@ static void probe_pagemap_scan(struct bgs_uffd_cap *caps, int *n)
 		munmap(p, (size_t)psz);
 	add(caps, n, "pagemap-scan", r == 1, true, "%s%s",
 	    r == 1 ? "PAGEMAP_SCAN finds populated pages and verifies "
-		     "protection after each copy" :
-		     "PAGEMAP_SCAN is missing (Linux 6.7+): ",
+		     "protection after each copy"
+		   : "PAGEMAP_SCAN is missing (Linux 6.7+): ",
 	    r == 1 ? "" : strerror(err));
 }
 
@@ -222,11 +225,11 @@ static void probe_read_zero_page(struct bgs_uffd_cap *caps, int *n)
 	if (r != 1)
 		return; /* no PAGEMAP_SCAN: its own line says so */
 	add(caps, n, "read-zero-page", true, false, "%s",
-	    cats & PAGE_IS_PFNZERO ?
-		    "a read of never-written memory maps the zero page: "
-		    "such pages are skipped as zero" :
-		    "a read of never-written memory maps a fresh page on "
-		    "this kernel: such pages are read and found zero");
+	    cats & PAGE_IS_PFNZERO
+		    ? "a read of never-written memory maps the zero page: "
+		      "such pages are skipped as zero"
+		    : "a read of never-written memory maps a fresh page on "
+		      "this kernel: such pages are read and found zero");
 }
 
 static void probe_io_uring(struct bgs_uffd_cap *caps, int *n)
@@ -235,16 +238,18 @@ static void probe_io_uring(struct bgs_uffd_cap *caps, int *n)
 	unsigned char params[120] = { 0 };
 	const int fd = (int)syscall(SYS_io_uring_setup, 4, params);
 	const int err = errno;
-	const long disabled = read_long("/proc/sys/kernel/io_uring_disabled", 0);
+	const long disabled =
+		read_long("/proc/sys/kernel/io_uring_disabled", 0);
 
 	if (fd >= 0)
 		close(fd);
 	add(caps, n, "io_uring", fd >= 0, true,
-	    fd >= 0 ? "snapshot files are written with io_uring%s" :
-		      "io_uring is refused (%s): 'sudo sysctl "
+	    fd >= 0 ? "snapshot files are written with io_uring%s"
+		    : "io_uring is refused (%s): 'sudo sysctl "
 		      "kernel.io_uring_disabled=0'",
-	    fd >= 0 ? "" : disabled ? "kernel.io_uring_disabled" :
-				      strerror(err));
+	    fd >= 0    ? ""
+	    : disabled ? "kernel.io_uring_disabled"
+		       : strerror(err));
 }
 
 static void probe_memory(struct bgs_uffd_cap *caps, int *n)
@@ -257,18 +262,20 @@ static void probe_memory(struct bgs_uffd_cap *caps, int *n)
 
 	read_line("/sys/kernel/mm/transparent_hugepage/enabled", thp,
 		  sizeof(thp));
-	add(caps, n, "thp", strstr(thp, "[never]") == NULL && strcmp(thp,
-	    "absent"), false, "transparent huge pages: %s", thp);
+	add(caps, n, "thp",
+	    strstr(thp, "[never]") == NULL && strcmp(thp, "absent"), false,
+	    "transparent huge pages: %s", thp);
 	add(caps, n, "hugetlbfs", free_huge > 0, false,
-	    free_huge > 0 ? "%ld of %ld 2 MiB huge pages free" :
-			    "no free 2 MiB huge pages (%ld reserved): 'sudo "
-			    "sysctl vm.nr_hugepages=N' to use hugetlbfs regions",
+	    free_huge > 0
+		    ? "%ld of %ld 2 MiB huge pages free"
+		    : "no free 2 MiB huge pages (%ld reserved): 'sudo "
+		      "sysctl vm.nr_hugepages=N' to use hugetlbfs regions",
 	    free_huge > 0 ? free_huge : huge, huge);
 	add(caps, n, "ksm", ksm != 1, false, "%s",
 	    ksm == 1 ? "ksmd is running: merging drops write protection, so "
 		       "bgsnap refuses MADV_MERGEABLE regions ('echo 0 > "
-		       "/sys/kernel/mm/ksm/run' to stop it)" :
-		       "ksmd is not running (merging would drop protection)");
+		       "/sys/kernel/mm/ksm/run' to stop it)"
+		     : "ksmd is not running (merging would drop protection)");
 }
 
 static void probe_ptrace(struct bgs_uffd_cap *caps, int *n)
@@ -284,16 +291,16 @@ static void probe_ptrace(struct bgs_uffd_cap *caps, int *n)
 		close(pidfd);
 	}
 	add(caps, n, "pidfd_getfd", dup >= 0, false, "%s",
-	    dup >= 0 ? "save --pid can take a uffd from the target" :
-		       "pidfd_getfd(2) is missing (Linux 5.6+): no --pid");
+	    dup >= 0 ? "save --pid can take a uffd from the target"
+		     : "pidfd_getfd(2) is missing (Linux 5.6+): no --pid");
 	add(caps, n, "ptrace", scope <= 0 || geteuid() == 0, false, "%s",
-	    scope < 0 ? "no Yama: --pid works on processes of your own user" :
-	    scope == 0 ? "Yama ptrace_scope=0: --pid works on processes of "
-			 "your own user" :
-	    geteuid() == 0 ? "Yama ptrace_scope>0, but running as root" :
-			     "Yama ptrace_scope>0: --pid needs root or "
-			     "CAP_SYS_PTRACE ('sudo sysctl "
-			     "kernel.yama.ptrace_scope=0' to relax)");
+	    scope < 0	 ? "no Yama: --pid works on processes of your own user"
+	    : scope == 0 ? "Yama ptrace_scope=0: --pid works on processes of "
+			   "your own user"
+	    : geteuid() == 0 ? "Yama ptrace_scope>0, but running as root"
+			     : "Yama ptrace_scope>0: --pid needs root or "
+			       "CAP_SYS_PTRACE ('sudo sysctl "
+			       "kernel.yama.ptrace_scope=0' to relax)");
 }
 
 int bgs_uffd_probe(struct bgs_uffd_cap *caps)

@@ -57,7 +57,7 @@ struct uffdio_poison {
 	__s64 updated;
 };
 #define UFFDIO_POISON_MODE_DONTWAKE ((__u64)1 << 0)
-#define UFFDIO_POISON _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
+#define UFFDIO_POISON		    _IOWR(UFFDIO, _UFFDIO_POISON, struct uffdio_poison)
 #endif
 
 #ifndef _UFFDIO_MOVE
@@ -71,12 +71,12 @@ struct uffdio_move {
 };
 #define UFFDIO_MOVE_MODE_DONTWAKE	 ((__u64)1 << 0)
 #define UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES ((__u64)1 << 1)
-#define UFFDIO_MOVE _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
+#define UFFDIO_MOVE			 _IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)
 #endif
 
 /* PAGEMAP_SCAN: include/uapi/linux/fs.h, Linux 6.7. */
 #ifndef PAGEMAP_SCAN
-#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#define PAGEMAP_SCAN	  _IOWR('f', 16, struct pm_scan_arg)
 #define PAGE_IS_WPALLOWED (1 << 0)
 #define PAGE_IS_WRITTEN	  (1 << 1)
 #define PAGE_IS_FILE	  (1 << 2)
@@ -108,17 +108,18 @@ struct pm_scan_arg {
 #endif
 
 /* The categories every 6.7+ kernel knows; a mask with other bits is EINVAL. */
-#define BGS_PAGE_IS_KNOWN                                                     \
-	(PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN | PAGE_IS_FILE | PAGE_IS_PRESENT | \
-	 PAGE_IS_SWAPPED | PAGE_IS_PFNZERO | PAGE_IS_HUGE)
+#define BGS_PAGE_IS_KNOWN                                                      \
+	(PAGE_IS_WPALLOWED | PAGE_IS_WRITTEN | PAGE_IS_FILE |                  \
+	 PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_PFNZERO | PAGE_IS_HUGE)
 
 /* Documentation/admin-guide/mm/pagemap.rst: bits of a pagemap entry. */
-#define BGS_PM_PFN_MASK	 ((1ULL << 55) - 1) /* 0 without CAP_SYS_ADMIN */
-#define BGS_PM_UFFD_WP	 (1ULL << 57)
-#define BGS_PM_SWAP	 (1ULL << 62)
-#define BGS_PM_PRESENT	 (1ULL << 63)
+#define BGS_PM_PFN_MASK ((1ULL << 55) - 1) /* 0 without CAP_SYS_ADMIN */
+#define BGS_PM_UFFD_WP	(1ULL << 57)
+#define BGS_PM_SWAP	(1ULL << 62)
+#define BGS_PM_PRESENT	(1ULL << 63)
 
 _Static_assert(sizeof(struct pm_scan_arg) == 96, "pm_scan_arg is 96 bytes");
-_Static_assert(UFFD_FEATURE_WP_UNPOPULATED == 0x2000, "WP_UNPOPULATED is bit 13");
+_Static_assert(UFFD_FEATURE_WP_UNPOPULATED == 0x2000,
+	       "WP_UNPOPULATED is bit 13");
 
 #endif /* BGS_UFFD_COMPAT_H */

@@ -51,7 +51,8 @@ int bgs_uffd_pagemap_scan(const struct bgs_pagemap *pm, uint64_t start,
 		.return_mask = q->report,
 	};
 
-	if ((a.category_mask | q->anyof | q->report) & ~(uint64_t)BGS_PAGE_IS_KNOWN)
+	if ((a.category_mask | q->anyof | q->report) &
+	    ~(uint64_t)BGS_PAGE_IS_KNOWN)
 		return -EINVAL;
 	while (start < end) {
 		long n;

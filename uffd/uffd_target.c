@@ -36,8 +36,8 @@
 #define SEIZE_OPTS		(PTRACE_O_TRACECLONE | PTRACE_O_TRACESYSGOOD)
 #define DEFAULT_STOP_TIMEOUT_MS 2000
 /* Bounds a thaw that waits for killed threads to finish exiting. */
-#define REAP_TIMEOUT_MS		1000
-#define CAP_SYS_PTRACE_BIT	19
+#define REAP_TIMEOUT_MS	   1000
+#define CAP_SYS_PTRACE_BIT 19
 
 uint64_t bgs_target_now_ns(void)
 {
@@ -399,8 +399,9 @@ static int reserve_thread(struct bgs_target *t)
 
 static void add_thread(struct bgs_target *t, pid_t tid, bool other_process)
 {
-	t->threads[t->nthreads++] = (struct bgs_target_thread){
-		.tid = tid, .other_process = other_process};
+	t->threads[t->nthreads++] =
+		(struct bgs_target_thread){ .tid = tid,
+					    .other_process = other_process };
 }
 
 static void drop_thread(struct bgs_target *t, size_t i)
@@ -479,7 +480,7 @@ static int seize_pass(struct bgs_target *t, struct pass *p)
 	DIR *dir;
 	int err = 0;
 
-	*p = (struct pass){0};
+	*p = (struct pass){ 0 };
 	snprintf(path, sizeof(path), "/proc/%d/task", (int)t->pid);
 	dir = opendir(path);
 	if (!dir)
@@ -510,7 +511,7 @@ static bool pass_complete(const struct bgs_target *t, const struct pass *p)
  * time. */
 static void backoff(unsigned *round)
 {
-	struct timespec ts = {0, 0};
+	struct timespec ts = { 0, 0 };
 
 	if (*round < 50) {
 		sched_yield();
@@ -815,7 +816,7 @@ bool bgs_target_frozen(const struct bgs_target *t)
 
 bool bgs_target_exited(const struct bgs_target *t, unsigned timeout_ms)
 {
-	struct pollfd p = {.fd = t->pidfd, .events = POLLIN};
+	struct pollfd p = { .fd = t->pidfd, .events = POLLIN };
 
 	return t->pidfd >= 0 && poll(&p, 1, (int)timeout_ms) == 1;
 }

@@ -139,10 +139,10 @@ _Static_assert(sizeof(struct ksigcontext) == 256, "sigcontext is 256 bytes");
 _Static_assert(offsetof(struct kframe, uc_mcontext) == 48, "uc_mcontext");
 _Static_assert(offsetof(struct kframe, uc_sigmask) == 304, "uc_sigmask");
 
-static const uint8_t pat_syscall_ret[] = {0x0f, 0x05, 0xc3};
-static const uint8_t pat_sigret_rax[] = {0x48, 0xc7, 0xc0, 0x0f, 0,
-					 0,    0,    0x0f, 0x05};
-static const uint8_t pat_sigret_eax[] = {0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05};
+static const uint8_t pat_syscall_ret[] = { 0x0f, 0x05, 0xc3 };
+static const uint8_t pat_sigret_rax[] = { 0x48, 0xc7, 0xc0, 0x0f, 0,
+					  0,	0,    0x0f, 0x05 };
+static const uint8_t pat_sigret_eax[] = { 0xb8, 0x0f, 0, 0, 0, 0x0f, 0x05 };
 
 /* One injection session on one stopped thread. */
 struct inj {
@@ -458,9 +458,9 @@ static void fill_sigcontext(struct ksigcontext *sc,
 static int64_t read_fpu(struct inj *in, bool *xstate)
 {
 	struct bgs_target *t = in->t;
-	struct iovec iov = {t->xbuf, XBUF_SIZE};
+	struct iovec iov = { t->xbuf, XBUF_SIZE };
 	uint8_t *x = t->xbuf;
-	uint32_t sw[12] = {0};
+	uint32_t sw[12] = { 0 };
 	uint64_t xcr0;
 
 	*xstate = ptrace(PTRACE_GETREGSET, in->tid, (void *)NT_X86_XSTATE,
@@ -659,7 +659,7 @@ static int inj_call(struct inj *in, long nr, const uint64_t a[6], int64_t *ret)
 static int call(struct inj *in, long nr, uint64_t a0, uint64_t a1, uint64_t a2,
 		uint64_t a3, int64_t *ret)
 {
-	const uint64_t a[6] = {a0, a1, a2, a3, 0, 0};
+	const uint64_t a[6] = { a0, a1, a2, a3, 0, 0 };
 
 	return inj_call(in, nr, a, ret);
 }
@@ -750,8 +750,8 @@ static int injected_err(struct inj *in, const char *what, int64_t r)
 
 static int send_fd(int sock, int fd)
 {
-	char byte = 0, ctl[CMSG_SPACE(sizeof(int))] = {0};
-	struct iovec iov = {&byte, 1};
+	char byte = 0, ctl[CMSG_SPACE(sizeof(int))] = { 0 };
+	struct iovec iov = { &byte, 1 };
 	struct msghdr mh = {
 		.msg_iov = &iov,
 		.msg_iovlen = 1,
@@ -942,7 +942,7 @@ int bgs_target_inject_uffd(struct bgs_target *t, pid_t tid,
 			   struct bgs_target_uffd *out)
 {
 	const uint64_t start = bgs_target_now_ns();
-	struct tfds tf = {.n = 0};
+	struct tfds tf = { .n = 0 };
 	struct inj in;
 	int err, end;
 

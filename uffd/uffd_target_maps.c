@@ -95,12 +95,15 @@ static uint32_t vmflag_bit(const char *f)
 		char name[3];
 		uint32_t bit;
 	} table[] = {
-		{"sh", BGS_VMF_SH}, {"ms", BGS_VMF_MS}, {"io", BGS_VMF_IO},
-		{"pf", BGS_VMF_PF}, {"mm", BGS_VMF_MM}, {"ht", BGS_VMF_HT},
-		{"dd", BGS_VMF_DD}, {"dp", BGS_VMF_DP}, {"mg", BGS_VMF_MG},
-		{"uw", BGS_VMF_UW}, {"um", BGS_VMF_UM}, {"ui", BGS_VMF_UI},
-		{"hg", BGS_VMF_HG}, {"nh", BGS_VMF_NH}, {"lo", BGS_VMF_LO},
-		{"gd", BGS_VMF_GD}, {"ss", BGS_VMF_SS},
+		{ "sh", BGS_VMF_SH }, { "ms", BGS_VMF_MS },
+		{ "io", BGS_VMF_IO }, { "pf", BGS_VMF_PF },
+		{ "mm", BGS_VMF_MM }, { "ht", BGS_VMF_HT },
+		{ "dd", BGS_VMF_DD }, { "dp", BGS_VMF_DP },
+		{ "mg", BGS_VMF_MG }, { "uw", BGS_VMF_UW },
+		{ "um", BGS_VMF_UM }, { "ui", BGS_VMF_UI },
+		{ "hg", BGS_VMF_HG }, { "nh", BGS_VMF_NH },
+		{ "lo", BGS_VMF_LO }, { "gd", BGS_VMF_GD },
+		{ "ss", BGS_VMF_SS },
 	};
 	size_t i;
 
@@ -128,11 +131,11 @@ static const struct {
 	const char *key;
 	size_t off;
 } kb_fields[] = {
-	{"KernelPageSize", offsetof(struct bgs_target_map, page_size)},
-	{"Rss", offsetof(struct bgs_target_map, rss)},
-	{"Swap", offsetof(struct bgs_target_map, swap)},
-	{"Anonymous", offsetof(struct bgs_target_map, anon)},
-	{"AnonHugePages", offsetof(struct bgs_target_map, anon_huge)},
+	{ "KernelPageSize", offsetof(struct bgs_target_map, page_size) },
+	{ "Rss", offsetof(struct bgs_target_map, rss) },
+	{ "Swap", offsetof(struct bgs_target_map, swap) },
+	{ "Anonymous", offsetof(struct bgs_target_map, anon) },
+	{ "AnonHugePages", offsetof(struct bgs_target_map, anon_huge) },
 };
 
 static bool key_is(const char *line, size_t klen, const char *key)

@@ -136,14 +136,14 @@ static int transfer(struct bgs_target *t, const struct bgs_target_span *s,
 		    size_t n, char *buf, size_t *done, bool write)
 {
 	struct iovec remote[BATCH_IOVS];
-	struct cursor c = {0, 0, 0};
+	struct cursor c = { 0, 0, 0 };
 	int64_t r = 0;
 
 	advance(s, n, &c, 0);
 	while (c.i < n) {
 		uint64_t bytes;
 		const int k = fill_iovs(s, n, &c, remote, &bytes);
-		struct iovec local = {buf + c.done, bytes};
+		struct iovec local = { buf + c.done, bytes };
 
 		r = one_call(t, &local, remote, k, write);
 		if (r == 0 || r == -EFAULT)
@@ -173,7 +173,7 @@ int bgs_target_writev(struct bgs_target *t, const struct bgs_target_span *s,
 
 int bgs_target_read(struct bgs_target *t, uint64_t addr, void *buf, size_t len)
 {
-	const struct bgs_target_span s = {addr, len};
+	const struct bgs_target_span s = { addr, len };
 
 	return bgs_target_readv(t, &s, 1, buf, NULL);
 }
@@ -181,7 +181,7 @@ int bgs_target_read(struct bgs_target *t, uint64_t addr, void *buf, size_t len)
 int bgs_target_write(struct bgs_target *t, uint64_t addr, const void *buf,
 		     size_t len)
 {
-	const struct bgs_target_span s = {addr, len};
+	const struct bgs_target_span s = { addr, len };
 
 	return bgs_target_writev(t, &s, 1, buf, NULL);
 }
@@ -189,7 +189,7 @@ int bgs_target_write(struct bgs_target *t, uint64_t addr, const void *buf,
 int bgs_target_copy_map(struct bgs_target *t, const struct bgs_target_map *m,
 			void *buf)
 {
-	const struct bgs_target_span s = {m->start, m->end - m->start};
+	const struct bgs_target_span s = { m->start, m->end - m->start };
 
 	return bgs_target_readv(t, &s, 1, buf, NULL);
 }

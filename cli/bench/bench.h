@@ -25,28 +25,28 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define PAGE		4096u
-#define HUGE_2M		(2u << 20)
-#define GIB		(1024.0 * 1024.0 * 1024.0)
-#define MAX_SIZES	8
-#define MAX_REPEAT	15
-#define MAX_TIDS	(BANK_MAX_WRITERS + 8)
-#define SAMPLE_NS	20000000L /* memory sampling interval */
+#define PAGE	   4096u
+#define HUGE_2M	   (2u << 20)
+#define GIB	   (1024.0 * 1024.0 * 1024.0)
+#define MAX_SIZES  8
+#define MAX_REPEAT 15
+#define MAX_TIDS   (BANK_MAX_WRITERS + 8)
+#define SAMPLE_NS  20000000L /* memory sampling interval */
 /* A child's smaps walk costs ~14 ms of CPU per GiB: once a second, as a
  * safety net; a fork child measures itself at its end, its peak. */
-#define CHILD_EVERY	50
-#define WARMUP_MS	500	  /* the writers run before they are measured */
-#define BEFORE_MS	1000	  /* and are measured alone this long */
-#define GUEST_START_MS	600000	  /* formatting 4 GiB on a busy machine */
-#define CALL_MS		60000
-#define SAVE_MS		1800000
-#define WP_REPEAT	3
-#define FAULTS		2000
-#define LZ4_CHUNK	(512u * PAGE) /* a store record's most pages */
-#define DISK_BLOCK	(1u << 20)
-#define ROLLBACK_PCT	1.0
-#define MEM_SLACK	(16u << 20) /* the target: buffer budget + 16 MiB */
-#define MAX_TARGETS	24
+#define CHILD_EVERY    50
+#define WARMUP_MS      500    /* the writers run before they are measured */
+#define BEFORE_MS      1000   /* and are measured alone this long */
+#define GUEST_START_MS 600000 /* formatting 4 GiB on a busy machine */
+#define CALL_MS	       60000
+#define SAVE_MS	       1800000
+#define WP_REPEAT      3
+#define FAULTS	       2000
+#define LZ4_CHUNK      (512u * PAGE) /* a store record's most pages */
+#define DISK_BLOCK     (1u << 20)
+#define ROLLBACK_PCT   1.0
+#define MEM_SLACK      (16u << 20) /* the target: buffer budget + 16 MiB */
+#define MAX_TARGETS    24
 
 enum method {
 	M_UFFD,
@@ -61,36 +61,36 @@ enum method {
 
 /* Every figure a run yields; NAN where it does not apply. */
 enum fig {
-	F_BLACKOUT,	/* ms, seen by the writers */
-	F_PAUSE,	/* ms, the method's own stop */
-	F_ARM,		/* ms, arming while the owner runs */
-	F_REPROT,	/* pages protected again inside the pause */
-	F_ELAPSED,	/* s */
-	F_GIBS,		/* GiB of memory a second */
-	F_WBEFORE,	/* writer transfers/s alone */
-	F_WDURING,	/* the same during the save */
-	F_WRATIO,	/* during / before */
-	F_P50,		/* us */
+	F_BLACKOUT, /* ms, seen by the writers */
+	F_PAUSE,    /* ms, the method's own stop */
+	F_ARM,	    /* ms, arming while the owner runs */
+	F_REPROT,   /* pages protected again inside the pause */
+	F_ELAPSED,  /* s */
+	F_GIBS,	    /* GiB of memory a second */
+	F_WBEFORE,  /* writer transfers/s alone */
+	F_WDURING,  /* the same during the save */
+	F_WRATIO,   /* during / before */
+	F_P50,	    /* us */
 	F_P99,
 	F_MAX,
-	F_MEM,		/* bytes */
-	F_FILE,		/* bytes */
+	F_MEM,	/* bytes */
+	F_FILE, /* bytes */
 	F_FAULTS,
-	F_STALL99,	/* us */
-	F_BUFFER,	/* bytes */
-	F_WRITTEN,	/* pages stored (incr) or written (rollback) */
+	F_STALL99,	  /* us */
+	F_BUFFER,	  /* bytes */
+	F_WRITTEN,	  /* pages stored (incr) or written (rollback) */
 	F_PARENT_ELAPSED, /* s, uffd-incr's first snapshot */
-	F_PARENT_FILE,	/* bytes */
-	F_ROLLBACK,	/* ms */
-	F_ROLLED,	/* pages put back */
-	F_NOISE,	/* ms: the longest writer delay in the second alone */
-	F_WINDOW,	/* ms: the start window */
-	F_WORST_AT,	/* ms into it: the worst-stopped transfer was due */
-	F_PAUSE_AT,	/* ms into it: the pause began */
-	F_CPU_SAVER,	/* CPU s: bgsnap's threads, a fork child */
-	F_CPU_WRITERS,	/* CPU s: the guest's writers */
-	F_CPU_MAIN,	/* CPU s: the thread that starts the save (arming) */
-	F_LOAD,		/* 1-minute load average at the run's start */
+	F_PARENT_FILE,	  /* bytes */
+	F_ROLLBACK,	  /* ms */
+	F_ROLLED,	  /* pages put back */
+	F_NOISE,	  /* ms: the longest writer delay in the second alone */
+	F_WINDOW,	  /* ms: the start window */
+	F_WORST_AT,	  /* ms into it: the worst-stopped transfer was due */
+	F_PAUSE_AT,	  /* ms into it: the pause began */
+	F_CPU_SAVER,	  /* CPU s: bgsnap's threads, a fork child */
+	F_CPU_WRITERS,	  /* CPU s: the guest's writers */
+	F_CPU_MAIN,	  /* CPU s: the thread that starts the save (arming) */
+	F_LOAD,		  /* 1-minute load average at the run's start */
 	NFIG
 };
 
@@ -152,8 +152,8 @@ struct guest_proc {
 /* CPU clock ticks of the processes and threads involved in a save. */
 struct cpu_snap {
 	uint64_t total, children; /* the guest, and its waited-for children */
-	uint64_t main;		  /* its main thread (it arms an embedded save) */
-	uint64_t writer[MAX_TIDS]; /* its writers (guest_proc.tid) */
+	uint64_t main; /* its main thread (it arms an embedded save) */
+	uint64_t writer[MAX_TIDS];	/* its writers (guest_proc.tid) */
 	uint64_t self_total, self_main; /* this process (uffd-pid saves) */
 };
 

@@ -73,8 +73,8 @@ static int region_map(const struct bench *b, uint64_t size, struct region *r)
 
 	memset(r, 0, sizeof(*r));
 	r->uffd = -1;
-	r->len = b->thp ? (size + HUGE_2M - 1) / HUGE_2M * HUGE_2M :
-			  (size + PAGE - 1) / PAGE * PAGE;
+	r->len = b->thp ? (size + HUGE_2M - 1) / HUGE_2M * HUGE_2M
+			: (size + PAGE - 1) / PAGE * PAGE;
 	r->map_len = r->len + extra;
 	r->map = mmap(NULL, r->map_len, PROT_READ | PROT_WRITE,
 		      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -111,13 +111,13 @@ static double floor_lz4(const struct region *r, double *ratio)
 		return NAN;
 	t0 = cli_now_ns();
 	for (size_t off = 0; off + LZ4_CHUNK <= r->len; off += LZ4_CHUNK)
-		out += (uint64_t)LZ4_compress_fast(
-			(const char *)r->mem + off, dst, (int)LZ4_CHUNK, bound,
-			1);
+		out += (uint64_t)LZ4_compress_fast((const char *)r->mem + off,
+						   dst, (int)LZ4_CHUNK, bound,
+						   1);
 	s = (double)(cli_now_ns() - t0) / 1e9;
 	free(dst);
-	*ratio = out ? (double)(r->len / LZ4_CHUNK * LZ4_CHUNK) / (double)out :
-		       NAN;
+	*ratio = out ? (double)(r->len / LZ4_CHUNK * LZ4_CHUNK) / (double)out
+		     : NAN;
 	return (double)r->len / GIB / s;
 }
 
@@ -156,8 +156,8 @@ static double floor_disk(const struct bench *b, const struct region *r,
 		return NAN;
 	}
 	for (size_t off = 0; off < r->len && !err; off += DISK_BLOCK) {
-		const size_t n = r->len - off < DISK_BLOCK ? r->len - off :
-							     DISK_BLOCK;
+		const size_t n =
+			r->len - off < DISK_BLOCK ? r->len - off : DISK_BLOCK;
 		const ssize_t w = write(fd, r->mem + off, n);
 
 		if (w != (ssize_t)n)
@@ -266,10 +266,11 @@ static int floor_faults(struct region *r, bool thp, double *p50, double *p99)
 	for (size_t i = 0; !ret && i < n; i++) {
 		/* Spread over the region; the value written is the one there:
 		 * the content stays the guest's. */
-		_Atomic uint64_t *p = (_Atomic uint64_t *)(
-			r->mem + (i * (units / n)) * h.unit + 64);
-		const uint64_t v = atomic_load_explicit(p,
-							memory_order_relaxed);
+		_Atomic uint64_t *p =
+			(_Atomic uint64_t *)(r->mem +
+					     (i * (units / n)) * h.unit + 64);
+		const uint64_t v =
+			atomic_load_explicit(p, memory_order_relaxed);
 		const uint64_t t0 = cli_now_ns();
 
 		atomic_store_explicit(p, v, memory_order_relaxed);
@@ -296,7 +297,7 @@ void bench_measure_floors(struct bench *b, uint64_t size, struct floors *fl)
 	fl->wp_ms = fl->fault_p50_us = fl->fault_p99_us = NAN;
 	fl->lz4_gibs = fl->lz4_ratio = fl->disk_gibs = NAN;
 	bench_progress(b, "%s: floors (formatting the content)",
-		 cli_fmt_size(s, size));
+		       cli_fmt_size(s, size));
 	if (region_map(b, size, &r))
 		return;
 	fl->lz4_gibs = floor_lz4(&r, &fl->lz4_ratio);
@@ -310,7 +311,9 @@ void bench_measure_floors(struct bench *b, uint64_t size, struct floors *fl)
 	region_unmap(&r);
 	fl->ok = !isnan(fl->wp_ms) && !isnan(fl->lz4_gibs) &&
 		 !isnan(fl->disk_gibs);
-	bench_progress(b, "%s: floors: write-protect %.2f ms, fault p50 %.1f us, "
-		 "lz4 %.2f GiB/s, disk %.2f GiB/s", s, fl->wp_ms,
-		 fl->fault_p50_us, fl->lz4_gibs, fl->disk_gibs);
+	bench_progress(b,
+		       "%s: floors: write-protect %.2f ms, fault p50 %.1f us, "
+		       "lz4 %.2f GiB/s, disk %.2f GiB/s",
+		       s, fl->wp_ms, fl->fault_p50_us, fl->lz4_gibs,
+		       fl->disk_gibs);
 }

@@ -77,10 +77,13 @@ int bench_guest_start(const struct bench *b, uint64_t size,
 		      struct guest_proc *g)
 {
 	char s_size[32], s_writers[32], s_rate[32], s_seed[32];
-	const char *argv[] = { "bgsnap", "guest", "--size", s_size,
-			       "--writers", s_writers, "--rate", s_rate,
-			       "--kind", b->thp ? "thp" : "4k", "--pattern",
-			       bench_pattern_names[b->pattern], "--seed", s_seed,
+	const char *argv[] = { "bgsnap",    "guest",
+			       "--size",    s_size,
+			       "--writers", s_writers,
+			       "--rate",    s_rate,
+			       "--kind",    b->thp ? "thp" : "4k",
+			       "--pattern", bench_pattern_names[b->pattern],
+			       "--seed",    s_seed,
 			       NULL };
 	int r;
 
@@ -113,16 +116,16 @@ static uint64_t resident_bytes(int pid)
 	unsigned long long size = 0, rss = 0;
 	FILE *f;
 
-	snprintf(path, sizeof(path), pid ? "/proc/%d/statm" : "/proc/self/statm",
-		 pid);
+	snprintf(path, sizeof(path),
+		 pid ? "/proc/%d/statm" : "/proc/self/statm", pid);
 	f = fopen(path, "r");
 	if (f) {
 		if (fscanf(f, "%llu %llu", &size, &rss) != 2)
 			rss = 0;
 		fclose(f);
 	}
-	snprintf(path, sizeof(path), pid ? "/proc/%d/status" : "/proc/self/status",
-		 pid);
+	snprintf(path, sizeof(path),
+		 pid ? "/proc/%d/status" : "/proc/self/status", pid);
 	return rss * (uint64_t)sysconf(_SC_PAGESIZE) +
 	       cli_proc_kb(path, pte, 1);
 }
@@ -172,8 +175,10 @@ static bool stat_ticks(const char *path, uint64_t *ticks, uint64_t *children)
 	/* Fields 14 to 17 (utime stime cutime cstime), counted after the
 	 * command name, which may hold anything but ends at the last ')'. */
 	p = strrchr(buf, ')');
-	if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
-			 "%*u %llu %llu %lld %lld", &ut, &st, &cut, &cst) != 4)
+	if (!p || sscanf(p + 1,
+			 " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u "
+			 "%*u %llu %llu %lld %lld",
+			 &ut, &st, &cut, &cst) != 4)
 		return false;
 	*ticks = ut + st;
 	if (children)
@@ -226,11 +231,13 @@ static void cpu_figures(const struct cpu_snap *a, const struct cpu_snap *b,
 				 (double)(b->self_main - a->self_main);
 
 	f[F_CPU_SAVER] = fmax(0, (guest_rest + self_rest +
-				  (double)(b->children - a->children)) * tick -
-				 (double)sampler_ns / 1e9);
+				  (double)(b->children - a->children)) *
+						 tick -
+					 (double)sampler_ns / 1e9);
 	f[F_CPU_WRITERS] = writers * tick;
-	f[F_CPU_MAIN] = (double)(b->main - a->main + b->self_main -
-				 a->self_main) * tick;
+	f[F_CPU_MAIN] =
+		(double)(b->main - a->main + b->self_main - a->self_main) *
+		tick;
 }
 
 static void *memwatch_main(void *arg)
@@ -240,8 +247,8 @@ static void *memwatch_main(void *arg)
 	struct timespec ts;
 
 	while (!atomic_load(&m->stop)) {
-		const uint64_t main_now = resident_bytes(m->guest) +
-					  resident_bytes(0);
+		const uint64_t main_now =
+			resident_bytes(m->guest) + resident_bytes(0);
 
 		if (m->samples++ % CHILD_EVERY == 0)
 			children = children_bytes(m->guest);
@@ -251,8 +258,8 @@ static void *memwatch_main(void *arg)
 		nanosleep(&(struct timespec){ 0, SAMPLE_NS }, NULL);
 	}
 	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-	m->own_cpu_ns = (uint64_t)ts.tv_sec * 1000000000ULL +
-			(uint64_t)ts.tv_nsec;
+	m->own_cpu_ns =
+		(uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 	return NULL;
 }
 

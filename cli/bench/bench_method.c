@@ -49,7 +49,8 @@ void bench_run_init(struct run *r)
 static void save_words(const struct bench *b, char *buf, size_t n)
 {
 	snprintf(buf, n, "buffer=%llu compress=%s nomem",
-		 (unsigned long long)b->buffer, b->no_compress ? "none" : "lz4");
+		 (unsigned long long)b->buffer,
+		 b->no_compress ? "none" : "lz4");
 }
 
 /* The start window of a guest reply. */
@@ -91,8 +92,10 @@ static void take_save(struct ctx *c, const char *reply)
 static int run_embedded(struct ctx *c, enum method m)
 {
 	static const char *const how[NMETHODS] = {
-		[M_UFFD] = "uffd", [M_UFFD_1PHASE] = "uffd one-phase",
-		[M_FORK] = "fork", [M_STW] = "stw",
+		[M_UFFD] = "uffd",
+		[M_UFFD_1PHASE] = "uffd one-phase",
+		[M_FORK] = "fork",
+		[M_STW] = "stw",
 	};
 	char cmd[PATH_MAX + 256], words[128];
 	struct memwatch mw;
@@ -126,8 +129,8 @@ static int pid_start(struct ctx *c, struct bgsnap *h, uint64_t *started)
 						  .ninclude = 1 };
 	const struct bgsnap_save_opts opts = {
 		.buffer_budget = c->b->buffer,
-		.compression = c->b->no_compress ? BGSNAP_COMPRESS_NONE :
-						   BGSNAP_COMPRESS_LZ4,
+		.compression = c->b->no_compress ? BGSNAP_COMPRESS_NONE
+						 : BGSNAP_COMPRESS_LZ4,
 	};
 	sigset_t old;
 	int r;
@@ -145,8 +148,8 @@ static int pid_start(struct ctx *c, struct bgsnap *h, uint64_t *started)
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (r)
 		cli_error("bench: uffd-pid: process %d: %s", (int)c->g.c.pid,
-			  *bgsnap_last_error(h) ? bgsnap_last_error(h) :
-						  bgsnap_strerror(r));
+			  *bgsnap_last_error(h) ? bgsnap_last_error(h)
+						: bgsnap_strerror(r));
 	return r;
 }
 
@@ -174,8 +177,9 @@ static int pid_save(struct ctx *c, struct bgsnap *h, struct bgsnap_stats *st,
 	r = bgsnap_wait(h) || r ? -1 : 0;
 	*done = cli_now_ns();
 	if (r)
-		cli_error("bench: uffd-pid: %s", *bgsnap_last_error(h) ?
-			  bgsnap_last_error(h) : "the save failed");
+		cli_error("bench: uffd-pid: %s", *bgsnap_last_error(h)
+							 ? bgsnap_last_error(h)
+							 : "the save failed");
 	else
 		bgsnap_stats(h, st);
 	return r;
@@ -292,8 +296,8 @@ static int run_rollback(struct ctx *c)
 {
 	char undo[64], cmd[64];
 	/* Room for the content of what is written before the hold. */
-	const uint64_t budget = c->size / 25 > (16u << 20) ? c->size / 25 :
-							     16u << 20;
+	const uint64_t budget =
+		c->size / 25 > (16u << 20) ? c->size / 25 : 16u << 20;
 
 	snprintf(undo, sizeof(undo), "undo=%llu", (unsigned long long)budget);
 	snprintf(cmd, sizeof(cmd), "rollback dirty=%g timeout=60s",
@@ -329,16 +333,19 @@ int bench_run_method(struct bench *b, uint64_t size, enum method m,
 	bench_run_init(out);
 	bench_load_avg(load);
 	out->f[F_LOAD] = load[0];
-	snprintf(c.file, sizeof(c.file), "%s/%s.bgs", b->dir, bench_method_names[m]);
+	snprintf(c.file, sizeof(c.file), "%s/%s.bgs", b->dir,
+		 bench_method_names[m]);
 	snprintf(c.parent, sizeof(c.parent), "%s/%s-parent.bgs", b->dir,
 		 bench_method_names[m]);
 	r = bench_guest_start(b, size, &c.g);
 	if (!r)
 		r = writers_alone(&c);
 	if (!r) {
-		bench_progress(b, "  %s: guest ready in %.1f s, %.2f M transfers/s",
-			 bench_method_names[m], (double)(cli_now_ns() - t0) / 1e9,
-			 out->f[F_WBEFORE] / 1e6);
+		bench_progress(
+			b, "  %s: guest ready in %.1f s, %.2f M transfers/s",
+			bench_method_names[m],
+			(double)(cli_now_ns() - t0) / 1e9,
+			out->f[F_WBEFORE] / 1e6);
 		switch (m) {
 		case M_UFFD_PID:
 			r = run_pid(&c);

@@ -42,8 +42,8 @@ void bench_median_runs(const struct bench *b, struct size_result *s)
 			double v[MAX_REPEAT];
 
 			for (unsigned i = 0; i < b->repeat; i++)
-				v[i] = s->runs[m][i].ok ? s->runs[m][i].f[k] :
-							  NAN;
+				v[i] = s->runs[m][i].ok ? s->runs[m][i].f[k]
+							: NAN;
 			med->f[k] = bench_median(v, (int)b->repeat);
 		}
 	}
@@ -98,16 +98,15 @@ static void print_header(const struct bench *b, uint64_t size)
 	snprintf(rate, sizeof(rate), b->rate ? "%llu/s" : "max rate",
 		 (unsigned long long)b->rate);
 	printf("\n%s guest, %s pages, %u writers, %s writes at %s; %s, %s "
-	       "buffers; %u run%s each\n", cli_fmt_size(s, size),
-	       b->thp ? "THP" : "4 KiB", b->writers,
+	       "buffers; %u run%s each\n",
+	       cli_fmt_size(s, size), b->thp ? "THP" : "4 KiB", b->writers,
 	       bench_pattern_names[b->pattern], rate,
 	       b->no_compress ? "uncompressed" : "lz4",
 	       cli_fmt_size(buf, b->buffer), b->repeat,
 	       b->repeat > 1 ? "s" : "");
 }
 
-static void print_main_table(const struct bench *b,
-			     const struct size_result *s)
+static void print_main_table(const struct bench *b, const struct size_result *s)
 {
 	char c[10][CLI_FMT_LEN];
 
@@ -168,8 +167,8 @@ static void print_window_table(const struct bench *b,
 {
 	char c[6][CLI_FMT_LEN];
 
-	printf("%-12s %9s %9s %9s %9s %9s %9s\n", "start", "window",
-	       "pause at", "worst at", "blackout", "pause", "noise");
+	printf("%-12s %9s %9s %9s %9s %9s %9s\n", "start", "window", "pause at",
+	       "worst at", "blackout", "pause", "noise");
 	for (int m = 0; m < NMETHODS; m++) {
 		const double *f = s->med[m].f;
 
@@ -177,9 +176,8 @@ static void print_window_table(const struct bench *b,
 			continue;
 		printf("%-12s %9s %9s %9s %9s %9s %9s\n", bench_method_names[m],
 		       fmt_ms(c[0], f[F_WINDOW]), fmt_ms(c[1], f[F_PAUSE_AT]),
-		       fmt_ms(c[2], f[F_WORST_AT]),
-		       fmt_ms(c[3], f[F_BLACKOUT]), fmt_ms(c[4], f[F_PAUSE]),
-		       fmt_ms(c[5], f[F_NOISE]));
+		       fmt_ms(c[2], f[F_WORST_AT]), fmt_ms(c[3], f[F_BLACKOUT]),
+		       fmt_ms(c[4], f[F_PAUSE]), fmt_ms(c[5], f[F_NOISE]));
 	}
 }
 
@@ -191,9 +189,11 @@ static void print_specials(const struct bench *b, const struct size_result *s)
 	if (ran(b, s, M_UFFD_INCR)) {
 		const double *f = s->med[M_UFFD_INCR].f;
 
-		printf("uffd-incr: stored %.0f pages (%.2f%%) written since its "
+		printf("uffd-incr: stored %.0f pages (%.2f%%) written since "
+		       "its "
 		       "parent; %s (%.1f%% of the parent's %s), %s (%.1f%% of "
-		       "%s)\n", f[F_WRITTEN], f[F_WRITTEN] / pages * 100,
+		       "%s)\n",
+		       f[F_WRITTEN], f[F_WRITTEN] / pages * 100,
 		       fmt_ms(c[0], f[F_ELAPSED] * 1e3),
 		       f[F_ELAPSED] / f[F_PARENT_ELAPSED] * 100,
 		       fmt_ms(c[1], f[F_PARENT_ELAPSED] * 1e3),
@@ -205,8 +205,9 @@ static void print_specials(const struct bench *b, const struct size_result *s)
 		const double *f = s->med[M_ROLLBACK].f;
 
 		printf("rollback:  %s to put back %.0f pages (%.2f%%) from the "
-		       "undo log, writers held\n", fmt_ms(c[0], f[F_ROLLBACK]),
-		       f[F_ROLLED], f[F_ROLLED] / pages * 100);
+		       "undo log, writers held\n",
+		       fmt_ms(c[0], f[F_ROLLBACK]), f[F_ROLLED],
+		       f[F_ROLLED] / pages * 100);
 	}
 }
 
@@ -216,20 +217,19 @@ static void print_floors(const struct bench *b, const struct size_result *s)
 
 	(void)b;
 	printf("floors:    write-protect %.2f ms (%.1f ms/GiB); fault round "
-	       "trip p50 %.1f us, p99 %.1f us\n", fl->wp_ms,
-	       fl->wp_ms / ((double)s->size / GIB), fl->fault_p50_us,
+	       "trip p50 %.1f us, p99 %.1f us\n",
+	       fl->wp_ms, fl->wp_ms / ((double)s->size / GIB), fl->fault_p50_us,
 	       fl->fault_p99_us);
 	printf("           lz4 %.2f GiB/s (ratio %.2f, one thread); disk %.2f "
-	       "GiB/s (%s 1 MiB writes + fsync)\n", fl->lz4_gibs,
-	       fl->lz4_ratio, fl->disk_gibs,
+	       "GiB/s (%s 1 MiB writes + fsync)\n",
+	       fl->lz4_gibs, fl->lz4_ratio, fl->disk_gibs,
 	       fl->disk_direct ? "O_DIRECT" : "buffered");
 }
 
 /* ---- targets --------------------------------------------------------------- */
 
-
 static struct target *target_add(struct targets *ts, const char *id,
-				  const char *text, const char *unit)
+				 const char *text, const char *unit)
 {
 	struct target *t = &ts->t[ts->n++];
 
@@ -262,9 +262,9 @@ static void conditions(const struct bench *b, uint64_t size, uint64_t want_rate,
 	if (want_4k && b->thp)
 		what[n++] = "page kind";
 	for (int i = 0; i < n && len < sizeof(t->note); i++)
-		len += (size_t)snprintf(t->note + len, sizeof(t->note) - len,
-					"%s%s", i ? ", " : "conditions differ: ",
-					what[i]);
+		len += (size_t)snprintf(
+			t->note + len, sizeof(t->note) - len, "%s%s",
+			i ? ", " : "conditions differ: ", what[i]);
 }
 
 static void check(struct target *t, double v, double limit, double basis,
@@ -289,17 +289,23 @@ static void targets_blackout(const struct bench *b, const struct size_result *s,
 	const double wp = s->fl.wp_ms;
 	struct target *t;
 
-	t = target_add(ts, "i7-blackout-wp", "uffd blackout <= 1.2x write-"
-		       "protect", "ms");
+	t = target_add(ts, "i7-blackout-wp",
+		       "uffd blackout <= 1.2x write-"
+		       "protect",
+		       "ms");
 	check(t, fig(b, s, M_UFFD, F_BLACKOUT), 1.2 * wp, wp, true);
 	conditions(b, s->size, 0, false, t);
-	t = target_add(ts, "i7-blackout-wp-1phase", "uffd-1phase blackout <= "
-		       "1.2x write-protect", "ms");
+	t = target_add(ts, "i7-blackout-wp-1phase",
+		       "uffd-1phase blackout <= "
+		       "1.2x write-protect",
+		       "ms");
 	check(t, fig(b, s, M_UFFD_1PHASE, F_BLACKOUT), 1.2 * wp, wp, true);
 	conditions(b, s->size, 0, false, t);
 	if (b->thp) {
-		t = target_add(ts, "i7-blackout-thp", "uffd blackout (THP) < "
-			       "1 ms", "ms");
+		t = target_add(ts, "i7-blackout-thp",
+			       "uffd blackout (THP) < "
+			       "1 ms",
+			       "ms");
 		check(t, fig(b, s, M_UFFD, F_BLACKOUT), 1, 1, true);
 		conditions(b, s->size, 0, false, t);
 	}
@@ -327,14 +333,17 @@ static void targets_issue7(const struct bench *b, const struct size_result *s,
 	t = target_add(ts, "i7-memory-fork", "fork extra memory / the guest's",
 		       "x");
 	t->value = fig(b, s, M_FORK, F_MEM) / (double)s->size;
-	snprintf(t->note, sizeof(t->note), "information: grows with what the "
+	snprintf(t->note, sizeof(t->note),
+		 "information: grows with what the "
 		 "writers touch");
 	t = target_add(ts, "i7-throughput", "uffd >= 90% of min(lz4, disk)",
 		       "GiB/s");
 	check(t, fig(b, s, M_UFFD, F_GIBS), 0.9 * floor, floor, false);
 	conditions(b, s->size, 0, false, t);
-	t = target_add(ts, "i7-writers", "uffd writers during the save >= "
-		       "fork's", "share");
+	t = target_add(ts, "i7-writers",
+		       "uffd writers during the save >= "
+		       "fork's",
+		       "share");
 	check(t, fig(b, s, M_UFFD, F_WRATIO), fig(b, s, M_FORK, F_WRATIO),
 	      fig(b, s, M_FORK, F_WRATIO), false);
 	conditions(b, s->size, 0, false, t);
@@ -342,11 +351,13 @@ static void targets_issue7(const struct bench *b, const struct size_result *s,
 	check(t, fig(b, s, M_UFFD, F_P99), 3 * fig(b, s, M_FORK, F_P99),
 	      fig(b, s, M_FORK, F_P99), true);
 	conditions(b, s->size, 0, false, t);
-	t = target_add(ts, "i7-pid-elapsed", "uffd-pid elapsed <= 1.25x "
-		       "uffd's", "s");
+	t = target_add(ts, "i7-pid-elapsed",
+		       "uffd-pid elapsed <= 1.25x "
+		       "uffd's",
+		       "s");
 	check(t, fig(b, s, M_UFFD_PID, F_ELAPSED),
-	      1.25 * fig(b, s, M_UFFD, F_ELAPSED),
-	      fig(b, s, M_UFFD, F_ELAPSED), true);
+	      1.25 * fig(b, s, M_UFFD, F_ELAPSED), fig(b, s, M_UFFD, F_ELAPSED),
+	      true);
 	conditions(b, s->size, 0, false, t);
 }
 
@@ -357,22 +368,32 @@ static void targets_issue8(const struct bench *b, const struct size_result *s,
 	const double written = fig(b, s, M_UFFD_INCR, F_WRITTEN) / pages;
 	struct target *t;
 
-	t = target_add(ts, "i8-incr-elapsed", "uffd-incr elapsed < 5% of its "
-		       "parent's", "share");
-	check(t, fig(b, s, M_UFFD_INCR, F_ELAPSED) /
-			 fig(b, s, M_UFFD_INCR, F_PARENT_ELAPSED),
+	t = target_add(ts, "i8-incr-elapsed",
+		       "uffd-incr elapsed < 5% of its "
+		       "parent's",
+		       "share");
+	check(t,
+	      fig(b, s, M_UFFD_INCR, F_ELAPSED) /
+		      fig(b, s, M_UFFD_INCR, F_PARENT_ELAPSED),
 	      0.05, 0.05, true);
 	if (!isnan(written))
-		snprintf(t->note, sizeof(t->note), "%.2f%% of the pages "
-			 "written, the target's: 1%%", written * 100);
-	t = target_add(ts, "i8-incr-size", "uffd-incr file < 5% of its "
-		       "parent's", "share");
-	check(t, fig(b, s, M_UFFD_INCR, F_FILE) /
-			 fig(b, s, M_UFFD_INCR, F_PARENT_FILE),
+		snprintf(t->note, sizeof(t->note),
+			 "%.2f%% of the pages "
+			 "written, the target's: 1%%",
+			 written * 100);
+	t = target_add(ts, "i8-incr-size",
+		       "uffd-incr file < 5% of its "
+		       "parent's",
+		       "share");
+	check(t,
+	      fig(b, s, M_UFFD_INCR, F_FILE) /
+		      fig(b, s, M_UFFD_INCR, F_PARENT_FILE),
 	      0.05, 0.05, true);
 	if (!isnan(written))
-		snprintf(t->note, sizeof(t->note), "%.2f%% of the pages "
-			 "written, the target's: 1%%", written * 100);
+		snprintf(t->note, sizeof(t->note),
+			 "%.2f%% of the pages "
+			 "written, the target's: 1%%",
+			 written * 100);
 	t = target_add(ts, "i8-rollback", "rollback of 1% of the pages < 20 ms",
 		       "ms");
 	check(t, fig(b, s, M_ROLLBACK, F_ROLLBACK), 20, 20, true);
@@ -392,12 +413,16 @@ void bench_targets_sweep(const struct bench *b, struct targets *ts)
 	}
 	if (lo == hi)
 		return;
-	t = target_add(ts, "i8-blackout-growth", "uffd blackout, largest size / "
-		       "smallest <= 1.5", "x");
-	check(t, fig(b, hi, M_UFFD, F_BLACKOUT) / fig(b, lo, M_UFFD, F_BLACKOUT),
+	t = target_add(ts, "i8-blackout-growth",
+		       "uffd blackout, largest size / "
+		       "smallest <= 1.5",
+		       "x");
+	check(t,
+	      fig(b, hi, M_UFFD, F_BLACKOUT) / fig(b, lo, M_UFFD, F_BLACKOUT),
 	      1.5, 1, true);
 	if (lo->size != 1ull << 30 || hi->size != 4ull << 30)
-		snprintf(t->note, sizeof(t->note), "conditions differ: sizes "
+		snprintf(t->note, sizeof(t->note),
+			 "conditions differ: sizes "
 			 "(the target's: 1 and 4 GiB)");
 }
 
@@ -422,8 +447,8 @@ void bench_print_targets(const struct targets *ts, const char *title)
 			snprintf(l, sizeof(l), "%.3g %s", t->limit, t->unit);
 		if (!isnan(t->ratio) && !isnan(t->limit))
 			snprintf(r, sizeof(r), "x%.3g", t->ratio);
-		printf("  %s %-43s %11s %s %-11s %-7s%s%s\n", verdict[t->ok + 1],
-		       t->text, v, l[0] ? "vs" : "  ", l, r,
+		printf("  %s %-43s %11s %s %-11s %-7s%s%s\n",
+		       verdict[t->ok + 1], t->text, v, l[0] ? "vs" : "  ", l, r,
 		       t->note[0] ? " " : "", t->note);
 	}
 }
@@ -448,9 +473,10 @@ void bench_print_size(const struct bench *b, const struct size_result *s)
 	print_specials(b, s);
 	print_floors(b, s);
 	size_targets(b, s, &ts);
-	bench_print_targets(&ts, "targets (i7: 4 GiB, 2 writers, random writes at "
-		      "max rate; i8: the same at 50000 writes/s, 4 KiB pages; "
-		      "x: the ratio):");
+	bench_print_targets(
+		&ts, "targets (i7: 4 GiB, 2 writers, random writes at "
+		     "max rate; i8: the same at 50000 writes/s, 4 KiB pages; "
+		     "x: the ratio):");
 	fflush(stdout);
 }
 
@@ -471,7 +497,8 @@ void bench_print_growth(const struct bench *b)
 		return;
 	printf("\ngrowth with size:");
 	for (int i = 0; i < b->nsizes; i++)
-		printf("%s%s", i ? " -> " : " ", cli_fmt_size(c, b->res[i].size));
+		printf("%s%s", i ? " -> " : " ",
+		       cli_fmt_size(c, b->res[i].size));
 	printf("  (x: last over first)\n");
 	for (int m = 0; m < NMETHODS; m++) {
 		if (!(b->methods & (1u << m)) || m == M_ROLLBACK)
@@ -548,8 +575,8 @@ static void json_floors(struct cli_json *j, const struct floors *fl)
 	json_kdouble_or_null(j, "lz4_gib_s", fl->lz4_gibs);
 	json_kdouble_or_null(j, "lz4_ratio", fl->lz4_ratio);
 	json_kdouble_or_null(j, "disk_gib_s", fl->disk_gibs);
-	cli_json_kstr(j, "disk_mode", fl->disk_direct ? "O_DIRECT" :
-							"buffered+fsync");
+	cli_json_kstr(j, "disk_mode",
+		      fl->disk_direct ? "O_DIRECT" : "buffered+fsync");
 	cli_json_object_end(j);
 }
 

@@ -67,37 +67,49 @@ static const char bench_usage[] =
 	"                    [--buffer SIZE] [--compress lz4|none] [--seed N]\n"
 	"                    [--json] [--quiet]\n"
 	"\n"
-	"Snapshot a built-in guest (SIZE of memory, writer threads moving money\n"
-	"between accounts one per page) while it runs, by each method, each on\n"
+	"Snapshot a built-in guest (SIZE of memory, writer threads moving "
+	"money\n"
+	"between accounts one per page) while it runs, by each method, each "
+	"on\n"
 	"a fresh guest with the same content and the same store settings, and\n"
-	"measure the floors the methods work within, all in this run. Prints a\n"
+	"measure the floors the methods work within, all in this run. Prints "
+	"a\n"
 	"table per size, the targets of issues 7 and 8 with their ratios, and\n"
-	"with several sizes how each figure grows; --json writes one document.\n"
+	"with several sizes how each figure grows; --json writes one "
+	"document.\n"
 	"\n"
 	"methods (default: all, in this order):\n"
-	"  uffd         bgsnap inside the guest, two-phase arming (the default)\n"
+	"  uffd         bgsnap inside the guest, two-phase arming (the "
+	"default)\n"
 	"  uffd-1phase  the same with BGSNAP_SAVE_ONE_PHASE: all protection\n"
 	"               armed inside the pause\n"
 	"  uffd-pid     'bgsnap save --pid' from outside (this process, the\n"
 	"               library's target API), the guest's memory only\n"
 	"  fork         the guest forks; the child saves the memory stop-the-\n"
-	"               world through the same store writer; the writers run on\n"
+	"               world through the same store writer; the writers run "
+	"on\n"
 	"  stw          the writers paused for the whole copy\n"
-	"  uffd-incr    the second of two snapshots --incr-gap apart (the first\n"
-	"               with BGSNAP_SAVE_KEEP_TRACKING, taken with the writers\n"
+	"  uffd-incr    the second of two snapshots --incr-gap apart (the "
+	"first\n"
+	"               with BGSNAP_SAVE_KEEP_TRACKING, taken with the "
+	"writers\n"
 	"               held; the second BGSNAP_SAVE_INCREMENTAL, under them)\n"
 	"  rollback     bgsnap_rollback() once the writers have written 1% of\n"
-	"               the pages since a tracked snapshot (taken with them held),\n"
+	"               the pages since a tracked snapshot (taken with them "
+	"held),\n"
 	"               from its undo log; the writers held around it\n"
 	"\n"
 	"figures (medians over the repeats):\n"
-	"  blackout   the longest time any writer was kept from running by the\n"
+	"  blackout   the longest time any writer was kept from running by "
+	"the\n"
 	"             snapshot start, seen by the writers, the same way for\n"
-	"             every method: of each transfer that overlapped the start\n"
+	"             every method: of each transfer that overlapped the "
+	"start\n"
 	"             window, the time from when it was due (its rate's\n"
 	"             schedule, or the end of the writer's last transfer; the\n"
 	"             window's opening if later) to its end. The window runs\n"
-	"             from the call that starts the save (bgsnap_save_start(),\n"
+	"             from the call that starts the save "
+	"(bgsnap_save_start(),\n"
 	"             fork()) to the instant the writers are let go: the\n"
 	"             resume callback (uffd, uffd-1phase, uffd-incr; for stw\n"
 	"             after the whole copy), fork()'s return in the parent,\n"
@@ -109,14 +121,17 @@ static const char bench_usage[] =
 	"  elapsed    from the request to the snapshot file committed\n"
 	"  GiB/s      the guest's memory over elapsed\n"
 	"  writers    their transfers a second during the save (the start\n"
-	"             included), as a share of their rate in the second before\n"
+	"             included), as a share of their rate in the second "
+	"before\n"
 	"  p50 p99 max  transfer latency during the save\n"
 	"  memory     peak extra memory: the highest, over the save, of the\n"
-	"             resident memory plus page tables of the guest and of the\n"
+	"             resident memory plus page tables of the guest and of "
+	"the\n"
 	"             saving process (this one, for uffd-pid), plus a fork\n"
 	"             child's pages not shared with the guest and its page\n"
 	"             tables, less the same just before; sampled every 20 ms\n"
-	"             (/proc/PID/statm and status; a child's smaps_rollup every\n"
+	"             (/proc/PID/statm and status; a child's smaps_rollup "
+	"every\n"
 	"             second, and once more by itself at its end)\n"
 	"  file       the snapshot file's size\n"
 	"  and below: arm (protecting while the writers run, two-phase),\n"
@@ -133,16 +148,20 @@ static const char bench_usage[] =
 	"  the pages it stored (written since its parent), its time and size\n"
 	"  against the parent's\n"
 	"floors (same size, page kind and content):\n"
-	"  write-protect  one UFFDIO_WRITEPROTECT over the populated region, on\n"
+	"  write-protect  one UFFDIO_WRITEPROTECT over the populated region, "
+	"on\n"
 	"                 a userfaultfd of its own, no writer (median of 3)\n"
 	"  fault          a write to a protected page, a handler thread reads\n"
 	"                 the fault and unprotects the page (2 MiB for thp),\n"
 	"                 the write completes: p50 and p99 of 2000\n"
 	"  lz4            LZ4_compress_fast on one thread over the content in\n"
-	"                 2 MiB chunks (the store's record size), GiB/s of input\n"
+	"                 2 MiB chunks (the store's record size), GiB/s of "
+	"input\n"
 	"  disk           sequential O_DIRECT writes of 1 MiB, then fsync, as\n"
-	"                 many bytes as the memory, into --dir (buffered writes\n"
-	"                 plus fsync where O_DIRECT is refused; the table says)\n"
+	"                 many bytes as the memory, into --dir (buffered "
+	"writes\n"
+	"                 plus fsync where O_DIRECT is refused; the table "
+	"says)\n"
 	"\n"
 	"options:\n"
 	"  -s, --size SIZE      guest memory (default 1G)\n"
@@ -156,7 +175,8 @@ static const char bench_usage[] =
 	"  -n, --repeat N       runs of each method (default 1), medians\n"
 	"      --incr-gap DUR   between the two snapshots of uffd-incr\n"
 	"                       (default 10s)\n"
-	"      --incr-dirty PCT end that gap early once PCT percent of the pages\n"
+	"      --incr-dirty PCT end that gap early once PCT percent of the "
+	"pages\n"
 	"                       were written (default 0: the gap alone)\n"
 	"  -d, --dir DIR        where the files go (default $TMPDIR or /tmp)\n"
 	"  -b, --buffer SIZE    bgsnap's write buffers (default 64M)\n"
@@ -168,24 +188,46 @@ static const char bench_usage[] =
 	"\n"
 	"Take measurements on a quiet machine: the load average is reported.\n"
 	"exit status: 0 every run succeeded (targets missed or not), 1 a run\n"
-	"failed, 2 usage error, 4 this system cannot snapshot ('bgsnap caps').\n";
+	"failed, 2 usage error, 4 this system cannot snapshot ('bgsnap "
+	"caps').\n";
 
 const char *const bench_method_names[NMETHODS] = {
-	"uffd", "uffd-1phase", "uffd-pid", "fork", "stw", "uffd-incr",
-	"rollback",
+	"uffd", "uffd-1phase", "uffd-pid", "fork",
+	"stw",	"uffd-incr",   "rollback",
 };
 
 /* JSON keys, stable; in this order. */
 const char *const bench_fig_keys[NFIG] = {
-	"blackout_ms", "pause_ms", "arm_ms", "reprotected_pages", "elapsed_s",
-	"throughput_gib_s", "writers_before_ops_s", "writers_during_ops_s",
-	"writers_ratio", "lat_p50_us", "lat_p99_us", "lat_max_us",
-	"extra_memory_bytes", "file_bytes", "faults", "stall_p99_us",
-	"peak_buffer_bytes", "pages_written", "parent_elapsed_s",
-	"parent_file_bytes", "rollback_ms", "rollback_pages", "noise_ms",
+	"blackout_ms",
+	"pause_ms",
+	"arm_ms",
+	"reprotected_pages",
+	"elapsed_s",
+	"throughput_gib_s",
+	"writers_before_ops_s",
+	"writers_during_ops_s",
+	"writers_ratio",
+	"lat_p50_us",
+	"lat_p99_us",
+	"lat_max_us",
+	"extra_memory_bytes",
+	"file_bytes",
+	"faults",
+	"stall_p99_us",
+	"peak_buffer_bytes",
+	"pages_written",
+	"parent_elapsed_s",
+	"parent_file_bytes",
+	"rollback_ms",
+	"rollback_pages",
+	"noise_ms",
 	"start_window_ms",
-	"worst_due_ms", "pause_at_ms", "cpu_saver_s",
-	"cpu_writers_s", "cpu_main_s", "load_avg_1m",
+	"worst_due_ms",
+	"pause_at_ms",
+	"cpu_saver_s",
+	"cpu_writers_s",
+	"cpu_main_s",
+	"load_avg_1m",
 };
 
 const char *const bench_pattern_names[] = { "random", "sequential", "hot" };
@@ -254,8 +296,7 @@ static bool bad_arg(const struct cli_getopt *o, const char *arg,
 	return false;
 }
 
-static bool parse_sizes(struct cli_getopt *o, const char *arg,
-			struct bench *b)
+static bool parse_sizes(struct cli_getopt *o, const char *arg, struct bench *b)
 {
 	char buf[256], *save = NULL;
 
@@ -373,10 +414,13 @@ static int parse_args(int argc, char **argv, struct bench *b)
 		{ 'q', .flag = &b->quiet },
 		{ 0 },
 	};
-	struct cli_getopt o = { .cmd = "bench", .usage = bench_usage,
+	struct cli_getopt o = { .cmd = "bench",
+				.usage = bench_usage,
 				.shortopts = "s:k:w:P:r:m:n:d:b:c:q",
-				.longopts = bench_options, .opts = opts,
-				.take = take_option, .ctx = b };
+				.longopts = bench_options,
+				.opts = opts,
+				.take = take_option,
+				.ctx = b };
 	const int code = cli_parse(&o, argc, argv, 0, 0, "");
 
 	if (code >= 0)
@@ -407,8 +451,8 @@ bool bench_ready(void)
 
 static int setup(struct bench *b)
 {
-	const ssize_t n = readlink("/proc/self/exe", b->exe,
-				   sizeof(b->exe) - 1);
+	const ssize_t n =
+		readlink("/proc/self/exe", b->exe, sizeof(b->exe) - 1);
 
 	if (n < 0) {
 		cli_error("bench: /proc/self/exe: %s", strerror(errno));
@@ -446,16 +490,19 @@ static void run_size(struct bench *b, struct size_result *s)
 			const uint64_t t0 = cli_now_ns();
 
 			bench_progress(b, "%s %s, run %u of %u",
-				 cli_fmt_size(sz, s->size), bench_method_names[m],
-				 i + 1, b->repeat);
+				       cli_fmt_size(sz, s->size),
+				       bench_method_names[m], i + 1, b->repeat);
 			if (bench_run_method(b, s->size, (enum method)m, r)) {
 				b->failures++;
 				continue;
 			}
-			bench_progress(b, "  %s: blackout %.3f ms, elapsed %.2f s, "
-				 "%.1f s in all", bench_method_names[m],
-				 r->f[F_BLACKOUT], r->f[F_ELAPSED],
-				 (double)(cli_now_ns() - t0) / 1e9);
+			bench_progress(
+				b,
+				"  %s: blackout %.3f ms, elapsed %.2f s, "
+				"%.1f s in all",
+				bench_method_names[m], r->f[F_BLACKOUT],
+				r->f[F_ELAPSED],
+				(double)(cli_now_ns() - t0) / 1e9);
 		}
 	}
 	bench_median_runs(b, s);
@@ -466,16 +513,17 @@ static void report_text(const struct bench *b)
 	struct targets ts = { .n = 0 };
 
 	printf("bgsnap bench %s: load average %.2f %.2f %.2f at the start, "
-	       "%.2f %.2f %.2f at the end; %.0f s\n", bgsnap_version_string(),
-	       b->load_start[0], b->load_start[1], b->load_start[2],
-	       b->load_end[0], b->load_end[1], b->load_end[2],
+	       "%.2f %.2f %.2f at the end; %.0f s\n",
+	       bgsnap_version_string(), b->load_start[0], b->load_start[1],
+	       b->load_start[2], b->load_end[0], b->load_end[1], b->load_end[2],
 	       (double)(cli_now_ns() - b->start_ns) / 1e9);
 	for (int i = 0; i < b->nsizes; i++)
 		bench_print_size(b, &b->res[i]);
 	bench_print_growth(b);
 	bench_targets_sweep(b, &ts);
-	bench_print_targets(&ts, "\ntargets across sizes (issue 8: 4 GiB against "
-		      "1 GiB):");
+	bench_print_targets(&ts,
+			    "\ntargets across sizes (issue 8: 4 GiB against "
+			    "1 GiB):");
 }
 
 /* "bgsnap bench ARGS" (argv[0] is "bench"), cut to fit. */
@@ -485,15 +533,21 @@ static void command_line(struct bench *b, int argc, char **argv)
 
 	for (int i = 0; i < argc && len < sizeof(b->command); i++)
 		len += (size_t)snprintf(b->command + len,
-					sizeof(b->command) - len, " %s", argv[i]);
+					sizeof(b->command) - len, " %s",
+					argv[i]);
 }
 
 int cmd_bench(int argc, char **argv)
 {
 	struct bench b = {
-		.sizes = { 1ull << 30 }, .nsizes = 1, .writers = 2,
-		.methods = (1u << NMETHODS) - 1, .repeat = 1,
-		.incr_gap_ns = 10000000000ULL, .buffer = 64u << 20, .seed = 1,
+		.sizes = { 1ull << 30 },
+		.nsizes = 1,
+		.writers = 2,
+		.methods = (1u << NMETHODS) - 1,
+		.repeat = 1,
+		.incr_gap_ns = 10000000000ULL,
+		.buffer = 64u << 20,
+		.seed = 1,
 	};
 	int r = parse_args(argc, argv, &b);
 
@@ -519,7 +573,8 @@ int cmd_bench(int argc, char **argv)
 	rmdir(b.dir);
 	if (cli_interrupted()) {
 		cli_error("bench: interrupted by %s; the guests and the files "
-			  "are gone", strsignal(cli_interrupted()));
+			  "are gone",
+			  strsignal(cli_interrupted()));
 		free(b.res);
 		return EXIT_FAILED;
 	}

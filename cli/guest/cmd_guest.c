@@ -149,18 +149,21 @@
 #define WINDOW_WAIT_NS 2000000000ULL
 
 #ifndef PR_SET_VMA
-#define PR_SET_VMA	    0x53564d41
+#define PR_SET_VMA	     0x53564d41
 #define PR_SET_VMA_ANON_NAME 0
 #endif
 
 static const char guest_usage[] =
-	"usage: bgsnap guest [--size SIZE] [--kind 4k|thp|memfd] [--writers N]\n"
+	"usage: bgsnap guest [--size SIZE] [--kind 4k|thp|memfd] [--writers "
+	"N]\n"
 	"                    [--pattern random|sequential|hot] [--rate OPS]\n"
 	"                    [--seed N]\n"
 	"\n"
 	"The built-in workload: maps SIZE of memory (default 512M), formats a\n"
-	"bank in it and runs N writer threads (default 2) moving money between\n"
-	"accounts, at OPS transfers a second in all (0, the default: as fast as\n"
+	"bank in it and runs N writer threads (default 2) moving money "
+	"between\n"
+	"accounts, at OPS transfers a second in all (0, the default: as fast "
+	"as\n"
 	"they can). Driven by one command per line on standard input, each\n"
 	"answered by one JSON line on standard output: info, stats, reset,\n"
 	"hold, release, recover, check, dump FILE, save FILE [uffd|stw|fork]\n"
@@ -178,7 +181,7 @@ static const char *const pattern_names[] = { "random", "sequential", "hot" };
 struct guest {
 	uint8_t *mem;
 	size_t len;
-	uint8_t *map;	/* what to munmap: THP aligns inside it */
+	uint8_t *map; /* what to munmap: THP aligns inside it */
 	size_t map_len;
 	enum guest_kind kind;
 	unsigned writers;
@@ -237,8 +240,8 @@ static int map_anon(struct guest *g)
 	g->mem = (uint8_t *)start;
 	/* Page size as asked whatever the system's THP default; a name of
 	 * its own keeps it one mapping, never merged with a neighbour. */
-	madvise(g->mem, g->len, g->kind == KIND_THP ? MADV_HUGEPAGE :
-						      MADV_NOHUGEPAGE);
+	madvise(g->mem, g->len,
+		g->kind == KIND_THP ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
 	prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, (unsigned long)g->mem, g->len,
 	      (unsigned long)"bgsnap-guest");
 	return 0;
@@ -328,8 +331,9 @@ static void json_writers(struct cli_json *j, struct guest *g)
 	cli_json_kuint(j, "lat_p50_ns", f.lat_p50_ns);
 	cli_json_kuint(j, "lat_p99_ns", f.lat_p99_ns);
 	cli_json_kuint(j, "lat_max_ns", f.lat_max_ns);
-	cli_json_kuint(j, "stop_max_ns", f.max_delay_ns > f.max_stop_ns ?
-						 f.max_delay_ns : f.max_stop_ns);
+	cli_json_kuint(j, "stop_max_ns",
+		       f.max_delay_ns > f.max_stop_ns ? f.max_delay_ns
+						      : f.max_stop_ns);
 	cli_json_kuint(j, "park_max_ns", f.max_stop_ns);
 }
 
@@ -410,7 +414,7 @@ static int do_recover(struct guest *g, int argc, char **argv, struct reply *rp)
 	(void)argv;
 	if (!g->held)
 		return fail(rp, "recover: the writers must be held first "
-			    "('hold')");
+				"('hold')");
 	bank_recover(g->mem, g->len);
 	return 0;
 }
@@ -498,9 +502,9 @@ struct sampler {
 	pthread_t thread;
 	_Atomic bool stop;
 	_Atomic int child; /* a fork child's pid, also measured; 0: none */
-	uint64_t before; /* main: set before the start */
-	uint64_t peak;	 /* sampler thread; main reads it after the join */
-	bool off;	 /* 'nomem': no thread, no reading */
+	uint64_t before;   /* main: set before the start */
+	uint64_t peak;	   /* sampler thread; main reads it after the join */
+	bool off;	   /* 'nomem': no thread, no reading */
 };
 
 /* The Pss of process @pid (0: this one), bytes; 0 if unreadable. */
@@ -646,7 +650,8 @@ static int parse_save(int argc, char **argv, struct save_cmd *c,
 {
 	memset(c, 0, sizeof(*c));
 	if (argc < 2)
-		return fail(rp, "usage: save FILE [uffd|stw|fork] [buffer=SIZE] "
+		return fail(rp,
+			    "usage: save FILE [uffd|stw|fork] [buffer=SIZE] "
 			    "[compress=lz4|none] [accel=N] [noverify]");
 	c->file = argv[1];
 	for (int i = 2; i < argc; i++)
@@ -655,7 +660,7 @@ static int parse_save(int argc, char **argv, struct save_cmd *c,
 	if (c->method != METHOD_UFFD &&
 	    (c->opts.flags & (TRACK_FLAGS | BGSNAP_SAVE_ONE_PHASE)))
 		return fail(rp, "save: one-phase, keep and incremental are for "
-			    "uffd");
+				"uffd");
 	return 0;
 }
 
@@ -664,8 +669,8 @@ struct child_result {
 	int ret;
 	struct bgsnap_stats st;
 	char err[400];
-	uint64_t done_ns;	  /* the file committed (CLOCK_MONOTONIC) */
-	uint64_t private_bytes;	  /* a fork child's own, at the end */
+	uint64_t done_ns;	/* the file committed (CLOCK_MONOTONIC) */
+	uint64_t private_bytes; /* a fork child's own, at the end */
 };
 
 /* A handle on the memory: the tracking one ('keep'), or a new one. */
@@ -729,8 +734,8 @@ static int save_memory(struct guest *g, const struct save_cmd *c,
 	res->done_ns = cli_now_ns();
 	if (r)
 		snprintf(res->err, sizeof(res->err), "%s",
-			 *bgsnap_last_error(h) ? bgsnap_last_error(h) :
-						 bgsnap_strerror(r));
+			 *bgsnap_last_error(h) ? bgsnap_last_error(h)
+					       : bgsnap_strerror(r));
 	else
 		bgsnap_stats(h, &res->st);
 	/* Measure the child's memory now, before the handle's buffers are
@@ -760,9 +765,8 @@ static int read_all(int fd, void *buf, size_t len)
 
 /* In the child: one thread (fork copies only the caller), no writers; the
  * memory is quiescent by nature, so a stop-the-world save needs no pause. */
-static void __attribute__((noreturn)) fork_child(struct guest *g,
-						 const struct save_cmd *c,
-						 int out)
+static void __attribute__((noreturn))
+fork_child(struct guest *g, const struct save_cmd *c, int out)
 {
 	struct bgsnap_save_opts o = c->opts;
 	struct child_result res = { 0 };
@@ -805,8 +809,8 @@ static int save_fork(struct guest *g, const struct save_cmd *c,
 		;
 	if (r)
 		snprintf(res->err, sizeof(res->err), "the save child died (%s)",
-			 WIFSIGNALED(status) ? strsignal(WTERMSIG(status)) :
-					       "no result");
+			 WIFSIGNALED(status) ? strsignal(WTERMSIG(status))
+					     : "no result");
 	return r ? r : res->ret;
 }
 
@@ -862,9 +866,9 @@ static void json_window(struct cli_json *j, struct guest *g, uint64_t wait_ns)
 
 	cli_json_key(j, "start");
 	cli_json_object_begin(j);
-	cli_json_kuint(j, "window_ns", open && close > open &&
-					   close != UINT64_MAX ?
-					       close - open : 0);
+	cli_json_kuint(
+		j, "window_ns",
+		open && close > open && close != UINT64_MAX ? close - open : 0);
 	cli_json_kuint(j, "stop_max_ns", max);
 	cli_json_kbool(j, "complete", complete);
 	/* Where in the window: the worst transfer was due, the pause began
@@ -890,7 +894,7 @@ static int do_save(struct guest *g, int argc, char **argv, struct reply *rp)
 		return fail(rp, "save: tracking; 'untrack' first");
 	if ((c.opts.flags & BGSNAP_SAVE_INCREMENTAL) && !g->track)
 		return fail(rp, "save: incremental: not tracking (save with "
-			    "'keep' first)");
+				"'keep' first)");
 	memset(&s, 0, sizeof(s));
 	s.off = c.nomem;
 	r = s.off ? 0 : sampler_start(&s);
@@ -943,7 +947,7 @@ static int do_written(struct guest *g, int argc, char **argv, struct reply *rp)
 	(void)argv;
 	if (!g->track || bgsnap_track_written(g->track, &pages))
 		return fail(rp, "written: not tracking (save with 'keep' "
-			    "first)");
+				"first)");
 	cli_json_kuint(&rp->j, "pages", pages);
 	cli_json_kuint(&rp->j, "pages_total", g->len / PAGE);
 	return 0;
@@ -974,7 +978,7 @@ static int parse_rollback(int argc, char **argv, struct rollback_cmd *c,
 		} else if (strncmp(argv[i], "timeout=", 8) ||
 			   cli_parse_duration(argv[i] + 8, &c->timeout_ns)) {
 			return fail(rp, "usage: rollback [dirty=PCT] "
-				    "[timeout=DUR] [file]");
+					"[timeout=DUR] [file]");
 		}
 	}
 	return 0;
@@ -1007,7 +1011,7 @@ static int do_rollback(struct guest *g, int argc, char **argv, struct reply *rp)
 		return -1;
 	if (!g->track)
 		return fail(rp, "rollback: not tracking (save with 'keep' "
-			    "first)");
+				"first)");
 	if (c.file)
 		ro.path = g->track_file;
 	t0 = cli_now_ns();
@@ -1027,8 +1031,10 @@ static int do_rollback(struct guest *g, int argc, char **argv, struct reply *rp)
 	if (!was_held)
 		bank_release(&g->bank);
 	if (r)
-		return fail(rp, "rollback: %s", *bgsnap_last_error(g->track) ?
-			    bgsnap_last_error(g->track) : bgsnap_strerror(r));
+		return fail(rp, "rollback: %s",
+			    *bgsnap_last_error(g->track)
+				    ? bgsnap_last_error(g->track)
+				    : bgsnap_strerror(r));
 	cli_json_kuint(&rp->j, "written_pages", written);
 	cli_json_kuint(&rp->j, "pages_total", g->len / PAGE);
 	cli_json_kuint(&rp->j, "rolled_back_pages", st.pages_changed);
@@ -1062,12 +1068,12 @@ struct command {
 };
 
 static const struct command commands[] = {
-	{ "info", do_info },	   { "stats", do_stats },
-	{ "reset", do_reset },	   { "hold", do_hold },
-	{ "release", do_release }, { "recover", do_recover },
-	{ "check", do_check },	   { "dump", do_dump },
-	{ "save", do_save },	   { "quit", do_quit },
-	{ "window", do_window },   { "written", do_written },
+	{ "info", do_info },	     { "stats", do_stats },
+	{ "reset", do_reset },	     { "hold", do_hold },
+	{ "release", do_release },   { "recover", do_recover },
+	{ "check", do_check },	     { "dump", do_dump },
+	{ "save", do_save },	     { "quit", do_quit },
+	{ "window", do_window },     { "written", do_written },
 	{ "rollback", do_rollback }, { "untrack", do_untrack },
 };
 
@@ -1133,7 +1139,8 @@ static int pick_name(struct cli_getopt *o, const char *arg,
 		if (!strcmp(arg, names[i]))
 			return i;
 	cli_error("guest: %s: '%s' is not one of the choices (see 'bgsnap "
-		  "guest --help')", o->optname, arg);
+		  "guest --help')",
+		  o->optname, arg);
 	return -1;
 }
 
@@ -1176,10 +1183,13 @@ static int parse_args(int argc, char **argv, struct guest *g)
 		{ 'S', .uint = &g->seed, .max = UINT64_MAX },
 		{ 0 },
 	};
-	struct cli_getopt o = { .cmd = "guest", .usage = guest_usage,
+	struct cli_getopt o = { .cmd = "guest",
+				.usage = guest_usage,
 				.shortopts = "s:k:w:P:r:S:",
-				.longopts = guest_options, .opts = opts,
-				.take = take_option, .ctx = g };
+				.longopts = guest_options,
+				.opts = opts,
+				.take = take_option,
+				.ctx = g };
 	const int code = cli_parse(&o, argc, argv, 0, 0, "");
 
 	if (code >= 0)
@@ -1201,8 +1211,7 @@ static size_t round_size(const struct guest *g)
 /* Not on the main thread's stack: a struct bank is some 200 KiB, and a
  * stack pointer that deep sits at the bottom of the stack mapping, where
  * 'bgsnap save --pid' finds no room for the frame of an injected call. */
-static struct guest the_guest = { .len = 512u << 20, .writers = 2,
-				  .seed = 1 };
+static struct guest the_guest = { .len = 512u << 20, .writers = 2, .seed = 1 };
 
 int cmd_guest(int argc, char **argv)
 {

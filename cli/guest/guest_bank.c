@@ -121,8 +121,9 @@ static int header_ok(const void *image, size_t len, char *why, size_t n)
 
 	if (len < (FIRST_ACCT + 2) * PAGE || h->magic != BANK_MAGIC ||
 	    h->len != len || h->naccounts != len / PAGE - FIRST_ACCT) {
-		snprintf(why, n, "not a bank image (header damaged or wrong "
-				 "size)");
+		snprintf(why, n,
+			 "not a bank image (header damaged or wrong "
+			 "size)");
 		return -1;
 	}
 	return 0;
@@ -148,27 +149,33 @@ int bank_check(const void *image, size_t len, char *why, size_t whylen)
 			return -1;
 		}
 		const int64_t f = atomic_load_explicit(
-			&caccount_at(m, j[w].from)->balance, memory_order_relaxed);
-		const int64_t t = atomic_load_explicit(
-			&caccount_at(m, j[w].to)->balance, memory_order_relaxed);
+			&caccount_at(m, j[w].from)->balance,
+			memory_order_relaxed);
+		const int64_t t =
+			atomic_load_explicit(&caccount_at(m, j[w].to)->balance,
+					     memory_order_relaxed);
 		const bool debited = f == j[w].from_old - j[w].amount;
 		const bool credited = t == j[w].to_old + j[w].amount;
 
 		if ((!debited && f != j[w].from_old) ||
 		    (!credited && t != j[w].to_old) || (credited && !debited)) {
-			snprintf(why, whylen, "writer %u's transfer %llu is torn: "
+			snprintf(why, whylen,
+				 "writer %u's transfer %llu is torn: "
 				 "accounts %u and %u hold %lld and %lld, the "
-				 "journal says %lld -> %lld of %lld", w,
-				 (unsigned long long)j[w].seq, j[w].from,
+				 "journal says %lld -> %lld of %lld",
+				 w, (unsigned long long)j[w].seq, j[w].from,
 				 j[w].to, (long long)f, (long long)t,
 				 (long long)j[w].from_old,
-				 (long long)j[w].to_old, (long long)j[w].amount);
+				 (long long)j[w].to_old,
+				 (long long)j[w].amount);
 			return -1;
 		}
-		sum += (debited ? j[w].amount : 0) - (credited ? j[w].amount : 0);
+		sum += (debited ? j[w].amount : 0) -
+		       (credited ? j[w].amount : 0);
 	}
 	if (sum != h->total) {
-		snprintf(why, whylen, "the books do not balance: %lld instead "
+		snprintf(why, whylen,
+			 "the books do not balance: %lld instead "
 			 "of %lld (pages from different instants)",
 			 (long long)sum, (long long)h->total);
 		return -1;
@@ -246,7 +253,8 @@ static void pick(struct bank_writer *w, uint32_t *from, uint32_t *to)
 	switch (w->bank->pattern) {
 	case BANK_SEQUENTIAL:
 		*from = (uint32_t)((atomic_load(&w->ops) * 2 +
-				    w->id * (n / BANK_MAX_WRITERS)) % n);
+				    w->id * (n / BANK_MAX_WRITERS)) %
+				   n);
 		*to = (*from + 1) % n;
 		return;
 	case BANK_HOT:
@@ -290,8 +298,8 @@ static void transfer(struct bank_writer *w, struct journal *j)
 	/* Release: the entry's fields are stored before it is marked
 	 * active. */
 	atomic_store_explicit(&j->active, 1, memory_order_release);
-	atomic_store_explicit(&account_at(m, from)->balance, j->from_old - amount,
-			      memory_order_release);
+	atomic_store_explicit(&account_at(m, from)->balance,
+			      j->from_old - amount, memory_order_release);
 	account_at(m, from)->writes++;
 	atomic_store_explicit(&account_at(m, to)->balance, j->to_old + amount,
 			      memory_order_release);
@@ -345,10 +353,10 @@ static void window_note(struct bank_writer *w, uint64_t due, uint64_t end)
 	struct bank *b = w->bank;
 	/* Acquire: a new window's close (UINT64_MAX) is seen with its
 	 * open, never the last window's close. */
-	const uint64_t open = atomic_load_explicit(&b->win_open_ns,
-						   memory_order_acquire);
-	const unsigned n = atomic_load_explicit(&w->win_steps,
-						memory_order_relaxed);
+	const uint64_t open =
+		atomic_load_explicit(&b->win_open_ns, memory_order_acquire);
+	const unsigned n =
+		atomic_load_explicit(&w->win_steps, memory_order_relaxed);
 	const uint64_t delay = end - (due > open ? due : open);
 
 	if (open && end >= open &&
@@ -397,15 +405,16 @@ static void *writer_main(void *arg)
 	struct bank *b = w->bank;
 	struct journal *j = (void *)(b->mem + JOURNAL_PAGE * PAGE +
 				     w->id * sizeof(struct journal));
-	const uint64_t interval = b->rate ? 1000000000ULL * b->nwriters /
-						    b->rate : 0;
+	const uint64_t interval =
+		b->rate ? 1000000000ULL * b->nwriters / b->rate : 0;
 	uint64_t next = guest_now_ns(), last_end = next;
 
 	self = w;
 	while (!atomic_load_explicit(&b->stop, memory_order_relaxed)) {
 		if (atomic_load_explicit(&b->hold, memory_order_acquire)) {
 			wait_held(b);
-			next = last_end = guest_now_ns(); /* a hold is no delay */
+			next = last_end =
+				guest_now_ns(); /* a hold is no delay */
 			continue;
 		}
 		/* Due: when this transfer should start, by the rate's
@@ -597,8 +606,8 @@ void bank_window_close_at(struct bank *b, uint64_t ns)
 static uint64_t window_max_of(struct bank_writer *w, uint64_t close,
 			      uint64_t *due)
 {
-	const unsigned n = atomic_load_explicit(&w->win_steps,
-						memory_order_acquire);
+	const unsigned n =
+		atomic_load_explicit(&w->win_steps, memory_order_acquire);
 	uint64_t max = 0;
 
 	for (unsigned k = 0; k < n && w->win_step_due[k] <= close; k++) {
@@ -624,9 +633,9 @@ uint64_t bank_window_max(struct bank *b, uint64_t timeout_ns, bool *complete)
 	while (done < b->nwriters && guest_now_ns() < deadline) {
 		done = 0;
 		for (unsigned i = 0; i < b->nwriters; i++)
-			done += atomic_load_explicit(
-					&b->writer[i].last_end_ns,
-					memory_order_acquire) > close;
+			done += atomic_load_explicit(&b->writer[i].last_end_ns,
+						     memory_order_acquire) >
+				close;
 		if (done < b->nwriters)
 			nanosleep(&(struct timespec){ 0, 100000 }, NULL);
 	}

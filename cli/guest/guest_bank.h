@@ -42,8 +42,8 @@ struct bank_writer {
 	unsigned id;
 	uint64_t rng;
 	_Atomic uint64_t ops;
-	_Atomic uint64_t max_stop_ns;	/* longest time parked by a pause */
-	_Atomic bool parked;		/* in the park handler */
+	_Atomic uint64_t max_stop_ns; /* longest time parked by a pause */
+	_Atomic bool parked;	      /* in the park handler */
 	_Atomic uint64_t lat_max_ns;
 	/* Longest time from when the writer meant to start a transfer (its
 	 * rate's schedule, or the end of the last one) to its end: a pause,
@@ -69,11 +69,11 @@ struct bank {
 	uint32_t naccounts;
 	unsigned nwriters;
 	enum bank_pattern pattern;
-	uint64_t rate;			/* transfers/s, all writers; 0: max */
+	uint64_t rate; /* transfers/s, all writers; 0: max */
 	_Atomic bool stop;
-	_Atomic bool paused;		/* writers park where they are */
+	_Atomic bool paused; /* writers park where they are */
 	_Atomic unsigned parked;
-	_Atomic bool hold;		/* writers park between transfers */
+	_Atomic bool hold; /* writers park between transfers */
 	_Atomic unsigned held;
 	struct bank_writer writer[BANK_MAX_WRITERS];
 	/* Set by the controlling thread, read by the writers: the window
@@ -122,10 +122,10 @@ void bank_recover(void *mem, size_t len);
 /* Figures summed over writers since bank_start or the last reset. */
 struct bank_figures {
 	uint64_t ops;
-	uint64_t ops_min;	/* of the writer that did the fewest */
+	uint64_t ops_min; /* of the writer that did the fewest */
 	uint64_t lat_p50_ns, lat_p99_ns, lat_max_ns;
-	uint64_t max_stop_ns;	/* longest park by bank_pause */
-	uint64_t max_delay_ns;	/* longest writer delay, any cause */
+	uint64_t max_stop_ns;  /* longest park by bank_pause */
+	uint64_t max_delay_ns; /* longest writer delay, any cause */
 };
 void bank_figures(struct bank *b, struct bank_figures *f);
 void bank_figures_reset(struct bank *b);

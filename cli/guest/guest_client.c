@@ -159,8 +159,7 @@ static int read_reply(struct guest_client *g, uint64_t timeout_ms)
 	return 0;
 }
 
-int guest_request(struct guest_client *g, uint64_t timeout_ms,
-		  const char *cmd)
+int guest_request(struct guest_client *g, uint64_t timeout_ms, const char *cmd)
 {
 	char line[4096 + 256];
 	const int len = snprintf(line, sizeof(line), "%s\n", cmd);

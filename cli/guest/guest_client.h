@@ -24,8 +24,8 @@
 /* Zero-initialized when not started (pid 0). */
 struct guest_client {
 	pid_t pid;
-	int to;	  /* its stdin */
-	int from; /* its stdout */
+	int to;			   /* its stdin */
+	int from;		   /* its stdout */
 	char buf[GUEST_REPLY_MAX]; /* read, not yet split into lines */
 	size_t have;
 	char reply[GUEST_REPLY_MAX]; /* the last reply line, no newline */
@@ -53,8 +53,7 @@ int guest_spawn(struct guest_client *g, const char *exe,
  * guest is gone (or @cmd does not fit a line), -ETIMEDOUT, or another
  * -errno of read(). A signal does not cut the wait short.
  */
-int guest_request(struct guest_client *g, uint64_t timeout_ms,
-		  const char *cmd);
+int guest_request(struct guest_client *g, uint64_t timeout_ms, const char *cmd);
 
 /* True when g->reply says "ok":true. */
 bool guest_reply_ok(const struct guest_client *g);

@@ -34,7 +34,7 @@
 #define MAX_REPEATS 15
 
 struct bench {
-	size_t size;	/* bytes of page data */
+	size_t size; /* bytes of page data */
 	const char *dir;
 	int repeats;
 	int accel;
@@ -175,14 +175,14 @@ static double run_unlz4(struct bench *b)
 static double run_disk(struct bench *b)
 {
 	const double t = now();
-	const int fd = open(b->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-			    0600);
+	const int fd =
+		open(b->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 
 	if (fd < 0)
 		die(b->path, -errno);
 	for (size_t off = 0; off < b->size; off += 8u << 20) {
-		const size_t n = b->size - off < (8u << 20) ? b->size - off
-							    : 8u << 20;
+		const size_t n =
+			b->size - off < (8u << 20) ? b->size - off : 8u << 20;
 
 		if (write(fd, b->src + off, n) != (ssize_t)n)
 			die("write", -errno);
@@ -320,8 +320,7 @@ static void row(const char *what, struct rate r, double mc, double lz,
 	       r.cpu, r.wall / mc, r.wall / lz, r.wall / disk, extra);
 }
 
-static void bench_content(struct bench *b, enum rt_content c,
-			  const char *name)
+static void bench_content(struct bench *b, enum rt_content c, const char *name)
 {
 	struct rate mc, lz, unlz, disk, wr, one = { 0 }, ver, str, dec;
 	struct rs_writer_stats ws;
@@ -361,7 +360,8 @@ static void bench_content(struct bench *b, enum rt_content c,
 	lim = lz.wall < disk.wall ? lz.wall : disk.wall;
 	snprintf(extra, sizeof(extra),
 		 "/min(lz4,disk) %.2f (cpu /lz4 %.2f), compression %.2f, "
-		 "peak buffer %.1f MiB", wr.wall / lim, wr.cpu / lz.cpu,
+		 "peak buffer %.1f MiB",
+		 wr.wall / lim, wr.cpu / lz.cpu,
 		 (double)b->size / (double)ws.stored_bytes,
 		 (double)ws.peak_buffer_bytes / (1 << 20));
 	row("writer, 512-page puts", wr, mc.wall, lz.wall, disk.wall, extra);
@@ -397,8 +397,9 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-	struct bench b = { .size = 1u << 30, .dir = ".", .repeats = 3,
-			   .accel = 1 };
+	struct bench b = {
+		.size = 1u << 30, .dir = ".", .repeats = 3, .accel = 1
+	};
 	char load[128];
 	int opt;
 

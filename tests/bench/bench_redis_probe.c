@@ -484,7 +484,7 @@ static int probe_loop(struct conn *c, long interval_us, struct trace *t,
 			break;
 		if (lat < 0)
 			return (int)lat;
-		if (trace_add(t, (struct sample){t_ms, lat}) < 0)
+		if (trace_add(t, (struct sample){ t_ms, lat }) < 0)
 			return -ENOMEM;
 		due.tv_nsec += interval_us * 1000;
 		due.tv_sec += due.tv_nsec / 1000000000;
@@ -504,9 +504,9 @@ static int probe_loop(struct conn *c, long interval_us, struct trace *t,
 static int cmd_probe(int argc, char **argv)
 {
 	static struct conn c;
-	const struct sigaction sa = {.sa_handler = on_stop}; /* no restart */
-	struct samples s = {0};
-	struct trace t = {0};
+	const struct sigaction sa = { .sa_handler = on_stop }; /* no restart */
+	struct samples s = { 0 };
+	struct trace t = { 0 };
 	const char *path = NULL;
 	long interval_ms = 10, errors = 0;
 	int port = 0, opt, r, w;
@@ -557,7 +557,7 @@ static int trace_read(const char *path, struct trace *t)
 	struct sample x;
 	int r = 0;
 
-	*t = (struct trace){0};
+	*t = (struct trace){ 0 };
 	if (!f)
 		return -errno;
 	while (!r && fscanf(f, "%lf %lf", &x.t_ms, &x.lat_us) == 2)
@@ -569,7 +569,7 @@ static int trace_read(const char *path, struct trace *t)
 static int cmd_stats(int argc, char **argv)
 {
 	struct trace t;
-	struct samples s = {0};
+	struct samples s = { 0 };
 	double from = -INFINITY, to = INFINITY;
 	int r;
 
@@ -756,8 +756,8 @@ struct plot {
 };
 
 /* One colour a method, the same in every panel. */
-static const char *const colours[MAX_SERIES] = {"#d95f02", "#1f6fb4", "#2ca02c",
-						"#7b3294"};
+static const char *const colours[MAX_SERIES] = { "#d95f02", "#1f6fb4",
+						 "#2ca02c", "#7b3294" };
 
 static int series_parse(struct series *s, char *spec)
 {
@@ -916,7 +916,7 @@ static void svg_series(FILE *o, const struct plot *pl, const struct frame *f,
 		       const struct series *s, const char *colour)
 {
 	long col = LONG_MIN;
-	struct sample lo = {0}, hi = {0};
+	struct sample lo = { 0 }, hi = { 0 };
 	int have = 0;
 
 	fprintf(o,
@@ -1066,7 +1066,7 @@ static int svg_write(const struct plot *pl)
 
 static int cmd_svg(int argc, char **argv)
 {
-	static struct plot pl = {.before_s = 1, .after_s = 1};
+	static struct plot pl = { .before_s = 1, .after_s = 1 };
 	struct panel *p = NULL;
 	int opt, r = 0;
 

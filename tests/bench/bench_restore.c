@@ -291,14 +291,14 @@ static void *touch_main(void *arg)
 
 static void lazy_row(struct bench *b, size_t len, uint64_t sum, bool cold)
 {
-	const struct bgsnap_restore_opts o = {.flags = BGSNAP_RESTORE_LAZY};
+	const struct bgsnap_restore_opts o = { .flags = BGSNAP_RESTORE_LAZY };
 	double resume[MAX_REPEATS], p50[MAX_REPEATS], p99[MAX_REPEATS],
 		total[MAX_REPEATS], faults[MAX_REPEATS];
 
 	for (int i = 0; i < b->repeats; i++) {
 		uint8_t *dst = map(len);
 		struct bgsnap *h = handle_for(dst, len);
-		struct toucher t = {.mem = dst, .npages = len / RS_PAGE};
+		struct toucher t = { .mem = dst, .npages = len / RS_PAGE };
 		struct bgsnap_stats st;
 		pthread_t thread;
 		int ret;
@@ -368,8 +368,8 @@ static size_t mib(const char *s, char **end)
 
 int main(int argc, char **argv)
 {
-	struct bench b = {.dir = ".", .repeats = 3};
-	size_t eager = GiB, lazy[MAX_LAZY] = {GiB, 8 * GiB};
+	struct bench b = { .dir = ".", .repeats = 3 };
+	size_t eager = GiB, lazy[MAX_LAZY] = { GiB, 8 * GiB };
 	int nlazy = 2, opt;
 	char load[128], *end;
 

@@ -42,9 +42,9 @@
 #define LINE_MS	   30000 /* the longest wait for a line of 'watch' */
 #define GUEST_SIZE "32M"
 
-static struct pt_guest guest;	/* the chain's, for every case */
-static char chain[256];		/* its directory */
-static uint8_t *image;		/* the guest memory of snap-000003.bgs */
+static struct pt_guest guest; /* the chain's, for every case */
+static char chain[256];	      /* its directory */
+static uint8_t *image;	      /* the guest memory of snap-000003.bgs */
 
 static void path_in(char *buf, size_t n, const char *dir, const char *name)
 {
@@ -71,8 +71,8 @@ static unsigned count_of(const char *s, const char *needle)
 
 struct watcher {
 	pid_t pid;
-	int out;		/* its stdout, a pipe */
-	int err;		/* its stderr, a memfd */
+	int out; /* its stdout, a pipe */
+	int err; /* its stderr, a memfd */
 	char buf[16384];
 	size_t have;
 };
@@ -81,8 +81,9 @@ static void spawn_watch(struct watcher *w, const char *dir, pid_t target,
 			const char *every, const char *extra)
 {
 	char pid[16];
-	const char *argv[] = { "bgsnap", "watch", "--pid", pid, "--every", every,
-			       "-o", dir, "--json", extra, NULL };
+	const char *argv[] = { "bgsnap",  "watch", "--pid", pid,
+			       "--every", every,   "-o",    dir,
+			       "--json",  extra,   NULL };
 	int p[2];
 
 	snprintf(pid, sizeof(pid), "%d", (int)target);
@@ -127,7 +128,8 @@ static bool watch_line(struct watcher *w, char *line, size_t n)
 			return true;
 		}
 		if (tu_now_ns() / 1000000 > deadline)
-			fail_msg("'bgsnap watch' wrote no line in %d ms", LINE_MS);
+			fail_msg("'bgsnap watch' wrote no line in %d ms",
+				 LINE_MS);
 		if (poll(&p, 1, 50) <= 0)
 			continue;
 		got = read(w->out, w->buf + w->have, sizeof(w->buf) - w->have);
@@ -233,7 +235,7 @@ static void test_watch_chain(void **state)
 		expect_snapshot_line(line, i);
 	}
 	assert_non_null(strstr(line, "{\"stopped\":\"count\",\"snapshots\":4,"
-				"\"last\":\"snap-000003.bgs\""));
+				     "\"last\":\"snap-000003.bgs\""));
 	pt_run_free(&r);
 	assert_int_equal(complete_files(chain), 4);
 	guest_unharmed(&guest);
@@ -271,8 +273,7 @@ static void test_info_chain(void **state)
 	assert_non_null(strstr(r.out, "\"parent_error\":null"));
 	assert_non_null(strstr(r.out, "\"chain\":[{\"file\":"));
 	/* FILE and its three ancestors, the last a full one. */
-	assert_int_equal(count_of(strstr(r.out, "\"chain\":"), "\"file\":"),
-			 4);
+	assert_int_equal(count_of(strstr(r.out, "\"chain\":"), "\"file\":"), 4);
 	assert_non_null(strstr(r.out, "\"parent_id\":null,\"file_size\""));
 	pt_run_free(&r);
 	pt_run(&r, RUN_MS, -1, "info", file, "--chain", NULL);
@@ -298,7 +299,8 @@ static void test_flatten(void **state)
 	pt_run_free(&r);
 	again = pt_export_guest(&guest, flat);
 	if (memcmp(again, image, guest.len))
-		fail_msg("the flattened chain's memory differs from the chain's");
+		fail_msg("the flattened chain's memory differs from the "
+			 "chain's");
 	free(again);
 	pt_run(&r, RUN_MS, -1, "info", flat, NULL);
 	expect_code(&r, 0, "info of the flattened");
@@ -333,8 +335,7 @@ static void test_flatten(void **state)
 
 /* 'info --chain' (text, then JSON) of @file, whose parent is missing:
  * listed up to it with why, exit @code (issue 13, item 11: it crashed). */
-static void info_chain_incomplete(const char *file, int code,
-				  const char *why)
+static void info_chain_incomplete(const char *file, int code, const char *why)
 {
 	struct pt_run r;
 	const char *list;
@@ -355,7 +356,7 @@ static void info_chain_incomplete(const char *file, int code,
 	/* FILE, then the parent that cannot be had, and the document ends. */
 	assert_int_equal(count_of(list, "\"file\":"), 2);
 	assert_non_null(strstr(list, "\"error\":null},{\"file\":null,"
-				      "\"snapshot_id\":\""));
+				     "\"snapshot_id\":\""));
 	assert_non_null(strstr(list, "\"}]}\n"));
 	pt_run_free(&r);
 }
@@ -555,9 +556,9 @@ static void own_target(int in, volatile uint8_t *mem)
 		if (read(in, &c, 1) != 1 || c == 'q')
 			_exit(0);
 		if (c == 'm') {
-			uint8_t *more = mmap(NULL, 16 * PT_PAGE,
-					     PROT_READ | PROT_WRITE,
-					     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			uint8_t *more =
+				mmap(NULL, 16 * PT_PAGE, PROT_READ | PROT_WRITE,
+				     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 			if (more == MAP_FAILED)
 				_exit(1);
@@ -600,9 +601,10 @@ static void test_tracking_restarts(void **state)
 	for (; index < 5 && !restarted; index++) {
 		assert_true(watch_line(&w, line, sizeof(line)));
 		restarted = strstr(line, "\"full_reason\":"
-				   "\"tracking-restarted\"") != NULL;
-		assert_non_null(strstr(line, restarted ? "\"incremental\":false"
-					     : "\"incremental\":true"));
+					 "\"tracking-restarted\"") != NULL;
+		assert_non_null(strstr(line, restarted
+						     ? "\"incremental\":false"
+						     : "\"incremental\":true"));
 	}
 	assert_true(restarted);
 	/* And tracking goes on from it. */
@@ -684,7 +686,8 @@ static void test_save_parent(void **state)
 		fail_msg("the incremental file is not much smaller");
 	exported = pt_export_guest(&g, incr);
 	if (memcmp(exported, mem, g.len))
-		fail_msg("the incremental snapshot's memory is not the guest's");
+		fail_msg(
+			"the incremental snapshot's memory is not the guest's");
 	/* The writers move on; the restore puts the instant back. */
 	pt_guest_must(&g, "release");
 	tu_sleep_ms(200);

@@ -36,12 +36,24 @@ static uint8_t b_m[8 * PAGE], c_m[2 * PAGE];
 static uint8_t want_m[M_PGS * PAGE], want_n[N_PGS * PAGE]; /* c's view */
 
 static const struct rs_region table[] = {
-	{ .name = "m", .base = 0x10000000, .length = M_PGS * PAGE,
-	  .page_size = PAGE, .kind = RS_KIND_ANON, .prot = 3 },
-	{ .name = "n", .base = 0x20000000, .length = N_PGS * PAGE,
-	  .page_size = PAGE, .kind = RS_KIND_SHMEM, .prot = 3 },
-	{ .name = "u", .base = 0x30000000, .length = 4 * PAGE,
-	  .page_size = PAGE, .kind = RS_KIND_UNSAVED, .prot = 1 },
+	{ .name = "m",
+	  .base = 0x10000000,
+	  .length = M_PGS * PAGE,
+	  .page_size = PAGE,
+	  .kind = RS_KIND_ANON,
+	  .prot = 3 },
+	{ .name = "n",
+	  .base = 0x20000000,
+	  .length = N_PGS * PAGE,
+	  .page_size = PAGE,
+	  .kind = RS_KIND_SHMEM,
+	  .prot = 3 },
+	{ .name = "u",
+	  .base = 0x30000000,
+	  .length = 4 * PAGE,
+	  .page_size = PAGE,
+	  .kind = RS_KIND_UNSAVED,
+	  .prot = 1 },
 };
 
 static int fill_a(struct rs_writer *w, void *arg)
@@ -86,8 +98,12 @@ static int fill_c(struct rs_writer *w, void *arg)
 
 /* "d": parent a, but its region "z" is left to a parent that lacks it. */
 static const struct rs_region table_d[] = {
-	{ .name = "z", .base = 0x40000000, .length = 4 * PAGE,
-	  .page_size = PAGE, .kind = RS_KIND_ANON, .prot = 3 },
+	{ .name = "z",
+	  .base = 0x40000000,
+	  .length = 4 * PAGE,
+	  .page_size = PAGE,
+	  .kind = RS_KIND_ANON,
+	  .prot = 3 },
 };
 
 static int fill_d(struct rs_writer *w, void *arg)
@@ -95,14 +111,14 @@ static int fill_d(struct rs_writer *w, void *arg)
 	int ret = bgs_rs_put_parent(w, 0, 0, 4);
 
 	(void)arg;
-	return ret ? ret : bgs_rs_put_attachment(w, "bgsnap.parent", "a.bgs",
-						 5);
+	return ret ? ret
+		   : bgs_rs_put_attachment(w, "bgsnap.parent", "a.bgs", 5);
 }
 
 static void write_file(const char *path, const uint8_t *buf, size_t len)
 {
-	const int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-			    0600);
+	const int fd =
+		open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, buf, len), (ssize_t)len);
@@ -219,8 +235,8 @@ static void expect_content(struct bgsnap_file *f)
 	assert_int_equal(bgsnap_file_read(f, 0, 0, buf, M_PGS * PAGE), 0);
 	assert_memory_equal(buf, want_m, M_PGS * PAGE);
 	/* Unaligned, across c's data, b's data and a's pages. */
-	assert_int_equal(bgsnap_file_read(f, 0, 3 * PAGE + 5, buf,
-					  7 * PAGE + 9), 0);
+	assert_int_equal(
+		bgsnap_file_read(f, 0, 3 * PAGE + 5, buf, 7 * PAGE + 9), 0);
 	assert_memory_equal(buf, want_m + 3 * PAGE + 5, 7 * PAGE + 9);
 	assert_int_equal(bgsnap_file_read(f, 1, 0, buf, N_PGS * PAGE), 0);
 	assert_memory_equal(buf, want_n, N_PGS * PAGE);
@@ -324,8 +340,7 @@ static void test_missing_then_offered(void **state)
 	/* Its own pages read without any parent. */
 	assert_int_equal(bgsnap_file_read(c, 0, 4 * PAGE, buf, PAGE), 0);
 	assert_memory_equal(buf, c_m, PAGE);
-	assert_int_equal(bgsnap_file_read(c, 0, 0, buf, PAGE),
-			 BGSNAP_EPARENT);
+	assert_int_equal(bgsnap_file_read(c, 0, 0, buf, PAGE), BGSNAP_EPARENT);
 	expect_error(c, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", "b.bgs");
 	expect_error(c, "is not there", NULL);
 	assert_int_equal(bgsnap_file_parent(c, &p), BGSNAP_EPARENT);
@@ -353,8 +368,7 @@ static void test_wrong_file_beside(void **state)
 	copy_to("c.bgs", "wrong", "c.bgs");
 	copy_to("a.bgs", "wrong", "b.bgs");
 	c = open_ok(in_dir("wrong", "c.bgs"));
-	assert_int_equal(bgsnap_file_read(c, 0, 0, buf, PAGE),
-			 BGSNAP_EPARENT);
+	assert_int_equal(bgsnap_file_read(c, 0, 0, buf, PAGE), BGSNAP_EPARENT);
 	expect_error(c, "b.bgs", "another one");
 	bgsnap_file_close(c);
 }
@@ -423,8 +437,7 @@ static void test_parent_lacks_region(void **state)
 	uint8_t buf[PAGE];
 
 	(void)state;
-	assert_int_equal(bgsnap_file_read(d, 0, 0, buf, PAGE),
-			 BGSNAP_EPARENT);
+	assert_int_equal(bgsnap_file_read(d, 0, 0, buf, PAGE), BGSNAP_EPARENT);
 	expect_error(d, "region 'z'", "a.bgs");
 	assert_int_equal(bgsnap_file_verify_chain(d, NULL, NULL),
 			 BGSNAP_EPARENT);
@@ -449,7 +462,8 @@ static void test_flatten_agrees(void **state)
 	copy_to("c.bgs", "alone", "c.bgs");
 	assert_int_equal(bgsnap_new(&h), 0);
 	assert_int_equal(bgsnap_flatten(h, in_dir("", "c.bgs"),
-					in_dir("", "flat.bgs"), NULL), 0);
+					in_dir("", "flat.bgs"), NULL),
+			 0);
 	f = open_ok(in_dir("", "flat.bgs"));
 	bgsnap_file_info(f, &in);
 	assert_false(in.incremental);
@@ -461,9 +475,10 @@ static void test_flatten_agrees(void **state)
 			 BGSNAP_EPARENT);
 	fprintf(stderr, "# flatten: %s\n", bgsnap_last_error(h));
 	assert_non_null(strstr(bgsnap_last_error(h), "b.bgs, the file named "
-				"for it, is not there"));
+						     "for it, is not there"));
 	assert_int_equal(bgsnap_flatten(h, in_dir("alone", "c.bgs"),
-					in_dir("", "flat2.bgs"), &o), 0);
+					in_dir("", "flat2.bgs"), &o),
+			 0);
 	f = open_ok(in_dir("", "flat2.bgs"));
 	expect_content(f);
 	bgsnap_file_close(f);

@@ -64,8 +64,8 @@ static void fill_mixed(unsigned char *p, size_t len)
 		case 3:
 		case 4:
 			for (size_t i = 0; i < PAGE; i++)
-				q[i] = (unsigned char)text[(i + pg) %
-							   (sizeof(text) - 1)];
+				q[i] = (unsigned char)
+					text[(i + pg) % (sizeof(text) - 1)];
 			break;
 		default:
 			for (size_t i = 0; i < PAGE; i += 8) {
@@ -159,9 +159,10 @@ static int write_originals(const char *dir)
 		return -1;
 	fputc('[', m);
 	for (size_t i = 0; i < NREGIONS; i++)
-		fprintf(m, "%s{\"name\":\"%s\",\"orig\":\"r%zu.orig\","
-			"\"len\":%zu}", i ? "," : "", regions[i].name, i,
-			regions[i].len);
+		fprintf(m,
+			"%s{\"name\":\"%s\",\"orig\":\"r%zu.orig\","
+			"\"len\":%zu}",
+			i ? "," : "", regions[i].name, i, regions[i].len);
 	fputs("]\n", m);
 	return fclose(m) ? -1 : 0;
 }

@@ -43,8 +43,9 @@ static void test_parse_size(void **state)
 		{ "16777215T", 16777215ull << 40 },
 	};
 	static const char *const bad[] = {
-		"", "K", "12Q", "-1", "+1", " 1", "1 ", "1 K", "1.", ".5K",
-		"12MB", "12KB", "1e3", "0x10", "1.5.5", "4GiBs", "5P",
+		"",    "K",    "12Q",	"-1",	 "+1",	 " 1",
+		"1 ",  "1 K",  "1.",	".5K",	 "12MB", "12KB",
+		"1e3", "0x10", "1.5.5", "4GiBs", "5P",
 	};
 	uint64_t v;
 
@@ -69,11 +70,16 @@ static void test_parse_duration(void **state)
 		const char *s;
 		uint64_t ns;
 	} ok[] = {
-		{ "10s", 10000000000ull }, { "500ms", 500000000ull },
-		{ "1.5s", 1500000000ull }, { "2m", 120000000000ull },
-		{ "1h", 3600000000000ull }, { "250us", 250000ull },
-		{ "7ns", 7 },		   { "3", 3000000000ull },
-		{ "0.25", 250000000ull },  { "10MS", 10000000ull },
+		{ "10s", 10000000000ull },
+		{ "500ms", 500000000ull },
+		{ "1.5s", 1500000000ull },
+		{ "2m", 120000000000ull },
+		{ "1h", 3600000000000ull },
+		{ "250us", 250000ull },
+		{ "7ns", 7 },
+		{ "3", 3000000000ull },
+		{ "0.25", 250000000ull },
+		{ "10MS", 10000000ull },
 	};
 	static const char *const bad[] = {
 		"", "s", "10x", "10 s", "-1s", "1.s", "ms", "1d",
@@ -247,7 +253,7 @@ struct run {
 	const char *args[8];
 	char copy[8][40]; /* getopt permutes argv: a writable copy */
 	char *argv[8];
-	int opts[8];	/* what cli_getopt returned, in order */
+	int opts[8]; /* what cli_getopt returned, in order */
 	int nopts;
 	char arg_b[40]; /* the --buffer argument seen */
 	char name_b[40];
@@ -256,7 +262,8 @@ struct run {
 static int run_getopt(void *arg)
 {
 	struct run *r = arg;
-	struct cli_getopt g = { .cmd = "export", .usage = "",
+	struct cli_getopt g = { .cmd = "export",
+				.usage = "",
 				.shortopts = "jr:o:b:",
 				.longopts = test_longopts };
 	int c;
@@ -271,8 +278,7 @@ static int run_getopt(void *arg)
 		r->opts[r->nopts++] = c;
 		if (c == 'b') {
 			snprintf(r->arg_b, sizeof(r->arg_b), "%s", optarg);
-			snprintf(r->name_b, sizeof(r->name_b), "%s",
-				 g.optname);
+			snprintf(r->name_b, sizeof(r->name_b), "%s", g.optname);
 		}
 	} while (c >= 0 && r->nopts < 7);
 	return c == CLI_OPT_END
@@ -280,14 +286,19 @@ static int run_getopt(void *arg)
 		       : c;
 }
 
-#define RUN(...)                                                          \
-	{ .argc = sizeof((const char *[]){ __VA_ARGS__ }) / sizeof(char *), \
-	  .args = { __VA_ARGS__ } }
+#define RUN(...)                                                               \
+	{                                                                      \
+		.argc = sizeof((const char *[]){ __VA_ARGS__ }) /              \
+			sizeof(char *),                                        \
+		.args = {                                                      \
+			__VA_ARGS__                                            \
+		}                                                              \
+	}
 
 static void test_getopt(void **state)
 {
-	struct run mixed = RUN("export", "FILE", "--region", "ram", "-o",
-			       "out", "--buffer=64K", "--json");
+	struct run mixed = RUN("export", "FILE", "--region", "ram", "-o", "out",
+			       "--buffer=64K", "--json");
 	struct run bad_long = RUN("export", "--jsn", "FILE");
 	struct run bad_short = RUN("export", "-x", "FILE");
 	struct run missing = RUN("export", "FILE", "--region");
@@ -451,8 +462,8 @@ static void test_file_exit(void **state)
 
 static void put_file(int dirfd, const char *name, const char *text)
 {
-	const int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_TRUNC |
-						   O_CLOEXEC, 0600);
+	const int fd = openat(dirfd, name,
+			      O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
@@ -498,8 +509,9 @@ static void test_output_publish(void **state)
 	assert_int_equal(symlinkat("file", dirfd, "link"), 0);
 	put_file(dirfd, "file", "old");
 	for (size_t i = 0; i < 3; i++)
-		assert_int_equal(cli_output_check(dirfd, others[i], others[i],
-						  true), -1);
+		assert_int_equal(
+			cli_output_check(dirfd, others[i], others[i], true),
+			-1);
 	assert_int_equal(cli_output_check(dirfd, "file", "file", false), -1);
 	assert_int_equal(cli_output_check(dirfd, "file", "file", true), 0);
 	assert_int_equal(cli_output_check(dirfd, "none", "none", false), 0);
@@ -529,8 +541,8 @@ static void test_output_publish(void **state)
 	assert_int_equal(faccessat(dirfd, tmp, F_OK, 0), -1);
 
 	for (size_t i = 0; i < 3; i++)
-		unlinkat(dirfd, others[i], !strcmp(others[i], "dir") ?
-						   AT_REMOVEDIR : 0);
+		unlinkat(dirfd, others[i],
+			 !strcmp(others[i], "dir") ? AT_REMOVEDIR : 0);
 	unlinkat(dirfd, "file", 0);
 	unlinkat(dirfd, "none", 0);
 	close(dirfd);

@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define PAGE 4096u
+#define PAGE  4096u
 #define STATS "{\"blackout_ns\":1234,\"pages_total\":64,\"faults\":0}"
 
 static char dir[256];
@@ -27,14 +27,30 @@ static uint8_t a_pages[64 * PAGE]; /* region "a" as written */
 static uint8_t f_pages[8 * PAGE];  /* region "f" */
 
 static const struct rs_region regions[] = {
-	{ .name = "a", .base = 0x10000000, .length = 64 * PAGE,
-	  .page_size = PAGE, .kind = RS_KIND_ANON, .prot = 3 },
-	{ .name = "u", .base = 0x20000000, .length = 1 << 20,
-	  .page_size = PAGE, .kind = RS_KIND_UNSAVED, .prot = 1 },
-	{ .name = "f", .base = 0x30000000, .length = 8 * PAGE,
-	  .page_size = PAGE, .kind = RS_KIND_FILE_PRIVATE, .prot = 7 },
-	{ .name = "p", .base = 0x40000000, .length = 32 * PAGE,
-	  .page_size = PAGE, .kind = RS_KIND_SHMEM, .prot = 3 },
+	{ .name = "a",
+	  .base = 0x10000000,
+	  .length = 64 * PAGE,
+	  .page_size = PAGE,
+	  .kind = RS_KIND_ANON,
+	  .prot = 3 },
+	{ .name = "u",
+	  .base = 0x20000000,
+	  .length = 1 << 20,
+	  .page_size = PAGE,
+	  .kind = RS_KIND_UNSAVED,
+	  .prot = 1 },
+	{ .name = "f",
+	  .base = 0x30000000,
+	  .length = 8 * PAGE,
+	  .page_size = PAGE,
+	  .kind = RS_KIND_FILE_PRIVATE,
+	  .prot = 7 },
+	{ .name = "p",
+	  .base = 0x40000000,
+	  .length = 32 * PAGE,
+	  .page_size = PAGE,
+	  .kind = RS_KIND_SHMEM,
+	  .prot = 3 },
 };
 
 /* "a": pages 0-9 data, 10-19 zero (never read), 20-29 data, 30-63 zero
@@ -249,8 +265,8 @@ static void test_read(void **state)
 	assert_memory_equal(buf, a_pages, 64 * PAGE);
 	/* Unaligned, across data, zero and data again. */
 	memset(buf, 0xee, 64 * PAGE);
-	assert_int_equal(bgsnap_file_read(f, 0, 9 * PAGE + 7, buf,
-					  12 * PAGE + 5), 0);
+	assert_int_equal(
+		bgsnap_file_read(f, 0, 9 * PAGE + 7, buf, 12 * PAGE + 5), 0);
 	assert_memory_equal(buf, a_pages + 9 * PAGE + 7, 12 * PAGE + 5);
 	assert_int_equal(bgsnap_file_read(f, 0, 64 * PAGE, buf, 0), 0);
 	assert_int_equal(bgsnap_file_read(f, 0, 63 * PAGE, buf, PAGE + 1),

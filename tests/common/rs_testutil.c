@@ -35,8 +35,8 @@ static void fill_struct(uint8_t *p, uint64_t *s)
 
 	memset(p, 0, RS_PAGE);
 	for (size_t i = 0; i < RS_PAGE; i += 64) {
-		const uint64_t ptr = 0x00007f3a12000000ull +
-				     (tu_rand(s) % 4096) * 64;
+		const uint64_t ptr =
+			0x00007f3a12000000ull + (tu_rand(s) % 4096) * 64;
 		const uint32_t small = (uint32_t)(tu_rand(s) % 300);
 		const uint32_t flags = tu_rand(s) % 4 ? 0x11 : 0x13;
 
@@ -51,18 +51,18 @@ static void fill_struct(uint8_t *p, uint64_t *s)
 static void fill_text(uint8_t *p, uint64_t *s)
 {
 	static const char *const words[] = {
-		"the", "snapshot", "page", "memory", "write", "protect",
-		"fault", "region", "copier", "thread", "record", "index",
-		"error", "value", "state", "device", "guest", "kernel",
-		"return", "buffer", "struct", "int", "while", "for",
+		"the",	  "snapshot", "page",	"memory", "write",  "protect",
+		"fault",  "region",   "copier", "thread", "record", "index",
+		"error",  "value",    "state",	"device", "guest",  "kernel",
+		"return", "buffer",   "struct", "int",	  "while",  "for",
 	};
 	size_t i = 0;
 
 	while (i < RS_PAGE) {
 		char w[32];
 		const uint64_t r = tu_rand(s);
-		int n = r % 7 ? snprintf(w, sizeof(w), "%s%c",
-					 words[r % 24], r % 11 ? ' ' : '\n')
+		int n = r % 7 ? snprintf(w, sizeof(w), "%s%c", words[r % 24],
+					 r % 11 ? ' ' : '\n')
 			      : snprintf(w, sizeof(w), "%u ",
 					 (unsigned)(r >> 20) % 10000);
 
@@ -356,9 +356,8 @@ static size_t collect(const struct rt_blob *recs, size_t n, uint64_t off,
 	for (size_t i = 0; i < n; off += recs[i++].len) {
 		struct rs_rechdr h;
 
-		assert_int_equal(bgs_rs_rec_decode(&h, recs[i].p, hl, off,
-						   NULL),
-				 0);
+		assert_int_equal(
+			bgs_rs_rec_decode(&h, recs[i].p, hl, off, NULL), 0);
 		if (h.type != RS_REC_PAGES && h.type != RS_REC_ATTACHMENT)
 			continue;
 		ix[k] = (struct ientry){ .type = h.type };

@@ -15,11 +15,11 @@
 #include "rs_format.h"
 
 enum rt_content {
-	RT_ZERO,	/* all zero */
-	RT_RANDOM,	/* incompressible */
-	RT_STRUCT,	/* low-entropy structured data */
-	RT_TEXT,	/* words and numbers */
-	RT_REALISTIC,	/* ~30% zero, ~20% random, structs and text */
+	RT_ZERO,      /* all zero */
+	RT_RANDOM,    /* incompressible */
+	RT_STRUCT,    /* low-entropy structured data */
+	RT_TEXT,      /* words and numbers */
+	RT_REALISTIC, /* ~30% zero, ~20% random, structs and text */
 };
 
 /* Fill @npages 4 KiB pages; the same seed gives the same bytes. */

@@ -26,7 +26,8 @@ void *tu_map_anon(size_t len, bool thp)
 	if (aligned > p)
 		munmap(p, (size_t)(aligned - p));
 	if (aligned + len < p + len + extra)
-		munmap(aligned + len, (size_t)(p + len + extra - aligned - len));
+		munmap(aligned + len,
+		       (size_t)(p + len + extra - aligned - len));
 	madvise(aligned, len, MADV_HUGEPAGE);
 	return aligned;
 }
@@ -120,8 +121,10 @@ bool tu_hugetlb_reserve(unsigned n)
 	if (read_sysctl(FREE_HUGE) >= (long)n)
 		return true;
 	if (geteuid() != 0 || have < 0) {
-		fprintf(stderr, "# no %u free huge pages and not root to "
-				"reserve them\n", n);
+		fprintf(stderr,
+			"# no %u free huge pages and not root to "
+			"reserve them\n",
+			n);
 		return false;
 	}
 	if (old_nr_hugepages < 0) {
@@ -130,8 +133,10 @@ bool tu_hugetlb_reserve(unsigned n)
 	}
 	write_sysctl(NR_HUGE, have + (long)n);
 	if (read_sysctl(FREE_HUGE) < (long)n) {
-		fprintf(stderr, "# the kernel could not reserve %u huge pages "
-				"(memory too fragmented)\n", n);
+		fprintf(stderr,
+			"# the kernel could not reserve %u huge pages "
+			"(memory too fragmented)\n",
+			n);
 		return false;
 	}
 	return true;
@@ -206,8 +211,10 @@ void tu_open_wp(struct bgs_uffd *u)
 		exit(77);
 	}
 	if (r < 0) {
-		fprintf(stderr, "# cannot open a userfaultfd: %s "
-				"(run as root, see 'bgsnap caps')\n", strerror(-r));
+		fprintf(stderr,
+			"# cannot open a userfaultfd: %s "
+			"(run as root, see 'bgsnap caps')\n",
+			strerror(-r));
 		exit(1);
 	}
 }

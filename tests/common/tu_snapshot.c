@@ -54,7 +54,8 @@ static int report_protected(void *arg, uint64_t start, uint64_t end,
 			    uint64_t cats)
 {
 	(void)end;
-	fprintf(stderr, "# page 0x%llx is still protected (categories 0x%llx)\n",
+	fprintf(stderr,
+		"# page 0x%llx is still protected (categories 0x%llx)\n",
 		(unsigned long long)start, (unsigned long long)cats);
 	*(int *)arg = 1;
 	return 1;
@@ -73,8 +74,8 @@ void tu_assert_unprotected(const void *addr, size_t len)
 	int found = 0;
 
 	assert_int_equal(bgs_uffd_pagemap_open(&pm, 0), 0);
-	assert_true(bgs_uffd_pagemap_scan(&pm, a, a + len, &q,
-					  report_protected, &found) >= 0);
+	assert_true(bgs_uffd_pagemap_scan(&pm, a, a + len, &q, report_protected,
+					  &found) >= 0);
 	bgs_uffd_pagemap_close(&pm);
 	assert_int_equal(found, 0);
 }
@@ -87,7 +88,8 @@ void tu_assert_no_file_like(const char *dir, const char *needle)
 	assert_non_null(d);
 	while ((e = readdir(d))) {
 		if (strstr(e->d_name, needle)) {
-			fprintf(stderr, "# left behind: %s/%s\n", dir, e->d_name);
+			fprintf(stderr, "# left behind: %s/%s\n", dir,
+				e->d_name);
 			fail();
 		}
 	}

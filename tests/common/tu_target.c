@@ -96,7 +96,7 @@ static void sleeper(struct tu_kid *k, int i)
 	struct tu_kid_shm *shm = k->shm;
 
 	while (!atomic_load(&shm->stop)) {
-		const struct timespec ts = {0, 10 * 1000 * 1000};
+		const struct timespec ts = { 0, 10 * 1000 * 1000 };
 		const uint64_t t0 = tu_now_ns();
 
 		if (nanosleep(&ts, NULL))
@@ -114,7 +114,7 @@ static void futex_waiter(struct tu_kid *k, int i)
 	struct tu_kid_shm *shm = k->shm;
 
 	while (!atomic_load(&shm->stop)) {
-		const struct timespec ts = {0, 10 * 1000 * 1000};
+		const struct timespec ts = { 0, 10 * 1000 * 1000 };
 		const uint64_t t0 = tu_now_ns();
 		const long r = syscall(SYS_futex, &shm->futex_word, FUTEX_WAIT,
 				       0, &ts, NULL, 0);
@@ -183,7 +183,7 @@ static int kid_main(struct tu_kid *k)
 	/* Again: a change of credentials in setup clears it. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	for (i = 0; i < k->shm->nthreads; i++) {
-		w[i] = (struct worker){k, i};
+		w[i] = (struct worker){ k, i };
 		if (pthread_create(&th[i], NULL, worker_main, &w[i]))
 			return 3;
 	}

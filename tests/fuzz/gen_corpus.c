@@ -143,8 +143,7 @@ static void broken(const char *name, const uint8_t *p, size_t len,
 
 /* The data records of @p rebuilt: dropped, doubled, reversed, or with
  * an unknown record (skippable or not) in front. */
-static void rebuilt(const char *name, const uint8_t *p, size_t len,
-		    int how)
+static void rebuilt(const char *name, const uint8_t *p, size_t len, int how)
 {
 	struct rt_layout l;
 	struct rt_blob b[32];

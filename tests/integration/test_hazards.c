@@ -89,7 +89,8 @@ static void act_dontneed(struct during *d)
 
 static void act_mremap(struct during *d)
 {
-	void *to = mmap(NULL, MiB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	void *to =
+		mmap(NULL, MiB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	d->moved = mremap(d->mem + LEN - MiB, MiB, MiB,
 			  MREMAP_MAYMOVE | MREMAP_FIXED, to);
@@ -301,7 +302,8 @@ static void test_foreign_uffd_refused(void **state)
 	tu_open_wp(&other);
 	assert_int_equal(bgs_uffd_register(&other, (uint64_t)(uintptr_t)mem,
 					   4 * MiB, UFFDIO_REGISTER_MODE_WP,
-					   NULL), 0);
+					   NULL),
+			 0);
 	assert_int_equal(bgsnap_save(h, path, NULL), BGSNAP_EUNSAFE);
 	assert_non_null(strstr(bgsnap_last_error(h), "userfaultfd"));
 	expect_clean(mem, 4 * MiB);
@@ -384,7 +386,8 @@ static void act_break_fault_thread(struct during *d)
 	fault_writer.mem = d->mem;
 	atomic_init(&fault_writer.done, false);
 	assert_int_equal(pthread_create(&fault_writer.t, NULL, writer_main,
-					&fault_writer), 0);
+					&fault_writer),
+			 0);
 }
 
 /* The fault thread's read of the uffd fails while a writer faults: the
@@ -422,8 +425,8 @@ static void test_write_to_moved_tracked_pages(void **state)
 	};
 	char *mem = filled(LEN);
 	struct writer w = { 0 };
-	void *to = mmap(NULL, MiB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
-			-1, 0);
+	void *to =
+		mmap(NULL, MiB, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	struct bgsnap *h;
 	char *moved;
 
@@ -434,7 +437,8 @@ static void test_write_to_moved_tracked_pages(void **state)
 	moved = mremap(mem + LEN - MiB, MiB, MiB, MREMAP_MAYMOVE | MREMAP_FIXED,
 		       to);
 	assert_true(moved != MAP_FAILED);
-	w.mem = moved - (LEN - MiB); /* the writer's last MiB is the moved one */
+	w.mem = moved -
+		(LEN - MiB); /* the writer's last MiB is the moved one */
 	atomic_init(&w.done, false);
 	assert_int_equal(pthread_create(&w.t, NULL, moved_writer_main, &w), 0);
 	for (int i = 0; i < 3000 && !atomic_load(&w.done); i++)
@@ -491,7 +495,8 @@ int main(void)
 		cmocka_unit_test_setup(test_unmapped_region_refused, setup),
 		cmocka_unit_test_setup(test_copier_self_fault_detected, setup),
 		cmocka_unit_test_setup(test_fault_thread_failure, setup),
-		cmocka_unit_test_setup(test_write_to_moved_tracked_pages, setup),
+		cmocka_unit_test_setup(test_write_to_moved_tracked_pages,
+				       setup),
 		cmocka_unit_test_setup(test_pause_failure, setup),
 	};
 	struct bgs_uffd u;

@@ -26,13 +26,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MiB (1UL << 20)
-#define PG 4096UL
+#define MiB	      (1UL << 20)
+#define PG	      4096UL
 
-#define BANK_LEN(len) ((len) - MiB)
+#define BANK_LEN(len) ((len)-MiB)
 
-enum kind { ANON = TU_ANON, THP = TU_THP, MEMFD = TU_MEMFD,
-	    HUGETLB = TU_HUGETLB };
+enum kind {
+	ANON = TU_ANON,
+	THP = TU_THP,
+	MEMFD = TU_MEMFD,
+	HUGETLB = TU_HUGETLB
+};
 
 static char *map_kind(enum kind k, size_t len)
 {
@@ -69,7 +73,8 @@ static void src_resume(void *arg)
 static void make_snapshot(struct source *s, enum kind k, size_t len,
 			  const char *attachment)
 {
-	struct bgsnap_save_opts o = { .pause = src_pause, .resume = src_resume,
+	struct bgsnap_save_opts o = { .pause = src_pause,
+				      .resume = src_resume,
 				      .arg = s };
 	struct bgsnap *h;
 
@@ -81,14 +86,16 @@ static void make_snapshot(struct source *s, enum kind k, size_t len,
 	/* The bank leaves the last MiB never touched: zero runs. */
 	assert_int_equal(bank_format(s->mem, BANK_LEN(len), tu_seed()), 0);
 	assert_int_equal(bank_start(&s->bank, s->mem, BANK_LEN(len), 2,
-				    BANK_RANDOM, 0, tu_seed()), 0);
+				    BANK_RANDOM, 0, tu_seed()),
+			 0);
 	snprintf(s->path, sizeof(s->path), "%s/restore-%d.bgs", tu_tmpdir(),
 		 (int)k);
 	assert_int_equal(bgsnap_new(&h), 0);
 	assert_int_equal(bgsnap_add_region(h, "ram", s->mem, len), 0);
 	if (attachment)
 		assert_int_equal(bgsnap_attach(h, "device", attachment,
-					       strlen(attachment) + 1), 0);
+					       strlen(attachment) + 1),
+				 0);
 	assert_int_equal(bgsnap_save(h, s->path, &o), 0);
 	bgsnap_free(h);
 }
@@ -128,7 +135,8 @@ static void expect_equal(const char *got, const char *want, size_t len)
 static void round_trip(enum kind k, bool lazy)
 {
 	const size_t len = (k == HUGETLB ? 16 : 32) * MiB;
-	struct bgsnap_restore_opts o = { .flags = lazy ? BGSNAP_RESTORE_LAZY : 0 };
+	struct bgsnap_restore_opts o = { .flags = lazy ? BGSNAP_RESTORE_LAZY
+						       : 0 };
 	struct bgsnap_stats st;
 	struct source s = { 0 };
 	struct bgsnap *h;
@@ -143,15 +151,18 @@ static void round_trip(enum kind k, bool lazy)
 	assert_int_equal(bgsnap_wait(h), 0);
 	expect_equal(mem, s.reference, len);
 	assert_int_equal(bgsnap_stats(h, &st), 0);
-	fprintf(stderr, "# %s kind %d: resume %.3f ms, total %.1f ms, by fault "
-		"%llu, by fill %llu, zero %llu, fault p50 %.1f us p99 %.1f us\n",
+	fprintf(stderr,
+		"# %s kind %d: resume %.3f ms, total %.1f ms, by fault "
+		"%llu, by fill %llu, zero %llu, fault p50 %.1f us p99 %.1f "
+		"us\n",
 		lazy ? "lazy" : "eager", (int)k, st.resume_ns / 1e6,
 		st.elapsed_ns / 1e6, (unsigned long long)st.pages_by_fault,
 		(unsigned long long)st.pages_by_fill,
 		(unsigned long long)st.pages_zero, st.stall_ns_p50 / 1e3,
 		st.stall_ns_p99 / 1e3);
 	if (lazy)
-		assert_int_equal(st.pages_by_fault + st.pages_by_fill, len / PG);
+		assert_int_equal(st.pages_by_fault + st.pages_by_fill,
+				 len / PG);
 	if (!lazy && (k == ANON || k == THP)) {
 		/* Fresh private memory: one pass, each record read once. */
 		struct stat fst;
@@ -164,14 +175,46 @@ static void round_trip(enum kind k, bool lazy)
 	drop_source(&s);
 }
 
-static void test_eager_anon(void **st) { (void)st; round_trip(ANON, false); }
-static void test_eager_thp(void **st) { (void)st; round_trip(THP, false); }
-static void test_eager_memfd(void **st) { (void)st; round_trip(MEMFD, false); }
-static void test_eager_hugetlb(void **st) { (void)st; round_trip(HUGETLB, false); }
-static void test_lazy_anon(void **st) { (void)st; round_trip(ANON, true); }
-static void test_lazy_thp(void **st) { (void)st; round_trip(THP, true); }
-static void test_lazy_memfd(void **st) { (void)st; round_trip(MEMFD, true); }
-static void test_lazy_hugetlb(void **st) { (void)st; round_trip(HUGETLB, true); }
+static void test_eager_anon(void **st)
+{
+	(void)st;
+	round_trip(ANON, false);
+}
+static void test_eager_thp(void **st)
+{
+	(void)st;
+	round_trip(THP, false);
+}
+static void test_eager_memfd(void **st)
+{
+	(void)st;
+	round_trip(MEMFD, false);
+}
+static void test_eager_hugetlb(void **st)
+{
+	(void)st;
+	round_trip(HUGETLB, false);
+}
+static void test_lazy_anon(void **st)
+{
+	(void)st;
+	round_trip(ANON, true);
+}
+static void test_lazy_thp(void **st)
+{
+	(void)st;
+	round_trip(THP, true);
+}
+static void test_lazy_memfd(void **st)
+{
+	(void)st;
+	round_trip(MEMFD, true);
+}
+static void test_lazy_hugetlb(void **st)
+{
+	(void)st;
+	round_trip(HUGETLB, true);
+}
 
 /* ---- the owner works while the fill runs ----------------------------------- */
 
@@ -220,8 +263,10 @@ static void test_lazy_with_owner_running(void **state)
 	h = destination(ANON, len, &mem);
 	assert_int_equal(bgsnap_restore_start(h, s.path, &o), 0);
 	for (int i = 0; i < 3; i++) {
-		t[i] = (struct toucher){ .mem = mem, .reference = s.reference,
-					 .pages = len / PG, .writer = i == 0,
+		t[i] = (struct toucher){ .mem = mem,
+					 .reference = s.reference,
+					 .pages = len / PG,
+					 .writer = i == 0,
 					 .seed = tu_seed() + (uint64_t)i,
 					 .written = written };
 		pthread_create(&t[i].t, NULL, toucher_main, &t[i]);
@@ -313,8 +358,16 @@ static void damage_data_record(const char *path, uint64_t *first,
 	close(fd);
 }
 
-enum damage { BAD_MAGIC, BAD_HEADER, TRUNCATED, BAD_RECORD, BAD_FOOTER,
-	      BAD_INDEX, EMPTY, DAMAGE_COUNT };
+enum damage {
+	BAD_MAGIC,
+	BAD_HEADER,
+	TRUNCATED,
+	BAD_RECORD,
+	BAD_FOOTER,
+	BAD_INDEX,
+	EMPTY,
+	DAMAGE_COUNT
+};
 
 static void damage(const char *good, const char *bad, enum damage d)
 {
@@ -640,7 +693,8 @@ static void test_restore_into_live_memory(void **state)
 	struct source s = { 0 };
 	struct live l = { &s, false };
 	struct bgsnap_restore_opts o = { .pause = live_pause,
-					 .resume = live_resume, .arg = &l };
+					 .resume = live_resume,
+					 .arg = &l };
 	struct bank_figures a, b;
 	struct bgsnap *h;
 	char why[256], *image = malloc(len);

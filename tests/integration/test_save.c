@@ -66,8 +66,12 @@ static void owner_resume(void *arg)
 			bank_resume(&o->g[i].bank);
 }
 
-enum kind { ANON = TU_ANON, THP = TU_THP, MEMFD = TU_MEMFD,
-	    HUGETLB = TU_HUGETLB };
+enum kind {
+	ANON = TU_ANON,
+	THP = TU_THP,
+	MEMFD = TU_MEMFD,
+	HUGETLB = TU_HUGETLB
+};
 
 static char *map_kind(enum kind k, size_t len)
 {
@@ -91,7 +95,8 @@ static void guest_init(struct guest *g, const char *name, enum kind k,
 	g->writers = writers > 0;
 	if (writers)
 		assert_int_equal(bank_start(&g->bank, g->mem, len, writers,
-					    BANK_RANDOM, 0, tu_seed()), 0);
+					    BANK_RANDOM, 0, tu_seed()),
+				 0);
 }
 
 static void guest_fini(struct guest *g)
@@ -112,8 +117,10 @@ static void check_snapshot(const char *path, struct guest *g)
 	if (memcmp(image, g->reference, g->len)) {
 		for (size_t i = 0; i < g->len; i += 4096)
 			if (memcmp(image + i, g->reference + i, 4096)) {
-				fprintf(stderr, "# region %s: page %zu differs from "
-					"the reference copy\n", g->name, i / 4096);
+				fprintf(stderr,
+					"# region %s: page %zu differs from "
+					"the reference copy\n",
+					g->name, i / 4096);
 				break;
 			}
 		fail();
@@ -140,7 +147,8 @@ static void save_and_check(struct guest *g, size_t n,
 {
 	char path[256];
 	struct owner o = { g, n };
-	struct bgsnap_save_opts opts = extra ? *extra : (struct bgsnap_save_opts){ 0 };
+	struct bgsnap_save_opts opts =
+		extra ? *extra : (struct bgsnap_save_opts){ 0 };
 	struct bgsnap_stats st;
 	struct bgsnap *h;
 	struct bank_figures before, after;
@@ -165,12 +173,14 @@ static void save_and_check(struct guest *g, size_t n,
 	assert_int_equal(bgsnap_stats(h, &st), 0);
 	assert_int_equal(st.pages_total, pages);
 	assert_int_equal(st.pages_by_scan + st.pages_by_fault +
-				 st.pages_unpopulated, pages);
+				 st.pages_unpopulated,
+			 pages);
 	assert_true(st.blackout_ns > 0);
-	fprintf(stderr, "# %zu region(s), %llu pages: blackout %.3f ms, "
+	fprintf(stderr,
+		"# %zu region(s), %llu pages: blackout %.3f ms, "
 		"elapsed %.1f ms, by fault %llu, faults %llu, stall p50 %.1f "
-		"p99 %.1f max %.1f us, ratio %.2f\n", n,
-		(unsigned long long)pages, st.blackout_ns / 1e6,
+		"p99 %.1f max %.1f us, ratio %.2f\n",
+		n, (unsigned long long)pages, st.blackout_ns / 1e6,
 		st.elapsed_ns / 1e6, (unsigned long long)st.pages_by_fault,
 		(unsigned long long)st.faults, st.stall_ns_p50 / 1e3,
 		st.stall_ns_p99 / 1e3, st.stall_ns_max / 1e3,
@@ -367,10 +377,10 @@ static void test_kernel_writers(void **state)
 	/* ... after the old content was saved. */
 	image = malloc(len);
 	tu_snapshot_region(path, "ram", image, len);
-	assert_memory_equal(image + len - 8 * 4096, g.reference + len - 8 * 4096,
-			    4096);
-	assert_memory_equal(image + len - 4 * 4096, g.reference + len - 4 * 4096,
-			    4096);
+	assert_memory_equal(image + len - 8 * 4096,
+			    g.reference + len - 8 * 4096, 4096);
+	assert_memory_equal(image + len - 4 * 4096,
+			    g.reference + len - 4 * 4096, 4096);
 	assert_memory_not_equal(image + len - 8 * 4096 + KWRITE_OFF, payload,
 				KWRITE_LEN);
 	free(image);
@@ -390,7 +400,8 @@ static void test_save_once(void **state)
 	struct guest g = { 0 };
 	struct owner o = { &g, 1 };
 	struct bgsnap_save_opts opts = { .pause = owner_pause,
-					 .resume = owner_resume, .arg = &o };
+					 .resume = owner_resume,
+					 .arg = &o };
 	uint8_t *count = calloc(len / 4096, 1);
 	struct bgsnap_stats st;
 	struct bgsnap *h;
@@ -447,7 +458,8 @@ static void test_cancel(void **state)
 	struct guest g = { 0 };
 	struct owner o = { &g, 1 };
 	struct bgsnap_save_opts opts = { .pause = owner_pause,
-					 .resume = owner_resume, .arg = &o };
+					 .resume = owner_resume,
+					 .arg = &o };
 	struct bgsnap_progress p;
 	struct bgsnap *h;
 	char path[256];
@@ -479,7 +491,8 @@ static void enospc_child(void)
 	struct guest g = { 0 };
 	struct owner o = { &g, 1 };
 	struct bgsnap_save_opts opts = { .pause = owner_pause,
-					 .resume = owner_resume, .arg = &o,
+					 .resume = owner_resume,
+					 .arg = &o,
 					 .compression = BGSNAP_COMPRESS_NONE };
 	const char *dir = "/tmp/bgsnap-enospc";
 	struct bgsnap *h;

@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #define MiB (1UL << 20)
-#define PG 4096UL
+#define PG  4096UL
 
 struct owner {
 	char *mem;
@@ -51,8 +51,9 @@ static void owner_init(struct owner *o, size_t len)
 	o->reference = malloc(len);
 	memset(o->reference, 0, len);
 	assert_int_equal(bank_format(o->mem, len, tu_seed()), 0);
-	assert_int_equal(bank_start(&o->bank, o->mem, len, 2, BANK_RANDOM, 0,
-				    tu_seed()), 0);
+	assert_int_equal(
+		bank_start(&o->bank, o->mem, len, 2, BANK_RANDOM, 0, tu_seed()),
+		0);
 }
 
 static void owner_fini(struct owner *o)
@@ -65,7 +66,8 @@ static void owner_fini(struct owner *o)
 static void restore_equals(const char *path, const char *want, size_t len,
 			   bool lazy)
 {
-	struct bgsnap_restore_opts ro = { .flags = lazy ? BGSNAP_RESTORE_LAZY : 0 };
+	struct bgsnap_restore_opts ro = { .flags = lazy ? BGSNAP_RESTORE_LAZY
+							: 0 };
 	char *mem = tu_map_anon(len, false), why[256];
 	struct bgsnap *h;
 
@@ -89,7 +91,8 @@ static void test_chain_of_five(void **state)
 {
 	const size_t len = 32 * MiB;
 	struct owner o;
-	struct bgsnap_save_opts so = { .pause = own_pause, .resume = own_resume,
+	struct bgsnap_save_opts so = { .pause = own_pause,
+				       .resume = own_resume,
 				       .arg = &o };
 	char path[5][256], *ref[5];
 	struct bgsnap_stats st;
@@ -101,8 +104,9 @@ static void test_chain_of_five(void **state)
 	/* Writers at a modest rate: a few % of the pages change between
 	 * snapshots. */
 	bank_stop(&o.bank);
-	assert_int_equal(bank_start(&o.bank, o.mem, len, 2, BANK_RANDOM, 500,
-				    tu_seed()), 0);
+	assert_int_equal(
+		bank_start(&o.bank, o.mem, len, 2, BANK_RANDOM, 500, tu_seed()),
+		0);
 	assert_int_equal(bgsnap_new(&h), 0);
 	assert_int_equal(bgsnap_add_region(h, "ram", o.mem, len), 0);
 	for (int i = 0; i < 5; i++) {
@@ -114,8 +118,10 @@ static void test_chain_of_five(void **state)
 			fail_msg("save %d: %s", i, bgsnap_last_error(h));
 		assert_int_equal(bgsnap_stats(h, &st), 0);
 		assert_int_equal(stat(path[i], &fs[i]), 0);
-		fprintf(stderr, "# snapshot %d: %lld bytes, parent pages %llu, "
-			"blackout %.3f ms, re-protected %llu, armed in %.1f ms, elapsed %.1f ms\n",
+		fprintf(stderr,
+			"# snapshot %d: %lld bytes, parent pages %llu, "
+			"blackout %.3f ms, re-protected %llu, armed in %.1f "
+			"ms, elapsed %.1f ms\n",
 			i, (long long)fs[i].st_size,
 			(unsigned long long)st.pages_parent,
 			st.blackout_ns / 1e6,
@@ -210,7 +216,8 @@ static void *sequencer_main(void *arg)
 	for (uint64_t v = 1; !atomic_load(&q->stop); v++) {
 		for (int i = 0; i < SEQ_PAGES; i++) {
 			volatile uint64_t *slot =
-				(volatile uint64_t *)(q->mem + (size_t)i * 8 * PG);
+				(volatile uint64_t *)(q->mem +
+						      (size_t)i * 8 * PG);
 			*slot = v;
 			if (*slot != v)
 				q->lost++;
@@ -226,13 +233,15 @@ static void check_sequence(const char *image)
 	int drops = 0;
 
 	for (int i = 1; i < SEQ_PAGES; i++) {
-		const uint64_t x = *(const uint64_t *)(image + (size_t)i * 8 * PG);
-		const uint64_t prev = *(const uint64_t *)(image +
-							  (size_t)(i - 1) * 8 * PG);
+		const uint64_t x =
+			*(const uint64_t *)(image + (size_t)i * 8 * PG);
+		const uint64_t prev =
+			*(const uint64_t *)(image + (size_t)(i - 1) * 8 * PG);
 		if (x == prev)
 			continue;
 		if (x + 1 != prev || ++drops > 1)
-			fail_msg("torn: page %d holds %llu after %llu (first %llu)",
+			fail_msg("torn: page %d holds %llu after %llu (first "
+				 "%llu)",
 				 i, (unsigned long long)x,
 				 (unsigned long long)prev,
 				 (unsigned long long)first);
@@ -301,13 +310,16 @@ static void rollback_case(size_t undo_budget)
 	const size_t len = 32 * MiB;
 	struct owner o;
 	struct live l = { &o, 0 };
-	struct bgsnap_save_opts so = { .pause = own_pause, .resume = own_resume,
-				       .arg = &o, .undo_budget = undo_budget,
+	struct bgsnap_save_opts so = { .pause = own_pause,
+				       .resume = own_resume,
+				       .arg = &o,
+				       .undo_budget = undo_budget,
 				       .flags = BGSNAP_SAVE_KEEP_TRACKING };
 	char path[256];
 	struct bgsnap_rollback_opts ro = { .pause = hold,
 					   .resume = check_and_release,
-					   .arg = &l, .path = path };
+					   .arg = &l,
+					   .path = path };
 	struct bgsnap_stats st;
 	struct bgsnap *h;
 
@@ -326,8 +338,10 @@ static void rollback_case(size_t undo_budget)
 			fail_msg("rollback: %s", bgsnap_last_error(h));
 		assert_true(l.equal);
 		assert_int_equal(bgsnap_stats(h, &st), 0);
-		fprintf(stderr, "# rollback %d (undo %zu MiB): %llu pages in "
-			"%.3f ms\n", i, undo_budget >> 20,
+		fprintf(stderr,
+			"# rollback %d (undo %zu MiB): %llu pages in "
+			"%.3f ms\n",
+			i, undo_budget >> 20,
 			(unsigned long long)st.pages_changed,
 			st.elapsed_ns / 1e6);
 		assert_true(st.pages_changed >= written);
@@ -355,8 +369,10 @@ static void test_one_phase(void **state)
 {
 	const size_t len = 32 * MiB;
 	struct owner o;
-	struct bgsnap_save_opts so = { .pause = own_pause, .resume = own_resume,
-				       .arg = &o, .flags = BGSNAP_SAVE_ONE_PHASE };
+	struct bgsnap_save_opts so = { .pause = own_pause,
+				       .resume = own_resume,
+				       .arg = &o,
+				       .flags = BGSNAP_SAVE_ONE_PHASE };
 	char path[256];
 	struct bgsnap *h;
 
@@ -400,9 +416,10 @@ static void test_tracking_survives_swap(void **state)
 		skip();
 	snprintf(swapfile, sizeof(swapfile), "/var/tmp/bgs-swap-%d",
 		 (int)getpid());
-	snprintf(cmd, sizeof(cmd), "fallocate -l 256M '%s' && chmod 600 '%s' && "
-		 "mkswap '%s' >/dev/null && swapon '%s'", swapfile, swapfile,
-		 swapfile, swapfile);
+	snprintf(cmd, sizeof(cmd),
+		 "fallocate -l 256M '%s' && chmod 600 '%s' && "
+		 "mkswap '%s' >/dev/null && swapon '%s'",
+		 swapfile, swapfile, swapfile, swapfile);
 	assert_int_equal(system(cmd), 0);
 	atexit(swap_off);
 	memset(mem, 0x77, len);

@@ -84,8 +84,8 @@ static void collect_args(const char **argv, size_t *argc, va_list ap)
 void pt_guest_start(struct pt_guest *g, unsigned uid, const char *size,
 		    const char *kind, ...)
 {
-	const char *argv[MAX_ARGS] = { "bgsnap", "guest", "--size", size,
-				       "--kind", kind };
+	const char *argv[MAX_ARGS] = { "bgsnap", "guest",  "--size",
+				       size,	 "--kind", kind };
 	size_t argc = 6;
 	va_list ap;
 
@@ -98,8 +98,7 @@ void pt_guest_start(struct pt_guest *g, unsigned uid, const char *size,
 	g->addr = (uint64_t)pt_num(g->c.reply, "addr");
 	g->len = (uint64_t)pt_num(g->c.reply, "len");
 	g->seed = (uint64_t)pt_num(g->c.reply, "seed");
-	assert_true(guest_str(g->c.reply, "range", g->range,
-			      sizeof(g->range)));
+	assert_true(guest_str(g->c.reply, "range", g->range, sizeof(g->range)));
 }
 
 static uint64_t now_ms(void)
@@ -114,8 +113,9 @@ vcall(struct pt_guest *g, int timeout_ms, const char *fmt, va_list ap)
 	int r;
 
 	vsnprintf(line, sizeof(line), fmt, ap);
-	r = guest_request(&g->c, timeout_ms ? (uint64_t)timeout_ms :
-					      DEFAULT_TIMEOUT_MS, line);
+	r = guest_request(
+		&g->c, timeout_ms ? (uint64_t)timeout_ms : DEFAULT_TIMEOUT_MS,
+		line);
 	if (r)
 		fail_msg("guest %d: no reply to '%s': %s (hung or gone)",
 			 (int)g->c.pid, line, strerror(-r));
@@ -168,14 +168,15 @@ void pt_guest_healthy(struct pt_guest *g, unsigned run_ms, int timeout_ms)
 		tu_sleep_ms(waited ? 50 : run_ms);
 		waited += waited ? 50 : run_ms;
 		if (!pt_guest_call(g, timeout_ms, "stats"))
-			fail_msg("guest %d: stats: %s", (int)g->c.pid, g->c.reply);
+			fail_msg("guest %d: stats: %s", (int)g->c.pid,
+				 g->c.reply);
 	} while (pt_num(g->c.reply, "ops_min") < 1 && waited < deadline_ms);
 	if (pt_num(g->c.reply, "ops_min") < 1)
 		fail_msg("guest %d: a writer made no progress in %u ms: %s",
 			 (int)g->c.pid, waited, g->c.reply);
 	if (!pt_guest_call(g, timeout_ms, "check"))
-		fail_msg("guest %d: its books do not balance: %s", (int)g->c.pid,
-			 g->c.reply);
+		fail_msg("guest %d: its books do not balance: %s",
+			 (int)g->c.pid, g->c.reply);
 }
 
 int pt_tracer_of(pid_t pid)
@@ -213,7 +214,8 @@ static void no_registered_range(const struct pt_guest *g)
 		    (strstr(line, " uw") || strstr(line, " um") ||
 		     strstr(line, " ui")))
 			fail_msg("guest %d: a mapping is still registered "
-				 "with a userfaultfd: %s", (int)g->c.pid, line);
+				 "with a userfaultfd: %s",
+				 (int)g->c.pid, line);
 	fclose(f);
 }
 
@@ -225,7 +227,8 @@ int pt_guest_leftovers(const struct pt_guest *g)
 		fail_msg("guest %d: no /proc/%d/status", (int)g->c.pid,
 			 (int)g->c.pid);
 	if (tracer)
-		fail_msg("guest %d is still traced by %d", (int)g->c.pid, tracer);
+		fail_msg("guest %d is still traced by %d", (int)g->c.pid,
+			 tracer);
 	no_registered_range(g);
 	return tu_count_fds(g->c.pid, "userfaultfd");
 }
@@ -240,9 +243,10 @@ static int report_protected(void *arg, uint64_t start, uint64_t end,
 			    uint64_t cats)
 {
 	(void)end;
-	fprintf(stderr, "# guest page 0x%llx is still write-protected "
-		"(categories 0x%llx)\n", (unsigned long long)start,
-		(unsigned long long)cats);
+	fprintf(stderr,
+		"# guest page 0x%llx is still write-protected "
+		"(categories 0x%llx)\n",
+		(unsigned long long)start, (unsigned long long)cats);
 	*(int *)arg = 1;
 	return 1;
 }
@@ -263,7 +267,8 @@ void pt_guest_unprotected(const struct pt_guest *g)
 					  report_protected, &found) >= 0);
 	bgs_uffd_pagemap_close(&pm);
 	if (found)
-		fail_msg("guest %d: memory left write-protected", (int)g->c.pid);
+		fail_msg("guest %d: memory left write-protected",
+			 (int)g->c.pid);
 }
 
 /* ---- running the binary ------------------------------------------------------ */
@@ -399,8 +404,8 @@ uint8_t *pt_read_file(const char *path, size_t *len)
 	buf = malloc((size_t)st.st_size + 1);
 	assert_non_null(buf);
 	for (size_t done = 0; done < (size_t)st.st_size;) {
-		const ssize_t n = pread(fd, buf + done, (size_t)st.st_size - done,
-					(off_t)done);
+		const ssize_t n = pread(fd, buf + done,
+					(size_t)st.st_size - done, (off_t)done);
 		assert_true(n > 0);
 		done += (size_t)n;
 	}
@@ -422,8 +427,8 @@ uint8_t *pt_export_guest(const struct pt_guest *g, const char *file)
 	pt_run(&r, 60000, -1, "export", file, "--region", name, "-o", out,
 	       "--quiet", NULL);
 	if (r.code)
-		fail_msg("bgsnap export %s --region %s: exit %d: %s", file, name,
-			 r.code, r.err);
+		fail_msg("bgsnap export %s --region %s: exit %d: %s", file,
+			 name, r.code, r.err);
 	pt_run_free(&r);
 	image = pt_read_file(out, &len);
 	unlink(out);
@@ -445,9 +450,10 @@ void pt_check_image(const struct pt_guest *g, const uint8_t *image)
 	if (memcmp(image, want, PT_PAGE))
 		fail_msg("the bank's header page differs from the start");
 	for (size_t pg = 2; pg < g->len / PT_PAGE; pg++)
-		if (memcmp(image + pg * PT_PAGE + acct, want + pg * PT_PAGE + acct,
-			   PT_PAGE - acct))
+		if (memcmp(image + pg * PT_PAGE + acct,
+			   want + pg * PT_PAGE + acct, PT_PAGE - acct))
 			fail_msg("page %zu: bytes the writers never touch "
-				 "differ from what the guest formatted", pg);
+				 "differ from what the guest formatted",
+				 pg);
 	munmap(want, g->len);
 }

@@ -19,7 +19,7 @@
 
 #include "guest_client.h"
 
-#define PT_PAGE	     4096u
+#define PT_PAGE 4096u
 
 /* The bgsnap binary under test. */
 extern const char *pt_bgsnap;
@@ -85,8 +85,8 @@ double pt_num(const char *json, const char *key);
 /* ---- running the binary ------------------------------------------------------ */
 
 struct pt_run {
-	int code;   /* exit status, or -signal when killed by one */
-	char *out;  /* stdout and stderr, NUL-terminated, malloc'd */
+	int code;  /* exit status, or -signal when killed by one */
+	char *out; /* stdout and stderr, NUL-terminated, malloc'd */
 	char *err;
 };
 

@@ -57,7 +57,8 @@ static const char check_py[] =
 	"assert g['writers'] == 2 and g['transfers_per_s'] > 0\n"
 	"assert list(sv['regions']) == ['saved', 'copied', 'skipped']\n"
 	"assert sv['regions']['saved'] > 0 and sv['bytes_saved'] >= g['size']\n"
-	"assert sv['pages_total'] * 4096 >= g['size'] and sv['blackout_ms'] > 0\n"
+	"assert sv['pages_total'] * 4096 >= g['size'] and sv['blackout_ms'] > "
+	"0\n"
 	"assert sv['bytes_written'] > 0 and d['verify']['elapsed_ns'] > 0\n"
 	"assert d['invariant']['balanced'] is True\n"
 	"assert r['pages_differing_after'] == 0 and r['elapsed_ns'] > 0\n"
@@ -118,8 +119,8 @@ static void test_demo_json_failed(void **state)
 
 	(void)state;
 	snprintf(dir, sizeof(dir), "%s/no/such/dir", pt_dir());
-	pt_run(&r, RUN_MS, -1, "demo", "--size", "16M", "--json", "--dir",
-	       dir, NULL);
+	pt_run(&r, RUN_MS, -1, "demo", "--size", "16M", "--json", "--dir", dir,
+	       NULL);
 	fprintf(stderr, "# %s%s", r.out, r.err);
 	assert_int_equal(r.code, 1);
 	pt_one_error_line(r.err);

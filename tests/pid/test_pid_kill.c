@@ -30,9 +30,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define GUEST_SIZE    "64M"
-#define HEALTH_MS     150
-#define DEADLINE_MS   5000
+#define GUEST_SIZE     "64M"
+#define HEALTH_MS      150
+#define DEADLINE_MS    5000
 #define DEFAULT_TRIALS 10
 
 static unsigned trials(void)
@@ -113,7 +113,8 @@ static int one_trial(struct pt_guest *g, const char *file, uint64_t delay_us)
 		pt_run(&r, 60000, -1, "verify", file, "--quiet", NULL);
 		if (r.code)
 			fail_msg("a file under the final name does not "
-				 "verify: %s", r.err);
+				 "verify: %s",
+				 r.err);
 		pt_run_free(&r);
 		unlink(file);
 		finished = 1;
@@ -148,8 +149,10 @@ static unsigned kill_trials(const char *kind, unsigned n)
 		if (!killed)
 			span_us = span_us * 3 / 4 + 1;
 	}
-	fprintf(stderr, "# %s: %u trials, %u killed mid-save (span now "
-		"%llu us)\n", kind, n, mid, (unsigned long long)span_us);
+	fprintf(stderr,
+		"# %s: %u trials, %u killed mid-save (span now "
+		"%llu us)\n",
+		kind, n, mid, (unsigned long long)span_us);
 	pt_guest_stop(&g);
 	return mid;
 }
@@ -166,8 +169,10 @@ static void test_kill(void **state)
 		if (n / 3 + (k == 0 ? n % 3 : 0))
 			mid += kill_trials(kinds[k],
 					   n / 3 + (k == 0 ? n % 3 : 0));
-	fprintf(stderr, "# %u kills left the guest an idle userfaultfd "
-		"descriptor (killed while bgsnap made it there)\n", left_fd);
+	fprintf(stderr,
+		"# %u kills left the guest an idle userfaultfd "
+		"descriptor (killed while bgsnap made it there)\n",
+		left_fd);
 	/* The draw covers the save: most kills must land inside it, or the
 	 * test proved little. */
 	if (mid * 2 < n)

@@ -30,8 +30,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define GUEST_SIZE "64M"
-#define RUN_MS	   60000
+#define GUEST_SIZE   "64M"
+#define RUN_MS	     60000
 #define EXIT_BADFILE 3
 
 static void path_in_dir(char *buf, size_t n, const char *name)
@@ -133,7 +133,8 @@ static void round_trip(const char *kind, unsigned uid)
 	image = pt_export_guest(&g, file);
 	pt_check_image(&g, image);
 	mem = guest_memory(&g);
-	expect_same(mem, image, g.len, "differs from the snapshot right "
+	expect_same(mem, image, g.len,
+		    "differs from the snapshot right "
 		    "after the restore");
 	assert_int_equal(dry_run_changed(&g, file), 0);
 	free(mem);
@@ -180,12 +181,15 @@ static void test_restore_from_pipe(void **state)
 	save_guest(&g, file);
 	tu_sleep_ms(100);
 	pt_guest_must(&g, "hold");
-	snprintf(cmd, sizeof(cmd), "cat %s | %s restore - --pid %d --include "
-		 "%s --quiet", file, pt_bgsnap, (int)g.c.pid, g.range);
+	snprintf(cmd, sizeof(cmd),
+		 "cat %s | %s restore - --pid %d --include "
+		 "%s --quiet",
+		 file, pt_bgsnap, (int)g.c.pid, g.range);
 	assert_int_equal(system(cmd), 0);
 	image = pt_export_guest(&g, file);
 	mem = guest_memory(&g);
-	expect_same(mem, image, g.len, "differs from the snapshot after a "
+	expect_same(mem, image, g.len,
+		    "differs from the snapshot after a "
 		    "restore from a pipe");
 	free(mem);
 	free(image);
@@ -297,8 +301,7 @@ static void test_mapping_gone(void **state)
 	path_in_dir(file, sizeof(file), "gone.bgs");
 	kid_start(&k);
 	snprintf(pid, sizeof(pid), "%d", (int)k.pid);
-	snprintf(range, sizeof(range), "%llx-%llx",
-		 (unsigned long long)k.data,
+	snprintf(range, sizeof(range), "%llx-%llx", (unsigned long long)k.data,
 		 (unsigned long long)k.data + (1 << 20));
 	pt_run(&r, RUN_MS, -1, "save", "--pid", pid, "-o", file, "-q", NULL);
 	if (r.code)
@@ -332,8 +335,8 @@ static void test_mapping_gone(void **state)
 
 static void write_file(const char *path, const uint8_t *data, size_t len)
 {
-	const int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-			    0600);
+	const int fd =
+		open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, data, len), (ssize_t)len);
@@ -397,9 +400,8 @@ enum damage {
 };
 
 static const char *const damage_names[] = {
-	"bad magic", "truncated", "header byte", "payload byte",
-	"index byte", "footer byte", "empty", "random", "directory",
-	"missing",
+	"bad magic",   "truncated", "header byte", "payload byte", "index byte",
+	"footer byte", "empty",	    "random",	   "directory",	   "missing",
 };
 
 static void make_bad(enum damage d, const uint8_t *good, size_t len,
@@ -477,16 +479,16 @@ static void test_bad_files(void **state)
 		fprintf(stderr, "# %-12s verify:  %d %s", damage_names[d],
 			r.code, r.err);
 		if (r.code != EXIT_BADFILE)
-			fail_msg("verify of a %s file: exit %d", damage_names[d],
-				 r.code);
+			fail_msg("verify of a %s file: exit %d",
+				 damage_names[d], r.code);
 		pt_one_error_line(r.err);
 		pt_run_free(&r);
 		restore(&r, &g, bad, NULL, NULL);
 		fprintf(stderr, "# %-12s restore: %d %s", damage_names[d],
 			r.code, r.err);
 		if (r.code != EXIT_BADFILE)
-			fail_msg("restore of a %s file: exit %d", damage_names[d],
-				 r.code);
+			fail_msg("restore of a %s file: exit %d",
+				 damage_names[d], r.code);
 		pt_one_error_line(r.err);
 		assert_non_null(strstr(r.err, "nothing was written"));
 		pt_run_free(&r);

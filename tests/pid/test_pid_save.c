@@ -146,7 +146,8 @@ static void test_save_held_exact(void **state)
 	for (size_t i = 0; i < len; i += PT_PAGE)
 		if (memcmp(image + i, mem + i, PT_PAGE))
 			fail_msg("page %zu of the snapshot differs from the "
-				 "memory it was taken of", i / PT_PAGE);
+				 "memory it was taken of",
+				 i / PT_PAGE);
 	pt_check_image(&g, image);
 	free(mem);
 	free(image);
@@ -235,7 +236,8 @@ static void test_output_refused(void **state)
 	assert_int_equal(write(fd, precious, strlen(precious)),
 			 (ssize_t)strlen(precious));
 	close(fd);
-	expect_refused(g.c.pid, keep, NULL, NULL, "exists (--force replaces it)",
+	expect_refused(g.c.pid, keep, NULL, NULL,
+		       "exists (--force replaces it)",
 		       (const uint8_t *)precious, strlen(precious));
 	save_to(&r, g.c.pid, keep, "--force", NULL);
 	if (r.code)
@@ -372,7 +374,8 @@ static void *slow_reader_main(void *arg)
 	ssize_t n;
 
 	while ((n = read(sr->in, buf, sizeof(buf))) > 0) {
-		const uint64_t due = sr->bytes * 1000000000ULL / SLOW_BYTES_PER_S;
+		const uint64_t due =
+			sr->bytes * 1000000000ULL / SLOW_BYTES_PER_S;
 		const uint64_t now = tu_now_ns() - t0;
 
 		if (write(sr->out, buf, (size_t)n) != n)
@@ -444,14 +447,16 @@ static void json_has_keys(const char *json, const char *keys)
 		 "d = json.load(open(sys.argv[1]))\n"
 		 "missing = [k for k in sys.argv[2].split() if k not in d]\n"
 		 "sys.exit(\"missing keys: \" + \" \".join(missing) if missing "
-		 "else 0)' %s '%s'", path, keys);
+		 "else 0)' %s '%s'",
+		 path, keys);
 	status = system(cmd);
 	if (status == -1 || WEXITSTATUS(status) == 127) {
 		fprintf(stderr, "# no python3: JSON keys not checked\n");
 		return;
 	}
 	if (status)
-		fail_msg("--json output does not parse or lacks keys: %s", json);
+		fail_msg("--json output does not parse or lacks keys: %s",
+			 json);
 	unlink(path);
 }
 
@@ -541,8 +546,8 @@ static int wait_exit(pid_t pid, int ms)
 
 	for (int i = 0; i < ms / 5; i++) {
 		if (waitpid(pid, &status, WNOHANG) == pid)
-			return WIFEXITED(status) ? WEXITSTATUS(status) :
-						   -WTERMSIG(status);
+			return WIFEXITED(status) ? WEXITSTATUS(status)
+						 : -WTERMSIG(status);
 		tu_sleep_ms(5);
 	}
 	kill(pid, SIGKILL);
@@ -854,14 +859,14 @@ static void test_ptrace_refused(void **state)
 static void test_bad_arguments(void **state)
 {
 	static const char *const cases[][8] = {
-		{ "save", "-o", "x.bgs", NULL },		 /* no --pid */
-		{ "save", "--pid", "1", NULL },			 /* no -o */
+		{ "save", "-o", "x.bgs", NULL }, /* no --pid */
+		{ "save", "--pid", "1", NULL },	 /* no -o */
 		{ "save", "--pid", "1", "-o", "x", "--compress", "zstd", NULL },
 		{ "save", "--pid", "1", "-o", "x", "--buffer", "12Q", NULL },
 		{ "save", "--pid", "1", "-o", "x", "--lz4-accel", "0", NULL },
 		{ "save", "--pid", "1", "-o", "x", "extra", NULL },
-		{ "restore", "--pid", "1", NULL },		 /* no FILE */
-		{ "restore", "x.bgs", NULL },			 /* no --pid */
+		{ "restore", "--pid", "1", NULL }, /* no FILE */
+		{ "restore", "x.bgs", NULL },	   /* no --pid */
 	};
 	struct pt_run r;
 
@@ -872,7 +877,8 @@ static void test_bad_arguments(void **state)
 		pt_run(&r, 10000, -1, c[0], c[1], c[2], c[3], c[4], c[5], c[6],
 		       c[7]);
 		if (r.code != 2)
-			fail_msg("case %zu: exit %d, not 2: %s", i, r.code, r.err);
+			fail_msg("case %zu: exit %d, not 2: %s", i, r.code,
+				 r.err);
 		pt_one_error_line(r.err);
 		pt_run_free(&r);
 	}
@@ -893,7 +899,7 @@ static void test_bad_arguments(void **state)
 /* @cmd ... --pid @pid fails (exit 1) with one line saying @why, and not
  * @not (may be NULL). */
 static void expect_reason(const char *cmd, const char *pid, const char *why,
-			  const char *not)
+			  const char * not )
 {
 	char dir[256], file[256];
 	struct pt_run r;
@@ -901,8 +907,7 @@ static void expect_reason(const char *cmd, const char *pid, const char *why,
 	path_in_dir(dir, sizeof(dir), "reason");
 	path_in_dir(file, sizeof(file), "reason.bgs");
 	if (!strcmp(cmd, "save"))
-		pt_run(&r, SAVE_MS, -1, "save", "--pid", pid, "-o", file,
-		       NULL);
+		pt_run(&r, SAVE_MS, -1, "save", "--pid", pid, "-o", file, NULL);
 	else if (!strcmp(cmd, "restore"))
 		pt_run(&r, SAVE_MS, -1, "restore", file, "--pid", pid, NULL);
 	else
@@ -912,7 +917,7 @@ static void expect_reason(const char *cmd, const char *pid, const char *why,
 	if (r.code != 1)
 		fail_msg("%s --pid %s: exit %d, expected 1", cmd, pid, r.code);
 	pt_one_error_line(r.err);
-	if (!strstr(r.err, why) || (not && strstr(r.err, not)))
+	if (!strstr(r.err, why) || (not &&strstr(r.err, not )))
 		fail_msg("%s --pid %s: the error does not say '%s'", cmd, pid,
 			 why);
 	pt_run_free(&r);
@@ -1006,8 +1011,10 @@ static void test_wrong_targets(void **state)
 		fprintf(stderr, "# pid 2 is not kthreadd (a pid namespace?): "
 				"a kernel thread not tried\n");
 	for (size_t i = 0; i < 3 && kthreadd_is_2(); i++)
-		expect_reason(cmds[i], "2", "process 2 (kthreadd) is a kernel "
-			      "thread", "--include");
+		expect_reason(cmds[i], "2",
+			      "process 2 (kthreadd) is a kernel "
+			      "thread",
+			      "--include");
 	/* A writer thread of a guest: not "pidfd_open: No such file". */
 	pt_guest_start(&g, 0, "8M", "4k", NULL);
 	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);

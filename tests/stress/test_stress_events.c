@@ -125,8 +125,7 @@ static void on_resume(void *arg)
 {
 	struct mutator *mt = arg;
 
-	assert_int_equal(pthread_create(&mt->t, NULL, mutator_main, &mt->m),
-			 0);
+	assert_int_equal(pthread_create(&mt->t, NULL, mutator_main, &mt->m), 0);
 	mt->started = true;
 }
 
@@ -177,7 +176,8 @@ static void test_saves_under_mutations(void **state)
 	assert_int_equal(bgsnap_add_region(h, "ram", mem, LEN), 0);
 	for (unsigned i = 0; i < WRITERS; i++)
 		assert_int_equal(pthread_create(&writers[i], NULL, writer_main,
-						(void *)(uintptr_t)i), 0);
+						(void *)(uintptr_t)i),
+				 0);
 	assert_int_equal(pthread_create(&dog, NULL, watchdog_main, NULL), 0);
 	while (tu_now_ns() < end) {
 		struct mutator mt = {
@@ -211,9 +211,10 @@ static void test_saves_under_mutations(void **state)
 	for (unsigned i = 0; i < WRITERS; i++)
 		pthread_join(writers[i], NULL);
 	pthread_join(dog, NULL);
-	fprintf(stderr, "# %u saves (%u failed on a hazard): %u mremap, "
-		"%u munmap, %u MADV_DONTNEED\n", saves, failed, kinds[0],
-		kinds[1], kinds[2]);
+	fprintf(stderr,
+		"# %u saves (%u failed on a hazard): %u mremap, "
+		"%u munmap, %u MADV_DONTNEED\n",
+		saves, failed, kinds[0], kinds[1], kinds[2]);
 	assert_true(saves > 0);
 	bgsnap_free(h);
 	tu_unmap(mem, LEN);

@@ -27,8 +27,8 @@ enum { R_RAM, R_HUGE, R_OLD };
 static struct rs_region regions[3];
 static uint8_t ram[12 * PG], huge[8 * PG];
 static const char dev_state[] = "device state: 0123456789abcdef";
-static bool v10;	  /* the group of format 1.0 */
-static uint8_t *base;	  /* the valid store */
+static bool v10;      /* the group of format 1.0 */
+static uint8_t *base; /* the valid store */
 static size_t base_len;
 static struct rt_layout lay;
 
@@ -38,7 +38,7 @@ static int fill_store(struct rs_writer *w, void *arg)
 
 	(void)arg;
 	/* One record of each kind, in a known order. */
-	ret = bgs_rs_put_pages(w, R_RAM, 0, 4, ram);		      /* ZERO */
+	ret = bgs_rs_put_pages(w, R_RAM, 0, 4, ram); /* ZERO */
 	if (!ret)
 		ret = bgs_rs_put_pages(w, R_RAM, 4, 1, ram + 4 * PG); /* RAW */
 	if (!ret)
@@ -316,7 +316,8 @@ static void test_flip_every_byte(void **state)
 	}
 	if (v10)
 		print_message("format 1.0: %zu bytes flipped; of %u lz4 bytes "
-			      "%u decoded the same\n", base_len, lz4, same);
+			      "%u decoded the same\n",
+			      base_len, lz4, same);
 	/* 1.0: rare, a match moved onto equal data; 1.1 checks the bytes */
 	if (v10)
 		assert_true(same * 50 < lz4);
@@ -369,8 +370,9 @@ static unsigned flip_bits(size_t from, size_t to, int want, bool lz4_ok)
 			if (v != want || deep != want || s != want)
 				fail_msg("format 1.%d: bit %u of byte %zu "
 					 "flipped: verify %d, deep %d, stream "
-					 "%d (want %d)", v10 ? 0 : 1, bit, off,
-					 v, deep, s, want);
+					 "%d (want %d)",
+					 v10 ? 0 : 1, bit, off, v, deep, s,
+					 want);
 		}
 	}
 	free(buf);
@@ -390,12 +392,13 @@ static void test_lz4_payload_bits(void **state)
 
 		if (r->h.type != RS_REC_PAGES || r->h.encoding != RS_ENC_LZ4)
 			continue;
-		passed += flip_bits(p, p + r->h.payload_len, RS_ECHECKSUM,
-				    true);
+		passed +=
+			flip_bits(p, p + r->h.payload_len, RS_ECHECKSUM, true);
 		bits += 8 * (unsigned)r->h.payload_len;
 	}
 	print_message("format 1.%d: %u lz4 payload bits flipped, %u passed "
-		      "verify\n", v10 ? 0 : 1, bits, passed);
+		      "verify\n",
+		      v10 ? 0 : 1, bits, passed);
 	assert_true(bits > 0);
 	if (!v10)
 		assert_int_equal(passed, 0);
@@ -524,51 +527,135 @@ struct edit {
 };
 
 #define REC(type, region, first) find_rec(type, region, first)->off
-#define RAW_REC REC(RS_REC_PAGES, R_RAM, 4)
-#define LZ4_REC REC(RS_REC_PAGES, R_RAM, 5)
-#define ZERO_REC REC(RS_REC_PAGES, R_RAM, 0)
-#define HUGE_REC REC(RS_REC_PAGES, R_HUGE, 4)
-#define ATT_REC REC(RS_REC_ATTACHMENT, 0, 0)
-#define FOOTER lay.footer_off
+#define RAW_REC			 REC(RS_REC_PAGES, R_RAM, 4)
+#define LZ4_REC			 REC(RS_REC_PAGES, R_RAM, 5)
+#define ZERO_REC		 REC(RS_REC_PAGES, R_RAM, 0)
+#define HUGE_REC		 REC(RS_REC_PAGES, R_HUGE, 4)
+#define ATT_REC			 REC(RS_REC_ATTACHMENT, 0, 0)
+#define FOOTER			 lay.footer_off
 
-static void e_major(uint8_t *b) { put16(b + 8, 2); }
-static void e_minor(uint8_t *b) { put16(b + 10, 9); }
-static void e_hlen(uint8_t *b) { put32(b + 12, 248); }
-static void e_pagesize(uint8_t *b) { put32(b + 16, 8192); }
-static void e_incompat(uint8_t *b) { b[20] |= 8; }
-static void e_compat(uint8_t *b) { b[22] |= 0x10; }
-static void e_incr(uint8_t *b) { b[22] |= 1; }
-static void e_nregions(uint8_t *b) { put32(b + 24, 4); }
-static void e_reserved(uint8_t *b) { b[210] = 7; }
-static void e_rlen_grow(uint8_t *b) { put64(b + rentry(b, 0) + 8, 13 * PG); }
-static void e_rlen_shrink(uint8_t *b) { put64(b + rentry(b, 0) + 8, 8 * PG); }
-static void e_rkind(uint8_t *b) { put16(b + rentry(b, 0) + 20, 9); }
-static void e_rpage(uint8_t *b) { put32(b + rentry(b, 0) + 16, 8192); }
-static void e_rhuge(uint8_t *b) { put32(b + rentry(b, 1) + 16, 3 * PG); }
-static void e_rname0(uint8_t *b) { put16(b + rentry(b, 0) + 24, 0); }
-static void e_rnamebad(uint8_t *b) { b[rentry(b, 0) + 33] = '\n'; }
-static void e_rdup(uint8_t *b) { memcpy(b + rentry(b, 1) + 32, "ram", 3); }
-static void e_rreserved(uint8_t *b) { b[rentry(b, 2) + 27] = 1; }
-static void e_rbase(uint8_t *b) { b[rentry(b, 0)] = 1; }
-static void e_encoding(uint8_t *b) { b[LZ4_REC + 5] = 7; }
+static void e_major(uint8_t *b)
+{
+	put16(b + 8, 2);
+}
+static void e_minor(uint8_t *b)
+{
+	put16(b + 10, 9);
+}
+static void e_hlen(uint8_t *b)
+{
+	put32(b + 12, 248);
+}
+static void e_pagesize(uint8_t *b)
+{
+	put32(b + 16, 8192);
+}
+static void e_incompat(uint8_t *b)
+{
+	b[20] |= 8;
+}
+static void e_compat(uint8_t *b)
+{
+	b[22] |= 0x10;
+}
+static void e_incr(uint8_t *b)
+{
+	b[22] |= 1;
+}
+static void e_nregions(uint8_t *b)
+{
+	put32(b + 24, 4);
+}
+static void e_reserved(uint8_t *b)
+{
+	b[210] = 7;
+}
+static void e_rlen_grow(uint8_t *b)
+{
+	put64(b + rentry(b, 0) + 8, 13 * PG);
+}
+static void e_rlen_shrink(uint8_t *b)
+{
+	put64(b + rentry(b, 0) + 8, 8 * PG);
+}
+static void e_rkind(uint8_t *b)
+{
+	put16(b + rentry(b, 0) + 20, 9);
+}
+static void e_rpage(uint8_t *b)
+{
+	put32(b + rentry(b, 0) + 16, 8192);
+}
+static void e_rhuge(uint8_t *b)
+{
+	put32(b + rentry(b, 1) + 16, 3 * PG);
+}
+static void e_rname0(uint8_t *b)
+{
+	put16(b + rentry(b, 0) + 24, 0);
+}
+static void e_rnamebad(uint8_t *b)
+{
+	b[rentry(b, 0) + 33] = '\n';
+}
+static void e_rdup(uint8_t *b)
+{
+	memcpy(b + rentry(b, 1) + 32, "ram", 3);
+}
+static void e_rreserved(uint8_t *b)
+{
+	b[rentry(b, 2) + 27] = 1;
+}
+static void e_rbase(uint8_t *b)
+{
+	b[rentry(b, 0)] = 1;
+}
+static void e_encoding(uint8_t *b)
+{
+	b[LZ4_REC + 5] = 7;
+}
 static void e_npages0(uint8_t *b)
 {
 	put32(b + RAW_REC + 12, 0);
 	put32(b + ientry(b, RAW_REC) + 16, 0);
 }
-static void e_zerosum(uint8_t *b) { put64(b + ZERO_REC + 32, 5); }
-static void e_lz4sum(uint8_t *b) { b[LZ4_REC + 32] ^= 1; }
+static void e_zerosum(uint8_t *b)
+{
+	put64(b + ZERO_REC + 32, 5);
+}
+static void e_lz4sum(uint8_t *b)
+{
+	b[LZ4_REC + 32] ^= 1;
+}
 static void e_overlap(uint8_t *b)
 {
 	put64(b + RAW_REC + 16, 3);
 	put64(b + ientry(b, RAW_REC) + 8, 3);
 }
-static void e_overlap_rec(uint8_t *b) { put64(b + RAW_REC + 16, 3); }
-static void e_unsaved(uint8_t *b) { put32(b + RAW_REC + 8, R_OLD); }
-static void e_noregion(uint8_t *b) { put32(b + RAW_REC + 8, 7); }
-static void e_outside(uint8_t *b) { put64(b + RAW_REC + 16, 1ull << 40); }
-static void e_split_huge(uint8_t *b) { put64(b + HUGE_REC + 16, 2); }
-static void e_recmagic(uint8_t *b) { b[LZ4_REC] ^= 1; }
+static void e_overlap_rec(uint8_t *b)
+{
+	put64(b + RAW_REC + 16, 3);
+}
+static void e_unsaved(uint8_t *b)
+{
+	put32(b + RAW_REC + 8, R_OLD);
+}
+static void e_noregion(uint8_t *b)
+{
+	put32(b + RAW_REC + 8, 7);
+}
+static void e_outside(uint8_t *b)
+{
+	put64(b + RAW_REC + 16, 1ull << 40);
+}
+static void e_split_huge(uint8_t *b)
+{
+	put64(b + HUGE_REC + 16, 2);
+}
+static void e_recmagic(uint8_t *b)
+{
+	b[LZ4_REC] ^= 1;
+}
 static void e_ixswap(uint8_t *b)
 {
 	const size_t x = ientry(b, RAW_REC), y = ientry(b, LZ4_REC);
@@ -578,25 +665,58 @@ static void e_ixswap(uint8_t *b)
 	memcpy(b + x, b + y, 32);
 	memcpy(b + y, t, 32);
 }
-static void e_ixreserved(uint8_t *b) { b[ientry(b, LZ4_REC) + 31] = 1; }
-static void e_ixoff1(uint8_t *b) { b[ientry(b, LZ4_REC)] += 1; }
+static void e_ixreserved(uint8_t *b)
+{
+	b[ientry(b, LZ4_REC) + 31] = 1;
+}
+static void e_ixoff1(uint8_t *b)
+{
+	b[ientry(b, LZ4_REC)] += 1;
+}
 static void e_ixoffbig(uint8_t *b)
 {
 	put64(b + ientry(b, LZ4_REC), 1ull << 50);
 }
-static void e_ixcount(uint8_t *b) { b[lay.recs[lay.n - 1].off + 16] += 1; }
-static void e_ixtype(uint8_t *b) { b[ientry(b, ATT_REC) + 28] = RS_REC_PAGES; }
+static void e_ixcount(uint8_t *b)
+{
+	b[lay.recs[lay.n - 1].off + 16] += 1;
+}
+static void e_ixtype(uint8_t *b)
+{
+	b[ientry(b, ATT_REC) + 28] = RS_REC_PAGES;
+}
 static void e_fidx(uint8_t *b)
 {
 	put64(b + FOOTER + 8, get64(b + FOOTER + 8) + 48);
 }
-static void e_fsize_up(uint8_t *b) { put64(b + FOOTER + 16, base_len + 1); }
-static void e_fsize_down(uint8_t *b) { put64(b + FOOTER + 16, base_len - 1); }
-static void e_fid(uint8_t *b) { b[FOOTER + 40] ^= 1; }
-static void e_fnrec(uint8_t *b) { b[FOOTER + 24] += 1; }
-static void e_fnatt(uint8_t *b) { put64(b + FOOTER + 32, 1ull << 40); }
-static void e_attbig(uint8_t *b) { put64(b + ATT_REC + 16, 65ull << 20); }
-static void e_attname0(uint8_t *b) { put32(b + ATT_REC + 8, 0); }
+static void e_fsize_up(uint8_t *b)
+{
+	put64(b + FOOTER + 16, base_len + 1);
+}
+static void e_fsize_down(uint8_t *b)
+{
+	put64(b + FOOTER + 16, base_len - 1);
+}
+static void e_fid(uint8_t *b)
+{
+	b[FOOTER + 40] ^= 1;
+}
+static void e_fnrec(uint8_t *b)
+{
+	b[FOOTER + 24] += 1;
+}
+static void e_fnatt(uint8_t *b)
+{
+	put64(b + FOOTER + 32, 1ull << 40);
+}
+static void e_attbig(uint8_t *b)
+{
+	put64(b + ATT_REC + 16, 65ull << 20);
+}
+static void e_attname0(uint8_t *b)
+{
+	put32(b + ATT_REC + 8, 0);
+}
 
 static const struct edit edits[] = {
 	{ "major version 2", e_major, RS_EVERSION, RS_EVERSION },
@@ -837,7 +957,8 @@ static void test_random_files(void **state)
 			continue;
 		if (!is_store_error(o) || !is_store_error(s))
 			fail_msg("random file %d (kind %d, %zu bytes): open %d,"
-				 " stream %d", i, kind, len, o, s);
+				 " stream %d",
+				 i, kind, len, o, s);
 	}
 	free(buf);
 }

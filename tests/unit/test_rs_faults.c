@@ -32,13 +32,13 @@
 #define PG RS_PAGE
 
 /* Checks inside a forked child, which must not return into cmocka. */
-#define CHILD_CHECK(cond)                                                    \
-	do {                                                                 \
-		if (!(cond)) {                                               \
+#define CHILD_CHECK(cond)                                                      \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
 			fprintf(stderr, "%s:%d: child: %s failed\n", __FILE__, \
-				__LINE__, #cond);                            \
-			_exit(1);                                            \
-		}                                                            \
+				__LINE__, #cond);                              \
+			_exit(1);                                              \
+		}                                                              \
 	} while (0)
 
 static uint8_t *random_pages; /* 2 MiB of incompressible data */
@@ -64,7 +64,8 @@ static int save(const char *path, int fd, unsigned mib, bool sync_io,
 {
 	const uint64_t pages = (uint64_t)mib << 8;
 	const struct rs_region r = one_region(pages);
-	const struct rs_writer_opts o = { .regions = &r, .nregions = 1,
+	const struct rs_writer_opts o = { .regions = &r,
+					  .nregions = 1,
 					  .sync_io = sync_io };
 	struct rs_writer *w;
 	int ret = path ? bgs_rs_writer_open_path(&w, path, &o)

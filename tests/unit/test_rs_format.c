@@ -78,12 +78,15 @@ static void test_header_roundtrip(void **state)
 	memset(h.info.host, 'h', 64); /* all 64 bytes used */
 	strcpy(h.info.kernel, "6.18\x01");
 	bgs_rs_header_encode(&d, &h);
-	assert_memory_equal(d.magic, "\x89" "BGSNAP\n", 8);
-	assert_int_equal(bgs_rs_header_start(&d, 5, &hl, &diag),
-			 RS_ETRUNCATED);
-	assert_int_equal(bgs_rs_header_start(&d, 0, &hl, &diag),
-			 RS_ETRUNCATED);
-	assert_int_equal(bgs_rs_header_start("\x89" "BGX", 4, &hl, &diag),
+	assert_memory_equal(d.magic,
+			    "\x89"
+			    "BGSNAP\n",
+			    8);
+	assert_int_equal(bgs_rs_header_start(&d, 5, &hl, &diag), RS_ETRUNCATED);
+	assert_int_equal(bgs_rs_header_start(&d, 0, &hl, &diag), RS_ETRUNCATED);
+	assert_int_equal(bgs_rs_header_start("\x89"
+					     "BGX",
+					     4, &hl, &diag),
 			 RS_EBADMAGIC);
 	assert_int_equal(bgs_rs_header_start(&d, sizeof(d), &hl, &diag), 0);
 	assert_int_equal(hl, RS_HEADER_SIZE);
@@ -171,26 +174,26 @@ static void test_stored_sum_rules(void **state)
 		struct rs_rechdr back;
 		struct rs_diag d;
 
-		bgs_rs_rec_encode(buf,
-				  &(struct rs_rechdr){
-					  .type = cases[i].type,
-					  .encoding = cases[i].encoding,
-					  .data_csum = 5,
-					  .stored_csum = cases[i].stored },
-				  RS_RECHDR_V11);
-		assert_int_equal(bgs_rs_rec_decode(&back, buf, RS_RECHDR_V11,
-						   64, &d),
-				 cases[i].want);
+		bgs_rs_rec_encode(
+			buf,
+			&(struct rs_rechdr){ .type = cases[i].type,
+					     .encoding = cases[i].encoding,
+					     .data_csum = 5,
+					     .stored_csum = cases[i].stored },
+			RS_RECHDR_V11);
+		assert_int_equal(
+			bgs_rs_rec_decode(&back, buf, RS_RECHDR_V11, 64, &d),
+			cases[i].want);
 		/* 1.0 has no stored checksum to disagree */
-		bgs_rs_rec_encode(buf,
-				  &(struct rs_rechdr){
-					  .type = cases[i].type,
-					  .encoding = cases[i].encoding,
-					  .data_csum = 5 },
-				  RS_RECHDR_V10);
-		assert_int_equal(bgs_rs_rec_decode(&back, buf, RS_RECHDR_V10,
-						   64, &d),
-				 0);
+		bgs_rs_rec_encode(
+			buf,
+			&(struct rs_rechdr){ .type = cases[i].type,
+					     .encoding = cases[i].encoding,
+					     .data_csum = 5 },
+			RS_RECHDR_V10);
+		assert_int_equal(
+			bgs_rs_rec_decode(&back, buf, RS_RECHDR_V10, 64, &d),
+			0);
 	}
 }
 
@@ -278,7 +281,9 @@ static void test_extent_rules(void **state)
 				  region("h", RS_KIND_HUGETLB, 8 * PG,
 					 64 * PG) };
 	struct rs_head h = { .regions = r, .nregions = 2 };
-	struct rs_extent e = { .region = 0, .first = 0, .npages = 512,
+	struct rs_extent e = { .region = 0,
+			       .first = 0,
+			       .npages = 512,
 			       .encoding = RS_ENC_RAW,
 			       .stored_len = 512 * PG };
 	struct rs_diag d;
@@ -288,22 +293,30 @@ static void test_extent_rules(void **state)
 	e.npages = 513;
 	e.stored_len = 513 * PG;
 	assert_int_equal(bgs_rs_extent_check(&h, &e, &d), RS_ECORRUPT);
-	e = (struct rs_extent){ .region = 0, .first = 1000, .npages = 25,
+	e = (struct rs_extent){ .region = 0,
+				.first = 1000,
+				.npages = 25,
 				.encoding = RS_ENC_ZERO };
 	assert_int_equal(bgs_rs_extent_check(&h, &e, &d), RS_ERANGE);
 	assert_non_null(strstr(d.msg, "region 'a', pages 1000..1024"));
-	e = (struct rs_extent){ .region = 0, .first = UINT64_MAX - 1,
-				.npages = 4, .encoding = RS_ENC_ZERO };
+	e = (struct rs_extent){ .region = 0,
+				.first = UINT64_MAX - 1,
+				.npages = 4,
+				.encoding = RS_ENC_ZERO };
 	assert_int_equal(bgs_rs_extent_check(&h, &e, &d), RS_ERANGE);
-	e = (struct rs_extent){ .region = 1, .first = 8, .npages = 8,
-				.encoding = RS_ENC_LZ4, .stored_len = 129 };
+	e = (struct rs_extent){ .region = 1,
+				.first = 8,
+				.npages = 8,
+				.encoding = RS_ENC_LZ4,
+				.stored_len = 129 };
 	assert_int_equal(bgs_rs_extent_check(&h, &e, &d), 0);
 	e.stored_len = 128; /* 32 KiB from 128 bytes: more than lz4 can */
 	assert_int_equal(bgs_rs_extent_check(&h, &e, &d), RS_ECORRUPT);
 	e.stored_len = 129;
 	e.first = 4;
 	assert_int_equal(bgs_rs_extent_check(&h, &e, &d), RS_ECORRUPT);
-	e = (struct rs_extent){ .region = 0, .npages = 1,
+	e = (struct rs_extent){ .region = 0,
+				.npages = 1,
 				.encoding = RS_ENC_PARENT };
 	assert_int_equal(bgs_rs_extent_check(&h, &e, &d), RS_ECORRUPT);
 	h.flags = RS_HF_INCREMENTAL;

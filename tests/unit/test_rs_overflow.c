@@ -24,8 +24,8 @@ static struct rs_region region;
 
 struct drain {
 	int fd;
-	int delay_ms;	  /* after go */
-	_Atomic bool go;  /* the consumer may start */
+	int delay_ms;	 /* after go */
+	_Atomic bool go; /* the consumer may start */
 	uint8_t *buf;
 	size_t len, cap;
 };

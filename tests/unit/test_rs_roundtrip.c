@@ -31,11 +31,11 @@ enum { R_RAM, R_THP, R_SHM, R_HUGE, R_FILE, R_GONE, R_NEVER, NREG };
 
 struct scene {
 	struct rs_region reg[NREG];
-	uint8_t *mem[NREG];	 /* what the pages hold */
-	uint8_t *parent[NREG];	 /* per page: stored as "same as parent" */
+	uint8_t *mem[NREG];    /* what the pages hold */
+	uint8_t *parent[NREG]; /* per page: stored as "same as parent" */
 	bool incremental;
-	bool format_1_0;	 /* written as 1.0 */
-	uint8_t *big;		 /* a 16 MiB attachment */
+	bool format_1_0; /* written as 1.0 */
+	uint8_t *big;	 /* a 16 MiB attachment */
 	size_t big_len;
 };
 
@@ -112,8 +112,7 @@ struct run {
 
 /* Cut every saved region into runs of random length (whole huge pages),
  * never mixing parent and saved pages, then shuffle them. */
-static size_t make_runs(const struct scene *s, struct run *runs,
-			uint64_t *seed)
+static size_t make_runs(const struct scene *s, struct run *runs, uint64_t *seed)
 {
 	size_t n = 0;
 
@@ -127,8 +126,8 @@ static size_t make_runs(const struct scene *s, struct run *runs,
 			uint64_t len = unit * (1 + tu_rand(seed) % 3);
 
 			if (unit == 1)
-				len = 1 + tu_rand(seed) % (tu_rand(seed) % 2
-								   ? 8 : 700);
+				len = 1 + tu_rand(seed) %
+						  (tu_rand(seed) % 2 ? 8 : 700);
 			if (len > pages - p)
 				len = pages - p;
 			for (uint64_t k = 1; k < len; k++)
@@ -202,8 +201,8 @@ static void check_pages(const struct scene *s, uint32_t region, uint8_t enc,
 	if (!data) { /* a ZERO record from the stream */
 		assert_int_equal(enc, RS_ENC_ZERO);
 		for (uint64_t p = first; p < first + n; p++)
-			assert_true(bgs_rs_page_is_zero(s->mem[region] +
-							p * PG));
+			assert_true(
+				bgs_rs_page_is_zero(s->mem[region] + p * PG));
 		return;
 	}
 	assert_memory_equal(data, s->mem[region] + first * PG, n * PG);
@@ -290,11 +289,12 @@ static void check_decode_to(const struct scene *s, const struct rs_reader *r)
 	struct decoding t[3];
 
 	for (int i = 0; i < 3; i++) {
-		t[i] = (struct decoding){ .s = s, .r = r,
+		t[i] = (struct decoding){ .s = s,
+					  .r = r,
 					  .start = (size_t)i * 7 };
-		assert_int_equal(pthread_create(&t[i].thread, NULL, decode_all,
-						&t[i]),
-				 0);
+		assert_int_equal(
+			pthread_create(&t[i].thread, NULL, decode_all, &t[i]),
+			0);
 	}
 	for (int i = 0; i < 3; i++) {
 		pthread_join(t[i].thread, NULL);
@@ -335,9 +335,9 @@ static void check_reader(const struct scene *s, int fd)
 		/* find: every page of the extent, and only them */
 		assert_int_equal(bgs_rs_find(r, e->region, e->first),
 				 (ssize_t)i);
-		assert_int_equal(bgs_rs_find(r, e->region,
-					     e->first + e->npages - 1),
-				 (ssize_t)i);
+		assert_int_equal(
+			bgs_rs_find(r, e->region, e->first + e->npages - 1),
+			(ssize_t)i);
 		if (e->region == R_HUGE)
 			assert_int_equal(e->npages % 512, 0);
 		pages += e->npages;
@@ -539,9 +539,8 @@ static void test_pipe_thread(void **state)
 		o.buffer_budget = 1; /* the smallest: back-pressure all along */
 		assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
 		pr.fd = fds[0];
-		assert_int_equal(pthread_create(&t, NULL, pipe_reader_main,
-						&pr),
-				 0);
+		assert_int_equal(
+			pthread_create(&t, NULL, pipe_reader_main, &pr), 0);
 		assert_int_equal(bgs_rs_writer_open_fd(&w, fds[1], &o), 0);
 		assert_int_equal(scene_fill(w, &c), 0);
 		bgs_rs_writer_stats(w, &ws);

@@ -60,8 +60,7 @@ static int per_test_done(void **state)
 	return 0;
 }
 
-static const struct rs_writer_opts opts = { .regions = regions,
-					    .nregions = 3 };
+static const struct rs_writer_opts opts = { .regions = regions, .nregions = 3 };
 
 static struct rs_writer *open_w(void)
 {
@@ -321,7 +320,8 @@ static void test_commit_checks_coverage(void **state)
 /* A 64 MiB attachment, the most there may be, and empty regions. */
 static void test_largest_attachment(void **state)
 {
-	const struct rs_writer_opts o = { .regions = regions, .nregions = 0,
+	const struct rs_writer_opts o = { .regions = regions,
+					  .nregions = 0,
 					  .buffer_budget = 1 };
 	uint8_t *big = malloc(RS_ATTACHMENT_MAX), *back;
 	struct rs_writer *w;
@@ -334,9 +334,9 @@ static void test_largest_attachment(void **state)
 	for (size_t i = 0; i < RS_ATTACHMENT_MAX; i += PG)
 		memcpy(big + i, page + (i / PG % 16) * PG, PG);
 	assert_int_equal(bgs_rs_writer_open_path(&w, path, &o), 0);
-	assert_int_equal(bgs_rs_put_attachment(w, "bgsnap.max", big,
-					       RS_ATTACHMENT_MAX),
-			 0);
+	assert_int_equal(
+		bgs_rs_put_attachment(w, "bgsnap.max", big, RS_ATTACHMENT_MAX),
+		0);
 	assert_int_equal(bgs_rs_writer_commit(w), 0);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	assert_int_equal(bgs_rs_open(&r, fd, NULL), 0);

@@ -112,7 +112,7 @@ static void expect_frozen(const struct bgs_target *t, const struct tu_kid *k)
 static void test_freeze_thaw_threads(void **state)
 {
 	struct bgs_target t;
-	struct tu_kid k = {0};
+	struct tu_kid k = { 0 };
 	int round;
 
 	(void)state;
@@ -178,7 +178,7 @@ static int churn_setup(struct tu_kid *k)
 static void test_freeze_catches_new_threads(void **state)
 {
 	struct bgs_target t;
-	struct tu_kid k = {.setup = churn_setup};
+	struct tu_kid k = { .setup = churn_setup };
 	atomic_ulong *n;
 	int round;
 
@@ -241,7 +241,7 @@ static int clone_vm_setup(struct tu_kid *k)
 static void test_freeze_clone_vm_children(void **state)
 {
 	struct bgs_target t;
-	struct tu_kid k = {.setup = clone_vm_setup};
+	struct tu_kid k = { .setup = clone_vm_setup };
 
 	(void)state;
 	tu_kid_start(&k, 0, 0, 0);
@@ -259,7 +259,7 @@ static void test_freeze_clone_vm_children(void **state)
 static void test_freeze_stopped_target(void **state)
 {
 	struct bgs_target t;
-	struct tu_kid k = {0};
+	struct tu_kid k = { 0 };
 	uint64_t before;
 	int st, i;
 
@@ -289,7 +289,7 @@ static void test_freeze_stopped_target(void **state)
 static void test_killed_while_frozen(void **state)
 {
 	struct bgs_target t;
-	struct tu_kid k = {0};
+	struct tu_kid k = { 0 };
 
 	(void)state;
 	tu_kid_start(&k, 2, 1, 1);
@@ -308,7 +308,7 @@ static void test_killed_while_frozen(void **state)
 static void test_already_traced(void **state)
 {
 	struct bgs_target t;
-	struct tu_kid k = {0};
+	struct tu_kid k = { 0 };
 	char want[64];
 	int p[2];
 	pid_t tracer;
@@ -354,7 +354,7 @@ static int drop_to_nobody(struct tu_kid *k)
 /* A monitor running as another (unprivileged) user is told why. */
 static void test_other_user(void **state)
 {
-	struct tu_kid k = {.setup = drop_to_nobody};
+	struct tu_kid k = { .setup = drop_to_nobody };
 	char msg[BGS_TARGET_MSG_LEN] = "";
 	int p[2], st;
 	pid_t mon;
@@ -399,7 +399,7 @@ static void test_explain_yama(void **state)
 		.comm = "db",
 		.state = 'S',
 		.yama = 1,
-		.uid = {1000, 1000, 1000},
+		.uid = { 1000, 1000, 1000 },
 		.my_uid = 1000,
 	};
 	char buf[BGS_TARGET_MSG_LEN];
@@ -462,7 +462,7 @@ static int mem_setup(struct tu_kid *k)
 
 static void test_memory(void **state)
 {
-	struct tu_kid k = {.setup = mem_setup};
+	struct tu_kid k = { .setup = mem_setup };
 	struct bgs_target t;
 	struct bgs_target_span s[512];
 	unsigned char *buf = malloc(1024 * PG);
@@ -477,7 +477,8 @@ static void test_memory(void **state)
 
 	/* 512 spans: two batches of iovecs, gathered back to back. */
 	for (i = 0; i < 512; i++)
-		s[i] = (struct bgs_target_span){big + (511 - i) * 2 * PG, 100};
+		s[i] = (struct bgs_target_span){ big + (511 - i) * 2 * PG,
+						 100 };
 	assert_int_equal(bgs_target_readv(&t, s, 512, buf, &done), 0);
 	assert_int_equal(done, 512 * 100);
 	for (i = 0; i < 512; i++)
@@ -493,7 +494,7 @@ static void test_memory(void **state)
 		assert_int_equal(buf[i], 0xa5);
 
 	/* Across the hole: the first page arrives, then -EFAULT. */
-	s[0] = (struct bgs_target_span){p, 3 * PG};
+	s[0] = (struct bgs_target_span){ p, 3 * PG };
 	assert_int_equal(bgs_target_readv(&t, s, 1, buf, &done), -EFAULT);
 	assert_int_equal(done, PG);
 	assert_int_equal(buf[PG - 1], (unsigned char)((PG - 1) * 7));

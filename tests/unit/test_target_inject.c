@@ -91,7 +91,7 @@ static bool wait_done(const struct tu_kid *k, uint64_t n, int timeout_ms)
 
 static void inject_everywhere(struct bgs_target *t, const struct tu_kid *k)
 {
-	const uint64_t none[6] = {0};
+	const uint64_t none[6] = { 0 };
 	int64_t ret = 0;
 	int i;
 
@@ -110,7 +110,7 @@ static void inject_everywhere(struct bgs_target *t, const struct tu_kid *k)
 
 static void test_syscall_in_each_thread(void **state)
 {
-	struct tu_kid k = {0};
+	struct tu_kid k = { 0 };
 	struct bgs_target t;
 	int round;
 
@@ -136,9 +136,9 @@ static void test_syscall_in_each_thread(void **state)
 
 static void test_syscall_refusals(void **state)
 {
-	struct tu_kid k = {0};
+	struct tu_kid k = { 0 };
 	struct bgs_target t;
-	const uint64_t none[6] = {0};
+	const uint64_t none[6] = { 0 };
 	int64_t ret;
 
 	(void)state;
@@ -303,7 +303,7 @@ static void monitor_main(struct monitor *m, const struct tu_kid *k)
  * through everything (and was then killed while the kid was blocked). */
 static int trial(bool nonroot, enum tu_role role, int kill_at)
 {
-	struct monitor m = {.kill_at = kill_at};
+	struct monitor m = { .kill_at = kill_at };
 	struct tu_kid k;
 	int p[2], st, stage;
 	char c;
@@ -442,7 +442,7 @@ static void *storm_source(void *arg)
 
 static int storm_setup(struct tu_kid *k)
 {
-	struct sigaction sa = {.sa_handler = on_storm};
+	struct sigaction sa = { .sa_handler = on_storm };
 	pthread_t th;
 
 	storm_sent = (atomic_ulong *)&k->shm->arg[2];
@@ -468,8 +468,8 @@ static int signal_stops(const struct bgs_target *t)
 
 static void test_signals_across_freeze_and_injection(void **state)
 {
-	struct tu_kid k = {.setup = storm_setup};
-	const uint64_t none[6] = {0};
+	struct tu_kid k = { .setup = storm_setup };
+	const uint64_t none[6] = { 0 };
 	struct bgs_target t;
 	int round, in_signal_stop = 0, injected = 0, i;
 	pid_t sink;
@@ -520,7 +520,7 @@ static void test_timing_ten_threads(void **state)
 	uint64_t fr[ROUNDS], in[ROUNDS], th[ROUNDS];
 	struct bgs_target_uffd tu;
 	struct bgs_target t;
-	struct tu_kid k = {0};
+	struct tu_kid k = { 0 };
 	int r;
 
 	(void)state;

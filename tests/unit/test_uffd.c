@@ -73,7 +73,8 @@ static void expect_blocked_write(char *addr, uint64_t expect_fault,
 	assert_false(atomic_load(&w.done));
 	assert_int_equal(*addr, old); /* reads see the protected content */
 	assert_int_equal(bgs_uffd_unprotect(&uffd, (uint64_t)(uintptr_t)unprot,
-					    unprot_len, 0), 0);
+					    unprot_len, 0),
+			 0);
 	pthread_join(w.thread, NULL);
 	assert_true(atomic_load(&w.done));
 	assert_int_equal(*addr, (char)(old + 1));
@@ -82,15 +83,16 @@ static void expect_blocked_write(char *addr, uint64_t expect_fault,
 static void register_wp(void *p, size_t len)
 {
 	assert_int_equal(bgs_uffd_register(&uffd, (uint64_t)(uintptr_t)p, len,
-					   UFFDIO_REGISTER_MODE_WP, NULL), 0);
-	assert_int_equal(bgs_uffd_protect(&uffd, (uint64_t)(uintptr_t)p, len, 0),
+					   UFFDIO_REGISTER_MODE_WP, NULL),
 			 0);
+	assert_int_equal(
+		bgs_uffd_protect(&uffd, (uint64_t)(uintptr_t)p, len, 0), 0);
 }
 
 static void unregister(void *p, size_t len)
 {
-	assert_int_equal(bgs_uffd_unregister(&uffd, (uint64_t)(uintptr_t)p,
-					     len), 0);
+	assert_int_equal(
+		bgs_uffd_unregister(&uffd, (uint64_t)(uintptr_t)p, len), 0);
 }
 
 static void test_protected_page_blocks_writer(void **state)
@@ -121,8 +123,10 @@ static void test_unpopulated_pages_fault(void **state)
 	/* The marker carries the uffd-wp bit: the right feature bit (13, not
 	 * POISON's 14) was asked for. */
 	assert_int_equal(bgs_uffd_pagemap_open(&pm, 0), 0);
-	assert_int_equal(bgs_uffd_pagemap_entry(&pm, (uint64_t)(uintptr_t)(p + 2 * PG),
-						&entry), 0);
+	assert_int_equal(
+		bgs_uffd_pagemap_entry(&pm, (uint64_t)(uintptr_t)(p + 2 * PG),
+				       &entry),
+		0);
 	assert_true(entry & BGS_PM_UFFD_WP);
 	assert_false(entry & BGS_PM_PRESENT);
 	bgs_uffd_pagemap_close(&pm);
@@ -161,7 +165,8 @@ static uint64_t huge_categories(char *p, size_t len)
 
 	assert_int_equal(bgs_uffd_pagemap_open(&pm, 0), 0);
 	assert_int_equal(bgs_uffd_pagemap_scan(&pm, c.base, c.base + len, &q,
-					       collect_cb, &c), 0);
+					       collect_cb, &c),
+			 0);
 	bgs_uffd_pagemap_close(&pm);
 	return c.cats[0];
 }
@@ -214,7 +219,9 @@ static void test_hugetlb_region(void **state)
 	memset(p, 'H', len);
 	register_wp(p, len);
 	/* hugetlb protects whole huge pages only. */
-	assert_int_equal(bgs_uffd_unprotect(&uffd, (uint64_t)(uintptr_t)p, PG, 0), -EINVAL);
+	assert_int_equal(
+		bgs_uffd_unprotect(&uffd, (uint64_t)(uintptr_t)p, PG, 0),
+		-EINVAL);
 	expect_blocked_write(p + TU_HUGE_2M + 0x1234,
 			     (uint64_t)(uintptr_t)(p + TU_HUGE_2M),
 			     p + TU_HUGE_2M, TU_HUGE_2M);
@@ -263,7 +270,8 @@ static void test_kernel_write_blocks(void **state)
 	tu_sleep_ms(30);
 	assert_false(atomic_load(&r.done));
 	assert_memory_equal(p + 100, "kkkkk", 5);
-	assert_int_equal(bgs_uffd_unprotect(&uffd, (uint64_t)(uintptr_t)p, PG, 0), 0);
+	assert_int_equal(
+		bgs_uffd_unprotect(&uffd, (uint64_t)(uintptr_t)p, PG, 0), 0);
 	pthread_join(t, NULL);
 	assert_int_equal(r.ret, 5);
 	assert_memory_equal(p + 100, "hello", 5);
@@ -293,8 +301,8 @@ static void test_registration_refusals(void **state)
 	file = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
 	assert_true(file != MAP_FAILED);
 	/* A private file mapping cannot be write-protected. */
-	assert_int_equal(bgs_uffd_register(&uffd, (uint64_t)(uintptr_t)file,
-					   PG, UFFDIO_REGISTER_MODE_WP, NULL),
+	assert_int_equal(bgs_uffd_register(&uffd, (uint64_t)(uintptr_t)file, PG,
+					   UFFDIO_REGISTER_MODE_WP, NULL),
 			 -EINVAL);
 	/* Protecting what is not registered is ENOENT. */
 	assert_int_equal(bgs_uffd_protect(&uffd, (uint64_t)(uintptr_t)p, PG, 0),
@@ -302,7 +310,8 @@ static void test_registration_refusals(void **state)
 	/* A range another uffd holds is EBUSY. */
 	tu_open_wp(&other);
 	assert_int_equal(bgs_uffd_register(&other, (uint64_t)(uintptr_t)p, PG,
-					   UFFDIO_REGISTER_MODE_WP, NULL), 0);
+					   UFFDIO_REGISTER_MODE_WP, NULL),
+			 0);
 	assert_int_equal(bgs_uffd_register(&uffd, (uint64_t)(uintptr_t)p, PG,
 					   UFFDIO_REGISTER_MODE_WP, NULL),
 			 -EBUSY);
@@ -359,7 +368,8 @@ static void test_eagain_while_event_unread(void **state)
 	memset(p, 'e', 4 * PG);
 	assert_int_equal(bgs_uffd_register(&uffd, (uint64_t)(uintptr_t)p,
 					   4 * PG, UFFDIO_REGISTER_MODE_WP,
-					   NULL), 0);
+					   NULL),
+			 0);
 	atomic_init(&d.done, false);
 	pthread_create(&t1, NULL, dontneed_main, &d);
 	assert_int_equal(poll(&pfd, 1, 5000), 1); /* queued, not read */
@@ -372,7 +382,8 @@ static void test_eagain_while_event_unread(void **state)
 	tu_sleep_ms(50);
 	assert_int_equal(bgs_uffd_read(&uffd, &msg, 1), 1);
 	assert_int_equal(msg.event, UFFD_EVENT_REMOVE);
-	assert_int_equal(msg.arg.remove.start, (uint64_t)(uintptr_t)(p + 3 * PG));
+	assert_int_equal(msg.arg.remove.start,
+			 (uint64_t)(uintptr_t)(p + 3 * PG));
 	pthread_join(t2, NULL);
 	assert_int_equal(pr.ret, 0);
 	pthread_join(t1, NULL);
@@ -397,8 +408,10 @@ static bool read_maps_zero_page(void)
 	(void)*(volatile char *)a;
 	(void)*(volatile char *)b;
 	assert_int_equal(bgs_uffd_pagemap_open(&pm, 0), 0);
-	assert_int_equal(bgs_uffd_pagemap_entry(&pm, (uint64_t)(uintptr_t)a, &ea), 0);
-	assert_int_equal(bgs_uffd_pagemap_entry(&pm, (uint64_t)(uintptr_t)b, &eb), 0);
+	assert_int_equal(
+		bgs_uffd_pagemap_entry(&pm, (uint64_t)(uintptr_t)a, &ea), 0);
+	assert_int_equal(
+		bgs_uffd_pagemap_entry(&pm, (uint64_t)(uintptr_t)b, &eb), 0);
 	bgs_uffd_pagemap_close(&pm);
 	tu_unmap(a, PG);
 	tu_unmap(b, PG);
@@ -420,19 +433,22 @@ static void test_pagemap_scan_categories(void **state)
 	volatile char sink;
 
 	(void)state;
-	p[0] = 1;	   /* page 0: data, protected */
-	sink = p[PG];	   /* page 1: read only, protected */
-	(void)sink;	   /* page 2: never touched, protected (marker) */
-	p[3 * PG] = 1;	   /* page 3: data, unprotected, written again */
+	p[0] = 1;		/* page 0: data, protected */
+	sink = p[PG];		/* page 1: read only, protected */
+	(void)sink;		/* page 2: never touched, protected (marker) */
+	p[3 * PG] = 1;		/* page 3: data, unprotected, written again */
 	register_wp(p, 4 * PG); /* page 4: not registered, never touched */
-	assert_int_equal(bgs_uffd_unprotect(&uffd, (uint64_t)(uintptr_t)(p + 3 * PG),
-					    PG, 0), 0);
+	assert_int_equal(bgs_uffd_unprotect(&uffd,
+					    (uint64_t)(uintptr_t)(p + 3 * PG),
+					    PG, 0),
+			 0);
 	p[3 * PG] = 2;
 
 	c = (struct collect){ .base = (uint64_t)(uintptr_t)p };
 	assert_int_equal(bgs_uffd_pagemap_open(&pm, 0), 0);
-	assert_int_equal(bgs_uffd_pagemap_scan(&pm, c.base, c.base + 5 * PG,
-					       &q, collect_cb, &c), 0);
+	assert_int_equal(bgs_uffd_pagemap_scan(&pm, c.base, c.base + 5 * PG, &q,
+					       collect_cb, &c),
+			 0);
 	assert_int_equal(c.cats[0], PAGE_IS_PRESENT);
 	assert_int_equal(c.cats[1], PAGE_IS_PRESENT | read_page);
 	assert_int_equal(c.cats[2], PAGE_IS_SWAPPED);
@@ -447,7 +463,8 @@ static void test_pagemap_scan_categories(void **state)
 	};
 	memset(&c.cats, 0, sizeof(c.cats));
 	assert_int_equal(bgs_uffd_pagemap_scan(&pm, c.base, c.base + 5 * PG,
-					       &populated, collect_cb, &c), 0);
+					       &populated, collect_cb, &c),
+			 0);
 	assert_int_equal(c.cats[0], PAGE_IS_PRESENT);
 	assert_int_equal(c.cats[1], read_page ? 0 : PAGE_IS_PRESENT);
 	assert_int_equal(c.cats[3], PAGE_IS_PRESENT);
@@ -494,7 +511,8 @@ static void test_missing_fill(void **state)
 	assert_int_equal(bgs_uffd_open(&m, BGS_UFFD_FEATURES_MISSING, 0), 0);
 	assert_int_equal(bgs_uffd_register(&m, base, 4 * PG,
 					   UFFDIO_REGISTER_MODE_MISSING,
-					   &ioctls), 0);
+					   &ioctls),
+			 0);
 	assert_true(ioctls & (1ULL << _UFFDIO_COPY));
 	assert_true(ioctls & (1ULL << _UFFDIO_ZEROPAGE));
 	memset(src, 'X', sizeof(src));
@@ -524,7 +542,8 @@ static void test_missing_fill(void **state)
 	reader_start(&r2, q);
 	assert_int_equal(tu_wait_msg(&m, msgs, 5000), 1);
 	assert_int_equal(bgs_uffd_copy(&m, (uint64_t)(uintptr_t)q, src, PG, PG,
-				       BGS_UFFD_DONTWAKE), PG);
+				       BGS_UFFD_DONTWAKE),
+			 PG);
 	tu_sleep_ms(30);
 	assert_false(atomic_load(&r2.done));
 	assert_int_equal(bgs_uffd_wake(&m, (uint64_t)(uintptr_t)q, PG), 0);
@@ -550,7 +569,8 @@ static void test_poison(void **state)
 {
 	struct bgs_uffd m;
 	struct sigaction sa = { .sa_sigaction = on_sigbus,
-				.sa_flags = SA_SIGINFO }, old;
+				.sa_flags = SA_SIGINFO },
+			 old;
 	char *p = tu_map_anon(2 * PG, false);
 	volatile char sink = 0;
 
@@ -560,11 +580,12 @@ static void test_poison(void **state)
 	assert_int_equal(bgs_uffd_register(&m, (uint64_t)(uintptr_t)p, 2 * PG,
 					   UFFDIO_REGISTER_MODE_MISSING, NULL),
 			 0);
-	assert_int_equal(bgs_uffd_zeropage(&m, (uint64_t)(uintptr_t)(p + PG),
-					   PG, PG, 0), PG);
+	assert_int_equal(
+		bgs_uffd_zeropage(&m, (uint64_t)(uintptr_t)(p + PG), PG, PG, 0),
+		PG);
 	/* Poisoning skips the page already there. */
-	assert_int_equal(bgs_uffd_poison(&m, (uint64_t)(uintptr_t)p, 2 * PG,
-					 PG, 0), PG);
+	assert_int_equal(
+		bgs_uffd_poison(&m, (uint64_t)(uintptr_t)p, 2 * PG, PG, 0), PG);
 	sigaction(SIGBUS, &sa, &old);
 	poison_code = 0;
 	if (!sigsetjmp(poison_jmp, 1))
@@ -587,7 +608,10 @@ static void test_poison(void **state)
 static void test_uffd_from_second_process(void **state)
 {
 	int to_parent[2], to_child[2], status;
-	struct { int fd; uint64_t addr; } hello;
+	struct {
+		int fd;
+		uint64_t addr;
+	} hello;
 	struct bgs_uffd remote;
 	struct uffd_msg msg;
 	char old[PG], go = 1;
@@ -605,7 +629,8 @@ static void test_uffd_from_second_process(void **state)
 		memset(mem, 'c', 2 * PG);
 		hello.fd = bgs_uffd_create(0);
 		hello.addr = (uint64_t)(uintptr_t)mem;
-		if (write(to_parent[1], &hello, sizeof(hello)) != sizeof(hello) ||
+		if (write(to_parent[1], &hello, sizeof(hello)) !=
+			    sizeof(hello) ||
 		    read(to_child[0], &done, 1) != 1)
 			_exit(2);
 		mem[PG + 1] = 'w'; /* blocks until the parent unprotects */
@@ -619,9 +644,11 @@ static void test_uffd_from_second_process(void **state)
 	const int fd = (int)syscall(SYS_pidfd_getfd, pidfd, hello.fd, 0);
 	assert_true(fd >= 0);
 	assert_int_equal(bgs_uffd_adopt(&remote, fd, BGS_UFFD_FEATURES_WP,
-					UFFD_FEATURE_PAGEFAULT_FLAG_WP), 0);
+					UFFD_FEATURE_PAGEFAULT_FLAG_WP),
+			 0);
 	assert_int_equal(bgs_uffd_register(&remote, hello.addr, 2 * PG,
-					   UFFDIO_REGISTER_MODE_WP, NULL), 0);
+					   UFFDIO_REGISTER_MODE_WP, NULL),
+			 0);
 	assert_int_equal(bgs_uffd_protect(&remote, hello.addr, 2 * PG, 0), 0);
 	assert_int_equal(write(to_child[1], &go, 1), 1);
 

@@ -9,8 +9,8 @@ int main(void)
 {
 	struct bgsnap_file *f;
 	char err[BGSNAP_FILE_ERROR_MAX];
-	const int ret = bgsnap_file_open(&f, "/nonexistent/x.bgs", err,
-					 sizeof(err));
+	const int ret =
+		bgsnap_file_open(&f, "/nonexistent/x.bgs", err, sizeof(err));
 
 	if (bgsnap_version() != BGSNAP_VERSION_NUMBER) {
 		fprintf(stderr, "header %d, library %d\n",
