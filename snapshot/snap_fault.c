@@ -210,7 +210,8 @@ static bool serve(struct bgs_monitor *m, const struct bgs_region *r,
 	}
 	if (s->keep_tracking)
 		return track(m, r, first, n);
-	/* Saved, so unprotected since: it may still sleep. */
+	/* The copier saved the page after this fault was raised, and
+	 * unprotected it then; the writer may still be asleep: wake it. */
 	bgs_uffd_wake(&m->uffd, bgs_page_addr(r, first), n * BGS_PAGE_SIZE);
 	return true;
 }

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Restore: opening and matching a snapshot, handing back attachments, and
- * the eager restore.
+ * the eager restore. (Over 1000 lines because the eager restore's passes,
+ * its io_uring reads and its fresh-memory path share one set of state and
+ * one error path; the lazy restore, which shares less, is snap_lazy.c.)
  *
  * DESIGN (eager)
  * Two passes over the store, each by `threads` decoding threads (the

@@ -154,15 +154,19 @@ static void probe_features(struct bgs_uffd_cap *caps, int *n, uint64_t f,
 		      "it fails the restore instead");
 }
 
-static void probe_pagemap_scan(struct bgs_uffd_cap *caps, int *n)
+/*
+ * PAGEMAP_SCAN's categories (of @report) of one fresh private anonymous
+ * page after a write to it (@write) or a read; -errno when it cannot say
+ * (no PAGEMAP_SCAN before Linux 6.7).
+ */
+static int64_t scan_fresh_page(bool write, uint64_t report)
 {
 	struct bgs_pagemap pm;
 	struct page_region vec[1];
 	const long psz = sysconf(_SC_PAGESIZE);
 	char *p = mmap(NULL, (size_t)psz, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	long r = -1;
-	int err = ENOMEM;
+	int64_t ret = -ENOMEM;
 
 	if (p != MAP_FAILED && bgs_uffd_pagemap_open(&pm, 0) == 0) {
 		struct pm_scan_arg a = {
@@ -172,20 +176,33 @@ static void probe_pagemap_scan(struct bgs_uffd_cap *caps, int *n)
 			.vec = (uint64_t)(uintptr_t)vec,
 			.vec_len = 1,
 			.category_anyof_mask = PAGE_IS_PRESENT,
-			.return_mask = PAGE_IS_PRESENT,
+			.return_mask = report,
 		};
-		p[0] = 1;
-		r = ioctl(pm.fd, PAGEMAP_SCAN, &a);
-		err = errno;
+
+		if (write)
+			p[0] = 1;
+		else
+			(void)*(volatile char *)p;
+		ret = ioctl(pm.fd, PAGEMAP_SCAN, &a);
+		ret = ret == 1	? (int64_t)vec[0].categories
+		      : ret < 0 ? -errno
+				: -ENODATA;
 		bgs_uffd_pagemap_close(&pm);
 	}
 	if (p != MAP_FAILED)
 		munmap(p, (size_t)psz);
-	add(caps, n, "pagemap-scan", r == 1, true, "%s%s",
-	    r == 1 ? "PAGEMAP_SCAN finds populated pages and verifies "
-		     "protection after each copy"
-		   : "PAGEMAP_SCAN is missing (Linux 6.7+): ",
-	    r == 1 ? "" : strerror(err));
+	return ret;
+}
+
+static void probe_pagemap_scan(struct bgs_uffd_cap *caps, int *n)
+{
+	const int64_t r = scan_fresh_page(true, PAGE_IS_PRESENT);
+
+	add(caps, n, "pagemap-scan", r > 0, true, "%s%s",
+	    r > 0 ? "PAGEMAP_SCAN finds populated pages and verifies "
+		    "protection after each copy"
+		  : "PAGEMAP_SCAN is missing (Linux 6.7+): ",
+	    r > 0 ? "" : strerror((int)-r));
 }
 
 /*
@@ -196,33 +213,10 @@ static void probe_pagemap_scan(struct bgs_uffd_cap *caps, int *n)
  */
 static void probe_read_zero_page(struct bgs_uffd_cap *caps, int *n)
 {
-	struct bgs_pagemap pm;
-	uint64_t cats = 0;
-	const long psz = sysconf(_SC_PAGESIZE);
-	char *p = mmap(NULL, (size_t)psz, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	long r = -1;
+	const int64_t cats =
+		scan_fresh_page(false, PAGE_IS_PRESENT | PAGE_IS_PFNZERO);
 
-	if (p != MAP_FAILED && bgs_uffd_pagemap_open(&pm, 0) == 0) {
-		struct page_region vec[1];
-		struct pm_scan_arg a = {
-			.size = sizeof(a),
-			.start = (uint64_t)(uintptr_t)p,
-			.end = (uint64_t)(uintptr_t)p + (uint64_t)psz,
-			.vec = (uint64_t)(uintptr_t)vec,
-			.vec_len = 1,
-			.category_anyof_mask = PAGE_IS_PRESENT,
-			.return_mask = PAGE_IS_PRESENT | PAGE_IS_PFNZERO,
-		};
-		(void)*(volatile char *)p;
-		r = ioctl(pm.fd, PAGEMAP_SCAN, &a);
-		if (r == 1)
-			cats = vec[0].categories;
-		bgs_uffd_pagemap_close(&pm);
-	}
-	if (p != MAP_FAILED)
-		munmap(p, (size_t)psz);
-	if (r != 1)
+	if (cats <= 0)
 		return; /* no PAGEMAP_SCAN: its own line says so */
 	add(caps, n, "read-zero-page", true, false, "%s",
 	    cats & PAGE_IS_PFNZERO
