@@ -171,6 +171,26 @@ static size_t arena_room(const struct rs_wq *q)
 	return q->size - (size_t)(arena_end(q) - q->done);
 }
 
+#define RS_WQ_OVER_BLOCK (2u << 20) /* the overflow is given back in these */
+
+/*
+ * Give back the overflow's memory behind its head in whole blocks, so
+ * that what stays resident is what the overflow holds (new bytes go at
+ * its end, further on, while the disk is behind). A migrate moves a
+ * write's worth at most, so this costs a few blocks a call, never the
+ * milliseconds a whole burst would.
+ */
+static void release_behind(struct rs_wq *q)
+{
+	const size_t upto = q->over_head & ~(size_t)(RS_WQ_OVER_BLOCK - 1);
+
+	if (upto > q->over_kept) {
+		madvise(q->over + q->over_kept, upto - q->over_kept,
+			MADV_DONTNEED);
+		q->over_kept = upto;
+	}
+}
+
 /* Move what the arena has room for out of the overflow, oldest first,
  * a write's worth at most: the producer may be serving a fault. */
 static void migrate(struct rs_wq *q)
@@ -184,11 +204,9 @@ static void migrate(struct rs_wq *q)
 	memcpy(at(q, arena_end(q)), q->over + q->over_head, n);
 	q->over_head += n;
 	q->over_len -= n;
-	/* Drained: start again at the front. What a burst made resident
-	 * stays so until the store is freed: giving it back here would
-	 * stall the copier, and faults with it, for milliseconds. */
-	if (!q->over_len)
-		q->over_head = 0;
+	release_behind(q);
+	if (!q->over_len) /* drained: start again at the front */
+		q->over_head = q->over_kept = 0;
 }
 
 static void retire(struct rs_wq *q)
@@ -379,7 +397,7 @@ static bool overflow_fits(struct rs_wq *q, size_t need)
 		return false;
 	if (q->over_head + q->over_len + need > q->over_limit) {
 		memmove(q->over, q->over + q->over_head, q->over_len);
-		q->over_head = 0;
+		q->over_head = q->over_kept = 0;
 	}
 	return true;
 }

@@ -73,7 +73,8 @@ struct rs_wq {
 	 * the arena holds [done, fill - over_len). */
 	uint8_t *over;
 	size_t over_limit, over_head, over_len;
-	bool to_over; /* the last reservation is in the overflow */
+	size_t over_kept; /* [over_kept, over_head) may still be resident */
+	bool to_over;	  /* the last reservation is in the overflow */
 	struct rs_wslot slot[RS_WQ_DEPTH]; /* a ring, oldest at head */
 	unsigned head, inflight;
 	int err; /* the first error; sticks */

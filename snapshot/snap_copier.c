@@ -654,8 +654,12 @@ static void store_parent_runs(struct bgs_save *s)
 				p++;
 				continue;
 			}
+			/* A header alone, between faults served: urgent,
+			 * as store_zero_run's. */
+			bgs_rs_writer_urgent(s->writer, true);
 			ret = bgs_rs_put_parent(s->writer, region_index(s, r),
 						p - r->first_page, n);
+			bgs_rs_writer_urgent(s->writer, false);
 			if (ret < 0)
 				bgs_save_fail(s, ret,
 					      "writing the snapshot: %s",
@@ -705,8 +709,14 @@ static bool zero_at_instant(const struct bgs_save *s, uint64_t cats)
 static void store_zero_run(struct bgs_save *s, const struct bgs_region *r,
 			   uint64_t page, uint64_t n)
 {
-	int ret = bgs_rs_put_zero(s->writer, region_index(s, r),
-				  page - r->first_page, n);
+	int ret;
+
+	/* A header alone, between faults served: it must not wait for the
+	 * disk to drain the overflow either. */
+	bgs_rs_writer_urgent(s->writer, true);
+	ret = bgs_rs_put_zero(s->writer, region_index(s, r),
+			      page - r->first_page, n);
+	bgs_rs_writer_urgent(s->writer, false);
 
 	if (ret < 0) {
 		bgs_save_fail(s, ret, "writing the snapshot: %s",
