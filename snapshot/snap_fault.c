@@ -175,10 +175,15 @@ static bool track(struct bgs_monitor *m, const struct bgs_region *r,
 static bool let_go(struct bgs_monitor *m, uint64_t addr)
 {
 	const uint64_t page = addr & ~(uint64_t)(BGS_PAGE_SIZE - 1);
+	const int ret = bgs_uffd_unprotect(&m->uffd, page, BGS_PAGE_SIZE,
+					   BGS_UFFD_NORETRY);
 
-	if (bgs_uffd_unprotect(&m->uffd, page, BGS_PAGE_SIZE,
-			       BGS_UFFD_NORETRY) == -EAGAIN)
+	if (ret == -EAGAIN)
 		return false;
+	/* A failed unprotect wakes nobody (a huge page cannot be
+	 * unprotected in part): never leave the writer asleep. */
+	if (ret < 0)
+		bgs_uffd_wake(&m->uffd, page, BGS_PAGE_SIZE);
 	atomic_fetch_add_explicit(&m->strays, 1, memory_order_relaxed);
 	return true;
 }
@@ -224,6 +229,14 @@ static bool on_fault(struct bgs_monitor *m, const struct bgs_deferred *f)
 
 	if (!r || !bgs_region_protected(r))
 		return let_go(m, f->addr);
+	if (atomic_load_explicit(&m->mode, memory_order_relaxed) ==
+	    BGS_MON_DEAD) {
+		bgs_unit(r, (f->addr - r->base) / BGS_PAGE_SIZE + r->first_page,
+			 &first, &n);
+		return bgs_uffd_unprotect(&m->uffd, bgs_page_addr(r, first),
+					  n * BGS_PAGE_SIZE,
+					  BGS_UFFD_NORETRY) != -EAGAIN;
+	}
 	page = r->first_page + (f->addr - r->base) / BGS_PAGE_SIZE;
 	bgs_unit(r, page, &first, &n);
 	if (atomic_load_explicit(&m->mode, memory_order_relaxed) ==
@@ -387,6 +400,9 @@ static int64_t switch_to_save(struct bgs_monitor *m, struct bgs_save *s)
 static int64_t run_command(struct bgs_monitor *m, enum bgs_mon_cmd cmd,
 			   struct bgs_save *s)
 {
+	/* Dead: its caller was told already (bgs_monitor_command). */
+	if (atomic_load(&m->mode) == BGS_MON_DEAD)
+		return bgs_first_error_get(&m->error);
 	switch (cmd) {
 	case BGS_CMD_REPROTECT:
 		return reprotect_pass(m, true);
@@ -440,33 +456,45 @@ static void monitor_fail(struct bgs_monitor *m, int err, const char *fmt, ...)
 }
 
 /*
- * The thread cannot read faults any more: that is the save's error, every
- * page is let go so that no writer sleeps on a fault nobody will read,
- * and every command, the stop included, returns at once from now on.
- * Closing the uffd (bgs_monitor_stop) then ends what is left.
+ * The thread failed to poll or read the uffd: that is the save's error,
+ * failed before anything is unprotected, and every command but STOP
+ * returns it at once from now on. The thread goes on in DEAD mode until
+ * STOP: it reads what it can (which completes events the owner waits
+ * on), lets every faulting writer go, and unprotects every region, again
+ * until no event stands in the way.
  */
 static void die(struct bgs_monitor *m, int err, const char *what)
 {
 	struct bgs_save *s =
 		atomic_load(&m->mode) == BGS_MON_SAVE ? m->save : NULL;
-	const struct bgsnap *h = m->h;
 
-	monitor_fail(m, err, "bgsnap's fault thread stopped: %s: %s", what,
+	monitor_fail(m, err, "bgsnap's fault thread failed: %s: %s", what,
 		     strerror(-err));
 	if (s)
 		bgs_save_fail(s, err, "%s", m->error.msg);
-	for (size_t i = 0; i < h->nregions; i++) {
-		const struct bgs_region *r = &h->regions[i];
-
-		if (!bgs_region_protected(r))
-			continue;
-		bgs_uffd_unprotect(&m->uffd, r->base, r->len, BGS_UFFD_NORETRY);
-		bgs_uffd_wake(&m->uffd, r->base, r->len);
-	}
+	atomic_store(&m->mode, BGS_MON_DEAD);
+	m->save = NULL;
 	pthread_mutex_lock(&m->lock);
 	m->dead = true;
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
+}
+
+/* DEAD mode: unprotect every region; false while an event is in the way. */
+static bool release_all(struct bgs_monitor *m)
+{
+	const struct bgsnap *h = m->h;
+	bool done = true;
+
+	for (size_t i = 0; i < h->nregions; i++) {
+		const struct bgs_region *r = &h->regions[i];
+
+		if (bgs_region_protected(r) &&
+		    bgs_uffd_unprotect(&m->uffd, r->base, r->len,
+				       BGS_UFFD_NORETRY) == -EAGAIN)
+			done = false;
+	}
+	return done;
 }
 
 void *bgs_fault_main(void *arg)
@@ -476,22 +504,27 @@ void *bgs_fault_main(void *arg)
 		{ .fd = m->uffd.fd, .events = POLLIN },
 		{ .fd = m->wake_fd, .events = POLLIN },
 	};
+	bool released = false;
 	int ret;
 
 	for (;;) {
-		/* With faults deferred, peek and come back soon. */
-		if (poll(p, 2, m->ndeferred ? 1 : -1) < 0 && errno != EINTR) {
+		const bool dead = atomic_load(&m->mode) == BGS_MON_DEAD;
+		/* With faults deferred, peek and come back soon; dead, look
+		 * at what can still be read every 10 ms. */
+		const int timeout = dead ? 10 : m->ndeferred ? 1 : -1;
+
+		if (poll(p, 2, timeout) < 0 && errno != EINTR && !dead)
 			die(m, -errno, "poll");
-			break;
-		}
 		if ((p[1].revents & POLLIN) && take_command(m))
 			break;
 		ret = read_batch(m, true);
-		if (ret < 0) {
+		if (ret < 0 && !dead)
 			die(m, ret, "reading the userfaultfd");
-			break;
-		}
+		else if (ret < 0)
+			usleep(1000); /* an fd that fails at once: no spin */
 		retry_deferred(m);
+		if (atomic_load(&m->mode) == BGS_MON_DEAD && !released)
+			released = release_all(m);
 	}
 	return NULL;
 }

@@ -125,6 +125,8 @@ static inline int bgs_first_error_get(struct bgs_first_error *e)
 enum bgs_mon_mode {
 	BGS_MON_TRACK = 0,
 	BGS_MON_SAVE = 1,
+	BGS_MON_DEAD = 2, /* it failed: it lets every writer go, saves
+			   * nothing, runs no command but STOP */
 };
 
 enum bgs_mon_cmd {

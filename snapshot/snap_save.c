@@ -332,18 +332,35 @@ static int start_monitor(struct bgs_save *s, bool two_phase)
 #define CONVERGE_PASSES 4
 #define CONVERGED_PAGES 256
 
+/* A command that protects pages again failed with @n: say why. */
+static int reprotect_failed(struct bgs_save *s, int64_t n)
+{
+	const char *why = bgs_monitor_failure(s->mon);
+
+	if (why)
+		bgs_snap_set_error(s->h, "%s", why);
+	else
+		bgs_snap_set_error(s->h,
+				   "protecting the written pages again: %s "
+				   "(was a region unmapped while tracked?)",
+				   strerror((int)-n));
+	return (int)n;
+}
+
 static int arm_while_running(struct bgs_save *s, bool fresh)
 {
 	const uint64_t t0 = bgs_now_ns();
 	int64_t n = fresh ? bgs_monitor_protect_all(s->mon) : 0;
 
+	if (n < 0)
+		return (int)n; /* it said why */
 	for (int pass = 0; pass < CONVERGE_PASSES && n >= 0; pass++) {
 		n = bgs_monitor_command(s->mon, BGS_CMD_REPROTECT, NULL);
 		if (n >= 0 && n <= CONVERGED_PAGES)
 			break;
 	}
 	s->arm_ns = bgs_now_ns() - t0;
-	return n < 0 ? (int)n : 0;
+	return n < 0 ? reprotect_failed(s, n) : 0;
 }
 
 static int start_protected(struct bgs_save *s)
@@ -367,18 +384,8 @@ static int start_protected(struct bgs_save *s)
 	if (!two_phase)
 		r = bgs_monitor_protect_all(s->mon);
 	n = r ? r : bgs_monitor_command(s->mon, BGS_CMD_SWITCH, s);
-	if (!r && n < 0) {
-		if (bgs_monitor_failure(s->mon))
-			bgs_snap_set_error(h, "%s",
-					   bgs_monitor_failure(s->mon));
-		else
-			bgs_snap_set_error(h,
-					   "protecting the written pages "
-					   "again: %s (was a region unmapped "
-					   "while tracked?)",
-					   strerror((int)-n));
-		r = (int)n;
-	}
+	if (!r && n < 0)
+		r = reprotect_failed(s, n);
 	s->reprotected = n > 0 ? (uint64_t)n : 0;
 	if (!r && h->target)
 		r = copy_stopped_regions(s);

@@ -416,6 +416,41 @@ static void test_fault_thread_failure(void **state)
 	tu_unmap(mem, LEN);
 }
 
+/* The same while tracking goes on after a save, with nobody to end it:
+ * the pages stay protected, and the writer must still be let go. */
+static void test_fault_thread_failure_tracking(void **state)
+{
+	const struct bgsnap_save_opts o = {
+		.flags = BGSNAP_SAVE_KEEP_TRACKING,
+	};
+	char *mem = filled(LEN);
+	struct bgsnap *h;
+
+	(void)state;
+	alarm(60);
+	assert_int_equal(bgsnap_new(&h), 0);
+	assert_int_equal(bgsnap_add_region(h, "ram", mem, LEN), 0);
+	assert_int_equal(bgsnap_save(h, path, &o), 0);
+	atomic_store(&h->test_hooks.fault_read_error, -EIO);
+	fault_writer.mem = mem;
+	atomic_init(&fault_writer.done, false);
+	assert_int_equal(pthread_create(&fault_writer.t, NULL, writer_main,
+					&fault_writer),
+			 0);
+	for (int i = 0; i < 5000 && !atomic_load(&fault_writer.done); i++)
+		tu_sleep_ms(1);
+	assert_true(atomic_load(&fault_writer.done));
+	pthread_join(fault_writer.t, NULL);
+	/* The next save says why it cannot track from here. */
+	assert_true(bgsnap_save(h, path, &o) < 0);
+	assert_non_null(strstr(bgsnap_last_error(h), "fault thread"));
+	alarm(0);
+	bgsnap_free(h);
+	tu_assert_unprotected(mem, LEN);
+	unlink(path);
+	tu_unmap(mem, LEN);
+}
+
 /* Pages a tracked save leaves protected, moved by mremap to where no
  * region is: a write there must go through, not fault for ever. */
 static void test_write_to_moved_tracked_pages(void **state)
@@ -495,6 +530,8 @@ int main(void)
 		cmocka_unit_test_setup(test_unmapped_region_refused, setup),
 		cmocka_unit_test_setup(test_copier_self_fault_detected, setup),
 		cmocka_unit_test_setup(test_fault_thread_failure, setup),
+		cmocka_unit_test_setup(test_fault_thread_failure_tracking,
+				       setup),
 		cmocka_unit_test_setup(test_write_to_moved_tracked_pages,
 				       setup),
 		cmocka_unit_test_setup(test_pause_failure, setup),
