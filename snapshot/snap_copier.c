@@ -374,13 +374,14 @@ static void fault_window(const struct bgs_save *s, const struct bgs_region *r,
 			 uint64_t page, uint64_t *first, uint64_t *n)
 {
 	const uint64_t end = r->first_page + bgs_region_pages(r);
+	/* The block's pages before and after @page, within the region. */
 	const uint64_t off =
 		(bgs_page_addr(r, page) / BGS_PAGE_SIZE) % BGS_FAULT_AROUND;
+	const uint64_t ahead = BGS_FAULT_AROUND - off;
 	const uint64_t lo =
-		page - off > r->first_page ? page - off : r->first_page;
-	const uint64_t hi = page - off + BGS_FAULT_AROUND < end
-				    ? page - off + BGS_FAULT_AROUND
-				    : end;
+		page -
+		(off < page - r->first_page ? off : page - r->first_page);
+	const uint64_t hi = end - page > ahead ? page + ahead : end;
 	uint64_t a = page, b = page + 1;
 
 	unit_of(s, r, page, true, first, n);
