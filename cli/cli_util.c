@@ -1067,7 +1067,7 @@ int cli_input_check(const char *label, const char *path, const char *hint)
 	return -1;
 }
 
-/* ---- target processes ----------------------------------------------------- */
+/* ---- target processes ---------------------------------------------------- */
 
 #define PF_KTHREAD 0x00200000u /* include/linux/sched.h */
 

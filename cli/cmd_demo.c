@@ -155,7 +155,7 @@ struct demo {
 	uint64_t bank_ops_after;
 };
 
-/* ---- talking to the guest ---------------------------------------------------- */
+/* ---- talking to the guest ------------------------------------------------ */
 
 /* Send one command and read its reply: 0 when it says ok, else -1 after
  * a one-line error. */
@@ -202,7 +202,7 @@ static void read_figs(const struct guest_client *g, struct writer_figs *f)
 	f->stop_max_ns = guest_num(g->reply, "stop_max_ns");
 }
 
-/* ---- the steps ------------------------------------------------------------------ */
+/* ---- the steps ----------------------------------------------------------- */
 
 static void step(struct demo *d, const char *what, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -444,7 +444,7 @@ static int run_on(struct demo *d)
 	return 0;
 }
 
-/* ---- the report ----------------------------------------------------------------- */
+/* ---- the report ---------------------------------------------------------- */
 
 static void report(const struct demo *d)
 {
@@ -559,7 +559,7 @@ static int report_json(const struct demo *d, bool ok)
 	return -EIO;
 }
 
-/* ---- setup and cleanup ----------------------------------------------------------- */
+/* ---- setup and cleanup --------------------------------------------------- */
 
 static int make_dir(struct demo *d)
 {
@@ -605,7 +605,7 @@ static bool ready(void)
 	return n >= 0;
 }
 
-/* ---- options ---------------------------------------------------------------------- */
+/* ---- options ------------------------------------------------------------- */
 
 /* --kind, the option the table cannot store: true, or false after a
  * usage error. */

@@ -99,7 +99,7 @@ struct restore_args {
 	size_t nexclude;
 };
 
-/* ---- the restore ------------------------------------------------------------ */
+/* ---- the restore --------------------------------------------------------- */
 
 static const char *detail(const struct bgsnap *h, int err)
 {
@@ -188,7 +188,7 @@ static void report_failure(const struct bgsnap *h, const struct restore_args *a,
 		  d, before ? "; nothing was written" : "");
 }
 
-/* ---- the report --------------------------------------------------------------- */
+/* ---- the report ---------------------------------------------------------- */
 
 /* Is a region of the process written? Not when left out by a filter, or
  * when the snapshot does not have it (mapped since: left alone). */
@@ -278,7 +278,7 @@ static void report_json(const struct bgsnap *h, const struct restore_args *a,
 	cli_json_end(&j);
 }
 
-/* ---- options -------------------------------------------------------------------- */
+/* ---- options ------------------------------------------------------------- */
 
 /* The parsed command line, or an exit code (EXIT_OK after --help). */
 static int parse_args(int argc, char **argv, struct restore_args *a)

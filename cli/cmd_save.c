@@ -319,7 +319,7 @@ out_free:
 	return code;
 }
 
-/* ---- the report ----------------------------------------------------------- */
+/* ---- the report ---------------------------------------------------------- */
 
 static double rate(uint64_t bytes, uint64_t ns)
 {
@@ -411,7 +411,7 @@ static void report_text(FILE *f, const struct save_args *a,
 		cli_fmt_size(b1, st->peak_buffer_bytes));
 }
 
-/* ---- options --------------------------------------------------------------- */
+/* ---- options ------------------------------------------------------------- */
 
 static bool parse_compression(struct cli_getopt *g, const char *arg,
 			      enum bgsnap_compression *c)

@@ -198,7 +198,7 @@ static const char *detail(const struct bgsnap *h, int err)
 	return d && *d ? d : bgsnap_strerror(err);
 }
 
-/* ---- the process ----------------------------------------------------------- */
+/* ---- the process --------------------------------------------------------- */
 
 static int open_pidfd(int pid)
 {
@@ -253,7 +253,7 @@ static bool wait_until(struct watch *w, uint64_t deadline)
 	}
 }
 
-/* ---- the directory --------------------------------------------------------- */
+/* ---- the directory ------------------------------------------------------- */
 
 /* DIR created 0700 if missing, never a symlink, opened and locked. */
 static int open_dir(struct watch *w)
@@ -354,7 +354,7 @@ static void unclaim(const struct watch *w, const struct shot *s)
 		unlinkat(w->dirfd, s->name, 0);
 }
 
-/* ---- one snapshot ------------------------------------------------------------ */
+/* ---- one snapshot -------------------------------------------------------- */
 
 static int start_save(struct watch *w, const struct shot *s)
 {
@@ -510,7 +510,7 @@ static void report_end(const struct watch *w)
 	}
 }
 
-/* ---- the loop ------------------------------------------------------------------ */
+/* ---- the loop ------------------------------------------------------------ */
 
 static enum full_reason full_reason(const struct watch *w)
 {
@@ -585,7 +585,7 @@ static void run(struct watch *w)
 	}
 }
 
-/* ---- setting up ------------------------------------------------------------------ */
+/* ---- setting up ---------------------------------------------------------- */
 
 /* Attach to the process. Signals are held back meanwhile, because the
  * library may have the process stopped while it attaches. */

@@ -157,7 +157,7 @@ struct rs_writer_stats {
 /* Any thread; the figures are each exact, not mutually atomic. */
 void bgs_rs_writer_stats(const struct rs_writer *w, struct rs_writer_stats *s);
 
-/* ---- reader --------------------------------------------------------------- */
+/* ---- reader -------------------------------------------------------------- */
 
 enum rs_encoding {
 	RS_ENC_ZERO = 0,

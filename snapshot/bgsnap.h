@@ -207,7 +207,7 @@ BGSNAP_API int bgsnap_attach(struct bgsnap *h, const char *name,
 /* Drop all attachments (they are also dropped after each save). */
 BGSNAP_API void bgsnap_attach_clear(struct bgsnap *h);
 
-/* ---- saving --------------------------------------------------------------- */
+/* ---- saving -------------------------------------------------------------- */
 
 enum bgsnap_compression {
 	BGSNAP_COMPRESS_LZ4 = 0, /* default */
@@ -396,7 +396,7 @@ struct bgsnap_rollback_opts {
 BGSNAP_API int bgsnap_rollback(struct bgsnap *h,
 			       const struct bgsnap_rollback_opts *opts);
 
-/* ---- restoring --------------------------------------------------------------- */
+/* ---- restoring ----------------------------------------------------------- */
 
 enum bgsnap_restore_flags {
 	/*

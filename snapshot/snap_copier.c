@@ -27,14 +27,15 @@
  * before any of them is compressed, and faults queued meanwhile are
  * released between two records. The bulk scan then resumes right after
  * them and saves runs of BGS_RUN_PAGES unsaved pages, and whole huge
- * pages: it splits no PMD-mapped THP block of its own accord. A run is copied in chunks and
- * cut short when a writer faults, so a fault waits for one chunk at most.
+ * pages: it splits no PMD-mapped THP block of its own accord. A run is
+ * copied in chunks and cut short when a writer faults, so a fault waits
+ * for one chunk at most.
  * Before the scan, pages that are provably zero at the snapshot instant
  * (never populated, or the zero page) are stored as zero runs without
  * being touched.
  *
- * A fault never waits for the disk. Its page goes to the writer as an
- * urgent put, which spills into the writer's overflow when the buffers
+ * A fault never waits for the disk: while the owner runs, the copier's
+ * puts are urgent, and spill into the writer's overflow when the buffers
  * are full. The scan is what waits: it takes a chunk only when the
  * writer can take it at once, and otherwise the copier sleeps on the
  * writer's completions and on its wake eventfd, which the fault thread
@@ -274,19 +275,15 @@ static int read_pages(struct bgs_save *s, const struct bgs_region *r,
 	return ret;
 }
 
-/* Step 3: hand the pages at @src to the writer; @urgent: a writer of
- * the owner waited on them, so never wait for the disk. */
+/* Step 3: hand the pages at @src to the writer. */
 static int store_pages(struct bgs_save *s, const struct bgs_region *r,
-		       uint64_t page, uint64_t n, const uint8_t *src,
-		       bool urgent)
+		       uint64_t page, uint64_t n, const uint8_t *src)
 {
-	int ret;
+	const int ret =
+		s->parent ? store_compared(s, r, page, n, src)
+			  : bgs_rs_put_pages(s->writer, region_index(s, r),
+					     page - r->first_page, n, src);
 
-	bgs_rs_writer_urgent(s->writer, urgent);
-	ret = s->parent ? store_compared(s, r, page, n, src)
-			: bgs_rs_put_pages(s->writer, region_index(s, r),
-					   page - r->first_page, n, src);
-	bgs_rs_writer_urgent(s->writer, false);
 	if (ret < 0)
 		return bgs_save_fail(s, ret, "writing the snapshot: %s",
 				     bgsnap_strerror(ret));
@@ -299,7 +296,7 @@ static int copy_pages(struct bgs_save *s, const struct bgs_region *r,
 {
 	const int ret = read_pages(s, r, page, n, s->staging);
 
-	return ret ? ret : store_pages(s, r, page, n, s->staging, false);
+	return ret ? ret : store_pages(s, r, page, n, s->staging);
 }
 
 /* A writer waits on these pages while tracking goes on: record them as
@@ -364,11 +361,11 @@ static void wake_saved(struct bgs_save *s, const struct bgs_region *r,
 }
 
 /*
- * A faulted page is saved with its unsaved neighbours in an aligned block
- * of BGS_FAULT_AROUND pages, the run of them that holds it: a writer that
- * wrote here is likely to write there next, and would wait on a fault of
- * its own for each. Not while tracking goes on, which would then record
- * them as written.
+ * Widen the unit [*first, +*n) of a faulted page: a single page is saved
+ * with its unsaved neighbours in an aligned block of BGS_FAULT_AROUND
+ * pages, the run of them that holds it. A writer that wrote here is
+ * likely to write there next, and would wait on a fault of its own for
+ * each. Not while tracking goes on, which would record them as written.
  */
 static void fault_window(const struct bgs_save *s, const struct bgs_region *r,
 			 uint64_t page, uint64_t *first, uint64_t *n)
@@ -384,7 +381,6 @@ static void fault_window(const struct bgs_save *s, const struct bgs_region *r,
 	const uint64_t hi = end - page > ahead ? page + ahead : end;
 	uint64_t a = page, b = page + 1;
 
-	unit_of(s, r, page, true, first, n);
 	if (*n != 1 || s->keep_tracking)
 		return;
 	while (a > lo && !bgs_page_saved(s, a - 1))
@@ -396,18 +392,18 @@ static void fault_window(const struct bgs_save *s, const struct bgs_region *r,
 }
 
 /*
- * Faulted runs read and released, waiting in staging to be stored, in the
- * order they lie there: held[head] from its page done on, then the rest.
+ * Faulted runs read and released, waiting in staging to be stored:
+ * run[head] from its page done on, then the rest.
  */
 struct held_runs {
 	struct {
 		const struct bgs_region *r;
 		uint64_t first, n;
+		uint64_t at; /* its first page's place in staging, in pages */
 	} run[BGS_RUN_PAGES];
 	size_t head, count;
-	uint64_t done;	 /* pages of run[head] stored */
-	uint64_t used;	 /* pages of staging taken */
-	uint64_t stored; /* of which stored */
+	uint64_t done; /* pages of run[head] stored */
+	uint64_t used; /* pages of staging taken */
 };
 
 /* How many pages the writer takes in one record: a whole hugetlbfs page,
@@ -421,23 +417,30 @@ static uint64_t record_pages(const struct bgs_region *r)
 /* Store the next record of the held runs; false when none is left. */
 static bool store_next(struct bgs_save *s, struct held_runs *h)
 {
-	const uint8_t *src = s->staging + h->stored * BGS_PAGE_SIZE;
-	uint64_t c;
+	uint64_t at, c;
 
 	if (h->head == h->count)
 		return false;
+	at = h->run[h->head].at + h->done;
 	c = h->run[h->head].n - h->done;
 	if (c > record_pages(h->run[h->head].r))
 		c = record_pages(h->run[h->head].r);
 	store_pages(s, h->run[h->head].r, h->run[h->head].first + h->done, c,
-		    src, true);
+		    s->staging + at * BGS_PAGE_SIZE);
 	h->done += c;
-	h->stored += c;
 	if (h->done == h->run[h->head].n) {
 		h->head++;
 		h->done = 0;
 	}
 	return true;
+}
+
+/* Store every held run: staging is free again. */
+static void store_all(struct bgs_save *s, struct held_runs *h)
+{
+	while (store_next(s, h))
+		;
+	h->head = h->count = h->used = 0;
 }
 
 static uint64_t staging_pages(const struct bgs_save *s)
@@ -450,7 +453,7 @@ static uint64_t staging_pages(const struct bgs_save *s)
 static bool room_for_fault(const struct bgs_save *s, struct held_runs *h)
 {
 	if (h->head == h->count)
-		h->head = h->count = h->used = h->stored = 0;
+		h->head = h->count = h->used = 0;
 	return h->count < BGS_RUN_PAGES &&
 	       h->used + BGS_FAULT_AROUND <= staging_pages(s);
 }
@@ -482,18 +485,15 @@ static void release_queued(struct bgs_save *s, struct held_runs *h)
 			continue;
 		}
 		fault_window(s, r, req.page, &first, &n);
-		if (h->used + n > room) {
-			/* A hugetlbfs page may need all of staging. */
-			while (store_next(s, h))
-				;
-			h->head = h->count = h->used = h->stored = 0;
-		}
+		if (h->used + n > room)
+			store_all(s, h); /* a hugetlbfs page may need it all */
 		dst = s->staging + h->used * BGS_PAGE_SIZE;
 		if (!read_pages(s, r, first, n, dst) &&
 		    !release_run(s, r, first, n, dst)) {
 			h->run[h->count].r = r;
 			h->run[h->count].first = first;
 			h->run[h->count].n = n;
+			h->run[h->count].at = h->used;
 			h->count++;
 			h->used += n;
 			s->pages_by_fault += n;
@@ -514,7 +514,7 @@ static void serve_faults(struct bgs_save *s)
 	while (!bgs_save_error(s) && store_next(s, &h));
 }
 
-/* ---- the bulk scan ---------------------------------------------------------- */
+/* ---- the bulk scan ------------------------------------------------------- */
 
 static uint64_t next_unsaved(struct bgs_save *s, uint64_t from)
 {
@@ -655,12 +655,8 @@ static void store_parent_runs(struct bgs_save *s)
 				p++;
 				continue;
 			}
-			/* A header alone, between faults served: urgent,
-			 * as store_zero_run's. */
-			bgs_rs_writer_urgent(s->writer, true);
 			ret = bgs_rs_put_parent(s->writer, region_index(s, r),
 						p - r->first_page, n);
-			bgs_rs_writer_urgent(s->writer, false);
 			if (ret < 0)
 				bgs_save_fail(s, ret,
 					      "writing the snapshot: %s",
@@ -679,7 +675,7 @@ static void store_parent_runs(struct bgs_save *s)
 	}
 }
 
-/* ---- pages that are zero at the snapshot instant --------------------------- */
+/* ---- pages that are zero at the snapshot instant ------------------------- */
 
 struct zero_scan {
 	struct bgs_save *s;
@@ -710,14 +706,8 @@ static bool zero_at_instant(const struct bgs_save *s, uint64_t cats)
 static void store_zero_run(struct bgs_save *s, const struct bgs_region *r,
 			   uint64_t page, uint64_t n)
 {
-	int ret;
-
-	/* A header alone, between faults served: it must not wait for the
-	 * disk to drain the overflow either. */
-	bgs_rs_writer_urgent(s->writer, true);
-	ret = bgs_rs_put_zero(s->writer, region_index(s, r),
-			      page - r->first_page, n);
-	bgs_rs_writer_urgent(s->writer, false);
+	const int ret = bgs_rs_put_zero(s->writer, region_index(s, r),
+					page - r->first_page, n);
 
 	if (ret < 0) {
 		bgs_save_fail(s, ret, "writing the snapshot: %s",
@@ -817,7 +807,7 @@ int bgs_copier_save_now(struct bgs_save *s, const struct bgs_region *r)
 	return 0;
 }
 
-/* ---- the end ------------------------------------------------------------------ */
+/* ---- the end ------------------------------------------------------------- */
 
 static int write_stats_attachment(struct bgs_save *s, struct rs_writer *w)
 {
@@ -953,6 +943,9 @@ void *bgs_copier_main(void *arg)
 	atomic_store(&s->copier_tid, (pid_t)syscall(SYS_gettid));
 	if (s->h->test_hooks.copier_poke)
 		*s->h->test_hooks.copier_poke = 1;
+	/* From here on a writer of the owner may wait on any put: none may
+	 * wait for the disk (the scan asks bgs_rs_writer_ready first). */
+	bgs_rs_writer_urgent(s->writer, !s->stop_the_world);
 	if (s->incremental && !s->parent)
 		store_parent_runs(s);
 	skip_zero_pages(s);

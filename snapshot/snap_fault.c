@@ -65,7 +65,7 @@ void bgs_unit(const struct bgs_region *r, uint64_t page, uint64_t *first,
 	*n = unit;
 }
 
-/* ---- deferred faults -------------------------------------------------------- */
+/* ---- deferred faults ----------------------------------------------------- */
 
 static bool defer(struct bgs_monitor *m, uint64_t addr, uint64_t t_ns,
 		  pid_t tid)
@@ -76,7 +76,7 @@ static bool defer(struct bgs_monitor *m, uint64_t addr, uint64_t t_ns,
 	return true;
 }
 
-/* ---- events ------------------------------------------------------------------- */
+/* ---- events -------------------------------------------------------------- */
 
 struct unsaved {
 	struct bgs_save *s;
@@ -144,7 +144,7 @@ static void on_event(struct bgs_monitor *m, const struct uffd_msg *msg)
 	}
 }
 
-/* ---- faults ------------------------------------------------------------------- */
+/* ---- faults -------------------------------------------------------------- */
 
 /* Record the unit as written and writable, then unprotect it. */
 static bool track(struct bgs_monitor *m, const struct bgs_region *r,
@@ -167,24 +167,21 @@ static bool track(struct bgs_monitor *m, const struct bgs_region *r,
 }
 
 /*
- * A fault outside every region: registered memory that mremap moved
- * elsewhere (the REMAP event was handled; its protection moved with it).
- * Waking the writer alone would have it fault again at once, for ever:
- * the page is unprotected. It is none of the snapshot's pages any more.
+ * Let a writer go without saving [addr, +len): unprotect it (waking the
+ * writer alone would have it fault again at once, for ever). False while
+ * an event stands in the way: the fault is deferred.
  */
-static bool let_go(struct bgs_monitor *m, uint64_t addr)
+static bool let_go(struct bgs_monitor *m, uint64_t addr, uint64_t len)
 {
-	const uint64_t page = addr & ~(uint64_t)(BGS_PAGE_SIZE - 1);
-	const int ret = bgs_uffd_unprotect(&m->uffd, page, BGS_PAGE_SIZE,
-					   BGS_UFFD_NORETRY);
+	const int ret =
+		bgs_uffd_unprotect(&m->uffd, addr, len, BGS_UFFD_NORETRY);
 
 	if (ret == -EAGAIN)
 		return false;
 	/* A failed unprotect wakes nobody (a huge page cannot be
 	 * unprotected in part): never leave the writer asleep. */
 	if (ret < 0)
-		bgs_uffd_wake(&m->uffd, page, BGS_PAGE_SIZE);
-	atomic_fetch_add_explicit(&m->strays, 1, memory_order_relaxed);
+		bgs_uffd_wake(&m->uffd, addr, len);
 	return true;
 }
 
@@ -227,22 +224,24 @@ static bool on_fault(struct bgs_monitor *m, const struct bgs_deferred *f)
 	const struct bgs_region *r = bgs_snap_region_of_addr(m->h, f->addr);
 	uint64_t page, first, n;
 
-	if (!r || !bgs_region_protected(r))
-		return let_go(m, f->addr);
-	if (atomic_load_explicit(&m->mode, memory_order_relaxed) ==
-	    BGS_MON_DEAD) {
-		bgs_unit(r, (f->addr - r->base) / BGS_PAGE_SIZE + r->first_page,
-			 &first, &n);
-		return bgs_uffd_unprotect(&m->uffd, bgs_page_addr(r, first),
-					  n * BGS_PAGE_SIZE,
-					  BGS_UFFD_NORETRY) != -EAGAIN;
+	/* Outside every region: registered memory that mremap moved
+	 * elsewhere (the REMAP event was handled; its protection moved with
+	 * it). None of the snapshot's pages any more. */
+	if (!r || !bgs_region_protected(r)) {
+		atomic_fetch_add_explicit(&m->strays, 1, memory_order_relaxed);
+		return let_go(m, f->addr & ~(uint64_t)(BGS_PAGE_SIZE - 1),
+			      BGS_PAGE_SIZE);
 	}
 	page = r->first_page + (f->addr - r->base) / BGS_PAGE_SIZE;
 	bgs_unit(r, page, &first, &n);
-	if (atomic_load_explicit(&m->mode, memory_order_relaxed) ==
-	    BGS_MON_TRACK)
+	switch (atomic_load_explicit(&m->mode, memory_order_relaxed)) {
+	case BGS_MON_TRACK:
 		return track(m, r, first, n);
-	return serve(m, r, page, first, n, f);
+	case BGS_MON_SAVE:
+		return serve(m, r, page, first, n, f);
+	default: /* dead */
+		return let_go(m, bgs_page_addr(r, first), n * BGS_PAGE_SIZE);
+	}
 }
 
 static void retry_deferred(struct bgs_monitor *m)
@@ -292,7 +291,7 @@ static int read_batch(struct bgs_monitor *m, bool act)
 	return n;
 }
 
-/* ---- commands ------------------------------------------------------------------ */
+/* ---- commands ------------------------------------------------------------ */
 
 /* Protect [first, first + n) again (their bits are cleared already),
  * reading messages while an event blocks the ioctl. */
@@ -472,10 +471,10 @@ static void die(struct bgs_monitor *m, int err, const char *what)
 		     strerror(-err));
 	if (s)
 		bgs_save_fail(s, err, "%s", m->error.msg);
-	atomic_store(&m->mode, BGS_MON_DEAD);
 	m->save = NULL;
+	/* Under the lock a command waiter checks it under: none misses it. */
 	pthread_mutex_lock(&m->lock);
-	m->dead = true;
+	atomic_store(&m->mode, BGS_MON_DEAD);
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 }

@@ -25,11 +25,10 @@
 #define BGS_THP_SIZE   (2u << 20)
 #define BGS_THP_PAGES  (BGS_THP_SIZE / BGS_PAGE_SIZE)
 #define BGS_RUN_PAGES  64u /* a bulk step: 256 KiB, one unprotect */
-#define BGS_CHUNK_PAGES                                                        \
-	8u		       /* copied between looks at the ring:
-				 * ~40 us of lz4, a fault's longest wait
-				 * (4 cut the wait by nothing measurable
-				 * and the throughput by 15%) */
+/* Pages copied between two looks at the ring: ~40 us of lz4, a fault's
+ * longest wait (4 cut the wait by nothing measurable, and the throughput
+ * by 15%). */
+#define BGS_CHUNK_PAGES	 8u
 #define BGS_FAULT_BATCH	 64u   /* uffd messages per read */
 #define BGS_FAULT_AROUND 16u   /* pages saved with a faulted one, at most */
 #define BGS_RING_SLOTS	 8192u /* faulted pages waiting for the copier */
@@ -174,16 +173,15 @@ struct bgs_monitor {
 	_Atomic int mode;      /* enum bgs_mon_mode: fault thread */
 	struct bgs_save *save; /* SAVE mode: set/cleared by commands */
 
-	/* Commands: lock guards cmd, cmd_save, cmd_seq, done_seq, result,
-	 * dead. dead: the fault thread stopped on an error (in error):
-	 * commands return it at once, nothing reads faults any more. */
+	/* Commands: lock guards cmd, cmd_save, cmd_seq, done_seq, result.
+	 * A waiter also looks at mode under it: once it is DEAD (set under
+	 * the lock), commands return the error at once. */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	enum bgs_mon_cmd cmd;
 	struct bgs_save *cmd_save;
 	uint64_t cmd_seq, done_seq;
 	int64_t result;
-	bool dead;
 
 	/* The undo log (rollback): the content each page had at the last
 	 * snapshot instant, kept when it is first written after it. A slot
@@ -373,9 +371,9 @@ void bgs_save_teardown(struct bgs_save *s);
 void bgs_copier_kick(struct bgs_save *s);
 
 /*
- * snap_util.c: start a bgsnap thread with every signal blocked: an owner's signal
- * handler must never run on it (it could write protected memory and
- * deadlock). @stack: BGS_STACK_SIZE bytes, or NULL for a default one.
+ * snap_util.c: start a bgsnap thread with every signal blocked: an
+ * owner's signal handler must never run on it (it could write protected
+ * memory and deadlock). @stack: BGS_STACK_SIZE bytes, or NULL for a default one.
  */
 int bgs_thread_start(pthread_t *t, void *stack, void *(*fn)(void *), void *arg);
 

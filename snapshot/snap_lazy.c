@@ -204,7 +204,7 @@ static int place_record(struct placer *p, size_t i)
 	return ret;
 }
 
-/* ---- the fault thread ----------------------------------------------------- */
+/* ---- the fault thread ---------------------------------------------------- */
 
 #define PENDING_MAX 64
 
@@ -328,7 +328,7 @@ static void *lazy_fault_main(void *arg)
 	return NULL;
 }
 
-/* ---- the fill ---------------------------------------------------------------- */
+/* ---- the fill ------------------------------------------------------------ */
 
 /*
  * From record @i on, decode consecutive records of one region, with
@@ -416,7 +416,7 @@ static void *lazy_fill_main(void *arg)
 	return NULL;
 }
 
-/* ---- start and join ----------------------------------------------------------- */
+/* ---- start and join ------------------------------------------------------ */
 
 struct lazy {
 	struct fault_state fault;

@@ -205,7 +205,7 @@ int64_t bgs_monitor_command(struct bgs_monitor *m, enum bgs_mon_cmd cmd,
 	/* Adding 1 to an eventfd fails only when it would overflow. */
 	(void)!write(m->wake_fd, &one, sizeof(one));
 	pthread_mutex_lock(&m->lock);
-	while (m->done_seq < seq && !m->dead)
+	while (m->done_seq < seq && atomic_load(&m->mode) != BGS_MON_DEAD)
 		pthread_cond_wait(&m->cond, &m->lock);
 	result = m->done_seq < seq ? bgs_first_error_get(&m->error) : m->result;
 	pthread_mutex_unlock(&m->lock);
@@ -239,7 +239,7 @@ void bgs_monitor_stop(struct bgs_monitor *m)
 	munmap(m->arena, m->arena_len);
 }
 
-/* ---- the undo log ------------------------------------------------------------- */
+/* ---- the undo log -------------------------------------------------------- */
 
 int bgs_monitor_undo(struct bgs_monitor *m, size_t bytes)
 {

@@ -60,7 +60,7 @@ void bgs_restore_zero(const struct bgs_region *g, uint64_t addr, uint64_t len)
 		memset(p, 0, len);
 }
 
-/* ---- opening --------------------------------------------------------------- */
+/* ---- opening ------------------------------------------------------------- */
 
 /* Copy a stream to an unnamed file, so it can be verified, then read. */
 static int spool(int in, const char *dir, int *out)
@@ -1117,7 +1117,7 @@ static int eager(struct bgs_restore *r)
 	return ret;
 }
 
-/* ---- the public calls -------------------------------------------------------- */
+/* ---- the public calls ---------------------------------------------------- */
 
 static void restore_stats(struct bgs_restore *r, struct bgsnap_stats *st)
 {

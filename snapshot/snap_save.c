@@ -57,7 +57,7 @@ int bgs_save_fail(struct bgs_save *s, int err, const char *fmt, ...)
 	return err;
 }
 
-/* ---- the arena ------------------------------------------------------------ */
+/* ---- the arena ----------------------------------------------------------- */
 
 static size_t align_up(size_t v, size_t a)
 {
@@ -146,7 +146,7 @@ static void save_free(struct bgs_save *s)
 	munmap(s->arena, s->arena_len);
 }
 
-/* ---- checks before anything is armed -------------------------------------- */
+/* ---- checks before anything is armed ------------------------------------- */
 
 static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 {
@@ -173,7 +173,7 @@ static int check_own_memory(struct bgs_save *s)
 	return 0;
 }
 
-/* ---- threads ----------------------------------------------------------------- */
+/* ---- threads ------------------------------------------------------------- */
 
 /* ---- the writer --------------------------------------------------------- */
 
@@ -225,7 +225,7 @@ static int open_writer(struct bgs_save *s, const char *path, int fd)
 	return r;
 }
 
-/* ---- arming --------------------------------------------------------------- */
+/* ---- arming -------------------------------------------------------------- */
 
 static bool swap_configured(void)
 {
@@ -614,7 +614,7 @@ BGSNAP_API int bgsnap_save_start_fd(struct bgsnap *h, int fd,
 	return save_start(h, NULL, fd, opts);
 }
 
-/* ---- the end --------------------------------------------------------------- */
+/* ---- the end ------------------------------------------------------------- */
 
 static void final_stats(const struct bgs_save *s, struct bgsnap_stats *st)
 {

@@ -71,7 +71,7 @@ BGSNAP_API int bgsnap_track_written(const struct bgsnap *h, uint64_t *pages)
 	return 0;
 }
 
-/* ---- rollback ------------------------------------------------------------------ */
+/* ---- rollback ------------------------------------------------------------ */
 
 struct rollback {
 	struct bgsnap *h;

@@ -33,7 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ---- the guest process ---------------------------------------------------- */
+/* ---- the guest process --------------------------------------------------- */
 
 /* Send @cmd, read its reply: 0 when it says ok, else -1 after a one-line
  * error. */

@@ -28,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ---- the report --------------------------------------------------------------- */
+/* ---- the report ---------------------------------------------------------- */
 
 void bench_median_runs(const struct bench *b, struct size_result *s)
 {
@@ -226,7 +226,7 @@ static void print_floors(const struct bench *b, const struct size_result *s)
 	       fl->disk_direct ? "O_DIRECT" : "buffered");
 }
 
-/* ---- targets --------------------------------------------------------------- */
+/* ---- targets ------------------------------------------------------------- */
 
 static struct target *target_add(struct targets *ts, const char *id,
 				 const char *text, const char *unit)
@@ -361,6 +361,25 @@ static void targets_issue7(const struct bench *b, const struct size_result *s,
 	conditions(b, s->size, 0, false, t);
 }
 
+/* An incremental figure as a share of its parent's, below 5%; @written:
+ * the share of the pages written since the parent. */
+static void incr_target(struct targets *ts, const struct bench *b,
+			const struct size_result *s, const char *id,
+			const char *what, enum fig fig_incr,
+			enum fig fig_parent, double written)
+{
+	struct target *t = target_add(ts, id, what, "share");
+
+	check(t,
+	      fig(b, s, M_UFFD_INCR, fig_incr) /
+		      fig(b, s, M_UFFD_INCR, fig_parent),
+	      0.05, 0.05, true);
+	if (!isnan(written))
+		snprintf(t->note, sizeof(t->note),
+			 "%.2f%% of the pages written, the target's: 1%%",
+			 written * 100);
+}
+
 static void targets_issue8(const struct bench *b, const struct size_result *s,
 			   struct targets *ts)
 {
@@ -368,32 +387,12 @@ static void targets_issue8(const struct bench *b, const struct size_result *s,
 	const double written = fig(b, s, M_UFFD_INCR, F_WRITTEN) / pages;
 	struct target *t;
 
-	t = target_add(ts, "i8-incr-elapsed",
-		       "uffd-incr elapsed < 5% of its "
-		       "parent's",
-		       "share");
-	check(t,
-	      fig(b, s, M_UFFD_INCR, F_ELAPSED) /
-		      fig(b, s, M_UFFD_INCR, F_PARENT_ELAPSED),
-	      0.05, 0.05, true);
-	if (!isnan(written))
-		snprintf(t->note, sizeof(t->note),
-			 "%.2f%% of the pages "
-			 "written, the target's: 1%%",
-			 written * 100);
-	t = target_add(ts, "i8-incr-size",
-		       "uffd-incr file < 5% of its "
-		       "parent's",
-		       "share");
-	check(t,
-	      fig(b, s, M_UFFD_INCR, F_FILE) /
-		      fig(b, s, M_UFFD_INCR, F_PARENT_FILE),
-	      0.05, 0.05, true);
-	if (!isnan(written))
-		snprintf(t->note, sizeof(t->note),
-			 "%.2f%% of the pages "
-			 "written, the target's: 1%%",
-			 written * 100);
+	incr_target(ts, b, s, "i8-incr-elapsed",
+		    "uffd-incr elapsed < 5% of its parent's", F_ELAPSED,
+		    F_PARENT_ELAPSED, written);
+	incr_target(ts, b, s, "i8-incr-size",
+		    "uffd-incr file < 5% of its parent's", F_FILE,
+		    F_PARENT_FILE, written);
 	t = target_add(ts, "i8-rollback", "rollback of 1% of the pages < 20 ms",
 		       "ms");
 	check(t, fig(b, s, M_ROLLBACK, F_ROLLBACK), 20, 20, true);
@@ -524,7 +523,7 @@ void bench_print_growth(const struct bench *b)
 	}
 }
 
-/* ---- JSON ----------------------------------------------------------------- */
+/* ---- JSON ---------------------------------------------------------------- */
 
 static void json_kdouble_or_null(struct cli_json *j, const char *key, double v)
 {

@@ -257,7 +257,7 @@ void bench_load_avg(double l[3])
 	}
 }
 
-/* ---- options ------------------------------------------------------------------ */
+/* ---- options ------------------------------------------------------------- */
 
 enum {
 	OPT_SIZES = 256,
@@ -433,7 +433,7 @@ static int parse_args(int argc, char **argv, struct bench *b)
 	return -1;
 }
 
-/* ---- setup and the run ---------------------------------------------------------- */
+/* ---- setup and the run --------------------------------------------------- */
 
 bool bench_ready(void)
 {

@@ -199,7 +199,7 @@ struct guest {
 	uint64_t pause_ns; /* the last pause callback's start */
 };
 
-/* ---- memory ----------------------------------------------------------------- */
+/* ---- memory -------------------------------------------------------------- */
 
 static int map_memfd(struct guest *g)
 {
@@ -257,7 +257,7 @@ static int map_memory(struct guest *g)
 	return r;
 }
 
-/* ---- replies ------------------------------------------------------------------ */
+/* ---- replies ------------------------------------------------------------- */
 
 /* A reply under construction: the command writes its keys after "ok". */
 struct reply {
@@ -315,7 +315,7 @@ static void reply_send(struct reply *rp, int ret)
 	free(rp->buf);
 }
 
-/* ---- the writers' figures ----------------------------------------------------- */
+/* ---- the writers' figures ------------------------------------------------ */
 
 static void json_writers(struct cli_json *j, struct guest *g)
 {
@@ -343,7 +343,7 @@ static void reset_figures(struct guest *g)
 	g->reset_ns = cli_now_ns();
 }
 
-/* ---- simple commands ------------------------------------------------------------ */
+/* ---- simple commands ----------------------------------------------------- */
 
 static int do_info(struct guest *g, int argc, char **argv, struct reply *rp)
 {
@@ -496,7 +496,7 @@ static int do_quit(struct guest *g, int argc, char **argv, struct reply *rp)
 	return 0;
 }
 
-/* ---- memory use during a save ---------------------------------------------------- */
+/* ---- memory use during a save -------------------------------------------- */
 
 struct sampler {
 	pthread_t thread;
@@ -575,7 +575,7 @@ static void sampler_stop(struct sampler *s, struct cli_json *j)
 	cli_json_object_end(j);
 }
 
-/* ---- save ------------------------------------------------------------------------ */
+/* ---- save ---------------------------------------------------------------- */
 
 enum method { METHOD_UFFD, METHOD_STW, METHOD_FORK };
 
@@ -1060,7 +1060,7 @@ static int do_untrack(struct guest *g, int argc, char **argv, struct reply *rp)
 	return 0;
 }
 
-/* ---- the command loop --------------------------------------------------------------- */
+/* ---- the command loop ---------------------------------------------------- */
 
 struct command {
 	const char *name;
@@ -1118,7 +1118,7 @@ static void serve(struct guest *g)
 	free(line);
 }
 
-/* ---- options ---------------------------------------------------------------------- */
+/* ---- options ------------------------------------------------------------- */
 
 static const struct option guest_options[] = {
 	{ "size", required_argument, NULL, 's' },

@@ -210,7 +210,7 @@ void bank_recover(void *mem, size_t len)
 			atomic_store(&account_at(m, i)->lock, 0);
 }
 
-/* ---- writers ---------------------------------------------------------------- */
+/* ---- writers ------------------------------------------------------------- */
 
 static _Thread_local struct bank_writer *self;
 
@@ -577,7 +577,7 @@ void bank_figures_reset(struct bank *b)
 	}
 }
 
-/* ---- the start window ------------------------------------------------------- */
+/* ---- the start window ---------------------------------------------------- */
 
 void bank_window_open(struct bank *b)
 {

@@ -23,7 +23,7 @@ uint64_t guest_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-/* ---- the process ---------------------------------------------------------- */
+/* ---- the process --------------------------------------------------------- */
 
 static int drop_privileges(unsigned uid)
 {
@@ -119,7 +119,7 @@ void guest_kill(struct guest_client *g)
 	forget(g);
 }
 
-/* ---- the protocol ---------------------------------------------------------- */
+/* ---- the protocol -------------------------------------------------------- */
 
 /* Move the first complete line of g->buf into g->reply: false if none. */
 static bool take_line(struct guest_client *g)
@@ -193,7 +193,7 @@ int guest_ask(struct guest_client *g, uint64_t timeout_ms, const char *cmd,
 	return -1;
 }
 
-/* ---- reading a reply ---------------------------------------------------------- */
+/* ---- reading a reply ----------------------------------------------------- */
 
 double guest_num(const char *json, const char *key)
 {

@@ -594,7 +594,7 @@ static int cmd_stats(int argc, char **argv)
 	return s.n ? 0 : 1;
 }
 
-/* ---- redis-benchmark's output --------------------------------------------- */
+/* ---- redis-benchmark's output -------------------------------------------- */
 
 /*
  * One run's figures. Its percentile and cumulative tables give points

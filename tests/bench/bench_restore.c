@@ -221,7 +221,7 @@ static double run_lz4(const char *path)
 	return dt;
 }
 
-/* ---- eager ----------------------------------------------------------------- */
+/* ---- eager --------------------------------------------------------------- */
 
 static double run_eager(struct bench *b, size_t len, uint64_t sum)
 {
@@ -267,7 +267,7 @@ static void bench_eager(struct bench *b, size_t len)
 	unlink(b->path);
 }
 
-/* ---- lazy ------------------------------------------------------------------ */
+/* ---- lazy ---------------------------------------------------------------- */
 
 struct toucher {
 	const volatile uint8_t *mem;
@@ -348,7 +348,7 @@ static void bench_lazy(struct bench *b, size_t len)
 	unlink(b->path);
 }
 
-/* ---- main ------------------------------------------------------------------ */
+/* ---- main ---------------------------------------------------------------- */
 
 static void usage(void)
 {

@@ -67,7 +67,7 @@ static unsigned count_of(const char *s, const char *needle)
 	return n;
 }
 
-/* ---- 'watch' as a process of its own --------------------------------------- */
+/* ---- 'watch' as a process of its own ------------------------------------- */
 
 struct watcher {
 	pid_t pid;
@@ -193,7 +193,7 @@ static void guest_unharmed(struct pt_guest *g)
 	pt_guest_healthy(g, 100, 0);
 }
 
-/* ---- a chain by 'watch' ------------------------------------------------------ */
+/* ---- a chain by 'watch' -------------------------------------------------- */
 
 static void expect_snapshot_line(const char *line, unsigned index)
 {
@@ -331,7 +331,7 @@ static void test_flatten(void **state)
 	unlink(flat);
 }
 
-/* ---- a parent missing --------------------------------------------------------- */
+/* ---- a parent missing ---------------------------------------------------- */
 
 /* 'info --chain' (text, then JSON) of @file, whose parent is missing:
  * listed up to it with why, exit @code (issue 13, item 11: it crashed). */
@@ -459,7 +459,7 @@ static void test_missing_parent(void **state)
 	free(again);
 }
 
-/* ---- how 'watch' stops ------------------------------------------------------------ */
+/* ---- how 'watch' stops --------------------------------------------------- */
 
 static void test_watch_signal(void **state)
 {
@@ -536,7 +536,7 @@ static void test_watch_target_exits(void **state)
 	assert_true(complete_files(dir) >= 1);
 }
 
-/* ---- tracking restarts: a target that maps memory on demand ---------------- */
+/* ---- tracking restarts: a target that maps memory on demand -------------- */
 
 #define OWN_PAGES 256
 
@@ -622,7 +622,7 @@ static void test_tracking_restarts(void **state)
 	munmap(mem, OWN_PAGES * PT_PAGE);
 }
 
-/* ---- save --parent ------------------------------------------------------------------ */
+/* ---- save --parent ------------------------------------------------------- */
 
 static uint8_t *dump_guest(struct pt_guest *g)
 {

@@ -242,7 +242,7 @@ static void expect_content(struct bgsnap_file *f)
 	assert_memory_equal(buf, want_n, N_PGS * PAGE);
 }
 
-/* ---- the cases ------------------------------------------------------------ */
+/* ---- the cases ----------------------------------------------------------- */
 
 static void test_read_through_chain(void **state)
 {

@@ -141,7 +141,7 @@ static void test_mremap_during_save(void **state)
 	tu_unmap(d.moved, MiB);
 }
 
-/* ---- KSM ------------------------------------------------------------------- */
+/* ---- KSM ----------------------------------------------------------------- */
 
 static long ksm_read(const char *knob)
 {

@@ -216,7 +216,7 @@ static void test_lazy_hugetlb(void **st)
 	round_trip(HUGETLB, true);
 }
 
-/* ---- the owner works while the fill runs ----------------------------------- */
+/* ---- the owner works while the fill runs --------------------------------- */
 
 struct toucher {
 	pthread_t t;
@@ -291,7 +291,7 @@ static void test_lazy_with_owner_running(void **state)
 	drop_source(&s);
 }
 
-/* ---- damaged files ---------------------------------------------------------- */
+/* ---- damaged files ------------------------------------------------------- */
 
 static void copy_file(const char *from, const char *to)
 {
@@ -555,7 +555,7 @@ static void test_damaged_lazy(void **state)
 	drop_source(&s);
 }
 
-/* ---- matching ---------------------------------------------------------------- */
+/* ---- matching ------------------------------------------------------------ */
 
 static void test_region_mismatch(void **state)
 {
@@ -593,7 +593,7 @@ static void test_region_mismatch(void **state)
 	drop_source(&s);
 }
 
-/* ---- from a pipe, and attachments ------------------------------------------ */
+/* ---- from a pipe, and attachments ---------------------------------------- */
 
 struct feeder {
 	const char *path;

@@ -285,7 +285,7 @@ static void test_unpopulated_skipped(void **state)
 	tu_unmap(mem, len);
 }
 
-/* ---- kernel-mode writers -------------------------------------------------- */
+/* ---- kernel-mode writers ------------------------------------------------- */
 
 /* The bank writes only the first bytes of each page: kernel writes go
  * after them. */
@@ -392,7 +392,7 @@ static void test_kernel_writers(void **state)
 	guest_fini(&g);
 }
 
-/* ---- save-once ----------------------------------------------------------------- */
+/* ---- save-once ----------------------------------------------------------- */
 
 static void test_save_once(void **state)
 {

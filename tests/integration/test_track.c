@@ -85,7 +85,7 @@ static void restore_equals(const char *path, const char *want, size_t len,
 	tu_unmap(mem, len);
 }
 
-/* ---- a chain of five --------------------------------------------------------- */
+/* ---- a chain of five ----------------------------------------------------- */
 
 static void test_chain_of_five(void **state)
 {
@@ -283,7 +283,7 @@ static void test_phase_switch_loses_nothing(void **state)
 	tu_unmap(q.mem, len);
 }
 
-/* ---- rollback ---------------------------------------------------------------- */
+/* ---- rollback ------------------------------------------------------------ */
 
 struct live {
 	struct owner *o;
@@ -363,7 +363,7 @@ static void test_rollback_from_file(void **state)
 	rollback_case(0);
 }
 
-/* ---- one-phase arming ----------------------------------------------------------- */
+/* ---- one-phase arming ---------------------------------------------------- */
 
 static void test_one_phase(void **state)
 {
@@ -389,7 +389,7 @@ static void test_one_phase(void **state)
 	owner_fini(&o);
 }
 
-/* ---- swap ------------------------------------------------------------------------- */
+/* ---- swap ---------------------------------------------------------------- */
 
 static char swapfile[64];
 

@@ -59,7 +59,7 @@ const char *pt_dir(void)
 	return tu_tmpdir();
 }
 
-/* ---- parsing replies --------------------------------------------------------- */
+/* ---- parsing replies ----------------------------------------------------- */
 
 double pt_num(const char *json, const char *key)
 {
@@ -70,7 +70,7 @@ double pt_num(const char *json, const char *key)
 	return v;
 }
 
-/* ---- guests ---------------------------------------------------------------- */
+/* ---- guests -------------------------------------------------------------- */
 
 static void collect_args(const char **argv, size_t *argc, va_list ap)
 {
@@ -271,7 +271,7 @@ void pt_guest_unprotected(const struct pt_guest *g)
 			 (int)g->c.pid);
 }
 
-/* ---- running the binary ------------------------------------------------------ */
+/* ---- running the binary -------------------------------------------------- */
 
 static char *slurp_fd(int fd)
 {
@@ -367,7 +367,7 @@ void pt_one_error_line(const char *err)
 		fail_msg("not one error line on stderr: '%s'", err);
 }
 
-/* ---- snapshots ----------------------------------------------------------------- */
+/* ---- snapshots ----------------------------------------------------------- */
 
 void pt_region_name(const char *file, uint64_t addr, char *name, size_t n)
 {

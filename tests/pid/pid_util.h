@@ -31,7 +31,7 @@ void pt_init(int argc, char **argv);
 /* A fresh empty directory for this program; removed at exit. */
 const char *pt_dir(void);
 
-/* ---- guests ---------------------------------------------------------------- */
+/* ---- guests -------------------------------------------------------------- */
 
 struct pt_guest {
 	struct guest_client c; /* the process and its last reply */
@@ -82,7 +82,7 @@ void pt_guest_unprotected(const struct pt_guest *g);
  * there is none. Strings: guest_str(). */
 double pt_num(const char *json, const char *key);
 
-/* ---- running the binary ------------------------------------------------------ */
+/* ---- running the binary -------------------------------------------------- */
 
 struct pt_run {
 	int code;  /* exit status, or -signal when killed by one */
@@ -104,7 +104,7 @@ pid_t pt_spawn(const char *arg, ...);
 /* Fail unless @err is exactly one line "bgsnap: error: ...". */
 void pt_one_error_line(const char *err);
 
-/* ---- snapshots ----------------------------------------------------------------- */
+/* ---- snapshots ----------------------------------------------------------- */
 
 /* The name of the saved region at @addr of the snapshot @file. */
 void pt_region_name(const char *file, uint64_t addr, char *name, size_t n);

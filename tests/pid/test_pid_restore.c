@@ -107,7 +107,7 @@ static void expect_same(const uint8_t *a, const uint8_t *b, size_t len,
 			fail_msg("page %zu: %s", i / PT_PAGE, what);
 }
 
-/* ---- the round trip ----------------------------------------------------------- */
+/* ---- the round trip ------------------------------------------------------ */
 
 static void round_trip(const char *kind, unsigned uid)
 {
@@ -200,7 +200,7 @@ static void test_restore_from_pipe(void **state)
 	unlink(file);
 }
 
-/* ---- a mapping gone since the snapshot -------------------------------------- */
+/* ---- a mapping gone since the snapshot ----------------------------------- */
 
 struct kid {
 	pid_t pid;
@@ -331,7 +331,7 @@ static void test_mapping_gone(void **state)
 	unlink(file);
 }
 
-/* ---- bad files ------------------------------------------------------------------ */
+/* ---- bad files ----------------------------------------------------------- */
 
 static void write_file(const char *path, const uint8_t *data, size_t len)
 {

@@ -72,7 +72,7 @@ static void check_saved_guest(const struct pt_guest *g, const char *file)
 	free(image);
 }
 
-/* ---- under writers, every kind ------------------------------------------------ */
+/* ---- under writers, every kind ------------------------------------------- */
 
 static void save_kind(const char *kind)
 {
@@ -117,7 +117,7 @@ static void test_save_memfd(void **state)
 	save_kind("memfd");
 }
 
-/* ---- oracle 1: writers held, the snapshot is the memory ----------------------- */
+/* ---- oracle 1: writers held, the snapshot is the memory ------------------ */
 
 static void test_save_held_exact(void **state)
 {
@@ -158,7 +158,7 @@ static void test_save_held_exact(void **state)
 	unlink(dump);
 }
 
-/* ---- what -o must not replace --------------------------------------------------- */
+/* ---- what -o must not replace -------------------------------------------- */
 
 static void save_to(struct pt_run *r, pid_t pid, const char *file,
 		    const char *extra1, const char *extra2)
@@ -314,7 +314,7 @@ static void test_output_refused(void **state)
 	unlink(link);
 }
 
-/* ---- standard output, terminals, JSON ------------------------------------------ */
+/* ---- standard output, terminals, JSON ------------------------------------ */
 
 static void test_save_stdout(void **state)
 {
@@ -356,7 +356,7 @@ static void test_save_stdout(void **state)
 	unlink(file);
 }
 
-/* ---- a consumer slower than the writers ---------------------------------------- */
+/* ---- a consumer slower than the writers ---------------------------------- */
 
 #define SLOW_BYTES_PER_S (10u << 20)
 
@@ -495,7 +495,7 @@ static void test_save_json(void **state)
 	unlink(file);
 }
 
-/* ---- the save ends early ---------------------------------------------------------- */
+/* ---- the save ends early ------------------------------------------------- */
 
 /* Bytes of the save's temporary files in the test directory, -1: none.
  * The command's is ".NAME.save.PID.N.tmp", beside it the library's is
@@ -793,7 +793,7 @@ static void test_output_dir_unwritable(void **state)
 	pt_guest_stop(&g);
 }
 
-/* ---- users ----------------------------------------------------------------------- */
+/* ---- users --------------------------------------------------------------- */
 
 static void test_nonroot_target(void **state)
 {
@@ -894,7 +894,7 @@ static void test_bad_arguments(void **state)
 	pt_run_free(&r);
 }
 
-/* ---- the reason said is the true one ------------------------------------------- */
+/* ---- the reason said is the true one ------------------------------------- */
 
 /* @cmd ... --pid @pid fails (exit 1) with one line saying @why, and not
  * @not (may be NULL). */
