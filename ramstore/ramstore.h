@@ -157,6 +157,15 @@ struct rs_writer_stats {
 /* Any thread; the figures are each exact, not mutually atomic. */
 void bgs_rs_writer_stats(const struct rs_writer *w, struct rs_writer_stats *s);
 
+/*
+ * lz4 alone on @len bytes at @src, in blocks of a record's most pages, the
+ * way the writer compresses them with acceleration @accel: the nanoseconds
+ * it took, and the bytes it would store (a block lz4 cannot shrink counts
+ * raw). The floor a save's compression is read against.
+ */
+int bgs_rs_measure_lz4(const void *src, size_t len, int accel, uint64_t *ns,
+		       uint64_t *stored);
+
 /* ---- reader -------------------------------------------------------------- */
 
 enum rs_encoding {

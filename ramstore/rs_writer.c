@@ -817,3 +817,34 @@ void bgs_rs_writer_stats(const struct rs_writer *w, struct rs_writer_stats *s)
 	s->peak_buffer_bytes = atomic_load_explicit(&w->q.peak, o);
 	s->peak_overflow_bytes = atomic_load_explicit(&w->q.peak_over, o);
 }
+
+int bgs_rs_measure_lz4(const void *src, size_t len, int accel, uint64_t *ns,
+		       uint64_t *stored)
+{
+	const size_t block = RS_RECORD_MAX_PAGES * RS_PAGE;
+	LZ4_stream_t *lz4 = LZ4_createStream();
+	char *dst = malloc(block);
+	struct timespec t0, t1;
+
+	*ns = *stored = 0;
+	if (!lz4 || !dst) {
+		LZ4_freeStream(lz4);
+		free(dst);
+		return -ENOMEM;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (size_t off = 0; off < len; off += block) {
+		const int raw = (int)(len - off < block ? len - off : block);
+		const int c = LZ4_compress_fast_extState(
+			lz4, (const char *)src + off, dst, raw, raw - 1,
+			accel < 1 ? 1 : accel);
+
+		*stored += (uint64_t)(c > 0 ? c : raw);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	*ns = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000000u +
+	      (uint64_t)t1.tv_nsec - (uint64_t)t0.tv_nsec;
+	LZ4_freeStream(lz4);
+	free(dst);
+	return 0;
+}

@@ -83,6 +83,27 @@ struct bgsnap_capability {
  */
 BGSNAP_API int bgsnap_probe(struct bgsnap_capability *caps, size_t max);
 
+/*
+ * The floors: what this machine and kernel allow, measured on the caller's
+ * memory, so that a save's figures can be read against them (bgsnap bench
+ * does). @mem is @len bytes of private anonymous memory of this process,
+ * filled with content like what will be saved; its values are kept. Not
+ * registered with a handle while this runs. @unit is what one write fault
+ * unprotects: 4096, or 2 MiB for THP-backed memory. Fields that could not be
+ * measured are NAN. Returns 0 or a negative errno (the userfaultfd could not
+ * be made or registered). Takes about a second per GiB; any thread.
+ */
+struct bgsnap_floors {
+	double write_protect_ms; /* protecting all of @mem at once, median of 3 */
+	double fault_p50_us;	 /* a write to a protected page, until a */
+	double fault_p99_us;	 /* second thread has unprotected its unit */
+	double lz4_gib_s;	 /* lz4 alone, in the store's record size */
+	double lz4_ratio;	 /* raw over compressed bytes */
+};
+
+BGSNAP_API int bgsnap_measure_floors(void *mem, size_t len, size_t unit,
+				     struct bgsnap_floors *out);
+
 /* ---- sessions and regions ----------------------------------------------- */
 
 /*

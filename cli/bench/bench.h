@@ -5,9 +5,8 @@
  *   cmd_bench.c       options, setup, the run over sizes and methods;
  *   bench_guest.c     the guest driver: start a guest, call it, and
  *                     sample its memory and CPU during a save;
- *   bench_floors.c    the floors: a standalone userfaultfd, lz4 alone, a
- *                     plain disk write (the only file that makes raw
- *                     UFFDIO ioctls and calls liblz4);
+ *   bench_floors.c    the floors: a plain disk write, and the library's
+ *                     own (bgsnap_measure_floors) on the guest's content;
  *   bench_method.c    one run of one method;
  *   bench_report.c    medians, the tables, the targets, the JSON document.
  * The types below are shared by those files; nothing else includes this.
@@ -40,9 +39,6 @@
 #define GUEST_START_MS 600000 /* formatting 4 GiB on a busy machine */
 #define CALL_MS	       60000
 #define SAVE_MS	       1800000
-#define WP_REPEAT      3
-#define FAULTS	       2000
-#define LZ4_CHUNK      (512u * PAGE) /* a store record's most pages */
 #define DISK_BLOCK     (1u << 20)
 #define ROLLBACK_PCT   1.0
 #define MEM_SLACK      (16u << 20) /* the target: buffer budget + 16 MiB */

@@ -1,14 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * bgsnap bench: the floors, what the hardware and the kernel allow on a
- * region like the guest's: write-protecting it whole, the fault round
- * trip, lz4 alone on its content, a plain disk write. The only file of
- * bench that makes raw UFFDIO ioctls and calls liblz4.
- *
- * DESIGN
- * Threads: main; the handler runs only during the fault round-trip floor,
- * reading the floor's userfaultfd and unprotecting each faulted page;
- * main writes, then stops and joins it.
+ * region like the guest's, formatted with the guest's own content: a plain
+ * disk write here, and through the library (bgsnap_measure_floors) the
+ * write-protect of the whole region, the fault round trip and lz4 alone.
  */
 #include "bench.h"
 
@@ -17,21 +12,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/userfaultfd.h>
-#include <lz4.h>
 #include <math.h>
-#include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,7 +49,6 @@ double bench_median(double *v, int n)
 struct region {
 	uint8_t *map, *mem;
 	size_t map_len, len;
-	int uffd;
 };
 
 /* Like the guest's memory: private anonymous, 4 KiB or THP, with the
@@ -72,7 +59,6 @@ static int region_map(const struct bench *b, uint64_t size, struct region *r)
 	uintptr_t start;
 
 	memset(r, 0, sizeof(*r));
-	r->uffd = -1;
 	r->len = b->thp ? (size + HUGE_2M - 1) / HUGE_2M * HUGE_2M
 			: (size + PAGE - 1) / PAGE * PAGE;
 	r->map_len = r->len + extra;
@@ -94,31 +80,8 @@ static int region_map(const struct bench *b, uint64_t size, struct region *r)
 
 static void region_unmap(struct region *r)
 {
-	if (r->uffd >= 0)
-		close(r->uffd);
 	if (r->map && r->map != MAP_FAILED)
 		munmap(r->map, r->map_len);
-}
-
-static double floor_lz4(const struct region *r, double *ratio)
-{
-	const int bound = LZ4_compressBound((int)LZ4_CHUNK);
-	char *dst = malloc((size_t)bound);
-	uint64_t out = 0, t0;
-	double s;
-
-	if (!dst)
-		return NAN;
-	t0 = cli_now_ns();
-	for (size_t off = 0; off + LZ4_CHUNK <= r->len; off += LZ4_CHUNK)
-		out += (uint64_t)LZ4_compress_fast((const char *)r->mem + off,
-						   dst, (int)LZ4_CHUNK, bound,
-						   1);
-	s = (double)(cli_now_ns() - t0) / 1e9;
-	free(dst);
-	*ratio = out ? (double)(r->len / LZ4_CHUNK * LZ4_CHUNK) / (double)out
-		     : NAN;
-	return (double)r->len / GIB / s;
 }
 
 /* Remove @path and wait until the filesystem is done with it: on ext4
@@ -175,123 +138,12 @@ static double floor_disk(const struct bench *b, const struct region *r,
 	return (double)r->len / GIB / ((double)t0 / 1e9);
 }
 
-static int uffd_wp(int uffd, void *addr, size_t len, bool on)
-{
-	struct uffdio_writeprotect wp = {
-		.range = { .start = (uintptr_t)addr, .len = len },
-		.mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
-	};
-
-	return ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) ? -errno : 0;
-}
-
-/* A userfaultfd of our own over the region, registered for write
- * protection. Raw syscalls: this is a measuring tool, not the library. */
-static int floor_uffd(struct region *r)
-{
-	struct uffdio_api api = { .api = UFFD_API,
-				  .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP };
-	struct uffdio_register reg = {
-		.range = { .start = (uintptr_t)r->mem, .len = r->len },
-		.mode = UFFDIO_REGISTER_MODE_WP,
-	};
-
-	r->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-	if (r->uffd < 0 || ioctl(r->uffd, UFFDIO_API, &api) ||
-	    ioctl(r->uffd, UFFDIO_REGISTER, &reg)) {
-		cli_error("bench: floors: userfaultfd: %s", strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-static double floor_wp(struct region *r)
-{
-	double t[WP_REPEAT];
-
-	for (int i = 0; i < WP_REPEAT; i++) {
-		const uint64_t t0 = cli_now_ns();
-
-		if (uffd_wp(r->uffd, r->mem, r->len, true))
-			return NAN;
-		t[i] = (double)(cli_now_ns() - t0) / 1e6;
-		if (uffd_wp(r->uffd, r->mem, r->len, false))
-			return NAN;
-	}
-	return bench_median(t, WP_REPEAT);
-}
-
-struct handler {
-	pthread_t thread;
-	struct region *r;
-	size_t unit; /* what one fault unprotects */
-	_Atomic bool stop;
-};
-
-static void *handler_main(void *arg)
-{
-	struct handler *h = arg;
-	struct pollfd p = { .fd = h->r->uffd, .events = POLLIN };
-
-	while (!atomic_load(&h->stop)) {
-		struct uffd_msg msg;
-
-		if (poll(&p, 1, 10) <= 0)
-			continue;
-		if (read(h->r->uffd, &msg, sizeof(msg)) != sizeof(msg) ||
-		    msg.event != UFFD_EVENT_PAGEFAULT)
-			continue;
-		uffd_wp(h->r->uffd,
-			(void *)(uintptr_t)(msg.arg.pagefault.address &
-					    ~(uint64_t)(h->unit - 1)),
-			h->unit, false);
-	}
-	return NULL;
-}
-
-/* Writes to protected pages, each served by the handler thread. */
-static int floor_faults(struct region *r, bool thp, double *p50, double *p99)
-{
-	struct handler h = { .r = r, .unit = thp ? HUGE_2M : PAGE };
-	const size_t units = r->len / h.unit;
-	const size_t n = units < FAULTS ? units : FAULTS;
-	double *lat = calloc(n, sizeof(*lat));
-	int ret;
-
-	if (!lat || uffd_wp(r->uffd, r->mem, r->len, true)) {
-		free(lat);
-		return -1;
-	}
-	ret = -pthread_create(&h.thread, NULL, handler_main, &h);
-	for (size_t i = 0; !ret && i < n; i++) {
-		/* Spread over the region; the value written is the one there:
-		 * the content stays the guest's. */
-		_Atomic uint64_t *p =
-			(_Atomic uint64_t *)(r->mem +
-					     (i * (units / n)) * h.unit + 64);
-		const uint64_t v =
-			atomic_load_explicit(p, memory_order_relaxed);
-		const uint64_t t0 = cli_now_ns();
-
-		atomic_store_explicit(p, v, memory_order_relaxed);
-		lat[i] = (double)(cli_now_ns() - t0) / 1e3;
-	}
-	if (!ret) {
-		atomic_store(&h.stop, true);
-		pthread_join(h.thread, NULL);
-		qsort(lat, n, sizeof(*lat), dcmp);
-		*p50 = lat[n / 2];
-		*p99 = lat[n * 99 / 100];
-	}
-	uffd_wp(r->uffd, r->mem, r->len, false);
-	free(lat);
-	return ret;
-}
-
 void bench_measure_floors(struct bench *b, uint64_t size, struct floors *fl)
 {
 	char s[CLI_FMT_LEN];
+	struct bgsnap_floors m;
 	struct region r;
+	int ret;
 
 	memset(fl, 0, sizeof(*fl));
 	fl->wp_ms = fl->fault_p50_us = fl->fault_p99_us = NAN;
@@ -300,14 +152,15 @@ void bench_measure_floors(struct bench *b, uint64_t size, struct floors *fl)
 		       cli_fmt_size(s, size));
 	if (region_map(b, size, &r))
 		return;
-	fl->lz4_gibs = floor_lz4(&r, &fl->lz4_ratio);
 	fl->disk_gibs = floor_disk(b, &r, &fl->disk_direct);
-	if (!floor_uffd(&r)) {
-		fl->wp_ms = floor_wp(&r);
-		if (floor_faults(&r, b->thp, &fl->fault_p50_us,
-				 &fl->fault_p99_us))
-			cli_warn("bench: floors: the fault round trip failed");
-	}
+	ret = bgsnap_measure_floors(r.mem, r.len, b->thp ? HUGE_2M : PAGE, &m);
+	if (ret)
+		cli_warn("bench: floors: %s", strerror(-ret));
+	fl->wp_ms = m.write_protect_ms;
+	fl->fault_p50_us = m.fault_p50_us;
+	fl->fault_p99_us = m.fault_p99_us;
+	fl->lz4_gibs = m.lz4_gib_s;
+	fl->lz4_ratio = m.lz4_ratio;
 	region_unmap(&r);
 	fl->ok = !isnan(fl->wp_ms) && !isnan(fl->lz4_gibs) &&
 		 !isnan(fl->disk_gibs);

@@ -537,6 +537,45 @@ static void test_enospc(void **state)
 	rmdir("/tmp/bgsnap-enospc");
 }
 
+/* The floors are measured on the caller's memory and leave it as it was:
+ * same content, writable, no userfaultfd left on it. */
+static void test_floors(void **state)
+{
+	const size_t len = 8 * MiB;
+	uint8_t *mem = mmap(NULL, len, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	uint8_t *copy = malloc(len);
+	struct bgsnap_floors f;
+	struct bgs_uffd u;
+
+	(void)state;
+	assert_true(mem != MAP_FAILED && copy);
+	madvise(mem, len, MADV_NOHUGEPAGE);
+	for (size_t i = 0; i < len; i++)
+		mem[i] = (uint8_t)(i % 251 < 100 ? i / 4096 : (size_t)rand());
+	memcpy(copy, mem, len);
+	assert_int_equal(bgsnap_measure_floors(mem + 1, len - 4096, 4096, &f),
+			 -EINVAL);
+	assert_int_equal(bgsnap_measure_floors(mem, len, 3000, &f), -EINVAL);
+	assert_int_equal(bgsnap_measure_floors(mem, len, 4096, &f), 0);
+	assert_true(f.write_protect_ms > 0 && f.write_protect_ms < 1e4);
+	assert_true(f.fault_p50_us > 0 && f.fault_p50_us <= f.fault_p99_us);
+	assert_true(f.lz4_gib_s > 0);
+	/* About 100 of every 251 bytes repeat within a page. */
+	assert_true(f.lz4_ratio > 1.1 && f.lz4_ratio < 3);
+	assert_memory_equal(mem, copy, len);
+	/* The floor's uffd is gone: another can register the range (EBUSY
+	 * otherwise), and a write does not fault. */
+	tu_open_wp(&u);
+	assert_int_equal(bgs_uffd_register(&u, (uintptr_t)mem, len,
+					   UFFDIO_REGISTER_MODE_WP, NULL),
+			 0);
+	bgs_uffd_close(&u);
+	memset(mem, 1, len);
+	munmap(mem, len);
+	free(copy);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -551,6 +590,7 @@ int main(void)
 		cmocka_unit_test(test_save_once),
 		cmocka_unit_test(test_cancel),
 		cmocka_unit_test(test_enospc),
+		cmocka_unit_test(test_floors),
 	};
 	struct bgs_uffd u;
 

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The floors (bgsnap_measure_floors): what the kernel and the CPU allow on
+ * the caller's memory, with none of a save's machinery around it. Arming
+ * is one write-protect of the whole range; a fault's floor is the round
+ * trip of a write to a protected page, served by a second thread that does
+ * nothing but unprotect; compression's floor is lz4 alone, the way the
+ * store calls it. A save's blackout, stall and throughput are read against
+ * these, measured in the same run.
+ *
+ * DESIGN
+ * Threads: the caller; during the fault floor, one server thread reads the
+ * floor's own userfaultfd and unprotects each faulted unit. The caller
+ * writes, then stops and joins it.
+ */
+#include "snap_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#define FLOOR_WP_REPEAT 3
+#define FLOOR_FAULTS	2000
+#define FLOOR_POLL_MS	10 /* how soon the server sees it must stop */
+
+static int cmp_double(const void *a, const void *b)
+{
+	const double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double ms_since(uint64_t t0)
+{
+	return (double)(bgs_now_ns() - t0) / 1e6;
+}
+
+static double floor_protect(const struct bgs_uffd *u, uint64_t addr,
+			    uint64_t len)
+{
+	double t[FLOOR_WP_REPEAT];
+
+	for (int i = 0; i < FLOOR_WP_REPEAT; i++) {
+		const uint64_t t0 = bgs_now_ns();
+
+		if (bgs_uffd_protect(u, addr, len, 0))
+			return NAN;
+		t[i] = ms_since(t0);
+		if (bgs_uffd_unprotect(u, addr, len, 0))
+			return NAN;
+	}
+	qsort(t, FLOOR_WP_REPEAT, sizeof(*t), cmp_double);
+	return t[FLOOR_WP_REPEAT / 2];
+}
+
+struct fault_server {
+	const struct bgs_uffd *u;
+	uint64_t unit;
+	_Atomic bool stop;
+};
+
+static void *fault_server_main(void *arg)
+{
+	struct fault_server *s = arg;
+	struct pollfd p = { .fd = s->u->fd, .events = POLLIN };
+
+	while (!atomic_load(&s->stop)) {
+		struct uffd_msg msg;
+
+		if (poll(&p, 1, FLOOR_POLL_MS) <= 0 ||
+		    bgs_uffd_read(s->u, &msg, 1) != 1 ||
+		    !bgs_uffd_msg_is_wp(&msg))
+			continue;
+		bgs_uffd_unprotect(s->u,
+				   msg.arg.pagefault.address & ~(s->unit - 1),
+				   s->unit, 0);
+	}
+	return NULL;
+}
+
+/* Writes spread over the range, each to a protected unit; the value
+ * written is the one there, so the caller's content is kept. */
+static int floor_faults(const struct bgs_uffd *u, uint8_t *mem, uint64_t len,
+			uint64_t unit, struct bgsnap_floors *out)
+{
+	struct fault_server s = { .u = u, .unit = unit };
+	const uint64_t units = len / unit;
+	const uint64_t n = units < FLOOR_FAULTS ? units : FLOOR_FAULTS;
+	double *lat = calloc(n ? n : 1, sizeof(*lat));
+	pthread_t thread;
+	int ret;
+
+	if (!lat)
+		return -ENOMEM;
+	ret = bgs_uffd_protect(u, (uintptr_t)mem, len, 0);
+	if (!ret)
+		ret = bgs_thread_start(&thread, NULL, fault_server_main, &s);
+	for (uint64_t i = 0; !ret && i < n; i++) {
+		_Atomic uint64_t *p =
+			(_Atomic uint64_t *)(mem + i * (units / n) * unit);
+		const uint64_t v =
+			atomic_load_explicit(p, memory_order_relaxed);
+		const uint64_t t0 = bgs_now_ns();
+
+		atomic_store_explicit(p, v, memory_order_relaxed);
+		lat[i] = (double)(bgs_now_ns() - t0) / 1e3;
+	}
+	if (!ret) {
+		atomic_store(&s.stop, true);
+		pthread_join(thread, NULL);
+		qsort(lat, n, sizeof(*lat), cmp_double);
+		if (n) {
+			out->fault_p50_us = lat[n / 2];
+			out->fault_p99_us = lat[n * 99 / 100];
+		}
+	}
+	bgs_uffd_unprotect(u, (uintptr_t)mem, len, 0);
+	free(lat);
+	return ret;
+}
+
+static void floor_lz4(const void *mem, uint64_t len, struct bgsnap_floors *out)
+{
+	uint64_t ns, stored;
+
+	if (bgs_rs_measure_lz4(mem, len, 1, &ns, &stored) || !ns || !stored)
+		return;
+	out->lz4_gib_s = (double)len / (1u << 30) / ((double)ns / 1e9);
+	out->lz4_ratio = (double)len / (double)stored;
+}
+
+BGSNAP_API int bgsnap_measure_floors(void *mem, size_t len, size_t unit,
+				     struct bgsnap_floors *out)
+{
+	const uintptr_t addr = (uintptr_t)mem;
+	struct bgs_uffd u;
+	int ret;
+
+	if (!out)
+		return -EINVAL;
+	*out = (struct bgsnap_floors){ NAN, NAN, NAN, NAN, NAN };
+	if (!mem || !len || !unit || (unit & (unit - 1)) || addr % unit ||
+	    len % unit)
+		return -EINVAL;
+	floor_lz4(mem, len, out);
+	ret = bgs_uffd_open(&u, 0, UFFD_FEATURE_PAGEFAULT_FLAG_WP);
+	if (ret)
+		return ret;
+	ret = bgs_uffd_register(&u, addr, len, UFFDIO_REGISTER_MODE_WP, NULL);
+	if (!ret) {
+		out->write_protect_ms = floor_protect(&u, addr, len);
+		ret = floor_faults(&u, mem, len, unit, out);
+	}
+	bgs_uffd_close(&u);
+	return ret;
+}
