@@ -464,6 +464,25 @@ BGSNAP_API int bgsnap_file_parent(struct bgsnap_file *f,
 	return ret;
 }
 
+/* The index in @p of the region PARENT extent @e of @f sends its pages to,
+ * which must have saved them up to byte @end; or the error, said. */
+static int parent_region(struct bgsnap_file *f, const struct bgsnap_file *p,
+			 const struct rs_extent *e, uint64_t end)
+{
+	const char *name = f->regions[e->region].name;
+	const int k = bgsnap_file_find_region(p, name);
+
+	if (k < 0 || p->regions[k].kind == RS_KIND_UNSAVED ||
+	    end > p->regions[k].len)
+		return fail(f, BGSNAP_EPARENT,
+			    "region '%s', pages %llu..%llu: stored in the "
+			    "parent, which has not saved them (%s)",
+			    name, (unsigned long long)e->first,
+			    (unsigned long long)(e->first + e->npages - 1),
+			    p->path);
+	return k;
+}
+
 /* Every page @f leaves to @p lies in a saved region of the same name. */
 static int check_link(struct bgsnap_file *f, const struct bgsnap_file *p)
 {
@@ -474,21 +493,13 @@ static int check_link(struct bgsnap_file *f, const struct bgsnap_file *p)
 			    p->path);
 	for (size_t i = 0; i < bgs_rs_extent_count(f->r); i++) {
 		const struct rs_extent *e = bgs_rs_extent(f->r, i);
-		const char *name = f->regions[e->region].name;
-		const int k = bgsnap_file_find_region(p, name);
+		int k;
 
 		if (e->encoding != RS_ENC_PARENT)
 			continue;
-		if (k < 0 || p->regions[k].kind == RS_KIND_UNSAVED ||
-		    (e->first + e->npages) * PAGE > p->regions[k].len)
-			return fail(
-				f, BGSNAP_EPARENT,
-				"region '%s', pages "
-				"%llu..%llu: stored in the parent, which "
-				"has not saved them (%s)",
-				name, (unsigned long long)e->first,
-				(unsigned long long)(e->first + e->npages - 1),
-				p->path);
+		k = parent_region(f, p, e, (e->first + e->npages) * PAGE);
+		if (k < 0)
+			return k;
 	}
 	return 0;
 }
@@ -657,16 +668,9 @@ static int read_parent(struct bgsnap_file *f, const struct rs_extent *e,
 	ret = bgsnap_file_parent(f, &p);
 	if (ret)
 		return ret;
-	k = bgsnap_file_find_region(p, name);
-	if (k < 0 || p->regions[k].kind == RS_KIND_UNSAVED ||
-	    at + n > p->regions[k].len)
-		return fail(f, BGSNAP_EPARENT,
-			    "region '%s', pages %llu..%llu: "
-			    "stored in the parent, which has not saved them "
-			    "(%s)",
-			    name, (unsigned long long)e->first,
-			    (unsigned long long)(e->first + e->npages - 1),
-			    p->path);
+	k = parent_region(f, p, e, at + n);
+	if (k < 0)
+		return k;
 	ret = bgsnap_file_read(p, (size_t)k, at, dst, n);
 	if (ret && p->diag_named)
 		fail(f, ret, "%s", p->diag.msg);

@@ -10,31 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int copy_attachments(struct bgs_restore *r, struct rs_writer *w)
+/* Every attachment but the link to a parent: the flat file has none. */
+static int copy_attachment(void *arg, const char *name, const void *data,
+			   size_t len)
 {
-	struct rs_diag diag = { 0 };
-
-	for (size_t i = 0; i < bgs_rs_attachment_count(r->reader); i++) {
-		const char *name;
-		size_t len;
-		void *data;
-		int ret = bgs_rs_attachment_info(r->reader, i, &name, &len);
-
-		if (ret || !strcmp(name, "bgsnap.parent"))
-			continue;
-		data = malloc(len ? len : 1);
-		if (!data)
-			return -ENOMEM;
-		ret = bgs_rs_attachment_read(r->reader, i, data, &diag);
-		if (!ret)
-			ret = bgs_rs_put_attachment(w, name, data, len);
-		else
-			bgs_snap_set_error(r->h, "%s", diag.msg);
-		free(data);
-		if (ret)
-			return ret;
-	}
-	return 0;
+	if (!strcmp(name, "bgsnap.parent"))
+		return 0;
+	return bgs_rs_put_attachment(arg, name, data, len);
 }
 
 static int copy_pages(struct bgs_restore *r, struct rs_writer *w,
@@ -85,7 +67,7 @@ static int flatten(struct bgs_restore *r, const char *out)
 	if (!ret)
 		ret = bgs_rs_writer_open_path(&w, out, &wo);
 	if (!ret)
-		ret = copy_attachments(r, w);
+		ret = bgs_restore_each_attachment(r, copy_attachment, w);
 	if (!ret)
 		ret = copy_pages(r, w, dec, buf, buf + r->max_record);
 	if (w && !ret)

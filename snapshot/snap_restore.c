@@ -570,7 +570,8 @@ static int prepare(struct bgs_restore *r, const char *path, int fd)
 	return match_regions(r);
 }
 
-int bgs_restore_attachments(struct bgs_restore *r)
+int bgs_restore_each_attachment(struct bgs_restore *r, bgs_attachment_fn *fn,
+				void *arg)
 {
 	struct rs_diag diag = { 0 };
 
@@ -589,13 +590,28 @@ int bgs_restore_attachments(struct bgs_restore *r)
 		atomic_fetch_add(&r->bytes_read, len);
 		if (ret)
 			bgs_snap_set_error(r->h, "%s", diag.msg);
-		else if (r->opts.attachment && strncmp(name, "bgsnap.", 7))
-			ret = r->opts.attachment(r->opts.arg, name, data, len);
+		else
+			ret = fn(arg, name, data, len);
 		free(data);
 		if (ret)
 			return ret;
 	}
 	return 0;
+}
+
+/* The owner's attachments go to its callback; bgsnap's own stay here. */
+static int hand_back(void *arg, const char *name, const void *data, size_t len)
+{
+	const struct bgs_restore *r = arg;
+
+	if (!r->opts.attachment || !strncmp(name, "bgsnap.", 7))
+		return 0;
+	return r->opts.attachment(r->opts.arg, name, data, len);
+}
+
+int bgs_restore_attachments(struct bgs_restore *r)
+{
+	return bgs_restore_each_attachment(r, hand_back, r);
 }
 
 void bgs_restore_free(struct bgs_restore *r)

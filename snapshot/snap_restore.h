@@ -101,7 +101,13 @@ int bgs_restore_from_chain(struct bgs_restore *r, struct rs_decoder *dec,
 int bgs_restore_open(struct bgs_restore *r, const char *path, int fd);
 void bgs_restore_free(struct bgs_restore *r);
 
-/* Hand every attachment back to the owner, checksum verified. */
+/* Call @fn with every attachment of the snapshot, checksum verified, in
+ * file order; its first non-zero return ends the walk and is returned. */
+typedef int bgs_attachment_fn(void *arg, const char *name, const void *data,
+			      size_t len);
+int bgs_restore_each_attachment(struct bgs_restore *r, bgs_attachment_fn *fn,
+				void *arg);
+/* Hand every attachment but bgsnap's own back to the owner. */
 int bgs_restore_attachments(struct bgs_restore *r);
 
 /* snap_lazy.c: register, start the threads, return (owner runnable). */
