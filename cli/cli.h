@@ -112,6 +112,14 @@ uint64_t cli_proc_kb(const char *path, const char *const *keys, int n);
 
 /* ---- options ------------------------------------------------------------ */
 
+/*
+ * Every command declares its options the same way: a getopt_long table, a
+ * table of struct cli_opt, a struct cli_getopt and one cli_parse() call.
+ * The commands therefore look alike there (duplicates lists them as pairs
+ * of the same shape); that is deliberate: the loop is written once, here,
+ * and what differs between commands is data.
+ */
+
 enum {
 	CLI_OPT_END = -1,  /* no more options; operands start at optind */
 	CLI_OPT_HELP = -2, /* -h/--help: the usage is printed; exit 0 */
@@ -130,8 +138,9 @@ enum {
  * zero entry. Set at most one destination: cli_parse() stores the option
  * there (a flag is set to true; a string is the argument itself; size,
  * duration and uint go through cli_arg_size(), cli_arg_duration() and
- * cli_arg_uint() with [@min, @max]; a pid is a uint in [1, INT32_MAX]). An entry with no destination, or an
- * option not in the table, goes to the command's take() callback.
+ * cli_arg_uint() with [@min, @max]; a pid is a uint in [1, INT32_MAX]).
+ * An entry with no destination, or an option not in the table, goes to the
+ * command's take() callback.
  */
 struct cli_opt {
 	int val; /* getopt's value: the short letter or an OPT_* code */
