@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #define BGS_PAGE_SIZE  4096u
 #define BGS_PAGE_SHIFT 12
@@ -283,13 +284,24 @@ struct bgs_save {
  *              as a bug writing registered memory would;
  * @fault_read_error  when set, the fault thread's next read fails with it
  *              (and the hook is cleared), as a broken uffd would.
+ * @fill_delay_us  when set, a lazy restore's fill sleeps this long between
+ *              looking at the discard marks and placing pages, widening
+ *              the window an owner's discard must not slip into.
  */
 struct bgs_snap_test_hooks {
 	uint8_t *read_count;
 	volatile char *copier_poke;
 	_Atomic int fault_read_error; /* a -errno the fault thread's next
 				       * read of the uffd fails with */
+	unsigned fill_delay_us;
 };
+
+/* Sleep @us microseconds if a test hook asks for it (0: return at once). */
+static inline void bgs_test_delay_us(unsigned us)
+{
+	if (us)
+		usleep(us);
+}
 
 struct bgsnap {
 	struct bgs_region *regions;  /* sorted by address */

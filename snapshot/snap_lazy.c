@@ -13,7 +13,8 @@
  *
  * The fault thread reads events too and so never waits: it fills with
  * BGS_UFFD_NORETRY, and a fault that meets EAGAIN (an event queued) is
- * kept and retried after the next read. The fill retries EAGAIN itself.
+ * kept and retried after the next read. The fill retries EAGAIN itself,
+ * with the events lock free (below).
  * It places records in chunks that double (up to 16 MiB) while no fault
  * comes and fall back to 32 KiB after one, yielding the CPU to the fault
  * thread.
@@ -21,9 +22,19 @@
  * Owner events: a range the owner discards (MADV_DONTNEED/REMOVE) or
  * unmaps is marked and from then on gets zero pages, not snapshot data;
  * a range moved by mremap cannot be followed: the restore reports it and a
- * fault at an address bgsnap does not know is poisoned. (A record placed
- * by the fill in the instant between a discard being read and the zap is
- * a known, unclosed race.)
+ * fault at an address bgsnap does not know is poisoned.
+ *
+ * The kernel completes an event when it is read, not when it is handled:
+ * madvise zaps the range as soon as the message is read. Were the fill to
+ * look at the marks, then the fault thread to read a discard and the
+ * owner's madvise to zap, and only then the fill to place the record, the
+ * owner would find snapshot data where it had just discarded its memory.
+ * So the fill looks at the marks and places pages with the lazy restore's
+ * events lock held, and the fault thread holds it to read the uffd and
+ * mark: the fill then places either before the event is read (and the zap
+ * that follows removes what it placed; a placement meets EAGAIN while the
+ * event is queued) or after the marks are made. The fill holds the lock for
+ * at most BGS_FILL_LOCKED_PAGES at a time, which bounds what a fault waits.
  *
  * A record that fails its checks when needed is never served: its missing
  * pages are poisoned (SIGBUS on access) and the restore reports the error.
@@ -43,6 +54,10 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+/* What the fill places with the events lock held at most: 256 KiB, a few
+ * tens of microseconds that a fault may wait for. */
+#define BGS_FILL_LOCKED_PAGES 64u
 
 /* One placing thread's tools. */
 struct placer {
@@ -102,15 +117,24 @@ static int place(struct placer *p, const struct bgs_region *g, uint64_t first,
 		 uint64_t n, const uint8_t *data)
 {
 	const uint64_t unit = g->page_size / BGS_PAGE_SIZE;
+	const uint64_t most = p->fill && BGS_FILL_LOCKED_PAGES > unit
+				      ? BGS_FILL_LOCKED_PAGES / unit * unit
+				      : UINT64_MAX;
+	uint64_t eagain_since = 0;
 
 	for (uint64_t i = 0; i < n;) {
-		const bool drop = discarded(p->r, g->first_page + first + i);
+		bool drop;
 		uint64_t k = unit;
 		int64_t placed;
 
-		while (i + k < n &&
+		if (p->fill)
+			pthread_mutex_lock(&p->r->events);
+		drop = discarded(p->r, g->first_page + first + i);
+		while (i + k < n && k < most &&
 		       discarded(p->r, g->first_page + first + i + k) == drop)
 			k += unit;
+		if (p->fill)
+			bgs_test_delay_us(p->r->h->test_hooks.fill_delay_us);
 		const uint64_t addr = g->base + (first + i) * BGS_PAGE_SIZE;
 		if (data && !drop)
 			placed = bgs_uffd_copy(
@@ -118,6 +142,20 @@ static int place(struct placer *p, const struct bgs_region *g, uint64_t first,
 				k * BGS_PAGE_SIZE, g->page_size, p->flags);
 		else
 			placed = place_zero(p, g, addr, k * BGS_PAGE_SIZE);
+		if (p->fill)
+			pthread_mutex_unlock(&p->r->events);
+		if (placed == -EAGAIN && p->fill) {
+			/* An event is queued: the fault thread reads it once
+			 * the lock is free; then look at the marks again. */
+			if (!eagain_since)
+				eagain_since = bgs_now_ns();
+			if (bgs_now_ns() - eagain_since <
+			    BGS_UFFD_EAGAIN_BUDGET_NS) {
+				sched_yield();
+				continue;
+			}
+		}
+		eagain_since = 0;
 		if (placed == -ENOENT || placed == -EFAULT) {
 			if (!drop)
 				return bgs_restore_fail(
@@ -128,7 +166,7 @@ static int place(struct placer *p, const struct bgs_region *g, uint64_t first,
 			placed = 0; /* unmapped by the owner: fine */
 		}
 		if (placed < 0)
-			return placed == -EAGAIN
+			return placed == -EAGAIN && !p->fill
 				       ? -EAGAIN
 				       : bgs_restore_fail(
 						 p->r, (int)placed,
@@ -303,14 +341,16 @@ static void *lazy_fault_main(void *arg)
 			break;
 		if (pfd[1].revents)
 			break;
+		pthread_mutex_lock(&r->events);
 		const int n = bgs_uffd_read(&r->uffd, msgs, BGS_FAULT_BATCH);
 		const uint64_t now = bgs_now_ns();
 
-		if (n < 0)
-			break;
 		for (int k = 0; k < n; k++)
 			if (msgs[k].event != UFFD_EVENT_PAGEFAULT)
 				on_event(r, &msgs[k]);
+		pthread_mutex_unlock(&r->events);
+		if (n < 0)
+			break;
 		retry_pending(f);
 		for (int k = 0; k < n; k++) {
 			const uint64_t addr = msgs[k].arg.pagefault.address;
@@ -427,7 +467,7 @@ static int placer_init(struct placer *p, struct bgs_restore *r, bool fill)
 {
 	p->r = r;
 	p->fill = fill;
-	p->flags = fill ? 0 : BGS_UFFD_NORETRY;
+	p->flags = BGS_UFFD_NORETRY; /* the fill retries with the lock free */
 	p->buf_len =
 		(fill ? BGS_FILL_MAX_PAGES * BGS_PAGE_SIZE : 0) + r->max_record;
 	p->buf = mmap(NULL, p->buf_len + r->max_record, PROT_READ | PROT_WRITE,
@@ -451,6 +491,9 @@ static void lazy_free(struct bgs_restore *r)
 {
 	struct lazy *l = r->lazy;
 
+	if (r->events_init)
+		pthread_mutex_destroy(&r->events);
+	r->events_init = false;
 	if (l) {
 		placer_fini(&l->fault.p);
 		placer_fini(&l->fill);
@@ -481,6 +524,7 @@ static int lazy_alloc(struct bgs_restore *r)
 	if (!r->lazy || !r->placed || !r->discarded || !r->zero ||
 	    r->stop_fd < 0)
 		return -ENOMEM;
+	r->events_init = !pthread_mutex_init(&r->events, NULL);
 	ret = placer_init(&r->lazy->fault.p, r, false);
 	return ret ? ret : placer_init(&r->lazy->fill, r, true);
 }

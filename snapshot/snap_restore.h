@@ -50,12 +50,15 @@ struct bgs_restore {
 	_Atomic uint8_t *placed;	  /* per extent: in place */
 	_Atomic uint64_t *discarded;	  /* bit per handle page: the
 						 * owner dropped it (REMOVE) */
-	_Atomic uint64_t faults_seen;	  /* fault thread: the fill backs
+	pthread_mutex_t events; /* the fault thread reads the uffd and marks
+				 * discards with it, the fill places pages */
+	bool events_init;
+	_Atomic uint64_t faults_seen; /* fault thread: the fill backs
 						 * off when it moves */
-	uint8_t *zero;			  /* a huge page of zeroes */
-	struct lazy *lazy;		  /* the threads' tools */
-	struct bgs_hist latency;	  /* fault thread */
-	uint64_t faults;		  /* fault thread */
+	uint8_t *zero;		      /* a huge page of zeroes */
+	struct lazy *lazy;	      /* the threads' tools */
+	struct bgs_hist latency;      /* fault thread */
+	uint64_t faults;	      /* fault thread */
 };
 
 int bgs_restore_fail(struct bgs_restore *r, int err, const char *fmt, ...)
