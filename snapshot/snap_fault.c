@@ -379,17 +379,9 @@ static int64_t switch_to_save(struct bgs_monitor *m, struct bgs_save *s)
 		return n;
 	/* A new instant: what was written is now relative to it, and the
 	 * undo log is emptied (its pages are the written ones). */
-	for (uint64_t w = 0; w < words; w++) {
-		uint64_t bits = atomic_exchange(&m->written[w], 0);
-
-		s->changed[w] = bits;
-		for (; m->undo_slot && bits; bits &= bits - 1)
-			atomic_store(
-				&m->undo_slot[w * 64 +
-					      (uint64_t)__builtin_ctzll(bits)],
-				0);
-	}
-	atomic_store(&m->undo_used, 0);
+	for (uint64_t w = 0; w < words; w++)
+		s->changed[w] = atomic_exchange(&m->written[w], 0);
+	bgs_monitor_undo_empty(m);
 	atomic_store(&m->undo_live, m->undo_data && s->keep_tracking);
 	m->save = s;
 	atomic_store(&m->mode, BGS_MON_SAVE);
@@ -403,6 +395,9 @@ static int64_t run_command(struct bgs_monitor *m, enum bgs_mon_cmd cmd,
 	if (atomic_load(&m->mode) == BGS_MON_DEAD)
 		return bgs_first_error_get(&m->error);
 	switch (cmd) {
+	case BGS_CMD_ROLLED_BACK:
+		bgs_monitor_undo_empty(m);
+		return reprotect_pass(m, true);
 	case BGS_CMD_REPROTECT:
 		return reprotect_pass(m, true);
 	case BGS_CMD_SWITCH:

@@ -131,10 +131,12 @@ enum bgs_mon_mode {
 
 enum bgs_mon_cmd {
 	BGS_CMD_NONE = 0,
-	BGS_CMD_REPROTECT, /* protect every unprotected page again: TRACK */
-	BGS_CMD_SWITCH,	   /* the same until none is left, then SAVE */
-	BGS_CMD_DETACH,	   /* back to TRACK: the save is over */
-	BGS_CMD_STOP,	   /* the fault thread exits */
+	BGS_CMD_REPROTECT,   /* protect every unprotected page again: TRACK */
+	BGS_CMD_ROLLED_BACK, /* every written page is as at the instant:
+			      * empty the undo log, then REPROTECT */
+	BGS_CMD_SWITCH,	     /* the same until none is left, then SAVE */
+	BGS_CMD_DETACH,	     /* back to TRACK: the save is over */
+	BGS_CMD_STOP,	     /* the fault thread exits */
 };
 
 /* A fault waiting to be handled again (EAGAIN, a full ring, a command). */
@@ -188,10 +190,14 @@ struct bgs_monitor {
 	 * snapshot instant, kept when it is first written after it. A slot
 	 * is taken (atomically) and filled by the thread that unprotects the
 	 * page; undo_slot[page] (slot + 1, or 0) is published after the
-	 * copy; cleared by the fault thread at the next instant. */
+	 * copy. The fault thread empties the log at the next instant, and
+	 * after a rollback that put every written page back: the log then
+	 * holds nothing a page still needs, and its whole budget is free for
+	 * the pages written next. */
 	uint8_t *undo_data; /* undo_slots pages, mmap'd */
 	size_t undo_slots;
 	_Atomic uint32_t *undo_slot; /* per page */
+	uint64_t *undo_page;	     /* per slot: the page it holds */
 	_Atomic size_t undo_used;
 	_Atomic bool undo_live; /* set at an instant that keeps it */
 
@@ -410,6 +416,9 @@ const char *bgs_monitor_failure(struct bgs_monitor *m);
 void bgs_monitor_stop(struct bgs_monitor *m);
 /* Give the monitor an undo log of @bytes (once; later calls keep it). */
 int bgs_monitor_undo(struct bgs_monitor *m, size_t bytes);
+/* Empty the undo log. The fault thread, at an instant or after a rollback,
+ * while no page is being kept. */
+void bgs_monitor_undo_empty(struct bgs_monitor *m);
 /* Keep the content of pages [page, page + n) in the undo log, from @src
  * (NULL: read it from the owner) unless kept already or the log is full.
  * Call before the pages become writable. */

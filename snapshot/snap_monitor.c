@@ -230,6 +230,7 @@ void bgs_monitor_stop(struct bgs_monitor *m)
 		munmap(m->undo_data, m->undo_slots * BGS_PAGE_SIZE);
 		munmap((void *)(uintptr_t)m->undo_slot,
 		       m->h->total_pages * sizeof(*m->undo_slot));
+		munmap(m->undo_page, m->undo_slots * sizeof(*m->undo_page));
 	}
 	bgs_uffd_pagemap_close(&m->pagemap);
 	if (m->wake_fd >= 0)
@@ -241,32 +242,49 @@ void bgs_monitor_stop(struct bgs_monitor *m)
 
 /* ---- the undo log -------------------------------------------------------- */
 
+static void *map_anon(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
 int bgs_monitor_undo(struct bgs_monitor *m, size_t bytes)
 {
 	const size_t slots = bytes / BGS_PAGE_SIZE;
-	void *data, *index;
+	const size_t index_len = m->h->total_pages * sizeof(*m->undo_slot);
+	void *data, *index, *pages;
 
 	if (m->undo_data || !slots)
 		return 0;
-	data = mmap(NULL, slots * BGS_PAGE_SIZE, PROT_READ | PROT_WRITE,
-		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	index = mmap(NULL, m->h->total_pages * sizeof(*m->undo_slot),
-		     PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-		     0);
-	if (data == MAP_FAILED || index == MAP_FAILED) {
-		if (data != MAP_FAILED)
+	data = map_anon(slots * BGS_PAGE_SIZE);
+	index = map_anon(index_len);
+	pages = map_anon(slots * sizeof(*m->undo_page));
+	if (!data || !index || !pages) {
+		if (data)
 			munmap(data, slots * BGS_PAGE_SIZE);
-		if (index != MAP_FAILED)
-			munmap(index,
-			       m->h->total_pages * sizeof(*m->undo_slot));
+		if (index)
+			munmap(index, index_len);
+		if (pages)
+			munmap(pages, slots * sizeof(*m->undo_page));
 		return -ENOMEM;
 	}
 	m->undo_slot = index;
+	m->undo_page = pages;
 	m->undo_slots = slots;
 	/* Published last: the threads test undo_data. The command that
 	 * starts the next save orders this before their first use. */
 	m->undo_data = data;
 	return 0;
+}
+
+void bgs_monitor_undo_empty(struct bgs_monitor *m)
+{
+	const size_t used = atomic_exchange(&m->undo_used, 0);
+
+	for (size_t k = 0; m->undo_data && k < used && k < m->undo_slots; k++)
+		atomic_store(&m->undo_slot[m->undo_page[k]], 0);
 }
 
 void bgs_monitor_keep(struct bgs_monitor *m, const struct bgs_region *r,
@@ -285,6 +303,7 @@ void bgs_monitor_keep(struct bgs_monitor *m, const struct bgs_region *r,
 		slot = atomic_fetch_add(&m->undo_used, 1);
 		if (slot >= m->undo_slots)
 			return; /* full: rollback reads the file for the rest */
+		m->undo_page[slot] = p;
 		dst = m->undo_data + slot * BGS_PAGE_SIZE;
 		if (src) {
 			memcpy(dst, src + i * BGS_PAGE_SIZE, BGS_PAGE_SIZE);

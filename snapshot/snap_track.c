@@ -210,8 +210,11 @@ BGSNAP_API int bgsnap_rollback(struct bgsnap *h,
 		r = opts->pause(opts->arg);
 	if (!r) {
 		r = roll_back_pages(&rb);
-		/* Written back or not, protect what is writable again. */
-		n = bgs_monitor_command(rb.m, BGS_CMD_REPROTECT, NULL);
+		/* Written back or not, protect what is writable again; when
+		 * every page is back, the undo log is no longer needed. */
+		n = bgs_monitor_command(
+			rb.m, r ? BGS_CMD_REPROTECT : BGS_CMD_ROLLED_BACK,
+			NULL);
 		if (!r && n < 0)
 			r = (int)n;
 		if (h->target)

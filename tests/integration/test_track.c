@@ -363,6 +363,47 @@ static void test_rollback_from_file(void **state)
 	rollback_case(0);
 }
 
+/*
+ * The undo budget holds the pages written since the last rollback, not all
+ * the pages ever written since the snapshot: rollbacks that each write
+ * other pages, half the budget at a time, go on from memory alone (no file
+ * named) for as long as they are repeated.
+ */
+static void test_rollback_budget_reused(void **state)
+{
+	const size_t len = 8 * MiB, budget = 1 * MiB;
+	const size_t per_round = budget / PG / 2;
+	struct bgsnap_save_opts so = { .undo_budget = budget,
+				       .flags = BGSNAP_SAVE_KEEP_TRACKING };
+	uint8_t *mem = tu_map_kind(TU_ANON, len);
+	uint8_t *reference = malloc(len);
+	char path[256];
+	struct bgsnap *h;
+
+	(void)state;
+	assert_non_null(mem);
+	assert_non_null(reference);
+	for (size_t i = 0; i < len; i += 8)
+		memcpy(mem + i, &i, sizeof(i));
+	memcpy(reference, mem, len);
+	snprintf(path, sizeof(path), "%s/budget.bgs", tu_tmpdir());
+	assert_int_equal(bgsnap_new(&h), 0);
+	assert_int_equal(bgsnap_add_region(h, "ram", mem, len), 0);
+	assert_int_equal(bgsnap_save(h, path, &so), 0);
+	unlink(path); /* memory alone from here on */
+	for (size_t round = 0; round < len / PG / per_round; round++) {
+		for (size_t k = 0; k < per_round; k++)
+			memset(mem + (round * per_round + k) * PG, 0xEE, 64);
+		if (bgsnap_rollback(h, &(struct bgsnap_rollback_opts){ 0 }))
+			fail_msg("rollback %zu: %s", round,
+				 bgsnap_last_error(h));
+		assert_memory_equal(mem, reference, len);
+	}
+	bgsnap_free(h);
+	tu_unmap(mem, len);
+	free(reference);
+}
+
 /* ---- one-phase arming ---------------------------------------------------- */
 
 static void test_one_phase(void **state)
@@ -446,6 +487,7 @@ int main(void)
 		cmocka_unit_test(test_phase_switch_loses_nothing),
 		cmocka_unit_test(test_rollback_from_memory),
 		cmocka_unit_test(test_rollback_from_file),
+		cmocka_unit_test(test_rollback_budget_reused),
 		cmocka_unit_test(test_one_phase),
 		cmocka_unit_test(test_tracking_survives_swap),
 	};
