@@ -313,6 +313,7 @@ struct bgsnap {
 	struct bgs_region *regions;  /* sorted by address */
 	struct bgs_target *target;   /* another process, or NULL */
 	struct bgs_target_maps maps; /* its mappings as last read */
+	uint64_t maps_read_ns;	     /* when that read began */
 	char **include, **exclude;   /* its mapping filters */
 	size_t ninclude, nexclude;
 	size_t nregions;
@@ -349,6 +350,16 @@ int bgs_snap_for_pages(const struct bgsnap *h, uint64_t start, uint64_t end,
 		       bgs_page_fn fn, void *arg);
 /* Re-read the target's mappings and rebuild the regions from them. */
 int bgs_snap_target_refresh(struct bgsnap *h);
+/*
+ * The same, unless they were read less than BGS_MAPS_FRESH_NS ago and
+ * /proc/PID/maps shows the same ranges and permissions: smaps walks page
+ * tables (50-90 ms for 4 GiB), and `save --pid` lists the regions just
+ * before it saves them. What smaps adds to maps (VmFlags such as dd, the
+ * THP line, the Rss of a guard) is then as old as that read, no older
+ * than a read made at the save would be by the time the target stops.
+ */
+int bgs_snap_target_current(struct bgsnap *h);
+#define BGS_MAPS_FRESH_NS (250ull * 1000 * 1000)
 /* Check that @g is still mapped as it was when added (its kind may move
  * between ANON and ANON_THP). */
 int bgs_snap_check_region(struct bgsnap *h, struct bgs_region *g);

@@ -554,7 +554,7 @@ int bgs_restore_open(struct bgs_restore *r, const char *path, int fd)
 
 static int prepare(struct bgs_restore *r, const char *path, int fd)
 {
-	int ret = r->h->target ? bgs_snap_target_refresh(r->h) : 0;
+	int ret = r->h->target ? bgs_snap_target_current(r->h) : 0;
 	size_t n;
 
 	if (!ret)

@@ -449,7 +449,7 @@ static int current_regions(struct bgsnap *h, unsigned flags)
 		h->monitor = NULL;
 	}
 	if (!h->monitor)
-		return bgs_snap_target_refresh(h);
+		return bgs_snap_target_current(h);
 	(void)flags;
 	return 0;
 }

@@ -454,6 +454,7 @@ static int target_map_refused(struct bgsnap *h, const struct bgs_target_map *m)
 
 int bgs_snap_target_refresh(struct bgsnap *h)
 {
+	const uint64_t t0 = bgs_now_ns();
 	struct bgs_target_maps maps = { 0 };
 	int r = bgs_target_maps_read(h->target, &maps);
 
@@ -486,7 +487,17 @@ int bgs_snap_target_refresh(struct bgsnap *h)
 	}
 	bgs_target_maps_free(&h->maps);
 	h->maps = maps;
+	h->maps_read_ns = r ? 0 : t0;
 	return r;
+}
+
+int bgs_snap_target_current(struct bgsnap *h)
+{
+	if (h->maps_read_ns &&
+	    bgs_now_ns() - h->maps_read_ns < BGS_MAPS_FRESH_NS &&
+	    bgs_target_maps_changed(h->target, &h->maps) == 0)
+		return 0;
+	return bgs_snap_target_refresh(h);
 }
 
 static int copy_strings(char ***dst, size_t *n, const char *const *src,

@@ -29,7 +29,7 @@ BGSNAP_API int bgsnap_track_start(struct bgsnap *h)
 		return -EBUSY;
 	}
 	if (h->target) {
-		r = bgs_snap_target_refresh(h);
+		r = bgs_snap_target_current(h);
 		if (!r)
 			r = bgs_target_inject_prepare(h->target);
 		if (!r)

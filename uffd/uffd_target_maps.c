@@ -460,19 +460,25 @@ int bgs_target_maps_read(struct bgs_target *t, struct bgs_target_maps *m)
 	return 0;
 }
 
+/* The same range, permissions and backing (offset, device, inode): a
+ * mapping replaced at the same address by another shows here too. */
 static bool same_line(const struct bgs_target_map *m, const char *line)
 {
-	unsigned long long start, end;
+	unsigned long long start, end, offset, inode;
+	unsigned major, minor;
 	char perms[8];
 	int prot;
 
-	if (sscanf(line, "%llx-%llx %7s", &start, &end, perms) != 3)
+	if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &start, &end, perms,
+		   &offset, &major, &minor, &inode) != 7)
 		return false;
 	prot = (perms[0] == 'r' ? PROT_READ : 0) |
 	       (perms[1] == 'w' ? PROT_WRITE : 0) |
 	       (perms[2] == 'x' ? PROT_EXEC : 0);
 	return start == m->start && end == m->end && prot == m->prot &&
-	       (perms[3] == 's') == m->shared;
+	       (perms[3] == 's') == m->shared && offset == m->offset &&
+	       major == m->dev_major && minor == m->dev_minor &&
+	       inode == m->inode;
 }
 
 int bgs_target_maps_changed(struct bgs_target *t,

@@ -11,6 +11,7 @@
 #include "testutil.h"
 #include "tu_target.h"
 #include "uffd_target.h"
+#include "snap_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -165,11 +166,22 @@ static int kinds_setup(struct tu_kid *k)
 	return 0;
 }
 
-/* 'm': one more mapping, for change detection. */
+/* 'm': one more mapping, for change detection; 'r': the MADV_DONTDUMP
+ * mapping replaced by a private memfd mapping with the same range and
+ * permissions. */
 static int kinds_cmd(struct tu_kid *k, char cmd)
 {
 	if (cmd == 'm')
 		mmap(NULL, PG, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (cmd == 'r') {
+		const int fd = memfd_create("replacement", MFD_CLOEXEC);
+
+		if (ftruncate(fd, 4 * PG))
+			return -errno;
+		mmap((void *)(uintptr_t)k->shm->addr[M_DONTDUMP], 4 * PG,
+		     PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, 0);
+		close(fd);
+	}
 	k->shm->why[0] = cmd; /* seen */
 	return 0;
 }
@@ -394,8 +406,43 @@ static void test_filters_and_changes(void **state)
 	for (i = 0; i < 2000 && k.shm->why[0] != 'm'; i++)
 		tu_sleep_ms(1);
 	assert_int_equal(bgs_target_maps_changed(&t, &m), 1);
+
+	/* Another mapping at the same place, with the same permissions. */
+	bgs_target_maps_free(&m);
+	assert_int_equal(bgs_target_maps_read(&t, &m), 0);
+	assert_int_equal(bgs_target_maps_changed(&t, &m), 0);
+	tu_kid_send(&k, 'r');
+	for (i = 0; i < 2000 && k.shm->why[0] != 'r'; i++)
+		tu_sleep_ms(1);
+	assert_int_equal(bgs_target_maps_changed(&t, &m), 1);
 	bgs_target_maps_free(&m);
 	bgs_target_close(&t);
+	assert_int_equal(tu_kid_finish(&k, 5000), 0);
+}
+
+/* A save right after bgsnap_target_pid() listed the mappings does not walk
+ * smaps again (50-90 ms at 4 GiB); one made later does. */
+static void test_mappings_read_once_per_save(void **state)
+{
+	struct tu_kid k = { 0 };
+	struct bgsnap *h;
+	char path[256];
+	uint64_t first;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/once.bgs", tu_tmpdir());
+	tu_kid_start(&k, 1, 0, 1);
+	assert_int_equal(bgsnap_new(&h), 0);
+	assert_int_equal(bgsnap_target_pid(h, k.pid, NULL), 0);
+	first = h->maps_read_ns;
+	assert_true(first != 0);
+	assert_int_equal(bgsnap_save(h, path, NULL), 0);
+	assert_true(h->maps_read_ns == first);
+	tu_sleep_ms(BGS_MAPS_FRESH_NS / 1000000 + 50);
+	assert_int_equal(bgsnap_save(h, path, NULL), 0);
+	assert_true(h->maps_read_ns > first);
+	bgsnap_free(h);
+	unlink(path);
 	assert_int_equal(tu_kid_finish(&k, 5000), 0);
 }
 
@@ -461,6 +508,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_kinds_of_a_live_target),
 		cmocka_unit_test(test_filters_and_changes),
+		cmocka_unit_test(test_mappings_read_once_per_save),
 		cmocka_unit_test(test_kinds_from_text),
 	};
 
