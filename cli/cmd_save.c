@@ -345,6 +345,16 @@ void cli_json_save_stats(struct cli_json *j, const struct bgsnap_stats *st)
 	cli_json_kdouble(j, "stall_us_p99", (double)st->stall_ns_p99 / 1e3);
 	cli_json_kdouble(j, "stall_us_max", (double)st->stall_ns_max / 1e3);
 	cli_json_kuint(j, "peak_buffer_bytes", st->peak_buffer_bytes);
+	cli_json_kdouble(j, "cpu_copy_s", (double)st->cpu_copy_ns / 1e9);
+	cli_json_kdouble(j, "cpu_compress_s",
+			 (double)st->cpu_compress_ns / 1e9);
+	cli_json_kdouble(j, "cpu_checksum_s",
+			 (double)st->cpu_checksum_ns / 1e9);
+	cli_json_kdouble(j, "cpu_unprotect_s",
+			 (double)st->cpu_unprotect_ns / 1e9);
+	cli_json_kdouble(j, "cpu_copier_s", (double)st->cpu_copier_ns / 1e9);
+	cli_json_kdouble(j, "cpu_fault_thread_s",
+			 (double)st->cpu_fault_ns / 1e9);
 }
 
 static void report_json(FILE *f, const struct save_args *a,

@@ -58,6 +58,7 @@ struct rs_writer {
 	bool urgent;   /* the put under way may go to the overflow */
 	/* Written by the writer's thread, read by any (stats): relaxed. */
 	_Atomic uint64_t pages, zero_pages, raw_bytes, records;
+	_Atomic uint64_t compress_ns, checksum_ns;
 };
 
 /* Remove the temporary file (path mode); the descriptor stays open. */
@@ -461,11 +462,14 @@ static int emit_data(struct rs_writer *w, uint32_t region, uint64_t first,
 	};
 	uint8_t *p;
 	int ret = bgs_rs_wq_reserve(&w->q, hl + raw, w->urgent, &p);
-	uint64_t sum, stored;
+	uint64_t sum, stored, t0, t1, hash_ns;
 
 	if (ret)
 		return ret;
+	t0 = bgs_thread_cpu_ns();
 	sum = stored = bgs_rs_hash(src, raw);
+	t1 = bgs_thread_cpu_ns();
+	hash_ns = t1 - t0;
 	if (w->comp == RS_COMP_LZ4) {
 		/* What LZ4_compress_fast does, without its 16 KiB of stack;
 		 * a bound of raw - 1 gives up as soon as it cannot shrink. */
@@ -473,13 +477,17 @@ static int emit_data(struct rs_writer *w, uint32_t region, uint64_t first,
 			w->lz4, (const char *)src, (char *)p + hl, (int)raw,
 			(int)raw - 1, w->accel);
 
+		t0 = bgs_thread_cpu_ns();
+		bgs_rs_stat_add(&w->compress_ns, t0 - t1);
 		if (c > 0) {
 			e.encoding = RS_ENC_LZ4;
 			e.stored_len = (uint32_t)c;
 			/* The block just made, while it is in the cache. */
 			stored = bgs_rs_hash(p + hl, e.stored_len);
+			hash_ns += bgs_thread_cpu_ns() - t0;
 		}
 	}
+	bgs_rs_stat_add(&w->checksum_ns, hash_ns);
 	if (e.encoding == RS_ENC_RAW)
 		memcpy(p + hl, src, raw);
 	put_rechdr(w, p,
@@ -816,6 +824,8 @@ void bgs_rs_writer_stats(const struct rs_writer *w, struct rs_writer_stats *s)
 	s->records = atomic_load_explicit(&w->records, o);
 	s->peak_buffer_bytes = atomic_load_explicit(&w->q.peak, o);
 	s->peak_overflow_bytes = atomic_load_explicit(&w->q.peak_over, o);
+	s->compress_ns = atomic_load_explicit(&w->compress_ns, o);
+	s->checksum_ns = atomic_load_explicit(&w->checksum_ns, o);
 }
 
 int bgs_rs_measure_lz4(const void *src, size_t len, int accel, uint64_t *ns,

@@ -370,6 +370,19 @@ struct bgsnap_stats {
 	uint64_t pages_poisoned; /* lazy: of a damaged record, poisoned */
 	uint64_t bytes_read;	 /* bytes of the snapshot file read */
 	uint64_t pages_changed;	 /* eager: pages whose content changed */
+	/* A save: the CPU time of bgsnap's own threads (nanoseconds), by
+	 * stage. The copier's: copy (reading pages out of the owner and
+	 * checking they are still protected), compress (lz4), checksum (of
+	 * raw and stored bytes) and unprotect; then all of the copier's and
+	 * all of the fault thread's CPU time during the save: what the
+	 * stages leave of them is bookkeeping, hand-offs and submitting
+	 * writes. io_uring's own workers, which write, are in none. */
+	uint64_t cpu_copy_ns;
+	uint64_t cpu_compress_ns;
+	uint64_t cpu_checksum_ns;
+	uint64_t cpu_unprotect_ns;
+	uint64_t cpu_copier_ns;
+	uint64_t cpu_fault_ns;
 };
 
 /* Statistics of the last finished operation (zeros before one).

@@ -184,8 +184,10 @@ static int verify_protected(struct bgs_save *s, const struct bgs_region *r,
 static int unprotect(struct bgs_save *s, const struct bgs_region *r,
 		     uint64_t addr, size_t len)
 {
+	const uint64_t t0 = bgs_thread_cpu_ns();
 	const int ret = bgs_uffd_unprotect(&s->mon->uffd, addr, len, 0);
 
+	s->cpu_unprotect += bgs_thread_cpu_ns() - t0;
 	if (ret == -ESRCH)
 		return bgs_save_fail(s, BGSNAP_ETARGET,
 				     "the target process exited");
@@ -266,8 +268,11 @@ static int store_compared(struct bgs_save *s, const struct bgs_region *r,
 static int read_pages(struct bgs_save *s, const struct bgs_region *r,
 		      uint64_t page, uint64_t n, uint8_t *dst)
 {
+	const uint64_t t0 = bgs_thread_cpu_ns();
 	const int ret = read_owner(s, r, bgs_page_addr(r, page),
 				   n * BGS_PAGE_SIZE, dst);
+
+	s->cpu_copy += bgs_thread_cpu_ns() - t0;
 
 	if (!ret && s->read_count)
 		for (uint64_t p = page; p < page + n; p++)
@@ -325,8 +330,12 @@ static int release_run(struct bgs_save *s, const struct bgs_region *r,
 	int ret = 0;
 
 	if (s->mon) {
-		if (s->verify)
+		if (s->verify) {
+			const uint64_t t0 = bgs_thread_cpu_ns();
+
 			ret = verify_protected(s, r, addr, n * BGS_PAGE_SIZE);
+			s->cpu_copy += bgs_thread_cpu_ns() - t0;
+		}
 		if (!ret && s->keep_tracking && faulted)
 			ret = track_and_unprotect(s, r, page, n, faulted);
 		else if (!ret && !s->keep_tracking)
@@ -849,6 +858,8 @@ static void writer_final_stats(struct bgs_save *s, const struct rs_writer *w)
 	s->final.bytes_written = ws.stored_bytes;
 	s->final.raw_bytes = ws.raw_bytes;
 	s->final.peak_buffer_bytes = ws.peak_buffer_bytes;
+	s->final.cpu_compress_ns = ws.compress_ns;
+	s->final.cpu_checksum_ns = ws.checksum_ns;
 	s->final.compression_ratio =
 		ws.stored_bytes ? (double)ws.raw_bytes / (double)ws.stored_bytes
 				: 0.0;
@@ -966,6 +977,12 @@ void *bgs_copier_main(void *arg)
 		pthread_cond_broadcast(&s->cond);
 		pthread_mutex_unlock(&s->lock);
 	}
+	if (s->mon)
+		s->final.cpu_fault_ns =
+			atomic_load_explicit(&s->mon->cpu_ns,
+					     memory_order_relaxed) -
+			s->fault_cpu0;
 	bgs_save_teardown(s);
+	s->final.cpu_copier_ns = bgs_thread_cpu_ns();
 	return NULL;
 }

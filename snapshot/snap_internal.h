@@ -206,6 +206,7 @@ struct bgs_monitor {
 	char base_name[256];	      /* its file name, "" if unknown */
 	bool have_base;		      /* owner thread */
 	_Atomic uint64_t faults;      /* tracked faults */
+	_Atomic uint64_t cpu_ns;      /* the fault thread's CPU time so far */
 	_Atomic uint64_t strays;      /* faults outside every region */
 };
 
@@ -277,8 +278,10 @@ struct bgs_save {
 	uint64_t pages_by_scan, pages_by_fault, pages_unpopulated; /* copier */
 	uint64_t pages_parent;					   /* copier */
 	uint64_t faults;					   /* copier */
-	uint64_t cursor;	   /* copier: where the scan resumes */
-	struct bgsnap_stats final; /* copier, at the end */
+	uint64_t cursor;		  /* copier: where the scan resumes */
+	uint64_t cpu_copy, cpu_unprotect; /* copier: its CPU ns in them */
+	uint64_t fault_cpu0;		  /* the fault thread's at the start */
+	struct bgsnap_stats final;	  /* copier, at the end */
 };
 
 /*

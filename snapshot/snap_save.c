@@ -373,6 +373,9 @@ static int start_protected(struct bgs_save *s)
 	int r = fresh ? start_monitor(s, two_phase) : 0;
 
 	s->mon = h->monitor;
+	if (s->mon)
+		s->fault_cpu0 = atomic_load_explicit(&s->mon->cpu_ns,
+						     memory_order_relaxed);
 	if (!r && s->keep_tracking && s->opts.undo_budget)
 		r = bgs_monitor_undo(s->mon, s->opts.undo_budget);
 	if (!r && two_phase)
@@ -638,6 +641,12 @@ static void final_stats(const struct bgs_save *s, struct bgsnap_stats *st)
 	st->raw_bytes = s->final.raw_bytes;
 	st->peak_buffer_bytes = s->final.peak_buffer_bytes;
 	st->compression_ratio = s->final.compression_ratio;
+	st->cpu_copy_ns = s->cpu_copy;
+	st->cpu_compress_ns = s->final.cpu_compress_ns;
+	st->cpu_checksum_ns = s->final.cpu_checksum_ns;
+	st->cpu_unprotect_ns = s->cpu_unprotect;
+	st->cpu_copier_ns = s->final.cpu_copier_ns;
+	st->cpu_fault_ns = s->final.cpu_fault_ns;
 }
 
 int bgs_save_wait(struct bgsnap *h)

@@ -68,7 +68,9 @@ set(figs blackout_ms pause_ms arm_ms reprotected_pages elapsed_s
 	file_bytes faults stall_p99_us peak_buffer_bytes pages_written
 	parent_elapsed_s parent_file_bytes rollback_ms rollback_pages
 	noise_ms start_window_ms worst_due_ms pause_at_ms cpu_saver_s
-	cpu_writers_s cpu_main_s load_avg_1m)
+	cpu_writers_s cpu_main_s cpu_copy_s cpu_compress_s cpu_checksum_s
+	cpu_unprotect_s cpu_copier_s cpu_fault_thread_s load_avg_1m
+	cpu_stages_s_per_gib)
 string(JSON methods GET "${size}" methods)
 expect_keys("${methods}" "the methods" uffd uffd-1phase uffd-pid fork stw
 	uffd-incr rollback)
@@ -90,6 +92,25 @@ foreach(m uffd uffd-1phase uffd-pid fork stw uffd-incr rollback)
 			message(FATAL_ERROR "method ${m}: ${k} is ${v}")
 		endif()
 	endforeach()
+	# The saving threads' CPU by stage: where bgsnap saves, copy and
+	# compress cost something and no stage is negative.
+	string(JSON st GET "${fm}" cpu_stages_s_per_gib)
+	if(m MATCHES "^uffd$|^uffd-pid$|^stw$")
+		expect_keys("${st}" "method ${m}: stages" copy compress checksum
+			unprotect write other)
+		foreach(k copy compress checksum unprotect write other)
+			string(JSON v GET "${st}" ${k})
+			if(v STREQUAL "null" OR v LESS 0)
+				message(FATAL_ERROR "method ${m}: ${k} is ${v}")
+			endif()
+		endforeach()
+		foreach(k copy compress)
+			string(JSON v GET "${st}" ${k})
+			if(v LESS_EQUAL 0)
+				message(FATAL_ERROR "method ${m}: ${k} is ${v}")
+			endif()
+		endforeach()
+	endif()
 endforeach()
 string(JSON t GET "${size}" targets 0)
 expect_keys("${t}" "a target" id text unit value limit ratio met note)

@@ -86,13 +86,31 @@ enum fig {
 	F_CPU_SAVER,	  /* CPU s: bgsnap's threads, a fork child */
 	F_CPU_WRITERS,	  /* CPU s: the guest's writers */
 	F_CPU_MAIN,	  /* CPU s: the thread that starts the save (arming) */
-	F_LOAD,		  /* 1-minute load average at the run's start */
+	/* CPU s of bgsnap's threads by stage (bgsnap_stats' cpu_*_ns) */
+	F_CPU_COPY,
+	F_CPU_COMPRESS,
+	F_CPU_CHECKSUM,
+	F_CPU_UNPROTECT,
+	F_CPU_COPIER, /* all of the copier's */
+	F_CPU_FAULT,  /* all of the fault thread's */
+	F_LOAD,	      /* 1-minute load average at the run's start */
 	NFIG
 };
 
 struct run {
 	double f[NFIG];
 	bool ok;
+};
+
+/* Where a save's CPU time goes, per GiB (bench_cpu_stages). */
+enum stage {
+	ST_COPY,
+	ST_COMPRESS,
+	ST_CHECKSUM,
+	ST_UNPROTECT,
+	ST_WRITE,
+	ST_OTHER,
+	NSTAGES
 };
 
 struct floors {
@@ -222,5 +240,7 @@ void bench_print_targets(const struct targets *ts, const char *title);
 void bench_print_size(const struct bench *b, const struct size_result *s);
 void bench_print_growth(const struct bench *b);
 int bench_report_json(const struct bench *b);
+extern const char *const bench_stage_names[NSTAGES];
+void bench_cpu_stages(const double *f, uint64_t size, double st[NSTAGES]);
 
 #endif

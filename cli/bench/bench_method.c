@@ -85,6 +85,8 @@ static void take_save(struct ctx *c, const char *reply)
 	f[F_FAULTS] = guest_num(reply, "faults");
 	f[F_STALL99] = guest_num(reply, "stall_us_p99");
 	f[F_BUFFER] = guest_num(reply, "peak_buffer_bytes");
+	for (int k = F_CPU_COPY; k <= F_CPU_FAULT; k++)
+		f[k] = guest_num(reply, bench_fig_keys[k]);
 }
 
 /* The methods uffd, uffd-1phase, fork and stw, where the guest saves
@@ -221,6 +223,12 @@ static int run_pid(struct ctx *c)
 	f[F_FAULTS] = (double)st.faults;
 	f[F_STALL99] = (double)st.stall_ns_p99 / 1e3;
 	f[F_BUFFER] = (double)st.peak_buffer_bytes;
+	f[F_CPU_COPY] = (double)st.cpu_copy_ns / 1e9;
+	f[F_CPU_COMPRESS] = (double)st.cpu_compress_ns / 1e9;
+	f[F_CPU_CHECKSUM] = (double)st.cpu_checksum_ns / 1e9;
+	f[F_CPU_UNPROTECT] = (double)st.cpu_unprotect_ns / 1e9;
+	f[F_CPU_COPIER] = (double)st.cpu_copier_ns / 1e9;
+	f[F_CPU_FAULT] = (double)st.cpu_fault_ns / 1e9;
 	return 0;
 }
 

@@ -161,6 +161,31 @@ static void print_engine_table(const struct bench *b,
 	}
 }
 
+/* Where each method's CPU time went, per GiB saved (bench_cpu_stages). */
+static void print_stage_table(const struct bench *b,
+			      const struct size_result *s)
+{
+	char c[NSTAGES + 1][CLI_FMT_LEN];
+	double st[NSTAGES];
+
+	printf("%-12s", "cpu s/GiB");
+	for (int k = 0; k < NSTAGES; k++)
+		printf(" %9s", bench_stage_names[k]);
+	printf(" %9s\n", "lz4 alone");
+	for (int m = 0; m < NMETHODS; m++) {
+		const double *f = s->med[m].f;
+
+		if (!ran(b, s, m) || isnan(f[F_CPU_COPIER]))
+			continue;
+		bench_cpu_stages(f, s->size, st);
+		printf("%-12s", bench_method_names[m]);
+		for (int k = 0; k < NSTAGES; k++)
+			printf(" %9s", fmt_num(c[k], st[k], 3, ""));
+		printf(" %9s\n",
+		       fmt_num(c[NSTAGES], 1 / s->fl.lz4_gibs, 3, ""));
+	}
+}
+
 /* Where in the start window the worst stop fell. */
 static void print_window_table(const struct bench *b,
 			       const struct size_result *s)
@@ -469,6 +494,7 @@ void bench_print_size(const struct bench *b, const struct size_result *s)
 	print_main_table(b, s);
 	print_engine_table(b, s);
 	print_window_table(b, s);
+	print_stage_table(b, s);
 	print_specials(b, s);
 	print_floors(b, s);
 	size_targets(b, s, &ts);
@@ -534,10 +560,50 @@ static void json_kdouble_or_null(struct cli_json *j, const char *key, double v)
 		cli_json_double(j, v);
 }
 
-static void json_figs(struct cli_json *j, const double *f)
+/*
+ * Every CPU second of a save by stage, per GiB saved. The library counts
+ * the copier's stages and all of its and the fault thread's time; what
+ * else the saving threads used (cpu_saver_s) is io_uring's workers, which
+ * write: "write". What the copier and the fault thread used outside the
+ * stages (bookkeeping, hand-offs, waiting in a retry) is "other".
+ */
+void bench_cpu_stages(const double *f, uint64_t size, double st[NSTAGES])
 {
+	const double gib = (double)size / GIB;
+	const double staged = f[F_CPU_COPY] + f[F_CPU_COMPRESS] +
+			      f[F_CPU_CHECKSUM] + f[F_CPU_UNPROTECT];
+
+	st[ST_COPY] = f[F_CPU_COPY] / gib;
+	st[ST_COMPRESS] = f[F_CPU_COMPRESS] / gib;
+	st[ST_CHECKSUM] = f[F_CPU_CHECKSUM] / gib;
+	st[ST_UNPROTECT] = f[F_CPU_UNPROTECT] / gib;
+	st[ST_WRITE] =
+		fmax(0, f[F_CPU_SAVER] - f[F_CPU_COPIER] - f[F_CPU_FAULT]) /
+		gib;
+	st[ST_OTHER] =
+		(fmax(0, f[F_CPU_COPIER] - staged) + f[F_CPU_FAULT]) / gib;
+}
+
+const char *const bench_stage_names[NSTAGES] = {
+	"copy", "compress", "checksum", "unprotect", "write", "other",
+};
+
+static void json_figs(struct cli_json *j, const double *f, uint64_t size)
+{
+	double st[NSTAGES];
+
 	for (int k = 0; k < NFIG; k++)
 		json_kdouble_or_null(j, bench_fig_keys[k], f[k]);
+	bench_cpu_stages(f, size, st);
+	cli_json_key(j, "cpu_stages_s_per_gib");
+	if (isnan(f[F_CPU_COPIER])) {
+		cli_json_null(j);
+		return;
+	}
+	cli_json_object_begin(j);
+	for (int k = 0; k < NSTAGES; k++)
+		json_kdouble_or_null(j, bench_stage_names[k], st[k]);
+	cli_json_object_end(j);
 }
 
 static void json_targets(struct cli_json *j, const struct targets *ts)
@@ -595,13 +661,13 @@ static void json_size(struct cli_json *j, const struct bench *b,
 		cli_json_key(j, bench_method_names[m]);
 		cli_json_object_begin(j);
 		cli_json_kbool(j, "ok", s->med[m].ok);
-		json_figs(j, s->med[m].f);
+		json_figs(j, s->med[m].f, s->size);
 		cli_json_key(j, "runs");
 		cli_json_array_begin(j);
 		for (unsigned i = 0; i < b->repeat; i++) {
 			cli_json_object_begin(j);
 			cli_json_kbool(j, "ok", s->runs[m][i].ok);
-			json_figs(j, s->runs[m][i].f);
+			json_figs(j, s->runs[m][i].f, s->size);
 			cli_json_object_end(j);
 		}
 		cli_json_array_end(j);

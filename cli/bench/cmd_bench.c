@@ -227,6 +227,12 @@ const char *const bench_fig_keys[NFIG] = {
 	"cpu_saver_s",
 	"cpu_writers_s",
 	"cpu_main_s",
+	"cpu_copy_s",
+	"cpu_compress_s",
+	"cpu_checksum_s",
+	"cpu_unprotect_s",
+	"cpu_copier_s",
+	"cpu_fault_thread_s",
 	"load_avg_1m",
 };
 
