@@ -83,6 +83,9 @@ static const char save_usage[] =
 	"      --lz4-accel N      lz4 acceleration, 1 (default) to 65537: "
 	"faster,\n"
 	"                         larger\n"
+	"  -t, --threads N        compress on N threads behind the copier, 0 "
+	"to 64\n"
+	"                         (default 0: the copier compresses)\n"
 	"      --no-verify        skip the check that each page was still\n"
 	"                         write-protected when it was saved\n"
 	"      --stop-the-world   keep the process stopped for the whole copy\n"
@@ -128,6 +131,7 @@ static const struct option save_options[] = {
 	{ "buffer", required_argument, NULL, 'b' },
 	{ "compress", required_argument, NULL, 'c' },
 	{ "lz4-accel", required_argument, NULL, OPT_LZ4_ACCEL },
+	{ "threads", required_argument, NULL, 't' },
 	{ "no-verify", no_argument, NULL, OPT_NO_VERIFY },
 	{ "stop-the-world", no_argument, NULL, OPT_STW },
 	{ "json", no_argument, NULL, OPT_JSON },
@@ -355,6 +359,7 @@ void cli_json_save_stats(struct cli_json *j, const struct bgsnap_stats *st)
 	cli_json_kdouble(j, "cpu_copier_s", (double)st->cpu_copier_ns / 1e9);
 	cli_json_kdouble(j, "cpu_fault_thread_s",
 			 (double)st->cpu_fault_ns / 1e9);
+	cli_json_kdouble(j, "cpu_workers_s", (double)st->cpu_workers_ns / 1e9);
 }
 
 static void report_json(FILE *f, const struct save_args *a,
@@ -459,6 +464,11 @@ static bool take_option(struct cli_getopt *g, int c, void *ctx)
 			return false;
 		a->opts.lz4_acceleration = (int)v;
 		return true;
+	case 't':
+		if (!cli_arg_uint(g, optarg, 0, BGSNAP_MAX_THREADS, &v))
+			return false;
+		a->opts.threads = (unsigned)v;
+		return true;
 	case OPT_NO_VERIFY:
 		a->opts.flags |= BGSNAP_SAVE_NO_VERIFY;
 		return true;
@@ -490,7 +500,7 @@ static int parse_args(int argc, char **argv, struct save_args *a)
 	};
 	struct cli_getopt g = { .cmd = "save",
 				.usage = save_usage,
-				.shortopts = "p:o:fi:x:b:c:q",
+				.shortopts = "p:o:fi:x:b:c:t:q",
 				.longopts = save_options,
 				.opts = opts,
 				.take = take_option,

@@ -124,6 +124,24 @@ int bgs_rs_writer_open_fd(struct rs_writer **w, int fd,
 int bgs_rs_put_pages(struct rs_writer *w, uint32_t region, uint64_t first,
 		     uint64_t npages, const void *src);
 /*
+ * Encoding apart from writing, for compression on other threads: an
+ * encoder turns a run of at most @max_pages pages into its records (zero
+ * runs found, lz4 or a copy, both checksums) in memory of its own; the
+ * writer's thread then appends them with bgs_rs_put_encoded(), as
+ * bgs_rs_put_pages() would have. One thread uses an encoder at a time;
+ * encoding only reads the writer's settings and region table, fixed at
+ * open, so it runs beside the writer's own puts.
+ */
+struct rs_encoder;
+int bgs_rs_encoder_new(struct rs_encoder **e, const struct rs_writer *w,
+		       uint64_t max_pages);
+void bgs_rs_encoder_free(struct rs_encoder *e);
+int bgs_rs_encode(struct rs_encoder *e, uint32_t region, uint64_t first,
+		  uint64_t npages, const void *src);
+/* The writer's thread: append what @e holds; @e is empty after. */
+int bgs_rs_put_encoded(struct rs_writer *w, struct rs_encoder *e);
+
+/*
  * Puts of pages a writer of the owner waits on: from bgs_rs_writer_urgent(w,
  * true) to (w, false), puts never wait for the disk. When the buffers are
  * full, their records go to the overflow (up to overflow_pages pages;

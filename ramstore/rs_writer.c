@@ -40,12 +40,39 @@ struct rs_wattach {
 	char *name;
 };
 
+/* How data records are made, and the CPU time it took (ns, plain: one
+ * thread uses a coder at a time). */
+struct rs_coder {
+	enum rs_compression comp;
+	int accel;
+	LZ4_stream_t *lz4; /* state for LZ4_compress_fast_extState */
+	uint64_t compress_ns, checksum_ns;
+};
+
+/* One record of an encoded run. */
+struct rs_encoded {
+	uint64_t first, n; /* pages, from the region's start */
+	uint8_t encoding;  /* RS_ENC_ZERO, RAW or LZ4 */
+	uint32_t stored_len;
+	size_t at; /* the payload's place in the encoder's buffer */
+	uint64_t sum, stored;
+};
+
+struct rs_encoder {
+	const struct rs_writer *w; /* its region table and settings */
+	struct rs_coder coder;
+	uint8_t *buf; /* payloads, max_pages pages at most */
+	struct rs_encoded *rec;
+	uint64_t max_pages;
+	size_t nrec;
+	uint32_t region;
+	uint64_t first, npages, zero_pages;
+};
+
 struct rs_writer {
 	struct rs_wq q;
 	struct rs_head head; /* what the file header and region table say */
-	enum rs_compression comp;
-	int accel;
-	LZ4_stream_t *lz4;     /* state for LZ4_compress_fast_extState */
+	struct rs_coder coder;
 	struct rs_extent *ext; /* PAGES records, in file order until commit */
 	size_t next, ext_cap;
 	struct rs_wattach *att;
@@ -154,6 +181,14 @@ static int check_opts(const struct rs_writer_opts *o)
 	return dup >= 0 ? -EINVAL : 0;
 }
 
+static int coder_init(struct rs_coder *c, enum rs_compression comp, int accel)
+{
+	c->comp = comp;
+	c->accel = accel < 1 ? 1 : accel;
+	c->lz4 = comp == RS_COMP_LZ4 ? LZ4_createStream() : NULL;
+	return comp == RS_COMP_LZ4 && !c->lz4 ? -ENOMEM : 0;
+}
+
 static int writer_new(struct rs_writer **wp, const struct rs_writer_opts *o)
 {
 	const int ret = check_opts(o);
@@ -165,15 +200,12 @@ static int writer_new(struct rs_writer **wp, const struct rs_writer_opts *o)
 	if (!w)
 		return -ENOMEM;
 	w->fd = w->dirfd = -1;
-	w->comp = o->compression;
-	w->accel = o->lz4_acceleration < 1 ? 1 : o->lz4_acceleration;
 	w->head.nregions = o->nregions;
 	w->head.regions =
 		calloc(o->nregions ? o->nregions : 1, sizeof(*w->head.regions));
-	if (w->comp == RS_COMP_LZ4)
-		w->lz4 = LZ4_createStream();
 	*wp = w;
-	if (!w->head.regions || (w->comp == RS_COMP_LZ4 && !w->lz4))
+	if (!w->head.regions ||
+	    coder_init(&w->coder, o->compression, o->lz4_acceleration))
 		return -ENOMEM;
 	if (o->nregions)
 		memcpy(w->head.regions, o->regions,
@@ -197,7 +229,7 @@ static void writer_free(struct rs_writer *w)
 	free(w->ext);
 	free(w->name);
 	free(w->head.regions);
-	LZ4_freeStream(w->lz4);
+	LZ4_freeStream(w->coder.lz4);
 	free(w);
 }
 
@@ -446,62 +478,96 @@ static int emit_empty(struct rs_writer *w, uint32_t region, uint64_t first,
 	return add_extent(w, &e);
 }
 
+/*
+ * Make the payload of @rec (its pages at @src) at @dst, room for them all:
+ * lz4 when it shrinks them, else a copy; and both checksums.
+ */
+static void encode_data(struct rs_coder *c, const uint8_t *src, uint8_t *dst,
+			struct rs_encoded *rec)
+{
+	const size_t raw = rec->n * RS_PAGE;
+	uint64_t t0 = bgs_thread_cpu_ns(), t1;
+
+	rec->encoding = RS_ENC_RAW;
+	rec->stored_len = (uint32_t)raw;
+	rec->sum = rec->stored = bgs_rs_hash(src, raw);
+	t1 = bgs_thread_cpu_ns();
+	c->checksum_ns += t1 - t0;
+	if (c->comp == RS_COMP_LZ4) {
+		/* What LZ4_compress_fast does, without its 16 KiB of stack;
+		 * a bound of raw - 1 gives up as soon as it cannot shrink. */
+		const int n = LZ4_compress_fast_extState(
+			c->lz4, (const char *)src, (char *)dst, (int)raw,
+			(int)raw - 1, c->accel);
+
+		t0 = bgs_thread_cpu_ns();
+		c->compress_ns += t0 - t1;
+		if (n > 0) {
+			rec->encoding = RS_ENC_LZ4;
+			rec->stored_len = (uint32_t)n;
+			/* The block just made, while it is in the cache. */
+			rec->stored = bgs_rs_hash(dst, rec->stored_len);
+			c->checksum_ns += bgs_thread_cpu_ns() - t0;
+		}
+	}
+	if (rec->encoding == RS_ENC_RAW)
+		memcpy(dst, src, raw);
+}
+
+/* The coder's CPU time into the writer's statistics. */
+static void count_coder(struct rs_writer *w, struct rs_coder *c)
+{
+	bgs_rs_stat_add(&w->compress_ns, c->compress_ns);
+	bgs_rs_stat_add(&w->checksum_ns, c->checksum_ns);
+	c->compress_ns = c->checksum_ns = 0;
+}
+
+/* Append the record @rec of region @region, whose payload is at @payload
+ * (or already in place in the arena: NULL). */
+static int append_data(struct rs_writer *w, uint32_t region,
+		       const struct rs_encoded *rec, uint8_t *p,
+		       const uint8_t *payload)
+{
+	const uint32_t hl = w->head.rechdr_len;
+	const struct rs_extent e = {
+		.region = region,
+		.encoding = rec->encoding,
+		.first = rec->first,
+		.npages = rec->n,
+		.offset = bgs_rs_wq_pos(&w->q),
+		.stored_len = rec->stored_len,
+	};
+
+	if (payload)
+		memcpy(p + hl, payload, rec->stored_len);
+	put_rechdr(w, p,
+		   &(struct rs_rechdr){ .type = RS_REC_PAGES,
+					.encoding = rec->encoding,
+					.a = region,
+					.b = (uint32_t)rec->n,
+					.c = rec->first,
+					.payload_len = rec->stored_len,
+					.data_csum = rec->sum,
+					.stored_csum = rec->stored });
+	bgs_rs_wq_produce(&w->q, hl + rec->stored_len);
+	bgs_rs_stat_add(&w->raw_bytes, rec->n * RS_PAGE);
+	return add_extent(w, &e);
+}
+
 /* Compress (or copy) @n pages at @src into the arena as one record. */
 static int emit_data(struct rs_writer *w, uint32_t region, uint64_t first,
 		     uint64_t n, const uint8_t *src)
 {
-	const size_t raw = n * RS_PAGE;
 	const uint32_t hl = w->head.rechdr_len;
-	struct rs_extent e = {
-		.region = region,
-		.encoding = RS_ENC_RAW,
-		.first = first,
-		.npages = n,
-		.offset = bgs_rs_wq_pos(&w->q),
-		.stored_len = (uint32_t)raw,
-	};
+	struct rs_encoded rec = { .first = first, .n = n };
 	uint8_t *p;
-	int ret = bgs_rs_wq_reserve(&w->q, hl + raw, w->urgent, &p);
-	uint64_t sum, stored, t0, t1, hash_ns;
+	int ret = bgs_rs_wq_reserve(&w->q, hl + n * RS_PAGE, w->urgent, &p);
 
 	if (ret)
 		return ret;
-	t0 = bgs_thread_cpu_ns();
-	sum = stored = bgs_rs_hash(src, raw);
-	t1 = bgs_thread_cpu_ns();
-	hash_ns = t1 - t0;
-	if (w->comp == RS_COMP_LZ4) {
-		/* What LZ4_compress_fast does, without its 16 KiB of stack;
-		 * a bound of raw - 1 gives up as soon as it cannot shrink. */
-		const int c = LZ4_compress_fast_extState(
-			w->lz4, (const char *)src, (char *)p + hl, (int)raw,
-			(int)raw - 1, w->accel);
-
-		t0 = bgs_thread_cpu_ns();
-		bgs_rs_stat_add(&w->compress_ns, t0 - t1);
-		if (c > 0) {
-			e.encoding = RS_ENC_LZ4;
-			e.stored_len = (uint32_t)c;
-			/* The block just made, while it is in the cache. */
-			stored = bgs_rs_hash(p + hl, e.stored_len);
-			hash_ns += bgs_thread_cpu_ns() - t0;
-		}
-	}
-	bgs_rs_stat_add(&w->checksum_ns, hash_ns);
-	if (e.encoding == RS_ENC_RAW)
-		memcpy(p + hl, src, raw);
-	put_rechdr(w, p,
-		   &(struct rs_rechdr){ .type = RS_REC_PAGES,
-					.encoding = e.encoding,
-					.a = region,
-					.b = (uint32_t)n,
-					.c = first,
-					.payload_len = e.stored_len,
-					.data_csum = sum,
-					.stored_csum = stored });
-	bgs_rs_wq_produce(&w->q, hl + e.stored_len);
-	bgs_rs_stat_add(&w->raw_bytes, raw);
-	return add_extent(w, &e);
+	encode_data(&w->coder, src, p + hl, &rec);
+	count_coder(w, &w->coder);
+	return append_data(w, region, &rec, p, NULL);
 }
 
 /* Pages [0, *n) at @p that are all zero, or all not, in units of @unit
@@ -554,6 +620,106 @@ int bgs_rs_put_pages(struct rs_writer *w, uint32_t region, uint64_t first,
 	}
 	bgs_rs_stat_add(&w->pages, npages);
 	bgs_rs_stat_add(&w->zero_pages, zero);
+	return 0;
+}
+
+/* ---- encoding apart from writing ---------------------------------------- */
+
+int bgs_rs_encoder_new(struct rs_encoder **ep, const struct rs_writer *w,
+		       uint64_t max_pages)
+{
+	struct rs_encoder *e = calloc(1, sizeof(*e));
+
+	*ep = e;
+	if (!e)
+		return -ENOMEM;
+	e->w = w;
+	e->max_pages = max_pages;
+	e->buf = malloc(max_pages * RS_PAGE);
+	e->rec = calloc(max_pages ? max_pages : 1, sizeof(*e->rec));
+	if (!e->buf || !e->rec ||
+	    coder_init(&e->coder, w->coder.comp, w->coder.accel)) {
+		bgs_rs_encoder_free(e);
+		*ep = NULL;
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void bgs_rs_encoder_free(struct rs_encoder *e)
+{
+	if (!e)
+		return;
+	LZ4_freeStream(e->coder.lz4);
+	free(e->buf);
+	free(e->rec);
+	free(e);
+}
+
+int bgs_rs_encode(struct rs_encoder *e, uint32_t region, uint64_t first,
+		  uint64_t npages, const void *src)
+{
+	const struct rs_region *r;
+	uint64_t unit, max;
+	size_t at = 0;
+
+	e->nrec = 0;
+	e->npages = e->zero_pages = 0;
+	if (region >= e->w->head.nregions || npages > e->max_pages)
+		return -EINVAL;
+	r = &e->w->head.regions[region];
+	unit = bgs_rs_region_unit(r);
+	max = bgs_rs_region_max_pages(r);
+	for (uint64_t done = 0, n; done < npages; done += n) {
+		const uint8_t *p = (const uint8_t *)src + done * RS_PAGE;
+		struct rs_encoded *rec = &e->rec[e->nrec++];
+		bool zero;
+
+		n = npages - done;
+		zero = classify(p, &n, unit, max);
+		*rec = (struct rs_encoded){ .first = first + done,
+					    .n = n,
+					    .encoding = RS_ENC_ZERO,
+					    .at = at };
+		if (zero) {
+			e->zero_pages += n;
+			continue;
+		}
+		encode_data(&e->coder, p, e->buf + at, rec);
+		at += rec->stored_len;
+	}
+	e->region = region;
+	e->first = first;
+	e->npages = npages;
+	return 0;
+}
+
+int bgs_rs_put_encoded(struct rs_writer *w, struct rs_encoder *e)
+{
+	const uint32_t hl = w->head.rechdr_len;
+	int ret = check_run(w, e->region, e->first, e->npages);
+
+	for (size_t i = 0; i < e->nrec && !ret; i++) {
+		const struct rs_encoded *rec = &e->rec[i];
+		uint8_t *p;
+
+		if (rec->encoding == RS_ENC_ZERO) {
+			ret = emit_empty(w, e->region, rec->first, rec->n,
+					 RS_ENC_ZERO);
+			continue;
+		}
+		ret = bgs_rs_wq_reserve(&w->q, hl + rec->stored_len, w->urgent,
+					&p);
+		if (!ret)
+			ret = append_data(w, e->region, rec, p,
+					  e->buf + rec->at);
+	}
+	if (ret)
+		return fail(w, ret);
+	count_coder(w, &e->coder);
+	bgs_rs_stat_add(&w->pages, e->npages);
+	bgs_rs_stat_add(&w->zero_pages, e->zero_pages);
+	e->nrec = 0;
 	return 0;
 }
 

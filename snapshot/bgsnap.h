@@ -291,7 +291,15 @@ struct bgsnap_save_opts {
 	/* With BGSNAP_SAVE_INCREMENTAL: the parent's file, unless tracking
 	 * since it. Readers look for it beside the new file, by its name. */
 	const char *parent;
+	/* Threads that compress and checksum what the one copier read, at
+	 * most BGSNAP_MAX_THREADS; 0: the copier does it itself. Each page
+	 * is still read once and unprotected by the copier; the file is the
+	 * same. Each thread takes 2 jobs of 2 runs' worth of memory (0.5 MiB,
+	 * 4 MiB with THP) besides the buffer budget. */
+	unsigned threads;
 };
+
+#define BGSNAP_MAX_THREADS 64
 
 /*
  * Start a save of every registered region to @path (created 0600 under a
@@ -383,6 +391,7 @@ struct bgsnap_stats {
 	uint64_t cpu_unprotect_ns;
 	uint64_t cpu_copier_ns;
 	uint64_t cpu_fault_ns;
+	uint64_t cpu_workers_ns; /* all of the compression threads' */
 };
 
 /* Statistics of the last finished operation (zeros before one).

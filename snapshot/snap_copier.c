@@ -550,10 +550,28 @@ static uint64_t next_unsaved(struct bgs_save *s, uint64_t from)
 }
 
 /* Can the scan hand @n pages to the writer without waiting for the
- * disk? (Stopped owners have no faults to keep waiting: always.) */
+ * disk, the workers' pages not collected yet included? (Stopped owners
+ * have no faults to keep waiting: always.) */
 static bool writer_ready(struct bgs_save *s, uint64_t n)
 {
+	if (s->workers)
+		n += bgs_workers_inflight(s->workers);
 	return s->stop_the_world || bgs_rs_writer_ready(s->writer, n);
+}
+
+/* Where the scan reads a run of @n pages: a free job of the workers, when
+ * they can take it, else NULL (then it is read into staging and stored a
+ * chunk at a time). *@busy: the workers could, but no job is free. */
+static uint8_t *job_for(struct bgs_save *s, uint64_t n, bool *busy)
+{
+	uint8_t *buf;
+
+	*busy = false;
+	if (!s->workers || s->parent || n > bgs_workers_job_pages(s->workers))
+		return NULL;
+	buf = bgs_workers_job_buffer(s->workers);
+	*busy = !buf;
+	return buf;
 }
 
 /*
@@ -574,6 +592,8 @@ static bool bulk_step(struct bgs_save *s)
 				       ? r->page_size / BGS_PAGE_SIZE
 				       : BGS_CHUNK_PAGES;
 	uint64_t first, n, done = 0;
+	uint8_t *job;
+	bool busy;
 
 	unit_of(s, r, page, false, &first, &n);
 	if (n == 1) {
@@ -582,12 +602,19 @@ static bool bulk_step(struct bgs_save *s)
 		       !(bgs_region_is_anon(r) && huge_start(s, page + n)))
 			n++;
 	}
+	job = job_for(s, n, &busy);
+	if (busy)
+		return false; /* a worker's kick wakes the copier */
 	while (done < n) {
 		const uint64_t c = n - done < chunk ? n - done : chunk;
+		const int ret = !writer_ready(s, c) ? 1
+				: job ? read_pages(s, r, first + done, c,
+						   job + done * BGS_PAGE_SIZE)
+				      : copy_pages(s, r, first + done, c);
 
-		if (!writer_ready(s, c))
+		if (ret > 0)
 			break;
-		if (copy_pages(s, r, first + done, c))
+		if (ret < 0)
 			return true;
 		done += c;
 		if (!s->stop_the_world && faults_waiting(s))
@@ -595,8 +622,11 @@ static bool bulk_step(struct bgs_save *s)
 	}
 	if (!done)
 		return false;
-	if (release_run(s, r, first, done, NULL) == 0)
+	if (release_run(s, r, first, done, NULL) == 0) {
 		s->pages_by_scan += done;
+		if (job)
+			bgs_workers_submit(s->workers, job, r, first, done);
+	}
 	s->cursor = first + done;
 	return true;
 }
@@ -627,7 +657,7 @@ static void copier_sleep(struct bgs_save *s)
 
 	atomic_store_explicit(&s->copier_sleeping, true, memory_order_relaxed);
 	atomic_thread_fence(memory_order_seq_cst);
-	if (!faults_waiting(s))
+	if (!faults_waiting(s) && !(s->workers && bgs_workers_done(s->workers)))
 		poll(p, p[1].fd >= 0 ? 2 : 1, COPIER_NAP_MS);
 	atomic_store_explicit(&s->copier_sleeping, false, memory_order_relaxed);
 	(void)!read(s->wake_fd, &v, sizeof(v));
@@ -946,6 +976,43 @@ void bgs_save_teardown(struct bgs_save *s)
 	pthread_mutex_unlock(&s->lock);
 }
 
+/* ---- the workers -------------------------------------------------------- */
+
+static void start_workers(struct bgs_save *s)
+{
+	int ret;
+
+	if (!s->threads)
+		return;
+	ret = bgs_workers_start(s, s->threads, &s->workers);
+	if (ret)
+		bgs_save_fail(s, ret, "starting %u compression threads: %s",
+			      s->threads, strerror(-ret));
+}
+
+/* Append the jobs the workers finished; @all: wait for every one. */
+static void collect_jobs(struct bgs_save *s, bool all)
+{
+	int ret;
+
+	if (!s->workers)
+		return;
+	ret = bgs_workers_collect(s->workers, all, !bgs_save_error(s));
+	if (ret < 0)
+		bgs_save_fail(s, ret, "writing the snapshot: %s",
+			      bgsnap_strerror(ret));
+}
+
+/* Every job in the file (unless the save failed), then the threads gone. */
+static void stop_workers(struct bgs_save *s)
+{
+	if (!s->workers)
+		return;
+	collect_jobs(s, true);
+	s->final.cpu_workers_ns = bgs_workers_stop(s->workers);
+	s->workers = NULL;
+}
+
 void *bgs_copier_main(void *arg)
 {
 	struct bgs_save *s = arg;
@@ -957,6 +1024,7 @@ void *bgs_copier_main(void *arg)
 	/* From here on a writer of the owner may wait on any put: none may
 	 * wait for the disk (the scan asks bgs_rs_writer_ready first). */
 	bgs_rs_writer_urgent(s->writer, !s->stop_the_world);
+	start_workers(s);
 	if (s->incremental && !s->parent)
 		store_parent_runs(s);
 	skip_zero_pages(s);
@@ -965,12 +1033,14 @@ void *bgs_copier_main(void *arg)
 		       total) {
 		if (!s->stop_the_world)
 			serve_faults(s);
+		collect_jobs(s, false);
 		if (!bgs_save_error(s) &&
 		    atomic_load_explicit(&s->pages_done, memory_order_relaxed) <
 			    total &&
 		    !bulk_step(s))
 			copier_sleep(s);
 	}
+	stop_workers(s);
 	if (s->stop_the_world) {
 		pthread_mutex_lock(&s->lock);
 		atomic_store(&s->all_copied, true);

@@ -280,6 +280,8 @@ struct bgs_save {
 	uint64_t faults;					   /* copier */
 	uint64_t cursor;		  /* copier: where the scan resumes */
 	uint64_t cpu_copy, cpu_unprotect; /* copier: its CPU ns in them */
+	unsigned threads;		  /* compression workers asked for */
+	struct bgs_workers *workers;	  /* copier: while they run */
 	uint64_t fault_cpu0;		  /* the fault thread's at the start */
 	struct bgsnap_stats final;	  /* copier, at the end */
 };
@@ -470,6 +472,28 @@ static inline uint64_t bgs_bit_next(_Atomic uint64_t *map, uint64_t bit,
 /* snap_fault.c / snap_copier.c: thread bodies */
 void *bgs_fault_main(void *arg);
 void *bgs_copier_main(void *arg);
+
+/* snap_workers.c: compression behind the copier (its DESIGN block). The
+ * copier's calls; start and stop from the copier thread. */
+struct bgs_workers;
+int bgs_workers_start(struct bgs_save *s, unsigned nthreads,
+		      struct bgs_workers **w);
+/* Join the workers (every job collected first) and free; their CPU time.
+ * NULL is fine. */
+uint64_t bgs_workers_stop(struct bgs_workers *w);
+/* Pages a job holds at most, and pages handed over but not collected. */
+size_t bgs_workers_job_pages(const struct bgs_workers *w);
+uint64_t bgs_workers_inflight(const struct bgs_workers *w);
+/* A free job's buffer to read a run into, or NULL when none is free. */
+uint8_t *bgs_workers_job_buffer(struct bgs_workers *w);
+/* Hand the run [first, +n) of @r, read into @data, to the workers. */
+void bgs_workers_submit(struct bgs_workers *w, uint8_t *data,
+			const struct bgs_region *r, uint64_t first, uint64_t n);
+/* Append every finished job to the writer (@append false: drop them, the
+ * save failed); @all: wait for every job handed over. The first error. */
+int bgs_workers_collect(struct bgs_workers *w, bool all, bool append);
+/* Is a job done, waiting to be collected? */
+bool bgs_workers_done(struct bgs_workers *w);
 /* snap_fault.c: the unit of protection around @page (a hugetlbfs page,
  * else the page) */
 void bgs_unit(const struct bgs_region *r, uint64_t page, uint64_t *first,

@@ -546,14 +546,18 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 		      const struct bgsnap_save_opts *opts)
 {
 	const struct bgsnap_save_opts defaults = { 0 };
+	const uint64_t t_start = bgs_now_ns();
 	struct bgs_save *s;
 	int r;
-
-	const uint64_t t_start = bgs_now_ns();
 
 	r = bgs_snap_begin(h);
 	if (r)
 		return r;
+	if (opts && opts->threads > BGSNAP_MAX_THREADS) {
+		bgs_snap_set_error(h, "%u compression threads: at most %d",
+				   opts->threads, BGSNAP_MAX_THREADS);
+		return -EINVAL;
+	}
 	/* The regions as they are now: everything below is sized on them. */
 	r = current_regions(h, opts ? opts->flags : 0);
 	if (r)
@@ -565,6 +569,7 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 	s->pid = h->target ? h->target->pid : getpid();
 	s->stop_the_world = s->opts.flags & BGSNAP_SAVE_STOP_THE_WORLD;
 	s->verify = !(s->opts.flags & BGSNAP_SAVE_NO_VERIFY);
+	s->threads = s->opts.threads;
 	s->swap_present = swap_configured();
 	s->keep_tracking = (s->opts.flags & BGSNAP_SAVE_KEEP_TRACKING) &&
 			   !s->stop_the_world;
@@ -647,6 +652,7 @@ static void final_stats(const struct bgs_save *s, struct bgsnap_stats *st)
 	st->cpu_unprotect_ns = s->cpu_unprotect;
 	st->cpu_copier_ns = s->final.cpu_copier_ns;
 	st->cpu_fault_ns = s->final.cpu_fault_ns;
+	st->cpu_workers_ns = s->final.cpu_workers_ns;
 }
 
 int bgs_save_wait(struct bgsnap *h)

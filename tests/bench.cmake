@@ -69,7 +69,8 @@ set(figs blackout_ms pause_ms arm_ms reprotected_pages elapsed_s
 	parent_elapsed_s parent_file_bytes rollback_ms rollback_pages
 	noise_ms start_window_ms worst_due_ms pause_at_ms cpu_saver_s
 	cpu_writers_s cpu_main_s cpu_copy_s cpu_compress_s cpu_checksum_s
-	cpu_unprotect_s cpu_copier_s cpu_fault_thread_s load_avg_1m
+	cpu_unprotect_s cpu_copier_s cpu_fault_thread_s cpu_workers_s
+	load_avg_1m
 	cpu_stages_s_per_gib)
 string(JSON methods GET "${size}" methods)
 expect_keys("${methods}" "the methods" uffd uffd-1phase uffd-pid fork stw

@@ -91,9 +91,10 @@ enum fig {
 	F_CPU_COMPRESS,
 	F_CPU_CHECKSUM,
 	F_CPU_UNPROTECT,
-	F_CPU_COPIER, /* all of the copier's */
-	F_CPU_FAULT,  /* all of the fault thread's */
-	F_LOAD,	      /* 1-minute load average at the run's start */
+	F_CPU_COPIER,  /* all of the copier's */
+	F_CPU_FAULT,   /* all of the fault thread's */
+	F_CPU_WORKERS, /* all of the compression threads' */
+	F_LOAD,	       /* 1-minute load average at the run's start */
 	NFIG
 };
 
@@ -143,6 +144,7 @@ struct bench {
 	const char *parent_dir;
 	uint64_t buffer;
 	bool no_compress;
+	uint64_t threads; /* bgsnap_save_opts.threads */
 	uint64_t seed;
 	bool json, quiet;
 	char dir[PATH_MAX - 64]; /* ours, inside parent_dir */

@@ -48,9 +48,9 @@ void bench_run_init(struct run *r)
 /* The store settings every method shares, as guest save words. */
 static void save_words(const struct bench *b, char *buf, size_t n)
 {
-	snprintf(buf, n, "buffer=%llu compress=%s nomem",
-		 (unsigned long long)b->buffer,
-		 b->no_compress ? "none" : "lz4");
+	snprintf(buf, n, "buffer=%llu compress=%s threads=%llu nomem",
+		 (unsigned long long)b->buffer, b->no_compress ? "none" : "lz4",
+		 (unsigned long long)b->threads);
 }
 
 /* The start window of a guest reply. */
@@ -85,7 +85,7 @@ static void take_save(struct ctx *c, const char *reply)
 	f[F_FAULTS] = guest_num(reply, "faults");
 	f[F_STALL99] = guest_num(reply, "stall_us_p99");
 	f[F_BUFFER] = guest_num(reply, "peak_buffer_bytes");
-	for (int k = F_CPU_COPY; k <= F_CPU_FAULT; k++)
+	for (int k = F_CPU_COPY; k <= F_CPU_WORKERS; k++)
 		f[k] = guest_num(reply, bench_fig_keys[k]);
 }
 
@@ -133,6 +133,7 @@ static int pid_start(struct ctx *c, struct bgsnap *h, uint64_t *started)
 		.buffer_budget = c->b->buffer,
 		.compression = c->b->no_compress ? BGSNAP_COMPRESS_NONE
 						 : BGSNAP_COMPRESS_LZ4,
+		.threads = (unsigned)c->b->threads,
 	};
 	sigset_t old;
 	int r;
@@ -229,6 +230,7 @@ static int run_pid(struct ctx *c)
 	f[F_CPU_UNPROTECT] = (double)st.cpu_unprotect_ns / 1e9;
 	f[F_CPU_COPIER] = (double)st.cpu_copier_ns / 1e9;
 	f[F_CPU_FAULT] = (double)st.cpu_fault_ns / 1e9;
+	f[F_CPU_WORKERS] = (double)st.cpu_workers_ns / 1e9;
 	return 0;
 }
 

@@ -98,12 +98,12 @@ static void print_header(const struct bench *b, uint64_t size)
 	snprintf(rate, sizeof(rate), b->rate ? "%llu/s" : "max rate",
 		 (unsigned long long)b->rate);
 	printf("\n%s guest, %s pages, %u writers, %s writes at %s; %s, %s "
-	       "buffers; %u run%s each\n",
+	       "buffers, %llu compression thread%s; %u run%s each\n",
 	       cli_fmt_size(s, size), b->thp ? "THP" : "4 KiB", b->writers,
 	       bench_pattern_names[b->pattern], rate,
 	       b->no_compress ? "uncompressed" : "lz4",
-	       cli_fmt_size(buf, b->buffer), b->repeat,
-	       b->repeat > 1 ? "s" : "");
+	       cli_fmt_size(buf, b->buffer), (unsigned long long)b->threads,
+	       b->threads == 1 ? "" : "s", b->repeat, b->repeat > 1 ? "s" : "");
 }
 
 static void print_main_table(const struct bench *b, const struct size_result *s)
@@ -562,26 +562,26 @@ static void json_kdouble_or_null(struct cli_json *j, const char *key, double v)
 
 /*
  * Every CPU second of a save by stage, per GiB saved. The library counts
- * the copier's stages and all of its and the fault thread's time; what
- * else the saving threads used (cpu_saver_s) is io_uring's workers, which
- * write: "write". What the copier and the fault thread used outside the
- * stages (bookkeeping, hand-offs, waiting in a retry) is "other".
+ * the stages (compress and checksum on whichever thread did them) and all
+ * of the copier's, the fault thread's and the compression threads' time;
+ * what else the saving threads used (cpu_saver_s) is io_uring's workers,
+ * which write: "write". What bgsnap's own threads used outside the stages
+ * (bookkeeping, hand-offs, waiting in a retry) is "other".
  */
 void bench_cpu_stages(const double *f, uint64_t size, double st[NSTAGES])
 {
 	const double gib = (double)size / GIB;
 	const double staged = f[F_CPU_COPY] + f[F_CPU_COMPRESS] +
 			      f[F_CPU_CHECKSUM] + f[F_CPU_UNPROTECT];
+	const double own = f[F_CPU_COPIER] + f[F_CPU_FAULT] +
+			   (isnan(f[F_CPU_WORKERS]) ? 0 : f[F_CPU_WORKERS]);
 
 	st[ST_COPY] = f[F_CPU_COPY] / gib;
 	st[ST_COMPRESS] = f[F_CPU_COMPRESS] / gib;
 	st[ST_CHECKSUM] = f[F_CPU_CHECKSUM] / gib;
 	st[ST_UNPROTECT] = f[F_CPU_UNPROTECT] / gib;
-	st[ST_WRITE] =
-		fmax(0, f[F_CPU_SAVER] - f[F_CPU_COPIER] - f[F_CPU_FAULT]) /
-		gib;
-	st[ST_OTHER] =
-		(fmax(0, f[F_CPU_COPIER] - staged) + f[F_CPU_FAULT]) / gib;
+	st[ST_WRITE] = fmax(0, f[F_CPU_SAVER] - own) / gib;
+	st[ST_OTHER] = fmax(0, own - staged) / gib;
 }
 
 const char *const bench_stage_names[NSTAGES] = {
@@ -693,6 +693,7 @@ static void json_settings(struct cli_json *j, const struct bench *b)
 	cli_json_kdouble(j, "incr_dirty_pct", b->incr_dirty);
 	cli_json_kuint(j, "buffer_bytes", b->buffer);
 	cli_json_kstr(j, "compression", b->no_compress ? "none" : "lz4");
+	cli_json_kuint(j, "threads", b->threads);
 	cli_json_kuint(j, "seed", b->seed);
 	cli_json_kstr(j, "dir", b->parent_dir);
 	cli_json_object_end(j);

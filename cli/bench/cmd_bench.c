@@ -65,6 +65,7 @@ static const char bench_usage[] =
 	"                    [--rate max|OPS] [--methods LIST] [--repeat N]\n"
 	"                    [--incr-gap DUR] [--incr-dirty PCT] [--dir DIR]\n"
 	"                    [--buffer SIZE] [--compress lz4|none] [--seed N]\n"
+	"                    [--threads N]\n"
 	"                    [--json] [--quiet]\n"
 	"\n"
 	"Snapshot a built-in guest (SIZE of memory, writer threads moving "
@@ -181,6 +182,8 @@ static const char bench_usage[] =
 	"  -d, --dir DIR        where the files go (default $TMPDIR or /tmp)\n"
 	"  -b, --buffer SIZE    bgsnap's write buffers (default 64M)\n"
 	"  -c, --compress lz4|none  page compression (default lz4)\n"
+	"  -t, --threads N      bgsnap's compression threads (default 0: the\n"
+	"                       copier compresses)\n"
 	"      --seed N         the guest's content and writers (default 1)\n"
 	"      --json           one JSON document on standard output\n"
 	"  -q, --quiet          no progress lines on standard error\n"
@@ -233,6 +236,7 @@ const char *const bench_fig_keys[NFIG] = {
 	"cpu_unprotect_s",
 	"cpu_copier_s",
 	"cpu_fault_thread_s",
+	"cpu_workers_s",
 	"load_avg_1m",
 };
 
@@ -287,6 +291,7 @@ static const struct option bench_options[] = {
 	{ "dir", required_argument, NULL, 'd' },
 	{ "buffer", required_argument, NULL, 'b' },
 	{ "compress", required_argument, NULL, 'c' },
+	{ "threads", required_argument, NULL, 't' },
 	{ "seed", required_argument, NULL, OPT_SEED },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "quiet", no_argument, NULL, 'q' },
@@ -415,6 +420,7 @@ static int parse_args(int argc, char **argv, struct bench *b)
 		{ OPT_INCR_GAP, .duration = &b->incr_gap_ns },
 		{ 'd', .str = &b->parent_dir },
 		{ 'b', .size = &b->buffer },
+		{ 't', .uint = &b->threads, .max = BGSNAP_MAX_THREADS },
 		{ OPT_SEED, .uint = &b->seed, .max = UINT64_MAX },
 		{ OPT_JSON, .flag = &b->json },
 		{ 'q', .flag = &b->quiet },
@@ -422,7 +428,7 @@ static int parse_args(int argc, char **argv, struct bench *b)
 	};
 	struct cli_getopt o = { .cmd = "bench",
 				.usage = bench_usage,
-				.shortopts = "s:k:w:P:r:m:n:d:b:c:q",
+				.shortopts = "s:k:w:P:r:m:n:d:b:c:t:q",
 				.longopts = bench_options,
 				.opts = opts,
 				.take = take_option,

@@ -58,7 +58,8 @@
  *   dump FILE write the memory to FILE, writers paused (unless held):
  *             ok, bytes
  *   save FILE [uffd|stw|fork] [buffer=SIZE] [compress=lz4|none]
- *             [accel=N] [noverify] [one-phase] [keep] [incremental]
+ *             [accel=N] [threads=N] [noverify] [one-phase] [keep]
+ *             [incremental]
  *             [undo=SIZE] [nomem]
  *             save the memory (one region, "guest") with the embedded API:
  *               uffd  bgsnap in this process, pause/resume callbacks park
@@ -167,7 +168,8 @@ static const char guest_usage[] =
 	"they can). Driven by one command per line on standard input, each\n"
 	"answered by one JSON line on standard output: info, stats, reset,\n"
 	"hold, release, recover, check, dump FILE, save FILE [uffd|stw|fork]\n"
-	"[buffer=SIZE] [compress=lz4|none] [accel=N] [noverify] [one-phase]\n"
+	"[buffer=SIZE] [compress=lz4|none] [accel=N] [threads=N] [noverify]\n"
+	"[one-phase]\n"
 	"[keep] [incremental] [undo=SIZE] [nomem] [held], window open|close\n"
 	"[NS]|get, written, rollback [dirty=PCT] [timeout=DUR] [file],\n"
 	"untrack, quit. See the DESIGN block of cli/guest/cmd_guest.c.\n"
@@ -626,6 +628,9 @@ static int parse_save_word(const char *w, struct save_cmd *c, struct reply *rp)
 	else if (!strncmp(w, "accel=", 6) && !cli_parse_uint(w + 6, &v) &&
 		 v >= 1 && v <= 65537)
 		c->opts.lz4_acceleration = (int)v;
+	else if (!strncmp(w, "threads=", 8) && !cli_parse_uint(w + 8, &v) &&
+		 v <= BGSNAP_MAX_THREADS)
+		c->opts.threads = (unsigned)v;
 	else if (!strcmp(w, "noverify"))
 		c->opts.flags |= BGSNAP_SAVE_NO_VERIFY;
 	else if (!strcmp(w, "one-phase"))

@@ -246,6 +246,25 @@ static void test_several_regions(void **state)
 		guest_fini(&g[i]);
 }
 
+/* Compression threads behind the copier: the same two oracles, on every
+ * kind at once (a hugetlbfs page, THP blocks, 4 KiB runs), and the
+ * threads' work shows in the statistics. */
+static void test_threads(void **state)
+{
+	const struct bgsnap_save_opts opts = { .threads = 2 };
+	struct guest g[4] = { 0 };
+
+	(void)state;
+	guest_init(&g[0], "anon", ANON, 32 * MiB, 2);
+	guest_init(&g[1], "thp", THP, 32 * MiB, 1);
+	guest_init(&g[2], "memfd", MEMFD, 16 * MiB, 1);
+	guest_init(&g[3], "hugetlb", HUGETLB, 16 * MiB, 1);
+	for (unsigned i = 0; i < repeats(); i++)
+		save_and_check(g, 4, &opts);
+	for (size_t i = 0; i < 4; i++)
+		guest_fini(&g[i]);
+}
+
 static void test_one_gib(void **state)
 {
 	struct guest g = { 0 };
@@ -584,6 +603,7 @@ int main(void)
 		cmocka_unit_test(test_memfd),
 		cmocka_unit_test(test_hugetlb),
 		cmocka_unit_test(test_several_regions),
+		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_one_gib),
 		cmocka_unit_test(test_unpopulated_skipped),
 		cmocka_unit_test(test_kernel_writers),
