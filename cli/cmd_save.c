@@ -86,6 +86,11 @@ static const char save_usage[] =
 	"  -t, --threads N        compress on N threads behind the copier, 0 "
 	"to 64\n"
 	"                         (default 0: the copier compresses)\n"
+	"      --cpus LIST        run bgsnap's threads only on these CPUs, a "
+	"list\n"
+	"                         like 2-3,6 (as taskset -c takes it): off "
+	"those\n"
+	"                         the process's own threads are pinned to\n"
 	"      --no-verify        skip the check that each page was still\n"
 	"                         write-protected when it was saved\n"
 	"      --stop-the-world   keep the process stopped for the whole copy\n"
@@ -120,6 +125,7 @@ enum {
 	OPT_STW,
 	OPT_JSON,
 	OPT_PARENT,
+	OPT_CPUS,
 };
 
 static const struct option save_options[] = {
@@ -132,6 +138,7 @@ static const struct option save_options[] = {
 	{ "compress", required_argument, NULL, 'c' },
 	{ "lz4-accel", required_argument, NULL, OPT_LZ4_ACCEL },
 	{ "threads", required_argument, NULL, 't' },
+	{ "cpus", required_argument, NULL, OPT_CPUS },
 	{ "no-verify", no_argument, NULL, OPT_NO_VERIFY },
 	{ "stop-the-world", no_argument, NULL, OPT_STW },
 	{ "json", no_argument, NULL, OPT_JSON },
@@ -478,6 +485,9 @@ static bool take_option(struct cli_getopt *g, int c, void *ctx)
 	case OPT_PARENT:
 		a->opts.flags |= BGSNAP_SAVE_INCREMENTAL;
 		a->opts.parent = optarg;
+		return true;
+	case OPT_CPUS:
+		a->opts.cpus = optarg;
 		return true;
 	}
 	return false;

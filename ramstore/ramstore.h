@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sched.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -97,6 +98,9 @@ struct rs_writer_opts {
 		       * fallback anyway where io_uring is unavailable) */
 	bool format_1_0; /* tests only: write format 1.0 (no stored
 			  * checksums), which readers must go on reading */
+	const cpu_set_t *cpus; /* where io_uring's workers may run; NULL:
+				* anywhere. Where they cannot be pinned,
+				* the caller's thread writes instead. */
 };
 
 struct rs_writer;

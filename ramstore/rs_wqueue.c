@@ -58,7 +58,7 @@ out_close_fd:
 	return ret;
 }
 
-static int setup_ring(struct rs_wq *q)
+static int setup_ring(struct rs_wq *q, const cpu_set_t *cpus)
 {
 	int ret = io_uring_queue_init(RS_WQ_DEPTH, &q->ring,
 				      IORING_SETUP_COOP_TASKRUN);
@@ -66,6 +66,11 @@ static int setup_ring(struct rs_wq *q)
 	/* COOP_TASKRUN (5.19) only saves interrupts: do without it. */
 	if (ret == -EINVAL)
 		ret = io_uring_queue_init(RS_WQ_DEPTH, &q->ring, 0);
+	if (!ret && cpus) {
+		ret = io_uring_register_iowq_aff(&q->ring, sizeof(*cpus), cpus);
+		if (ret)
+			io_uring_queue_exit(&q->ring);
+	}
 	return ret;
 }
 
@@ -123,7 +128,7 @@ static int map_overflow(struct rs_wq *q, size_t limit)
 }
 
 int bgs_rs_wq_init(struct rs_wq *q, int fd, bool stream, size_t budget,
-		   size_t over_limit, bool sync_io)
+		   size_t over_limit, bool sync_io, const cpu_set_t *cpus)
 {
 	const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
 	int ret;
@@ -144,7 +149,7 @@ int bgs_rs_wq_init(struct rs_wq *q, int fd, bool stream, size_t budget,
 	if (ret)
 		return ret;
 	/* Kernels or sandboxes without io_uring still get a store. */
-	q->uring = !sync_io && !setup_ring(q);
+	q->uring = !sync_io && !setup_ring(q, cpus);
 	return 0;
 }
 

@@ -88,7 +88,7 @@ struct rs_wq {
  * @over_limit: the most bytes urgent reservations may hold beyond the
  * budget (0: none; they wait like any other). */
 int bgs_rs_wq_init(struct rs_wq *q, int fd, bool stream, size_t budget,
-		   size_t over_limit, bool sync_io);
+		   size_t over_limit, bool sync_io, const cpu_set_t *cpus);
 /* Wait for writes in flight (errors ignored), then free everything. */
 void bgs_rs_wq_free(struct rs_wq *q);
 /* Contiguous room for @need bytes (at most the arena size) at *@p,

@@ -298,7 +298,7 @@ static int writer_start(struct rs_writer *w, bool stream,
 	const size_t over = o->overflow_pages * (w->head.rechdr_len + RS_PAGE);
 	int ret = bgs_rs_wq_init(&w->q, w->fd, stream,
 				 arena_size(w, o->buffer_budget), over,
-				 o->sync_io);
+				 o->sync_io, o->cpus);
 
 	return ret ? ret : write_head(w);
 }

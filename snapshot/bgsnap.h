@@ -297,6 +297,12 @@ struct bgsnap_save_opts {
 	 * same. Each thread takes 2 jobs of 2 runs' worth of memory (0.5 MiB,
 	 * 4 MiB with THP) besides the buffer budget. */
 	unsigned threads;
+	/* The CPUs bgsnap's threads run on for this save (its copier, fault
+	 * thread, compression threads and io_uring's workers), as a list
+	 * like "2-3,6" (taskset -c's form): a VMM or a database keeps them
+	 * off the CPUs its own threads are pinned to. NULL: wherever the
+	 * thread that starts the save may run. */
+	const char *cpus;
 };
 
 #define BGSNAP_MAX_THREADS 64

@@ -97,7 +97,8 @@ static int floor_faults(const struct bgs_uffd *u, uint8_t *mem, uint64_t len,
 		return -ENOMEM;
 	ret = bgs_uffd_protect(u, (uintptr_t)mem, len, 0);
 	if (!ret)
-		ret = bgs_thread_start(&thread, NULL, fault_server_main, &s);
+		ret = bgs_thread_start(&thread, NULL, NULL, fault_server_main,
+				       &s);
 	for (uint64_t i = 0; !ret && i < n; i++) {
 		_Atomic uint64_t *p =
 			(_Atomic uint64_t *)(mem + i * (units / n) * unit);

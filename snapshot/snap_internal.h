@@ -14,6 +14,7 @@
 #include "uffd_target.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -281,6 +282,8 @@ struct bgs_save {
 	uint64_t cursor;		  /* copier: where the scan resumes */
 	uint64_t cpu_copy, cpu_unprotect; /* copier: its CPU ns in them */
 	unsigned threads;		  /* compression workers asked for */
+	bool pinned;			  /* opts.cpus given: */
+	cpu_set_t cpus;			  /* ... where bgsnap's threads run */
 	struct bgs_workers *workers;	  /* copier: while they run */
 	uint64_t fault_cpu0;		  /* the fault thread's at the start */
 	struct bgsnap_stats final;	  /* copier, at the end */
@@ -407,9 +410,13 @@ void bgs_copier_kick(struct bgs_save *s);
 /*
  * snap_util.c: start a bgsnap thread with every signal blocked: an
  * owner's signal handler must never run on it (it could write protected
- * memory and deadlock). @stack: BGS_STACK_SIZE bytes, or NULL for a default one.
+ * memory and deadlock). @stack: BGS_STACK_SIZE bytes, or NULL for a default
+ * one. @cpus: the CPUs it may run on, or NULL (those of its creator).
  */
-int bgs_thread_start(pthread_t *t, void *stack, void *(*fn)(void *), void *arg);
+int bgs_thread_start(pthread_t *t, void *stack, const cpu_set_t *cpus,
+		     void *(*fn)(void *), void *arg);
+/* A CPU list ("0-3,8"), as taskset -c takes it, into @set; -EINVAL. */
+int bgs_parse_cpus(const char *list, cpu_set_t *set);
 
 /* snap_restore.c / snap_lazy.c */
 void bgs_restore_progress(struct bgs_restore *r, struct bgsnap_progress *p);
@@ -419,7 +426,8 @@ int bgs_restore_wait(struct bgsnap *h);
 /* Create a monitor for @h's protected regions in TRACK mode, nothing
  * protected yet: uffd opened (in another process: injected; it must be
  * frozen), regions registered, fault thread running. */
-int bgs_monitor_start(struct bgsnap *h, struct bgs_monitor **out);
+int bgs_monitor_start(struct bgsnap *h, const cpu_set_t *cpus,
+		      struct bgs_monitor **out);
 /* Write-protect every region (while the owner runs, or in the pause). */
 int bgs_monitor_protect_all(struct bgs_monitor *m);
 /* Run @cmd on the fault thread and wait for it; its result. */
@@ -472,6 +480,12 @@ static inline uint64_t bgs_bit_next(_Atomic uint64_t *map, uint64_t bit,
 /* snap_fault.c / snap_copier.c: thread bodies */
 void *bgs_fault_main(void *arg);
 void *bgs_copier_main(void *arg);
+
+/* Where a save's threads may run (bgsnap_save_opts.cpus), or NULL. */
+static inline const cpu_set_t *bgs_save_cpus(const struct bgs_save *s)
+{
+	return s->pinned ? &s->cpus : NULL;
+}
 
 /* snap_workers.c: compression behind the copier (its DESIGN block). The
  * copier's calls; start and stop from the copier thread. */

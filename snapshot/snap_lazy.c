@@ -579,13 +579,13 @@ int bgs_lazy_start(struct bgs_restore *r)
 	if (!ret)
 		ret = arm(r);
 	if (!ret) {
-		ret = bgs_thread_start(&r->fault_thread, NULL, lazy_fault_main,
-				       &r->lazy->fault);
+		ret = bgs_thread_start(&r->fault_thread, NULL, NULL,
+				       lazy_fault_main, &r->lazy->fault);
 		r->fault_started = !ret;
 	}
 	if (!ret) {
-		ret = bgs_thread_start(&r->fill_thread, NULL, lazy_fill_main,
-				       &r->lazy->fill);
+		ret = bgs_thread_start(&r->fill_thread, NULL, NULL,
+				       lazy_fill_main, &r->lazy->fill);
 		r->fill_started = !ret;
 	}
 	if (ret) {

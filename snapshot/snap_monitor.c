@@ -129,7 +129,8 @@ static struct bgs_monitor *monitor_new(struct bgsnap *h)
 	return m;
 }
 
-int bgs_monitor_start(struct bgsnap *h, struct bgs_monitor **out)
+int bgs_monitor_start(struct bgsnap *h, const cpu_set_t *cpus,
+		      struct bgs_monitor **out)
 {
 	struct bgs_monitor *m = monitor_new(h);
 	int r;
@@ -147,7 +148,8 @@ int bgs_monitor_start(struct bgsnap *h, struct bgs_monitor **out)
 		r = m->wake_fd < 0 ? -errno : 0;
 	}
 	if (!r)
-		r = bgs_thread_start(&m->thread, m->stack, bgs_fault_main, m);
+		r = bgs_thread_start(&m->thread, m->stack, cpus, bgs_fault_main,
+				     m);
 	m->started = !r;
 	if (r) {
 		bgs_monitor_stop(m);

@@ -195,6 +195,7 @@ static int open_writer(struct bgs_save *s, const char *path, int fd)
 		.overflow_pages = h->total_pages,
 		.regions = table,
 		.nregions = h->nregions,
+		.cpus = bgs_save_cpus(s),
 	};
 	int r;
 
@@ -321,7 +322,7 @@ static int start_monitor(struct bgs_save *s, bool two_phase)
 	if (!r && h->target)
 		r = pause_owner(s);
 	if (!r)
-		r = bgs_monitor_start(h, &h->monitor);
+		r = bgs_monitor_start(h, bgs_save_cpus(s), &h->monitor);
 	if (h->target && (r || two_phase))
 		resume_owner(s);
 	return r;
@@ -395,7 +396,7 @@ static int start_protected(struct bgs_save *s)
 	resume_owner(s);
 	if (!r)
 		r = bgs_thread_start(&s->copier_thread, s->copier_stack,
-				     bgs_copier_main, s);
+				     bgs_save_cpus(s), bgs_copier_main, s);
 	s->copier_started = !r;
 	return r;
 }
@@ -412,7 +413,7 @@ static int start_stopped(struct bgs_save *s)
 	if (r)
 		return r;
 	r = bgs_thread_start(&s->copier_thread, s->copier_stack,
-			     bgs_copier_main, s);
+			     bgs_save_cpus(s), bgs_copier_main, s);
 	s->copier_started = !r;
 	if (!r) {
 		pthread_mutex_lock(&s->lock);
@@ -548,6 +549,7 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 	const struct bgsnap_save_opts defaults = { 0 };
 	const uint64_t t_start = bgs_now_ns();
 	struct bgs_save *s;
+	cpu_set_t cpus;
 	int r;
 
 	r = bgs_snap_begin(h);
@@ -556,6 +558,11 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 	if (opts && opts->threads > BGSNAP_MAX_THREADS) {
 		bgs_snap_set_error(h, "%u compression threads: at most %d",
 				   opts->threads, BGSNAP_MAX_THREADS);
+		return -EINVAL;
+	}
+	if (opts && opts->cpus && bgs_parse_cpus(opts->cpus, &cpus)) {
+		bgs_snap_set_error(h, "'%s' is not a CPU list (like 0-3,8)",
+				   opts->cpus);
 		return -EINVAL;
 	}
 	/* The regions as they are now: everything below is sized on them. */
@@ -570,6 +577,8 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 	s->stop_the_world = s->opts.flags & BGSNAP_SAVE_STOP_THE_WORLD;
 	s->verify = !(s->opts.flags & BGSNAP_SAVE_NO_VERIFY);
 	s->threads = s->opts.threads;
+	s->pinned = s->opts.cpus != NULL;
+	s->cpus = cpus;
 	s->swap_present = swap_configured();
 	s->keep_tracking = (s->opts.flags & BGSNAP_SAVE_KEEP_TRACKING) &&
 			   !s->stop_the_world;

@@ -39,7 +39,7 @@ BGSNAP_API int bgsnap_track_start(struct bgsnap *h)
 			return r;
 		}
 	}
-	r = bgs_monitor_start(h, &h->monitor);
+	r = bgs_monitor_start(h, NULL, &h->monitor);
 	if (h->target)
 		bgs_target_thaw(h->target);
 	if (!r)

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
-/* The engine's small helpers: the clock, the first error, threads. */
+/* The engine's small helpers: the clock, the first error, threads and
+ * the CPUs they run on. */
 #include "snap_internal.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
 uint64_t bgs_now_ns(void)
@@ -24,7 +27,8 @@ int bgs_first_error_set(struct bgs_first_error *e, int code, const char *fmt,
 	return code;
 }
 
-int bgs_thread_start(pthread_t *t, void *stack, void *(*fn)(void *), void *arg)
+int bgs_thread_start(pthread_t *t, void *stack, const cpu_set_t *cpus,
+		     void *(*fn)(void *), void *arg)
 {
 	sigset_t all, old;
 	pthread_attr_t attr;
@@ -33,10 +37,39 @@ int bgs_thread_start(pthread_t *t, void *stack, void *(*fn)(void *), void *arg)
 	pthread_attr_init(&attr);
 	if (stack)
 		pthread_attr_setstack(&attr, stack, BGS_STACK_SIZE);
+	if (cpus)
+		pthread_attr_setaffinity_np(&attr, sizeof(*cpus), cpus);
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	r = pthread_create(t, &attr, fn, arg);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	pthread_attr_destroy(&attr);
 	return -r;
+}
+
+int bgs_parse_cpus(const char *list, cpu_set_t *set)
+{
+	const char *p = list;
+
+	CPU_ZERO(set);
+	do {
+		char *end;
+		unsigned long a, b;
+
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		a = b = strtoul(p, &end, 10);
+		if (*end == '-') {
+			p = end + 1;
+			if (*p < '0' || *p > '9')
+				return -EINVAL;
+			b = strtoul(p, &end, 10);
+		}
+		if (a > b || b >= CPU_SETSIZE)
+			return -EINVAL;
+		for (unsigned long c = a; c <= b; c++)
+			CPU_SET(c, set);
+		p = end;
+	} while (*p++ == ',');
+	return p[-1] ? -EINVAL : 0;
 }

@@ -150,7 +150,7 @@ int bgs_workers_start(struct bgs_save *s, unsigned nthreads,
 	}
 	for (; !ret && w->started < nthreads; w->started++)
 		ret = bgs_thread_start(&w->threads[w->started], NULL,
-				       worker_main, w);
+				       bgs_save_cpus(s), worker_main, w);
 	if (ret) {
 		(void)bgs_workers_stop(w);
 		return ret;

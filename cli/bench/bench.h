@@ -145,6 +145,7 @@ struct bench {
 	uint64_t buffer;
 	bool no_compress;
 	uint64_t threads; /* bgsnap_save_opts.threads */
+	const char *cpus; /* bgsnap_save_opts.cpus, or NULL */
 	uint64_t seed;
 	bool json, quiet;
 	char dir[PATH_MAX - 64]; /* ours, inside parent_dir */

@@ -48,9 +48,10 @@ void bench_run_init(struct run *r)
 /* The store settings every method shares, as guest save words. */
 static void save_words(const struct bench *b, char *buf, size_t n)
 {
-	snprintf(buf, n, "buffer=%llu compress=%s threads=%llu nomem",
+	snprintf(buf, n, "buffer=%llu compress=%s threads=%llu%s%s nomem",
 		 (unsigned long long)b->buffer, b->no_compress ? "none" : "lz4",
-		 (unsigned long long)b->threads);
+		 (unsigned long long)b->threads, b->cpus ? " cpus=" : "",
+		 b->cpus ? b->cpus : "");
 }
 
 /* The start window of a guest reply. */
@@ -134,6 +135,7 @@ static int pid_start(struct ctx *c, struct bgsnap *h, uint64_t *started)
 		.compression = c->b->no_compress ? BGSNAP_COMPRESS_NONE
 						 : BGSNAP_COMPRESS_LZ4,
 		.threads = (unsigned)c->b->threads,
+		.cpus = c->b->cpus,
 	};
 	sigset_t old;
 	int r;

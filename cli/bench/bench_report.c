@@ -694,6 +694,7 @@ static void json_settings(struct cli_json *j, const struct bench *b)
 	cli_json_kuint(j, "buffer_bytes", b->buffer);
 	cli_json_kstr(j, "compression", b->no_compress ? "none" : "lz4");
 	cli_json_kuint(j, "threads", b->threads);
+	cli_json_kstr(j, "cpus", b->cpus ? b->cpus : "");
 	cli_json_kuint(j, "seed", b->seed);
 	cli_json_kstr(j, "dir", b->parent_dir);
 	cli_json_object_end(j);

@@ -65,7 +65,7 @@ static const char bench_usage[] =
 	"                    [--rate max|OPS] [--methods LIST] [--repeat N]\n"
 	"                    [--incr-gap DUR] [--incr-dirty PCT] [--dir DIR]\n"
 	"                    [--buffer SIZE] [--compress lz4|none] [--seed N]\n"
-	"                    [--threads N]\n"
+	"                    [--threads N] [--cpus LIST]\n"
 	"                    [--json] [--quiet]\n"
 	"\n"
 	"Snapshot a built-in guest (SIZE of memory, writer threads moving "
@@ -184,6 +184,8 @@ static const char bench_usage[] =
 	"  -c, --compress lz4|none  page compression (default lz4)\n"
 	"  -t, --threads N      bgsnap's compression threads (default 0: the\n"
 	"                       copier compresses)\n"
+	"      --cpus LIST      run bgsnap's threads only on these CPUs "
+	"(2-3,6)\n"
 	"      --seed N         the guest's content and writers (default 1)\n"
 	"      --json           one JSON document on standard output\n"
 	"  -q, --quiet          no progress lines on standard error\n"
@@ -275,6 +277,7 @@ enum {
 	OPT_INCR_DIRTY,
 	OPT_SEED,
 	OPT_JSON,
+	OPT_CPUS,
 };
 
 static const struct option bench_options[] = {
@@ -292,6 +295,7 @@ static const struct option bench_options[] = {
 	{ "buffer", required_argument, NULL, 'b' },
 	{ "compress", required_argument, NULL, 'c' },
 	{ "threads", required_argument, NULL, 't' },
+	{ "cpus", required_argument, NULL, OPT_CPUS },
 	{ "seed", required_argument, NULL, OPT_SEED },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "quiet", no_argument, NULL, 'q' },
@@ -421,6 +425,7 @@ static int parse_args(int argc, char **argv, struct bench *b)
 		{ 'd', .str = &b->parent_dir },
 		{ 'b', .size = &b->buffer },
 		{ 't', .uint = &b->threads, .max = BGSNAP_MAX_THREADS },
+		{ OPT_CPUS, .str = &b->cpus },
 		{ OPT_SEED, .uint = &b->seed, .max = UINT64_MAX },
 		{ OPT_JSON, .flag = &b->json },
 		{ 'q', .flag = &b->quiet },

@@ -58,9 +58,8 @@
  *   dump FILE write the memory to FILE, writers paused (unless held):
  *             ok, bytes
  *   save FILE [uffd|stw|fork] [buffer=SIZE] [compress=lz4|none]
- *             [accel=N] [threads=N] [noverify] [one-phase] [keep]
- *             [incremental]
- *             [undo=SIZE] [nomem]
+ *             [accel=N] [threads=N] [cpus=LIST] [noverify] [one-phase]
+ *             [keep] [incremental] [undo=SIZE] [nomem]
  *             save the memory (one region, "guest") with the embedded API:
  *               uffd  bgsnap in this process, pause/resume callbacks park
  *                     the writers for the blackout only (default);
@@ -168,11 +167,11 @@ static const char guest_usage[] =
 	"they can). Driven by one command per line on standard input, each\n"
 	"answered by one JSON line on standard output: info, stats, reset,\n"
 	"hold, release, recover, check, dump FILE, save FILE [uffd|stw|fork]\n"
-	"[buffer=SIZE] [compress=lz4|none] [accel=N] [threads=N] [noverify]\n"
-	"[one-phase]\n"
-	"[keep] [incremental] [undo=SIZE] [nomem] [held], window open|close\n"
-	"[NS]|get, written, rollback [dirty=PCT] [timeout=DUR] [file],\n"
-	"untrack, quit. See the DESIGN block of cli/guest/cmd_guest.c.\n"
+	"[buffer=SIZE] [compress=lz4|none] [accel=N] [threads=N] [cpus=LIST]\n"
+	"[noverify] [one-phase] [keep] [incremental] [undo=SIZE] [nomem]\n"
+	"[held], window open|close [NS]|get, written, rollback [dirty=PCT]\n"
+	"[timeout=DUR] [file], untrack, quit. See the DESIGN block of\n"
+	"cli/guest/cmd_guest.c.\n"
 	"A target for 'bgsnap save --pid'.\n";
 
 enum guest_kind { KIND_4K, KIND_THP, KIND_MEMFD };
@@ -631,6 +630,8 @@ static int parse_save_word(const char *w, struct save_cmd *c, struct reply *rp)
 	else if (!strncmp(w, "threads=", 8) && !cli_parse_uint(w + 8, &v) &&
 		 v <= BGSNAP_MAX_THREADS)
 		c->opts.threads = (unsigned)v;
+	else if (!strncmp(w, "cpus=", 5) && w[5])
+		c->opts.cpus = w + 5;
 	else if (!strcmp(w, "noverify"))
 		c->opts.flags |= BGSNAP_SAVE_NO_VERIFY;
 	else if (!strcmp(w, "one-phase"))

@@ -12,6 +12,7 @@
 #include "guest_bank.h"
 #include "snap_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
@@ -263,6 +264,94 @@ static void test_threads(void **state)
 		save_and_check(g, 4, &opts);
 	for (size_t i = 0; i < 4; i++)
 		guest_fini(&g[i]);
+}
+
+/* The tasks of this process, by tid, into @tids (at most @max). */
+static size_t list_tasks(pid_t *tids, size_t max)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	size_t n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) && n < max)
+		if (e->d_name[0] != '.')
+			tids[n++] = (pid_t)atoi(e->d_name);
+	closedir(d);
+	return n;
+}
+
+static bool listed(const pid_t *tids, size_t n, pid_t tid)
+{
+	for (size_t i = 0; i < n; i++)
+		if (tids[i] == tid)
+			return true;
+	return false;
+}
+
+/* Task @tid's Cpus_allowed_list, or "" once it is gone. */
+static void cpus_of(pid_t tid, char *out, size_t len)
+{
+	char path[64], line[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/status", (int)tid);
+	*out = 0;
+	f = fopen(path, "re");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "Cpus_allowed_list:", 18))
+			snprintf(out, len, "%s",
+				 line + 18 + strspn(line + 18, "\t "));
+	if (f)
+		fclose(f);
+	out[strcspn(out, "\n")] = 0;
+}
+
+/* A save's threads (copier, fault thread, compression threads) run only on
+ * the CPUs it is given; a bad list is refused. */
+static void test_cpus(void **state)
+{
+	struct bgsnap_save_opts opts = { .threads = 1 };
+	struct guest g = { 0 };
+	pid_t before[256], after[256];
+	size_t nbefore, nafter, seen = 0;
+	char path[256], cpu[16], got[64];
+	cpu_set_t mine;
+	struct bgsnap *h;
+	int last = -1;
+
+	(void)state;
+	assert_int_equal(sched_getaffinity(0, sizeof(mine), &mine), 0);
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &mine))
+			last = c;
+	snprintf(cpu, sizeof(cpu), "%d", last);
+	snprintf(path, sizeof(path), "%s/cpus.bgs", tu_tmpdir());
+	guest_init(&g, "ram", ANON, 256 * MiB, 2);
+	assert_int_equal(bgsnap_new(&h), 0);
+	assert_int_equal(bgsnap_add_region(h, g.name, g.mem, g.len), 0);
+	opts.cpus = "1-0";
+	assert_int_equal(bgsnap_save(h, path, &opts), -EINVAL);
+	assert_non_null(strstr(bgsnap_last_error(h), "not a CPU list"));
+	opts.cpus = cpu;
+	nbefore = list_tasks(before, 256);
+	assert_int_equal(bgsnap_save_start(h, path, &opts), 0);
+	nafter = list_tasks(after, 256);
+	for (size_t i = 0; i < nafter; i++) {
+		if (listed(before, nbefore, after[i]))
+			continue;
+		cpus_of(after[i], got, sizeof(got));
+		if (!*got)
+			continue; /* gone already */
+		fprintf(stderr, "# task %d: CPUs %s\n", (int)after[i], got);
+		assert_string_equal(got, cpu);
+		seen++;
+	}
+	assert_int_equal(bgsnap_wait(h), 0);
+	assert_true(seen >= 2); /* the copier and the fault thread at least */
+	bgsnap_free(h);
+	unlink(path);
+	guest_fini(&g);
 }
 
 static void test_one_gib(void **state)
@@ -604,6 +693,7 @@ int main(void)
 		cmocka_unit_test(test_hugetlb),
 		cmocka_unit_test(test_several_regions),
 		cmocka_unit_test(test_threads),
+		cmocka_unit_test(test_cpus),
 		cmocka_unit_test(test_one_gib),
 		cmocka_unit_test(test_unpopulated_skipped),
 		cmocka_unit_test(test_kernel_writers),
