@@ -129,12 +129,13 @@ int bgs_rs_put_pages(struct rs_writer *w, uint32_t region, uint64_t first,
 		     uint64_t npages, const void *src);
 /*
  * Encoding apart from writing, for compression on other threads: an
- * encoder turns a run of at most @max_pages pages into its records (zero
+ * encoder turns runs of pages, @max_pages in all, into their records (zero
  * runs found, lz4 or a copy, both checksums) in memory of its own; the
- * writer's thread then appends them with bgs_rs_put_encoded(), as
- * bgs_rs_put_pages() would have. One thread uses an encoder at a time;
- * encoding only reads the writer's settings and region table, fixed at
- * open, so it runs beside the writer's own puts.
+ * writer's thread then appends them all with bgs_rs_put_encoded(), as
+ * bgs_rs_put_pages() would have, and the encoder is empty again. One
+ * thread uses an encoder at a time; encoding only reads the writer's
+ * settings and region table, fixed at open, so it runs beside the
+ * writer's own puts.
  */
 struct rs_encoder;
 int bgs_rs_encoder_new(struct rs_encoder **e, const struct rs_writer *w,

@@ -51,6 +51,7 @@ struct rs_coder {
 
 /* One record of an encoded run. */
 struct rs_encoded {
+	uint32_t region;
 	uint64_t first, n; /* pages, from the region's start */
 	uint8_t encoding;  /* RS_ENC_ZERO, RAW or LZ4 */
 	uint32_t stored_len;
@@ -65,8 +66,9 @@ struct rs_encoder {
 	struct rs_encoded *rec;
 	uint64_t max_pages;
 	size_t nrec;
-	uint32_t region;
-	uint64_t first, npages, zero_pages;
+	size_t used;	 /* bytes of buf */
+	uint64_t npages; /* pages held, and of those zero */
+	uint64_t zero_pages;
 };
 
 struct rs_writer {
@@ -661,13 +663,13 @@ int bgs_rs_encode(struct rs_encoder *e, uint32_t region, uint64_t first,
 {
 	const struct rs_region *r;
 	uint64_t unit, max;
-	size_t at = 0;
 
-	e->nrec = 0;
-	e->npages = e->zero_pages = 0;
-	if (region >= e->w->head.nregions || npages > e->max_pages)
+	if (region >= e->w->head.nregions || npages > e->max_pages - e->npages)
 		return -EINVAL;
 	r = &e->w->head.regions[region];
+	if (first > bgs_rs_region_pages(r) ||
+	    npages > bgs_rs_region_pages(r) - first)
+		return RS_ERANGE;
 	unit = bgs_rs_region_unit(r);
 	max = bgs_rs_region_max_pages(r);
 	for (uint64_t done = 0, n; done < npages; done += n) {
@@ -677,41 +679,43 @@ int bgs_rs_encode(struct rs_encoder *e, uint32_t region, uint64_t first,
 
 		n = npages - done;
 		zero = classify(p, &n, unit, max);
-		*rec = (struct rs_encoded){ .first = first + done,
+		*rec = (struct rs_encoded){ .region = region,
+					    .first = first + done,
 					    .n = n,
 					    .encoding = RS_ENC_ZERO,
-					    .at = at };
+					    .at = e->used };
 		if (zero) {
 			e->zero_pages += n;
 			continue;
 		}
-		encode_data(&e->coder, p, e->buf + at, rec);
-		at += rec->stored_len;
+		encode_data(&e->coder, p, e->buf + e->used, rec);
+		e->used += rec->stored_len;
 	}
-	e->region = region;
-	e->first = first;
-	e->npages = npages;
+	e->npages += npages;
 	return 0;
 }
 
 int bgs_rs_put_encoded(struct rs_writer *w, struct rs_encoder *e)
 {
 	const uint32_t hl = w->head.rechdr_len;
-	int ret = check_run(w, e->region, e->first, e->npages);
+	int ret = 0;
 
 	for (size_t i = 0; i < e->nrec && !ret; i++) {
 		const struct rs_encoded *rec = &e->rec[i];
 		uint8_t *p;
 
+		ret = check_run(w, rec->region, rec->first, rec->n);
+		if (ret)
+			break;
 		if (rec->encoding == RS_ENC_ZERO) {
-			ret = emit_empty(w, e->region, rec->first, rec->n,
+			ret = emit_empty(w, rec->region, rec->first, rec->n,
 					 RS_ENC_ZERO);
 			continue;
 		}
 		ret = bgs_rs_wq_reserve(&w->q, hl + rec->stored_len, w->urgent,
 					&p);
 		if (!ret)
-			ret = append_data(w, e->region, rec, p,
+			ret = append_data(w, rec->region, rec, p,
 					  e->buf + rec->at);
 	}
 	if (ret)
@@ -719,7 +723,8 @@ int bgs_rs_put_encoded(struct rs_writer *w, struct rs_encoder *e)
 	count_coder(w, &e->coder);
 	bgs_rs_stat_add(&w->pages, e->npages);
 	bgs_rs_stat_add(&w->zero_pages, e->zero_pages);
-	e->nrec = 0;
+	e->nrec = e->used = 0;
+	e->npages = e->zero_pages = 0;
 	return 0;
 }
 

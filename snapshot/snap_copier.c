@@ -512,15 +512,50 @@ static void release_queued(struct bgs_save *s, struct held_runs *h)
 	}
 }
 
+/* Do the workers encode what the copier reads? Not an incremental save
+ * compared page by page with its parent, which the copier does. */
+static bool use_workers(const struct bgs_save *s)
+{
+	return s->workers && !s->parent;
+}
+
+/* Hand the held runs to the workers, as many as one free job takes;
+ * false if none could go. */
+static bool hand_over(struct bgs_save *s, struct held_runs *h)
+{
+	struct bgs_job *job;
+	bool any = false;
+
+	if (!use_workers(s) || h->head == h->count ||
+	    !(job = bgs_workers_take(s->workers)))
+		return false;
+	for (; h->head < h->count; h->head++, h->done = 0) {
+		const uint64_t first = h->run[h->head].first + h->done;
+		const uint64_t n = h->run[h->head].n - h->done;
+		uint8_t *dst = bgs_job_room(s->workers, job, n);
+
+		if (!dst)
+			break;
+		memcpy(dst,
+		       s->staging +
+			       (h->run[h->head].at + h->done) * BGS_PAGE_SIZE,
+		       n * BGS_PAGE_SIZE);
+		bgs_job_add(job, h->run[h->head].r, first, n);
+		any = true;
+	}
+	bgs_workers_submit(s->workers, job);
+	return any;
+}
+
 /* Every fault queued, and those queued meanwhile, released first, then
- * stored a record at a time. */
+ * handed to the workers or stored a record at a time. */
 static void serve_faults(struct bgs_save *s)
 {
 	struct held_runs h = { .head = 0 };
 
 	do
 		release_queued(s, &h);
-	while (!bgs_save_error(s) && store_next(s, &h));
+	while (!bgs_save_error(s) && (hand_over(s, &h) || store_next(s, &h)));
 }
 
 /* ---- the bulk scan ------------------------------------------------------- */
@@ -559,21 +594,6 @@ static bool writer_ready(struct bgs_save *s, uint64_t n)
 	return s->stop_the_world || bgs_rs_writer_ready(s->writer, n);
 }
 
-/* Where the scan reads a run of @n pages: a free job of the workers, when
- * they can take it, else NULL (then it is read into staging and stored a
- * chunk at a time). *@busy: the workers could, but no job is free. */
-static uint8_t *job_for(struct bgs_save *s, uint64_t n, bool *busy)
-{
-	uint8_t *buf;
-
-	*busy = false;
-	if (!s->workers || s->parent || n > bgs_workers_job_pages(s->workers))
-		return NULL;
-	buf = bgs_workers_job_buffer(s->workers);
-	*busy = !buf;
-	return buf;
-}
-
 /*
  * Save the next run: up to BGS_RUN_PAGES unsaved pages, or one whole huge
  * page. It is copied BGS_CHUNK_PAGES at a time, and cut short when a
@@ -592,8 +612,8 @@ static bool bulk_step(struct bgs_save *s)
 				       ? r->page_size / BGS_PAGE_SIZE
 				       : BGS_CHUNK_PAGES;
 	uint64_t first, n, done = 0;
-	uint8_t *job;
-	bool busy;
+	struct bgs_job *job = NULL;
+	uint8_t *dst = NULL;
 
 	unit_of(s, r, page, false, &first, &n);
 	if (n == 1) {
@@ -602,14 +622,20 @@ static bool bulk_step(struct bgs_save *s)
 		       !(bgs_region_is_anon(r) && huge_start(s, page + n)))
 			n++;
 	}
-	job = job_for(s, n, &busy);
-	if (busy)
-		return false; /* a worker's kick wakes the copier */
+	/* With workers, the run is read into a job of theirs (none free: a
+	 * worker's kick wakes the copier); else a chunk at a time into
+	 * staging, and stored. */
+	if (use_workers(s)) {
+		job = bgs_workers_take(s->workers);
+		if (!job)
+			return false;
+		dst = bgs_job_room(s->workers, job, n);
+	}
 	while (done < n) {
 		const uint64_t c = n - done < chunk ? n - done : chunk;
 		const int ret = !writer_ready(s, c) ? 1
-				: job ? read_pages(s, r, first + done, c,
-						   job + done * BGS_PAGE_SIZE)
+				: dst ? read_pages(s, r, first + done, c,
+						   dst + done * BGS_PAGE_SIZE)
 				      : copy_pages(s, r, first + done, c);
 
 		if (ret > 0)
@@ -620,13 +646,15 @@ static bool bulk_step(struct bgs_save *s)
 		if (!s->stop_the_world && faults_waiting(s))
 			break;
 	}
-	if (!done)
-		return false;
-	if (release_run(s, r, first, done, NULL) == 0) {
+	if (done && release_run(s, r, first, done, NULL) == 0) {
 		s->pages_by_scan += done;
 		if (job)
-			bgs_workers_submit(s->workers, job, r, first, done);
+			bgs_job_add(job, r, first, done);
 	}
+	if (job)
+		bgs_workers_submit(s->workers, job);
+	if (!done)
+		return false;
 	s->cursor = first + done;
 	return true;
 }

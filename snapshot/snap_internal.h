@@ -495,14 +495,18 @@ int bgs_workers_start(struct bgs_save *s, unsigned nthreads,
 /* Join the workers (every job collected first) and free; their CPU time.
  * NULL is fine. */
 uint64_t bgs_workers_stop(struct bgs_workers *w);
-/* Pages a job holds at most, and pages handed over but not collected. */
-size_t bgs_workers_job_pages(const struct bgs_workers *w);
+/* Pages handed over but not collected yet. */
 uint64_t bgs_workers_inflight(const struct bgs_workers *w);
-/* A free job's buffer to read a run into, or NULL when none is free. */
-uint8_t *bgs_workers_job_buffer(struct bgs_workers *w);
-/* Hand the run [first, +n) of @r, read into @data, to the workers. */
-void bgs_workers_submit(struct bgs_workers *w, uint8_t *data,
-			const struct bgs_region *r, uint64_t first, uint64_t n);
+/* A free job for the copier to fill, or NULL when none is free. */
+struct bgs_job *bgs_workers_take(struct bgs_workers *w);
+/* Where the next run of @n pages goes in @j, or NULL when it is full. */
+uint8_t *bgs_job_room(const struct bgs_workers *w, const struct bgs_job *j,
+		      uint64_t n);
+/* The run [first, +n) of @r is now at bgs_job_room()'s place in @j. */
+void bgs_job_add(struct bgs_job *j, const struct bgs_region *r, uint64_t first,
+		 uint64_t n);
+/* Hand @j to the workers (an empty one is simply free again). */
+void bgs_workers_submit(struct bgs_workers *w, struct bgs_job *j);
 /* Append every finished job to the writer (@append false: drop them, the
  * save failed); @all: wait for every job handed over. The first error. */
 int bgs_workers_collect(struct bgs_workers *w, bool all, bool append);

@@ -11,11 +11,12 @@
  * Records land in the file in the order jobs finish; the index says where
  * each is.
  *
- * Threads: the copier fills a FREE job, QUEUEs it and later collects it
- * once DONE; N workers take QUEUED jobs, encode them and mark them DONE,
- * then kick the copier (its wake eventfd) in case it sleeps. Job states
- * change under the lock; a job's buffers belong to whoever holds it in
- * its state (the copier: FREE and DONE; a worker: RUNNING).
+ * Threads: the copier takes a FREE job, fills it with one run of the scan
+ * or with several faulted runs, QUEUEs it and later collects it once
+ * DONE; N workers take QUEUED jobs, encode them and mark them DONE, then
+ * kick the copier (its wake eventfd) in case it sleeps. Job states change
+ * under the lock; a job's buffers belong to whoever holds it in its state
+ * (the copier: FILLING and DONE; a worker: RUNNING).
  *
  * Memory: 2 jobs per worker, each two runs' worth (the pages and their
  * records), so that one job per worker can be encoding while the copier
@@ -28,12 +29,19 @@
 #include <string.h>
 #include <sys/mman.h>
 
-enum job_state { JOB_FREE, JOB_QUEUED, JOB_RUNNING, JOB_DONE };
+enum job_state { JOB_FREE, JOB_FILLING, JOB_QUEUED, JOB_RUNNING, JOB_DONE };
+
+#define JOB_RUNS 64 /* runs in one job at most (faulted runs are small) */
 
 struct bgs_job {
-	const struct bgs_region *r;
-	uint64_t first, n;
-	uint8_t *data; /* the run's pages, read from the owner */
+	struct {
+		const struct bgs_region *r;
+		uint64_t first, n;
+		uint64_t at; /* its first page's place in data, in pages */
+	} run[JOB_RUNS];
+	unsigned nruns;
+	uint64_t pages; /* of data, taken */
+	uint8_t *data;	/* the runs' pages, read from the owner */
 	struct rs_encoder *enc;
 	int err;
 	enum job_state state;
@@ -75,9 +83,13 @@ static void *worker_main(void *arg)
 			break;
 		j->state = JOB_RUNNING;
 		pthread_mutex_unlock(&w->lock);
-		j->err = bgs_rs_encode(
-			j->enc, (uint32_t)(j->r - w->s->h->regions),
-			j->first - j->r->first_page, j->n, j->data);
+		for (unsigned k = 0; k < j->nruns && !j->err; k++)
+			j->err = bgs_rs_encode(
+				j->enc,
+				(uint32_t)(j->run[k].r - w->s->h->regions),
+				j->run[k].first - j->run[k].r->first_page,
+				j->run[k].n,
+				j->data + j->run[k].at * BGS_PAGE_SIZE);
 		pthread_mutex_lock(&w->lock);
 		j->state = JOB_DONE;
 		pthread_cond_signal(&w->done_cond);
@@ -159,43 +171,56 @@ int bgs_workers_start(struct bgs_save *s, unsigned nthreads,
 	return 0;
 }
 
-size_t bgs_workers_job_pages(const struct bgs_workers *w)
-{
-	return w->job_len / BGS_PAGE_SIZE;
-}
-
 uint64_t bgs_workers_inflight(const struct bgs_workers *w)
 {
 	return w->inflight_pages; /* the copier's own count */
 }
 
-uint8_t *bgs_workers_job_buffer(struct bgs_workers *w)
+struct bgs_job *bgs_workers_take(struct bgs_workers *w)
 {
-	uint8_t *data = NULL;
+	struct bgs_job *j = NULL;
 
 	pthread_mutex_lock(&w->lock);
-	for (unsigned i = 0; i < w->njobs && !data; i++)
+	for (unsigned i = 0; i < w->njobs && !j; i++)
 		if (w->jobs[i].state == JOB_FREE)
-			data = w->jobs[i].data;
+			j = &w->jobs[i];
+	if (j) {
+		j->state = JOB_FILLING;
+		j->nruns = 0;
+		j->pages = 0;
+		j->err = 0;
+	}
 	pthread_mutex_unlock(&w->lock);
-	return data;
+	return j;
 }
 
-void bgs_workers_submit(struct bgs_workers *w, uint8_t *data,
-			const struct bgs_region *r, uint64_t first, uint64_t n)
+uint8_t *bgs_job_room(const struct bgs_workers *w, const struct bgs_job *j,
+		      uint64_t n)
+{
+	if (j->nruns == JOB_RUNS || j->pages + n > w->job_len / BGS_PAGE_SIZE)
+		return NULL;
+	return j->data + j->pages * BGS_PAGE_SIZE;
+}
+
+void bgs_job_add(struct bgs_job *j, const struct bgs_region *r, uint64_t first,
+		 uint64_t n)
+{
+	j->run[j->nruns].r = r;
+	j->run[j->nruns].first = first;
+	j->run[j->nruns].n = n;
+	j->run[j->nruns++].at = j->pages;
+	j->pages += n;
+}
+
+void bgs_workers_submit(struct bgs_workers *w, struct bgs_job *j)
 {
 	pthread_mutex_lock(&w->lock);
-	for (unsigned i = 0; i < w->njobs; i++) {
-		struct bgs_job *j = &w->jobs[i];
-
-		if (j->data != data)
-			continue;
-		j->r = r;
-		j->first = first;
-		j->n = n;
+	if (j->nruns) {
 		j->state = JOB_QUEUED;
-		w->inflight_pages += n;
+		w->inflight_pages += j->pages;
 		pthread_cond_signal(&w->cond);
+	} else {
+		j->state = JOB_FREE;
 	}
 	pthread_mutex_unlock(&w->lock);
 }
@@ -233,7 +258,7 @@ int bgs_workers_collect(struct bgs_workers *w, bool all, bool append)
 			ret = j->err ? j->err
 				     : bgs_rs_put_encoded(w->s->writer, j->enc);
 		pthread_mutex_lock(&w->lock);
-		w->inflight_pages -= j->n;
+		w->inflight_pages -= j->pages;
 		j->state = JOB_FREE;
 		pthread_mutex_unlock(&w->lock);
 	}
