@@ -405,11 +405,7 @@ static void fault_window(const struct bgs_save *s, const struct bgs_region *r,
  * run[head] from its page done on, then the rest.
  */
 struct held_runs {
-	struct {
-		const struct bgs_region *r;
-		uint64_t first, n;
-		uint64_t at; /* its first page's place in staging, in pages */
-	} run[BGS_RUN_PAGES];
+	struct bgs_buffered_run run[BGS_RUN_PAGES]; /* in staging */
 	size_t head, count;
 	uint64_t done; /* pages of run[head] stored */
 	uint64_t used; /* pages of staging taken */

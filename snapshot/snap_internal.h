@@ -487,6 +487,13 @@ static inline const cpu_set_t *bgs_save_cpus(const struct bgs_save *s)
 	return s->pinned ? &s->cpus : NULL;
 }
 
+/* A run of pages read out of the owner into a buffer of bgsnap's own. */
+struct bgs_buffered_run {
+	const struct bgs_region *r;
+	uint64_t first, n;
+	uint64_t at; /* its first page's place in the buffer, in pages */
+};
+
 /* snap_workers.c: compression behind the copier (its DESIGN block). The
  * copier's calls; start and stop from the copier thread. */
 struct bgs_workers;

@@ -34,11 +34,7 @@ enum job_state { JOB_FREE, JOB_FILLING, JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 #define JOB_RUNS 64 /* runs in one job at most (faulted runs are small) */
 
 struct bgs_job {
-	struct {
-		const struct bgs_region *r;
-		uint64_t first, n;
-		uint64_t at; /* its first page's place in data, in pages */
-	} run[JOB_RUNS];
+	struct bgs_buffered_run run[JOB_RUNS]; /* in data */
 	unsigned nruns;
 	uint64_t pages; /* of data, taken */
 	uint8_t *data;	/* the runs' pages, read from the owner */
