@@ -355,6 +355,10 @@ void cli_json_save_stats(struct cli_json *j, const struct bgsnap_stats *st)
 	cli_json_kdouble(j, "stall_us_p50", (double)st->stall_ns_p50 / 1e3);
 	cli_json_kdouble(j, "stall_us_p99", (double)st->stall_ns_p99 / 1e3);
 	cli_json_kdouble(j, "stall_us_max", (double)st->stall_ns_max / 1e3);
+	cli_json_kdouble(j, "stall_wait_us_p50",
+			 (double)st->stall_wait_ns_p50 / 1e3);
+	cli_json_kdouble(j, "stall_wait_us_p99",
+			 (double)st->stall_wait_ns_p99 / 1e3);
 	cli_json_kuint(j, "peak_buffer_bytes", st->peak_buffer_bytes);
 	cli_json_kdouble(j, "cpu_copy_s", (double)st->cpu_copy_ns / 1e9);
 	cli_json_kdouble(j, "cpu_compress_s",
@@ -429,6 +433,12 @@ static void report_text(FILE *f, const struct save_args *a,
 		cli_fmt_duration(b1, st->stall_ns_p50),
 		cli_fmt_duration(b2, st->stall_ns_p99),
 		cli_fmt_duration(b3, st->stall_ns_max));
+	if (st->faults)
+		fprintf(f,
+			"            of which for the copier to take them: p50 "
+			"%s, p99 %s\n",
+			cli_fmt_duration(b1, st->stall_wait_ns_p50),
+			cli_fmt_duration(b2, st->stall_wait_ns_p99));
 	fprintf(f, "  buffers   peak %s\n",
 		cli_fmt_size(b1, st->peak_buffer_bytes));
 }

@@ -398,6 +398,10 @@ struct bgsnap_stats {
 	uint64_t cpu_copier_ns;
 	uint64_t cpu_fault_ns;
 	uint64_t cpu_workers_ns; /* all of the compression threads' */
+	/* A save: of a writer's stall, the part until the copier took its
+	 * fault (the rest is reading, checking and unprotecting the run). */
+	uint64_t stall_wait_ns_p50;
+	uint64_t stall_wait_ns_p99;
 };
 
 /* Statistics of the last finished operation (zeros before one).

@@ -483,6 +483,7 @@ static void release_queued(struct bgs_save *s, struct held_runs *h)
 		uint8_t *dst;
 
 		s->faults++;
+		bgs_hist_add(&s->stall_wait, bgs_now_ns() - req.t_ns);
 		unit_of(s, r, req.page, true, &first, &n);
 		if (bgs_page_saved(s, first)) {
 			wake_saved(s, r, first, n);

@@ -252,7 +252,8 @@ struct bgs_save {
 	size_t staging_len;
 	uint8_t *read_count; /* copier: reads per page (tests) */
 	struct bgs_ring ring;
-	struct bgs_hist stall; /* copier */
+	struct bgs_hist stall;	    /* copier */
+	struct bgs_hist stall_wait; /* copier: of a stall, until it looked */
 	void *copier_stack;
 
 	pthread_t copier_thread;

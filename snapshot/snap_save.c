@@ -662,6 +662,8 @@ static void final_stats(const struct bgs_save *s, struct bgsnap_stats *st)
 	st->cpu_copier_ns = s->final.cpu_copier_ns;
 	st->cpu_fault_ns = s->final.cpu_fault_ns;
 	st->cpu_workers_ns = s->final.cpu_workers_ns;
+	st->stall_wait_ns_p50 = bgs_hist_percentile(&s->stall_wait, 50);
+	st->stall_wait_ns_p99 = bgs_hist_percentile(&s->stall_wait, 99);
 }
 
 int bgs_save_wait(struct bgsnap *h)
