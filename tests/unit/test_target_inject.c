@@ -245,10 +245,7 @@ static void test_uffd_root_target(void **state)
 static void test_uffd_nonroot_target(void **state)
 {
 	(void)state;
-	if (geteuid() != 0) {
-		skip();
-		return;
-	}
+	tu_need_root("a uid-65534 target, /dev/userfaultfd");
 	uffd_round_trip(true);
 }
 
@@ -394,6 +391,7 @@ static void test_thief_takes_nothing(void **state)
 	int i, st, failed = 0;
 
 	(void)state;
+	tu_need_root("a uid-65534 target and thief, /dev/userfaultfd");
 	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
 		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	assert_true(sh != MAP_FAILED);
@@ -610,10 +608,7 @@ static void test_monitor_killed_futex_thread(void **state)
 static void test_monitor_killed_nonroot(void **state)
 {
 	(void)state;
-	if (geteuid() != 0) {
-		skip();
-		return;
-	}
+	tu_need_root("a uid-65534 target, /dev/userfaultfd");
 	kill_series(true, TU_READER);
 }
 
