@@ -66,8 +66,9 @@
  * else shares, after the target was made non-dumpable (when bgsnap has
  * CAP_SYS_PTRACE); the helper exits when the uffd is taken, and dumpable
  * is put back. The argument is in DESIGN.md ("Saving another user's
- * process"). Killed at any instant, the helper runs an exit frame on its
- * own page and takes every descriptor with it: the target never keeps one.
+ * process"). Killed at any instant, the helper runs frames on its own page
+ * (close its whole table, dumpable back, exit): the target never keeps a
+ * descriptor, and is dumpable again.
  * Before 6.9 (no PIDFD_THREAD to reach a helper's table) the calls run in
  * the target's own table, and root refuses the /dev/userfaultfd path.
  */
@@ -1022,11 +1023,13 @@ static int make_uffd_shared(struct inj *in, bool privileged,
 	(CLONE_VM | CLONE_FS | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM)
 
 struct helper {
-	struct inj h;	 /* the session on the helper thread */
-	pid_t tid;	 /* 0 once it has exited */
-	uint64_t page;	 /* its page: scratch data and its exit frame */
-	bool privileged; /* bgsnap may do more than the target's user */
-	bool undumpable; /* we made the target non-dumpable */
+	struct inj h;		/* the session on the helper thread */
+	pid_t tid;		/* 0 once it has exited */
+	uint64_t page;		/* its page: scratch data and its frames */
+	uint64_t own_frame;	/* the parent thread's frame */
+	uint64_t restore_frame; /* below it: dumpable back, then own_frame */
+	bool privileged;	/* bgsnap may do more than the target's user */
+	bool undumpable;	/* we made the target non-dumpable */
 };
 
 static bool have_thread_pidfd(void)
@@ -1111,9 +1114,14 @@ static int lowest_free(struct helper *hp, int *fds, int n)
 					(int)hp->h.t->pid, cap);
 }
 
-/* What the helper runs if bgsnap dies: `ret` from its stack lands on
- * rt_sigreturn, whose frame makes it call exit(2). */
-static int write_exit_frame(struct inj *in, uint64_t at)
+#define KFRAME sizeof(struct kframe)
+
+/* A frame that `ret` pops into rt_sigreturn: the thread calls @nr(@a0,
+ * @a1), signals blocked, then `ret`s to the frame at @next. Chained, they
+ * are what a thread runs if bgsnap dies while it holds injected
+ * registers. */
+static int write_call_frame(struct inj *in, uint64_t at, long nr, uint64_t a0,
+			    uint64_t a1, uint64_t next)
 {
 	struct kframe f;
 
@@ -1122,8 +1130,10 @@ static int write_exit_frame(struct inj *in, uint64_t at)
 	f.uc_flags = UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS;
 	f.uc_stack.ss_flags = 3; /* as in fill_frame */
 	f.uc_mcontext.ip = in->t->gadget_syscall;
-	f.uc_mcontext.ax = SYS_exit;
-	f.uc_mcontext.sp = at;
+	f.uc_mcontext.ax = (uint64_t)nr;
+	f.uc_mcontext.di = a0;
+	f.uc_mcontext.si = a1;
+	f.uc_mcontext.sp = next;
 	f.uc_mcontext.flags = in->saved.eflags;
 	f.uc_mcontext.cs = (uint16_t)in->saved.cs;
 	f.uc_mcontext.ss = (uint16_t)in->saved.ss;
@@ -1131,20 +1141,48 @@ static int write_exit_frame(struct inj *in, uint64_t at)
 	return bgs_target_write(in->t, at, &f, sizeof(f));
 }
 
+/* Where the parent thread's injected calls return to: through a frame
+ * that makes the target dumpable again (@on), or straight to its own. */
+static int parent_restores(struct inj *in, struct helper *hp, bool on)
+{
+	struct user_regs_struct r;
+
+	in->frame = on ? hp->restore_frame : hp->own_frame;
+	if (ptrace(PTRACE_GETREGS, in->tid, NULL, &r))
+		return gone(in);
+	r.rsp = in->frame;
+	return ptrace(PTRACE_SETREGS, in->tid, NULL, &r) ? gone(in) : 0;
+}
+
 /* Non-dumpable, no process without CAP_SYS_PTRACE can pidfd_getfd from
  * the target, open its /proc/PID/fd or its memory: set before the helper
- * exists, so every check on the helper sees it (DESIGN, "Descriptors"). */
+ * exists, so every check on the helper sees it (DESIGN.md, "Saving another
+ * user's process"). Killed from here until the helper exists, the parent
+ * thread makes it dumpable again on its way back (no descriptor of ours
+ * exists yet anywhere). */
 static int lower_dumpable(struct inj *in, struct helper *hp)
 {
 	int64_t r;
 	int err;
 
+	hp->own_frame = in->frame;
 	if (!hp->privileged)
 		return 0;
 	err = call(in, SYS_prctl, PR_GET_DUMPABLE, 0, 0, 0, &r);
 	if (err || r != 1) /* 0 or 2: already out of the user's reach */
 		return err ? err : r < 0 ? injected_err(in, "prctl()", r) : 0;
-	err = call(in, SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, &r);
+	hp->restore_frame = (in->frame - KFRAME) & ~15ULL;
+	if (in->saved.rsp - hp->restore_frame > in->room)
+		return bgs_target_fail(in->t, -EBUSY,
+				       "thread %d has no stack room "
+				       "for injected calls",
+				       (int)in->tid);
+	err = write_call_frame(in, hp->restore_frame, SYS_prctl,
+			       PR_SET_DUMPABLE, 1, in->frame);
+	if (!err)
+		err = parent_restores(in, hp, true);
+	if (!err)
+		err = call(in, SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, &r);
 	if (!err && r < 0)
 		err = injected_err(in, "prctl(PR_SET_DUMPABLE)", r);
 	hp->undumpable = !err;
@@ -1168,8 +1206,29 @@ static int helper_map(struct inj *in, struct helper *hp)
 	return 0;
 }
 
+/* What the helper runs if bgsnap dies, on its page: close every
+ * descriptor of its own table, make the target dumpable again if we
+ * lowered it, exit. Returns the first frame (its stack pointer). */
+static int helper_frames(struct inj *in, struct helper *hp, uint64_t *first)
+{
+	const uint64_t f_exit = (hp->page + PG - KFRAME) & ~15ULL;
+	const uint64_t f_dump = (f_exit - KFRAME) & ~15ULL;
+	const uint64_t f_close = (f_dump - KFRAME) & ~15ULL;
+	int err;
+
+	err = write_call_frame(in, f_exit, SYS_exit, 0, 0, f_exit);
+	if (!err)
+		err = write_call_frame(in, f_dump, SYS_prctl, PR_SET_DUMPABLE,
+				       1, f_exit);
+	if (!err)
+		err = write_call_frame(in, f_close, SYS_close_range, 0, ~0U,
+				       hp->undumpable ? f_dump : f_exit);
+	*first = f_close;
+	return err;
+}
+
 /* The new thread starts in a ptrace stop (TRACECLONE): adopt it. */
-static int helper_adopt(struct inj *in, struct helper *hp)
+static int helper_adopt(struct inj *in, struct helper *hp, uint64_t frame)
 {
 	struct inj *h = &hp->h;
 	int st;
@@ -1184,7 +1243,7 @@ static int helper_adopt(struct inj *in, struct helper *hp)
 	h->tid = hp->tid;
 	h->mask = NO_SIGNALS;
 	h->data = hp->page;
-	h->frame = (hp->page + PG - sizeof(struct kframe)) & ~15ULL;
+	h->frame = frame;
 	h->live = true;
 	if (ptrace(PTRACE_GETREGS, h->tid, NULL, &h->saved))
 		return gone(h);
@@ -1201,16 +1260,18 @@ static int helper_start(struct inj *in, struct helper *hp)
 	int64_t r;
 	int err;
 
-	if ((err = lower_dumpable(in, hp)) || (err = helper_map(in, hp)))
-		return err;
-	frame = (hp->page + PG - sizeof(struct kframe)) & ~15ULL;
-	if ((err = write_exit_frame(in, frame)))
+	if ((err = lower_dumpable(in, hp)) || (err = helper_map(in, hp)) ||
+	    (err = helper_frames(in, hp, &frame)))
 		return err;
 	err = call(in, SYS_clone, HELPER_CLONE, frame, 0, 0, &r);
 	if (err || r <= 0)
 		return err ? err : injected_err(in, "clone()", r);
 	hp->tid = (pid_t)r;
-	return helper_adopt(in, hp);
+	/* From here the helper puts dumpable back if bgsnap dies, after
+	 * closing what it holds; the parent must not do it before. */
+	if (hp->undumpable && (err = parent_restores(in, hp, false)))
+		return err;
+	return helper_adopt(in, hp, frame);
 }
 
 /* The devfd reaches only the helper's table; every number it takes
@@ -1303,6 +1364,9 @@ static int helper_end(struct inj *in, struct helper *hp)
 		close(hp->h.pidfd);
 	if (hp->tid > 0 && (err = helper_exit(hp)))
 		return err; /* the target stays non-dumpable */
+	/* Helper gone: killed from here on, the parent puts dumpable back. */
+	if (hp->undumpable && in->live && (err = parent_restores(in, hp, true)))
+		return err;
 	if (hp->page && in->live)
 		err = call(in, SYS_munmap, hp->page, PG, 0, 0, &r);
 	if (!err && hp->undumpable && in->live) {

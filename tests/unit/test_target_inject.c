@@ -23,6 +23,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -492,23 +493,37 @@ static int count_threads(pid_t pid)
 	return n;
 }
 
+/* The owner of /proc/PID/status: the process's user while it is
+ * dumpable, root while it is not (the /proc/PID directory itself keeps
+ * its first owner). */
+static unsigned proc_owner(pid_t pid)
+{
+	char path[64];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	return stat(path, &st) ? ~0U : st.st_uid;
+}
+
 /* After the monitor's death the kid must be back to the descriptors and
- * threads it had (a helper thread left behind exits on its own at once;
- * waited for up to 2 s), holding no uffd. */
-static bool kid_as_before(pid_t pid, int fds, int threads)
+ * threads it had, dumpable as it was (status owned by @uid), holding no
+ * uffd: a helper thread left behind cleans up and exits on its own at
+ * once (waited for up to 2 s). */
+static bool kid_as_before(pid_t pid, int fds, int threads, unsigned uid)
 {
 	int i;
 
 	for (i = 0; i < 2000; i++) {
 		if (tu_count_fds(pid, NULL) == fds &&
-		    count_threads(pid) == threads)
+		    count_threads(pid) == threads && proc_owner(pid) == uid)
 			return tu_count_fds(pid, UFFD_LINK) == 0;
 		tu_sleep_ms(1);
 	}
 	fprintf(stderr,
-		"# kid has %d descriptors (%d before), %d threads "
-		"(%d before)\n",
-		tu_count_fds(pid, NULL), fds, count_threads(pid), threads);
+		"# kid has %d descriptors (%d before), %d threads (%d "
+		"before), status owned by %u (%u before)\n",
+		tu_count_fds(pid, NULL), fds, count_threads(pid), threads,
+		proc_owner(pid), uid);
 	return false;
 }
 
@@ -545,7 +560,7 @@ static int trial(bool nonroot, enum tu_role role, int kill_at)
 	}
 	assert_int_equal(waitpid(mon, &st, 0), mon);
 	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-	assert_true(kid_as_before(k.pid, fds, threads));
+	assert_true(kid_as_before(k.pid, fds, threads, nonroot ? 65534 : 0));
 	tu_kid_send(&k, 'w');
 	assert_true(wait_done(&k, 1, 3000));
 	assert_int_equal(tu_kid_finish(&k, 5000), 0);
