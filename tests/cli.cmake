@@ -34,7 +34,10 @@ set_tests_properties(cli_install PROPERTIES TIMEOUT 120 LABELS install)
 # bgsnap run for real by an unprivileged user (uid 65534) on its own
 # process: refused without /dev/userfaultfd, saved with one of its own.
 # Root sets it up (a device node in a mount namespace of the test).
+# And root saving that process while another process of uid 65534 (the
+# thief) tries to take what root hands it.
+add_executable(cli_thief cli/thief.c)
 add_test(NAME cli_nonroot
 	COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/test_nonroot.sh
-		$<TARGET_FILE:bgsnap_cli>)
+		$<TARGET_FILE:bgsnap_cli> $<TARGET_FILE:cli_thief>)
 set_tests_properties(cli_nonroot PROPERTIES TIMEOUT 60 LABELS cli)

@@ -7,10 +7,15 @@
 # real device node, made for the test and bind-mounted over
 # /dev/userfaultfd in a mount namespace of the test, so nothing of the
 # machine changes) the save takes the non-root path and the file verifies.
-# Either way the process keeps exactly the descriptors it had. Setting that
-# up needs root: without it the test fails, it is no skip.
+# Either way the process keeps exactly the descriptors it had. Then root
+# saves it while a second process of uid 65534 (thief, $2) loops
+# pidfd_getfd over every thread's descriptors: it must take ordinary ones,
+# and never the /dev/userfaultfd descriptor or a uffd. Setting all that up
+# needs root: without it the test fails, it is no skip.
 set -u
 BGSNAP=$1
+THIEF=$2
+SAVES=30
 ID=65534
 FAILS=0
 fail() {
@@ -27,7 +32,8 @@ chmod 0711 "$T"
 mkdir "$T/out"
 chown "$ID:$ID" "$T/out"
 P=
-trap '[ -n "$P" ] && kill "$P" 2>/dev/null; rm -rf "$T"' EXIT
+thief=
+trap 'kill $P $thief 2>/dev/null; rm -rf "$T"' EXIT
 as_user() {
 	setpriv --reuid=$ID --regid=$ID --clear-groups --inh-caps=-all "$@"
 }
@@ -35,9 +41,10 @@ fds() {
 	ls "/proc/$P/fd" | wc -l
 }
 
-# The target: a process of uid 65534 that keeps writing its memory.
+# The target: a process of uid 65534 whose memory the kernel keeps
+# writing (dd's read() into its buffer), with mappings that stay put.
 setpriv --reuid=$ID --regid=$ID --clear-groups --inh-caps=-all \
-	sh -c 'x=; while :; do x=$x.; [ ${#x} -gt 65536 ] && x=; done' &
+	dd if=/dev/zero of=/dev/null bs=1M 2>/dev/null &
 P=$!
 for _ in $(seq 100); do
 	[ "$(stat -c %u "/proc/$P" 2>/dev/null)" = $ID ] && break
@@ -85,6 +92,27 @@ fi
 kill -0 "$P" || fail "the target died"
 [ "$(fds)" = "$fds0" ] || fail "the target has $(fds) descriptors, had $fds0"
 
+# Root saves it with the thief at work.
+setpriv --reuid=$ID --regid=$ID --clear-groups --inh-caps=-all \
+	"$THIEF" "$P" >"$T/thief.out" &
+thief=$!
+sleep 0.2
+for i in $(seq $SAVES); do
+	"$BGSNAP" save --pid "$P" -o "$T/root-$i.bgs" >/dev/null 2>"$T/r.err" ||
+		fail "root's save $i: $(cat "$T/r.err")"
+	rm -f "$T/root-$i.bgs"
+done
+kill -TERM $thief
+wait $thief || fail "thief exited $?"
+read -r _ plain _ uffd _ dev <"$T/thief.out"
+echo "# $SAVES saves by root, the thief took: $(cat "$T/thief.out")"
+[ "${plain:-0}" -gt 0 ] || fail "the thief took nothing at all: it proves nothing"
+[ "${uffd:-1}" = 0 ] || fail "the thief took $uffd uffds"
+[ "${dev:-1}" = 0 ] || fail "the thief took $dev /dev/userfaultfd descriptors"
+kill -0 "$P" || fail "the target died"
+[ "$(fds)" = "$fds0" ] || fail "the target has $(fds) descriptors, had $fds0"
+
 [ $FAILS -eq 0 ] || exit 1
 echo "ok: uid $ID refused with the cause, then saved with a" \
-	"/dev/userfaultfd of its own; the target kept its $fds0 descriptors"
+	"/dev/userfaultfd of its own; root saved it $SAVES times and the" \
+	"thief took nothing of root's; the target kept its $fds0 descriptors"
