@@ -76,6 +76,7 @@ struct bgs_target {
 	uint64_t gadget_sigret;	  /* `mov $15,%eax-or-rax; syscall` */
 	void *xbuf;		  /* ptrace xsave buffer, made on first need */
 	uint64_t freeze_ns, thaw_ns, inject_ns; /* last durations */
+	bool no_helper;	      /* tests only: inject as before Linux 6.9 */
 	bgs_target_hook hook; /* tests only: NULL in production */
 	void *hook_arg;
 	char msg[BGS_TARGET_MSG_LEN];

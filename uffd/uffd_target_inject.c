@@ -1405,8 +1405,9 @@ int bgs_target_inject_uffd(struct bgs_target *t, pid_t tid,
 	if (err)
 		return err;
 	out->tid = in.tid;
-	err = have_thread_pidfd() ? make_uffd_helper(&in, priv, out)
-				  : make_uffd_shared(&in, priv, out);
+	err = have_thread_pidfd() && !t->no_helper
+		      ? make_uffd_helper(&in, priv, out)
+		      : make_uffd_shared(&in, priv, out);
 	if (!err)
 		bgs_target_at(t, BGS_TSTAGE_UFFD_CLOSED);
 	end = inj_end(&in);

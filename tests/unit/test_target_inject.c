@@ -250,6 +250,41 @@ static void test_uffd_nonroot_target(void **state)
 	uffd_round_trip(true);
 }
 
+/* ---- before Linux 6.9: no helper thread --------------------------------- */
+
+/* In the target's own table, as before PIDFD_THREAD: a root target makes
+ * its uffd and keeps no descriptor; root refuses to pass /dev/userfaultfd
+ * to a uid-65534 target, saying why. */
+static void test_uffd_without_helper(void **state)
+{
+	struct bgs_target_uffd tu;
+	struct bgs_target t;
+	struct tu_kid k;
+	int fds, nonroot;
+
+	(void)state;
+	tu_need_root("a uid-65534 target");
+	for (nonroot = 0; nonroot < 2; nonroot++) {
+		region_kid(&k, nonroot, 1, 1, 1);
+		fds = tu_count_fds(k.pid, NULL);
+		assert_int_equal(bgs_target_open(&t, k.pid), 0);
+		t.no_helper = true;
+		assert_int_equal(bgs_target_freeze(&t), 0);
+		if (!nonroot) {
+			assert_int_equal(bgs_target_inject_uffd(&t, 0, &tu), 0);
+			assert_false(tu.via_dev);
+			close(tu.fd);
+		} else {
+			assert_int_equal(bgs_target_inject_uffd(&t, 0, &tu),
+					 -EPERM);
+			assert_non_null(strstr(t.msg, "needs Linux 6.9"));
+		}
+		assert_int_equal(tu_count_fds(k.pid, NULL), fds);
+		bgs_target_close(&t);
+		assert_int_equal(tu_kid_finish(&k, 5000), 0);
+	}
+}
+
 /* ---- another process of the target's user tries to take it -------------- */
 
 #ifndef PIDFD_THREAD
@@ -784,6 +819,7 @@ int main(void)
 		cmocka_unit_test(test_uffd_root_target),
 		cmocka_unit_test(test_uffd_nonroot_target),
 		cmocka_unit_test(test_thief_takes_nothing),
+		cmocka_unit_test(test_uffd_without_helper),
 		cmocka_unit_test(test_monitor_killed_at_each_stage),
 		cmocka_unit_test(test_monitor_killed_busy_thread),
 		cmocka_unit_test(test_monitor_killed_futex_thread),
