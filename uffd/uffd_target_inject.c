@@ -833,8 +833,18 @@ static int getfd(struct inj *in, int tfd, int *fd)
 	return 0;
 }
 
-/* socketpair in the target; one end comes here and carries @devfd in. */
-static int pass_in(struct inj *in, int sv[2], int devfd)
+static int not_given(struct inj *in)
+{
+	return bgs_target_fail(in->t, -EPROTO,
+			       "the helper thread of process %d reported "
+			       "descriptors it was not given",
+			       (int)in->t->pid);
+}
+
+/* socketpair in the target; one end comes here and carries @devfd in.
+ * With @want, the numbers the target's memory reports must be those:
+ * checked before anything is sent. */
+static int pass_in(struct inj *in, int sv[2], const int *want, int devfd)
 {
 	const uint64_t a = in->data;
 	int64_t r;
@@ -846,6 +856,8 @@ static int pass_in(struct inj *in, int sv[2], int devfd)
 		return err ? err : injected_err(in, "socketpair()", r);
 	if ((err = bgs_target_read(in->t, a, sv, 2 * sizeof(int))))
 		return err;
+	if (want && (sv[0] != want[0] || sv[1] != want[1]))
+		return not_given(in);
 	if ((err = getfd(in, sv[0], &s0)))
 		return err;
 	err = send_fd(s0, devfd);
@@ -972,7 +984,7 @@ static int shared_via_dev(struct inj *in, struct tfds *tf, int64_t *ufd)
 
 	if ((err = open_dev(in, &devfd)))
 		return err;
-	err = pass_in(in, sv, devfd);
+	err = pass_in(in, sv, NULL, devfd);
 	close(devfd);
 	if (err)
 		return err;
@@ -1290,16 +1302,12 @@ static int helper_via_dev(struct helper *hp, int64_t *ufd)
 				       (int)h->t->pid);
 	if ((err = lowest_free(hp, free_fd, 3)) || (err = open_dev(h, &devfd)))
 		return err;
-	err = pass_in(h, sv, devfd);
+	err = pass_in(h, sv, free_fd, devfd);
 	close(devfd);
 	if (!err)
 		err = recv_in(h, free_fd[1], &tdev);
-	if (!err &&
-	    (sv[0] != free_fd[0] || sv[1] != free_fd[1] || tdev != free_fd[2]))
-		err = bgs_target_fail(h->t, -EPROTO,
-				      "the helper thread of process %d "
-				      "reported descriptors it was not given",
-				      (int)h->t->pid);
+	if (!err && tdev != free_fd[2])
+		err = not_given(h);
 	if (err)
 		return err;
 	return call(h, SYS_ioctl, (uint64_t)tdev, USERFAULTFD_IOC_NEW,
