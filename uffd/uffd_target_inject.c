@@ -1041,6 +1041,7 @@ struct helper {
 	uint64_t own_frame;	/* the parent thread's frame */
 	uint64_t restore_frame; /* below it: dumpable back, then own_frame */
 	bool privileged;	/* bgsnap may do more than the target's user */
+	bool guarded;		/* no other process of the user can reach it */
 	bool undumpable;	/* we made the target non-dumpable */
 };
 
@@ -1166,6 +1167,35 @@ static int parent_restores(struct inj *in, struct helper *hp, bool on)
 	return ptrace(PTRACE_SETREGS, in->tid, NULL, &r) ? gone(in) : 0;
 }
 
+/* The target may make a kernel-fault uffd itself (its CAP_SYS_PTRACE, or
+ * vm.unprivileged_userfaultfd=1): what it gets is its own right, and it
+ * needs no guarding. A sysctl turned off meanwhile is caught later (see
+ * helper_via_dev). */
+static bool may_userfaultfd(pid_t pid)
+{
+	char path[64], *text, *line;
+	unsigned long long eff = 0;
+	int fd, n;
+	char c = '0';
+
+	fd = open("/proc/sys/vm/unprivileged_userfaultfd",
+		  O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		n = (int)read(fd, &c, 1);
+		close(fd);
+		if (n == 1 && c == '1')
+			return true;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if (bgs_target_slurp(path, &text, NULL))
+		return false;
+	line = strstr(text, "CapEff:");
+	if (line)
+		eff = strtoull(line + 7, NULL, 16);
+	free(text);
+	return (eff >> 19) & 1; /* CAP_SYS_PTRACE */
+}
+
 /* Non-dumpable, no process without CAP_SYS_PTRACE can pidfd_getfd from
  * the target, open its /proc/PID/fd or its memory: set before the helper
  * exists, so every check on the helper sees it (DESIGN.md, "Saving another
@@ -1178,11 +1208,15 @@ static int lower_dumpable(struct inj *in, struct helper *hp)
 	int err;
 
 	hp->own_frame = in->frame;
-	if (!hp->privileged)
+	hp->guarded = !hp->privileged;
+	if (hp->guarded || may_userfaultfd(in->t->pid))
 		return 0;
 	err = call(in, SYS_prctl, PR_GET_DUMPABLE, 0, 0, 0, &r);
-	if (err || r != 1) /* 0 or 2: already out of the user's reach */
-		return err ? err : r < 0 ? injected_err(in, "prctl()", r) : 0;
+	if (err || r < 0)
+		return err ? err : injected_err(in, "prctl()", r);
+	hp->guarded = r != 1; /* 0 or 2: already out of the user's reach */
+	if (hp->guarded)
+		return 0;
 	hp->restore_frame = (in->frame - KFRAME) & ~15ULL;
 	if (in->saved.rsp - hp->restore_frame > in->room)
 		return bgs_target_fail(in->t, -EBUSY,
@@ -1197,7 +1231,7 @@ static int lower_dumpable(struct inj *in, struct helper *hp)
 		err = call(in, SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, &r);
 	if (!err && r < 0)
 		err = injected_err(in, "prctl(PR_SET_DUMPABLE)", r);
-	hp->undumpable = !err;
+	hp->guarded = hp->undumpable = !err;
 	return err;
 }
 
@@ -1293,6 +1327,13 @@ static int helper_via_dev(struct helper *hp, int64_t *ufd)
 	struct inj *h = &hp->h;
 	int devfd, sv[2], free_fd[3], tdev = -1, err;
 
+	if (!hp->guarded)
+		return bgs_target_fail(h->t, -EAGAIN,
+				       "process %d could create a userfaultfd "
+				       "when the save began and no longer "
+				       "can (vm.unprivileged_userfaultfd "
+				       "changed?); try again",
+				       (int)h->t->pid);
 	if (hp->privileged && !same_userns(h->t->pid))
 		return bgs_target_fail(h->t, -EPERM,
 				       "process %d may not create a "
