@@ -466,6 +466,7 @@ static void test_thief_takes_nothing(void **state)
 struct monitor {
 	int report;  /* write end: the stage it died at, or 'D' for done */
 	int kill_at; /* die at this hook call (1-based); 0 never */
+	int kill_in; /* or at the first call in this stage + 1; 0 never */
 	int calls;
 	pid_t tid; /* inject in this thread; 0 the best */
 };
@@ -475,7 +476,7 @@ static void monitor_hook(void *arg, enum bgs_target_stage stage)
 	struct monitor *m = arg;
 	const char c = (char)stage;
 
-	if (++m->calls != m->kill_at)
+	if (++m->calls != m->kill_at && (int)stage + 1 != m->kill_in)
 		return;
 	if (write(m->report, &c, 1) != 1)
 		_exit(3);
@@ -602,6 +603,45 @@ static int trial(bool nonroot, enum tu_role role, int kill_at)
 	close(p[0]);
 	close(p[1]);
 	return stage;
+}
+
+/* bgsnap killed again and again at the instant the target holds the new
+ * uffd (and, on the /dev/userfaultfd path, that descriptor and a socket
+ * pair), the same target each time: it must never keep one of them. */
+static void test_monitor_killed_holding_uffd(void **state)
+{
+	struct monitor m = { .kill_in = BGS_TSTAGE_UFFD_MADE + 1 };
+	struct tu_kid k;
+	int p[2], st, fds, threads, i;
+	char c;
+	pid_t mon;
+
+	(void)state;
+	tu_need_root("a uid-65534 target, /dev/userfaultfd");
+	region_kid(&k, true, 1, 1, 1);
+	fds = tu_count_fds(k.pid, NULL);
+	threads = count_threads(k.pid);
+	assert_int_equal(pipe(p), 0);
+	m.report = p[1];
+	for (i = 0; i < 20; i++) {
+		fflush(NULL);
+		mon = fork();
+		if (mon == 0)
+			monitor_main(&m, &k);
+		assert_int_equal(read(p[0], &c, 1), 1);
+		assert_int_equal(c, BGS_TSTAGE_UFFD_MADE);
+		assert_int_equal(waitpid(mon, &st, 0), mon);
+		assert_true(kid_as_before(k.pid, fds, threads, 65534));
+	}
+	fprintf(stderr,
+		"# killed %d times holding a new uffd: the target kept its "
+		"%d descriptors and %d threads\n",
+		i, fds, threads);
+	tu_kid_send(&k, 'w');
+	assert_true(wait_done(&k, 1, 3000));
+	assert_int_equal(tu_kid_finish(&k, 5000), 0);
+	close(p[0]);
+	close(p[1]);
 }
 
 static const char *role_name(enum tu_role role)
@@ -824,6 +864,7 @@ int main(void)
 		cmocka_unit_test(test_monitor_killed_busy_thread),
 		cmocka_unit_test(test_monitor_killed_futex_thread),
 		cmocka_unit_test(test_monitor_killed_nonroot),
+		cmocka_unit_test(test_monitor_killed_holding_uffd),
 		cmocka_unit_test(test_signals_across_freeze_and_injection),
 		cmocka_unit_test(test_timing_ten_threads),
 	};
