@@ -5,8 +5,8 @@ bgs_add_test(test_chain_file chain/test_chain_file.c LABELS cli chain unit
 	TIMEOUT 30)
 
 # The commands end to end through the built binary, against 'bgsnap guest'
-# processes (and a target of the test's own). Root on the real kernel,
-# else 77.
+# processes (and a target of the test's own). Needs root (fails without);
+# 77 only where the kernel lacks a required feature.
 bgs_add_test(test_chain_cli chain/test_chain_cli.c LABELS cli chain
 	TIMEOUT 180 ARGS $<TARGET_FILE:bgsnap_cli>)
 target_include_directories(test_chain_cli PRIVATE pid)

@@ -14,7 +14,7 @@ target_link_libraries(cli_mksnap PRIVATE bgsnap)
 bgs_add_test(test_snap_file cli/test_snap_file.c LABELS cli unit TIMEOUT 30)
 
 # The commands end to end through the built binary, on snapshots made by
-# cli_mksnap (a live save: root, or 77 where this machine cannot save).
+# cli_mksnap (a live save: root; 77 only where the kernel cannot).
 foreach(_t info verify export)
 	add_test(NAME cli_${_t}
 		COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/test_${_t}.sh
@@ -30,3 +30,14 @@ add_test(NAME cli_install
 		${PROJECT_BINARY_DIR} ${CMAKE_C_COMPILER} ${CMAKE_INSTALL_LIBDIR}
 		${CMAKE_INSTALL_MANDIR} ${BGSNAP_SANITIZE})
 set_tests_properties(cli_install PROPERTIES TIMEOUT 120 LABELS install)
+
+# bgsnap run for real by an unprivileged user (uid 65534) on its own
+# process: refused without /dev/userfaultfd, saved with one of its own.
+# Root sets it up (a device node in a mount namespace of the test).
+# And root saving that process while another process of uid 65534 (the
+# thief) tries to take what root hands it.
+add_executable(cli_thief cli/thief.c)
+add_test(NAME cli_nonroot
+	COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/test_nonroot.sh
+		$<TARGET_FILE:bgsnap_cli> $<TARGET_FILE:cli_thief>)
+set_tests_properties(cli_nonroot PROPERTIES TIMEOUT 60 LABELS cli)

@@ -1,5 +1,6 @@
 # 'bgsnap save/restore --pid' end to end through the built binary, against
-# 'bgsnap guest' processes. Root on the real kernel, else 77.
+# 'bgsnap guest' processes. Needs root (fails without); 77 only where the
+# kernel lacks a required feature.
 add_library(bgs_pidutil STATIC pid/pid_util.c)
 target_link_libraries(bgs_pidutil PUBLIC bgs_testcommon m)
 

@@ -76,6 +76,7 @@ struct bgs_target {
 	uint64_t gadget_sigret;	  /* `mov $15,%eax-or-rax; syscall` */
 	void *xbuf;		  /* ptrace xsave buffer, made on first need */
 	uint64_t freeze_ns, thaw_ns, inject_ns; /* last durations */
+	bool no_helper;	      /* tests only: inject as before Linux 6.9 */
 	bgs_target_hook hook; /* tests only: NULL in production */
 	void *hook_arg;
 	char msg[BGS_TARGET_MSG_LEN];
@@ -168,10 +169,16 @@ struct bgs_target_uffd {
 /*
  * Create a uffd in a frozen target: inject userfaultfd(O_CLOEXEC|O_NONBLOCK)
  * (never UFFD_USER_MODE_ONLY); on EPERM pass a /dev/userfaultfd descriptor in
- * and inject USERFAULTFD_IOC_NEW. Take it with pidfd_getfd, then close every
- * descriptor injected, so bgsnap holds the only reference: if bgsnap dies,
- * the kernel releases the uffd, clears all protection and wakes the target.
- * Hand out->fd to bgs_uffd_adopt(). @tid as for bgs_target_syscall.
+ * and inject USERFAULTFD_IOC_NEW. On Linux 6.9+ this happens in a helper
+ * thread of the target with a descriptor table of its own, which exits when
+ * the uffd is taken (with CAP_SYS_PTRACE the target is non-dumpable for the
+ * helper's life, so no other process of its user can take what root passed
+ * in); before 6.9, in the target's own table, closed again after, and root
+ * refuses the /dev/userfaultfd path. Either way bgsnap ends holding the only
+ * reference: if bgsnap dies, the kernel releases the uffd, clears all
+ * protection and wakes the target. Hand out->fd to bgs_uffd_adopt(). @tid as
+ * for bgs_target_syscall. -EPERM with the reason in t->msg when the target
+ * may not have a uffd this way (another user namespace, old kernel).
  */
 int bgs_target_inject_uffd(struct bgs_target *t, pid_t tid,
 			   struct bgs_target_uffd *out);

@@ -55,15 +55,22 @@
  *
  * Descriptors: the uffd is made in the target (userfaultfd(2) runs its
  * permission check on the caller, so it must be the target's own call),
- * fetched with pidfd_getfd, and the target's copy closed, so bgsnap holds
+ * fetched with pidfd_getfd, and the target's copy dropped, so bgsnap holds
  * the only reference (§5.3). A non-root target on a system with
  * vm.unprivileged_userfaultfd=0 gets EPERM; then bgsnap opens
- * /dev/userfaultfd and passes it in over a socketpair made *in the target*
- * (one end fetched with pidfd_getfd, so no socket name, no network
- * namespace, nobody else can connect), and the target calls
- * USERFAULTFD_IOC_NEW on it. Every descriptor injected is closed again on
- * every path; killed in between, the target keeps idle close-on-exec
- * descriptors, never a registered uffd (registration starts after close).
+ * /dev/userfaultfd and passes it in over a socketpair made in the target,
+ * and the target calls USERFAULTFD_IOC_NEW on it. That descriptor is root's
+ * privilege: no other process of the target's user may ever take it (or
+ * the uffd made with it). So on Linux 6.9+ the calls run in a helper thread
+ * cloned into the target without CLONE_FILES, whose descriptor table nobody
+ * else shares, after the target was made non-dumpable (when bgsnap has
+ * CAP_SYS_PTRACE); the helper exits when the uffd is taken, and dumpable
+ * is put back. The argument is in DESIGN.md ("Saving another user's
+ * process"). Killed at any instant, the helper runs frames on its own page
+ * (close its whole table, dumpable back, exit): the target never keeps a
+ * descriptor, and is dumpable again.
+ * Before 6.9 (no PIDFD_THREAD to reach a helper's table) the calls run in
+ * the target's own table, and root refuses the /dev/userfaultfd path.
  */
 #include "uffd_target.h"
 #include "uffd_compat.h"
@@ -80,9 +87,14 @@
 
 #if defined(__x86_64__)
 
+#include <dirent.h>
 #include <elf.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/user.h>
 
@@ -154,6 +166,7 @@ struct inj {
 	uint64_t data;		       /* scratch for syscall arguments */
 	uint64_t room;		       /* writable stack below rsp */
 	int stop_sig;		       /* a SIGSTOP that came meanwhile */
+	int pidfd;		       /* for pidfd_getfd from its fd table */
 	bool live;		       /* the thread holds injected registers */
 };
 
@@ -621,6 +634,31 @@ static int set_mask(struct inj *in, uint64_t mask)
 	return 0;
 }
 
+/* At the syscall-entry stop: the thread must be about to run exactly the
+ * call we set up, at our `syscall`. Another process of the target's user
+ * may write the target's memory (a /proc/PID/mem it opened earlier), so
+ * the bytes at the gadget may have changed since they were checked; a
+ * different call is skipped and the injection fails. */
+static int entry_check(struct inj *in, const struct user_regs_struct *want)
+{
+	struct user_regs_struct r;
+
+	if (ptrace(PTRACE_GETREGS, in->tid, NULL, &r))
+		return gone(in);
+	if (r.orig_rax == want->rax && r.rip == want->rip + 2 &&
+	    r.rdi == want->rdi && r.rsi == want->rsi && r.rdx == want->rdx &&
+	    r.r10 == want->r10 && r.r8 == want->r8 && r.r9 == want->r9)
+		return 0;
+	r.orig_rax = (uint64_t)-1;
+	if (ptrace(PTRACE_SETREGS, in->tid, NULL, &r))
+		return gone(in);
+	return bgs_target_fail(in->t, -EFAULT,
+			       "thread %d of process %d entered another "
+			       "syscall than the one injected (its code "
+			       "changed under us)",
+			       (int)in->tid, (int)in->t->pid);
+}
+
 static int inj_call(struct inj *in, long nr, const uint64_t a[6], int64_t *ret)
 {
 	struct user_regs_struct r = in->saved;
@@ -644,7 +682,7 @@ static int inj_call(struct inj *in, long nr, const uint64_t a[6], int64_t *ret)
 			return err;
 	}
 	bgs_target_at(in->t, BGS_TSTAGE_REGS_SET);
-	if ((err = syscall_stop(in)))
+	if ((err = syscall_stop(in)) || (err = entry_check(in, &r)))
 		return err;
 	bgs_target_at(in->t, BGS_TSTAGE_SYSCALL_ENTRY);
 	if ((err = syscall_stop(in)))
@@ -692,6 +730,7 @@ static int inj_begin(struct inj *in, struct bgs_target *t, pid_t tid)
 
 	memset(in, 0, sizeof(*in));
 	in->t = t;
+	in->pidfd = t->pidfd;
 	if (!t->nthreads || t->tracer != (pid_t)syscall(SYS_gettid))
 		return bgs_target_fail(t, -EINVAL,
 				       "process %d is not frozen "
@@ -734,7 +773,8 @@ int bgs_target_syscall(struct bgs_target *t, pid_t tid, long nr,
 
 /* ---- the uffd ------------------------------------------------------------ */
 
-/* Descriptors put into the target, to close again. */
+/* Descriptors put into the target's own table (the fallback path), to
+ * close again. */
 struct tfds {
 	int fd[4];
 	int n;
@@ -782,11 +822,31 @@ struct recv_area {
 
 _Static_assert(sizeof(struct recv_area) <= DATA_SIZE, "fits the scratch");
 
-/* socketpair in the target; one end comes here and carries @devfd in. */
-static int pass_in(struct inj *in, struct tfds *tf, int devfd)
+static int getfd(struct inj *in, int tfd, int *fd)
+{
+	*fd = (int)syscall(SYS_pidfd_getfd, in->pidfd, tfd, 0);
+	if (*fd < 0)
+		return bgs_target_fail(in->t, -errno,
+				       "pidfd_getfd of process "
+				       "%d: %s",
+				       (int)in->t->pid, strerror(errno));
+	return 0;
+}
+
+static int not_given(struct inj *in)
+{
+	return bgs_target_fail(in->t, -EPROTO,
+			       "the helper thread of process %d reported "
+			       "descriptors it was not given",
+			       (int)in->t->pid);
+}
+
+/* socketpair in the target; one end comes here and carries @devfd in.
+ * With @want, the numbers the target's memory reports must be those:
+ * checked before anything is sent. */
+static int pass_in(struct inj *in, int sv[2], const int *want, int devfd)
 {
 	const uint64_t a = in->data;
-	struct recv_area ra;
 	int64_t r;
 	int err, s0;
 
@@ -794,16 +854,12 @@ static int pass_in(struct inj *in, struct tfds *tf, int devfd)
 		   a + offsetof(struct recv_area, sv), &r);
 	if (err || r < 0)
 		return err ? err : injected_err(in, "socketpair()", r);
-	if ((err = bgs_target_read(in->t, a, ra.sv, sizeof(ra.sv))))
+	if ((err = bgs_target_read(in->t, a, sv, 2 * sizeof(int))))
 		return err;
-	tf->fd[tf->n++] = ra.sv[0];
-	tf->fd[tf->n++] = ra.sv[1];
-	s0 = (int)syscall(SYS_pidfd_getfd, in->t->pidfd, ra.sv[0], 0);
-	if (s0 < 0)
-		return bgs_target_fail(in->t, -errno,
-				       "pidfd_getfd of process "
-				       "%d: %s",
-				       (int)in->t->pid, strerror(errno));
+	if (want && (sv[0] != want[0] || sv[1] != want[1]))
+		return not_given(in);
+	if ((err = getfd(in, sv[0], &s0)))
+		return err;
 	err = send_fd(s0, devfd);
 	close(s0);
 	return err ? bgs_target_fail(in->t, err, "sendmsg(SCM_RIGHTS): %s",
@@ -811,7 +867,7 @@ static int pass_in(struct inj *in, struct tfds *tf, int devfd)
 		   : 0;
 }
 
-static int recv_in(struct inj *in, struct tfds *tf, int *tdev)
+static int recv_in(struct inj *in, int sock, int *tdev)
 {
 	const uint64_t a = in->data;
 	struct recv_area ra;
@@ -831,7 +887,7 @@ static int recv_in(struct inj *in, struct tfds *tf, int *tdev)
 	ra.mh.msg_controllen = sizeof(ra.ctl.buf);
 	if ((err = bgs_target_write(in->t, a, &ra, sizeof(ra))))
 		return err;
-	err = call(in, SYS_recvmsg, (uint64_t)tf->fd[1],
+	err = call(in, SYS_recvmsg, (uint64_t)sock,
 		   a + offsetof(struct recv_area, mh),
 		   MSG_CMSG_CLOEXEC | MSG_DONTWAIT, 0, &r);
 	if (err || r < 0)
@@ -847,39 +903,20 @@ static int recv_in(struct inj *in, struct tfds *tf, int *tdev)
 				       "in process %d",
 				       (int)in->t->pid);
 	memcpy(tdev, CMSG_DATA(c), sizeof(int));
-	tf->fd[tf->n++] = *tdev;
 	return 0;
 }
 
-/* userfaultfd(2) was refused: bring /dev/userfaultfd in, ask it. */
-static int uffd_via_dev(struct inj *in, struct tfds *tf, int64_t *ufd)
+static int open_dev(struct inj *in, int *devfd)
 {
-	const int devfd = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
-	int err, tdev = -1;
-
-	if (devfd < 0)
-		return bgs_target_fail(in->t, -EPERM,
-				       "process %d may not "
-				       "create a userfaultfd (EPERM: "
-				       "vm.unprivileged_userfaultfd=0) and "
-				       "/dev/userfaultfd cannot be opened: %s",
-				       (int)in->t->pid, strerror(errno));
-	err = pass_in(in, tf, devfd);
-	close(devfd);
-	if (!err)
-		err = recv_in(in, tf, &tdev);
-	if (!err)
-		err = call(in, SYS_ioctl, (uint64_t)tdev, USERFAULTFD_IOC_NEW,
-			   O_CLOEXEC | O_NONBLOCK, 0, ufd);
-	return err;
-}
-
-static void close_injected(struct inj *in, struct tfds *tf)
-{
-	int64_t r;
-
-	while (tf->n > 0 && in->live)
-		call(in, SYS_close, (uint64_t)tf->fd[--tf->n], 0, 0, 0, &r);
+	*devfd = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+	if (*devfd >= 0)
+		return 0;
+	return bgs_target_fail(in->t, -EPERM,
+			       "process %d may not "
+			       "create a userfaultfd (EPERM: "
+			       "vm.unprivileged_userfaultfd=0) and "
+			       "/dev/userfaultfd cannot be opened: %s",
+			       (int)in->t->pid, strerror(errno));
 }
 
 static bool is_uffd(int fd)
@@ -897,12 +934,10 @@ static bool is_uffd(int fd)
 
 static int take_uffd(struct inj *in, int ufd_t, int *fd)
 {
-	*fd = (int)syscall(SYS_pidfd_getfd, in->t->pidfd, ufd_t, 0);
-	if (*fd < 0)
-		return bgs_target_fail(in->t, -errno,
-				       "pidfd_getfd of process "
-				       "%d: %s",
-				       (int)in->t->pid, strerror(errno));
+	int err = getfd(in, ufd_t, fd);
+
+	if (err)
+		return err;
 	bgs_target_at(in->t, BGS_TSTAGE_UFFD_TAKEN);
 	if (is_uffd(*fd))
 		return 0;
@@ -914,35 +949,501 @@ static int take_uffd(struct inj *in, int ufd_t, int *fd)
 			       ufd_t, (int)in->t->pid);
 }
 
-static int make_uffd(struct inj *in, struct tfds *tf,
-		     struct bgs_target_uffd *out)
+/* Never UFFD_USER_MODE_ONLY: it turns kernel writes into EFAULT. */
+static int inject_userfaultfd(struct inj *in, int64_t *ufd)
 {
-	int64_t ufd;
-	int err;
+	return call(in, SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK, 0, 0, 0, ufd);
+}
 
-	/* Never UFFD_USER_MODE_ONLY: it turns kernel writes into EFAULT. */
-	err = call(in, SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK, 0, 0, 0, &ufd);
-	if (!err && (ufd == -EPERM || ufd == -ENOSYS)) {
-		out->via_dev = true;
-		err = uffd_via_dev(in, tf, &ufd);
-	}
-	if (err)
-		return err;
+static int made(struct inj *in, const struct bgs_target_uffd *out, int64_t ufd)
+{
 	if (ufd < 0)
 		return injected_err(in,
 				    out->via_dev ? "USERFAULTFD_IOC_NEW"
 						 : "userfaultfd()",
 				    ufd);
-	tf->fd[tf->n++] = (int)ufd;
 	bgs_target_at(in->t, BGS_TSTAGE_UFFD_MADE);
-	return take_uffd(in, (int)ufd, &out->fd);
+	return 0;
+}
+
+/* ---- the uffd made in the target's own fd table (before Linux 6.9) ------- */
+
+static void close_injected(struct inj *in, struct tfds *tf)
+{
+	int64_t r;
+
+	while (tf->n > 0 && in->live)
+		call(in, SYS_close, (uint64_t)tf->fd[--tf->n], 0, 0, 0, &r);
+}
+
+/* Only for a target of bgsnap's own user: the descriptor gives it nothing
+ * that user could not open itself (see DESIGN, "Descriptors"). */
+static int shared_via_dev(struct inj *in, struct tfds *tf, int64_t *ufd)
+{
+	int devfd, sv[2], tdev = -1, err;
+
+	if ((err = open_dev(in, &devfd)))
+		return err;
+	err = pass_in(in, sv, NULL, devfd);
+	close(devfd);
+	if (err)
+		return err;
+	tf->fd[tf->n++] = sv[0];
+	tf->fd[tf->n++] = sv[1];
+	if ((err = recv_in(in, sv[1], &tdev)))
+		return err;
+	tf->fd[tf->n++] = tdev;
+	return call(in, SYS_ioctl, (uint64_t)tdev, USERFAULTFD_IOC_NEW,
+		    O_CLOEXEC | O_NONBLOCK, 0, ufd);
+}
+
+static int make_uffd_shared(struct inj *in, bool privileged,
+			    struct bgs_target_uffd *out)
+{
+	struct tfds tf = { .n = 0 };
+	int64_t ufd;
+	int err;
+
+	err = inject_userfaultfd(in, &ufd);
+	if (!err && (ufd == -EPERM || ufd == -ENOSYS)) {
+		out->via_dev = true;
+		err = privileged ? bgs_target_fail(in->t, -EPERM,
+						   "process %d may not create "
+						   "a userfaultfd, and handing "
+						   "it /dev/userfaultfd safely "
+						   "needs Linux 6.9 "
+						   "(PIDFD_THREAD)",
+						   (int)in->t->pid)
+				 : shared_via_dev(in, &tf, &ufd);
+	}
+	if (!err && !(err = made(in, out, ufd))) {
+		tf.fd[tf.n++] = (int)ufd;
+		err = take_uffd(in, (int)ufd, &out->fd);
+	}
+	close_injected(in, &tf);
+	return err;
+}
+
+/* ---- the uffd made in a helper thread (Linux 6.9+) ----------------------- */
+
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
+#endif
+#define PG 4096UL
+/* A thread of the target with a table of descriptors of its own. */
+#define HELPER_CLONE                                                           \
+	(CLONE_VM | CLONE_FS | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM)
+
+struct helper {
+	struct inj h;		/* the session on the helper thread */
+	pid_t tid;		/* 0 once it has exited */
+	uint64_t page;		/* its page: scratch data and its frames */
+	uint64_t own_frame;	/* the parent thread's frame */
+	uint64_t restore_frame; /* below it: dumpable back, then own_frame */
+	bool privileged;	/* bgsnap may do more than the target's user */
+	bool guarded;		/* no other process of the user can reach it */
+	bool undumpable;	/* we made the target non-dumpable */
+};
+
+static bool have_thread_pidfd(void)
+{
+	static int have = -1;
+
+	if (have < 0) {
+		const int fd =
+			(int)syscall(SYS_pidfd_open, (pid_t)syscall(SYS_gettid),
+				     PIDFD_THREAD);
+
+		have = fd >= 0;
+		if (fd >= 0)
+			close(fd);
+	}
+	return have;
+}
+
+/* CAP_SYS_PTRACE: bgsnap can reach the target whatever its dumpable flag,
+ * and may hold privileges the target's user has not. Without it bgsnap
+ * runs as the target's own user. */
+static bool privileged(void)
+{
+	char *text, *line;
+	unsigned long long eff = 0;
+
+	if (bgs_target_slurp("/proc/self/status", &text, NULL))
+		return true;
+	line = strstr(text, "CapEff:");
+	if (line)
+		eff = strtoull(line + 7, NULL, 16);
+	free(text);
+	return (eff >> 19) & 1; /* CAP_SYS_PTRACE */
+}
+
+static bool same_userns(pid_t pid)
+{
+	char path[64];
+	struct stat a, b;
+
+	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
+	return stat(path, &a) == 0 && stat("/proc/self/ns/user", &b) == 0 &&
+	       a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+}
+
+/* The @n lowest free numbers in the helper's table: where the kernel puts
+ * the next descriptors, as only the helper's own calls change its table
+ * (the numbers the target's memory reports are checked against these). */
+static int lowest_free(struct helper *hp, int *fds, int n)
+{
+	char path[64];
+	struct dirent *de;
+	bool *used;
+	size_t cap = 4096;
+	int k = 0, i;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/fd", (int)hp->h.t->pid,
+		 (int)hp->tid);
+	if (!(d = opendir(path)))
+		return bgs_target_fail(hp->h.t, -ESRCH, "process %d is gone",
+				       (int)hp->h.t->pid);
+	used = calloc(cap, sizeof(*used));
+	while (used && (de = readdir(d))) {
+		const long fd = strtol(de->d_name, NULL, 10);
+
+		if (de->d_name[0] >= '0' && de->d_name[0] <= '9' && fd >= 0 &&
+		    (size_t)fd < cap)
+			used[fd] = true;
+	}
+	closedir(d);
+	if (!used)
+		return -ENOMEM;
+	for (i = 0; (size_t)i < cap && k < n; i++)
+		if (!used[i])
+			fds[k++] = i;
+	free(used);
+	return k == n ? 0
+		      : bgs_target_fail(hp->h.t, -EMFILE,
+					"process %d has no free "
+					"descriptor below %zu",
+					(int)hp->h.t->pid, cap);
+}
+
+#define KFRAME sizeof(struct kframe)
+
+/* A frame that `ret` pops into rt_sigreturn: the thread calls @nr(@a0,
+ * @a1), signals blocked, then `ret`s to the frame at @next. Chained, they
+ * are what a thread runs if bgsnap dies while it holds injected
+ * registers. */
+static int write_call_frame(struct inj *in, uint64_t at, long nr, uint64_t a0,
+			    uint64_t a1, uint64_t next)
+{
+	struct kframe f;
+
+	memset(&f, 0, sizeof(f));
+	f.pretcode = in->t->gadget_sigret;
+	f.uc_flags = UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS;
+	f.uc_stack.ss_flags = 3; /* as in fill_frame */
+	f.uc_mcontext.ip = in->t->gadget_syscall;
+	f.uc_mcontext.ax = (uint64_t)nr;
+	f.uc_mcontext.di = a0;
+	f.uc_mcontext.si = a1;
+	f.uc_mcontext.sp = next;
+	f.uc_mcontext.flags = in->saved.eflags;
+	f.uc_mcontext.cs = (uint16_t)in->saved.cs;
+	f.uc_mcontext.ss = (uint16_t)in->saved.ss;
+	f.uc_sigmask = NO_SIGNALS;
+	return bgs_target_write(in->t, at, &f, sizeof(f));
+}
+
+/* Where the parent thread's injected calls return to: through a frame
+ * that makes the target dumpable again (@on), or straight to its own. */
+static int parent_restores(struct inj *in, struct helper *hp, bool on)
+{
+	struct user_regs_struct r;
+
+	in->frame = on ? hp->restore_frame : hp->own_frame;
+	if (ptrace(PTRACE_GETREGS, in->tid, NULL, &r))
+		return gone(in);
+	r.rsp = in->frame;
+	return ptrace(PTRACE_SETREGS, in->tid, NULL, &r) ? gone(in) : 0;
+}
+
+/* The target may make a kernel-fault uffd itself (its CAP_SYS_PTRACE, or
+ * vm.unprivileged_userfaultfd=1): what it gets is its own right, and it
+ * needs no guarding. A sysctl turned off meanwhile is caught later (see
+ * helper_via_dev). */
+static bool may_userfaultfd(pid_t pid)
+{
+	char path[64], *text, *line;
+	unsigned long long eff = 0;
+	int fd, n;
+	char c = '0';
+
+	fd = open("/proc/sys/vm/unprivileged_userfaultfd",
+		  O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		n = (int)read(fd, &c, 1);
+		close(fd);
+		if (n == 1 && c == '1')
+			return true;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	if (bgs_target_slurp(path, &text, NULL))
+		return false;
+	line = strstr(text, "CapEff:");
+	if (line)
+		eff = strtoull(line + 7, NULL, 16);
+	free(text);
+	return (eff >> 19) & 1; /* CAP_SYS_PTRACE */
+}
+
+/* Non-dumpable, no process without CAP_SYS_PTRACE can pidfd_getfd from
+ * the target, open its /proc/PID/fd or its memory: set before the helper
+ * exists, so every check on the helper sees it (DESIGN.md, "Saving another
+ * user's process"). Killed from here until the helper exists, the parent
+ * thread makes it dumpable again on its way back (no descriptor of ours
+ * exists yet anywhere). */
+static int lower_dumpable(struct inj *in, struct helper *hp)
+{
+	int64_t r;
+	int err;
+
+	hp->own_frame = in->frame;
+	hp->guarded = !hp->privileged;
+	if (hp->guarded || may_userfaultfd(in->t->pid))
+		return 0;
+	err = call(in, SYS_prctl, PR_GET_DUMPABLE, 0, 0, 0, &r);
+	if (err || r < 0)
+		return err ? err : injected_err(in, "prctl()", r);
+	hp->guarded = r != 1; /* 0 or 2: already out of the user's reach */
+	if (hp->guarded)
+		return 0;
+	hp->restore_frame = (in->frame - KFRAME) & ~15ULL;
+	if (in->saved.rsp - hp->restore_frame > in->room)
+		return bgs_target_fail(in->t, -EBUSY,
+				       "thread %d has no stack room "
+				       "for injected calls",
+				       (int)in->tid);
+	err = write_call_frame(in, hp->restore_frame, SYS_prctl,
+			       PR_SET_DUMPABLE, 1, in->frame);
+	if (!err)
+		err = parent_restores(in, hp, true);
+	if (!err)
+		err = call(in, SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, &r);
+	if (!err && r < 0)
+		err = injected_err(in, "prctl(PR_SET_DUMPABLE)", r);
+	hp->guarded = hp->undumpable = !err;
+	return err;
+}
+
+static int helper_map(struct inj *in, struct helper *hp)
+{
+	const uint64_t a[6] = { 0,
+				PG,
+				PROT_READ | PROT_WRITE,
+				MAP_PRIVATE | MAP_ANONYMOUS,
+				(uint64_t)-1,
+				0 };
+	int64_t r;
+	int err = inj_call(in, SYS_mmap, a, &r);
+
+	if (err || (r < 0 && r > -4096))
+		return err ? err : injected_err(in, "mmap()", r);
+	hp->page = (uint64_t)r;
+	return 0;
+}
+
+/* What the helper runs if bgsnap dies, on its page: close every
+ * descriptor of its own table, make the target dumpable again if we
+ * lowered it, exit. Returns the first frame (its stack pointer). */
+static int helper_frames(struct inj *in, struct helper *hp, uint64_t *first)
+{
+	const uint64_t f_exit = (hp->page + PG - KFRAME) & ~15ULL;
+	const uint64_t f_dump = (f_exit - KFRAME) & ~15ULL;
+	const uint64_t f_close = (f_dump - KFRAME) & ~15ULL;
+	int err;
+
+	err = write_call_frame(in, f_exit, SYS_exit, 0, 0, f_exit);
+	if (!err)
+		err = write_call_frame(in, f_dump, SYS_prctl, PR_SET_DUMPABLE,
+				       1, f_exit);
+	if (!err)
+		err = write_call_frame(in, f_close, SYS_close_range, 0, ~0U,
+				       hp->undumpable ? f_dump : f_exit);
+	*first = f_close;
+	return err;
+}
+
+/* The new thread starts in a ptrace stop (TRACECLONE): adopt it. */
+static int helper_adopt(struct inj *in, struct helper *hp, uint64_t frame)
+{
+	struct inj *h = &hp->h;
+	int st;
+
+	if (bgs_target_wait(hp->tid, &st, STEP_TIMEOUT_MS) <= 0 ||
+	    !WIFSTOPPED(st) || (st >> 16) != PTRACE_EVENT_STOP)
+		return bgs_target_fail(in->t, -ESRCH,
+				       "the helper thread %d of process %d "
+				       "did not stop",
+				       (int)hp->tid, (int)in->t->pid);
+	h->t = in->t;
+	h->tid = hp->tid;
+	h->mask = NO_SIGNALS;
+	h->data = hp->page;
+	h->frame = frame;
+	h->live = true;
+	if (ptrace(PTRACE_GETREGS, h->tid, NULL, &h->saved))
+		return gone(h);
+	h->pidfd = (int)syscall(SYS_pidfd_open, h->tid, PIDFD_THREAD);
+	if (h->pidfd < 0)
+		return bgs_target_fail(in->t, -errno, "pidfd_open(%d): %s",
+				       (int)h->tid, strerror(errno));
+	return 0;
+}
+
+static int helper_start(struct inj *in, struct helper *hp)
+{
+	uint64_t frame;
+	int64_t r;
+	int err;
+
+	if ((err = lower_dumpable(in, hp)) || (err = helper_map(in, hp)) ||
+	    (err = helper_frames(in, hp, &frame)))
+		return err;
+	err = call(in, SYS_clone, HELPER_CLONE, frame, 0, 0, &r);
+	if (err || r <= 0)
+		return err ? err : injected_err(in, "clone()", r);
+	hp->tid = (pid_t)r;
+	/* From here the helper puts dumpable back if bgsnap dies, after
+	 * closing what it holds; the parent must not do it before. */
+	if (hp->undumpable && (err = parent_restores(in, hp, false)))
+		return err;
+	return helper_adopt(in, hp, frame);
+}
+
+/* The devfd reaches only the helper's table; every number it takes
+ * there is known before the call that makes it. */
+static int helper_via_dev(struct helper *hp, int64_t *ufd)
+{
+	struct inj *h = &hp->h;
+	int devfd, sv[2], free_fd[3], tdev = -1, err;
+
+	if (!hp->guarded)
+		return bgs_target_fail(h->t, -EAGAIN,
+				       "process %d could create a userfaultfd "
+				       "when the save began and no longer "
+				       "can (vm.unprivileged_userfaultfd "
+				       "changed?); try again",
+				       (int)h->t->pid);
+	if (hp->privileged && !same_userns(h->t->pid))
+		return bgs_target_fail(h->t, -EPERM,
+				       "process %d may not create a "
+				       "userfaultfd and runs in another user "
+				       "namespace, whose owner could take "
+				       "/dev/userfaultfd from it",
+				       (int)h->t->pid);
+	if ((err = lowest_free(hp, free_fd, 3)) || (err = open_dev(h, &devfd)))
+		return err;
+	err = pass_in(h, sv, free_fd, devfd);
+	close(devfd);
+	if (!err)
+		err = recv_in(h, free_fd[1], &tdev);
+	if (!err && tdev != free_fd[2])
+		err = not_given(h);
+	if (err)
+		return err;
+	return call(h, SYS_ioctl, (uint64_t)tdev, USERFAULTFD_IOC_NEW,
+		    O_CLOEXEC | O_NONBLOCK, 0, ufd);
+}
+
+static int helper_uffd(struct helper *hp, struct bgs_target_uffd *out)
+{
+	struct inj *h = &hp->h;
+	int64_t ufd;
+	int err;
+
+	err = inject_userfaultfd(h, &ufd);
+	if (!err && (ufd == -EPERM || ufd == -ENOSYS)) {
+		out->via_dev = true;
+		err = helper_via_dev(hp, &ufd);
+	}
+	if (!err)
+		err = made(h, out, ufd);
+	return err ? err : take_uffd(h, (int)ufd, &out->fd);
+}
+
+/* exit(2) in the helper: its table, and every descriptor in it, goes. */
+static int helper_exit(struct helper *hp)
+{
+	struct inj *h = &hp->h;
+	struct user_regs_struct r = h->saved;
+	int st, i;
+
+	r.rip = h->t->gadget_syscall;
+	r.rsp = h->frame;
+	r.rax = SYS_exit;
+	r.orig_rax = (uint64_t)-1;
+	r.rdi = 0;
+	if (ptrace(PTRACE_SETREGS, hp->tid, NULL, &r) && errno != ESRCH)
+		return -errno;
+	for (i = 0; i < 8; i++) {
+		if (ptrace(PTRACE_SYSCALL, hp->tid, NULL, NULL) &&
+		    errno != ESRCH)
+			return -errno;
+		if (bgs_target_wait(hp->tid, &st, STEP_TIMEOUT_MS) <= 0)
+			break;
+		if (WIFEXITED(st) || WIFSIGNALED(st)) {
+			hp->tid = 0;
+			return 0;
+		}
+	}
+	return bgs_target_fail(h->t, -ETIMEDOUT,
+			       "the helper thread %d of process %d did not "
+			       "exit",
+			       (int)hp->tid, (int)h->t->pid);
+}
+
+/* Helper gone, then its page, then dumpable back: in that order, so no
+ * descriptor ever sits where the target's user can reach it. */
+static int helper_end(struct inj *in, struct helper *hp)
+{
+	int64_t r;
+	int err = 0;
+
+	if (hp->h.pidfd > 0)
+		close(hp->h.pidfd);
+	if (hp->tid > 0 && (err = helper_exit(hp)))
+		return err; /* the target stays non-dumpable */
+	/* Helper gone: killed from here on, the parent puts dumpable back. */
+	if (hp->undumpable && in->live && (err = parent_restores(in, hp, true)))
+		return err;
+	if (hp->page && in->live)
+		err = call(in, SYS_munmap, hp->page, PG, 0, 0, &r);
+	if (!err && hp->undumpable && in->live) {
+		err = call(in, SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, &r);
+		if (!err && r < 0)
+			err = injected_err(in, "prctl(PR_SET_DUMPABLE)", r);
+	}
+	return err;
+}
+
+static int make_uffd_helper(struct inj *in, bool priv,
+			    struct bgs_target_uffd *out)
+{
+	struct helper hp = { .privileged = priv };
+	int err, end;
+
+	err = helper_start(in, &hp);
+	if (!err)
+		err = helper_uffd(&hp, out);
+	end = helper_end(in, &hp);
+	return err ? err : end;
 }
 
 int bgs_target_inject_uffd(struct bgs_target *t, pid_t tid,
 			   struct bgs_target_uffd *out)
 {
 	const uint64_t start = bgs_target_now_ns();
-	struct tfds tf = { .n = 0 };
+	const bool priv = privileged();
 	struct inj in;
 	int err, end;
 
@@ -953,8 +1454,9 @@ int bgs_target_inject_uffd(struct bgs_target *t, pid_t tid,
 	if (err)
 		return err;
 	out->tid = in.tid;
-	err = make_uffd(&in, &tf, out);
-	close_injected(&in, &tf);
+	err = have_thread_pidfd() && !t->no_helper
+		      ? make_uffd_helper(&in, priv, out)
+		      : make_uffd_shared(&in, priv, out);
 	if (!err)
 		bgs_target_at(t, BGS_TSTAGE_UFFD_CLOSED);
 	end = inj_end(&in);

@@ -18,7 +18,7 @@
  *     mappings change;
  *   - 'save --parent' writes a much smaller file when few pages changed,
  *     and it exports and restores exactly.
- * Root on the real kernel, else 77 (pt_init).
+ * Needs root; 77 only where the kernel lacks a feature (pt_init).
  */
 #include "pid_util.h"
 #include "testutil.h"

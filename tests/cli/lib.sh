@@ -25,7 +25,8 @@ fail() {
 }
 
 # A snapshot with known content at $T/snap.bgs, its regions' bytes and a
-# manifest in $T/orig; skips the test (77) where no save is possible.
+# manifest in $T/orig; skips the test (77) only where the kernel lacks
+# userfaultfd write-protect (mksnap says so), fails on anything else.
 make_snapshot() {
 	mkdir -p "$T/orig"
 	"$MKSNAP" "$T/snap.bgs" "$T/orig"

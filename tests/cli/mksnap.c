@@ -9,7 +9,8 @@
  * touched, compressible and random bytes), attaches a blob, saves to
  * OUT.bgs, and writes what the regions held into DIR: rN.orig per region
  * and manifest.json ([{"name":..., "orig": "rN.orig", "len": ...}]).
- * Exit 0, 1 on failure, 77 when this system cannot save (no userfaultfd).
+ * Exit 0, 1 on failure (a refused permission among them), 77 only when
+ * the kernel lacks userfaultfd write-protect.
  */
 #include <bgsnap.h>
 
@@ -206,10 +207,14 @@ int main(int argc, char **argv)
 		return 1;
 	ret = save(h, argv[1]);
 	bgsnap_free(h);
-	if (ret == -EPERM || ret == -ENOSYS) {
-		fprintf(stderr, "mksnap: cannot save here: skipped\n");
+	if (ret == -ENOSYS || ret == -ENOTSUP || ret == -EOPNOTSUPP) {
+		fprintf(stderr, "mksnap: SKIP: this kernel lacks userfaultfd "
+				"write-protect\n");
 		return 77;
 	}
+	if (ret == -EPERM)
+		fprintf(stderr, "mksnap: saving needs userfaultfd rights (run "
+				"the suite as root)\n");
 	if (ret)
 		return 1;
 	if (write_originals(argv[2])) {

@@ -200,6 +200,23 @@ uint64_t tu_rand(uint64_t *s)
 	return *s * 2685821657736338717ULL;
 }
 
+void tu_need_root(const char *why)
+{
+	if (geteuid() != 0)
+		fail_msg("this test needs root (%s); run the suite as root",
+			 why);
+}
+
+void tu_skip_missing(const char *feature)
+{
+	const char *ci = getenv("BGSNAP_CI");
+
+	fprintf(stderr, "# SKIP: this kernel lacks %s\n", feature);
+	if (ci && !strcmp(ci, "1"))
+		fail_msg("BGSNAP_CI=1: a skip is a failure in CI");
+	skip();
+}
+
 void tu_open_wp(struct bgs_uffd *u)
 {
 	const int r = bgs_uffd_open(u, BGS_UFFD_FEATURES_WP,

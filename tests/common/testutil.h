@@ -45,6 +45,16 @@ uint64_t tu_seed(void);
 /* xorshift64*: small, fast, deterministic for a seed. */
 uint64_t tu_rand(uint64_t *state);
 
+/* The test needs root (ptrace of another user's process, mounts, swap, KSM
+ * settings). The suite runs as root, so not being root fails the test with
+ * that reason: a skip would count as a pass. */
+void tu_need_root(const char *why);
+
+/* This kernel lacks @feature, the one reason to skip a test case: says so,
+ * then skips it, or fails it under BGSNAP_CI=1 (CI allows no skip, as a
+ * cmocka skip counts as a pass in ctest). Only from a test body. */
+void tu_skip_missing(const char *feature);
+
 /* Open a uffd for WP tests or skip the whole program (exit 77) when this
  * kernel has no uffd-wp at all. */
 void tu_open_wp(struct bgs_uffd *u);

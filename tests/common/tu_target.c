@@ -413,9 +413,12 @@ int tu_count_fds(pid_t pid, const char *what)
 	return n;
 }
 
+/* setuid() leaves the process non-dumpable, out of its new user's reach;
+ * a program that user started is dumpable, as it is made again here. */
 int tu_drop_privileges(unsigned id)
 {
-	if (setgroups(0, NULL) || setgid(id) || setuid(id))
+	if (setgroups(0, NULL) || setgid(id) || setuid(id) ||
+	    prctl(PR_SET_DUMPABLE, 1))
 		return -errno;
 	return 0;
 }

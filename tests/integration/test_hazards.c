@@ -175,8 +175,9 @@ static long ksm_old_run, ksm_old_scan, ksm_old_sleep;
 
 static void ksm_save_settings(void)
 {
-	if (ksm_read("run") < 0 || geteuid() != 0)
-		skip(); /* no KSM in this kernel, or not root */
+	tu_need_root("KSM settings in /sys/kernel/mm/ksm");
+	if (ksm_read("run") < 0)
+		tu_skip_missing("KSM (CONFIG_KSM: no /sys/kernel/mm/ksm/run)");
 	ksm_old_run = ksm_read("run");
 	ksm_old_scan = ksm_read("pages_to_scan");
 	ksm_old_sleep = ksm_read("sleep_millisecs");

@@ -634,8 +634,7 @@ static void test_enospc(void **state)
 	pid_t pid;
 
 	(void)state;
-	if (geteuid() != 0)
-		skip(); /* mounting a tmpfs needs root */
+	tu_need_root("mounting a tmpfs");
 	pid = fork();
 	if (pid == 0)
 		enospc_child();

@@ -453,8 +453,7 @@ static void test_tracking_survives_swap(void **state)
 	uint64_t written = 0;
 
 	(void)state;
-	if (geteuid() != 0)
-		skip();
+	tu_need_root("swapon, and swapping the pages out");
 	snprintf(swapfile, sizeof(swapfile), "/var/tmp/bgs-swap-%d",
 		 (int)getpid());
 	snprintf(cmd, sizeof(cmd),

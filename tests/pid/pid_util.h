@@ -5,8 +5,8 @@
  * driven through their line protocol (cli/guest/cmd_guest.c).
  *
  * Every test program takes the bgsnap binary as argv[1] and calls
- * pt_init() first, which exits 77 when this system cannot snapshot
- * another process (not root, no userfaultfd write-protect).
+ * pt_init() first, which fails when not root and exits 77 only when the
+ * kernel lacks a feature a save needs (userfaultfd write-protect, ...).
  */
 #ifndef BGS_PID_UTIL_H
 #define BGS_PID_UTIL_H
@@ -24,8 +24,8 @@
 /* The bgsnap binary under test. */
 extern const char *pt_bgsnap;
 
-/* Set pt_bgsnap from argv[1]; exit 77 when this machine cannot save a
- * process (printing why). */
+/* Set pt_bgsnap from argv[1]; exit 1 when not root, 77 when the kernel
+ * cannot save a process (printing why either way). */
 void pt_init(int argc, char **argv);
 
 /* A fresh empty directory for this program; removed at exit. */

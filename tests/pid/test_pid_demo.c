@@ -6,7 +6,7 @@
  * the snapshot after the restore), and when a step fails, ok false, the
  * step named and the steps not passed null. python3 reads the JSON; the
  * test fails without it (a CI machine has it: lib.sh needs it too).
- * Root on the real kernel, else 77 (pt_init).
+ * Needs root; 77 only where the kernel lacks a feature (pt_init).
  */
 #include "pid_util.h"
 #include "testutil.h"

@@ -360,10 +360,7 @@ static void test_other_user(void **state)
 	pid_t mon;
 
 	(void)state;
-	if (geteuid() != 0) {
-		skip();
-		return;
-	}
+	tu_need_root("a target of another user");
 	tu_kid_start(&k, 1, 0, 1);
 	assert_int_equal(pipe(p), 0);
 	mon = fork();

@@ -12,13 +12,18 @@
 #include "tu_target.h"
 #include "uffd_target.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -241,11 +246,219 @@ static void test_uffd_root_target(void **state)
 static void test_uffd_nonroot_target(void **state)
 {
 	(void)state;
-	if (geteuid() != 0) {
-		skip();
-		return;
-	}
+	tu_need_root("a uid-65534 target, /dev/userfaultfd");
 	uffd_round_trip(true);
+}
+
+/* ---- before Linux 6.9: no helper thread --------------------------------- */
+
+/* In the target's own table, as before PIDFD_THREAD: a root target makes
+ * its uffd and keeps no descriptor; root refuses to pass /dev/userfaultfd
+ * to a uid-65534 target, saying why. */
+static void test_uffd_without_helper(void **state)
+{
+	struct bgs_target_uffd tu;
+	struct bgs_target t;
+	struct tu_kid k;
+	int fds, nonroot;
+
+	(void)state;
+	tu_need_root("a uid-65534 target");
+	for (nonroot = 0; nonroot < 2; nonroot++) {
+		region_kid(&k, nonroot, 1, 1, 1);
+		fds = tu_count_fds(k.pid, NULL);
+		assert_int_equal(bgs_target_open(&t, k.pid), 0);
+		t.no_helper = true;
+		assert_int_equal(bgs_target_freeze(&t), 0);
+		if (!nonroot) {
+			assert_int_equal(bgs_target_inject_uffd(&t, 0, &tu), 0);
+			assert_false(tu.via_dev);
+			close(tu.fd);
+		} else {
+			assert_int_equal(bgs_target_inject_uffd(&t, 0, &tu),
+					 -EPERM);
+			assert_non_null(strstr(t.msg, "needs Linux 6.9"));
+		}
+		assert_int_equal(tu_count_fds(k.pid, NULL), fds);
+		bgs_target_close(&t);
+		assert_int_equal(tu_kid_finish(&k, 5000), 0);
+	}
+}
+
+/* ---- another process of the target's user tries to take it -------------- */
+
+#ifndef PIDFD_THREAD
+#define PIDFD_THREAD O_EXCL
+#endif
+#define THEFT_SAVES 100
+#define THEFT_FDS   32
+
+struct thief_shm {
+	atomic_int stop;
+	atomic_ulong passes, plain, uffd, dev;
+};
+
+static int fd_kind(int fd)
+{
+	char path[64], link[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, link, sizeof(link) - 1);
+	if (n < 0)
+		return 0;
+	link[n] = '\0';
+	if (!strcmp(link, "anon_inode:[userfaultfd]"))
+		return 1;
+	return strcmp(link, "/dev/userfaultfd") ? 0 : 2;
+}
+
+/* A socket taken on its way in may carry the /dev/userfaultfd descriptor:
+ * read it first. */
+static int receive_on(int sock)
+{
+	char byte, ctl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &byte, 1 };
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = ctl,
+			     .msg_controllen = sizeof(ctl) };
+	struct cmsghdr *c;
+	int fd, kind;
+
+	if (recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) < 0)
+		return 0;
+	c = CMSG_FIRSTHDR(&mh);
+	if (!c || c->cmsg_type != SCM_RIGHTS)
+		return 0;
+	memcpy(&fd, CMSG_DATA(c), sizeof(fd));
+	kind = fd_kind(fd);
+	close(fd);
+	return kind;
+}
+
+static void count_taken(struct thief_shm *sh, int fd)
+{
+	int kind = fd_kind(fd);
+
+	if (!kind)
+		kind = receive_on(fd);
+	atomic_fetch_add(kind == 1   ? &sh->uffd
+			 : kind == 2 ? &sh->dev
+				     : &sh->plain,
+			 1);
+}
+
+/* Every descriptor of every thread of @pid that pidfd_getfd will give. */
+static void thief_pass(pid_t pid, struct thief_shm *sh)
+{
+	char path[64];
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	if (!(d = opendir(path)))
+		return;
+	while ((de = readdir(d))) {
+		const pid_t tid = (pid_t)atoi(de->d_name);
+		int pfd, fd, got;
+
+		if (tid <= 0)
+			continue;
+		pfd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
+		if (pfd < 0)
+			continue;
+		for (fd = 0; fd < THEFT_FDS; fd++) {
+			got = (int)syscall(SYS_pidfd_getfd, pfd, fd, 0);
+			if (got >= 0) {
+				count_taken(sh, got);
+				close(got);
+			}
+		}
+		close(pfd);
+	}
+	closedir(d);
+}
+
+static void thief_main(pid_t pid, struct thief_shm *sh)
+{
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || tu_drop_privileges(65534))
+		_exit(2);
+	while (!atomic_load(&sh->stop)) {
+		thief_pass(pid, sh);
+		atomic_fetch_add(&sh->passes, 1);
+	}
+	_exit(0);
+}
+
+/* Freeze, make the uffd, thaw; 0 or the failure, said in @why. */
+static int one_save(pid_t pid, char *why, size_t len)
+{
+	struct bgs_target_uffd tu;
+	struct bgs_target t;
+	int err;
+
+	if ((err = bgs_target_open(&t, pid)))
+		return err;
+	err = bgs_target_freeze(&t);
+	if (!err && !(err = bgs_target_inject_uffd(&t, 0, &tu))) {
+		close(tu.fd);
+		err = tu.via_dev ? 0 : -EPROTO;
+	}
+	if (err)
+		snprintf(why, len, "%s", t.msg);
+	bgs_target_close(&t);
+	return err;
+}
+
+/*
+ * Root hands a uid-65534 target the /dev/userfaultfd descriptor it may not
+ * open itself. A second uid-65534 process loops pidfd_getfd over every
+ * descriptor of every thread of the target meanwhile (and reads any socket
+ * it gets): it must never hold that descriptor or the uffd made with it.
+ * It must take the target's ordinary descriptors, or it proves nothing.
+ */
+static void test_thief_takes_nothing(void **state)
+{
+	struct thief_shm *sh;
+	struct tu_kid k;
+	char why[BGS_TARGET_MSG_LEN] = "";
+	pid_t thief;
+	int i, st, failed = 0;
+
+	(void)state;
+	tu_need_root("a uid-65534 target and thief, /dev/userfaultfd");
+	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
+		  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(sh != MAP_FAILED);
+	memset(sh, 0, sizeof(*sh));
+	region_kid(&k, true, 1, 1, 1);
+	fflush(NULL);
+	thief = fork();
+	if (thief == 0)
+		thief_main(k.pid, sh);
+	while (!atomic_load(&sh->passes))
+		tu_sleep_ms(1);
+	for (i = 0; i < THEFT_SAVES; i++)
+		if (one_save(k.pid, why, sizeof(why))) {
+			fprintf(stderr, "# save %d: %s\n", i, why);
+			failed++;
+		}
+	atomic_store(&sh->stop, 1);
+	assert_int_equal(waitpid(thief, &st, 0), thief);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	fprintf(stderr,
+		"# %d saves (%d failed), %lu passes of the thief: it took %lu "
+		"ordinary descriptors, %lu uffds, %lu /dev/userfaultfd\n",
+		THEFT_SAVES, failed, atomic_load(&sh->passes),
+		atomic_load(&sh->plain), atomic_load(&sh->uffd),
+		atomic_load(&sh->dev));
+	assert_true(atomic_load(&sh->plain) > 0);
+	assert_int_equal(atomic_load(&sh->uffd), 0);
+	assert_int_equal(atomic_load(&sh->dev), 0);
+	assert_int_equal(failed, 0);
+	assert_int_equal(tu_kid_finish(&k, 5000), 0);
+	munmap(sh, sizeof(*sh));
 }
 
 /* ---- the monitor dies ---------------------------------------------------- */
@@ -253,6 +466,7 @@ static void test_uffd_nonroot_target(void **state)
 struct monitor {
 	int report;  /* write end: the stage it died at, or 'D' for done */
 	int kill_at; /* die at this hook call (1-based); 0 never */
+	int kill_in; /* or at the first call in this stage + 1; 0 never */
 	int calls;
 	pid_t tid; /* inject in this thread; 0 the best */
 };
@@ -262,7 +476,7 @@ static void monitor_hook(void *arg, enum bgs_target_stage stage)
 	struct monitor *m = arg;
 	const char c = (char)stage;
 
-	if (++m->calls != m->kill_at)
+	if (++m->calls != m->kill_at && (int)stage + 1 != m->kill_in)
 		return;
 	if (write(m->report, &c, 1) != 1)
 		_exit(3);
@@ -299,17 +513,69 @@ static void monitor_main(struct monitor *m, const struct tu_kid *k)
 	_exit(0);
 }
 
+static int count_threads(pid_t pid)
+{
+	char path[64];
+	struct dirent *de;
+	int n = 0;
+	DIR *d;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	if (!(d = opendir(path)))
+		return -1;
+	while ((de = readdir(d)))
+		n += de->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* The owner of /proc/PID/status: the process's user while it is
+ * dumpable, root while it is not (the /proc/PID directory itself keeps
+ * its first owner). */
+static unsigned proc_owner(pid_t pid)
+{
+	char path[64];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	return stat(path, &st) ? ~0U : st.st_uid;
+}
+
+/* After the monitor's death the kid must be back to the descriptors and
+ * threads it had, dumpable as it was (status owned by @uid), holding no
+ * uffd: a helper thread left behind cleans up and exits on its own at
+ * once (waited for up to 2 s). */
+static bool kid_as_before(pid_t pid, int fds, int threads, unsigned uid)
+{
+	int i;
+
+	for (i = 0; i < 2000; i++) {
+		if (tu_count_fds(pid, NULL) == fds &&
+		    count_threads(pid) == threads && proc_owner(pid) == uid)
+			return tu_count_fds(pid, UFFD_LINK) == 0;
+		tu_sleep_ms(1);
+	}
+	fprintf(stderr,
+		"# kid has %d descriptors (%d before), %d threads (%d "
+		"before), status owned by %u (%u before)\n",
+		tu_count_fds(pid, NULL), fds, count_threads(pid), threads,
+		proc_owner(pid), uid);
+	return false;
+}
+
 /* One trial: returns the stage the monitor died at, or -1 if it got
  * through everything (and was then killed while the kid was blocked). */
 static int trial(bool nonroot, enum tu_role role, int kill_at)
 {
 	struct monitor m = { .kill_at = kill_at };
 	struct tu_kid k;
-	int p[2], st, stage;
+	int p[2], st, stage, fds, threads;
 	char c;
 	pid_t mon;
 
 	region_kid(&k, nonroot, 1, 1, 1);
+	fds = tu_count_fds(k.pid, NULL);
+	threads = count_threads(k.pid);
 	m.tid = role == TU_READER ? 0 : tu_kid_tid(&k, role, 0);
 	assert_true(tu_wait_syscall(k.pid, k.pid, SYS_read, 2000));
 	assert_int_equal(pipe(p), 0);
@@ -330,14 +596,52 @@ static int trial(bool nonroot, enum tu_role role, int kill_at)
 	}
 	assert_int_equal(waitpid(mon, &st, 0), mon);
 	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
-	if (stage >= (int)BGS_TSTAGE_UFFD_CLOSED || stage < 0)
-		assert_int_equal(tu_count_fds(k.pid, UFFD_LINK), 0);
+	assert_true(kid_as_before(k.pid, fds, threads, nonroot ? 65534 : 0));
 	tu_kid_send(&k, 'w');
 	assert_true(wait_done(&k, 1, 3000));
 	assert_int_equal(tu_kid_finish(&k, 5000), 0);
 	close(p[0]);
 	close(p[1]);
 	return stage;
+}
+
+/* bgsnap killed again and again at the instant the target holds the new
+ * uffd (and, on the /dev/userfaultfd path, that descriptor and a socket
+ * pair), the same target each time: it must never keep one of them. */
+static void test_monitor_killed_holding_uffd(void **state)
+{
+	struct monitor m = { .kill_in = BGS_TSTAGE_UFFD_MADE + 1 };
+	struct tu_kid k;
+	int p[2], st, fds, threads, i;
+	char c;
+	pid_t mon;
+
+	(void)state;
+	tu_need_root("a uid-65534 target, /dev/userfaultfd");
+	region_kid(&k, true, 1, 1, 1);
+	fds = tu_count_fds(k.pid, NULL);
+	threads = count_threads(k.pid);
+	assert_int_equal(pipe(p), 0);
+	m.report = p[1];
+	for (i = 0; i < 20; i++) {
+		fflush(NULL);
+		mon = fork();
+		if (mon == 0)
+			monitor_main(&m, &k);
+		assert_int_equal(read(p[0], &c, 1), 1);
+		assert_int_equal(c, BGS_TSTAGE_UFFD_MADE);
+		assert_int_equal(waitpid(mon, &st, 0), mon);
+		assert_true(kid_as_before(k.pid, fds, threads, 65534));
+	}
+	fprintf(stderr,
+		"# killed %d times holding a new uffd: the target kept its "
+		"%d descriptors and %d threads\n",
+		i, fds, threads);
+	tu_kid_send(&k, 'w');
+	assert_true(wait_done(&k, 1, 3000));
+	assert_int_equal(tu_kid_finish(&k, 5000), 0);
+	close(p[0]);
+	close(p[1]);
 }
 
 static const char *role_name(enum tu_role role)
@@ -394,10 +698,7 @@ static void test_monitor_killed_futex_thread(void **state)
 static void test_monitor_killed_nonroot(void **state)
 {
 	(void)state;
-	if (geteuid() != 0) {
-		skip();
-		return;
-	}
+	tu_need_root("a uid-65534 target, /dev/userfaultfd");
 	kill_series(true, TU_READER);
 }
 
@@ -557,10 +858,13 @@ int main(void)
 		cmocka_unit_test(test_syscall_refusals),
 		cmocka_unit_test(test_uffd_root_target),
 		cmocka_unit_test(test_uffd_nonroot_target),
+		cmocka_unit_test(test_thief_takes_nothing),
+		cmocka_unit_test(test_uffd_without_helper),
 		cmocka_unit_test(test_monitor_killed_at_each_stage),
 		cmocka_unit_test(test_monitor_killed_busy_thread),
 		cmocka_unit_test(test_monitor_killed_futex_thread),
 		cmocka_unit_test(test_monitor_killed_nonroot),
+		cmocka_unit_test(test_monitor_killed_holding_uffd),
 		cmocka_unit_test(test_signals_across_freeze_and_injection),
 		cmocka_unit_test(test_timing_ten_threads),
 	};

@@ -179,7 +179,9 @@ static void test_thp_region(void **state)
 	(void)state;
 	memset(p, 'h', len);
 	if (!(huge_categories(p, len) & PAGE_IS_HUGE))
-		skip(); /* THP disabled ("never") on this machine */
+		tu_skip_missing("transparent huge pages (CONFIG_TRANSPARENT_"
+				"HUGEPAGE, or \"never\" in /sys/kernel/mm/"
+				"transparent_hugepage/enabled)");
 	register_wp(p, len);
 	assert_true(huge_categories(p, len) & PAGE_IS_HUGE);
 	/* The fault names the 4 KiB page; unprotecting the whole huge page
