@@ -138,6 +138,7 @@ static void close_parent(struct bgs_save *s)
 
 static void save_free(struct bgs_save *s)
 {
+	bgs_target_core_free(&s->core);
 	close_parent(s);
 	bgs_uffd_pagemap_close(&s->pagemap);
 	close(s->wake_fd);
@@ -389,6 +390,9 @@ static int start_protected(struct bgs_save *s)
 	s->reprotected = n > 0 ? (uint64_t)n : 0;
 	if (!r && h->target)
 		r = copy_stopped_regions(s);
+	if (!r && h->target)
+		r = target_error(h,
+				 bgs_target_core_threads(h->target, &s->core));
 	resume_owner(s);
 	if (!r)
 		r = bgs_thread_start(&s->copier_thread, s->copier_stack,
@@ -408,6 +412,13 @@ static int start_stopped(struct bgs_save *s)
 		r = pause_owner(s);
 	if (r)
 		return r;
+	if (s->h->target)
+		r = target_error(
+			s->h, bgs_target_core_threads(s->h->target, &s->core));
+	if (r) {
+		resume_owner(s);
+		return r;
+	}
 	r = bgs_thread_start(&s->copier_thread, s->copier_stack,
 			     bgs_copier_main, s);
 	s->copier_started = !r;
@@ -575,6 +586,10 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 			 slash ? slash + 1 : path);
 	}
 	r = snapshot_ids(s);
+	/* What does not change with the threads is read while it runs. */
+	if (!r && h->target)
+		r = target_error(h, bgs_target_core_prepare(h->target, &h->maps,
+							    &s->core));
 	if (!r)
 		r = open_writer(s, path, fd);
 	if (!r && !h->target)
