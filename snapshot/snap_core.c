@@ -763,7 +763,8 @@ static void put_headers(struct buf *b, const struct plan *p, uint64_t notes,
 	};
 	const Elf64_Phdr note = { .p_type = PT_NOTE,
 				  .p_offset = notes,
-				  .p_filesz = notes_len };
+				  .p_filesz = notes_len,
+				  .p_align = 4 };
 
 	put(b, &eh, sizeof(eh));
 	put(b, &note, sizeof(note));
