@@ -1,0 +1,14 @@
+# Core files ('bgsnap core', 'export --core') read by gdb, gcore and
+# elfutils' eu-stack, against core_target. Root on the real kernel, else 77.
+add_executable(core_target core/core_target.c)
+# gdb must see the target's frames and locals as written.
+target_compile_options(core_target PRIVATE -g -O1 -fno-omit-frame-pointer)
+target_link_libraries(core_target PRIVATE Threads::Threads)
+
+foreach(_m gdb writers memory exit)
+	add_test(NAME core_${_m}
+		COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/core/test_core.sh
+			$<TARGET_FILE:bgsnap_cli> $<TARGET_FILE:core_target> ${_m})
+	set_tests_properties(core_${_m} PROPERTIES
+		TIMEOUT 240 LABELS "cli;pid;core" SKIP_RETURN_CODE 77)
+endforeach()
