@@ -5,7 +5,7 @@ add_executable(core_target core/core_target.c)
 target_compile_options(core_target PRIVATE -g -O1 -fno-omit-frame-pointer)
 target_link_libraries(core_target PRIVATE Threads::Threads)
 
-foreach(_m gdb writers memory exit)
+foreach(_m gdb writers chain memory exit)
 	add_test(NAME core_${_m}
 		COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/core/test_core.sh
 			$<TARGET_FILE:bgsnap_cli> $<TARGET_FILE:core_target> ${_m})

@@ -12,6 +12,8 @@
 #               bytes; the core is 0600 and never written through a link.
 # MODE writers: cores taken while two threads write a pair of globals (on
 #               pages of their own) show the pair as one instant has it.
+# MODE chain:   export --core of an incremental snapshot (pages from its
+#               parent) taken while the writers run: one instant, later.
 # MODE memory:  THP, memfd and hugetlbfs memory read back through gdb.
 # MODE exit:    the process dies during the dump: one clear line, exit 1,
 #               no core, no temporary file.
@@ -168,33 +170,68 @@ $(cat "$T/eu.diff")"
 
 # ---- writers: one instant ---------------------------------------------------
 
-test_writers() {
-	start_target writers || exit 1
-	cat >"$T/pair.gdb" <<'EOF'
+cat >"$T/pair.gdb" <<'EOF'
 set pagination off
 p pair_a
 p pair_b
 p pair_lock.__data.__owner
 thread apply all bt
+p core_heap
 EOF
+
+test_writers() {
+	start_target writers || exit 1
 	for i in 1 2 3; do
 		take_core "$T/w$i.core" || return
-		gdb_run "$T/w$i.core" "$T/w$i.txt" "$T/pair.gdb"
-		local a b owner
-		a=$(sed -n 's/^\$1 = //p' "$T/w$i.txt")
-		b=$(sed -n 's/^\$2 = //p' "$T/w$i.txt")
-		owner=$(sed -n 's/^\$3 = //p' "$T/w$i.txt")
-		echo "core $i: pair_a=$a pair_b=$b lock owner=$owner"
-		if [ -z "$a" ] || [ -z "$b" ] || [ "$a" = 0 ]; then
-			fail "core $i: no pair read: $(head -5 "$T/w$i.txt")"
-		# Equal, or a writer between its two stores, holding the lock.
-		elif [ "$a" != "$b" ] &&
-			! { [ "$owner" != 0 ] && [ "$a" = $((b + 1)) ]; }; then
-			fail "core $i: pair_a=$a pair_b=$b (lock owner $owner): not one instant"
-		fi
-		[ "$(grep -c core_writer_loop "$T/w$i.txt")" -ge 2 ] ||
-			fail "core $i: the writers are not in core_writer_loop"
+		check_pair "$T/w$i.core" "$T/w$i.txt"
 	done
+}
+
+# ---- chain: a core from an incremental snapshot -------------------------------
+
+# Check the pair in CORE (gdb's answers in OUT) as one instant has it;
+# pair_a into PAIR.
+check_pair() {
+	local core=$1 out=$2 a b owner
+	gdb_run "$core" "$out" "$T/pair.gdb"
+	a=$(sed -n 's/^\$1 = //p' "$out")
+	b=$(sed -n 's/^\$2 = //p' "$out")
+	owner=$(sed -n 's/^\$3 = //p' "$out")
+	echo "$(basename "$core"): pair_a=$a pair_b=$b lock owner=$owner"
+	PAIR=$a
+	if [ -z "$a" ] || [ -z "$b" ] || [ "$a" = 0 ]; then
+		fail "$core: no pair read: $(head -5 "$out")"
+	# Equal, or a writer between its two stores, holding the lock.
+	elif [ "$a" != "$b" ] &&
+		! { [ "$owner" != 0 ] && [ "$a" = $((b + 1)) ]; }; then
+		fail "$core: pair_a=$a pair_b=$b (lock owner $owner): not one instant"
+	fi
+	[ "$(grep -c core_writer_loop "$out")" -ge 2 ] ||
+		fail "$core: the writers are not in core_writer_loop"
+}
+
+# A full snapshot, then an incremental one of it while the writers run;
+# the incremental one's core reads its unchanged pages from the parent.
+test_chain() {
+	local first
+	start_target writers || exit 1
+	"$BGSNAP" save --pid "$TPID" -o "$T/full.bgs" --quiet ||
+		{ fail "save failed"; return; }
+	"$BGSNAP" save --pid "$TPID" -o "$T/incr.bgs" --parent "$T/full.bgs" \
+		--quiet || { fail "incremental save failed"; return; }
+	stop_target
+	"$BGSNAP" info "$T/incr.bgs" --json | grep -q '"incremental":true' ||
+		fail "the second snapshot is not incremental"
+	"$BGSNAP" export "$T/full.bgs" --core -o "$T/full.core" --quiet ||
+		fail "export --core of the full snapshot failed"
+	"$BGSNAP" export "$T/incr.bgs" --core -o "$T/incr.core" --quiet ||
+		fail "export --core of the incremental snapshot failed"
+	check_pair "$T/full.core" "$T/full.txt"
+	first=$PAIR
+	check_pair "$T/incr.core" "$T/incr.txt"
+	[ -n "$first" ] && [ -n "$PAIR" ] && [ "$PAIR" -gt "$first" ] ||
+		fail "the incremental core does not show a later pair"
+	want "$T/incr.txt" '"core heap string"'
 }
 
 # ---- memory: THP, memfd, hugetlbfs ------------------------------------------
