@@ -1,3 +1,7 @@
+# The core writer over snapshots made directly (layout, notes, hostile
+# "bgsnap.core" attachments).
+bgs_add_test(test_snap_core unit/test_snap_core.c LABELS unit core TIMEOUT 60)
+
 # Core files ('bgsnap core', 'export --core') read by gdb, gcore and
 # elfutils' eu-stack, against core_target. Root on the real kernel, else 77.
 add_executable(core_target core/core_target.c)
