@@ -321,6 +321,8 @@ static int start_monitor(struct bgs_save *s, bool two_phase)
 
 	if (!r && h->target)
 		r = pause_owner(s);
+	if (!r && h->target && two_phase)
+		r = target_error(h, bgs_target_core_early(h->target, &s->core));
 	if (!r)
 		r = bgs_monitor_start(h, &h->monitor);
 	if (h->target && (r || two_phase))

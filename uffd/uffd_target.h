@@ -364,6 +364,15 @@ struct bgs_target_core {
 	size_t nthreads;
 	struct bgs_target_core_mem *mem;
 	size_t nmem;
+	/* Registers at an earlier stop of the same save (before a uffd was
+	 * injected), by thread: see bgs_target_core_early(). */
+	struct bgs_target_core_early *early;
+	size_t nearly;
+};
+
+struct bgs_target_core_early {
+	pid_t tid;
+	uint64_t regs[27];
 };
 
 /*
@@ -374,6 +383,16 @@ struct bgs_target_core {
 int bgs_target_core_prepare(struct bgs_target *t,
 			    const struct bgs_target_maps *m,
 			    struct bgs_target_core *c);
+
+/*
+ * While frozen at a stop that comes before the snapshot's own (the one that
+ * injects the uffd, when protection is armed while the target runs): note
+ * every thread's registers. Resuming from that stop restarts the system
+ * calls the threads slept in; a thread caught at the snapshot's stop before
+ * it re-entered its call then shows the restart, not the sleep, and
+ * bgs_target_core_threads() shows it as it was here instead. Optional.
+ */
+int bgs_target_core_early(struct bgs_target *t, struct bgs_target_core *c);
 
 /* While frozen: every thread's registers into @c. -errno with t->msg. */
 int bgs_target_core_threads(struct bgs_target *t, struct bgs_target_core *c);

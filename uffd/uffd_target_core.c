@@ -42,6 +42,7 @@ void bgs_target_core_free(struct bgs_target_core *c)
 		free(c->mem[i].data);
 	free(c->threads);
 	free(c->mem);
+	free(c->early);
 	free(c->auxv);
 	memset(c, 0, sizeof(*c));
 }
@@ -268,6 +269,62 @@ static int read_xstate(pid_t tid, struct bgs_target_core_thread *th,
 	return 0;
 }
 
+/* user_regs_struct, in 64-bit words. */
+#define UR_RAX	       10
+#define UR_ORIG_RAX    15
+#define UR_RIP	       16
+#define UR_RSP	       19
+#define ERESTARTSYS    512
+#define ERESTARTNOHAND 514
+#define SYSCALL_LEN    2
+
+int bgs_target_core_early(struct bgs_target *t, struct bgs_target_core *c)
+{
+	free(c->early);
+	c->nearly = 0;
+	c->early = calloc(t->nthreads ? t->nthreads : 1, sizeof(*c->early));
+	if (!c->early)
+		return bgs_target_fail(t, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < t->nthreads; i++) {
+		struct bgs_target_core_early *e = &c->early[c->nearly];
+		struct iovec iov = { e->regs, sizeof(e->regs) };
+
+		e->tid = t->threads[i].tid;
+		if (!ptrace(PTRACE_GETREGSET, e->tid, (void *)NT_PRSTATUS,
+			    &iov))
+			c->nearly++;
+	}
+	return 0;
+}
+
+/* A thread stopped early inside system call N (rax one of the restart
+ * codes), now at the `syscall` instruction again with rax = N: it has not
+ * run since, but for the restart; it is shown as it was then. */
+static void undo_restart(const struct bgs_target_core *c,
+			 struct bgs_target_core_thread *th)
+{
+	uint64_t r[27];
+
+	memcpy(r, th->regs, sizeof(r));
+	for (size_t i = 0; i < c->nearly; i++) {
+		const uint64_t *e = c->early[i].regs;
+		const int64_t code = -(int64_t)e[UR_RAX];
+
+		if (c->early[i].tid != th->tid)
+			continue;
+		if ((int64_t)e[UR_ORIG_RAX] < 0 || code < ERESTARTSYS ||
+		    code > ERESTARTNOHAND || r[UR_RAX] != e[UR_ORIG_RAX] ||
+		    r[UR_ORIG_RAX] != e[UR_ORIG_RAX] ||
+		    r[UR_RSP] != e[UR_RSP] ||
+		    r[UR_RIP] != e[UR_RIP] - SYSCALL_LEN)
+			return;
+		r[UR_RAX] = e[UR_RAX];
+		r[UR_RIP] = e[UR_RIP];
+		memcpy(th->regs, r, sizeof(r));
+		return;
+	}
+}
+
 static int read_thread(const struct bgs_target_thread *tt,
 		       struct bgs_target_core_thread *th, uint8_t *buf)
 {
@@ -305,6 +362,8 @@ int bgs_target_core_threads(struct bgs_target *t, struct bgs_target_core *c)
 		if (tt->other_process)
 			continue;
 		r = read_thread(tt, &c->threads[c->nthreads], buf);
+		if (!r)
+			undo_restart(c, &c->threads[c->nthreads]);
 		if (!r && tt->tid == t->pid && c->nthreads) {
 			const struct bgs_target_core_thread main =
 				c->threads[c->nthreads];
