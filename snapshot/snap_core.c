@@ -11,7 +11,8 @@
  * out: the ELF header, a PT_NOTE then one PT_LOAD per mapping, the notes
  * (per thread NT_PRSTATUS, for the first thread NT_PRPSINFO, NT_SIGINFO,
  * NT_AUXV and NT_FILE after it, then its NT_FPREGSET and NT_X86_XSTATE;
- * a stopped thread's signal as NT_SIGINFO after its NT_PRSTATUS), then
+ * a stopped thread's signal as NT_SIGINFO after its NT_PRSTATUS), the
+ * CPU's NT_X86_XSAVE_LAYOUT after every thread's notes, then
  * page-aligned memory, holes for zero pages. Which memory a mapping gets
  * follows the kernel's vma_dump_size() and the coredump_filter bits.
  */
@@ -42,16 +43,21 @@ _Static_assert(sizeof(struct elf_prpsinfo) == 136, "x86_64 elf_prpsinfo");
 _Static_assert(sizeof(elf_gregset_t) == 27 * 8, "x86_64 general registers");
 
 enum item {
-	IT_PSINFO = 1,	 /* NT_PRPSINFO's descriptor (136 bytes) */
-	IT_AUXV = 2,	 /* NT_AUXV's descriptor */
-	IT_FILTER = 3,	 /* u32 coredump_filter */
-	IT_PRSTATUS = 4, /* NT_PRSTATUS (336 bytes): starts a thread */
-	IT_FPREGS = 5,	 /* NT_FPREGSET (512 bytes) of that thread */
-	IT_XSTATE = 6,	 /* NT_X86_XSTATE of that thread */
-	IT_SIGINFO = 7,	 /* NT_SIGINFO (128 bytes) of that thread */
-	IT_MAP = 8,	 /* one mapping (below) */
-	IT_MEM = 9,	 /* u64 address, then bytes the snapshot lacks */
+	IT_PSINFO = 1,	      /* NT_PRPSINFO's descriptor (136 bytes) */
+	IT_AUXV = 2,	      /* NT_AUXV's descriptor */
+	IT_FILTER = 3,	      /* u32 coredump_filter */
+	IT_PRSTATUS = 4,      /* NT_PRSTATUS (336 bytes): starts a thread */
+	IT_FPREGS = 5,	      /* NT_FPREGSET (512 bytes) of that thread */
+	IT_XSTATE = 6,	      /* NT_X86_XSTATE of that thread */
+	IT_SIGINFO = 7,	      /* NT_SIGINFO (128 bytes) of that thread */
+	IT_MAP = 8,	      /* one mapping (below) */
+	IT_MEM = 9,	      /* u64 address, then bytes the snapshot lacks */
+	IT_XSAVE_LAYOUT = 10, /* NT_X86_XSAVE_LAYOUT's descriptor */
 };
+
+#ifndef NT_X86_XSAVE_LAYOUT
+#define NT_X86_XSAVE_LAYOUT 0x205
+#endif
 
 /* IT_MAP flags. */
 #define MF_READ	    (1u << 0)
@@ -233,6 +239,9 @@ int bgs_core_encode(const struct bgs_target_core *c,
 	for (size_t i = 0; i < m->n; i++)
 		if (m->v[i].end - m->v[i].start < (1ull << 57))
 			put_map(&b, &m->v[i]);
+	if (c->xsave_layout_len)
+		put_item(&b, IT_XSAVE_LAYOUT, c->xsave_layout,
+			 c->xsave_layout_len);
 	for (size_t i = 0; i < c->nmem; i++) {
 		put_u32(&b, IT_MEM);
 		put_u32(&b, 8 + c->mem[i].len);
@@ -269,7 +278,7 @@ struct map {
 };
 
 struct plan {
-	struct span psinfo, auxv;
+	struct span psinfo, auxv, xsave_layout;
 	uint32_t filter;
 	struct thread *threads;
 	size_t nthreads;
@@ -418,6 +427,12 @@ static int take_item(struct plan *p, uint32_t type, struct span s)
 		return take_map(p, s);
 	case IT_MEM:
 		return take_mem(p, s);
+	case IT_XSAVE_LAYOUT:
+		if (p->xsave_layout.p || !s.len || s.len % 16 ||
+		    s.len > 64 * 16)
+			return -EINVAL;
+		p->xsave_layout = s;
+		return 0;
 	default:
 		return 0; /* a later version's: skipped */
 	}
@@ -607,6 +622,8 @@ static int build_notes(const struct plan *p, struct buf *b)
 		put_span_note(b, "CORE", NT_FPREGSET, t->fpregs);
 		put_span_note(b, "LINUX", NT_X86_XSTATE, t->xstate);
 	}
+	/* The kernel's extra notes come after every thread's. */
+	put_span_note(b, "LINUX", NT_X86_XSAVE_LAYOUT, p->xsave_layout);
 	return b->err;
 }
 

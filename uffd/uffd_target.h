@@ -364,6 +364,10 @@ struct bgs_target_core {
 	size_t nthreads;
 	struct bgs_target_core_mem *mem;
 	size_t nmem;
+	/* The xsave layout of this CPU (NT_X86_XSAVE_LAYOUT): 16 bytes per
+	 * user feature from 2 on: type, size, offset, flags (0). */
+	uint8_t xsave_layout[64 * 16];
+	uint32_t xsave_layout_len;
 	/* Registers at an earlier stop of the same save (before a uffd was
 	 * injected), by thread: see bgs_target_core_early(). */
 	struct bgs_target_core_early *early;

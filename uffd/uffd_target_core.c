@@ -10,6 +10,8 @@
  * kernel data); bgs_target_core_threads() runs while every thread is
  * stopped, at the snapshot's instant, and reads only registers (three
  * ptrace calls per thread, a fourth for a thread stopped by a signal).
+ * The CPU's xsave layout is read with CPUID: the note describes the
+ * machine the process ran on, not the one that later writes the core.
  *
  * The per-thread times of NT_PRSTATUS (pr_utime, pr_stime ...) and the
  * pending signal set are left zero: reading them costs a /proc file per
@@ -209,6 +211,44 @@ static int fill_extra(struct bgs_target_core *c, struct bgs_target *t,
 	return 0;
 }
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+
+#define CPUID_XSAVE_LEAF  0xd
+#define CPUID1_OSXSAVE	  (1u << 27)
+#define FIRST_EXT_FEATURE 2
+
+/* What the kernel writes as NT_X86_XSAVE_LAYOUT: for each feature the
+ * OS enabled for user space (XCR0) from AVX on, its size and offset in
+ * the standard xsave format (CPUID leaf 0xd). */
+static void fill_xsave_layout(struct bgs_target_core *c)
+{
+	unsigned a, b, cx, d, lo, hi;
+	uint64_t xcr0;
+
+	if (!__get_cpuid(1, &a, &b, &cx, &d) || !(cx & CPUID1_OSXSAVE))
+		return;
+	__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+	xcr0 = (uint64_t)hi << 32 | lo;
+	for (unsigned i = FIRST_EXT_FEATURE; i < 64; i++) {
+		uint32_t rec[4] = { i, 0, 0, 0 };
+
+		if (!(xcr0 & (1ull << i)) ||
+		    !__get_cpuid_count(CPUID_XSAVE_LEAF, i, &a, &b, &cx, &d))
+			continue;
+		rec[1] = a;
+		rec[2] = b;
+		memcpy(c->xsave_layout + c->xsave_layout_len, rec, sizeof(rec));
+		c->xsave_layout_len += sizeof(rec);
+	}
+}
+#else
+static void fill_xsave_layout(struct bgs_target_core *c)
+{
+	(void)c;
+}
+#endif
+
 int bgs_target_core_prepare(struct bgs_target *t,
 			    const struct bgs_target_maps *m,
 			    struct bgs_target_core *c)
@@ -225,6 +265,8 @@ int bgs_target_core_prepare(struct bgs_target *t,
 		r = fill_auxv_filter(c, t->pid);
 	if (!r)
 		r = fill_extra(c, t, m);
+	if (!r)
+		fill_xsave_layout(c);
 	if (r) {
 		bgs_target_core_free(c);
 		return bgs_target_fail(t, r,

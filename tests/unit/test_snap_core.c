@@ -62,6 +62,8 @@ static void make_core(struct bgs_target_core *c, struct bgs_target_maps *m)
 	c->auxv = auxv;
 	c->auxv_len = sizeof(auxv);
 	c->filter = 0x33;
+	memcpy(c->xsave_layout, (uint32_t[4]){ 2, 256, 576, 0 }, 16);
+	c->xsave_layout_len = 16;
 	for (int i = 0; i < NTHREADS; i++) {
 		th[i] = (struct bgs_target_core_thread){ .tid = 100 + i,
 							 .has_fp = true };
@@ -191,7 +193,7 @@ static void test_layout(void **state)
 	static const uint32_t want[] = {
 		NT_PRSTATUS, NT_PRPSINFO,   NT_AUXV,	 NT_FILE,
 		NT_FPREGSET, NT_X86_XSTATE, NT_PRSTATUS, NT_SIGINFO,
-		NT_FPREGSET, NT_X86_XSTATE,
+		NT_FPREGSET, NT_X86_XSTATE, 0x205 /* NT_X86_XSAVE_LAYOUT */
 	};
 	uint32_t types[32];
 	size_t alen, clen;
@@ -205,7 +207,7 @@ static void test_layout(void **state)
 	assert_int_equal(eh->e_type, ET_CORE);
 	assert_int_equal(eh->e_machine, EM_X86_64);
 	assert_int_equal(eh->e_phnum, 3);
-	assert_int_equal(note_types(core, types, 32), 10);
+	assert_int_equal(note_types(core, types, 32), 11);
 	assert_memory_equal(types, want, sizeof(want));
 	/* The heap: whole, writable; its zero pages are holes, read 0. */
 	assert_int_equal(phdr(core, 1)->p_vaddr, ANON);
