@@ -64,6 +64,7 @@ int cmd_export(int argc, char **argv);
 int cmd_flatten(int argc, char **argv);
 int cmd_watch(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_core(int argc, char **argv);
 
 /* ---- messages and exit codes -------------------------------------------- */
 
@@ -423,6 +424,30 @@ void cli_error_no_mapping(const char *cmd, int pid, bool filtered);
  */
 int cli_save_failure(int pid, int err, bool attached, char *why, size_t len);
 
+/* ---- core files (cmd_core.c) -------------------------------------------- */
+
+struct bgsnap_file;
+struct bgsnap_core_info;
+
+/*
+ * Write the core file of snapshot @f to @out as every output is written
+ * (0600, a temporary name then a rename, never through a symbolic link,
+ * nothing replaced without @force), a progress bar unless @quiet.
+ * @filter: coredump_filter bits, -1 for the process's own. EXIT_OK, or an
+ * exit code after a one-line error.
+ */
+int cli_core_write(struct bgsnap_file *f, const char *out, int64_t filter,
+		   bool force, bool quiet, struct bgsnap_core_info *info);
+
+/* A --filter argument: a whole number as /proc/PID/coredump_filter takes
+ * it (0x for hex, a leading 0 for octal), below 2^32. */
+bool cli_arg_filter(const struct cli_getopt *g, const char *arg,
+		    int64_t *filter);
+
+/* A core's summary as the keys of 'core --json' and 'export --core
+ * --json' (core_bytes, threads, segments ...), into the open object. */
+void cli_json_core_info(struct cli_json *j, const struct bgsnap_core_info *in);
+
 /* ---- saving another process (cmd_save.c; the demo saves the same way) --- */
 
 struct bgsnap_stats;
@@ -437,7 +462,9 @@ struct cli_save_req {
 	const char *const *exclude;
 	size_t nexclude;
 	const struct bgsnap_save_opts *opts;
-	bool quiet; /* no progress bar */
+	bool quiet;	  /* no progress bar */
+	const char *cmd;  /* in messages; NULL: "save" */
+	const char *what; /* what a failure did not write; NULL: "snapshot" */
 };
 
 struct cli_save_result {

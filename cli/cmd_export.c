@@ -19,6 +19,7 @@
 #include <bgsnap.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,9 @@ static const char export_usage[] =
 	"                         [--force] [--quiet] [--json]\n"
 	"       bgsnap export FILE --all -o DIR [--parent P]... [--force]\n"
 	"                         [--quiet] [--json]\n"
+	"       bgsnap export FILE --core -o CORE [--filter BITS]\n"
+	"                         [--parent P]... [--force] [--quiet] "
+	"[--json]\n"
 	"\n"
 	"Write the memory of a region of the snapshot FILE, byte for byte as\n"
 	"it was at the snapshot, to OUT (a sparse file: zero pages are\n"
@@ -42,7 +46,10 @@ static const char export_usage[] =
 	"DIR (created if missing), named after the region: bytes other than\n"
 	"letters, digits and ._+- become '_', a leading '.' too, and '.raw'\n"
 	"is appended ('ram' -> DIR/ram.raw). '-o -' writes one region to\n"
-	"stdout (not to a terminal).\n"
+	"stdout (not to a terminal). With --core, the snapshot of a process\n"
+	"saved with 'save --pid' becomes the ELF core file the kernel would\n"
+	"have written at its instant (see 'bgsnap core --help'), the same\n"
+	"bytes as 'bgsnap core' writes.\n"
 	"\n"
 	"An incremental snapshot's pages stored in its parent are read from "
 	"it,\n"
@@ -58,6 +65,9 @@ static const char export_usage[] =
 	"\n"
 	"  -r, --region NAME  the region to export (see 'bgsnap info FILE')\n"
 	"  -a, --all          every saved region, one file each, into DIR\n"
+	"  -c, --core         an ELF core file of the process\n"
+	"      --filter BITS  with --core: coredump_filter bits instead of\n"
+	"                     the process's (0x33; 0x for hex)\n"
 	"  -o, --output PATH  the output file (--region) or directory (--all)\n"
 	"  -P, --parent P     a file of the chain, in any order (repeatable)\n"
 	"  -f, --force        replace existing output files\n"
@@ -73,6 +83,8 @@ static const char export_usage[] =
 static const struct option export_options[] = {
 	{ "region", required_argument, NULL, 'r' },
 	{ "all", no_argument, NULL, 'a' },
+	{ "core", no_argument, NULL, 'c' },
+	{ "filter", required_argument, NULL, 'F' },
 	{ "output", required_argument, NULL, 'o' },
 	{ "parent", required_argument, NULL, 'P' },
 	{ "force", no_argument, NULL, 'f' },
@@ -86,7 +98,8 @@ struct opts {
 	const char *file, *region, *output;
 	const char *parents[MAX_PARENTS];
 	size_t nparents;
-	bool all, force, quiet, json;
+	int64_t filter;
+	bool all, core, force, quiet, json;
 };
 
 /* Where one region is written, and how far it got. */
@@ -531,6 +544,32 @@ static int find_chain(struct job *j)
 	return is_damage(ret) ? EXIT_BADFILE : EXIT_FAILED;
 }
 
+/* --core: the whole chain is found already. */
+static int export_core(struct job *j)
+{
+	struct bgsnap_core_info in;
+	struct cli_json js;
+	const int code = cli_core_write(j->f, j->o->output, j->o->filter,
+					j->o->force, j->o->quiet, &in);
+
+	if (code)
+		return code;
+	if (j->o->json) {
+		cli_json_init(&js, stdout);
+		cli_json_object_begin(&js);
+		cli_json_kstr(&js, "file", j->o->file);
+		cli_json_kstr(&js, "output", j->o->output);
+		cli_json_core_info(&js, &in);
+		cli_json_object_end(&js);
+		return cli_json_end(&js) ? EXIT_FAILED : EXIT_OK;
+	}
+	if (!j->o->quiet)
+		printf("core -> %s: %zu threads, %zu segments, %" PRIu64
+		       " bytes\n",
+		       j->o->output, in.threads, in.segments, in.file_size);
+	return EXIT_OK;
+}
+
 static int export(struct job *j)
 {
 	struct bgsnap_file_info in;
@@ -544,6 +583,8 @@ static int export(struct job *j)
 		return EXIT_FAILED;
 	}
 	code = find_chain(j);
+	if (!code && j->o->core)
+		return export_core(j);
 	if (!code)
 		code = j->o->all ? plan_all(j, in.regions) : plan_one(j);
 	if (code)
@@ -562,15 +603,17 @@ static int check_opts(const struct opts *o)
 {
 	const bool to_stdout = o->output && !strcmp(o->output, "-");
 
-	if (!o->all == !o->region)
-		cli_error("export: give one of --region NAME and --all (see "
-			  "'bgsnap export --help')");
+	if (!o->all + !o->region + !o->core != 2)
+		cli_error("export: give one of --region NAME, --all and --core "
+			  "(see 'bgsnap export --help')");
+	else if (o->filter >= 0 && !o->core)
+		cli_error("export: --filter goes with --core");
 	else if (!o->output)
 		cli_error("export: -o OUT is needed (see 'bgsnap export "
 			  "--help')");
-	else if (to_stdout && (o->all || o->json))
+	else if (to_stdout && (o->all || o->core || o->json))
 		cli_error("export: '-o -' writes one region's bytes to stdout: "
-			  "not with --all or --json");
+			  "not with --all, --core or --json");
 	else if (to_stdout && isatty(STDOUT_FILENO))
 		cli_error("export: stdout is a terminal: refusing to write "
 			  "raw memory there");
@@ -579,12 +622,20 @@ static int check_opts(const struct opts *o)
 	return -1;
 }
 
+static bool take_option(struct cli_getopt *g, int c, void *ctx)
+{
+	struct opts *o = ctx;
+
+	return c == 'F' && cli_arg_filter(g, optarg, &o->filter);
+}
+
 /* -1, or an exit code: EXIT_OK after --help, EXIT_USAGE after an error. */
 static int parse(int argc, char **argv, struct opts *o)
 {
 	const struct cli_opt opts[] = {
 		{ 'r', .str = &o->region },
 		{ 'a', .flag = &o->all },
+		{ 'c', .flag = &o->core },
 		{ 'o', .str = &o->output },
 		{ 'P', .list = o->parents, .count = &o->nparents,
 		  .cap = MAX_PARENTS, .name = "--parent" },
@@ -595,9 +646,11 @@ static int parse(int argc, char **argv, struct opts *o)
 	};
 	struct cli_getopt g = { .cmd = "export",
 				.usage = export_usage,
-				.shortopts = "r:ao:P:fq",
+				.shortopts = "r:aco:P:fq",
 				.longopts = export_options,
-				.opts = opts };
+				.opts = opts,
+				.take = take_option,
+				.ctx = o };
 	const int code = cli_parse(&g, argc, argv, 1, 1, "FILE");
 
 	if (code >= 0)
@@ -611,7 +664,7 @@ static int parse(int argc, char **argv, struct opts *o)
 int cmd_export(int argc, char **argv)
 {
 	char err[BGSNAP_FILE_ERROR_MAX];
-	struct opts o = { 0 };
+	struct opts o = { .filter = -1 };
 	struct job j = { .o = &o, .dirfd = -1 };
 	int ret = parse(argc, argv, &o);
 	int code;

@@ -170,6 +170,11 @@ static const char *detail(const struct bgsnap *h, int err)
 	return d && *d ? d : bgsnap_strerror(err);
 }
 
+static const char *cmd_of(const struct cli_save_req *req)
+{
+	return req->cmd ? req->cmd : "save";
+}
+
 static void count_regions(const struct bgsnap *h, struct cli_save_result *res)
 {
 	const size_t n = bgsnap_region_count(h);
@@ -203,31 +208,35 @@ static int check_selection(const struct bgsnap *h,
 	count_regions(h, &none);
 	if (none.regions_saved || none.regions_copied)
 		return 0;
-	cli_error_no_mapping("save", req->pid, filtered);
+	cli_error_no_mapping(cmd_of(req), req->pid, filtered);
 	return filtered ? EXIT_USAGE : EXIT_FAILED;
 }
 
 /* A save that started failed with @r: one line, and the exit code. */
-static int report_failure(const struct bgsnap *h, int pid, int r)
+static int report_failure(const struct bgsnap *h,
+			  const struct cli_save_req *req, int r)
 {
+	const char *cmd = cmd_of(req),
+		   *what = req->what ? req->what : "snapshot";
+	const int pid = req->pid;
 	char why[256];
 	const int code = cli_save_failure(pid, r, true, why, sizeof(why));
 
 	if (r == -ECANCELED && cli_interrupted())
-		cli_error("save: cancelled by %s; process %d runs on, no "
-			  "snapshot was written",
-			  strsignal(cli_interrupted()), pid);
+		cli_error("%s: cancelled by %s; process %d runs on, no "
+			  "%s was written",
+			  cmd, strsignal(cli_interrupted()), pid, what);
 	else if (r == BGSNAP_ETARGET)
-		cli_error("save: process %d exited during the save; no "
-			  "snapshot was written",
-			  pid);
+		cli_error("%s: process %d exited during the save; no "
+			  "%s was written",
+			  cmd, pid, what);
 	else if (r == -ESRCH)
-		cli_error("save: process %d went away during the save (%s); no "
-			  "snapshot was written",
-			  pid, detail(h, r));
+		cli_error("%s: process %d went away during the save (%s); no "
+			  "%s was written",
+			  cmd, pid, detail(h, r), what);
 	else
-		cli_error("save: process %d: %s; no snapshot was written%s",
-			  pid, *why ? why : detail(h, r),
+		cli_error("%s: process %d: %s; no %s was written%s", cmd, pid,
+			  *why ? why : detail(h, r), what,
 			  code == EXIT_NOCAP ? " (see 'bgsnap caps')" : "");
 	return code;
 }
@@ -253,7 +262,7 @@ static int start(struct bgsnap *h, const struct cli_save_req *req)
 		/* Not attached: a refusal here comes from ptrace, not from a
 		 * missing capability. */
 		code = cli_save_failure(req->pid, r, false, why, sizeof(why));
-		cli_error("save: process %d: %s", req->pid,
+		cli_error("%s: process %d: %s", cmd_of(req), req->pid,
 			  *why ? why : detail(h, r));
 		goto out_unblock;
 	}
@@ -271,7 +280,7 @@ static int start(struct bgsnap *h, const struct cli_save_req *req)
 		    cli_interrupted())
 			break;
 	}
-	code = r ? report_failure(h, req->pid, r) : EXIT_OK;
+	code = r ? report_failure(h, req, r) : EXIT_OK;
 out_unblock:
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	return code;
@@ -305,12 +314,12 @@ int cli_save_pid(const struct cli_save_req *req, struct cli_save_result *res)
 	int r, code;
 
 	memset(res, 0, offsetof(struct cli_save_result, stats));
-	if (cli_target_check("save", req->pid))
+	if (cli_target_check(cmd_of(req), req->pid))
 		return EXIT_FAILED;
 	cli_catch_signals();
 	r = bgsnap_new(&h);
 	if (r) {
-		cli_error("save: %s", bgsnap_strerror(r));
+		cli_error("%s: %s", cmd_of(req), bgsnap_strerror(r));
 		return EXIT_FAILED;
 	}
 	code = start(h, req);
@@ -319,7 +328,7 @@ int cli_save_pid(const struct cli_save_req *req, struct cli_save_result *res)
 	watch(h, req->quiet);
 	r = bgsnap_wait(h);
 	if (r) {
-		code = report_failure(h, req->pid, r);
+		code = report_failure(h, req, r);
 		goto out_free;
 	}
 	count_regions(h, res);

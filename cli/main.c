@@ -16,6 +16,7 @@ static const struct cli_cmd commands[] = {
 	{ "info", cmd_info, "describe a snapshot file" },
 	{ "verify", cmd_verify, "check every byte of a snapshot file" },
 	{ "export", cmd_export, "write a region's memory to a raw file" },
+	{ "core", cmd_core, "write a core file of a running process (--pid)" },
 	{ "flatten", cmd_flatten, "write a snapshot and its parents as one" },
 	{ "watch", cmd_watch, "snapshot a process (--pid) every interval" },
 	{ "bench", cmd_bench, "measure against fork() and stop-the-world" },

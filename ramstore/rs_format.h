@@ -49,7 +49,7 @@
 #define RS_PAGE		     4096u
 #define RS_PAGE_SHIFT	     12
 #define RS_VERSION_MAJOR     1
-#define RS_VERSION_MINOR     1	   /* what the writer writes */
+#define RS_VERSION_MINOR     2	   /* what the writer writes */
 #define RS_HEADER_SIZE	     256u  /* header_len written by 1.0 and 1.1 */
 #define RS_HEADER_MAX	     4096u /* largest header_len a reader accepts */
 #define RS_RECHDR_V10	     48u   /* a record header, 1.0 */

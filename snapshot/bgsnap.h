@@ -811,6 +811,54 @@ BGSNAP_API int bgsnap_file_map(struct bgsnap_file *f, size_t region,
 BGSNAP_API int bgsnap_file_read(struct bgsnap_file *f, size_t region,
 				uint64_t offset, void *buf, size_t len);
 
+/*
+ * Core files. A save of another process (bgsnap_target_pid) records, at
+ * the snapshot's instant, what an ELF core file needs besides memory: every
+ * thread's registers, the process's psinfo, auxiliary vector, mappings and
+ * coredump_filter (the attachment "bgsnap.core", FORMAT.md). From it and
+ * the saved memory bgsnap_file_write_core() writes the core file the
+ * kernel would have written at that instant, which gdb, readelf and
+ * elfutils read as any other core.
+ */
+struct bgsnap_core_opts {
+	/* coredump_filter bits (core(5)): which mappings' memory is
+	 * written. -1: the process's own filter, as it was at the save. */
+	int64_t filter;
+	/* Called on this thread every few MiB with the bytes of memory
+	 * written and their total. May be NULL. */
+	void (*progress)(void *arg, uint64_t done, uint64_t total);
+	void *arg;
+};
+
+struct bgsnap_core_info {
+	uint32_t filter;     /* the coredump_filter used */
+	size_t threads;	     /* NT_PRSTATUS notes */
+	size_t segments;     /* PT_LOAD segments: one per mapping */
+	uint64_t file_size;  /* bytes of the core file */
+	uint64_t data_bytes; /* bytes of memory in it (holes included) */
+	/* Mappings the filter asks for that the snapshot did not save
+	 * (shared or read-only file mappings, excluded ones): written with
+	 * no bytes, as the kernel writes a mapping it does not dump. */
+	size_t segments_unsaved;
+};
+
+/*
+ * Write the ELF core file of the snapshot @f (an incremental one too: its
+ * parents are read as bgsnap_file_read() reads them) to @fd, a regular
+ * file open for writing, from offset 0, holes for zero pages. The same
+ * snapshot and options always give the same bytes. @o may be NULL (the
+ * process's own filter); @info (may be NULL) receives what was written.
+ * The caller owns @fd: it syncs, names and closes it. Returns 0, or
+ * -ENOENT (the snapshot has no "bgsnap.core": not a save of another
+ * process, or made by an older bgsnap), BGSNAP_ECORRUPT (the
+ * attachment is malformed), -EOPNOTSUPP (not an x86_64 core), -E2BIG (more
+ * mappings than an ELF file can number), the errors of bgsnap_file_read(),
+ * or -errno of a write; the message in bgsnap_file_last_error().
+ */
+BGSNAP_API int bgsnap_file_write_core(struct bgsnap_file *f, int fd,
+				      const struct bgsnap_core_opts *o,
+				      struct bgsnap_core_info *info);
+
 #ifdef __cplusplus
 }
 #endif

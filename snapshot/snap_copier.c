@@ -52,6 +52,7 @@
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -892,6 +893,21 @@ static int write_stats_attachment(struct bgs_save *s, struct rs_writer *w)
 	return bgs_rs_put_attachment(w, "bgsnap.stats", json, (size_t)n);
 }
 
+/* Registers, mappings and the rest a core file needs (snap_core.c). */
+static int write_core_attachment(struct bgs_save *s, struct rs_writer *w)
+{
+	uint8_t *data;
+	size_t len;
+	int ret = bgs_core_encode(&s->core, &s->h->maps, s->pid, &data, &len);
+
+	if (ret)
+		return bgs_save_fail(s, ret, "encoding the core notes: %s",
+				     strerror(-ret));
+	ret = bgs_rs_put_attachment(w, "bgsnap.core", data, len);
+	free(data);
+	return ret;
+}
+
 /* Take the writer away from progress readers (they hold s->lock). */
 static struct rs_writer *detach_writer(struct bgs_save *s)
 {
@@ -932,6 +948,8 @@ static int commit(struct bgs_save *s)
 					    h->attachments[i].len);
 	if (!ret)
 		ret = write_stats_attachment(s, w);
+	if (!ret && s->core.nthreads)
+		ret = write_core_attachment(s, w);
 	/* Where a reader finds the parent: a file name beside this one. */
 	if (!ret && s->parent_name[0])
 		ret = bgs_rs_put_attachment(w, "bgsnap.parent", s->parent_name,

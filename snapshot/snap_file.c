@@ -60,15 +60,34 @@ struct bgsnap_file {
 static int fail(struct bgsnap_file *f, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+static int vfail(struct bgsnap_file *f, int code, const char *fmt, va_list ap)
+	__attribute__((format(printf, 3, 0)));
+
+static int vfail(struct bgsnap_file *f, int code, const char *fmt, va_list ap)
+{
+	f->diag.code = code;
+	f->diag.offset = 0;
+	f->diag_named = false;
+	vsnprintf(f->diag.msg, sizeof(f->diag.msg), fmt, ap);
+	return code;
+}
+
 static int fail(struct bgsnap_file *f, int code, const char *fmt, ...)
 {
 	va_list ap;
 
-	f->diag.code = code;
-	f->diag.offset = 0;
-	f->diag_named = false;
 	va_start(ap, fmt);
-	vsnprintf(f->diag.msg, sizeof(f->diag.msg), fmt, ap);
+	vfail(f, code, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+int bgs_file_fail(struct bgsnap_file *f, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vfail(f, code, fmt, ap);
 	va_end(ap);
 	return code;
 }

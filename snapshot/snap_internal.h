@@ -222,11 +222,14 @@ struct bgs_save {
 	bool keep_tracking;	      /* read-only: pages stay protected */
 	bool incremental;	      /* read-only: unchanged pages are the
 					 * parent's */
-	uint8_t id[16];		      /* this snapshot's id */
-	uint8_t parent_id[16];	      /* incremental: the parent's */
-	char name[256];		      /* the file's name (no directory) */
-	char parent_name[256];	      /* incremental: the parent's, or "" */
-	struct rs_reader *parent;     /* a parent file compared page by page
+	/* Another process: what its core file needs (snap_core.c); filled
+	 * before the pause and, for its registers, while it is stopped. */
+	struct bgs_target_core core;
+	uint8_t id[16];		  /* this snapshot's id */
+	uint8_t parent_id[16];	  /* incremental: the parent's */
+	char name[256];		  /* the file's name (no directory) */
+	char parent_name[256];	  /* incremental: the parent's, or "" */
+	struct rs_reader *parent; /* a parent file compared page by page
 					 * (not tracked since): the copier's */
 	int parent_fd;
 	uint32_t *parent_region; /* per region: the parent's number */
@@ -378,6 +381,17 @@ const struct bgs_region *bgs_snap_region_of_page(const struct bgsnap *h,
 						 uint64_t page);
 const struct bgs_region *bgs_snap_region_of_addr(const struct bgsnap *h,
 						 uint64_t addr);
+
+/* snap_file.c: record a failure on a file handle, for
+ * bgsnap_file_last_error(); returns @code. */
+int bgs_file_fail(struct bgsnap_file *f, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* snap_core.c: the attachment "bgsnap.core" of a save of another process,
+ * from what was read of it (registers at the instant, mappings). */
+int bgs_core_encode(const struct bgs_target_core *c,
+		    const struct bgs_target_maps *m, pid_t pid, uint8_t **out,
+		    size_t *len);
 
 /* snap_util.c */
 uint64_t bgs_now_ns(void);

@@ -138,6 +138,7 @@ static void close_parent(struct bgs_save *s)
 
 static void save_free(struct bgs_save *s)
 {
+	bgs_target_core_free(&s->core);
 	close_parent(s);
 	bgs_uffd_pagemap_close(&s->pagemap);
 	close(s->wake_fd);
@@ -321,6 +322,8 @@ static int start_monitor(struct bgs_save *s, bool two_phase)
 
 	if (!r && h->target)
 		r = pause_owner(s);
+	if (!r && h->target && two_phase)
+		r = target_error(h, bgs_target_core_early(h->target, &s->core));
 	if (!r)
 		r = bgs_monitor_start(h, bgs_save_cpus(s), &h->monitor);
 	if (h->target && (r || two_phase))
@@ -393,6 +396,9 @@ static int start_protected(struct bgs_save *s)
 	s->reprotected = n > 0 ? (uint64_t)n : 0;
 	if (!r && h->target)
 		r = copy_stopped_regions(s);
+	if (!r && h->target)
+		r = target_error(h,
+				 bgs_target_core_threads(h->target, &s->core));
 	resume_owner(s);
 	if (!r)
 		r = bgs_thread_start(&s->copier_thread, s->copier_stack,
@@ -412,6 +418,13 @@ static int start_stopped(struct bgs_save *s)
 		r = pause_owner(s);
 	if (r)
 		return r;
+	if (s->h->target)
+		r = target_error(
+			s->h, bgs_target_core_threads(s->h->target, &s->core));
+	if (r) {
+		resume_owner(s);
+		return r;
+	}
 	r = bgs_thread_start(&s->copier_thread, s->copier_stack,
 			     bgs_save_cpus(s), bgs_copier_main, s);
 	s->copier_started = !r;
@@ -592,6 +605,10 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 			 slash ? slash + 1 : path);
 	}
 	r = snapshot_ids(s);
+	/* What does not change with the threads is read while it runs. */
+	if (!r && h->target)
+		r = target_error(h, bgs_target_core_prepare(h->target, &h->maps,
+							    &s->core));
 	if (!r)
 		r = open_writer(s, path, fd);
 	if (!r && !h->target)

@@ -324,6 +324,92 @@ int bgs_target_write(struct bgs_target *t, uint64_t addr, const void *buf,
 int bgs_target_copy_map(struct bgs_target *t, const struct bgs_target_map *m,
 			void *buf);
 
+/* ---- what a core file needs (uffd_target_core.c) ------------------------ */
+
+/* Registers of one thread at the snapshot's instant, as the kernel's
+ * regsets give them (x86_64: user_regs_struct, the fxsave area, xsave). */
+struct bgs_target_core_thread {
+	pid_t tid;
+	int cursig;	      /* the signal it is stopped by, or 0 */
+	uint64_t sighold;     /* its signal mask */
+	uint8_t regs[27 * 8]; /* NT_PRSTATUS regset: user_regs_struct */
+	uint8_t fpregs[512];  /* NT_PRFPREG: the fxsave area */
+	bool has_fp;
+	uint8_t *xstate; /* NT_X86_XSTATE, xstate_len bytes; NULL: none */
+	uint32_t xstate_len;
+	uint8_t siginfo[128]; /* the siginfo of cursig, if has_siginfo */
+	bool has_siginfo;
+};
+
+/* Memory a snapshot does not save but a core shows: the vDSO, the ELF
+ * header page of each mapped ELF file. */
+struct bgs_target_core_mem {
+	uint64_t addr;
+	uint32_t len;
+	uint8_t *data;
+};
+
+/* The fields of the kernel's struct elf_prpsinfo. */
+struct bgs_target_psinfo {
+	uint8_t state;
+	char sname;
+	uint8_t zomb;
+	int8_t nice;
+	uint64_t flag;
+	uint32_t uid, gid;
+	char fname[16];
+	char psargs[80];
+};
+
+struct bgs_target_core {
+	struct bgs_target_psinfo psinfo;
+	int32_t ppid, pgrp, sid;
+	uint8_t *auxv; /* /proc/PID/auxv */
+	size_t auxv_len;
+	uint32_t filter;			/* /proc/PID/coredump_filter */
+	struct bgs_target_core_thread *threads; /* the main thread first */
+	size_t nthreads;
+	struct bgs_target_core_mem *mem;
+	size_t nmem;
+	/* The xsave layout of this CPU (NT_X86_XSAVE_LAYOUT): 16 bytes per
+	 * user feature from 2 on: type, size, offset, flags (0). */
+	uint8_t xsave_layout[64 * 16];
+	uint32_t xsave_layout_len;
+	/* Registers at an earlier stop of the same save (before a uffd was
+	 * injected), by thread: see bgs_target_core_early(). */
+	struct bgs_target_core_early *early;
+	size_t nearly;
+};
+
+struct bgs_target_core_early {
+	pid_t tid;
+	uint64_t regs[27];
+};
+
+/*
+ * While the target runs: psinfo, auxv, coredump_filter, and the memory of
+ * @m that a snapshot skips but a core holds (struct bgs_target_core_mem).
+ * Fills @c (free with bgs_target_core_free()); -errno with t->msg.
+ */
+int bgs_target_core_prepare(struct bgs_target *t,
+			    const struct bgs_target_maps *m,
+			    struct bgs_target_core *c);
+
+/*
+ * While frozen at a stop that comes before the snapshot's own (the one that
+ * injects the uffd, when protection is armed while the target runs): note
+ * every thread's registers. Resuming from that stop restarts the system
+ * calls the threads slept in; a thread caught at the snapshot's stop before
+ * it re-entered its call then shows the restart, not the sleep, and
+ * bgs_target_core_threads() shows it as it was here instead. Optional.
+ */
+int bgs_target_core_early(struct bgs_target *t, struct bgs_target_core *c);
+
+/* While frozen: every thread's registers into @c. -errno with t->msg. */
+int bgs_target_core_threads(struct bgs_target *t, struct bgs_target_core *c);
+
+void bgs_target_core_free(struct bgs_target_core *c);
+
 /* ---- shared by the files of this module -------------------------------- */
 
 /* Set t->msg (printf-style) and return @err (negative). */

@@ -138,9 +138,9 @@ only_files "$T/bad"
 run noregion 2 "$BGSNAP" export "$S" -r nope -o "$T/bad/x"
 one_line_error noregion "no region named 'nope'"
 run neither 2 "$BGSNAP" export "$S" -o "$T/bad/x"
-one_line_error neither "give one of --region NAME and --all"
+one_line_error neither "give one of --region NAME, --all and --core"
 run both 2 "$BGSNAP" export "$S" -r ram --all -o "$T/bad"
-one_line_error both "give one of --region NAME and --all"
+one_line_error both "give one of --region NAME, --all and --core"
 run noout 2 "$BGSNAP" export "$S" -r ram
 one_line_error noout "-o OUT is needed"
 run missing_arg 2 "$BGSNAP" export "$S" -r

@@ -6,7 +6,7 @@ make_snapshot
 
 run text 0 "$BGSNAP" info "$T/snap.bgs"
 no_stderr text
-for want in "file        $T/snap.bgs" "snapshot    " "format 1.1" \
+for want in "file        $T/snap.bgs" "snapshot    " "format 1.2" \
 	"parent      none (a full snapshot)" "created     " "regions (5)" \
 	"attachments (2)" "vmm.state" "bgsnap.stats" "save statistics" \
 	"blackout" "writer stall"; do
@@ -27,7 +27,7 @@ top = ["file", "format_version", "snapshot_id", "parent_id", "incremental",
        "pages", "pages_data", "pages_zero", "pages_parent", "data_bytes",
        "compression_ratio", "regions", "attachments", "stats"]
 assert list(doc) == top, "keys or their order changed: %s" % list(doc)
-assert doc["format_version"] == "1.1"
+assert doc["format_version"] == "1.2"
 assert len(doc["snapshot_id"]) == 32 and doc["parent_id"] is None
 assert doc["incremental"] is False
 reg = ["name", "address", "length", "page_size", "kind", "prot", "pages",

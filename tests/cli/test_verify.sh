@@ -22,7 +22,7 @@ assert list(d) == ["file", "ok", "error", "file_size", "regions", "records",
                    "attachments", "pages", "format_version", "deep",
                    "elapsed_ns"], list(d)
 assert d["ok"] is True and d["error"] is None and d["regions"] == 5
-assert d["format_version"] == "1.1" and d["deep"] is False
+assert d["format_version"] == "1.2" and d["deep"] is False
 PY
 run deep 0 "$BGSNAP" verify --deep --json "$S"
 py -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ok"] and d["deep"] is True' \

@@ -311,7 +311,7 @@ static void check_reader(const struct scene *s, int fd)
 
 	assert_int_equal(bgs_rs_open(&r, fd, &d), 0);
 	assert_int_equal(bgs_rs_info(r)->version_major, 1);
-	assert_int_equal(bgs_rs_info(r)->version_minor, s->format_1_0 ? 0 : 1);
+	assert_int_equal(bgs_rs_info(r)->version_minor, s->format_1_0 ? 0 : 2);
 	assert_int_equal(bgs_rs_rechdr_len(r), s->format_1_0 ? 48 : 56);
 	assert_int_equal(bgs_rs_info(r)->page_size, PG);
 	assert_int_equal(bgs_rs_info(r)->parent_id[3],
