@@ -1208,7 +1208,7 @@ size_t cli_selected(const struct bgsnap *h)
 	size_t n = 0;
 
 	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
-		struct bgsnap_region_info ri;
+		struct bgsnap_region_info ri = { .size = sizeof(ri) };
 
 		n += !bgsnap_region(h, i, &ri) &&
 		     ri.kind != BGSNAP_KIND_UNSAVED;

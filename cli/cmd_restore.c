@@ -111,6 +111,7 @@ static const char *detail(const struct bgsnap *h, int err)
 static int attach(struct bgsnap *h, const struct restore_args *a)
 {
 	const struct bgsnap_target_opts topts = {
+		.size = sizeof(topts),
 		.include = a->include,
 		.ninclude = a->ninclude,
 		.exclude = a->exclude,
@@ -141,6 +142,7 @@ static void open_snapshot(struct restore_args *a)
 static int run(struct bgsnap *h, const struct restore_args *a)
 {
 	const struct bgsnap_restore_opts o = {
+		.size = sizeof(o),
 		.flags = a->dry_run ? BGSNAP_RESTORE_DRY_RUN : 0,
 	};
 	sigset_t old;
@@ -195,7 +197,7 @@ static void report_failure(const struct bgsnap *h, const struct restore_args *a,
 static bool written(const struct restore_args *a,
 		    const struct bgsnap_region_info *ri)
 {
-	struct bgsnap_file_region fr;
+	struct bgsnap_file_region fr = { .size = sizeof(fr) };
 	int i;
 
 	if (ri->kind == BGSNAP_KIND_UNSAVED)
@@ -212,7 +214,7 @@ static void report_regions(const struct bgsnap *h, const struct restore_args *a)
 	char b[CLI_FMT_LEN];
 
 	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
-		struct bgsnap_region_info ri;
+		struct bgsnap_region_info ri = { .size = sizeof(ri) };
 
 		if (bgsnap_region(h, i, &ri) || !written(a, &ri))
 			continue;
@@ -257,7 +259,7 @@ static void report_json(const struct bgsnap *h, const struct restore_args *a,
 	cli_json_key(&j, "regions");
 	cli_json_array_begin(&j);
 	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
-		struct bgsnap_region_info ri;
+		struct bgsnap_region_info ri = { .size = sizeof(ri) };
 
 		if (bgsnap_region(h, i, &ri) || !written(a, &ri))
 			continue;
@@ -327,7 +329,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a)
 int cmd_restore(int argc, char **argv)
 {
 	struct restore_args a = { 0 };
-	struct bgsnap_stats st;
+	struct bgsnap_stats st = { .size = sizeof(st) };
 	struct bgsnap *h;
 	int r = parse_args(argc, argv, &a);
 

@@ -164,7 +164,7 @@ static void count_regions(const struct bgsnap *h, struct cli_save_result *res)
 	const size_t n = bgsnap_region_count(h);
 
 	for (size_t i = 0; i < n; i++) {
-		struct bgsnap_region_info ri;
+		struct bgsnap_region_info ri = { .size = sizeof(ri) };
 
 		if (bgsnap_region(h, i, &ri))
 			continue;
@@ -227,6 +227,7 @@ static int report_failure(const struct bgsnap *h, int pid, int r)
 static int start(struct bgsnap *h, const struct cli_save_req *req)
 {
 	const struct bgsnap_target_opts topts = {
+		.size = sizeof(topts),
 		.include = req->include,
 		.ninclude = req->ninclude,
 		.exclude = req->exclude,
@@ -271,7 +272,7 @@ static void watch(struct bgsnap *h, bool quiet)
 {
 	const struct timespec tick = { 0, POLL_INTERVAL_NS };
 	struct cli_progress bar;
-	struct bgsnap_progress p;
+	struct bgsnap_progress p = { .size = sizeof(p) };
 	bool cancelled = false;
 
 	bgsnap_progress(h, &p);
@@ -312,8 +313,10 @@ int cli_save_pid(const struct cli_save_req *req, struct cli_save_result *res)
 		goto out_free;
 	}
 	count_regions(h, res);
-	if (res->stats)
+	if (res->stats) {
+		res->stats->size = sizeof(*res->stats);
 		bgsnap_stats(h, res->stats);
+	}
 out_free:
 	bgsnap_free(h);
 	return code;
@@ -516,7 +519,7 @@ static bool same_file(const char *path, const struct stat *st)
 static size_t chain_level(const char *parent, const struct stat *st)
 {
 	struct bgsnap_file *f, *c, *p;
-	struct bgsnap_file_info in;
+	struct bgsnap_file_info in = { .size = sizeof(in) };
 	size_t level = 0;
 
 	if (bgsnap_file_open(&f, parent, NULL, 0))
@@ -636,8 +639,8 @@ static int publish(const struct save_args *a)
 
 int cmd_save(int argc, char **argv)
 {
-	struct save_args a = { .dirfd = -1 };
-	struct bgsnap_stats st;
+	struct save_args a = { .dirfd = -1, .opts.size = sizeof(a.opts) };
+	struct bgsnap_stats st = { .size = sizeof(st) };
 	struct cli_save_result res = { .stats = &st };
 	FILE *out;
 	int r;

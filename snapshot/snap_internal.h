@@ -343,6 +343,14 @@ const struct bgs_region *bgs_snap_region_of_addr(const struct bgsnap *h,
 
 /* snap_util.c */
 uint64_t bgs_now_ns(void);
+/* Copy a public struct in from the caller (@dst has @dsize bytes; a NULL
+ * @src gives the defaults): 0,
+ * -EINVAL (size below a size_t), -E2BIG (a newer caller's field this
+ * library lacks is set). */
+int bgs_struct_in(void *dst, size_t dsize, const void *src);
+/* Copy a public struct out (@src has @ssize bytes) into the caller's,
+ * whose size field says how much it holds: 0, or -EINVAL. */
+int bgs_struct_out(void *dst, const void *src, size_t ssize);
 
 /* snap_save.c */
 /* Wait for the save under way (bgsnap_wait). */

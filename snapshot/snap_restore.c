@@ -1153,10 +1153,13 @@ static int finish(struct bgsnap *h, struct bgs_restore *r, int ret)
 static int restore_start(struct bgsnap *h, const char *path, int fd,
 			 const struct bgsnap_restore_opts *opts)
 {
-	const struct bgsnap_restore_opts defaults = { 0 };
+	struct bgsnap_restore_opts o;
 	struct bgs_restore *r;
 	int ret;
 
+	ret = bgs_struct_in(&o, sizeof(o), opts);
+	if (ret)
+		return ret;
 	ret = bgs_snap_begin(h);
 	if (ret)
 		return ret;
@@ -1164,7 +1167,7 @@ static int restore_start(struct bgsnap *h, const char *path, int fd,
 	if (!r)
 		return -ENOMEM;
 	r->h = h;
-	r->opts = opts ? *opts : defaults;
+	r->opts = o;
 	r->t_start = bgs_now_ns();
 	r->fd = -1;
 	r->uffd.fd = -1;

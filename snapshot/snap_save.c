@@ -542,23 +542,26 @@ static int blame_exit(struct bgsnap *h, int r)
 static int save_start(struct bgsnap *h, const char *path, int fd,
 		      const struct bgsnap_save_opts *opts)
 {
-	const struct bgsnap_save_opts defaults = { 0 };
+	struct bgsnap_save_opts o;
 	struct bgs_save *s;
 	int r;
 
 	const uint64_t t_start = bgs_now_ns();
 
+	r = bgs_struct_in(&o, sizeof(o), opts);
+	if (r)
+		return r;
 	r = bgs_snap_begin(h);
 	if (r)
 		return r;
 	/* The regions as they are now: everything below is sized on them. */
-	r = current_regions(h, opts ? opts->flags : 0);
+	r = current_regions(h, o.flags);
 	if (r)
 		return r;
 	s = save_new(h);
 	if (!s)
 		return -ENOMEM;
-	s->opts = opts ? *opts : defaults;
+	s->opts = o;
 	s->pid = h->target ? h->target->pid : getpid();
 	s->stop_the_world = s->opts.flags & BGSNAP_SAVE_STOP_THE_WORLD;
 	s->verify = !(s->opts.flags & BGSNAP_SAVE_NO_VERIFY);

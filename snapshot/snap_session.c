@@ -504,11 +504,12 @@ static int copy_strings(char ***dst, size_t *n, const char *const *src,
 BGSNAP_API int bgsnap_target_pid(struct bgsnap *h, int pid,
 				 const struct bgsnap_target_opts *opts)
 {
-	const struct bgsnap_target_opts none = { 0 };
-	int r;
+	struct bgsnap_target_opts o;
+	int r = bgs_struct_in(&o, sizeof(o), opts);
 
-	if (!opts)
-		opts = &none;
+	if (r)
+		return r;
+	opts = &o;
 	if (busy(h))
 		return -EBUSY;
 	if (h->nregions || h->target) {
@@ -548,11 +549,12 @@ BGSNAP_API int bgsnap_region(const struct bgsnap *h, size_t i,
 			     struct bgsnap_region_info *info)
 {
 	const struct bgs_region *r;
+	struct bgsnap_region_info out;
 
 	if (i >= h->nregions)
 		return -ERANGE;
 	r = &h->regions[i];
-	*info = (struct bgsnap_region_info){
+	out = (struct bgsnap_region_info){
 		.name = r->name,
 		.addr = (void *)(uintptr_t)r->base,
 		.len = r->len,
@@ -560,7 +562,7 @@ BGSNAP_API int bgsnap_region(const struct bgsnap *h, size_t i,
 		.kind = r->kind,
 		.why = r->why ? r->why : "",
 	};
-	return 0;
+	return bgs_struct_out(info, &out, sizeof(out));
 }
 
 int bgs_snap_begin(struct bgsnap *h)
