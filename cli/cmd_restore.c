@@ -120,7 +120,12 @@ static int attach(struct bgsnap *h, const struct restore_args *a)
 	const int r = bgsnap_target_pid(h, a->pid, &topts);
 
 	if (r) {
-		cli_error("restore: process %d: %s", a->pid, detail(h, r));
+		char pfx[32];
+
+		cli_error(
+			"restore: %s%s",
+			cli_pid_prefix(pfx, sizeof(pfx), a->pid, detail(h, r)),
+			detail(h, r));
 		return r;
 	}
 	if (!cli_selected(h)) {

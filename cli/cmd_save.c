@@ -201,6 +201,8 @@ static int report_failure(const struct bgsnap *h, int pid, int r)
 {
 	char why[256];
 	const int code = cli_save_failure(pid, r, true, why, sizeof(why));
+	const char *msg = *why ? why : detail(h, r);
+	char pfx[32];
 
 	if (r == -ECANCELED && cli_interrupted())
 		cli_error("save: cancelled by %s; process %d runs on, no "
@@ -215,8 +217,8 @@ static int report_failure(const struct bgsnap *h, int pid, int r)
 			  "snapshot was written",
 			  pid, detail(h, r));
 	else
-		cli_error("save: process %d: %s; no snapshot was written%s",
-			  pid, *why ? why : detail(h, r),
+		cli_error("save: %s%s; no snapshot was written%s",
+			  cli_pid_prefix(pfx, sizeof(pfx), pid, msg), msg,
 			  code == EXIT_NOCAP ? " (see 'bgsnap caps')" : "");
 	return code;
 }
@@ -242,9 +244,13 @@ static int start(struct bgsnap *h, const struct cli_save_req *req)
 	if (r) {
 		/* Not attached: a refusal here comes from ptrace, not from a
 		 * missing capability. */
+		const char *msg;
+		char pfx[32];
+
 		code = cli_save_failure(req->pid, r, false, why, sizeof(why));
-		cli_error("save: process %d: %s", req->pid,
-			  *why ? why : detail(h, r));
+		msg = *why ? why : detail(h, r);
+		cli_error("save: %s%s",
+			  cli_pid_prefix(pfx, sizeof(pfx), req->pid, msg), msg);
 		goto out_unblock;
 	}
 	code = check_selection(h, req);

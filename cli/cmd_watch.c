@@ -612,9 +612,11 @@ static int attach(struct watch *w)
 	if (r) {
 		const int code =
 			cli_save_failure(w->pid, r, false, why, sizeof(why));
+		const char *msg = *why ? why : detail(w->h, r);
+		char pfx[32];
 
-		cli_error("watch: process %d: %s", w->pid,
-			  *why ? why : detail(w->h, r));
+		cli_error("watch: %s%s",
+			  cli_pid_prefix(pfx, sizeof(pfx), w->pid, msg), msg);
 		return code;
 	}
 	if (!cli_selected(w->h)) {

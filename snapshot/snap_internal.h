@@ -330,6 +330,8 @@ typedef int (*bgs_page_fn)(void *arg, const struct bgs_region *r,
 int bgs_snap_for_pages(const struct bgsnap *h, uint64_t start, uint64_t end,
 		       bgs_page_fn fn, void *arg);
 /* Re-read the target's mappings and rebuild the regions from them. */
+/* Who holds a mapping another userfaultfd has registered, in words. */
+const char *bgs_snap_uffd_holder(const struct bgsnap *h);
 int bgs_snap_target_refresh(struct bgsnap *h);
 /* Check that @g is still mapped as it was when added (its kind may move
  * between ANON and ANON_THP). */

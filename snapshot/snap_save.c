@@ -337,13 +337,21 @@ static int reprotect_failed(struct bgs_save *s, int64_t n)
 {
 	const char *why = bgs_monitor_failure(s->mon);
 
-	if (why)
+	if (why) {
 		bgs_snap_set_error(s->h, "%s", why);
-	else
+	} else if (n == -ENOENT) {
+		/* Part of a range is no longer the registered mapping. */
+		bgs_snap_set_error(
+			s->h, "protecting the written pages again: a "
+			      "region's mapping changed or vanished during "
+			      "the save (unmapped or moved by munmap, "
+			      "mremap or mmap)");
+		return BGSNAP_EHAZARD;
+	} else {
 		bgs_snap_set_error(s->h,
-				   "protecting the written pages again: %s "
-				   "(was a region unmapped while tracked?)",
+				   "protecting the written pages again: %s",
 				   strerror((int)-n));
+	}
 	return (int)n;
 }
 

@@ -432,6 +432,19 @@ static enum bgsnap_kind target_kind(const struct bgs_target_map *m)
 	}
 }
 
+const char *bgs_snap_uffd_holder(const struct bgsnap *h)
+{
+	if (!h->target)
+		return "another userfaultfd of this process holds it";
+	/* Another bgsnap takes the uffd it makes in the process out of it:
+	 * a uffd among the process's descriptors is most likely its own. */
+	if (bgs_target_has_uffd(h->target->pid))
+		return "a userfaultfd is registered on it: the process's own, "
+		       "or another save's of this process";
+	return "another save or restore of this process runs (another "
+	       "process holds a userfaultfd registered on it)";
+}
+
 static int target_map_refused(struct bgsnap *h, const struct bgs_target_map *m)
 {
 	const char *why = NULL;
@@ -439,7 +452,7 @@ static int target_map_refused(struct bgsnap *h, const struct bgs_target_map *m)
 	if (m->excluded || m->action != BGS_TACT_PROTECT)
 		return 0;
 	if (m->hazards & BGS_THZ_UFFD)
-		why = "the process uses userfaultfd on it itself";
+		why = bgs_snap_uffd_holder(h);
 	else if ((m->hazards & BGS_THZ_KSM) && ksm_running())
 		why = "it is MADV_MERGEABLE and ksmd runs: KSM merging drops "
 		      "write protection (exclude it or stop ksmd)";
