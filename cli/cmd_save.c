@@ -95,13 +95,26 @@ static const char save_usage[] =
 	"parent\";\n"
 	"                         readers look for PARENT beside FILE by its\n"
 	"                         name, or are given it (--parent)\n"
+	"      --max-stall SECONDS  abandon the save when it makes no "
+	"progress\n"
+	"                         for this long (a unit may follow: 500ms, "
+	"2m):\n"
+	"                         no write of the snapshot completes (the "
+	"reader\n"
+	"                         of -o - stopped reading, a disk hangs), or\n"
+	"                         bgsnap was stopped; the process is released\n"
+	"                         at once and nothing is left under FILE\n"
 	"      --json             report as one JSON object (stable keys)\n"
 	"  -q, --quiet            no progress bar, no report (but --json's)\n"
 	"  -h, --help             this help\n"
 	"\n"
 	"SIGINT, SIGTERM or SIGHUP cancel the save: the process runs on\n"
 	"unharmed and no file is left under FILE. If bgsnap itself is killed\n"
-	"(even with SIGKILL) the process runs on as well.\n"
+	"(even with SIGKILL) the process runs on as well. SIGTSTP, SIGTTIN\n"
+	"and SIGTTOU (Ctrl-Z) are ignored during a save. SIGSTOP cannot be:\n"
+	"while bgsnap is stopped, a thread of the process that writes a page\n"
+	"not yet saved waits until bgsnap is continued (with --max-stall, the\n"
+	"save then ends at once).\n"
 	"\n"
 	"exit status: 0 saved; 1 the save failed (FILE exists, the process "
 	"went\n"
@@ -117,6 +130,7 @@ enum {
 	OPT_STW,
 	OPT_JSON,
 	OPT_PARENT,
+	OPT_MAX_STALL,
 };
 
 static const struct option save_options[] = {
@@ -132,6 +146,7 @@ static const struct option save_options[] = {
 	{ "stop-the-world", no_argument, NULL, OPT_STW },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "parent", required_argument, NULL, OPT_PARENT },
+	{ "max-stall", required_argument, NULL, OPT_MAX_STALL },
 	{ "quiet", no_argument, NULL, 'q' },
 	CLI_OPT_HELP_ENTRY,
 	{ NULL, 0, NULL, 0 },
@@ -467,6 +482,17 @@ static bool take_option(struct cli_getopt *g, int c, void *ctx)
 	case OPT_PARENT:
 		a->opts.flags |= BGSNAP_SAVE_INCREMENTAL;
 		a->opts.parent = optarg;
+		return true;
+	case OPT_MAX_STALL:
+		if (!cli_arg_duration(g, optarg, &v))
+			return false;
+		if (v < 1000000 || v / 1000000 > UINT32_MAX) {
+			cli_error("save: --max-stall: '%s' is not between 1 ms "
+				  "and 49 days",
+				  optarg);
+			return false;
+		}
+		a->opts.max_stall_ms = (unsigned)(v / 1000000);
 		return true;
 	}
 	return false;

@@ -292,6 +292,15 @@ struct bgsnap_save_opts {
 	/* With BGSNAP_SAVE_INCREMENTAL: the parent's file, unless tracking
 	 * since it. Readers look for it beside the new file, by its name. */
 	const char *parent;
+	/* Abandon the save when it makes no progress for this long: no
+	 * write of the snapshot completes (a pipe's reader stopped reading,
+	 * a disk hangs), or bgsnap's own threads did not run (the process
+	 * was stopped). The owner is then released at once (nothing left
+	 * protected, every writer woken) and bgsnap_wait() returns
+	 * -ETIMEDOUT. 0: no limit. A stop of the whole process cannot be
+	 * caught while it lasts: the owner's writers that fault wait until
+	 * it is continued, then the save ends. */
+	unsigned max_stall_ms;
 };
 
 /*

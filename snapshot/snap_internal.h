@@ -357,6 +357,8 @@ int bgs_struct_out(void *dst, const void *src, size_t ssize);
 /* snap_save.c */
 /* Wait for the save under way (bgsnap_wait). */
 int bgs_save_wait(struct bgsnap *h);
+/* The writer failed with @ret: the save's error, with why in words. */
+int bgs_save_write_failed(struct bgs_save *s, int ret);
 /* Record @err as the save's error if it is the first; returns @err. */
 int bgs_save_fail(struct bgs_save *s, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

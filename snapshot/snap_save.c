@@ -193,6 +193,7 @@ static int open_writer(struct bgs_save *s, const char *path, int fd)
 		 * worst every page is faulted while the disk is behind,
 		 * the most a fork() would copy too. */
 		.overflow_pages = h->total_pages,
+		.max_stall_ns = (uint64_t)o->max_stall_ms * 1000000,
 		.regions = table,
 		.nregions = h->nregions,
 	};

@@ -557,8 +557,10 @@ static int wait_exit(pid_t pid, int ms)
 	return -1;
 }
 
-/* bgsnap with its stderr on a pipe, saving @pid into @file. */
-static pid_t spawn_save(const char *pid, const char *file, int *err_fd)
+/* bgsnap with its stderr on a pipe, saving @pid into @file, with
+ * --max-stall @max_stall unless NULL. */
+static pid_t spawn_save(const char *pid, const char *file, int *err_fd,
+			const char *max_stall)
 {
 	int err[2];
 	pid_t b;
@@ -573,7 +575,8 @@ static pid_t spawn_save(const char *pid, const char *file, int *err_fd)
 		setpgid(0, 0);
 		dup2(err[1], STDERR_FILENO);
 		execl(pt_bgsnap, "bgsnap", "save", "--pid", pid, "-o", file,
-		      "--compress", "none", (char *)NULL);
+		      "--compress", "none", max_stall ? "--max-stall" : NULL,
+		      max_stall, (char *)NULL);
 		_exit(127);
 	}
 	close(err[1]);
@@ -599,7 +602,8 @@ static void read_message(int fd, char *out, size_t n)
  * first: then again, with a new guest, a few times.
  */
 static pid_t save_caught_copying(struct pt_guest *g, const char *name,
-				 char *file, size_t n, char *pid, int *err)
+				 char *file, size_t n, char *pid, int *err,
+				 const char *max_stall)
 {
 	int status;
 
@@ -607,7 +611,7 @@ static pid_t save_caught_copying(struct pt_guest *g, const char *name,
 	for (int tries = 0; tries < 3; tries++) {
 		pt_guest_start(g, 0, "256M", "4k", NULL);
 		snprintf(pid, 16, "%d", (int)g->c.pid);
-		const pid_t b = spawn_save(pid, file, err);
+		const pid_t b = spawn_save(pid, file, err, max_stall);
 		if (wait_copying(b, name, &status))
 			return b;
 		fprintf(stderr, "# the save ended before it was caught; "
@@ -653,7 +657,8 @@ static void test_target_exits(void **state)
 	pid_t b;
 
 	(void)state;
-	b = save_caught_copying(&g, "exit.bgs", file, sizeof(file), pid, &err);
+	b = save_caught_copying(&g, "exit.bgs", file, sizeof(file), pid, &err,
+				NULL);
 	kill_guest_under(b, &g, err, "exit.bgs", file);
 }
 
@@ -687,7 +692,7 @@ static void test_target_exits_while_stopped(void **state)
 	for (int tries = 0; tries < 3; tries++) {
 		pt_guest_start(&g, 0, "256M", "4k", NULL);
 		snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
-		const pid_t b = spawn_save(pid, file, &err);
+		const pid_t b = spawn_save(pid, file, &err, NULL);
 		if (wait_tracing(b, g.c.pid, &status)) {
 			kill_guest_under(b, &g, err, "stopped.bgs", file);
 			return;
@@ -709,7 +714,8 @@ static void test_sigint_cancels(void **state)
 	pid_t b;
 
 	(void)state;
-	b = save_caught_copying(&g, "int.bgs", file, sizeof(file), pid, &err);
+	b = save_caught_copying(&g, "int.bgs", file, sizeof(file), pid, &err,
+				NULL);
 	kill(b, SIGINT);
 	assert_int_equal(wait_exit(b, SAVE_MS), 1);
 	read_message(err, msg, sizeof(msg));
@@ -731,7 +737,8 @@ static void test_sigtstp_ignored(void **state)
 	pid_t b;
 
 	(void)state;
-	b = save_caught_copying(&g, "tstp.bgs", file, sizeof(file), pid, &err);
+	b = save_caught_copying(&g, "tstp.bgs", file, sizeof(file), pid, &err,
+				NULL);
 	kill(b, SIGTSTP);
 	kill(b, SIGTTOU);
 	kill(b, SIGTTIN);
@@ -1249,6 +1256,61 @@ static void test_mapping_changes(void **state)
 	unlink(file);
 }
 
+/* ---- --max-stall ----------------------------------------------------------- */
+
+/* -o - into a reader that never reads, writers running: the save is
+ * abandoned after a second without a completed write, the guest released
+ * and unharmed. */
+static void test_max_stall_reader(void **state)
+{
+	char pid[16], msg[1024];
+	const char *argv[] = { "bgsnap", "save",	"--pid",    pid,
+			       "-o",	 "-",		"--buffer", "1M",
+			       "-q",	 "--max-stall", "1",	    NULL };
+	struct pt_guest g;
+	int out[2], err[2];
+	pid_t b;
+
+	(void)state;
+	pt_guest_start(&g, 0, "128M", "4k", NULL);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(err, O_CLOEXEC), 0);
+	b = spawn_fds(argv, out[1], err[1]);
+	close(out[1]);
+	close(err[1]);
+	assert_int_equal(wait_exit(b, SAVE_MS), 1);
+	read_message(err[0], msg, sizeof(msg));
+	assert_non_null(strstr(msg, "no write of the snapshot completed for "
+				    "1000 ms"));
+	must_be_unharmed(&g);
+	close(out[0]);
+	pt_guest_stop(&g);
+}
+
+/* bgsnap stopped for longer than --max-stall mid-copy: once continued, it
+ * gives up at once, leaves no file and the guest unharmed. */
+static void test_max_stall_stopped(void **state)
+{
+	char file[256], pid[16], msg[1024];
+	struct pt_guest g;
+	int err;
+	pid_t b;
+
+	(void)state;
+	b = save_caught_copying(&g, "stall.bgs", file, sizeof(file), pid, &err,
+				"1");
+	kill(b, SIGSTOP);
+	tu_sleep_ms(2500); /* the stop to be caught, not a bound checked */
+	kill(b, SIGCONT);
+	assert_int_equal(wait_exit(b, SAVE_MS), 1);
+	read_message(err, msg, sizeof(msg));
+	assert_non_null(strstr(msg, "bgsnap did not run for"));
+	assert_int_equal(access(file, F_OK), -1);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -1272,6 +1334,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_missing_capability),
 		cmocka_unit_test(test_concurrent_saves),
 		cmocka_unit_test(test_mapping_changes),
+		cmocka_unit_test(test_max_stall_reader),
+		cmocka_unit_test(test_max_stall_stopped),
 	};
 
 	pt_init(argc, argv);
