@@ -279,6 +279,19 @@ struct rs_stream;
 
 /* Read and check the header and region table from @fd (not seeked). */
 int bgs_rs_stream_open(struct rs_stream **s, int fd, struct rs_diag *diag);
+
+/* Attachments a copied stream may carry in all (bgs_rs_stream_open_tee). */
+#define RS_STREAM_ATTACH_MAX (1ULL << 30)
+/*
+ * The same, copying every byte read from @fd to @tee as it comes, for a
+ * stream kept as a file: page records are checked as stored, not
+ * decoded, and no more bytes are read than a store of the regions its
+ * header declares may have (each page in a record of its own, at most
+ * RS_STREAM_ATTACH_MAX bytes of attachments, the index, the footer):
+ * beyond, RS_ECORRUPT. A signal interrupting a read ends it with -EINTR.
+ */
+int bgs_rs_stream_open_tee(struct rs_stream **s, int fd, int tee,
+			   struct rs_diag *diag);
 void bgs_rs_stream_close(struct rs_stream *s);
 const struct rs_info *bgs_rs_stream_info(const struct rs_stream *s);
 size_t bgs_rs_stream_region_count(const struct rs_stream *s);

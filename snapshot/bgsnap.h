@@ -449,7 +449,8 @@ struct bgsnap_restore_opts {
 	size_t size;	/* sizeof, set by the caller; zero the rest */
 	unsigned flags; /* enum bgsnap_restore_flags */
 	/* The owner's quiesce hooks for an eager restore into live memory
-	 * (optional; called on the restoring thread around the writes). */
+	 * (optional; called on the restoring thread around the writes; for
+	 * another process, while bgsnap has it stopped). */
 	int (*pause)(void *arg);
 	void (*resume)(void *arg);
 	void *arg;
@@ -504,7 +505,13 @@ BGSNAP_API int bgsnap_restore_start(struct bgsnap *h, const char *path,
 				    const struct bgsnap_restore_opts *opts);
 /* The same from @fd. A regular file is read in place; a pipe (a stream)
  * is first copied to a spool file while being verified (memory: a few
- * MiB of buffers; disk: the snapshot's size), then restored from it. Lazy
+ * MiB of buffers; disk: the snapshot's size), then restored from it. The
+ * stream is checked as it arrives: bytes that are not a snapshot are
+ * refused at the first header (BGSNAP_EBADMAGIC ...), and the spool
+ * never grows beyond what a snapshot of the regions the stream declares
+ * can hold (each page raw in a record of its own, at most 1 GiB of
+ * attachments; beyond, BGSNAP_ECORRUPT). A signal that interrupts a read
+ * of the stream ends the restore with -EINTR, nothing written. Lazy
  * restore needs a regular file. */
 BGSNAP_API int bgsnap_restore_start_fd(struct bgsnap *h, int fd,
 				       const struct bgsnap_restore_opts *opts);
