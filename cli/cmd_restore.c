@@ -159,8 +159,13 @@ static int hold_signals(void *arg)
 {
 	if (sigprocmask(SIG_BLOCK, cli_stop_signals(), arg))
 		return -errno;
-	/* One caught while the snapshot was checked: write nothing. */
-	return cli_interrupted() ? -ECANCELED : 0;
+	/* One caught while the snapshot was checked: write nothing (and
+	 * no resume follows a failed pause). */
+	if (cli_interrupted()) {
+		sigprocmask(SIG_SETMASK, arg, NULL);
+		return -ECANCELED;
+	}
+	return 0;
 }
 
 static void release_signals(void *arg)

@@ -299,7 +299,9 @@ struct bgsnap_save_opts {
 	 * protected, every writer woken) and bgsnap_wait() returns
 	 * -ETIMEDOUT. 0: no limit. A stop of the whole process cannot be
 	 * caught while it lasts: the owner's writers that fault wait until
-	 * it is continued, then the save ends. */
+	 * it is continued, then the save ends. A write is bounded only
+	 * through io_uring (used wherever the kernel allows it); without,
+	 * a write(2) that blocks is seen only when it returns. */
 	unsigned max_stall_ms;
 };
 
