@@ -399,6 +399,10 @@ int cli_input_check(const char *label, const char *path, const char *hint);
  */
 int cli_target_check(const char *cmd, int pid);
 
+/* "process @pid: " to put before @msg, or "" when @msg names the process
+ * already (the library's messages mostly do). Written into @buf. */
+const char *cli_pid_prefix(char *buf, size_t len, int pid, const char *msg);
+
 struct bgsnap;
 /* How many of @h's mappings the --include/--exclude filters leave to
  * save or restore (regions not of kind BGSNAP_KIND_UNSAVED): restore and

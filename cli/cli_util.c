@@ -14,6 +14,7 @@
 #include "cli.h"
 
 #include <bgsnap.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1208,10 +1209,22 @@ size_t cli_selected(const struct bgsnap *h)
 	size_t n = 0;
 
 	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
-		struct bgsnap_region_info ri;
+		struct bgsnap_region_info ri = { .size = sizeof(ri) };
 
 		n += !bgsnap_region(h, i, &ri) &&
 		     ri.kind != BGSNAP_KIND_UNSAVED;
 	}
 	return n;
+}
+
+const char *cli_pid_prefix(char *buf, size_t len, int pid, const char *msg)
+{
+	char name[32];
+	const int n = snprintf(name, sizeof(name), "process %d", pid);
+
+	for (const char *p = msg; (p = strstr(p, name)); p += n)
+		if (!isdigit((unsigned char)p[n]))
+			return "";
+	snprintf(buf, len, "%s: ", name);
+	return buf;
 }

@@ -248,7 +248,7 @@ static int start_guest(struct demo *d)
 
 static int save_guest(struct demo *d)
 {
-	const struct bgsnap_save_opts opts = { 0 };
+	const struct bgsnap_save_opts opts = { .size = sizeof(opts) };
 	const struct cli_save_req req = {
 		.pid = d->g.pid,
 		.path = d->file,
@@ -277,11 +277,11 @@ static int save_guest(struct demo *d)
 /* The saved region that was the guest's memory. */
 static int find_guest_region(struct demo *d, struct bgsnap_file *f)
 {
-	struct bgsnap_file_info info;
+	struct bgsnap_file_info info = { .size = sizeof(info) };
 
 	bgsnap_file_info(f, &info);
 	for (size_t i = 0; i < info.regions; i++) {
-		struct bgsnap_file_region r;
+		struct bgsnap_file_region r = { .size = sizeof(r) };
 
 		if (!bgsnap_file_region(f, i, &r) && r.addr == d->addr &&
 		    r.len == d->len)
@@ -354,12 +354,14 @@ static int restore_into_guest(struct demo *d, bool dry, uint64_t *changed,
 			      uint64_t *ns)
 {
 	const char *include[] = { d->range };
-	const struct bgsnap_target_opts topts = { .include = include,
+	const struct bgsnap_target_opts topts = { .size = sizeof(topts),
+						  .include = include,
 						  .ninclude = 1 };
 	const struct bgsnap_restore_opts o = {
+		.size = sizeof(o),
 		.flags = dry ? BGSNAP_RESTORE_DRY_RUN : 0,
 	};
-	struct bgsnap_stats st;
+	struct bgsnap_stats st = { .size = sizeof(st) };
 	struct bgsnap *h;
 	uint64_t t0 = cli_now_ns();
 	int r = bgsnap_new(&h);

@@ -404,6 +404,7 @@ static int plan_one(struct job *j)
 	}
 	j->nt = 1;
 	t->region = (size_t)i;
+	t->r.size = sizeof(t->r);
 	bgsnap_file_region(j->f, t->region, &t->r);
 	if (t->r.kind == BGSNAP_KIND_UNSAVED) {
 		cli_error("%s: region '%s' was not saved (recorded by name "
@@ -429,6 +430,7 @@ static int plan_all(struct job *j, size_t n)
 		struct target *t = &j->t[k];
 
 		t->region = k;
+		t->r.size = sizeof(t->r);
 		bgsnap_file_region(j->f, k, &t->r);
 		t->skipped = t->r.kind == BGSNAP_KIND_UNSAVED;
 		derive_name(j, k, t->name);
@@ -521,7 +523,7 @@ static bool is_damage(int err)
 static int find_chain(struct job *j)
 {
 	struct bgsnap_file *f = j->f, *p;
-	struct bgsnap_file_info in;
+	struct bgsnap_file_info in = { .size = sizeof(in) };
 	int ret = 0;
 
 	for (size_t i = 0; i < j->o->nparents && !ret; i++)
@@ -572,7 +574,7 @@ static int export_core(struct job *j)
 
 static int export(struct job *j)
 {
-	struct bgsnap_file_info in;
+	struct bgsnap_file_info in = { .size = sizeof(in) };
 	int code, ret;
 
 	bgsnap_file_info(j->f, &in);

@@ -142,6 +142,7 @@ static void flatten_failed(const struct flatten *fl, const struct bgsnap *h,
 static int run(struct flatten *fl)
 {
 	const struct bgsnap_restore_opts o = {
+		.size = sizeof(o),
 		.parents = fl->parents,
 		.nparents = fl->nparents,
 	};
@@ -182,7 +183,7 @@ static int run(struct flatten *fl)
 static size_t chain_length(const struct flatten *fl)
 {
 	struct bgsnap_file *f, *c, *p;
-	struct bgsnap_file_info in;
+	struct bgsnap_file_info in = { .size = sizeof(in) };
 	size_t n = 1;
 
 	if (bgsnap_file_open(&f, fl->file, NULL, 0))
@@ -201,7 +202,7 @@ static int report(const struct flatten *fl)
 {
 	char err[BGSNAP_FILE_ERROR_MAX], a[CLI_FMT_LEN], b[CLI_FMT_LEN];
 	char c[CLI_FMT_LEN];
-	struct bgsnap_file_info in;
+	struct bgsnap_file_info in = { .size = sizeof(in) };
 	struct bgsnap_file *f;
 	const size_t n = chain_length(fl);
 	struct cli_json j;

@@ -249,7 +249,7 @@ static void fmt_time(char *out, size_t len, uint64_t ns, bool utc)
  */
 static int parent_of(struct bgsnap_file *f, struct bgsnap_file **p)
 {
-	struct bgsnap_file_info in;
+	struct bgsnap_file_info in = { .size = sizeof(in) };
 	int ret;
 
 	*p = NULL;
@@ -329,7 +329,7 @@ static int name_width(struct bgsnap_file *f, size_t n)
 	int w = 4;
 
 	for (size_t i = 0; i < n; i++) {
-		struct bgsnap_file_region r;
+		struct bgsnap_file_region r = { .size = sizeof(r) };
 
 		bgsnap_file_region(f, i, &r);
 		if ((int)strlen(r.name) > w)
@@ -368,7 +368,7 @@ static void text_regions(struct bgsnap_file *f,
 	       "PROT", "DATA", "ZERO", in->incremental ? "  PARENT" : "",
 	       "STORED", "RATIO");
 	for (size_t i = 0; i < in->regions; i++) {
-		struct bgsnap_file_region r;
+		struct bgsnap_file_region r = { .size = sizeof(r) };
 
 		bgsnap_file_region(f, i, &r);
 		text_region(&r, w, in->incremental);
@@ -381,7 +381,7 @@ static void text_regions(struct bgsnap_file *f,
 static int text_chain(struct bgsnap_file *f)
 {
 	char id[33], sz[CLI_FMT_LEN];
-	struct bgsnap_file_info in;
+	struct bgsnap_file_info in = { .size = sizeof(in) };
 	struct bgsnap_file *p;
 	size_t level = 0;
 	int found;
@@ -529,7 +529,7 @@ static void json_lists(struct cli_json *j, struct bgsnap_file *f,
 	cli_json_key(j, "regions");
 	cli_json_array_begin(j);
 	for (size_t i = 0; i < in->regions; i++) {
-		struct bgsnap_file_region r;
+		struct bgsnap_file_region r = { .size = sizeof(r) };
 
 		bgsnap_file_region(f, i, &r);
 		json_region(j, &r);
@@ -552,7 +552,7 @@ static void json_lists(struct cli_json *j, struct bgsnap_file *f,
 
 static void json_link(struct cli_json *j, struct bgsnap_file *f)
 {
-	struct bgsnap_file_info in;
+	struct bgsnap_file_info in = { .size = sizeof(in) };
 	char id[33];
 
 	bgsnap_file_info(f, &in);
@@ -576,7 +576,7 @@ static void json_link(struct cli_json *j, struct bgsnap_file *f)
  * the chain is whole, else why it is not (as parent_of()). */
 static int json_chain(struct cli_json *j, struct bgsnap_file *f)
 {
-	struct bgsnap_file_info in;
+	struct bgsnap_file_info in = { .size = sizeof(in) };
 	struct bgsnap_file *p;
 	int found;
 	char id[33];
@@ -667,7 +667,7 @@ static int show(const struct info_opts *o)
 {
 	const char *path = o->path;
 	char err[BGSNAP_FILE_ERROR_MAX];
-	struct bgsnap_file_info in;
+	struct bgsnap_file_info in = { .size = sizeof(in) };
 	struct bgsnap_file *f;
 	struct stats *st = calloc(1, sizeof(*st));
 	int ret = st ? bgsnap_file_open(&f, path, err, sizeof(err)) : -ENOMEM;

@@ -7,8 +7,11 @@
  * process, proves its mappings unchanged since they were matched to the
  * snapshot's regions, writes the pages back and lets it run. Once the
  * writes have begun, stopping half-way would leave the process with memory
- * from two instants: SIGINT, SIGTERM and SIGHUP are held back for the
- * whole restore and take effect after it.
+ * from two instants: SIGINT, SIGTERM and SIGHUP are held back while the
+ * process is written (the library's pause and resume hooks), and only
+ * then. Before, while the snapshot is read and checked (a stream on
+ * standard input may take long), they cancel the restore: nothing is
+ * written.
  */
 #include "cli.h"
 
@@ -63,7 +66,12 @@ static const char restore_usage[] =
 	"  -q, --quiet           no report\n"
 	"  -h, --help            this help\n"
 	"\n"
-	"Signals are held back during a restore: it cannot be left half done.\n"
+	"SIGINT, SIGTERM and SIGHUP cancel a restore while FILE is read and\n"
+	"checked (nothing is written); they are held back while the process\n"
+	"is written, which cannot be left half done. '-' is checked as it\n"
+	"arrives: what is not a snapshot is refused at its first bytes, and\n"
+	"the copy kept in $TMPDIR never grows beyond what a snapshot of the\n"
+	"regions it declares can hold.\n"
 	"\n"
 	"exit status: 0 restored (or the dry run found no problem); 1 the\n"
 	"restore failed (no such process, permission denied, a region is gone "
@@ -111,6 +119,7 @@ static const char *detail(const struct bgsnap *h, int err)
 static int attach(struct bgsnap *h, const struct restore_args *a)
 {
 	const struct bgsnap_target_opts topts = {
+		.size = sizeof(topts),
 		.include = a->include,
 		.ninclude = a->ninclude,
 		.exclude = a->exclude,
@@ -119,7 +128,12 @@ static int attach(struct bgsnap *h, const struct restore_args *a)
 	const int r = bgsnap_target_pid(h, a->pid, &topts);
 
 	if (r) {
-		cli_error("restore: process %d: %s", a->pid, detail(h, r));
+		char pfx[32];
+
+		cli_error(
+			"restore: %s%s",
+			cli_pid_prefix(pfx, sizeof(pfx), a->pid, detail(h, r)),
+			detail(h, r));
 		return r;
 	}
 	if (!cli_selected(h)) {
@@ -138,15 +152,39 @@ static void open_snapshot(struct restore_args *a)
 		bgsnap_file_open(&a->snap, a->file, NULL, 0);
 }
 
+/* SIGINT, SIGTERM and SIGHUP are held back only while the process is
+ * written: reading and checking the snapshot (a stream on standard
+ * input may take long) can be interrupted. */
+static int hold_signals(void *arg)
+{
+	if (sigprocmask(SIG_BLOCK, cli_stop_signals(), arg))
+		return -errno;
+	/* One caught while the snapshot was checked: write nothing (and
+	 * no resume follows a failed pause). */
+	if (cli_interrupted()) {
+		sigprocmask(SIG_SETMASK, arg, NULL);
+		return -ECANCELED;
+	}
+	return 0;
+}
+
+static void release_signals(void *arg)
+{
+	sigprocmask(SIG_SETMASK, arg, NULL);
+}
+
 static int run(struct bgsnap *h, const struct restore_args *a)
 {
-	const struct bgsnap_restore_opts o = {
-		.flags = a->dry_run ? BGSNAP_RESTORE_DRY_RUN : 0,
-	};
 	sigset_t old;
+	const struct bgsnap_restore_opts o = {
+		.size = sizeof(o),
+		.flags = a->dry_run ? BGSNAP_RESTORE_DRY_RUN : 0,
+		.pause = hold_signals,
+		.resume = release_signals,
+		.arg = &old,
+	};
 	int r;
 
-	sigprocmask(SIG_BLOCK, cli_stop_signals(), &old);
 	/* Mappings that changed between reading them and stopping the
 	 * process make the library say "try again" (nothing written): a few
 	 * tries, from a file (standard input cannot be read twice). */
@@ -159,14 +197,14 @@ static int run(struct bgsnap *h, const struct restore_args *a)
 		if (r != -EAGAIN || !strcmp(a->file, "-") || tries == TRIES)
 			break;
 	}
-	sigprocmask(SIG_SETMASK, &old, NULL);
 	return r;
 }
 
 static int exit_code_for(int err)
 {
 	if (err == BGSNAP_EMISMATCH || err == BGSNAP_ETARGET || err == -ESRCH ||
-	    err == -EPERM || err == -EAGAIN)
+	    err == -EPERM || err == -EAGAIN || err == -EINTR ||
+	    err == -ECANCELED)
 		return EXIT_FAILED;
 	return cli_file_exit(err);
 }
@@ -184,6 +222,13 @@ static void report_failure(const struct bgsnap *h, const struct restore_args *a,
 	/* The library's message names the file when it is about it. */
 	const bool named = strstr(d, a->file) != NULL;
 
+	if ((r == -EINTR || r == -ECANCELED) && cli_interrupted()) {
+		cli_error("restore: %s: cancelled by %s while it was read; "
+			  "nothing was written",
+			  a->file, strsignal(cli_interrupted()));
+		return;
+	}
+
 	cli_error("restore: %s%s%s%s", named ? "" : a->file, named ? "" : ": ",
 		  d, before ? "; nothing was written" : "");
 }
@@ -195,7 +240,7 @@ static void report_failure(const struct bgsnap *h, const struct restore_args *a,
 static bool written(const struct restore_args *a,
 		    const struct bgsnap_region_info *ri)
 {
-	struct bgsnap_file_region fr;
+	struct bgsnap_file_region fr = { .size = sizeof(fr) };
 	int i;
 
 	if (ri->kind == BGSNAP_KIND_UNSAVED)
@@ -212,7 +257,7 @@ static void report_regions(const struct bgsnap *h, const struct restore_args *a)
 	char b[CLI_FMT_LEN];
 
 	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
-		struct bgsnap_region_info ri;
+		struct bgsnap_region_info ri = { .size = sizeof(ri) };
 
 		if (bgsnap_region(h, i, &ri) || !written(a, &ri))
 			continue;
@@ -257,7 +302,7 @@ static void report_json(const struct bgsnap *h, const struct restore_args *a,
 	cli_json_key(&j, "regions");
 	cli_json_array_begin(&j);
 	for (size_t i = 0; i < bgsnap_region_count(h); i++) {
-		struct bgsnap_region_info ri;
+		struct bgsnap_region_info ri = { .size = sizeof(ri) };
 
 		if (bgsnap_region(h, i, &ri) || !written(a, &ri))
 			continue;
@@ -327,7 +372,7 @@ static int parse_args(int argc, char **argv, struct restore_args *a)
 int cmd_restore(int argc, char **argv)
 {
 	struct restore_args a = { 0 };
-	struct bgsnap_stats st;
+	struct bgsnap_stats st = { .size = sizeof(st) };
 	struct bgsnap *h;
 	int r = parse_args(argc, argv, &a);
 
@@ -335,6 +380,7 @@ int cmd_restore(int argc, char **argv)
 		return r;
 	if (cli_target_check("restore", a.pid))
 		return EXIT_FAILED;
+	cli_catch_signals();
 	r = bgsnap_new(&h);
 	if (r) {
 		cli_error("restore: %s", bgsnap_strerror(r));

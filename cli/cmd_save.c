@@ -103,13 +103,26 @@ static const char save_usage[] =
 	"parent\";\n"
 	"                         readers look for PARENT beside FILE by its\n"
 	"                         name, or are given it (--parent)\n"
+	"      --max-stall SECONDS  abandon the save when it makes no "
+	"progress\n"
+	"                         for this long (a unit may follow: 500ms, "
+	"2m):\n"
+	"                         no write of the snapshot completes (the "
+	"reader\n"
+	"                         of -o - stopped reading, a disk hangs), or\n"
+	"                         bgsnap was stopped; the process is released\n"
+	"                         at once and nothing is left under FILE\n"
 	"      --json             report as one JSON object (stable keys)\n"
 	"  -q, --quiet            no progress bar, no report (but --json's)\n"
 	"  -h, --help             this help\n"
 	"\n"
 	"SIGINT, SIGTERM or SIGHUP cancel the save: the process runs on\n"
 	"unharmed and no file is left under FILE. If bgsnap itself is killed\n"
-	"(even with SIGKILL) the process runs on as well.\n"
+	"(even with SIGKILL) the process runs on as well. SIGTSTP, SIGTTIN\n"
+	"and SIGTTOU (Ctrl-Z) are ignored during a save. SIGSTOP cannot be:\n"
+	"while bgsnap is stopped, a thread of the process that writes a page\n"
+	"not yet saved waits until bgsnap is continued (with --max-stall, the\n"
+	"save then ends at once).\n"
 	"\n"
 	"exit status: 0 saved; 1 the save failed (FILE exists, the process "
 	"went\n"
@@ -126,6 +139,7 @@ enum {
 	OPT_JSON,
 	OPT_PARENT,
 	OPT_CPUS,
+	OPT_MAX_STALL,
 };
 
 static const struct option save_options[] = {
@@ -143,6 +157,7 @@ static const struct option save_options[] = {
 	{ "stop-the-world", no_argument, NULL, OPT_STW },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "parent", required_argument, NULL, OPT_PARENT },
+	{ "max-stall", required_argument, NULL, OPT_MAX_STALL },
 	{ "quiet", no_argument, NULL, 'q' },
 	CLI_OPT_HELP_ENTRY,
 	{ NULL, 0, NULL, 0 },
@@ -180,7 +195,7 @@ static void count_regions(const struct bgsnap *h, struct cli_save_result *res)
 	const size_t n = bgsnap_region_count(h);
 
 	for (size_t i = 0; i < n; i++) {
-		struct bgsnap_region_info ri;
+		struct bgsnap_region_info ri = { .size = sizeof(ri) };
 
 		if (bgsnap_region(h, i, &ri))
 			continue;
@@ -221,6 +236,8 @@ static int report_failure(const struct bgsnap *h,
 	const int pid = req->pid;
 	char why[256];
 	const int code = cli_save_failure(pid, r, true, why, sizeof(why));
+	const char *msg = *why ? why : detail(h, r);
+	char pfx[32];
 
 	if (r == -ECANCELED && cli_interrupted())
 		cli_error("%s: cancelled by %s; process %d runs on, no "
@@ -235,8 +252,8 @@ static int report_failure(const struct bgsnap *h,
 			  "%s was written",
 			  cmd, pid, detail(h, r), what);
 	else
-		cli_error("%s: process %d: %s; no %s was written%s", cmd, pid,
-			  *why ? why : detail(h, r), what,
+		cli_error("%s: %s%s; no %s was written%s", cmd,
+			  cli_pid_prefix(pfx, sizeof(pfx), pid, msg), msg, what,
 			  code == EXIT_NOCAP ? " (see 'bgsnap caps')" : "");
 	return code;
 }
@@ -247,6 +264,7 @@ static int report_failure(const struct bgsnap *h,
 static int start(struct bgsnap *h, const struct cli_save_req *req)
 {
 	const struct bgsnap_target_opts topts = {
+		.size = sizeof(topts),
 		.include = req->include,
 		.ninclude = req->ninclude,
 		.exclude = req->exclude,
@@ -261,9 +279,13 @@ static int start(struct bgsnap *h, const struct cli_save_req *req)
 	if (r) {
 		/* Not attached: a refusal here comes from ptrace, not from a
 		 * missing capability. */
+		const char *msg;
+		char pfx[32];
+
 		code = cli_save_failure(req->pid, r, false, why, sizeof(why));
-		cli_error("%s: process %d: %s", cmd_of(req), req->pid,
-			  *why ? why : detail(h, r));
+		msg = *why ? why : detail(h, r);
+		cli_error("%s: %s%s", cmd_of(req),
+			  cli_pid_prefix(pfx, sizeof(pfx), req->pid, msg), msg);
 		goto out_unblock;
 	}
 	code = check_selection(h, req);
@@ -291,7 +313,7 @@ static void watch(struct bgsnap *h, bool quiet)
 {
 	const struct timespec tick = { 0, POLL_INTERVAL_NS };
 	struct cli_progress bar;
-	struct bgsnap_progress p;
+	struct bgsnap_progress p = { .size = sizeof(p) };
 	bool cancelled = false;
 
 	bgsnap_progress(h, &p);
@@ -332,8 +354,10 @@ int cli_save_pid(const struct cli_save_req *req, struct cli_save_result *res)
 		goto out_free;
 	}
 	count_regions(h, res);
-	if (res->stats)
+	if (res->stats) {
+		res->stats->size = sizeof(*res->stats);
 		bgsnap_stats(h, res->stats);
+	}
 out_free:
 	bgsnap_free(h);
 	return code;
@@ -508,6 +532,17 @@ static bool take_option(struct cli_getopt *g, int c, void *ctx)
 	case OPT_CPUS:
 		a->opts.cpus = optarg;
 		return true;
+	case OPT_MAX_STALL:
+		if (!cli_arg_duration(g, optarg, &v))
+			return false;
+		if (v < 1000000 || v / 1000000 > UINT32_MAX) {
+			cli_error("save: --max-stall: '%s' is not between 1 ms "
+				  "and 49 days",
+				  optarg);
+			return false;
+		}
+		a->opts.max_stall_ms = (unsigned)(v / 1000000);
+		return true;
 	}
 	return false;
 }
@@ -565,7 +600,7 @@ static bool same_file(const char *path, const struct stat *st)
 static size_t chain_level(const char *parent, const struct stat *st)
 {
 	struct bgsnap_file *f, *c, *p;
-	struct bgsnap_file_info in;
+	struct bgsnap_file_info in = { .size = sizeof(in) };
 	size_t level = 0;
 
 	if (bgsnap_file_open(&f, parent, NULL, 0))
@@ -685,8 +720,8 @@ static int publish(const struct save_args *a)
 
 int cmd_save(int argc, char **argv)
 {
-	struct save_args a = { .dirfd = -1 };
-	struct bgsnap_stats st;
+	struct save_args a = { .dirfd = -1, .opts.size = sizeof(a.opts) };
+	struct bgsnap_stats st = { .size = sizeof(st) };
 	struct cli_save_result res = { .stats = &st };
 	FILE *out;
 	int r;

@@ -105,6 +105,7 @@ static void check(struct verify *v)
 	if (v->err)
 		return;
 	v->opened = true;
+	v->info.size = sizeof(v->info);
 	bgsnap_file_info(v->f, &v->info);
 	for (size_t i = 0; i < v->nparents && !v->err; i++)
 		v->err = bgsnap_file_add_parent(v->f, v->parents[i]);
@@ -129,7 +130,7 @@ static struct bgsnap_file *ancestor(const struct verify *v, size_t level)
 	struct bgsnap_file *f = v->f, *p;
 
 	for (size_t k = 0; k < level && f; k++) {
-		struct bgsnap_file_info in;
+		struct bgsnap_file_info in = { .size = sizeof(in) };
 
 		bgsnap_file_info(f, &in);
 		/* The check opened the chain already: this only finds a
@@ -188,7 +189,7 @@ static void json_chain(struct cli_json *j, const struct verify *v)
 	}
 	cli_json_array_begin(j);
 	for (size_t k = 0; (f = ancestor(v, k)); k++) {
-		struct bgsnap_file_info in;
+		struct bgsnap_file_info in = { .size = sizeof(in) };
 		char id[33];
 
 		bgsnap_file_info(f, &in);
@@ -244,7 +245,7 @@ static void print_ok(const struct verify *v)
 
 	for (; (f = ancestor(v, files)) && (files == 0 || chained(v));
 	     files++) {
-		struct bgsnap_file_info in;
+		struct bgsnap_file_info in = { .size = sizeof(in) };
 
 		bgsnap_file_info(f, &in);
 		checked += in.file_size;

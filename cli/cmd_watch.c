@@ -359,6 +359,7 @@ static void unclaim(const struct watch *w, const struct shot *s)
 static int start_save(struct watch *w, const struct shot *s)
 {
 	const struct bgsnap_save_opts o = {
+		.size = sizeof(o),
 		.flags = BGSNAP_SAVE_KEEP_TRACKING |
 			 (s->full ? 0u : (unsigned)BGSNAP_SAVE_INCREMENTAL),
 	};
@@ -377,7 +378,7 @@ static int start_save(struct watch *w, const struct shot *s)
 static int finish_save(struct watch *w)
 {
 	const struct timespec tick = { 0, (long)TICK_NS };
-	struct bgsnap_progress p;
+	struct bgsnap_progress p = { .size = sizeof(p) };
 	bool cancelled = false;
 
 	for (bgsnap_progress(w->h, &p); p.running; bgsnap_progress(w->h, &p)) {
@@ -407,8 +408,10 @@ static int save(struct watch *w, struct shot *s)
 		if (!r)
 			r = finish_save(w);
 	}
-	if (!r)
+	if (!r) {
+		s->st.size = sizeof(s->st);
 		bgsnap_stats(w->h, &s->st);
+	}
 	return r;
 }
 
@@ -592,6 +595,7 @@ static void run(struct watch *w)
 static int attach(struct watch *w)
 {
 	const struct bgsnap_target_opts topts = {
+		.size = sizeof(topts),
 		.include = w->include,
 		.ninclude = w->ninclude,
 		.exclude = w->exclude,
@@ -608,9 +612,11 @@ static int attach(struct watch *w)
 	if (r) {
 		const int code =
 			cli_save_failure(w->pid, r, false, why, sizeof(why));
+		const char *msg = *why ? why : detail(w->h, r);
+		char pfx[32];
 
-		cli_error("watch: process %d: %s", w->pid,
-			  *why ? why : detail(w->h, r));
+		cli_error("watch: %s%s",
+			  cli_pid_prefix(pfx, sizeof(pfx), w->pid, msg), msg);
 		return code;
 	}
 	if (!cli_selected(w->h)) {

@@ -101,6 +101,9 @@ struct rs_writer_opts {
 	const cpu_set_t *cpus; /* where io_uring's workers may run; NULL:
 				* anywhere. Where they cannot be pinned,
 				* the caller's thread writes instead. */
+	/* With io_uring: no write completing for this long while writes
+	 * are in flight fails the store with -ETIMEDOUT (0: no limit). */
+	uint64_t max_stall_ns;
 };
 
 struct rs_writer;
@@ -160,6 +163,9 @@ bool bgs_rs_writer_ready(struct rs_writer *w, uint64_t npages);
  * bgs_rs_writer_ready may change its mind), or -1: writes are
  * synchronous, there is nothing to wait for. */
 int bgs_rs_writer_wait_fd(const struct rs_writer *w);
+/* How many times the writer's thread has waited for a write to complete
+ * (a caller that sees this unchanged did not wait on the writer). */
+uint64_t bgs_rs_writer_waits(const struct rs_writer *w);
 /* Store a run known to be zero without reading it (never-populated). */
 int bgs_rs_put_zero(struct rs_writer *w, uint32_t region, uint64_t first,
 		    uint64_t npages);
@@ -319,6 +325,19 @@ struct rs_stream;
 
 /* Read and check the header and region table from @fd (not seeked). */
 int bgs_rs_stream_open(struct rs_stream **s, int fd, struct rs_diag *diag);
+
+/* Attachments a copied stream may carry in all (bgs_rs_stream_open_tee). */
+#define RS_STREAM_ATTACH_MAX (1ULL << 30)
+/*
+ * The same, copying every byte read from @fd to @tee as it comes, for a
+ * stream kept as a file: page records are checked as stored, not
+ * decoded, and no more bytes are read than a store of the regions its
+ * header declares may have (each page in a record of its own, at most
+ * RS_STREAM_ATTACH_MAX bytes of attachments, the index, the footer):
+ * beyond, RS_ECORRUPT. A signal interrupting a read ends it with -EINTR.
+ */
+int bgs_rs_stream_open_tee(struct rs_stream **s, int fd, int tee,
+			   struct rs_diag *diag);
 void bgs_rs_stream_close(struct rs_stream *s);
 const struct rs_info *bgs_rs_stream_info(const struct rs_stream *s);
 size_t bgs_rs_stream_region_count(const struct rs_stream *s);

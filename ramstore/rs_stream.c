@@ -51,22 +51,51 @@ struct rs_stream {
 	char name[RS_NAME_MAX + 1]; /* the last attachment's */
 	int state;		    /* 1 going, 0 clean end, < 0 the error */
 	struct rs_diag last;	    /* what that error said */
+	int tee;		    /* every byte read is copied here; or -1 */
+	uint64_t limit;		    /* bytes the stream may have; 0: any */
+	/* With a limit: bytes of page records, and of the others, so far
+	 * and at most (page records as the regions can hold). */
+	uint64_t page_bytes, page_max, other_bytes, other_max;
 };
 
 /* ---- the window ---------------------------------------------------------- */
+
+static int write_all(int fd, const uint8_t *p, size_t len)
+{
+	while (len) {
+		const ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
 
 static int read_more(struct rs_stream *s)
 {
 	const size_t room = s->cap - s->tail;
 	ssize_t n;
 
+	/* A copy (tee) stops at a signal: its caller may be asked to. */
 	do
 		n = s->positional ? pread(s->fd, s->buf + s->tail, room,
 					  (off_t)s->rpos)
 				  : read(s->fd, s->buf + s->tail, room);
-	while (n < 0 && errno == EINTR);
+	while (n < 0 && errno == EINTR && s->tee < 0);
 	if (n < 0)
 		return -errno;
+	if (s->limit && s->rpos + (uint64_t)n > s->limit)
+		return -EFBIG;
+	if (n > 0 && s->tee >= 0) {
+		const int ret = write_all(s->tee, s->buf + s->tail, (size_t)n);
+
+		if (ret)
+			return ret;
+	}
 	s->eof = n == 0;
 	s->tail += (size_t)n;
 	s->rpos += (uint64_t)n;
@@ -205,6 +234,15 @@ static int ended(struct rs_stream *s, int ret, struct rs_diag *d,
 			d, ret, s->pos + (s->tail - s->head),
 			"the store ends at offset %llu, inside %s",
 			(unsigned long long)(s->pos + s->tail - s->head), what);
+	if (ret == -EFBIG) /* a malformed stream, as one too long is */
+		return bgs_rs_diag(d, RS_ECORRUPT, s->pos,
+				   "the stream goes on past %llu bytes, the "
+				   "most a snapshot of its regions can have",
+				   (unsigned long long)s->limit);
+	if (ret == -EINTR)
+		return bgs_rs_diag(d, ret, s->pos,
+				   "reading the stream: interrupted by a "
+				   "signal");
 	if (ret < 0 && ret > -4096)
 		return bgs_rs_diag(d, ret, s->pos, "reading the store: %s",
 				   strerror(-ret));
@@ -288,6 +326,7 @@ static int stream_new(struct rs_stream **sp, int fd, bool positional,
 	s->first_cap = first_cap;
 	s->no_decode = no_decode;
 	s->state = 1;
+	s->tee = -1;
 	ret = read_header(s, d);
 	if (!ret)
 		ret = read_regions(s, d);
@@ -302,6 +341,75 @@ static int stream_new(struct rs_stream **sp, int fd, bool positional,
 int bgs_rs_stream_open(struct rs_stream **s, int fd, struct rs_diag *diag)
 {
 	return stream_new(s, fd, false, false, RS_STREAM_BUF_PIPE, NULL, diag);
+}
+
+/* The largest stream of the regions in @s's header: every page in a
+ * record of its own, as large as lz4 may make it; RS_STREAM_ATTACH_MAX
+ * bytes of attachments and skippable records; the index of all these
+ * records; the footer. */
+static void stream_bound(struct rs_stream *s)
+{
+	const uint64_t h = s->h.rechdr_len;
+	const uint64_t lz4_page = RS_PAGE + RS_PAGE / 255 + 16;
+	uint64_t pages = 0;
+
+	for (size_t i = 0; i < s->h.nregions; i++)
+		pages += s->h.regions[i].length / RS_PAGE;
+	s->page_max = pages * (h + lz4_page);
+	s->other_max = RS_MAX_ATTACHMENTS * h + RS_STREAM_ATTACH_MAX;
+	s->limit = s->pos + s->page_max + s->other_max + h +
+		   (pages + RS_MAX_ATTACHMENTS) * RS_INDEX_ENTRY_SIZE +
+		   RS_FOOTER_SIZE;
+}
+
+/* A record beyond what a snapshot of the regions can hold: refused at its
+ * header, before its payload is read. */
+static int over_budget(struct rs_stream *s, const struct rs_rechdr *rh,
+		       uint64_t off, struct rs_diag *d)
+{
+	const uint64_t len = s->h.rechdr_len + rh->payload_len;
+	const bool pages = rh->type == RS_REC_PAGES;
+	uint64_t *used = pages ? &s->page_bytes : &s->other_bytes;
+	const uint64_t max = pages ? s->page_max : s->other_max;
+
+	if (!s->limit || rh->type == RS_REC_INDEX)
+		return 0;
+	if (len <= max - *used) {
+		*used += len;
+		return 0;
+	}
+	return bgs_rs_diag(d, RS_ECORRUPT, off,
+			   "record at offset %llu: %s records beyond the "
+			   "%llu bytes a snapshot of its regions can hold",
+			   (unsigned long long)off,
+			   pages ? "page" : "attachment and other",
+			   (unsigned long long)max);
+}
+
+int bgs_rs_stream_open_tee(struct rs_stream **sp, int fd, int tee,
+			   struct rs_diag *diag)
+{
+	struct rs_stream *s = calloc(1, sizeof(*s));
+	int ret;
+
+	*sp = NULL;
+	if (!s)
+		return bgs_rs_diag(diag, -ENOMEM, 0, "out of memory");
+	s->fd = fd;
+	s->first_cap = RS_STREAM_BUF_PIPE;
+	s->no_decode = true;
+	s->state = 1;
+	s->tee = tee;
+	ret = read_header(s, diag);
+	if (!ret)
+		ret = read_regions(s, diag);
+	if (ret) {
+		bgs_rs_stream_close(s);
+		return ret;
+	}
+	stream_bound(s);
+	*sp = s;
+	return 0;
 }
 
 int bgs_rs_stream_open_file(struct rs_stream **s, int fd, uint64_t size,
@@ -641,6 +749,8 @@ static int step(struct rs_stream *s, struct rs_item *item, struct rs_diag *d)
 		struct rs_rechdr rh;
 		int ret = next_header(s, &rh, d);
 
+		if (!ret)
+			ret = over_budget(s, &rh, off, d);
 		if (ret)
 			return ret;
 		switch (rh.type) {

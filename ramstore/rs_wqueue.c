@@ -13,7 +13,20 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+
+/* The user data of a cancel request: no slot has it. */
+#define RS_WQ_CANCEL_TAG   UINT64_MAX
+#define RS_WQ_CANCEL_TRIES 50 /* 100 ms each */
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
 
 #define RS_WQ_CHUNK_MAX (1u << 20)
 #define RS_WQ_DIO_ALIGN 4096u
@@ -236,6 +249,10 @@ static bool on_result(struct rs_wq *q, unsigned i, long res)
 {
 	struct rs_wslot *s = slot_at(q, i);
 
+	if (q->cancelling) {
+		s->complete = true;
+		return false;
+	}
 	if (res == -EINTR)
 		return true;
 	if (res == -EINVAL && q->direct) {
@@ -340,6 +357,8 @@ static void submit_pending(struct rs_wq *q, bool force)
 			break;
 		*s = (struct rs_wslot){ .start = q->sub, .end = q->sub + n };
 		q->sub = s->end;
+		if (!q->inflight)
+			q->progress_ns = now_ns();
 		q->inflight++;
 		if (q->uring) {
 			prep_write(q, i);
@@ -353,21 +372,108 @@ static void submit_pending(struct rs_wq *q, bool force)
 		submit(q);
 }
 
+/* Handle every completion queued. */
+static void handle_cqes(struct rs_wq *q)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, seen = 0, again = 0;
+
+	io_uring_for_each_cqe(&q->ring, head, cqe)
+	{
+		const uint64_t tag = io_uring_cqe_get_data64(cqe);
+
+		seen++;
+		if (tag == RS_WQ_CANCEL_TAG)
+			continue;
+		q->progress_ns = now_ns();
+		if (on_result(q, (unsigned)tag, cqe->res)) {
+			prep_write(q, (unsigned)tag);
+			again++;
+		}
+	}
+	io_uring_cq_advance(&q->ring, seen);
+	if (again)
+		submit(q);
+	retire(q);
+}
+
+/* Cancel every write in flight and wait for them to end, a few seconds
+ * at most: a write that stays (a kernel that cannot interrupt it) leaves
+ * its memory to the kernel (stuck) rather than freed under it. */
+static void cancel_inflight(struct rs_wq *q)
+{
+	q->cancelling = true;
+	for (int i = 0; q->inflight && i < RS_WQ_CANCEL_TRIES; i++) {
+		struct __kernel_timespec ts = { .tv_nsec = 100000000 };
+		struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
+		struct io_uring_cqe *cqe;
+
+		if (sqe) {
+			io_uring_prep_cancel_fd(sqe, q->fd,
+						IORING_ASYNC_CANCEL_ALL);
+			io_uring_sqe_set_data64(sqe, RS_WQ_CANCEL_TAG);
+			io_uring_submit(&q->ring);
+		}
+		if (!io_uring_wait_cqe_timeout(&q->ring, &cqe, &ts))
+			handle_cqes(q);
+	}
+	q->stuck = q->inflight > 0;
+}
+
+/* Nothing completed for max_stall_ns with writes in flight: the reader
+ * of a pipe stopped reading, or the disk hangs. */
+static void stalled(struct rs_wq *q)
+{
+	set_err(q, -ETIMEDOUT);
+	cancel_inflight(q);
+}
+
+static bool stall_over(const struct rs_wq *q)
+{
+	return q->max_stall_ns && q->inflight && !q->cancelling &&
+	       now_ns() - q->progress_ns >= q->max_stall_ns;
+}
+
+/* Wait for a completion, until max_stall_ns after the last (-ETIME). */
+static int wait_cqe(struct rs_wq *q, struct io_uring_cqe **cqe)
+{
+	int ret;
+
+	q->waits++;
+	if (!q->max_stall_ns || q->cancelling)
+		return io_uring_wait_cqe(&q->ring, cqe);
+	do {
+		const uint64_t end = q->progress_ns + q->max_stall_ns;
+		const uint64_t now = now_ns();
+		struct __kernel_timespec ts;
+
+		if (now >= end)
+			return -ETIME;
+		ts.tv_sec = (long long)((end - now) / 1000000000ULL);
+		ts.tv_nsec = (long long)((end - now) % 1000000000ULL);
+		ret = io_uring_wait_cqe_timeout(&q->ring, cqe, &ts);
+	} while (ret == -ETIME);
+	return ret;
+}
+
 /* Handle every completion there is; with @wait, at least one. */
 static void reap(struct rs_wq *q, bool wait)
 {
 	struct io_uring_cqe *cqe;
-	unsigned head, seen = 0, again = 0;
 	int ret;
 
 	if (!q->uring || !q->inflight)
 		return;
 	do
-		ret = wait ? io_uring_wait_cqe(&q->ring, &cqe)
+		ret = wait ? wait_cqe(q, &cqe)
 			   : io_uring_peek_cqe(&q->ring, &cqe);
 	while (ret == -EINTR);
 	if (ret == -EAGAIN)
 		return;
+	if (ret == -ETIME) {
+		stalled(q);
+		return;
+	}
 	if (ret < 0) {
 		/* The ring itself failed: nothing more will complete. */
 		set_err(q, ret);
@@ -376,21 +482,7 @@ static void reap(struct rs_wq *q, bool wait)
 		retire(q);
 		return;
 	}
-	io_uring_for_each_cqe(&q->ring, head, cqe)
-	{
-		const unsigned i =
-			(unsigned)(uintptr_t)io_uring_cqe_get_data(cqe);
-
-		seen++;
-		if (on_result(q, i, cqe->res)) {
-			prep_write(q, i);
-			again++;
-		}
-	}
-	io_uring_cq_advance(&q->ring, seen);
-	if (again)
-		submit(q);
-	retire(q);
+	handle_cqes(q);
 }
 
 /* ---- the producer's side ------------------------------------------------- */
@@ -484,6 +576,10 @@ bool bgs_rs_wq_ready(struct rs_wq *q, size_t need)
 	if (q->err)
 		return true; /* the reservation reports it */
 	reap(q, false);
+	if (stall_over(q)) {
+		stalled(q);
+		return true;
+	}
 	migrate(q);
 	if (!q->over_len && arena_room(q) >= need)
 		return true;
@@ -514,8 +610,17 @@ void bgs_rs_wq_free(struct rs_wq *q)
 {
 	if (!q->arena)
 		return;
-	while (q->inflight)
-		reap(q, true);
+	/* Only an abandoned store has writes in flight here (a commit
+	 * waited for all): what they would write is not wanted, and a
+	 * reader that stopped reading would keep them for ever. */
+	if (q->uring && q->inflight)
+		cancel_inflight(q);
+	if (q->stuck) {
+		/* The kernel may still read the arena: leave it mapped. */
+		io_uring_queue_exit(&q->ring);
+		q->arena = NULL;
+		return;
+	}
 	if (q->uring)
 		io_uring_queue_exit(&q->ring);
 	munmap(q->arena, 2 * q->size);

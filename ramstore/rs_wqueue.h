@@ -78,6 +78,13 @@ struct rs_wq {
 	struct rs_wslot slot[RS_WQ_DEPTH]; /* a ring, oldest at head */
 	unsigned head, inflight;
 	int err; /* the first error; sticks */
+	/* No completion for max_stall_ns while writes are in flight (0: no
+	 * limit) is -ETIMEDOUT: the writes in flight are cancelled. */
+	uint64_t max_stall_ns;
+	uint64_t progress_ns; /* the last completion, or the first write */
+	bool cancelling;      /* completions end their slot, nothing more */
+	bool stuck;	      /* writes the kernel would not give back */
+	uint64_t waits;	      /* waits for a completion, for the caller */
 	/* Written by the writer's thread, read by any (stats): relaxed. */
 	_Atomic uint64_t stored; /* fill, for other threads */
 	_Atomic uint64_t peak;
@@ -89,7 +96,8 @@ struct rs_wq {
  * budget (0: none; they wait like any other). */
 int bgs_rs_wq_init(struct rs_wq *q, int fd, bool stream, size_t budget,
 		   size_t over_limit, bool sync_io, const cpu_set_t *cpus);
-/* Wait for writes in flight (errors ignored), then free everything. */
+/* Cancel the writes in flight and wait for them (errors ignored), then
+ * free everything. */
 void bgs_rs_wq_free(struct rs_wq *q);
 /* Contiguous room for @need bytes (at most the arena size) at *@p,
  * waiting for writes to complete if the arena is full, unless @urgent

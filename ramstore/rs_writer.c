@@ -302,6 +302,7 @@ static int writer_start(struct rs_writer *w, bool stream,
 				 arena_size(w, o->buffer_budget), over,
 				 o->sync_io, o->cpus);
 
+	w->q.max_stall_ns = o->max_stall_ns;
 	return ret ? ret : write_head(w);
 }
 
@@ -737,6 +738,11 @@ bool bgs_rs_writer_ready(struct rs_writer *w, uint64_t npages)
 {
 	/* The most a run can take: a record per page, none compressed. */
 	return bgs_rs_wq_ready(&w->q, npages * (w->head.rechdr_len + RS_PAGE));
+}
+
+uint64_t bgs_rs_writer_waits(const struct rs_writer *w)
+{
+	return w->q.waits;
 }
 
 int bgs_rs_writer_wait_fd(const struct rs_writer *w)

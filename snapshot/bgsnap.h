@@ -8,6 +8,24 @@
  *  - Functions return >= 0 on success and a negative errno or a negative
  *    BGSNAP_E* code (below -4095) on failure; bgsnap_strerror() names both.
  *  - A handle is not thread-safe except where a function says so.
+ *  - Every struct passed to or filled by the library (options, progress,
+ *    statistics, descriptions) starts with `size_t size`, which the caller
+ *    sets to sizeof the struct it was built with, e.g.
+ *        struct bgsnap_stats st = { .size = sizeof(st) };
+ *    Structs only ever grow at the end, so the size tells the library which
+ *    fields the caller has, in both directions:
+ *      - an older caller (a smaller size): the library reads only @size
+ *        bytes of its options, the fields it lacks taking their defaults
+ *        (zero), and writes only @size bytes of its results;
+ *      - a newer caller (a larger size): the library reads the fields it
+ *        knows; every byte beyond them must be zero, else the call fails
+ *        with -E2BIG (the caller asked for something this library cannot
+ *        do), as the kernel's clone3() and openat2() do; in results, the
+ *        bytes beyond what it knows are zeroed.
+ *    A size below sizeof(size_t) (a struct left zeroed) is -EINVAL; a
+ *    function that cannot fail leaves such a struct untouched. An options
+ *    pointer may still be NULL for all defaults. struct bgsnap_capability
+ *    is the one exception: it never grows; new facts are new entries.
  */
 #ifndef BGSNAP_H
 #define BGSNAP_H
@@ -68,6 +86,8 @@ BGSNAP_API const char *bgsnap_strerror(int err);
  * it when it is missing.
  */
 struct bgsnap_capability {
+	/* Fixed: it never grows (no size field); what a later library
+	 * probes comes as more entries. */
 	char name[32];
 	int ok;		  /* 1 available, 0 missing */
 	int required;	  /* 1 if saving anonymous memory needs it */
@@ -94,6 +114,7 @@ BGSNAP_API int bgsnap_probe(struct bgsnap_capability *caps, size_t max);
  * be made or registered). Takes about a second per GiB; any thread.
  */
 struct bgsnap_floors {
+	size_t size;		 /* sizeof, set by the caller */
 	double write_protect_ms; /* protecting all of @mem at once, median of 3 */
 	double fault_p50_us;	 /* a write to a protected page, until a */
 	double fault_p99_us;	 /* second thread has unprotected its unit */
@@ -191,6 +212,7 @@ BGSNAP_API int bgsnap_add_region(struct bgsnap *h, const char *name, void *addr,
  * userfaultfd holds it, or KSM merges it).
  */
 struct bgsnap_target_opts {
+	size_t size; /* sizeof, set by the caller */
 	const char *const *include;
 	size_t ninclude;
 	const char *const *exclude;
@@ -203,6 +225,7 @@ BGSNAP_API int bgsnap_target_pid(struct bgsnap *h, int pid,
 BGSNAP_API size_t bgsnap_region_count(const struct bgsnap *h);
 
 struct bgsnap_region_info {
+	size_t size;	  /* sizeof, set by the caller */
 	const char *name; /* owned by @h */
 	void *addr;
 	size_t len;
@@ -264,7 +287,7 @@ enum bgsnap_save_flags {
 };
 
 struct bgsnap_save_opts {
-	/* Zero-initialize; unknown fields stay zero for older callers. */
+	size_t size; /* sizeof, set by the caller; zero the rest */
 	/* Bytes for write buffers; 0: 64 MiB. When they are full (the disk
 	 * or a pipe's reader is behind), the save's scan waits, never a
 	 * write fault: a faulted page's record goes to an overflow beyond
@@ -303,6 +326,17 @@ struct bgsnap_save_opts {
 	 * off the CPUs its own threads are pinned to. NULL: wherever the
 	 * thread that starts the save may run. */
 	const char *cpus;
+	/* Abandon the save when it makes no progress for this long: no
+	 * write of the snapshot completes (a pipe's reader stopped reading,
+	 * a disk hangs), or bgsnap's own threads did not run (the process
+	 * was stopped). The owner is then released at once (nothing left
+	 * protected, every writer woken) and bgsnap_wait() returns
+	 * -ETIMEDOUT. 0: no limit. A stop of the whole process cannot be
+	 * caught while it lasts: the owner's writers that fault wait until
+	 * it is continued, then the save ends. A write is bounded only
+	 * through io_uring (used wherever the kernel allows it); without,
+	 * a write(2) that blocks is seen only when it returns. */
+	unsigned max_stall_ms;
 };
 
 #define BGSNAP_MAX_THREADS 64
@@ -345,6 +379,7 @@ BGSNAP_API int bgsnap_save(struct bgsnap *h, const char *path,
 BGSNAP_API void bgsnap_cancel(struct bgsnap *h);
 
 struct bgsnap_progress {
+	size_t size; /* sizeof, set by the caller */
 	int running; /* 1 until the operation has ended */
 	uint64_t pages_total;
 	uint64_t pages_done;
@@ -357,6 +392,7 @@ BGSNAP_API void bgsnap_progress(const struct bgsnap *h,
 				struct bgsnap_progress *p);
 
 struct bgsnap_stats {
+	size_t size;		    /* sizeof, set by the caller */
 	uint64_t blackout_ns;	    /* pause callback to resume callback */
 	uint64_t elapsed_ns;	    /* start to end, commit included */
 	uint64_t pages_total;	    /* 4 KiB pages in all regions */
@@ -427,6 +463,7 @@ BGSNAP_API void bgsnap_track_stop(struct bgsnap *h);
 BGSNAP_API int bgsnap_track_written(const struct bgsnap *h, uint64_t *pages);
 
 struct bgsnap_rollback_opts {
+	size_t size; /* sizeof, set by the caller */
 	/* The owner's quiesce hooks, around the writes (optional). */
 	int (*pause)(void *arg);
 	void (*resume)(void *arg);
@@ -465,10 +502,11 @@ enum bgsnap_restore_flags {
 };
 
 struct bgsnap_restore_opts {
-	/* Zero-initialize; unknown fields stay zero for older callers. */
+	size_t size;	/* sizeof, set by the caller; zero the rest */
 	unsigned flags; /* enum bgsnap_restore_flags */
 	/* The owner's quiesce hooks for an eager restore into live memory
-	 * (optional; called on the restoring thread around the writes). */
+	 * (optional; called on the restoring thread around the writes; for
+	 * another process, while bgsnap has it stopped). */
 	int (*pause)(void *arg);
 	void (*resume)(void *arg);
 	void *arg;
@@ -523,7 +561,13 @@ BGSNAP_API int bgsnap_restore_start(struct bgsnap *h, const char *path,
 				    const struct bgsnap_restore_opts *opts);
 /* The same from @fd. A regular file is read in place; a pipe (a stream)
  * is first copied to a spool file while being verified (memory: a few
- * MiB of buffers; disk: the snapshot's size), then restored from it. Lazy
+ * MiB of buffers; disk: the snapshot's size), then restored from it. The
+ * stream is checked as it arrives: bytes that are not a snapshot are
+ * refused at the first header (BGSNAP_EBADMAGIC ...), and the spool
+ * never grows beyond what a snapshot of the regions the stream declares
+ * can hold (each page raw in a record of its own, at most 1 GiB of
+ * attachments; beyond, BGSNAP_ECORRUPT). A signal that interrupts a read
+ * of the stream ends the restore with -EINTR, nothing written. Lazy
  * restore needs a regular file. */
 BGSNAP_API int bgsnap_restore_start_fd(struct bgsnap *h, int fd,
 				       const struct bgsnap_restore_opts *opts);
@@ -600,6 +644,7 @@ BGSNAP_API const char *bgsnap_file_path(const struct bgsnap_file *f);
 BGSNAP_API const char *bgsnap_file_last_error(const struct bgsnap_file *f);
 
 struct bgsnap_file_info {
+	size_t size;		/* sizeof, set by the caller */
 	unsigned version_major; /* of the file format */
 	unsigned version_minor;
 	uint8_t snapshot_id[16];
@@ -628,6 +673,7 @@ BGSNAP_API int bgsnap_file_info(const struct bgsnap_file *f,
 				struct bgsnap_file_info *info);
 
 struct bgsnap_file_region {
+	size_t size;	    /* sizeof, set by the caller */
 	const char *name;   /* owned by the file handle */
 	uint64_t addr;	    /* where it was when saved */
 	uint64_t len;	    /* bytes */

@@ -94,13 +94,11 @@ BGSNAP_API int bgsnap_wait(struct bgsnap *h)
 	return -EINVAL;
 }
 
-BGSNAP_API void bgsnap_progress(const struct bgsnap *h,
-				struct bgsnap_progress *p)
+static void progress_of(struct bgsnap *mh, struct bgsnap_progress *p)
 {
-	struct bgsnap *mh = (struct bgsnap *)(uintptr_t)h;
+	const struct bgsnap *h = mh;
 	struct bgs_save *s;
 
-	memset(p, 0, sizeof(*p));
 	pthread_mutex_lock(&mh->live_lock);
 	s = atomic_load(&mh->live);
 	if (s) {
@@ -126,10 +124,19 @@ BGSNAP_API void bgsnap_progress(const struct bgsnap *h,
 	pthread_mutex_unlock(&mh->live_lock);
 }
 
+BGSNAP_API void bgsnap_progress(const struct bgsnap *h,
+				struct bgsnap_progress *p)
+{
+	struct bgsnap *mh = (struct bgsnap *)(uintptr_t)h;
+	struct bgsnap_progress out = { .size = sizeof(out) };
+
+	progress_of(mh, &out);
+	bgs_struct_out(p, &out, sizeof(out));
+}
+
 BGSNAP_API int bgsnap_stats(const struct bgsnap *h, struct bgsnap_stats *st)
 {
 	if (h->save || h->restore)
 		return -EBUSY;
-	*st = h->stats;
-	return 0;
+	return bgs_struct_out(st, &h->stats, sizeof(h->stats));
 }

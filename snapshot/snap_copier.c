@@ -281,6 +281,19 @@ static int read_pages(struct bgs_save *s, const struct bgs_region *r,
 	return ret;
 }
 
+/* The writer failed with @ret: why, in words. */
+int bgs_save_write_failed(struct bgs_save *s, int ret)
+{
+	if (ret == -ETIMEDOUT && s->opts.max_stall_ms)
+		return bgs_save_fail(s, ret,
+				     "no write of the snapshot completed for "
+				     "%u ms, the most allowed (its reader "
+				     "stopped reading, or the disk hangs)",
+				     s->opts.max_stall_ms);
+	return bgs_save_fail(s, ret, "writing the snapshot: %s",
+			     bgsnap_strerror(ret));
+}
+
 /* Step 3: hand the pages at @src to the writer. */
 static int store_pages(struct bgs_save *s, const struct bgs_region *r,
 		       uint64_t page, uint64_t n, const uint8_t *src)
@@ -290,10 +303,7 @@ static int store_pages(struct bgs_save *s, const struct bgs_region *r,
 			  : bgs_rs_put_pages(s->writer, region_index(s, r),
 					     page - r->first_page, n, src);
 
-	if (ret < 0)
-		return bgs_save_fail(s, ret, "writing the snapshot: %s",
-				     bgsnap_strerror(ret));
-	return 0;
+	return ret < 0 ? bgs_save_write_failed(s, ret) : 0;
 }
 
 /* Steps 1 and 3, for the scan. */
@@ -723,9 +733,7 @@ static void store_parent_runs(struct bgs_save *s)
 			ret = bgs_rs_put_parent(s->writer, region_index(s, r),
 						p - r->first_page, n);
 			if (ret < 0)
-				bgs_save_fail(s, ret,
-					      "writing the snapshot: %s",
-					      bgsnap_strerror(ret));
+				bgs_save_write_failed(s, ret);
 			/* Tracking goes on: they stay protected. Else nothing
 			 * needs them protected any more. */
 			else if (!s->keep_tracking)
@@ -775,8 +783,7 @@ static void store_zero_run(struct bgs_save *s, const struct bgs_region *r,
 					page - r->first_page, n);
 
 	if (ret < 0) {
-		bgs_save_fail(s, ret, "writing the snapshot: %s",
-			      bgsnap_strerror(ret));
+		bgs_save_write_failed(s, ret);
 		return;
 	}
 	if (s->mon && !s->keep_tracking &&
@@ -998,10 +1005,7 @@ void bgs_save_teardown(struct bgs_save *s)
 		} else {
 			result = commit(s);
 			if (result)
-				bgs_save_fail(s, result,
-					      "committing the "
-					      "snapshot: %s",
-					      bgsnap_strerror(result));
+				bgs_save_write_failed(s, result);
 		}
 	}
 	/* Tracking is relative to this snapshot only if it exists. */
@@ -1056,10 +1060,40 @@ static void stop_workers(struct bgs_save *s)
 	s->workers = NULL;
 }
 
+/*
+ * The copier's loop comes round every COPIER_NAP_MS at most, unless it
+ * waited for the writer (which bounds its own waits by max_stall_ns). A
+ * longer gap without such a wait means bgsnap itself did not run: it was
+ * stopped (SIGSTOP, a debugger) while the owner's writers that faulted
+ * waited for it.
+ */
+struct gap {
+	uint64_t at;	/* the last time round */
+	uint64_t waits; /* the writer's waits then */
+};
+
+static void check_gap(struct bgs_save *s, struct gap *g)
+{
+	const uint64_t now = bgs_now_ns();
+	const uint64_t waits =
+		s->writer ? bgs_rs_writer_waits(s->writer) : g->waits;
+	const uint64_t limit = (uint64_t)s->opts.max_stall_ms * 1000000;
+
+	if (limit && waits == g->waits && now - g->at >= limit)
+		bgs_save_fail(s, -ETIMEDOUT,
+			      "bgsnap did not run for %llu ms, more than the "
+			      "%u ms allowed (was it stopped?)",
+			      (unsigned long long)((now - g->at) / 1000000),
+			      s->opts.max_stall_ms);
+	g->at = now;
+	g->waits = waits;
+}
+
 void *bgs_copier_main(void *arg)
 {
 	struct bgs_save *s = arg;
 	const uint64_t total = s->h->total_pages;
+	struct gap gap = { bgs_now_ns(), 0 };
 
 	atomic_store(&s->copier_tid, (pid_t)syscall(SYS_gettid));
 	if (s->h->test_hooks.copier_poke)
@@ -1074,6 +1108,7 @@ void *bgs_copier_main(void *arg)
 	while (!bgs_save_error(s) &&
 	       atomic_load_explicit(&s->pages_done, memory_order_relaxed) <
 		       total) {
+		check_gap(s, &gap);
 		if (!s->stop_the_world)
 			serve_faults(s);
 		collect_jobs(s, false);

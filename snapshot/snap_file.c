@@ -289,8 +289,7 @@ BGSNAP_API const char *bgsnap_file_last_error(const struct bgsnap_file *f)
 BGSNAP_API int bgsnap_file_info(const struct bgsnap_file *f,
 				struct bgsnap_file_info *info)
 {
-	*info = f->info;
-	return 0;
+	return bgs_struct_out(info, &f->info, sizeof(f->info));
 }
 
 BGSNAP_API int bgsnap_file_region(const struct bgsnap_file *f, size_t i,
@@ -298,8 +297,7 @@ BGSNAP_API int bgsnap_file_region(const struct bgsnap_file *f, size_t i,
 {
 	if (i >= f->info.regions)
 		return -ERANGE;
-	*r = f->regions[i];
-	return 0;
+	return bgs_struct_out(r, &f->regions[i], sizeof(*r));
 }
 
 BGSNAP_API int bgsnap_file_find_region(const struct bgsnap_file *f,

@@ -87,18 +87,20 @@ BGSNAP_API int bgsnap_flatten(struct bgsnap *h, const char *path,
 			      const char *out,
 			      const struct bgsnap_restore_opts *opts)
 {
-	const struct bgsnap_restore_opts defaults = { 0 };
-	struct bgs_restore *r = calloc(1, sizeof(*r));
+	struct bgs_restore *r;
 	int ret;
 
+	if (!path || !out)
+		return -EINVAL;
+	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	if (!path || !out) {
+	ret = bgs_struct_in(&r->opts, sizeof(r->opts), opts);
+	if (ret) {
 		free(r);
-		return -EINVAL;
+		return ret;
 	}
 	r->h = h;
-	r->opts = opts ? *opts : defaults;
 	r->opts.flags &= ~(unsigned)BGSNAP_RESTORE_LAZY;
 	r->fd = -1;
 	r->uffd.fd = -1;

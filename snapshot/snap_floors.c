@@ -137,24 +137,27 @@ BGSNAP_API int bgsnap_measure_floors(void *mem, size_t len, size_t unit,
 				     struct bgsnap_floors *out)
 {
 	const uintptr_t addr = (uintptr_t)mem;
+	struct bgsnap_floors f = { sizeof(f), NAN, NAN, NAN, NAN, NAN };
 	struct bgs_uffd u;
 	int ret;
 
-	if (!out)
+	if (!out || out->size < sizeof(size_t))
 		return -EINVAL;
-	*out = (struct bgsnap_floors){ NAN, NAN, NAN, NAN, NAN };
 	if (!mem || !len || !unit || (unit & (unit - 1)) || addr % unit ||
 	    len % unit)
-		return -EINVAL;
-	floor_lz4(mem, len, out);
-	ret = bgs_uffd_open(&u, 0, UFFD_FEATURE_PAGEFAULT_FLAG_WP);
-	if (ret)
-		return ret;
-	ret = bgs_uffd_register(&u, addr, len, UFFDIO_REGISTER_MODE_WP, NULL);
+		ret = -EINVAL;
+	else
+		ret = bgs_uffd_open(&u, 0, UFFD_FEATURE_PAGEFAULT_FLAG_WP);
 	if (!ret) {
-		out->write_protect_ms = floor_protect(&u, addr, len);
-		ret = floor_faults(&u, mem, len, unit, out);
+		floor_lz4(mem, len, &f);
+		ret = bgs_uffd_register(&u, addr, len, UFFDIO_REGISTER_MODE_WP,
+					NULL);
+		if (!ret) {
+			f.write_protect_ms = floor_protect(&u, addr, len);
+			ret = floor_faults(&u, mem, len, unit, &f);
+		}
+		bgs_uffd_close(&u);
 	}
-	bgs_uffd_close(&u);
+	bgs_struct_out(out, &f, sizeof(f));
 	return ret;
 }

@@ -361,6 +361,8 @@ typedef int (*bgs_page_fn)(void *arg, const struct bgs_region *r,
 int bgs_snap_for_pages(const struct bgsnap *h, uint64_t start, uint64_t end,
 		       bgs_page_fn fn, void *arg);
 /* Re-read the target's mappings and rebuild the regions from them. */
+/* Who holds a mapping another userfaultfd has registered, in words. */
+const char *bgs_snap_uffd_holder(const struct bgsnap *h);
 int bgs_snap_target_refresh(struct bgsnap *h);
 /*
  * The same, unless they were read less than BGS_MAPS_FRESH_NS ago and
@@ -395,10 +397,20 @@ int bgs_core_encode(const struct bgs_target_core *c,
 
 /* snap_util.c */
 uint64_t bgs_now_ns(void);
+/* Copy a public struct in from the caller (@dst has @dsize bytes; a NULL
+ * @src gives the defaults): 0,
+ * -EINVAL (size below a size_t), -E2BIG (a newer caller's field this
+ * library lacks is set). */
+int bgs_struct_in(void *dst, size_t dsize, const void *src);
+/* Copy a public struct out (@src has @ssize bytes) into the caller's,
+ * whose size field says how much it holds: 0, or -EINVAL. */
+int bgs_struct_out(void *dst, const void *src, size_t ssize);
 
 /* snap_save.c */
 /* Wait for the save under way (bgsnap_wait). */
 int bgs_save_wait(struct bgsnap *h);
+/* The writer failed with @ret: the save's error, with why in words. */
+int bgs_save_write_failed(struct bgs_save *s, int ret);
 /* Record @err as the save's error if it is the first; returns @err. */
 int bgs_save_fail(struct bgs_save *s, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -86,8 +86,7 @@ static int register_regions(struct bgs_monitor *m)
 					   "region '%s': cannot register "
 					   "it: %s",
 					   g->name,
-					   r == -EBUSY ? "another userfaultfd "
-							 "holds it"
+					   r == -EBUSY ? bgs_snap_uffd_holder(h)
 						       : strerror(-r));
 			return r == -EBUSY || r == -EINVAL ? BGSNAP_EUNSAFE : r;
 		}
@@ -185,9 +184,20 @@ int bgs_monitor_protect_all(struct bgs_monitor *m)
 		r = populate(m, g);
 		if (!r)
 			r = bgs_uffd_protect(&m->uffd, g->base, g->len, 0);
-		if (r < 0)
+		/* ENOENT: part of the range is no longer the registered
+		 * mapping (unmapped, moved, or mapped anew). */
+		if (r == -ENOENT) {
+			bgs_snap_set_error(
+				h,
+				"region '%s': its mapping changed or "
+				"vanished during the save (unmapped "
+				"or moved by munmap, mremap or mmap)",
+				g->name);
+			r = BGSNAP_EHAZARD;
+		} else if (r < 0) {
 			bgs_snap_set_error(h, "region '%s': write-protect: %s",
 					   g->name, strerror(-r));
+		}
 	}
 	return r;
 }

@@ -19,7 +19,8 @@
  * restores into) takes one pass that checks and writes at once, the owner
  * paused throughout: should a record prove damaged, dropping the regions'
  * pages puts them back exactly as they were, empty. A stream (pipe) is
- * first spooled to an unnamed temporary file, then restored the same way:
+ * first spooled to an unnamed temporary file, checked as it arrives and
+ * bounded by what its regions can hold, then restored the same way:
  * memory stays a few buffers whatever the snapshot's size.
  */
 #include "snap_restore.h"
@@ -62,42 +63,43 @@ void bgs_restore_zero(const struct bgs_region *g, uint64_t addr, uint64_t len)
 
 /* ---- opening ------------------------------------------------------------- */
 
-/* Copy a stream to an unnamed file, so it can be verified, then read. */
-static int spool(int in, const char *dir, int *out)
+/*
+ * Copy a stream to an unnamed file, so it can be verified, then read. The
+ * stream is checked as it arrives (header, region table, each record's
+ * header and stored checksum, the index, the footer): garbage is refused
+ * at its first bytes, and the copy never grows beyond what a snapshot of
+ * the regions its header declares can hold. A signal caught meanwhile
+ * (an interrupted read) ends it with -EINTR.
+ */
+static int spool(struct bgs_restore *r, int in, int *out)
 {
-	const size_t buflen = 1u << 20;
-	char *buf = malloc(buflen);
-	int fd = -1, ret = 0;
+	const char *dir = r->opts.spool_dir;
+	struct rs_stream *st = NULL;
+	struct rs_diag diag = { 0 };
+	struct rs_item item;
+	int fd, ret;
 
 	if (!dir)
 		dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-	if (!buf)
-		return -ENOMEM;
 	fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd < 0)
+	if (fd < 0) {
 		ret = -errno;
-	while (!ret) {
-		ssize_t n = read(in, buf, buflen);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			ret = n < 0 ? -errno : 0;
-			break;
-		}
-		for (ssize_t done = 0; done < n && !ret;) {
-			const ssize_t w =
-				write(fd, buf + done, (size_t)(n - done));
-
-			ret = w < 0 ? -errno : 0;
-			done += w > 0 ? w : 0;
-		}
+		bgs_snap_set_error(r->h, "spooling the stream into %s: %s", dir,
+				   strerror(-ret));
+		return ret;
 	}
-	free(buf);
-	if (ret && fd >= 0)
+	ret = bgs_rs_stream_open_tee(&st, in, fd, &diag);
+	while (!ret && (ret = bgs_rs_stream_next(st, &item, &diag)) == 1)
+		ret = 0;
+	bgs_rs_stream_close(st);
+	if (ret) {
+		bgs_snap_set_error(r->h, "the stream: %s",
+				   diag.msg[0] ? diag.msg : strerror(-ret));
 		close(fd);
-	*out = ret ? -1 : fd;
-	return ret;
+		return ret;
+	}
+	*out = fd;
+	return 0;
 }
 
 static bool kinds_match(enum bgsnap_kind a, uint16_t b)
@@ -245,13 +247,10 @@ static int open_store(struct bgs_restore *r, const char *path, int fd)
 						 "not a stream");
 			return -ESPIPE;
 		}
-		ret = spool(fd, r->opts.spool_dir, &r->fd);
+		ret = spool(r, fd, &r->fd);
 		r->own_fd = !ret;
-		if (ret) {
-			bgs_snap_set_error(r->h, "spooling the stream: %s",
-					   strerror(-ret));
+		if (ret)
 			return ret;
-		}
 	}
 	ret = bgs_rs_open(&r->reader, r->fd, &diag);
 	if (ret)
@@ -1033,6 +1032,15 @@ static int pause_owner(struct bgs_restore *r)
 				   t->pid);
 		return ret < 0 ? ret : -EAGAIN;
 	}
+	/* The caller's hooks bracket the writes into the process too (the
+	 * command holds its signals back there). */
+	ret = r->opts.pause ? r->opts.pause(r->opts.arg) : 0;
+	if (ret < 0) {
+		bgs_target_thaw(t);
+		bgs_snap_set_error(r->h, "the pause callback failed: %s",
+				   bgsnap_strerror(ret));
+		return ret;
+	}
 	return 0;
 }
 
@@ -1040,7 +1048,7 @@ static void resume_owner(struct bgs_restore *r)
 {
 	if (r->h->target)
 		bgs_target_thaw(r->h->target);
-	else if (r->opts.resume)
+	if (r->opts.resume)
 		r->opts.resume(r->opts.arg);
 }
 
@@ -1169,10 +1177,13 @@ static int finish(struct bgsnap *h, struct bgs_restore *r, int ret)
 static int restore_start(struct bgsnap *h, const char *path, int fd,
 			 const struct bgsnap_restore_opts *opts)
 {
-	const struct bgsnap_restore_opts defaults = { 0 };
+	struct bgsnap_restore_opts o;
 	struct bgs_restore *r;
 	int ret;
 
+	ret = bgs_struct_in(&o, sizeof(o), opts);
+	if (ret)
+		return ret;
 	ret = bgs_snap_begin(h);
 	if (ret)
 		return ret;
@@ -1180,7 +1191,7 @@ static int restore_start(struct bgsnap *h, const char *path, int fd,
 	if (!r)
 		return -ENOMEM;
 	r->h = h;
-	r->opts = opts ? *opts : defaults;
+	r->opts = o;
 	r->t_start = bgs_now_ns();
 	r->fd = -1;
 	r->uffd.fd = -1;

@@ -194,6 +194,7 @@ static int open_writer(struct bgs_save *s, const char *path, int fd)
 		 * worst every page is faulted while the disk is behind,
 		 * the most a fork() would copy too. */
 		.overflow_pages = h->total_pages,
+		.max_stall_ns = (uint64_t)o->max_stall_ms * 1000000,
 		.regions = table,
 		.nregions = h->nregions,
 		.cpus = bgs_save_cpus(s),
@@ -341,13 +342,21 @@ static int reprotect_failed(struct bgs_save *s, int64_t n)
 {
 	const char *why = bgs_monitor_failure(s->mon);
 
-	if (why)
+	if (why) {
 		bgs_snap_set_error(s->h, "%s", why);
-	else
+	} else if (n == -ENOENT) {
+		/* Part of a range is no longer the registered mapping. */
+		bgs_snap_set_error(
+			s->h, "protecting the written pages again: a "
+			      "region's mapping changed or vanished during "
+			      "the save (unmapped or moved by munmap, "
+			      "mremap or mmap)");
+		return BGSNAP_EHAZARD;
+	} else {
 		bgs_snap_set_error(s->h,
-				   "protecting the written pages again: %s "
-				   "(was a region unmapped while tracked?)",
+				   "protecting the written pages again: %s",
 				   strerror((int)-n));
+	}
 	return (int)n;
 }
 
@@ -559,33 +568,36 @@ static int blame_exit(struct bgsnap *h, int r)
 static int save_start(struct bgsnap *h, const char *path, int fd,
 		      const struct bgsnap_save_opts *opts)
 {
-	const struct bgsnap_save_opts defaults = { 0 };
+	struct bgsnap_save_opts o;
 	const uint64_t t_start = bgs_now_ns();
 	struct bgs_save *s;
 	cpu_set_t cpus;
 	int r;
 
+	r = bgs_struct_in(&o, sizeof(o), opts);
+	if (r)
+		return r;
 	r = bgs_snap_begin(h);
 	if (r)
 		return r;
-	if (opts && opts->threads > BGSNAP_MAX_THREADS) {
+	if (o.threads > BGSNAP_MAX_THREADS) {
 		bgs_snap_set_error(h, "%u compression threads: at most %d",
-				   opts->threads, BGSNAP_MAX_THREADS);
+				   o.threads, BGSNAP_MAX_THREADS);
 		return -EINVAL;
 	}
-	if (opts && opts->cpus && bgs_parse_cpus(opts->cpus, &cpus)) {
+	if (o.cpus && bgs_parse_cpus(o.cpus, &cpus)) {
 		bgs_snap_set_error(h, "'%s' is not a CPU list (like 0-3,8)",
-				   opts->cpus);
+				   o.cpus);
 		return -EINVAL;
 	}
 	/* The regions as they are now: everything below is sized on them. */
-	r = current_regions(h, opts ? opts->flags : 0);
+	r = current_regions(h, o.flags);
 	if (r)
 		return r;
 	s = save_new(h);
 	if (!s)
 		return -ENOMEM;
-	s->opts = opts ? *opts : defaults;
+	s->opts = o;
 	s->pid = h->target ? h->target->pid : getpid();
 	s->stop_the_world = s->opts.flags & BGSNAP_SAVE_STOP_THE_WORLD;
 	s->verify = !(s->opts.flags & BGSNAP_SAVE_NO_VERIFY);

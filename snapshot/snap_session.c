@@ -432,6 +432,19 @@ static enum bgsnap_kind target_kind(const struct bgs_target_map *m)
 	}
 }
 
+const char *bgs_snap_uffd_holder(const struct bgsnap *h)
+{
+	if (!h->target)
+		return "another userfaultfd of this process holds it";
+	/* Another bgsnap takes the uffd it makes in the process out of it:
+	 * a uffd among the process's descriptors is most likely its own. */
+	if (bgs_target_has_uffd(h->target->pid))
+		return "a userfaultfd is registered on it: the process's own, "
+		       "or another save's of this process";
+	return "another save or restore of this process runs (another "
+	       "process holds a userfaultfd registered on it)";
+}
+
 static int target_map_refused(struct bgsnap *h, const struct bgs_target_map *m)
 {
 	const char *why = NULL;
@@ -439,7 +452,7 @@ static int target_map_refused(struct bgsnap *h, const struct bgs_target_map *m)
 	if (m->excluded || m->action != BGS_TACT_PROTECT)
 		return 0;
 	if (m->hazards & BGS_THZ_UFFD)
-		why = "the process uses userfaultfd on it itself";
+		why = bgs_snap_uffd_holder(h);
 	else if ((m->hazards & BGS_THZ_KSM) && ksm_running())
 		why = "it is MADV_MERGEABLE and ksmd runs: KSM merging drops "
 		      "write protection (exclude it or stop ksmd)";
@@ -515,11 +528,12 @@ static int copy_strings(char ***dst, size_t *n, const char *const *src,
 BGSNAP_API int bgsnap_target_pid(struct bgsnap *h, int pid,
 				 const struct bgsnap_target_opts *opts)
 {
-	const struct bgsnap_target_opts none = { 0 };
-	int r;
+	struct bgsnap_target_opts o;
+	int r = bgs_struct_in(&o, sizeof(o), opts);
 
-	if (!opts)
-		opts = &none;
+	if (r)
+		return r;
+	opts = &o;
 	if (busy(h))
 		return -EBUSY;
 	if (h->nregions || h->target) {
@@ -559,11 +573,12 @@ BGSNAP_API int bgsnap_region(const struct bgsnap *h, size_t i,
 			     struct bgsnap_region_info *info)
 {
 	const struct bgs_region *r;
+	struct bgsnap_region_info out;
 
 	if (i >= h->nregions)
 		return -ERANGE;
 	r = &h->regions[i];
-	*info = (struct bgsnap_region_info){
+	out = (struct bgsnap_region_info){
 		.name = r->name,
 		.addr = (void *)(uintptr_t)r->base,
 		.len = r->len,
@@ -571,7 +586,7 @@ BGSNAP_API int bgsnap_region(const struct bgsnap *h, size_t i,
 		.kind = r->kind,
 		.why = r->why ? r->why : "",
 	};
-	return 0;
+	return bgs_struct_out(info, &out, sizeof(out));
 }
 
 int bgs_snap_begin(struct bgsnap *h)

@@ -186,17 +186,16 @@ static int open_snapshot(struct rollback *rb)
 BGSNAP_API int bgsnap_rollback(struct bgsnap *h,
 			       const struct bgsnap_rollback_opts *opts)
 {
-	const struct bgsnap_rollback_opts none = { 0 };
-	struct rollback rb = { .h = h,
-			       .m = h->monitor,
-			       .fd = -1,
-			       .path = opts ? opts->path : NULL };
+	struct bgsnap_rollback_opts o;
+	struct rollback rb = { .h = h, .m = h->monitor, .fd = -1 };
 	const uint64_t t0 = bgs_now_ns();
 	int64_t n;
-	int r = 0;
+	int r = bgs_struct_in(&o, sizeof(o), opts);
 
-	if (!opts)
-		opts = &none;
+	if (r)
+		return r;
+	opts = &o;
+	rb.path = o.path;
 	if (h->save || h->restore)
 		return -EBUSY;
 	if (!rb.m || !rb.m->have_base) {
@@ -227,6 +226,7 @@ BGSNAP_API int bgsnap_rollback(struct bgsnap *h,
 	if (rb.fd >= 0)
 		close(rb.fd);
 	h->stats = (struct bgsnap_stats){
+		.size = sizeof(h->stats),
 		.elapsed_ns = bgs_now_ns() - t0,
 		.pages_total = h->total_pages,
 		.pages_changed = rb.pages,

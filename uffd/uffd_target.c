@@ -257,6 +257,12 @@ void bgs_target_explain_eperm(const struct bgs_target_facts *f, char *buf,
 	if (state_dead(f->state))
 		snprintf(buf, len, "process %d (%s) is exiting (state %c)", pid,
 			 f->comm, f->state);
+	else if (f->tracer && !strcmp(f->tracer_comm, "bgsnap"))
+		snprintf(buf, len,
+			 "another save or restore of process %d (%s) runs: "
+			 "bgsnap pid %d has it stopped; try again when it "
+			 "is done",
+			 pid, f->comm, (int)f->tracer);
 	else if (f->tracer)
 		snprintf(buf, len,
 			 "process %d (%s) is already traced by pid "
@@ -295,12 +301,41 @@ void bgs_target_explain_eperm(const struct bgs_target_facts *f, char *buf,
 			 pid, f->comm);
 }
 
-static int explain(struct bgs_target *t, pid_t tid)
+bool bgs_target_has_uffd(pid_t pid)
+{
+	char path[64], link[64];
+	struct dirent *de;
+	bool found = false;
+	DIR *dir;
+
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+	dir = opendir(path);
+	while (dir && !found && (de = readdir(dir))) {
+		const ssize_t n = readlinkat(dirfd(dir), de->d_name, link,
+					     sizeof(link) - 1);
+
+		if (n > 0) {
+			link[n] = '\0';
+			found = !strcmp(link, "anon_inode:[userfaultfd]");
+		}
+	}
+	if (dir)
+		closedir(dir);
+	return found;
+}
+
+/* @tracer: another tracer seen on @tid while bgsnap tried (0: none),
+ * the cause when it has let go since. */
+static int explain(struct bgs_target *t, pid_t tid, pid_t tracer)
 {
 	struct bgs_target_facts f;
 
 	bgs_target_gather_facts(tid, &f);
 	f.pid = t->pid;
+	if (!f.tracer && tracer) {
+		f.tracer = tracer;
+		read_comm(tracer, f.tracer_comm, sizeof(f.tracer_comm));
+	}
 	bgs_target_explain_eperm(&f, t->msg, sizeof(t->msg));
 	return -EPERM;
 }
@@ -324,7 +359,8 @@ int bgs_target_open(struct bgs_target *t, pid_t pid)
 	if (t->pidfd < 0) {
 		err = -errno;
 		if (err == -ESRCH || err == -EINVAL)
-			return bgs_target_fail(t, -ESRCH, "no such process: %d",
+			return bgs_target_fail(t, -ESRCH,
+					       "process %d: no such process",
 					       (int)pid);
 		return bgs_target_fail(t, err, "pidfd_open(%d): %s", (int)pid,
 				       strerror(-err));
@@ -337,7 +373,7 @@ int bgs_target_open(struct bgs_target *t, pid_t pid)
 				      "its parent)",
 				      (int)pid, ps.name, ps.state);
 	else if (err)
-		err = bgs_target_fail(t, -ESRCH, "no such process: %d",
+		err = bgs_target_fail(t, -ESRCH, "process %d: no such process",
 				      (int)pid);
 	if (err)
 		goto out_close_pidfd;
@@ -423,13 +459,16 @@ static void drop_thread(struct bgs_target *t, size_t i)
 struct pass {
 	unsigned added;	  /* threads seized */
 	unsigned zombies; /* threads that exited, not yet reaped */
+	pid_t tracer;	  /* another tracer seen on the thread tried */
 };
 
 /* A seize refused with EPERM: a thread being released, a zombie (a group
  * leader that exited stays one until the whole group has), one already
- * ours (auto-attached by TRACECLONE before we saw its clone event), or a
- * real refusal. 0 skip, 1 ours, <0 refusal. */
-static int seize_refused(struct bgs_target *t, pid_t tid, struct pass *p)
+ * ours (auto-attached by TRACECLONE before we saw its clone event), one
+ * that another tracer let go of since (2: seize again), or a real
+ * refusal. 0 skip, 1 ours, <0 refusal. */
+static int seize_refused(struct bgs_target *t, pid_t tid, struct pass *p,
+			 bool last_try)
 {
 	struct pstatus ps;
 
@@ -441,7 +480,38 @@ static int seize_refused(struct bgs_target *t, pid_t tid, struct pass *p)
 		return 0;
 	if (ps.tracer == t->tracer)
 		return 1;
-	return explain(t, tid);
+	if (ps.tracer)
+		p->tracer = ps.tracer;
+	/* Untraced now: the refusal was most likely another tracer (a
+	 * concurrent save between two of its stops), not a security
+	 * module. */
+	if (!ps.tracer && !last_try)
+		return 2;
+	return explain(t, tid, p->tracer);
+}
+
+#define SEIZE_TRIES 6
+
+static int seize_try(struct bgs_target *t, pid_t tid, struct pass *p)
+{
+	int r = 2;
+
+	p->tracer = 0;
+	for (int i = 1; r == 2; i++) {
+		if (ptrace(PTRACE_SEIZE, tid, NULL, (void *)(long)SEIZE_OPTS) ==
+		    0) {
+			/* Fails only if the thread is gone; its wait says
+			 * so. */
+			ptrace(PTRACE_INTERRUPT, tid, NULL, NULL);
+			return 3;
+		}
+		if (errno != EPERM)
+			return -errno;
+		r = seize_refused(t, tid, p, i == SEIZE_TRIES);
+		if (r == 2)
+			usleep(1000u << i);
+	}
+	return r;
 }
 
 static int seize_one(struct bgs_target *t, pid_t tid, struct pass *p)
@@ -452,22 +522,17 @@ static int seize_one(struct bgs_target *t, pid_t tid, struct pass *p)
 		return 0;
 	if ((r = reserve_thread(t)))
 		return r;
-	if (ptrace(PTRACE_SEIZE, tid, NULL, (void *)(long)SEIZE_OPTS) == 0) {
-		/* Fails only if the thread is gone; its wait says so. */
-		ptrace(PTRACE_INTERRUPT, tid, NULL, NULL);
-	} else if (errno == ESRCH) {
+	/* 3 seized, 1 ours, 0 skip, -EPERM explained, else an errno. */
+	r = seize_try(t, tid, p);
+	if (r == -ESRCH)
 		return 0;
-	} else if (errno != EPERM) {
-		return bgs_target_fail(t, -errno,
-				       "PTRACE_SEIZE of thread %d: "
-				       "%s",
-				       (int)tid, strerror(errno));
-	} else if ((r = seize_refused(t, tid, p)) <= 0) {
+	if (r < 0 && r != -EPERM)
+		return bgs_target_fail(t, r, "PTRACE_SEIZE of thread %d: %s",
+				       (int)tid, strerror(-r));
+	if (r <= 0)
 		return r;
-	} else {
-		/* Ours already, but maybe never asked to stop. */
+	if (r == 1) /* ours already, but maybe never asked to stop */
 		ptrace(PTRACE_INTERRUPT, tid, NULL, NULL);
-	}
 	p->added++;
 	add_thread(t, tid, false);
 	return 0;
@@ -484,7 +549,7 @@ static int seize_pass(struct bgs_target *t, struct pass *p)
 	snprintf(path, sizeof(path), "/proc/%d/task", (int)t->pid);
 	dir = opendir(path);
 	if (!dir)
-		return bgs_target_fail(t, -ESRCH, "no such process: %d",
+		return bgs_target_fail(t, -ESRCH, "process %d: no such process",
 				       (int)t->pid);
 	while (!err && (de = readdir(dir)))
 		if (isdigit((unsigned char)de->d_name[0]))

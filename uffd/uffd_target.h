@@ -144,6 +144,10 @@ void bgs_target_explain_eperm(const struct bgs_target_facts *f, char *buf,
 /* Gather the facts for @pid (a process or thread id) as they are now. */
 void bgs_target_gather_facts(pid_t pid, struct bgs_target_facts *f);
 
+/* Does process @pid hold a userfaultfd among its descriptors? (Another
+ * bgsnap's uffd lives in that bgsnap, not in the process.) */
+bool bgs_target_has_uffd(pid_t pid);
+
 /* ---- syscall injection, uffd creation (uffd_target_inject.c) ------------ */
 
 /* Find the code the injection needs in the target (reads its text: ~1 ms).

@@ -141,7 +141,7 @@ static double floor_disk(const struct bench *b, const struct region *r,
 void bench_measure_floors(struct bench *b, uint64_t size, struct floors *fl)
 {
 	char s[CLI_FMT_LEN];
-	struct bgsnap_floors m;
+	struct bgsnap_floors m = { .size = sizeof(m) };
 	struct region r;
 	int ret;
 

@@ -128,9 +128,11 @@ static int run_embedded(struct ctx *c, enum method m)
 static int pid_start(struct ctx *c, struct bgsnap *h, uint64_t *started)
 {
 	const char *include[] = { c->g.range };
-	const struct bgsnap_target_opts topts = { .include = include,
+	const struct bgsnap_target_opts topts = { .size = sizeof(topts),
+						  .include = include,
 						  .ninclude = 1 };
 	const struct bgsnap_save_opts opts = {
+		.size = sizeof(opts),
 		.buffer_budget = c->b->buffer,
 		.compression = c->b->no_compress ? BGSNAP_COMPRESS_NONE
 						 : BGSNAP_COMPRESS_LZ4,
@@ -185,15 +187,17 @@ static int pid_save(struct ctx *c, struct bgsnap *h, struct bgsnap_stats *st,
 		cli_error("bench: uffd-pid: %s", *bgsnap_last_error(h)
 							 ? bgsnap_last_error(h)
 							 : "the save failed");
-	else
+	else {
+		st->size = sizeof(*st);
 		bgsnap_stats(h, st);
+	}
 	return r;
 }
 
 static int run_pid(struct ctx *c)
 {
 	double *f = c->out->f;
-	struct bgsnap_stats st;
+	struct bgsnap_stats st = { .size = sizeof(st) };
 	struct memwatch mw;
 	struct bgsnap *h;
 	uint64_t t0 = 0, done = 0;

@@ -655,6 +655,7 @@ static int parse_save(int argc, char **argv, struct save_cmd *c,
 		      struct reply *rp)
 {
 	memset(c, 0, sizeof(*c));
+	c->opts.size = sizeof(c->opts);
 	if (argc < 2)
 		return fail(rp,
 			    "usage: save FILE [uffd|stw|fork] [buffer=SIZE] "
@@ -738,12 +739,14 @@ static int save_memory(struct guest *g, const struct save_cmd *c,
 	if (!r)
 		r = bgsnap_wait(h);
 	res->done_ns = cli_now_ns();
-	if (r)
+	if (r) {
 		snprintf(res->err, sizeof(res->err), "%s",
 			 *bgsnap_last_error(h) ? bgsnap_last_error(h)
 					       : bgsnap_strerror(r));
-	else
+	} else {
+		res->st.size = sizeof(res->st);
 		bgsnap_stats(h, &res->st);
+	}
 	/* Measure the child's memory now, before the handle's buffers are
 	 * freed. */
 	if (!r && child)
@@ -1006,10 +1009,10 @@ static uint64_t wait_written(struct guest *g, double pct, uint64_t timeout_ns)
 
 static int do_rollback(struct guest *g, int argc, char **argv, struct reply *rp)
 {
-	struct bgsnap_rollback_opts ro = { 0 };
+	struct bgsnap_rollback_opts ro = { .size = sizeof(ro) };
 	const bool was_held = g->held;
 	struct rollback_cmd c;
-	struct bgsnap_stats st = { 0 };
+	struct bgsnap_stats st = { .size = sizeof(st) };
 	uint64_t t0, t1, t2, t3, written = 0;
 	int r;
 

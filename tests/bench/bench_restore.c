@@ -291,7 +291,8 @@ static void *touch_main(void *arg)
 
 static void lazy_row(struct bench *b, size_t len, uint64_t sum, bool cold)
 {
-	const struct bgsnap_restore_opts o = { .flags = BGSNAP_RESTORE_LAZY };
+	const struct bgsnap_restore_opts o = { .size = sizeof(o),
+					       .flags = BGSNAP_RESTORE_LAZY };
 	double resume[MAX_REPEATS], p50[MAX_REPEATS], p99[MAX_REPEATS],
 		total[MAX_REPEATS], faults[MAX_REPEATS];
 
@@ -299,7 +300,7 @@ static void lazy_row(struct bench *b, size_t len, uint64_t sum, bool cold)
 		uint8_t *dst = map(len);
 		struct bgsnap *h = handle_for(dst, len);
 		struct toucher t = { .mem = dst, .npages = len / RS_PAGE };
-		struct bgsnap_stats st;
+		struct bgsnap_stats st = { .size = sizeof(st) };
 		pthread_t thread;
 		int ret;
 

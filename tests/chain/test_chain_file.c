@@ -451,8 +451,10 @@ static void test_flatten_agrees(void **state)
 {
 	char pb[400], pa[400];
 	const char *const parents[] = { pb, pa };
-	struct bgsnap_restore_opts o = { .parents = parents, .nparents = 2 };
-	struct bgsnap_file_info in;
+	struct bgsnap_restore_opts o = { .size = sizeof(o),
+					 .parents = parents,
+					 .nparents = 2 };
+	struct bgsnap_file_info in = { .size = sizeof(in) };
 	struct bgsnap_file *f;
 	struct bgsnap *h;
 

@@ -139,8 +139,8 @@ static struct bgsnap_file *open_ok(const char *path)
 static void test_info(void **state)
 {
 	struct bgsnap_file *f = open_ok(incr);
-	struct bgsnap_file_info in;
-	struct bgsnap_file_region r;
+	struct bgsnap_file_info in = { .size = sizeof(in) };
+	struct bgsnap_file_region r = { .size = sizeof(r) };
 	struct stat st;
 
 	(void)state;
@@ -301,7 +301,7 @@ static void progress(void *arg, uint64_t done, uint64_t total)
 static void test_verify(void **state)
 {
 	struct bgsnap_file *f = open_ok(good);
-	struct bgsnap_file_info in;
+	struct bgsnap_file_info in = { .size = sizeof(in) };
 	struct seen s = { 0 };
 
 	(void)state;
@@ -412,7 +412,7 @@ static void test_fifo_never_blocks(void **state)
 {
 	const size_t len = 4 * PAGE;
 	char fifo[300], out[300];
-	struct bgsnap_save_opts so = { 0 };
+	struct bgsnap_save_opts so = { .size = sizeof(so) };
 	struct bgsnap *h;
 	void *mem;
 

@@ -64,7 +64,9 @@ static void during_resume(void *arg)
 
 static int save_with(char *mem, struct during *d, struct bgsnap **hp)
 {
-	struct bgsnap_save_opts o = { .resume = during_resume, .arg = d };
+	struct bgsnap_save_opts o = { .size = sizeof(o),
+				      .resume = during_resume,
+				      .arg = d };
 	struct bgsnap *h;
 	int r;
 
@@ -422,6 +424,7 @@ static void test_fault_thread_failure(void **state)
 static void test_fault_thread_failure_tracking(void **state)
 {
 	const struct bgsnap_save_opts o = {
+		.size = sizeof(o),
 		.flags = BGSNAP_SAVE_KEEP_TRACKING,
 	};
 	char *mem = filled(LEN);
@@ -457,6 +460,7 @@ static void test_fault_thread_failure_tracking(void **state)
 static void test_write_to_moved_tracked_pages(void **state)
 {
 	const struct bgsnap_save_opts o = {
+		.size = sizeof(o),
 		.flags = BGSNAP_SAVE_KEEP_TRACKING,
 	};
 	char *mem = filled(LEN);
@@ -501,7 +505,8 @@ static int failing_pause(void *arg)
 static void test_pause_failure(void **state)
 {
 	char *mem = filled(4 * MiB);
-	struct bgsnap_save_opts o = { .pause = failing_pause };
+	struct bgsnap_save_opts o = { .size = sizeof(o),
+				      .pause = failing_pause };
 	struct bgsnap *h;
 
 	(void)state;

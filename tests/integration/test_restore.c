@@ -74,7 +74,8 @@ static void src_resume(void *arg)
 static void make_snapshot(struct source *s, enum kind k, size_t len,
 			  const char *attachment)
 {
-	struct bgsnap_save_opts o = { .pause = src_pause,
+	struct bgsnap_save_opts o = { .size = sizeof(o),
+				      .pause = src_pause,
 				      .resume = src_resume,
 				      .arg = s };
 	struct bgsnap *h;
@@ -136,9 +137,10 @@ static void expect_equal(const char *got, const char *want, size_t len)
 static void round_trip(enum kind k, bool lazy)
 {
 	const size_t len = (k == HUGETLB ? 16 : 32) * MiB;
-	struct bgsnap_restore_opts o = { .flags = lazy ? BGSNAP_RESTORE_LAZY
+	struct bgsnap_restore_opts o = { .size = sizeof(o),
+					 .flags = lazy ? BGSNAP_RESTORE_LAZY
 						       : 0 };
-	struct bgsnap_stats st;
+	struct bgsnap_stats st = { .size = sizeof(st) };
 	struct source s = { 0 };
 	struct bgsnap *h;
 	char *mem;
@@ -252,7 +254,8 @@ static void *toucher_main(void *arg)
 static void test_lazy_with_owner_running(void **state)
 {
 	const size_t len = 64 * MiB;
-	struct bgsnap_restore_opts o = { .flags = BGSNAP_RESTORE_LAZY };
+	struct bgsnap_restore_opts o = { .size = sizeof(o),
+					 .flags = BGSNAP_RESTORE_LAZY };
 	struct toucher t[3];
 	struct source s = { 0 };
 	uint8_t *written = calloc(len / PG, 1);
@@ -309,8 +312,9 @@ static bool page_is_zero(const char *p)
 static void test_lazy_discard_race(void **state)
 {
 	const size_t len = 8 * MiB, pages = len / PG;
-	struct bgsnap_restore_opts o = { .flags = BGSNAP_RESTORE_LAZY };
-	struct bgsnap_progress pr;
+	struct bgsnap_restore_opts o = { .size = sizeof(o),
+					 .flags = BGSNAP_RESTORE_LAZY };
+	struct bgsnap_progress pr = { .size = sizeof(pr) };
 	struct source s = { 0 };
 	int checked = 0, stale = 0;
 	struct bgsnap *h;
@@ -564,11 +568,12 @@ static bool page_raises_sigbus(volatile char *p)
 static void test_damaged_lazy(void **state)
 {
 	const size_t len = 16 * MiB;
-	struct bgsnap_restore_opts o = { .flags = BGSNAP_RESTORE_LAZY };
+	struct bgsnap_restore_opts o = { .size = sizeof(o),
+					 .flags = BGSNAP_RESTORE_LAZY };
 	struct source s = { 0 };
 	char bad[300], *mem;
 	uint64_t first = 0, npages = 0;
-	struct bgsnap_stats st;
+	struct bgsnap_stats st = { .size = sizeof(st) };
 	struct bgsnap *h;
 
 	(void)state;
@@ -692,7 +697,8 @@ static void test_from_pipe_with_attachment(void **state)
 	const size_t len = 16 * MiB;
 	struct source s = { 0 };
 	struct got_attachment got = { 0 };
-	struct bgsnap_restore_opts o = { .attachment = on_attachment,
+	struct bgsnap_restore_opts o = { .size = sizeof(o),
+					 .attachment = on_attachment,
 					 .arg = &got };
 	struct feeder f;
 	pthread_t t;
@@ -747,7 +753,8 @@ static void test_restore_into_live_memory(void **state)
 	const size_t len = 32 * MiB;
 	struct source s = { 0 };
 	struct live l = { &s, false };
-	struct bgsnap_restore_opts o = { .pause = live_pause,
+	struct bgsnap_restore_opts o = { .size = sizeof(o),
+					 .pause = live_pause,
 					 .resume = live_resume,
 					 .arg = &l };
 	struct bank_figures a, b;

@@ -149,8 +149,9 @@ static void save_and_check(struct guest *g, size_t n,
 	char path[256];
 	struct owner o = { g, n };
 	struct bgsnap_save_opts opts =
-		extra ? *extra : (struct bgsnap_save_opts){ 0 };
-	struct bgsnap_stats st;
+		extra ? *extra
+		      : (struct bgsnap_save_opts){ .size = sizeof(opts) };
+	struct bgsnap_stats st = { .size = sizeof(st) };
 	struct bgsnap *h;
 	struct bank_figures before, after;
 	uint64_t pages = 0;
@@ -252,7 +253,8 @@ static void test_several_regions(void **state)
  * threads' work shows in the statistics. */
 static void test_threads(void **state)
 {
-	const struct bgsnap_save_opts opts = { .threads = 2 };
+	const struct bgsnap_save_opts opts = { .size = sizeof(opts),
+					       .threads = 2 };
 	struct guest g[4] = { 0 };
 
 	(void)state;
@@ -311,7 +313,7 @@ static void cpus_of(pid_t tid, char *out, size_t len)
  * the CPUs it is given; a bad list is refused. */
 static void test_cpus(void **state)
 {
-	struct bgsnap_save_opts opts = { .threads = 1 };
+	struct bgsnap_save_opts opts = { .size = sizeof(opts), .threads = 1 };
 	struct guest g = { 0 };
 	pid_t before[256], after[256];
 	size_t nbefore, nafter, seen = 0;
@@ -371,7 +373,7 @@ static void test_unpopulated_skipped(void **state)
 	char *mem = tu_map_anon(len, false);
 	char path[256];
 	struct bgsnap *h;
-	struct bgsnap_stats st;
+	struct bgsnap_stats st = { .size = sizeof(st) };
 
 	(void)state;
 	memset(mem, 7, 4 * MiB); /* the first 1024 pages only */
@@ -448,7 +450,7 @@ static void test_kernel_writers(void **state)
 	const size_t len = 256 * MiB;
 	struct guest g = { 0 };
 	struct kernel_ctx c = { 0 };
-	struct bgsnap_save_opts opts = { 0 };
+	struct bgsnap_save_opts opts = { .size = sizeof(opts) };
 	char path[256], fpath[256], *image, payload[KWRITE_LEN];
 	int fds[2];
 	struct bgsnap *h;
@@ -507,11 +509,12 @@ static void test_save_once(void **state)
 	const size_t len = 128 * MiB;
 	struct guest g = { 0 };
 	struct owner o = { &g, 1 };
-	struct bgsnap_save_opts opts = { .pause = owner_pause,
+	struct bgsnap_save_opts opts = { .size = sizeof(opts),
+					 .pause = owner_pause,
 					 .resume = owner_resume,
 					 .arg = &o };
 	uint8_t *count = calloc(len / 4096, 1);
-	struct bgsnap_stats st;
+	struct bgsnap_stats st = { .size = sizeof(st) };
 	struct bgsnap *h;
 	char path[256];
 	uint64_t reads = 0;
@@ -565,10 +568,11 @@ static void test_cancel(void **state)
 	const size_t len = 512 * MiB;
 	struct guest g = { 0 };
 	struct owner o = { &g, 1 };
-	struct bgsnap_save_opts opts = { .pause = owner_pause,
+	struct bgsnap_save_opts opts = { .size = sizeof(opts),
+					 .pause = owner_pause,
 					 .resume = owner_resume,
 					 .arg = &o };
-	struct bgsnap_progress p;
+	struct bgsnap_progress p = { .size = sizeof(p) };
 	struct bgsnap *h;
 	char path[256];
 
@@ -598,7 +602,8 @@ static void enospc_child(void)
 	const size_t len = 128 * MiB;
 	struct guest g = { 0 };
 	struct owner o = { &g, 1 };
-	struct bgsnap_save_opts opts = { .pause = owner_pause,
+	struct bgsnap_save_opts opts = { .size = sizeof(opts),
+					 .pause = owner_pause,
 					 .resume = owner_resume,
 					 .arg = &o,
 					 .compression = BGSNAP_COMPRESS_NONE };
@@ -652,7 +657,7 @@ static void test_floors(void **state)
 	uint8_t *mem = mmap(NULL, len, PROT_READ | PROT_WRITE,
 			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint8_t *copy = malloc(len);
-	struct bgsnap_floors f;
+	struct bgsnap_floors f = { .size = sizeof(f) };
 	struct bgs_uffd u;
 
 	(void)state;

@@ -66,7 +66,8 @@ static void owner_fini(struct owner *o)
 static void restore_equals(const char *path, const char *want, size_t len,
 			   bool lazy)
 {
-	struct bgsnap_restore_opts ro = { .flags = lazy ? BGSNAP_RESTORE_LAZY
+	struct bgsnap_restore_opts ro = { .size = sizeof(ro),
+					  .flags = lazy ? BGSNAP_RESTORE_LAZY
 							: 0 };
 	char *mem = tu_map_anon(len, false), why[256];
 	struct bgsnap *h;
@@ -91,11 +92,12 @@ static void test_chain_of_five(void **state)
 {
 	const size_t len = 32 * MiB;
 	struct owner o;
-	struct bgsnap_save_opts so = { .pause = own_pause,
+	struct bgsnap_save_opts so = { .size = sizeof(so),
+				       .pause = own_pause,
 				       .resume = own_resume,
 				       .arg = &o };
 	char path[5][256], *ref[5];
-	struct bgsnap_stats st;
+	struct bgsnap_stats st = { .size = sizeof(st) };
 	struct bgsnap *h;
 	struct stat fs[5];
 
@@ -163,9 +165,10 @@ static void test_incremental_by_comparison(void **state)
 	const size_t len = 16 * MiB;
 	char *mem = tu_map_anon(len, false), *want = malloc(len);
 	char full[256], incr[256];
-	struct bgsnap_save_opts so = { .flags = BGSNAP_SAVE_INCREMENTAL,
+	struct bgsnap_save_opts so = { .size = sizeof(so),
+				       .flags = BGSNAP_SAVE_INCREMENTAL,
 				       .parent = full };
-	struct bgsnap_stats st;
+	struct bgsnap_stats st = { .size = sizeof(st) };
 	struct bgsnap *h;
 	struct stat a, b;
 
@@ -252,7 +255,8 @@ static void test_phase_switch_loses_nothing(void **state)
 {
 	const size_t len = (size_t)SEQ_PAGES * 8 * PG;
 	struct sequencer q = { .mem = tu_map_anon(len, false) };
-	struct bgsnap_save_opts so = { .flags = BGSNAP_SAVE_KEEP_TRACKING };
+	struct bgsnap_save_opts so = { .size = sizeof(so),
+				       .flags = BGSNAP_SAVE_KEEP_TRACKING };
 	char path[256], *image = malloc(len);
 	struct bgsnap *h;
 	const char *env = getenv("BGSNAP_TEST_REPEAT");
@@ -310,17 +314,19 @@ static void rollback_case(size_t undo_budget)
 	const size_t len = 32 * MiB;
 	struct owner o;
 	struct live l = { &o, 0 };
-	struct bgsnap_save_opts so = { .pause = own_pause,
+	struct bgsnap_save_opts so = { .size = sizeof(so),
+				       .pause = own_pause,
 				       .resume = own_resume,
 				       .arg = &o,
 				       .undo_budget = undo_budget,
 				       .flags = BGSNAP_SAVE_KEEP_TRACKING };
 	char path[256];
-	struct bgsnap_rollback_opts ro = { .pause = hold,
+	struct bgsnap_rollback_opts ro = { .size = sizeof(ro),
+					   .pause = hold,
 					   .resume = check_and_release,
 					   .arg = &l,
 					   .path = path };
-	struct bgsnap_stats st;
+	struct bgsnap_stats st = { .size = sizeof(st) };
 	struct bgsnap *h;
 
 	owner_init(&o, len);
@@ -373,7 +379,8 @@ static void test_rollback_budget_reused(void **state)
 {
 	const size_t len = 8 * MiB, budget = 1 * MiB;
 	const size_t per_round = budget / PG / 2;
-	struct bgsnap_save_opts so = { .undo_budget = budget,
+	struct bgsnap_save_opts so = { .size = sizeof(so),
+				       .undo_budget = budget,
 				       .flags = BGSNAP_SAVE_KEEP_TRACKING };
 	uint8_t *mem = tu_map_kind(TU_ANON, len);
 	uint8_t *reference = malloc(len);
@@ -394,7 +401,7 @@ static void test_rollback_budget_reused(void **state)
 	for (size_t round = 0; round < len / PG / per_round; round++) {
 		for (size_t k = 0; k < per_round; k++)
 			memset(mem + (round * per_round + k) * PG, 0xEE, 64);
-		if (bgsnap_rollback(h, &(struct bgsnap_rollback_opts){ 0 }))
+		if (bgsnap_rollback(h, NULL))
 			fail_msg("rollback %zu: %s", round,
 				 bgsnap_last_error(h));
 		assert_memory_equal(mem, reference, len);
@@ -410,7 +417,8 @@ static void test_one_phase(void **state)
 {
 	const size_t len = 32 * MiB;
 	struct owner o;
-	struct bgsnap_save_opts so = { .pause = own_pause,
+	struct bgsnap_save_opts so = { .size = sizeof(so),
+				       .pause = own_pause,
 				       .resume = own_resume,
 				       .arg = &o,
 				       .flags = BGSNAP_SAVE_ONE_PHASE };

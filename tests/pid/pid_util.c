@@ -374,14 +374,14 @@ void pt_one_error_line(const char *err)
 void pt_region_name(const char *file, uint64_t addr, char *name, size_t n)
 {
 	char err[BGSNAP_FILE_ERROR_MAX];
-	struct bgsnap_file_info info;
+	struct bgsnap_file_info info = { .size = sizeof(info) };
 	struct bgsnap_file *f;
 
 	if (bgsnap_file_open(&f, file, err, sizeof(err)))
 		fail_msg("%s: %s", file, err);
 	bgsnap_file_info(f, &info);
 	for (size_t i = 0; i < info.regions; i++) {
-		struct bgsnap_file_region r;
+		struct bgsnap_file_region r = { .size = sizeof(r) };
 
 		assert_int_equal(bgsnap_file_region(f, i, &r), 0);
 		if (r.addr == addr) {

@@ -538,6 +538,233 @@ static void test_other_process(void **state)
 	unlink(file);
 }
 
+/* ---- streams checked as they arrive -------------------------------------- */
+
+#define FEED_MAX (256ULL << 20) /* what a stream test offers at most */
+
+/* Bytes of every mapping of @pid (/proc/PID/maps). */
+static uint64_t region_bytes(pid_t pid)
+{
+	char path[64], line[512];
+	unsigned long long a, b;
+	uint64_t total = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	f = fopen(path, "re");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%llx-%llx", &a, &b) == 2)
+			total += b - a;
+	fclose(f);
+	return total;
+}
+
+/* Until @pid is blocked in read(2) on its standard input
+ * (/proc/PID/syscall: "0 0x0 ..."). */
+static void wait_reading_stdin(pid_t pid)
+{
+	char path[64], line[256];
+
+	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
+	for (int i = 0; i < 2000; i++) {
+		FILE *f = fopen(path, "re");
+		bool reading = false;
+
+		if (f) {
+			reading = fgets(line, sizeof(line), f) &&
+				  !strncmp(line, "0 0x0 ", 6);
+			fclose(f);
+		}
+		if (reading)
+			return;
+		tu_sleep_ms(10);
+	}
+	fail_msg("bgsnap never waited for its standard input");
+}
+
+/* 'restore - --pid G --dry-run' reading from a pipe this test writes. */
+static pid_t restore_stream(const struct pt_guest *g, int *in, int *err)
+{
+	char pid[16];
+	int i[2], e[2];
+	pid_t b;
+
+	snprintf(pid, sizeof(pid), "%d", (int)g->c.pid);
+	assert_int_equal(pipe2(i, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(e, O_CLOEXEC), 0);
+	b = fork();
+	assert_true(b >= 0);
+	if (!b) {
+		dup2(i[0], STDIN_FILENO);
+		dup2(e[1], STDERR_FILENO);
+		execl(pt_bgsnap, "bgsnap", "restore", "-", "--pid", pid,
+		      "--dry-run", "-q", (char *)NULL);
+		_exit(127);
+	}
+	close(i[0]);
+	close(e[1]);
+	*in = i[1];
+	*err = e[0];
+	return b;
+}
+
+/* Write @buf (@len bytes) to @fd again and again until its reader goes
+ * or FEED_MAX bytes: the bytes written. */
+static uint64_t feed(int fd, const uint8_t *buf, size_t len)
+{
+	uint64_t total = 0;
+
+	while (total < FEED_MAX) {
+		const ssize_t n = write(fd, buf, len);
+
+		if (n <= 0)
+			break;
+		total += (uint64_t)n;
+	}
+	return total;
+}
+
+/* The exit status of @b and its one line on @err, in @msg. */
+static int stream_end(pid_t b, int err, char *msg, size_t n)
+{
+	ssize_t got;
+	int status;
+
+	assert_int_equal(waitpid(b, &status, 0), b);
+	got = read(err, msg, n - 1);
+	msg[got > 0 ? got : 0] = '\0';
+	close(err);
+	fprintf(stderr, "# %s", msg);
+	pt_one_error_line(msg);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+/* /dev/zero and random bytes on standard input: refused at their first
+ * bytes, having read little of what was offered (it read everything,
+ * 4.3 GB in 5 s from /dev/zero, before it looked). */
+static void test_stream_garbage(void **state)
+{
+	static uint8_t buf[64 << 10];
+	uint64_t rng = tu_seed(), total;
+	char msg[512];
+	struct pt_guest g;
+	int in, err;
+	pid_t b;
+
+	(void)state;
+	signal(SIGPIPE, SIG_IGN);
+	pt_guest_start(&g, 0, "16M", "4k", NULL);
+	for (int random = 0; random < 2; random++) {
+		for (size_t i = 0; i < sizeof(buf); i++)
+			buf[i] = random ? (uint8_t)tu_rand(&rng) : 0;
+		b = restore_stream(&g, &in, &err);
+		total = feed(in, buf, sizeof(buf));
+		close(in);
+		assert_int_equal(stream_end(b, err, msg, sizeof(msg)),
+				 EXIT_BADFILE);
+		assert_non_null(strstr(msg, "not a bgsnap"));
+		fprintf(stderr, "# %s: %llu bytes taken\n",
+			random ? "random" : "zeros", (unsigned long long)total);
+		assert_true(total < (4u << 20));
+	}
+	pt_guest_healthy(&g, 100, 0);
+	pt_guest_stop(&g);
+}
+
+/* The bytes of a snapshot of @g: its header and region table in
+ * *@prefix bytes, then its first page record at @buf + *@rec, *@reclen
+ * bytes long. */
+static uint8_t *first_page_record(struct pt_guest *g, size_t *prefix,
+				  size_t *rec, size_t *reclen)
+{
+	char file[256];
+	uint64_t len64, off;
+	size_t len;
+	uint8_t *buf;
+
+	path_in_dir(file, sizeof(file), "stream.bgs");
+	save_guest(g, file);
+	buf = pt_read_file(file, &len);
+	unlink(file);
+	/* The header's length at 12; a record's type at 4 and its payload's
+	 * length at 24 of its 56-byte header (FORMAT.md). */
+	memcpy(&len64, buf + 24 + 256, 8);
+	off = 256 + 56 + len64;
+	*prefix = (size_t)off;
+	while (off + 56 < len && buf[off + 4] != 2) {
+		memcpy(&len64, buf + off + 24, 8);
+		off += 56 + len64;
+	}
+	assert_true(off + 56 < len);
+	memcpy(&len64, buf + off + 24, 8);
+	*rec = (size_t)off;
+	*reclen = 56 + (size_t)len64;
+	return buf;
+}
+
+/* All the page records the regions can hold, after a valid header and
+ * region table: one record sent again and again is refused once there
+ * are more than the regions declared can hold, not at the end. */
+static void test_stream_bounded(void **state)
+{
+	size_t prefix, rec, reclen;
+	uint64_t total, regions = 0;
+	struct pt_guest g;
+	char msg[512];
+	uint8_t *snap;
+	int in, err;
+	pid_t b;
+
+	(void)state;
+	signal(SIGPIPE, SIG_IGN);
+	pt_guest_start(&g, 0, "16M", "4k", NULL);
+	snap = first_page_record(&g, &prefix, &rec, &reclen);
+	b = restore_stream(&g, &in, &err);
+	assert_int_equal(write(in, snap, prefix), (ssize_t)prefix);
+	total = prefix + feed(in, snap + rec, reclen);
+	close(in);
+	assert_int_equal(stream_end(b, err, msg, sizeof(msg)), EXIT_BADFILE);
+	assert_non_null(strstr(msg, "a snapshot of its regions can hold"));
+	assert_non_null(strstr(msg, "nothing was written"));
+	/* What the process maps, in all, bounds the pages. */
+	regions = region_bytes(g.c.pid);
+	fprintf(stderr, "# %llu bytes taken; the process maps %llu bytes\n",
+		(unsigned long long)total, (unsigned long long)regions);
+	assert_true(total < regions + regions / 8 + (8u << 20));
+	free(snap);
+	pt_guest_healthy(&g, 100, 0);
+	pt_guest_stop(&g);
+}
+
+/* SIGINT while the stream is read: the restore ends at once, nothing
+ * written (signals are held back only while the process is written). */
+static void test_stream_sigint(void **state)
+{
+	size_t prefix, rec, reclen;
+	struct pt_guest g;
+	char msg[512];
+	uint8_t *snap;
+	int in, err;
+	pid_t b;
+
+	(void)state;
+	pt_guest_start(&g, 0, "16M", "4k", NULL);
+	snap = first_page_record(&g, &prefix, &rec, &reclen);
+	b = restore_stream(&g, &in, &err);
+	assert_int_equal(write(in, snap, prefix), (ssize_t)prefix);
+	wait_reading_stdin(b);
+	kill(b, SIGINT);
+	assert_int_equal(stream_end(b, err, msg, sizeof(msg)), 1);
+	assert_non_null(strstr(msg, "cancelled by"));
+	assert_non_null(strstr(msg, "nothing was written"));
+	close(in);
+	free(snap);
+	pt_guest_untraced(&g);
+	pt_guest_healthy(&g, 100, 0);
+	pt_guest_stop(&g);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -548,8 +775,14 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_mapping_gone, kill_kid),
 		cmocka_unit_test(test_bad_files),
 		cmocka_unit_test(test_other_process),
+		cmocka_unit_test(test_stream_garbage),
+		cmocka_unit_test(test_stream_bounded),
+		cmocka_unit_test(test_stream_sigint),
 	};
 
 	pt_init(argc, argv);
+	/* By hand: only the cases whose name matches (a glob). */
+	if (getenv("BGSNAP_TEST_FILTER"))
+		cmocka_set_test_filter(getenv("BGSNAP_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -555,8 +557,10 @@ static int wait_exit(pid_t pid, int ms)
 	return -1;
 }
 
-/* bgsnap with its stderr on a pipe, saving @pid into @file. */
-static pid_t spawn_save(const char *pid, const char *file, int *err_fd)
+/* bgsnap with its stderr on a pipe, saving @pid into @file, with
+ * --max-stall @max_stall unless NULL. */
+static pid_t spawn_save(const char *pid, const char *file, int *err_fd,
+			const char *max_stall)
 {
 	int err[2];
 	pid_t b;
@@ -571,7 +575,8 @@ static pid_t spawn_save(const char *pid, const char *file, int *err_fd)
 		setpgid(0, 0);
 		dup2(err[1], STDERR_FILENO);
 		execl(pt_bgsnap, "bgsnap", "save", "--pid", pid, "-o", file,
-		      "--compress", "none", (char *)NULL);
+		      "--compress", "none", max_stall ? "--max-stall" : NULL,
+		      max_stall, (char *)NULL);
 		_exit(127);
 	}
 	close(err[1]);
@@ -597,7 +602,8 @@ static void read_message(int fd, char *out, size_t n)
  * first: then again, with a new guest, a few times.
  */
 static pid_t save_caught_copying(struct pt_guest *g, const char *name,
-				 char *file, size_t n, char *pid, int *err)
+				 char *file, size_t n, char *pid, int *err,
+				 const char *max_stall)
 {
 	int status;
 
@@ -605,7 +611,7 @@ static pid_t save_caught_copying(struct pt_guest *g, const char *name,
 	for (int tries = 0; tries < 3; tries++) {
 		pt_guest_start(g, 0, "256M", "4k", NULL);
 		snprintf(pid, 16, "%d", (int)g->c.pid);
-		const pid_t b = spawn_save(pid, file, err);
+		const pid_t b = spawn_save(pid, file, err, max_stall);
 		if (wait_copying(b, name, &status))
 			return b;
 		fprintf(stderr, "# the save ended before it was caught; "
@@ -651,7 +657,8 @@ static void test_target_exits(void **state)
 	pid_t b;
 
 	(void)state;
-	b = save_caught_copying(&g, "exit.bgs", file, sizeof(file), pid, &err);
+	b = save_caught_copying(&g, "exit.bgs", file, sizeof(file), pid, &err,
+				NULL);
 	kill_guest_under(b, &g, err, "exit.bgs", file);
 }
 
@@ -685,7 +692,7 @@ static void test_target_exits_while_stopped(void **state)
 	for (int tries = 0; tries < 3; tries++) {
 		pt_guest_start(&g, 0, "256M", "4k", NULL);
 		snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
-		const pid_t b = spawn_save(pid, file, &err);
+		const pid_t b = spawn_save(pid, file, &err, NULL);
 		if (wait_tracing(b, g.c.pid, &status)) {
 			kill_guest_under(b, &g, err, "stopped.bgs", file);
 			return;
@@ -707,7 +714,8 @@ static void test_sigint_cancels(void **state)
 	pid_t b;
 
 	(void)state;
-	b = save_caught_copying(&g, "int.bgs", file, sizeof(file), pid, &err);
+	b = save_caught_copying(&g, "int.bgs", file, sizeof(file), pid, &err,
+				NULL);
 	kill(b, SIGINT);
 	assert_int_equal(wait_exit(b, SAVE_MS), 1);
 	read_message(err, msg, sizeof(msg));
@@ -729,7 +737,8 @@ static void test_sigtstp_ignored(void **state)
 	pid_t b;
 
 	(void)state;
-	b = save_caught_copying(&g, "tstp.bgs", file, sizeof(file), pid, &err);
+	b = save_caught_copying(&g, "tstp.bgs", file, sizeof(file), pid, &err,
+				NULL);
 	kill(b, SIGTSTP);
 	kill(b, SIGTTOU);
 	kill(b, SIGTTIN);
@@ -1063,6 +1072,245 @@ static void test_missing_capability(void **state)
 	pt_guest_stop(&g);
 }
 
+/* ---- reasons when another save or the process's own mappings interfere -- */
+
+/* Start @argv (pt_bgsnap's arguments, NULL-terminated) with stdout into
+ * @out and stderr into @err (-1: /dev/null). */
+static pid_t spawn_fds(const char *const *argv, int out, int err)
+{
+	const pid_t child = fork();
+
+	assert_true(child >= 0);
+	if (child == 0) {
+		const int null = open("/dev/null", O_RDWR);
+
+		dup2(out >= 0 ? out : null, 1);
+		dup2(err >= 0 ? err : null, 2);
+		execv(pt_bgsnap, (char *const *)(uintptr_t)argv);
+		_exit(127);
+	}
+	return child;
+}
+
+/* Wait for @child; its stderr, read from @rd, into @buf. */
+static int reap_err(pid_t child, int rd, char *buf, size_t len)
+{
+	size_t n = 0;
+	ssize_t got;
+	int status;
+
+	while (n + 1 < len && (got = read(rd, buf + n, len - 1 - n)) > 0)
+		n += (size_t)got;
+	buf[n] = '\0';
+	close(rd);
+	assert_int_equal(waitpid(child, &status, 0), child);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+/* Until some mapping of @pid is registered with a userfaultfd for write
+ * protection ("uw" in smaps' VmFlags). */
+static void wait_registered(pid_t pid)
+{
+	char path[64], line[512];
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	for (int i = 0; i < 2000; i++) {
+		FILE *f = fopen(path, "re");
+		bool found = false;
+
+		assert_non_null(f);
+		while (!found && fgets(line, sizeof(line), f))
+			found = !strncmp(line, "VmFlags:", 8) &&
+				strstr(line, " uw");
+		fclose(f);
+		if (found)
+			return;
+		tu_sleep_ms(10);
+	}
+	fail_msg("process %d: no mapping registered in 20 s", (int)pid);
+}
+
+/* A save that holds the guest (its output not read) and a second one:
+ * the second names the first, never a security module or the process's
+ * own userfaultfd; then pairs of saves started together, where the loser
+ * has lost at any step. */
+static void test_concurrent_saves(void **state)
+{
+	char pid[16], file[256], err[2048];
+	const char *held[] = { "bgsnap", "save",     "--pid", pid, "-o",
+			       "-",	 "--buffer", "1M",    NULL };
+	const char *save[] = { "bgsnap", "save", "--pid",   pid,
+			       "-o",	 file,	 "--force", NULL };
+	struct pt_guest g;
+	struct pt_run r;
+	int out[2], e[2][2];
+	pid_t first, pair[2];
+
+	(void)state;
+	pt_guest_start(&g, 0, "128M", "4k", NULL);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
+	path_in_dir(file, sizeof(file), "pair.bgs");
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+	first = spawn_fds(held, out[1], -1);
+	close(out[1]);
+	wait_registered(g.c.pid);
+	pt_run(&r, SAVE_MS, -1, "save", "--pid", pid, "-o", file, NULL);
+	fprintf(stderr, "# while another save holds it: %d %s", r.code, r.err);
+	assert_int_equal(r.code, 1);
+	pt_one_error_line(r.err);
+	assert_non_null(strstr(r.err, "another save or restore of this "
+				      "process runs"));
+	pt_run_free(&r);
+	close(out[0]); /* the held save fails on EPIPE */
+	assert_int_equal(waitpid(first, NULL, 0), first);
+
+	for (int i = 0; i < 10; i++) {
+		for (int k = 0; k < 2; k++) {
+			assert_int_equal(pipe2(e[k], O_CLOEXEC), 0);
+			pair[k] = spawn_fds(save, -1, e[k][1]);
+			close(e[k][1]);
+		}
+		for (int k = 0; k < 2; k++) {
+			if (!reap_err(pair[k], e[k][0], err, sizeof(err)))
+				continue;
+			fprintf(stderr, "# the loser: %s", err);
+			pt_one_error_line(err);
+			if (strstr(err, "security module") ||
+			    strstr(err, "itself") || !strstr(err, "another"))
+				fail_msg("not the other save named: %s", err);
+		}
+	}
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+	unlink(file);
+}
+
+/* Unmaps and maps again, at random, 4 MiB of 64 MiB, until killed. */
+static void churn(void)
+{
+	const size_t len = 64 << 20, chunk = 4 << 20;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	/* Never outlive the test, even one that failed half-way. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (p == MAP_FAILED)
+		_exit(1);
+	memset(p, 1, len);
+	for (unsigned i = 0;; i++) {
+		char *c = p + (size_t)(rand() % 16) * chunk;
+
+		munmap(c, chunk);
+		if (mmap(c, chunk, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+			 0) == MAP_FAILED)
+			_exit(1);
+		memset(c, (int)i, chunk);
+		usleep(200);
+	}
+}
+
+/* munmap and mmap during saves: a failure says the mapping changed or
+ * vanished, never a bare "No such file or directory"; and a process that
+ * is not there is named once. */
+static void test_mapping_changes(void **state)
+{
+	char pid[16], file[256];
+	unsigned failed = 0;
+	struct pt_run r;
+	pid_t child;
+
+	(void)state;
+	path_in_dir(file, sizeof(file), "churn.bgs");
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0)
+		churn();
+	snprintf(pid, sizeof(pid), "%d", (int)child);
+	tu_sleep_ms(300);
+	for (int i = 0; i < 20; i++) {
+		pt_run(&r, SAVE_MS, -1, "save", "--pid", pid, "-o", file,
+		       "--force", NULL);
+		if (r.code) {
+			failed++;
+			fprintf(stderr, "# %s", r.err);
+			pt_one_error_line(r.err);
+			if (strstr(r.err, "No such file"))
+				fail_msg("no reason given: %s", r.err);
+		}
+		pt_run_free(&r);
+	}
+	fprintf(stderr, "# %u of 20 saves failed\n", failed);
+	kill(child, SIGKILL);
+	assert_int_equal(waitpid(child, NULL, 0), child);
+	/* Reaped: that pid names no process now. */
+	pt_run(&r, SAVE_MS, -1, "save", "--pid", pid, "-o", file, "--force",
+	       NULL);
+	fprintf(stderr, "# %s", r.err);
+	assert_int_equal(r.code, 1);
+	pt_one_error_line(r.err);
+	assert_non_null(strstr(r.err, "no such process"));
+	if (strstr(strstr(r.err, pid) + 1, pid))
+		fail_msg("the pid said twice: %s", r.err);
+	pt_run_free(&r);
+	unlink(file);
+}
+
+/* ---- --max-stall ----------------------------------------------------------- */
+
+/* -o - into a reader that never reads, writers running: the save is
+ * abandoned after a second without a completed write, the guest released
+ * and unharmed. */
+static void test_max_stall_reader(void **state)
+{
+	char pid[16], msg[1024];
+	const char *argv[] = { "bgsnap", "save",	"--pid",    pid,
+			       "-o",	 "-",		"--buffer", "1M",
+			       "-q",	 "--max-stall", "1",	    NULL };
+	struct pt_guest g;
+	int out[2], err[2];
+	pid_t b;
+
+	(void)state;
+	pt_guest_start(&g, 0, "128M", "4k", NULL);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(err, O_CLOEXEC), 0);
+	b = spawn_fds(argv, out[1], err[1]);
+	close(out[1]);
+	close(err[1]);
+	assert_int_equal(wait_exit(b, SAVE_MS), 1);
+	read_message(err[0], msg, sizeof(msg));
+	assert_non_null(strstr(msg, "no write of the snapshot completed for "
+				    "1000 ms"));
+	must_be_unharmed(&g);
+	close(out[0]);
+	pt_guest_stop(&g);
+}
+
+/* bgsnap stopped for longer than --max-stall mid-copy: once continued, it
+ * gives up at once, leaves no file and the guest unharmed. */
+static void test_max_stall_stopped(void **state)
+{
+	char file[256], pid[16], msg[1024];
+	struct pt_guest g;
+	int err;
+	pid_t b;
+
+	(void)state;
+	b = save_caught_copying(&g, "stall.bgs", file, sizeof(file), pid, &err,
+				"1");
+	kill(b, SIGSTOP);
+	tu_sleep_ms(2500); /* the stop to be caught, not a bound checked */
+	kill(b, SIGCONT);
+	assert_int_equal(wait_exit(b, SAVE_MS), 1);
+	read_message(err, msg, sizeof(msg));
+	assert_non_null(strstr(msg, "bgsnap did not run for"));
+	assert_int_equal(access(file, F_OK), -1);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -1084,8 +1332,15 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_ptrace_refused),
 		cmocka_unit_test(test_wrong_targets),
 		cmocka_unit_test(test_missing_capability),
+		cmocka_unit_test(test_concurrent_saves),
+		cmocka_unit_test(test_mapping_changes),
+		cmocka_unit_test(test_max_stall_reader),
+		cmocka_unit_test(test_max_stall_stopped),
 	};
 
 	pt_init(argc, argv);
+	/* By hand: only the cases whose name matches (a glob). */
+	if (getenv("BGSNAP_TEST_FILTER"))
+		cmocka_set_test_filter(getenv("BGSNAP_TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -187,7 +187,8 @@ static void test_saves_under_mutations(void **state)
 				.off = tu_rand(&rng) % (LEN / CHUNK) * CHUNK,
 			},
 		};
-		const struct bgsnap_save_opts o = { .resume = on_resume,
+		const struct bgsnap_save_opts o = { .size = sizeof(o),
+						    .resume = on_resume,
 						    .arg = &mt };
 		const int r = bgsnap_save(h, path, &o);
 
