@@ -164,7 +164,8 @@ int cli_core_write(struct bgsnap_file *f, const char *out, int64_t filter,
 {
 	char name[NAME_MAX + 1], tmp[NAME_MAX + 1];
 	struct cli_progress bar;
-	const struct bgsnap_core_opts co = { .filter = filter,
+	const struct bgsnap_core_opts co = { .size = sizeof(co),
+					     .filter = filter,
 					     .progress = show_progress,
 					     .arg = &bar };
 	int dirfd, fd, r;
@@ -299,7 +300,7 @@ static int report_json(const struct opts *o, const struct bgsnap_stats *st,
 static int make_core(const struct opts *o, struct snap_out *s,
 		     struct bgsnap_stats *st, struct bgsnap_core_info *in)
 {
-	const struct bgsnap_save_opts so = { 0 };
+	const struct bgsnap_save_opts so = { .size = sizeof(so) };
 	const struct cli_save_req req = {
 		.pid = o->pid,
 		.fd = s->fd,
@@ -371,8 +372,8 @@ int cmd_core(int argc, char **argv)
 {
 	struct opts o = { .filter = -1 };
 	struct snap_out s = { .fd = -1, .dirfd = -1 };
-	struct bgsnap_stats st = { 0 };
-	struct bgsnap_core_info in = { 0 };
+	struct bgsnap_stats st = { .size = sizeof(st) };
+	struct bgsnap_core_info in = { .size = sizeof(in) };
 	const uint64_t t0 = cli_now_ns();
 	int code = parse(argc, argv, &o);
 	int out_dir;

@@ -405,6 +405,7 @@ static int plan_one(struct job *j)
 	j->nt = 1;
 	t->region = (size_t)i;
 	t->r.size = sizeof(t->r);
+	t->r.size = sizeof(t->r);
 	bgsnap_file_region(j->f, t->region, &t->r);
 	if (t->r.kind == BGSNAP_KIND_UNSAVED) {
 		cli_error("%s: region '%s' was not saved (recorded by name "
@@ -430,6 +431,7 @@ static int plan_all(struct job *j, size_t n)
 		struct target *t = &j->t[k];
 
 		t->region = k;
+		t->r.size = sizeof(t->r);
 		t->r.size = sizeof(t->r);
 		bgsnap_file_region(j->f, k, &t->r);
 		t->skipped = t->r.kind == BGSNAP_KIND_UNSAVED;
@@ -549,7 +551,7 @@ static int find_chain(struct job *j)
 /* --core: the whole chain is found already. */
 static int export_core(struct job *j)
 {
-	struct bgsnap_core_info in;
+	struct bgsnap_core_info in = { .size = sizeof(in) };
 	struct cli_json js;
 	const int code = cli_core_write(j->f, j->o->output, j->o->filter,
 					j->o->force, j->o->quiet, &in);

@@ -867,6 +867,7 @@ BGSNAP_API int bgsnap_file_read(struct bgsnap_file *f, size_t region,
  * elfutils read as any other core.
  */
 struct bgsnap_core_opts {
+	size_t size; /* sizeof, set by the caller */
 	/* coredump_filter bits (core(5)): which mappings' memory is
 	 * written. -1: the process's own filter, as it was at the save. */
 	int64_t filter;
@@ -877,6 +878,7 @@ struct bgsnap_core_opts {
 };
 
 struct bgsnap_core_info {
+	size_t size;	     /* sizeof, set by the caller */
 	uint32_t filter;     /* the coredump_filter used */
 	size_t threads;	     /* NT_PRSTATUS notes */
 	size_t segments;     /* PT_LOAD segments: one per mapping */

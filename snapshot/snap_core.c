@@ -536,11 +536,11 @@ static uint64_t dump_size(const struct plan *p, const struct map *m,
 /* Each mapping's saved region, by range. */
 static void match_regions(struct bgsnap_file *f, struct plan *p)
 {
-	struct bgsnap_file_info in;
+	struct bgsnap_file_info in = { .size = sizeof(in) };
 
 	bgsnap_file_info(f, &in);
 	for (size_t i = 0; i < in.regions; i++) {
-		struct bgsnap_file_region r;
+		struct bgsnap_file_region r = { .size = sizeof(r) };
 
 		if (bgsnap_file_region(f, i, &r) ||
 		    r.kind == BGSNAP_KIND_UNSAVED)
@@ -896,16 +896,18 @@ BGSNAP_API int bgsnap_file_write_core(struct bgsnap_file *f, int fd,
 				      const struct bgsnap_core_opts *o,
 				      struct bgsnap_core_info *info)
 {
-	struct bgsnap_core_info local;
+	struct bgsnap_core_info out = { .size = sizeof(out) };
+	struct bgsnap_core_opts opts;
 	struct plan p = { 0 };
-	struct job j = { .f = f, .fd = fd, .o = o };
+	struct job j = { .f = f, .fd = fd, .o = &opts };
 	uint8_t *a;
 	size_t len;
-	int r;
+	int r = bgs_struct_in(&opts, sizeof(opts), o);
 
-	if (!info)
-		info = &local;
-	memset(info, 0, sizeof(*info));
+	if (!o)
+		opts.filter = -1; /* the process's own filter */
+	if (r || (info && info->size < sizeof(size_t)))
+		return r ? r : -EINVAL;
 	r = load(f, &a, &len);
 	if (r)
 		return r;
@@ -913,15 +915,17 @@ BGSNAP_API int bgsnap_file_write_core(struct bgsnap_file *f, int fd,
 	if (r)
 		goto out_free;
 	match_regions(f, &p);
-	info->filter = o && o->filter >= 0 ? (uint32_t)o->filter : p.filter;
-	info->threads = p.nthreads;
-	info->segments = p.nmaps;
+	out.filter = opts.filter >= 0 ? (uint32_t)opts.filter : p.filter;
+	out.threads = p.nthreads;
+	out.segments = p.nmaps;
 	j.chunk = malloc(CHUNK);
-	r = j.chunk ? write_core(&j, &p, info)
+	r = j.chunk ? write_core(&j, &p, &out)
 		    : bgs_file_fail(f, -ENOMEM, "out of memory");
 	free(j.chunk);
 out_free:
 	plan_free(&p);
 	free(a);
+	if (info)
+		bgs_struct_out(info, &out, sizeof(out));
 	return r;
 }
