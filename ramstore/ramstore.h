@@ -148,6 +148,8 @@ int bgs_rs_encode(struct rs_encoder *e, uint32_t region, uint64_t first,
 		  uint64_t npages, const void *src);
 /* The writer's thread: append what @e holds; @e is empty after. */
 int bgs_rs_put_encoded(struct rs_writer *w, struct rs_encoder *e);
+/* Drop what @e holds (an encoding that failed half way). */
+void bgs_rs_encoder_clear(struct rs_encoder *e);
 
 /*
  * Puts of pages a writer of the owner waits on: from bgs_rs_writer_urgent(w,

@@ -724,9 +724,14 @@ int bgs_rs_put_encoded(struct rs_writer *w, struct rs_encoder *e)
 	count_coder(w, &e->coder);
 	bgs_rs_stat_add(&w->pages, e->npages);
 	bgs_rs_stat_add(&w->zero_pages, e->zero_pages);
+	bgs_rs_encoder_clear(e);
+	return 0;
+}
+
+void bgs_rs_encoder_clear(struct rs_encoder *e)
+{
 	e->nrec = e->used = 0;
 	e->npages = e->zero_pages = 0;
-	return 0;
 }
 
 void bgs_rs_writer_urgent(struct rs_writer *w, bool urgent)

@@ -4,8 +4,8 @@
  *
  * DESIGN
  * The copier still reads each page out of the owner once, checks it and
- * unprotects it; what it has read goes into a job (a buffer of one run)
- * that a worker turns into records (ramstore's encoder: zero runs, lz4,
+ * unprotects it; what it has read goes into a job (a buffer of one scan
+ * run, or of several faulted runs) that a worker turns into records (ramstore's encoder: zero runs, lz4,
  * checksums). The copier alone appends finished jobs to the writer, so the
  * writer keeps one thread, and the file format is what it always was.
  * Records land in the file in the order jobs finish; the index says where
@@ -185,6 +185,7 @@ struct bgs_job *bgs_workers_take(struct bgs_workers *w)
 		j->nruns = 0;
 		j->pages = 0;
 		j->err = 0;
+		bgs_rs_encoder_clear(j->enc); /* a failed job's records */
 	}
 	pthread_mutex_unlock(&w->lock);
 	return j;
