@@ -8,6 +8,10 @@
  * fsync of the directory. The first error sticks and removes the
  * temporary file at once.
  *
+ * The encoder (records made on another thread, appended here later) lives
+ * here too: it shares the record code with put_pages, and that sharing,
+ * not size, decides the file. Hence just over 1000 lines.
+ *
  * put_pages is on the copier's path, often for a single page that a
  * writer waits on: it does no system call unless a chunk of output is
  * ready to go, and no allocation except a doubling of the index.

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The copier: the one thread that saves pages.
+ * The copier: the one thread that saves pages. (Over 1000 lines: the
+ * order of its steps is the save-once argument, and it reads best in one
+ * place; the workers behind it are snap_workers.c.)
  *
  * DESIGN
  * Threads: see snap_fault.c. The copier owns the saved bitmap (it alone

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Syscalls injected into a stopped thread of the target, and the uffd made
- * that way (x86_64).
+ * that way (x86_64). (Over 1000 lines: injection and the helper thread
+ * that makes the uffd are one sequence, each step safe against a kill at
+ * any instant only given the steps around it; it is read as a whole.)
  *
  * DESIGN
  *
