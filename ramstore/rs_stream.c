@@ -343,8 +343,8 @@ int bgs_rs_stream_open(struct rs_stream **s, int fd, struct rs_diag *diag)
 	return stream_new(s, fd, false, false, RS_STREAM_BUF_PIPE, NULL, diag);
 }
 
-/* The largest stream of the regions in @s's header: every page in a
- * record of its own, as large as lz4 may make it; RS_STREAM_ATTACH_MAX
+/* The largest stream of the regions in @s's header: every page of a
+ * saved region in a record of its own, as large as lz4 may make it; RS_STREAM_ATTACH_MAX
  * bytes of attachments and skippable records; the index of all these
  * records; the footer. */
 static void stream_bound(struct rs_stream *s)
@@ -353,8 +353,10 @@ static void stream_bound(struct rs_stream *s)
 	const uint64_t lz4_page = RS_PAGE + RS_PAGE / 255 + 16;
 	uint64_t pages = 0;
 
+	/* An unsaved region is recorded by name only: it holds no page. */
 	for (size_t i = 0; i < s->h.nregions; i++)
-		pages += s->h.regions[i].length / RS_PAGE;
+		if (s->h.regions[i].kind != RS_KIND_UNSAVED)
+			pages += s->h.regions[i].length / RS_PAGE;
 	s->page_max = pages * (h + lz4_page);
 	s->other_max = RS_MAX_ATTACHMENTS * h + RS_STREAM_ATTACH_MAX;
 	s->limit = s->pos + s->page_max + s->other_max + h +
