@@ -1373,7 +1373,36 @@ static int helper_uffd(struct helper *hp, struct bgs_target_uffd *out)
 	return err ? err : take_uffd(h, (int)ufd, &out->fd);
 }
 
-/* exit(2) in the helper: its table, and every descriptor in it, goes. */
+/*
+ * At a syscall-entry stop of the helper, make whatever it was about to
+ * call exit(0) instead. The code it runs is the target's own text, which
+ * the target's user may have rewritten under us (through a /proc/PID/mem
+ * opened while the process was dumpable), and the helper still holds
+ * root's descriptors: no call it makes from here on may be its own.
+ */
+static void force_exit(pid_t tid)
+{
+	struct __ptrace_syscall_info si;
+	struct user_regs_struct r;
+
+	if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, sizeof(si), &si) <= 0 ||
+	    si.op != PTRACE_SYSCALL_INFO_ENTRY ||
+	    ptrace(PTRACE_GETREGS, tid, NULL, &r))
+		return;
+	r.orig_rax = SYS_exit;
+	r.rdi = 0;
+	ptrace(PTRACE_SETREGS, tid, NULL, &r);
+}
+
+#define HELPER_EXIT_MS 30000 /* then it runs code of the target's user */
+
+/*
+ * exit(2) in the helper: its table, and every descriptor in it, goes.
+ * Every system call it enters on the way is made exit (force_exit). A
+ * helper that reaches no system call at all for HELPER_EXIT_MS runs code
+ * bgsnap did not put there; it may not be left running with root's
+ * descriptors once bgsnap lets go, so the process is killed.
+ */
 static int helper_exit(struct helper *hp)
 {
 	struct inj *h = &hp->h;
@@ -1391,12 +1420,22 @@ static int helper_exit(struct helper *hp)
 		if (ptrace(PTRACE_SYSCALL, hp->tid, NULL, NULL) &&
 		    errno != ESRCH)
 			return -errno;
-		if (bgs_target_wait(hp->tid, &st, STEP_TIMEOUT_MS) <= 0)
-			break;
+		if (bgs_target_wait(hp->tid, &st, HELPER_EXIT_MS) <= 0) {
+			kill(h->t->pid, SIGKILL);
+			return bgs_target_fail(
+				h->t, -ETIMEDOUT,
+				"process %d was killed: its helper thread %d, "
+				"holding bgsnap's userfaultfd, ran code bgsnap "
+				"did not put there (was the process's memory "
+				"rewritten during the save?)",
+				(int)h->t->pid, (int)hp->tid);
+		}
 		if (WIFEXITED(st) || WIFSIGNALED(st)) {
 			hp->tid = 0;
 			return 0;
 		}
+		if (WIFSTOPPED(st) && WSTOPSIG(st) == (SIGTRAP | 0x80))
+			force_exit(hp->tid);
 	}
 	return bgs_target_fail(h->t, -ETIMEDOUT,
 			       "the helper thread %d of process %d did not "

@@ -11,6 +11,7 @@
 #include "testutil.h"
 #include "tu_target.h"
 #include "uffd_target.h"
+#include "thief_code.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -25,6 +26,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -851,6 +853,119 @@ static void test_timing_ten_threads(void **state)
 	assert_int_equal(tu_kid_finish(&k, 5000), 0);
 }
 
+/* ---- the helper runs no code of the target's user ---------------------- */
+
+struct rewrite {
+	struct bgs_target *t;
+	int mem; /* the target's /proc/PID/mem, opened while it was dumpable */
+	bool done;
+};
+
+/* The /dev/userfaultfd descriptor in any thread of @pid, or -1. */
+static int dev_uffd_fd(pid_t pid)
+{
+	char path[300], link[64];
+	struct dirent *task, *fd;
+	DIR *tasks, *fds;
+	int found = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	tasks = opendir(path);
+	while (tasks && found < 0 && (task = readdir(tasks))) {
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/fd", (int)pid,
+			 task->d_name);
+		fds = task->d_name[0] != '.' ? opendir(path) : NULL;
+		while (fds && found < 0 && (fd = readdir(fds))) {
+			char at[600];
+			ssize_t n;
+
+			snprintf(at, sizeof(at), "%s/%s", path, fd->d_name);
+			n = readlink(at, link, sizeof(link) - 1);
+			if (n > 0 &&
+			    (link[n] = 0, !strcmp(link, "/dev/userfaultfd")))
+				found = atoi(fd->d_name);
+		}
+		if (fds)
+			closedir(fds);
+	}
+	if (tasks)
+		closedir(tasks);
+	return found;
+}
+
+/* Once bgsnap holds the uffd, the target's user rewrites the code the
+ * helper thread will run on its way out: a thief that sends the
+ * /dev/userfaultfd descriptor the helper still holds. */
+static void rewrite_hook(void *arg, enum bgs_target_stage stage)
+{
+	struct rewrite *rw = arg;
+	unsigned char code[sizeof(thief_code)];
+	const int fd = dev_uffd_fd(rw->t->pid);
+
+	if (stage != BGS_TSTAGE_UFFD_TAKEN || rw->done || fd < 0)
+		return;
+	rw->done = true;
+	memcpy(code, thief_code, sizeof(code));
+	memcpy(code + THIEF_FD_AT, &fd, sizeof(fd));
+	if (pwrite(rw->mem, code, sizeof(code), (off_t)rw->t->gadget_syscall) !=
+	    (ssize_t)sizeof(code))
+		fprintf(stderr, "# pwrite: %s\n", strerror(errno));
+}
+
+/*
+ * Root makes a uffd in a uid-65534 process through /dev/userfaultfd, while
+ * a process of that user that opened /proc/PID/mem before the save
+ * rewrites the helper's exit path with code that would send the
+ * descriptor away: nothing may arrive. (Before the helper's every system
+ * call was made exit, the thief received /dev/userfaultfd.)
+ */
+static void test_helper_runs_no_foreign_code(void **state)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	struct rewrite rw = { 0 };
+	struct bgs_target_uffd u;
+	struct bgs_target t;
+	struct tu_kid k;
+	char path[64], byte, ctl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &byte, 1 };
+	struct msghdr mh = { .msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = ctl,
+			     .msg_controllen = sizeof(ctl) };
+	int s, got = 0;
+
+	(void)state;
+	tu_need_root("a uid-65534 target saved by root");
+	s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	memcpy(a.sun_path, "\0bgsQ", 5);
+	assert_int_equal(bind(s, (struct sockaddr *)&a, 7), 0);
+	region_kid(&k, true, 1, 1, 1);
+	snprintf(path, sizeof(path), "/proc/%d/mem", (int)k.pid);
+	rw.mem = open(path, O_RDWR | O_CLOEXEC);
+	assert_true(rw.mem >= 0);
+	rw.t = &t;
+	assert_int_equal(bgs_target_open(&t, k.pid), 0);
+	t.hook = rewrite_hook;
+	t.hook_arg = &rw;
+	assert_int_equal(bgs_target_freeze(&t), 0);
+	if (bgs_target_inject_uffd(&t, 0, &u) == 0)
+		close(u.fd);
+	fprintf(stderr, "# rewritten: %s, via /dev/userfaultfd: %d\n",
+		rw.done ? "yes" : "no", u.via_dev);
+	for (int i = 0; i < 100 && !got; i++) {
+		got = recvmsg(s, &mh, MSG_DONTWAIT) == 1;
+		if (!got)
+			tu_sleep_ms(5);
+	}
+	bgs_target_close(&t);
+	close(rw.mem);
+	close(s);
+	kill(k.pid, SIGKILL);
+	waitpid(k.pid, NULL, 0);
+	assert_true(rw.done); /* the thief was in place */
+	assert_false(got);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -867,6 +982,7 @@ int main(void)
 		cmocka_unit_test(test_monitor_killed_holding_uffd),
 		cmocka_unit_test(test_signals_across_freeze_and_injection),
 		cmocka_unit_test(test_timing_ten_threads),
+		cmocka_unit_test(test_helper_runs_no_foreign_code),
 	};
 
 #if !defined(__x86_64__)
