@@ -640,6 +640,10 @@ static bool bulk_step(struct bgs_save *s)
 		if (!job)
 			return false;
 		dst = bgs_job_room(s->workers, job, n);
+		if (!dst) { /* a unit larger than a job: the copier stores it */
+			bgs_workers_submit(s->workers, job);
+			job = NULL;
+		}
 	}
 	while (done < n) {
 		const uint64_t c = n - done < chunk ? n - done : chunk;
@@ -648,21 +652,23 @@ static bool bulk_step(struct bgs_save *s)
 						   dst + done * BGS_PAGE_SIZE)
 				      : copy_pages(s, r, first + done, c);
 
-		if (ret > 0)
-			break;
-		if (ret < 0)
-			return true;
+		if (ret)
+			break; /* < 0: the save failed, and it ends below */
 		done += c;
 		if (!s->stop_the_world && faults_waiting(s))
 			break;
 	}
-	if (done && release_run(s, r, first, done, NULL) == 0) {
+	if (!bgs_save_error(s) && done &&
+	    release_run(s, r, first, done, NULL) == 0) {
 		s->pages_by_scan += done;
 		if (job)
 			bgs_job_add(job, r, first, done);
 	}
+	/* Every path hands the job back: an empty one is free again. */
 	if (job)
 		bgs_workers_submit(s->workers, job);
+	if (bgs_save_error(s))
+		return true;
 	if (!done)
 		return false;
 	s->cursor = first + done;

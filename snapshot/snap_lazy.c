@@ -117,9 +117,11 @@ static int place(struct placer *p, const struct bgs_region *g, uint64_t first,
 		 uint64_t n, const uint8_t *data)
 {
 	const uint64_t unit = g->page_size / BGS_PAGE_SIZE;
-	const uint64_t most = p->fill && BGS_FILL_LOCKED_PAGES > unit
+	/* The fill's bound: 64 pages, or one huge page when that is more. */
+	const uint64_t most = !p->fill ? UINT64_MAX
+			      : BGS_FILL_LOCKED_PAGES > unit
 				      ? BGS_FILL_LOCKED_PAGES / unit * unit
-				      : UINT64_MAX;
+				      : unit;
 	uint64_t eagain_since = 0;
 
 	for (uint64_t i = 0; i < n;) {

@@ -53,6 +53,7 @@ struct during {
 	void (*act)(struct during *d);
 	void *moved;
 	struct bgsnap *h; /* set by save_with */
+	unsigned threads; /* compression threads of the save */
 };
 
 static void during_resume(void *arg)
@@ -66,7 +67,8 @@ static int save_with(char *mem, struct during *d, struct bgsnap **hp)
 {
 	struct bgsnap_save_opts o = { .size = sizeof(o),
 				      .resume = during_resume,
-				      .arg = d };
+				      .arg = d,
+				      .threads = d->threads };
 	struct bgsnap *h;
 	int r;
 
@@ -103,6 +105,22 @@ static void test_unmap_during_save(void **state)
 {
 	char *mem = filled(LEN);
 	struct during d = { .mem = mem, .act = act_unmap };
+	struct bgsnap *h;
+
+	(void)state;
+	assert_int_equal(save_with(mem, &d, &h), BGSNAP_EHAZARD);
+	assert_non_null(strstr(bgsnap_last_error(h), "'ram'"));
+	expect_clean(mem, LEN - MiB);
+	bgsnap_free(h);
+	tu_unmap(mem, LEN - MiB);
+}
+
+/* The same with compression threads: the copier's failed read of a job's
+ * run still ends the save (it waited for that job for ever). */
+static void test_unmap_during_save_threads(void **state)
+{
+	char *mem = filled(LEN);
+	struct during d = { .mem = mem, .act = act_unmap, .threads = 2 };
 	struct bgsnap *h;
 
 	(void)state;
@@ -526,6 +544,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup(test_unmap_during_save, setup),
+		cmocka_unit_test_setup(test_unmap_during_save_threads, setup),
 		cmocka_unit_test_setup(test_dontneed_during_save, setup),
 		cmocka_unit_test_setup(test_mremap_during_save, setup),
 		cmocka_unit_test_setup(test_ksm_running_refused, setup),

@@ -557,10 +557,10 @@ static int wait_exit(pid_t pid, int ms)
 	return -1;
 }
 
-/* bgsnap with its stderr on a pipe, saving @pid into @file, with
- * --max-stall @max_stall unless NULL. */
+/* bgsnap with its stderr on a pipe, saving @pid into @file, with the
+ * option @opt (an option and its value, "--max-stall=1") unless NULL. */
 static pid_t spawn_save(const char *pid, const char *file, int *err_fd,
-			const char *max_stall)
+			const char *opt)
 {
 	int err[2];
 	pid_t b;
@@ -575,8 +575,7 @@ static pid_t spawn_save(const char *pid, const char *file, int *err_fd,
 		setpgid(0, 0);
 		dup2(err[1], STDERR_FILENO);
 		execl(pt_bgsnap, "bgsnap", "save", "--pid", pid, "-o", file,
-		      "--compress", "none", max_stall ? "--max-stall" : NULL,
-		      max_stall, (char *)NULL);
+		      "--compress", "none", opt, (char *)NULL);
 		_exit(127);
 	}
 	close(err[1]);
@@ -603,7 +602,7 @@ static void read_message(int fd, char *out, size_t n)
  */
 static pid_t save_caught_copying(struct pt_guest *g, const char *name,
 				 char *file, size_t n, char *pid, int *err,
-				 const char *max_stall)
+				 const char *opt)
 {
 	int status;
 
@@ -611,7 +610,7 @@ static pid_t save_caught_copying(struct pt_guest *g, const char *name,
 	for (int tries = 0; tries < 3; tries++) {
 		pt_guest_start(g, 0, "256M", "4k", NULL);
 		snprintf(pid, 16, "%d", (int)g->c.pid);
-		const pid_t b = spawn_save(pid, file, err, max_stall);
+		const pid_t b = spawn_save(pid, file, err, opt);
 		if (wait_copying(b, name, &status))
 			return b;
 		fprintf(stderr, "# the save ended before it was caught; "
@@ -677,6 +676,21 @@ static bool wait_tracing(pid_t bgsnap, pid_t guest, int *status)
 	}
 	fail_msg("bgsnap never stopped guest %d", (int)guest);
 	return false;
+}
+
+/* The same with compression threads: a read that fails for the copier
+ * ends the save as well (it waited for its half-filled job for ever). */
+static void test_target_exits_threads(void **state)
+{
+	char file[256], pid[16];
+	struct pt_guest g;
+	int err;
+	pid_t b;
+
+	(void)state;
+	b = save_caught_copying(&g, "exit.bgs", file, sizeof(file), pid, &err,
+				"--threads=2");
+	kill_guest_under(b, &g, err, "exit.bgs", file);
 }
 
 /* The target dies while bgsnap has it stopped: to make its uffd in it, or
@@ -1299,7 +1313,7 @@ static void test_max_stall_stopped(void **state)
 
 	(void)state;
 	b = save_caught_copying(&g, "stall.bgs", file, sizeof(file), pid, &err,
-				"1");
+				"--max-stall=1");
 	kill(b, SIGSTOP);
 	tu_sleep_ms(2500); /* the stop to be caught, not a bound checked */
 	kill(b, SIGCONT);
@@ -1325,6 +1339,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_output_dir_unwritable),
 		cmocka_unit_test(test_save_json),
 		cmocka_unit_test(test_target_exits),
+		cmocka_unit_test(test_target_exits_threads),
 		cmocka_unit_test(test_target_exits_while_stopped),
 		cmocka_unit_test(test_sigint_cancels),
 		cmocka_unit_test(test_sigtstp_ignored),
