@@ -970,12 +970,26 @@ static int made(struct inj *in, const struct bgs_target_uffd *out, int64_t ufd)
 
 /* ---- the uffd made in the target's own fd table (before Linux 6.9) ------- */
 
-static void close_injected(struct inj *in, struct tfds *tf)
+/* Close what the injected calls made in the target's table. One that
+ * cannot be closed (the call refused at its entry check, or failing) is
+ * an error: a uffd left in the target would be the target's to use. */
+static int close_injected(struct inj *in, struct tfds *tf)
 {
+	int err = 0;
 	int64_t r;
 
-	while (tf->n > 0 && in->live)
-		call(in, SYS_close, (uint64_t)tf->fd[--tf->n], 0, 0, 0, &r);
+	while (tf->n > 0 && in->live) {
+		const int fd = tf->fd[--tf->n];
+		const int e = call(in, SYS_close, (uint64_t)fd, 0, 0, 0, &r);
+
+		if (!err && (e || r < 0))
+			err = e ? e
+				: bgs_target_fail(in->t, (int)r,
+						  "close(%d) in process %d: %s",
+						  fd, (int)in->t->pid,
+						  strerror((int)-r));
+	}
+	return err;
 }
 
 /* Only for a target of bgsnap's own user: the descriptor gives it nothing
@@ -1004,7 +1018,7 @@ static int make_uffd_shared(struct inj *in, bool privileged,
 {
 	struct tfds tf = { .n = 0 };
 	int64_t ufd;
-	int err;
+	int err, end;
 
 	err = inject_userfaultfd(in, &ufd);
 	if (!err && (ufd == -EPERM || ufd == -ENOSYS)) {
@@ -1022,7 +1036,12 @@ static int make_uffd_shared(struct inj *in, bool privileged,
 		tf.fd[tf.n++] = (int)ufd;
 		err = take_uffd(in, (int)ufd, &out->fd);
 	}
-	close_injected(in, &tf);
+	end = close_injected(in, &tf);
+	if (!err && end) {
+		close(out->fd); /* the target may hold the uffd still */
+		out->fd = -1;
+		err = end;
+	}
 	return err;
 }
 
