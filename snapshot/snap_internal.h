@@ -302,6 +302,8 @@ struct bgs_save {
  *              as a bug writing registered memory would;
  * @fault_read_error  when set, the fault thread's next read fails with it
  *              (and the hook is cleared), as a broken uffd would.
+ * @place_error  when set, a lazy restore's fill fails its next placing
+ *              with it, as UFFDIO_COPY would without memory.
  * @fill_delay_us  when set, a lazy restore's fill sleeps this long between
  *              looking at the discard marks and placing pages, widening
  *              the window an owner's discard must not slip into.
@@ -312,6 +314,8 @@ struct bgs_snap_test_hooks {
 	_Atomic int fault_read_error; /* a -errno the fault thread's next
 				       * read of the uffd fails with */
 	unsigned fill_delay_us;
+	_Atomic int place_error; /* a -errno the fill's next placing fails
+				  * with (then the hook is cleared) */
 };
 
 /* Sleep @us microseconds if a test hook asks for it (0: return at once). */

@@ -108,6 +108,21 @@ static int64_t place_zero(struct placer *p, const struct bgs_region *g,
 	return done;
 }
 
+/* Pages that could not be placed (ENOMEM, a spent EAGAIN budget) are
+ * poisoned, as those of a damaged record are: an access raises SIGBUS,
+ * never finds zeroes once the restore has let go (its error says why),
+ * and a faulting thread is woken, not left to fault again. */
+static void poison_missing(struct placer *p, const struct bgs_region *g,
+			   uint64_t addr, uint64_t len)
+{
+	const int64_t n =
+		bgs_uffd_poison(&p->r->uffd, addr, len, g->page_size, 0);
+
+	if (n > 0)
+		atomic_fetch_add(&p->r->pages_poisoned,
+				 (uint64_t)n / BGS_PAGE_SIZE);
+}
+
 /*
  * Place pages [first, first + n) of @g from @data (NULL: zeroes), except
  * that discarded pages get zeroes. Returns 0, -EAGAIN (NORETRY), or an
@@ -138,7 +153,10 @@ static int place(struct placer *p, const struct bgs_region *g, uint64_t first,
 		if (p->fill)
 			bgs_test_delay_us(p->r->h->test_hooks.fill_delay_us);
 		const uint64_t addr = g->base + (first + i) * BGS_PAGE_SIZE;
-		if (data && !drop)
+		if (p->fill && atomic_load(&p->r->h->test_hooks.place_error))
+			placed = atomic_exchange(
+				&p->r->h->test_hooks.place_error, 0);
+		else if (data && !drop)
 			placed = bgs_uffd_copy(
 				&p->r->uffd, addr, data + i * BGS_PAGE_SIZE,
 				k * BGS_PAGE_SIZE, g->page_size, p->flags);
@@ -167,15 +185,16 @@ static int place(struct placer *p, const struct bgs_region *g, uint64_t first,
 					g->name, addr);
 			placed = 0; /* unmapped by the owner: fine */
 		}
-		if (placed < 0)
-			return placed == -EAGAIN && !p->fill
-				       ? -EAGAIN
-				       : bgs_restore_fail(
-						 p->r, (int)placed,
-						 "region '%s': "
-						 "placing pages: %s",
-						 g->name,
-						 strerror((int)-placed));
+		if (placed == -EAGAIN && !p->fill)
+			return -EAGAIN;
+		if (placed < 0) {
+			poison_missing(p, g, addr, (n - i) * BGS_PAGE_SIZE);
+			return bgs_restore_fail(
+				p->r, (int)placed,
+				"region '%s': placing pages: %s "
+				"(those not placed are poisoned)",
+				g->name, strerror((int)-placed));
+		}
 		count_placed(p, placed, !data || drop);
 		i += k;
 	}

@@ -615,6 +615,46 @@ static void test_damaged_lazy(void **state)
 	drop_source(&s);
 }
 
+/* Pages the fill cannot place (here its first placing fails with ENOMEM,
+ * as UFFDIO_COPY does without memory) are poisoned, exactly those: the
+ * restore fails saying why, and the owner never reads zeroes there. */
+static void test_lazy_place_failure(void **state)
+{
+	const size_t len = 16 * MiB;
+	struct bgsnap_restore_opts o = { .size = sizeof(o),
+					 .flags = BGSNAP_RESTORE_LAZY };
+	struct bgsnap_stats st = { .size = sizeof(st) };
+	struct source s = { 0 };
+	uint64_t poisoned = 0;
+	struct bgsnap *h;
+	char *mem;
+	int r;
+
+	(void)state;
+	make_snapshot(&s, ANON, len, NULL);
+	h = destination(ANON, len, &mem);
+	h->test_hooks.place_error = -ENOMEM;
+	assert_int_equal(bgsnap_restore_start(h, s.path, &o), 0);
+	r = bgsnap_wait(h);
+	fprintf(stderr, "# %s\n", bgsnap_last_error(h));
+	assert_int_equal(r, -ENOMEM);
+	assert_non_null(strstr(bgsnap_last_error(h), "poisoned"));
+	assert_int_equal(bgsnap_stats(h, &st), 0);
+	assert_true(st.pages_poisoned > 0);
+	for (uint64_t p = 0; p < len / PG; p++) {
+		if (page_raises_sigbus(mem + p * PG)) {
+			poisoned++;
+			continue;
+		}
+		if (memcmp(mem + p * PG, s.reference + p * PG, PG))
+			fail_msg("page %llu is wrong", (unsigned long long)p);
+	}
+	assert_int_equal(poisoned, st.pages_poisoned);
+	bgsnap_free(h);
+	tu_unmap(mem, len);
+	drop_source(&s);
+}
+
 /* ---- matching ------------------------------------------------------------ */
 
 static void test_region_mismatch(void **state)
@@ -800,6 +840,7 @@ int main(void)
 		cmocka_unit_test(test_damaged_eager_writes_nothing),
 		cmocka_unit_test(test_damaged_eager_fresh),
 		cmocka_unit_test(test_damaged_lazy),
+		cmocka_unit_test(test_lazy_place_failure),
 		cmocka_unit_test(test_region_mismatch),
 		cmocka_unit_test(test_from_pipe_with_attachment),
 		cmocka_unit_test(test_restore_into_live_memory),
