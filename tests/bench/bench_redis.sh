@@ -4,7 +4,7 @@
 #
 #   tests/bench/bench_redis.sh [--sizes 1G,4G] [--seconds 10] [--dir /var/tmp]
 #                              [--out DIR] [--verify load|all] [--json]
-#                              [--quiet] [--keep]
+#                              [--quiet] [--keep] [--save-args 'ARGS']
 #
 # For each size it starts Debian's redis-server on 127.0.0.1 (a free port,
 # --save '' --appendonly no, a directory of its own), fills it with keys
@@ -48,6 +48,7 @@
 # and the probe's traces (default build/bench-redis); --json prints one
 # JSON document instead of the table; --quiet no progress on stderr;
 # --bgsnap PATH and --probe PATH use these binaries instead of building.
+# --save-args 'ARGS' adds options to every 'bgsnap save' (e.g. '--threads 1').
 # Missing packages (redis-server redis-tools time) are installed with
 # apt-get when run as root; otherwise the command is printed (exit 1).
 # Exit 4: this machine cannot save ('bgsnap caps').
@@ -66,6 +67,7 @@ keep=0
 verify=load
 bgsnap=
 probe=
+save_args=
 cmdline="tests/bench/bench_redis.sh $*"
 while (($#)); do
 	case "$1" in
@@ -79,6 +81,7 @@ while (($#)); do
 	--verify) verify=$2; shift ;;
 	--bgsnap) bgsnap=$2; shift ;;
 	--probe) probe=$2; shift ;;
+	--save-args) save_args=$2; shift ;;
 	-h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
 	*) echo "bench_redis: unknown argument '$1' (see --help)" >&2; exit 2 ;;
 	esac
@@ -408,8 +411,9 @@ save_bgsave() {
 save_bgsnap() {
 	local f="$work/$1.bgs" j="$work/$1.json" k
 	now_us T0
+	# shellcheck disable=SC2086 # --save-args is split into options
 	/usr/bin/time -f %M -o "$work/$1.rss" "$bgsnap" save --pid "$redis_pid" \
-		-o "$f" --json --quiet >"$j" 2>"$work/$1.err" &
+		-o "$f" --json --quiet $save_args >"$j" 2>"$work/$1.err" &
 	save_pid=$!
 	wait "$save_pid" || die "$1: bgsnap save failed: $(cat "$work/$1.err")"
 	save_pid=
