@@ -1054,8 +1054,7 @@ static void collect_jobs(struct bgs_save *s, bool all)
 		return;
 	ret = bgs_workers_collect(s->workers, all, !bgs_save_error(s));
 	if (ret < 0)
-		bgs_save_fail(s, ret, "writing the snapshot: %s",
-			      bgsnap_strerror(ret));
+		bgs_save_write_failed(s, ret);
 }
 
 /* Every job in the file (unless the save failed), then the threads gone. */
