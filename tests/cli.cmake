@@ -36,7 +36,8 @@ set_tests_properties(cli_install PROPERTIES TIMEOUT 120 LABELS install)
 # Root sets it up (a device node in a mount namespace of the test).
 # And root saving that process while another process of uid 65534 (the
 # thief) tries to take what root hands it.
-add_executable(cli_thief cli/thief.c)
+add_executable(cli_thief cli/thief.c common/tu_thief.c)
+target_include_directories(cli_thief PRIVATE common)
 add_test(NAME cli_nonroot
 	COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/cli/test_nonroot.sh
 		$<TARGET_FILE:bgsnap_cli> $<TARGET_FILE:cli_thief>)

@@ -12,6 +12,7 @@
 #include "tu_target.h"
 #include "uffd_target.h"
 #include "thief_code.h"
+#include "tu_thief.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -289,105 +290,26 @@ static void test_uffd_without_helper(void **state)
 
 /* ---- another process of the target's user tries to take it -------------- */
 
-#ifndef PIDFD_THREAD
-#define PIDFD_THREAD O_EXCL
-#endif
 #define THEFT_SAVES 100
 #define THEFT_FDS   32
 
+/* What the thief took, by kind, shared with the test. */
 struct thief_shm {
 	atomic_int stop;
-	atomic_ulong passes, plain, uffd, dev;
+	atomic_ulong passes;
+	atomic_ulong taken[TU_FD_KINDS];
 };
-
-static int fd_kind(int fd)
-{
-	char path[64], link[64];
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = readlink(path, link, sizeof(link) - 1);
-	if (n < 0)
-		return 0;
-	link[n] = '\0';
-	if (!strcmp(link, "anon_inode:[userfaultfd]"))
-		return 1;
-	return strcmp(link, "/dev/userfaultfd") ? 0 : 2;
-}
-
-/* A socket taken on its way in may carry the /dev/userfaultfd descriptor:
- * read it first. */
-static int receive_on(int sock)
-{
-	char byte, ctl[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { &byte, 1 };
-	struct msghdr mh = { .msg_iov = &iov,
-			     .msg_iovlen = 1,
-			     .msg_control = ctl,
-			     .msg_controllen = sizeof(ctl) };
-	struct cmsghdr *c;
-	int fd, kind;
-
-	if (recvmsg(sock, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC) < 0)
-		return 0;
-	c = CMSG_FIRSTHDR(&mh);
-	if (!c || c->cmsg_type != SCM_RIGHTS)
-		return 0;
-	memcpy(&fd, CMSG_DATA(c), sizeof(fd));
-	kind = fd_kind(fd);
-	close(fd);
-	return kind;
-}
-
-static void count_taken(struct thief_shm *sh, int fd)
-{
-	int kind = fd_kind(fd);
-
-	if (!kind)
-		kind = receive_on(fd);
-	atomic_fetch_add(kind == 1   ? &sh->uffd
-			 : kind == 2 ? &sh->dev
-				     : &sh->plain,
-			 1);
-}
-
-/* Every descriptor of every thread of @pid that pidfd_getfd will give. */
-static void thief_pass(pid_t pid, struct thief_shm *sh)
-{
-	char path[64];
-	struct dirent *de;
-	DIR *d;
-
-	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
-	if (!(d = opendir(path)))
-		return;
-	while ((de = readdir(d))) {
-		const pid_t tid = (pid_t)atoi(de->d_name);
-		int pfd, fd, got;
-
-		if (tid <= 0)
-			continue;
-		pfd = (int)syscall(SYS_pidfd_open, tid, PIDFD_THREAD);
-		if (pfd < 0)
-			continue;
-		for (fd = 0; fd < THEFT_FDS; fd++) {
-			got = (int)syscall(SYS_pidfd_getfd, pfd, fd, 0);
-			if (got >= 0) {
-				count_taken(sh, got);
-				close(got);
-			}
-		}
-		close(pfd);
-	}
-	closedir(d);
-}
 
 static void thief_main(pid_t pid, struct thief_shm *sh)
 {
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || tu_drop_privileges(65534))
 		_exit(2);
 	while (!atomic_load(&sh->stop)) {
-		thief_pass(pid, sh);
+		unsigned long taken[TU_FD_KINDS] = { 0 };
+
+		tu_thief_pass(pid, THEFT_FDS, taken);
+		for (int k = 0; k < TU_FD_KINDS; k++)
+			atomic_fetch_add(&sh->taken[k], taken[k]);
 		atomic_fetch_add(&sh->passes, 1);
 	}
 	_exit(0);
@@ -453,11 +375,12 @@ static void test_thief_takes_nothing(void **state)
 		"# %d saves (%d failed), %lu passes of the thief: it took %lu "
 		"ordinary descriptors, %lu uffds, %lu /dev/userfaultfd\n",
 		THEFT_SAVES, failed, atomic_load(&sh->passes),
-		atomic_load(&sh->plain), atomic_load(&sh->uffd),
-		atomic_load(&sh->dev));
-	assert_true(atomic_load(&sh->plain) > 0);
-	assert_int_equal(atomic_load(&sh->uffd), 0);
-	assert_int_equal(atomic_load(&sh->dev), 0);
+		atomic_load(&sh->taken[TU_FD_PLAIN]),
+		atomic_load(&sh->taken[TU_FD_UFFD]),
+		atomic_load(&sh->taken[TU_FD_DEV]));
+	assert_true(atomic_load(&sh->taken[TU_FD_PLAIN]) > 0);
+	assert_int_equal(atomic_load(&sh->taken[TU_FD_UFFD]), 0);
+	assert_int_equal(atomic_load(&sh->taken[TU_FD_DEV]), 0);
 	assert_int_equal(failed, 0);
 	assert_int_equal(tu_kid_finish(&k, 5000), 0);
 	munmap(sh, sizeof(*sh));
@@ -926,13 +849,8 @@ static void test_helper_runs_no_foreign_code(void **state)
 	struct bgs_target_uffd u;
 	struct bgs_target t;
 	struct tu_kid k;
-	char path[64], byte, ctl[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { &byte, 1 };
-	struct msghdr mh = { .msg_iov = &iov,
-			     .msg_iovlen = 1,
-			     .msg_control = ctl,
-			     .msg_controllen = sizeof(ctl) };
-	int s, got = 0;
+	char path[64];
+	int s, got = -1;
 
 	(void)state;
 	tu_need_root("a uid-65534 target saved by root");
@@ -952,9 +870,9 @@ static void test_helper_runs_no_foreign_code(void **state)
 		close(u.fd);
 	fprintf(stderr, "# rewritten: %s, via /dev/userfaultfd: %d\n",
 		rw.done ? "yes" : "no", u.via_dev);
-	for (int i = 0; i < 100 && !got; i++) {
-		got = recvmsg(s, &mh, MSG_DONTWAIT) == 1;
-		if (!got)
+	for (int i = 0; i < 100 && got < 0; i++) {
+		got = tu_fd_receive(s);
+		if (got < 0)
 			tu_sleep_ms(5);
 	}
 	bgs_target_close(&t);
@@ -962,8 +880,8 @@ static void test_helper_runs_no_foreign_code(void **state)
 	close(s);
 	kill(k.pid, SIGKILL);
 	waitpid(k.pid, NULL, 0);
-	assert_true(rw.done); /* the thief was in place */
-	assert_false(got);
+	assert_true(rw.done);	   /* the thief was in place */
+	assert_int_equal(got, -1); /* nothing arrived */
 }
 
 int main(void)
