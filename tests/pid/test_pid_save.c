@@ -647,18 +647,32 @@ static void kill_guest_under(pid_t bgsnap, struct pt_guest *g, int err,
 	pt_guest_kill(g);
 }
 
-/* The target dies while its pages are copied. */
-static void test_target_exits(void **state)
+/* The target dies while its pages are copied (with @opt, an option of
+ * the save, or NULL). */
+static void target_exits(const char *opt)
 {
 	char file[256], pid[16];
 	struct pt_guest g;
 	int err;
 	pid_t b;
 
-	(void)state;
 	b = save_caught_copying(&g, "exit.bgs", file, sizeof(file), pid, &err,
-				NULL);
+				opt);
 	kill_guest_under(b, &g, err, "exit.bgs", file);
+}
+
+static void test_target_exits(void **state)
+{
+	(void)state;
+	target_exits(NULL);
+}
+
+/* With compression threads: a read that fails for the copier ends the
+ * save as well (it waited for its half-filled job for ever). */
+static void test_target_exits_threads(void **state)
+{
+	(void)state;
+	target_exits("--threads=2");
 }
 
 /* Wait until bgsnap has the guest stopped (it is the guest's tracer):
@@ -676,21 +690,6 @@ static bool wait_tracing(pid_t bgsnap, pid_t guest, int *status)
 	}
 	fail_msg("bgsnap never stopped guest %d", (int)guest);
 	return false;
-}
-
-/* The same with compression threads: a read that fails for the copier
- * ends the save as well (it waited for its half-filled job for ever). */
-static void test_target_exits_threads(void **state)
-{
-	char file[256], pid[16];
-	struct pt_guest g;
-	int err;
-	pid_t b;
-
-	(void)state;
-	b = save_caught_copying(&g, "exit.bgs", file, sizeof(file), pid, &err,
-				"--threads=2");
-	kill_guest_under(b, &g, err, "exit.bgs", file);
 }
 
 /* The target dies while bgsnap has it stopped: to make its uffd in it, or
