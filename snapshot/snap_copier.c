@@ -1134,9 +1134,7 @@ void *bgs_copier_main(void *arg)
 	}
 	if (s->mon)
 		s->final.cpu_fault_ns =
-			atomic_load_explicit(&s->mon->cpu_ns,
-					     memory_order_relaxed) -
-			s->fault_cpu0;
+			bgs_monitor_cpu_ns(s->mon) - s->fault_cpu0;
 	bgs_save_teardown(s);
 	s->final.cpu_copier_ns = bgs_thread_cpu_ns();
 	return NULL;

@@ -519,8 +519,6 @@ void *bgs_fault_main(void *arg)
 		retry_deferred(m);
 		if (atomic_load(&m->mode) == BGS_MON_DEAD && !released)
 			released = release_all(m);
-		atomic_store_explicit(&m->cpu_ns, bgs_thread_cpu_ns(),
-				      memory_order_relaxed);
 	}
 	return NULL;
 }

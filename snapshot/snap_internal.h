@@ -207,7 +207,6 @@ struct bgs_monitor {
 	char base_name[256];	      /* its file name, "" if unknown */
 	bool have_base;		      /* owner thread */
 	_Atomic uint64_t faults;      /* tracked faults */
-	_Atomic uint64_t cpu_ns;      /* the fault thread's CPU time so far */
 	_Atomic uint64_t strays;      /* faults outside every region */
 };
 
@@ -469,6 +468,9 @@ const char *bgs_monitor_failure(struct bgs_monitor *m);
 /* Stop the fault thread, close the uffd (every page unprotected, every
  * waiter woken), free. NULL is fine. */
 void bgs_monitor_stop(struct bgs_monitor *m);
+/* The fault thread's CPU time so far (read from its clock: it keeps no
+ * count of its own). */
+uint64_t bgs_monitor_cpu_ns(const struct bgs_monitor *m);
 /* Give the monitor an undo log of @bytes (once; later calls keep it). */
 int bgs_monitor_undo(struct bgs_monitor *m, size_t bytes);
 /* Empty the undo log. The fault thread, at an instant or after a rollback,

@@ -13,6 +13,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 static size_t align_up(size_t v, size_t a)
@@ -250,6 +251,17 @@ void bgs_monitor_stop(struct bgs_monitor *m)
 	pthread_mutex_destroy(&m->lock);
 	pthread_cond_destroy(&m->cond);
 	munmap(m->arena, m->arena_len);
+}
+
+uint64_t bgs_monitor_cpu_ns(const struct bgs_monitor *m)
+{
+	struct timespec ts;
+	clockid_t clock;
+
+	if (!m->started || pthread_getcpuclockid(m->thread, &clock) ||
+	    clock_gettime(clock, &ts))
+		return 0;
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* ---- the undo log -------------------------------------------------------- */

@@ -387,8 +387,7 @@ static int start_protected(struct bgs_save *s)
 
 	s->mon = h->monitor;
 	if (s->mon)
-		s->fault_cpu0 = atomic_load_explicit(&s->mon->cpu_ns,
-						     memory_order_relaxed);
+		s->fault_cpu0 = bgs_monitor_cpu_ns(s->mon);
 	if (!r && s->keep_tracking && s->opts.undo_budget)
 		r = bgs_monitor_undo(s->mon, s->opts.undo_budget);
 	if (!r && two_phase)
