@@ -165,9 +165,6 @@ bool bgs_rs_writer_ready(struct rs_writer *w, uint64_t npages);
  * bgs_rs_writer_ready may change its mind), or -1: writes are
  * synchronous, there is nothing to wait for. */
 int bgs_rs_writer_wait_fd(const struct rs_writer *w);
-/* How many times the writer's thread has waited for a write to complete
- * (a caller that sees this unchanged did not wait on the writer). */
-uint64_t bgs_rs_writer_waits(const struct rs_writer *w);
 /* Store a run known to be zero without reading it (never-populated). */
 int bgs_rs_put_zero(struct rs_writer *w, uint32_t region, uint64_t first,
 		    uint64_t npages);

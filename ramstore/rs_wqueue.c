@@ -439,7 +439,6 @@ static int wait_cqe(struct rs_wq *q, struct io_uring_cqe **cqe)
 {
 	int ret;
 
-	q->waits++;
 	if (!q->max_stall_ns || q->cancelling)
 		return io_uring_wait_cqe(&q->ring, cqe);
 	do {

@@ -84,7 +84,6 @@ struct rs_wq {
 	uint64_t progress_ns; /* the last completion, or the first write */
 	bool cancelling;      /* completions end their slot, nothing more */
 	bool stuck;	      /* writes the kernel would not give back */
-	uint64_t waits;	      /* waits for a completion, for the caller */
 	/* Written by the writer's thread, read by any (stats): relaxed. */
 	_Atomic uint64_t stored; /* fill, for other threads */
 	_Atomic uint64_t peak;

@@ -749,11 +749,6 @@ bool bgs_rs_writer_ready(struct rs_writer *w, uint64_t npages)
 	return bgs_rs_wq_ready(&w->q, npages * (w->head.rechdr_len + RS_PAGE));
 }
 
-uint64_t bgs_rs_writer_waits(const struct rs_writer *w)
-{
-	return w->q.waits;
-}
-
 int bgs_rs_writer_wait_fd(const struct rs_writer *w)
 {
 	return bgs_rs_wq_wait_fd(&w->q);

@@ -1067,40 +1067,10 @@ static void stop_workers(struct bgs_save *s)
 	s->workers = NULL;
 }
 
-/*
- * The copier's loop comes round every COPIER_NAP_MS at most, unless it
- * waited for the writer (which bounds its own waits by max_stall_ns). A
- * longer gap without such a wait means bgsnap itself did not run: it was
- * stopped (SIGSTOP, a debugger) while the owner's writers that faulted
- * waited for it.
- */
-struct gap {
-	uint64_t at;	/* the last time round */
-	uint64_t waits; /* the writer's waits then */
-};
-
-static void check_gap(struct bgs_save *s, struct gap *g)
-{
-	const uint64_t now = bgs_now_ns();
-	const uint64_t waits =
-		s->writer ? bgs_rs_writer_waits(s->writer) : g->waits;
-	const uint64_t limit = (uint64_t)s->opts.max_stall_ms * 1000000;
-
-	if (limit && waits == g->waits && now - g->at >= limit)
-		bgs_save_fail(s, -ETIMEDOUT,
-			      "bgsnap did not run for %llu ms, more than the "
-			      "%u ms allowed (was it stopped?)",
-			      (unsigned long long)((now - g->at) / 1000000),
-			      s->opts.max_stall_ms);
-	g->at = now;
-	g->waits = waits;
-}
-
 void *bgs_copier_main(void *arg)
 {
 	struct bgs_save *s = arg;
 	const uint64_t total = s->h->total_pages;
-	struct gap gap = { bgs_now_ns(), 0 };
 
 	atomic_store(&s->copier_tid, (pid_t)syscall(SYS_gettid));
 	if (s->h->test_hooks.copier_poke)
@@ -1115,7 +1085,7 @@ void *bgs_copier_main(void *arg)
 	while (!bgs_save_error(s) &&
 	       atomic_load_explicit(&s->pages_done, memory_order_relaxed) <
 		       total) {
-		check_gap(s, &gap);
+		bgs_save_check_beat(s);
 		if (!s->stop_the_world)
 			serve_faults(s);
 		collect_jobs(s, false);
@@ -1125,6 +1095,8 @@ void *bgs_copier_main(void *arg)
 		    !bulk_step(s))
 			copier_sleep(s);
 	}
+	/* Every page saved: from here on no writer waits for bgsnap. */
+	bgs_save_check_beat(s);
 	stop_workers(s);
 	if (s->stop_the_world) {
 		pthread_mutex_lock(&s->lock);

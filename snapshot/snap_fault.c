@@ -502,11 +502,18 @@ void *bgs_fault_main(void *arg)
 	int ret;
 
 	for (;;) {
-		const bool dead = atomic_load(&m->mode) == BGS_MON_DEAD;
+		const int mode = atomic_load(&m->mode);
+		const bool dead = mode == BGS_MON_DEAD;
+		struct bgs_save *saving = mode == BGS_MON_SAVE ? m->save : NULL;
 		/* With faults deferred, peek and come back soon; dead, look
-		 * at what can still be read every 10 ms. */
-		const int timeout = dead ? 10 : m->ndeferred ? 1 : -1;
+		 * at what can still be read every 10 ms; saving, beat. */
+		const int timeout = dead	   ? 10
+				    : m->ndeferred ? 1
+				    : saving	   ? bgs_save_beat_ms(saving)
+						   : -1;
 
+		if (saving)
+			bgs_save_beat(saving);
 		if (poll(p, 2, timeout) < 0 && errno != EINTR && !dead)
 			die(m, -errno, "poll");
 		if ((p[1].revents & POLLIN) && take_command(m))

@@ -267,8 +267,9 @@ struct bgs_save {
 	_Atomic bool copier_sleeping; /* set by the copier; seq_cst */
 
 	struct bgs_first_error error; /* any thread */
-	_Atomic bool all_copied;      /* stop-the-world: owner may resume */
-	pthread_mutex_t lock;	      /* with cond: all_copied, finished */
+	_Atomic uint64_t beat_ns; /* bgs_save_beat: the one thread that beats */
+	_Atomic bool all_copied;  /* stop-the-world: owner may resume */
+	pthread_mutex_t lock;	  /* with cond: all_copied, finished */
 	pthread_cond_t cond;
 	bool finished; /* copier done: lock */
 
@@ -417,6 +418,13 @@ int bgs_save_write_failed(struct bgs_save *s, int ret);
 /* Record @err as the save's error if it is the first; returns @err. */
 int bgs_save_fail(struct bgs_save *s, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+/* A turn of a thread that only waits, at most bgs_save_beat_ms() at a
+ * time: fails the save if bgsnap did not run for max_stall_ms. */
+void bgs_save_beat(struct bgs_save *s);
+/* The same failure, seen from another thread: the last beat too old. */
+void bgs_save_check_beat(struct bgs_save *s);
+/* The longest such a thread may wait at once (-1: no limit is set). */
+int bgs_save_beat_ms(const struct bgs_save *s);
 static inline int bgs_save_error(struct bgs_save *s)
 {
 	return bgs_first_error_get(&s->error);

@@ -57,6 +57,55 @@ int bgs_save_fail(struct bgs_save *s, int err, const char *fmt, ...)
 	return err;
 }
 
+/*
+ * --max-stall bounds as well how long bgsnap itself may not run (its
+ * process stopped by SIGSTOP or a debugger) while the owner's writers that
+ * fault wait for it. Only a thread that does nothing but wait, a slice at
+ * a time, can tell: it beats on every turn, and a beat older than the
+ * limit is time it was not let run. The copier cannot tell by itself: its
+ * waits for the output are long by right, and a stop can fall inside one.
+ * The fault thread beats while the owner runs; in a stop-the-world save,
+ * the thread that started it, while it waits for the copier. Whichever
+ * runs first after the stop sees it: the beater on its next turn, the
+ * copier before it goes on (and before it calls the save done).
+ */
+int bgs_save_beat_ms(const struct bgs_save *s)
+{
+	const unsigned slice = s->opts.max_stall_ms / 4;
+
+	if (!s->opts.max_stall_ms)
+		return -1;
+	return slice < 1 ? 1 : slice > 250 ? 250 : (int)slice;
+}
+
+static void check_beat(struct bgs_save *s, uint64_t now)
+{
+	const uint64_t limit = (uint64_t)s->opts.max_stall_ms * 1000000;
+	const uint64_t last = atomic_load(&s->beat_ns);
+
+	if (!limit || !last || now < last || now - last < limit)
+		return;
+	bgs_save_fail(s, -ETIMEDOUT,
+		      "bgsnap did not run for %llu ms, more than the %u ms "
+		      "allowed (was it stopped?)",
+		      (unsigned long long)((now - last) / 1000000),
+		      s->opts.max_stall_ms);
+	bgs_copier_kick(s);
+}
+
+void bgs_save_beat(struct bgs_save *s)
+{
+	const uint64_t now = bgs_now_ns();
+
+	check_beat(s, now);
+	atomic_store(&s->beat_ns, now);
+}
+
+void bgs_save_check_beat(struct bgs_save *s)
+{
+	check_beat(s, bgs_now_ns());
+}
+
 /* ---- the arena ----------------------------------------------------------- */
 
 static size_t align_up(size_t v, size_t a)
@@ -97,6 +146,7 @@ static struct bgs_save *save_new(struct bgsnap *h)
 	uint8_t *a = mmap(NULL, len, PROT_READ | PROT_WRITE,
 			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	struct bgs_save *s;
+	pthread_condattr_t attr;
 
 	if (a == MAP_FAILED)
 		return NULL;
@@ -120,7 +170,11 @@ static struct bgs_save *save_new(struct bgsnap *h)
 		return NULL;
 	}
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_cond_init(&s->cond, NULL);
+	/* Timed waits (wait_beat) on the clock the beat is measured by. */
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->cond, &attr);
+	pthread_condattr_destroy(&attr);
 	return s;
 }
 
@@ -417,6 +471,23 @@ static int start_protected(struct bgs_save *s)
 
 /* Stop the world: the owner stays paused until every page is out of its
  * memory; only then is it resumed. No userfaultfd is involved. */
+/* Wait on s->cond (s->lock held) for a beat at most. */
+static void wait_beat(struct bgs_save *s)
+{
+	const int ms = bgs_save_beat_ms(s);
+	struct timespec at;
+
+	if (ms < 0) {
+		pthread_cond_wait(&s->cond, &s->lock);
+		return;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &at);
+	at.tv_nsec += (long)ms * 1000000;
+	at.tv_sec += at.tv_nsec / 1000000000;
+	at.tv_nsec %= 1000000000;
+	pthread_cond_timedwait(&s->cond, &s->lock, &at);
+}
+
 static int start_stopped(struct bgs_save *s)
 {
 	int r = bgs_uffd_pagemap_open(&s->pagemap,
@@ -438,8 +509,10 @@ static int start_stopped(struct bgs_save *s)
 	s->copier_started = !r;
 	if (!r) {
 		pthread_mutex_lock(&s->lock);
-		while (!atomic_load(&s->all_copied) && !s->finished)
-			pthread_cond_wait(&s->cond, &s->lock);
+		while (!atomic_load(&s->all_copied) && !s->finished) {
+			bgs_save_beat(s);
+			wait_beat(s);
+		}
 		pthread_mutex_unlock(&s->lock);
 	}
 	resume_owner(s);

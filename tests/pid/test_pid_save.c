@@ -558,9 +558,10 @@ static int wait_exit(pid_t pid, int ms)
 }
 
 /* bgsnap with its stderr on a pipe, saving @pid into @file, with the
- * option @opt (an option and its value, "--max-stall=1") unless NULL. */
+ * options @opt and @opt2 (each an option and its value, "--max-stall=1")
+ * unless NULL. */
 static pid_t spawn_save(const char *pid, const char *file, int *err_fd,
-			const char *opt)
+			const char *opt, const char *opt2)
 {
 	int err[2];
 	pid_t b;
@@ -575,7 +576,7 @@ static pid_t spawn_save(const char *pid, const char *file, int *err_fd,
 		setpgid(0, 0);
 		dup2(err[1], STDERR_FILENO);
 		execl(pt_bgsnap, "bgsnap", "save", "--pid", pid, "-o", file,
-		      "--compress", "none", opt, (char *)NULL);
+		      "--compress", "none", opt, opt2, (char *)NULL);
 		_exit(127);
 	}
 	close(err[1]);
@@ -602,7 +603,7 @@ static void read_message(int fd, char *out, size_t n)
  */
 static pid_t save_caught_copying(struct pt_guest *g, const char *name,
 				 char *file, size_t n, char *pid, int *err,
-				 const char *opt)
+				 const char *opt, const char *opt2)
 {
 	int status;
 
@@ -610,7 +611,7 @@ static pid_t save_caught_copying(struct pt_guest *g, const char *name,
 	for (int tries = 0; tries < 3; tries++) {
 		pt_guest_start(g, 0, "256M", "4k", NULL);
 		snprintf(pid, 16, "%d", (int)g->c.pid);
-		const pid_t b = spawn_save(pid, file, err, opt);
+		const pid_t b = spawn_save(pid, file, err, opt, opt2);
 		if (wait_copying(b, name, &status))
 			return b;
 		fprintf(stderr, "# the save ended before it was caught; "
@@ -657,7 +658,7 @@ static void target_exits(const char *opt)
 	pid_t b;
 
 	b = save_caught_copying(&g, "exit.bgs", file, sizeof(file), pid, &err,
-				opt);
+				opt, NULL);
 	kill_guest_under(b, &g, err, "exit.bgs", file);
 }
 
@@ -705,7 +706,7 @@ static void test_target_exits_while_stopped(void **state)
 	for (int tries = 0; tries < 3; tries++) {
 		pt_guest_start(&g, 0, "256M", "4k", NULL);
 		snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
-		const pid_t b = spawn_save(pid, file, &err, NULL);
+		const pid_t b = spawn_save(pid, file, &err, NULL, NULL);
 		if (wait_tracing(b, g.c.pid, &status)) {
 			kill_guest_under(b, &g, err, "stopped.bgs", file);
 			return;
@@ -728,7 +729,7 @@ static void test_sigint_cancels(void **state)
 
 	(void)state;
 	b = save_caught_copying(&g, "int.bgs", file, sizeof(file), pid, &err,
-				NULL);
+				NULL, NULL);
 	kill(b, SIGINT);
 	assert_int_equal(wait_exit(b, SAVE_MS), 1);
 	read_message(err, msg, sizeof(msg));
@@ -751,7 +752,7 @@ static void test_sigtstp_ignored(void **state)
 
 	(void)state;
 	b = save_caught_copying(&g, "tstp.bgs", file, sizeof(file), pid, &err,
-				NULL);
+				NULL, NULL);
 	kill(b, SIGTSTP);
 	kill(b, SIGTTOU);
 	kill(b, SIGTTIN);
@@ -1301,18 +1302,18 @@ static void test_max_stall_reader(void **state)
 	pt_guest_stop(&g);
 }
 
-/* bgsnap stopped for longer than --max-stall mid-copy: once continued, it
- * gives up at once, leaves no file and the guest unharmed. */
-static void test_max_stall_stopped(void **state)
+/* bgsnap stopped for longer than --max-stall mid-copy (with @opt, an
+ * option of the save, or NULL): once continued, it gives up at once,
+ * leaves no file and the guest unharmed. */
+static void max_stall_stopped(const char *opt)
 {
 	char file[256], pid[16], msg[1024];
 	struct pt_guest g;
 	int err;
 	pid_t b;
 
-	(void)state;
 	b = save_caught_copying(&g, "stall.bgs", file, sizeof(file), pid, &err,
-				"--max-stall=1");
+				"--max-stall=1", opt);
 	kill(b, SIGSTOP);
 	tu_sleep_ms(2500); /* the stop to be caught, not a bound checked */
 	kill(b, SIGCONT);
@@ -1321,6 +1322,63 @@ static void test_max_stall_stopped(void **state)
 	assert_non_null(strstr(msg, "bgsnap did not run for"));
 	assert_int_equal(access(file, F_OK), -1);
 	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+}
+
+static void test_max_stall_stopped(void **state)
+{
+	(void)state;
+	max_stall_stopped(NULL);
+}
+
+/* The guest stopped by bgsnap for the whole copy: it is the starting
+ * thread, waiting for the copier, that sees bgsnap did not run. */
+static void test_max_stall_stopped_world(void **state)
+{
+	(void)state;
+	max_stall_stopped("--stop-the-world");
+}
+
+/* Stopped while its copier waits for a slow reader of -o -: a wait for
+ * the output that the stop falls into does not excuse the stop (the
+ * output made progress meanwhile: the reader read on). */
+static void test_max_stall_stopped_writing(void **state)
+{
+	char pid[16], msg[1024];
+	const char *argv[] = { "bgsnap", "save",	"--pid",    pid,
+			       "-o",	 "-",		"--buffer", "1M",
+			       "-q",	 "--max-stall", "1",	    NULL };
+	struct pt_guest g;
+	int out[2], err[2];
+	pid_t b, reader;
+
+	(void)state;
+	pt_guest_start(&g, 0, "128M", "4k", NULL);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
+	assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(err, O_CLOEXEC), 0);
+	b = spawn_fds(argv, out[1], err[1]);
+	close(out[1]);
+	close(err[1]);
+	reader = fork();
+	assert_true(reader >= 0);
+	if (reader == 0) { /* 8 MiB/s: the copier waits for it all along */
+		static char buf[16384];
+
+		while (read(out[0], buf, sizeof(buf)) > 0)
+			usleep(2000);
+		_exit(0);
+	}
+	close(out[0]);
+	tu_sleep_ms(300);
+	kill(b, SIGSTOP);
+	tu_sleep_ms(2500);
+	kill(b, SIGCONT);
+	assert_int_equal(wait_exit(b, SAVE_MS), 1);
+	read_message(err[0], msg, sizeof(msg));
+	assert_non_null(strstr(msg, "bgsnap did not run for"));
+	must_be_unharmed(&g);
+	assert_int_equal(waitpid(reader, NULL, 0), reader);
 	pt_guest_stop(&g);
 }
 
@@ -1350,6 +1408,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_mapping_changes),
 		cmocka_unit_test(test_max_stall_reader),
 		cmocka_unit_test(test_max_stall_stopped),
+		cmocka_unit_test(test_max_stall_stopped_world),
+		cmocka_unit_test(test_max_stall_stopped_writing),
 	};
 
 	pt_init(argc, argv);
