@@ -51,6 +51,7 @@
 #include "snap_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
@@ -124,6 +125,27 @@ static void unit_of(const struct bgs_save *s, const struct bgs_region *r,
 	}
 }
 
+/*
+ * What process_vm_readv cannot read, /proc/PID/mem can: it reads with
+ * FOLL_FORCE, as a debugger does, so memory its owner made PROT_NONE
+ * while it holds data (a guard page a debugger once read, a region
+ * protected mid-save) is still saved. An address no longer mapped fails
+ * both ways. Bytes read, or -1 with errno set.
+ */
+static ssize_t read_forced(struct bgs_save *s, uint64_t addr, size_t len,
+			   uint8_t *dst)
+{
+	if (s->mem_fd < 0) {
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/%d/mem", (int)s->pid);
+		s->mem_fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (s->mem_fd < 0)
+			return -1;
+	}
+	return pread(s->mem_fd, dst, len, (off_t)addr);
+}
+
 static int read_owner(struct bgs_save *s, const struct bgs_region *r,
 		      uint64_t addr, size_t len, uint8_t *dst)
 {
@@ -133,9 +155,10 @@ static int read_owner(struct bgs_save *s, const struct bgs_region *r,
 		struct iovec local = { dst + done, len - done };
 		struct iovec remote = { (void *)(uintptr_t)(addr + done),
 					len - done };
-		const ssize_t n =
-			process_vm_readv(s->pid, &local, 1, &remote, 1, 0);
+		ssize_t n = process_vm_readv(s->pid, &local, 1, &remote, 1, 0);
 
+		if (n < 0 && errno == EFAULT)
+			n = read_forced(s, addr + done, len - done, dst + done);
 		if (n > 0) {
 			done += (size_t)n;
 			continue;

@@ -261,6 +261,7 @@ struct bgs_save {
 	pthread_t copier_thread;
 	bool copier_started;	  /* starter */
 	_Atomic pid_t copier_tid; /* for self-fault detection */
+	int mem_fd; /* copier: /proc/PID/mem, opened on first need, or -1 */
 	/* The copier sleeps only when it has no fault to serve and the
 	 * disk is behind; a fault queued then wakes it (bgs_copier_kick). */
 	int wake_fd;		      /* eventfd: any thread */

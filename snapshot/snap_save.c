@@ -164,6 +164,7 @@ static struct bgs_save *save_new(struct bgsnap *h)
 	s->copier_stack = a + stacks_at;
 	s->pagemap.fd = -1;
 	s->parent_fd = -1;
+	s->mem_fd = -1;
 	s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->wake_fd < 0) {
 		munmap(a, len);
@@ -195,6 +196,8 @@ static void save_free(struct bgs_save *s)
 	bgs_target_core_free(&s->core);
 	close_parent(s);
 	bgs_uffd_pagemap_close(&s->pagemap);
+	if (s->mem_fd >= 0)
+		close(s->mem_fd);
 	close(s->wake_fd);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);

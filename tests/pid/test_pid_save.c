@@ -160,6 +160,66 @@ static void test_save_held_exact(void **state)
 	unlink(dump);
 }
 
+/*
+ * Memory its owner made PROT_NONE while it holds data (a thread's guard
+ * page after a debugger read it, a buffer an allocator fenced off) is
+ * saved as it is, although process_vm_readv cannot read it.
+ */
+static void test_save_prot_none_with_data(void **state)
+{
+	const size_t len = 1 << 20;
+	char file[256], pid[16], name[1100], out[256];
+	int ready[2];
+	uint8_t *image;
+	struct pt_run r;
+	uint8_t *mem;
+	pid_t child;
+	size_t got;
+
+	(void)state;
+	path_in_dir(file, sizeof(file), "none.bgs");
+	path_in_dir(out, sizeof(out), "none.raw");
+	mem = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(mem != MAP_FAILED);
+	for (size_t i = 0; i < len; i++)
+		mem[i] = (uint8_t)(i * 7 + i / PT_PAGE);
+	assert_int_equal(pipe(ready), 0);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (mprotect(mem, len, PROT_NONE))
+			_exit(1);
+		(void)!write(ready[1], "r", 1);
+		for (;;)
+			pause();
+	}
+	assert_int_equal(read(ready[0], name, 1), 1);
+	close(ready[0]);
+	close(ready[1]);
+	snprintf(pid, sizeof(pid), "%d", (int)child);
+	pt_run(&r, SAVE_MS, -1, "save", "-p", pid, "-o", file, "-q", NULL);
+	if (r.code)
+		fail_msg("save: exit %d: %s", r.code, r.err);
+	pt_run_free(&r);
+	kill(child, SIGKILL);
+	assert_int_equal(waitpid(child, NULL, 0), child);
+	pt_region_name(file, (uintptr_t)mem, name, sizeof(name));
+	pt_run(&r, SAVE_MS, -1, "export", file, "--region", name, "-o", out,
+	       "-q", NULL);
+	if (r.code)
+		fail_msg("export: exit %d: %s", r.code, r.err);
+	pt_run_free(&r);
+	image = pt_read_file(out, &got);
+	assert_int_equal(got, len);
+	assert_memory_equal(image, mem, len);
+	free(image);
+	munmap(mem, len);
+	unlink(file);
+	unlink(out);
+}
+
 /* ---- what -o must not replace -------------------------------------------- */
 
 static void save_to(struct pt_run *r, pid_t pid, const char *file,
@@ -1390,6 +1450,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_save_thp),
 		cmocka_unit_test(test_save_memfd),
 		cmocka_unit_test(test_save_held_exact),
+		cmocka_unit_test(test_save_prot_none_with_data),
 		cmocka_unit_test(test_save_stdout),
 		cmocka_unit_test(test_save_slow_consumer),
 		cmocka_unit_test(test_output_refused),
