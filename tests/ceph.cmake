@@ -1,0 +1,27 @@
+# A throw-away one-node Ceph cluster (ceph/cluster.sh) for the tests
+# labelled ceph: the fixture ceph_cluster starts it in the build tree
+# before the first of them and stops it after the last (CMakeLists.txt
+# makes every test labelled ceph require it). Without Ceph installed the
+# setup and the tests skip (77), which fails in CI: .ci/bootstrap
+# installs Ceph.
+set(BGS_CEPH_DIR ${CMAKE_CURRENT_BINARY_DIR}/ceph-cluster)
+set(BGS_CEPH_FIXTURE ${CMAKE_CURRENT_SOURCE_DIR}/ceph/ceph_fixture.sh)
+
+# The start gives up after 60 s by itself.
+add_test(NAME ceph_cluster_start
+	COMMAND bash ${BGS_CEPH_FIXTURE} setup ${BGS_CEPH_DIR})
+set_tests_properties(ceph_cluster_start PROPERTIES
+	FIXTURES_SETUP ceph_cluster TIMEOUT 90 LABELS ceph
+	SKIP_RETURN_CODE 77)
+add_test(NAME ceph_cluster_stop
+	COMMAND bash ${BGS_CEPH_FIXTURE} cleanup ${BGS_CEPH_DIR})
+set_tests_properties(ceph_cluster_stop PROPERTIES
+	FIXTURES_CLEANUP ceph_cluster TIMEOUT 60 LABELS ceph)
+
+# Round trips with the read-write and the read-only key, and the data
+# across a kill -9 and restart of the OSD.
+add_test(NAME ceph_smoke
+	COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/ceph/test_ceph_smoke.sh
+		${BGS_CEPH_DIR})
+set_tests_properties(ceph_smoke PROPERTIES
+	TIMEOUT 240 LABELS ceph SKIP_RETURN_CODE 77)
