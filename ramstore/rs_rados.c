@@ -1,0 +1,640 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A snapshot in a Ceph RADOS pool: see rs_rados.h and FORMAT.md.
+ *
+ * The head, all integers little-endian:
+ *   magic "BGSRADOS" | u32 version (1) | u32 object size | u64 bytes |
+ *   u64 data objects | 16 bytes upload id | u64 checksum per data object |
+ *   u64 checksum of everything before it
+ * Checksums are XXH3-64, as in the snapshot itself. A head is checked
+ * whole (its own checksum, every count against the others and against
+ * its length) before any of it is used.
+ */
+#include "rs_rados.h"
+
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <rados/librados.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define HEAD_MAGIC   "BGSRADOS"
+#define HEAD_VERSION 1u
+#define HEAD_FIXED   48u	/* bytes before the checksums */
+#define MAX_OBJECTS  (1u << 24) /* 64 TiB in 4 MiB objects */
+#define NAME_MAX_LEN 200u
+#define DEFAULT_WAIT 30u
+
+struct rs_rados {
+	rados_t cluster;
+	rados_ioctx_t io;
+	bool have_io;
+	char target[NAME_MAX_LEN + 16];
+	char pool[NAME_MAX_LEN + 1];
+	char name[NAME_MAX_LEN + 1];
+	unsigned timeout_s;
+	/* The upload: its id, and what it stored. */
+	char upload[33];
+	uint64_t bytes, nobjects;
+	uint64_t *sums;
+	size_t sums_cap;
+};
+
+/* A data object being written or read, and its buffer. */
+struct slot {
+	rados_completion_t c;
+	uint8_t *buf;
+	uint64_t index;
+	size_t len;
+};
+
+static int fail(struct rs_diag *d, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int fail(struct rs_diag *d, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (d) {
+		d->code = code;
+		d->offset = 0;
+		va_start(ap, fmt);
+		vsnprintf(d->msg, sizeof(d->msg), fmt, ap);
+		va_end(ap);
+	}
+	return code;
+}
+
+/* What librados's error means here, in words. */
+static const char *why(const struct rs_rados *r, int err, char *buf, size_t len)
+{
+	if (err == -ETIMEDOUT)
+		snprintf(buf, len,
+			 "no answer within %u s (is an OSD or monitor down?)",
+			 r->timeout_s);
+	else if (err == -EPERM || err == -EACCES)
+		snprintf(buf, len,
+			 "permission denied (the client key's caps on pool "
+			 "'%s' do not allow it)",
+			 r->pool);
+	else
+		snprintf(buf, len, "%s", strerror(-err));
+	return buf;
+}
+
+static void data_name(const struct rs_rados *r, const char *upload,
+		      uint64_t index, char *out, size_t len)
+{
+	snprintf(out, len, "%s.%s.%08" PRIx64, r->name, upload, index);
+}
+
+/* ---- connecting ---------------------------------------------------------- */
+
+static int parse_target(struct rs_rados *r, const char *target,
+			struct rs_diag *d)
+{
+	const char *pool = target + strlen(RS_RADOS_PREFIX);
+	const char *slash = strchr(pool, '/');
+
+	if (!slash || slash == pool || !slash[1] ||
+	    (size_t)(slash - pool) > NAME_MAX_LEN ||
+	    strlen(slash + 1) > NAME_MAX_LEN)
+		return fail(d, -EINVAL,
+			    "not rados://POOL/NAME (a pool and a name of at "
+			    "most %u bytes each)",
+			    NAME_MAX_LEN);
+	snprintf(r->pool, sizeof(r->pool), "%.*s", (int)(slash - pool), pool);
+	snprintf(r->name, sizeof(r->name), "%s", slash + 1);
+	snprintf(r->target, sizeof(r->target), "%s", target);
+	return 0;
+}
+
+static int configure(struct rs_rados *r, const struct rs_rados_cfg *cfg,
+		     struct rs_diag *d)
+{
+	char secs[16], e[320];
+	static const char *const timeouts[] = { "rados_osd_op_timeout",
+						"rados_mon_op_timeout",
+						"client_mount_timeout" };
+	int ret;
+
+	ret = rados_conf_read_file(r->cluster,
+				   cfg && cfg->conf ? cfg->conf : NULL);
+	if (ret < 0)
+		return fail(d, ret, "cannot read the Ceph configuration %s: %s",
+			    cfg && cfg->conf
+				    ? cfg->conf
+				    : "(CEPH_CONF or /etc/ceph/ceph.conf)",
+			    why(r, ret, e, sizeof(e)));
+	ret = rados_conf_parse_env(r->cluster, NULL);
+	if (ret < 0)
+		return fail(d, ret, "CEPH_ARGS: %s", why(r, ret, e, sizeof(e)));
+	/* An OSD that is down makes librados wait for ever by default: the
+	 * owner of a save, or a lazy restore, must not. */
+	snprintf(secs, sizeof(secs), "%u", r->timeout_s);
+	for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++)
+		rados_conf_set(r->cluster, timeouts[i], secs);
+	return 0;
+}
+
+int bgs_rs_rados_open(struct rs_rados **out, const char *target,
+		      const struct rs_rados_cfg *cfg, struct rs_diag *d)
+{
+	struct rs_rados *r = calloc(1, sizeof(*r));
+	char e[320];
+	int ret;
+
+	*out = NULL;
+	if (!r)
+		return fail(d, -ENOMEM, "out of memory");
+	r->timeout_s =
+		cfg && cfg->op_timeout_s ? cfg->op_timeout_s : DEFAULT_WAIT;
+	ret = parse_target(r, target, d);
+	if (ret)
+		goto err_free;
+	ret = rados_create(&r->cluster, cfg && cfg->id ? cfg->id : NULL);
+	if (ret < 0) {
+		fail(d, ret, "cannot set up the Ceph client: %s",
+		     strerror(-ret));
+		goto err_free;
+	}
+	ret = configure(r, cfg, d);
+	if (!ret) {
+		ret = rados_connect(r->cluster);
+		if (ret < 0)
+			fail(d, ret,
+			     "cannot connect to the Ceph cluster as "
+			     "client.%s: %s",
+			     cfg && cfg->id ? cfg->id : "admin",
+			     why(r, ret, e, sizeof(e)));
+	}
+	if (!ret) {
+		ret = rados_ioctx_create(r->cluster, r->pool, &r->io);
+		if (ret < 0)
+			fail(d, ret, "pool '%s': %s", r->pool,
+			     ret == -ENOENT ? "no such pool"
+					    : why(r, ret, e, sizeof(e)));
+		r->have_io = !ret;
+	}
+	if (ret)
+		goto err_shutdown;
+	*out = r;
+	return 0;
+
+err_shutdown:
+	rados_shutdown(r->cluster);
+err_free:
+	free(r);
+	return ret;
+}
+
+void bgs_rs_rados_close(struct rs_rados *r)
+{
+	if (!r)
+		return;
+	if (r->have_io)
+		rados_ioctx_destroy(r->io);
+	rados_shutdown(r->cluster);
+	free(r->sums);
+	free(r);
+}
+
+int bgs_rs_rados_exists(struct rs_rados *r)
+{
+	uint64_t size;
+	time_t mtime;
+	const int ret = rados_stat(r->io, r->name, &size, &mtime);
+
+	return ret == -ENOENT ? 0 : ret < 0 ? ret : 1;
+}
+
+/* ---- the head ------------------------------------------------------------ */
+
+static size_t head_len(uint64_t nobjects)
+{
+	return HEAD_FIXED + (size_t)nobjects * 8 + 8;
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, 8);
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return le32toh(v);
+}
+
+static uint8_t *head_encode(const struct rs_rados *r, size_t *len)
+{
+	uint8_t *h = calloc(1, head_len(r->nobjects));
+	uint32_t v;
+
+	if (!h)
+		return NULL;
+	memcpy(h, HEAD_MAGIC, 8);
+	v = htole32(HEAD_VERSION);
+	memcpy(h + 8, &v, 4);
+	v = htole32(RS_RADOS_OBJECT);
+	memcpy(h + 12, &v, 4);
+	put64(h + 16, r->bytes);
+	put64(h + 24, r->nobjects);
+	for (int i = 0; i < 16; i++) /* the id as its 32 hex digits' bytes */
+		sscanf(r->upload + 2 * i, "%2hhx", &h[32 + i]);
+	for (uint64_t i = 0; i < r->nobjects; i++)
+		put64(h + HEAD_FIXED + i * 8, r->sums[i]);
+	*len = head_len(r->nobjects);
+	put64(h + *len - 8, XXH3_64bits(h, *len - 8));
+	return h;
+}
+
+/* A head read back: what it says, once every field is checked. */
+struct head {
+	uint32_t object_size;
+	uint64_t bytes, nobjects;
+	char upload[33];
+	const uint8_t *sums;
+};
+
+static int head_decode(const uint8_t *h, size_t len, struct head *out,
+		       struct rs_diag *d)
+{
+	uint64_t n;
+
+	if (len < HEAD_FIXED + 8 || memcmp(h, HEAD_MAGIC, 8))
+		return fail(d, RS_EBADMAGIC,
+			    "the head object is not a bgsnap snapshot's");
+	if (get32(h + 8) != HEAD_VERSION)
+		return fail(d, RS_EVERSION,
+			    "head version %u is not supported (1 is)",
+			    get32(h + 8));
+	if (get64(h + len - 8) != XXH3_64bits(h, len - 8))
+		return fail(d, RS_ECHECKSUM,
+			    "the head object is damaged (checksum "
+			    "mismatch)");
+	out->object_size = get32(h + 12);
+	out->bytes = get64(h + 16);
+	n = get64(h + 24);
+	if (out->object_size < 4096 || out->object_size > (64u << 20) ||
+	    n > MAX_OBJECTS || head_len(n) != len ||
+	    (out->bytes + out->object_size - 1) / out->object_size != n)
+		return fail(d, RS_ECORRUPT,
+			    "the head object's counts disagree (%" PRIu64
+			    " bytes in %" PRIu64 " objects of %u bytes, %zu "
+			    "bytes of head)",
+			    out->bytes, n, out->object_size, len);
+	out->nobjects = n;
+	for (int i = 0; i < 16; i++)
+		snprintf(out->upload + 2 * i, 3, "%02x", h[32 + i]);
+	out->sums = h + HEAD_FIXED;
+	return 0;
+}
+
+/* The head under the name into *@h (malloc'd) and @out; 0, -ENOENT when
+ * there is none, or another error with @d set. */
+static int head_read(struct rs_rados *r, uint8_t **h, struct head *out,
+		     struct rs_diag *d)
+{
+	uint64_t size;
+	time_t mtime;
+	char e[320];
+	int ret = rados_stat(r->io, r->name, &size, &mtime);
+
+	*h = NULL;
+	if (ret == -ENOENT)
+		return fail(d, -ENOENT, "no such snapshot");
+	if (ret < 0)
+		return fail(d, ret, "reading its head: %s",
+			    why(r, ret, e, sizeof(e)));
+	if (size > head_len(MAX_OBJECTS) || size < HEAD_FIXED + 8)
+		return fail(d, RS_ECORRUPT,
+			    "the head object has an impossible size (%" PRIu64
+			    " bytes)",
+			    size);
+	*h = malloc(size);
+	if (!*h)
+		return fail(d, -ENOMEM, "out of memory");
+	ret = rados_read(r->io, r->name, (char *)*h, size, 0);
+	if (ret >= 0 && (uint64_t)ret != size)
+		ret = -EIO; /* changed under us */
+	if (ret < 0) {
+		free(*h);
+		*h = NULL;
+		return fail(d, ret, "reading its head: %s",
+			    why(r, ret, e, sizeof(e)));
+	}
+	ret = head_decode(*h, size, out, d);
+	if (ret) {
+		free(*h);
+		*h = NULL;
+	}
+	return ret;
+}
+
+/* ---- storing ------------------------------------------------------------- */
+
+/* Up to @len bytes from @fd: fewer only at its end. */
+static ssize_t read_full(int fd, uint8_t *buf, size_t len)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		const ssize_t n = read(fd, buf + got, len - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+/* The slot's operation ended: its result, as an error that names it. */
+static int finish(struct rs_rados *r, struct slot *s, const char *upload,
+		  bool write, struct rs_diag *d)
+{
+	char oid[NAME_MAX_LEN + 64], e[320];
+	int ret;
+
+	if (!s->c)
+		return 0;
+	rados_aio_wait_for_complete(s->c);
+	ret = rados_aio_get_return_value(s->c);
+	rados_aio_release(s->c);
+	s->c = NULL;
+	if (ret >= 0)
+		return write ? 0 : ret;
+	data_name(r, upload, s->index, oid, sizeof(oid));
+	if (!write && ret == -ENOENT)
+		return fail(d, RS_ETRUNCATED, "data object '%s' is missing",
+			    oid);
+	return fail(d, ret, "%s data object '%s': %s",
+		    write ? "writing" : "reading", oid,
+		    why(r, ret, e, sizeof(e)));
+}
+
+static void finish_all(struct rs_rados *r, struct slot *slots,
+		       const char *upload, bool write)
+{
+	for (unsigned i = 0; i < RS_RADOS_DEPTH; i++)
+		finish(r, &slots[i], upload, write, NULL);
+}
+
+static struct slot *slots_new(void)
+{
+	struct slot *s = calloc(RS_RADOS_DEPTH, sizeof(*s));
+
+	for (unsigned i = 0; s && i < RS_RADOS_DEPTH; i++) {
+		s[i].buf = malloc(RS_RADOS_OBJECT);
+		if (!s[i].buf) {
+			while (i--)
+				free(s[i].buf);
+			free(s);
+			return NULL;
+		}
+	}
+	return s;
+}
+
+static void slots_free(struct slot *s)
+{
+	for (unsigned i = 0; i < RS_RADOS_DEPTH; i++)
+		free(s[i].buf);
+	free(s);
+}
+
+static int note_sum(struct rs_rados *r, uint64_t sum)
+{
+	if (r->nobjects == r->sums_cap) {
+		const size_t cap = r->sums_cap ? 2 * r->sums_cap : 256;
+		uint64_t *p = realloc(r->sums, cap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		r->sums = p;
+		r->sums_cap = cap;
+	}
+	r->sums[r->nobjects++] = sum;
+	return 0;
+}
+
+int bgs_rs_rados_upload(struct rs_rados *r, int fd, struct rs_diag *d)
+{
+	struct slot *slots = slots_new();
+	uint8_t id[16];
+	int ret = 0;
+
+	if (!slots)
+		return fail(d, -ENOMEM, "out of memory");
+	if (getrandom(id, sizeof(id), 0) != sizeof(id))
+		ret = fail(d, -errno, "getrandom: %s", strerror(errno));
+	for (int i = 0; i < 16; i++)
+		snprintf(r->upload + 2 * i, 3, "%02x", id[i]);
+	for (bool end = false; !ret && !end;) {
+		struct slot *s = &slots[r->nobjects % RS_RADOS_DEPTH];
+		char oid[NAME_MAX_LEN + 64];
+		ssize_t n;
+
+		ret = finish(r, s, r->upload, true, d);
+		if (ret)
+			break;
+		n = read_full(fd, s->buf, RS_RADOS_OBJECT);
+		if (n < 0) {
+			ret = fail(d, (int)n, "reading the snapshot: %s",
+				   strerror((int)-n));
+			break;
+		}
+		end = n < RS_RADOS_OBJECT;
+		if (!n)
+			break;
+		s->index = r->nobjects;
+		s->len = (size_t)n;
+		ret = note_sum(r, XXH3_64bits(s->buf, s->len));
+		if (ret) {
+			fail(d, ret, "out of memory");
+			break;
+		}
+		r->bytes += s->len;
+		data_name(r, r->upload, s->index, oid, sizeof(oid));
+		rados_aio_create_completion2(NULL, NULL, &s->c);
+		ret = rados_aio_write_full(r->io, oid, s->c, (char *)s->buf,
+					   s->len);
+		if (ret < 0) {
+			rados_aio_release(s->c);
+			s->c = NULL;
+			ret = fail(d, ret, "writing data object '%s': %s", oid,
+				   strerror(-ret));
+		}
+	}
+	for (unsigned i = 0; i < RS_RADOS_DEPTH; i++) {
+		const int e =
+			finish(r, &slots[i], r->upload, true, ret ? NULL : d);
+
+		if (!ret)
+			ret = e;
+	}
+	slots_free(slots);
+	return ret;
+}
+
+/* Best effort: a cluster that does not answer leaves the rest (named by
+ * no head) rather than make the caller wait a timeout per object. */
+static void remove_data(struct rs_rados *r, const char *upload,
+			uint64_t nobjects)
+{
+	char oid[NAME_MAX_LEN + 64];
+
+	for (uint64_t i = 0; i < nobjects; i++) {
+		data_name(r, upload, i, oid, sizeof(oid));
+		if (rados_remove(r->io, oid) == -ETIMEDOUT)
+			break;
+	}
+}
+
+int bgs_rs_rados_publish(struct rs_rados *r, struct rs_diag *d)
+{
+	struct head old;
+	uint8_t *old_raw = NULL, *h;
+	size_t len;
+	char e[320];
+	int ret;
+
+	/* What it replaces, to remove once the new head is in place: a
+	 * head that cannot be read is replaced all the same. */
+	if (head_read(r, &old_raw, &old, NULL))
+		old_raw = NULL;
+	h = head_encode(r, &len);
+	if (!h) {
+		free(old_raw);
+		return fail(d, -ENOMEM, "out of memory");
+	}
+	ret = rados_write_full(r->io, r->name, (const char *)h, len);
+	free(h);
+	if (ret < 0)
+		fail(d, ret, "writing its head: %s", why(r, ret, e, sizeof(e)));
+	else if (old_raw)
+		remove_data(r, old.upload, old.nobjects);
+	free(old_raw);
+	return ret < 0 ? ret : 0;
+}
+
+void bgs_rs_rados_discard(struct rs_rados *r)
+{
+	remove_data(r, r->upload, r->nobjects);
+	r->nobjects = 0;
+	r->bytes = 0;
+}
+
+/* ---- reading ------------------------------------------------------------- */
+
+/* Check the data object in slot @s against the head, then write it. */
+static int take_object(struct rs_rados *r, const struct head *h,
+		       const struct slot *s, size_t got, int fd,
+		       struct rs_diag *d)
+{
+	char oid[NAME_MAX_LEN + 64];
+	ssize_t n;
+
+	data_name(r, h->upload, s->index, oid, sizeof(oid));
+	if (got != s->len)
+		return fail(d, RS_ETRUNCATED,
+			    "data object '%s' holds %zu bytes, the head "
+			    "says %zu",
+			    oid, got, s->len);
+	if (XXH3_64bits(s->buf, s->len) != get64(h->sums + s->index * 8))
+		return fail(d, RS_ECHECKSUM,
+			    "data object '%s' is damaged (checksum "
+			    "mismatch)",
+			    oid);
+	n = pwrite(fd, s->buf, s->len, (off_t)(s->index * h->object_size));
+	if (n != (ssize_t)s->len)
+		return fail(d, n < 0 ? -errno : -EIO,
+			    "writing the local copy: %s",
+			    strerror(n < 0 ? errno : EIO));
+	return 0;
+}
+
+int bgs_rs_rados_download(struct rs_rados *r, int fd, struct rs_diag *d)
+{
+	struct slot *slots = NULL;
+	struct head h;
+	uint8_t *raw;
+	uint64_t next = 0, done = 0;
+	int ret = head_read(r, &raw, &h, d);
+
+	if (ret)
+		return ret;
+	if (h.object_size > RS_RADOS_OBJECT) {
+		ret = fail(d, RS_ECORRUPT,
+			   "data objects of %u bytes: at most %u are read",
+			   h.object_size, RS_RADOS_OBJECT);
+		goto out;
+	}
+	slots = slots_new();
+	if (!slots) {
+		ret = fail(d, -ENOMEM, "out of memory");
+		goto out;
+	}
+	/* RS_RADOS_DEPTH reads in flight, taken in order. */
+	while (!ret && done < h.nobjects) {
+		while (next < h.nobjects && next < done + RS_RADOS_DEPTH) {
+			struct slot *s = &slots[next % RS_RADOS_DEPTH];
+			char oid[NAME_MAX_LEN + 64];
+
+			s->index = next;
+			s->len = next + 1 < h.nobjects
+					 ? h.object_size
+					 : h.bytes - next * h.object_size;
+			data_name(r, h.upload, next, oid, sizeof(oid));
+			rados_aio_create_completion2(NULL, NULL, &s->c);
+			ret = rados_aio_read(r->io, oid, s->c, (char *)s->buf,
+					     h.object_size, 0);
+			if (ret < 0) {
+				rados_aio_release(s->c);
+				s->c = NULL;
+				fail(d, ret, "reading data object '%s': %s",
+				     oid, strerror(-ret));
+				break;
+			}
+			next++;
+		}
+		if (ret)
+			break;
+		struct slot *s = &slots[done % RS_RADOS_DEPTH];
+		const int got = finish(r, s, h.upload, false, d);
+
+		ret = got < 0 ? got : take_object(r, &h, s, (size_t)got, fd, d);
+		done++;
+	}
+	finish_all(r, slots, h.upload, false);
+	if (!ret && ftruncate(fd, (off_t)h.bytes))
+		ret = fail(d, -errno, "sizing the local copy: %s",
+			   strerror(errno));
+out:
+	if (slots)
+		slots_free(slots);
+	free(raw);
+	return ret;
+}

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * A snapshot in a Ceph RADOS pool, named rados://POOL/NAME, through
+ * librados (built only where librados is installed: BGSNAP_HAVE_RADOS).
+ *
+ * Layout (FORMAT.md, "A snapshot in RADOS"): the bytes of the snapshot,
+ * exactly those a snapshot file holds, cut into data objects of
+ * RS_RADOS_OBJECT bytes named NAME.<upload>.<index>, and a head object
+ * NAME that names the upload, the size and every data object's checksum.
+ * The head is written last, in one write_full, which RADOS applies whole
+ * or not at all: a reader, who starts from the head, never sees half a
+ * snapshot, the same promise as a file's temporary name and rename. The
+ * data of an upload that failed or died is named by no head.
+ *
+ * One thread uses a handle at a time.
+ */
+#ifndef BGS_RS_RADOS_H
+#define BGS_RS_RADOS_H
+
+#include "ramstore.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#define RS_RADOS_PREFIX "rados://"
+#define RS_RADOS_OBJECT (4u << 20) /* bytes of a data object */
+#define RS_RADOS_DEPTH	8u	   /* data objects in flight at once */
+
+/* Does @target name a snapshot in RADOS (rados://...)? */
+static inline bool bgs_rs_is_rados(const char *target)
+{
+	return target && !strncmp(target, RS_RADOS_PREFIX, 8);
+}
+
+/* Which cluster, as the rados command chooses it: NULL fields take
+ * librados's defaults (CEPH_CONF, then /etc/ceph/ceph.conf; client.admin;
+ * CEPH_ARGS). */
+struct rs_rados_cfg {
+	const char *conf;      /* a ceph.conf */
+	const char *id;	       /* the client's id: "bgsnap" is client.bgsnap */
+	unsigned op_timeout_s; /* an operation that takes longer fails
+				* (-ETIMEDOUT) instead of waiting for an OSD
+				* that is down; 0: 30 s */
+};
+
+struct rs_rados;
+
+/* Connect for @target (rados://POOL/NAME). On error here and below, @diag
+ * says why in one line, without the target (the caller names it). */
+int bgs_rs_rados_open(struct rs_rados **r, const char *target,
+		      const struct rs_rados_cfg *cfg, struct rs_diag *diag);
+void bgs_rs_rados_close(struct rs_rados *r);
+/* Is there a snapshot under the name (its head)? 1, 0 or -errno. */
+int bgs_rs_rados_exists(struct rs_rados *r);
+
+/*
+ * Store what @fd gives until its end (a pipe the snapshot writer writes
+ * to) as data objects, RS_RADOS_DEPTH of them in flight. Nothing is
+ * visible under the name until bgs_rs_rados_publish(); on error, the
+ * caller still calls bgs_rs_rados_discard().
+ */
+int bgs_rs_rados_upload(struct rs_rados *r, int fd, struct rs_diag *diag);
+/* Write the head: the upload becomes the snapshot under the name (the one
+ * there before, if any, is replaced and its data objects removed). */
+int bgs_rs_rados_publish(struct rs_rados *r, struct rs_diag *diag);
+/* Remove the data objects of an upload that will not be published. */
+void bgs_rs_rados_discard(struct rs_rados *r);
+
+/*
+ * Read the snapshot into @fd (a file, written with pwrite from offset 0),
+ * its data objects RS_RADOS_DEPTH at a time, each checked against the
+ * head's checksum before a byte of it is written: a damaged or missing
+ * object is an error that names it, and nothing after it is written.
+ */
+int bgs_rs_rados_download(struct rs_rados *r, int fd, struct rs_diag *diag);
+
+#endif /* BGS_RS_RADOS_H */
