@@ -668,6 +668,13 @@ static int open_output(struct save_args *a)
 		return EXIT_FAILED;
 	if (!strcmp(a->output, "-"))
 		return open_stdout(a);
+	if (!strncmp(a->output, "rados://", 8)) {
+		/* The library publishes it, whole, only once it is done. */
+		if (!a->force)
+			a->opts.flags |= BGSNAP_SAVE_NO_REPLACE;
+		a->req.path = a->output;
+		return -1;
+	}
 	if (cli_output_dir(a->output, &a->dirfd, a->name))
 		return EXIT_FAILED;
 	if (!fstatat(a->dirfd, a->name, &st, AT_SYMLINK_NOFOLLOW) &&
@@ -738,7 +745,7 @@ int cmd_save(int argc, char **argv)
 	/* A reader of '-o -' that goes away is an error, not a death. */
 	signal(SIGPIPE, SIG_IGN);
 	r = cli_save_pid(&a.req, &res);
-	if (!r && a.req.path)
+	if (!r && a.req.path && a.dirfd >= 0)
 		r = publish(&a);
 	if (r || (a.req.quiet && !a.json))
 		goto out_close;

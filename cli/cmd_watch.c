@@ -260,6 +260,12 @@ static int open_dir(struct watch *w)
 {
 	struct stat st;
 
+	if (!strncmp(w->dir, "rados://", 8)) {
+		cli_error("watch: %s: a watch keeps its snapshots in a "
+			  "directory; rados:// is not supported for it yet",
+			  w->dir);
+		return -1;
+	}
 	if (mkdir(w->dir, 0700) && errno != EEXIST) {
 		cli_error("watch: %s: %s", w->dir, strerror(errno));
 		return -1;

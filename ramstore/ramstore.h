@@ -96,6 +96,8 @@ struct rs_writer_opts {
 	size_t nregions;
 	bool sync_io;	 /* write(2) in the caller instead of io_uring (the
 		       * fallback anyway where io_uring is unavailable) */
+	bool no_replace; /* path mode: -EEXIST at commit rather than
+			  * replace a file already at the path */
 	bool format_1_0; /* tests only: write format 1.0 (no stored
 			  * checksums), which readers must go on reading */
 	const cpu_set_t *cpus; /* where io_uring's workers may run; NULL:

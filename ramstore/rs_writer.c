@@ -89,6 +89,7 @@ struct rs_writer {
 	char *name;    /* path mode: the final name in dirfd */
 	int err;       /* the first error; sticks */
 	bool urgent;   /* the put under way may go to the overflow */
+	bool no_replace;
 	/* Written by the writer's thread, read by any (stats): relaxed. */
 	_Atomic uint64_t pages, zero_pages, raw_bytes, records;
 	_Atomic uint64_t compress_ns, checksum_ns;
@@ -307,6 +308,7 @@ static int writer_start(struct rs_writer *w, bool stream,
 				 o->sync_io, o->cpus);
 
 	w->q.max_stall_ns = o->max_stall_ns;
+	w->no_replace = o->no_replace;
 	return ret ? ret : write_head(w);
 }
 
@@ -948,7 +950,8 @@ static int sync_file(const struct rs_writer *w)
 /* Put the file under its final name, durably. */
 static int publish(struct rs_writer *w)
 {
-	if (renameat(w->dirfd, w->tmpname, w->dirfd, w->name))
+	if (renameat2(w->dirfd, w->tmpname, w->dirfd, w->name,
+		      w->no_replace ? RENAME_NOREPLACE : 0))
 		return -errno;
 	free(w->tmpname);
 	w->tmpname = NULL;

@@ -94,7 +94,7 @@ struct bgsnap_capability {
 	char detail[256]; /* one line */
 };
 
-#define BGSNAP_MAX_CAPABILITIES 16
+#define BGSNAP_MAX_CAPABILITIES 32
 
 /*
  * Probe what is available, filling up to @max entries of @caps.
@@ -102,6 +102,25 @@ struct bgsnap_capability {
  * BGSNAP_MAX_CAPABILITIES), or a negative errno. Any thread.
  */
 BGSNAP_API int bgsnap_probe(struct bgsnap_capability *caps, size_t max);
+
+/*
+ * Snapshots in Ceph. Wherever a snapshot's file name goes (a save's
+ * path, a restore's, bgsnap_file_open's), "rados://POOL/NAME" names a
+ * snapshot in a RADOS pool instead, where this library was built with
+ * librados (bgsnap_probe lists "rados"). A save makes it visible under
+ * NAME only once it is complete, replacing what was there; a failed one
+ * leaves nothing under NAME. Reading fetches it whole, every object
+ * checked, into an unnamed temporary file ($TMPDIR, else /var/tmp).
+ *
+ * The cluster is found as the rados command finds it. This sets, for the
+ * whole process, the ceph.conf and the client id to use (NULL: librados's
+ * defaults: CEPH_CONF, then /etc/ceph/ceph.conf; client.admin; CEPH_ARGS
+ * is read too), and the seconds after which an operation without an
+ * answer fails (an OSD down; 0: 30 s). Returns 0, -ENOMEM, or -ENOTSUP
+ * without librados. Any thread; it applies to targets opened after it.
+ */
+BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
+				  unsigned op_timeout_s);
 
 /*
  * The floors: what this machine and kernel allow, measured on the caller's
@@ -284,6 +303,11 @@ enum bgsnap_save_flags {
 	 * smaller file, not a faster save). BGSNAP_EPARENT when there is
 	 * neither. */
 	BGSNAP_SAVE_INCREMENTAL = 1u << 4,
+	/* Fail with -EEXIST rather than replace a snapshot already at the
+	 * path: a file (put in place with RENAME_NOREPLACE), or a rados://
+	 * snapshot (looked for when the save starts and again just before
+	 * it is published). */
+	BGSNAP_SAVE_NO_REPLACE = 1u << 5,
 };
 
 struct bgsnap_save_opts {

@@ -1039,6 +1039,12 @@ void bgs_save_teardown(struct bgs_save *s)
 				bgs_save_write_failed(s, result);
 		}
 	}
+	/* A rados:// target exists once its head is written, after all
+	 * of the rest. */
+	if (s->sink) {
+		result = bgs_rados_sink_close(s->sink, result);
+		s->sink = NULL;
+	}
 	/* Tracking is relative to this snapshot only if it exists. */
 	if (m && s->keep_tracking && !result) {
 		memcpy(m->base_id, s->id, sizeof(m->base_id));

@@ -99,6 +99,12 @@ static int open_regular(struct bgsnap_file *f, const char *path)
 {
 	struct stat st;
 
+	if (bgs_snap_is_rados(path)) {
+		char msg[sizeof(f->diag.msg)];
+
+		f->fd = bgs_snap_rados_fetch(path, msg, sizeof(msg));
+		return f->fd < 0 ? fail(f, f->fd, "%s", msg) : 0;
+	}
 	f->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (f->fd < 0)
 		return fail(f, -errno, "cannot open: %s", strerror(errno));

@@ -233,8 +233,10 @@ struct bgs_save {
 	int parent_fd;
 	uint32_t *parent_region; /* per region: the parent's number */
 
-	struct bgs_pagemap pagemap; /* stop-the-world only */
-	struct rs_writer *writer;   /* the copier's (the starter opens it) */
+	struct bgs_pagemap pagemap;  /* stop-the-world only */
+	struct rs_writer *writer;    /* the copier's (the starter opens it) */
+	struct bgs_rados_sink *sink; /* where the writer's bytes go, for a
+				      * rados:// target, or NULL */
 
 	/* One mmap'd arena holds everything below that is not a scalar, so
 	 * one range check proves bgsnap's threads never touch registered
@@ -410,6 +412,20 @@ int bgs_struct_in(void *dst, size_t dsize, const void *src);
 /* Copy a public struct out (@src has @ssize bytes) into the caller's,
  * whose size field says how much it holds: 0, or -EINVAL. */
 int bgs_struct_out(void *dst, const void *src, size_t ssize);
+
+/* snap_rados.c: rados://POOL/NAME targets. */
+struct bgs_rados_sink;
+bool bgs_snap_is_rados(const char *target);
+/* The snapshot @target fetched into an unnamed temporary file: its fd,
+ * or an error with @msg set (one line, without the target). */
+int bgs_snap_rados_fetch(const char *target, char *msg, size_t len);
+/* The save's store goes to @target: *@fd is what the writer writes to.
+ * On error the handle's message is set. */
+int bgs_rados_sink_open(struct bgs_save *s, const char *target,
+			struct bgs_rados_sink **out, int *fd);
+/* The writer is done (committed if @result is 0): publish, or remove what
+ * was stored. Frees @k; returns the save's result. */
+int bgs_rados_sink_close(struct bgs_rados_sink *k, int result);
 
 /* snap_save.c */
 /* Wait for the save under way (bgsnap_wait). */

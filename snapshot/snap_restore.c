@@ -226,7 +226,17 @@ static int open_store(struct bgs_restore *r, const char *path, int fd)
 	struct stat st;
 	int ret;
 
-	if (path) {
+	if (bgs_snap_is_rados(path)) {
+		char msg[512];
+
+		ret = bgs_snap_rados_fetch(path, msg, sizeof(msg));
+		if (ret < 0) {
+			bgs_snap_set_error(r->h, "%s: %s", path, msg);
+			return ret;
+		}
+		r->fd = ret;
+		r->own_fd = true;
+	} else if (path) {
 		/* A FIFO put there must not block the open. */
 		ret = open_regular(path);
 		if (ret < 0) {

@@ -255,6 +255,7 @@ static int open_writer(struct bgs_save *s, const char *path, int fd)
 		.regions = table,
 		.nregions = h->nregions,
 		.cpus = bgs_save_cpus(s),
+		.no_replace = s->opts.flags & BGSNAP_SAVE_NO_REPLACE,
 	};
 	int r;
 
@@ -273,9 +274,21 @@ static int open_writer(struct bgs_save *s, const char *path, int fd)
 		table[i].kind = (uint16_t)g->kind;
 		table[i].prot = g->prot;
 	}
+	if (bgs_snap_is_rados(path)) {
+		r = bgs_rados_sink_open(s, path, &s->sink, &fd);
+		if (r) {
+			free(table);
+			return r;
+		}
+		path = NULL;
+	}
 	r = path ? bgs_rs_writer_open_path(&s->writer, path, &wo)
 		 : bgs_rs_writer_open_fd(&s->writer, fd, &wo);
 	free(table);
+	if (r < 0 && s->sink) {
+		bgs_rados_sink_close(s->sink, r);
+		s->sink = NULL;
+	}
 	if (r < 0) {
 		s->writer = NULL;
 		bgs_snap_set_error(s->h, "cannot create the snapshot%s%s: %s",
@@ -564,6 +577,13 @@ static int open_parent(struct bgs_save *s, const char *path)
 	struct stat st;
 	int r;
 
+	if (bgs_snap_is_rados(path)) {
+		bgs_snap_set_error(h,
+				   "parent %s: a parent in RADOS is not "
+				   "supported yet",
+				   path);
+		return -ENOTSUP;
+	}
 	/* A FIFO put there must not block the open. */
 	s->parent_fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (s->parent_fd < 0) {

@@ -1,0 +1,276 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * rados://POOL/NAME wherever a snapshot file goes (ramstore/rs_rados.h has
+ * the layout).
+ *
+ * A save writes its snapshot, byte for byte what a file would get, into a
+ * pipe; the uploader thread cuts what comes out into data objects, several
+ * in flight, and once the writer has committed, the head is written: only
+ * then does the snapshot exist under its name. The owner's faults never
+ * wait for the cluster: the writer's rules for a slow disk (a reserved
+ * overflow for faulted pages, the scan waits) hold for a slow pipe alike.
+ * If the cluster fails (an OSD down past the operation timeout, a key
+ * without write caps), the uploader fails the save at once and drains the
+ * pipe, so that nothing waits on it; the data stored is removed.
+ *
+ * Reading (info, verify, export, restore) fetches the snapshot, every data
+ * object checked against the head, into an unnamed temporary file, and
+ * reads that: every check of a snapshot file applies unchanged. (Lazy
+ * restore therefore fetches it whole first: range reads of the faulted
+ * records are not done yet.)
+ */
+#include "snap_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifdef BGSNAP_HAVE_RADOS
+#include "rs_rados.h"
+
+/* The process-wide choice of cluster (bgsnap_ceph_config). */
+static struct {
+	pthread_mutex_t lock;
+	char *conf, *id;
+	unsigned timeout_s;
+} config = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
+				  unsigned op_timeout_s)
+{
+	char *c = conf ? strdup(conf) : NULL, *i = id ? strdup(id) : NULL;
+
+	if ((conf && !c) || (id && !i)) {
+		free(c);
+		free(i);
+		return -ENOMEM;
+	}
+	pthread_mutex_lock(&config.lock);
+	free(config.conf);
+	free(config.id);
+	config.conf = c;
+	config.id = i;
+	config.timeout_s = op_timeout_s;
+	pthread_mutex_unlock(&config.lock);
+	return 0;
+}
+
+static int connect_to(struct rs_rados **r, const char *target,
+		      struct rs_diag *diag)
+{
+	int ret;
+
+	pthread_mutex_lock(&config.lock);
+	const struct rs_rados_cfg cfg = { .conf = config.conf,
+					  .id = config.id,
+					  .op_timeout_s = config.timeout_s };
+	ret = bgs_rs_rados_open(r, target, &cfg, diag);
+	pthread_mutex_unlock(&config.lock);
+	return ret;
+}
+
+/* A temporary file with no name: where $TMPDIR says, else /var/tmp. */
+static int unnamed_file(void)
+{
+	const char *dir = getenv("TMPDIR");
+	int fd = open(dir && *dir ? dir : "/var/tmp",
+		      O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+	return fd < 0 ? -errno : fd;
+}
+
+int bgs_snap_rados_fetch(const char *target, char *msg, size_t len)
+{
+	struct rs_diag diag = { 0 };
+	struct rs_rados *r;
+	int fd, ret = connect_to(&r, target, &diag);
+
+	if (ret) {
+		snprintf(msg, len, "%s", diag.msg);
+		return ret;
+	}
+	fd = unnamed_file();
+	if (fd < 0) {
+		snprintf(msg, len, "a temporary file for it: %s",
+			 strerror(-fd));
+		bgs_rs_rados_close(r);
+		return fd;
+	}
+	ret = bgs_rs_rados_download(r, fd, &diag);
+	bgs_rs_rados_close(r);
+	if (ret) {
+		snprintf(msg, len, "%s", diag.msg);
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+/* ---- saving -------------------------------------------------------------- */
+
+struct bgs_rados_sink {
+	struct rs_rados *r;
+	struct bgs_save *s;
+	int in;	 /* the pipe's end the writer writes to */
+	int out; /* the uploader's end */
+	pthread_t thread;
+	bool no_replace;
+	char target[256];
+	int result; /* the uploader's, once joined */
+	struct rs_diag diag;
+};
+
+/* Fail the save with @err and what @k's last error says. */
+static int sink_fail(struct bgs_rados_sink *k, int err)
+{
+	return bgs_save_fail(k->s, err, "%s: %s", k->target, k->diag.msg);
+}
+
+static void drain(int fd)
+{
+	char buf[65536];
+
+	while (read(fd, buf, sizeof(buf)) > 0 || errno == EINTR)
+		;
+}
+
+static void *uploader_main(void *arg)
+{
+	struct bgs_rados_sink *k = arg;
+
+	k->result = bgs_rs_rados_upload(k->r, k->out, &k->diag);
+	if (k->result) {
+		/* At once, not when the writer is done: the owner's faults
+		 * must not pile up behind a cluster that failed. */
+		sink_fail(k, k->result);
+		bgs_copier_kick(k->s);
+		drain(k->out);
+	}
+	return NULL;
+}
+
+/* With BGSNAP_SAVE_NO_REPLACE: -EEXIST if a snapshot is there. */
+static int exists_refused(struct bgs_rados_sink *k)
+{
+	const int ret = bgs_rs_rados_exists(k->r);
+
+	if (ret > 0) {
+		snprintf(k->diag.msg, sizeof(k->diag.msg),
+			 "a snapshot already exists there");
+		return -EEXIST;
+	}
+	if (ret < 0)
+		snprintf(k->diag.msg, sizeof(k->diag.msg),
+			 "looking for a snapshot there: %s", strerror(-ret));
+	return ret;
+}
+
+int bgs_rados_sink_open(struct bgs_save *s, const char *target,
+			struct bgs_rados_sink **out, int *fd)
+{
+	struct bgs_rados_sink *k = calloc(1, sizeof(*k));
+	int p[2], ret;
+
+	if (!k)
+		return -ENOMEM;
+	k->s = s;
+	k->no_replace = s->opts.flags & BGSNAP_SAVE_NO_REPLACE;
+	snprintf(k->target, sizeof(k->target), "%s", target);
+	ret = connect_to(&k->r, target, &k->diag);
+	if (!ret && k->no_replace)
+		ret = exists_refused(k);
+	if (!ret && pipe2(p, O_CLOEXEC))
+		ret = -errno;
+	if (!ret) {
+		k->in = p[1];
+		k->out = p[0];
+		/* Fewer wake-ups of the uploader per object. */
+		fcntl(k->in, F_SETPIPE_SZ, 1 << 20);
+		ret = -pthread_create(&k->thread, NULL, uploader_main, k);
+		if (ret) {
+			close(p[0]);
+			close(p[1]);
+		}
+	}
+	if (ret) {
+		bgs_snap_set_error(s->h, "%s: %s", target,
+				   k->diag.msg[0] ? k->diag.msg
+						  : strerror(-ret));
+		bgs_rs_rados_close(k->r);
+		free(k);
+		return ret;
+	}
+	*out = k;
+	*fd = k->in;
+	return 0;
+}
+
+int bgs_rados_sink_close(struct bgs_rados_sink *k, int result)
+{
+	close(k->in); /* the end of the snapshot, for the uploader */
+	pthread_join(k->thread, NULL);
+	close(k->out);
+	if (!result && k->result) /* failed after the writer's last write */
+		result = sink_fail(k, k->result);
+	if (!result && k->no_replace) {
+		result = exists_refused(k);
+		if (result)
+			sink_fail(k, result);
+	}
+	if (!result) {
+		result = bgs_rs_rados_publish(k->r, &k->diag);
+		if (result)
+			sink_fail(k, result);
+	}
+	if (result)
+		bgs_rs_rados_discard(k->r);
+	bgs_rs_rados_close(k->r);
+	free(k);
+	return result;
+}
+
+#else /* !BGSNAP_HAVE_RADOS */
+
+static const char no_rados[] =
+	"this bgsnap was built without librados: no rados:// targets";
+
+BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
+				  unsigned op_timeout_s)
+{
+	(void)conf;
+	(void)id;
+	(void)op_timeout_s;
+	return -ENOTSUP;
+}
+
+int bgs_snap_rados_fetch(const char *target, char *msg, size_t len)
+{
+	(void)target;
+	snprintf(msg, len, "%s", no_rados);
+	return -ENOTSUP;
+}
+
+int bgs_rados_sink_open(struct bgs_save *s, const char *target,
+			struct bgs_rados_sink **out, int *fd)
+{
+	(void)out;
+	(void)fd;
+	bgs_snap_set_error(s->h, "%s: %s", target, no_rados);
+	return -ENOTSUP;
+}
+
+int bgs_rados_sink_close(struct bgs_rados_sink *k, int result)
+{
+	(void)k;
+	return result;
+}
+
+#endif
+
+bool bgs_snap_is_rados(const char *target)
+{
+	return target && !strncmp(target, "rados://", 8);
+}
