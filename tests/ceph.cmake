@@ -18,6 +18,19 @@ add_test(NAME ceph_cluster_stop
 set_tests_properties(ceph_cluster_stop PROPERTIES
 	FIXTURES_CLEANUP ceph_cluster TIMEOUT 60 LABELS ceph)
 
+# Snapshots in the pool: 'bgsnap save/restore --pid', verify, export
+# through rados://, damage, keys without write caps, names taken.
+if(RADOS_LIBRARY)
+	add_executable(test_pid_rados pid/test_pid_rados.c)
+	target_link_libraries(test_pid_rados PRIVATE bgs_testcommon bgs_pidutil)
+	add_test(NAME test_pid_rados
+		COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/ceph/with_cluster.sh
+			${BGS_CEPH_DIR} $<TARGET_FILE:test_pid_rados>
+			$<TARGET_FILE:bgsnap_cli>)
+	set_tests_properties(test_pid_rados PROPERTIES
+		TIMEOUT 300 LABELS "ceph;cli;pid" SKIP_RETURN_CODE 77)
+endif()
+
 # Round trips with the read-write and the read-only key, and the data
 # across a kill -9 and restart of the OSD.
 add_test(NAME ceph_smoke

@@ -1,0 +1,460 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Snapshots in Ceph (rados://POOL/NAME), end to end through the built
+ * binary, against the one-node cluster of the ceph_cluster fixture (run by
+ * tests/ceph/with_cluster.sh, which exports its CEPH_CONF, pool and keys)
+ * and 'bgsnap guest' processes:
+ *   - a live save under writers into the pool, verify, and an eager
+ *     restore from the pool: the memory right after it is the snapshot's
+ *     byte for byte, the snapshot passes the bank oracle, and the guest
+ *     runs on with balanced books;
+ *   - the same snapshot saved to a file and to the pool, writers held:
+ *     the pool's exports the same bytes;
+ *   - a damaged data object and a missing one: verify and restore refuse
+ *     with one line that names the object, the guest untouched;
+ *   - a key without write caps: one clear line, nothing under the name,
+ *     no data object left, the guest unharmed;
+ *   - a name taken: refused without --force, replaced with it (the old
+ *     data objects removed);
+ *   - the OSD killed while a save writes: it fails within the operation
+ *     timeout with one clear line, nothing is visible under the name, the
+ *     guest runs on unharmed; once the OSD is back, the same save works.
+ */
+#include "pid_util.h"
+#include "testutil.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define RUN_MS	     120000
+#define EXIT_BADFILE 3
+
+static const char *pool, *rw_id, *ro_id;
+
+static void target(char *buf, size_t n, const char *name)
+{
+	snprintf(buf, n, "rados://%s/%s-%d", pool, name, (int)getpid());
+}
+
+/* The rados command as client.@id on the pool; its stdout in @out (may
+ * be NULL). Exit status. */
+static int rados(const char *id, char *out, size_t n, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int rados(const char *id, char *out, size_t n, const char *fmt, ...)
+{
+	char cmd[2048], args[1024];
+	va_list ap;
+	FILE *p;
+	size_t got = 0;
+
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof(args), fmt, ap);
+	va_end(ap);
+	snprintf(cmd, sizeof(cmd),
+		 "timeout 60 rados --id %s --rados-osd-op-timeout 30 -p %s %s",
+		 id, pool, args);
+	p = popen(cmd, "r");
+	assert_non_null(p);
+	if (out) {
+		while (got + 1 < n && !feof(p)) {
+			const size_t k = fread(out + got, 1, n - 1 - got, p);
+
+			if (!k)
+				break;
+			got += k;
+		}
+		out[got] = '\0';
+	} else {
+		char sink[4096];
+
+		while (fread(sink, 1, sizeof(sink), p))
+			;
+	}
+	return pclose(p);
+}
+
+/* How many objects of the pool start with "@name." (data objects), and
+ * whether the head @name itself is there. */
+static unsigned data_objects(const char *name, bool *head)
+{
+	static char list[1 << 20];
+	char prefix[300];
+	unsigned n = 0;
+
+	assert_int_equal(rados(rw_id, list, sizeof(list), "ls"), 0);
+	snprintf(prefix, sizeof(prefix), "%s.", name);
+	*head = false;
+	for (char *save = NULL, *l = strtok_r(list, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save)) {
+		if (!strncmp(l, prefix, strlen(prefix)))
+			n++;
+		if (!strcmp(l, name))
+			*head = true;
+	}
+	return n;
+}
+
+/* The object name of @t (rados://POOL/NAME). */
+static const char *object_of(const char *t)
+{
+	return strrchr(t, '/') + 1;
+}
+
+static void save(struct pt_run *r, const struct pt_guest *g, const char *to,
+		 const char *id, const char *extra)
+{
+	char pid[16];
+
+	snprintf(pid, sizeof(pid), "%d", (int)g->c.pid);
+	pt_run(r, RUN_MS, -1, "save", "--pid", pid, "-o", to, "-q", "--ceph-id",
+	       id, extra, NULL);
+}
+
+static void must_save(const struct pt_guest *g, const char *to,
+		      const char *extra)
+{
+	struct pt_run r;
+
+	save(&r, g, to, rw_id, extra);
+	if (r.code)
+		fail_msg("save -o %s: exit %d: %s", to, r.code, r.err);
+	pt_run_free(&r);
+}
+
+static void must_be_unharmed(struct pt_guest *g)
+{
+	pt_guest_untraced(g);
+	pt_guest_unprotected(g);
+	pt_guest_healthy(g, 200, 0);
+}
+
+/* The guest's memory now (writers held), through a dump. */
+static uint8_t *guest_memory(struct pt_guest *g)
+{
+	char dump[300];
+	uint8_t *mem;
+	size_t len;
+
+	snprintf(dump, sizeof(dump), "%s/mem.raw", pt_dir());
+	pt_guest_must(g, "dump %s", dump);
+	mem = pt_read_file(dump, &len);
+	unlink(dump);
+	assert_int_equal(len, g->len);
+	return mem;
+}
+
+/* ---- the round trip ------------------------------------------------------ */
+
+static void test_round_trip(void **state)
+{
+	char to[256], pid[16];
+	uint8_t *image, *mem;
+	struct pt_guest g;
+	struct pt_run r;
+
+	(void)state;
+	target(to, sizeof(to), "trip");
+	pt_guest_start(&g, 0, "64M", "4k", NULL);
+	tu_sleep_ms(100);
+	must_save(&g, to, NULL); /* the writers run all along */
+	pt_run(&r, RUN_MS, -1, "verify", to, "--ceph-id", rw_id, NULL);
+	if (r.code)
+		fail_msg("verify %s: exit %d: %s", to, r.code, r.err);
+	assert_non_null(strstr(r.out, ": ok: "));
+	pt_run_free(&r);
+	tu_sleep_ms(200); /* the writers move on from the snapshot */
+	pt_guest_must(&g, "hold");
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
+	pt_run(&r, RUN_MS, -1, "restore", to, "--pid", pid, "--include",
+	       g.range, "--ceph-id", rw_id, NULL);
+	if (r.code)
+		fail_msg("restore from %s: exit %d: %s", to, r.code, r.err);
+	pt_run_free(&r);
+	image = pt_export_guest(&g, to); /* export reads the pool too */
+	pt_check_image(&g, image);
+	mem = guest_memory(&g);
+	for (size_t i = 0; i < g.len; i += PT_PAGE)
+		if (memcmp(mem + i, image + i, PT_PAGE))
+			fail_msg("page %zu differs from the snapshot right "
+				 "after the restore",
+				 i / PT_PAGE);
+	free(mem);
+	free(image);
+	pt_guest_must(&g, "recover");
+	pt_guest_must(&g, "release");
+	pt_guest_healthy(&g, 150, 0);
+	pt_guest_untraced(&g);
+	pt_guest_stop(&g);
+}
+
+/* Writers held: a file and the pool get the same snapshot. */
+static void test_same_as_file(void **state)
+{
+	char to[256], file[256];
+	uint8_t *a, *b;
+	struct pt_guest g;
+
+	(void)state;
+	target(to, sizeof(to), "same");
+	snprintf(file, sizeof(file), "%s/same.bgs", pt_dir());
+	pt_guest_start(&g, 0, "64M", "4k", NULL);
+	tu_sleep_ms(100);
+	pt_guest_must(&g, "hold");
+	must_save(&g, to, NULL);
+	must_save(&g, file, NULL);
+	a = pt_export_guest(&g, to);
+	b = pt_export_guest(&g, file);
+	assert_memory_equal(a, b, g.len);
+	free(a);
+	free(b);
+	pt_guest_must(&g, "release");
+	pt_guest_stop(&g);
+	unlink(file);
+}
+
+/* ---- damage -------------------------------------------------------------- */
+
+/* verify and restore of @to refuse with one line containing @why; the
+ * guest's memory is untouched. */
+static void expect_refused(struct pt_guest *g, const char *to, const char *why)
+{
+	char pid[16];
+	struct pt_run r;
+	uint8_t *before, *after;
+
+	pt_run(&r, RUN_MS, -1, "verify", to, "--ceph-id", rw_id, NULL);
+	fprintf(stderr, "# verify: %d %s", r.code, r.err);
+	assert_int_equal(r.code, EXIT_BADFILE);
+	pt_one_error_line(r.err);
+	if (!strstr(r.err, why))
+		fail_msg("verify does not say '%s': %s", why, r.err);
+	pt_run_free(&r);
+	before = guest_memory(g);
+	snprintf(pid, sizeof(pid), "%d", (int)g->c.pid);
+	pt_run(&r, RUN_MS, -1, "restore", to, "--pid", pid, "--include",
+	       g->range, "--ceph-id", rw_id, NULL);
+	fprintf(stderr, "# restore: %d %s", r.code, r.err);
+	assert_int_not_equal(r.code, 0);
+	pt_one_error_line(r.err);
+	if (!strstr(r.err, why))
+		fail_msg("restore does not say '%s': %s", why, r.err);
+	pt_run_free(&r);
+	after = guest_memory(g);
+	assert_memory_equal(before, after, g->len);
+	free(before);
+	free(after);
+}
+
+/* The name of data object @index of the snapshot @name in the pool. */
+static void data_object(const char *name, unsigned index, char *out, size_t n)
+{
+	static char list[1 << 20];
+	char suffix[16];
+
+	assert_int_equal(rados(rw_id, list, sizeof(list), "ls"), 0);
+	snprintf(suffix, sizeof(suffix), ".%08x", index);
+	for (char *save = NULL, *l = strtok_r(list, "\n", &save); l;
+	     l = strtok_r(NULL, "\n", &save))
+		if (!strncmp(l, name, strlen(name)) && l[strlen(name)] == '.' &&
+		    strlen(l) > strlen(suffix) &&
+		    !strcmp(l + strlen(l) - strlen(suffix), suffix)) {
+			snprintf(out, n, "%s", l);
+			return;
+		}
+	fail_msg("no data object %u of %s in the pool", index, name);
+}
+
+static void test_damaged_object(void **state)
+{
+	char to[256], obj[300], tmp[300];
+	struct pt_guest g;
+	uint8_t *bytes;
+	size_t len;
+	FILE *f;
+
+	(void)state;
+	target(to, sizeof(to), "damaged");
+	pt_guest_start(&g, 0, "64M", "4k", NULL);
+	pt_guest_must(&g, "hold");
+	must_save(&g, to, NULL);
+	data_object(object_of(to), 1, obj, sizeof(obj));
+	snprintf(tmp, sizeof(tmp), "%s/obj", pt_dir());
+	assert_int_equal(rados(rw_id, NULL, 0, "get %s %s", obj, tmp), 0);
+	bytes = pt_read_file(tmp, &len);
+	assert_true(len > 4096);
+	bytes[len / 2] ^= 0x40; /* one bit, mid-object */
+	f = fopen(tmp, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(bytes, 1, len, f), len);
+	fclose(f);
+	free(bytes);
+	assert_int_equal(rados(rw_id, NULL, 0, "put %s %s", obj, tmp), 0);
+	expect_refused(&g, to, "is damaged");
+	assert_int_equal(rados(rw_id, NULL, 0, "rm %s", obj), 0);
+	expect_refused(&g, to, "is missing");
+	pt_guest_must(&g, "release");
+	pt_guest_stop(&g);
+	unlink(tmp);
+}
+
+/* ---- refusals ------------------------------------------------------------ */
+
+static void test_read_only_key(void **state)
+{
+	char to[256];
+	struct pt_guest g;
+	struct pt_run r;
+	bool head;
+
+	(void)state;
+	target(to, sizeof(to), "readonly");
+	pt_guest_start(&g, 0, "64M", "4k", NULL);
+	tu_sleep_ms(100);
+	save(&r, &g, to, ro_id, NULL);
+	fprintf(stderr, "# as client.%s: %d %s", ro_id, r.code, r.err);
+	assert_int_equal(r.code, 1);
+	pt_one_error_line(r.err);
+	assert_non_null(strstr(r.err, "permission denied"));
+	assert_non_null(strstr(r.err, "no snapshot was written"));
+	pt_run_free(&r);
+	assert_int_equal(data_objects(object_of(to), &head), 0);
+	assert_false(head);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+}
+
+static void test_name_taken(void **state)
+{
+	char to[256];
+	struct pt_guest g;
+	struct pt_run r;
+	unsigned first, now;
+	bool head;
+
+	(void)state;
+	target(to, sizeof(to), "taken");
+	pt_guest_start(&g, 0, "64M", "4k", NULL);
+	must_save(&g, to, NULL);
+	first = data_objects(object_of(to), &head);
+	assert_true(head);
+	assert_true(first > 0);
+	save(&r, &g, to, rw_id, NULL);
+	fprintf(stderr, "# again: %d %s", r.code, r.err);
+	assert_int_equal(r.code, 1);
+	pt_one_error_line(r.err);
+	assert_non_null(strstr(r.err, "already exists"));
+	pt_run_free(&r);
+	assert_int_equal(data_objects(object_of(to), &head), first);
+	must_save(&g, to, "--force");
+	now = data_objects(object_of(to), &head);
+	assert_true(head);
+	/* The old upload's objects are gone: only the new one's are left,
+	 * as many as a snapshot of the same guest takes (give or take the
+	 * compression of what the writers changed). */
+	assert_true(now > 0 && now <= first + 1);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+}
+
+/* ---- an OSD down ----------------------------------------------------- */
+
+static int cluster(const char *cmd)
+{
+	char line[1024];
+
+	snprintf(line, sizeof(line), "bash %s %s %s >&2",
+		 getenv("BGSNAP_CEPH_CLUSTER"), cmd, getenv("BGSNAP_CEPH_DIR"));
+	return system(line);
+}
+
+static void test_osd_killed(void **state)
+{
+	char to[256], pid[16];
+	const char *argv[] = {
+		"bgsnap",    "save", "--pid",	       pid, "-o", to, "-q",
+		"--ceph-id", rw_id,  "--ceph-timeout", "5", NULL
+	};
+	struct pt_guest g;
+	struct pt_run r;
+	uint64_t t0, ms;
+	pid_t b;
+	int err[2], status;
+	char msg[1024] = "";
+	ssize_t got;
+	bool head;
+
+	(void)state;
+	target(to, sizeof(to), "osdkill");
+	pt_guest_start(&g, 0, "256M", "4k", NULL);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
+	assert_int_equal(pipe(err), 0);
+	t0 = tu_now_ns();
+	b = fork();
+	assert_true(b >= 0);
+	if (!b) {
+		dup2(err[1], 2);
+		execv(pt_bgsnap, (char *const *)(uintptr_t)argv);
+		_exit(127);
+	}
+	close(err[1]);
+	tu_sleep_ms(150); /* writing: a 256 MiB guest takes a second */
+	assert_int_equal(cluster("kill-osd"), 0);
+	assert_int_equal(waitpid(b, &status, 0), b);
+	ms = (tu_now_ns() - t0) / 1000000;
+	got = read(err[0], msg, sizeof(msg) - 1);
+	close(err[0]);
+	msg[got > 0 ? got : 0] = '\0';
+	fprintf(stderr, "# OSD killed: exit %d after %llu ms: %s",
+		WIFEXITED(status) ? WEXITSTATUS(status) : -1,
+		(unsigned long long)ms, msg);
+	assert_int_equal(cluster("start-osd"), 0);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 1);
+	pt_one_error_line(msg);
+	assert_non_null(strstr(msg, "no answer within 5 s"));
+	assert_non_null(strstr(msg, "no snapshot was written"));
+	assert_true(ms < 60000); /* the timeout, not for ever */
+	(void)data_objects(object_of(to), &head);
+	assert_false(head);
+	must_be_unharmed(&g);
+	/* The OSD back: the same save works. */
+	save(&r, &g, to, rw_id, NULL);
+	if (r.code)
+		fail_msg("save after the OSD is back: exit %d: %s", r.code,
+			 r.err);
+	pt_run_free(&r);
+	(void)data_objects(object_of(to), &head);
+	assert_true(head);
+	pt_guest_stop(&g);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_same_as_file),
+		cmocka_unit_test(test_damaged_object),
+		cmocka_unit_test(test_read_only_key),
+		cmocka_unit_test(test_name_taken),
+		cmocka_unit_test(test_osd_killed),
+	};
+
+	pool = getenv("BGSNAP_CEPH_POOL");
+	rw_id = getenv("BGSNAP_CEPH_ID");
+	ro_id = getenv("BGSNAP_CEPH_RO_ID");
+	if (!pool || !rw_id || !ro_id || !getenv("CEPH_CONF")) {
+		fprintf(stderr, "test_pid_rados: run it through "
+				"tests/ceph/with_cluster.sh (no cluster in "
+				"the environment)\n");
+		return 1;
+	}
+	pt_init(argc, argv);
+	if (getenv("BGSNAP_TEST_FILTER"))
+		cmocka_set_test_filter(getenv("BGSNAP_TEST_FILTER"));
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
