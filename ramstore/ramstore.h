@@ -252,6 +252,22 @@ struct rs_reader;
 int bgs_rs_open(struct rs_reader **r, int fd, struct rs_diag *diag);
 void bgs_rs_close(struct rs_reader *r);
 
+/*
+ * Bytes of a store that is not a file (a snapshot in RADOS): read(ctx,
+ * buf, len, off) gives exactly @len bytes at @off, 0, or an error
+ * (RS_ETRUNCATED past the end); it is called from several threads at
+ * once (decoders, bgs_rs_decode_to). The reader opened on it reads only
+ * what it needs: header, footer, region table and index at open, then
+ * each record when it is decoded. bgs_rs_verify needs a file.
+ */
+struct rs_source {
+	int (*read)(void *ctx, void *buf, size_t len, uint64_t off);
+	void *ctx;
+	uint64_t size; /* bytes of the store */
+};
+int bgs_rs_open_source(struct rs_reader **r, const struct rs_source *src,
+		       struct rs_diag *diag);
+
 const struct rs_info *bgs_rs_info(const struct rs_reader *r);
 size_t bgs_rs_region_count(const struct rs_reader *r);
 const struct rs_region *bgs_rs_region(const struct rs_reader *r, size_t i);

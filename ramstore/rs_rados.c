@@ -16,7 +16,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <rados/librados.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,12 +27,22 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#define HEAD_MAGIC   "BGSRADOS"
-#define HEAD_VERSION 1u
-#define HEAD_FIXED   48u	/* bytes before the checksums */
-#define MAX_OBJECTS  (1u << 24) /* 64 TiB in 4 MiB objects */
-#define NAME_MAX_LEN 200u
-#define DEFAULT_WAIT 30u
+#define HEAD_MAGIC    "BGSRADOS"
+#define HEAD_VERSION  1u
+#define HEAD_FIXED    48u	 /* bytes before the checksums */
+#define MAX_OBJECTS   (1u << 24) /* 64 TiB in 4 MiB objects */
+#define NAME_MAX_LEN  200u
+#define DEFAULT_WAIT  30u
+#define CACHE_OBJECTS 4u /* whole data objects a source keeps */
+
+/* A data object a source read whole, checked. */
+struct cached {
+	uint64_t index;
+	uint8_t *buf; /* NULL: empty */
+	uint64_t used;
+};
+
+struct head;
 
 struct rs_rados {
 	rados_t cluster;
@@ -45,6 +57,18 @@ struct rs_rados {
 	uint64_t bytes, nobjects;
 	uint64_t *sums;
 	size_t sums_cap;
+	/* As a source (bgs_rs_rados_source): the head, and data objects
+	 * read whole (lock). */
+	uint8_t *src_raw;
+	struct head *src;
+	pthread_mutex_t lock;
+	struct cached cache[CACHE_OBJECTS];
+	uint64_t clock;
+	/* A read got no answer within the timeout: the cluster is taken
+	 * for down, and every read after fails at once, rather than each
+	 * waiting the timeout again (a lazy restore's fill reads thousands
+	 * of records). */
+	_Atomic bool down;
 };
 
 /* A data object being written or read, and its buffer. */
@@ -72,8 +96,8 @@ static int fail(struct rs_diag *d, int code, const char *fmt, ...)
 	return code;
 }
 
-/* What librados's error means here, in words. */
-static const char *why(const struct rs_rados *r, int err, char *buf, size_t len)
+const char *bgs_rs_rados_why(const struct rs_rados *r, int err, char *buf,
+			     size_t len)
 {
 	if (err == -ETIMEDOUT)
 		snprintf(buf, len,
@@ -132,10 +156,11 @@ static int configure(struct rs_rados *r, const struct rs_rados_cfg *cfg,
 			    cfg && cfg->conf
 				    ? cfg->conf
 				    : "(CEPH_CONF or /etc/ceph/ceph.conf)",
-			    why(r, ret, e, sizeof(e)));
+			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
 	ret = rados_conf_parse_env(r->cluster, NULL);
 	if (ret < 0)
-		return fail(d, ret, "CEPH_ARGS: %s", why(r, ret, e, sizeof(e)));
+		return fail(d, ret, "CEPH_ARGS: %s",
+			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
 	/* An OSD that is down makes librados wait for ever by default: the
 	 * owner of a save, or a lazy restore, must not. */
 	snprintf(secs, sizeof(secs), "%u", r->timeout_s);
@@ -156,6 +181,7 @@ int bgs_rs_rados_open(struct rs_rados **out, const char *target,
 		return fail(d, -ENOMEM, "out of memory");
 	r->timeout_s =
 		cfg && cfg->op_timeout_s ? cfg->op_timeout_s : DEFAULT_WAIT;
+	pthread_mutex_init(&r->lock, NULL);
 	ret = parse_target(r, target, d);
 	if (ret)
 		goto err_free;
@@ -173,14 +199,15 @@ int bgs_rs_rados_open(struct rs_rados **out, const char *target,
 			     "cannot connect to the Ceph cluster as "
 			     "client.%s: %s",
 			     cfg && cfg->id ? cfg->id : "admin",
-			     why(r, ret, e, sizeof(e)));
+			     bgs_rs_rados_why(r, ret, e, sizeof(e)));
 	}
 	if (!ret) {
 		ret = rados_ioctx_create(r->cluster, r->pool, &r->io);
 		if (ret < 0)
 			fail(d, ret, "pool '%s': %s", r->pool,
-			     ret == -ENOENT ? "no such pool"
-					    : why(r, ret, e, sizeof(e)));
+			     ret == -ENOENT
+				     ? "no such pool"
+				     : bgs_rs_rados_why(r, ret, e, sizeof(e)));
 		r->have_io = !ret;
 	}
 	if (ret)
@@ -202,6 +229,11 @@ void bgs_rs_rados_close(struct rs_rados *r)
 	if (r->have_io)
 		rados_ioctx_destroy(r->io);
 	rados_shutdown(r->cluster);
+	for (unsigned i = 0; i < CACHE_OBJECTS; i++)
+		free(r->cache[i].buf);
+	pthread_mutex_destroy(&r->lock);
+	free(r->src);
+	free(r->src_raw);
 	free(r->sums);
 	free(r);
 }
@@ -324,7 +356,7 @@ static int head_read(struct rs_rados *r, uint8_t **h, struct head *out,
 		return fail(d, -ENOENT, "no such snapshot");
 	if (ret < 0)
 		return fail(d, ret, "reading its head: %s",
-			    why(r, ret, e, sizeof(e)));
+			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
 	if (size > head_len(MAX_OBJECTS) || size < HEAD_FIXED + 8)
 		return fail(d, RS_ECORRUPT,
 			    "the head object has an impossible size (%" PRIu64
@@ -340,7 +372,7 @@ static int head_read(struct rs_rados *r, uint8_t **h, struct head *out,
 		free(*h);
 		*h = NULL;
 		return fail(d, ret, "reading its head: %s",
-			    why(r, ret, e, sizeof(e)));
+			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
 	}
 	ret = head_decode(*h, size, out, d);
 	if (ret) {
@@ -392,7 +424,7 @@ static int finish(struct rs_rados *r, struct slot *s, const char *upload,
 			    oid);
 	return fail(d, ret, "%s data object '%s': %s",
 		    write ? "writing" : "reading", oid,
-		    why(r, ret, e, sizeof(e)));
+		    bgs_rs_rados_why(r, ret, e, sizeof(e)));
 }
 
 static void finish_all(struct rs_rados *r, struct slot *slots,
@@ -533,7 +565,8 @@ int bgs_rs_rados_publish(struct rs_rados *r, struct rs_diag *d)
 	ret = rados_write_full(r->io, r->name, (const char *)h, len);
 	free(h);
 	if (ret < 0)
-		fail(d, ret, "writing its head: %s", why(r, ret, e, sizeof(e)));
+		fail(d, ret, "writing its head: %s",
+		     bgs_rs_rados_why(r, ret, e, sizeof(e)));
 	else if (old_raw)
 		remove_data(r, old.upload, old.nobjects);
 	free(old_raw);
@@ -637,4 +670,161 @@ out:
 		slots_free(slots);
 	free(raw);
 	return ret;
+}
+
+/* ---- a source: reading in place ------------------------------------------ */
+
+/*
+ * A lazy restore reads records where its faults fall, and then the rest
+ * in order. A read that continues the same thread's last one (the fill)
+ * takes the whole data object, checked against the head, and keeps it for
+ * the reads that follow; any other (a fault) reads only its own bytes, one
+ * small read, which the record's own checksums cover.
+ */
+static __thread uint64_t last_end; /* this thread's last read's end + 1 */
+
+static bool cache_copy(struct rs_rados *r, uint64_t index, uint64_t in,
+		       void *buf, size_t len)
+{
+	bool hit = false;
+
+	pthread_mutex_lock(&r->lock);
+	for (unsigned i = 0; i < CACHE_OBJECTS && !hit; i++) {
+		struct cached *c = &r->cache[i];
+
+		if (c->buf && c->index == index) {
+			c->used = ++r->clock;
+			memcpy(buf, c->buf + in, len);
+			hit = true;
+		}
+	}
+	pthread_mutex_unlock(&r->lock);
+	return hit;
+}
+
+/* Keep @obj (malloc'd, data object @index), in place of the least
+ * recently used; freed if another thread kept the same one first. */
+static void cache_put(struct rs_rados *r, uint64_t index, uint8_t *obj)
+{
+	struct cached *v = &r->cache[0];
+
+	pthread_mutex_lock(&r->lock);
+	for (unsigned i = 0; i < CACHE_OBJECTS && v; i++) {
+		struct cached *c = &r->cache[i];
+
+		if (c->buf && c->index == index)
+			v = NULL;
+		else if (!c->buf || (v->buf && c->used < v->used))
+			v = c;
+	}
+	if (v) {
+		free(v->buf);
+		*v = (struct cached){ index, obj, ++r->clock };
+		obj = NULL;
+	}
+	pthread_mutex_unlock(&r->lock);
+	free(obj);
+}
+
+static uint64_t object_len(const struct head *h, uint64_t index)
+{
+	return index + 1 < h->nobjects ? h->object_size
+				       : h->bytes - index * h->object_size;
+}
+
+/* librados's answer to a read of @want bytes, as a reader's error. */
+static int read_result(int ret, uint64_t want)
+{
+	if (ret == -ENOENT)
+		return RS_ETRUNCATED; /* the data object is missing */
+	if (ret >= 0 && (uint64_t)ret != want)
+		return RS_ETRUNCATED;
+	return ret < 0 ? ret : 0;
+}
+
+/* Data object @index whole, checked, into the cache. */
+static int fetch_whole(struct rs_rados *r, uint64_t index)
+{
+	const struct head *h = r->src;
+	const uint64_t len = object_len(h, index);
+	char oid[NAME_MAX_LEN + 64];
+	uint8_t *obj = malloc(len);
+	int ret;
+
+	if (!obj)
+		return -ENOMEM;
+	data_name(r, h->upload, index, oid, sizeof(oid));
+	ret = read_result(rados_read(r->io, oid, (char *)obj, len, 0), len);
+	if (!ret && XXH3_64bits(obj, len) != get64(h->sums + index * 8))
+		ret = RS_ECHECKSUM;
+	if (ret) {
+		free(obj);
+		return ret;
+	}
+	cache_put(r, index, obj);
+	return 0;
+}
+
+static int source_read(void *ctx, void *buf, size_t len, uint64_t off)
+{
+	struct rs_rados *r = ctx;
+	const struct head *h = r->src;
+	uint8_t *p = buf;
+
+	if (off > h->bytes || len > h->bytes - off)
+		return RS_ETRUNCATED;
+	if (atomic_load(&r->down))
+		return -ETIMEDOUT;
+	while (len) {
+		const uint64_t index = off / h->object_size;
+		const uint64_t in = off % h->object_size;
+		const uint64_t left = object_len(h, index) - in;
+		const size_t n = len < left ? len : (size_t)left;
+		char oid[NAME_MAX_LEN + 64];
+		int ret = 0;
+
+		if (last_end == off + 1 && !cache_copy(r, index, in, p, n)) {
+			ret = fetch_whole(r, index);
+			if (!ret && !cache_copy(r, index, in, p, n))
+				ret = -EAGAIN; /* evicted already */
+		} else if (last_end != off + 1 &&
+			   !cache_copy(r, index, in, p, n)) {
+			ret = -EAGAIN;
+		}
+		if (ret == -EAGAIN) { /* its own bytes only */
+			data_name(r, h->upload, index, oid, sizeof(oid));
+			ret = read_result(
+				rados_read(r->io, oid, (char *)p, n, in), n);
+		}
+		if (ret == -ETIMEDOUT)
+			atomic_store(&r->down, true);
+		if (ret)
+			return ret;
+		p += n;
+		off += n;
+		len -= n;
+		last_end = off + 1;
+	}
+	return 0;
+}
+
+int bgs_rs_rados_source(struct rs_rados *r, struct rs_source *src,
+			struct rs_diag *d)
+{
+	struct head h;
+	int ret;
+
+	if (!r->src) {
+		ret = head_read(r, &r->src_raw, &h, d);
+		if (ret)
+			return ret;
+		r->src = malloc(sizeof(*r->src));
+		if (!r->src)
+			return fail(d, -ENOMEM, "out of memory");
+		*r->src = h;
+	}
+	*src = (struct rs_source){ .read = source_read,
+				   .ctx = r,
+				   .size = r->src->bytes };
+	return 0;
 }

@@ -51,6 +51,9 @@ struct rs_rados;
 int bgs_rs_rados_open(struct rs_rados **r, const char *target,
 		      const struct rs_rados_cfg *cfg, struct rs_diag *diag);
 void bgs_rs_rados_close(struct rs_rados *r);
+/* What an error of librados's means here, in words (into @buf). */
+const char *bgs_rs_rados_why(const struct rs_rados *r, int err, char *buf,
+			     size_t len);
 /* Is there a snapshot under the name (its head)? 1, 0 or -errno. */
 int bgs_rs_rados_exists(struct rs_rados *r);
 
@@ -74,5 +77,15 @@ void bgs_rs_rados_discard(struct rs_rados *r);
  * object is an error that names it, and nothing after it is written.
  */
 int bgs_rs_rados_download(struct rs_rados *r, int fd, struct rs_diag *diag);
+
+/*
+ * Read the snapshot in place, for bgs_rs_open_source() (a lazy restore):
+ * a read that continues its thread's last one takes the whole data
+ * object, checked against the head, and keeps a few of them; any other
+ * reads only its own bytes (the records' checksums cover them). @r must
+ * outlive the reader.
+ */
+int bgs_rs_rados_source(struct rs_rados *r, struct rs_source *src,
+			struct rs_diag *diag);
 
 #endif /* BGS_RS_RADOS_H */

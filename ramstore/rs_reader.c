@@ -41,7 +41,8 @@ struct rs_cslot {
 };
 
 struct rs_reader {
-	int fd;
+	int fd;		      /* -1 when reading from src */
+	struct rs_source src; /* bgs_rs_open_source's, else read NULL */
 	struct rs_head h;
 	struct rs_footer f;
 	struct rs_extent *ext; /* sorted by (region, first) */
@@ -93,7 +94,8 @@ static int io_diag(struct rs_diag *d, int ret, uint64_t off, const char *what)
 static int read_at(const struct rs_reader *r, void *buf, size_t len,
 		   uint64_t off, const char *what, struct rs_diag *d)
 {
-	const int ret = pread_full(r->fd, buf, len, off);
+	const int ret = r->src.read ? r->src.read(r->src.ctx, buf, len, off)
+				    : pread_full(r->fd, buf, len, off);
 
 	return ret ? io_diag(d, ret, off, what) : 0;
 }
@@ -370,22 +372,28 @@ static int open_index(struct rs_reader *r, struct rs_diag *d)
 
 static int open_all(struct rs_reader *r, struct rs_diag *d)
 {
+	uint64_t size = r->src.size;
 	struct stat st;
 	int ret;
 
-	if (fstat(r->fd, &st))
-		return bgs_rs_diag(d, -errno, 0, "fstat: %s", strerror(errno));
-	if (!S_ISREG(st.st_mode))
-		return bgs_rs_diag(d, -ESPIPE, 0,
-				   "not a regular file: use the stream reader");
-	ret = open_header(r, (uint64_t)st.st_size, d);
+	if (!r->src.read) {
+		if (fstat(r->fd, &st))
+			return bgs_rs_diag(d, -errno, 0, "fstat: %s",
+					   strerror(errno));
+		if (!S_ISREG(st.st_mode))
+			return bgs_rs_diag(d, -ESPIPE, 0,
+					   "not a regular file: use the "
+					   "stream reader");
+		size = (uint64_t)st.st_size;
+	}
+	ret = open_header(r, size, d);
 	if (!ret)
-		ret = open_footer(r, (uint64_t)st.st_size, d);
+		ret = open_footer(r, size, d);
 	if (!ret)
-		ret = open_regions(r, (uint64_t)st.st_size, d);
+		ret = open_regions(r, size, d);
 	if (!ret)
 		ret = open_index(r, d);
-	r->h.info.file_size = (uint64_t)st.st_size;
+	r->h.info.file_size = size;
 	return ret;
 }
 
@@ -398,6 +406,26 @@ int bgs_rs_open(struct rs_reader **rp, int fd, struct rs_diag *diag)
 	if (!r)
 		return bgs_rs_diag(diag, -ENOMEM, 0, "out of memory");
 	r->fd = fd;
+	ret = open_all(r, diag);
+	if (ret) {
+		bgs_rs_close(r);
+		return ret;
+	}
+	*rp = r;
+	return 0;
+}
+
+int bgs_rs_open_source(struct rs_reader **rp, const struct rs_source *src,
+		       struct rs_diag *diag)
+{
+	struct rs_reader *r = calloc(1, sizeof(*r));
+	int ret;
+
+	*rp = NULL;
+	if (!r)
+		return bgs_rs_diag(diag, -ENOMEM, 0, "out of memory");
+	r->fd = -1;
+	r->src = *src;
 	ret = open_all(r, diag);
 	if (ret) {
 		bgs_rs_close(r);
@@ -546,7 +574,8 @@ static int read_rec(const struct rs_reader *r, const struct rs_extent *e,
 {
 	const uint32_t hl = r->h.rechdr_len;
 	struct iovec iov[2] = { { hb, hl }, { dst, e->stored_len } };
-	const ssize_t n = preadv(r->fd, iov, 2, (off_t)e->offset);
+	const ssize_t n =
+		r->src.read ? -1 : preadv(r->fd, iov, 2, (off_t)e->offset);
 	int ret;
 
 	if (n == (ssize_t)(hl + e->stored_len))
@@ -800,9 +829,13 @@ int bgs_rs_verify(struct rs_reader *r, unsigned flags, struct rs_diag *diag,
 	uint64_t last = 0;
 	struct rs_stream *s;
 	struct rs_item item;
-	int ret = bgs_rs_stream_open_file(&s, r->fd, total,
-					  flags & RS_VERIFY_DEEP, diag);
+	int ret;
 
+	if (r->src.read) /* a whole file is verified: fetch it first */
+		return bgs_rs_diag(diag, -ENOTSUP, 0,
+				   "verify reads a file, not a source");
+	ret = bgs_rs_stream_open_file(&s, r->fd, total, flags & RS_VERIFY_DEEP,
+				      diag);
 	if (ret)
 		return ret;
 	while ((ret = bgs_rs_stream_next(s, &item, diag)) == 1) {

@@ -419,6 +419,12 @@ bool bgs_snap_is_rados(const char *target);
 /* The snapshot @target fetched into an unnamed temporary file: its fd,
  * or an error with @msg set (one line, without the target). */
 int bgs_snap_rados_fetch(const char *target, char *msg, size_t len);
+/* A reader of @target that reads in place (rs_rados.h's source), and
+ * what it reads through, closed after the reader. */
+struct bgs_rados_in;
+int bgs_snap_rados_in_open(const char *target, struct bgs_rados_in **in,
+			   struct rs_reader **reader, char *msg, size_t len);
+void bgs_snap_rados_in_close(struct bgs_rados_in *in);
 /* The save's store goes to @target: *@fd is what the writer writes to.
  * On error the handle's message is set. */
 int bgs_rados_sink_open(struct bgs_save *s, const char *target,

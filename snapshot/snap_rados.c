@@ -109,6 +109,51 @@ int bgs_snap_rados_fetch(const char *target, char *msg, size_t len)
 	return fd;
 }
 
+/* ---- reading in place ---------------------------------------------------- */
+
+struct bgs_rados_in {
+	struct rs_rados *r;
+};
+
+int bgs_snap_rados_in_open(const char *target, struct bgs_rados_in **in,
+			   struct rs_reader **reader, char *msg, size_t len)
+{
+	struct rs_diag diag = { 0 };
+	struct rs_source src;
+	struct rs_rados *r;
+	int ret = connect_to(&r, target, &diag);
+
+	*in = NULL;
+	if (!ret)
+		ret = bgs_rs_rados_source(r, &src, &diag);
+	if (!ret)
+		ret = bgs_rs_open_source(reader, &src, &diag);
+	if (ret) {
+		snprintf(msg, len, "%s", diag.msg);
+		if (r)
+			bgs_rs_rados_close(r);
+		return ret;
+	}
+	*in = calloc(1, sizeof(**in));
+	if (!*in) {
+		bgs_rs_close(*reader);
+		*reader = NULL;
+		bgs_rs_rados_close(r);
+		snprintf(msg, len, "out of memory");
+		return -ENOMEM;
+	}
+	(*in)->r = r;
+	return 0;
+}
+
+void bgs_snap_rados_in_close(struct bgs_rados_in *in)
+{
+	if (!in)
+		return;
+	bgs_rs_rados_close(in->r);
+	free(in);
+}
+
 /* ---- saving -------------------------------------------------------------- */
 
 struct bgs_rados_sink {
@@ -162,9 +207,13 @@ static int exists_refused(struct bgs_rados_sink *k)
 			 "a snapshot already exists there");
 		return -EEXIST;
 	}
-	if (ret < 0)
+	if (ret < 0) {
+		char e[320];
+
 		snprintf(k->diag.msg, sizeof(k->diag.msg),
-			 "looking for a snapshot there: %s", strerror(-ret));
+			 "looking for a snapshot there: %s",
+			 bgs_rs_rados_why(k->r, ret, e, sizeof(e)));
+	}
 	return ret;
 }
 
@@ -251,6 +300,21 @@ int bgs_snap_rados_fetch(const char *target, char *msg, size_t len)
 	(void)target;
 	snprintf(msg, len, "%s", no_rados);
 	return -ENOTSUP;
+}
+
+int bgs_snap_rados_in_open(const char *target, struct bgs_rados_in **in,
+			   struct rs_reader **reader, char *msg, size_t len)
+{
+	(void)target;
+	(void)reader;
+	*in = NULL;
+	snprintf(msg, len, "%s", no_rados);
+	return -ENOTSUP;
+}
+
+void bgs_snap_rados_in_close(struct bgs_rados_in *in)
+{
+	(void)in;
 }
 
 int bgs_rados_sink_open(struct bgs_save *s, const char *target,

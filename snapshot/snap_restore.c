@@ -226,7 +226,16 @@ static int open_store(struct bgs_restore *r, const char *path, int fd)
 	struct stat st;
 	int ret;
 
-	if (bgs_snap_is_rados(path)) {
+	if (bgs_snap_is_rados(path) && (r->opts.flags & BGSNAP_RESTORE_LAZY)) {
+		char msg[512];
+
+		/* Read in place: a fault fetches its record only. */
+		ret = bgs_snap_rados_in_open(path, &r->rados, &r->reader, msg,
+					     sizeof(msg));
+		if (ret)
+			bgs_snap_set_error(r->h, "%s: %s", path, msg);
+		return ret;
+	} else if (bgs_snap_is_rados(path)) {
 		char msg[512];
 
 		ret = bgs_snap_rados_fetch(path, msg, sizeof(msg));
@@ -632,6 +641,7 @@ void bgs_restore_free(struct bgs_restore *r)
 	}
 	if (r->reader)
 		bgs_rs_close(r->reader);
+	bgs_snap_rados_in_close(r->rados); /* after its reader */
 	if (r->own_fd)
 		close(r->fd);
 	free(r->order);

@@ -29,6 +29,15 @@ if(RADOS_LIBRARY)
 			$<TARGET_FILE:bgsnap_cli>)
 	set_tests_properties(test_pid_rados PROPERTIES
 		TIMEOUT 300 LABELS "ceph;cli;pid" SKIP_RETURN_CODE 77)
+	# A lazy restore from the pool through the library, and the OSD
+	# killed under it.
+	add_executable(test_rados_lazy integration/test_rados_lazy.c)
+	target_link_libraries(test_rados_lazy PRIVATE bgs_testcommon)
+	add_test(NAME test_rados_lazy
+		COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/ceph/with_cluster.sh
+			${BGS_CEPH_DIR} $<TARGET_FILE:test_rados_lazy>)
+	set_tests_properties(test_rados_lazy PROPERTIES
+		TIMEOUT 300 LABELS "ceph;integration" SKIP_RETURN_CODE 77)
 endif()
 
 # Round trips with the read-write and the read-only key, and the data
