@@ -13,6 +13,7 @@
 #include "rs_rados.h"
 
 #include <endian.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -43,6 +44,70 @@ struct cached {
 };
 
 struct head;
+
+/*
+ * librados is loaded when a rados:// target is first used, not when a
+ * program linked with bgsnap starts: it brings some thirty shared
+ * libraries (C++, Ceph's common code) that every bgsnap command would load
+ * otherwise, and a machine without Ceph runs bgsnap all the same.
+ */
+#define RADOS_FUNCTIONS(X)                                                     \
+	X(rados_aio_create_completion2)                                        \
+	X(rados_aio_get_return_value)                                          \
+	X(rados_aio_read)                                                      \
+	X(rados_aio_release)                                                   \
+	X(rados_aio_wait_for_complete)                                         \
+	X(rados_aio_write_full)                                                \
+	X(rados_conf_parse_env)                                                \
+	X(rados_conf_read_file)                                                \
+	X(rados_conf_set)                                                      \
+	X(rados_connect)                                                       \
+	X(rados_create)                                                        \
+	X(rados_ioctx_create)                                                  \
+	X(rados_ioctx_destroy)                                                 \
+	X(rados_read)                                                          \
+	X(rados_remove)                                                        \
+	X(rados_shutdown)                                                      \
+	X(rados_stat)                                                          \
+	X(rados_write_full)
+
+static struct {
+#define X(f) __typeof__(f) *f;
+	RADOS_FUNCTIONS(X)
+#undef X
+} lib;
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+static char lib_error[256]; /* why it could not be loaded, or "" */
+
+static void lib_load(void)
+{
+	void *h = dlopen("librados.so.2", RTLD_NOW | RTLD_LOCAL);
+
+	if (!h) {
+		snprintf(lib_error, sizeof(lib_error),
+			 "librados cannot be loaded (%s): install librados2",
+			 dlerror());
+		return;
+	}
+	/* The POSIX way to make a function pointer of dlsym's answer. */
+#define X(f)                                                                   \
+	*(void **)&lib.f = dlsym(h, #f);                                       \
+	if (!lib.f) {                                                          \
+		snprintf(lib_error, sizeof(lib_error),                         \
+			 "librados.so.2 has no %s: too old", #f);              \
+		return;                                                        \
+	}
+	RADOS_FUNCTIONS(X)
+#undef X
+}
+
+bool bgs_rs_rados_available(char *why, size_t len)
+{
+	pthread_once(&lib_once, lib_load);
+	if (why)
+		snprintf(why, len, "%s", lib_error);
+	return !lib_error[0];
+}
 
 struct rs_rados {
 	rados_t cluster;
@@ -149,15 +214,15 @@ static int configure(struct rs_rados *r, const struct rs_rados_cfg *cfg,
 						"client_mount_timeout" };
 	int ret;
 
-	ret = rados_conf_read_file(r->cluster,
-				   cfg && cfg->conf ? cfg->conf : NULL);
+	ret = lib.rados_conf_read_file(r->cluster,
+				       cfg && cfg->conf ? cfg->conf : NULL);
 	if (ret < 0)
 		return fail(d, ret, "cannot read the Ceph configuration %s: %s",
 			    cfg && cfg->conf
 				    ? cfg->conf
 				    : "(CEPH_CONF or /etc/ceph/ceph.conf)",
 			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
-	ret = rados_conf_parse_env(r->cluster, NULL);
+	ret = lib.rados_conf_parse_env(r->cluster, NULL);
 	if (ret < 0)
 		return fail(d, ret, "CEPH_ARGS: %s",
 			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
@@ -165,7 +230,7 @@ static int configure(struct rs_rados *r, const struct rs_rados_cfg *cfg,
 	 * owner of a save, or a lazy restore, must not. */
 	snprintf(secs, sizeof(secs), "%u", r->timeout_s);
 	for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++)
-		rados_conf_set(r->cluster, timeouts[i], secs);
+		lib.rados_conf_set(r->cluster, timeouts[i], secs);
 	return 0;
 }
 
@@ -179,13 +244,17 @@ int bgs_rs_rados_open(struct rs_rados **out, const char *target,
 	*out = NULL;
 	if (!r)
 		return fail(d, -ENOMEM, "out of memory");
+	if (!bgs_rs_rados_available(NULL, 0)) {
+		free(r);
+		return fail(d, -ENOTSUP, "%s", lib_error);
+	}
 	r->timeout_s =
 		cfg && cfg->op_timeout_s ? cfg->op_timeout_s : DEFAULT_WAIT;
 	pthread_mutex_init(&r->lock, NULL);
 	ret = parse_target(r, target, d);
 	if (ret)
 		goto err_free;
-	ret = rados_create(&r->cluster, cfg && cfg->id ? cfg->id : NULL);
+	ret = lib.rados_create(&r->cluster, cfg && cfg->id ? cfg->id : NULL);
 	if (ret < 0) {
 		fail(d, ret, "cannot set up the Ceph client: %s",
 		     strerror(-ret));
@@ -193,7 +262,7 @@ int bgs_rs_rados_open(struct rs_rados **out, const char *target,
 	}
 	ret = configure(r, cfg, d);
 	if (!ret) {
-		ret = rados_connect(r->cluster);
+		ret = lib.rados_connect(r->cluster);
 		if (ret < 0)
 			fail(d, ret,
 			     "cannot connect to the Ceph cluster as "
@@ -202,7 +271,7 @@ int bgs_rs_rados_open(struct rs_rados **out, const char *target,
 			     bgs_rs_rados_why(r, ret, e, sizeof(e)));
 	}
 	if (!ret) {
-		ret = rados_ioctx_create(r->cluster, r->pool, &r->io);
+		ret = lib.rados_ioctx_create(r->cluster, r->pool, &r->io);
 		if (ret < 0)
 			fail(d, ret, "pool '%s': %s", r->pool,
 			     ret == -ENOENT
@@ -216,7 +285,7 @@ int bgs_rs_rados_open(struct rs_rados **out, const char *target,
 	return 0;
 
 err_shutdown:
-	rados_shutdown(r->cluster);
+	lib.rados_shutdown(r->cluster);
 err_free:
 	free(r);
 	return ret;
@@ -227,8 +296,8 @@ void bgs_rs_rados_close(struct rs_rados *r)
 	if (!r)
 		return;
 	if (r->have_io)
-		rados_ioctx_destroy(r->io);
-	rados_shutdown(r->cluster);
+		lib.rados_ioctx_destroy(r->io);
+	lib.rados_shutdown(r->cluster);
 	for (unsigned i = 0; i < CACHE_OBJECTS; i++)
 		free(r->cache[i].buf);
 	pthread_mutex_destroy(&r->lock);
@@ -242,7 +311,7 @@ int bgs_rs_rados_exists(struct rs_rados *r)
 {
 	uint64_t size;
 	time_t mtime;
-	const int ret = rados_stat(r->io, r->name, &size, &mtime);
+	const int ret = lib.rados_stat(r->io, r->name, &size, &mtime);
 
 	return ret == -ENOENT ? 0 : ret < 0 ? ret : 1;
 }
@@ -349,7 +418,7 @@ static int head_read(struct rs_rados *r, uint8_t **h, struct head *out,
 	uint64_t size;
 	time_t mtime;
 	char e[320];
-	int ret = rados_stat(r->io, r->name, &size, &mtime);
+	int ret = lib.rados_stat(r->io, r->name, &size, &mtime);
 
 	*h = NULL;
 	if (ret == -ENOENT)
@@ -365,7 +434,7 @@ static int head_read(struct rs_rados *r, uint8_t **h, struct head *out,
 	*h = malloc(size);
 	if (!*h)
 		return fail(d, -ENOMEM, "out of memory");
-	ret = rados_read(r->io, r->name, (char *)*h, size, 0);
+	ret = lib.rados_read(r->io, r->name, (char *)*h, size, 0);
 	if (ret >= 0 && (uint64_t)ret != size)
 		ret = -EIO; /* changed under us */
 	if (ret < 0) {
@@ -412,9 +481,9 @@ static int finish(struct rs_rados *r, struct slot *s, const char *upload,
 
 	if (!s->c)
 		return 0;
-	rados_aio_wait_for_complete(s->c);
-	ret = rados_aio_get_return_value(s->c);
-	rados_aio_release(s->c);
+	lib.rados_aio_wait_for_complete(s->c);
+	ret = lib.rados_aio_get_return_value(s->c);
+	lib.rados_aio_release(s->c);
 	s->c = NULL;
 	if (ret >= 0)
 		return write ? 0 : ret;
@@ -510,11 +579,11 @@ int bgs_rs_rados_upload(struct rs_rados *r, int fd, struct rs_diag *d)
 		}
 		r->bytes += s->len;
 		data_name(r, r->upload, s->index, oid, sizeof(oid));
-		rados_aio_create_completion2(NULL, NULL, &s->c);
-		ret = rados_aio_write_full(r->io, oid, s->c, (char *)s->buf,
-					   s->len);
+		lib.rados_aio_create_completion2(NULL, NULL, &s->c);
+		ret = lib.rados_aio_write_full(r->io, oid, s->c, (char *)s->buf,
+					       s->len);
 		if (ret < 0) {
-			rados_aio_release(s->c);
+			lib.rados_aio_release(s->c);
 			s->c = NULL;
 			ret = fail(d, ret, "writing data object '%s': %s", oid,
 				   strerror(-ret));
@@ -540,7 +609,7 @@ static void remove_data(struct rs_rados *r, const char *upload,
 
 	for (uint64_t i = 0; i < nobjects; i++) {
 		data_name(r, upload, i, oid, sizeof(oid));
-		if (rados_remove(r->io, oid) == -ETIMEDOUT)
+		if (lib.rados_remove(r->io, oid) == -ETIMEDOUT)
 			break;
 	}
 }
@@ -562,7 +631,7 @@ int bgs_rs_rados_publish(struct rs_rados *r, struct rs_diag *d)
 		free(old_raw);
 		return fail(d, -ENOMEM, "out of memory");
 	}
-	ret = rados_write_full(r->io, r->name, (const char *)h, len);
+	ret = lib.rados_write_full(r->io, r->name, (const char *)h, len);
 	free(h);
 	if (ret < 0)
 		fail(d, ret, "writing its head: %s",
@@ -641,11 +710,12 @@ int bgs_rs_rados_download(struct rs_rados *r, int fd, struct rs_diag *d)
 					 ? h.object_size
 					 : h.bytes - next * h.object_size;
 			data_name(r, h.upload, next, oid, sizeof(oid));
-			rados_aio_create_completion2(NULL, NULL, &s->c);
-			ret = rados_aio_read(r->io, oid, s->c, (char *)s->buf,
-					     h.object_size, 0);
+			lib.rados_aio_create_completion2(NULL, NULL, &s->c);
+			ret = lib.rados_aio_read(r->io, oid, s->c,
+						 (char *)s->buf, h.object_size,
+						 0);
 			if (ret < 0) {
-				rados_aio_release(s->c);
+				lib.rados_aio_release(s->c);
 				s->c = NULL;
 				fail(d, ret, "reading data object '%s': %s",
 				     oid, strerror(-ret));
@@ -754,7 +824,7 @@ static int fetch_whole(struct rs_rados *r, uint64_t index)
 	if (!obj)
 		return -ENOMEM;
 	data_name(r, h->upload, index, oid, sizeof(oid));
-	ret = read_result(rados_read(r->io, oid, (char *)obj, len, 0), len);
+	ret = read_result(lib.rados_read(r->io, oid, (char *)obj, len, 0), len);
 	if (!ret && XXH3_64bits(obj, len) != get64(h->sums + index * 8))
 		ret = RS_ECHECKSUM;
 	if (ret) {
@@ -794,7 +864,8 @@ static int source_read(void *ctx, void *buf, size_t len, uint64_t off)
 		if (ret == -EAGAIN) { /* its own bytes only */
 			data_name(r, h->upload, index, oid, sizeof(oid));
 			ret = read_result(
-				rados_read(r->io, oid, (char *)p, n, in), n);
+				lib.rados_read(r->io, oid, (char *)p, n, in),
+				n);
 		}
 		if (ret == -ETIMEDOUT)
 			atomic_store(&r->down, true);

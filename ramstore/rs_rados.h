@@ -27,6 +27,10 @@
 #define RS_RADOS_OBJECT (4u << 20) /* bytes of a data object */
 #define RS_RADOS_DEPTH	8u	   /* data objects in flight at once */
 
+/* Can librados be loaded (it is, on first use)? If not, @why (may be
+ * NULL) says why. */
+bool bgs_rs_rados_available(char *why, size_t len);
+
 /* Does @target name a snapshot in RADOS (rados://...)? */
 static inline bool bgs_rs_is_rados(const char *target)
 {

@@ -31,10 +31,6 @@ foreach(_dir LIBDIR INCLUDEDIR)
 		set(BGSNAP_PC_${_dir} "\${prefix}/${CMAKE_INSTALL_${_dir}}")
 	endif()
 endforeach()
-set(BGSNAP_PC_RADOS "")
-if(RADOS_LIBRARY)
-	set(BGSNAP_PC_RADOS "-lrados")
-endif()
 set(BGSNAP_PC_PREFIX "@BGSNAP_PC_PREFIX@") # kept for the second pass
 configure_file(bgsnap.pc.in ${CMAKE_CURRENT_BINARY_DIR}/bgsnap.pc.tmpl @ONLY)
 install(CODE "

@@ -76,19 +76,16 @@ BGSNAP_API int bgsnap_probe(struct bgsnap_capability *caps, size_t max)
 		caps[i].ok = found[i].ok;
 		caps[i].required = found[i].required;
 	}
-	if (i < max) { /* a feature of this build, not of the machine */
-#ifdef BGSNAP_HAVE_RADOS
-		const bool rados = true;
-#else
-		const bool rados = false;
-#endif
+	if (i < max) {
+		char why[256];
+		const bool rados = bgs_snap_rados_available(why, sizeof(why));
+
 		snprintf(caps[i].name, sizeof(caps[i].name), "rados");
 		snprintf(
 			caps[i].detail, sizeof(caps[i].detail), "%s",
 			rados ? "snapshots in Ceph (rados://POOL/NAME) through "
 				"librados"
-			      : "built without librados: no rados:// "
-				"targets (install librados-dev and rebuild)");
+			      : why);
 		caps[i].ok = rados;
 		caps[i].required = 0;
 		i++;

@@ -416,6 +416,8 @@ int bgs_struct_out(void *dst, const void *src, size_t ssize);
 /* snap_rados.c: rados://POOL/NAME targets. */
 struct bgs_rados_sink;
 bool bgs_snap_is_rados(const char *target);
+/* Can rados:// targets be used here? If not, @why says why. */
+bool bgs_snap_rados_available(char *why, size_t len);
 /* The snapshot @target fetched into an unnamed temporary file: its fd,
  * or an error with @msg set (one line, without the target). */
 int bgs_snap_rados_fetch(const char *target, char *msg, size_t len);

@@ -31,6 +31,11 @@
 #ifdef BGSNAP_HAVE_RADOS
 #include "rs_rados.h"
 
+bool bgs_snap_rados_available(char *why, size_t len)
+{
+	return bgs_rs_rados_available(why, len);
+}
+
 /* The process-wide choice of cluster (bgsnap_ceph_config). */
 static struct {
 	pthread_mutex_t lock;
@@ -284,7 +289,14 @@ int bgs_rados_sink_close(struct bgs_rados_sink *k, int result)
 #else /* !BGSNAP_HAVE_RADOS */
 
 static const char no_rados[] =
-	"this bgsnap was built without librados: no rados:// targets";
+	"this bgsnap was built without librados's header: no rados:// "
+	"targets (install librados-dev and rebuild)";
+
+bool bgs_snap_rados_available(char *why, size_t len)
+{
+	snprintf(why, len, "%s", no_rados);
+	return false;
+}
 
 BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
 				  unsigned op_timeout_s)

@@ -20,7 +20,7 @@ set_tests_properties(ceph_cluster_stop PROPERTIES
 
 # Snapshots in the pool: 'bgsnap save/restore --pid', verify, export
 # through rados://, damage, keys without write caps, names taken.
-if(RADOS_LIBRARY)
+if(RADOS_INCLUDE_DIR)
 	add_executable(test_pid_rados pid/test_pid_rados.c)
 	target_link_libraries(test_pid_rados PRIVATE bgs_testcommon bgs_pidutil)
 	add_test(NAME test_pid_rados
