@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Where a saved process's time goes, seen from its side: off-CPU time of
-# the owner's threads by kernel stack, mmap_lock waits and TLB flushes,
-# while 'bgsnap save --pid' saves it.
+# the owner's threads by kernel stack, mmap_lock waits, TLB flushes, and
+# each write fault from the fault to its wake-up and then to running
+# again, while 'bgsnap save --pid' saves it.
 #
 #   tests/bench/profile_owner.sh [--size 1G] [--bgsnap PATH]
 #
