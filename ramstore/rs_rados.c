@@ -55,6 +55,7 @@ struct head;
 	X(rados_aio_create_completion2)                                        \
 	X(rados_aio_get_return_value)                                          \
 	X(rados_aio_read)                                                      \
+	X(rados_aio_remove)                                                    \
 	X(rados_aio_release)                                                   \
 	X(rados_aio_wait_for_complete)                                         \
 	X(rados_aio_write_full)                                                \
@@ -66,7 +67,6 @@ struct head;
 	X(rados_ioctx_create)                                                  \
 	X(rados_ioctx_destroy)                                                 \
 	X(rados_read)                                                          \
-	X(rados_remove)                                                        \
 	X(rados_shutdown)                                                      \
 	X(rados_stat)                                                          \
 	X(rados_write_full)
@@ -605,12 +605,29 @@ int bgs_rs_rados_upload(struct rs_rados *r, int fd, struct rs_diag *d)
 static void remove_data(struct rs_rados *r, const char *upload,
 			uint64_t nobjects)
 {
+	rados_completion_t c[RS_RADOS_DEPTH] = { 0 };
 	char oid[NAME_MAX_LEN + 64];
+	bool down = false;
 
-	for (uint64_t i = 0; i < nobjects; i++) {
+	/* RS_RADOS_DEPTH at a time, as they were written. */
+	for (uint64_t i = 0; i < nobjects + RS_RADOS_DEPTH; i++) {
+		rados_completion_t *s = &c[i % RS_RADOS_DEPTH];
+
+		if (*s) {
+			lib.rados_aio_wait_for_complete(*s);
+			down |= lib.rados_aio_get_return_value(*s) ==
+				-ETIMEDOUT;
+			lib.rados_aio_release(*s);
+			*s = NULL;
+		}
+		if (i >= nobjects || down)
+			continue;
 		data_name(r, upload, i, oid, sizeof(oid));
-		if (lib.rados_remove(r->io, oid) == -ETIMEDOUT)
-			break;
+		lib.rados_aio_create_completion2(NULL, NULL, s);
+		if (lib.rados_aio_remove(r->io, oid, *s) < 0) {
+			lib.rados_aio_release(*s);
+			*s = NULL;
+		}
 	}
 }
 
