@@ -122,6 +122,7 @@ struct rs_rados {
 	uint64_t bytes, nobjects;
 	uint64_t *sums;
 	size_t sums_cap;
+	bool in_doubt; /* its head may have been written: keep its data */
 	/* As a source (bgs_rs_rados_source): the head, and data objects
 	 * read whole (lock). */
 	uint8_t *src_raw;
@@ -229,8 +230,12 @@ static int configure(struct rs_rados *r, const struct rs_rados_cfg *cfg,
 	/* An OSD that is down makes librados wait for ever by default: the
 	 * owner of a save, or a lazy restore, must not. */
 	snprintf(secs, sizeof(secs), "%u", r->timeout_s);
-	for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++)
-		lib.rados_conf_set(r->cluster, timeouts[i], secs);
+	for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++) {
+		ret = lib.rados_conf_set(r->cluster, timeouts[i], secs);
+		if (ret < 0)
+			return fail(d, ret, "setting %s: %s", timeouts[i],
+				    strerror(-ret));
+	}
 	return 0;
 }
 
@@ -395,9 +400,12 @@ static int head_decode(const uint8_t *h, size_t len, struct head *out,
 	out->object_size = get32(h + 12);
 	out->bytes = get64(h + 16);
 	n = get64(h + 24);
+	/* N objects hold bytes: all but the last full, the last not empty
+	 * (no sum here can overflow: N < 2^24, S <= 2^26). */
 	if (out->object_size < 4096 || out->object_size > (64u << 20) ||
 	    n > MAX_OBJECTS || head_len(n) != len ||
-	    (out->bytes + out->object_size - 1) / out->object_size != n)
+	    out->bytes > n * out->object_size ||
+	    (n && out->bytes <= (n - 1) * out->object_size))
 		return fail(d, RS_ECORRUPT,
 			    "the head object's counts disagree (%" PRIu64
 			    " bytes in %" PRIu64 " objects of %u bytes, %zu "
@@ -631,12 +639,38 @@ static void remove_data(struct rs_rados *r, const char *upload,
 	}
 }
 
+/*
+ * The head's write failed with @err; but a write that timed out may still
+ * be applied by the OSD, then or later. So the head is read back: ours,
+ * the snapshot is in place after all; another's or none, it failed, and
+ * its data may go; unreadable, no one can tell, and the data stays (named
+ * by no head if the write never lands, an orphan rather than a head that
+ * names nothing).
+ */
+static int publish_failed(struct rs_rados *r, int err, struct rs_diag *d)
+{
+	struct head now;
+	uint8_t *raw;
+	char e[320];
+	const int ret = head_read(r, &raw, &now, NULL);
+
+	if (!ret && !strcmp(now.upload, r->upload)) {
+		free(raw);
+		return 0;
+	}
+	free(raw);
+	r->in_doubt = ret && ret != -ENOENT;
+	return fail(d, err, "writing its head: %s%s",
+		    bgs_rs_rados_why(r, err, e, sizeof(e)),
+		    r->in_doubt ? " (it may yet appear: its data is kept)"
+				: "");
+}
+
 int bgs_rs_rados_publish(struct rs_rados *r, struct rs_diag *d)
 {
 	struct head old;
 	uint8_t *old_raw = NULL, *h;
 	size_t len;
-	char e[320];
 	int ret;
 
 	/* What it replaces, to remove once the new head is in place: a
@@ -651,17 +685,17 @@ int bgs_rs_rados_publish(struct rs_rados *r, struct rs_diag *d)
 	ret = lib.rados_write_full(r->io, r->name, (const char *)h, len);
 	free(h);
 	if (ret < 0)
-		fail(d, ret, "writing its head: %s",
-		     bgs_rs_rados_why(r, ret, e, sizeof(e)));
-	else if (old_raw)
+		ret = publish_failed(r, ret, d);
+	if (!ret && old_raw)
 		remove_data(r, old.upload, old.nobjects);
 	free(old_raw);
-	return ret < 0 ? ret : 0;
+	return ret;
 }
 
 void bgs_rs_rados_discard(struct rs_rados *r)
 {
-	remove_data(r, r->upload, r->nobjects);
+	if (!r->in_doubt)
+		remove_data(r, r->upload, r->nobjects);
 	r->nobjects = 0;
 	r->bytes = 0;
 }
@@ -870,6 +904,8 @@ static int source_read(void *ctx, void *buf, size_t len, uint64_t off)
 		char oid[NAME_MAX_LEN + 64];
 		int ret = 0;
 
+		if (index >= h->nobjects) /* the head's checks make it so */
+			return RS_ECORRUPT;
 		if (last_end == off + 1 && !cache_copy(r, index, in, p, n)) {
 			ret = fetch_whole(r, index);
 			if (!ret && !cache_copy(r, index, in, p, n))

@@ -87,6 +87,11 @@ static int io_diag(struct rs_diag *d, int ret, uint64_t off, const char *what)
 		return bgs_rs_diag(d, ret, off,
 				   "%s at offset %llu: the file ends inside it",
 				   what, (unsigned long long)off);
+	if (ret == RS_ECHECKSUM) /* only a source's (rs_rados.c) */
+		return bgs_rs_diag(d, ret, off,
+				   "%s at offset %llu: the data object holding "
+				   "it is damaged (checksum mismatch)",
+				   what, (unsigned long long)off);
 	return bgs_rs_diag(d, ret, off, "%s at offset %llu: %s", what,
 			   (unsigned long long)off, strerror(-ret));
 }

@@ -304,9 +304,9 @@ enum bgsnap_save_flags {
 	 * neither. */
 	BGSNAP_SAVE_INCREMENTAL = 1u << 4,
 	/* Fail with -EEXIST rather than replace a snapshot already at the
-	 * path: a file (put in place with RENAME_NOREPLACE), or a rados://
-	 * snapshot (looked for when the save starts and again just before
-	 * it is published). */
+	 * path: a file (put in place with RENAME_NOREPLACE, atomic), or a
+	 * rados:// snapshot (looked for when the save starts and again just
+	 * before it is published: two saves at once may both pass). */
 	BGSNAP_SAVE_NO_REPLACE = 1u << 5,
 };
 

@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,8 +184,12 @@ static void drain(int fd)
 {
 	char buf[65536];
 
-	while (read(fd, buf, sizeof(buf)) > 0 || errno == EINTR)
-		;
+	for (;;) {
+		const ssize_t n = read(fd, buf, sizeof(buf));
+
+		if (n == 0 || (n < 0 && errno != EINTR))
+			return;
+	}
 }
 
 static void *uploader_main(void *arg)
@@ -243,7 +248,14 @@ int bgs_rados_sink_open(struct bgs_save *s, const char *target,
 		k->out = p[0];
 		/* Fewer wake-ups of the uploader per object. */
 		fcntl(k->in, F_SETPIPE_SZ, 1 << 20);
+		sigset_t all, old;
+
+		/* Every signal blocked, as in bgsnap's other threads: the
+		 * caller's handlers are the caller's threads' business. */
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
 		ret = -pthread_create(&k->thread, NULL, uploader_main, k);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		if (ret) {
 			close(p[0]);
 			close(p[1]);

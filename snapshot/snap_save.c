@@ -675,6 +675,15 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 	r = bgs_snap_begin(h);
 	if (r)
 		return r;
+	if (bgs_snap_is_rados(path) && (o.flags & BGSNAP_SAVE_INCREMENTAL)) {
+		/* Its reader would look for the parent beside it, as a
+		 * file, and not find it. */
+		bgs_snap_set_error(h,
+				   "%s: an incremental snapshot in RADOS "
+				   "is not supported yet",
+				   path);
+		return -ENOTSUP;
+	}
 	if (o.threads > BGSNAP_MAX_THREADS) {
 		bgs_snap_set_error(h, "%u compression threads: at most %d",
 				   o.threads, BGSNAP_MAX_THREADS);
