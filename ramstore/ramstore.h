@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sched.h>
+#include <string.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -209,6 +210,13 @@ void bgs_rs_writer_stats(const struct rs_writer *w, struct rs_writer_stats *s);
  */
 int bgs_rs_measure_lz4(const void *src, size_t len, int accel, uint64_t *ns,
 		       uint64_t *stored);
+
+/* Does @target name a snapshot in a Ceph RADOS pool (rados://POOL/NAME,
+ * rs_rados.h) rather than a file? */
+static inline bool bgs_rs_is_rados(const char *target)
+{
+	return target && !strncmp(target, "rados://", 8);
+}
 
 /* ---- reader -------------------------------------------------------------- */
 

@@ -190,7 +190,7 @@ static void data_name(const struct rs_rados *r, const char *upload,
 static int parse_target(struct rs_rados *r, const char *target,
 			struct rs_diag *d)
 {
-	const char *pool = target + strlen(RS_RADOS_PREFIX);
+	const char *pool = target + strlen("rados://");
 	const char *slash = strchr(pool, '/');
 
 	if (!slash || slash == pool || !slash[1] ||
@@ -886,6 +886,25 @@ static int fetch_whole(struct rs_rados *r, uint64_t index)
 	return 0;
 }
 
+/* @n bytes at @in of data object @index: from the cache, else the whole
+ * object when @in_order, else (or if it was evicted at once) its own. */
+static int read_piece(struct rs_rados *r, uint64_t index, uint64_t in,
+		      uint8_t *p, size_t n, bool in_order)
+{
+	char oid[NAME_MAX_LEN + 64];
+	int ret;
+
+	if (cache_copy(r, index, in, p, n))
+		return 0;
+	if (in_order) {
+		ret = fetch_whole(r, index);
+		if (ret || cache_copy(r, index, in, p, n))
+			return ret;
+	}
+	data_name(r, r->src->upload, index, oid, sizeof(oid));
+	return read_result(lib.rados_read(r->io, oid, (char *)p, n, in), n);
+}
+
 static int source_read(void *ctx, void *buf, size_t len, uint64_t off)
 {
 	struct rs_rados *r = ctx;
@@ -899,27 +918,15 @@ static int source_read(void *ctx, void *buf, size_t len, uint64_t off)
 	while (len) {
 		const uint64_t index = off / h->object_size;
 		const uint64_t in = off % h->object_size;
-		const uint64_t left = object_len(h, index) - in;
-		const size_t n = len < left ? len : (size_t)left;
-		char oid[NAME_MAX_LEN + 64];
-		int ret = 0;
+		uint64_t left;
+		size_t n;
+		int ret;
 
 		if (index >= h->nobjects) /* the head's checks make it so */
 			return RS_ECORRUPT;
-		if (last_end == off + 1 && !cache_copy(r, index, in, p, n)) {
-			ret = fetch_whole(r, index);
-			if (!ret && !cache_copy(r, index, in, p, n))
-				ret = -EAGAIN; /* evicted already */
-		} else if (last_end != off + 1 &&
-			   !cache_copy(r, index, in, p, n)) {
-			ret = -EAGAIN;
-		}
-		if (ret == -EAGAIN) { /* its own bytes only */
-			data_name(r, h->upload, index, oid, sizeof(oid));
-			ret = read_result(
-				lib.rados_read(r->io, oid, (char *)p, n, in),
-				n);
-		}
+		left = object_len(h, index) - in;
+		n = len < left ? len : (size_t)left;
+		ret = read_piece(r, index, in, p, n, last_end == off + 1);
 		if (ret == -ETIMEDOUT)
 			atomic_store(&r->down, true);
 		if (ret)

@@ -21,21 +21,13 @@
 
 #include <stdbool.h>
 #include <stdint.h>
-#include <string.h>
 
-#define RS_RADOS_PREFIX "rados://"
 #define RS_RADOS_OBJECT (4u << 20) /* bytes of a data object */
 #define RS_RADOS_DEPTH	8u	   /* data objects in flight at once */
 
 /* Can librados be loaded (it is, on first use)? If not, @why (may be
  * NULL) says why. */
 bool bgs_rs_rados_available(char *why, size_t len);
-
-/* Does @target name a snapshot in RADOS (rados://...)? */
-static inline bool bgs_rs_is_rados(const char *target)
-{
-	return target && !strncmp(target, RS_RADOS_PREFIX, 8);
-}
 
 /* Which cluster, as the rados command chooses it: NULL fields take
  * librados's defaults (CEPH_CONF, then /etc/ceph/ceph.conf; client.admin;

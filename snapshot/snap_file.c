@@ -99,7 +99,7 @@ static int open_regular(struct bgsnap_file *f, const char *path)
 {
 	struct stat st;
 
-	if (bgs_snap_is_rados(path)) {
+	if (bgs_rs_is_rados(path)) {
 		char msg[sizeof(f->diag.msg)];
 
 		f->fd = bgs_snap_rados_fetch(path, msg, sizeof(msg));

@@ -64,7 +64,7 @@ static int flatten(struct bgs_restore *r, const char *out)
 	for (size_t i = 0; i < n && table; i++)
 		table[i] = *bgs_rs_region(r->reader, i);
 	wo.regions = table;
-	if (!ret && bgs_snap_is_rados(out)) {
+	if (!ret && bgs_rs_is_rados(out)) {
 		bgs_snap_set_error(r->h,
 				   "writing %s: flatten writes a file; "
 				   "rados:// is not supported for it yet",

@@ -415,7 +415,6 @@ int bgs_struct_out(void *dst, const void *src, size_t ssize);
 
 /* snap_rados.c: rados://POOL/NAME targets. */
 struct bgs_rados_sink;
-bool bgs_snap_is_rados(const char *target);
 /* Can rados:// targets be used here? If not, @why says why. */
 bool bgs_snap_rados_available(char *why, size_t len);
 /* The snapshot @target fetched into an unnamed temporary file: its fd,
@@ -423,10 +422,10 @@ bool bgs_snap_rados_available(char *why, size_t len);
 int bgs_snap_rados_fetch(const char *target, char *msg, size_t len);
 /* A reader of @target that reads in place (rs_rados.h's source), and
  * what it reads through, closed after the reader. */
-struct bgs_rados_in;
-int bgs_snap_rados_in_open(const char *target, struct bgs_rados_in **in,
+struct rs_rados;
+int bgs_snap_rados_in_open(const char *target, struct rs_rados **r,
 			   struct rs_reader **reader, char *msg, size_t len);
-void bgs_snap_rados_in_close(struct bgs_rados_in *in);
+void bgs_snap_rados_in_close(struct rs_rados *r);
 /* The save's store goes to @target: *@fd is what the writer writes to.
  * On error the handle's message is set. */
 int bgs_rados_sink_open(struct bgs_save *s, const char *target,

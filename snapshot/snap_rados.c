@@ -67,14 +67,29 @@ BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
 static int connect_to(struct rs_rados **r, const char *target,
 		      struct rs_diag *diag)
 {
+	struct rs_rados_cfg cfg;
+	char *conf, *id;
+	bool oom;
 	int ret;
 
+	/* Copied: a connect may take the whole timeout, and must not hold
+	 * up another target's, or bgsnap_ceph_config. */
 	pthread_mutex_lock(&config.lock);
-	const struct rs_rados_cfg cfg = { .conf = config.conf,
-					  .id = config.id,
-					  .op_timeout_s = config.timeout_s };
-	ret = bgs_rs_rados_open(r, target, &cfg, diag);
+	conf = config.conf ? strdup(config.conf) : NULL;
+	id = config.id ? strdup(config.id) : NULL;
+	cfg = (struct rs_rados_cfg){ .conf = conf,
+				     .id = id,
+				     .op_timeout_s = config.timeout_s };
+	oom = (config.conf && !conf) || (config.id && !id);
 	pthread_mutex_unlock(&config.lock);
+	*r = NULL;
+	if (oom) {
+		snprintf(diag->msg, sizeof(diag->msg), "out of memory");
+		ret = -ENOMEM;
+	} else
+		ret = bgs_rs_rados_open(r, target, &cfg, diag);
+	free(conf);
+	free(id);
 	return ret;
 }
 
@@ -117,47 +132,28 @@ int bgs_snap_rados_fetch(const char *target, char *msg, size_t len)
 
 /* ---- reading in place ---------------------------------------------------- */
 
-struct bgs_rados_in {
-	struct rs_rados *r;
-};
-
-int bgs_snap_rados_in_open(const char *target, struct bgs_rados_in **in,
+int bgs_snap_rados_in_open(const char *target, struct rs_rados **r,
 			   struct rs_reader **reader, char *msg, size_t len)
 {
 	struct rs_diag diag = { 0 };
 	struct rs_source src;
-	struct rs_rados *r;
-	int ret = connect_to(&r, target, &diag);
+	int ret = connect_to(r, target, &diag);
 
-	*in = NULL;
 	if (!ret)
-		ret = bgs_rs_rados_source(r, &src, &diag);
+		ret = bgs_rs_rados_source(*r, &src, &diag);
 	if (!ret)
 		ret = bgs_rs_open_source(reader, &src, &diag);
 	if (ret) {
 		snprintf(msg, len, "%s", diag.msg);
-		if (r)
-			bgs_rs_rados_close(r);
-		return ret;
+		bgs_rs_rados_close(*r); /* NULL if it did not connect */
+		*r = NULL;
 	}
-	*in = calloc(1, sizeof(**in));
-	if (!*in) {
-		bgs_rs_close(*reader);
-		*reader = NULL;
-		bgs_rs_rados_close(r);
-		snprintf(msg, len, "out of memory");
-		return -ENOMEM;
-	}
-	(*in)->r = r;
-	return 0;
+	return ret;
 }
 
-void bgs_snap_rados_in_close(struct bgs_rados_in *in)
+void bgs_snap_rados_in_close(struct rs_rados *r)
 {
-	if (!in)
-		return;
-	bgs_rs_rados_close(in->r);
-	free(in);
+	bgs_rs_rados_close(r);
 }
 
 /* ---- saving -------------------------------------------------------------- */
@@ -326,19 +322,19 @@ int bgs_snap_rados_fetch(const char *target, char *msg, size_t len)
 	return -ENOTSUP;
 }
 
-int bgs_snap_rados_in_open(const char *target, struct bgs_rados_in **in,
+int bgs_snap_rados_in_open(const char *target, struct rs_rados **r,
 			   struct rs_reader **reader, char *msg, size_t len)
 {
 	(void)target;
 	(void)reader;
-	*in = NULL;
+	*r = NULL;
 	snprintf(msg, len, "%s", no_rados);
 	return -ENOTSUP;
 }
 
-void bgs_snap_rados_in_close(struct bgs_rados_in *in)
+void bgs_snap_rados_in_close(struct rs_rados *r)
 {
-	(void)in;
+	(void)r;
 }
 
 int bgs_rados_sink_open(struct bgs_save *s, const char *target,
@@ -357,8 +353,3 @@ int bgs_rados_sink_close(struct bgs_rados_sink *k, int result)
 }
 
 #endif
-
-bool bgs_snap_is_rados(const char *target)
-{
-	return target && !strncmp(target, "rados://", 8);
-}

@@ -226,7 +226,7 @@ static int open_store(struct bgs_restore *r, const char *path, int fd)
 	struct stat st;
 	int ret;
 
-	if (bgs_snap_is_rados(path) && (r->opts.flags & BGSNAP_RESTORE_LAZY)) {
+	if (bgs_rs_is_rados(path) && (r->opts.flags & BGSNAP_RESTORE_LAZY)) {
 		char msg[512];
 
 		/* Read in place: a fault fetches its record only. */
@@ -235,7 +235,7 @@ static int open_store(struct bgs_restore *r, const char *path, int fd)
 		if (ret)
 			bgs_snap_set_error(r->h, "%s: %s", path, msg);
 		return ret;
-	} else if (bgs_snap_is_rados(path)) {
+	} else if (bgs_rs_is_rados(path)) {
 		char msg[512];
 
 		ret = bgs_snap_rados_fetch(path, msg, sizeof(msg));

@@ -26,7 +26,7 @@ struct bgs_restore {
 	int fd;				 /* the store, read-only */
 	bool own_fd;			 /* a spool bgsnap made */
 	struct rs_reader *reader;	 /* shared reads: decode_to only */
-	struct bgs_rados_in *rados;	 /* a lazy one's, in RADOS, or NULL */
+	struct rs_rados *rados;		 /* a lazy one's, in RADOS, or NULL */
 	const struct bgs_region **dest;	 /* per snapshot region */
 	uint32_t *snap_region;		 /* per handle region */
 	size_t max_record;		 /* bytes of the largest record

@@ -83,7 +83,7 @@ static void check_beat(struct bgs_save *s, uint64_t now)
 	const uint64_t limit = (uint64_t)s->opts.max_stall_ms * 1000000;
 	const uint64_t last = atomic_load(&s->beat_ns);
 
-	if (!limit || !last || now < last || now - last < limit)
+	if (!last || now < last || now - last < limit)
 		return;
 	bgs_save_fail(s, -ETIMEDOUT,
 		      "bgsnap did not run for %llu ms, more than the %u ms "
@@ -93,17 +93,23 @@ static void check_beat(struct bgs_save *s, uint64_t now)
 	bgs_copier_kick(s);
 }
 
+/* Without a limit there is nothing to beat for: not even the clock is
+ * read (the fault thread and the copier call these on every turn). */
 void bgs_save_beat(struct bgs_save *s)
 {
-	const uint64_t now = bgs_now_ns();
+	uint64_t now;
 
+	if (!s->opts.max_stall_ms)
+		return;
+	now = bgs_now_ns();
 	check_beat(s, now);
 	atomic_store(&s->beat_ns, now);
 }
 
 void bgs_save_check_beat(struct bgs_save *s)
 {
-	check_beat(s, bgs_now_ns());
+	if (s->opts.max_stall_ms)
+		check_beat(s, bgs_now_ns());
 }
 
 /* ---- the arena ----------------------------------------------------------- */
@@ -274,7 +280,7 @@ static int open_writer(struct bgs_save *s, const char *path, int fd)
 		table[i].kind = (uint16_t)g->kind;
 		table[i].prot = g->prot;
 	}
-	if (bgs_snap_is_rados(path)) {
+	if (bgs_rs_is_rados(path)) {
 		r = bgs_rados_sink_open(s, path, &s->sink, &fd);
 		if (r) {
 			free(table);
@@ -577,7 +583,7 @@ static int open_parent(struct bgs_save *s, const char *path)
 	struct stat st;
 	int r;
 
-	if (bgs_snap_is_rados(path)) {
+	if (bgs_rs_is_rados(path)) {
 		bgs_snap_set_error(h,
 				   "parent %s: a parent in RADOS is not "
 				   "supported yet",
@@ -675,7 +681,7 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 	r = bgs_snap_begin(h);
 	if (r)
 		return r;
-	if (bgs_snap_is_rados(path) && (o.flags & BGSNAP_SAVE_INCREMENTAL)) {
+	if (bgs_rs_is_rados(path) && (o.flags & BGSNAP_SAVE_INCREMENTAL)) {
 		/* Its reader would look for the parent beside it, as a
 		 * file, and not find it. */
 		bgs_snap_set_error(h,

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,6 +178,39 @@ void tu_sleep_ms(unsigned ms)
 
 	while (nanosleep(&ts, &ts) && errno == EINTR)
 		;
+}
+
+static sigjmp_buf bus_jmp;
+
+static void on_bus(int sig)
+{
+	(void)sig;
+	siglongjmp(bus_jmp, 1);
+}
+
+bool tu_page_raises_sigbus(volatile char *p)
+{
+	struct sigaction sa = { .sa_handler = on_bus }, old;
+	volatile bool bus = false;
+	volatile char sink;
+
+	sigaction(SIGBUS, &sa, &old);
+	if (sigsetjmp(bus_jmp, 1))
+		bus = true;
+	else
+		sink = *p;
+	(void)sink;
+	sigaction(SIGBUS, &old, NULL);
+	return bus;
+}
+
+int tu_ceph_cluster(const char *cmd)
+{
+	char line[1024];
+
+	snprintf(line, sizeof(line), "bash %s %s %s >&2",
+		 getenv("BGSNAP_CEPH_CLUSTER"), cmd, getenv("BGSNAP_CEPH_DIR"));
+	return system(line);
 }
 
 uint64_t tu_seed(void)

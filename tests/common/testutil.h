@@ -38,6 +38,11 @@ bool tu_hugetlb_reserve(unsigned n);
 int tu_wait_msg(const struct bgs_uffd *u, struct uffd_msg *msg, int timeout_ms);
 
 uint64_t tu_now_ns(void);
+/* tests/ceph/cluster.sh @cmd (kill-osd, start-osd) on the fixture's
+ * cluster, for a test run by tests/ceph/with_cluster.sh: its exit status. */
+int tu_ceph_cluster(const char *cmd);
+/* Does reading the byte at @p raise SIGBUS (a poisoned page)? */
+bool tu_page_raises_sigbus(volatile char *p);
 void tu_sleep_ms(unsigned ms);
 
 /* The run's random seed: $BGSNAP_TEST_SEED or the clock; printed once. */

@@ -15,8 +15,6 @@
 #include "guest_bank.h"
 #include "bgsnap.h"
 
-#include <setjmp.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,39 +101,6 @@ static void test_lazy_round_trip(void **state)
 
 /* ---- the OSD killed ------------------------------------------------------ */
 
-static sigjmp_buf bus_jmp;
-
-static void on_bus(int sig)
-{
-	(void)sig;
-	siglongjmp(bus_jmp, 1);
-}
-
-static bool page_raises_sigbus(volatile char *p)
-{
-	struct sigaction sa = { .sa_handler = on_bus }, old;
-	volatile bool bus = false;
-	volatile char sink;
-
-	sigaction(SIGBUS, &sa, &old);
-	if (sigsetjmp(bus_jmp, 1))
-		bus = true;
-	else
-		sink = *p;
-	(void)sink;
-	sigaction(SIGBUS, &old, NULL);
-	return bus;
-}
-
-static int cluster(const char *cmd)
-{
-	char line[1024];
-
-	snprintf(line, sizeof(line), "bash %s %s %s >&2",
-		 getenv("BGSNAP_CEPH_CLUSTER"), cmd, getenv("BGSNAP_CEPH_DIR"));
-	return system(line);
-}
-
 static void test_lazy_osd_killed(void **state)
 {
 	const size_t len = 256 * MiB; /* random: the fill takes a while */
@@ -156,12 +121,12 @@ static void test_lazy_osd_killed(void **state)
 	save_to_pool(src, len);
 	h = with_region(dst, len);
 	assert_int_equal(bgsnap_restore_start(h, target, &o), 0);
-	assert_int_equal(cluster("kill-osd"), 0);
+	assert_int_equal(tu_ceph_cluster("kill-osd"), 0);
 	t0 = tu_now_ns();
 	r = bgsnap_wait(h);
 	ms = (tu_now_ns() - t0) / 1000000;
 	for (size_t i = 0; i < len; i += PG) {
-		if (page_raises_sigbus(dst + i))
+		if (tu_page_raises_sigbus(dst + i))
 			poisoned++;
 		else if (memcmp(dst + i, src + i, PG))
 			fail_msg("page %zu is neither the snapshot's nor "
@@ -173,7 +138,7 @@ static void test_lazy_osd_killed(void **state)
 		"poisoned\n",
 		(unsigned long long)ms, r, bgsnap_last_error(h),
 		(unsigned long long)poisoned, len / PG);
-	assert_int_equal(cluster("start-osd"), 0);
+	assert_int_equal(tu_ceph_cluster("start-osd"), 0);
 	assert_true(r < 0);
 	assert_non_null(strstr(bgsnap_last_error(h), "poisoned"));
 	assert_true(poisoned > 0);

@@ -17,8 +17,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <setjmp.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -541,30 +539,6 @@ static void test_damaged_eager_fresh(void **state)
 	damaged_eager(true);
 }
 
-static sigjmp_buf bus_jmp;
-
-static void on_bus(int sig)
-{
-	(void)sig;
-	siglongjmp(bus_jmp, 1);
-}
-
-static bool page_raises_sigbus(volatile char *p)
-{
-	struct sigaction sa = { .sa_handler = on_bus }, old;
-	volatile bool bus = false;
-	volatile char sink;
-
-	sigaction(SIGBUS, &sa, &old);
-	if (sigsetjmp(bus_jmp, 1))
-		bus = true;
-	else
-		sink = *p;
-	(void)sink;
-	sigaction(SIGBUS, &old, NULL);
-	return bus;
-}
-
 static void test_damaged_lazy(void **state)
 {
 	const size_t len = 16 * MiB;
@@ -605,7 +579,7 @@ static void test_damaged_lazy(void **state)
 	for (uint64_t p = 0; p < len / PG; p++) {
 		const bool in_bad = p >= first && p < first + npages;
 
-		assert_int_equal(page_raises_sigbus(mem + p * PG), in_bad);
+		assert_int_equal(tu_page_raises_sigbus(mem + p * PG), in_bad);
 		if (!in_bad && memcmp(mem + p * PG, s.reference + p * PG, PG))
 			fail_msg("page %llu is wrong", (unsigned long long)p);
 	}
@@ -642,7 +616,7 @@ static void test_lazy_place_failure(void **state)
 	assert_int_equal(bgsnap_stats(h, &st), 0);
 	assert_true(st.pages_poisoned > 0);
 	for (uint64_t p = 0; p < len / PG; p++) {
-		if (page_raises_sigbus(mem + p * PG)) {
+		if (tu_page_raises_sigbus(mem + p * PG)) {
 			poisoned++;
 			continue;
 		}

@@ -363,15 +363,6 @@ static void test_name_taken(void **state)
 
 /* ---- an OSD down ----------------------------------------------------- */
 
-static int cluster(const char *cmd)
-{
-	char line[1024];
-
-	snprintf(line, sizeof(line), "bash %s %s %s >&2",
-		 getenv("BGSNAP_CEPH_CLUSTER"), cmd, getenv("BGSNAP_CEPH_DIR"));
-	return system(line);
-}
-
 static void test_osd_killed(void **state)
 {
 	char to[256], pid[16];
@@ -403,7 +394,7 @@ static void test_osd_killed(void **state)
 	}
 	close(err[1]);
 	tu_sleep_ms(150); /* writing: a 256 MiB guest takes a second */
-	assert_int_equal(cluster("kill-osd"), 0);
+	assert_int_equal(tu_ceph_cluster("kill-osd"), 0);
 	assert_int_equal(waitpid(b, &status, 0), b);
 	ms = (tu_now_ns() - t0) / 1000000;
 	got = read(err[0], msg, sizeof(msg) - 1);
@@ -412,7 +403,7 @@ static void test_osd_killed(void **state)
 	fprintf(stderr, "# OSD killed: exit %d after %llu ms: %s",
 		WIFEXITED(status) ? WEXITSTATUS(status) : -1,
 		(unsigned long long)ms, msg);
-	assert_int_equal(cluster("start-osd"), 0);
+	assert_int_equal(tu_ceph_cluster("start-osd"), 0);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 1);
 	pt_one_error_line(msg);
