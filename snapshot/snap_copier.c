@@ -436,15 +436,19 @@ static void fault_window(const struct bgs_save *s, const struct bgs_region *r,
 	*n = b - a;
 }
 
+#define HELD_MAX BGS_RUN_PAGES /* faulted runs held in staging at most */
+
 /*
- * Faulted runs read and released, waiting in staging to be stored:
- * run[head] from its page done on, then the rest.
+ * Faulted runs read and released, waiting in staging to be stored, oldest
+ * first: a ring of runs over a ring of staging pages. The oldest is stored
+ * a record at a time, and its pages are free again once it is stored
+ * whole, so a burst of faults that fills staging waits for one run to be
+ * stored, not for all of them.
  */
 struct held_runs {
-	struct bgs_buffered_run run[BGS_RUN_PAGES]; /* in staging */
+	struct bgs_buffered_run run[HELD_MAX]; /* from run[head], count */
 	size_t head, count;
-	uint64_t done; /* pages of run[head] stored */
-	uint64_t used; /* pages of staging taken */
+	uint64_t done; /* pages of the oldest stored */
 };
 
 /* How many pages the writer takes in one record: a whole hugetlbfs page,
@@ -455,33 +459,30 @@ static uint64_t record_pages(const struct bgs_region *r)
 					    : BGS_CHUNK_PAGES;
 }
 
+static void drop_oldest(struct held_runs *h)
+{
+	h->head = (h->head + 1) % HELD_MAX;
+	h->count--;
+	h->done = 0;
+}
+
 /* Store the next record of the held runs; false when none is left. */
 static bool store_next(struct bgs_save *s, struct held_runs *h)
 {
-	uint64_t at, c;
+	const struct bgs_buffered_run *old = &h->run[h->head];
+	uint64_t c;
 
-	if (h->head == h->count)
+	if (!h->count)
 		return false;
-	at = h->run[h->head].at + h->done;
-	c = h->run[h->head].n - h->done;
-	if (c > record_pages(h->run[h->head].r))
-		c = record_pages(h->run[h->head].r);
-	store_pages(s, h->run[h->head].r, h->run[h->head].first + h->done, c,
-		    s->staging + at * BGS_PAGE_SIZE);
+	c = old->n - h->done;
+	if (c > record_pages(old->r))
+		c = record_pages(old->r);
+	store_pages(s, old->r, old->first + h->done, c,
+		    s->staging + (old->at + h->done) * BGS_PAGE_SIZE);
 	h->done += c;
-	if (h->done == h->run[h->head].n) {
-		h->head++;
-		h->done = 0;
-	}
+	if (h->done == old->n)
+		drop_oldest(h);
 	return true;
-}
-
-/* Store every held run: staging is free again. */
-static void store_all(struct bgs_save *s, struct held_runs *h)
-{
-	while (store_next(s, h))
-		;
-	h->head = h->count = h->used = 0;
 }
 
 static uint64_t staging_pages(const struct bgs_save *s)
@@ -489,14 +490,26 @@ static uint64_t staging_pages(const struct bgs_save *s)
 	return s->staging_len / BGS_PAGE_SIZE;
 }
 
-/* Room in staging for one more faulted run? Once all of it is stored,
- * staging is free again. */
-static bool room_for_fault(const struct bgs_save *s, struct held_runs *h)
+#define NO_ROOM UINT64_MAX
+
+/* Where in staging @n more pages can be held now, or NO_ROOM. */
+static uint64_t staging_room(const struct bgs_save *s,
+			     const struct held_runs *h, uint64_t n)
 {
-	if (h->head == h->count)
-		h->head = h->count = h->used = 0;
-	return h->count < BGS_RUN_PAGES &&
-	       h->used + BGS_FAULT_AROUND <= staging_pages(s);
+	const struct bgs_buffered_run *old = &h->run[h->head];
+	const struct bgs_buffered_run *new =
+		&h->run[(h->head + h->count - 1) % HELD_MAX];
+	const uint64_t next = new->at + new->n;
+
+	if (!h->count)
+		return n <= staging_pages(s) ? 0 : NO_ROOM;
+	if (h->count == HELD_MAX)
+		return NO_ROOM;
+	if (new->at < old->at) /* wrapped: free between the two */
+		return n <= old->at - next ? next : NO_ROOM;
+	if (n <= staging_pages(s) - next)
+		return next;
+	return n <= old->at ? 0 : NO_ROOM;
 }
 
 /*
@@ -508,15 +521,14 @@ static bool room_for_fault(const struct bgs_save *s, struct held_runs *h)
  */
 static void release_queued(struct bgs_save *s, struct held_runs *h)
 {
-	const uint64_t room = staging_pages(s);
 	struct bgs_request req;
 
-	while (!bgs_save_error(s) && room_for_fault(s, h) &&
+	while (!bgs_save_error(s) &&
+	       staging_room(s, h, BGS_FAULT_AROUND) != NO_ROOM &&
 	       bgs_ring_pop(&s->ring, &req)) {
 		const struct bgs_region *r =
 			bgs_snap_region_of_page(s->h, req.page);
-		uint64_t first, n;
-		uint8_t *dst;
+		uint64_t first, n, at;
 
 		s->faults++;
 		bgs_hist_add(&s->stall_wait, bgs_now_ns() - req.t_ns);
@@ -527,17 +539,18 @@ static void release_queued(struct bgs_save *s, struct held_runs *h)
 			continue;
 		}
 		fault_window(s, r, req.page, &first, &n);
-		if (h->used + n > room)
-			store_all(s, h); /* a hugetlbfs page may need it all */
-		dst = s->staging + h->used * BGS_PAGE_SIZE;
-		if (!read_pages(s, r, first, n, dst) &&
-		    !release_run(s, r, first, n, dst)) {
-			h->run[h->count].r = r;
-			h->run[h->count].first = first;
-			h->run[h->count].n = n;
-			h->run[h->count].at = h->used;
-			h->count++;
-			h->used += n;
+		at = staging_room(s, h, n);
+		if (at == NO_ROOM) { /* a hugetlbfs page may need it all */
+			while (store_next(s, h))
+				;
+			at = 0;
+		}
+		if (!read_pages(s, r, first, n,
+				s->staging + at * BGS_PAGE_SIZE) &&
+		    !release_run(s, r, first, n,
+				 s->staging + at * BGS_PAGE_SIZE)) {
+			h->run[(h->head + h->count++) % HELD_MAX] =
+				(struct bgs_buffered_run){ r, first, n, at };
 			s->pages_by_fault += n;
 			s->cursor = first + n; /* the scan goes on from here */
 		}
@@ -559,21 +572,28 @@ static bool hand_over(struct bgs_save *s, struct held_runs *h)
 	struct bgs_job *job;
 	bool any = false;
 
-	if (!use_workers(s) || h->head == h->count ||
-	    !(job = bgs_workers_take(s->workers)))
+	if (!use_workers(s) || !h->count)
 		return false;
-	for (; h->head < h->count; h->head++, h->done = 0) {
-		const uint64_t first = h->run[h->head].first + h->done;
-		const uint64_t n = h->run[h->head].n - h->done;
+	job = bgs_workers_take(s->workers);
+	if (!job) {
+		const int ret = bgs_workers_collect(s->workers, false,
+						    !bgs_save_error(s));
+		if (ret < 0)
+			bgs_save_write_failed(s, ret);
+		job = bgs_workers_take(s->workers);
+	}
+	if (!job)
+		return false;
+	for (; h->count; drop_oldest(h)) {
+		const struct bgs_buffered_run *old = &h->run[h->head];
+		const uint64_t n = old->n - h->done;
 		uint8_t *dst = bgs_job_room(s->workers, job, n);
 
 		if (!dst)
 			break;
-		memcpy(dst,
-		       s->staging +
-			       (h->run[h->head].at + h->done) * BGS_PAGE_SIZE,
+		memcpy(dst, s->staging + (old->at + h->done) * BGS_PAGE_SIZE,
 		       n * BGS_PAGE_SIZE);
-		bgs_job_add(job, h->run[h->head].r, first, n);
+		bgs_job_add(job, old->r, old->first + h->done, n);
 		any = true;
 	}
 	bgs_workers_submit(s->workers, job);
