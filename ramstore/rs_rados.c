@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <rados/librados.h>
 #include <stdatomic.h>
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -66,9 +68,18 @@ struct head;
 	X(rados_create)                                                        \
 	X(rados_ioctx_create)                                                  \
 	X(rados_ioctx_destroy)                                                 \
+	X(rados_nobjects_list_close)                                           \
+	X(rados_nobjects_list_next)                                            \
+	X(rados_nobjects_list_open)                                            \
 	X(rados_read)                                                          \
+	X(rados_remove)                                                        \
 	X(rados_shutdown)                                                      \
 	X(rados_stat)                                                          \
+	X(rados_create_write_op)                                               \
+	X(rados_release_write_op)                                              \
+	X(rados_write_op_create)                                               \
+	X(rados_write_op_operate)                                              \
+	X(rados_write_op_write_full)                                           \
 	X(rados_write_full)
 
 static struct {
@@ -122,7 +133,9 @@ struct rs_rados {
 	uint64_t bytes, nobjects;
 	uint64_t *sums;
 	size_t sums_cap;
-	bool in_doubt; /* its head may have been written: keep its data */
+	bool in_doubt;	    /* its head may have been written: keep its data */
+	unsigned lease_s;   /* the upload's lease lasts this long */
+	uint64_t leased_ns; /* when it was last asked for (monotonic) */
 	/* As a source (bgs_rs_rados_source): the head, and data objects
 	 * read whole (lock). */
 	uint8_t *src_raw;
@@ -187,21 +200,26 @@ static void data_name(const struct rs_rados *r, const char *upload,
 
 /* ---- connecting ---------------------------------------------------------- */
 
-static int parse_target(struct rs_rados *r, const char *target,
+static int parse_target(struct rs_rados *r, const char *target, bool pool_only,
 			struct rs_diag *d)
 {
 	const char *pool = target + strlen("rados://");
 	const char *slash = strchr(pool, '/');
+	const size_t pool_len = slash ? (size_t)(slash - pool) : strlen(pool);
+	const char *name = slash ? slash + 1 : "";
 
-	if (!slash || slash == pool || !slash[1] ||
-	    (size_t)(slash - pool) > NAME_MAX_LEN ||
-	    strlen(slash + 1) > NAME_MAX_LEN)
+	if (pool_only && (!pool_len || pool_len > NAME_MAX_LEN || *name))
+		return fail(d, -EINVAL,
+			    "not rados://POOL (a pool of at most %u bytes)",
+			    NAME_MAX_LEN);
+	if (!pool_only && (!pool_len || !*name || pool_len > NAME_MAX_LEN ||
+			   strlen(name) > NAME_MAX_LEN))
 		return fail(d, -EINVAL,
 			    "not rados://POOL/NAME (a pool and a name of at "
 			    "most %u bytes each)",
 			    NAME_MAX_LEN);
-	snprintf(r->pool, sizeof(r->pool), "%.*s", (int)(slash - pool), pool);
-	snprintf(r->name, sizeof(r->name), "%s", slash + 1);
+	snprintf(r->pool, sizeof(r->pool), "%.*s", (int)pool_len, pool);
+	snprintf(r->name, sizeof(r->name), "%s", name);
 	snprintf(r->target, sizeof(r->target), "%s", target);
 	return 0;
 }
@@ -239,8 +257,9 @@ static int configure(struct rs_rados *r, const struct rs_rados_cfg *cfg,
 	return 0;
 }
 
-int bgs_rs_rados_open(struct rs_rados **out, const char *target,
-		      const struct rs_rados_cfg *cfg, struct rs_diag *d)
+static int open_target(struct rs_rados **out, const char *target,
+		       bool pool_only, const struct rs_rados_cfg *cfg,
+		       struct rs_diag *d)
 {
 	struct rs_rados *r = calloc(1, sizeof(*r));
 	char e[320];
@@ -256,7 +275,7 @@ int bgs_rs_rados_open(struct rs_rados **out, const char *target,
 	r->timeout_s =
 		cfg && cfg->op_timeout_s ? cfg->op_timeout_s : DEFAULT_WAIT;
 	pthread_mutex_init(&r->lock, NULL);
-	ret = parse_target(r, target, d);
+	ret = parse_target(r, target, pool_only, d);
 	if (ret)
 		goto err_free;
 	ret = lib.rados_create(&r->cluster, cfg && cfg->id ? cfg->id : NULL);
@@ -294,6 +313,18 @@ err_shutdown:
 err_free:
 	free(r);
 	return ret;
+}
+
+int bgs_rs_rados_open(struct rs_rados **out, const char *target,
+		      const struct rs_rados_cfg *cfg, struct rs_diag *d)
+{
+	return open_target(out, target, false, cfg, d);
+}
+
+int bgs_rs_rados_open_pool(struct rs_rados **out, const char *target,
+			   const struct rs_rados_cfg *cfg, struct rs_diag *d)
+{
+	return open_target(out, target, true, cfg, d);
 }
 
 void bgs_rs_rados_close(struct rs_rados *r)
@@ -420,13 +451,13 @@ static int head_decode(const uint8_t *h, size_t len, struct head *out,
 
 /* The head under the name into *@h (malloc'd) and @out; 0, -ENOENT when
  * there is none, or another error with @d set. */
-static int head_read(struct rs_rados *r, uint8_t **h, struct head *out,
-		     struct rs_diag *d)
+static int head_read(struct rs_rados *r, const char *name, uint8_t **h,
+		     struct head *out, struct rs_diag *d)
 {
 	uint64_t size;
 	time_t mtime;
 	char e[320];
-	int ret = lib.rados_stat(r->io, r->name, &size, &mtime);
+	int ret = lib.rados_stat(r->io, name, &size, &mtime);
 
 	*h = NULL;
 	if (ret == -ENOENT)
@@ -442,7 +473,7 @@ static int head_read(struct rs_rados *r, uint8_t **h, struct head *out,
 	*h = malloc(size);
 	if (!*h)
 		return fail(d, -ENOMEM, "out of memory");
-	ret = lib.rados_read(r->io, r->name, (char *)*h, size, 0);
+	ret = lib.rados_read(r->io, name, (char *)*h, size, 0);
 	if (ret >= 0 && (uint64_t)ret != size)
 		ret = -EIO; /* changed under us */
 	if (ret < 0) {
@@ -459,20 +490,120 @@ static int head_read(struct rs_rados *r, uint8_t **h, struct head *out,
 	return ret;
 }
 
+/* ---- the upload's lease --------------------------------------------------- */
+
+/*
+ * While a save uploads, it holds a lease on its data: the object
+ * NAME.<upload>.lease, which says for how many seconds, rewritten every
+ * quarter of that for as long as the save lives. 'bgsnap gc' takes an
+ * upload that no head names for an orphan only once its lease ran out by
+ * the cluster's clock (the lease's mtime against the mtime of an object
+ * gc writes), so a save in progress is never collected, and one that was
+ * killed is, a lease later. A plain object, not a RADOS lock: a key that
+ * may write the snapshot may write it (locks need class-method caps).
+ *
+ * A save whose process stopped for long (SIGSTOP, a debugger) may have
+ * lost its data to gc meanwhile: it never renews a lease once half of it
+ * has gone by on its own clock since it last asked, and fails rather than
+ * publish. Between two renewals the uploader waits at most a quarter
+ * lease for the pipe and one operation timeout for the cluster, so the
+ * lease is four timeouts and a minute: a live save never gives up.
+ */
+#define LEASE_EXTRA_S 60u
+
+static unsigned lease_seconds(unsigned timeout_s)
+{
+	/* The tests' knob: a killed save's lease runs out sooner. */
+	const char *env = getenv("BGSNAP_RADOS_LEASE_SECONDS");
+	const unsigned long v = env ? strtoul(env, NULL, 10) : 0;
+
+	return v && v <= 86400 ? (unsigned)v : 4 * timeout_s + LEASE_EXTRA_S;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void lease_oid(const char *name, const char *upload, char *out,
+		      size_t len)
+{
+	snprintf(out, len, "%s.%s.lease", name, upload);
+}
+
+static uint64_t lease_age_ns(const struct rs_rados *r)
+{
+	return now_ns() - r->leased_ns;
+}
+
+/* Take the upload's lease, or renew it while it surely still holds. */
+static int hold_lease(struct rs_rados *r, bool renew, struct rs_diag *d)
+{
+	char oid[NAME_MAX_LEN + 64], text[16], e[320];
+	const uint64_t t = now_ns();
+	int ret;
+
+	if (renew && lease_age_ns(r) >= (uint64_t)r->lease_s * 500000000u)
+		return fail(d, -ETIMEDOUT,
+			    "the save was held up for more than %u s and its "
+			    "data may have been collected as an orphan "
+			    "('bgsnap gc')",
+			    r->lease_s / 2);
+	lease_oid(r->name, r->upload, oid, sizeof(oid));
+	snprintf(text, sizeof(text), "%u\n", r->lease_s);
+	ret = lib.rados_write_full(r->io, oid, text, strlen(text));
+	if (ret < 0)
+		return fail(d, ret, "writing its lease '%s': %s", oid,
+			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
+	r->leased_ns = t;
+	return 0;
+}
+
+static void drop_lease(struct rs_rados *r)
+{
+	char oid[NAME_MAX_LEN + 64];
+
+	lease_oid(r->name, r->upload, oid, sizeof(oid));
+	(void)lib.rados_remove(r->io, oid);
+}
+
 /* ---- storing ------------------------------------------------------------- */
 
-/* Up to @len bytes from @fd: fewer only at its end. */
-static ssize_t read_full(int fd, uint8_t *buf, size_t len)
+/*
+ * Up to @len bytes from @fd: fewer only at its end. The upload's lease is
+ * renewed meanwhile, also while nothing comes.
+ */
+static ssize_t read_object(struct rs_rados *r, int fd, uint8_t *buf, size_t len,
+			   struct rs_diag *d)
 {
+	const uint64_t every_ns = (uint64_t)r->lease_s * 250000000u;
 	size_t got = 0;
 
 	while (got < len) {
-		const ssize_t n = read(fd, buf + got, len - got);
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+		int ret;
 
-		if (n < 0 && errno == EINTR)
+		if (lease_age_ns(r) >= every_ns) {
+			ret = hold_lease(r, true, d);
+			if (ret)
+				return ret;
+		}
+		ret = poll(&p, 1, (int)(every_ns / 1000000u));
+		if (ret < 0 && errno != EINTR)
+			return fail(d, -errno, "reading the snapshot: %s",
+				    strerror(errno));
+		if (ret <= 0)
+			continue;
+		n = read(fd, buf + got, len - got);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (n < 0)
-			return -errno;
+			return fail(d, -errno, "reading the snapshot: %s",
+				    strerror(errno));
 		if (n == 0)
 			break;
 		got += (size_t)n;
@@ -561,6 +692,9 @@ int bgs_rs_rados_upload(struct rs_rados *r, int fd, struct rs_diag *d)
 		ret = fail(d, -errno, "getrandom: %s", strerror(errno));
 	for (int i = 0; i < 16; i++)
 		snprintf(r->upload + 2 * i, 3, "%02x", id[i]);
+	r->lease_s = lease_seconds(r->timeout_s);
+	if (!ret)
+		ret = hold_lease(r, false, d);
 	for (bool end = false; !ret && !end;) {
 		struct slot *s = &slots[r->nobjects % RS_RADOS_DEPTH];
 		char oid[NAME_MAX_LEN + 64];
@@ -569,10 +703,9 @@ int bgs_rs_rados_upload(struct rs_rados *r, int fd, struct rs_diag *d)
 		ret = finish(r, s, r->upload, true, d);
 		if (ret)
 			break;
-		n = read_full(fd, s->buf, RS_RADOS_OBJECT);
+		n = read_object(r, fd, s->buf, RS_RADOS_OBJECT, d);
 		if (n < 0) {
-			ret = fail(d, (int)n, "reading the snapshot: %s",
-				   strerror((int)-n));
+			ret = (int)n;
 			break;
 		}
 		end = n < RS_RADOS_OBJECT;
@@ -652,7 +785,7 @@ static int publish_failed(struct rs_rados *r, int err, struct rs_diag *d)
 	struct head now;
 	uint8_t *raw;
 	char e[320];
-	const int ret = head_read(r, &raw, &now, NULL);
+	const int ret = head_read(r, r->name, &raw, &now, NULL);
 
 	if (!ret && !strcmp(now.upload, r->upload)) {
 		free(raw);
@@ -666,38 +799,386 @@ static int publish_failed(struct rs_rados *r, int err, struct rs_diag *d)
 				: "");
 }
 
-int bgs_rs_rados_publish(struct rs_rados *r, struct rs_diag *d)
+/* Write @h as the head; with @exclusive, only where there is none. */
+static int write_head(struct rs_rados *r, const uint8_t *h, size_t len,
+		      bool exclusive)
+{
+	rados_write_op_t op;
+	int ret;
+
+	if (!exclusive)
+		return lib.rados_write_full(r->io, r->name, (const char *)h,
+					    len);
+	op = lib.rados_create_write_op();
+	if (!op)
+		return -ENOMEM;
+	/* One operation, applied whole or not at all: created, or -EEXIST. */
+	lib.rados_write_op_create(op, LIBRADOS_CREATE_EXCLUSIVE, NULL);
+	lib.rados_write_op_write_full(op, (const char *)h, len);
+	ret = lib.rados_write_op_operate(op, r->io, r->name, NULL, 0);
+	lib.rados_release_write_op(op);
+	return ret;
+}
+
+int bgs_rs_rados_publish(struct rs_rados *r, bool exclusive, struct rs_diag *d)
 {
 	struct head old;
 	uint8_t *old_raw = NULL, *h;
 	size_t len;
 	int ret;
 
+	/* The data is still ours (not collected as an orphan), and stays
+	 * so while the head is written. */
+	ret = hold_lease(r, true, d);
+	if (ret)
+		return ret;
 	/* What it replaces, to remove once the new head is in place: a
 	 * head that cannot be read is replaced all the same. */
-	if (head_read(r, &old_raw, &old, NULL))
+	if (exclusive || head_read(r, r->name, &old_raw, &old, NULL))
 		old_raw = NULL;
 	h = head_encode(r, &len);
 	if (!h) {
 		free(old_raw);
 		return fail(d, -ENOMEM, "out of memory");
 	}
-	ret = lib.rados_write_full(r->io, r->name, (const char *)h, len);
+	ret = write_head(r, h, len, exclusive);
 	free(h);
-	if (ret < 0)
+	if (ret == -EEXIST && exclusive)
+		ret = fail(d, -EEXIST, "a snapshot already exists there");
+	else if (ret < 0)
 		ret = publish_failed(r, ret, d);
 	if (!ret && old_raw)
 		remove_data(r, old.upload, old.nobjects);
+	if (!ret)
+		drop_lease(r);
 	free(old_raw);
 	return ret;
 }
 
 void bgs_rs_rados_discard(struct rs_rados *r)
 {
-	if (!r->in_doubt)
+	if (!r->in_doubt) {
 		remove_data(r, r->upload, r->nobjects);
+		drop_lease(r);
+	}
 	r->nobjects = 0;
 	r->bytes = 0;
+}
+
+/* ---- collecting orphans -------------------------------------------------- */
+
+/* An object of an upload: NAME.<upload>.<index> or NAME.<upload>.lease. */
+struct upload_object {
+	char *oid;
+	size_t name_len; /* the snapshot's name is oid[0, name_len) */
+	bool lease;
+};
+
+static bool all_hex(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!((p[i] >= '0' && p[i] <= '9') ||
+		      (p[i] >= 'a' && p[i] <= 'f')))
+			return false;
+	return true;
+}
+
+static bool parse_upload_oid(const char *oid, struct upload_object *o)
+{
+	const size_t len = strlen(oid);
+	const char *upload;
+	size_t tail;
+
+	if (len > 6 && !strcmp(oid + len - 6, ".lease"))
+		tail = 6;
+	else if (len > 9 && oid[len - 9] == '.' && all_hex(oid + len - 8, 8))
+		tail = 9;
+	else
+		return false;
+	/* A name of a byte at least, '.', the upload's 32 hex digits. */
+	if (len < tail + 34)
+		return false;
+	upload = oid + len - tail - 32;
+	if (upload[-1] != '.' || !all_hex(upload, 32))
+		return false;
+	o->name_len = (size_t)(upload - 1 - oid);
+	o->lease = tail == 6;
+	return o->name_len <= NAME_MAX_LEN;
+}
+
+static const char *upload_of(const struct upload_object *o)
+{
+	return o->oid + o->name_len + 1;
+}
+
+static bool same_upload(const struct upload_object *a,
+			const struct upload_object *b)
+{
+	return a->name_len == b->name_len &&
+	       !memcmp(a->oid, b->oid, a->name_len + 33);
+}
+
+/* By name, then upload: an upload's objects side by side. */
+static int by_upload(const void *a, const void *b)
+{
+	const struct upload_object *x = a, *y = b;
+	const size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+	const int c = memcmp(x->oid, y->oid, n);
+
+	if (c)
+		return c;
+	if (x->name_len != y->name_len)
+		return x->name_len < y->name_len ? -1 : 1;
+	return strcmp(upload_of(x), upload_of(y));
+}
+
+static void uploads_free(struct upload_object *o, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(o[i].oid);
+	free(o);
+}
+
+/* Every object of an upload in the pool, sorted by upload. */
+static int list_uploads(struct rs_rados *r, struct upload_object **out,
+			size_t *count, struct rs_diag *d)
+{
+	struct upload_object *o = NULL;
+	size_t n = 0, cap = 0;
+	rados_list_ctx_t ctx;
+	const char *oid;
+	char e[320];
+	int ret = lib.rados_nobjects_list_open(r->io, &ctx);
+
+	if (ret < 0)
+		return fail(d, ret, "listing the pool: %s",
+			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
+	while ((ret = lib.rados_nobjects_list_next(ctx, &oid, NULL, NULL)) ==
+	       0) {
+		struct upload_object one;
+
+		if (!parse_upload_oid(oid, &one))
+			continue;
+		if (n == cap) {
+			const size_t c = cap ? 2 * cap : 256;
+			struct upload_object *p = realloc(o, c * sizeof(*p));
+
+			if (!p) {
+				ret = -ENOMEM;
+				break;
+			}
+			o = p;
+			cap = c;
+		}
+		one.oid = strdup(oid);
+		if (!one.oid) {
+			ret = -ENOMEM;
+			break;
+		}
+		o[n++] = one;
+	}
+	lib.rados_nobjects_list_close(ctx);
+	if (ret != -ENOENT) { /* -ENOENT: the end of the list */
+		uploads_free(o, n);
+		return fail(d, ret, "listing the pool: %s",
+			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
+	}
+	if (n)
+		qsort(o, n, sizeof(*o), by_upload);
+	*out = o;
+	*count = n;
+	return 0;
+}
+
+/* The upload the head @name names into @upload; 0 or -errno (-ENOENT:
+ * no head). */
+static int head_upload(struct rs_rados *r, const char *name, char *upload)
+{
+	struct head h;
+	uint8_t *raw;
+	const int ret = head_read(r, name, &raw, &h, NULL);
+
+	if (!ret)
+		memcpy(upload, h.upload, sizeof(h.upload));
+	free(raw);
+	return ret;
+}
+
+/*
+ * The cluster's time now, as an object's mtime says it: that of an object
+ * written for the purpose (and removed). A key that may not write gets
+ * this host's clock instead (a dry run with a read-only key).
+ */
+static time_t cluster_now(struct rs_rados *r)
+{
+	char oid[64];
+	uint64_t size;
+	uint8_t id[8] = { 0 };
+	time_t t;
+
+	(void)!getrandom(id, sizeof(id), 0);
+	snprintf(oid, sizeof(oid), "bgsnap.gc.clock.%016" PRIx64, get64(id));
+	if (lib.rados_write_full(r->io, oid, "", 0) < 0 ||
+	    lib.rados_stat(r->io, oid, &size, &t) < 0)
+		t = time(NULL);
+	(void)lib.rados_remove(r->io, oid);
+	return t;
+}
+
+/* Does the lease @oid still hold at @now? 1, 0 or -errno. */
+static int lease_holds(struct rs_rados *r, const char *oid, time_t now)
+{
+	char text[16];
+	uint64_t size;
+	time_t mtime;
+	unsigned long secs;
+	int ret = lib.rados_stat(r->io, oid, &size, &mtime);
+
+	if (ret == -ENOENT)
+		return 0;
+	if (ret < 0)
+		return ret;
+	ret = lib.rados_read(r->io, oid, text, sizeof(text) - 1, 0);
+	if (ret == -ENOENT)
+		return 0;
+	if (ret < 0)
+		return ret;
+	text[ret] = '\0';
+	secs = strtoul(text, NULL, 10);
+	/* One that says nothing sensible lasts the longest a save's may. */
+	if (!secs || secs > 86400)
+		secs = 86400;
+	/* mtime is whole seconds: a second more, to be sure. */
+	return now <= mtime + (time_t)secs + 1;
+}
+
+static uint64_t bytes_of(struct rs_rados *r, const struct upload_object *o,
+			 size_t n)
+{
+	uint64_t total = 0, size;
+	time_t mtime;
+
+	for (size_t i = 0; i < n; i++)
+		if (lib.rados_stat(r->io, o[i].oid, &size, &mtime) == 0)
+			total += size;
+	return total;
+}
+
+/* Remove the objects, RS_RADOS_DEPTH at a time; the first error. */
+static int remove_objects(struct rs_rados *r, const struct upload_object *o,
+			  size_t n)
+{
+	rados_completion_t c[RS_RADOS_DEPTH] = { 0 };
+	int err = 0;
+
+	for (size_t i = 0; i < n + RS_RADOS_DEPTH; i++) {
+		rados_completion_t *s = &c[i % RS_RADOS_DEPTH];
+		int ret;
+
+		if (*s) {
+			lib.rados_aio_wait_for_complete(*s);
+			ret = lib.rados_aio_get_return_value(*s);
+			lib.rados_aio_release(*s);
+			*s = NULL;
+			if (ret < 0 && ret != -ENOENT && !err)
+				err = ret;
+		}
+		if (i >= n || err == -ETIMEDOUT)
+			continue;
+		lib.rados_aio_create_completion2(NULL, NULL, s);
+		ret = lib.rados_aio_remove(r->io, o[i].oid, *s);
+		if (ret < 0) {
+			lib.rados_aio_release(*s);
+			*s = NULL;
+			if (!err)
+				err = ret;
+		}
+	}
+	return err;
+}
+
+/*
+ * Is the upload [@o, +@n) an orphan: no live lease, and (read after the
+ * lease, as a save publishes in the other order: head, then drop the
+ * lease) no head that names it? Fills @out's state; false if it is not
+ * one at all.
+ */
+static bool judge(struct rs_rados *r, const char *name,
+		  const struct upload_object *o, size_t n, time_t now,
+		  struct rs_orphan *out)
+{
+	char live[33];
+	int ret = 0;
+
+	for (size_t i = 0; i < n && !ret; i++)
+		if (o[i].lease)
+			ret = lease_holds(r, o[i].oid, now);
+	if (ret) {
+		out->state = ret > 0 ? RS_ORPHAN_BUSY : RS_ORPHAN_UNSURE;
+		out->error = ret < 0 ? ret : 0;
+		return true;
+	}
+	ret = head_upload(r, name, live);
+	if (!ret && !strcmp(live, out->upload))
+		return false;
+	out->state = ret && ret != -ENOENT ? RS_ORPHAN_UNSURE : RS_ORPHAN;
+	out->error = out->state == RS_ORPHAN_UNSURE ? ret : 0;
+	return true;
+}
+
+/* Remove an orphan: its lease first, then its data. */
+static int remove_orphan(struct rs_rados *r, const struct upload_object *o,
+			 size_t n)
+{
+	size_t lease = n;
+	int ret;
+
+	for (size_t i = 0; i < n; i++)
+		if (o[i].lease)
+			lease = i;
+	if (lease < n) {
+		ret = lib.rados_remove(r->io, o[lease].oid);
+		if (ret < 0 && ret != -ENOENT)
+			return ret;
+	}
+	ret = remove_objects(r, o, lease);
+	if (!ret && lease + 1 < n)
+		ret = remove_objects(r, o + lease + 1, n - lease - 1);
+	return ret;
+}
+
+int bgs_rs_rados_gc(struct rs_rados *r, bool dry_run,
+		    int (*each)(void *arg, const struct rs_orphan *o),
+		    void *arg, struct rs_diag *d)
+{
+	struct upload_object *o = NULL;
+	char name[NAME_MAX_LEN + 1], upload[33];
+	size_t n = 0, j;
+	time_t now;
+	int ret = list_uploads(r, &o, &n, d);
+
+	if (ret)
+		return ret;
+	now = n ? cluster_now(r) : 0;
+	for (size_t i = 0; !ret && i < n; i = j) {
+		struct rs_orphan found = { .name = name, .upload = upload };
+
+		for (j = i + 1; j < n && same_upload(&o[i], &o[j]); j++)
+			;
+		snprintf(name, sizeof(name), "%.*s", (int)o[i].name_len,
+			 o[i].oid);
+		memcpy(upload, upload_of(&o[i]), 32);
+		upload[32] = '\0';
+		if (!judge(r, name, o + i, j - i, now, &found))
+			continue;
+		found.objects = j - i;
+		found.bytes = bytes_of(r, o + i, j - i);
+		if (found.state == RS_ORPHAN && !dry_run)
+			found.error = remove_orphan(r, o + i, j - i);
+		ret = each ? each(arg, &found) : 0;
+	}
+	uploads_free(o, n);
+	return ret;
 }
 
 /* ---- reading ------------------------------------------------------------- */
@@ -735,7 +1216,7 @@ int bgs_rs_rados_download(struct rs_rados *r, int fd, struct rs_diag *d)
 	struct head h;
 	uint8_t *raw;
 	uint64_t next = 0, done = 0;
-	int ret = head_read(r, &raw, &h, d);
+	int ret = head_read(r, r->name, &raw, &h, d);
 
 	if (ret)
 		return ret;
@@ -946,7 +1427,7 @@ int bgs_rs_rados_source(struct rs_rados *r, struct rs_source *src,
 	int ret;
 
 	if (!r->src) {
-		ret = head_read(r, &r->src_raw, &h, d);
+		ret = head_read(r, r->name, &r->src_raw, &h, d);
 		if (ret)
 			return ret;
 		r->src = malloc(sizeof(*r->src));

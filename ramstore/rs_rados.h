@@ -46,6 +46,10 @@ struct rs_rados;
  * says why in one line, without the target (the caller names it). */
 int bgs_rs_rados_open(struct rs_rados **r, const char *target,
 		      const struct rs_rados_cfg *cfg, struct rs_diag *diag);
+/* Connect for a whole pool, @target rados://POOL (for gc only). */
+int bgs_rs_rados_open_pool(struct rs_rados **r, const char *target,
+			   const struct rs_rados_cfg *cfg,
+			   struct rs_diag *diag);
 void bgs_rs_rados_close(struct rs_rados *r);
 /* What an error of librados's means here, in words (into @buf). */
 const char *bgs_rs_rados_why(const struct rs_rados *r, int err, char *buf,
@@ -55,14 +59,18 @@ int bgs_rs_rados_exists(struct rs_rados *r);
 
 /*
  * Store what @fd gives until its end (a pipe the snapshot writer writes
- * to) as data objects, RS_RADOS_DEPTH of them in flight. Nothing is
- * visible under the name until bgs_rs_rados_publish(); on error, the
- * caller still calls bgs_rs_rados_discard().
+ * to) as data objects, RS_RADOS_DEPTH of them in flight, under a lease
+ * that tells gc the upload is alive. Nothing is visible under the name
+ * until bgs_rs_rados_publish(); on error, the caller still calls
+ * bgs_rs_rados_discard().
  */
 int bgs_rs_rados_upload(struct rs_rados *r, int fd, struct rs_diag *diag);
 /* Write the head: the upload becomes the snapshot under the name (the one
- * there before, if any, is replaced and its data objects removed). */
-int bgs_rs_rados_publish(struct rs_rados *r, struct rs_diag *diag);
+ * there before, if any, is replaced and its data objects removed). With
+ * @exclusive, -EEXIST instead if there is one: atomically, in one RADOS
+ * operation. */
+int bgs_rs_rados_publish(struct rs_rados *r, bool exclusive,
+			 struct rs_diag *diag);
 /* Remove the data objects of an upload that will not be published. */
 void bgs_rs_rados_discard(struct rs_rados *r);
 
@@ -83,5 +91,35 @@ int bgs_rs_rados_download(struct rs_rados *r, int fd, struct rs_diag *diag);
  */
 int bgs_rs_rados_source(struct rs_rados *r, struct rs_source *src,
 			struct rs_diag *diag);
+
+/* An upload that no head names, as bgs_rs_rados_gc() found it. */
+enum rs_orphan_state {
+	RS_ORPHAN,	  /* removed, or would be (dry run) */
+	RS_ORPHAN_BUSY,	  /* a live save's lease holds: left alone */
+	RS_ORPHAN_UNSURE, /* its head or lease cannot be read: left alone */
+};
+
+struct rs_orphan {
+	const char *name;   /* the snapshot name it was stored for */
+	const char *upload; /* its id, 32 hex digits */
+	uint64_t objects;   /* its data objects and its lease */
+	uint64_t bytes;
+	enum rs_orphan_state state;
+	int error; /* RS_ORPHAN: its removal failed (-errno, left in part);
+		    * RS_ORPHAN_UNSURE: why it could not be told */
+};
+
+/*
+ * Find the orphans in the pool of @r (opened with bgs_rs_rados_open_pool):
+ * the objects of uploads that no head names and no live save holds (its lease)
+ * (crashed saves, data whose removal failed), and remove them unless
+ * @dry_run, each upload's lease first. Calls @each for every upload no
+ * head names, busy and unsure ones included; a non-zero return stops the
+ * walk and is returned. Heads, and the uploads they name, are never
+ * touched.
+ */
+int bgs_rs_rados_gc(struct rs_rados *r, bool dry_run,
+		    int (*each)(void *arg, const struct rs_orphan *o),
+		    void *arg, struct rs_diag *diag);
 
 #endif /* BGS_RS_RADOS_H */

@@ -123,6 +123,49 @@ BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
 				  unsigned op_timeout_s);
 
 /*
+ * A save to rados://POOL/NAME stores data objects first and the head that
+ * names them last; a save that crashed (or whose clean-up could not reach
+ * the cluster) leaves data objects that no head names: orphans. While a
+ * save runs it holds a lease on its upload (an object it rewrites every
+ * quarter lease); the lease is four operation timeouts and a minute (3
+ * minutes by default), and a dead save's data is an orphan once it runs
+ * out. (A save held up for half a lease, by SIGSTOP or a debugger, fails
+ * rather than publish data that may be gone.)
+ *
+ * bgsnap_rados_gc() finds the uploads of pool @pool ("rados://POOL") that
+ * no head names and calls @each (may be NULL) for each: state
+ * BGSNAP_ORPHAN, removed (its lease first) unless @flags has
+ * BGSNAP_GC_DRY_RUN, error set if its removal failed (the rest is found
+ * again next time); BGSNAP_ORPHAN_BUSY, a live save's, left alone; or
+ * BGSNAP_ORPHAN_UNSURE, left alone because its head or lease cannot be
+ * read (error says why). Snapshots and the data they name are never
+ * touched. A non-zero return of @each stops the walk and is returned.
+ * Returns 0 or -errno, with a one-line reason in @err (may be NULL).
+ */
+enum bgsnap_orphan_state {
+	BGSNAP_ORPHAN = 0,
+	BGSNAP_ORPHAN_BUSY = 1,
+	BGSNAP_ORPHAN_UNSURE = 2,
+};
+
+struct bgsnap_orphan {
+	size_t size;	    /* sizeof, set by the library */
+	const char *name;   /* the snapshot name it was saved under */
+	const char *upload; /* the save's upload id, 32 hex digits */
+	uint64_t objects;   /* its objects, data and lease */
+	uint64_t bytes;
+	int state; /* enum bgsnap_orphan_state */
+	int error; /* -errno: see above */
+};
+
+#define BGSNAP_GC_DRY_RUN 1u
+
+BGSNAP_API int bgsnap_rados_gc(const char *pool, unsigned flags,
+			       int (*each)(void *arg,
+					   const struct bgsnap_orphan *o),
+			       void *arg, char *err, size_t err_len);
+
+/*
  * The floors: what this machine and kernel allow, measured on the caller's
  * memory, so that a save's figures can be read against them (bgsnap bench
  * does). @mem is @len bytes of private anonymous memory of this process,
@@ -304,9 +347,9 @@ enum bgsnap_save_flags {
 	 * neither. */
 	BGSNAP_SAVE_INCREMENTAL = 1u << 4,
 	/* Fail with -EEXIST rather than replace a snapshot already at the
-	 * path: a file (put in place with RENAME_NOREPLACE, atomic), or a
-	 * rados:// snapshot (looked for when the save starts and again just
-	 * before it is published: two saves at once may both pass). */
+	 * path: a file (put in place with RENAME_NOREPLACE), or a rados://
+	 * snapshot (its head created exclusively); atomic either way: of
+	 * two saves at once, one fails. */
 	BGSNAP_SAVE_NO_REPLACE = 1u << 5,
 };
 

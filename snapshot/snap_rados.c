@@ -64,7 +64,7 @@ BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
 	return 0;
 }
 
-static int connect_to(struct rs_rados **r, const char *target,
+static int connect_to(struct rs_rados **r, const char *target, bool pool_only,
 		      struct rs_diag *diag)
 {
 	struct rs_rados_cfg cfg;
@@ -86,7 +86,9 @@ static int connect_to(struct rs_rados **r, const char *target,
 	if (oom) {
 		snprintf(diag->msg, sizeof(diag->msg), "out of memory");
 		ret = -ENOMEM;
-	} else
+	} else if (pool_only)
+		ret = bgs_rs_rados_open_pool(r, target, &cfg, diag);
+	else
 		ret = bgs_rs_rados_open(r, target, &cfg, diag);
 	free(conf);
 	free(id);
@@ -107,7 +109,7 @@ int bgs_snap_rados_fetch(const char *target, char *msg, size_t len)
 {
 	struct rs_diag diag = { 0 };
 	struct rs_rados *r;
-	int fd, ret = connect_to(&r, target, &diag);
+	int fd, ret = connect_to(&r, target, false, &diag);
 
 	if (ret) {
 		snprintf(msg, len, "%s", diag.msg);
@@ -137,7 +139,7 @@ int bgs_snap_rados_in_open(const char *target, struct rs_rados **r,
 {
 	struct rs_diag diag = { 0 };
 	struct rs_source src;
-	int ret = connect_to(r, target, &diag);
+	int ret = connect_to(r, target, false, &diag);
 
 	if (!ret)
 		ret = bgs_rs_rados_source(*r, &src, &diag);
@@ -234,7 +236,7 @@ int bgs_rados_sink_open(struct bgs_save *s, const char *target,
 	k->s = s;
 	k->no_replace = s->opts.flags & BGSNAP_SAVE_NO_REPLACE;
 	snprintf(k->target, sizeof(k->target), "%s", target);
-	ret = connect_to(&k->r, target, &k->diag);
+	ret = connect_to(&k->r, target, false, &k->diag);
 	if (!ret && k->no_replace)
 		ret = exists_refused(k);
 	if (!ret && pipe2(p, O_CLOEXEC))
@@ -277,13 +279,8 @@ int bgs_rados_sink_close(struct bgs_rados_sink *k, int result)
 	close(k->out);
 	if (!result && k->result) /* failed after the writer's last write */
 		result = sink_fail(k, k->result);
-	if (!result && k->no_replace) {
-		result = exists_refused(k);
-		if (result)
-			sink_fail(k, result);
-	}
 	if (!result) {
-		result = bgs_rs_rados_publish(k->r, &k->diag);
+		result = bgs_rs_rados_publish(k->r, k->no_replace, &k->diag);
 		if (result)
 			sink_fail(k, result);
 	}
@@ -292,6 +289,62 @@ int bgs_rados_sink_close(struct bgs_rados_sink *k, int result)
 	bgs_rs_rados_close(k->r);
 	free(k);
 	return result;
+}
+
+/* ---- orphans ------------------------------------------------------------- */
+
+struct gc_walk {
+	int (*each)(void *arg, const struct bgsnap_orphan *o);
+	void *arg;
+};
+
+static int gc_each(void *arg, const struct rs_orphan *o)
+{
+	const struct gc_walk *w = arg;
+	const struct bgsnap_orphan out = {
+		.size = sizeof(out),
+		.name = o->name,
+		.upload = o->upload,
+		.objects = o->objects,
+		.bytes = o->bytes,
+		.state = o->state == RS_ORPHAN_BUSY	? BGSNAP_ORPHAN_BUSY
+			 : o->state == RS_ORPHAN_UNSURE ? BGSNAP_ORPHAN_UNSURE
+							: BGSNAP_ORPHAN,
+		.error = o->error,
+	};
+
+	return w->each ? w->each(w->arg, &out) : 0;
+}
+
+BGSNAP_API int bgsnap_rados_gc(const char *pool, unsigned flags,
+			       int (*each)(void *arg,
+					   const struct bgsnap_orphan *o),
+			       void *arg, char *err, size_t err_len)
+{
+	struct gc_walk w = { each, arg };
+	struct rs_diag diag = { .msg = "" };
+	struct rs_rados *r;
+	int ret;
+
+	if (flags & ~BGSNAP_GC_DRY_RUN) {
+		snprintf(diag.msg, sizeof(diag.msg), "unknown flags 0x%x",
+			 flags & ~BGSNAP_GC_DRY_RUN);
+		ret = -EINVAL;
+	} else if (!pool || strncmp(pool, "rados://", 8)) {
+		snprintf(diag.msg, sizeof(diag.msg), "not rados://POOL");
+		ret = -EINVAL;
+	} else {
+		ret = connect_to(&r, pool, true, &diag);
+		if (!ret) {
+			ret = bgs_rs_rados_gc(r, flags & BGSNAP_GC_DRY_RUN,
+					      gc_each, &w, &diag);
+			bgs_rs_rados_close(r);
+		}
+	}
+	if (ret && err && err_len)
+		snprintf(err, err_len, "%s: %s", pool ? pool : "(null)",
+			 diag.msg[0] ? diag.msg : strerror(-ret));
+	return ret;
 }
 
 #else /* !BGSNAP_HAVE_RADOS */
@@ -312,6 +365,20 @@ BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
 	(void)conf;
 	(void)id;
 	(void)op_timeout_s;
+	return -ENOTSUP;
+}
+
+BGSNAP_API int bgsnap_rados_gc(const char *pool, unsigned flags,
+			       int (*each)(void *arg,
+					   const struct bgsnap_orphan *o),
+			       void *arg, char *err, size_t err_len)
+{
+	(void)pool;
+	(void)flags;
+	(void)each;
+	(void)arg;
+	if (err && err_len)
+		snprintf(err, err_len, "%s", no_rados);
 	return -ENOTSUP;
 }
 
