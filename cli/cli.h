@@ -65,6 +65,7 @@ int cmd_flatten(int argc, char **argv);
 int cmd_watch(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_core(int argc, char **argv);
+int cmd_gc(int argc, char **argv);
 
 /* ---- messages and exit codes -------------------------------------------- */
 

@@ -19,6 +19,7 @@ static const struct cli_cmd commands[] = {
 	{ "core", cmd_core, "write a core file of a running process (--pid)" },
 	{ "flatten", cmd_flatten, "write a snapshot and its parents as one" },
 	{ "watch", cmd_watch, "snapshot a process (--pid) every interval" },
+	{ "gc", cmd_gc, "remove what killed saves left in a Ceph pool" },
 	{ "bench", cmd_bench, "measure against fork() and stop-the-world" },
 };
 

@@ -15,10 +15,16 @@
  *   - a key without write caps: one clear line, nothing under the name,
  *     no data object left, the guest unharmed;
  *   - a name taken: refused without --force, replaced with it (the old
- *     data objects removed);
+ *     data objects removed); two saves to one new name at once without
+ *     --force: exactly one succeeds, and the snapshot is whole;
  *   - the OSD killed while a save writes: it fails within the operation
  *     timeout with one clear line, nothing is visible under the name, the
- *     guest runs on unharmed; once the OSD is back, the same save works.
+ *     guest runs on unharmed; once the OSD is back, the same save works,
+ *     and 'bgsnap gc' finds every upload of the name that no head names;
+ *   - a save killed (SIGKILL) while it uploads: gc leaves its data while
+ *     its lease holds, lists it as an orphan with --dry-run once the lease
+ *     ran out (removing nothing), then removes all of it, and nothing
+ *     else: the snapshot beside it still verifies.
  */
 #include "pid_util.h"
 #include "testutil.h"
@@ -27,6 +33,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -78,24 +86,38 @@ static int rados(const char *id, char *out, size_t n, const char *fmt, ...)
 	return pclose(p);
 }
 
-/* How many objects of the pool start with "@name." (data objects), and
- * whether the head @name itself is there. */
-static unsigned data_objects(const char *name, bool *head)
+/* The names after "@name." of the pool's objects that have it (its data
+ * objects and lease), into @each; whether the head @name is there. */
+static bool each_object_of(const char *name,
+			   void (*each)(const char *rest, void *ctx), void *ctx)
 {
 	static char list[1 << 20];
-	char prefix[300];
-	unsigned n = 0;
+	const size_t len = strlen(name);
+	bool head = false;
 
 	assert_int_equal(rados(rw_id, list, sizeof(list), "ls"), 0);
-	snprintf(prefix, sizeof(prefix), "%s.", name);
-	*head = false;
 	for (char *save = NULL, *l = strtok_r(list, "\n", &save); l;
 	     l = strtok_r(NULL, "\n", &save)) {
-		if (!strncmp(l, prefix, strlen(prefix)))
-			n++;
-		if (!strcmp(l, name))
-			*head = true;
+		if (!strncmp(l, name, len) && l[len] == '.')
+			each(l + len + 1, ctx);
+		head |= !strcmp(l, name);
 	}
+	return head;
+}
+
+static void count(const char *rest, void *ctx)
+{
+	(void)rest;
+	++*(unsigned *)ctx;
+}
+
+/* How many objects of the pool start with "@name." (data objects and a
+ * lease), and whether the head @name itself is there. */
+static unsigned data_objects(const char *name, bool *head)
+{
+	unsigned n = 0;
+
+	*head = each_object_of(name, count, &n);
 	return n;
 }
 
@@ -361,6 +383,203 @@ static void test_name_taken(void **state)
 	pt_guest_stop(&g);
 }
 
+/* ---- orphans ------------------------------------------------------------ */
+
+#define MAX_UPLOADS 16
+
+/* 'bgsnap gc' of the pool (@dry_run: --dry-run), which must succeed. */
+static void gc(struct pt_run *r, bool dry_run)
+{
+	char p[256];
+
+	snprintf(p, sizeof(p), "rados://%s", pool);
+	pt_run(r, RUN_MS, -1, "gc", p, "--ceph-id", rw_id,
+	       dry_run ? "--dry-run" : NULL, NULL);
+	if (r->code)
+		fail_msg("gc %s: exit %d: %s", p, r->code, r->err);
+	fprintf(stderr, "# gc%s: %s", dry_run ? " --dry-run" : "", r->out);
+}
+
+/* How many uploads of @name gc's output @out reports as @state, and their
+ * objects in all; their ids into @ids (MAX_UPLOADS) if not NULL. */
+static unsigned reported(const char *out, const char *state, const char *name,
+			 unsigned *objects, char (*ids)[33])
+{
+	unsigned n = 0;
+
+	*objects = 0;
+	for (const char *l = out; *l;) {
+		char st[16], nm[256], up[33];
+		unsigned k;
+
+		if (sscanf(l, "%15s %255s %32[0-9a-f]: %u object", st, nm, up,
+			   &k) == 4 &&
+		    !strcmp(st, state) && !strcmp(nm, name)) {
+			if (ids && n < MAX_UPLOADS)
+				memcpy(ids[n], up, 33);
+			n++;
+			*objects += k;
+		}
+		l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l);
+	}
+	return n;
+}
+
+struct uploads {
+	char (*ids)[33];
+	unsigned n;
+};
+
+static void note_upload(const char *rest, void *ctx)
+{
+	struct uploads *u = ctx;
+	bool seen = false;
+
+	if (strlen(rest) < 33 || rest[32] != '.')
+		return;
+	for (unsigned i = 0; i < u->n; i++)
+		seen |= !strncmp(u->ids[i], rest, 32);
+	if (!seen && u->n < MAX_UPLOADS) {
+		memcpy(u->ids[u->n], rest, 32);
+		u->ids[u->n++][32] = '\0';
+	}
+}
+
+/* The distinct uploads among the pool's objects NAME.<upload>.* into @ids
+ * (MAX_UPLOADS); their number. */
+static unsigned uploads_of(const char *name, char (*ids)[33])
+{
+	struct uploads u = { ids, 0 };
+
+	(void)each_object_of(name, note_upload, &u);
+	return u.n;
+}
+
+static void test_gc_killed_save(void **state)
+{
+	char keep[256], to[256], pid[16];
+	const char *argv[] = { "bgsnap", "save", "--pid",     pid,   "-o",
+			       to,	 "-q",	 "--ceph-id", rw_id, NULL };
+	struct pt_guest g;
+	struct pt_run r;
+	unsigned objects, left, kept;
+	bool head;
+	int status;
+	pid_t b;
+
+	(void)state;
+	target(keep, sizeof(keep), "kept");
+	target(to, sizeof(to), "killed");
+	pt_guest_start(&g, 0, "256M", "4k", NULL);
+	must_save(&g, keep, NULL);
+	kept = data_objects(object_of(keep), &head);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
+	/* A lease of 6 s, not 3 minutes: the test waits it out. */
+	setenv("BGSNAP_RADOS_LEASE_SECONDS", "6", 1);
+	b = fork();
+	assert_true(b >= 0);
+	if (!b) {
+		execv(pt_bgsnap, (char *const *)(uintptr_t)argv);
+		_exit(127);
+	}
+	unsetenv("BGSNAP_RADOS_LEASE_SECONDS");
+	/* Killed once it stored data (its lease comes first). */
+	for (int i = 0; i < 1000 && data_objects(object_of(to), &head) < 2; i++)
+		tu_sleep_ms(5);
+	kill(b, SIGKILL);
+	assert_int_equal(waitpid(b, &status, 0), b);
+	assert_true(WIFSIGNALED(status)); /* not done before the kill */
+	left = data_objects(object_of(to), &head);
+	assert_false(head);
+	assert_true(left >= 2);
+	/* Its lease holds: gc leaves it, as a live save's. */
+	gc(&r, false);
+	assert_int_equal(reported(r.out, "busy", object_of(to), &objects, NULL),
+			 1);
+	assert_int_equal(objects, left);
+	pt_run_free(&r);
+	assert_int_equal(data_objects(object_of(to), &head), left);
+	tu_sleep_ms(8000); /* the lease runs out (whole seconds, and one) */
+	gc(&r, true);
+	assert_int_equal(
+		reported(r.out, "orphan", object_of(to), &objects, NULL), 1);
+	assert_int_equal(objects, left);
+	assert_non_null(strstr(r.out, "(would be removed)"));
+	pt_run_free(&r);
+	assert_int_equal(data_objects(object_of(to), &head), left);
+	gc(&r, false);
+	assert_int_equal(
+		reported(r.out, "orphan", object_of(to), &objects, NULL), 1);
+	assert_non_null(strstr(r.out, "(removed)"));
+	pt_run_free(&r);
+	assert_int_equal(data_objects(object_of(to), &head), 0);
+	assert_false(head);
+	/* Nothing else went: the snapshot beside it is whole. */
+	assert_int_equal(data_objects(object_of(keep), &head), kept);
+	assert_true(head);
+	pt_run(&r, RUN_MS, -1, "verify", keep, "--ceph-id", rw_id, NULL);
+	if (r.code)
+		fail_msg("verify %s after gc: exit %d: %s", keep, r.code,
+			 r.err);
+	pt_run_free(&r);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+}
+
+/* Two saves to one new name at once, neither with --force: one wins, the
+ * other fails at its head (both passed the look at the start), and what
+ * is under the name is the winner's, whole. */
+static void test_name_race(void **state)
+{
+	char to[256], pid[2][16];
+	const char *argv[2][10];
+	struct pt_guest g[2];
+	struct pt_run r;
+	int status[2];
+	pid_t b[2];
+	bool head;
+
+	(void)state;
+	target(to, sizeof(to), "race");
+	for (int i = 0; i < 2; i++) {
+		pt_guest_start(&g[i], 0, "128M", "4k", NULL);
+		snprintf(pid[i], sizeof(pid[i]), "%d", (int)g[i].c.pid);
+		const char *a[] = { "bgsnap", "save", "--pid",	   pid[i],
+				    "-o",     to,     "--ceph-id", rw_id,
+				    "-q",     NULL };
+		memcpy(argv[i], a, sizeof(a));
+	}
+	for (int i = 0; i < 2; i++) {
+		b[i] = fork();
+		assert_true(b[i] >= 0);
+		if (!b[i]) {
+			int null = open("/dev/null", O_WRONLY);
+
+			dup2(null, 2);
+			execv(pt_bgsnap, (char *const *)(uintptr_t)argv[i]);
+			_exit(127);
+		}
+	}
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(waitpid(b[i], &status[i], 0), b[i]);
+		assert_true(WIFEXITED(status[i]));
+	}
+	fprintf(stderr, "# two saves to one name: exit %d and %d\n",
+		WEXITSTATUS(status[0]), WEXITSTATUS(status[1]));
+	/* One 0, one 1. */
+	assert_int_equal(WEXITSTATUS(status[0]) + WEXITSTATUS(status[1]), 1);
+	(void)data_objects(object_of(to), &head);
+	assert_true(head);
+	pt_run(&r, RUN_MS, -1, "verify", to, "--ceph-id", rw_id, NULL);
+	if (r.code)
+		fail_msg("verify %s: exit %d: %s", to, r.code, r.err);
+	pt_run_free(&r);
+	for (int i = 0; i < 2; i++) {
+		must_be_unharmed(&g[i]);
+		pt_guest_stop(&g[i]);
+	}
+}
+
 /* ---- an OSD down ----------------------------------------------------- */
 
 static void test_osd_killed(void **state)
@@ -376,6 +595,8 @@ static void test_osd_killed(void **state)
 	pid_t b;
 	int err[2], status;
 	char msg[1024] = "";
+	char ids[MAX_UPLOADS][33], found_ids[MAX_UPLOADS][33];
+	unsigned nuploads, found, objects;
 	ssize_t got;
 	bool head;
 
@@ -421,6 +642,22 @@ static void test_osd_killed(void **state)
 	pt_run_free(&r);
 	(void)data_objects(object_of(to), &head);
 	assert_true(head);
+	/* What the failed save left, gc finds: every upload of the name
+	 * but the one its head names (busy until its lease runs out). */
+	nuploads = uploads_of(object_of(to), ids);
+	gc(&r, true);
+	found = reported(r.out, "busy", object_of(to), &objects, found_ids);
+	found += reported(r.out, "orphan", object_of(to), &objects,
+			  found_ids + found);
+	pt_run_free(&r);
+	assert_int_equal(found, nuploads - 1);
+	for (unsigned i = 0; i < found; i++) {
+		bool listed = false;
+
+		for (unsigned k = 0; k < nuploads; k++)
+			listed |= !strcmp(ids[k], found_ids[i]);
+		assert_true(listed);
+	}
 	pt_guest_stop(&g);
 }
 
@@ -432,7 +669,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_damaged_object),
 		cmocka_unit_test(test_read_only_key),
 		cmocka_unit_test(test_name_taken),
+		cmocka_unit_test(test_name_race),
 		cmocka_unit_test(test_osd_killed),
+		cmocka_unit_test(test_gc_killed_save),
 	};
 
 	pool = getenv("BGSNAP_CEPH_POOL");
