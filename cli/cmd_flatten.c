@@ -9,7 +9,9 @@
  * ours is renamed to OUT with RENAME_NOREPLACE (link() where the file
  * system lacks it), or over a regular file with --force; a symbolic link,
  * a directory or any other file that is not a regular one at OUT is
- * refused either way (cli_output_*()).
+ * refused either way (cli_output_*()). Into rados://POOL/NAME, the library
+ * publishes the snapshot itself, whole, and refuses to replace one
+ * without --force (BGSNAP_FLATTEN_NO_REPLACE).
  */
 #include "cli.h"
 
@@ -46,7 +48,10 @@ static const char flatten_usage[] =
 	"--force,\n"
 	"and a symbolic link, a directory, a device, a FIFO or a socket is\n"
 	"refused even with it. SIGINT, SIGTERM and SIGHUP take effect once\n"
-	"the copy is written: it is then removed.\n"
+	"the copy is written: it is then removed. OUT may be "
+	"rados://POOL/NAME\n"
+	"(FILE and the parents too): it is written whole to a temporary file\n"
+	"first, then stored, and appears under NAME only when complete.\n"
 	"\n"
 	"  -o, --output OUT  the full snapshot to write (required)\n"
 	"  -P, --parent P    a file of the chain, in any order (repeatable)\n"
@@ -139,10 +144,19 @@ static void flatten_failed(const struct flatten *fl, const struct bgsnap *h,
 					: "");
 }
 
+static bool to_rados(const struct flatten *fl)
+{
+	return !strncmp(fl->output, "rados://", 8);
+}
+
 static int run(struct flatten *fl)
 {
+	/* Into RADOS the library stores it whole, once written, under the
+	 * name; a file goes under our temporary name, renamed below. */
 	const struct bgsnap_restore_opts o = {
 		.size = sizeof(o),
+		.flags = to_rados(fl) && !fl->force ? BGSNAP_FLATTEN_NO_REPLACE
+						    : 0,
 		.parents = fl->parents,
 		.nparents = fl->nparents,
 	};
@@ -154,13 +168,16 @@ static int run(struct flatten *fl)
 		cli_error("flatten: %s", bgsnap_strerror(ret));
 		return EXIT_FAILED;
 	}
-	ret = bgsnap_flatten(h, fl->file, fl->tmp, &o);
+	ret = bgsnap_flatten(h, fl->file, to_rados(fl) ? fl->output : fl->tmp,
+			     &o);
 	fl->elapsed_ns = cli_now_ns() - t0;
 	if (ret)
 		flatten_failed(fl, h, ret);
 	bgsnap_free(h);
 	if (ret)
 		return cli_file_exit(ret);
+	if (to_rados(fl))
+		return EXIT_OK;
 	if (cli_interrupted()) {
 		cli_error("flatten: interrupted by %s; %s not written",
 			  strsignal(cli_interrupted()), fl->output);
@@ -285,7 +302,8 @@ int cmd_flatten(int argc, char **argv)
 
 	if (code >= 0)
 		return code;
-	if (open_output_dir(&fl) || check_output(&fl) || pick_temp(&fl))
+	if (!to_rados(&fl) &&
+	    (open_output_dir(&fl) || check_output(&fl) || pick_temp(&fl)))
 		code = EXIT_FAILED;
 	if (code < 0) {
 		cli_catch_signals();

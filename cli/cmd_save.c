@@ -593,11 +593,13 @@ static bool same_file(const char *path, const struct stat *st)
 }
 
 /*
- * Where the file @st is in the chain of --parent: 1 it is the parent, 2
- * the parent's parent ..., 0 none of them as far as the chain can be
- * found (the save itself reports a parent that cannot be had).
+ * Where the file @st, or else the rados:// snapshot @name, is in the
+ * chain of --parent: 1 it is the parent, 2 the parent's parent ..., 0 none
+ * of them as far as the chain can be found (the save itself reports a
+ * parent that cannot be had).
  */
-static size_t chain_level(const char *parent, const struct stat *st)
+static size_t chain_level(const char *parent, const struct stat *st,
+			  const char *name)
 {
 	struct bgsnap_file *f, *c, *p;
 	struct bgsnap_file_info in = { .size = sizeof(in) };
@@ -606,7 +608,8 @@ static size_t chain_level(const char *parent, const struct stat *st)
 	if (bgsnap_file_open(&f, parent, NULL, 0))
 		return 0;
 	for (c = f, level = 1;; c = p, level++) {
-		if (same_file(bgsnap_file_path(c), st))
+		if (st ? same_file(bgsnap_file_path(c), st)
+		       : !strcmp(bgsnap_file_path(c), name))
 			break;
 		bgsnap_file_info(c, &in);
 		if (!in.incremental || bgsnap_file_parent(c, &p)) {
@@ -619,12 +622,13 @@ static size_t chain_level(const char *parent, const struct stat *st)
 }
 
 /* A snapshot that this save's chain needs is at the output (@st, what
- * is there): true after a message. */
+ * is there; NULL for a rados:// output): true after a message. */
 static bool needed_by_chain(const struct save_args *a, const struct stat *st)
 {
-	const size_t level = a->opts.parent && S_ISREG(st->st_mode)
-				     ? chain_level(a->opts.parent, st)
-				     : 0;
+	const size_t level =
+		a->opts.parent && (!st || S_ISREG(st->st_mode))
+			? chain_level(a->opts.parent, st, a->output)
+			: 0;
 	const char *what =
 		strcmp(a->output, "-") ? a->output : "standard output";
 
@@ -672,6 +676,8 @@ static int open_output(struct save_args *a)
 		/* The library publishes it, whole, only once it is done. */
 		if (!a->force)
 			a->opts.flags |= BGSNAP_SAVE_NO_REPLACE;
+		else if (needed_by_chain(a, NULL))
+			return EXIT_FAILED;
 		a->req.path = a->output;
 		return -1;
 	}

@@ -566,6 +566,9 @@ enum bgsnap_restore_flags {
 	/* Check everything, write nothing: count in pages_changed the pages
 	 * whose content would change (the memory is read, not stopped). */
 	BGSNAP_RESTORE_DRY_RUN = 1u << 1,
+	/* bgsnap_flatten() only: fail with -EEXIST rather than replace a
+	 * snapshot already at @out (atomically, as BGSNAP_SAVE_NO_REPLACE). */
+	BGSNAP_FLATTEN_NO_REPLACE = 1u << 2,
 };
 
 struct bgsnap_restore_opts {
@@ -645,8 +648,10 @@ BGSNAP_API int bgsnap_restore(struct bgsnap *h, const char *path,
 /*
  * Write the incremental snapshot @path, resolved through its chain of
  * parents (found as for a restore: @opts->parents, else beside it), as a
- * full snapshot at @out (created as a save creates it). Every record read
- * is checked. @h only carries the error message; it needs no region.
+ * full snapshot at @out (created as a save creates it: a file, or
+ * rados://POOL/NAME, written whole to a temporary file first, then
+ * stored). Every record read is checked. @h only carries the error
+ * message; it needs no region.
  * Errors: as bgsnap_restore's opening, BGSNAP_EPARENT, file errors.
  */
 BGSNAP_API int bgsnap_flatten(struct bgsnap *h, const char *path,

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Every attachment but the link to a parent: the flat file has none. */
 static int copy_attachment(void *arg, const char *name, const void *data,
@@ -59,20 +60,21 @@ static int flatten(struct bgs_restore *r, const char *out)
 	uint8_t *buf = malloc(2 * r->max_record + 1);
 	struct rs_decoder *dec = NULL;
 	struct rs_writer *w = NULL;
+	const bool rados = bgs_rs_is_rados(out);
+	int tmp = -1;
 	int ret = table && buf ? bgs_rs_decoder_new(&dec) : -ENOMEM;
 
 	for (size_t i = 0; i < n && table; i++)
 		table[i] = *bgs_rs_region(r->reader, i);
 	wo.regions = table;
-	if (!ret && bgs_rs_is_rados(out)) {
-		bgs_snap_set_error(r->h,
-				   "writing %s: flatten writes a file; "
-				   "rados:// is not supported for it yet",
-				   out);
-		ret = -ENOTSUP;
-	}
-	if (!ret)
+	wo.no_replace = r->opts.flags & BGSNAP_FLATTEN_NO_REPLACE;
+	/* Into RADOS: whole into a temporary file, then stored. */
+	if (!ret && rados) {
+		tmp = bgs_snap_rados_tmpfile();
+		ret = tmp < 0 ? tmp : bgs_rs_writer_open_fd(&w, tmp, &wo);
+	} else if (!ret) {
 		ret = bgs_rs_writer_open_path(&w, out, &wo);
+	}
 	if (!ret)
 		ret = bgs_restore_each_attachment(r, copy_attachment, w);
 	if (!ret)
@@ -81,6 +83,16 @@ static int flatten(struct bgs_restore *r, const char *out)
 		ret = bgs_rs_writer_commit(w);
 	else if (w)
 		bgs_rs_writer_abort(w);
+	if (!ret && rados) {
+		char msg[256];
+
+		ret = bgs_snap_rados_store(out, tmp, wo.no_replace, msg,
+					   sizeof(msg));
+		if (ret)
+			bgs_snap_set_error(r->h, "writing %s: %s", out, msg);
+	}
+	if (tmp >= 0)
+		close(tmp);
 	if (ret && !r->h->errmsg[0])
 		bgs_snap_set_error(r->h, "writing %s: %s", out,
 				   bgsnap_strerror(ret));

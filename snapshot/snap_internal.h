@@ -420,6 +420,12 @@ bool bgs_snap_rados_available(char *why, size_t len);
 /* The snapshot @target fetched into an unnamed temporary file: its fd,
  * or an error with @msg set (one line, without the target). */
 int bgs_snap_rados_fetch(const char *target, char *msg, size_t len);
+/* An unnamed temporary file to write a snapshot into, or -errno. */
+int bgs_snap_rados_tmpfile(void);
+/* Store the snapshot file @fd (read from its start) as @target, replacing
+ * what is there unless @exclusive (-EEXIST). On error @msg says why. */
+int bgs_snap_rados_store(const char *target, int fd, bool exclusive, char *msg,
+			 size_t len);
 /* A reader of @target that reads in place (rs_rados.h's source), and
  * what it reads through, closed after the reader. */
 struct rs_rados;

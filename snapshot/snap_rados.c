@@ -132,6 +132,39 @@ int bgs_snap_rados_fetch(const char *target, char *msg, size_t len)
 	return fd;
 }
 
+int bgs_snap_rados_tmpfile(void)
+{
+	return unnamed_file();
+}
+
+int bgs_snap_rados_store(const char *target, int fd, bool exclusive, char *msg,
+			 size_t len)
+{
+	struct rs_diag diag = { 0 };
+	struct rs_rados *r;
+	int ret = connect_to(&r, target, false, &diag);
+
+	if (!ret && exclusive)
+		ret = bgs_rs_rados_exists(r) > 0 ? -EEXIST : 0;
+	if (ret == -EEXIST)
+		snprintf(diag.msg, sizeof(diag.msg),
+			 "a snapshot already exists there");
+	if (!ret && lseek(fd, 0, SEEK_SET) < 0)
+		ret = -errno;
+	if (!ret) {
+		ret = bgs_rs_rados_upload(r, fd, &diag);
+		if (!ret)
+			ret = bgs_rs_rados_publish(r, exclusive, &diag);
+		if (ret)
+			bgs_rs_rados_discard(r);
+	}
+	if (ret)
+		snprintf(msg, len, "%s",
+			 diag.msg[0] ? diag.msg : strerror(-ret));
+	bgs_rs_rados_close(r);
+	return ret;
+}
+
 /* ---- reading in place ---------------------------------------------------- */
 
 int bgs_snap_rados_in_open(const char *target, struct rs_rados **r,
@@ -385,6 +418,21 @@ BGSNAP_API int bgsnap_rados_gc(const char *pool, unsigned flags,
 int bgs_snap_rados_fetch(const char *target, char *msg, size_t len)
 {
 	(void)target;
+	snprintf(msg, len, "%s", no_rados);
+	return -ENOTSUP;
+}
+
+int bgs_snap_rados_tmpfile(void)
+{
+	return -ENOTSUP;
+}
+
+int bgs_snap_rados_store(const char *target, int fd, bool exclusive, char *msg,
+			 size_t len)
+{
+	(void)target;
+	(void)fd;
+	(void)exclusive;
 	snprintf(msg, len, "%s", no_rados);
 	return -ENOTSUP;
 }

@@ -346,13 +346,18 @@ static int try_parent(const char *path, const uint8_t id[16],
 		      struct bgs_found_parent *p, struct rs_diag *diag,
 		      char *why, size_t whylen)
 {
-	const int fd = open_regular(path);
-	char hex[33];
+	const bool rados = bgs_rs_is_rados(path);
+	char hex[33], msg[256];
+	/* A parent in RADOS is fetched whole, as its child is. */
+	const int fd = rados ? bgs_snap_rados_fetch(path, msg, sizeof(msg))
+			     : open_regular(path);
 	int ret;
 
 	if (fd < 0) {
 		snprintf(why, whylen, "%s",
-			 fd == -ENOENT ? "is not there" : strerror(-fd));
+			 fd == -ENOENT ? "is not there"
+			 : rados       ? msg
+				       : strerror(-fd));
 		return 1;
 	}
 	ret = bgs_rs_open(&p->reader, fd, diag);
@@ -402,7 +407,7 @@ int bgs_restore_find_parent(struct rs_reader *child, const char *child_path,
 {
 	const uint8_t *id = bgs_rs_info(child)->parent_id;
 	const char *slash = child_path ? strrchr(child_path, '/') : NULL;
-	char name[256], why[128] = "", beside[sizeof(p->path)], hex[33];
+	char name[256], why[320] = "", beside[sizeof(p->path)], hex[33];
 	char given[64] = "";
 	int ret = 1;
 

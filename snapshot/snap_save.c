@@ -584,22 +584,29 @@ static int open_parent(struct bgs_save *s, const char *path)
 	int r;
 
 	if (bgs_rs_is_rados(path)) {
-		bgs_snap_set_error(h,
-				   "parent %s: a parent in RADOS is not "
-				   "supported yet",
-				   path);
-		return -ENOTSUP;
-	}
-	/* A FIFO put there must not block the open. */
-	s->parent_fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (s->parent_fd < 0) {
-		bgs_snap_set_error(h, "parent %s: %s", path, strerror(errno));
-		return -errno;
-	}
-	if (fstat(s->parent_fd, &st) || !S_ISREG(st.st_mode) ||
-	    fcntl(s->parent_fd, F_SETFL, 0)) {
-		bgs_snap_set_error(h, "parent %s: not a regular file", path);
-		return -ESPIPE;
+		char msg[256];
+
+		/* Fetched whole: it is compared page by page. */
+		r = bgs_snap_rados_fetch(path, msg, sizeof(msg));
+		if (r < 0) {
+			bgs_snap_set_error(h, "parent %s: %s", path, msg);
+			return r;
+		}
+		s->parent_fd = r;
+	} else {
+		/* A FIFO put there must not block the open. */
+		s->parent_fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		if (s->parent_fd < 0) {
+			bgs_snap_set_error(h, "parent %s: %s", path,
+					   strerror(errno));
+			return -errno;
+		}
+		if (fstat(s->parent_fd, &st) || !S_ISREG(st.st_mode) ||
+		    fcntl(s->parent_fd, F_SETFL, 0)) {
+			bgs_snap_set_error(h, "parent %s: not a regular file",
+					   path);
+			return -ESPIPE;
+		}
 	}
 	r = bgs_rs_open(&s->parent, s->parent_fd, &diag);
 	if (r) {
@@ -681,15 +688,6 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 	r = bgs_snap_begin(h);
 	if (r)
 		return r;
-	if (bgs_rs_is_rados(path) && (o.flags & BGSNAP_SAVE_INCREMENTAL)) {
-		/* Its reader would look for the parent beside it, as a
-		 * file, and not find it. */
-		bgs_snap_set_error(h,
-				   "%s: an incremental snapshot in RADOS "
-				   "is not supported yet",
-				   path);
-		return -ENOTSUP;
-	}
 	if (o.threads > BGSNAP_MAX_THREADS) {
 		bgs_snap_set_error(h, "%u compression threads: at most %d",
 				   o.threads, BGSNAP_MAX_THREADS);

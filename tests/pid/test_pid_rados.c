@@ -8,6 +8,10 @@
  *     restore from the pool: the memory right after it is the snapshot's
  *     byte for byte, the snapshot passes the bank oracle, and the guest
  *     runs on with balanced books;
+ *   - a chain in the pool: an incremental save whose parent is in the
+ *     pool, verified with its parent found beside it, restored byte for
+ *     byte, flattened into the pool (not over an existing name without
+ *     --force), and never saved over its own parent;
  *   - the same snapshot saved to a file and to the pool, writers held:
  *     the pool's exports the same bytes;
  *   - a damaged data object and a missing one: verify and restore refuse
@@ -206,6 +210,86 @@ static void test_round_trip(void **state)
 				 "after the restore",
 				 i / PT_PAGE);
 	free(mem);
+	free(image);
+	pt_guest_must(&g, "recover");
+	pt_guest_must(&g, "release");
+	pt_guest_healthy(&g, 150, 0);
+	pt_guest_untraced(&g);
+	pt_guest_stop(&g);
+}
+
+/* A chain in the pool: a full snapshot, then an incremental one whose
+ * parent is found beside it in the pool; verified, restored, flattened
+ * into the pool; never saved over its own parent. */
+static void test_chain(void **state)
+{
+	char base[256], child[256], flat[256], pid[16];
+	uint8_t *image, *flat_image, *mem;
+	const char *parent;
+	struct pt_guest g;
+	struct pt_run r;
+
+	(void)state;
+	target(base, sizeof(base), "base");
+	target(child, sizeof(child), "child");
+	target(flat, sizeof(flat), "flat");
+	pt_guest_start(&g, 0, "64M", "4k", NULL);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
+	must_save(&g, base, NULL);
+	tu_sleep_ms(100);
+	pt_run(&r, RUN_MS, -1, "save", "--pid", pid, "-o", child, "--parent",
+	       base, "--ceph-id", rw_id, "--json", NULL);
+	if (r.code)
+		fail_msg("save --parent %s: exit %d: %s", base, r.code, r.err);
+	/* Some pages were left to the parent (the writers do not write
+	 * all 64 MiB in 100 ms). */
+	parent = strstr(r.out, "\"pages_parent\":");
+	assert_non_null(parent);
+	assert_true(strtoull(parent + strlen("\"pages_parent\":"), NULL, 10) >
+		    0);
+	pt_run_free(&r);
+	pt_run(&r, RUN_MS, -1, "verify", child, "--ceph-id", rw_id, NULL);
+	if (r.code)
+		fail_msg("verify %s: exit %d: %s", child, r.code, r.err);
+	assert_non_null(strstr(r.out, "with its 1 parent"));
+	pt_run_free(&r);
+	/* Saved over its own parent: refused, even with --force. */
+	pt_run(&r, RUN_MS, -1, "save", "--pid", pid, "-o", base, "--parent",
+	       child, "--force", "--ceph-id", rw_id, NULL);
+	assert_int_equal(r.code, 1);
+	assert_non_null(strstr(r.err, "never replaces a snapshot of its own "
+				      "chain"));
+	pt_run_free(&r);
+	/* Restored from the chain: byte for byte the child's memory. */
+	pt_guest_must(&g, "hold");
+	pt_run(&r, RUN_MS, -1, "restore", child, "--pid", pid, "--include",
+	       g.range, "--ceph-id", rw_id, NULL);
+	if (r.code)
+		fail_msg("restore from %s: exit %d: %s", child, r.code, r.err);
+	pt_run_free(&r);
+	image = pt_export_guest(&g, child);
+	pt_check_image(&g, image);
+	mem = guest_memory(&g);
+	assert_memory_equal(mem, image, g.len);
+	free(mem);
+	/* Flattened into the pool: the same memory, no parent. */
+	pt_run(&r, RUN_MS, -1, "flatten", child, "-o", flat, "--ceph-id", rw_id,
+	       "-q", NULL);
+	if (r.code)
+		fail_msg("flatten %s: exit %d: %s", child, r.code, r.err);
+	pt_run_free(&r);
+	pt_run(&r, RUN_MS, -1, "flatten", child, "-o", flat, "--ceph-id", rw_id,
+	       "-q", NULL);
+	assert_int_equal(r.code, 1);
+	assert_non_null(strstr(r.err, "already exists"));
+	pt_run_free(&r);
+	pt_run(&r, RUN_MS, -1, "info", flat, "--ceph-id", rw_id, NULL);
+	assert_int_equal(r.code, 0);
+	assert_non_null(strstr(r.out, "(a full snapshot)"));
+	pt_run_free(&r);
+	flat_image = pt_export_guest(&g, flat);
+	assert_memory_equal(flat_image, image, g.len);
+	free(flat_image);
 	free(image);
 	pt_guest_must(&g, "recover");
 	pt_guest_must(&g, "release");
@@ -666,6 +750,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_same_as_file),
+		cmocka_unit_test(test_chain),
 		cmocka_unit_test(test_damaged_object),
 		cmocka_unit_test(test_read_only_key),
 		cmocka_unit_test(test_name_taken),
