@@ -1334,6 +1334,9 @@ static int helper_start(struct inj *in, struct helper *hp)
 	if (err || r <= 0)
 		return err ? err : injected_err(in, "clone()", r);
 	hp->tid = (pid_t)r;
+	/* helper_end() makes it exit even if it is never adopted (the
+	 * process exits meanwhile): it must know the process by then. */
+	hp->h.t = in->t;
 	/* From here the helper puts dumpable back if bgsnap dies, after
 	 * closing what it holds; the parent must not do it before. */
 	if (hp->undumpable && (err = parent_restores(in, hp, false)))
