@@ -84,10 +84,10 @@ int bgs_rs_rados_download(struct rs_rados *r, int fd, struct rs_diag *diag);
 
 /*
  * Read the snapshot in place, for bgs_rs_open_source() (a lazy restore):
- * a read that continues its thread's last one takes the whole data
- * object, checked against the head, and keeps a few of them; any other
- * reads only its own bytes (the records' checksums cover them). @r must
- * outlive the reader.
+ * a record-sized read (4 to 512 KiB) that continues its thread's last
+ * one takes the whole data object, checked against the head, and keeps a
+ * few of them; any other reads only its own bytes (the records' checksums
+ * cover them). @r must outlive the reader.
  */
 int bgs_rs_rados_source(struct rs_rados *r, struct rs_source *src,
 			struct rs_diag *diag);
