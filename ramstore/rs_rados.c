@@ -120,10 +120,18 @@ bool bgs_rs_rados_available(char *why, size_t len)
 	return !lib_error[0];
 }
 
-struct rs_rados {
+/* A connection to a cluster and one pool: a handle's own, or shared by
+ * several (bgs_rs_rados_open_shared), freed with the last of them. */
+struct rs_conn {
 	rados_t cluster;
 	rados_ioctx_t io;
 	bool have_io;
+	_Atomic unsigned refs;
+};
+
+struct rs_rados {
+	struct rs_conn *conn;
+	rados_ioctx_t io; /* conn->io */
 	char target[NAME_MAX_LEN + 16];
 	char pool[NAME_MAX_LEN + 1];
 	char name[NAME_MAX_LEN + 1];
@@ -233,7 +241,7 @@ static int configure(struct rs_rados *r, const struct rs_rados_cfg *cfg,
 						"client_mount_timeout" };
 	int ret;
 
-	ret = lib.rados_conf_read_file(r->cluster,
+	ret = lib.rados_conf_read_file(r->conn->cluster,
 				       cfg && cfg->conf ? cfg->conf : NULL);
 	if (ret < 0)
 		return fail(d, ret, "cannot read the Ceph configuration %s: %s",
@@ -241,7 +249,7 @@ static int configure(struct rs_rados *r, const struct rs_rados_cfg *cfg,
 				    ? cfg->conf
 				    : "(CEPH_CONF or /etc/ceph/ceph.conf)",
 			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
-	ret = lib.rados_conf_parse_env(r->cluster, NULL);
+	ret = lib.rados_conf_parse_env(r->conn->cluster, NULL);
 	if (ret < 0)
 		return fail(d, ret, "CEPH_ARGS: %s",
 			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
@@ -249,7 +257,7 @@ static int configure(struct rs_rados *r, const struct rs_rados_cfg *cfg,
 	 * owner of a save, or a lazy restore, must not. */
 	snprintf(secs, sizeof(secs), "%u", r->timeout_s);
 	for (size_t i = 0; i < sizeof(timeouts) / sizeof(timeouts[0]); i++) {
-		ret = lib.rados_conf_set(r->cluster, timeouts[i], secs);
+		ret = lib.rados_conf_set(r->conn->cluster, timeouts[i], secs);
 		if (ret < 0)
 			return fail(d, ret, "setting %s: %s", timeouts[i],
 				    strerror(-ret));
@@ -257,12 +265,21 @@ static int configure(struct rs_rados *r, const struct rs_rados_cfg *cfg,
 	return 0;
 }
 
-static int open_target(struct rs_rados **out, const char *target,
-		       bool pool_only, const struct rs_rados_cfg *cfg,
-		       struct rs_diag *d)
+static void conn_put(struct rs_conn *c)
+{
+	if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
+		return;
+	if (c->have_io)
+		lib.rados_ioctx_destroy(c->io);
+	lib.rados_shutdown(c->cluster);
+	free(c);
+}
+
+/* A handle for @target, not connected yet. */
+static int handle_new(struct rs_rados **out, const char *target, bool pool_only,
+		      unsigned timeout_s, struct rs_diag *d)
 {
 	struct rs_rados *r = calloc(1, sizeof(*r));
-	char e[320];
 	int ret;
 
 	*out = NULL;
@@ -272,21 +289,39 @@ static int open_target(struct rs_rados **out, const char *target,
 		free(r);
 		return fail(d, -ENOTSUP, "%s", lib_error);
 	}
-	r->timeout_s =
-		cfg && cfg->op_timeout_s ? cfg->op_timeout_s : DEFAULT_WAIT;
-	pthread_mutex_init(&r->lock, NULL);
+	r->timeout_s = timeout_s ? timeout_s : DEFAULT_WAIT;
 	ret = parse_target(r, target, pool_only, d);
-	if (ret)
-		goto err_free;
-	ret = lib.rados_create(&r->cluster, cfg && cfg->id ? cfg->id : NULL);
+	if (ret) {
+		free(r);
+		return ret;
+	}
+	pthread_mutex_init(&r->lock, NULL);
+	*out = r;
+	return 0;
+}
+
+/* Connect @r to its cluster and pool: a connection of its own. */
+static int connect_own(struct rs_rados *r, const struct rs_rados_cfg *cfg,
+		       struct rs_diag *d)
+{
+	char e[320];
+	int ret;
+
+	r->conn = calloc(1, sizeof(*r->conn));
+	if (!r->conn)
+		return fail(d, -ENOMEM, "out of memory");
+	atomic_init(&r->conn->refs, 1);
+	ret = lib.rados_create(&r->conn->cluster,
+			       cfg && cfg->id ? cfg->id : NULL);
 	if (ret < 0) {
-		fail(d, ret, "cannot set up the Ceph client: %s",
-		     strerror(-ret));
-		goto err_free;
+		free(r->conn);
+		r->conn = NULL;
+		return fail(d, ret, "cannot set up the Ceph client: %s",
+			    strerror(-ret));
 	}
 	ret = configure(r, cfg, d);
 	if (!ret) {
-		ret = lib.rados_connect(r->cluster);
+		ret = lib.rados_connect(r->conn->cluster);
 		if (ret < 0)
 			fail(d, ret,
 			     "cannot connect to the Ceph cluster as "
@@ -295,23 +330,32 @@ static int open_target(struct rs_rados **out, const char *target,
 			     bgs_rs_rados_why(r, ret, e, sizeof(e)));
 	}
 	if (!ret) {
-		ret = lib.rados_ioctx_create(r->cluster, r->pool, &r->io);
+		ret = lib.rados_ioctx_create(r->conn->cluster, r->pool,
+					     &r->conn->io);
 		if (ret < 0)
 			fail(d, ret, "pool '%s': %s", r->pool,
 			     ret == -ENOENT
 				     ? "no such pool"
 				     : bgs_rs_rados_why(r, ret, e, sizeof(e)));
-		r->have_io = !ret;
+		r->conn->have_io = !ret;
+		r->io = r->conn->io;
 	}
-	if (ret)
-		goto err_shutdown;
-	*out = r;
-	return 0;
+	return ret;
+}
 
-err_shutdown:
-	lib.rados_shutdown(r->cluster);
-err_free:
-	free(r);
+static int open_target(struct rs_rados **out, const char *target,
+		       bool pool_only, const struct rs_rados_cfg *cfg,
+		       struct rs_diag *d)
+{
+	int ret = handle_new(out, target, pool_only,
+			     cfg ? cfg->op_timeout_s : 0, d);
+
+	if (!ret)
+		ret = connect_own(*out, cfg, d);
+	if (ret && *out) {
+		bgs_rs_rados_close(*out);
+		*out = NULL;
+	}
 	return ret;
 }
 
@@ -327,13 +371,35 @@ int bgs_rs_rados_open_pool(struct rs_rados **out, const char *target,
 	return open_target(out, target, true, cfg, d);
 }
 
+int bgs_rs_rados_open_shared(struct rs_rados **out, const char *target,
+			     bool pool_only, const struct rs_rados *with,
+			     struct rs_diag *d)
+{
+	int ret = handle_new(out, target, pool_only, with->timeout_s, d);
+
+	if (ret)
+		return ret;
+	if (strcmp((*out)->pool, with->pool)) {
+		bgs_rs_rados_close(*out);
+		*out = NULL;
+		return fail(d, -EINVAL, "not in pool '%s'", with->pool);
+	}
+	atomic_fetch_add(&with->conn->refs, 1);
+	(*out)->conn = with->conn;
+	(*out)->io = with->io;
+	return 0;
+}
+
+const char *bgs_rs_rados_pool(const struct rs_rados *r)
+{
+	return r->pool;
+}
+
 void bgs_rs_rados_close(struct rs_rados *r)
 {
 	if (!r)
 		return;
-	if (r->have_io)
-		lib.rados_ioctx_destroy(r->io);
-	lib.rados_shutdown(r->cluster);
+	conn_put(r->conn);
 	for (unsigned i = 0; i < CACHE_OBJECTS; i++)
 		free(r->cache[i].buf);
 	pthread_mutex_destroy(&r->lock);

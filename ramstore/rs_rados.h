@@ -46,10 +46,21 @@ struct rs_rados;
  * says why in one line, without the target (the caller names it). */
 int bgs_rs_rados_open(struct rs_rados **r, const char *target,
 		      const struct rs_rados_cfg *cfg, struct rs_diag *diag);
-/* Connect for a whole pool, @target rados://POOL (for gc only). */
+/* Connect for a whole pool, @target rados://POOL (gc, a kept
+ * connection). */
 int bgs_rs_rados_open_pool(struct rs_rados **r, const char *target,
 			   const struct rs_rados_cfg *cfg,
 			   struct rs_diag *diag);
+/* A handle for @target (rados://POOL/NAME, or rados://POOL with
+ * @pool_only) on the connection of @with, which must be to the same pool:
+ * no connect, no configuration read. The connection lasts as long as the
+ * last handle on it. Handles may then be used by different threads, one
+ * thread per handle. */
+int bgs_rs_rados_open_shared(struct rs_rados **r, const char *target,
+			     bool pool_only, const struct rs_rados *with,
+			     struct rs_diag *diag);
+/* The pool of @r. */
+const char *bgs_rs_rados_pool(const struct rs_rados *r);
 void bgs_rs_rados_close(struct rs_rados *r);
 /* What an error of librados's means here, in words (into @buf). */
 const char *bgs_rs_rados_why(const struct rs_rados *r, int err, char *buf,

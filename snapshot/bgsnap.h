@@ -123,6 +123,18 @@ BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
 				  unsigned op_timeout_s);
 
 /*
+ * Connect to the pool @pool ("rados://POOL") now, as bgsnap_ceph_config()
+ * says, and keep the connection: every later rados:// target in that pool,
+ * from any thread, uses it instead of connecting anew (10-80 ms here),
+ * until bgsnap_ceph_config() is called again. A program that restores
+ * lazily from a pool calls this when it starts, so that a resume does not
+ * wait for a connect. Connections to up to 8 pools are kept; another call
+ * for the same pool replaces its connection. Returns 0 or -errno, with a
+ * one-line reason in @err (may be NULL).
+ */
+BGSNAP_API int bgsnap_ceph_connect(const char *pool, char *err, size_t err_len);
+
+/*
  * A save to rados://POOL/NAME stores data objects first and the head that
  * names them last; a save that crashed (or whose clean-up could not reach
  * the cluster) leaves data objects that no head names: orphans. While a

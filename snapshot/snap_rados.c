@@ -37,12 +37,41 @@ bool bgs_snap_rados_available(char *why, size_t len)
 	return bgs_rs_rados_available(why, len);
 }
 
-/* The process-wide choice of cluster (bgsnap_ceph_config). */
+#define KEPT_MAX 8 /* pools whose connection is kept (bgsnap_ceph_connect) */
+
+/* The process-wide choice of cluster (bgsnap_ceph_config), and the
+ * connections kept for later targets. */
 static struct {
 	pthread_mutex_t lock;
 	char *conf, *id;
 	unsigned timeout_s;
+	struct rs_rados *kept[KEPT_MAX];
 } config = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+/* The kept connection to the pool of @target, or NULL. Under the lock. */
+static struct rs_rados *kept_for(const char *target)
+{
+	const char *pool = target + strlen("rados://");
+	const size_t len = strcspn(pool, "/");
+
+	for (int i = 0; i < KEPT_MAX; i++) {
+		const char *p =
+			config.kept[i] ? bgs_rs_rados_pool(config.kept[i]) : "";
+
+		if (config.kept[i] && strlen(p) == len && !memcmp(p, pool, len))
+			return config.kept[i];
+	}
+	return NULL;
+}
+
+/* Drop every kept connection (those in use live on). Under the lock. */
+static void kept_drop(void)
+{
+	for (int i = 0; i < KEPT_MAX; i++) {
+		bgs_rs_rados_close(config.kept[i]);
+		config.kept[i] = NULL;
+	}
+}
 
 BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
 				  unsigned op_timeout_s)
@@ -60,12 +89,14 @@ BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
 	config.conf = c;
 	config.id = i;
 	config.timeout_s = op_timeout_s;
+	kept_drop(); /* made with the old settings */
 	pthread_mutex_unlock(&config.lock);
 	return 0;
 }
 
-static int connect_to(struct rs_rados **r, const char *target, bool pool_only,
-		      struct rs_diag *diag)
+/* A connection of its own for @target, as bgsnap_ceph_config() says. */
+static int connect_new(struct rs_rados **r, const char *target, bool pool_only,
+		       struct rs_diag *diag)
 {
 	struct rs_rados_cfg cfg;
 	char *conf, *id;
@@ -92,6 +123,61 @@ static int connect_to(struct rs_rados **r, const char *target, bool pool_only,
 		ret = bgs_rs_rados_open(r, target, &cfg, diag);
 	free(conf);
 	free(id);
+	return ret;
+}
+
+/* A handle for @target: on the pool's kept connection, else its own. */
+static int connect_to(struct rs_rados **r, const char *target, bool pool_only,
+		      struct rs_diag *diag)
+{
+	struct rs_rados *kept;
+	int ret;
+
+	pthread_mutex_lock(&config.lock);
+	kept = kept_for(target);
+	ret = kept ? bgs_rs_rados_open_shared(r, target, pool_only, kept, diag)
+		   : 0;
+	pthread_mutex_unlock(&config.lock);
+	return kept ? ret : connect_new(r, target, pool_only, diag);
+}
+
+BGSNAP_API int bgsnap_ceph_connect(const char *pool, char *err, size_t err_len)
+{
+	struct rs_diag diag = { .msg = "" };
+	struct rs_rados *r = NULL;
+	int ret = -EINVAL, slot = -1;
+
+	if (pool && !strncmp(pool, "rados://", 8))
+		ret = connect_new(&r, pool, true, &diag);
+	else
+		snprintf(diag.msg, sizeof(diag.msg), "not rados://POOL");
+	if (!ret) {
+		pthread_mutex_lock(&config.lock);
+		for (int i = 0; i < KEPT_MAX && slot < 0; i++)
+			if (!config.kept[i] ||
+			    !strcmp(bgs_rs_rados_pool(config.kept[i]),
+				    bgs_rs_rados_pool(r)))
+				slot = i;
+		if (slot >= 0) {
+			/* A new connection replaces one to the same pool
+			 * (which lives on while in use). */
+			bgs_rs_rados_close(config.kept[slot]);
+			config.kept[slot] = r;
+			r = NULL;
+		}
+		pthread_mutex_unlock(&config.lock);
+		if (slot < 0) {
+			snprintf(diag.msg, sizeof(diag.msg),
+				 "connections to %d pools are kept already, "
+				 "the most",
+				 KEPT_MAX);
+			ret = -ENOSPC;
+		}
+		bgs_rs_rados_close(r);
+	}
+	if (ret && err && err_len)
+		snprintf(err, err_len, "%s: %s", pool ? pool : "(null)",
+			 diag.msg[0] ? diag.msg : strerror(-ret));
 	return ret;
 }
 
@@ -398,6 +484,14 @@ BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
 	(void)conf;
 	(void)id;
 	(void)op_timeout_s;
+	return -ENOTSUP;
+}
+
+BGSNAP_API int bgsnap_ceph_connect(const char *pool, char *err, size_t err_len)
+{
+	(void)pool;
+	if (err && err_len)
+		snprintf(err, err_len, "%s", no_rados);
 	return -ENOTSUP;
 }
 

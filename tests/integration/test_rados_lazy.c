@@ -6,6 +6,8 @@
  *   - the owner runs at once and finds every page as it was at the
  *     instant, served by reads of the faulted records only, while the fill
  *     reads the rest a whole object at a time;
+ *   - the same on a connection kept by bgsnap_ceph_connect(), which needs
+ *     no configuration any more, until bgsnap_ceph_config() drops it;
  *   - the OSD killed while it restores: the owner is not left waiting for
  *     ever; the pages not placed yet raise SIGBUS once the operation
  *     timeout has passed, those placed are the snapshot's, and the
@@ -56,22 +58,25 @@ static char *fresh(size_t len)
 }
 
 /* BGSNAP_RADOS_LAZY_MIB=1024 measures a larger one (64 MiB: the test). */
-static void test_lazy_round_trip(void **state)
+static size_t test_len(void)
 {
 	const char *mib = getenv("BGSNAP_RADOS_LAZY_MIB");
-	const size_t len = (mib ? strtoull(mib, NULL, 10) : 64) * MiB;
+
+	return (mib ? strtoull(mib, NULL, 10) : 64) * MiB;
+}
+
+/* Restore @src's snapshot lazily into fresh memory, the owner reading it
+ * at once; every page must be the snapshot's. */
+static void lazy_round_trip(const char *src, size_t len, const char *how)
+{
 	struct bgsnap_restore_opts o = { .size = sizeof(o),
 					 .flags = BGSNAP_RESTORE_LAZY };
 	struct bgsnap_stats st = { .size = sizeof(st) };
-	char *src = fresh(len), *dst = fresh(len), why[256];
-	struct bgsnap *h;
+	char *dst = fresh(len), why[256];
+	struct bgsnap *h = with_region(dst, len);
 
-	(void)state;
-	assert_int_equal(bank_format(src, len - MiB, tu_seed()), 0);
-	save_to_pool(src, len);
-	h = with_region(dst, len);
 	if (bgsnap_restore_start(h, target, &o))
-		fail_msg("lazy restore from %s: %s", target,
+		fail_msg("lazy restore from %s (%s): %s", target, how,
 			 bgsnap_last_error(h));
 	/* The owner runs at once: from the end backwards, ahead of the
 	 * fill, so that most of these are faults. */
@@ -82,10 +87,10 @@ static void test_lazy_round_trip(void **state)
 	assert_int_equal(bgsnap_wait(h), 0);
 	assert_int_equal(bgsnap_stats(h, &st), 0);
 	fprintf(stderr,
-		"# lazy from RADOS, %zu MiB: resume %.3f ms, total %.1f ms, "
-		"by fault %llu, by fill %llu, fault p50 %.1f us p99 %.1f us "
-		"max %.1f us\n",
-		len / MiB, st.resume_ns / 1e6, st.elapsed_ns / 1e6,
+		"# lazy from RADOS, %zu MiB, %s: resume %.3f ms, total %.1f "
+		"ms, by fault %llu, by fill %llu, fault p50 %.1f us p99 %.1f "
+		"us max %.1f us\n",
+		len / MiB, how, st.resume_ns / 1e6, st.elapsed_ns / 1e6,
 		(unsigned long long)st.pages_by_fault,
 		(unsigned long long)st.pages_by_fill, st.stall_ns_p50 / 1e3,
 		st.stall_ns_p99 / 1e3, st.stall_ns_max / 1e3);
@@ -95,11 +100,61 @@ static void test_lazy_round_trip(void **state)
 	if (bank_check(dst, len - MiB, why, sizeof(why)))
 		fail_msg("%s", why);
 	bgsnap_free(h);
-	munmap(src, len);
 	munmap(dst, len);
 }
 
-/* ---- the OSD killed ------------------------------------------------------ */
+static void test_lazy_round_trip(void **state)
+{
+	const size_t len = test_len();
+	char *src = fresh(len);
+
+	(void)state;
+	assert_int_equal(bank_format(src, len - MiB, tu_seed()), 0);
+	save_to_pool(src, len);
+	lazy_round_trip(src, len, "connecting");
+	munmap(src, len);
+}
+
+/*
+ * With the pool's connection kept (bgsnap_ceph_connect), a restore
+ * connects no more: it works even once the configuration it was made
+ * with cannot be read; bgsnap_ceph_config() drops it, and the next one
+ * connects (and fails here, for want of that configuration).
+ */
+static void test_lazy_kept_connection(void **state)
+{
+	const size_t len = test_len();
+	struct bgsnap_restore_opts o = { .size = sizeof(o),
+					 .flags = BGSNAP_RESTORE_LAZY };
+	char *src = fresh(len), *dst, pool[256], err[512], *conf;
+	struct bgsnap *h;
+	int ret;
+
+	(void)state;
+	assert_non_null(getenv("CEPH_CONF"));
+	conf = strdup(getenv("CEPH_CONF"));
+	assert_int_equal(bank_format(src, len - MiB, tu_seed()), 0);
+	save_to_pool(src, len);
+	snprintf(pool, sizeof(pool), "rados://%s", getenv("BGSNAP_CEPH_POOL"));
+	if (bgsnap_ceph_connect(pool, err, sizeof(err)))
+		fail_msg("bgsnap_ceph_connect: %s", err);
+	setenv("CEPH_CONF", "/nonexistent/ceph.conf", 1);
+	lazy_round_trip(src, len, "connection kept");
+	assert_int_equal(bgsnap_ceph_config(NULL, getenv("BGSNAP_CEPH_ID"), 5),
+			 0);
+	dst = fresh(len);
+	h = with_region(dst, len);
+	ret = bgsnap_restore_start(h, target, &o);
+	fprintf(stderr, "# connection dropped: %d %s\n", ret,
+		bgsnap_last_error(h));
+	assert_true(ret < 0);
+	assert_non_null(strstr(bgsnap_last_error(h), "configuration"));
+	bgsnap_free(h);
+	setenv("CEPH_CONF", conf, 1);
+	free(conf);
+	munmap(dst, len);
+	munmap(src, len);
+}
 
 static void test_lazy_osd_killed(void **state)
 {
@@ -152,6 +207,7 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_lazy_round_trip),
+		cmocka_unit_test(test_lazy_kept_connection),
 		cmocka_unit_test(test_lazy_osd_killed),
 	};
 
