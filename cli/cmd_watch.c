@@ -17,6 +17,10 @@
  * that only the library's rename of the complete snapshot replaces: no
  * file is ever overwritten, no name reused; a failed save removes its
  * claim. A lock (flock) on DIR keeps two watches from writing one chain.
+ * In a pool (rados://POOL/DIR) the numbering starts after what
+ * bgsnap_rados_list() finds under DIR/, and each save creates its head
+ * exclusively (BGSNAP_SAVE_NO_REPLACE) in place of a claim; there is no
+ * lock.
  *
  * Single-threaded (the library runs its own threads during a save).
  * SIGINT, SIGTERM and SIGHUP are blocked but while waiting (ppoll), so the
@@ -47,6 +51,7 @@
 #define MAX_SPECS   64
 #define TICK_NS	    20000000ull /* how often a save's end is looked for */
 #define START_TRIES 3		/* "try again": the mappings moved */
+#define START_TAKEN 100		/* names in a pool taken by another */
 #define NAME_FMT    "snap-%06u.bgs"
 
 static const char watch_usage[] =
@@ -65,6 +70,12 @@ static const char watch_usage[] =
 	"missing. 'bgsnap info --chain', 'verify', 'export', 'flatten' and\n"
 	"'restore' follow a chain by itself as long as its files stay "
 	"together.\n"
+	"DIR may be rados://POOL/DIR: the snapshots are then POOL's objects\n"
+	"DIR/snap-NNNNNN.bgs, numbered on from those listed there, each head\n"
+	"created exclusively (a name another took meanwhile is skipped); two\n"
+	"watches into one pool DIR are not kept apart, as a lock keeps them "
+	"in\n"
+	"a directory.\n"
 	"\n"
 	"When the process maps or unmaps memory, tracking starts afresh and "
 	"the\n"
@@ -255,16 +266,27 @@ static bool wait_until(struct watch *w, uint64_t deadline)
 
 /* ---- the directory ------------------------------------------------------- */
 
+/* DIR is rados://POOL/DIR: the snapshots go to a Ceph pool. */
+static bool in_pool(const struct watch *w)
+{
+	return !strncmp(w->dir, "rados://", 8);
+}
+
 /* DIR created 0700 if missing, never a symlink, opened and locked. */
 static int open_dir(struct watch *w)
 {
 	struct stat st;
 
-	if (!strncmp(w->dir, "rados://", 8)) {
-		cli_error("watch: %s: a watch keeps its snapshots in a "
-			  "directory; rados:// is not supported for it yet",
-			  w->dir);
-		return -1;
+	if (in_pool(w)) {
+		const char *slash = strchr(w->dir + 8, '/');
+
+		/* rados://POOL/DIR: its snapshots are DIR/snap-NNNNNN.bgs. */
+		if (!slash || slash == w->dir + 8 || !slash[1] ||
+		    w->dir[strlen(w->dir) - 1] == '/') {
+			cli_error("watch: %s: not rados://POOL/DIR", w->dir);
+			return -1;
+		}
+		return 0;
 	}
 	if (mkdir(w->dir, 0700) && errno != EEXIST) {
 		cli_error("watch: %s: %s", w->dir, strerror(errno));
@@ -290,9 +312,37 @@ static int open_dir(struct watch *w)
 	return 0;
 }
 
+/* Note @name (snap-NNNNNN.bgs, else nothing) as taken. */
+static void taken_name(struct watch *w, const char *name)
+{
+	unsigned n;
+	int end = 0;
+
+	if (sscanf(name, "snap-%u.bgs%n", &n, &end) == 1 && end && !name[end] &&
+	    strlen(name) >= 15 && n >= w->next_index && n < UINT_MAX)
+		w->next_index = n + 1;
+}
+
+static int taken_in_pool(void *arg, const char *target)
+{
+	taken_name(arg, strrchr(target, '/') + 1);
+	return 0;
+}
+
 /* The number after the highest snap-NNNNNN.bgs in DIR (0 if none). */
 static int first_index(struct watch *w)
 {
+	if (in_pool(w)) {
+		char prefix[PATH_MAX], err[512];
+
+		snprintf(prefix, sizeof(prefix), "%s/", w->dir);
+		if (bgsnap_rados_list(prefix, taken_in_pool, w, err,
+				      sizeof(err))) {
+			cli_error("watch: %s", err);
+			return -1;
+		}
+		return 0;
+	}
 	const int fd = dup(w->dirfd);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
 	struct dirent *e;
@@ -303,24 +353,25 @@ static int first_index(struct watch *w)
 		cli_error("watch: %s: %s", w->dir, strerror(errno));
 		return -1;
 	}
-	while ((e = readdir(d))) {
-		unsigned n;
-		int end = 0;
-
-		if (sscanf(e->d_name, "snap-%u.bgs%n", &n, &end) == 1 && end &&
-		    !e->d_name[end] && strlen(e->d_name) >= 15 &&
-		    n >= w->next_index && n < UINT_MAX)
-			w->next_index = n + 1;
-	}
+	while ((e = readdir(d)))
+		taken_name(w, e->d_name);
 	closedir(d);
 	return 0;
 }
 
-/* Claim the next free name with an empty file of ours. */
+/* Claim the next free name with an empty file of ours. In a pool, the
+ * next number: the save creates its head exclusively, and takes the next
+ * one if another took it meanwhile (start_save). */
 static int claim(struct watch *w, struct shot *s)
 {
 	struct stat st;
 
+	if (in_pool(w)) {
+		snprintf(s->name, sizeof(s->name), NAME_FMT, w->next_index);
+		snprintf(s->path, sizeof(s->path), "%s/%s", w->dir, s->name);
+		s->index = w->next_index++;
+		return 0;
+	}
 	for (; w->next_index < UINT_MAX; w->next_index++) {
 		int fd;
 
@@ -355,26 +406,34 @@ static void unclaim(const struct watch *w, const struct shot *s)
 {
 	struct stat st;
 
-	if (!fstatat(w->dirfd, s->name, &st, AT_SYMLINK_NOFOLLOW) &&
+	if (!in_pool(w) &&
+	    !fstatat(w->dirfd, s->name, &st, AT_SYMLINK_NOFOLLOW) &&
 	    st.st_dev == s->dev && st.st_ino == s->ino && !st.st_size)
 		unlinkat(w->dirfd, s->name, 0);
 }
 
 /* ---- one snapshot -------------------------------------------------------- */
 
-static int start_save(struct watch *w, const struct shot *s)
+static int start_save(struct watch *w, struct shot *s)
 {
 	const struct bgsnap_save_opts o = {
 		.size = sizeof(o),
 		.flags = BGSNAP_SAVE_KEEP_TRACKING |
-			 (s->full ? 0u : (unsigned)BGSNAP_SAVE_INCREMENTAL),
+			 (s->full ? 0u : (unsigned)BGSNAP_SAVE_INCREMENTAL) |
+			 (in_pool(w) ? (unsigned)BGSNAP_SAVE_NO_REPLACE : 0u),
 	};
 	int r;
 
 	/* The process may map or unmap memory between bgsnap reading its
-	 * mappings and stopping it: the library then says "try again". */
-	for (int tries = 1;; tries++) {
+	 * mappings and stopping it: the library then says "try again". In
+	 * a pool, a name taken since the listing: the next one. */
+	for (int tries = 1, taken = 0;; tries++) {
 		r = bgsnap_save_start(w->h, s->path, &o);
+		if (r == -EEXIST && in_pool(w) && ++taken < START_TAKEN &&
+		    !claim(w, s)) {
+			tries--;
+			continue;
+		}
 		if (r != -EAGAIN || tries == START_TRIES)
 			return r;
 	}

@@ -933,6 +933,8 @@ void bgs_rs_rados_discard(struct rs_rados *r)
 
 /* ---- collecting orphans -------------------------------------------------- */
 
+#define GC_CLOCK "bgsnap.gc.clock." /* gc's object for the cluster's time */
+
 /* An object of an upload: NAME.<upload>.<index> or NAME.<upload>.lease. */
 struct upload_object {
 	char *oid;
@@ -1003,6 +1005,39 @@ static void uploads_free(struct upload_object *o, size_t n)
 	for (size_t i = 0; i < n; i++)
 		free(o[i].oid);
 	free(o);
+}
+
+int bgs_rs_rados_list(struct rs_rados *r, const char *prefix,
+		      int (*each)(void *arg, const char *name), void *arg,
+		      struct rs_diag *d)
+{
+	const size_t len = strlen(prefix);
+	rados_list_ctx_t ctx;
+	const char *oid;
+	char e[320];
+	int ret = lib.rados_nobjects_list_open(r->io, &ctx);
+
+	if (ret < 0)
+		return fail(d, ret, "listing the pool: %s",
+			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
+	while ((ret = lib.rados_nobjects_list_next(ctx, &oid, NULL, NULL)) ==
+	       0) {
+		struct upload_object o;
+
+		if (strncmp(oid, prefix, len) || parse_upload_oid(oid, &o) ||
+		    !strncmp(oid, GC_CLOCK, strlen(GC_CLOCK)))
+			continue;
+		ret = each(arg, oid);
+		if (ret)
+			break;
+	}
+	lib.rados_nobjects_list_close(ctx);
+	if (ret == -ENOENT) /* the end of the list */
+		return 0;
+	if (ret < 0)
+		return fail(d, ret, "listing the pool: %s",
+			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
+	return ret;
 }
 
 /* Every object of an upload in the pool, sorted by upload. */
@@ -1083,7 +1118,7 @@ static time_t cluster_now(struct rs_rados *r)
 	time_t t;
 
 	(void)!getrandom(id, sizeof(id), 0);
-	snprintf(oid, sizeof(oid), "bgsnap.gc.clock.%016" PRIx64, get64(id));
+	snprintf(oid, sizeof(oid), GC_CLOCK "%016" PRIx64, get64(id));
 	if (lib.rados_write_full(r->io, oid, "", 0) < 0 ||
 	    lib.rados_stat(r->io, oid, &size, &t) < 0)
 		t = time(NULL);

@@ -103,6 +103,14 @@ int bgs_rs_rados_download(struct rs_rados *r, int fd, struct rs_diag *diag);
 int bgs_rs_rados_source(struct rs_rados *r, struct rs_source *src,
 			struct rs_diag *diag);
 
+/* Call @each with the name of every object of the pool of @r that starts
+ * with @prefix and may be a snapshot's head (none of an upload's data
+ * objects, leases, gc's own), in no order; a non-zero return stops it and
+ * is returned. */
+int bgs_rs_rados_list(struct rs_rados *r, const char *prefix,
+		      int (*each)(void *arg, const char *name), void *arg,
+		      struct rs_diag *diag);
+
 /* An upload that no head names, as bgs_rs_rados_gc() found it. */
 enum rs_orphan_state {
 	RS_ORPHAN,	  /* removed, or would be (dry run) */

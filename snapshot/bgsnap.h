@@ -154,6 +154,19 @@ BGSNAP_API int bgsnap_ceph_connect(const char *pool, char *err, size_t err_len);
  * touched. A non-zero return of @each stops the walk and is returned.
  * Returns 0 or -errno, with a one-line reason in @err (may be NULL).
  */
+/*
+ * The snapshots in a pool: @each is called with "rados://POOL/NAME" for
+ * every object of @where's pool whose name starts with @where's PREFIX
+ * ("rados://POOL" lists all, "rados://POOL/vm1/" those of vm1/) and that
+ * may be a snapshot's head (an upload's data objects and leases are left
+ * out; a name is not read to check it), in no order. A non-zero return
+ * of @each stops the walk and is returned. Returns 0 or -errno, with a
+ * one-line reason in @err (may be NULL).
+ */
+BGSNAP_API int bgsnap_rados_list(const char *where,
+				 int (*each)(void *arg, const char *target),
+				 void *arg, char *err, size_t err_len);
+
 enum bgsnap_orphan_state {
 	BGSNAP_ORPHAN = 0,
 	BGSNAP_ORPHAN_BUSY = 1,

@@ -410,6 +410,60 @@ int bgs_rados_sink_close(struct bgs_rados_sink *k, int result)
 	return result;
 }
 
+/* ---- listing ------------------------------------------------------------- */
+
+struct list_walk {
+	int (*each)(void *arg, const char *target);
+	void *arg;
+	const char *pool;
+};
+
+static int list_each(void *arg, const char *name)
+{
+	const struct list_walk *w = arg;
+	char target[600];
+
+	snprintf(target, sizeof(target), "rados://%s/%s", w->pool, name);
+	return w->each(w->arg, target);
+}
+
+BGSNAP_API int bgsnap_rados_list(const char *where,
+				 int (*each)(void *arg, const char *target),
+				 void *arg, char *err, size_t err_len)
+{
+	struct rs_diag diag = { .msg = "" };
+	const char *slash = where && !strncmp(where, "rados://", 8)
+				    ? strchr(where + 8, '/')
+				    : NULL;
+	const size_t base_len =
+		where ? (slash ? (size_t)(slash - where) : strlen(where)) : 0;
+	char base[300];
+	struct rs_rados *r;
+	int ret = -EINVAL;
+
+	if (!where || strncmp(where, "rados://", 8) || !each ||
+	    base_len >= sizeof(base)) {
+		snprintf(diag.msg, sizeof(diag.msg),
+			 "not rados://POOL or rados://POOL/PREFIX");
+	} else {
+		/* The pool alone: rados://POOL. */
+		snprintf(base, sizeof(base), "%.*s", (int)base_len, where);
+		ret = connect_to(&r, base, true, &diag);
+		if (!ret) {
+			struct list_walk w = { each, arg,
+					       bgs_rs_rados_pool(r) };
+
+			ret = bgs_rs_rados_list(r, slash ? slash + 1 : "",
+						list_each, &w, &diag);
+			bgs_rs_rados_close(r);
+		}
+	}
+	if (ret < 0 && err && err_len)
+		snprintf(err, err_len, "%s: %s", where ? where : "(null)",
+			 diag.msg[0] ? diag.msg : strerror(-ret));
+	return ret;
+}
+
 /* ---- orphans ------------------------------------------------------------- */
 
 struct gc_walk {
@@ -490,6 +544,18 @@ BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
 BGSNAP_API int bgsnap_ceph_connect(const char *pool, char *err, size_t err_len)
 {
 	(void)pool;
+	if (err && err_len)
+		snprintf(err, err_len, "%s", no_rados);
+	return -ENOTSUP;
+}
+
+BGSNAP_API int bgsnap_rados_list(const char *where,
+				 int (*each)(void *arg, const char *target),
+				 void *arg, char *err, size_t err_len)
+{
+	(void)where;
+	(void)each;
+	(void)arg;
 	if (err && err_len)
 		snprintf(err, err_len, "%s", no_rados);
 	return -ENOTSUP;

@@ -12,6 +12,8 @@
  *     pool, verified with its parent found beside it, restored byte for
  *     byte, flattened into the pool (not over an existing name without
  *     --force), and never saved over its own parent;
+ *   - a watch into the pool: a chain numbered on by a second watch, the
+ *     last snapshot verified with its parent and passing the oracle;
  *   - the same snapshot saved to a file and to the pool, writers held:
  *     the pool's exports the same bytes;
  *   - a damaged data object and a missing one: verify and restore refuse
@@ -295,6 +297,55 @@ static void test_chain(void **state)
 	pt_guest_must(&g, "release");
 	pt_guest_healthy(&g, 150, 0);
 	pt_guest_untraced(&g);
+	pt_guest_stop(&g);
+}
+
+/* A watch into the pool: a chain DIR/snap-NNNNNN.bgs, numbered on by a
+ * second watch from what the first left; the last verifies with its
+ * parent found beside it and exports the guest's memory as it was. */
+static void test_watch_into_pool(void **state)
+{
+	char dir[256], last[300], pid[16];
+	struct pt_guest g;
+	struct pt_run r;
+	uint8_t *image;
+	bool head;
+
+	(void)state;
+	target(dir, sizeof(dir), "watch");
+	pt_guest_start(&g, 0, "64M", "4k", NULL);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
+	for (int round = 0; round < 2; round++) {
+		pt_run(&r, RUN_MS, -1, "watch", "--pid", pid, "--every",
+		       "200ms", "--count", "2", "-o", dir, "--ceph-id", rw_id,
+		       NULL);
+		if (r.code)
+			fail_msg("watch -o %s: exit %d: %s", dir, r.code,
+				 r.err);
+		/* The second round numbers on from the first's. */
+		assert_non_null(strstr(r.out, round ? "snap-000003.bgs"
+						    : "snap-000001.bgs"));
+		pt_run_free(&r);
+	}
+	for (int i = 0; i < 4; i++) {
+		snprintf(last, sizeof(last), "%s/snap-%06d.bgs", object_of(dir),
+			 i);
+		(void)data_objects(last, &head);
+		if (!head)
+			fail_msg("no snapshot %s in the pool", last);
+	}
+	snprintf(last, sizeof(last), "%s/snap-000003.bgs", dir);
+	pt_guest_must(&g, "hold");
+	pt_run(&r, RUN_MS, -1, "verify", last, "--ceph-id", rw_id, NULL);
+	if (r.code)
+		fail_msg("verify %s: exit %d: %s", last, r.code, r.err);
+	assert_non_null(strstr(r.out, "with its 1 parent"));
+	pt_run_free(&r);
+	image = pt_export_guest(&g, last);
+	pt_check_image(&g, image);
+	free(image);
+	pt_guest_must(&g, "release");
+	must_be_unharmed(&g);
 	pt_guest_stop(&g);
 }
 
@@ -751,6 +802,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_same_as_file),
 		cmocka_unit_test(test_chain),
+		cmocka_unit_test(test_watch_into_pool),
 		cmocka_unit_test(test_damaged_object),
 		cmocka_unit_test(test_read_only_key),
 		cmocka_unit_test(test_name_taken),
