@@ -94,11 +94,16 @@ int cmd_gc(int argc, char **argv)
 
 	if (code >= 0)
 		return code;
+	if (strncmp(argv[optind], "rados://", 8) ||
+	    strchr(argv[optind] + 8, '/')) {
+		cli_error("gc: '%s' is not rados://POOL", argv[optind]);
+		return EXIT_USAGE;
+	}
 	ret = bgsnap_rados_gc(argv[optind], gc.dry_run ? BGSNAP_GC_DRY_RUN : 0,
 			      report, &gc, err, sizeof(err));
 	if (ret) {
 		cli_error("gc: %s", err);
-		return ret == -EINVAL ? EXIT_USAGE : EXIT_FAILED;
+		return EXIT_FAILED;
 	}
 	printf("%s: %llu orphaned upload%s, %s\n",
 	       gc.dry_run ? "would remove" : "removed",

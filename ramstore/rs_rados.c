@@ -206,6 +206,45 @@ static void data_name(const struct rs_rados *r, const char *upload,
 	snprintf(out, len, "%s.%s.%08" PRIx64, r->name, upload, index);
 }
 
+/* An object of an upload: NAME.<upload>.<index> or NAME.<upload>.lease. */
+struct upload_object {
+	char *oid;
+	size_t name_len; /* the snapshot's name is oid[0, name_len) */
+	bool lease;
+};
+
+static bool all_hex(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!((p[i] >= '0' && p[i] <= '9') ||
+		      (p[i] >= 'a' && p[i] <= 'f')))
+			return false;
+	return true;
+}
+
+static bool parse_upload_oid(const char *oid, struct upload_object *o)
+{
+	const size_t len = strlen(oid);
+	const char *upload;
+	size_t tail;
+
+	if (len > 6 && !strcmp(oid + len - 6, ".lease"))
+		tail = 6;
+	else if (len > 9 && oid[len - 9] == '.' && all_hex(oid + len - 8, 8))
+		tail = 9;
+	else
+		return false;
+	/* A name of a byte at least, '.', the upload's 32 hex digits. */
+	if (len < tail + 34)
+		return false;
+	upload = oid + len - tail - 32;
+	if (upload[-1] != '.' || !all_hex(upload, 32))
+		return false;
+	o->name_len = (size_t)(upload - 1 - oid);
+	o->lease = tail == 6;
+	return o->name_len <= NAME_MAX_LEN;
+}
+
 /* ---- connecting ---------------------------------------------------------- */
 
 static int parse_target(struct rs_rados *r, const char *target, bool pool_only,
@@ -215,6 +254,7 @@ static int parse_target(struct rs_rados *r, const char *target, bool pool_only,
 	const char *slash = strchr(pool, '/');
 	const size_t pool_len = slash ? (size_t)(slash - pool) : strlen(pool);
 	const char *name = slash ? slash + 1 : "";
+	struct upload_object o;
 
 	if (pool_only && (!pool_len || pool_len > NAME_MAX_LEN || *name))
 		return fail(d, -EINVAL,
@@ -226,6 +266,13 @@ static int parse_target(struct rs_rados *r, const char *target, bool pool_only,
 			    "not rados://POOL/NAME (a pool and a name of at "
 			    "most %u bytes each)",
 			    NAME_MAX_LEN);
+	/* gc would take a head of that shape for an upload's object. */
+	if (!pool_only && parse_upload_oid(name, &o))
+		return fail(d, -EINVAL,
+			    "'%s' ends as a snapshot's data object or lease "
+			    "does (.<32 hex digits>.<8 hex digits> or "
+			    ".lease): not a snapshot name",
+			    name);
 	snprintf(r->pool, sizeof(r->pool), "%.*s", (int)pool_len, pool);
 	snprintf(r->name, sizeof(r->name), "%s", name);
 	snprintf(r->target, sizeof(r->target), "%s", target);
@@ -562,11 +609,16 @@ static int head_read(struct rs_rados *r, const char *name, uint8_t **h,
  * While a save uploads, it holds a lease on its data: the object
  * NAME.<upload>.lease, which says for how many seconds, rewritten every
  * quarter of that for as long as the save lives. 'bgsnap gc' takes an
- * upload that no head names for an orphan only once its lease ran out by
- * the cluster's clock (the lease's mtime against the mtime of an object
- * gc writes), so a save in progress is never collected, and one that was
- * killed is, a lease later. A plain object, not a RADOS lock: a key that
- * may write the snapshot may write it (locks need class-method caps).
+ * upload that no head names for an orphan only once its lease ran out:
+ * its mtime (which librados sets from the saving host's clock) against
+ * gc's host's clock, so the two must agree, as NTP keeps them, within
+ * what the lease has to spare (a live save's lease is at most a quarter
+ * lease and a timeout old: 105 s to spare by default). A save in progress
+ * is never collected, and one that was killed is, a lease later. A plain
+ * object, not a RADOS lock: a key that may write the snapshot may write
+ * it (locks need class-method caps). A head write that timed out and may
+ * yet land keeps its data, and its lease, which it no longer renews: gc
+ * takes the data a lease later if no head names it by then.
  *
  * A save whose process stopped for long (SIGSTOP, a debugger) may have
  * lost its data to gc meanwhile: it never renews a lease once half of it
@@ -605,6 +657,14 @@ static uint64_t lease_age_ns(const struct rs_rados *r)
 	return now_ns() - r->leased_ns;
 }
 
+static int lease_lost(const struct rs_rados *r, struct rs_diag *d)
+{
+	return fail(d, -ETIMEDOUT,
+		    "the save was held up for more than %u s and its data "
+		    "may have been collected as an orphan ('bgsnap gc')",
+		    r->lease_s / 2);
+}
+
 /* Take the upload's lease, or renew it while it surely still holds. */
 static int hold_lease(struct rs_rados *r, bool renew, struct rs_diag *d)
 {
@@ -613,11 +673,7 @@ static int hold_lease(struct rs_rados *r, bool renew, struct rs_diag *d)
 	int ret;
 
 	if (renew && lease_age_ns(r) >= (uint64_t)r->lease_s * 500000000u)
-		return fail(d, -ETIMEDOUT,
-			    "the save was held up for more than %u s and its "
-			    "data may have been collected as an orphan "
-			    "('bgsnap gc')",
-			    r->lease_s / 2);
+		return lease_lost(r, d);
 	lease_oid(r->name, r->upload, oid, sizeof(oid));
 	snprintf(text, sizeof(text), "%u\n", r->lease_s);
 	ret = lib.rados_write_full(r->io, oid, text, strlen(text));
@@ -907,7 +963,11 @@ int bgs_rs_rados_publish(struct rs_rados *r, bool exclusive, struct rs_diag *d)
 		free(old_raw);
 		return fail(d, -ENOMEM, "out of memory");
 	}
-	ret = write_head(r, h, len, exclusive);
+	/* Once more, right before: the process may have been stopped since
+	 * (SIGSTOP, a debugger) for longer than the lease. */
+	ret = lease_age_ns(r) >= (uint64_t)r->lease_s * 500000000u
+		      ? lease_lost(r, d)
+		      : write_head(r, h, len, exclusive);
 	free(h);
 	if (ret == -EEXIST && exclusive)
 		ret = fail(d, -EEXIST, "a snapshot already exists there");
@@ -932,47 +992,6 @@ void bgs_rs_rados_discard(struct rs_rados *r)
 }
 
 /* ---- collecting orphans -------------------------------------------------- */
-
-#define GC_CLOCK "bgsnap.gc.clock." /* gc's object for the cluster's time */
-
-/* An object of an upload: NAME.<upload>.<index> or NAME.<upload>.lease. */
-struct upload_object {
-	char *oid;
-	size_t name_len; /* the snapshot's name is oid[0, name_len) */
-	bool lease;
-};
-
-static bool all_hex(const char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!((p[i] >= '0' && p[i] <= '9') ||
-		      (p[i] >= 'a' && p[i] <= 'f')))
-			return false;
-	return true;
-}
-
-static bool parse_upload_oid(const char *oid, struct upload_object *o)
-{
-	const size_t len = strlen(oid);
-	const char *upload;
-	size_t tail;
-
-	if (len > 6 && !strcmp(oid + len - 6, ".lease"))
-		tail = 6;
-	else if (len > 9 && oid[len - 9] == '.' && all_hex(oid + len - 8, 8))
-		tail = 9;
-	else
-		return false;
-	/* A name of a byte at least, '.', the upload's 32 hex digits. */
-	if (len < tail + 34)
-		return false;
-	upload = oid + len - tail - 32;
-	if (upload[-1] != '.' || !all_hex(upload, 32))
-		return false;
-	o->name_len = (size_t)(upload - 1 - oid);
-	o->lease = tail == 6;
-	return o->name_len <= NAME_MAX_LEN;
-}
 
 static const char *upload_of(const struct upload_object *o)
 {
@@ -1015,29 +1034,25 @@ int bgs_rs_rados_list(struct rs_rados *r, const char *prefix,
 	rados_list_ctx_t ctx;
 	const char *oid;
 	char e[320];
-	int ret = lib.rados_nobjects_list_open(r->io, &ctx);
+	int stop = 0, ret = lib.rados_nobjects_list_open(r->io, &ctx);
 
 	if (ret < 0)
 		return fail(d, ret, "listing the pool: %s",
 			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
-	while ((ret = lib.rados_nobjects_list_next(ctx, &oid, NULL, NULL)) ==
-	       0) {
+	while (!stop && (ret = lib.rados_nobjects_list_next(ctx, &oid, NULL,
+							    NULL)) == 0) {
 		struct upload_object o;
 
-		if (strncmp(oid, prefix, len) || parse_upload_oid(oid, &o) ||
-		    !strncmp(oid, GC_CLOCK, strlen(GC_CLOCK)))
-			continue;
-		ret = each(arg, oid);
-		if (ret)
-			break;
+		if (!strncmp(oid, prefix, len) && !parse_upload_oid(oid, &o))
+			stop = each(arg, oid);
 	}
 	lib.rados_nobjects_list_close(ctx);
-	if (ret == -ENOENT) /* the end of the list */
-		return 0;
-	if (ret < 0)
+	if (stop)
+		return stop;
+	if (ret != -ENOENT) /* -ENOENT: the end of the list */
 		return fail(d, ret, "listing the pool: %s",
 			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
-	return ret;
+	return 0;
 }
 
 /* Every object of an upload in the pool, sorted by upload. */
@@ -1103,27 +1118,6 @@ static int head_upload(struct rs_rados *r, const char *name, char *upload)
 		memcpy(upload, h.upload, sizeof(h.upload));
 	free(raw);
 	return ret;
-}
-
-/*
- * The cluster's time now, as an object's mtime says it: that of an object
- * written for the purpose (and removed). A key that may not write gets
- * this host's clock instead (a dry run with a read-only key).
- */
-static time_t cluster_now(struct rs_rados *r)
-{
-	char oid[64];
-	uint64_t size;
-	uint8_t id[8] = { 0 };
-	time_t t;
-
-	(void)!getrandom(id, sizeof(id), 0);
-	snprintf(oid, sizeof(oid), GC_CLOCK "%016" PRIx64, get64(id));
-	if (lib.rados_write_full(r->io, oid, "", 0) < 0 ||
-	    lib.rados_stat(r->io, oid, &size, &t) < 0)
-		t = time(NULL);
-	(void)lib.rados_remove(r->io, oid);
-	return t;
 }
 
 /* Does the lease @oid still hold at @now? 1, 0 or -errno. */
@@ -1204,16 +1198,17 @@ static int remove_objects(struct rs_rados *r, const struct upload_object *o,
  * lease) no head that names it? Fills @out's state; false if it is not
  * one at all.
  */
-static bool judge(struct rs_rados *r, const char *name,
-		  const struct upload_object *o, size_t n, time_t now,
+static bool judge(struct rs_rados *r, const char *name, time_t now,
 		  struct rs_orphan *out)
 {
-	char live[33];
-	int ret = 0;
+	char live[33], lease[NAME_MAX_LEN + 64];
+	int ret;
 
-	for (size_t i = 0; i < n && !ret; i++)
-		if (o[i].lease)
-			ret = lease_holds(r, o[i].oid, now);
+	/* By its name, listed or not: one written while the pool was listed
+	 * may have been passed by (a pool is listed a placement group at a
+	 * time), and a save writes its lease before any data. */
+	lease_oid(name, out->upload, lease, sizeof(lease));
+	ret = lease_holds(r, lease, now);
 	if (ret) {
 		out->state = ret > 0 ? RS_ORPHAN_BUSY : RS_ORPHAN_UNSURE;
 		out->error = ret < 0 ? ret : 0;
@@ -1227,24 +1222,25 @@ static bool judge(struct rs_rados *r, const char *name,
 	return true;
 }
 
-/* Remove an orphan: its lease first, then its data. */
-static int remove_orphan(struct rs_rados *r, const struct upload_object *o,
+/* Remove an orphan: its lease first (listed or not), then its data. */
+static int remove_orphan(struct rs_rados *r, const char *name,
+			 const char *upload, const struct upload_object *o,
 			 size_t n)
 {
-	size_t lease = n;
+	char lease[NAME_MAX_LEN + 64];
+	size_t at = n;
 	int ret;
 
+	lease_oid(name, upload, lease, sizeof(lease));
+	ret = lib.rados_remove(r->io, lease);
+	if (ret < 0 && ret != -ENOENT)
+		return ret;
 	for (size_t i = 0; i < n; i++)
 		if (o[i].lease)
-			lease = i;
-	if (lease < n) {
-		ret = lib.rados_remove(r->io, o[lease].oid);
-		if (ret < 0 && ret != -ENOENT)
-			return ret;
-	}
-	ret = remove_objects(r, o, lease);
-	if (!ret && lease + 1 < n)
-		ret = remove_objects(r, o + lease + 1, n - lease - 1);
+			at = i;
+	ret = remove_objects(r, o, at);
+	if (!ret && at + 1 < n)
+		ret = remove_objects(r, o + at + 1, n - at - 1);
 	return ret;
 }
 
@@ -1260,7 +1256,9 @@ int bgs_rs_rados_gc(struct rs_rados *r, bool dry_run,
 
 	if (ret)
 		return ret;
-	now = n ? cluster_now(r) : 0;
+	/* An object's mtime is the clock of the host that wrote it: the
+	 * saving host's and this one's must agree, as NTP keeps them. */
+	now = time(NULL);
 	for (size_t i = 0; !ret && i < n; i = j) {
 		struct rs_orphan found = { .name = name, .upload = upload };
 
@@ -1270,12 +1268,13 @@ int bgs_rs_rados_gc(struct rs_rados *r, bool dry_run,
 			 o[i].oid);
 		memcpy(upload, upload_of(&o[i]), 32);
 		upload[32] = '\0';
-		if (!judge(r, name, o + i, j - i, now, &found))
+		if (!judge(r, name, now, &found))
 			continue;
 		found.objects = j - i;
 		found.bytes = bytes_of(r, o + i, j - i);
 		if (found.state == RS_ORPHAN && !dry_run)
-			found.error = remove_orphan(r, o + i, j - i);
+			found.error =
+				remove_orphan(r, name, upload, o + i, j - i);
 		ret = each ? each(arg, &found) : 0;
 	}
 	uploads_free(o, n);

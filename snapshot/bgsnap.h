@@ -135,6 +135,19 @@ BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
 BGSNAP_API int bgsnap_ceph_connect(const char *pool, char *err, size_t err_len);
 
 /*
+ * The snapshots in a pool: @each is called with "rados://POOL/NAME" for
+ * every object of @where's pool whose name starts with @where's PREFIX
+ * ("rados://POOL" lists all, "rados://POOL/vm1/" those of vm1/) and that
+ * may be a snapshot's head (an upload's data objects and leases are left
+ * out; a name is not read to check it), in no order. A non-zero return
+ * of @each stops the walk and is returned. Returns 0 or -errno, with a
+ * one-line reason in @err (may be NULL).
+ */
+BGSNAP_API int bgsnap_rados_list(const char *where,
+				 int (*each)(void *arg, const char *target),
+				 void *arg, char *err, size_t err_len);
+
+/*
  * A save to rados://POOL/NAME stores data objects first and the head that
  * names them last; a save that crashed (or whose clean-up could not reach
  * the cluster) leaves data objects that no head names: orphans. While a
@@ -154,19 +167,6 @@ BGSNAP_API int bgsnap_ceph_connect(const char *pool, char *err, size_t err_len);
  * touched. A non-zero return of @each stops the walk and is returned.
  * Returns 0 or -errno, with a one-line reason in @err (may be NULL).
  */
-/*
- * The snapshots in a pool: @each is called with "rados://POOL/NAME" for
- * every object of @where's pool whose name starts with @where's PREFIX
- * ("rados://POOL" lists all, "rados://POOL/vm1/" those of vm1/) and that
- * may be a snapshot's head (an upload's data objects and leases are left
- * out; a name is not read to check it), in no order. A non-zero return
- * of @each stops the walk and is returned. Returns 0 or -errno, with a
- * one-line reason in @err (may be NULL).
- */
-BGSNAP_API int bgsnap_rados_list(const char *where,
-				 int (*each)(void *arg, const char *target),
-				 void *arg, char *err, size_t err_len);
-
 enum bgsnap_orphan_state {
 	BGSNAP_ORPHAN = 0,
 	BGSNAP_ORPHAN_BUSY = 1,
