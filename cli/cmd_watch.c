@@ -428,15 +428,14 @@ static int start_save(struct watch *w, struct shot *s)
 	/* The process may map or unmap memory between bgsnap reading its
 	 * mappings and stopping it: the library then says "try again". In
 	 * a pool, a name taken since the listing: the next one. */
-	for (int tries = 1, taken = 0;; tries++) {
+	for (int moved = 0, taken = 0;;) {
 		r = bgsnap_save_start(w->h, s->path, &o);
-		if (r == -EEXIST && in_pool(w) && ++taken < START_TAKEN &&
-		    !claim(w, s)) {
-			tries--;
+		if (r == -EAGAIN && ++moved < START_TRIES)
 			continue;
-		}
-		if (r != -EAGAIN || tries == START_TRIES)
-			return r;
+		if (r == -EEXIST && in_pool(w) && ++taken < START_TAKEN &&
+		    !claim(w, s))
+			continue;
+		return r;
 	}
 }
 

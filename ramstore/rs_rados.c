@@ -1026,11 +1026,15 @@ static void uploads_free(struct upload_object *o, size_t n)
 	free(o);
 }
 
-int bgs_rs_rados_list(struct rs_rados *r, const char *prefix,
-		      int (*each)(void *arg, const char *name), void *arg,
-		      struct rs_diag *d)
+/*
+ * Call @each with the name of every object of the pool, in no order; a
+ * non-zero return stops the walk and is returned as it is. Otherwise 0,
+ * or the listing's error with @d set.
+ */
+static int walk_pool(struct rs_rados *r,
+		     int (*each)(void *arg, const char *oid), void *arg,
+		     struct rs_diag *d)
 {
-	const size_t len = strlen(prefix);
 	rados_list_ctx_t ctx;
 	const char *oid;
 	char e[320];
@@ -1039,13 +1043,9 @@ int bgs_rs_rados_list(struct rs_rados *r, const char *prefix,
 	if (ret < 0)
 		return fail(d, ret, "listing the pool: %s",
 			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
-	while (!stop && (ret = lib.rados_nobjects_list_next(ctx, &oid, NULL,
-							    NULL)) == 0) {
-		struct upload_object o;
-
-		if (!strncmp(oid, prefix, len) && !parse_upload_oid(oid, &o))
-			stop = each(arg, oid);
-	}
+	while (!stop &&
+	       (ret = lib.rados_nobjects_list_next(ctx, &oid, NULL, NULL)) == 0)
+		stop = each(arg, oid);
 	lib.rados_nobjects_list_close(ctx);
 	if (stop)
 		return stop;
@@ -1055,54 +1055,75 @@ int bgs_rs_rados_list(struct rs_rados *r, const char *prefix,
 	return 0;
 }
 
+struct heads_walk {
+	const char *prefix;
+	int (*each)(void *arg, const char *name);
+	void *arg;
+};
+
+static int head_each(void *arg, const char *oid)
+{
+	const struct heads_walk *w = arg;
+	struct upload_object o;
+
+	if (strncmp(oid, w->prefix, strlen(w->prefix)) ||
+	    parse_upload_oid(oid, &o))
+		return 0;
+	return w->each(w->arg, oid);
+}
+
+int bgs_rs_rados_list(struct rs_rados *r, const char *prefix,
+		      int (*each)(void *arg, const char *name), void *arg,
+		      struct rs_diag *d)
+{
+	struct heads_walk w = { prefix, each, arg };
+
+	return walk_pool(r, head_each, &w, d);
+}
+
+struct uploads_walk {
+	struct upload_object *o;
+	size_t n, cap;
+};
+
+static int upload_each(void *arg, const char *oid)
+{
+	struct uploads_walk *w = arg;
+	struct upload_object one;
+
+	if (!parse_upload_oid(oid, &one))
+		return 0;
+	if (w->n == w->cap) {
+		const size_t c = w->cap ? 2 * w->cap : 256;
+		struct upload_object *p = realloc(w->o, c * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		w->o = p;
+		w->cap = c;
+	}
+	one.oid = strdup(oid);
+	if (!one.oid)
+		return -ENOMEM;
+	w->o[w->n++] = one;
+	return 0;
+}
+
 /* Every object of an upload in the pool, sorted by upload. */
 static int list_uploads(struct rs_rados *r, struct upload_object **out,
 			size_t *count, struct rs_diag *d)
 {
-	struct upload_object *o = NULL;
-	size_t n = 0, cap = 0;
-	rados_list_ctx_t ctx;
-	const char *oid;
-	char e[320];
-	int ret = lib.rados_nobjects_list_open(r->io, &ctx);
+	struct uploads_walk w = { NULL, 0, 0 };
+	const int ret = walk_pool(r, upload_each, &w, d);
 
-	if (ret < 0)
-		return fail(d, ret, "listing the pool: %s",
-			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
-	while ((ret = lib.rados_nobjects_list_next(ctx, &oid, NULL, NULL)) ==
-	       0) {
-		struct upload_object one;
-
-		if (!parse_upload_oid(oid, &one))
-			continue;
-		if (n == cap) {
-			const size_t c = cap ? 2 * cap : 256;
-			struct upload_object *p = realloc(o, c * sizeof(*p));
-
-			if (!p) {
-				ret = -ENOMEM;
-				break;
-			}
-			o = p;
-			cap = c;
-		}
-		one.oid = strdup(oid);
-		if (!one.oid) {
-			ret = -ENOMEM;
-			break;
-		}
-		o[n++] = one;
+	if (ret) {
+		uploads_free(w.o, w.n);
+		return ret == -ENOMEM ? fail(d, ret, "out of memory") : ret;
 	}
-	lib.rados_nobjects_list_close(ctx);
-	if (ret != -ENOENT) { /* -ENOENT: the end of the list */
-		uploads_free(o, n);
-		return fail(d, ret, "listing the pool: %s",
-			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
-	}
-	if (n)
-		qsort(o, n, sizeof(*o), by_upload);
-	*out = o;
-	*count = n;
+	if (w.n)
+		qsort(w.o, w.n, sizeof(*w.o), by_upload);
+	*out = w.o;
+	*count = w.n;
 	return 0;
 }
 

@@ -496,15 +496,16 @@ static uint64_t staging_pages(const struct bgs_save *s)
 static uint64_t staging_room(const struct bgs_save *s,
 			     const struct held_runs *h, uint64_t n)
 {
-	const struct bgs_buffered_run *old = &h->run[h->head];
-	const struct bgs_buffered_run *new =
-		&h->run[(h->head + h->count - 1) % HELD_MAX];
-	const uint64_t next = new->at + new->n;
+	const struct bgs_buffered_run *old, *new;
+	uint64_t next;
 
 	if (!h->count)
 		return n <= staging_pages(s) ? 0 : NO_ROOM;
 	if (h->count == HELD_MAX)
 		return NO_ROOM;
+	old = &h->run[h->head];
+	new = &h->run[(h->head + h->count - 1) % HELD_MAX];
+	next = new->at + new->n;
 	if (new->at < old->at) /* wrapped: free between the two */
 		return n <= old->at - next ? next : NO_ROOM;
 	if (n <= staging_pages(s) - next)
@@ -529,6 +530,7 @@ static void release_queued(struct bgs_save *s, struct held_runs *h)
 		const struct bgs_region *r =
 			bgs_snap_region_of_page(s->h, req.page);
 		uint64_t first, n, at;
+		uint8_t *dst;
 
 		s->faults++;
 		bgs_hist_add(&s->stall_wait, bgs_now_ns() - req.t_ns);
@@ -545,10 +547,9 @@ static void release_queued(struct bgs_save *s, struct held_runs *h)
 				;
 			at = 0;
 		}
-		if (!read_pages(s, r, first, n,
-				s->staging + at * BGS_PAGE_SIZE) &&
-		    !release_run(s, r, first, n,
-				 s->staging + at * BGS_PAGE_SIZE)) {
+		dst = s->staging + at * BGS_PAGE_SIZE;
+		if (!read_pages(s, r, first, n, dst) &&
+		    !release_run(s, r, first, n, dst)) {
 			h->run[(h->head + h->count++) % HELD_MAX] =
 				(struct bgs_buffered_run){ r, first, n, at };
 			s->pages_by_fault += n;
@@ -565,6 +566,18 @@ static bool use_workers(const struct bgs_save *s)
 	return s->workers && !s->parent;
 }
 
+/* Append the jobs the workers finished; @all: wait for every one. */
+static void collect_jobs(struct bgs_save *s, bool all)
+{
+	int ret;
+
+	if (!s->workers)
+		return;
+	ret = bgs_workers_collect(s->workers, all, !bgs_save_error(s));
+	if (ret < 0)
+		bgs_save_write_failed(s, ret);
+}
+
 /* Hand the held runs to the workers, as many as one free job takes;
  * false if none could go. */
 static bool hand_over(struct bgs_save *s, struct held_runs *h)
@@ -575,11 +588,8 @@ static bool hand_over(struct bgs_save *s, struct held_runs *h)
 	if (!use_workers(s) || !h->count)
 		return false;
 	job = bgs_workers_take(s->workers);
-	if (!job) {
-		const int ret = bgs_workers_collect(s->workers, false,
-						    !bgs_save_error(s));
-		if (ret < 0)
-			bgs_save_write_failed(s, ret);
+	if (!job) { /* all done or busy: the done ones free theirs */
+		collect_jobs(s, false);
 		job = bgs_workers_take(s->workers);
 	}
 	if (!job)
@@ -1092,18 +1102,6 @@ static void start_workers(struct bgs_save *s)
 	if (ret)
 		bgs_save_fail(s, ret, "starting %u compression threads: %s",
 			      s->threads, strerror(-ret));
-}
-
-/* Append the jobs the workers finished; @all: wait for every one. */
-static void collect_jobs(struct bgs_save *s, bool all)
-{
-	int ret;
-
-	if (!s->workers)
-		return;
-	ret = bgs_workers_collect(s->workers, all, !bgs_save_error(s));
-	if (ret < 0)
-		bgs_save_write_failed(s, ret);
 }
 
 /* Every job in the file (unless the save failed), then the threads gone. */

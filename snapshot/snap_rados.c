@@ -13,11 +13,16 @@
  * without write caps), the uploader fails the save at once and drains the
  * pipe, so that nothing waits on it; the data stored is removed.
  *
- * Reading (info, verify, export, restore) fetches the snapshot, every data
- * object checked against the head, into an unnamed temporary file, and
- * reads that: every check of a snapshot file applies unchanged. (Lazy
- * restore therefore fetches it whole first: range reads of the faulted
- * records are not done yet.)
+ * Reading (info, verify, export, an eager restore, a parent) fetches the
+ * snapshot, every data object checked against the head, into an unnamed
+ * temporary file, and reads that: every check of a snapshot file applies
+ * unchanged. A lazy restore reads in place (bgs_snap_rados_in_open).
+ * Flatten writes a temporary file too, then stores it.
+ *
+ * Connections: each target connects on its own, unless the program keeps
+ * the pool's connection (bgsnap_ceph_connect); the table of kept ones is
+ * changed under config.lock, and a handle opened on one holds a reference
+ * to it, so dropping it from the table never pulls it from under a user.
  */
 #include "snap_internal.h"
 
@@ -64,19 +69,11 @@ static struct rs_rados *kept_for(const char *target)
 	return NULL;
 }
 
-/* Drop every kept connection (those in use live on). Under the lock. */
-static void kept_drop(void)
-{
-	for (int i = 0; i < KEPT_MAX; i++) {
-		bgs_rs_rados_close(config.kept[i]);
-		config.kept[i] = NULL;
-	}
-}
-
 BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
 				  unsigned op_timeout_s)
 {
 	char *c = conf ? strdup(conf) : NULL, *i = id ? strdup(id) : NULL;
+	struct rs_rados *old[KEPT_MAX];
 
 	if ((conf && !c) || (id && !i)) {
 		free(c);
@@ -89,8 +86,13 @@ BGSNAP_API int bgsnap_ceph_config(const char *conf, const char *id,
 	config.conf = c;
 	config.id = i;
 	config.timeout_s = op_timeout_s;
-	kept_drop(); /* made with the old settings */
+	/* Made with the old settings: dropped (those in use live on), and
+	 * closed once unlocked (a shutdown may take a while). */
+	memcpy(old, config.kept, sizeof(old));
+	memset(config.kept, 0, sizeof(config.kept));
 	pthread_mutex_unlock(&config.lock);
+	for (int k = 0; k < KEPT_MAX; k++)
+		bgs_rs_rados_close(old[k]);
 	return 0;
 }
 
@@ -160,10 +162,11 @@ BGSNAP_API int bgsnap_ceph_connect(const char *pool, char *err, size_t err_len)
 				slot = i;
 		if (slot >= 0) {
 			/* A new connection replaces one to the same pool
-			 * (which lives on while in use). */
-			bgs_rs_rados_close(config.kept[slot]);
+			 * (which lives on while in use), closed below. */
+			struct rs_rados *replaced = config.kept[slot];
+
 			config.kept[slot] = r;
-			r = NULL;
+			r = replaced;
 		}
 		pthread_mutex_unlock(&config.lock);
 		if (slot < 0) {

@@ -178,10 +178,46 @@ static uint8_t *guest_memory(struct pt_guest *g)
 
 /* ---- the round trip ------------------------------------------------------ */
 
+/* Restore @from into the guest, its writers held: right after, its memory
+ * is the snapshot's byte for byte, and passes the bank oracle. Returns the
+ * snapshot's image (exported from the pool). */
+static uint8_t *restore_exact(struct pt_guest *g, const char *from)
+{
+	char pid[16];
+	uint8_t *image, *mem;
+	struct pt_run r;
+
+	snprintf(pid, sizeof(pid), "%d", (int)g->c.pid);
+	pt_run(&r, RUN_MS, -1, "restore", from, "--pid", pid, "--include",
+	       g->range, "--ceph-id", rw_id, NULL);
+	if (r.code)
+		fail_msg("restore from %s: exit %d: %s", from, r.code, r.err);
+	pt_run_free(&r);
+	image = pt_export_guest(g, from); /* export reads the pool too */
+	pt_check_image(g, image);
+	mem = guest_memory(g);
+	for (size_t i = 0; i < g->len; i += PT_PAGE)
+		if (memcmp(mem + i, image + i, PT_PAGE))
+			fail_msg("page %zu differs from %s right after the "
+				 "restore",
+				 i / PT_PAGE, from);
+	free(mem);
+	return image;
+}
+
+/* The restored guest recovers and runs on with balanced books; stopped. */
+static void runs_on_restored(struct pt_guest *g)
+{
+	pt_guest_must(g, "recover");
+	pt_guest_must(g, "release");
+	pt_guest_healthy(g, 150, 0);
+	pt_guest_untraced(g);
+	pt_guest_stop(g);
+}
+
 static void test_round_trip(void **state)
 {
-	char to[256], pid[16];
-	uint8_t *image, *mem;
+	char to[256];
 	struct pt_guest g;
 	struct pt_run r;
 
@@ -197,27 +233,8 @@ static void test_round_trip(void **state)
 	pt_run_free(&r);
 	tu_sleep_ms(200); /* the writers move on from the snapshot */
 	pt_guest_must(&g, "hold");
-	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
-	pt_run(&r, RUN_MS, -1, "restore", to, "--pid", pid, "--include",
-	       g.range, "--ceph-id", rw_id, NULL);
-	if (r.code)
-		fail_msg("restore from %s: exit %d: %s", to, r.code, r.err);
-	pt_run_free(&r);
-	image = pt_export_guest(&g, to); /* export reads the pool too */
-	pt_check_image(&g, image);
-	mem = guest_memory(&g);
-	for (size_t i = 0; i < g.len; i += PT_PAGE)
-		if (memcmp(mem + i, image + i, PT_PAGE))
-			fail_msg("page %zu differs from the snapshot right "
-				 "after the restore",
-				 i / PT_PAGE);
-	free(mem);
-	free(image);
-	pt_guest_must(&g, "recover");
-	pt_guest_must(&g, "release");
-	pt_guest_healthy(&g, 150, 0);
-	pt_guest_untraced(&g);
-	pt_guest_stop(&g);
+	free(restore_exact(&g, to));
+	runs_on_restored(&g);
 }
 
 /* A chain in the pool: a full snapshot, then an incremental one whose
@@ -226,7 +243,7 @@ static void test_round_trip(void **state)
 static void test_chain(void **state)
 {
 	char base[256], child[256], flat[256], pid[16];
-	uint8_t *image, *flat_image, *mem;
+	uint8_t *image, *flat_image;
 	const char *parent;
 	struct pt_guest g;
 	struct pt_run r;
@@ -264,16 +281,7 @@ static void test_chain(void **state)
 	pt_run_free(&r);
 	/* Restored from the chain: byte for byte the child's memory. */
 	pt_guest_must(&g, "hold");
-	pt_run(&r, RUN_MS, -1, "restore", child, "--pid", pid, "--include",
-	       g.range, "--ceph-id", rw_id, NULL);
-	if (r.code)
-		fail_msg("restore from %s: exit %d: %s", child, r.code, r.err);
-	pt_run_free(&r);
-	image = pt_export_guest(&g, child);
-	pt_check_image(&g, image);
-	mem = guest_memory(&g);
-	assert_memory_equal(mem, image, g.len);
-	free(mem);
+	image = restore_exact(&g, child);
 	/* Flattened into the pool: the same memory, no parent. */
 	pt_run(&r, RUN_MS, -1, "flatten", child, "-o", flat, "--ceph-id", rw_id,
 	       "-q", NULL);
@@ -293,11 +301,7 @@ static void test_chain(void **state)
 	assert_memory_equal(flat_image, image, g.len);
 	free(flat_image);
 	free(image);
-	pt_guest_must(&g, "recover");
-	pt_guest_must(&g, "release");
-	pt_guest_healthy(&g, 150, 0);
-	pt_guest_untraced(&g);
-	pt_guest_stop(&g);
+	runs_on_restored(&g);
 }
 
 /* A watch into the pool: a chain DIR/snap-NNNNNN.bgs, numbered on by a
