@@ -29,6 +29,48 @@ static inline uint64_t bgs_thread_cpu_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/*
+ * The stage breakdown is sampled. Reading the thread's CPU clock is a
+ * system call (0.55 us on this machine kind, against 22 ns for the
+ * vDSO's monotonic clock), and at six reads per 32 KiB record it cost a
+ * tenth of a save's CPU. So one call of a stage in BGS_STAGE_EVERY,
+ * picked at random (not every Nth, which could fall in step with a
+ * pattern of the calls), is timed and counts for that many, less the
+ * cost of the clock read itself that each timed interval holds. Over the
+ * tens of thousands of records of a GiB the estimate is within a few per
+ * cent; the threads' total CPU time is read exactly.
+ *
+ *	uint64_t t = bgs_stage_start(&seed);	(0: not timed this time)
+ *	...stage A...
+ *	t = bgs_stage_lap(&a_ns, t);
+ *	...stage B...
+ *	bgs_stage_lap(&b_ns, t);
+ */
+#define BGS_STAGE_EVERY 16u
+
+static inline uint64_t bgs_stage_start(uint32_t *seed)
+{
+	*seed = *seed * 1664525u + 1013904223u; /* an LCG: its top bits */
+	return *seed >> 28 == 0 ? bgs_thread_cpu_ns() : 0;
+}
+
+/* What one read of the clock costs, measured once. */
+uint64_t bgs_stage_clock_ns(void);
+
+/* Count the stage timed since @t0 into @acc; the time now, or 0. */
+static inline uint64_t bgs_stage_lap(uint64_t *acc, uint64_t t0)
+{
+	uint64_t now, ns;
+
+	if (!t0)
+		return 0;
+	now = bgs_thread_cpu_ns();
+	ns = now - t0;
+	ns = ns > bgs_stage_clock_ns() ? ns - bgs_stage_clock_ns() : 0;
+	*acc += ns * BGS_STAGE_EVERY;
+	return now;
+}
+
 enum {
 	RS_EBADMAGIC = -4100,  /* not a bgsnap snapshot */
 	RS_EVERSION = -4101,   /* format version not supported */

@@ -11,6 +11,7 @@
  * its length) before any of it is used.
  */
 #include "rs_rados.h"
+#include "rs_format.h"
 
 #include <endian.h>
 #include <dlfcn.h>
@@ -28,7 +29,6 @@
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #define HEAD_MAGIC    "BGSRADOS"
 #define HEAD_VERSION  1u
@@ -513,7 +513,7 @@ static uint8_t *head_encode(const struct rs_rados *r, size_t *len)
 	for (uint64_t i = 0; i < r->nobjects; i++)
 		put64(h + HEAD_FIXED + i * 8, r->sums[i]);
 	*len = head_len(r->nobjects);
-	put64(h + *len - 8, XXH3_64bits(h, *len - 8));
+	put64(h + *len - 8, bgs_rs_hash(h, *len - 8));
 	return h;
 }
 
@@ -537,7 +537,7 @@ static int head_decode(const uint8_t *h, size_t len, struct head *out,
 		return fail(d, RS_EVERSION,
 			    "head version %u is not supported (1 is)",
 			    get32(h + 8));
-	if (get64(h + len - 8) != XXH3_64bits(h, len - 8))
+	if (get64(h + len - 8) != bgs_rs_hash(h, len - 8))
 		return fail(d, RS_ECHECKSUM,
 			    "the head object is damaged (checksum "
 			    "mismatch)");
@@ -835,7 +835,7 @@ int bgs_rs_rados_upload(struct rs_rados *r, int fd, struct rs_diag *d)
 			break;
 		s->index = r->nobjects;
 		s->len = (size_t)n;
-		ret = note_sum(r, XXH3_64bits(s->buf, s->len));
+		ret = note_sum(r, bgs_rs_hash(s->buf, s->len));
 		if (ret) {
 			fail(d, ret, "out of memory");
 			break;
@@ -1318,7 +1318,7 @@ static int take_object(struct rs_rados *r, const struct head *h,
 			    "data object '%s' holds %zu bytes, the head "
 			    "says %zu",
 			    oid, got, s->len);
-	if (XXH3_64bits(s->buf, s->len) != get64(h->sums + s->index * 8))
+	if (bgs_rs_hash(s->buf, s->len) != get64(h->sums + s->index * 8))
 		return fail(d, RS_ECHECKSUM,
 			    "data object '%s' is damaged (checksum "
 			    "mismatch)",
@@ -1484,7 +1484,7 @@ static int fetch_whole(struct rs_rados *r, uint64_t index)
 		return -ENOMEM;
 	data_name(r, h->upload, index, oid, sizeof(oid));
 	ret = read_result(lib.rados_read(r->io, oid, (char *)obj, len, 0), len);
-	if (!ret && XXH3_64bits(obj, len) != get64(h->sums + index * 8))
+	if (!ret && bgs_rs_hash(obj, len) != get64(h->sums + index * 8))
 		ret = RS_ECHECKSUM;
 	if (ret) {
 		free(obj);

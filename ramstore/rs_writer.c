@@ -50,7 +50,8 @@ struct rs_coder {
 	enum rs_compression comp;
 	int accel;
 	LZ4_stream_t *lz4; /* state for LZ4_compress_fast_extState */
-	uint64_t compress_ns, checksum_ns;
+	uint64_t compress_ns, checksum_ns; /* sampled: bgs_stage_start() */
+	uint32_t stage_seed;
 };
 
 /* One record of an encoded run. */
@@ -495,13 +496,12 @@ static void encode_data(struct rs_coder *c, const uint8_t *src, uint8_t *dst,
 			struct rs_encoded *rec)
 {
 	const size_t raw = rec->n * RS_PAGE;
-	uint64_t t0 = bgs_thread_cpu_ns(), t1;
+	uint64_t t = bgs_stage_start(&c->stage_seed);
 
 	rec->encoding = RS_ENC_RAW;
 	rec->stored_len = (uint32_t)raw;
 	rec->sum = rec->stored = bgs_rs_hash(src, raw);
-	t1 = bgs_thread_cpu_ns();
-	c->checksum_ns += t1 - t0;
+	t = bgs_stage_lap(&c->checksum_ns, t);
 	if (c->comp == RS_COMP_LZ4) {
 		/* What LZ4_compress_fast does, without its 16 KiB of stack;
 		 * a bound of raw - 1 gives up as soon as it cannot shrink. */
@@ -509,14 +509,13 @@ static void encode_data(struct rs_coder *c, const uint8_t *src, uint8_t *dst,
 			c->lz4, (const char *)src, (char *)dst, (int)raw,
 			(int)raw - 1, c->accel);
 
-		t0 = bgs_thread_cpu_ns();
-		c->compress_ns += t0 - t1;
+		t = bgs_stage_lap(&c->compress_ns, t);
 		if (n > 0) {
 			rec->encoding = RS_ENC_LZ4;
 			rec->stored_len = (uint32_t)n;
 			/* The block just made, while it is in the cache. */
 			rec->stored = bgs_rs_hash(dst, rec->stored_len);
-			c->checksum_ns += bgs_thread_cpu_ns() - t0;
+			bgs_stage_lap(&c->checksum_ns, t);
 		}
 	}
 	if (rec->encoding == RS_ENC_RAW)

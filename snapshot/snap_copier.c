@@ -210,10 +210,10 @@ static int verify_protected(struct bgs_save *s, const struct bgs_region *r,
 static int unprotect(struct bgs_save *s, const struct bgs_region *r,
 		     uint64_t addr, size_t len)
 {
-	const uint64_t t0 = bgs_thread_cpu_ns();
+	const uint64_t t = bgs_stage_start(&s->stage_seed);
 	const int ret = bgs_uffd_unprotect(&s->mon->uffd, addr, len, 0);
 
-	s->cpu_unprotect += bgs_thread_cpu_ns() - t0;
+	bgs_stage_lap(&s->cpu_unprotect, t);
 	if (ret == -ESRCH)
 		return bgs_save_fail(s, BGSNAP_ETARGET,
 				     "the target process exited");
@@ -294,11 +294,11 @@ static int store_compared(struct bgs_save *s, const struct bgs_region *r,
 static int read_pages(struct bgs_save *s, const struct bgs_region *r,
 		      uint64_t page, uint64_t n, uint8_t *dst)
 {
-	const uint64_t t0 = bgs_thread_cpu_ns();
+	const uint64_t t = bgs_stage_start(&s->stage_seed);
 	const int ret = read_owner(s, r, bgs_page_addr(r, page),
 				   n * BGS_PAGE_SIZE, dst);
 
-	s->cpu_copy += bgs_thread_cpu_ns() - t0;
+	bgs_stage_lap(&s->cpu_copy, t);
 
 	if (!ret && s->read_count)
 		for (uint64_t p = page; p < page + n; p++)
@@ -367,10 +367,10 @@ static int release_run(struct bgs_save *s, const struct bgs_region *r,
 
 	if (s->mon) {
 		if (s->verify) {
-			const uint64_t t0 = bgs_thread_cpu_ns();
+			const uint64_t t = bgs_stage_start(&s->stage_seed);
 
 			ret = verify_protected(s, r, addr, n * BGS_PAGE_SIZE);
-			s->cpu_copy += bgs_thread_cpu_ns() - t0;
+			bgs_stage_lap(&s->cpu_copy, t);
 		}
 		if (!ret && s->keep_tracking && faulted)
 			ret = track_and_unprotect(s, r, page, n, faulted);

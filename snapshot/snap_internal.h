@@ -287,7 +287,8 @@ struct bgs_save {
 	uint64_t pages_parent;					   /* copier */
 	uint64_t faults;					   /* copier */
 	uint64_t cursor;		  /* copier: where the scan resumes */
-	uint64_t cpu_copy, cpu_unprotect; /* copier: its CPU ns in them */
+	uint64_t cpu_copy, cpu_unprotect; /* copier: its CPU ns in them, */
+	uint32_t stage_seed;		  /* sampled (bgs_stage_start) */
 	unsigned threads;		  /* compression workers asked for */
 	bool pinned;			  /* opts.cpus given: */
 	cpu_set_t cpus;			  /* ... where bgsnap's threads run */
