@@ -198,7 +198,9 @@ BGSNAP_API int bgsnap_rados_gc(const char *pool, unsigned flags,
  * registered with a handle while this runs. @unit is what one write fault
  * unprotects: 4096, or 2 MiB for THP-backed memory. Fields that could not be
  * measured are NAN. Returns 0 or a negative errno (the userfaultfd could not
- * be made or registered). Takes about a second per GiB; any thread.
+ * be made or registered). Takes about a second per GiB; any thread (it
+ * pins the calling thread to one CPU while it measures the pinned round
+ * trips, and gives it back its affinity after).
  */
 struct bgsnap_floors {
 	size_t size;		 /* sizeof, set by the caller */
@@ -207,6 +209,10 @@ struct bgsnap_floors {
 	double fault_p99_us;	 /* second thread has unprotected its unit */
 	double lz4_gib_s;	 /* lz4 alone, in the store's record size */
 	double lz4_ratio;	 /* raw over compressed bytes */
+	/* fault_p50_us with the two threads pinned to one CPU, and to two
+	 * (NAN where the caller may run on one CPU only) */
+	double fault_same_cpu_p50_us;
+	double fault_other_cpu_p50_us;
 };
 
 BGSNAP_API int bgsnap_measure_floors(void *mem, size_t len, size_t unit,

@@ -11,7 +11,10 @@
  * DESIGN
  * Threads: the caller; during the fault floor, one server thread reads the
  * floor's own userfaultfd and unprotects each faulted unit. The caller
- * writes, then stops and joins it.
+ * writes, then stops and joins it. The floor is taken three times: where
+ * the scheduler puts the server, then with both pinned to one CPU, then
+ * to two (on virtual CPUs a wake-up across CPUs can cost several times
+ * the rest of the round trip).
  */
 #include "snap_internal.h"
 
@@ -19,6 +22,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -81,24 +85,66 @@ static void *fault_server_main(void *arg)
 	return NULL;
 }
 
+/* Where the server runs against the writing caller. */
+enum placement { ANY_CPU, SAME_CPU, OTHER_CPU };
+
+/*
+ * Pin the caller to the CPU it is on, and fill @server with that CPU
+ * (SAME_CPU) or another the caller may use (OTHER_CPU); @saved: the
+ * caller's affinity, to be put back. False if that cannot be: one CPU
+ * only, or no affinity calls.
+ */
+static bool place(enum placement where, cpu_set_t *saved, cpu_set_t *server)
+{
+	const int cpu = sched_getcpu();
+	cpu_set_t self;
+	int other = -1;
+
+	if (cpu < 0 || sched_getaffinity(0, sizeof(*saved), saved))
+		return false;
+	for (int c = 0; c < CPU_SETSIZE && other < 0; c++)
+		if (c != cpu && CPU_ISSET(c, saved))
+			other = c;
+	if (where == OTHER_CPU && other < 0)
+		return false;
+	CPU_ZERO(&self);
+	CPU_SET(cpu, &self);
+	if (sched_setaffinity(0, sizeof(self), &self))
+		return false;
+	CPU_ZERO(server);
+	CPU_SET(where == SAME_CPU ? cpu : other, server);
+	return true;
+}
+
 /* Writes spread over the range, each to a protected unit; the value
- * written is the one there, so the caller's content is kept. */
+ * written is the one there, so the caller's content is kept. The round
+ * trip's p50 and p99 into @p50 and @p99 (untouched if not measured). */
 static int floor_faults(const struct bgs_uffd *u, uint8_t *mem, uint64_t len,
-			uint64_t unit, struct bgsnap_floors *out)
+			uint64_t unit, enum placement where, double *p50,
+			double *p99)
 {
 	struct fault_server s = { .u = u, .unit = unit };
 	const uint64_t units = len / unit;
 	const uint64_t n = units < FLOOR_FAULTS ? units : FLOOR_FAULTS;
 	double *lat = calloc(n ? n : 1, sizeof(*lat));
+	cpu_set_t saved, server;
+	bool placed = false;
 	pthread_t thread;
 	int ret;
 
 	if (!lat)
 		return -ENOMEM;
+	if (where != ANY_CPU) {
+		placed = place(where, &saved, &server);
+		if (!placed) {
+			free(lat);
+			return 0;
+		}
+	}
 	ret = bgs_uffd_protect(u, (uintptr_t)mem, len, 0);
 	if (!ret)
-		ret = bgs_thread_start(&thread, NULL, NULL, fault_server_main,
-				       &s);
+		ret = bgs_thread_start(&thread, NULL, placed ? &server : NULL,
+				       fault_server_main, &s);
 	for (uint64_t i = 0; !ret && i < n; i++) {
 		_Atomic uint64_t *p =
 			(_Atomic uint64_t *)(mem + i * (units / n) * unit);
@@ -114,11 +160,14 @@ static int floor_faults(const struct bgs_uffd *u, uint8_t *mem, uint64_t len,
 		pthread_join(thread, NULL);
 		qsort(lat, n, sizeof(*lat), cmp_double);
 		if (n) {
-			out->fault_p50_us = lat[n / 2];
-			out->fault_p99_us = lat[n * 99 / 100];
+			*p50 = lat[n / 2];
+			if (p99)
+				*p99 = lat[n * 99 / 100];
 		}
 	}
 	bgs_uffd_unprotect(u, (uintptr_t)mem, len, 0);
+	if (placed)
+		sched_setaffinity(0, sizeof(saved), &saved);
 	free(lat);
 	return ret;
 }
@@ -137,7 +186,7 @@ BGSNAP_API int bgsnap_measure_floors(void *mem, size_t len, size_t unit,
 				     struct bgsnap_floors *out)
 {
 	const uintptr_t addr = (uintptr_t)mem;
-	struct bgsnap_floors f = { sizeof(f), NAN, NAN, NAN, NAN, NAN };
+	struct bgsnap_floors f = { sizeof(f), NAN, NAN, NAN, NAN, NAN, NAN, NAN };
 	struct bgs_uffd u;
 	int ret;
 
@@ -154,7 +203,17 @@ BGSNAP_API int bgsnap_measure_floors(void *mem, size_t len, size_t unit,
 					NULL);
 		if (!ret) {
 			f.write_protect_ms = floor_protect(&u, addr, len);
-			ret = floor_faults(&u, mem, len, unit, &f);
+			ret = floor_faults(&u, mem, len, unit, ANY_CPU,
+					   &f.fault_p50_us, &f.fault_p99_us);
+			if (!ret)
+				ret = floor_faults(&u, mem, len, unit, SAME_CPU,
+						   &f.fault_same_cpu_p50_us,
+						   NULL);
+			if (!ret)
+				ret = floor_faults(&u, mem, len, unit,
+						   OTHER_CPU,
+						   &f.fault_other_cpu_p50_us,
+						   NULL);
 		}
 		bgs_uffd_close(&u);
 	}

@@ -56,7 +56,8 @@ expect_keys("${out}" "the document" version command settings load_avg_start
 string(JSON size GET "${out}" sizes 0)
 expect_keys("${size}" "a size" size_bytes floors methods targets)
 string(JSON floors GET "${size}" floors)
-foreach(k write_protect_ms fault_p50_us lz4_gib_s disk_gib_s)
+foreach(k write_protect_ms fault_p50_us fault_same_cpu_p50_us lz4_gib_s
+	disk_gib_s)
 	string(JSON v GET "${floors}" ${k})
 	if(v STREQUAL "null" OR v LESS_EQUAL 0)
 		message(FATAL_ERROR "floor ${k} is ${v}")

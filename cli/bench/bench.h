@@ -117,6 +117,7 @@ enum stage {
 struct floors {
 	double wp_ms;
 	double fault_p50_us, fault_p99_us;
+	double fault_same_cpu_p50_us, fault_other_cpu_p50_us;
 	double lz4_gibs, lz4_ratio;
 	double disk_gibs;
 	bool disk_direct;

@@ -147,6 +147,7 @@ void bench_measure_floors(struct bench *b, uint64_t size, struct floors *fl)
 
 	memset(fl, 0, sizeof(*fl));
 	fl->wp_ms = fl->fault_p50_us = fl->fault_p99_us = NAN;
+	fl->fault_same_cpu_p50_us = fl->fault_other_cpu_p50_us = NAN;
 	fl->lz4_gibs = fl->lz4_ratio = fl->disk_gibs = NAN;
 	bench_progress(b, "%s: floors (formatting the content)",
 		       cli_fmt_size(s, size));
@@ -159,6 +160,8 @@ void bench_measure_floors(struct bench *b, uint64_t size, struct floors *fl)
 	fl->wp_ms = m.write_protect_ms;
 	fl->fault_p50_us = m.fault_p50_us;
 	fl->fault_p99_us = m.fault_p99_us;
+	fl->fault_same_cpu_p50_us = m.fault_same_cpu_p50_us;
+	fl->fault_other_cpu_p50_us = m.fault_other_cpu_p50_us;
 	fl->lz4_gibs = m.lz4_gib_s;
 	fl->lz4_ratio = m.lz4_ratio;
 	region_unmap(&r);

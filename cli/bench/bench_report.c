@@ -242,9 +242,11 @@ static void print_floors(const struct bench *b, const struct size_result *s)
 
 	(void)b;
 	printf("floors:    write-protect %.2f ms (%.1f ms/GiB); fault round "
-	       "trip p50 %.1f us, p99 %.1f us\n",
+	       "trip p50 %.1f us, p99 %.1f us (p50 on one CPU %.1f us, "
+	       "across two %.1f us)\n",
 	       fl->wp_ms, fl->wp_ms / ((double)s->size / GIB), fl->fault_p50_us,
-	       fl->fault_p99_us);
+	       fl->fault_p99_us, fl->fault_same_cpu_p50_us,
+	       fl->fault_other_cpu_p50_us);
 	printf("           lz4 %.2f GiB/s (ratio %.2f, one thread); disk %.2f "
 	       "GiB/s (%s 1 MiB writes + fsync)\n",
 	       fl->lz4_gibs, fl->lz4_ratio, fl->disk_gibs,
@@ -637,6 +639,10 @@ static void json_floors(struct cli_json *j, const struct floors *fl)
 	json_kdouble_or_null(j, "write_protect_ms", fl->wp_ms);
 	json_kdouble_or_null(j, "fault_p50_us", fl->fault_p50_us);
 	json_kdouble_or_null(j, "fault_p99_us", fl->fault_p99_us);
+	json_kdouble_or_null(j, "fault_same_cpu_p50_us",
+			     fl->fault_same_cpu_p50_us);
+	json_kdouble_or_null(j, "fault_other_cpu_p50_us",
+			     fl->fault_other_cpu_p50_us);
 	json_kdouble_or_null(j, "lz4_gib_s", fl->lz4_gibs);
 	json_kdouble_or_null(j, "lz4_ratio", fl->lz4_ratio);
 	json_kdouble_or_null(j, "disk_gib_s", fl->disk_gibs);

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -663,6 +664,7 @@ static void test_floors(void **state)
 			    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	uint8_t *copy = malloc(len);
 	struct bgsnap_floors f = { .size = sizeof(f) };
+	cpu_set_t before, after;
 	struct bgs_uffd u;
 
 	(void)state;
@@ -674,9 +676,19 @@ static void test_floors(void **state)
 	assert_int_equal(bgsnap_measure_floors(mem + 1, len - 4096, 4096, &f),
 			 -EINVAL);
 	assert_int_equal(bgsnap_measure_floors(mem, len, 3000, &f), -EINVAL);
+	assert_int_equal(sched_getaffinity(0, sizeof(before), &before), 0);
 	assert_int_equal(bgsnap_measure_floors(mem, len, 4096, &f), 0);
 	assert_true(f.write_protect_ms > 0 && f.write_protect_ms < 1e4);
 	assert_true(f.fault_p50_us > 0 && f.fault_p50_us <= f.fault_p99_us);
+	/* Pinned round trips: on one CPU always, on two where the caller may
+	 * use two; the caller's own affinity given back. */
+	assert_true(f.fault_same_cpu_p50_us > 0);
+	if (CPU_COUNT(&before) > 1)
+		assert_true(f.fault_other_cpu_p50_us > 0);
+	else
+		assert_true(isnan(f.fault_other_cpu_p50_us));
+	assert_int_equal(sched_getaffinity(0, sizeof(after), &after), 0);
+	assert_true(CPU_EQUAL(&before, &after));
 	assert_true(f.lz4_gib_s > 0);
 	/* About 100 of every 251 bytes repeat within a page. */
 	assert_true(f.lz4_ratio > 1.1 && f.lz4_ratio < 3);
