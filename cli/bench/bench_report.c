@@ -427,6 +427,59 @@ static void targets_issue8(const struct bench *b, const struct size_result *s,
 		snprintf(t->note, sizeof(t->note), "conditions differ: size");
 }
 
+/* The idle owner issue 12's throughput targets are for: writers at a
+ * trickle (the bench has at least one). */
+#define IDLE_RATE 1000u
+
+static void idle_condition(const struct bench *b, struct target *t)
+{
+	if (!b->rate || b->rate > IDLE_RATE)
+		snprintf(t->note, sizeof(t->note),
+			 "conditions differ: rate (the target's: an idle "
+			 "owner, --rate %u or less)",
+			 IDLE_RATE);
+}
+
+static void targets_issue12(const struct bench *b, const struct size_result *s,
+			    struct targets *ts)
+{
+	const double lz4_s = 1 / s->fl.lz4_gibs; /* CPU s per GiB */
+	const double threads = b->threads ? (double)b->threads : 1;
+	double st[NSTAGES], cpu = 0;
+	struct target *t;
+
+	bench_cpu_stages(s->med[M_UFFD].f, s->size, st);
+	for (int k = 0; k < NSTAGES; k++)
+		cpu += st[k];
+	t = target_add(ts, "i12-cpu", "uffd saving CPU <= 1.5x lz4 alone",
+		       "s/GiB");
+	if (ran(b, s, M_UFFD) && !b->no_compress)
+		check(t, cpu, 1.5 * lz4_s, lz4_s, true);
+	if (b->no_compress) {
+		t = target_add(ts, "i12-throughput-none",
+			       "uffd, uncompressed >= 90% of disk", "GiB/s");
+		check(t, fig(b, s, M_UFFD, F_GIBS), 0.9 * s->fl.disk_gibs,
+		      s->fl.disk_gibs, false);
+	} else {
+		const double floor =
+			fmin(s->fl.disk_gibs, s->fl.lz4_gibs * threads);
+
+		t = target_add(ts, "i12-throughput",
+			       "uffd >= 90% of min(disk, lz4 x threads)",
+			       "GiB/s");
+		check(t, fig(b, s, M_UFFD, F_GIBS), 0.9 * floor, floor,
+		      false);
+	}
+	idle_condition(b, t);
+	t = target_add(ts, "i12-writers", "uffd throughput >= fork's", "GiB/s");
+	check(t, fig(b, s, M_UFFD, F_GIBS), fig(b, s, M_FORK, F_GIBS),
+	      fig(b, s, M_FORK, F_GIBS), false);
+	if (b->writers != 2 || b->rate)
+		snprintf(t->note, sizeof(t->note),
+			 "conditions differ: the target's: 2 writers at max "
+			 "rate");
+}
+
 /* Across the sweep: the largest size's blackout against the smallest's. */
 void bench_targets_sweep(const struct bench *b, struct targets *ts)
 {
@@ -486,6 +539,7 @@ static void size_targets(const struct bench *b, const struct size_result *s,
 	targets_blackout(b, s, ts);
 	targets_issue7(b, s, ts);
 	targets_issue8(b, s, ts);
+	targets_issue12(b, s, ts);
 }
 
 void bench_print_size(const struct bench *b, const struct size_result *s)
@@ -503,7 +557,7 @@ void bench_print_size(const struct bench *b, const struct size_result *s)
 	bench_print_targets(
 		&ts, "targets (i7: 4 GiB, 2 writers, random writes at "
 		     "max rate; i8: the same at 50000 writes/s, 4 KiB pages; "
-		     "x: the ratio):");
+		     "i12: any size, as each line says; x: the ratio):");
 	fflush(stdout);
 }
 
