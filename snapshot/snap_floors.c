@@ -186,7 +186,9 @@ BGSNAP_API int bgsnap_measure_floors(void *mem, size_t len, size_t unit,
 				     struct bgsnap_floors *out)
 {
 	const uintptr_t addr = (uintptr_t)mem;
-	struct bgsnap_floors f = { sizeof(f), NAN, NAN, NAN, NAN, NAN, NAN, NAN };
+	struct bgsnap_floors f = {
+		sizeof(f), NAN, NAN, NAN, NAN, NAN, NAN, NAN
+	};
 	struct bgs_uffd u;
 	int ret;
 
@@ -210,10 +212,9 @@ BGSNAP_API int bgsnap_measure_floors(void *mem, size_t len, size_t unit,
 						   &f.fault_same_cpu_p50_us,
 						   NULL);
 			if (!ret)
-				ret = floor_faults(&u, mem, len, unit,
-						   OTHER_CPU,
-						   &f.fault_other_cpu_p50_us,
-						   NULL);
+				ret = floor_faults(
+					&u, mem, len, unit, OTHER_CPU,
+					&f.fault_other_cpu_p50_us, NULL);
 		}
 		bgs_uffd_close(&u);
 	}

@@ -467,8 +467,7 @@ static void targets_issue12(const struct bench *b, const struct size_result *s,
 		t = target_add(ts, "i12-throughput",
 			       "uffd >= 90% of min(disk, lz4 x threads)",
 			       "GiB/s");
-		check(t, fig(b, s, M_UFFD, F_GIBS), 0.9 * floor, floor,
-		      false);
+		check(t, fig(b, s, M_UFFD, F_GIBS), 0.9 * floor, floor, false);
 	}
 	idle_condition(b, t);
 	t = target_add(ts, "i12-writers", "uffd throughput >= fork's", "GiB/s");
