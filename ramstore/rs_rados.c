@@ -151,10 +151,12 @@ struct rs_rados {
 	pthread_mutex_t lock;
 	struct cached cache[CACHE_OBJECTS];
 	uint64_t clock;
-	/* A read got no answer within the timeout: the cluster is taken
-	 * for down, and every read after fails at once, rather than each
-	 * waiting the timeout again (a lazy restore's fill reads thousands
-	 * of records). */
+	/* An operation got no answer within the timeout: the cluster is
+	 * taken for down, and nothing after waits the timeout again. Every
+	 * read fails at once (a lazy restore's fill reads thousands of
+	 * records), and a save that failed leaves what it stored, and its
+	 * lease, for gc once the lease runs out, rather than wait a
+	 * timeout for each removal. */
 	_Atomic bool down;
 };
 
@@ -168,6 +170,14 @@ struct slot {
 
 static int fail(struct rs_diag *d, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+
+/* @ret, an operation's result; a timeout marks the cluster down. */
+static int answered(struct rs_rados *r, int ret)
+{
+	if (ret == -ETIMEDOUT)
+		atomic_store(&r->down, true);
+	return ret;
+}
 
 static int fail(struct rs_diag *d, int code, const char *fmt, ...)
 {
@@ -676,7 +686,7 @@ static int hold_lease(struct rs_rados *r, bool renew, struct rs_diag *d)
 		return lease_lost(r, d);
 	lease_oid(r->name, r->upload, oid, sizeof(oid));
 	snprintf(text, sizeof(text), "%u\n", r->lease_s);
-	ret = lib.rados_write_full(r->io, oid, text, strlen(text));
+	ret = answered(r, lib.rados_write_full(r->io, oid, text, strlen(text)));
 	if (ret < 0)
 		return fail(d, ret, "writing its lease '%s': %s", oid,
 			    bgs_rs_rados_why(r, ret, e, sizeof(e)));
@@ -743,7 +753,7 @@ static int finish(struct rs_rados *r, struct slot *s, const char *upload,
 	if (!s->c)
 		return 0;
 	lib.rados_aio_wait_for_complete(s->c);
-	ret = lib.rados_aio_get_return_value(s->c);
+	ret = answered(r, lib.rados_aio_get_return_value(s->c));
 	lib.rados_aio_release(s->c);
 	s->c = NULL;
 	if (ret >= 0)
@@ -905,9 +915,12 @@ static void remove_data(struct rs_rados *r, const char *upload,
 static int publish_failed(struct rs_rados *r, int err, struct rs_diag *d)
 {
 	struct head now;
-	uint8_t *raw;
+	uint8_t *raw = NULL;
 	char e[320];
-	const int ret = head_read(r, r->name, &raw, &now, NULL);
+	/* A cluster that did not answer is not asked again. */
+	const int ret = atomic_load(&r->down)
+				? -ETIMEDOUT
+				: head_read(r, r->name, &raw, &now, NULL);
 
 	if (!ret && !strcmp(now.upload, r->upload)) {
 		free(raw);
@@ -967,7 +980,7 @@ int bgs_rs_rados_publish(struct rs_rados *r, bool exclusive, struct rs_diag *d)
 	 * (SIGSTOP, a debugger) for longer than the lease. */
 	ret = lease_age_ns(r) >= (uint64_t)r->lease_s * 500000000u
 		      ? lease_lost(r, d)
-		      : write_head(r, h, len, exclusive);
+		      : answered(r, write_head(r, h, len, exclusive));
 	free(h);
 	if (ret == -EEXIST && exclusive)
 		ret = fail(d, -EEXIST, "a snapshot already exists there");
@@ -983,7 +996,7 @@ int bgs_rs_rados_publish(struct rs_rados *r, bool exclusive, struct rs_diag *d)
 
 void bgs_rs_rados_discard(struct rs_rados *r)
 {
-	if (!r->in_doubt) {
+	if (!r->in_doubt && !atomic_load(&r->down)) {
 		remove_data(r, r->upload, r->nobjects);
 		drop_lease(r);
 	}
