@@ -235,10 +235,18 @@ static void retire(struct rs_wq *q)
 	}
 	q->done = q->inflight ? slot_at(q, q->head)->start : q->sub;
 	/* Idle: move the few pending bytes back to the start. Nobody holds
-	 * a pointer into the arena here (reserve computes its own after). */
+	 * a pointer into the arena here (reserve computes its own after).
+	 * Through a bounce buffer, not memmove: where they run past the
+	 * ring's end, their source is the second mapping, which aliases the
+	 * destination without overlapping it in address, so a memmove would
+	 * overwrite their tail before reading it. */
 	if (!q->inflight && arena_end(q) - q->sub <= RS_WQ_DIO_ALIGN &&
 	    at(q, q->sub) != q->arena) {
-		memmove(q->arena, at(q, q->sub), arena_end(q) - q->sub);
+		uint8_t pending[RS_WQ_DIO_ALIGN];
+		const size_t n = arena_end(q) - q->sub;
+
+		memcpy(pending, at(q, q->sub), n);
+		memcpy(q->arena, pending, n);
 		q->base = q->sub;
 	}
 	migrate(q);

@@ -7,6 +7,7 @@ bgs_add_test(test_rs_roundtrip unit/test_rs_roundtrip.c LABELS unit TIMEOUT 120)
 bgs_add_test(test_rs_corrupt unit/test_rs_corrupt.c LABELS unit TIMEOUT 120)
 bgs_add_test(test_rs_faults unit/test_rs_faults.c LABELS unit TIMEOUT 120)
 bgs_add_test(test_rs_overflow unit/test_rs_overflow.c LABELS unit TIMEOUT 120)
+bgs_add_test(test_rs_wqueue unit/test_rs_wqueue.c LABELS unit TIMEOUT 120)
 
 # The micro-benchmark: run by hand, not a test (see its header for usage).
 add_executable(bench_ramstore bench/bench_ramstore.c)

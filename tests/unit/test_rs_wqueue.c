@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The write queue delivers every byte appended, once and in order, through
+ * the wraps of its ring and the moves of what is pending back to the
+ * ring's start whenever it goes idle. A small ring and a consumer that
+ * reads in fits and starts make both happen thousands of times; records
+ * of any size (a footer is a few dozen bytes, a page record 4 KiB) end
+ * anywhere in the ring, also across its end.
+ */
+#include "rs_wqueue.h"
+#include "testutil.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define RING	   (64u << 10) /* the budget: the ring wraps every 64 KiB */
+#define TOTAL	   (48u << 20) /* bytes appended */
+#define RECORD_MAX 6000u
+
+/* The byte at stream position @pos: a position-keyed pattern, so that a
+ * byte out of place, lost or doubled is seen where it happens. */
+static uint8_t byte_at(uint64_t pos)
+{
+	uint64_t x = pos / 8 * 0x9e3779b97f4a7c15ULL;
+
+	x ^= x >> 29;
+	return (uint8_t)(x >> (8 * (pos % 8)));
+}
+
+struct consumer {
+	int fd;
+	uint64_t got;	 /* bytes read */
+	uint64_t bad_at; /* the first wrong byte's position, or UINT64_MAX */
+};
+
+/* Read the pipe in sizes from 1 byte to 64 KiB, pausing now and then, so
+ * that writes are sometimes in flight and sometimes not when the producer
+ * appends; check each byte as it comes. */
+static void *consume(void *arg)
+{
+	static uint8_t buf[64 << 10];
+	struct consumer *c = arg;
+	uint64_t rng = 11;
+	ssize_t n;
+
+	c->bad_at = UINT64_MAX;
+	for (;;) {
+		const size_t want = 1 + (size_t)(tu_rand(&rng) % sizeof(buf));
+
+		n = read(c->fd, buf, want);
+		if (n <= 0)
+			break;
+		for (ssize_t i = 0; i < n && c->bad_at == UINT64_MAX; i++)
+			if (buf[i] != byte_at(c->got + (uint64_t)i))
+				c->bad_at = c->got + (uint64_t)i;
+		c->got += (uint64_t)n;
+		if (tu_rand(&rng) % 64 == 0)
+			usleep(200);
+	}
+	return NULL;
+}
+
+/* Append TOTAL bytes as records of random sizes, kicking now and then (as
+ * the copier does at the end of a run), and flush. */
+static void produce(struct rs_wq *q)
+{
+	static uint8_t rec[RECORD_MAX];
+	uint64_t rng = 5;
+
+	while (q->fill < TOTAL) {
+		size_t len = 1 + (size_t)(tu_rand(&rng) % RECORD_MAX);
+
+		if (len > TOTAL - q->fill)
+			len = (size_t)(TOTAL - q->fill);
+		for (size_t i = 0; i < len; i++)
+			rec[i] = byte_at(q->fill + i);
+		assert_int_equal(bgs_rs_wq_append(q, rec, len), 0);
+		if (tu_rand(&rng) % 8 == 0)
+			bgs_rs_wq_kick(q);
+	}
+	assert_int_equal(bgs_rs_wq_flush(q), 0);
+}
+
+static void test_stream_in_order(void **state)
+{
+	struct consumer c = { 0 };
+	struct rs_wq q;
+	pthread_t t;
+	int p[2];
+
+	(void)state;
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	c.fd = p[0];
+	assert_int_equal(pthread_create(&t, NULL, consume, &c), 0);
+	assert_int_equal(bgs_rs_wq_init(&q, p[1], true, RING, 0, false, NULL),
+			 0);
+	if (!q.uring)
+		fprintf(stderr, "# no io_uring: write(2) in the producer\n");
+	produce(&q);
+	bgs_rs_wq_free(&q);
+	close(p[1]);
+	pthread_join(t, NULL);
+	close(p[0]);
+	if (c.bad_at != UINT64_MAX)
+		fail_msg("byte %llu of the stream is wrong",
+			 (unsigned long long)c.bad_at);
+	assert_int_equal(c.got, TOTAL);
+}
+
+/* The same into a file, several writes in flight at their offsets. */
+static void test_file_in_order(void **state)
+{
+	const int fd = memfd_create("wq", MFD_CLOEXEC);
+	uint8_t *back;
+	struct rs_wq q;
+	struct stat st;
+
+	(void)state;
+	assert_true(fd >= 0);
+	assert_int_equal(bgs_rs_wq_init(&q, fd, false, RING, 0, false, NULL),
+			 0);
+	produce(&q);
+	bgs_rs_wq_free(&q);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(st.st_size, TOTAL);
+	back = malloc(TOTAL);
+	assert_non_null(back);
+	assert_int_equal(pread(fd, back, TOTAL, 0), TOTAL);
+	for (uint64_t i = 0; i < TOTAL; i++)
+		if (back[i] != byte_at(i))
+			fail_msg("byte %llu of the file is wrong",
+				 (unsigned long long)i);
+	free(back);
+	close(fd);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_stream_in_order),
+		cmocka_unit_test(test_file_in_order),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
