@@ -108,6 +108,20 @@ static void *map_anon(size_t len, int prot, int flags)
 	return p;
 }
 
+/* Anonymous memory no neighbour merges with, between two PROT_NONE pages:
+ * merged into an allocator's mapping (ASan's), it would be named after
+ * that mapping's start, not its own. */
+static void *map_anon_alone(size_t len)
+{
+	char *p = mmap(NULL, len + 2 * PG, PROT_NONE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED || mprotect(p + PG, len, PROT_READ | PROT_WRITE))
+		return MAP_FAILED;
+	memset(p + PG, 1, len);
+	return p + PG;
+}
+
 /* The uffd is this kid's own: the mapping must show up as taken. */
 static void *map_uffd(void)
 {
@@ -127,7 +141,7 @@ static int kinds_setup(struct tu_kid *k)
 	char *guard, *p;
 	int local;
 
-	s[M_ANON] = (uintptr_t)map_anon(16 * PG, PROT_READ | PROT_WRITE, 0);
+	s[M_ANON] = (uintptr_t)map_anon_alone(16 * PG);
 	p = tu_map_anon(4 * MB, true);
 	if (p)
 		memset(p, 1, 4 * MB);
