@@ -5,7 +5,8 @@
  * ring's start whenever it goes idle. A small ring and a consumer that
  * reads in fits and starts make both happen thousands of times; records
  * of any size (a footer is a few dozen bytes, a page record 4 KiB) end
- * anywhere in the ring, also across its end.
+ * anywhere in the ring, also across its end. Bursts of urgent records,
+ * as in a storm of faults, go through the overflow and back.
  */
 #include "rs_wqueue.h"
 #include "testutil.h"
@@ -35,8 +36,9 @@ static uint8_t byte_at(uint64_t pos)
 
 struct consumer {
 	int fd;
-	uint64_t got;	 /* bytes read */
-	uint64_t bad_at; /* the first wrong byte's position, or UINT64_MAX */
+	unsigned pause_in; /* pause after one read in this many */
+	uint64_t got;	   /* bytes read */
+	uint64_t bad_at;   /* the first wrong byte's position, or UINT64_MAX */
 };
 
 /* Read the pipe in sizes from 1 byte to 64 KiB, pausing now and then, so
@@ -60,49 +62,75 @@ static void *consume(void *arg)
 			if (buf[i] != byte_at(c->got + (uint64_t)i))
 				c->bad_at = c->got + (uint64_t)i;
 		c->got += (uint64_t)n;
-		if (tu_rand(&rng) % 64 == 0)
+		if (tu_rand(&rng) % c->pause_in == 0)
 			usleep(200);
 	}
 	return NULL;
 }
 
-/* Append TOTAL bytes as records of random sizes, kicking now and then (as
- * the copier does at the end of a run), and flush. */
-static void produce(struct rs_wq *q)
+/* One record of @len bytes, reserved urgently (into the overflow when
+ * the ring is full) or not, filled in place as the writer does. */
+static void put_record(struct rs_wq *q, size_t len, bool urgent)
 {
-	static uint8_t rec[RECORD_MAX];
+	uint8_t *p;
+
+	assert_int_equal(bgs_rs_wq_reserve(q, len, urgent, &p), 0);
+	for (size_t i = 0; i < len; i++)
+		p[i] = byte_at(q->fill + i);
+	bgs_rs_wq_produce(q, len);
+}
+
+#define BURST 2048 /* urgent records in a row: a storm of faults */
+
+/* Append TOTAL bytes as records of random sizes, kicking now and then (as
+ * the copier does at the end of a run), and flush. Where @burst_in, one
+ * record in that many is instead a burst of BURST urgent ones. */
+static void produce(struct rs_wq *q, unsigned burst_in)
+{
 	uint64_t rng = 5;
 
 	while (q->fill < TOTAL) {
-		size_t len = 1 + (size_t)(tu_rand(&rng) % RECORD_MAX);
+		const bool burst = burst_in && tu_rand(&rng) % burst_in == 0;
 
-		if (len > TOTAL - q->fill)
-			len = (size_t)(TOTAL - q->fill);
-		for (size_t i = 0; i < len; i++)
-			rec[i] = byte_at(q->fill + i);
-		assert_int_equal(bgs_rs_wq_append(q, rec, len), 0);
+		for (unsigned k = 0; k < (burst ? BURST : 1) && q->fill < TOTAL;
+		     k++) {
+			size_t len = 1 + (size_t)(tu_rand(&rng) % RECORD_MAX);
+
+			if (len > TOTAL - q->fill)
+				len = (size_t)(TOTAL - q->fill);
+			put_record(q, len, burst);
+		}
 		if (tu_rand(&rng) % 8 == 0)
 			bgs_rs_wq_kick(q);
 	}
 	assert_int_equal(bgs_rs_wq_flush(q), 0);
 }
 
-static void test_stream_in_order(void **state)
+/* Into a pipe, with @over_limit bytes of overflow, urgent bursts one in
+ * @burst_in records, the consumer pausing after one read in @pause_in. */
+static void stream_in_order(size_t over_limit, unsigned burst_in,
+			    unsigned pause_in)
 {
-	struct consumer c = { 0 };
+	struct consumer c = { .pause_in = pause_in };
 	struct rs_wq q;
 	pthread_t t;
 	int p[2];
 
-	(void)state;
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
 	c.fd = p[0];
 	assert_int_equal(pthread_create(&t, NULL, consume, &c), 0);
-	assert_int_equal(bgs_rs_wq_init(&q, p[1], true, RING, 0, false, NULL),
-			 0);
+	assert_int_equal(
+		bgs_rs_wq_init(&q, p[1], true, RING, over_limit, false, NULL),
+		0);
 	if (!q.uring)
 		fprintf(stderr, "# no io_uring: write(2) in the producer\n");
-	produce(&q);
+	produce(&q, burst_in);
+	if (over_limit) {
+		/* Past the 2 MiB blocks the overflow gives back behind it. */
+		fprintf(stderr, "# overflow peak %llu bytes\n",
+			(unsigned long long)atomic_load(&q.peak_over));
+		assert_true(atomic_load(&q.peak_over) > (2u << 20));
+	}
 	bgs_rs_wq_free(&q);
 	close(p[1]);
 	pthread_join(t, NULL);
@@ -111,6 +139,20 @@ static void test_stream_in_order(void **state)
 		fail_msg("byte %llu of the stream is wrong",
 			 (unsigned long long)c.bad_at);
 	assert_int_equal(c.got, TOTAL);
+}
+
+static void test_stream_in_order(void **state)
+{
+	(void)state;
+	stream_in_order(0, 0, 64);
+}
+
+/* Urgent records spill into the overflow while the consumer lags, and
+ * move back into the ring as it reads: in order all the same. */
+static void test_stream_through_overflow(void **state)
+{
+	(void)state;
+	stream_in_order(6u << 20, 512, 4);
 }
 
 /* The same into a file, several writes in flight at their offsets. */
@@ -125,7 +167,7 @@ static void test_file_in_order(void **state)
 	assert_true(fd >= 0);
 	assert_int_equal(bgs_rs_wq_init(&q, fd, false, RING, 0, false, NULL),
 			 0);
-	produce(&q);
+	produce(&q, 0);
 	bgs_rs_wq_free(&q);
 	assert_int_equal(fstat(fd, &st), 0);
 	assert_int_equal(st.st_size, TOTAL);
@@ -144,6 +186,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_stream_in_order),
+		cmocka_unit_test(test_stream_through_overflow),
 		cmocka_unit_test(test_file_in_order),
 	};
 
