@@ -172,6 +172,37 @@ static int populate(struct bgs_monitor *m, const struct bgs_region *g)
 		       : 0;
 }
 
+#define BGS_SLICE (16ull << 20)
+
+/*
+ * Where the slice of @g that starts at @at ends. Protecting or releasing
+ * a region holds the owner's mmap lock for as long as the kernel walks
+ * its page tables (80-90 ms for 4 GiB here), and the owner's mmap, munmap
+ * and brk wait for all of it; done a slice at a time, they go in between
+ * two slices. Slices end on absolute multiples of their size, which cuts
+ * no huge page (a range ending inside a PMD-mapped THP would split it).
+ */
+static uint64_t slice_end(const struct bgs_region *g, uint64_t at)
+{
+	const uint64_t slice =
+		g->page_size > BGS_SLICE ? g->page_size : BGS_SLICE;
+	const uint64_t next = (at / slice + 1) * slice;
+
+	return next < g->base + g->len ? next : g->base + g->len;
+}
+
+static int protect_in_slices(struct bgs_monitor *m, const struct bgs_region *g)
+{
+	int r = 0;
+
+	for (uint64_t at = g->base, next; at < g->base + g->len && !r;
+	     at = next) {
+		next = slice_end(g, at);
+		r = bgs_uffd_protect(&m->uffd, at, next - at, 0);
+	}
+	return r;
+}
+
 int bgs_monitor_protect_all(struct bgs_monitor *m)
 {
 	struct bgsnap *h = m->h;
@@ -184,7 +215,7 @@ int bgs_monitor_protect_all(struct bgs_monitor *m)
 			continue;
 		r = populate(m, g);
 		if (!r)
-			r = bgs_uffd_protect(&m->uffd, g->base, g->len, 0);
+			r = protect_in_slices(m, g);
 		/* ENOENT: part of the range is no longer the registered
 		 * mapping (unmapped, moved, or mapped anew). */
 		if (r == -ENOENT) {
@@ -230,6 +261,34 @@ const char *bgs_monitor_failure(struct bgs_monitor *m)
 	return bgs_first_error_get(&m->error) ? m->error.msg : NULL;
 }
 
+/*
+ * Unregister every region a slice at a time (see slice_end()) before the
+ * uffd is closed: closing it unregisters them all at once, clearing the
+ * protection bits of every page table entry on the way with the owner's
+ * mmap lock held for writing throughout (75 ms for 4 GiB here). Each
+ * slice is woken after: a writer asleep on a page still protected (while
+ * tracking) would otherwise sleep until the close. An error (the owner
+ * exited) leaves the rest to the close.
+ */
+static void unregister_in_slices(struct bgs_monitor *m)
+{
+	const struct bgsnap *h = m->h;
+
+	for (size_t i = 0; i < h->nregions; i++) {
+		const struct bgs_region *g = &h->regions[i];
+
+		if (!bgs_region_protected(g))
+			continue;
+		for (uint64_t at = g->base, next; at < g->base + g->len;
+		     at = next) {
+			next = slice_end(g, at);
+			if (bgs_uffd_unregister(&m->uffd, at, next - at))
+				return;
+			(void)bgs_uffd_wake(&m->uffd, at, next - at);
+		}
+	}
+}
+
 void bgs_monitor_stop(struct bgs_monitor *m)
 {
 	if (!m)
@@ -238,6 +297,8 @@ void bgs_monitor_stop(struct bgs_monitor *m)
 		bgs_monitor_command(m, BGS_CMD_STOP, NULL);
 		pthread_join(m->thread, NULL);
 	}
+	if (m->uffd.fd >= 0)
+		unregister_in_slices(m);
 	bgs_uffd_close(&m->uffd); /* nothing protected, nobody asleep */
 	if (m->undo_data) {
 		munmap(m->undo_data, m->undo_slots * BGS_PAGE_SIZE);

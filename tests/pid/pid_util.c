@@ -241,6 +241,28 @@ void pt_guest_untraced(const struct pt_guest *g)
 		fail_msg("guest %d still holds a userfaultfd", (int)g->c.pid);
 }
 
+void pt_guest_mapping(const struct pt_guest *g, char *range, size_t n)
+{
+	char path[64], line[512];
+	unsigned long long start, end;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/maps", (int)g->c.pid);
+	f = fopen(path, "re");
+	assert_non_null(f);
+	range[0] = '\0';
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%llx-%llx", &start, &end) == 2 &&
+		    start <= g->addr && g->addr < end) {
+			snprintf(range, n, "%llx-%llx", start, end);
+			break;
+		}
+	fclose(f);
+	if (!range[0])
+		fail_msg("guest %d: no mapping holds its memory at 0x%llx",
+			 (int)g->c.pid, (unsigned long long)g->addr);
+}
+
 static int report_protected(void *arg, uint64_t start, uint64_t end,
 			    uint64_t cats)
 {

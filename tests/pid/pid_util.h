@@ -75,6 +75,10 @@ void pt_guest_untraced(const struct pt_guest *g);
  * userfaultfd; return how many userfaultfd descriptors it holds. */
 int pt_guest_leftovers(const struct pt_guest *g);
 
+/* The range ("start-end", hex) of the mapping that holds the guest's
+ * memory, from /proc/PID/maps. */
+void pt_guest_mapping(const struct pt_guest *g, char *range, size_t n);
+
 /* Fail if any page of the guest's memory is still write-protected. */
 void pt_guest_unprotected(const struct pt_guest *g);
 

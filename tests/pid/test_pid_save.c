@@ -76,15 +76,18 @@ static void check_saved_guest(const struct pt_guest *g, const char *file)
 
 /* ---- under writers, every kind ------------------------------------------- */
 
+/* A save protects and releases the memory a slice at a time, which
+ * splits its mapping for a while: it must come back whole. */
 static void save_kind(const char *kind)
 {
-	char file[256], pid[16];
+	char file[256], pid[16], before[64], after[64];
 	struct pt_guest g;
 	struct pt_run r;
 
 	path_in_dir(file, sizeof(file), "kind.bgs");
 	pt_guest_start(&g, 0, GUEST_SIZE, kind, NULL);
 	tu_sleep_ms(200); /* writers well under way */
+	pt_guest_mapping(&g, before, sizeof(before));
 	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
 	pt_run(&r, SAVE_MS, -1, "save", "--pid", pid, "-o", file, "--json",
 	       NULL);
@@ -97,6 +100,8 @@ static void save_kind(const char *kind)
 	pt_run_free(&r);
 	check_saved_guest(&g, file);
 	must_be_unharmed(&g);
+	pt_guest_mapping(&g, after, sizeof(after));
+	assert_string_equal(after, before);
 	pt_guest_stop(&g);
 	unlink(file);
 }
