@@ -2,7 +2,7 @@
 # Where a real Redis's main thread spends its time while 'bgsnap save
 # --pid' saves it under load: per 100 ms, the time it ran, waited for a
 # CPU, slept in write faults (and how many), slept otherwise, and how
-# long its threads waited for its mmap lock; and bgsnap's holds of that
+# long it waited for its process's mmap lock; and bgsnap's holds of that
 # lock over 5 ms.
 #
 #   tests/bench/profile_redis.sh [--size 1G] [--bgsnap PATH]
@@ -77,8 +77,8 @@ print("%6s %8.1f %10.1f %12.1f %8d %12.1f %10.1f" %
        tot[5] / 1e6))
 if tot[3]:
     print("mean fault sleep %.1f us" % (tot[2] / tot[3] / 1e3))
-print("mmap wait: Redis's threads waiting to take its mmap lock (counted "
-      "in a sleep column too)")
+print("mmap wait: Redis's main thread waiting to take its process's mmap "
+      "lock (counted in a sleep column too)")
 near = [h for h in holds if first <= h[0] <= last]
 print("bgsnap held Redis's mmap lock over 5 ms %d times around the save%s" %
       (len(near), ": " + ", ".join("%.1f ms (%s) at %.1fs" %

@@ -76,8 +76,8 @@ static void check_saved_guest(const struct pt_guest *g, const char *file)
 
 /* ---- under writers, every kind ------------------------------------------- */
 
-/* A save protects and releases the memory a slice at a time, which
- * splits its mapping for a while: it must come back whole. */
+/* A save unregisters the memory a slice at a time, which splits its
+ * mapping for a while: it must come back whole. */
 static void save_kind(const char *kind)
 {
 	char file[256], pid[16], before[64], after[64];

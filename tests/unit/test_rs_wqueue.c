@@ -3,7 +3,7 @@
  * The write queue delivers every byte appended, once and in order, through
  * the wraps of its ring and the moves of what is pending back to the
  * ring's start whenever it goes idle. A small ring and a consumer that
- * reads in fits and starts make both happen thousands of times; records
+ * reads in fits and starts make both happen often; records
  * of any size (a footer is a few dozen bytes, a page record 4 KiB) end
  * anywhere in the ring, also across its end. Bursts of urgent records,
  * as in a storm of faults, go through the overflow and back.
@@ -76,7 +76,7 @@ static void put_record(struct rs_wq *q, size_t len, bool urgent)
 
 	assert_int_equal(bgs_rs_wq_reserve(q, len, urgent, &p), 0);
 	for (size_t i = 0; i < len; i++)
-		p[i] = byte_at(q->fill + i);
+		p[i] = byte_at(bgs_rs_wq_pos(q) + i);
 	bgs_rs_wq_produce(q, len);
 }
 
@@ -89,15 +89,15 @@ static void produce(struct rs_wq *q, unsigned burst_in)
 {
 	uint64_t rng = 5;
 
-	while (q->fill < TOTAL) {
+	while (bgs_rs_wq_pos(q) < TOTAL) {
 		const bool burst = burst_in && tu_rand(&rng) % burst_in == 0;
 
-		for (unsigned k = 0; k < (burst ? BURST : 1) && q->fill < TOTAL;
-		     k++) {
+		for (unsigned k = 0;
+		     k < (burst ? BURST : 1) && bgs_rs_wq_pos(q) < TOTAL; k++) {
 			size_t len = 1 + (size_t)(tu_rand(&rng) % RECORD_MAX);
 
-			if (len > TOTAL - q->fill)
-				len = (size_t)(TOTAL - q->fill);
+			if (len > TOTAL - bgs_rs_wq_pos(q))
+				len = (size_t)(TOTAL - bgs_rs_wq_pos(q));
 			put_record(q, len, burst);
 		}
 		if (tu_rand(&rng) % 8 == 0)
