@@ -477,6 +477,19 @@ void bgs_save_teardown(struct bgs_save *s);
 void bgs_copier_kick(struct bgs_save *s);
 
 /*
+ * snap_guard.c: read the owner's memory in place (its DESIGN block).
+ * bgs_guard_run() calls @fn(@arg), which reads [@at, +@len), and returns
+ * 0, or -EFAULT if a read there faulted (unmapped, PROT_NONE, truncated):
+ * @fn was cut short where it was. -EAGAIN: too many threads guarded at
+ * once, @fn was not called. Only between bgs_guard_hold() and
+ * bgs_guard_release() (counted, process-wide: they install and remove a
+ * SIGSEGV and SIGBUS handler that chains to the one before).
+ */
+int bgs_guard_hold(void);
+void bgs_guard_release(void);
+int bgs_guard_run(const void *at, size_t len, void (*fn)(void *arg), void *arg);
+
+/*
  * snap_util.c: start a bgsnap thread with every signal blocked: an
  * owner's signal handler must never run on it (it could write protected
  * memory and deadlock). @stack: BGS_STACK_SIZE bytes, or NULL for a default

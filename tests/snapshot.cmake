@@ -12,5 +12,7 @@ bgs_add_test(test_track integration/test_track.c TIMEOUT 300
 # (BGSNAP_STRESS_SECONDS long; minutes by hand).
 bgs_add_test(test_stress_events stress/test_stress_events.c TIMEOUT 120
 	LABELS stress)
+# Reading the owner's memory in place: faults come back, others chain.
+bgs_add_test(test_guard unit/test_guard.c TIMEOUT 60 LABELS unit)
 # The public structs' sizes, seen from older and newer applications.
 bgs_add_test(test_abi integration/test_abi.c TIMEOUT 60 LABELS integration)

@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Reading the owner's memory where it lies, without a crash if it goes.
+ *
+ * A save inside the owner's process can read the registered memory in
+ * place: compress it straight from there, or memcpy it, instead of
+ * process_vm_readv, whose page-by-page pinning and copy cost as much as
+ * lz4 itself. The catch is that the owner may unmap that memory, or make
+ * it PROT_NONE, while the copier reads it. The kernel tells the fault
+ * thread of an unmap only after it happened (UFFD_EVENT_UNMAP), so the
+ * copier's read would be a SIGSEGV, and a process killed by the library
+ * meant to keep it running.
+ *
+ * So such reads run under a guard: a SIGSEGV and SIGBUS handler, installed
+ * while any save that reads in place runs, turns a fault of a guarded
+ * thread at an address inside its guarded range into a return of -EFAULT
+ * from bgs_guard_run(). Every other fault goes to the handler that was
+ * there before ours (or to the default action), as if we were not there.
+ * The handler is async-signal-safe: it reads a fixed table of guarded
+ * threads, keyed by thread id, and nothing else.
+ */
+#include "snap_internal.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define GUARD_SLOTS 16	 /* threads guarded at once: copiers and workers */
+#define SLOT_BUSY   (-1) /* claimed, not yet armed */
+
+struct guard_slot {
+	_Atomic pid_t tid; /* 0: free; SLOT_BUSY; else armed for this thread */
+	uintptr_t lo, hi;  /* the guarded range */
+	sigjmp_buf *env;   /* where a fault inside it returns to */
+};
+
+static struct guard_slot slots[GUARD_SLOTS];
+
+static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned holders;
+static struct sigaction before_segv, before_bus; /* what we chain to */
+
+static struct sigaction *before(int sig)
+{
+	return sig == SIGSEGV ? &before_segv : &before_bus;
+}
+
+/* Not ours: do what would have happened without us. */
+static void forward(int sig, siginfo_t *si, void *uc)
+{
+	const struct sigaction *b = before(sig);
+
+	if (b->sa_flags & SA_SIGINFO) {
+		b->sa_sigaction(sig, si, uc);
+		return;
+	}
+	if (b->sa_handler != SIG_DFL && b->sa_handler != SIG_IGN) {
+		b->sa_handler(sig);
+		return;
+	}
+	/* The default action: for a fault, returning runs the faulting
+	 * instruction again, which now gets it; a signal sent by kill()
+	 * is sent again. */
+	signal(sig, SIG_DFL);
+	if (si->si_code <= 0)
+		raise(sig);
+}
+
+static void on_fault(int sig, siginfo_t *si, void *uc)
+{
+	const pid_t tid = (pid_t)syscall(SYS_gettid);
+	const uintptr_t addr = (uintptr_t)si->si_addr;
+
+	for (size_t i = 0; i < GUARD_SLOTS; i++) {
+		struct guard_slot *g = &slots[i];
+
+		if (atomic_load_explicit(&g->tid, memory_order_acquire) != tid)
+			continue;
+		if (si->si_code > 0 && addr >= g->lo && addr < g->hi)
+			siglongjmp(*g->env, 1);
+		break;
+	}
+	forward(sig, si, uc);
+}
+
+int bgs_guard_hold(void)
+{
+	struct sigaction sa = { .sa_sigaction = on_fault,
+				/* NODEFER: siglongjmp leaves no signal
+				 * blocked, without saving the mask. */
+				.sa_flags =
+					SA_SIGINFO | SA_NODEFER | SA_ONSTACK };
+	int ret = 0;
+
+	sigemptyset(&sa.sa_mask);
+	pthread_mutex_lock(&install_lock);
+	if (!holders) {
+		if (sigaction(SIGSEGV, &sa, &before_segv))
+			ret = -errno;
+		else if (sigaction(SIGBUS, &sa, &before_bus)) {
+			ret = -errno;
+			sigaction(SIGSEGV, &before_segv, NULL);
+		}
+	}
+	if (!ret)
+		holders++;
+	pthread_mutex_unlock(&install_lock);
+	return ret;
+}
+
+/* Put @sig's handler back, unless someone installed theirs over ours
+ * since: theirs may chain to ours, which then goes on forwarding. */
+static void restore(int sig)
+{
+	struct sigaction now;
+
+	if (!sigaction(sig, NULL, &now) && (now.sa_flags & SA_SIGINFO) &&
+	    now.sa_sigaction == on_fault)
+		sigaction(sig, before(sig), NULL);
+}
+
+void bgs_guard_release(void)
+{
+	pthread_mutex_lock(&install_lock);
+	if (holders && !--holders) {
+		restore(SIGSEGV);
+		restore(SIGBUS);
+	}
+	pthread_mutex_unlock(&install_lock);
+}
+
+static struct guard_slot *claim(void)
+{
+	for (size_t i = 0; i < GUARD_SLOTS; i++) {
+		pid_t free_slot = 0;
+
+		if (atomic_compare_exchange_strong(&slots[i].tid, &free_slot,
+						   SLOT_BUSY))
+			return &slots[i];
+	}
+	return NULL;
+}
+
+/*
+ * bgsnap's threads start with every signal blocked (bgs_thread_start),
+ * and the kernel kills a process whose thread faults with the fault's
+ * signal blocked. A guarded thread takes these two, once. What else
+ * could come of it is a SIGSEGV or SIGBUS sent by kill() to the whole
+ * process, which the kernel gives the main thread unless that one blocks
+ * it.
+ */
+static pid_t guarded_thread(void)
+{
+	static _Thread_local pid_t tid;
+	sigset_t faults;
+
+	if (!tid) {
+		sigemptyset(&faults);
+		sigaddset(&faults, SIGSEGV);
+		sigaddset(&faults, SIGBUS);
+		pthread_sigmask(SIG_UNBLOCK, &faults, NULL);
+		tid = (pid_t)syscall(SYS_gettid);
+	}
+	return tid;
+}
+
+int bgs_guard_run(const void *at, size_t len, void (*fn)(void *arg), void *arg)
+{
+	const pid_t tid = guarded_thread();
+	struct guard_slot *g = claim();
+	sigjmp_buf env;
+
+	if (!g)
+		return -EAGAIN;
+	g->lo = (uintptr_t)at;
+	g->hi = (uintptr_t)at + len;
+	g->env = &env;
+	if (sigsetjmp(env, 0)) {
+		atomic_store_explicit(&g->tid, 0, memory_order_release);
+		return -EFAULT;
+	}
+	atomic_store_explicit(&g->tid, tid, memory_order_release);
+	fn(arg);
+	atomic_store_explicit(&g->tid, 0, memory_order_release);
+	return 0;
+}

@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The guard under which a save reads its owner's memory in place: a read
+ * that faults inside the guarded range (PROT_NONE, unmapped, past the end
+ * of a memfd) comes back as -EFAULT, also on a thread that blocks every
+ * signal, as bgsnap's threads do; every other fault reaches the handler
+ * that was there before, and that handler is back once the guard goes.
+ */
+#include "snap_internal.h"
+#include "testutil.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define PG 4096
+
+struct copy {
+	uint8_t *dst;
+	const uint8_t *src;
+	size_t len;
+	bool done; /* the copy returned */
+};
+
+static void do_copy(void *arg)
+{
+	struct copy *c = arg;
+
+	memcpy(c->dst, c->src, c->len);
+	c->done = true;
+}
+
+static int guarded_copy(const uint8_t *src, size_t len, uint8_t *dst)
+{
+	struct copy c = { dst, src, len, false };
+	const int ret = bgs_guard_run(src, len, do_copy, &c);
+
+	assert_int_equal(ret == 0, c.done);
+	return ret;
+}
+
+/* Three pages: readable, PROT_NONE, readable. */
+static uint8_t *three_pages(void)
+{
+	uint8_t *p = mmap(NULL, 3 * PG, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	assert_true(p != MAP_FAILED);
+	memset(p, 'a', 3 * PG);
+	assert_int_equal(mprotect(p + PG, PG, PROT_NONE), 0);
+	return p;
+}
+
+static void test_fault_in_range_returns(void **state)
+{
+	uint8_t *p = three_pages();
+	uint8_t buf[3 * PG];
+
+	(void)state;
+	assert_int_equal(bgs_guard_hold(), 0);
+	assert_int_equal(guarded_copy(p, PG, buf), 0);
+	assert_int_equal(buf[PG - 1], 'a');
+	assert_int_equal(guarded_copy(p, 3 * PG, buf), -EFAULT);
+	assert_int_equal(guarded_copy(p + 2 * PG, PG, buf), 0);
+	/* Unmapped: the same. */
+	assert_int_equal(munmap(p, 3 * PG), 0);
+	assert_int_equal(guarded_copy(p, PG, buf), -EFAULT);
+	bgs_guard_release();
+}
+
+/* Past the end of a memfd: SIGBUS, not SIGSEGV. */
+static void test_bus_error_returns(void **state)
+{
+	const int fd = memfd_create("guard", 0);
+	uint8_t *p, buf[PG];
+
+	(void)state;
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 2 * PG), 0);
+	p = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(p != MAP_FAILED);
+	memset(p, 'b', 2 * PG);
+	assert_int_equal(ftruncate(fd, PG), 0);
+	assert_int_equal(bgs_guard_hold(), 0);
+	assert_int_equal(guarded_copy(p, PG, buf), 0);
+	assert_int_equal(guarded_copy(p + PG, PG, buf), -EFAULT);
+	bgs_guard_release();
+	munmap(p, 2 * PG);
+	close(fd);
+}
+
+/* A handler of the owner's: it makes the page readable and counts. */
+static _Atomic int owner_faults;
+static uint8_t *owner_page;
+
+static void owner_handler(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	if ((uint8_t *)si->si_addr >= owner_page &&
+	    (uint8_t *)si->si_addr < owner_page + PG) {
+		mprotect(owner_page, PG, PROT_READ);
+		atomic_fetch_add(&owner_faults, 1);
+	}
+}
+
+static volatile uint8_t sink;
+
+static void read_owner_page(void *arg)
+{
+	(void)arg;
+	sink = owner_page[0];
+}
+
+static void test_other_faults_reach_the_owner(void **state)
+{
+	struct sigaction sa = { .sa_sigaction = owner_handler,
+				.sa_flags = SA_SIGINFO },
+			 old, now;
+	uint8_t *p = three_pages();
+	uint8_t buf[PG];
+
+	(void)state;
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGSEGV, &sa, &old), 0);
+	owner_page = p + PG;
+	atomic_store(&owner_faults, 0);
+	assert_int_equal(bgs_guard_hold(), 0);
+	assert_int_equal(bgs_guard_hold(), 0); /* two saves at once */
+
+	/* Unguarded: the owner's handler gets it, and the read goes on. */
+	sink = owner_page[0];
+	assert_int_equal(atomic_load(&owner_faults), 1);
+	/* Guarded, but outside the range guarded: the owner's too. */
+	assert_int_equal(mprotect(owner_page, PG, PROT_NONE), 0);
+	assert_int_equal(bgs_guard_run(p, PG, read_owner_page, NULL), 0);
+	assert_int_equal(atomic_load(&owner_faults), 2);
+	/* Inside it: the guard's, the owner never sees it. */
+	assert_int_equal(mprotect(owner_page, PG, PROT_NONE), 0);
+	assert_int_equal(guarded_copy(owner_page, PG, buf), -EFAULT);
+	assert_int_equal(atomic_load(&owner_faults), 2);
+
+	/* Released by both: the owner's handler is back. */
+	bgs_guard_release();
+	assert_int_equal(sigaction(SIGSEGV, NULL, &now), 0);
+	assert_true(now.sa_sigaction != owner_handler);
+	bgs_guard_release();
+	assert_int_equal(sigaction(SIGSEGV, NULL, &now), 0);
+	assert_true(now.sa_sigaction == owner_handler);
+	assert_int_equal(sigaction(SIGSEGV, &old, NULL), 0);
+	munmap(p, 3 * PG);
+}
+
+/* On a bgsnap thread, every signal blocked: still -EFAULT, not a kill. */
+struct blocked {
+	uint8_t *p;
+	int faulted, read; /* what the two guarded copies returned */
+};
+
+static void *blocked_thread(void *arg)
+{
+	struct blocked *b = arg;
+	uint8_t buf[PG];
+
+	b->faulted = bgs_guard_run(b->p + PG, PG, do_copy,
+				   &(struct copy){ buf, b->p + PG, PG, false });
+	b->read = bgs_guard_run(b->p, PG, do_copy,
+				&(struct copy){ buf, b->p, PG, false });
+	return NULL;
+}
+
+static void test_thread_blocking_signals(void **state)
+{
+	struct blocked b = { three_pages(), 1, 1 };
+	pthread_t t;
+
+	(void)state;
+	assert_int_equal(bgs_guard_hold(), 0);
+	assert_int_equal(bgs_thread_start(&t, NULL, NULL, blocked_thread, &b),
+			 0);
+	pthread_join(t, NULL);
+	assert_int_equal(b.faulted, -EFAULT);
+	assert_int_equal(b.read, 0);
+	bgs_guard_release();
+	munmap(b.p, 3 * PG);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fault_in_range_returns),
+		cmocka_unit_test(test_bus_error_returns),
+		cmocka_unit_test(test_other_faults_reach_the_owner),
+		cmocka_unit_test(test_thread_blocking_signals),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
