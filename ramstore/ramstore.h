@@ -243,6 +243,8 @@ struct rs_writer_stats {
 };
 /* Any thread; the figures are each exact, not mutually atomic. */
 void bgs_rs_writer_stats(const struct rs_writer *w, struct rs_writer_stats *s);
+/* Records appended so far (the putting thread's own count). */
+uint64_t bgs_rs_writer_records(const struct rs_writer *w);
 
 /*
  * lz4 alone on @len bytes at @src, in blocks of a record's most pages, the

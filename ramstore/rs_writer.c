@@ -996,6 +996,11 @@ void bgs_rs_writer_abort(struct rs_writer *w)
 		writer_free(w);
 }
 
+uint64_t bgs_rs_writer_records(const struct rs_writer *w)
+{
+	return w->next;
+}
+
 void bgs_rs_writer_stats(const struct rs_writer *w, struct rs_writer_stats *s)
 {
 	const memory_order o = memory_order_relaxed;

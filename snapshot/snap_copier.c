@@ -12,7 +12,10 @@
  *
  * Each page is saved exactly once, in this order:
  *   1. read the run out of the owner (process_vm_readv into staging: a
- *      page unmapped under us is an error to report, not a SIGSEGV);
+ *      page unmapped under us is an error to report, not a SIGSEGV; in
+ *      the owner's own process, a memcpy under the guard of snap_guard.c,
+ *      and the scan does not copy at all: steps 1 and 3 are one, the
+ *      writer compresses the pages where they lie, still protected);
  *   2. verify-after-copy: PAGEMAP_SCAN says every page of the run is
  *      still write-protected, so no write reached it since the snapshot
  *      instant (KSM, an anon MADV_DONTNEED or a lost bit would show here);
@@ -146,11 +149,33 @@ static ssize_t read_forced(struct bgs_save *s, uint64_t addr, size_t len,
 	return pread(s->mem_fd, dst, len, (off_t)addr);
 }
 
+struct copy_in_place {
+	uint8_t *dst;
+	const void *src;
+	size_t len;
+};
+
+static void copy_in_place(void *arg)
+{
+	const struct copy_in_place *c = arg;
+
+	memcpy(c->dst, c->src, c->len);
+}
+
 static int read_owner(struct bgs_save *s, const struct bgs_region *r,
 		      uint64_t addr, size_t len, uint8_t *dst)
 {
 	size_t done = 0;
 
+	/* In the owner's process, a memcpy, half the cost. If it faults, the
+	 * kernel reads it below, or says why it cannot. */
+	if (s->in_place) {
+		struct copy_in_place c = { dst, (const void *)(uintptr_t)addr,
+					   len };
+
+		if (!bgs_guard_run(c.src, len, copy_in_place, &c))
+			return 0;
+	}
 	while (done < len) {
 		struct iovec local = { dst + done, len - done };
 		struct iovec remote = { (void *)(uintptr_t)(addr + done),
@@ -289,6 +314,14 @@ static int store_compared(struct bgs_save *s, const struct bgs_region *r,
 	return 0;
 }
 
+/* For the save-once test: each page is read once. */
+static void count_reads(struct bgs_save *s, uint64_t page, uint64_t n)
+{
+	if (s->read_count)
+		for (uint64_t p = page; p < page + n; p++)
+			s->read_count[p]++;
+}
+
 /* Step 1 for [page, page + n) of @r: read it out of the owner into @dst,
  * in staging. */
 static int read_pages(struct bgs_save *s, const struct bgs_region *r,
@@ -299,10 +332,8 @@ static int read_pages(struct bgs_save *s, const struct bgs_region *r,
 				   n * BGS_PAGE_SIZE, dst);
 
 	bgs_stage_lap(&s->cpu_copy, t);
-
-	if (!ret && s->read_count)
-		for (uint64_t p = page; p < page + n; p++)
-			s->read_count[p]++;
+	if (!ret)
+		count_reads(s, page, n);
 	return ret;
 }
 
@@ -331,12 +362,63 @@ static int store_pages(struct bgs_save *s, const struct bgs_region *r,
 	return ret < 0 ? bgs_save_write_failed(s, ret) : 0;
 }
 
+struct store_in_place {
+	struct bgs_save *s;
+	const struct bgs_region *r;
+	uint64_t page, n;
+	int ret;
+};
+
+static void store_in_place(void *arg)
+{
+	struct store_in_place *a = arg;
+
+	a->ret = store_pages(
+		a->s, a->r, a->page, a->n,
+		(const uint8_t *)(uintptr_t)bgs_page_addr(a->r, a->page));
+}
+
+/*
+ * Steps 1 and 3 at once, in the owner's process: the writer compresses
+ * the pages where they lie, still write-protected, and no copy is made
+ * (step 2 checks after, as for a copy, that they stayed protected). If
+ * the owner takes them away meanwhile (unmapped, made PROT_NONE), a read
+ * faults and the writer is cut short: 1 when it appended none of them
+ * yet, to be read the usual way, else the save fails.
+ */
+static int store_where_they_lie(struct bgs_save *s, const struct bgs_region *r,
+				uint64_t page, uint64_t n)
+{
+	struct store_in_place a = { s, r, page, n, 0 };
+	const uint64_t addr = bgs_page_addr(r, page);
+	const uint64_t records = bgs_rs_writer_records(s->writer);
+	const int ret = bgs_guard_run((const void *)(uintptr_t)addr,
+				      n * BGS_PAGE_SIZE, store_in_place, &a);
+
+	if (!ret) {
+		count_reads(s, page, n);
+		return a.ret;
+	}
+	if (bgs_rs_writer_records(s->writer) == records)
+		return 1;
+	return bgs_save_fail(s, BGSNAP_EHAZARD,
+			     "region '%s': [0x%" PRIx64 ", +%" PRIu64
+			     ") was unmapped or protected while it was "
+			     "read",
+			     r->name, addr, n * BGS_PAGE_SIZE);
+}
+
 /* Steps 1 and 3, for the scan. */
 static int copy_pages(struct bgs_save *s, const struct bgs_region *r,
 		      uint64_t page, uint64_t n)
 {
-	const int ret = read_pages(s, r, page, n, s->staging);
+	int ret = s->in_place && !s->parent
+			  ? store_where_they_lie(s, r, page, n)
+			  : 1;
 
+	if (ret <= 0)
+		return ret;
+	ret = read_pages(s, r, page, n, s->staging);
 	return ret ? ret : store_pages(s, r, page, n, s->staging);
 }
 

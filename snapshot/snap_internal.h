@@ -263,7 +263,9 @@ struct bgs_save {
 	pthread_t copier_thread;
 	bool copier_started;	  /* starter */
 	_Atomic pid_t copier_tid; /* for self-fault detection */
-	int mem_fd; /* copier: /proc/PID/mem, opened on first need, or -1 */
+	int mem_fd;    /* copier: /proc/PID/mem, opened on first need, or -1 */
+	bool in_place; /* the owner is this process: its memory is read
+			* where it lies, under the guard (snap_guard.c) */
 	/* The copier sleeps only when it has no fault to serve and the
 	 * disk is behind; a fault queued then wakes it (bgs_copier_kick). */
 	int wake_fd;		      /* eventfd: any thread */

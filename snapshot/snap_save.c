@@ -204,6 +204,8 @@ static void save_free(struct bgs_save *s)
 	bgs_uffd_pagemap_close(&s->pagemap);
 	if (s->mem_fd >= 0)
 		close(s->mem_fd);
+	if (s->in_place)
+		bgs_guard_release();
 	close(s->wake_fd);
 	pthread_mutex_destroy(&s->lock);
 	pthread_cond_destroy(&s->cond);
@@ -707,6 +709,7 @@ static int save_start(struct bgsnap *h, const char *path, int fd,
 		return -ENOMEM;
 	s->opts = o;
 	s->pid = h->target ? h->target->pid : getpid();
+	s->in_place = !h->target && bgs_guard_hold() == 0;
 	s->stop_the_world = s->opts.flags & BGSNAP_SAVE_STOP_THE_WORLD;
 	s->verify = !(s->opts.flags & BGSNAP_SAVE_NO_VERIFY);
 	s->threads = s->opts.threads;
