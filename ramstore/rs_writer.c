@@ -500,8 +500,6 @@ static void encode_data(struct rs_coder *c, const uint8_t *src, uint8_t *dst,
 
 	rec->encoding = RS_ENC_RAW;
 	rec->stored_len = (uint32_t)raw;
-	rec->sum = rec->stored = bgs_rs_hash(src, raw);
-	t = bgs_stage_lap(&c->checksum_ns, t);
 	if (c->comp == RS_COMP_LZ4) {
 		/* What LZ4_compress_fast does, without its 16 KiB of stack;
 		 * a bound of raw - 1 gives up as soon as it cannot shrink. */
@@ -513,11 +511,16 @@ static void encode_data(struct rs_coder *c, const uint8_t *src, uint8_t *dst,
 		if (n > 0) {
 			rec->encoding = RS_ENC_LZ4;
 			rec->stored_len = (uint32_t)n;
-			/* The block just made, while it is in the cache. */
-			rec->stored = bgs_rs_hash(dst, rec->stored_len);
-			bgs_stage_lap(&c->checksum_ns, t);
 		}
 	}
+	/* Both sums after lz4, which brought the pages into the cache (they
+	 * may be the owner's own memory, read nowhere else): the block just
+	 * made is there too. */
+	rec->sum = bgs_rs_hash(src, raw);
+	rec->stored = rec->encoding == RS_ENC_RAW
+			      ? rec->sum
+			      : bgs_rs_hash(dst, rec->stored_len);
+	bgs_stage_lap(&c->checksum_ns, t);
 	if (rec->encoding == RS_ENC_RAW)
 		memcpy(dst, src, raw);
 }
