@@ -449,6 +449,17 @@ struct bgsnap_save_opts {
  * operation runs), -ENOENT (no region), -EPERM (no userfaultfd access;
  * see bgsnap_probe), BGSNAP_EUNSAFE (bgsnap's own memory lies in a
  * region), file errors, or the pause callback's error.
+ *
+ * Signals: the copier reads and compresses this process's registered
+ * memory where it lies (no copy; another process's, bgsnap_target_pid,
+ * is read through the kernel), and the owner may still unmap it or make
+ * it PROT_NONE meanwhile. So while a save runs, bgsnap holds a SIGSEGV and
+ * SIGBUS handler: it takes only its own threads' faults inside the memory
+ * they read (the save then reads that memory the kernel's way, or fails
+ * with BGSNAP_EHAZARD) and passes every other to the handler installed
+ * before it, or to the default action. The previous handlers are back
+ * when the last save ends. An application that installs its own handler
+ * for these signals during a save should chain to the one it replaces.
  */
 BGSNAP_API int bgsnap_save_start(struct bgsnap *h, const char *path,
 				 const struct bgsnap_save_opts *opts);
