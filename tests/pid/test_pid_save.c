@@ -225,6 +225,83 @@ static void test_save_prot_none_with_data(void **state)
 	unlink(out);
 }
 
+/* The Private_Dirty kB of @pid's mapping that starts at @addr. */
+static long private_dirty_kb(pid_t pid, const void *addr)
+{
+	char path[64], line[256], start[32];
+	bool in = false;
+	long kb = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	snprintf(start, sizeof(start), "%lx-", (unsigned long)addr);
+	f = fopen(path, "re");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f)) {
+		if (strchr(line, '-') && strchr(line, '-') < strchr(line, ' '))
+			in = !strncmp(line, start, strlen(start));
+		else if (in && sscanf(line, "Private_Dirty: %ld kB", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	return kb;
+}
+
+/*
+ * A save reads a target's pages without taking them from whom it shares
+ * them with: after a fork, parent and child share their pages copy-on-
+ * write, and reading them must leave them shared (process_vm_readv, which
+ * pins each page, gave the target a private copy of each: a save of a
+ * process that forked doubled its memory).
+ */
+static void test_save_keeps_pages_shared(void **state)
+{
+	const size_t len = 16 << 20;
+	char file[256], pid[16];
+	struct pt_run r;
+	uint8_t *mem;
+	int ready[2];
+	pid_t child;
+	char c;
+
+	(void)state;
+	path_in_dir(file, sizeof(file), "shared.bgs");
+	mem = mmap(NULL, len, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	assert_true(mem != MAP_FAILED);
+	assert_int_equal(madvise(mem, len, MADV_NOHUGEPAGE), 0);
+	for (size_t i = 0; i < len; i += PT_PAGE)
+		memset(mem + i, (int)(i / PT_PAGE) | 1, PT_PAGE);
+	assert_int_equal(pipe(ready), 0);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		(void)!write(ready[1], "r", 1);
+		for (;;)
+			pause();
+	}
+	assert_int_equal(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	close(ready[1]);
+	assert_true(private_dirty_kb(child, mem) < 1024);
+	snprintf(pid, sizeof(pid), "%d", (int)child);
+	pt_run(&r, SAVE_MS, -1, "save", "-p", pid, "-o", file, "-q", NULL);
+	if (r.code)
+		fail_msg("save: exit %d: %s", r.code, r.err);
+	pt_run_free(&r);
+	/* A few pages the kernel may have copied for its own reasons (the
+	 * child's stack is elsewhere): far from the 16 MiB. */
+	if (private_dirty_kb(child, mem) >= 1024)
+		fail_msg("the save gave the target a private copy of %ld kB "
+			 "of its %zu kB shared with its parent",
+			 private_dirty_kb(child, mem), len >> 10);
+	kill(child, SIGKILL);
+	assert_int_equal(waitpid(child, NULL, 0), child);
+	munmap(mem, len);
+	unlink(file);
+}
+
 /* ---- what -o must not replace -------------------------------------------- */
 
 static void save_to(struct pt_run *r, pid_t pid, const char *file,
@@ -1464,6 +1541,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_save_memfd),
 		cmocka_unit_test(test_save_held_exact),
 		cmocka_unit_test(test_save_prot_none_with_data),
+		cmocka_unit_test(test_save_keeps_pages_shared),
 		cmocka_unit_test(test_save_stdout),
 		cmocka_unit_test(test_save_slow_consumer),
 		cmocka_unit_test(test_output_refused),
