@@ -1,17 +1,24 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Target memory through process_vm_readv/writev.
+ * Target memory: read through /proc/PID/mem, written through
+ * process_vm_writev.
  *
- * Both are GUP reads/writes in the target's mm: a read never faults on a
- * write-protected page (kernel-uffd.md §10), so the copier can read pages
- * that are still protected. A write to a protected page blocks like any
- * other kernel write — restore writes only into unprotected memory.
+ * Both are GUP accesses in the target's mm: a read never faults on a
+ * write-protected page (kernel-uffd.md §10), so pages still protected can
+ * be read. A write to a protected page blocks like any other kernel write
+ * — restore writes only into unprotected memory.
  *
- * The kernel stops at the first page it cannot access and returns the
- * bytes moved so far, so a transfer is resumed where it stopped; if it then
- * makes no progress at all, that span is retried through /proc/PID/mem,
- * which uses FOLL_FORCE and so can read PROT_NONE memory (a mapping that
- * still holds data while its owner has it inaccessible).
+ * Reads never use process_vm_readv: it pins each page, and pinning an
+ * anonymous page the target shares copy-on-write with a child (after any
+ * fork) gives the target a private copy of it, so reading a process that
+ * forked would grow its memory by what it read. /proc/PID/mem reads
+ * without pinning, and with FOLL_FORCE: PROT_NONE memory (a mapping that
+ * still holds data while its owner has it inaccessible) reads too.
+ *
+ * process_vm_writev stops at the first page it cannot access and returns
+ * the bytes moved so far, so a write is resumed where it stopped; if it
+ * then makes no progress at all, that span is retried through
+ * /proc/PID/mem (FOLL_FORCE: PROT_NONE memory).
  */
 #include "uffd_target.h"
 
@@ -96,29 +103,25 @@ static int64_t via_proc_mem(struct bgs_target *t, uint64_t addr, char *buf,
 	ssize_t r;
 
 	if (open_mem(t))
-		return -EFAULT;
+		return errno == ENOENT ? -ESRCH : -EFAULT;
 	if (write)
 		r = pwrite(t->memfd, buf, chunk, (off_t)addr);
 	else
 		r = pread(t->memfd, buf, chunk, (off_t)addr);
-	if (r <= 0)
-		return r == 0 || errno == EIO ? -EFAULT : -errno;
-	return r;
+	if (r < 0)
+		return errno == EIO ? -EFAULT : -errno;
+	return r ? r : -ESRCH; /* nothing at all: its mm is gone */
 }
 
-static int64_t one_call(struct bgs_target *t, struct iovec *local,
-			struct iovec *remote, int k, bool write)
+static int64_t one_write(struct bgs_target *t, struct iovec *local,
+			 struct iovec *remote, int k)
 {
 	ssize_t r;
 
-	do {
-		if (write)
-			r = process_vm_writev(t->pid, local, 1, remote,
-					      (unsigned long)k, 0);
-		else
-			r = process_vm_readv(t->pid, local, 1, remote,
-					     (unsigned long)k, 0);
-	} while (r < 0 && errno == EINTR);
+	do
+		r = process_vm_writev(t->pid, local, 1, remote,
+				      (unsigned long)k, 0);
+	while (r < 0 && errno == EINTR);
 	return r < 0 ? -errno : r;
 }
 
@@ -145,7 +148,9 @@ static int transfer(struct bgs_target *t, const struct bgs_target_span *s,
 		const int k = fill_iovs(s, n, &c, remote, &bytes);
 		struct iovec local = { buf + c.done, bytes };
 
-		r = one_call(t, &local, remote, k, write);
+		/* Reads go to /proc/PID/mem at once; writes only where
+		 * process_vm_writev could move nothing. */
+		r = write ? one_write(t, &local, remote, k) : 0;
 		if (r == 0 || r == -EFAULT)
 			r = via_proc_mem(t, s[c.i].addr + c.off, buf + c.done,
 					 s[c.i].len - c.off, write);

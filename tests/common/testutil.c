@@ -172,6 +172,32 @@ uint64_t tu_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+long tu_private_dirty_kb(pid_t pid, const void *addr)
+{
+	char path[64], line[256], start[32];
+	bool in = false;
+	long kb = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
+	snprintf(start, sizeof(start), "%lx-", (unsigned long)addr);
+	f = fopen(path, "re");
+	if (!f)
+		return -1;
+	/* A mapping's first line is "start-end perms ..."; its fields
+	 * follow, one "Name: value" a line. */
+	while (fgets(line, sizeof(line), f)) {
+		const char *dash = strchr(line, '-');
+
+		if (dash && dash < strchr(line, ' '))
+			in = !strncmp(line, start, strlen(start));
+		else if (in && sscanf(line, "Private_Dirty: %ld kB", &kb) == 1)
+			break;
+	}
+	fclose(f);
+	return kb;
+}
+
 void tu_sleep_ms(unsigned ms)
 {
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
+#include <sys/types.h>
 #include <cmocka.h>
 
 #include "uffd.h"
@@ -74,6 +75,10 @@ void tu_open_wp(struct bgs_uffd *u);
  */
 void tu_snapshot_region(const char *path, const char *name, void *buf,
 			size_t len);
+
+/* The Private_Dirty kB of @pid's mapping that starts at @addr (its pages
+ * no other process shares), or -1 if there is none. */
+long tu_private_dirty_kb(pid_t pid, const void *addr);
 
 /* Fail unless no page of [addr, addr+len) of this process is still
  * write-protected (no uffd-wp bit, no marker). */

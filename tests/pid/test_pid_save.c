@@ -225,28 +225,6 @@ static void test_save_prot_none_with_data(void **state)
 	unlink(out);
 }
 
-/* The Private_Dirty kB of @pid's mapping that starts at @addr. */
-static long private_dirty_kb(pid_t pid, const void *addr)
-{
-	char path[64], line[256], start[32];
-	bool in = false;
-	long kb = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/smaps", (int)pid);
-	snprintf(start, sizeof(start), "%lx-", (unsigned long)addr);
-	f = fopen(path, "re");
-	assert_non_null(f);
-	while (fgets(line, sizeof(line), f)) {
-		if (strchr(line, '-') && strchr(line, '-') < strchr(line, ' '))
-			in = !strncmp(line, start, strlen(start));
-		else if (in && sscanf(line, "Private_Dirty: %ld kB", &kb) == 1)
-			break;
-	}
-	fclose(f);
-	return kb;
-}
-
 /*
  * A save reads a target's pages without taking them from whom it shares
  * them with: after a fork, parent and child share their pages copy-on-
@@ -284,7 +262,7 @@ static void test_save_keeps_pages_shared(void **state)
 	assert_int_equal(read(ready[0], &c, 1), 1);
 	close(ready[0]);
 	close(ready[1]);
-	assert_true(private_dirty_kb(child, mem) < 1024);
+	assert_true(tu_private_dirty_kb(child, mem) < 1024);
 	snprintf(pid, sizeof(pid), "%d", (int)child);
 	pt_run(&r, SAVE_MS, -1, "save", "-p", pid, "-o", file, "-q", NULL);
 	if (r.code)
@@ -292,10 +270,10 @@ static void test_save_keeps_pages_shared(void **state)
 	pt_run_free(&r);
 	/* A few pages the kernel may have copied for its own reasons (the
 	 * child's stack is elsewhere): far from the 16 MiB. */
-	if (private_dirty_kb(child, mem) >= 1024)
+	if (tu_private_dirty_kb(child, mem) >= 1024)
 		fail_msg("the save gave the target a private copy of %ld kB "
 			 "of its %zu kB shared with its parent",
-			 private_dirty_kb(child, mem), len >> 10);
+			 tu_private_dirty_kb(child, mem), len >> 10);
 	kill(child, SIGKILL);
 	assert_int_equal(waitpid(child, NULL, 0), child);
 	munmap(mem, len);

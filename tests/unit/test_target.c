@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -509,6 +510,47 @@ static void test_memory(void **state)
 	free(buf);
 }
 
+/*
+ * Reading a target leaves the pages it shares copy-on-write with another
+ * process shared (process_vm_readv, which pins each page, made each one
+ * the target's private copy: 16384 kB of 16384).
+ */
+static void test_read_keeps_pages_shared(void **state)
+{
+	const size_t len = 4096 * PG;
+	unsigned char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	unsigned char *buf = malloc(len);
+	struct bgs_target t;
+	pid_t kid;
+
+	(void)state;
+	assert_true(mem != MAP_FAILED);
+	assert_non_null(buf);
+	assert_int_equal(madvise(mem, len, MADV_NOHUGEPAGE), 0);
+	for (size_t i = 0; i < len; i += PG)
+		memset(mem + i, (int)(i / PG) | 1, PG);
+	kid = fork();
+	assert_true(kid >= 0);
+	if (kid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		for (;;)
+			pause();
+	}
+	assert_int_equal(bgs_target_open(&t, kid), 0);
+	assert_int_equal(bgs_target_read(&t, (uintptr_t)mem, buf, len), 0);
+	assert_memory_equal(buf, mem, len);
+	if (tu_private_dirty_kb(kid, mem) >= 1024)
+		fail_msg("reading gave the target a private copy of %ld kB of "
+			 "its %zu kB shared with its parent",
+			 tu_private_dirty_kb(kid, mem), len >> 10);
+	bgs_target_close(&t);
+	kill(kid, SIGKILL);
+	assert_int_equal(waitpid(kid, NULL, 0), kid);
+	munmap(mem, len);
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -523,6 +565,7 @@ int main(void)
 		cmocka_unit_test(test_other_user),
 		cmocka_unit_test(test_explain_yama),
 		cmocka_unit_test(test_memory),
+		cmocka_unit_test(test_read_keeps_pages_shared),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
