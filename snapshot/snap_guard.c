@@ -44,6 +44,10 @@ static struct guard_slot slots[GUARD_SLOTS];
 static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned holders;
 static struct sigaction before_segv, before_bus; /* what we chain to */
+/* Someone installed a handler over ours while it was held: theirs may
+ * chain to ours, so ours is never put over theirs (each would call the
+ * other for ever on a fault that is not ours). */
+static bool displaced;
 
 static struct sigaction *before(int sig)
 {
@@ -99,7 +103,7 @@ int bgs_guard_hold(void)
 
 	sigemptyset(&sa.sa_mask);
 	pthread_mutex_lock(&install_lock);
-	if (!holders) {
+	if (!holders && !displaced) {
 		if (sigaction(SIGSEGV, &sa, &before_segv))
 			ret = -errno;
 		else if (sigaction(SIGBUS, &sa, &before_bus)) {
@@ -114,7 +118,8 @@ int bgs_guard_hold(void)
 }
 
 /* Put @sig's handler back, unless someone installed theirs over ours
- * since: theirs may chain to ours, which then goes on forwarding. */
+ * since: theirs may chain to ours, which then goes on forwarding, and
+ * ours stays theirs to call. */
 static void restore(int sig)
 {
 	struct sigaction now;
@@ -122,6 +127,8 @@ static void restore(int sig)
 	if (!sigaction(sig, NULL, &now) && (now.sa_flags & SA_SIGINFO) &&
 	    now.sa_sigaction == on_fault)
 		sigaction(sig, before(sig), NULL);
+	else
+		displaced = true;
 }
 
 void bgs_guard_release(void)

@@ -4,7 +4,8 @@
  * that faults inside the guarded range (PROT_NONE, unmapped, past the end
  * of a memfd) comes back as -EFAULT, also on a thread that blocks every
  * signal, as bgsnap's threads do; every other fault reaches the handler
- * that was there before, and that handler is back once the guard goes.
+ * that was there before, and that handler is back once the guard goes,
+ * unless another was installed over the guard's meanwhile.
  */
 #include "snap_internal.h"
 #include "testutil.h"
@@ -189,6 +190,61 @@ static void test_thread_blocking_signals(void **state)
 	munmap(b.p, 3 * PG);
 }
 
+/* A handler installed over the guard's while it is held, chaining to it
+ * as a well-behaved one does. */
+static struct sigaction over_old;
+static _Atomic int over_calls;
+
+static void over_handler(int sig, siginfo_t *si, void *uc)
+{
+	atomic_fetch_add(&over_calls, 1);
+	over_old.sa_sigaction(sig, si, uc);
+}
+
+/*
+ * Once displaced by such a handler, the guard never goes over it again:
+ * theirs calls ours, and ours on top would call theirs, for ever, on a
+ * fault that is neither's. Guarded reads still come back, through theirs.
+ * (Last: the guard stays displaced in this process.)
+ */
+static void test_displaced_never_reinstalled(void **state)
+{
+	struct sigaction owner = { .sa_sigaction = owner_handler,
+				   .sa_flags = SA_SIGINFO },
+			 over = { .sa_sigaction = over_handler,
+				  .sa_flags = SA_SIGINFO | SA_NODEFER },
+			 old, now;
+	uint8_t *p = three_pages();
+	uint8_t buf[PG];
+
+	(void)state;
+	sigemptyset(&owner.sa_mask);
+	sigemptyset(&over.sa_mask);
+	assert_int_equal(sigaction(SIGSEGV, &owner, &old), 0);
+	owner_page = p + PG;
+	atomic_store(&owner_faults, 0);
+	assert_int_equal(bgs_guard_hold(), 0);
+	assert_int_equal(sigaction(SIGSEGV, &over, &over_old), 0);
+	assert_true(over_old.sa_flags & SA_SIGINFO);
+	bgs_guard_release(); /* theirs stays */
+	assert_int_equal(bgs_guard_hold(), 0);
+	assert_int_equal(sigaction(SIGSEGV, NULL, &now), 0);
+	assert_true(now.sa_sigaction == over_handler);
+
+	/* A guarded read comes back through theirs. */
+	assert_int_equal(guarded_copy(owner_page, PG, buf), -EFAULT);
+	assert_int_equal(atomic_load(&over_calls), 1);
+	/* A fault that is not the guard's: theirs, ours, the owner's, once
+	 * each, and the read goes on. */
+	sink = owner_page[0];
+	assert_int_equal(atomic_load(&over_calls), 2);
+	assert_int_equal(atomic_load(&owner_faults), 1);
+
+	bgs_guard_release();
+	assert_int_equal(sigaction(SIGSEGV, &old, NULL), 0);
+	munmap(p, 3 * PG);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -196,6 +252,7 @@ int main(void)
 		cmocka_unit_test(test_bus_error_returns),
 		cmocka_unit_test(test_other_faults_reach_the_owner),
 		cmocka_unit_test(test_thread_blocking_signals),
+		cmocka_unit_test(test_displaced_never_reinstalled),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
