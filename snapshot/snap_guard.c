@@ -28,6 +28,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/syscall.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #define GUARD_SLOTS 16	 /* threads guarded at once: copiers and workers */
@@ -43,26 +44,37 @@ static struct guard_slot slots[GUARD_SLOTS];
 
 static pthread_mutex_t install_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned holders;
-static struct sigaction before_segv, before_bus; /* what we chain to */
-/* Someone installed a handler over ours while it was held: theirs may
- * chain to ours, so ours is never put over theirs (each would call the
- * other for ever on a fault that is not ours). */
-static bool displaced;
 
-static struct sigaction *before(int sig)
-{
-	return sig == SIGSEGV ? &before_segv : &before_bus;
-}
+/* Per signal: the handler ours chains to, and whether someone installed
+ * theirs over ours while it was held. Theirs may chain to ours, so ours
+ * is then never put over theirs again (each would call the other for
+ * ever on a fault that is neither's), unless theirs is gone (SIG_DFL,
+ * SIG_IGN). */
+struct chained {
+	int sig;
+	struct sigaction before;
+	bool displaced;
+};
+
+static struct chained segv = { .sig = SIGSEGV }, bus = { .sig = SIGBUS };
+
+/* A guarded thread's id, and whether it takes SIGSEGV and SIGBUS now
+ * (initial-exec: the handler reads them without a call). */
+static _Thread_local pid_t guarded_tid
+	__attribute__((tls_model("initial-exec")));
+static _Thread_local bool guarded __attribute__((tls_model("initial-exec")));
 
 /* Not ours: do what would have happened without us. */
 static void forward(int sig, siginfo_t *si, void *uc)
 {
-	const struct sigaction *b = before(sig);
+	const struct sigaction *b = sig == SIGSEGV ? &segv.before : &bus.before;
 
 	if (b->sa_flags & SA_SIGINFO) {
 		b->sa_sigaction(sig, si, uc);
 		return;
 	}
+	if (b->sa_handler == SIG_IGN && si->si_code <= 0)
+		return; /* sent, and ignored: as before us */
 	if (b->sa_handler != SIG_DFL && b->sa_handler != SIG_IGN) {
 		b->sa_handler(sig);
 		return;
@@ -80,6 +92,21 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
 	const pid_t tid = (pid_t)syscall(SYS_gettid);
 	const uintptr_t addr = (uintptr_t)si->si_addr;
 
+	/* Sent to the process by kill() and given to a bgsnap thread: no
+	 * handler of the owner's may run here (snap_util.c). Blocked here
+	 * (until this thread's next guarded read), it is sent again, for
+	 * one of the owner's threads. */
+	if (si->si_code <= 0 && guarded) {
+		sigset_t this;
+
+		sigemptyset(&this);
+		sigaddset(&this, sig);
+		pthread_sigmask(SIG_BLOCK, &this, NULL);
+		sigaddset(&((ucontext_t *)uc)->uc_sigmask, sig);
+		guarded = false;
+		kill(getpid(), sig);
+		return;
+	}
 	for (size_t i = 0; i < GUARD_SLOTS; i++) {
 		struct guard_slot *g = &slots[i];
 
@@ -92,24 +119,61 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
 	forward(sig, si, uc);
 }
 
-int bgs_guard_hold(void)
+static bool is_ours(const struct sigaction *a)
+{
+	return (a->sa_flags & SA_SIGINFO) && a->sa_sigaction == on_fault;
+}
+
+static bool is_handler(const struct sigaction *a)
+{
+	return (a->sa_flags & SA_SIGINFO) ||
+	       (a->sa_handler != SIG_DFL && a->sa_handler != SIG_IGN);
+}
+
+/* Put ours in front of what is there now, which it then chains to:
+ * that is recorded before ours can run. */
+static int install(struct chained *c)
 {
 	struct sigaction sa = { .sa_sigaction = on_fault,
 				/* NODEFER: siglongjmp leaves no signal
 				 * blocked, without saving the mask. */
 				.sa_flags =
 					SA_SIGINFO | SA_NODEFER | SA_ONSTACK };
-	int ret = 0;
+	struct sigaction now;
 
 	sigemptyset(&sa.sa_mask);
+	if (sigaction(c->sig, NULL, &now))
+		return -errno;
+	if (is_ours(&now) || (c->displaced && is_handler(&now)))
+		return 0;
+	c->before = now;
+	c->displaced = false;
+	return sigaction(c->sig, &sa, NULL) ? -errno : 0;
+}
+
+/* Put back what ours chained to, unless someone installed theirs over
+ * ours since: theirs may call ours, which goes on forwarding. */
+static void uninstall(struct chained *c)
+{
+	struct sigaction now;
+
+	if (!sigaction(c->sig, NULL, &now) && is_ours(&now))
+		sigaction(c->sig, &c->before, NULL);
+	else
+		c->displaced = true;
+}
+
+int bgs_guard_hold(void)
+{
+	int ret = 0;
+
 	pthread_mutex_lock(&install_lock);
-	if (!holders && !displaced) {
-		if (sigaction(SIGSEGV, &sa, &before_segv))
-			ret = -errno;
-		else if (sigaction(SIGBUS, &sa, &before_bus)) {
-			ret = -errno;
-			sigaction(SIGSEGV, &before_segv, NULL);
-		}
+	if (!holders) {
+		ret = install(&segv);
+		if (!ret)
+			ret = install(&bus);
+		if (ret)
+			uninstall(&segv);
 	}
 	if (!ret)
 		holders++;
@@ -117,26 +181,12 @@ int bgs_guard_hold(void)
 	return ret;
 }
 
-/* Put @sig's handler back, unless someone installed theirs over ours
- * since: theirs may chain to ours, which then goes on forwarding, and
- * ours stays theirs to call. */
-static void restore(int sig)
-{
-	struct sigaction now;
-
-	if (!sigaction(sig, NULL, &now) && (now.sa_flags & SA_SIGINFO) &&
-	    now.sa_sigaction == on_fault)
-		sigaction(sig, before(sig), NULL);
-	else
-		displaced = true;
-}
-
 void bgs_guard_release(void)
 {
 	pthread_mutex_lock(&install_lock);
 	if (holders && !--holders) {
-		restore(SIGSEGV);
-		restore(SIGBUS);
+		uninstall(&segv);
+		uninstall(&bus);
 	}
 	pthread_mutex_unlock(&install_lock);
 }
@@ -156,24 +206,23 @@ static struct guard_slot *claim(void)
 /*
  * bgsnap's threads start with every signal blocked (bgs_thread_start),
  * and the kernel kills a process whose thread faults with the fault's
- * signal blocked. A guarded thread takes these two, once. What else
- * could come of it is a SIGSEGV or SIGBUS sent by kill() to the whole
- * process, which the kernel gives the main thread unless that one blocks
- * it.
+ * signal blocked. A guarded thread takes these two, once; one that kill()
+ * sent the process and the kernel gives it goes on to another thread
+ * (on_fault).
  */
 static pid_t guarded_thread(void)
 {
-	static _Thread_local pid_t tid;
 	sigset_t faults;
 
-	if (!tid) {
+	if (!guarded) {
 		sigemptyset(&faults);
 		sigaddset(&faults, SIGSEGV);
 		sigaddset(&faults, SIGBUS);
 		pthread_sigmask(SIG_UNBLOCK, &faults, NULL);
-		tid = (pid_t)syscall(SYS_gettid);
+		guarded_tid = (pid_t)syscall(SYS_gettid);
+		guarded = true;
 	}
-	return tid;
+	return guarded_tid;
 }
 
 int bgs_guard_run(const void *at, size_t len, void (*fn)(void *arg), void *arg)

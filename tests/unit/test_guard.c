@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define PG 4096
@@ -73,25 +74,54 @@ static void test_fault_in_range_returns(void **state)
 	bgs_guard_release();
 }
 
-/* Past the end of a memfd: SIGBUS, not SIGSEGV. */
-static void test_bus_error_returns(void **state)
+/* A guarded read past the end of a memfd: SIGBUS, not SIGSEGV. */
+static void read_past_memfd_end(void)
 {
 	const int fd = memfd_create("guard", 0);
 	uint8_t *p, buf[PG];
 
-	(void)state;
 	assert_true(fd >= 0);
 	assert_int_equal(ftruncate(fd, 2 * PG), 0);
 	p = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	assert_true(p != MAP_FAILED);
 	memset(p, 'b', 2 * PG);
 	assert_int_equal(ftruncate(fd, PG), 0);
-	assert_int_equal(bgs_guard_hold(), 0);
 	assert_int_equal(guarded_copy(p, PG, buf), 0);
 	assert_int_equal(guarded_copy(p + PG, PG, buf), -EFAULT);
-	bgs_guard_release();
 	munmap(p, 2 * PG);
 	close(fd);
+}
+
+static void test_bus_error_returns(void **state)
+{
+	(void)state;
+	assert_int_equal(bgs_guard_hold(), 0);
+	read_past_memfd_end();
+	bgs_guard_release();
+}
+
+static void *raise_bus(void *arg)
+{
+	(void)arg;
+	raise(SIGBUS);
+	return NULL;
+}
+
+/* Ignored before the guard, a SIGBUS sent to one of the owner's threads
+ * (not one that made guarded reads) stays ignored: the process lives. */
+static void test_ignored_stays_ignored(void **state)
+{
+	struct sigaction ign = { .sa_handler = SIG_IGN }, old;
+	pthread_t t;
+
+	(void)state;
+	sigemptyset(&ign.sa_mask);
+	assert_int_equal(sigaction(SIGBUS, &ign, &old), 0);
+	assert_int_equal(bgs_guard_hold(), 0);
+	assert_int_equal(pthread_create(&t, NULL, raise_bus, NULL), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	bgs_guard_release();
+	assert_int_equal(sigaction(SIGBUS, &old, NULL), 0);
 }
 
 /* A handler of the owner's: it makes the page readable and counts. */
@@ -190,6 +220,109 @@ static void test_thread_blocking_signals(void **state)
 	munmap(b.p, 3 * PG);
 }
 
+/* The thread a SIGSEGV sent by kill() was handled on. */
+static _Atomic pid_t sent_on;
+
+static void sent_handler(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	if (si->si_code <= 0)
+		atomic_store(&sent_on, (pid_t)syscall(SYS_gettid));
+}
+
+struct redirected {
+	uint8_t *p;
+	_Atomic int step;  /* 1: took the signals; 2: go on */
+	int before, after; /* its guarded reads of a PROT_NONE page */
+};
+
+static void *redirected_thread(void *arg)
+{
+	struct redirected *t = arg;
+	uint8_t buf[PG];
+
+	t->before = bgs_guard_run(t->p + PG, PG, do_copy,
+				  &(struct copy){ buf, t->p + PG, PG, false });
+	atomic_store(&t->step, 1);
+	while (atomic_load(&t->step) != 2)
+		tu_sleep_ms(1);
+	t->after = bgs_guard_run(t->p + PG, PG, do_copy,
+				 &(struct copy){ buf, t->p + PG, PG, false });
+	return NULL;
+}
+
+/* An owner's thread that takes SIGSEGV once told to (its mask, from
+ * its creator's, blocks it). */
+static _Atomic int owner_step; /* 1: running; 2: take it; 3: took it */
+
+static void *owner_thread(void *arg)
+{
+	sigset_t segv;
+
+	(void)arg;
+	sigemptyset(&segv);
+	sigaddset(&segv, SIGSEGV);
+	atomic_store(&owner_step, 1);
+	while (atomic_load(&owner_step) != 2)
+		tu_sleep_ms(1);
+	pthread_sigmask(SIG_UNBLOCK, &segv, NULL);
+	while (!atomic_load(&sent_on))
+		tu_sleep_ms(1);
+	atomic_store(&owner_step, 3);
+	return NULL;
+}
+
+/*
+ * A SIGSEGV that kill() sends the process and the kernel gives to a
+ * guarded bgsnap thread (the only one taking it) is not handled there:
+ * an owner's handler must never run on bgsnap's threads. It waits for one
+ * of the owner's threads, and the bgsnap thread's guarded reads go on.
+ * (This test's main thread made guarded reads, so it counts as bgsnap's:
+ * the owner's thread is another.)
+ */
+static void test_sent_signal_goes_to_the_owner(void **state)
+{
+	struct sigaction sa = { .sa_sigaction = sent_handler,
+				.sa_flags = SA_SIGINFO },
+			 old;
+	struct redirected t = { .p = three_pages() };
+	pthread_t th, owner;
+	sigset_t segv, was;
+
+	(void)state;
+	sigemptyset(&sa.sa_mask);
+	sigemptyset(&segv);
+	sigaddset(&segv, SIGSEGV);
+	atomic_store(&sent_on, 0);
+	atomic_store(&owner_step, 0);
+	assert_int_equal(sigaction(SIGSEGV, &sa, &old), 0);
+	assert_int_equal(bgs_guard_hold(), 0);
+	assert_int_equal(pthread_sigmask(SIG_BLOCK, &segv, &was), 0);
+	assert_int_equal(pthread_create(&owner, NULL, owner_thread, NULL), 0);
+	assert_int_equal(
+		bgs_thread_start(&th, NULL, NULL, redirected_thread, &t), 0);
+	while (atomic_load(&t.step) != 1 || atomic_load(&owner_step) != 1)
+		tu_sleep_ms(1);
+	/* Only the bgsnap thread takes it now. */
+	assert_int_equal(kill(getpid(), SIGSEGV), 0);
+	tu_sleep_ms(50);
+	assert_int_equal(atomic_load(&sent_on), 0); /* not on bgsnap's */
+	atomic_store(&owner_step, 2);
+	assert_int_equal(pthread_join(owner, NULL), 0);
+	assert_int_equal(atomic_load(&owner_step), 3);
+	assert_int_not_equal(atomic_load(&sent_on), 0);
+	assert_int_not_equal(atomic_load(&sent_on), (pid_t)syscall(SYS_gettid));
+	atomic_store(&t.step, 2);
+	pthread_join(th, NULL);
+	assert_int_equal(t.before, -EFAULT);
+	assert_int_equal(t.after, -EFAULT);
+	assert_int_equal(pthread_sigmask(SIG_SETMASK, &was, NULL), 0);
+	bgs_guard_release();
+	assert_int_equal(sigaction(SIGSEGV, &old, NULL), 0);
+	munmap(t.p, 3 * PG);
+}
+
 /* A handler installed over the guard's while it is held, chaining to it
  * as a well-behaved one does. */
 static struct sigaction over_old;
@@ -239,6 +372,8 @@ static void test_displaced_never_reinstalled(void **state)
 	sink = owner_page[0];
 	assert_int_equal(atomic_load(&over_calls), 2);
 	assert_int_equal(atomic_load(&owner_faults), 1);
+	/* SIGBUS was not displaced: guarded there as before. */
+	read_past_memfd_end();
 
 	bgs_guard_release();
 	assert_int_equal(sigaction(SIGSEGV, &old, NULL), 0);
@@ -252,6 +387,8 @@ int main(void)
 		cmocka_unit_test(test_bus_error_returns),
 		cmocka_unit_test(test_other_faults_reach_the_owner),
 		cmocka_unit_test(test_thread_blocking_signals),
+		cmocka_unit_test(test_ignored_stays_ignored),
+		cmocka_unit_test(test_sent_signal_goes_to_the_owner),
 		cmocka_unit_test(test_displaced_never_reinstalled),
 	};
 
