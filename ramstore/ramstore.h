@@ -243,8 +243,10 @@ struct rs_writer_stats {
 };
 /* Any thread; the figures are each exact, not mutually atomic. */
 void bgs_rs_writer_stats(const struct rs_writer *w, struct rs_writer_stats *s);
-/* Records appended so far (the putting thread's own count). */
+/* Records appended so far, and the pages of those appended after the
+ * first @since of them (the putting thread's own count). */
 uint64_t bgs_rs_writer_records(const struct rs_writer *w);
+uint64_t bgs_rs_writer_pages_since(const struct rs_writer *w, uint64_t since);
 
 /*
  * lz4 alone on @len bytes at @src, in blocks of a record's most pages, the

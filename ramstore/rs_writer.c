@@ -1004,6 +1004,15 @@ uint64_t bgs_rs_writer_records(const struct rs_writer *w)
 	return w->next;
 }
 
+uint64_t bgs_rs_writer_pages_since(const struct rs_writer *w, uint64_t since)
+{
+	uint64_t pages = 0;
+
+	for (size_t i = since; i < w->next; i++)
+		pages += w->ext[i].npages;
+	return pages;
+}
+
 void bgs_rs_writer_stats(const struct rs_writer *w, struct rs_writer_stats *s)
 {
 	const memory_order o = memory_order_relaxed;

@@ -386,44 +386,40 @@ static void store_in_place(void *arg)
  * Steps 1 and 3 at once, in the owner's process: the writer compresses
  * the pages where they lie, still write-protected, and no copy is made
  * (step 2 checks after, as for a copy, that they stayed protected). If
- * the owner takes them away meanwhile (unmapped, made PROT_NONE), a read
- * faults and the writer is cut short: 1 when it appended none of them
- * yet, to be read the usual way, else the save fails.
+ * the owner takes some away meanwhile (unmapped, made PROT_NONE), a read
+ * faults and the writer is cut short between two records (it appends a
+ * record only once its pages are read): *@done says how many pages it
+ * stored, the rest to be read the usual way.
  */
 static int store_where_they_lie(struct bgs_save *s, const struct bgs_region *r,
-				uint64_t page, uint64_t n)
+				uint64_t page, uint64_t n, uint64_t *done)
 {
 	struct store_in_place a = { s, r, page, n, 0 };
-	const uint64_t addr = bgs_page_addr(r, page);
 	const uint64_t records = bgs_rs_writer_records(s->writer);
-	const int ret = bgs_guard_run((const void *)(uintptr_t)addr,
-				      n * BGS_PAGE_SIZE, store_in_place, &a);
 
-	if (!ret) {
-		count_reads(s, page, n);
-		return a.ret;
-	}
-	if (bgs_rs_writer_records(s->writer) == records)
-		return 1;
-	return bgs_save_fail(s, BGSNAP_EHAZARD,
-			     "region '%s': [0x%" PRIx64 ", +%" PRIu64
-			     ") was unmapped or protected while it was "
-			     "read",
-			     r->name, addr, n * BGS_PAGE_SIZE);
+	if (bgs_guard_run((const void *)(uintptr_t)bgs_page_addr(r, page),
+			  n * BGS_PAGE_SIZE, store_in_place, &a) == 0)
+		*done = n;
+	else
+		*done = bgs_rs_writer_pages_since(s->writer, records);
+	count_reads(s, page, *done);
+	return a.ret;
 }
 
 /* Steps 1 and 3, for the scan. */
 static int copy_pages(struct bgs_save *s, const struct bgs_region *r,
 		      uint64_t page, uint64_t n)
 {
-	int ret = s->in_place && !s->parent
-			  ? store_where_they_lie(s, r, page, n)
-			  : 1;
+	uint64_t done = 0;
+	int ret;
 
-	if (ret <= 0)
-		return ret;
-	ret = read_pages(s, r, page, n, s->staging);
-	return ret ? ret : store_pages(s, r, page, n, s->staging);
+	if (s->in_place && !s->parent) {
+		ret = store_where_they_lie(s, r, page, n, &done);
+		if (ret || done == n)
+			return ret;
+	}
+	ret = read_pages(s, r, page + done, n - done, s->staging);
+	return ret ? ret : store_pages(s, r, page + done, n - done, s->staging);
 }
 
 /* A writer waits on these pages while tracking goes on: record them as

@@ -172,6 +172,45 @@ static void test_protect_none_during_save_threads(void **state)
 	protect_none_during_save(2);
 }
 
+/* Two zero pages, then pages with data, the last four of a chunk made
+ * PROT_NONE: the writer stores the zero pages as a record of their own
+ * before a read faults in the same chunk. */
+#define CHUNK_AT (LEN - MiB)
+
+static void act_protect_mid_chunk(struct during *d)
+{
+	assert_int_equal(mprotect(d->mem + CHUNK_AT + 4 * 4096, MiB - 4 * 4096,
+				  PROT_NONE),
+			 0);
+}
+
+/*
+ * A read in place that faults after the writer appended part of its run:
+ * that part stays, the rest is read through the kernel, and the snapshot
+ * is whole (it failed with EHAZARD when any part was appended).
+ */
+static void test_protect_none_mid_chunk(void **state)
+{
+	char *mem = filled(LEN);
+	char *back = malloc(LEN);
+	struct during d = { .mem = mem, .act = act_protect_mid_chunk };
+	struct bgsnap *h;
+
+	(void)state;
+	assert_non_null(back);
+	memset(mem + CHUNK_AT, 0, 2 * 4096); /* populated, and zero */
+	assert_int_equal(save_with(mem, &d, &h), 0);
+	assert_int_equal(mprotect(mem + CHUNK_AT, MiB, PROT_READ | PROT_WRITE),
+			 0);
+	tu_assert_unprotected(mem, LEN);
+	tu_snapshot_region(path, "ram", back, LEN);
+	assert_memory_equal(back, mem, LEN);
+	bgsnap_free(h);
+	free(back);
+	unlink(path);
+	tu_unmap(mem, LEN);
+}
+
 static void test_dontneed_during_save(void **state)
 {
 	char *mem = filled(LEN);
@@ -589,6 +628,7 @@ int main(void)
 		cmocka_unit_test_setup(test_protect_none_during_save, setup),
 		cmocka_unit_test_setup(test_protect_none_during_save_threads,
 				       setup),
+		cmocka_unit_test_setup(test_protect_none_mid_chunk, setup),
 		cmocka_unit_test_setup(test_dontneed_during_save, setup),
 		cmocka_unit_test_setup(test_mremap_during_save, setup),
 		cmocka_unit_test_setup(test_ksm_running_refused, setup),
