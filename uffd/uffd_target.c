@@ -349,7 +349,7 @@ int bgs_target_open(struct bgs_target *t, pid_t pid)
 
 	memset(t, 0, sizeof(*t));
 	t->pid = pid;
-	t->memfd = t->pidfd = -1;
+	t->memfd[0] = t->memfd[1] = t->pidfd = -1;
 	if (pid == getpid())
 		return bgs_target_fail(t, -EINVAL,
 				       "process %d is bgsnap "
@@ -392,14 +392,15 @@ void bgs_target_close(struct bgs_target *t)
 		bgs_target_thaw(t);
 	if (t->pidfd >= 0)
 		close(t->pidfd);
-	if (t->memfd >= 0)
-		close(t->memfd);
+	for (int i = 0; i < 2; i++)
+		if (t->memfd[i] >= 0)
+			close(t->memfd[i]);
 	free(t->threads);
 	free(t->xbuf);
 	t->threads = NULL;
 	t->xbuf = NULL;
 	t->nthreads = t->cap = 0;
-	t->pidfd = t->memfd = -1;
+	t->pidfd = t->memfd[0] = t->memfd[1] = -1;
 	t->pid = 0;
 }
 

@@ -67,7 +67,7 @@ struct bgs_target_thread {
 struct bgs_target {
 	pid_t pid;
 	int pidfd;    /* pins the process identity for pidfd_getfd */
-	int memfd;    /* /proc/PID/mem, opened on first need; -1 */
+	int memfd[2]; /* /proc/PID/mem to read, to write: on first need; -1 */
 	pid_t tracer; /* the thread that froze the target; 0 when thawed */
 	struct bgs_target_thread *threads;
 	size_t nthreads, cap;

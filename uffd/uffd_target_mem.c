@@ -83,15 +83,20 @@ static int fill_iovs(const struct bgs_target_span *s, size_t n,
 	return k;
 }
 
-static int open_mem(struct bgs_target *t)
+/* /proc/PID/mem, opened to read or to write as asked (a read needs no
+ * write permission); its descriptor, or -errno (-ESRCH: gone). */
+static int open_mem(struct bgs_target *t, bool write)
 {
+	int *fd = &t->memfd[write];
 	char path[64];
 
-	if (t->memfd >= 0)
-		return 0;
+	if (*fd >= 0)
+		return *fd;
 	snprintf(path, sizeof(path), "/proc/%d/mem", (int)t->pid);
-	t->memfd = open(path, O_RDWR | O_CLOEXEC);
-	return t->memfd < 0 ? -errno : 0;
+	*fd = open(path, (write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (*fd < 0)
+		return errno == ENOENT ? -ESRCH : -errno;
+	return *fd;
 }
 
 /* The rest of the current span through /proc/PID/mem; bytes moved or
@@ -100,14 +105,15 @@ static int64_t via_proc_mem(struct bgs_target *t, uint64_t addr, char *buf,
 			    uint64_t len, bool write)
 {
 	const uint64_t chunk = len < BATCH_BYTES ? len : BATCH_BYTES;
+	const int fd = open_mem(t, write);
 	ssize_t r;
 
-	if (open_mem(t))
-		return errno == ENOENT ? -ESRCH : -EFAULT;
+	if (fd < 0)
+		return fd;
 	if (write)
-		r = pwrite(t->memfd, buf, chunk, (off_t)addr);
+		r = pwrite(fd, buf, chunk, (off_t)addr);
 	else
-		r = pread(t->memfd, buf, chunk, (off_t)addr);
+		r = pread(fd, buf, chunk, (off_t)addr);
 	if (r < 0)
 		return errno == EIO ? -EFAULT : -errno;
 	return r ? r : -ESRCH; /* nothing at all: its mm is gone */
