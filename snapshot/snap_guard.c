@@ -16,8 +16,9 @@
  * thread at an address inside its guarded range into a return of -EFAULT
  * from bgs_guard_run(). Every other fault goes to the handler that was
  * there before ours (or to the default action), as if we were not there.
- * The handler is async-signal-safe: it reads a fixed table of guarded
- * threads, keyed by thread id, and nothing else.
+ * The handler is async-signal-safe: it reads initial-exec thread-locals
+ * and a fixed table of guarded threads keyed by thread id, and calls only
+ * signal-safe functions; on the owner's threads it costs no system call.
  */
 #include "snap_internal.h"
 
@@ -31,7 +32,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
-#define GUARD_SLOTS 16	 /* threads guarded at once: copiers and workers */
+#define GUARD_SLOTS 16 /* threads guarded at once: concurrent saves' copiers */
 #define SLOT_BUSY   (-1) /* claimed, not yet armed */
 
 struct guard_slot {
@@ -89,7 +90,7 @@ static void forward(int sig, siginfo_t *si, void *uc)
 
 static void on_fault(int sig, siginfo_t *si, void *uc)
 {
-	const pid_t tid = (pid_t)syscall(SYS_gettid);
+	const pid_t tid = guarded_tid; /* 0 on the owner's threads */
 	const uintptr_t addr = (uintptr_t)si->si_addr;
 
 	/* Sent to the process by kill() and given to a bgsnap thread: no
@@ -107,7 +108,7 @@ static void on_fault(int sig, siginfo_t *si, void *uc)
 		kill(getpid(), sig);
 		return;
 	}
-	for (size_t i = 0; i < GUARD_SLOTS; i++) {
+	for (size_t i = 0; tid && i < GUARD_SLOTS; i++) {
 		struct guard_slot *g = &slots[i];
 
 		if (atomic_load_explicit(&g->tid, memory_order_acquire) != tid)
