@@ -168,11 +168,6 @@ int bgs_uffd_pagemap_scan(const struct bgs_pagemap *pm, uint64_t start,
 /* The classic pagemap entry of one page (bits 57, 62, 63 ...), or -errno. */
 int bgs_uffd_pagemap_entry(const struct bgs_pagemap *pm, uint64_t addr,
 			   uint64_t *entry);
-/* Is any present page of [start, end) mapped by another process too
- * (shared copy-on-write after a fork: no PM_MMAP_EXCLUSIVE)? 1, 0, or
- * -errno. */
-int bgs_uffd_pagemap_shared(const struct bgs_pagemap *pm, uint64_t start,
-			    uint64_t end);
 
 /* ---- capability probe (uffd_caps.c) ------------------------------------- */
 

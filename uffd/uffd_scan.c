@@ -87,29 +87,3 @@ int bgs_uffd_pagemap_entry(const struct bgs_pagemap *pm, uint64_t addr,
 		return -errno;
 	return n == sizeof(*entry) ? 0 : -EIO;
 }
-
-#define PM_PRESENT	  (1ULL << 63)
-#define PM_MMAP_EXCLUSIVE (1ULL << 56)
-#define SHARED_BATCH	  64 /* entries read at once */
-
-int bgs_uffd_pagemap_shared(const struct bgs_pagemap *pm, uint64_t start,
-			    uint64_t end)
-{
-	const uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
-	uint64_t e[SHARED_BATCH];
-
-	for (uint64_t p = start / pg; p < (end + pg - 1) / pg;) {
-		const uint64_t want = (end + pg - 1) / pg - p < SHARED_BATCH
-					      ? (end + pg - 1) / pg - p
-					      : SHARED_BATCH;
-		const ssize_t n = pread(pm->fd, e, want * 8, (off_t)(p * 8));
-
-		if (n < 8)
-			return n < 0 ? -errno : -EIO;
-		for (ssize_t i = 0; i < n / 8; i++)
-			if ((e[i] & PM_PRESENT) && !(e[i] & PM_MMAP_EXCLUSIVE))
-				return 1;
-		p += (uint64_t)n / 8;
-	}
-	return 0;
-}

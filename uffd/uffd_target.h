@@ -252,6 +252,9 @@ struct bgs_target_map {
 	uint32_t vmflags;   /* BGS_VMF_* */
 	uint64_t page_size; /* KernelPageSize (the huge page size for ht) */
 	uint64_t rss, swap, anon, anon_huge; /* bytes */
+	/* Bytes of its pages another process maps too (for private memory:
+	 * shared copy-on-write since a fork). */
+	uint64_t shared_clean, shared_dirty;
 	char *label; /* path, [heap], [stack], anon, ... */
 	char *name;  /* label@start-in-hex: unique within the list */
 };

@@ -136,6 +136,8 @@ static const struct {
 	{ "Swap", offsetof(struct bgs_target_map, swap) },
 	{ "Anonymous", offsetof(struct bgs_target_map, anon) },
 	{ "AnonHugePages", offsetof(struct bgs_target_map, anon_huge) },
+	{ "Shared_Clean", offsetof(struct bgs_target_map, shared_clean) },
+	{ "Shared_Dirty", offsetof(struct bgs_target_map, shared_dirty) },
 };
 
 static bool key_is(const char *line, size_t klen, const char *key)
