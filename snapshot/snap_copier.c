@@ -11,9 +11,9 @@
  * after arming, every change of protection.
  *
  * Each page is saved exactly once, in this order:
- *   1. read the run out of the owner (/proc/PID/mem into staging: a
- *      page unmapped under us is an error to report, not a SIGSEGV; in
- *      the owner's own process, a memcpy under the guard of snap_guard.c,
+ *   1. read the run out of the owner into staging (read_remote: a page
+ *      unmapped under us is an error to report, not a SIGSEGV; in the
+ *      owner's own process, a memcpy under the guard of snap_guard.c,
  *      and the scan does not copy at all: steps 1 and 3 are one, the
  *      writer compresses the pages where they lie, still protected);
  *   2. verify-after-copy: PAGEMAP_SCAN says every page of the run is

@@ -312,10 +312,13 @@ struct bgs_target_span {
 
 /*
  * Gather @n spans of target memory into @buf back to back (scatter for
- * write), IOV_MAX spans per syscall, partial transfers continued. A span
- * process_vm_readv cannot read (PROT_NONE) is read via /proc/PID/mem.
- * Returns 0; -ESRCH target gone; -EFAULT a span is not mapped. *@done (may
- * be NULL) receives the bytes moved before the failure.
+ * write), partial transfers continued. Reads go through /proc/PID/mem,
+ * which never un-shares the target's copy-on-write pages (PROT_NONE
+ * memory reads too); writes through process_vm_writev, IOV_MAX spans per
+ * syscall, and what it cannot write (PROT_NONE) through /proc/PID/mem.
+ * Returns 0; -ESRCH target gone; -EFAULT a span is not mapped; another
+ * -errno if /proc/PID/mem cannot be opened. *@done (may be NULL)
+ * receives the bytes moved before the failure.
  */
 int bgs_target_readv(struct bgs_target *t, const struct bgs_target_span *s,
 		     size_t n, void *buf, size_t *done);
