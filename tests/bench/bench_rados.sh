@@ -109,9 +109,13 @@ save_pid() {
 		"$(json_num elapsed_s <<<"$out")"
 }
 
+# (nomem: no Pss walk of the guest every 20 ms during its own save.)
 save_in_process() {
 	local out
-	out=$(guest save "rados://$BGSNAP_CEPH_POOL/ip-$1" compress=none held)
+	guest hold >/dev/null
+	out=$(guest save "rados://$BGSNAP_CEPH_POOL/ip-$1" compress=none held \
+		nomem)
+	guest release >/dev/null
 	mbps "$(json_num bytes_written <<<"$out")" \
 		"$(json_num elapsed_s <<<"$out")"
 }
