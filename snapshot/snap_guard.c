@@ -171,10 +171,11 @@ int bgs_guard_hold(void)
 	pthread_mutex_lock(&install_lock);
 	if (!holders) {
 		ret = install(&segv);
-		if (!ret)
+		if (!ret) {
 			ret = install(&bus);
-		if (ret)
-			uninstall(&segv);
+			if (ret)
+				uninstall(&segv);
+		}
 	}
 	if (!ret)
 		holders++;

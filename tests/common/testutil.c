@@ -172,7 +172,8 @@ uint64_t tu_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
-long tu_private_dirty_kb(pid_t pid, const void *addr)
+/* The Private_Dirty kB of @pid's mapping that starts at @addr, or -1. */
+static long private_dirty_kb(pid_t pid, const void *addr)
 {
 	char path[64], line[256], start[32];
 	bool in = false;
@@ -196,6 +197,21 @@ long tu_private_dirty_kb(pid_t pid, const void *addr)
 	}
 	fclose(f);
 	return kb;
+}
+
+void tu_assert_still_shared(pid_t pid, const void *addr, const char *after)
+{
+	const long kb = private_dirty_kb(pid, addr);
+
+	if (kb < 0)
+		fail_msg("process %d has no mapping at %p in its smaps",
+			 (int)pid, addr);
+	/* A few pages the kernel may copy for its own reasons; the tests
+	 * share 16 MiB. */
+	if (kb >= 1024)
+		fail_msg("%s: process %d holds %ld kB of its mapping at %p as "
+			 "its own copy, not shared",
+			 after, (int)pid, kb, addr);
 }
 
 void tu_sleep_ms(unsigned ms)

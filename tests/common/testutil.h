@@ -76,9 +76,11 @@ void tu_open_wp(struct bgs_uffd *u);
 void tu_snapshot_region(const char *path, const char *name, void *buf,
 			size_t len);
 
-/* The Private_Dirty kB of @pid's mapping that starts at @addr (its pages
- * no other process shares), or -1 if there is none. */
-long tu_private_dirty_kb(pid_t pid, const void *addr);
+/* Fail unless @pid has a mapping starting at @addr that holds under
+ * 1 MiB of pages no other process shares (smaps' Private_Dirty): the
+ * pages it shares copy-on-write stayed shared. @after says what might
+ * have un-shared them, for the message. */
+void tu_assert_still_shared(pid_t pid, const void *addr, const char *after);
 
 /* Fail unless no page of [addr, addr+len) of this process is still
  * write-protected (no uffd-wp bit, no marker). */

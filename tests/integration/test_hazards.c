@@ -133,6 +133,27 @@ static void act_protect_none(struct during *d)
 	assert_int_equal(mprotect(d->mem + LEN - MiB, MiB, PROT_NONE), 0);
 }
 
+/* A save during which @d->act makes memory in the last MiB PROT_NONE:
+ * it succeeds, nothing stays protected, and the snapshot is the memory
+ * (made readable again). */
+static void expect_saved_whole(struct during *d)
+{
+	char *back = malloc(LEN);
+	struct bgsnap *h;
+
+	assert_non_null(back);
+	assert_int_equal(save_with(d->mem, d, &h), 0);
+	assert_int_equal(
+		mprotect(d->mem + LEN - MiB, MiB, PROT_READ | PROT_WRITE), 0);
+	tu_assert_unprotected(d->mem, LEN);
+	tu_snapshot_region(path, "ram", back, LEN);
+	assert_memory_equal(back, d->mem, LEN);
+	bgsnap_free(h);
+	free(back);
+	unlink(path);
+	tu_unmap(d->mem, LEN);
+}
+
 /*
  * Not a hazard: memory made PROT_NONE after the snapshot instant still
  * holds its data, and is saved. The copier's read of it in place faults,
@@ -141,23 +162,11 @@ static void act_protect_none(struct during *d)
  */
 static void protect_none_during_save(unsigned threads)
 {
-	char *mem = filled(LEN);
-	char *back = malloc(LEN);
-	struct during d = { .mem = mem,
+	struct during d = { .mem = filled(LEN),
 			    .act = act_protect_none,
 			    .threads = threads };
-	struct bgsnap *h;
 
-	assert_non_null(back);
-	assert_int_equal(save_with(mem, &d, &h), 0);
-	assert_int_equal(mprotect(mem + LEN - MiB, MiB, PROT_READ), 0);
-	tu_assert_unprotected(mem, LEN);
-	tu_snapshot_region(path, "ram", back, LEN);
-	assert_memory_equal(back, mem, LEN);
-	bgsnap_free(h);
-	free(back);
-	unlink(path);
-	tu_unmap(mem, LEN);
+	expect_saved_whole(&d);
 }
 
 static void test_protect_none_during_save(void **state)
@@ -191,24 +200,11 @@ static void act_protect_mid_chunk(struct during *d)
  */
 static void test_protect_none_mid_chunk(void **state)
 {
-	char *mem = filled(LEN);
-	char *back = malloc(LEN);
-	struct during d = { .mem = mem, .act = act_protect_mid_chunk };
-	struct bgsnap *h;
+	struct during d = { .mem = filled(LEN), .act = act_protect_mid_chunk };
 
 	(void)state;
-	assert_non_null(back);
-	memset(mem + CHUNK_AT, 0, 2 * 4096); /* populated, and zero */
-	assert_int_equal(save_with(mem, &d, &h), 0);
-	assert_int_equal(mprotect(mem + CHUNK_AT, MiB, PROT_READ | PROT_WRITE),
-			 0);
-	tu_assert_unprotected(mem, LEN);
-	tu_snapshot_region(path, "ram", back, LEN);
-	assert_memory_equal(back, mem, LEN);
-	bgsnap_free(h);
-	free(back);
-	unlink(path);
-	tu_unmap(mem, LEN);
+	memset(d.mem + CHUNK_AT, 0, 2 * 4096); /* populated, and zero */
+	expect_saved_whole(&d);
 }
 
 static void test_dontneed_during_save(void **state)
