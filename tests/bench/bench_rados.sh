@@ -2,13 +2,18 @@
 # A save into Ceph RADOS against the cluster's own write throughput, in one
 # command, on the project's one-node test cluster (tests/ceph/cluster.sh):
 #
-#   tests/bench/bench_rados.sh [--size 512M] [--rounds 2] [--dir DIR]
+#   tests/bench/bench_rados.sh [--size 2G] [--seconds 4] [--rounds 2]
+#                              [--dir DIR]
 #
-# Each round starts a fresh cluster (its OSD is a 4 GiB file that bluestore
-# frees lazily: a second round on the same one would run out of space) and
-# measures, in an order that alternates between rounds:
-#   rados bench   'rados bench 1 write -b 4194304 -t 8': the cluster's aio
-#                 write throughput for bgsnap's object size (4 MiB)
+# Each round starts a fresh cluster (bluestore frees space lazily: a second
+# round on the same OSD would run out of it), its OSD file sized for what
+# the round writes, and measures, in an order that alternates between
+# rounds:
+#   rados bench   'rados bench SECONDS write -b 4194304 -t 8': the cluster's
+#                 aio write throughput for bgsnap's object size (4 MiB),
+#                 over about as long as a save of --size takes (a bench of
+#                 a second or less is mostly its own start: it reported
+#                 460-580 MB/s here where 4 s gave 790-890)
 #   --pid         'bgsnap save --pid GUEST -o rados://bgsnap/NAME
 #                 --compress none --json' of a 'bgsnap guest' of --size,
 #                 its writers held: bytes stored over elapsed_s
@@ -23,15 +28,17 @@ export LC_ALL=C
 cd "$(dirname "$0")/../.."
 top=$PWD
 
-size=512M
+size=2G
+seconds=4
 rounds=2
 dir=/var/tmp
 while (($#)); do
 	case "$1" in
 	--size) size=$2; shift ;;
+	--seconds) seconds=$2; shift ;;
 	--rounds) rounds=$2; shift ;;
 	--dir) dir=$2; shift ;;
-	-h|--help) sed -n '2,20s/^# \{0,1\}//p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,25s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) echo "bench_rados: unknown option '$1' (see --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -39,6 +46,12 @@ done
 
 say() { echo "bench_rados: $*" >&2; }
 die() { say "error: $*"; exit 1; }
+
+size_bytes=$(numfmt --from=iec "$size" 2>/dev/null) ||
+	die "--size: '$size' is not a size (512M, 2G)"
+[[ $seconds =~ ^[1-9][0-9]*$ ]] || die "--seconds: '$seconds' is not a number"
+# Room for both saves and a bench at up to 1.5 GB/s, and 4 GiB to spare.
+export BGSNAP_CEPH_OSD_GIB=$(((2 * size_bytes + seconds * 1500000000) / (1 << 30) + 4))
 
 say "building bgsnap"
 cmake --build build -j"$(nproc)" --target bgsnap_cli >/dev/null ||
@@ -66,7 +79,7 @@ mbps() {
 }
 
 rados_bench() {
-	rados --id "$BGSNAP_CEPH_ID" -p "$BGSNAP_CEPH_POOL" bench 1 write \
+	rados --id "$BGSNAP_CEPH_ID" -p "$BGSNAP_CEPH_POOL" bench "$seconds" write \
 		-b 4194304 -t 8 --no-cleanup 2>&1 |
 		awk '/^Bandwidth \(MB\/sec\):/ { print int($3 + 0.5) }'
 }
@@ -96,15 +109,13 @@ stop_guest() {
 	guest_pid=
 }
 
-# The two saves, writers held, as MB/s: bytes_written over elapsed_s.
+# The two saves, as MB/s: bytes_written over elapsed_s.
 save_pid() {
 	local out
-	guest hold >/dev/null
 	out=$("$bgsnap" save --pid "$guest_pid" \
 		-o "rados://$BGSNAP_CEPH_POOL/pid-$1" --compress none \
 		--ceph-id "$BGSNAP_CEPH_ID" --json -q) ||
 		die "bgsnap save --pid failed"
-	guest release >/dev/null
 	mbps "$(json_num bytes_written <<<"$out")" \
 		"$(json_num elapsed_s <<<"$out")"
 }
@@ -112,10 +123,8 @@ save_pid() {
 # (nomem: no Pss walk of the guest every 20 ms during its own save.)
 save_in_process() {
 	local out
-	guest hold >/dev/null
 	out=$(guest save "rados://$BGSNAP_CEPH_POOL/ip-$1" compress=none held \
 		nomem)
-	guest release >/dev/null
 	mbps "$(json_num bytes_written <<<"$out")" \
 		"$(json_num elapsed_s <<<"$out")"
 }
@@ -129,6 +138,8 @@ for ((round = 1; round <= rounds; round++)); do
 	eval "$(tests/ceph/cluster.sh env "$cluster")"
 	export CEPH_CONF
 	start_guest
+	# Held all round: its writers would take CPU from the cluster.
+	guest hold >/dev/null
 	if ((round % 2)); then
 		rb=$(rados_bench); p=$(save_pid "$round")
 		ip=$(save_in_process "$round")

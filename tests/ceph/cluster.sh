@@ -24,8 +24,9 @@
 # than 60 s (BGSNAP_CEPH_START_LIMIT) fails; a failed start stops what it
 # started and keeps DIR/log.
 #
-# The OSD is bluestore on a sparse 4 GiB file with a 128 MiB cache, so
-# that data written before kill-osd is there after start-osd (memstore
+# The OSD is bluestore on a sparse file of BGSNAP_CEPH_OSD_GIB GiB (4 by
+# default; a bench that writes more asks for more) with a 128 MiB cache,
+# so that data written before kill-osd is there after start-osd (memstore
 # loses it). cephx is on; ceph.conf names DIR/<entity>.keyring, so
 # 'rados --id bgsnap' needs no --keyring.
 set -uo pipefail
@@ -33,6 +34,7 @@ set -uo pipefail
 POOL=bgsnap
 PG_NUM=8
 START_LIMIT=${BGSNAP_CEPH_START_LIMIT:-60}
+OSD_GIB=${BGSNAP_CEPH_OSD_GIB:-4}
 
 # A stale CEPH_CONF or CEPH_ARGS in the environment breaks mkfs.
 unset CEPH_CONF CEPH_ARGS
@@ -181,7 +183,7 @@ osd beacon report interval = 3
 # A sparse file osd.0/block made by mkfs. 'bluestore block path' must
 # stay unset: set to osd.0/block, mkfs makes it a link to itself (ELOOP).
 bluestore block create = true
-bluestore block size = 4294967296
+bluestore block size = $((OSD_GIB << 30))
 bluestore fsck on mkfs = false
 bluestore cache autotune = false
 bluestore cache size = 134217728
@@ -375,6 +377,9 @@ cmd_env() {
 }
 
 [ $# -eq 2 ] || usage
+case $OSD_GIB in
+'' | *[!0-9]* | 0) say "error: BGSNAP_CEPH_OSD_GIB: '$OSD_GIB' is not a size in GiB"; exit 2 ;;
+esac
 # Daemons, logs and ceph.conf name DIR absolutely.
 D=$(realpath -m -- "$2")
 case "$1" in
