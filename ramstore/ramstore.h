@@ -165,6 +165,12 @@ int bgs_rs_writer_open_path(struct rs_writer **w, const char *path,
  * ownership of @fd; commit does not close it. */
 int bgs_rs_writer_open_fd(struct rs_writer **w, int fd,
 			  const struct rs_writer_opts *o);
+/* The same into @sink (rs_wqueue.h: an object store), written straight
+ * from the writer's buffers. The commit waits until all of it is stored;
+ * what it then means is the sink's business (a head to write). */
+struct rs_wq_sink;
+int bgs_rs_writer_open_sink(struct rs_writer **w, const struct rs_wq_sink *sink,
+			    const struct rs_writer_opts *o);
 
 /*
  * Store @npages pages of region @region starting at page @first (counted in

@@ -31,10 +31,45 @@ const uint8_t bgs_rs_footer_magic[8] = { 0x89, 'B', 'G', 'S',
  * records), and the same hash. Declared here, as xxh_x86dispatch.h
  * does, since that header cannot be included beside XXH_INLINE_ALL. */
 unsigned long long XXH3_64bits_dispatch(const void *input, size_t len);
+XXH_errorcode XXH3_64bits_update_dispatch(XXH3_state_t *state,
+					  const void *input, size_t len);
 
 uint64_t bgs_rs_hash(const void *p, size_t len)
 {
 	return XXH3_64bits_dispatch(p, len);
+}
+
+/* The same hash as bgs_rs_hash: XXH3's streaming form gives the one-shot
+ * answer for the same bytes, however they are cut. */
+struct rs_hashing {
+	XXH3_state_t st;
+};
+
+struct rs_hashing *bgs_rs_hashing_new(void)
+{
+	struct rs_hashing *h = aligned_alloc(64, sizeof(*h));
+
+	if (h)
+		XXH3_64bits_reset(&h->st);
+	return h;
+}
+
+void bgs_rs_hashing_add(struct rs_hashing *h, const void *p, size_t len)
+{
+	XXH3_64bits_update_dispatch(&h->st, p, len);
+}
+
+uint64_t bgs_rs_hashing_end(struct rs_hashing *h)
+{
+	const uint64_t sum = XXH3_64bits_digest(&h->st);
+
+	XXH3_64bits_reset(&h->st);
+	return sum;
+}
+
+void bgs_rs_hashing_free(struct rs_hashing *h)
+{
+	free(h);
 }
 
 /* ---- diagnostics --------------------------------------------------------- */

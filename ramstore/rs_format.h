@@ -268,6 +268,13 @@ struct rs_footer {
 /* ---- shared checks and codecs (rs_format.c) ------------------------------ */
 
 uint64_t bgs_rs_hash(const void *p, size_t len);
+/* bgs_rs_hash of bytes that come in pieces: new, add..., end (which
+ * starts it over for the next bytes). NULL: out of memory. */
+struct rs_hashing;
+struct rs_hashing *bgs_rs_hashing_new(void);
+void bgs_rs_hashing_add(struct rs_hashing *h, const void *p, size_t len);
+uint64_t bgs_rs_hashing_end(struct rs_hashing *h);
+void bgs_rs_hashing_free(struct rs_hashing *h);
 /* A checksum comparison. The fuzzing build accepts any value so that a
  * fuzzer reaches the checks behind it; nothing may rely on it for safety. */
 static inline bool bgs_rs_csum_ok(uint64_t stored, uint64_t computed)

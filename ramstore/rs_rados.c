@@ -18,8 +18,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
 #include <rados/librados.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -46,6 +47,9 @@ struct cached {
 };
 
 struct head;
+struct rs_rados;
+
+static void stop_keeper(struct rs_rados *r);
 
 /*
  * librados is loaded when a rados:// target is first used, not when a
@@ -60,7 +64,7 @@ struct head;
 	X(rados_aio_remove)                                                    \
 	X(rados_aio_release)                                                   \
 	X(rados_aio_wait_for_complete)                                         \
-	X(rados_aio_write_full)                                                \
+	X(rados_aio_write)                                                     \
 	X(rados_conf_parse_env)                                                \
 	X(rados_conf_read_file)                                                \
 	X(rados_conf_set)                                                      \
@@ -144,6 +148,23 @@ struct rs_rados {
 	bool in_doubt;	    /* its head may have been written: keep its data */
 	unsigned lease_s;   /* the upload's lease lasts this long */
 	uint64_t leased_ns; /* when it was last asked for (monotonic) */
+	/* The lease's keeper: a thread that renews it, so that a save that
+	 * has nothing to store for a while (a slow scan, a parent compared
+	 * page by page) keeps it all the same. */
+	pthread_t keeper;
+	bool keeping;
+	bool keeper_stop; /* under keeper_lock */
+	pthread_mutex_t keeper_lock;
+	pthread_cond_t keeper_wake;
+	/* Storing piece by piece (bgs_rs_rados_put): the data object being
+	 * written, hashed as it comes. */
+	struct rs_hashing *hashing;
+	/* The upload's first failure (a put, a write under way, the keeper;
+	 * any thread): once set, every put fails with it. The thread that
+	 * sets it writes failed_diag, then failed_said. */
+	_Atomic int failed;
+	_Atomic bool failed_said;
+	struct rs_diag failed_diag;
 	/* As a source (bgs_rs_rados_source): the head, and data objects
 	 * read whole (lock). */
 	uint8_t *src_raw;
@@ -353,6 +374,13 @@ static int handle_new(struct rs_rados **out, const char *target, bool pool_only,
 		return ret;
 	}
 	pthread_mutex_init(&r->lock, NULL);
+	pthread_mutex_init(&r->keeper_lock, NULL);
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&r->keeper_wake, &ca);
+	pthread_condattr_destroy(&ca);
 	*out = r;
 	return 0;
 }
@@ -456,10 +484,14 @@ void bgs_rs_rados_close(struct rs_rados *r)
 {
 	if (!r)
 		return;
+	stop_keeper(r);
 	conn_put(r->conn);
 	for (unsigned i = 0; i < CACHE_OBJECTS; i++)
 		free(r->cache[i].buf);
 	pthread_mutex_destroy(&r->lock);
+	pthread_mutex_destroy(&r->keeper_lock);
+	pthread_cond_destroy(&r->keeper_wake);
+	bgs_rs_hashing_free(r->hashing);
 	free(r->src);
 	free(r->src_raw);
 	free(r->sums);
@@ -704,43 +736,107 @@ static void drop_lease(struct rs_rados *r)
 
 /* ---- storing ------------------------------------------------------------- */
 
-/*
- * Up to @len bytes from @fd: fewer only at its end. The upload's lease is
- * renewed meanwhile, also while nothing comes.
- */
-static ssize_t read_object(struct rs_rados *r, int fd, uint8_t *buf, size_t len,
-			   struct rs_diag *d)
+/* The upload's first failure, and what it says: the later ones are its
+ * consequences. Any thread. */
+static void upload_failed(struct rs_rados *r, const struct rs_diag *d)
 {
-	const uint64_t every_ns = (uint64_t)r->lease_s * 250000000u;
-	size_t got = 0;
+	int none = 0;
 
-	while (got < len) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		ssize_t n;
-		int ret;
-
-		if (lease_age_ns(r) >= every_ns) {
-			ret = hold_lease(r, true, d);
-			if (ret)
-				return ret;
-		}
-		ret = poll(&p, 1, (int)(every_ns / 1000000u));
-		if (ret < 0 && errno != EINTR)
-			return fail(d, -errno, "reading the snapshot: %s",
-				    strerror(errno));
-		if (ret <= 0)
-			continue;
-		n = read(fd, buf + got, len - got);
-		if (n < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (n < 0)
-			return fail(d, -errno, "reading the snapshot: %s",
-				    strerror(errno));
-		if (n == 0)
-			break;
-		got += (size_t)n;
+	if (atomic_compare_exchange_strong(&r->failed, &none, d->code)) {
+		r->failed_diag = *d;
+		atomic_store(&r->failed_said, true);
 	}
-	return (ssize_t)got;
+}
+
+int bgs_rs_rados_failure(struct rs_rados *r, struct rs_diag *d)
+{
+	if (!atomic_load(&r->failed_said))
+		return 0;
+	if (d)
+		*d = r->failed_diag;
+	return r->failed_diag.code;
+}
+
+/* Renew the lease every quarter of it until stopped; a renewal that
+ * fails (the cluster, or a save held up past half the lease) fails the
+ * upload. */
+static void *keeper_main(void *arg)
+{
+	struct rs_rados *r = arg;
+	const uint64_t every_ns = (uint64_t)r->lease_s * 250000000u;
+
+	pthread_mutex_lock(&r->keeper_lock);
+	while (!r->keeper_stop) {
+		const uint64_t due = r->leased_ns + every_ns;
+		const struct timespec at = {
+			.tv_sec = (time_t)(due / 1000000000u),
+			.tv_nsec = (long)(due % 1000000000u)
+		};
+		struct rs_diag d = { 0 };
+
+		if (pthread_cond_timedwait(&r->keeper_wake, &r->keeper_lock,
+					   &at) != ETIMEDOUT ||
+		    r->keeper_stop)
+			continue;
+		pthread_mutex_unlock(&r->keeper_lock);
+		const int ret = hold_lease(r, true, &d);
+
+		pthread_mutex_lock(&r->keeper_lock);
+		if (ret) {
+			upload_failed(r, &d);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&r->keeper_lock);
+	return NULL;
+}
+
+static int start_keeper(struct rs_rados *r, struct rs_diag *d)
+{
+	sigset_t all, old;
+	int ret;
+
+	r->keeper_stop = false;
+	/* Every signal blocked, as in bgsnap's other threads: the caller's
+	 * handlers are the caller's threads' business. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	ret = -pthread_create(&r->keeper, NULL, keeper_main, r);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	r->keeping = !ret;
+	return ret ? fail(d, ret, "starting a thread: %s", strerror(-ret)) : 0;
+}
+
+/* Waits for a renewal under way (an operation timeout at most). */
+static void stop_keeper(struct rs_rados *r)
+{
+	if (!r->keeping)
+		return;
+	pthread_mutex_lock(&r->keeper_lock);
+	r->keeper_stop = true;
+	pthread_cond_signal(&r->keeper_wake);
+	pthread_mutex_unlock(&r->keeper_lock);
+	pthread_join(r->keeper, NULL);
+	r->keeping = false;
+}
+
+int bgs_rs_rados_upload_begin(struct rs_rados *r, struct rs_diag *d)
+{
+	uint8_t id[16];
+	int ret;
+
+	if (getrandom(id, sizeof(id), 0) != sizeof(id))
+		return fail(d, -errno, "getrandom: %s", strerror(errno));
+	for (int i = 0; i < 16; i++)
+		snprintf(r->upload + 2 * i, 3, "%02x", id[i]);
+	r->lease_s = lease_seconds(r->timeout_s);
+	r->bytes = r->nobjects = 0;
+	if (!r->hashing)
+		r->hashing = bgs_rs_hashing_new();
+	if (!r->hashing)
+		return fail(d, -ENOMEM, "out of memory");
+	ret = hold_lease(r, false, d);
+	return ret ? ret : start_keeper(r, d);
 }
 
 /* The slot's operation ended: its result, as an error that names it. */
@@ -797,80 +893,170 @@ static void slots_free(struct slot *s)
 	free(s);
 }
 
-static int note_sum(struct rs_rados *r, uint64_t sum)
+/* Room for the checksum of data object nobjects (the one being written). */
+static int sums_room(struct rs_rados *r)
 {
-	if (r->nobjects == r->sums_cap) {
-		const size_t cap = r->sums_cap ? 2 * r->sums_cap : 256;
-		uint64_t *p = realloc(r->sums, cap * sizeof(*p));
+	if (r->nobjects < r->sums_cap)
+		return 0;
+	const size_t cap = r->sums_cap ? 2 * r->sums_cap : 256;
+	uint64_t *p = realloc(r->sums, cap * sizeof(*p));
 
-		if (!p)
-			return -ENOMEM;
-		r->sums = p;
-		r->sums_cap = cap;
-	}
-	r->sums[r->nobjects++] = sum;
+	if (!p)
+		return -ENOMEM;
+	r->sums = p;
+	r->sums_cap = cap;
 	return 0;
+}
+
+/* A write of bgs_rs_rados_put() under way. */
+struct put {
+	struct rs_rados *r;
+	uint64_t index;
+	void (*stored)(void *ticket, int res);
+	void *ticket;
+};
+
+/* librados's thread: the write ended. Releasing the completion in its own
+ * callback is safe: librados holds a reference of its own until after. */
+static void put_done(rados_completion_t c, void *arg)
+{
+	struct put *p = arg;
+	const int ret = answered(p->r, lib.rados_aio_get_return_value(c));
+
+	if (ret < 0) {
+		char oid[NAME_MAX_LEN + 64], e[320];
+		struct rs_diag d;
+
+		data_name(p->r, p->r->upload, p->index, oid, sizeof(oid));
+		fail(&d, ret, "writing data object '%s': %s", oid,
+		     bgs_rs_rados_why(p->r, ret, e, sizeof(e)));
+		upload_failed(p->r, &d);
+	}
+	lib.rados_aio_release(c);
+	p->stored(p->ticket, ret < 0 ? ret : 0);
+	free(p);
+}
+
+int bgs_rs_rados_put(struct rs_rados *r, const void *buf, size_t len,
+		     uint64_t pos, void (*stored)(void *ticket, int res),
+		     void *ticket)
+{
+	const uint64_t index = pos / RS_RADOS_OBJECT;
+	const size_t off = (size_t)(pos % RS_RADOS_OBJECT);
+	char oid[NAME_MAX_LEN + 64], e[320];
+	struct rs_diag d = { 0 };
+	rados_completion_t c;
+	struct put *p;
+	int ret = atomic_load(&r->failed);
+
+	if (ret)
+		return ret;
+	if (pos != r->bytes || !len || len > RS_RADOS_OBJECT - off)
+		ret = fail(&d, -EINVAL, "a piece at %" PRIu64 " out of order",
+			   pos);
+	else if (index >= MAX_OBJECTS)
+		ret = fail(&d, -EFBIG, "more than %u data objects",
+			   MAX_OBJECTS);
+	else if (sums_room(r))
+		ret = fail(&d, -ENOMEM, "out of memory");
+	p = ret ? NULL : malloc(sizeof(*p));
+	if (!ret && !p)
+		ret = fail(&d, -ENOMEM, "out of memory");
+	if (ret) {
+		upload_failed(r, &d);
+		return ret;
+	}
+	*p = (struct put){ r, index, stored, ticket };
+	bgs_rs_hashing_add(r->hashing, buf, len);
+	data_name(r, r->upload, index, oid, sizeof(oid));
+	lib.rados_aio_create_completion2(p, put_done, &c);
+	/* librados copies @buf before this returns. */
+	ret = lib.rados_aio_write(r->io, oid, c, buf, len, off);
+	if (ret < 0) {
+		lib.rados_aio_release(c);
+		free(p);
+		fail(&d, ret, "writing data object '%s': %s", oid,
+		     bgs_rs_rados_why(r, ret, e, sizeof(e)));
+		upload_failed(r, &d);
+		return ret;
+	}
+	r->bytes += len;
+	if (off + len == RS_RADOS_OBJECT) /* its room made above */
+		r->sums[r->nobjects++] = bgs_rs_hashing_end(r->hashing);
+	return 0;
+}
+
+int bgs_rs_rados_upload_end(struct rs_rados *r, struct rs_diag *d)
+{
+	stop_keeper(r);
+	if (atomic_load(&r->failed)) {
+		bgs_rs_rados_failure(r, d);
+		return atomic_load(&r->failed);
+	}
+	if (r->bytes % RS_RADOS_OBJECT) /* the last, its room made by put */
+		r->sums[r->nobjects++] = bgs_rs_hashing_end(r->hashing);
+	return 0;
+}
+
+/* Up to @len bytes from @fd: fewer only at its end. */
+static ssize_t read_full(int fd, uint8_t *buf, size_t len)
+{
+	size_t got = 0;
+
+	while (got < len) {
+		const ssize_t n = read(fd, buf + got, len - got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+static void room_back(void *ticket, int res)
+{
+	(void)res; /* the upload's failure, if any, is recorded */
+	sem_post(ticket);
 }
 
 int bgs_rs_rados_upload(struct rs_rados *r, int fd, struct rs_diag *d)
 {
-	struct slot *slots = slots_new();
-	uint8_t id[16];
-	int ret = 0;
+	uint8_t *buf = malloc(RS_RADOS_OBJECT);
+	sem_t room; /* writes that may be under way */
+	int ret = buf ? bgs_rs_rados_upload_begin(r, d)
+		      : fail(d, -ENOMEM, "out of memory");
 
-	if (!slots)
-		return fail(d, -ENOMEM, "out of memory");
-	if (getrandom(id, sizeof(id), 0) != sizeof(id))
-		ret = fail(d, -errno, "getrandom: %s", strerror(errno));
-	for (int i = 0; i < 16; i++)
-		snprintf(r->upload + 2 * i, 3, "%02x", id[i]);
-	r->lease_s = lease_seconds(r->timeout_s);
-	if (!ret)
-		ret = hold_lease(r, false, d);
-	for (bool end = false; !ret && !end;) {
-		struct slot *s = &slots[r->nobjects % RS_RADOS_DEPTH];
-		char oid[NAME_MAX_LEN + 64];
-		ssize_t n;
+	sem_init(&room, 0, RS_RADOS_DEPTH);
+	for (uint64_t pos = 0; !ret;) {
+		const ssize_t n = read_full(fd, buf, RS_RADOS_OBJECT);
+		struct rs_diag e;
 
-		ret = finish(r, s, r->upload, true, d);
-		if (ret)
-			break;
-		n = read_object(r, fd, s->buf, RS_RADOS_OBJECT, d);
 		if (n < 0) {
-			ret = (int)n;
+			fail(&e, (int)n, "reading the snapshot: %s",
+			     strerror((int)-n));
+			upload_failed(r, &e);
+		}
+		if (n <= 0)
+			break;
+		while (sem_wait(&room) && errno == EINTR)
+			;
+		if (bgs_rs_rados_put(r, buf, (size_t)n, pos, room_back,
+				     &room)) {
+			sem_post(&room);
 			break;
 		}
-		end = n < RS_RADOS_OBJECT;
-		if (!n)
-			break;
-		s->index = r->nobjects;
-		s->len = (size_t)n;
-		ret = note_sum(r, bgs_rs_hash(s->buf, s->len));
-		if (ret) {
-			fail(d, ret, "out of memory");
-			break;
-		}
-		r->bytes += s->len;
-		data_name(r, r->upload, s->index, oid, sizeof(oid));
-		lib.rados_aio_create_completion2(NULL, NULL, &s->c);
-		ret = lib.rados_aio_write_full(r->io, oid, s->c, (char *)s->buf,
-					       s->len);
-		if (ret < 0) {
-			lib.rados_aio_release(s->c);
-			s->c = NULL;
-			ret = fail(d, ret, "writing data object '%s': %s", oid,
-				   strerror(-ret));
-		}
+		pos += (size_t)n;
 	}
-	for (unsigned i = 0; i < RS_RADOS_DEPTH; i++) {
-		const int e =
-			finish(r, &slots[i], r->upload, true, ret ? NULL : d);
-
-		if (!ret)
-			ret = e;
-	}
-	slots_free(slots);
-	return ret;
+	for (unsigned i = 0; i < RS_RADOS_DEPTH; i++)
+		while (sem_wait(&room) && errno == EINTR)
+			;
+	sem_destroy(&room);
+	free(buf);
+	return ret ? ret : bgs_rs_rados_upload_end(r, d);
 }
 
 /* Best effort: a cluster that does not answer leaves the rest (named by
@@ -996,8 +1182,11 @@ int bgs_rs_rados_publish(struct rs_rados *r, bool exclusive, struct rs_diag *d)
 
 void bgs_rs_rados_discard(struct rs_rados *r)
 {
+	stop_keeper(r);
 	if (!r->in_doubt && !atomic_load(&r->down)) {
-		remove_data(r, r->upload, r->nobjects);
+		/* Every object a piece went to, the last one whole or not. */
+		remove_data(r, r->upload,
+			    (r->bytes + RS_RADOS_OBJECT - 1) / RS_RADOS_OBJECT);
 		drop_lease(r);
 	}
 	r->nobjects = 0;

@@ -69,12 +69,34 @@ const char *bgs_rs_rados_why(const struct rs_rados *r, int err, char *buf,
 int bgs_rs_rados_exists(struct rs_rados *r);
 
 /*
- * Store what @fd gives until its end (a pipe the snapshot writer writes
- * to) as data objects, RS_RADOS_DEPTH of them in flight, under a lease
- * that tells gc the upload is alive. Nothing is visible under the name
- * until bgs_rs_rados_publish(); on error, the caller still calls
- * bgs_rs_rados_discard().
+ * Storing: an upload's data objects, then its head. Nothing is visible
+ * under the name until bgs_rs_rados_publish(); on error, the caller still
+ * calls bgs_rs_rados_discard().
+ *
+ * bgs_rs_rados_upload_begin() names a new upload and takes its lease,
+ * which tells gc the upload is alive; a thread renews it until the end.
  */
+int bgs_rs_rados_upload_begin(struct rs_rados *r, struct rs_diag *diag);
+/*
+ * Start storing the @len bytes at @buf as the snapshot's bytes from @pos
+ * on: pieces come in order (@pos is what came before) and never cross
+ * the end of a data object. librados has copied @buf when this returns.
+ * Once the piece is stored, or failed, @stored(@ticket, 0 or -errno) is
+ * called, on a thread of librados's. Returns 0, or -errno and @stored is
+ * not called. The first failure fails the whole upload: every later put
+ * returns it.
+ */
+int bgs_rs_rados_put(struct rs_rados *r, const void *buf, size_t len,
+		     uint64_t pos, void (*stored)(void *ticket, int res),
+		     void *ticket);
+/* Every put has been stored (each @stored called): stop renewing the
+ * lease, and say whether the upload failed. */
+int bgs_rs_rados_upload_end(struct rs_rados *r, struct rs_diag *diag);
+/* The upload's first failure and what it says (into @diag if not NULL),
+ * or 0 if none is known yet. Any thread. */
+int bgs_rs_rados_failure(struct rs_rados *r, struct rs_diag *diag);
+/* All of it at once: begin, what @fd gives until its end (a file, read
+ * from where it stands), RS_RADOS_DEPTH data objects in flight, end. */
 int bgs_rs_rados_upload(struct rs_rados *r, int fd, struct rs_diag *diag);
 /* Write the head: the upload becomes the snapshot under the name (the one
  * there before, if any, is replaced and its data objects removed). With

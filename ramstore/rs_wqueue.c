@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -30,6 +31,7 @@ static uint64_t now_ns(void)
 
 #define RS_WQ_CHUNK_MAX (1u << 20)
 #define RS_WQ_DIO_ALIGN 4096u
+#define RS_WQ_UNSTORED	1 /* a ticket's result before its write ends */
 
 static void set_err(struct rs_wq *q, int err)
 {
@@ -140,29 +142,58 @@ static int map_overflow(struct rs_wq *q, size_t limit)
 	return 0;
 }
 
+/* What every queue has: the arena of @budget, the overflow. */
+static int init_arena(struct rs_wq *q, size_t budget, size_t over_limit)
+{
+	const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	int ret;
+
+	q->size = (budget + pg - 1) / pg * pg;
+	q->chunk =
+		q->size / 16 < RS_WQ_CHUNK_MAX ? q->size / 16 : RS_WQ_CHUNK_MAX;
+	q->chunk -= q->chunk % RS_WQ_DIO_ALIGN;
+	q->max_write = 4 * q->chunk;
+	q->sink_fd = -1;
+	ret = map_arena(q);
+	return ret ? ret : map_overflow(q, over_limit);
+}
+
 int bgs_rs_wq_init(struct rs_wq *q, int fd, bool stream, size_t budget,
 		   size_t over_limit, bool sync_io, const cpu_set_t *cpus)
 {
-	const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
 	int ret;
 
 	memset(q, 0, sizeof(*q));
 	q->fd = fd;
 	q->stream = stream;
 	q->depth = stream ? 1 : RS_WQ_DEPTH;
-	q->size = (budget + pg - 1) / pg * pg;
-	q->chunk =
-		q->size / 16 < RS_WQ_CHUNK_MAX ? q->size / 16 : RS_WQ_CHUNK_MAX;
-	q->chunk -= q->chunk % RS_WQ_DIO_ALIGN;
-	q->max_write = 4 * q->chunk;
-	setup_direct(q);
-	ret = map_arena(q);
-	if (!ret)
-		ret = map_overflow(q, over_limit);
+	ret = init_arena(q, budget, over_limit);
 	if (ret)
 		return ret;
+	setup_direct(q);
 	/* Kernels or sandboxes without io_uring still get a store. */
 	q->uring = !sync_io && !setup_ring(q, cpus);
+	return 0;
+}
+
+int bgs_rs_wq_init_sink(struct rs_wq *q, const struct rs_wq_sink *sink,
+			size_t budget, size_t over_limit)
+{
+	int ret;
+
+	memset(q, 0, sizeof(*q));
+	q->fd = -1;
+	q->depth = RS_WQ_DEPTH;
+	q->sink = *sink;
+	pthread_mutex_init(&q->sink_lock, NULL);
+	ret = init_arena(q, budget, over_limit);
+	if (ret)
+		return ret;
+	q->sink_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (q->sink_fd < 0)
+		return -errno;
+	for (unsigned i = 0; i < RS_WQ_DEPTH; i++)
+		q->ticket[i] = (struct rs_wq_ticket){ .q = q };
 	return 0;
 }
 
@@ -318,6 +349,132 @@ static void write_sync(struct rs_wq *q, unsigned i)
 	} while (on_result(q, i, res));
 }
 
+/* ---- writes to a sink ----------------------------------------------------- */
+
+static struct rs_wq_ticket *ticket_at(struct rs_wq *q, unsigned i)
+{
+	return &q->ticket[i % RS_WQ_DEPTH];
+}
+
+static void sink_put(struct rs_wq *q, unsigned i)
+{
+	struct rs_wslot *s = slot_at(q, i);
+	struct rs_wq_ticket *t = ticket_at(q, i);
+	int ret;
+
+	atomic_store_explicit(&t->res, RS_WQ_UNSTORED, memory_order_relaxed);
+	ret = q->sink.put(q->sink.ctx, at(q, s->start), s->end - s->start,
+			  s->start, bgs_rs_wq_stored, t);
+	if (ret) {
+		set_err(q, ret);
+		s->complete = true; /* nothing will tell it */
+	}
+}
+
+void bgs_rs_wq_stored(void *ticket, int res)
+{
+	static const uint64_t one = 1;
+	struct rs_wq_ticket *t = ticket;
+	struct rs_wq *q = t->q;
+
+	/* Once the result is seen, the queue may be freed: the lock makes
+	 * its freeing wait until this thread is done with it. */
+	pthread_mutex_lock(&q->sink_lock);
+	atomic_store_explicit(&t->res, res, memory_order_release);
+	(void)!write(q->sink_fd, &one, sizeof(one));
+	pthread_mutex_unlock(&q->sink_lock);
+}
+
+/* Account the sink's writes whose end is seen; true if any. */
+static bool take_results(struct rs_wq *q)
+{
+	bool any = false;
+
+	for (unsigned k = 0; k < q->inflight; k++) {
+		const unsigned i = q->head + k;
+		struct rs_wslot *s = slot_at(q, i);
+		const int res = atomic_load_explicit(&ticket_at(q, i)->res,
+						     memory_order_acquire);
+
+		if (s->complete || res == RS_WQ_UNSTORED)
+			continue;
+		any = true;
+		q->progress_ns = now_ns();
+		if (res < 0)
+			set_err(q, res);
+		s->done = s->end - s->start;
+		s->complete = true;
+	}
+	return any;
+}
+
+/*
+ * Account the sink's writes that ended; true if any did. The eventfd is
+ * cleared, and looked at again, under the lock a result is told under:
+ * so it stays readable exactly while a result is there unseen, and the
+ * copier, who sleeps on it, is never woken for nothing, nor left asleep.
+ */
+static bool sink_results(struct rs_wq *q)
+{
+	uint64_t v;
+
+	if (!take_results(q))
+		return false;
+	pthread_mutex_lock(&q->sink_lock);
+	(void)!read(q->sink_fd, &v, sizeof(v));
+	take_results(q);
+	pthread_mutex_unlock(&q->sink_lock);
+	retire(q);
+	return true;
+}
+
+/* Wait for the sink until @end_ns (0: for ever); false once it is over. */
+static bool sink_wait(struct rs_wq *q, uint64_t end_ns)
+{
+	struct pollfd p = { .fd = q->sink_fd, .events = POLLIN };
+	const uint64_t now = now_ns();
+	int ms = -1;
+
+	if (end_ns) {
+		if (now >= end_ns)
+			return false;
+		ms = (int)((end_ns - now + 999999) / 1000000);
+	}
+	(void)poll(&p, 1, ms);
+	return true;
+}
+
+/* reap() for a sink. A sink's writes cannot be cancelled: one that got no
+ * answer for max_stall_ns fails the store, and is still waited for when
+ * the queue is freed (an object store's operation timeout ends it). */
+static void sink_reap(struct rs_wq *q, bool wait)
+{
+	while (!sink_results(q) && wait && q->inflight) {
+		const uint64_t end = q->max_stall_ns && !q->err
+					     ? q->progress_ns + q->max_stall_ns
+					     : 0;
+
+		if (!sink_wait(q, end)) {
+			set_err(q, -ETIMEDOUT);
+			return;
+		}
+	}
+}
+
+/* Every write of the sink ended: none of its threads uses the queue. */
+static void sink_drain(struct rs_wq *q)
+{
+	while (q->inflight) {
+		sink_results(q);
+		if (q->inflight)
+			sink_wait(q, 0);
+	}
+	pthread_mutex_lock(&q->sink_lock);
+	pthread_mutex_unlock(&q->sink_lock);
+}
+
+/* ---- writes to a file descriptor ------------------------------------------ */
+
 static void submit(struct rs_wq *q)
 {
 	int ret;
@@ -343,11 +500,26 @@ static uint64_t next_write(const struct rs_wq *q, bool force)
 {
 	uint64_t n = arena_end(q) - q->sub;
 
+	if (q->sink.put) {
+		/* To the end of the piece, once it is all there. */
+		const uint64_t to_end = q->sink.piece - q->sub % q->sink.piece;
+
+		return n >= to_end ? to_end : force ? n : 0;
+	}
+
 	if (q->direct)
 		n -= n % q->align;
 	if (!force && n < q->chunk)
 		return 0;
 	return n < q->max_write ? n : q->max_write;
+}
+
+/* Waiting for room: write what is pending even if it is short of a
+ * chunk? A sink's writes are operations that cost the same whole or cut
+ * short: only if nothing else is in flight to free room. */
+static bool must_force(const struct rs_wq *q)
+{
+	return !q->sink.put || !q->inflight;
 }
 
 /* Start writes for pending bytes: all there are if @force (but for an
@@ -371,6 +543,8 @@ static void submit_pending(struct rs_wq *q, bool force)
 		if (q->uring) {
 			prep_write(q, i);
 			started++;
+		} else if (q->sink.put) {
+			sink_put(q, i);
 		} else {
 			write_sync(q, i);
 			retire(q);
@@ -433,7 +607,8 @@ static void cancel_inflight(struct rs_wq *q)
 static void stalled(struct rs_wq *q)
 {
 	set_err(q, -ETIMEDOUT);
-	cancel_inflight(q);
+	if (q->uring)
+		cancel_inflight(q);
 }
 
 static bool stall_over(const struct rs_wq *q)
@@ -469,6 +644,10 @@ static void reap(struct rs_wq *q, bool wait)
 	struct io_uring_cqe *cqe;
 	int ret;
 
+	if (q->sink.put) {
+		sink_reap(q, wait);
+		return;
+	}
 	if (!q->uring || !q->inflight)
 		return;
 	do
@@ -521,7 +700,7 @@ int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, bool urgent, uint8_t **p)
 		return 0;
 	}
 	while (q->over_len || arena_room(q) < need) {
-		submit_pending(q, true);
+		submit_pending(q, must_force(q));
 		reap(q, true);
 		migrate(q);
 		if (q->err)
@@ -547,7 +726,7 @@ void bgs_rs_wq_produce(struct rs_wq *q, size_t len)
 	q->fill += len;
 	atomic_store_explicit(&q->stored, q->fill, memory_order_relaxed);
 	stat_max(&q->peak, q->fill - q->done);
-	if (arena_end(q) - q->sub >= q->chunk) {
+	if (next_write(q, false)) {
 		reap(q, false);
 		submit_pending(q, false);
 	}
@@ -575,7 +754,9 @@ int bgs_rs_wq_append(struct rs_wq *q, const void *data, size_t len)
 void bgs_rs_wq_kick(struct rs_wq *q)
 {
 	reap(q, false);
-	submit_pending(q, true);
+	/* A sink has no reader waiting for the bytes: a piece cut short
+	 * would only cost it one more operation. */
+	submit_pending(q, !q->sink.put);
 }
 
 bool bgs_rs_wq_ready(struct rs_wq *q, size_t need)
@@ -590,13 +771,13 @@ bool bgs_rs_wq_ready(struct rs_wq *q, size_t need)
 	migrate(q);
 	if (!q->over_len && arena_room(q) >= need)
 		return true;
-	submit_pending(q, true);
+	submit_pending(q, must_force(q));
 	return false;
 }
 
 int bgs_rs_wq_wait_fd(const struct rs_wq *q)
 {
-	return q->uring ? q->ring.ring_fd : -1;
+	return q->uring ? q->ring.ring_fd : q->sink.put ? q->sink_fd : -1;
 }
 
 int bgs_rs_wq_flush(struct rs_wq *q)
@@ -622,6 +803,12 @@ void bgs_rs_wq_free(struct rs_wq *q)
 	 * reader that stopped reading would keep them for ever. */
 	if (q->uring && q->inflight)
 		cancel_inflight(q);
+	if (q->sink.put) {
+		sink_drain(q);
+		if (q->sink_fd >= 0)
+			close(q->sink_fd);
+		pthread_mutex_destroy(&q->sink_lock);
+	}
 	if (q->stuck) {
 		/* The kernel may still read the arena: leave it mapped. */
 		io_uring_queue_exit(&q->ring);

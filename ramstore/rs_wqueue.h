@@ -26,11 +26,16 @@
  * page cache (buffered io_uring writes cost more CPU than lz4 itself).
  * Direct writes are whole aligned blocks; the unaligned tail at the end,
  * or anything the filesystem refuses, is written buffered.
+ *
+ * Or the bytes go to a sink instead of a file descriptor (an object
+ * store): straight from the arena, no pipe and no copy in between, in
+ * writes that end where its pieces (data objects) end.
  */
 #ifndef BGS_RS_WQUEUE_H
 #define BGS_RS_WQUEUE_H
 
 #include <liburing.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -47,6 +52,27 @@ static inline void bgs_rs_stat_add(_Atomic uint64_t *v, uint64_t n)
 }
 
 #define RS_WQ_DEPTH 8 /* writes in flight to a file; a stream has one */
+
+/*
+ * A store that is not a file descriptor. It is given the bytes in order,
+ * each write at its position, none across a multiple of @piece, and says
+ * when each is stored.
+ */
+struct rs_wq_sink {
+	/* Start storing the @len bytes at @buf as those at @pos. @buf stays
+	 * as it is until @stored(@ticket, 0 or -errno) is called, once, from
+	 * any thread. Returns 0, or -errno and @stored is not called. */
+	int (*put)(void *ctx, const void *buf, size_t len, uint64_t pos,
+		   void (*stored)(void *ticket, int res), void *ticket);
+	void *ctx;
+	size_t piece;
+};
+
+/* What a sink's write came to: set by bgs_rs_wq_stored(). */
+struct rs_wq_ticket {
+	struct rs_wq *q;
+	_Atomic int res; /* RS_WQ_UNSTORED until then */
+};
 
 struct rs_wslot {
 	uint64_t start, end; /* the bytes this write carries */
@@ -76,6 +102,13 @@ struct rs_wq {
 	size_t over_kept; /* [over_kept, over_head) may still be resident */
 	bool to_over;	  /* the last reservation is in the overflow */
 	struct rs_wslot slot[RS_WQ_DEPTH]; /* a ring, oldest at head */
+	/* A sink instead of fd: each slot's ticket, and an eventfd that
+	 * every stored write bumps (under sink_lock, so that the queue is
+	 * never freed under a thread still telling it). */
+	struct rs_wq_sink sink;
+	struct rs_wq_ticket ticket[RS_WQ_DEPTH];
+	int sink_fd;
+	pthread_mutex_t sink_lock;
 	unsigned head, inflight;
 	int err; /* the first error; sticks */
 	/* No completion for max_stall_ns while writes are in flight (0: no
@@ -95,8 +128,13 @@ struct rs_wq {
  * budget (0: none; they wait like any other). */
 int bgs_rs_wq_init(struct rs_wq *q, int fd, bool stream, size_t budget,
 		   size_t over_limit, bool sync_io, const cpu_set_t *cpus);
-/* Cancel the writes in flight and wait for them (errors ignored), then
- * free everything. */
+/* The same, writing to @sink. */
+int bgs_rs_wq_init_sink(struct rs_wq *q, const struct rs_wq_sink *sink,
+			size_t budget, size_t over_limit);
+/* A sink's write ended (its @stored callback). Any thread. */
+void bgs_rs_wq_stored(void *ticket, int res);
+/* Cancel the writes in flight and wait for them (errors ignored; a sink's
+ * cannot be cancelled: they are waited for), then free everything. */
 void bgs_rs_wq_free(struct rs_wq *q);
 /* Contiguous room for @need bytes (at most the arena size) at *@p,
  * waiting for writes to complete if the arena is full, unless @urgent
@@ -106,13 +144,14 @@ int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, bool urgent, uint8_t **p);
 void bgs_rs_wq_produce(struct rs_wq *q, size_t len);
 /* Copy @len bytes in, as much at a time as fits. */
 int bgs_rs_wq_append(struct rs_wq *q, const void *data, size_t len);
-/* Submit what is pending without waiting. */
+/* Submit what is pending without waiting (a sink: whole pieces). */
 void bgs_rs_wq_kick(struct rs_wq *q);
 /* Would a reservation of @need bytes be served now, without waiting?
  * Reaps what completed and submits what is pending, never waits. */
 bool bgs_rs_wq_ready(struct rs_wq *q, size_t need);
 /* A descriptor that polls readable when a write completes, or -1 when
- * writes are synchronous (nothing to wait for). */
+ * writes are synchronous (nothing to wait for). Only the queue reads it,
+ * when it reaps. */
 int bgs_rs_wq_wait_fd(const struct rs_wq *q);
 /* Submit everything and wait until all of it is written. */
 int bgs_rs_wq_flush(struct rs_wq *q);

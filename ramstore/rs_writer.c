@@ -300,13 +300,16 @@ static int write_head(struct rs_writer *w)
 	return ret ? ret : w->q.err;
 }
 
+/* Start the queue, onto w->fd or else @sink, and write the head. */
 static int writer_start(struct rs_writer *w, bool stream,
+			const struct rs_wq_sink *sink,
 			const struct rs_writer_opts *o)
 {
 	const size_t over = o->overflow_pages * (w->head.rechdr_len + RS_PAGE);
-	int ret = bgs_rs_wq_init(&w->q, w->fd, stream,
-				 arena_size(w, o->buffer_budget), over,
-				 o->sync_io, o->cpus);
+	const size_t budget = arena_size(w, o->buffer_budget);
+	int ret = sink ? bgs_rs_wq_init_sink(&w->q, sink, budget, over)
+		       : bgs_rs_wq_init(&w->q, w->fd, stream, budget, over,
+					o->sync_io, o->cpus);
 
 	w->q.max_stall_ns = o->max_stall_ns;
 	w->no_replace = o->no_replace;
@@ -324,8 +327,27 @@ int bgs_rs_writer_open_fd(struct rs_writer **wp, int fd,
 		ret = -EBADF;
 	if (!ret) {
 		w->fd = fd;
-		ret = writer_start(w, true, o);
+		ret = writer_start(w, true, NULL, o);
 	}
+	if (ret) {
+		if (w)
+			writer_free(w);
+		return ret;
+	}
+	*wp = w;
+	return 0;
+}
+
+int bgs_rs_writer_open_sink(struct rs_writer **wp,
+			    const struct rs_wq_sink *sink,
+			    const struct rs_writer_opts *o)
+{
+	struct rs_writer *w = NULL;
+	int ret = writer_new(&w, o);
+
+	*wp = NULL;
+	if (!ret)
+		ret = writer_start(w, false, sink, o);
 	if (ret) {
 		if (w)
 			writer_free(w);
@@ -416,7 +438,7 @@ int bgs_rs_writer_open_path(struct rs_writer **wp, const char *path,
 	if (!ret)
 		ret = create_temp(w);
 	if (!ret)
-		ret = writer_start(w, false, o);
+		ret = writer_start(w, false, NULL, o);
 	if (ret) {
 		if (w)
 			writer_free(w);
@@ -941,6 +963,8 @@ static int sync_file(const struct rs_writer *w)
 {
 	struct stat st;
 
+	if (w->fd < 0) /* a sink: stored is stored */
+		return 0;
 	if (fstat(w->fd, &st))
 		return -errno;
 	/* A pipe or socket has nothing to sync. */

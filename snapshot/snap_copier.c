@@ -392,6 +392,8 @@ static int read_pages(struct bgs_save *s, const struct bgs_region *r,
 /* The writer failed with @ret: why, in words. */
 int bgs_save_write_failed(struct bgs_save *s, int ret)
 {
+	if (s->sink && bgs_rados_sink_failed(s->sink))
+		return bgs_save_error(s);
 	if (ret == -ETIMEDOUT && s->opts.max_stall_ms)
 		return bgs_save_fail(s, ret,
 				     "no write of the snapshot completed for "

@@ -435,10 +435,14 @@ struct rs_rados;
 int bgs_snap_rados_in_open(const char *target, struct rs_rados **r,
 			   struct rs_reader **reader, char *msg, size_t len);
 void bgs_snap_rados_in_close(struct rs_rados *r);
-/* The save's store goes to @target: *@fd is what the writer writes to.
+/* The save's store goes to @target: @sink is what the writer writes to.
  * On error the handle's message is set. */
+struct rs_wq_sink;
 int bgs_rados_sink_open(struct bgs_save *s, const char *target,
-			struct bgs_rados_sink **out, int *fd);
+			struct bgs_rados_sink **out, struct rs_wq_sink *sink);
+/* If the cluster is why the writer failed, fail the save saying so and
+ * return the error; else 0. */
+int bgs_rados_sink_failed(struct bgs_rados_sink *k);
 /* The writer is done (committed if @result is 0): publish, or remove what
  * was stored. Frees @k; returns the save's result. */
 int bgs_rados_sink_close(struct bgs_rados_sink *k, int result);

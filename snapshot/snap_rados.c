@@ -3,15 +3,17 @@
  * rados://POOL/NAME wherever a snapshot file goes (ramstore/rs_rados.h has
  * the layout).
  *
- * A save writes its snapshot, byte for byte what a file would get, into a
- * pipe; the uploader thread cuts what comes out into data objects, several
- * in flight, and once the writer has committed, the head is written: only
- * then does the snapshot exist under its name. The owner's faults never
- * wait for the cluster: the writer's rules for a slow disk (a reserved
- * overflow for faulted pages, the scan waits) hold for a slow pipe alike.
- * If the cluster fails (an OSD down past the operation timeout, a key
- * without write caps), the uploader fails the save at once and drains the
- * pipe, so that nothing waits on it; the data stored is removed.
+ * A save writes its snapshot, byte for byte what a file would get, as data
+ * objects: the writer's queue hands each piece of its buffers to librados
+ * (rs_wq_sink), several in flight, with no pipe or thread between; once
+ * the writer has committed, the head is written, and only then does the
+ * snapshot exist under its name. The owner's faults never wait for the
+ * cluster: the writer's rules for a slow disk (a reserved overflow for
+ * faulted pages, the scan waits) hold for a slow cluster alike. If the
+ * cluster fails (an OSD down past the operation timeout, a key without
+ * write caps), the write that failed fails the save as soon as the
+ * copier sees it (its completion wakes the copier); the data stored is
+ * removed.
  *
  * Reading (info, verify, export, an eager restore, a parent) fetches the
  * snapshot, every data object checked against the head, into an unnamed
@@ -25,6 +27,7 @@
  * to it, so dropping it from the table never pulls it from under a user.
  */
 #include "snap_internal.h"
+#include "rs_wqueue.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -285,12 +288,8 @@ void bgs_snap_rados_in_close(struct rs_rados *r)
 struct bgs_rados_sink {
 	struct rs_rados *r;
 	struct bgs_save *s;
-	int in;	 /* the pipe's end the writer writes to */
-	int out; /* the uploader's end */
-	pthread_t thread;
 	bool no_replace;
 	char target[256];
-	int result; /* the uploader's, once joined */
 	struct rs_diag diag;
 };
 
@@ -300,31 +299,13 @@ static int sink_fail(struct bgs_rados_sink *k, int err)
 	return bgs_save_fail(k->s, err, "%s: %s", k->target, k->diag.msg);
 }
 
-static void drain(int fd)
+/* The writer's queue hands its buffers over here (rs_wq_sink.put). */
+static int sink_put(void *ctx, const void *buf, size_t len, uint64_t pos,
+		    void (*stored)(void *ticket, int res), void *ticket)
 {
-	char buf[65536];
+	struct bgs_rados_sink *k = ctx;
 
-	for (;;) {
-		const ssize_t n = read(fd, buf, sizeof(buf));
-
-		if (n == 0 || (n < 0 && errno != EINTR))
-			return;
-	}
-}
-
-static void *uploader_main(void *arg)
-{
-	struct bgs_rados_sink *k = arg;
-
-	k->result = bgs_rs_rados_upload(k->r, k->out, &k->diag);
-	if (k->result) {
-		/* At once, not when the writer is done: the owner's faults
-		 * must not pile up behind a cluster that failed. */
-		sink_fail(k, k->result);
-		bgs_copier_kick(k->s);
-		drain(k->out);
-	}
-	return NULL;
+	return bgs_rs_rados_put(k->r, buf, len, pos, stored, ticket);
 }
 
 /* With BGSNAP_SAVE_NO_REPLACE: -EEXIST if a snapshot is there. */
@@ -348,10 +329,10 @@ static int exists_refused(struct bgs_rados_sink *k)
 }
 
 int bgs_rados_sink_open(struct bgs_save *s, const char *target,
-			struct bgs_rados_sink **out, int *fd)
+			struct bgs_rados_sink **out, struct rs_wq_sink *sink)
 {
 	struct bgs_rados_sink *k = calloc(1, sizeof(*k));
-	int p[2], ret;
+	int ret;
 
 	if (!k)
 		return -ENOMEM;
@@ -361,46 +342,39 @@ int bgs_rados_sink_open(struct bgs_save *s, const char *target,
 	ret = connect_to(&k->r, target, false, &k->diag);
 	if (!ret && k->no_replace)
 		ret = exists_refused(k);
-	if (!ret && pipe2(p, O_CLOEXEC))
-		ret = -errno;
-	if (!ret) {
-		k->in = p[1];
-		k->out = p[0];
-		/* Fewer wake-ups of the uploader per object. */
-		fcntl(k->in, F_SETPIPE_SZ, 1 << 20);
-		sigset_t all, old;
-
-		/* Every signal blocked, as in bgsnap's other threads: the
-		 * caller's handlers are the caller's threads' business. */
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		ret = -pthread_create(&k->thread, NULL, uploader_main, k);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		if (ret) {
-			close(p[0]);
-			close(p[1]);
-		}
-	}
+	if (!ret)
+		ret = bgs_rs_rados_upload_begin(k->r, &k->diag);
 	if (ret) {
 		bgs_snap_set_error(s->h, "%s: %s", target,
 				   k->diag.msg[0] ? k->diag.msg
 						  : strerror(-ret));
+		if (k->r)
+			bgs_rs_rados_discard(k->r); /* a lease it took */
 		bgs_rs_rados_close(k->r);
 		free(k);
 		return ret;
 	}
 	*out = k;
-	*fd = k->in;
+	*sink = (struct rs_wq_sink){ .put = sink_put,
+				     .ctx = k,
+				     .piece = RS_RADOS_OBJECT };
 	return 0;
+}
+
+int bgs_rados_sink_failed(struct bgs_rados_sink *k)
+{
+	const int ret = bgs_rs_rados_failure(k->r, &k->diag);
+
+	return ret ? sink_fail(k, ret) : 0;
 }
 
 int bgs_rados_sink_close(struct bgs_rados_sink *k, int result)
 {
-	close(k->in); /* the end of the snapshot, for the uploader */
-	pthread_join(k->thread, NULL);
-	close(k->out);
-	if (!result && k->result) /* failed after the writer's last write */
-		result = sink_fail(k, k->result);
+	/* The writer is gone: every put has been told how it ended. */
+	const int ended = bgs_rs_rados_upload_end(k->r, &k->diag);
+
+	if (!result && ended)
+		result = sink_fail(k, ended);
 	if (!result) {
 		result = bgs_rs_rados_publish(k->r, k->no_replace, &k->diag);
 		if (result)
@@ -616,12 +590,18 @@ void bgs_snap_rados_in_close(struct rs_rados *r)
 }
 
 int bgs_rados_sink_open(struct bgs_save *s, const char *target,
-			struct bgs_rados_sink **out, int *fd)
+			struct bgs_rados_sink **out, struct rs_wq_sink *sink)
 {
 	(void)out;
-	(void)fd;
+	(void)sink;
 	bgs_snap_set_error(s->h, "%s: %s", target, no_rados);
 	return -ENOTSUP;
+}
+
+int bgs_rados_sink_failed(struct bgs_rados_sink *k)
+{
+	(void)k;
+	return 0;
 }
 
 int bgs_rados_sink_close(struct bgs_rados_sink *k, int result)

@@ -24,6 +24,7 @@
  * Any failure before 5 undoes what was done, in reverse.
  */
 #include "snap_internal.h"
+#include "rs_wqueue.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -283,15 +284,19 @@ static int open_writer(struct bgs_save *s, const char *path, int fd)
 		table[i].prot = g->prot;
 	}
 	if (bgs_rs_is_rados(path)) {
-		r = bgs_rados_sink_open(s, path, &s->sink, &fd);
+		struct rs_wq_sink sink;
+
+		r = bgs_rados_sink_open(s, path, &s->sink, &sink);
 		if (r) {
 			free(table);
 			return r;
 		}
+		r = bgs_rs_writer_open_sink(&s->writer, &sink, &wo);
 		path = NULL;
+	} else {
+		r = path ? bgs_rs_writer_open_path(&s->writer, path, &wo)
+			 : bgs_rs_writer_open_fd(&s->writer, fd, &wo);
 	}
-	r = path ? bgs_rs_writer_open_path(&s->writer, path, &wo)
-		 : bgs_rs_writer_open_fd(&s->writer, fd, &wo);
 	free(table);
 	if (r < 0 && s->sink) {
 		bgs_rados_sink_close(s->sink, r);

@@ -7,10 +7,16 @@
  * of any size (a footer is a few dozen bytes, a page record 4 KiB) end
  * anywhere in the ring, also across its end. Bursts of urgent records,
  * as in a storm of faults, go through the overflow and back.
+ *
+ * Into a sink (an object store), writes come in order and never cross the
+ * end of a piece, however the ring and the pieces compare in size; each
+ * is told stored from another thread, late; a write that fails fails the
+ * queue, and freeing it waits for every write still out.
  */
 #include "rs_wqueue.h"
 #include "testutil.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -182,12 +188,192 @@ static void test_file_in_order(void **state)
 	close(fd);
 }
 
+/* ---- a sink ------------------------------------------------------------- */
+
+#define SINK_OUT 64u /* writes a sink may hold at once (more than a queue's) */
+
+/* A sink that keeps what it is given, and a thread that tells each write
+ * stored (or failed: the @fail_at'th) after a random little while. */
+struct sink {
+	size_t piece;
+	unsigned fail_at; /* 1-based; 0: none fails */
+	uint8_t *got;	  /* TOTAL bytes, as stored */
+	uint64_t next;	  /* the position the next put must have */
+	unsigned puts;
+	bool crossed, out_of_order;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	struct {
+		void (*stored)(void *ticket, int res);
+		void *ticket;
+		int res;
+	} out[SINK_OUT];
+	unsigned head, n; /* under lock */
+	unsigned told;	  /* writes told, or being told: under lock */
+	bool stop;
+	pthread_t teller;
+};
+
+static int sink_put(void *ctx, const void *buf, size_t len, uint64_t pos,
+		    void (*stored)(void *ticket, int res), void *ticket)
+{
+	struct sink *k = ctx;
+
+	k->out_of_order |= pos != k->next;
+	k->crossed |= pos / k->piece != (pos + len - 1) / k->piece;
+	if (pos + len <= TOTAL)
+		memcpy(k->got + pos, buf, len);
+	k->next = pos + len;
+	k->puts++;
+	pthread_mutex_lock(&k->lock);
+	assert_true(k->n < SINK_OUT);
+	k->out[(k->head + k->n++) % SINK_OUT].stored = stored;
+	k->out[(k->head + k->n - 1) % SINK_OUT].ticket = ticket;
+	k->out[(k->head + k->n - 1) % SINK_OUT].res =
+		k->puts == k->fail_at ? -EIO : 0;
+	pthread_cond_signal(&k->wake);
+	pthread_mutex_unlock(&k->lock);
+	return 0;
+}
+
+static void *sink_teller(void *arg)
+{
+	struct sink *k = arg;
+	uint64_t rng = 3;
+
+	pthread_mutex_lock(&k->lock);
+	while (!k->stop || k->n) {
+		if (!k->n) {
+			pthread_cond_wait(&k->wake, &k->lock);
+			continue;
+		}
+		const unsigned i = k->head;
+
+		pthread_mutex_unlock(&k->lock);
+		usleep((useconds_t)(tu_rand(&rng) % 300));
+		pthread_mutex_lock(&k->lock);
+		k->told++; /* before: once told, the queue may be gone */
+		pthread_mutex_unlock(&k->lock);
+		k->out[i].stored(k->out[i].ticket, k->out[i].res);
+		pthread_mutex_lock(&k->lock);
+		k->head = (k->head + 1) % SINK_OUT;
+		k->n--;
+	}
+	pthread_mutex_unlock(&k->lock);
+	return NULL;
+}
+
+static void sink_start(struct sink *k, size_t piece, unsigned fail_at)
+{
+	*k = (struct sink){ .piece = piece, .fail_at = fail_at };
+	k->got = calloc(1, TOTAL);
+	assert_non_null(k->got);
+	pthread_mutex_init(&k->lock, NULL);
+	pthread_cond_init(&k->wake, NULL);
+	assert_int_equal(pthread_create(&k->teller, NULL, sink_teller, k), 0);
+}
+
+static void sink_stop(struct sink *k)
+{
+	pthread_mutex_lock(&k->lock);
+	k->stop = true;
+	pthread_cond_signal(&k->wake);
+	pthread_mutex_unlock(&k->lock);
+	pthread_join(k->teller, NULL);
+	free(k->got);
+}
+
+static void sink_in_order(size_t piece)
+{
+	struct sink k;
+	struct rs_wq q;
+
+	sink_start(&k, piece, 0);
+	assert_int_equal(bgs_rs_wq_init_sink(&q,
+					     &(struct rs_wq_sink){
+						     .put = sink_put,
+						     .ctx = &k,
+						     .piece = piece,
+					     },
+					     RING, 6u << 20),
+			 0);
+	assert_true(bgs_rs_wq_wait_fd(&q) >= 0);
+	produce(&q, 512);
+	bgs_rs_wq_free(&q);
+	fprintf(stderr, "# pieces of %zu KiB: %u writes\n", piece >> 10,
+		k.puts);
+	assert_false(k.out_of_order);
+	assert_false(k.crossed);
+	assert_int_equal(k.next, TOTAL);
+	for (uint64_t i = 0; i < TOTAL; i++)
+		if (k.got[i] != byte_at(i))
+			fail_msg("byte %llu stored is wrong",
+				 (unsigned long long)i);
+	/* Whole pieces where the ring holds several: few writes. */
+	if (piece < RING / 2)
+		assert_true(k.puts <= TOTAL / piece + TOTAL / piece / 4);
+	sink_stop(&k);
+}
+
+/* Pieces smaller than the ring: written whole, as they fill. */
+static void test_sink_small_pieces(void **state)
+{
+	(void)state;
+	sink_in_order(16u << 10);
+}
+
+/* Pieces larger than the ring (a small budget, 4 MiB data objects): each
+ * written in parts, none across its end. */
+static void test_sink_large_pieces(void **state)
+{
+	(void)state;
+	sink_in_order(256u << 10);
+}
+
+/* A write that fails fails what comes after it; freeing the queue (not
+ * flushed, as when a save is abandoned) waits until the sink has told it
+ * of every write it holds. */
+static void test_sink_failure(void **state)
+{
+	struct sink k;
+	struct rs_wq q;
+	int ret = 0;
+
+	(void)state;
+	sink_start(&k, 16u << 10, 20);
+	assert_int_equal(bgs_rs_wq_init_sink(&q,
+					     &(struct rs_wq_sink){
+						     .put = sink_put,
+						     .ctx = &k,
+						     .piece = 16u << 10,
+					     },
+					     RING, 0),
+			 0);
+	while (!ret && bgs_rs_wq_pos(&q) < TOTAL) {
+		uint8_t *p;
+
+		ret = bgs_rs_wq_reserve(&q, 4096, false, &p);
+		if (!ret)
+			bgs_rs_wq_produce(&q, 4096);
+	}
+	assert_int_equal(ret, -EIO);
+	/* No flush: freed as an abandoned store is, writes still out. */
+	bgs_rs_wq_free(&q);
+	pthread_mutex_lock(&k.lock);
+	assert_int_equal(k.told, k.puts);
+	pthread_mutex_unlock(&k.lock);
+	sink_stop(&k);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_stream_in_order),
 		cmocka_unit_test(test_stream_through_overflow),
 		cmocka_unit_test(test_file_in_order),
+		cmocka_unit_test(test_sink_small_pieces),
+		cmocka_unit_test(test_sink_large_pieces),
+		cmocka_unit_test(test_sink_failure),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
