@@ -160,11 +160,13 @@ struct rs_rados {
 	 * written, hashed as it comes. */
 	struct rs_hashing *hashing;
 	/* The upload's first failure (a put, a write under way, the keeper;
-	 * any thread): once set, every put fails with it. The thread that
-	 * sets it writes failed_diag, then failed_said. */
+	 * any thread), with what it says, both under failed_lock: once set,
+	 * every put fails with it, and on_failure is told. */
 	_Atomic int failed;
-	_Atomic bool failed_said;
 	struct rs_diag failed_diag;
+	pthread_mutex_t failed_lock;
+	void (*on_failure)(void *arg);
+	void *on_failure_arg;
 	/* As a source (bgs_rs_rados_source): the head, and data objects
 	 * read whole (lock). */
 	uint8_t *src_raw;
@@ -375,6 +377,7 @@ static int handle_new(struct rs_rados **out, const char *target, bool pool_only,
 	}
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_mutex_init(&r->keeper_lock, NULL);
+	pthread_mutex_init(&r->failed_lock, NULL);
 	pthread_condattr_t ca;
 
 	pthread_condattr_init(&ca);
@@ -490,6 +493,7 @@ void bgs_rs_rados_close(struct rs_rados *r)
 		free(r->cache[i].buf);
 	pthread_mutex_destroy(&r->lock);
 	pthread_mutex_destroy(&r->keeper_lock);
+	pthread_mutex_destroy(&r->failed_lock);
 	pthread_cond_destroy(&r->keeper_wake);
 	bgs_rs_hashing_free(r->hashing);
 	free(r->src);
@@ -740,21 +744,29 @@ static void drop_lease(struct rs_rados *r)
  * consequences. Any thread. */
 static void upload_failed(struct rs_rados *r, const struct rs_diag *d)
 {
-	int none = 0;
+	bool first;
 
-	if (atomic_compare_exchange_strong(&r->failed, &none, d->code)) {
+	pthread_mutex_lock(&r->failed_lock);
+	first = !atomic_load(&r->failed);
+	if (first) {
 		r->failed_diag = *d;
-		atomic_store(&r->failed_said, true);
+		atomic_store(&r->failed, d->code);
 	}
+	pthread_mutex_unlock(&r->failed_lock);
+	if (first && r->on_failure)
+		r->on_failure(r->on_failure_arg);
 }
 
 int bgs_rs_rados_failure(struct rs_rados *r, struct rs_diag *d)
 {
-	if (!atomic_load(&r->failed_said))
-		return 0;
-	if (d)
+	int ret;
+
+	pthread_mutex_lock(&r->failed_lock);
+	ret = atomic_load(&r->failed);
+	if (ret && d)
 		*d = r->failed_diag;
-	return r->failed_diag.code;
+	pthread_mutex_unlock(&r->failed_lock);
+	return ret;
 }
 
 /* Renew the lease every quarter of it until stopped; a renewal that
@@ -820,7 +832,8 @@ static void stop_keeper(struct rs_rados *r)
 	r->keeping = false;
 }
 
-int bgs_rs_rados_upload_begin(struct rs_rados *r, struct rs_diag *d)
+int bgs_rs_rados_upload_begin(struct rs_rados *r, void (*on_failure)(void *arg),
+			      void *arg, struct rs_diag *d)
 {
 	uint8_t id[16];
 	int ret;
@@ -831,6 +844,8 @@ int bgs_rs_rados_upload_begin(struct rs_rados *r, struct rs_diag *d)
 		snprintf(r->upload + 2 * i, 3, "%02x", id[i]);
 	r->lease_s = lease_seconds(r->timeout_s);
 	r->bytes = r->nobjects = 0;
+	r->on_failure = on_failure;
+	r->on_failure_arg = arg;
 	if (!r->hashing)
 		r->hashing = bgs_rs_hashing_new();
 	if (!r->hashing)
@@ -988,11 +1003,12 @@ int bgs_rs_rados_put(struct rs_rados *r, const void *buf, size_t len,
 
 int bgs_rs_rados_upload_end(struct rs_rados *r, struct rs_diag *d)
 {
+	int ret;
+
 	stop_keeper(r);
-	if (atomic_load(&r->failed)) {
-		bgs_rs_rados_failure(r, d);
-		return atomic_load(&r->failed);
-	}
+	ret = bgs_rs_rados_failure(r, d);
+	if (ret)
+		return ret;
 	if (r->bytes % RS_RADOS_OBJECT) /* the last, its room made by put */
 		r->sums[r->nobjects++] = bgs_rs_hashing_end(r->hashing);
 	return 0;
@@ -1027,7 +1043,7 @@ int bgs_rs_rados_upload(struct rs_rados *r, int fd, struct rs_diag *d)
 {
 	uint8_t *buf = malloc(RS_RADOS_OBJECT);
 	sem_t room; /* writes that may be under way */
-	int ret = buf ? bgs_rs_rados_upload_begin(r, d)
+	int ret = buf ? bgs_rs_rados_upload_begin(r, NULL, NULL, d)
 		      : fail(d, -ENOMEM, "out of memory");
 
 	sem_init(&room, 0, RS_RADOS_DEPTH);
@@ -1183,7 +1199,8 @@ int bgs_rs_rados_publish(struct rs_rados *r, bool exclusive, struct rs_diag *d)
 void bgs_rs_rados_discard(struct rs_rados *r)
 {
 	stop_keeper(r);
-	if (!r->in_doubt && !atomic_load(&r->down)) {
+	/* An upload named (its lease taken, or tried) and not in doubt. */
+	if (r->upload[0] && !r->in_doubt && !atomic_load(&r->down)) {
 		/* Every object a piece went to, the last one whole or not. */
 		remove_data(r, r->upload,
 			    (r->bytes + RS_RADOS_OBJECT - 1) / RS_RADOS_OBJECT);

@@ -8,6 +8,7 @@
 #include "rs_wqueue.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <fcntl.h>
 #include <string.h>
@@ -31,7 +32,7 @@ static uint64_t now_ns(void)
 
 #define RS_WQ_CHUNK_MAX (1u << 20)
 #define RS_WQ_DIO_ALIGN 4096u
-#define RS_WQ_UNSTORED	1 /* a ticket's result before its write ends */
+#define RS_WQ_UNSTORED	INT_MIN /* a ticket's result before its write ends */
 
 static void set_err(struct rs_wq *q, int err)
 {
@@ -366,8 +367,11 @@ static void sink_put(struct rs_wq *q, unsigned i)
 	ret = q->sink.put(q->sink.ctx, at(q, s->start), s->end - s->start,
 			  s->start, bgs_rs_wq_stored, t);
 	if (ret) {
+		/* Never started (the last slot taken): as if never queued,
+		 * since nothing will ever tell it. */
 		set_err(q, ret);
-		s->complete = true; /* nothing will tell it */
+		q->sub = s->start;
+		q->inflight--;
 	}
 }
 

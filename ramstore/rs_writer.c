@@ -306,10 +306,16 @@ static int writer_start(struct rs_writer *w, bool stream,
 			const struct rs_writer_opts *o)
 {
 	const size_t over = o->overflow_pages * (w->head.rechdr_len + RS_PAGE);
-	const size_t budget = arena_size(w, o->buffer_budget);
-	int ret = sink ? bgs_rs_wq_init_sink(&w->q, sink, budget, over)
-		       : bgs_rs_wq_init(&w->q, w->fd, stream, budget, over,
-					o->sync_io, o->cpus);
+	size_t budget = arena_size(w, o->buffer_budget);
+	int ret;
+
+	/* Room for whole pieces in flight and one filling: a sink's write
+	 * cut short costs it a whole operation. */
+	if (sink && budget < 4 * sink->piece)
+		budget = 4 * sink->piece;
+	ret = sink ? bgs_rs_wq_init_sink(&w->q, sink, budget, over)
+		   : bgs_rs_wq_init(&w->q, w->fd, stream, budget, over,
+				    o->sync_io, o->cpus);
 
 	w->q.max_stall_ns = o->max_stall_ns;
 	w->no_replace = o->no_replace;

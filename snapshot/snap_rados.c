@@ -31,6 +31,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -285,12 +286,35 @@ void bgs_snap_rados_in_close(struct rs_rados *r)
 
 /* ---- saving -------------------------------------------------------------- */
 
+#define SINK_QUEUE                                                             \
+	16u /* pieces queued for the putter: the writer has
+			 * RS_WQ_DEPTH in flight at most */
+
 struct bgs_rados_sink {
 	struct rs_rados *r;
 	struct bgs_save *s;
 	bool no_replace;
 	char target[256];
 	struct rs_diag diag;
+	/*
+	 * The putter: a thread that hands the writer's pieces to librados,
+	 * which hashes and copies each (a millisecond for 4 MiB), so that the
+	 * copier, who may be serving a fault, only queues them; on two CPUs it
+	 * also runs beside the copier. In order, under lock.
+	 */
+	pthread_t putter;
+	bool putting;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	struct piece {
+		const void *buf;
+		size_t len;
+		uint64_t pos;
+		void (*stored)(void *ticket, int res);
+		void *ticket;
+	} queue[SINK_QUEUE];
+	unsigned head, n;
+	bool stop;
 };
 
 /* Fail the save with @err and what @k's last error says. */
@@ -299,13 +323,95 @@ static int sink_fail(struct bgs_rados_sink *k, int err)
 	return bgs_save_fail(k->s, err, "%s: %s", k->target, k->diag.msg);
 }
 
+/* The cluster failed the upload (any thread): fail the save at once and
+ * say why, so that the owner's faults do not pile up behind it. */
+static void upload_failed(void *arg)
+{
+	struct bgs_rados_sink *k = arg;
+
+	bgs_rados_sink_failed(k);
+	bgs_copier_kick(k->s);
+}
+
+static void *putter_main(void *arg)
+{
+	struct bgs_rados_sink *k = arg;
+
+	pthread_mutex_lock(&k->lock);
+	for (;;) {
+		if (!k->n && k->stop)
+			break;
+		if (!k->n) {
+			pthread_cond_wait(&k->wake, &k->lock);
+			continue;
+		}
+		const struct piece p = k->queue[k->head];
+
+		k->head = (k->head + 1) % SINK_QUEUE;
+		k->n--;
+		pthread_mutex_unlock(&k->lock);
+		const int ret = bgs_rs_rados_put(k->r, p.buf, p.len, p.pos,
+						 p.stored, p.ticket);
+
+		/* Refused at once: told all the same, as the queue expects
+		 * of a piece it was told was taken. */
+		if (ret)
+			p.stored(p.ticket, ret);
+		pthread_mutex_lock(&k->lock);
+	}
+	pthread_mutex_unlock(&k->lock);
+	return NULL;
+}
+
 /* The writer's queue hands its buffers over here (rs_wq_sink.put). */
 static int sink_put(void *ctx, const void *buf, size_t len, uint64_t pos,
 		    void (*stored)(void *ticket, int res), void *ticket)
 {
 	struct bgs_rados_sink *k = ctx;
+	int ret = 0;
 
-	return bgs_rs_rados_put(k->r, buf, len, pos, stored, ticket);
+	pthread_mutex_lock(&k->lock);
+	if (k->n == SINK_QUEUE) {
+		ret = -EOVERFLOW; /* more than the writer has in flight */
+	} else {
+		k->queue[(k->head + k->n++) % SINK_QUEUE] =
+			(struct piece){ buf, len, pos, stored, ticket };
+		pthread_cond_signal(&k->wake);
+	}
+	pthread_mutex_unlock(&k->lock);
+	return ret;
+}
+
+static int start_putter(struct bgs_rados_sink *k)
+{
+	sigset_t all, old;
+	int ret;
+
+	/* Every signal blocked, as in bgsnap's other threads. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	ret = -pthread_create(&k->putter, NULL, putter_main, k);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	k->putting = !ret;
+	if (ret)
+		snprintf(k->diag.msg, sizeof(k->diag.msg),
+			 "starting a thread: %s", strerror(-ret));
+	return ret;
+}
+
+/* The writer is gone, so nothing is queued. */
+static void stop_putter(struct bgs_rados_sink *k)
+{
+	if (k->putting) {
+		pthread_mutex_lock(&k->lock);
+		k->stop = true;
+		pthread_cond_signal(&k->wake);
+		pthread_mutex_unlock(&k->lock);
+		pthread_join(k->putter, NULL);
+		k->putting = false;
+	}
+	pthread_mutex_destroy(&k->lock);
+	pthread_cond_destroy(&k->wake);
 }
 
 /* With BGSNAP_SAVE_NO_REPLACE: -EEXIST if a snapshot is there. */
@@ -339,11 +445,16 @@ int bgs_rados_sink_open(struct bgs_save *s, const char *target,
 	k->s = s;
 	k->no_replace = s->opts.flags & BGSNAP_SAVE_NO_REPLACE;
 	snprintf(k->target, sizeof(k->target), "%s", target);
+	pthread_mutex_init(&k->lock, NULL);
+	pthread_cond_init(&k->wake, NULL);
 	ret = connect_to(&k->r, target, false, &k->diag);
 	if (!ret && k->no_replace)
 		ret = exists_refused(k);
 	if (!ret)
-		ret = bgs_rs_rados_upload_begin(k->r, &k->diag);
+		ret = bgs_rs_rados_upload_begin(k->r, upload_failed, k,
+						&k->diag);
+	if (!ret)
+		ret = start_putter(k);
 	if (ret) {
 		bgs_snap_set_error(s->h, "%s: %s", target,
 				   k->diag.msg[0] ? k->diag.msg
@@ -351,6 +462,7 @@ int bgs_rados_sink_open(struct bgs_save *s, const char *target,
 		if (k->r)
 			bgs_rs_rados_discard(k->r); /* a lease it took */
 		bgs_rs_rados_close(k->r);
+		stop_putter(k);
 		free(k);
 		return ret;
 	}
@@ -363,15 +475,19 @@ int bgs_rados_sink_open(struct bgs_save *s, const char *target,
 
 int bgs_rados_sink_failed(struct bgs_rados_sink *k)
 {
-	const int ret = bgs_rs_rados_failure(k->r, &k->diag);
+	struct rs_diag d;
+	const int ret = bgs_rs_rados_failure(k->r, &d);
 
-	return ret ? sink_fail(k, ret) : 0;
+	return ret ? bgs_save_fail(k->s, ret, "%s: %s", k->target, d.msg) : 0;
 }
 
 int bgs_rados_sink_close(struct bgs_rados_sink *k, int result)
 {
+	int ended;
+
 	/* The writer is gone: every put has been told how it ended. */
-	const int ended = bgs_rs_rados_upload_end(k->r, &k->diag);
+	stop_putter(k);
+	ended = bgs_rs_rados_upload_end(k->r, &k->diag);
 
 	if (!result && ended)
 		result = sink_fail(k, ended);

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,9 +197,10 @@ static void test_file_in_order(void **state)
  * stored (or failed: the @fail_at'th) after a random little while. */
 struct sink {
 	size_t piece;
-	unsigned fail_at; /* 1-based; 0: none fails */
-	uint8_t *got;	  /* TOTAL bytes, as stored */
-	uint64_t next;	  /* the position the next put must have */
+	unsigned fail_at;   /* 1-based; 0: none fails */
+	unsigned refuse_at; /* this put fails at once (not told) */
+	uint8_t *got;	    /* TOTAL bytes, as stored */
+	uint64_t next;	    /* the position the next put must have */
 	unsigned puts;
 	bool crossed, out_of_order;
 	pthread_mutex_t lock;
@@ -219,6 +221,10 @@ static int sink_put(void *ctx, const void *buf, size_t len, uint64_t pos,
 {
 	struct sink *k = ctx;
 
+	if (k->puts + 1 == k->refuse_at) {
+		k->refuse_at = 0;
+		return -ENOSPC;
+	}
 	k->out_of_order |= pos != k->next;
 	k->crossed |= pos / k->piece != (pos + len - 1) / k->piece;
 	if (pos + len <= TOTAL)
@@ -266,6 +272,7 @@ static void *sink_teller(void *arg)
 static void sink_start(struct sink *k, size_t piece, unsigned fail_at)
 {
 	*k = (struct sink){ .piece = piece, .fail_at = fail_at };
+	k->refuse_at = UINT_MAX;
 	k->got = calloc(1, TOTAL);
 	assert_non_null(k->got);
 	pthread_mutex_init(&k->lock, NULL);
@@ -365,6 +372,54 @@ static void test_sink_failure(void **state)
 	sink_stop(&k);
 }
 
+/* A put refused at once, with nothing else out (the first) or with
+ * writes out (a later one): the queue fails with it, and neither a
+ * flush nor freeing it waits for a write that never started. */
+static void sink_refused(unsigned refuse_at)
+{
+	struct sink k;
+	struct rs_wq q;
+	int ret = 0;
+
+	sink_start(&k, 16u << 10, 0);
+	k.refuse_at = refuse_at;
+	assert_int_equal(bgs_rs_wq_init_sink(&q,
+					     &(struct rs_wq_sink){
+						     .put = sink_put,
+						     .ctx = &k,
+						     .piece = 16u << 10,
+					     },
+					     RING, 0),
+			 0);
+	while (!ret && bgs_rs_wq_pos(&q) < TOTAL) {
+		uint8_t *p;
+
+		ret = bgs_rs_wq_reserve(&q, 4096, false, &p);
+		if (!ret)
+			bgs_rs_wq_produce(&q, 4096);
+	}
+	assert_int_equal(ret, -ENOSPC);
+	assert_int_equal(bgs_rs_wq_flush(&q), -ENOSPC);
+	bgs_rs_wq_free(&q);
+	assert_int_equal(k.puts, refuse_at - 1);
+	pthread_mutex_lock(&k.lock);
+	assert_int_equal(k.told, k.puts);
+	pthread_mutex_unlock(&k.lock);
+	sink_stop(&k);
+}
+
+static void test_sink_refused_first(void **state)
+{
+	(void)state;
+	sink_refused(1);
+}
+
+static void test_sink_refused_later(void **state)
+{
+	(void)state;
+	sink_refused(30);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -374,6 +429,8 @@ int main(void)
 		cmocka_unit_test(test_sink_small_pieces),
 		cmocka_unit_test(test_sink_large_pieces),
 		cmocka_unit_test(test_sink_failure),
+		cmocka_unit_test(test_sink_refused_first),
+		cmocka_unit_test(test_sink_refused_later),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
