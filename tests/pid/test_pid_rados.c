@@ -30,7 +30,9 @@
  *   - a save killed (SIGKILL) while it uploads: gc leaves its data while
  *     its lease holds, lists it as an orphan with --dry-run once the lease
  *     ran out (removing nothing), then removes all of it, and nothing
- *     else: the snapshot beside it still verifies.
+ *     else: the snapshot beside it still verifies;
+ *   - a save stopped (SIGSTOP) for more than half its lease: it fails
+ *     saying so once it runs again, nothing is left, the guest runs on.
  */
 #include "pid_util.h"
 #include "testutil.h"
@@ -665,6 +667,61 @@ static void test_gc_killed_save(void **state)
 	pt_guest_stop(&g);
 }
 
+/* A save stopped (SIGSTOP, a debugger) for more than half its lease may
+ * have lost its data to gc meanwhile: once it runs again it fails, saying
+ * so, rather than publish; nothing is left under the name, and the guest
+ * runs on. */
+static void test_save_held_up(void **state)
+{
+	char to[256], pid[16], err[1024] = "";
+	const char *argv[] = { "bgsnap", "save",      "--pid", pid,
+			       "-o",	 to,	      "-q",    "--compress",
+			       "none",	 "--ceph-id", rw_id,   NULL };
+	struct pt_guest g;
+	int status, e[2];
+	ssize_t n;
+	bool head;
+	pid_t b;
+
+	(void)state;
+	target(to, sizeof(to), "heldup");
+	pt_guest_start(&g, 0, "512M", "4k", NULL);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
+	assert_int_equal(pipe2(e, O_CLOEXEC), 0);
+	/* A lease of 4 s: stopped for 3, the save is past half of it. */
+	setenv("BGSNAP_RADOS_LEASE_SECONDS", "4", 1);
+	b = fork();
+	assert_true(b >= 0);
+	if (!b) {
+		dup2(e[1], 2);
+		execv(pt_bgsnap, (char *const *)(uintptr_t)argv);
+		_exit(127);
+	}
+	unsetenv("BGSNAP_RADOS_LEASE_SECONDS");
+	close(e[1]);
+	/* Stopped once it stored data (its lease comes first). */
+	for (int i = 0; i < 1000 && data_objects(object_of(to), &head) < 2; i++)
+		tu_sleep_ms(5);
+	kill(b, SIGSTOP);
+	assert_int_equal(waitpid(b, &status, WUNTRACED), b);
+	assert_true(WIFSTOPPED(status)); /* not done before the stop */
+	tu_sleep_ms(3000);
+	kill(b, SIGCONT);
+	assert_int_equal(waitpid(b, &status, 0), b);
+	n = read(e[0], err, sizeof(err) - 1);
+	close(e[0]);
+	err[n > 0 ? n : 0] = '\0';
+	fprintf(stderr, "# held up: %s", err);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 1);
+	pt_one_error_line(err);
+	assert_non_null(strstr(err, "held up"));
+	assert_int_equal(data_objects(object_of(to), &head), 0);
+	assert_false(head);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+}
+
 /* Two saves to one new name at once, neither with --force: one wins, the
  * other fails at its head (both passed the look at the start), and what
  * is under the name is the winner's, whole. */
@@ -816,6 +873,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_name_race),
 		cmocka_unit_test(test_osd_killed),
 		cmocka_unit_test(test_gc_killed_save),
+		cmocka_unit_test(test_save_held_up),
 	};
 
 	pool = getenv("BGSNAP_CEPH_POOL");
