@@ -791,30 +791,34 @@ static void *keeper_main(void *arg)
 		    r->keeper_stop)
 			continue;
 		pthread_mutex_unlock(&r->keeper_lock);
-		const int ret = hold_lease(r, true, &d);
-
-		pthread_mutex_lock(&r->keeper_lock);
-		if (ret) {
-			upload_failed(r, &d);
-			break;
+		if (hold_lease(r, true, &d)) {
+			upload_failed(r, &d); /* no lock held: it calls out */
+			return NULL;
 		}
+		pthread_mutex_lock(&r->keeper_lock);
 	}
 	pthread_mutex_unlock(&r->keeper_lock);
 	return NULL;
 }
 
-static int start_keeper(struct rs_rados *r, struct rs_diag *d)
+static int start_keeper(struct rs_rados *r, const cpu_set_t *cpus,
+			struct rs_diag *d)
 {
+	pthread_attr_t attr;
 	sigset_t all, old;
 	int ret;
 
 	r->keeper_stop = false;
+	pthread_attr_init(&attr);
+	if (cpus)
+		pthread_attr_setaffinity_np(&attr, sizeof(*cpus), cpus);
 	/* Every signal blocked, as in bgsnap's other threads: the caller's
 	 * handlers are the caller's threads' business. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	ret = -pthread_create(&r->keeper, NULL, keeper_main, r);
+	ret = -pthread_create(&r->keeper, &attr, keeper_main, r);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
 	r->keeping = !ret;
 	return ret ? fail(d, ret, "starting a thread: %s", strerror(-ret)) : 0;
 }
@@ -832,8 +836,9 @@ static void stop_keeper(struct rs_rados *r)
 	r->keeping = false;
 }
 
-int bgs_rs_rados_upload_begin(struct rs_rados *r, void (*on_failure)(void *arg),
-			      void *arg, struct rs_diag *d)
+int bgs_rs_rados_upload_begin(struct rs_rados *r, const cpu_set_t *cpus,
+			      void (*on_failure)(void *arg), void *arg,
+			      struct rs_diag *d)
 {
 	uint8_t id[16];
 	int ret;
@@ -851,7 +856,7 @@ int bgs_rs_rados_upload_begin(struct rs_rados *r, void (*on_failure)(void *arg),
 	if (!r->hashing)
 		return fail(d, -ENOMEM, "out of memory");
 	ret = hold_lease(r, false, d);
-	return ret ? ret : start_keeper(r, d);
+	return ret ? ret : start_keeper(r, cpus, d);
 }
 
 /* The slot's operation ended: its result, as an error that names it. */
@@ -1043,7 +1048,7 @@ int bgs_rs_rados_upload(struct rs_rados *r, int fd, struct rs_diag *d)
 {
 	uint8_t *buf = malloc(RS_RADOS_OBJECT);
 	sem_t room; /* writes that may be under way */
-	int ret = buf ? bgs_rs_rados_upload_begin(r, NULL, NULL, d)
+	int ret = buf ? bgs_rs_rados_upload_begin(r, NULL, NULL, NULL, d)
 		      : fail(d, -ENOMEM, "out of memory");
 
 	sem_init(&room, 0, RS_RADOS_DEPTH);

@@ -19,6 +19,7 @@
 
 #include "ramstore.h"
 
+#include <sched.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -75,11 +76,13 @@ int bgs_rs_rados_exists(struct rs_rados *r);
  *
  * bgs_rs_rados_upload_begin() names a new upload and takes its lease,
  * which tells gc the upload is alive; a thread renews it until the end.
- * The upload's first failure, whichever thread meets it (a write, the
- * lease), calls @on_failure(@arg) if not NULL, on that thread.
+ * That thread runs on @cpus (NULL: anywhere). The upload's first failure,
+ * whichever thread meets it (a write, the lease), calls @on_failure(@arg)
+ * if not NULL, on that thread, with no lock held.
  */
-int bgs_rs_rados_upload_begin(struct rs_rados *r, void (*on_failure)(void *arg),
-			      void *arg, struct rs_diag *diag);
+int bgs_rs_rados_upload_begin(struct rs_rados *r, const cpu_set_t *cpus,
+			      void (*on_failure)(void *arg), void *arg,
+			      struct rs_diag *diag);
 /*
  * Start storing the @len bytes at @buf as the snapshot's bytes from @pos
  * on: pieces come in order (@pos is what came before) and never cross

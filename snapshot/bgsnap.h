@@ -419,10 +419,12 @@ struct bgsnap_save_opts {
 	 * 4 MiB with THP) besides the buffer budget. */
 	unsigned threads;
 	/* The CPUs bgsnap's threads run on for this save (its copier, fault
-	 * thread, compression threads and io_uring's workers), as a list
-	 * like "2-3,6" (taskset -c's form): a VMM or a database keeps them
-	 * off the CPUs its own threads are pinned to. NULL: wherever the
-	 * thread that starts the save may run. */
+	 * thread, compression threads and io_uring's workers; for a
+	 * rados:// target, its putter and lease threads and the threads of
+	 * librados's connection, unless the connection is a kept one), as a
+	 * list like "2-3,6" (taskset -c's form): a VMM or a database keeps
+	 * them off the CPUs its own threads are pinned to. NULL: wherever
+	 * the thread that starts the save may run. */
 	const char *cpus;
 	/* Abandon the save when it makes no progress for this long: no
 	 * write of the snapshot completes (a pipe's reader stopped reading,

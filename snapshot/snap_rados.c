@@ -382,16 +382,12 @@ static int sink_put(void *ctx, const void *buf, size_t len, uint64_t pos,
 	return ret;
 }
 
+/* On the save's CPUs (--cpus), every signal blocked, as its other threads. */
 static int start_putter(struct bgs_rados_sink *k)
 {
-	sigset_t all, old;
-	int ret;
+	const int ret = bgs_thread_start(&k->putter, NULL, bgs_save_cpus(k->s),
+					 putter_main, k);
 
-	/* Every signal blocked, as in bgsnap's other threads. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	ret = -pthread_create(&k->putter, NULL, putter_main, k);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	k->putting = !ret;
 	if (ret)
 		snprintf(k->diag.msg, sizeof(k->diag.msg),
@@ -434,6 +430,28 @@ static int exists_refused(struct bgs_rados_sink *k)
 	return ret;
 }
 
+/*
+ * librados starts its threads (the messengers, which copy and checksum
+ * every byte sent, and timers) when it connects, with the connecting
+ * thread's CPUs: so the connect runs on the save's (--cpus), and this
+ * thread's own are put back after. A kept connection's threads run where
+ * they started.
+ */
+static int connect_on_save_cpus(struct bgs_rados_sink *k, const char *target)
+{
+	const cpu_set_t *cpus = bgs_save_cpus(k->s);
+	cpu_set_t mine;
+	const bool moved =
+		cpus &&
+		!pthread_getaffinity_np(pthread_self(), sizeof(mine), &mine) &&
+		!pthread_setaffinity_np(pthread_self(), sizeof(*cpus), cpus);
+	const int ret = connect_to(&k->r, target, false, &k->diag);
+
+	if (moved)
+		pthread_setaffinity_np(pthread_self(), sizeof(mine), &mine);
+	return ret;
+}
+
 int bgs_rados_sink_open(struct bgs_save *s, const char *target,
 			struct bgs_rados_sink **out, struct rs_wq_sink *sink)
 {
@@ -447,22 +465,22 @@ int bgs_rados_sink_open(struct bgs_save *s, const char *target,
 	snprintf(k->target, sizeof(k->target), "%s", target);
 	pthread_mutex_init(&k->lock, NULL);
 	pthread_cond_init(&k->wake, NULL);
-	ret = connect_to(&k->r, target, false, &k->diag);
+	ret = connect_on_save_cpus(k, target);
 	if (!ret && k->no_replace)
 		ret = exists_refused(k);
 	if (!ret)
-		ret = bgs_rs_rados_upload_begin(k->r, upload_failed, k,
-						&k->diag);
+		ret = bgs_rs_rados_upload_begin(k->r, bgs_save_cpus(s),
+						upload_failed, k, &k->diag);
 	if (!ret)
 		ret = start_putter(k);
 	if (ret) {
 		bgs_snap_set_error(s->h, "%s: %s", target,
 				   k->diag.msg[0] ? k->diag.msg
 						  : strerror(-ret));
+		stop_putter(k);
 		if (k->r)
 			bgs_rs_rados_discard(k->r); /* a lease it took */
 		bgs_rs_rados_close(k->r);
-		stop_putter(k);
 		free(k);
 		return ret;
 	}
