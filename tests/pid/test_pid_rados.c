@@ -32,7 +32,9 @@
  *     ran out (removing nothing), then removes all of it, and nothing
  *     else: the snapshot beside it still verifies;
  *   - a save stopped (SIGSTOP) for more than half its lease: it fails
- *     saying so once it runs again, nothing is left, the guest runs on.
+ *     saying so once it runs again, nothing is left, the guest runs on;
+ *   - a save with --cpus: all its threads but the main one, librados's
+ *     included, run on those CPUs.
  */
 #include "pid_util.h"
 #include "testutil.h"
@@ -41,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -722,6 +725,93 @@ static void test_save_held_up(void **state)
 	pt_guest_stop(&g);
 }
 
+/* How many of process @pid's threads, its main one aside, may run on CPUs
+ * other than @cpus (a Cpus_allowed_list); their number into *@all. */
+static unsigned threads_off(pid_t pid, const char *cpus, unsigned *all)
+{
+	char path[320], line[256];
+	unsigned off = 0;
+	struct dirent *d;
+	DIR *dir;
+
+	*all = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	dir = opendir(path);
+	while (dir && (d = readdir(dir))) {
+		FILE *f;
+
+		if (d->d_name[0] == '.' || atoi(d->d_name) == pid)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/status",
+			 (int)pid, d->d_name);
+		f = fopen(path, "re");
+		while (f && fgets(line, sizeof(line), f)) {
+			const char *v = line + 18 + strspn(line + 18, "\t ");
+
+			if (strncmp(line, "Cpus_allowed_list:", 18))
+				continue;
+			++*all;
+			if (strncmp(v, cpus, strlen(cpus)) ||
+			    v[strlen(cpus)] != '\n') {
+				fprintf(stderr, "# thread %s: %s", d->d_name,
+					v);
+				off++;
+			}
+		}
+		if (f)
+			fclose(f);
+	}
+	if (dir)
+		closedir(dir);
+	return off;
+}
+
+/* With --cpus, every thread of a save into the pool runs there: bgsnap's
+ * (copier, fault thread, putter, lease keeper) and librados's (messengers,
+ * timers), the main thread alone keeping its own. */
+static void test_save_cpus(void **state)
+{
+	char to[256], pid[16];
+	const char *argv[] = { "bgsnap", "save",   "--pid", pid,
+			       "-o",	 to,	   "-q",    "--compress",
+			       "none",	 "--cpus", "0",	    "--ceph-id",
+			       rw_id,	 NULL };
+	unsigned all = 0, off;
+	struct pt_guest g;
+	int status;
+	bool head;
+	pid_t b;
+
+	(void)state;
+	target(to, sizeof(to), "cpus");
+	pt_guest_start(&g, 0, "512M", "4k", NULL);
+	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
+	b = fork();
+	assert_true(b >= 0);
+	if (!b) {
+		execv(pt_bgsnap, (char *const *)(uintptr_t)argv);
+		_exit(127);
+	}
+	/* Looked at once it stores data: every thread is started. */
+	for (int i = 0; i < 1000 && data_objects(object_of(to), &head) < 2; i++)
+		tu_sleep_ms(5);
+	kill(b, SIGSTOP);
+	assert_int_equal(waitpid(b, &status, WUNTRACED), b);
+	assert_true(WIFSTOPPED(status)); /* not done before the look */
+	off = threads_off(b, "0", &all);
+	kill(b, SIGCONT);
+	assert_int_equal(waitpid(b, &status, 0), b);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	fprintf(stderr, "# %u threads besides the main one, %u off CPU 0\n",
+		all, off);
+	/* bgsnap's four and librados's, a dozen here. */
+	assert_true(all >= 8);
+	assert_int_equal(off, 0);
+	must_be_unharmed(&g);
+	pt_guest_stop(&g);
+}
+
 /* Two saves to one new name at once, neither with --force: one wins, the
  * other fails at its head (both passed the look at the start), and what
  * is under the name is the winner's, whole. */
@@ -874,6 +964,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_osd_killed),
 		cmocka_unit_test(test_gc_killed_save),
 		cmocka_unit_test(test_save_held_up),
+		cmocka_unit_test(test_save_cpus),
 	};
 
 	pool = getenv("BGSNAP_CEPH_POOL");
