@@ -4,8 +4,9 @@
  * the layout).
  *
  * A save writes its snapshot, byte for byte what a file would get, as data
- * objects: the writer's queue hands each piece of its buffers to librados
- * (rs_wq_sink), several in flight, with no pipe or thread between; once
+ * objects: the writer's queue hands each piece of its buffers over
+ * (rs_wq_sink), and a putter thread gives it to librados, several in
+ * flight, with no pipe and no copy of bgsnap's own between; once
  * the writer has committed, the head is written, and only then does the
  * snapshot exist under its name. The owner's faults never wait for the
  * cluster: the writer's rules for a slow disk (a reserved overflow for
@@ -286,9 +287,10 @@ void bgs_snap_rados_in_close(struct rs_rados *r)
 
 /* ---- saving -------------------------------------------------------------- */
 
-#define SINK_QUEUE                                                             \
-	16u /* pieces queued for the putter: the writer has
-			 * RS_WQ_DEPTH in flight at most */
+/* Pieces queued for the putter: the writer has RS_WQ_DEPTH in flight at
+ * most. */
+#define SINK_QUEUE 16u
+_Static_assert(SINK_QUEUE >= RS_WQ_DEPTH, "a piece in flight always fits");
 
 struct bgs_rados_sink {
 	struct rs_rados *r;
@@ -297,10 +299,11 @@ struct bgs_rados_sink {
 	char target[256];
 	struct rs_diag diag;
 	/*
-	 * The putter: a thread that hands the writer's pieces to librados,
-	 * which hashes and copies each (a millisecond for 4 MiB), so that the
-	 * copier, who may be serving a fault, only queues them; on two CPUs it
-	 * also runs beside the copier. In order, under lock.
+	 * The putter: a thread that hashes the writer's pieces into their
+	 * objects' checksums and gives them to librados, which copies them
+	 * (a millisecond for 4 MiB together), so that the copier, who may be
+	 * serving a fault, only queues them; on two CPUs it also runs beside
+	 * the copier. The queue is in order, under lock.
 	 */
 	pthread_t putter;
 	bool putting;
