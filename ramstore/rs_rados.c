@@ -851,7 +851,9 @@ int bgs_rs_rados_upload_begin(struct rs_rados *r, const cpu_set_t *cpus,
 	r->bytes = r->nobjects = 0;
 	r->on_failure = on_failure;
 	r->on_failure_arg = arg;
-	if (!r->hashing)
+	if (r->hashing) /* a handle's earlier upload may have stopped halfway */
+		(void)bgs_rs_hashing_end(r->hashing);
+	else
 		r->hashing = bgs_rs_hashing_new();
 	if (!r->hashing)
 		return fail(d, -ENOMEM, "out of memory");
