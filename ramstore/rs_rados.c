@@ -669,9 +669,9 @@ static int head_read(struct rs_rados *r, const char *name, uint8_t **h,
  * A save whose process stopped for long (SIGSTOP, a debugger) may have
  * lost its data to gc meanwhile: it never renews a lease once half of it
  * has gone by on its own clock since it last asked, and fails rather than
- * publish. Between two renewals the uploader waits at most a quarter
- * lease for the pipe and one operation timeout for the cluster, so the
- * lease is four timeouts and a minute: a live save never gives up.
+ * publish. The keeper thread renews a quarter lease after the last
+ * renewal, which took one operation timeout at most, so the lease is four
+ * timeouts and a minute: a live save never gives up.
  */
 #define LEASE_EXTRA_S 60u
 
