@@ -397,9 +397,11 @@ int bgs_save_write_failed(struct bgs_save *s, int ret)
 	if (ret == -ETIMEDOUT && s->opts.max_stall_ms)
 		return bgs_save_fail(s, ret,
 				     "no write of the snapshot completed for "
-				     "%u ms, the most allowed (its reader "
-				     "stopped reading, or the disk hangs)",
-				     s->opts.max_stall_ms);
+				     "%u ms, the most allowed (%s)",
+				     s->opts.max_stall_ms,
+				     s->sink ? "the cluster does not answer"
+					     : "its reader stopped reading, "
+					       "or the disk hangs");
 	return bgs_save_fail(s, ret, "writing the snapshot: %s",
 			     bgsnap_strerror(ret));
 }
