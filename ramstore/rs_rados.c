@@ -47,7 +47,6 @@ struct cached {
 };
 
 struct head;
-struct rs_rados;
 
 static void stop_keeper(struct rs_rados *r);
 
@@ -968,7 +967,7 @@ int bgs_rs_rados_put(struct rs_rados *r, const void *buf, size_t len,
 	char oid[NAME_MAX_LEN + 64], e[320];
 	struct rs_diag d = { 0 };
 	rados_completion_t c;
-	struct put *p;
+	struct put *p = NULL;
 	int ret = atomic_load(&r->failed);
 
 	if (ret)
@@ -979,10 +978,7 @@ int bgs_rs_rados_put(struct rs_rados *r, const void *buf, size_t len,
 	else if (index >= MAX_OBJECTS)
 		ret = fail(&d, -EFBIG, "more than %u data objects",
 			   MAX_OBJECTS);
-	else if (sums_room(r))
-		ret = fail(&d, -ENOMEM, "out of memory");
-	p = ret ? NULL : malloc(sizeof(*p));
-	if (!ret && !p)
+	else if (sums_room(r) || !(p = malloc(sizeof(*p))))
 		ret = fail(&d, -ENOMEM, "out of memory");
 	if (ret) {
 		upload_failed(r, &d);

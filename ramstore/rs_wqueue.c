@@ -154,7 +154,6 @@ static int init_arena(struct rs_wq *q, size_t budget, size_t over_limit)
 		q->size / 16 < RS_WQ_CHUNK_MAX ? q->size / 16 : RS_WQ_CHUNK_MAX;
 	q->chunk -= q->chunk % RS_WQ_DIO_ALIGN;
 	q->max_write = 4 * q->chunk;
-	q->sink_fd = -1;
 	ret = map_arena(q);
 	return ret ? ret : map_overflow(q, over_limit);
 }
@@ -186,6 +185,7 @@ int bgs_rs_wq_init_sink(struct rs_wq *q, const struct rs_wq_sink *sink,
 	q->fd = -1;
 	q->depth = RS_WQ_DEPTH;
 	q->sink = *sink;
+	q->sink_fd = -1; /* none yet, for bgs_rs_wq_free */
 	pthread_mutex_init(&q->sink_lock, NULL);
 	ret = init_arena(q, budget, over_limit);
 	if (ret)

@@ -322,18 +322,21 @@ static int writer_start(struct rs_writer *w, bool stream,
 	return ret ? ret : write_head(w);
 }
 
-int bgs_rs_writer_open_fd(struct rs_writer **wp, int fd,
-			  const struct rs_writer_opts *o)
+/* A writer with no name to publish: onto @fd (a stream), or into @sink
+ * if not NULL. */
+static int open_unnamed(struct rs_writer **wp, int fd,
+			const struct rs_wq_sink *sink,
+			const struct rs_writer_opts *o)
 {
 	struct rs_writer *w = NULL;
 	int ret = writer_new(&w, o);
 
 	*wp = NULL;
-	if (fd < 0 && !ret)
+	if (!ret && !sink && fd < 0)
 		ret = -EBADF;
 	if (!ret) {
 		w->fd = fd;
-		ret = writer_start(w, true, NULL, o);
+		ret = writer_start(w, !sink, sink, o);
 	}
 	if (ret) {
 		if (w)
@@ -344,23 +347,17 @@ int bgs_rs_writer_open_fd(struct rs_writer **wp, int fd,
 	return 0;
 }
 
+int bgs_rs_writer_open_fd(struct rs_writer **wp, int fd,
+			  const struct rs_writer_opts *o)
+{
+	return open_unnamed(wp, fd, NULL, o);
+}
+
 int bgs_rs_writer_open_sink(struct rs_writer **wp,
 			    const struct rs_wq_sink *sink,
 			    const struct rs_writer_opts *o)
 {
-	struct rs_writer *w = NULL;
-	int ret = writer_new(&w, o);
-
-	*wp = NULL;
-	if (!ret)
-		ret = writer_start(w, false, sink, o);
-	if (ret) {
-		if (w)
-			writer_free(w);
-		return ret;
-	}
-	*wp = w;
-	return 0;
+	return open_unnamed(wp, -1, sink, o);
 }
 
 /* Split @path into a directory descriptor and the last component. */

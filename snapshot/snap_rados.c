@@ -33,7 +33,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,7 +300,7 @@ struct bgs_rados_sink {
 	/*
 	 * The putter: a thread that hashes the writer's pieces into their
 	 * objects' checksums and gives them to librados, which copies them
-	 * (a millisecond for 4 MiB together), so that the copier, who may be
+	 * (0.8 ms for 4 MiB together), so that the copier, who may be
 	 * serving a fault, only queues them; on two CPUs it also runs beside
 	 * the copier. The queue is in order, under lock.
 	 */
@@ -328,7 +327,7 @@ static int sink_fail(struct bgs_rados_sink *k, int err)
 
 /* The cluster failed the upload (any thread): fail the save at once and
  * say why, so that the owner's faults do not pile up behind it. */
-static void upload_failed(void *arg)
+static void cluster_failed(void *arg)
 {
 	struct bgs_rados_sink *k = arg;
 
@@ -473,7 +472,7 @@ int bgs_rados_sink_open(struct bgs_save *s, const char *target,
 		ret = exists_refused(k);
 	if (!ret)
 		ret = bgs_rs_rados_upload_begin(k->r, bgs_save_cpus(s),
-						upload_failed, k, &k->diag);
+						cluster_failed, k, &k->diag);
 	if (!ret)
 		ret = start_putter(k);
 	if (ret) {

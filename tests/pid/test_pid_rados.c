@@ -670,6 +670,31 @@ static void test_gc_killed_save(void **state)
 	pt_guest_stop(&g);
 }
 
+/* Run the save @argv into @to, its stderr onto @err_fd (-1: as is), and
+ * stop it (SIGSTOP) once it stored data: its lease taken and its threads
+ * started. Its pid; it must not have ended before the stop. */
+static pid_t save_stopped_midway(const char *const argv[], const char *to,
+				 int err_fd)
+{
+	int status;
+	bool head;
+	pid_t b = fork();
+
+	assert_true(b >= 0);
+	if (!b) {
+		if (err_fd >= 0)
+			dup2(err_fd, 2);
+		execv(pt_bgsnap, (char *const *)(uintptr_t)argv);
+		_exit(127);
+	}
+	for (int i = 0; i < 1000 && data_objects(object_of(to), &head) < 2; i++)
+		tu_sleep_ms(5);
+	kill(b, SIGSTOP);
+	assert_int_equal(waitpid(b, &status, WUNTRACED), b);
+	assert_true(WIFSTOPPED(status));
+	return b;
+}
+
 /* A save stopped (SIGSTOP, a debugger) for more than half its lease may
  * have lost its data to gc meanwhile: once it runs again it fails, saying
  * so, rather than publish; nothing is left under the name, and the guest
@@ -693,21 +718,9 @@ static void test_save_held_up(void **state)
 	assert_int_equal(pipe2(e, O_CLOEXEC), 0);
 	/* A lease of 4 s: stopped for 3, the save is past half of it. */
 	setenv("BGSNAP_RADOS_LEASE_SECONDS", "4", 1);
-	b = fork();
-	assert_true(b >= 0);
-	if (!b) {
-		dup2(e[1], 2);
-		execv(pt_bgsnap, (char *const *)(uintptr_t)argv);
-		_exit(127);
-	}
+	b = save_stopped_midway(argv, to, e[1]);
 	unsetenv("BGSNAP_RADOS_LEASE_SECONDS");
 	close(e[1]);
-	/* Stopped once it stored data (its lease comes first). */
-	for (int i = 0; i < 1000 && data_objects(object_of(to), &head) < 2; i++)
-		tu_sleep_ms(5);
-	kill(b, SIGSTOP);
-	assert_int_equal(waitpid(b, &status, WUNTRACED), b);
-	assert_true(WIFSTOPPED(status)); /* not done before the stop */
 	tu_sleep_ms(3000);
 	kill(b, SIGCONT);
 	assert_int_equal(waitpid(b, &status, 0), b);
@@ -779,25 +792,13 @@ static void test_save_cpus(void **state)
 	unsigned all = 0, off;
 	struct pt_guest g;
 	int status;
-	bool head;
 	pid_t b;
 
 	(void)state;
 	target(to, sizeof(to), "cpus");
 	pt_guest_start(&g, 0, "512M", "4k", NULL);
 	snprintf(pid, sizeof(pid), "%d", (int)g.c.pid);
-	b = fork();
-	assert_true(b >= 0);
-	if (!b) {
-		execv(pt_bgsnap, (char *const *)(uintptr_t)argv);
-		_exit(127);
-	}
-	/* Looked at once it stores data: every thread is started. */
-	for (int i = 0; i < 1000 && data_objects(object_of(to), &head) < 2; i++)
-		tu_sleep_ms(5);
-	kill(b, SIGSTOP);
-	assert_int_equal(waitpid(b, &status, WUNTRACED), b);
-	assert_true(WIFSTOPPED(status)); /* not done before the look */
+	b = save_stopped_midway(argv, to, -1);
 	off = threads_off(b, "0", &all);
 	kill(b, SIGCONT);
 	assert_int_equal(waitpid(b, &status, 0), b);

@@ -205,7 +205,7 @@ struct sink {
 	bool crossed, out_of_order;
 	pthread_mutex_t lock;
 	pthread_cond_t wake;
-	struct {
+	struct write_out {
 		void (*stored)(void *ticket, int res);
 		void *ticket;
 		int res;
@@ -220,6 +220,7 @@ static int sink_put(void *ctx, const void *buf, size_t len, uint64_t pos,
 		    void (*stored)(void *ticket, int res), void *ticket)
 {
 	struct sink *k = ctx;
+	struct write_out *o;
 
 	if (k->puts + 1 == k->refuse_at) {
 		k->refuse_at = 0;
@@ -233,10 +234,10 @@ static int sink_put(void *ctx, const void *buf, size_t len, uint64_t pos,
 	k->puts++;
 	pthread_mutex_lock(&k->lock);
 	assert_true(k->n < SINK_OUT);
-	k->out[(k->head + k->n++) % SINK_OUT].stored = stored;
-	k->out[(k->head + k->n - 1) % SINK_OUT].ticket = ticket;
-	k->out[(k->head + k->n - 1) % SINK_OUT].res =
-		k->puts == k->fail_at ? -EIO : 0;
+	o = &k->out[(k->head + k->n++) % SINK_OUT];
+	o->stored = stored;
+	o->ticket = ticket;
+	o->res = k->puts == k->fail_at ? -EIO : 0;
 	pthread_cond_signal(&k->wake);
 	pthread_mutex_unlock(&k->lock);
 	return 0;
@@ -290,20 +291,41 @@ static void sink_stop(struct sink *k)
 	free(k->got);
 }
 
+/* A queue onto @k's sink, a RING of budget and @over_limit of overflow. */
+static void queue_into(struct rs_wq *q, struct sink *k, size_t over_limit)
+{
+	const struct rs_wq_sink sink = {
+		.put = sink_put,
+		.ctx = k,
+		.piece = k->piece,
+	};
+
+	assert_int_equal(bgs_rs_wq_init_sink(q, &sink, RING, over_limit), 0);
+}
+
+/* Page-sized records until the queue fails (TOTAL bytes at most): the
+ * error, or 0. */
+static int produce_until_error(struct rs_wq *q)
+{
+	int ret = 0;
+
+	while (!ret && bgs_rs_wq_pos(q) < TOTAL) {
+		uint8_t *p;
+
+		ret = bgs_rs_wq_reserve(q, 4096, false, &p);
+		if (!ret)
+			bgs_rs_wq_produce(q, 4096);
+	}
+	return ret;
+}
+
 static void sink_in_order(size_t piece)
 {
 	struct sink k;
 	struct rs_wq q;
 
 	sink_start(&k, piece, 0);
-	assert_int_equal(bgs_rs_wq_init_sink(&q,
-					     &(struct rs_wq_sink){
-						     .put = sink_put,
-						     .ctx = &k,
-						     .piece = piece,
-					     },
-					     RING, 6u << 20),
-			 0);
+	queue_into(&q, &k, 6u << 20);
 	assert_true(bgs_rs_wq_wait_fd(&q) >= 0);
 	produce(&q, 512);
 	bgs_rs_wq_free(&q);
@@ -344,26 +366,11 @@ static void test_sink_failure(void **state)
 {
 	struct sink k;
 	struct rs_wq q;
-	int ret = 0;
 
 	(void)state;
 	sink_start(&k, 16u << 10, 20);
-	assert_int_equal(bgs_rs_wq_init_sink(&q,
-					     &(struct rs_wq_sink){
-						     .put = sink_put,
-						     .ctx = &k,
-						     .piece = 16u << 10,
-					     },
-					     RING, 0),
-			 0);
-	while (!ret && bgs_rs_wq_pos(&q) < TOTAL) {
-		uint8_t *p;
-
-		ret = bgs_rs_wq_reserve(&q, 4096, false, &p);
-		if (!ret)
-			bgs_rs_wq_produce(&q, 4096);
-	}
-	assert_int_equal(ret, -EIO);
+	queue_into(&q, &k, 0);
+	assert_int_equal(produce_until_error(&q), -EIO);
 	/* No flush: freed as an abandoned store is, writes still out. */
 	bgs_rs_wq_free(&q);
 	pthread_mutex_lock(&k.lock);
@@ -379,26 +386,11 @@ static void sink_refused(unsigned refuse_at)
 {
 	struct sink k;
 	struct rs_wq q;
-	int ret = 0;
 
 	sink_start(&k, 16u << 10, 0);
 	k.refuse_at = refuse_at;
-	assert_int_equal(bgs_rs_wq_init_sink(&q,
-					     &(struct rs_wq_sink){
-						     .put = sink_put,
-						     .ctx = &k,
-						     .piece = 16u << 10,
-					     },
-					     RING, 0),
-			 0);
-	while (!ret && bgs_rs_wq_pos(&q) < TOTAL) {
-		uint8_t *p;
-
-		ret = bgs_rs_wq_reserve(&q, 4096, false, &p);
-		if (!ret)
-			bgs_rs_wq_produce(&q, 4096);
-	}
-	assert_int_equal(ret, -ENOSPC);
+	queue_into(&q, &k, 0);
+	assert_int_equal(produce_until_error(&q), -ENOSPC);
 	assert_int_equal(bgs_rs_wq_flush(&q), -ENOSPC);
 	bgs_rs_wq_free(&q);
 	assert_int_equal(k.puts, refuse_at - 1);
