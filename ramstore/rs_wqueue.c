@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -125,21 +126,37 @@ static void drop_direct(struct rs_wq *q)
 		set_err(q, -errno);
 }
 
-/* Address space for the overflow, touched only as it is used. */
+/*
+ * Address space for the overflow, touched only as it is used: segments of
+ * the arena's size, so that any reservation fits one. A record never
+ * crosses a segment's end, so each may leave up to a record's size unused:
+ * twice the segments @limit needs hold it whatever the records' sizes.
+ */
 static int map_overflow(struct rs_wq *q, size_t limit)
 {
-	const size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	const size_t nseg = 2 * ((limit + q->size - 1) / q->size) + 1;
 	void *p;
 
 	if (!limit)
 		return 0;
-	limit = (limit + pg - 1) / pg * pg;
-	p = mmap(NULL, limit, PROT_READ | PROT_WRITE,
+	if (nseg > SIZE_MAX / q->size)
+		return -ENOMEM;
+	p = mmap(NULL, nseg * q->size, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return -errno;
 	q->over = p;
+	q->over_nseg = nseg;
 	q->over_limit = limit;
+	q->over_seg = calloc(nseg, sizeof(*q->over_seg));
+	q->over_free = calloc(nseg, sizeof(*q->over_free));
+	if (!q->over_seg || !q->over_free)
+		return -ENOMEM; /* bgs_rs_wq_free frees what there is */
+	/* Segment 0 on top: the first used, and the next in address order
+	 * after it, while none is used again. */
+	for (size_t i = 0; i < nseg; i++)
+		q->over_free[i] = nseg - 1 - i;
+	q->over_nfree = nseg;
 	return 0;
 }
 
@@ -221,42 +238,43 @@ static size_t arena_room(const struct rs_wq *q)
 	return q->size - (size_t)(arena_end(q) - q->done);
 }
 
-#define RS_WQ_OVER_BLOCK (2u << 20) /* the overflow is given back in these */
-
-/*
- * Give back the overflow's memory behind its head in whole blocks, so
- * that what stays resident is what the overflow holds (new bytes go at
- * its end, further on, while the disk is behind). A migrate moves a
- * write's worth at most, so this costs a few blocks a call, never the
- * milliseconds a whole burst would.
- */
-static void release_behind(struct rs_wq *q)
+/* The @k-th segment of the overflow in use, the oldest first. */
+static struct rs_over_seg *over_seg(const struct rs_wq *q, size_t k)
 {
-	const size_t upto = q->over_head & ~(size_t)(RS_WQ_OVER_BLOCK - 1);
+	return &q->over_seg[(q->over_first + k) % q->over_nseg];
+}
 
-	if (upto > q->over_kept) {
-		madvise(q->over + q->over_kept, upto - q->over_kept,
-			MADV_DONTNEED);
-		q->over_kept = upto;
-	}
+static uint8_t *over_at(const struct rs_wq *q, const struct rs_over_seg *g,
+			size_t off)
+{
+	return q->over + g->idx * q->size + off;
 }
 
 /* Move what the arena has room for out of the overflow, oldest first,
- * a write's worth at most: the producer may be serving a fault. */
+ * a write's worth at most: the producer may be serving a fault. A
+ * segment drained goes back on top of the free ones. */
 static void migrate(struct rs_wq *q)
 {
-	size_t n = q->over_len < arena_room(q) ? q->over_len : arena_room(q);
+	size_t left = q->max_write;
 
-	if (!q->over_len)
-		return;
-	if (n > q->max_write)
-		n = q->max_write;
-	memcpy(at(q, arena_end(q)), q->over + q->over_head, n);
-	q->over_head += n;
-	q->over_len -= n;
-	release_behind(q);
-	if (!q->over_len) /* drained: start again at the front */
-		q->over_head = q->over_kept = 0;
+	while (q->over_used && left && arena_room(q)) {
+		struct rs_over_seg *g = over_seg(q, 0);
+		size_t n = g->hi - g->lo;
+
+		if (n > arena_room(q))
+			n = arena_room(q);
+		if (n > left)
+			n = left;
+		memcpy(at(q, arena_end(q)), over_at(q, g, g->lo), n);
+		g->lo += n;
+		q->over_len -= n;
+		left -= n;
+		if (g->lo == g->hi) {
+			q->over_free[q->over_nfree++] = g->idx;
+			q->over_first = (q->over_first + 1) % q->over_nseg;
+			q->over_used--;
+		}
+	}
 }
 
 static void retire(struct rs_wq *q)
@@ -677,16 +695,24 @@ static void reap(struct rs_wq *q, bool wait)
 
 /* ---- the producer's side ------------------------------------------------- */
 
-/* Room in the overflow for @need more bytes, packed down if need be. */
-static bool overflow_fits(struct rs_wq *q, size_t need)
+/* Room for @need more bytes at the overflow's end: in its last segment,
+ * or else in the free one on top. NULL past the overflow's limit. */
+static uint8_t *overflow_room(struct rs_wq *q, size_t need)
 {
+	struct rs_over_seg *g =
+		q->over_used ? over_seg(q, q->over_used - 1) : NULL;
+
 	if (q->over_len + need > q->over_limit)
-		return false;
-	if (q->over_head + q->over_len + need > q->over_limit) {
-		memmove(q->over, q->over + q->over_head, q->over_len);
-		q->over_head = q->over_kept = 0;
+		return NULL;
+	if (!g || g->hi + need > q->size) {
+		if (!q->over_nfree) /* never: see map_overflow */
+			return NULL;
+		g = over_seg(q, q->over_used++);
+		*g = (struct rs_over_seg){
+			.idx = q->over_free[--q->over_nfree]
+		};
 	}
-	return true;
+	return over_at(q, g, g->hi);
 }
 
 int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, bool urgent, uint8_t **p)
@@ -697,11 +723,12 @@ int bgs_rs_wq_reserve(struct rs_wq *q, size_t need, bool urgent, uint8_t **p)
 		return -EINVAL;
 	migrate(q);
 	q->to_over = false;
-	if (urgent && (q->over_len || arena_room(q) < need) &&
-	    overflow_fits(q, need)) {
-		q->to_over = true;
-		*p = q->over + q->over_head + q->over_len;
-		return 0;
+	if (urgent && (q->over_len || arena_room(q) < need)) {
+		*p = overflow_room(q, need);
+		if (*p) {
+			q->to_over = true;
+			return 0;
+		}
 	}
 	while (q->over_len || arena_room(q) < need) {
 		submit_pending(q, must_force(q));
@@ -723,6 +750,7 @@ static void stat_max(_Atomic uint64_t *v, uint64_t x)
 void bgs_rs_wq_produce(struct rs_wq *q, size_t len)
 {
 	if (q->to_over) {
+		over_seg(q, q->over_used - 1)->hi += len;
 		q->over_len += len;
 		stat_max(&q->peak_over, q->over_len);
 		q->to_over = false;
@@ -798,10 +826,24 @@ int bgs_rs_wq_flush(struct rs_wq *q)
 	}
 }
 
+/* No write reads the overflow: its bytes go out from the arena. */
+static void free_overflow(struct rs_wq *q)
+{
+	if (q->over)
+		munmap(q->over, q->over_nseg * q->size);
+	free(q->over_seg);
+	free(q->over_free);
+	q->over = NULL;
+	q->over_seg = NULL;
+	q->over_free = NULL;
+}
+
 void bgs_rs_wq_free(struct rs_wq *q)
 {
-	if (!q->arena)
+	if (!q->arena) {
+		free_overflow(q);
 		return;
+	}
 	/* Only an abandoned store has writes in flight here (a commit
 	 * waited for all): what they would write is not wanted, and a
 	 * reader that stopped reading would keep them for ever. */
@@ -813,6 +855,7 @@ void bgs_rs_wq_free(struct rs_wq *q)
 			close(q->sink_fd);
 		pthread_mutex_destroy(&q->sink_lock);
 	}
+	free_overflow(q); /* after the writes' ends, which migrate */
 	if (q->stuck) {
 		/* The kernel may still read the arena: leave it mapped. */
 		io_uring_queue_exit(&q->ring);
@@ -823,7 +866,4 @@ void bgs_rs_wq_free(struct rs_wq *q)
 		io_uring_queue_exit(&q->ring);
 	munmap(q->arena, 2 * q->size);
 	q->arena = NULL;
-	if (q->over)
-		munmap(q->over, q->over_limit);
-	q->over = NULL;
 }

@@ -9,10 +9,13 @@
  *
  * Except an urgent producer (a page a writer of the owner waits on): it
  * never waits for the disk. What does not fit the arena goes to the
- * overflow, a second buffer of address space reserved up front and
- * touched only as used; its bytes move into the arena, in order, as
- * writes free room. While the overflow holds anything, every new byte
+ * overflow, address space reserved up front and touched only as used, in
+ * segments of the arena's size; its bytes move into the arena, in order,
+ * as writes free room. While the overflow holds anything, every new byte
  * goes after it, urgent or not, so the file stays in position order.
+ * A segment drained is used again before any other: memory written before
+ * costs a copy, memory touched for the first time a page fault per page
+ * too, which costs up to a hundred times as much on some virtual machines.
  *
  * Positions are logical byte counts since the start of the store, which
  * is also the file offset of each byte: [done, sub) is being written,
@@ -74,6 +77,11 @@ struct rs_wq_ticket {
 	_Atomic int res; /* RS_WQ_UNSTORED until then */
 };
 
+/* Bytes [lo, hi) of the overflow's segment number idx. */
+struct rs_over_seg {
+	size_t idx, lo, hi;
+};
+
 struct rs_wslot {
 	uint64_t start, end; /* the bytes this write carries */
 	size_t done;	     /* of which the kernel took so far */
@@ -95,12 +103,16 @@ struct rs_wq {
 	size_t chunk;	  /* pending bytes worth a write */
 	size_t max_write; /* the largest single write */
 	uint64_t fill, sub, done;
-	/* The overflow: bytes [fill - over_len, fill) at over + over_head;
-	 * the arena holds [done, fill - over_len). */
-	uint8_t *over;
-	size_t over_limit, over_head, over_len;
-	size_t over_kept; /* [over_kept, over_head) may still be resident */
-	bool to_over;	  /* the last reservation is in the overflow */
+	/* The overflow: bytes [fill - over_len, fill), in the segments of
+	 * over_seg, oldest first; the arena holds [done, fill - over_len). */
+	uint8_t *over; /* over_nseg segments of size bytes */
+	size_t over_limit, over_len;
+	size_t over_nseg;
+	struct rs_over_seg *over_seg; /* a ring: over_used from over_first */
+	size_t over_first, over_used;
+	size_t *over_free; /* a stack of over_nfree: the last drained on top */
+	size_t over_nfree;
+	bool to_over; /* the last reservation is in the overflow */
 	struct rs_wslot slot[RS_WQ_DEPTH]; /* a ring, oldest at head */
 	/* A sink instead of fd: each slot's ticket, and an eventfd that
 	 * every stored write bumps (under sink_lock, so that the queue is
