@@ -141,6 +141,10 @@ add_test(NAME bench_restore_smoke
 	COMMAND bench_restore -s 16 -l 16,32 -r 1 -d /tmp)
 set_tests_properties(bench_restore_smoke PROPERTIES TIMEOUT 60 LABELS bench)
 
+# What memory costs the first time it is written, against again (run by
+# hand: tests/bench/bench_first_touch.c).
+add_executable(bench_first_touch bench/bench_first_touch.c)
+
 # The Redis benchmark's client (issue 11): fill, probe, and the figures
 # and the picture of tests/bench/bench_redis.sh.
 add_executable(bench_redis_probe bench/bench_redis_probe.c)
