@@ -277,6 +277,39 @@ static void migrate(struct rs_wq *q)
 	}
 }
 
+/*
+ * Nothing in flight: move what is pending back to the arena's start, so
+ * that the arena keeps using the memory it wrote before rather than going
+ * round all of it (the first write of a page costs up to a hundred times
+ * its copy on some virtual machines: rs_wqueue.h). Up to a chunk, which
+ * costs microseconds to copy. Nobody holds a pointer into the arena here
+ * (reserve computes its own after).
+ *
+ * Where the pending bytes run past the ring's end, their source is the
+ * second mapping, which aliases the destination without overlapping it in
+ * address, so neither memcpy nor memmove may copy them in one go: a few
+ * go through a bounce buffer, more wait for the next time.
+ */
+static void move_to_start(struct rs_wq *q)
+{
+	const size_t n = arena_end(q) - q->sub;
+	const size_t from = (size_t)(at(q, q->sub) - q->arena);
+
+	if (!from)
+		return;
+	if (n <= RS_WQ_DIO_ALIGN) {
+		uint8_t pending[RS_WQ_DIO_ALIGN];
+
+		memcpy(pending, q->arena + from, n);
+		memcpy(q->arena, pending, n);
+	} else if (n <= q->chunk && from + n <= q->size) {
+		memmove(q->arena, q->arena + from, n);
+	} else {
+		return;
+	}
+	q->base = q->sub;
+}
+
 static void retire(struct rs_wq *q)
 {
 	while (q->inflight && slot_at(q, q->head)->complete) {
@@ -284,21 +317,8 @@ static void retire(struct rs_wq *q)
 		q->inflight--;
 	}
 	q->done = q->inflight ? slot_at(q, q->head)->start : q->sub;
-	/* Idle: move the few pending bytes back to the start. Nobody holds
-	 * a pointer into the arena here (reserve computes its own after).
-	 * Through a bounce buffer, not memmove: where they run past the
-	 * ring's end, their source is the second mapping, which aliases the
-	 * destination without overlapping it in address, so a memmove would
-	 * overwrite their tail before reading it. */
-	if (!q->inflight && arena_end(q) - q->sub <= RS_WQ_DIO_ALIGN &&
-	    at(q, q->sub) != q->arena) {
-		uint8_t pending[RS_WQ_DIO_ALIGN];
-		const size_t n = arena_end(q) - q->sub;
-
-		memcpy(pending, at(q, q->sub), n);
-		memcpy(q->arena, pending, n);
-		q->base = q->sub;
-	}
+	if (!q->inflight)
+		move_to_start(q);
 	migrate(q);
 }
 

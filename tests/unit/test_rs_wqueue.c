@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #define RING	   (64u << 10) /* the budget: the ring wraps every 64 KiB */
+#define RING_LARGE (1u << 20)  /* its chunks: 64 KiB, not a page */
 #define TOTAL	   (48u << 20) /* bytes appended */
 #define RECORD_MAX 6000u
 
@@ -115,9 +116,10 @@ static void produce(struct rs_wq *q, unsigned burst_in)
 	assert_int_equal(bgs_rs_wq_flush(q), 0);
 }
 
-/* Into a pipe, with @over_limit bytes of overflow, urgent bursts one in
- * @burst_in records, the consumer pausing after one read in @pause_in. */
-static void stream_in_order(size_t over_limit, unsigned burst_in,
+/* Into a pipe, through a ring of @ring bytes, with @over_limit bytes of
+ * overflow, urgent bursts one in @burst_in records, the consumer pausing
+ * after one read in @pause_in. */
+static void stream_in_order(size_t ring, size_t over_limit, unsigned burst_in,
 			    unsigned pause_in)
 {
 	struct consumer c = { .pause_in = pause_in };
@@ -129,7 +131,7 @@ static void stream_in_order(size_t over_limit, unsigned burst_in,
 	c.fd = p[0];
 	assert_int_equal(pthread_create(&t, NULL, consume, &c), 0);
 	assert_int_equal(
-		bgs_rs_wq_init(&q, p[1], true, RING, over_limit, false, NULL),
+		bgs_rs_wq_init(&q, p[1], true, ring, over_limit, false, NULL),
 		0);
 	if (!q.uring)
 		fprintf(stderr, "# no io_uring: write(2) in the producer\n");
@@ -153,7 +155,7 @@ static void stream_in_order(size_t over_limit, unsigned burst_in,
 static void test_stream_in_order(void **state)
 {
 	(void)state;
-	stream_in_order(0, 0, 64);
+	stream_in_order(RING, 0, 0, 64);
 }
 
 /* Urgent records spill into the overflow while the consumer lags, and
@@ -161,20 +163,20 @@ static void test_stream_in_order(void **state)
 static void test_stream_through_overflow(void **state)
 {
 	(void)state;
-	stream_in_order(6u << 20, 512, 4);
+	stream_in_order(RING, 6u << 20, 512, 4);
 }
 
-/* The same into a file, several writes in flight at their offsets. */
-static void test_file_in_order(void **state)
+/* The same into a file, several writes in flight at their offsets, into a
+ * ring of @ring bytes. */
+static void file_in_order(size_t ring)
 {
 	const int fd = memfd_create("wq", MFD_CLOEXEC);
 	uint8_t *back;
 	struct rs_wq q;
 	struct stat st;
 
-	(void)state;
 	assert_true(fd >= 0);
-	assert_int_equal(bgs_rs_wq_init(&q, fd, false, RING, 0, false, NULL),
+	assert_int_equal(bgs_rs_wq_init(&q, fd, false, ring, 0, false, NULL),
 			 0);
 	produce(&q, 0);
 	bgs_rs_wq_free(&q);
@@ -189,6 +191,20 @@ static void test_file_in_order(void **state)
 				 (unsigned long long)i);
 	free(back);
 	close(fd);
+}
+
+static void test_file_in_order(void **state)
+{
+	(void)state;
+	file_in_order(RING);
+}
+
+/* What is pending when no write is out moves back to the ring's start:
+ * up to a chunk, here 64 KiB, not a page (hundreds of moves). */
+static void test_file_in_order_large_ring(void **state)
+{
+	(void)state;
+	file_in_order(RING_LARGE);
 }
 
 static long minor_faults(void)
@@ -361,8 +377,9 @@ static void sink_stop(struct sink *k)
 	free(k->got);
 }
 
-/* A queue onto @k's sink, a RING of budget and @over_limit of overflow. */
-static void queue_into(struct rs_wq *q, struct sink *k, size_t over_limit)
+/* A queue onto @k's sink, a @ring of budget and @over_limit of overflow. */
+static void queue_into(struct rs_wq *q, struct sink *k, size_t ring,
+		       size_t over_limit)
 {
 	const struct rs_wq_sink sink = {
 		.put = sink_put,
@@ -370,7 +387,7 @@ static void queue_into(struct rs_wq *q, struct sink *k, size_t over_limit)
 		.piece = k->piece,
 	};
 
-	assert_int_equal(bgs_rs_wq_init_sink(q, &sink, RING, over_limit), 0);
+	assert_int_equal(bgs_rs_wq_init_sink(q, &sink, ring, over_limit), 0);
 }
 
 /* Page-sized records until the queue fails (TOTAL bytes at most): the
@@ -389,13 +406,13 @@ static int produce_until_error(struct rs_wq *q)
 	return ret;
 }
 
-static void sink_in_order(size_t piece)
+static void sink_in_order(size_t ring, size_t piece)
 {
 	struct sink k;
 	struct rs_wq q;
 
 	sink_start(&k, piece, 0);
-	queue_into(&q, &k, 6u << 20);
+	queue_into(&q, &k, ring, 6u << 20);
 	assert_true(bgs_rs_wq_wait_fd(&q) >= 0);
 	produce(&q, 512);
 	bgs_rs_wq_free(&q);
@@ -409,7 +426,7 @@ static void sink_in_order(size_t piece)
 			fail_msg("byte %llu stored is wrong",
 				 (unsigned long long)i);
 	/* Whole pieces where the ring holds several: few writes. */
-	if (piece < RING / 2)
+	if (piece < ring / 2)
 		assert_true(k.puts <= TOTAL / piece + TOTAL / piece / 4);
 	sink_stop(&k);
 }
@@ -418,7 +435,7 @@ static void sink_in_order(size_t piece)
 static void test_sink_small_pieces(void **state)
 {
 	(void)state;
-	sink_in_order(16u << 10);
+	sink_in_order(RING, 16u << 10);
 }
 
 /* Pieces larger than the ring (a small budget, 4 MiB data objects): each
@@ -426,7 +443,7 @@ static void test_sink_small_pieces(void **state)
 static void test_sink_large_pieces(void **state)
 {
 	(void)state;
-	sink_in_order(256u << 10);
+	sink_in_order(RING, 256u << 10);
 }
 
 /* A write that fails fails what comes after it; freeing the queue (not
@@ -439,7 +456,7 @@ static void test_sink_failure(void **state)
 
 	(void)state;
 	sink_start(&k, 16u << 10, 20);
-	queue_into(&q, &k, 0);
+	queue_into(&q, &k, RING, 0);
 	assert_int_equal(produce_until_error(&q), -EIO);
 	/* No flush: freed as an abandoned store is, writes still out. */
 	bgs_rs_wq_free(&q);
@@ -459,7 +476,7 @@ static void sink_refused(unsigned refuse_at)
 
 	sink_start(&k, 16u << 10, 0);
 	k.refuse_at = refuse_at;
-	queue_into(&q, &k, 0);
+	queue_into(&q, &k, RING, 0);
 	assert_int_equal(produce_until_error(&q), -ENOSPC);
 	assert_int_equal(bgs_rs_wq_flush(&q), -ENOSPC);
 	bgs_rs_wq_free(&q);
@@ -488,6 +505,7 @@ int main(void)
 		cmocka_unit_test(test_stream_in_order),
 		cmocka_unit_test(test_stream_through_overflow),
 		cmocka_unit_test(test_file_in_order),
+		cmocka_unit_test(test_file_in_order_large_ring),
 		cmocka_unit_test(test_overflow_reused),
 		cmocka_unit_test(test_sink_small_pieces),
 		cmocka_unit_test(test_sink_large_pieces),
