@@ -20,9 +20,9 @@
  * Positions are logical byte counts since the start of the store, which
  * is also the file offset of each byte: [done, sub) is being written,
  * [sub, fill) waits to be submitted, everything else is free. Whenever
- * no write is in flight, what is pending moves back to the start of the
- * arena, so a disk that keeps up keeps the arena small and cache-hot
- * (and most of its pages are never touched at all).
+ * no write is in flight, what is pending (up to a chunk) moves back to
+ * the start of the arena, so a disk that keeps up keeps the arena small
+ * and cache-hot, and most of its pages are never touched at all.
  *
  * On a file opened with O_DIRECT, writes go straight from the arena to the
  * device, so neither this thread nor a kernel worker copies them into the
