@@ -127,21 +127,25 @@ static void drop_direct(struct rs_wq *q)
 }
 
 /*
- * Address space for the overflow, touched only as it is used: segments of
- * the arena's size, so that any reservation fits one. A record never
- * crosses a segment's end, so each may leave up to a record's size unused:
- * twice the segments @limit needs hold it whatever the records' sizes.
+ * Address space for the overflow: segments of the arena's size, so that
+ * any reservation fits one. A record never crosses a segment's end, so
+ * each may leave up to a record's size unused; the writer's records are
+ * at most half the arena (rs_writer.c, arena_size), so a segment closed
+ * holds more than half of one, and twice the segments @limit needs, and
+ * one, always hold it. Reserved inaccessible, which the kernel counts
+ * nowhere, and made writable a segment at a time as first used
+ * (overflow_room); a page is touched only as used.
  */
 static int map_overflow(struct rs_wq *q, size_t limit)
 {
-	const size_t nseg = 2 * ((limit + q->size - 1) / q->size) + 1;
+	const size_t nseg = 2 * (limit / q->size + !!(limit % q->size)) + 1;
 	void *p;
 
 	if (!limit)
 		return 0;
 	if (nseg > SIZE_MAX / q->size)
 		return -ENOMEM;
-	p = mmap(NULL, nseg * q->size, PROT_READ | PROT_WRITE,
+	p = mmap(NULL, nseg * q->size, PROT_NONE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	if (p == MAP_FAILED)
 		return -errno;
@@ -716,21 +720,31 @@ static void reap(struct rs_wq *q, bool wait)
 /* ---- the producer's side ------------------------------------------------- */
 
 /* Room for @need more bytes at the overflow's end: in its last segment,
- * or else in the free one on top. NULL past the overflow's limit. */
+ * or else in the free one on top. NULL past the overflow's limit, or if
+ * the kernel will not give a new segment memory (it then waits for the
+ * store like any other). */
 static uint8_t *overflow_room(struct rs_wq *q, size_t need)
 {
 	struct rs_over_seg *g =
 		q->over_used ? over_seg(q, q->over_used - 1) : NULL;
+	size_t idx;
 
 	if (q->over_len + need > q->over_limit)
 		return NULL;
 	if (!g || g->hi + need > q->size) {
 		if (!q->over_nfree) /* never: see map_overflow */
 			return NULL;
+		/* Those never used come off the stack in address order. */
+		idx = q->over_free[q->over_nfree - 1];
+		if (idx == q->over_writable) {
+			if (mprotect(q->over + idx * q->size, q->size,
+				     PROT_READ | PROT_WRITE))
+				return NULL;
+			q->over_writable++;
+		}
+		q->over_nfree--;
 		g = over_seg(q, q->over_used++);
-		*g = (struct rs_over_seg){
-			.idx = q->over_free[--q->over_nfree]
-		};
+		*g = (struct rs_over_seg){ .idx = idx };
 	}
 	return over_at(q, g, g->hi);
 }

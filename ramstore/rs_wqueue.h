@@ -108,6 +108,7 @@ struct rs_wq {
 	uint8_t *over; /* over_nseg segments of size bytes */
 	size_t over_limit, over_len;
 	size_t over_nseg;
+	size_t over_writable; /* segments [0, over_writable) may be written */
 	struct rs_over_seg *over_seg; /* a ring: over_used from over_first */
 	size_t over_first, over_used;
 	size_t *over_free; /* a stack of over_nfree: the last drained on top */

@@ -239,6 +239,14 @@ static void test_overflow_reused(void **state)
 	assert_int_equal(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
 	assert_int_equal(
 		bgs_rs_wq_init(&q, p[1], true, RING, 4 * HELD, false, NULL), 0);
+	if (!q.uring) {
+		/* write(2) would wait for a reader: this test has none. */
+		bgs_rs_wq_free(&q);
+		close(p[1]);
+		close(p[0]);
+		tu_skip_missing("io_uring");
+		return;
+	}
 	memset(buf, 0, sizeof(buf)); /* its own faults before the count */
 	while (q.over_len < HELD)
 		put_record(&q, 1 + (size_t)(tu_rand(&rng) % RECORD_MAX), true);
@@ -268,8 +276,11 @@ static void test_overflow_reused(void **state)
 		"# %u MiB through an overflow of %llu KiB: %ld faults\n",
 		PASSED >> 20, (unsigned long long)q.over_len >> 10, faults);
 	assert_true(q.over_len >= HELD / 2);
-	/* HELD is 256 pages; PASSED in new memory would be 8192. */
-	assert_true(faults < 1024);
+	/* HELD is 256 pages; PASSED in new memory would be 8192 (the former
+	 * overflow took 5697 here). A quarter of that leaves room for other
+	 * faults, such as AddressSanitizer's fake stack frames (800 where
+	 * its detect_stack_use_after_return is on). */
+	assert_true(faults < 2048);
 	bgs_rs_wq_free(&q);
 	close(p[1]);
 	close(p[0]);
