@@ -144,6 +144,7 @@ set_tests_properties(bench_restore_smoke PROPERTIES TIMEOUT 60 LABELS bench)
 # What memory costs the first time it is written, against again (run by
 # hand: tests/bench/bench_first_touch.c).
 add_executable(bench_first_touch bench/bench_first_touch.c)
+target_link_libraries(bench_first_touch PRIVATE bgs_testcommon)
 
 # The Redis benchmark's client (issue 11): fill, probe, and the figures
 # and the picture of tests/bench/bench_redis.sh.

@@ -17,12 +17,13 @@
  *
  *   bench_first_touch [-s MiB] [-r repeats]
  */
+#include "testutil.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
 #define PIECE (64u << 10)
@@ -32,14 +33,6 @@
 enum way { REUSED, NEW, POPULATED, HUGEPAGES, WAYS };
 static const char *const way_name[WAYS] = { "reused", "new", "populated",
 					    "huge" };
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void *map(size_t len)
 {
@@ -58,13 +51,13 @@ static double copy_one_way(enum way w, size_t size, const uint8_t *src)
 {
 	const size_t span = w == REUSED ? RING : size;
 	uint8_t *dst = map(span);
-	double t;
+	uint64_t t;
 
 	if (w == REUSED)
 		memset(dst, 1, span);
 	if (w == HUGEPAGES && madvise(dst, span, MADV_HUGEPAGE))
 		perror("bench_first_touch: MADV_HUGEPAGE");
-	t = now_s();
+	t = tu_now_ns();
 	for (size_t off = 0; off < size; off += PIECE) {
 		uint8_t *to = dst + off % span;
 
@@ -75,9 +68,9 @@ static double copy_one_way(enum way w, size_t size, const uint8_t *src)
 		}
 		memcpy(to, src, PIECE);
 	}
-	t = now_s() - t;
+	t = tu_now_ns() - t;
 	munmap(dst, span);
-	return t * (double)(1u << 30) / (double)size;
+	return (double)t / 1e9 * (double)(1u << 30) / (double)size;
 }
 
 static int cmp_double(const void *a, const void *b)
