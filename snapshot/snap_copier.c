@@ -22,7 +22,11 @@
  *   3. hand it to the writer, which copies or compresses it into its own
  *      buffers before returning;
  *   4. only then unprotect the run (one ioctl, which wakes its writers)
- *      and mark it saved.
+ *      and mark it saved. The scan's runs wait to be unprotected in a
+ *      batch of up to BGS_UNPROTECT_PAGES that follow each other: each
+ *      ioctl flushes the TLB. Until then they are not marked saved, so a
+ *      write to one is a fault for the copier, which unprotects the batch
+ *      at once; the copier itself counts them as taken (taken()).
  * A faulted page takes steps 1, 2, 4, 3: once in staging, its content at
  * the instant is in bgsnap's own memory, and its writer need not wait for
  * the compression.
@@ -83,6 +87,21 @@ static void mark_saved(struct bgs_save *s, uint64_t page, uint64_t n)
 	atomic_fetch_add_explicit(&s->pages_done, n, memory_order_relaxed);
 }
 
+/* Does [first, +n) meet the scan's unprotect batch? */
+static bool in_unprotect_batch(const struct bgs_save *s, uint64_t first,
+			       uint64_t n)
+{
+	return s->unprotect_n && first < s->unprotect_first + s->unprotect_n &&
+	       s->unprotect_first < first + n;
+}
+
+/* Saved, or stored and waiting in the batch: the copier never reads it
+ * again. */
+static bool taken(const struct bgs_save *s, uint64_t page)
+{
+	return bgs_page_saved(s, page) || in_unprotect_batch(s, page, 1);
+}
+
 /* Is @page the first page of a PMD-mapped THP block (seen by the scan)? */
 static bool huge_start(const struct bgs_save *s, uint64_t page)
 {
@@ -119,7 +138,7 @@ static void unit_of(const struct bgs_save *s, const struct bgs_region *r,
 	 * page by page. */
 	if (bgs_region_is_anon(r) && *n > 1) {
 		for (uint64_t p = *first; p < *first + *n; p++) {
-			if (bgs_page_saved(s, p)) {
+			if (taken(s, p)) {
 				*first = page;
 				*n = 1;
 				return;
@@ -306,6 +325,45 @@ static int unprotect(struct bgs_save *s, const struct bgs_region *r,
 	return 0;
 }
 
+/* ---- the scan's unprotects, in batches ---------------------------------- */
+
+/* Step 4 for the batch: unprotect it, then mark it saved. */
+static int flush_unprotects(struct bgs_save *s)
+{
+	const struct bgs_region *r = s->unprotect_r;
+	const uint64_t first = s->unprotect_first, n = s->unprotect_n;
+	int ret;
+
+	if (!n)
+		return 0;
+	s->unprotect_n = 0;
+	ret = unprotect(s, r, bgs_page_addr(r, first), n * BGS_PAGE_SIZE);
+	if (!ret)
+		mark_saved(s, first, n);
+	return ret;
+}
+
+/* Step 4 for a run of the scan: it joins the batch if it follows it, and
+ * the batch is unprotected once full, or when the next run will not. */
+static int unprotect_later(struct bgs_save *s, const struct bgs_region *r,
+			   uint64_t page, uint64_t n)
+{
+	if (s->unprotect_n && (r != s->unprotect_r ||
+			       page != s->unprotect_first + s->unprotect_n ||
+			       s->unprotect_n + n > BGS_UNPROTECT_PAGES)) {
+		const int ret = flush_unprotects(s);
+
+		if (ret)
+			return ret;
+	}
+	if (!s->unprotect_n) {
+		s->unprotect_r = r;
+		s->unprotect_first = page;
+	}
+	s->unprotect_n += n;
+	return s->unprotect_n >= BGS_UNPROTECT_PAGES ? flush_unprotects(s) : 0;
+}
+
 /*
  * An incremental save against a parent file (not tracked since): is page
  * @p, as read into @content, the same as in the parent? Anything the
@@ -489,9 +547,11 @@ static int track_and_unprotect(struct bgs_save *s, const struct bgs_region *r,
 }
 
 /*
- * Steps 2 and 4 for a run whose pages are all copied out. While tracking
- * goes on after the save, pages stay protected unless a writer waits on
- * them: then @faulted is their content, else NULL.
+ * Steps 2 and 4 for a run whose pages are all copied out. A writer waits
+ * on a faulted run: @faulted is its content, and it is unprotected now;
+ * a run of the scan (@faulted NULL) joins the unprotect batch. While
+ * tracking goes on after the save, pages stay protected unless a writer
+ * waits on them.
  */
 static int release_run(struct bgs_save *s, const struct bgs_region *r,
 		       uint64_t page, uint64_t n, const uint8_t *faulted)
@@ -506,10 +566,14 @@ static int release_run(struct bgs_save *s, const struct bgs_region *r,
 			ret = verify_protected(s, r, addr, n * BGS_PAGE_SIZE);
 			bgs_stage_lap(&s->cpu_copy, t);
 		}
-		if (!ret && s->keep_tracking && faulted)
+		if (ret)
+			return ret;
+		if (s->keep_tracking && faulted)
 			ret = track_and_unprotect(s, r, page, n, faulted);
-		else if (!ret && !s->keep_tracking)
+		else if (!s->keep_tracking && faulted)
 			ret = unprotect(s, r, addr, n * BGS_PAGE_SIZE);
+		else if (!s->keep_tracking)
+			return unprotect_later(s, r, page, n);
 	}
 	if (!ret)
 		mark_saved(s, page, n);
@@ -562,9 +626,9 @@ static void fault_window(const struct bgs_save *s, const struct bgs_region *r,
 
 	if (*n != 1 || s->keep_tracking)
 		return;
-	while (a > lo && !bgs_page_saved(s, a - 1))
+	while (a > lo && !taken(s, a - 1))
 		a--;
-	while (b < hi && !bgs_page_saved(s, b))
+	while (b < hi && !taken(s, b))
 		b++;
 	*first = a;
 	*n = b - a;
@@ -669,6 +733,9 @@ static void release_queued(struct bgs_save *s, struct held_runs *h)
 		s->faults++;
 		bgs_hist_add(&s->stall_wait, bgs_now_ns() - req.t_ns);
 		unit_of(s, r, req.page, true, &first, &n);
+		/* A page of the batch: its writer waits on the rest too. */
+		if (in_unprotect_batch(s, first, n) && flush_unprotects(s))
+			break;
 		if (bgs_page_saved(s, first)) {
 			wake_saved(s, r, first, n);
 			bgs_hist_add(&s->stall, bgs_now_ns() - req.t_ns);
@@ -802,20 +869,29 @@ static bool writer_ready(struct bgs_save *s, uint64_t n)
  */
 static bool bulk_step(struct bgs_save *s)
 {
-	const uint64_t page = next_unsaved(s, s->cursor);
-	const struct bgs_region *r = bgs_snap_region_of_page(s->h, page);
-	const uint64_t end = r->first_page + r->len / BGS_PAGE_SIZE;
-	const uint64_t chunk = r->page_size > BGS_PAGE_SIZE
-				       ? r->page_size / BGS_PAGE_SIZE
-				       : BGS_CHUNK_PAGES;
-	uint64_t first, n, done = 0;
+	uint64_t page = next_unsaved(s, s->cursor);
+	const struct bgs_region *r;
+	uint64_t end, chunk, first, n, done = 0;
 	struct bgs_job *job = NULL;
 	uint8_t *dst = NULL;
 
+	/* The scan goes elsewhere (after a fault), or all that is left is in
+	 * the batch: it grows no more. */
+	if (s->unprotect_n && page != s->unprotect_first + s->unprotect_n) {
+		if (flush_unprotects(s))
+			return true;
+		page = next_unsaved(s, s->cursor);
+		if (page == s->h->total_pages)
+			return true;
+	}
+	r = bgs_snap_region_of_page(s->h, page);
+	end = r->first_page + r->len / BGS_PAGE_SIZE;
+	chunk = r->page_size > BGS_PAGE_SIZE ? r->page_size / BGS_PAGE_SIZE
+					     : BGS_CHUNK_PAGES;
 	unit_of(s, r, page, false, &first, &n);
 	if (n == 1) {
 		while (n < BGS_RUN_PAGES && page + n < end &&
-		       !bgs_page_saved(s, page + n) &&
+		       !taken(s, page + n) &&
 		       !(bgs_region_is_anon(r) && huge_start(s, page + n)))
 			n++;
 	}
