@@ -146,6 +146,11 @@ set_tests_properties(bench_restore_smoke PROPERTIES TIMEOUT 60 LABELS bench)
 add_executable(bench_first_touch bench/bench_first_touch.c)
 target_link_libraries(bench_first_touch PRIVATE bgs_testcommon)
 
+# What an unprotect costs by its size (run by hand:
+# tests/bench/bench_unprotect.c).
+add_executable(bench_unprotect bench/bench_unprotect.c)
+target_link_libraries(bench_unprotect PRIVATE bgs_testcommon)
+
 # The Redis benchmark's client (issue 11): fill, probe, and the figures
 # and the picture of tests/bench/bench_redis.sh.
 add_executable(bench_redis_probe bench/bench_redis_probe.c)
