@@ -29,9 +29,9 @@
 #define BGS_RUN_PAGES  64u /* a bulk step: 256 KiB */
 /* The scan's runs unprotected in one ioctl, at most: 2 MiB. Each ioctl
  * flushes the TLB, which on a virtual machine may cost more than the
- * change of its pages: here 60-100 us an ioctl, against 0.15 s/GiB in
- * pages (0.33-0.43 s/GiB in 256 KiB ioctls, 0.19-0.25 in 2 MiB ones, and
- * nothing more to win above). */
+ * change of its pages (tests/bench/bench_unprotect.c, here: 1 GiB costs
+ * 0.31-0.38 s in 256 KiB ioctls, 0.17-0.19 in 2 MiB ones, 0.11-0.18 in
+ * one). */
 #define BGS_UNPROTECT_PAGES 512u
 /* Pages copied between two looks at the ring, a fault's longest wait,
  * and the scan's record: 128 KiB, twice lz4's window. Records of 32 KiB
@@ -259,12 +259,7 @@ struct bgs_save {
 					 * the copier's */
 	uint8_t *huge;		 /* bit per page: start of a PMD-mapped
 					 * THP block. Copier. */
-	/* Copier: pages the scan stored, in one run of one region, still
-	 * protected and not yet marked saved: they are unprotected together
-	 * (BGS_UNPROTECT_PAGES at most), then marked. */
-	const struct bgs_region *unprotect_r;
-	uint64_t unprotect_first, unprotect_n;
-	uint8_t *staging; /* copier: pages read from the owner */
+	uint8_t *staging;	 /* copier: pages read from the owner */
 	size_t staging_len;
 	uint8_t *read_count; /* copier: reads per page (tests) */
 	struct bgs_ring ring;
@@ -300,7 +295,12 @@ struct bgs_save {
 	uint64_t pages_by_scan, pages_by_fault, pages_unpopulated; /* copier */
 	uint64_t pages_parent;					   /* copier */
 	uint64_t faults;					   /* copier */
-	uint64_t cursor;		  /* copier: where the scan resumes */
+	uint64_t cursor; /* copier: where the scan resumes */
+	/* Copier: pages the scan stored, in one run of one region, still
+	 * protected and not yet marked saved: they are unprotected together
+	 * (BGS_UNPROTECT_PAGES at most), then marked. */
+	const struct bgs_region *unprotect_r;
+	uint64_t unprotect_first, unprotect_n;
 	uint64_t cpu_copy, cpu_unprotect; /* copier: its CPU ns in them, */
 	uint32_t stage_seed;		  /* sampled (bgs_stage_start) */
 	unsigned threads;		  /* compression workers asked for */
