@@ -330,12 +330,13 @@ static int unprotect(struct bgs_save *s, const struct bgs_region *r,
 /* Step 4 for the batch: unprotect it, then mark it saved. */
 static int flush_unprotects(struct bgs_save *s)
 {
-	const struct bgs_region *r = s->unprotect_r;
 	const uint64_t first = s->unprotect_first, n = s->unprotect_n;
+	const struct bgs_region *r;
 	int ret;
 
 	if (!n)
 		return 0;
+	r = bgs_snap_region_of_page(s->h, first);
 	s->unprotect_n = 0;
 	ret = unprotect(s, r, bgs_page_addr(r, first), n * BGS_PAGE_SIZE);
 	if (!ret)
@@ -343,23 +344,22 @@ static int flush_unprotects(struct bgs_save *s)
 	return ret;
 }
 
-/* Step 4 for a run of the scan: it joins the batch if it follows it, and
- * the batch is unprotected once full, or when the next run will not. */
+/* Step 4 for a run of the scan: it joins the batch if it follows it in
+ * the same region, and the batch is unprotected once full, or when the
+ * next run will not. */
 static int unprotect_later(struct bgs_save *s, const struct bgs_region *r,
 			   uint64_t page, uint64_t n)
 {
-	if (s->unprotect_n && (r != s->unprotect_r ||
-			       page != s->unprotect_first + s->unprotect_n ||
+	if (s->unprotect_n && (page != s->unprotect_first + s->unprotect_n ||
+			       page == r->first_page ||
 			       s->unprotect_n + n > BGS_UNPROTECT_PAGES)) {
 		const int ret = flush_unprotects(s);
 
 		if (ret)
 			return ret;
 	}
-	if (!s->unprotect_n) {
-		s->unprotect_r = r;
+	if (!s->unprotect_n)
 		s->unprotect_first = page;
-	}
 	s->unprotect_n += n;
 	return s->unprotect_n >= BGS_UNPROTECT_PAGES ? flush_unprotects(s) : 0;
 }

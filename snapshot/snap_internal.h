@@ -299,7 +299,6 @@ struct bgs_save {
 	/* Copier: pages the scan stored, in one run of one region, still
 	 * protected and not yet marked saved: they are unprotected together
 	 * (BGS_UNPROTECT_PAGES at most), then marked. */
-	const struct bgs_region *unprotect_r;
 	uint64_t unprotect_first, unprotect_n;
 	uint64_t cpu_copy, cpu_unprotect; /* copier: its CPU ns in them, */
 	uint32_t stage_seed;		  /* sampled (bgs_stage_start) */

@@ -73,13 +73,6 @@ static double copy_one_way(enum way w, size_t size, const uint8_t *src)
 	return (double)t / 1e9 * (double)(1u << 30) / (double)size;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	const double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 int main(int argc, char **argv)
 {
 	size_t size = 1024u << 20;
@@ -106,8 +99,8 @@ int main(int argc, char **argv)
 
 		for (int i = 0; i < repeats; i++)
 			t[i] = copy_one_way(w, size, src);
-		qsort(t, (size_t)repeats, sizeof(t[0]), cmp_double);
-		printf("%-10s %.3f\n", way_name[w], t[repeats / 2]);
+		printf("%-10s %.3f\n", way_name[w],
+		       tu_median(t, (size_t)repeats));
 	}
 	free(src);
 	return 0;

@@ -85,13 +85,6 @@ static double unprotect_ranges(size_t pages)
 	return (double)t / 1e3 / RANGE_CALLS;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	const double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 /* The median of @repeats of @f(@arg), alone and beside a running thread. */
 static void measure(double (*f)(size_t), size_t arg, int repeats, double out[2])
 {
@@ -107,8 +100,7 @@ static void measure(double (*f)(size_t), size_t arg, int repeats, double out[2])
 		atomic_store(&spin_stop, true);
 		if (beside)
 			pthread_join(spinner, NULL);
-		qsort(t, (size_t)repeats, sizeof(t[0]), cmp_double);
-		out[beside] = t[repeats / 2];
+		out[beside] = tu_median(t, (size_t)repeats);
 	}
 }
 

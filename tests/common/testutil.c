@@ -164,6 +164,19 @@ int tu_wait_msg(const struct bgs_uffd *u, struct uffd_msg *msg, int timeout_ms)
 	}
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+	const double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+double tu_median(double *v, size_t n)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return v[n / 2];
+}
+
 uint64_t tu_now_ns(void)
 {
 	struct timespec ts;

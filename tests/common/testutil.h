@@ -39,6 +39,8 @@ bool tu_hugetlb_reserve(unsigned n);
 int tu_wait_msg(const struct bgs_uffd *u, struct uffd_msg *msg, int timeout_ms);
 
 uint64_t tu_now_ns(void);
+/* The median of @n figures (sorts them). */
+double tu_median(double *v, size_t n);
 /* tests/ceph/cluster.sh @cmd (kill-osd, start-osd) on the fixture's
  * cluster, for a test run by tests/ceph/with_cluster.sh: its exit status. */
 int tu_ceph_cluster(const char *cmd);
