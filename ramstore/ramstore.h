@@ -256,9 +256,11 @@ uint64_t bgs_rs_writer_pages_since(const struct rs_writer *w, uint64_t since);
 
 /*
  * lz4 alone on @len bytes at @src, in blocks of a record's most pages, the
- * way the writer compresses them with acceleration @accel: the nanoseconds
- * it took, and the bytes it would store (a block lz4 cannot shrink counts
- * raw). The floor a save's compression is read against.
+ * way the writer compresses them with acceleration @accel: the calling
+ * thread's CPU nanoseconds it took, and the bytes it would store (a block
+ * lz4 cannot shrink counts raw). The floor a save's compression is read
+ * against, in the unit a save's stages are counted in: CPU time, not the
+ * wall clock, which on a shared host also counts other tasks' turns.
  */
 int bgs_rs_measure_lz4(const void *src, size_t len, int accel, uint64_t *ns,
 		       uint64_t *stored);

@@ -207,7 +207,7 @@ struct bgsnap_floors {
 	double write_protect_ms; /* protecting all of @mem at once, median of 3 */
 	double fault_p50_us;	 /* a write to a protected page, until a */
 	double fault_p99_us;	 /* second thread has unprotected its unit */
-	double lz4_gib_s;	 /* lz4 alone, in the store's record size */
+	double lz4_gib_s;	 /* lz4 alone in records, GiB per CPU second */
 	double lz4_ratio;	 /* raw over compressed bytes */
 	/* fault_p50_us with the two threads pinned to one CPU, and to two
 	 * (NAN where the caller may run on one CPU only) */
