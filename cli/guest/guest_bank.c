@@ -3,10 +3,14 @@
 #include "guest_client.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BANK_MAGIC   0x4b4e41424e534742ULL /* "BGSNBANK" */
 #define PAGE	     4096u
@@ -391,12 +395,22 @@ static void sleep_until(uint64_t when)
 		  NULL);
 }
 
+/* Asleep, not polling: a held guest's writers would otherwise take a CPU
+ * share from what runs beside it (a bench's Ceph cluster, say). */
 static void wait_held(struct bank *b)
 {
 	atomic_fetch_add(&b->held, 1);
 	while (atomic_load(&b->hold) && !atomic_load(&b->stop))
-		nanosleep(&(struct timespec){ 0, 50000 }, NULL);
+		syscall(SYS_futex, &b->hold, FUTEX_WAIT_PRIVATE, 1, NULL, NULL,
+			0);
 	atomic_fetch_sub(&b->held, 1);
+}
+
+static void end_hold(struct bank *b)
+{
+	atomic_store(&b->hold, 0);
+	syscall(SYS_futex, &b->hold, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL,
+		0);
 }
 
 static void *writer_main(void *arg)
@@ -474,6 +488,7 @@ void bank_stop(struct bank *b)
 {
 	atomic_store(&b->stop, true);
 	atomic_store(&b->paused, false);
+	end_hold(b); /* after stop: a writer about to sleep sees either */
 	for (unsigned i = 0; i < b->nwriters; i++)
 		pthread_join(b->writer[i].thread, NULL);
 	b->nwriters = 0;
@@ -506,13 +521,13 @@ void bank_resume(struct bank *b)
 
 void bank_hold(struct bank *b)
 {
-	atomic_store(&b->hold, true);
+	atomic_store(&b->hold, 1);
 	wait_count(&b->held, b->nwriters);
 }
 
 void bank_release(struct bank *b)
 {
-	atomic_store(&b->hold, false);
+	end_hold(b);
 	wait_count(&b->held, 0);
 }
 

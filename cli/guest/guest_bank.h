@@ -73,7 +73,8 @@ struct bank {
 	_Atomic bool stop;
 	_Atomic bool paused; /* writers park where they are */
 	_Atomic unsigned parked;
-	_Atomic bool hold; /* writers park between transfers */
+	/* 1: writers park between transfers, asleep on it (a futex word) */
+	_Atomic uint32_t hold;
 	_Atomic unsigned held;
 	struct bank_writer writer[BANK_MAX_WRITERS];
 	/* Set by the controlling thread, read by the writers: the window
