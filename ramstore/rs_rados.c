@@ -173,6 +173,7 @@ struct rs_rados {
 	pthread_mutex_t lock;
 	struct cached cache[CACHE_OBJECTS];
 	uint64_t clock;
+	_Atomic uint64_t bytes_read; /* of data objects, in place */
 	/* An operation got no answer within the timeout: the cluster is
 	 * taken for down, and nothing after waits the timeout again. Every
 	 * read fails at once (a lazy restore's fill reads thousands of
@@ -1621,18 +1622,25 @@ out:
 
 /*
  * A lazy restore reads records where its faults fall, and then the rest
- * in order. A record-sized read (WHOLE_MIN to WHOLE_MAX bytes) that
- * continues the same thread's last one (the fill) takes the whole data
- * object, checked against the head, and keeps it for the reads that
- * follow. Any other reads only its own bytes, one read, which the
- * record's own checksums cover: a fault; the small reads that open the
- * snapshot, and its index, one large read, before the owner may resume
- * (a whole object there cost 4-14 ms of a 1 GiB restore's resume).
+ * in order. A record-sized read (WHOLE_MIN to WHOLE_MAX bytes) in the
+ * data object of its thread's last such read, or in one next to it,
+ * takes the whole object, checked against the head, and keeps it for the
+ * reads that follow: the fill, and faults that walk the memory either
+ * way (read-ahead). Any other reads only its own bytes, one read, which
+ * the record's own checksums cover: a fault far from the last (a whole
+ * object costs it 8-16 ms here, its record a small read); the reads that
+ * open the snapshot, and its index, before the owner may resume (a whole
+ * object there cost 4-14 ms of a 1 GiB restore's resume).
+ *
+ * (Continuing the thread's last read is no sign: the reader reads a
+ * record's header and then its payload, so every payload continues.)
  */
 #define WHOLE_MIN 4096u
 #define WHOLE_MAX (RS_RADOS_OBJECT / 8)
 
-static __thread uint64_t last_end; /* this thread's last read's end + 1 */
+/* This thread's last record-sized read: its source and data object. */
+static __thread const struct rs_rados *last_source;
+static __thread uint64_t last_object;
 
 static bool cache_copy(struct rs_rados *r, uint64_t index, uint64_t in,
 		       void *buf, size_t len)
@@ -1706,6 +1714,8 @@ static int fetch_whole(struct rs_rados *r, uint64_t index)
 		return -ENOMEM;
 	data_name(r, h->upload, index, oid, sizeof(oid));
 	ret = read_result(lib.rados_read(r->io, oid, (char *)obj, len, 0), len);
+	if (!ret)
+		atomic_fetch_add(&r->bytes_read, len);
 	if (!ret && bgs_rs_hash(obj, len) != get64(h->sums + index * 8))
 		ret = RS_ECHECKSUM;
 	if (ret) {
@@ -1717,22 +1727,25 @@ static int fetch_whole(struct rs_rados *r, uint64_t index)
 }
 
 /* @n bytes at @in of data object @index: from the cache, else the whole
- * object when @in_order, else (or if it was evicted at once) its own. */
+ * object when @whole, else (or if it was evicted at once) its own. */
 static int read_piece(struct rs_rados *r, uint64_t index, uint64_t in,
-		      uint8_t *p, size_t n, bool in_order)
+		      uint8_t *p, size_t n, bool whole)
 {
 	char oid[NAME_MAX_LEN + 64];
 	int ret;
 
 	if (cache_copy(r, index, in, p, n))
 		return 0;
-	if (in_order) {
+	if (whole) {
 		ret = fetch_whole(r, index);
 		if (ret || cache_copy(r, index, in, p, n))
 			return ret;
 	}
 	data_name(r, r->src->upload, index, oid, sizeof(oid));
-	return read_result(lib.rados_read(r->io, oid, (char *)p, n, in), n);
+	ret = read_result(lib.rados_read(r->io, oid, (char *)p, n, in), n);
+	if (!ret)
+		atomic_fetch_add(&r->bytes_read, n);
+	return ret;
 }
 
 static int source_read(void *ctx, void *buf, size_t len, uint64_t off)
@@ -1745,6 +1758,16 @@ static int source_read(void *ctx, void *buf, size_t len, uint64_t off)
 		return RS_ETRUNCATED;
 	if (atomic_load(&r->down))
 		return -ETIMEDOUT;
+	const uint64_t object = off / h->object_size;
+	const bool record = len >= WHOLE_MIN && len <= WHOLE_MAX;
+	const bool near = record && last_source == r &&
+			  object + 1 >= last_object &&
+			  object <= last_object + 1;
+
+	if (record) {
+		last_source = r;
+		last_object = object;
+	}
 	while (len) {
 		const uint64_t index = off / h->object_size;
 		const uint64_t in = off % h->object_size;
@@ -1756,9 +1779,7 @@ static int source_read(void *ctx, void *buf, size_t len, uint64_t off)
 			return RS_ECORRUPT;
 		left = object_len(h, index) - in;
 		n = len < left ? len : (size_t)left;
-		ret = read_piece(r, index, in, p, n,
-				 last_end == off + 1 && n >= WHOLE_MIN &&
-					 n <= WHOLE_MAX);
+		ret = read_piece(r, index, in, p, n, near);
 		if (ret == -ETIMEDOUT)
 			atomic_store(&r->down, true);
 		if (ret)
@@ -1766,9 +1787,13 @@ static int source_read(void *ctx, void *buf, size_t len, uint64_t off)
 		p += n;
 		off += n;
 		len -= n;
-		last_end = off + 1;
 	}
 	return 0;
+}
+
+uint64_t bgs_rs_rados_bytes_read(const struct rs_rados *r)
+{
+	return atomic_load(&r->bytes_read);
 }
 
 int bgs_rs_rados_source(struct rs_rados *r, struct rs_source *src,

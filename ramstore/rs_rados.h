@@ -123,13 +123,16 @@ int bgs_rs_rados_download(struct rs_rados *r, int fd, struct rs_diag *diag);
 
 /*
  * Read the snapshot in place, for bgs_rs_open_source() (a lazy restore):
- * a record-sized read (4 to 512 KiB) that continues its thread's last
- * one takes the whole data object, checked against the head, and keeps a
- * few of them; any other reads only its own bytes (the records' checksums
+ * a record-sized read (4 to 512 KiB) in or next to the data object of
+ * its thread's last one takes the whole object, checked against the
+ * head, and keeps a few of them; any other reads only its own bytes (the records' checksums
  * cover them). @r must outlive the reader.
  */
 int bgs_rs_rados_source(struct rs_rados *r, struct rs_source *src,
 			struct rs_diag *diag);
+/* Bytes of data objects read in place through @r so far, whole objects
+ * read ahead included. */
+uint64_t bgs_rs_rados_bytes_read(const struct rs_rados *r);
 
 /* Call @each with the name of every object of the pool of @r that starts
  * with @prefix and may be a snapshot's head (none of an upload's data

@@ -4,10 +4,14 @@
  * library, against the cluster of the ceph_cluster fixture (run by
  * tests/ceph/with_cluster.sh):
  *   - the owner runs at once and finds every page as it was at the
- *     instant, served by reads of the faulted records only, while the fill
- *     reads the rest a whole object at a time;
+ *     instant, served by reads of the faulted records (and of their whole
+ *     objects as its faults walk the memory), while the fill reads the
+ *     rest a whole object at a time;
  *   - the same on a connection kept by bgsnap_ceph_connect(), which needs
  *     no configuration any more, until bgsnap_ceph_config() drops it;
+ *   - what the reads in place fetch: a record far from the last one read,
+ *     its own bytes; a second in the same object, the object whole (read
+ *     ahead); a third there, nothing;
  *   - the OSD killed while it restores: the owner is not left waiting for
  *     ever; the pages not placed yet raise SIGBUS once the operation
  *     timeout has passed, those placed are the snapshot's, and the
@@ -16,6 +20,8 @@
 #include "testutil.h"
 #include "guest_bank.h"
 #include "bgsnap.h"
+#include "rs_rados.h"
+#include "snap_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,14 +44,21 @@ static struct bgsnap *with_region(char *mem, size_t len)
 }
 
 /* A snapshot of @len bytes of @mem in the pool. */
-static void save_to_pool(char *mem, size_t len)
+static void save_to_pool_as(char *mem, size_t len,
+			    enum bgsnap_compression compression)
 {
-	struct bgsnap_save_opts o = { .size = sizeof(o) };
+	struct bgsnap_save_opts o = { .size = sizeof(o),
+				      .compression = compression };
 	struct bgsnap *h = with_region(mem, len);
 
 	if (bgsnap_save(h, target, &o))
 		fail_msg("save to %s: %s", target, bgsnap_last_error(h));
 	bgsnap_free(h);
+}
+
+static void save_to_pool(char *mem, size_t len)
+{
+	save_to_pool_as(mem, len, BGSNAP_COMPRESS_LZ4);
 }
 
 static char *fresh(size_t len)
@@ -101,6 +114,101 @@ static void lazy_round_trip(const char *src, size_t len, const char *how)
 		fail_msg("%s", why);
 	bgsnap_free(h);
 	munmap(dst, len);
+}
+
+/* Data object of the record of extent @e, or -1 if the record crosses
+ * into the next one. */
+static int64_t object_of(const struct rs_reader *rd, const struct rs_extent *e)
+{
+	const uint64_t first = e->offset / RS_RADOS_OBJECT;
+	const uint64_t end = e->offset + bgs_rs_rechdr_len(rd) + e->stored_len;
+
+	return (end - 1) / RS_RADOS_OBJECT == first ? (int64_t)first : -1;
+}
+
+/* The @nth (from 0) extent of a record-sized record wholly in data
+ * object @object, or NULL. */
+static const struct rs_extent *record_in(const struct rs_reader *rd,
+					 int64_t object, unsigned nth)
+{
+	for (size_t i = 0; i < bgs_rs_extent_count(rd); i++) {
+		const struct rs_extent *e = bgs_rs_extent(rd, i);
+
+		if (e->encoding == RS_ENC_RAW && e->stored_len >= 4096 &&
+		    object_of(rd, e) == object && !nth--)
+			return e;
+	}
+	return NULL;
+}
+
+/* Bytes fetched from the pool to decode @e. */
+static uint64_t fetched_for(struct rs_rados *r, const struct rs_reader *rd,
+			    struct rs_decoder *dec, const struct rs_extent *e,
+			    void *buf)
+{
+	const uint64_t before = bgs_rs_rados_bytes_read(r);
+	const size_t i = (size_t)(e - bgs_rs_extent(rd, 0));
+	struct rs_diag d = { 0 };
+
+	if (bgs_rs_decode_to(rd, dec, i, buf, &d) < 0)
+		fail_msg("decoding extent %zu: %s", i, d.msg);
+	return bgs_rs_rados_bytes_read(r) - before;
+}
+
+/*
+ * A fault fetches its record, not its data object (8-16 ms here against
+ * a small read's fraction of one); a second record in the same object
+ * fetches the object whole, for the reads that follow it there. Records
+ * stored raw, so that objects hold many of them; read by this thread,
+ * whose last read (the index, at the end) is far from the object used.
+ */
+static void test_reads_fetch_what_they_need(void **state)
+{
+	const size_t len = 64 * MiB;
+	char *src = fresh(len), msg[512];
+	uint8_t *buf = malloc(RS_RECORD_MAX_PAGES * PG);
+	const struct rs_extent *a, *b, *c, *far;
+	struct rs_decoder *dec;
+	struct rs_reader *rd;
+	struct rs_rados *r;
+	int64_t objects = 0, k;
+
+	(void)state;
+	assert_non_null(buf);
+	assert_int_equal(bank_format(src, len - MiB, tu_seed()), 0);
+	save_to_pool_as(src, len, BGSNAP_COMPRESS_NONE);
+	if (bgs_snap_rados_in_open(target, &r, &rd, msg, sizeof(msg)))
+		fail_msg("opening %s in place: %s", target, msg);
+	assert_int_equal(bgs_rs_decoder_new(&dec), 0);
+	for (size_t i = 0; i < bgs_rs_extent_count(rd); i++) {
+		const struct rs_extent *e = bgs_rs_extent(rd, i);
+		const int64_t o = (int64_t)(e->offset / RS_RADOS_OBJECT);
+
+		objects = o + 1 > objects ? o + 1 : objects;
+	}
+	assert_true(objects >= 6); /* the index is in the last */
+	k = objects / 2;
+	a = record_in(rd, k, 0);
+	b = record_in(rd, k, 1);
+	c = record_in(rd, k, 2);
+	far = record_in(rd, k - 2, 0);
+	assert_true(a && b && c && far);
+
+	assert_int_equal(fetched_for(r, rd, dec, a, buf),
+			 bgs_rs_rechdr_len(rd) + a->stored_len);
+	/* its header alone, then, from its payload on, the object */
+	assert_int_equal(fetched_for(r, rd, dec, b, buf),
+			 bgs_rs_rechdr_len(rd) + RS_RADOS_OBJECT);
+	assert_int_equal(fetched_for(r, rd, dec, c, buf), 0);
+	assert_int_equal(fetched_for(r, rd, dec, far, buf),
+			 bgs_rs_rechdr_len(rd) + far->stored_len);
+	assert_memory_equal(buf, src + far->first * PG, far->npages * PG);
+
+	bgs_rs_decoder_free(dec);
+	bgs_rs_close(rd);
+	bgs_snap_rados_in_close(r);
+	free(buf);
+	munmap(src, len);
 }
 
 static void test_lazy_round_trip(void **state)
@@ -208,6 +316,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_lazy_round_trip),
 		cmocka_unit_test(test_lazy_kept_connection),
+		cmocka_unit_test(test_reads_fetch_what_they_need),
 		cmocka_unit_test(test_lazy_osd_killed),
 	};
 
