@@ -3,7 +3,7 @@
 # command, on the project's one-node test cluster (tests/ceph/cluster.sh):
 #
 #   tests/bench/bench_rados.sh [--size 2G] [--seconds 4] [--rounds 2]
-#                              [--dir DIR]
+#                              [--dir DIR] [--shared-cpus]
 #
 # Each round starts a fresh cluster (bluestore frees space lazily: a second
 # round on the same OSD would run out of it), its OSD file sized for what
@@ -20,9 +20,20 @@
 #   in-process    the guest's own save (the library, reading its memory in
 #                 place) to rados://, compress=none, writers held
 # and prints each as MB/s (10^6 bytes a second, as rados bench does) with
-# its ratio to the rados bench of its round. Needs root (the cluster's
-# daemons, ptrace); ceph packages come from tests/ceph/ceph_lib.sh.
-# Exit 1 on any failure.
+# its ratio to the rados bench of its round. Then, the guest's two writers
+# let go, what a save costs them:
+#   stall         'bgsnap save --pid GUEST --compress none --json' into a
+#                 file in DIR and into rados://, in an order that
+#                 alternates: the write faults' stall p50, p99 and max and
+#                 the blackout, and their medians over the rounds with
+#                 rados:// over the file as a ratio.
+# With two CPUs or more the cluster's daemons run on the last CPU, and the
+# guest, bgsnap and rados bench on the others, as if the cluster were
+# another host's; --shared-cpus lets all run anywhere, which measures the
+# clients' CPU as much as the store (the OSD needs about a CPU of its own
+# at these rates, and a client's every cycle is taken from it).
+# Needs root (the cluster's daemons, ptrace); ceph packages come from
+# tests/ceph/ceph_lib.sh. Exit 1 on any failure.
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/../.."
@@ -32,13 +43,15 @@ size=2G
 seconds=4
 rounds=2
 dir=/var/tmp
+split_cpus=1
 while (($#)); do
 	case "$1" in
 	--size) size=$2; shift ;;
 	--seconds) seconds=$2; shift ;;
 	--rounds) rounds=$2; shift ;;
 	--dir) dir=$2; shift ;;
-	-h|--help) sed -n '2,25s/^# \{0,1\}//p' "$0"; exit 0 ;;
+	--shared-cpus) split_cpus=0 ;;
+	-h|--help) sed -n '2,36s/^# \{0,1\}//p' "$0"; exit 0 ;;
 	*) echo "bench_rados: unknown option '$1' (see --help)" >&2; exit 2 ;;
 	esac
 	shift
@@ -50,8 +63,21 @@ die() { say "error: $*"; exit 1; }
 size_bytes=$(numfmt --from=iec "$size" 2>/dev/null) ||
 	die "--size: '$size' is not a size (512M, 2G)"
 [[ $seconds =~ ^[1-9][0-9]*$ ]] || die "--seconds: '$seconds' is not a number"
-# Room for both saves and a bench at up to 1.5 GB/s, and 4 GiB to spare.
-export BGSNAP_CEPH_OSD_GIB=$(((2 * size_bytes + seconds * 1500000000) / (1 << 30) + 4))
+# Room for the three saves and a bench at up to 1.5 GB/s, and 4 GiB to
+# spare.
+export BGSNAP_CEPH_OSD_GIB=$(((3 * size_bytes + seconds * 1500000000) / (1 << 30) + 4))
+last_cpu=$(($(nproc) - 1))
+((last_cpu > 0)) || split_cpus=0
+# Where the clients run: 'on_clients CMD...'.
+client_cpus=0-$((last_cpu - 1))
+((last_cpu == 1)) && client_cpus=0
+on_clients() {
+	if ((split_cpus)); then
+		taskset -c "$client_cpus" "$@"
+	else
+		"$@"
+	fi
+}
 
 say "building bgsnap"
 cmake --build build -j"$(nproc)" --target bgsnap_cli >/dev/null ||
@@ -79,7 +105,8 @@ mbps() {
 }
 
 rados_bench() {
-	rados --id "$BGSNAP_CEPH_ID" -p "$BGSNAP_CEPH_POOL" bench "$seconds" write \
+	on_clients rados --id "$BGSNAP_CEPH_ID" -p "$BGSNAP_CEPH_POOL" \
+		bench "$seconds" write \
 		-b 4194304 -t 8 --no-cleanup 2>&1 |
 		awk '/^Bandwidth \(MB\/sec\):/ { print int($3 + 0.5) }'
 }
@@ -112,7 +139,7 @@ stop_guest() {
 # The two saves, as MB/s: bytes_written over elapsed_s.
 save_pid() {
 	local out
-	out=$("$bgsnap" save --pid "$guest_pid" \
+	out=$(on_clients "$bgsnap" save --pid "$guest_pid" \
 		-o "rados://$BGSNAP_CEPH_POOL/pid-$1" --compress none \
 		--ceph-id "$BGSNAP_CEPH_ID" --json -q) ||
 		die "bgsnap save --pid failed"
@@ -129,6 +156,37 @@ save_in_process() {
 		"$(json_num elapsed_s <<<"$out")"
 }
 
+# pin_cluster_apart: the cluster's daemons (all their threads) on the last
+# CPU, the guest on the clients' CPUs.
+pin_cluster_apart() {
+	local f
+	for f in "$cluster"/run/*.pid; do
+		taskset -a -p -c "$last_cpu" "$(cat "$f")" >/dev/null ||
+			die "cannot pin $(basename "$f" .pid) to CPU $last_cpu"
+	done
+	taskset -a -p -c "$client_cpus" "$guest_pid" >/dev/null ||
+		die "cannot pin the guest"
+}
+
+# save_stall file|rados ROUND: a save --pid under the writers; appends its
+# JSON report, tagged with where it went, to $work/stall.json.
+save_stall() {
+	local target=$work/stall-$2.bgs
+
+	[ "$1" = rados ] && target=rados://$BGSNAP_CEPH_POOL/stall-$2
+	on_clients "$bgsnap" save --pid "$guest_pid" -o "$target" \
+		--compress none --ceph-id "$BGSNAP_CEPH_ID" --json -q |
+		sed "s/^{/{\"into\":\"$1\",\"round\":$2,/" >>"$work/stall.json" ||
+		die "bgsnap save --pid into $1 failed"
+	rm -f "$work/stall-$2.bgs"
+}
+
+if ((split_cpus)); then
+	where="the cluster on CPU $last_cpu, the guest, bgsnap and rados bench on $client_cpus"
+else
+	where="all on the same CPUs (--shared-cpus)"
+fi
+echo "save throughput against rados bench, the guest's writers held, $where"
 printf '%-6s %12s %12s %12s %8s %8s\n' round "rados MB/s" "--pid MB/s" \
 	"in-proc MB/s" "--pid x" "in-pr x"
 for ((round = 1; round <= rounds; round++)); do
@@ -138,7 +196,9 @@ for ((round = 1; round <= rounds; round++)); do
 	eval "$(tests/ceph/cluster.sh env "$cluster")"
 	export CEPH_CONF
 	start_guest
-	# Held all round: its writers would take CPU from the cluster.
+	((split_cpus)) && pin_cluster_apart
+	# Held for the throughput: its writers would take CPU from the
+	# cluster.
 	guest hold >/dev/null
 	if ((round % 2)); then
 		rb=$(rados_bench); p=$(save_pid "$round")
@@ -146,6 +206,12 @@ for ((round = 1; round <= rounds; round++)); do
 	else
 		ip=$(save_in_process "$round"); p=$(save_pid "$round")
 		rb=$(rados_bench)
+	fi
+	guest release >/dev/null
+	if ((round % 2)); then
+		save_stall file "$round"; save_stall rados "$round"
+	else
+		save_stall rados "$round"; save_stall file "$round"
 	fi
 	stop_guest
 	tests/ceph/cluster.sh stop "$cluster" 2>/dev/null
@@ -155,3 +221,26 @@ for ((round = 1; round <= rounds; round++)); do
 		"$(awk -v a="$p" -v b="$rb" 'BEGIN { printf "%.2f", a / b }')" \
 		"$(awk -v a="$ip" -v b="$rb" 'BEGIN { printf "%.2f", a / b }')"
 done
+
+echo
+echo "fault stall: save --pid under the guest's 2 writers, --compress none, $where"
+python3 - "$work/stall.json" <<'EOF'
+import json, statistics, sys
+
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
+cols = (("elapsed_s", "elapsed s", 1), ("faults", "faults", 1),
+        ("stall_us_p50", "p50 us", 1), ("stall_us_p99", "p99 us", 1),
+        ("stall_us_max", "max ms", 1e-3), ("blackout_ms", "blackout ms", 1))
+print("%-6s %-6s" % ("round", "into") + "".join("%12s" % c[1] for c in cols))
+for r in rows:
+    print("%-6s %-6s" % (r["round"], r["into"]) +
+          "".join("%12.2f" % (r[k] * f) for k, _, f in cols))
+med = {into: {k: statistics.median(r[k] for r in rows if r["into"] == into)
+              for k, _, _ in cols} for into in ("file", "rados")}
+for into in ("file", "rados"):
+    print("%-13s" % ("median " + into) +
+          "".join("%12.2f" % (med[into][k] * f) for k, _, f in cols))
+print("%-13s" % "rados / file" +
+      "".join("%11.2fx" % (med["rados"][k] / med["file"][k])
+              if med["file"][k] else "%12s" % "-" for k, _, _ in cols))
+EOF
