@@ -1752,18 +1752,17 @@ static int source_read(void *ctx, void *buf, size_t len, uint64_t off)
 {
 	struct rs_rados *r = ctx;
 	const struct head *h = r->src;
+	const uint64_t object = off / h->object_size;
+	const bool record = len >= WHOLE_MIN && len <= WHOLE_MAX;
 	uint8_t *p = buf;
+	bool near;
 
 	if (off > h->bytes || len > h->bytes - off)
 		return RS_ETRUNCATED;
 	if (atomic_load(&r->down))
 		return -ETIMEDOUT;
-	const uint64_t object = off / h->object_size;
-	const bool record = len >= WHOLE_MIN && len <= WHOLE_MAX;
-	const bool near = record && last_source == r &&
-			  object + 1 >= last_object &&
-			  object <= last_object + 1;
-
+	near = record && last_source == r && object + 1 >= last_object &&
+	       object <= last_object + 1;
 	if (record) {
 		last_source = r;
 		last_object = object;
