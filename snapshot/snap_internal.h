@@ -396,7 +396,8 @@ int bgs_snap_target_refresh(struct bgsnap *h);
 int bgs_snap_target_current(struct bgsnap *h);
 #define BGS_MAPS_FRESH_NS (250ull * 1000 * 1000)
 /* Check that @g is still mapped as it was when added (its kind may move
- * between ANON and ANON_THP). */
+ * between ANON and ANON_THP); whether the kernel will write-protect it is
+ * left to the registration that follows. */
 int bgs_snap_check_region(struct bgsnap *h, struct bgs_region *g);
 void bgs_snap_set_error(struct bgsnap *h, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -83,12 +83,13 @@ static int register_regions(struct bgs_monitor *m)
 		r = bgs_uffd_register(&m->uffd, g->base, g->len,
 				      UFFDIO_REGISTER_MODE_WP, NULL);
 		if (r < 0) {
-			bgs_snap_set_error(h,
-					   "region '%s': cannot register "
-					   "it: %s",
-					   g->name,
-					   r == -EBUSY ? bgs_snap_uffd_holder(h)
-						       : strerror(-r));
+			bgs_snap_set_error(
+				h, "region '%s': cannot register it: %s",
+				g->name,
+				r == -EBUSY    ? bgs_snap_uffd_holder(h)
+				: r == -EINVAL ? "the kernel refuses to "
+						 "write-protect its memory"
+					       : strerror(-r));
 			return r == -EBUSY || r == -EINVAL ? BGSNAP_EUNSAFE : r;
 		}
 	}

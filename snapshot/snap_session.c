@@ -3,7 +3,10 @@
  * Handles, regions and attachments: what a save or restore works on.
  * A region's kind is read from /proc/self/smaps and then proved by a trial
  * UFFDIO_REGISTER on a throw-away uffd, which is the kernel's own answer to
- * "can this be write-protected" (QEMU probes the same way).
+ * "can this be write-protected" (QEMU probes the same way). Only when it is
+ * added: a save registers it at once after its check anyway, and closing
+ * the trial's uffd clears the write-protect bits of every page of the
+ * range, 106-161 ms for 4 GiB of memory in use here.
  */
 #include "snap_internal.h"
 
@@ -208,7 +211,7 @@ static int trial_register(uint64_t a, uint64_t len)
 }
 
 static int check_range(struct bgsnap *h, const char *name, uint64_t a,
-		       uint64_t len, enum bgsnap_kind *kind,
+		       uint64_t len, bool trial, enum bgsnap_kind *kind,
 		       uint32_t *page_size, uint16_t *prot)
 {
 	struct range_facts f;
@@ -264,6 +267,8 @@ static int check_range(struct bgsnap *h, const char *name, uint64_t a,
 				   name, *page_size >> 10);
 		return -EINVAL;
 	}
+	if (!trial)
+		return 0;
 	r = trial_register(a, len);
 	if (r == -EINVAL || r == -EBUSY) {
 		bgs_snap_set_error(h,
@@ -285,7 +290,7 @@ int bgs_snap_check_region(struct bgsnap *h, struct bgs_region *g)
 	enum bgsnap_kind kind;
 	uint32_t page_size;
 	uint16_t prot;
-	const int r = check_range(h, g->name, g->base, g->len, &kind,
+	const int r = check_range(h, g->name, g->base, g->len, false, &kind,
 				  &page_size, &prot);
 
 	if (r < 0)
@@ -394,8 +399,8 @@ BGSNAP_API int bgsnap_add_region(struct bgsnap *h, const char *name, void *addr,
 	}
 	r = validate_new_region(h, name, a, len);
 	if (!r)
-		r = check_range(h, name, a, len, &reg.kind, &reg.page_size,
-				&reg.prot);
+		r = check_range(h, name, a, len, true, &reg.kind,
+				&reg.page_size, &reg.prot);
 	if (!r)
 		r = insert_region(h, reg, name);
 	if (!r)
