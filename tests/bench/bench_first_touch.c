@@ -76,21 +76,16 @@ static double copy_one_way(enum way w, size_t size, const uint8_t *src)
 int main(int argc, char **argv)
 {
 	size_t size = 1024u << 20;
-	int repeats = 3, opt;
-	uint8_t *src = malloc(PIECE);
+	int repeats = 3;
+	uint8_t *src;
 
-	while ((opt = getopt(argc, argv, "s:r:")) != -1) {
-		if (opt == 's')
-			size = (size_t)strtoul(optarg, NULL, 10) << 20;
-		else if (opt == 'r')
-			repeats = atoi(optarg);
-		else
-			return 2;
-	}
-	if (!src || size < STEP || size % STEP || repeats < 1 || repeats > 99) {
-		fprintf(stderr, "usage: bench_first_touch [-s MiB, a multiple "
-				"of 2] [-r 1-99]\n");
+	if (tu_bench_args(argc, argv, "bench_first_touch", STEP, &size,
+			  &repeats))
 		return 2;
+	src = malloc(PIECE);
+	if (!src) {
+		perror("bench_first_touch");
+		return 1;
 	}
 	memset(src, 7, PIECE);
 	printf("%-10s %s\n", "memory", "s/GiB (median)");

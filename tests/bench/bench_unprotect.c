@@ -109,24 +109,13 @@ int main(int argc, char **argv)
 	static const size_t steps[] = { 64 * KiB, 256 * KiB, 2048 * KiB,
 					16384 * KiB, 0 /* all */ };
 	static const size_t pages[] = { 1, 4, 16, 32, 64 };
-	int repeats = 3, opt;
+	int repeats = 3;
 	double r[2];
 
 	size = 1024ul << 20;
-	while ((opt = getopt(argc, argv, "s:r:")) != -1) {
-		if (opt == 's')
-			size = (size_t)strtoul(optarg, NULL, 10) << 20;
-		else if (opt == 'r')
-			repeats = atoi(optarg);
-		else
-			return 2;
-	}
-	if (size < (16ul << 20) || size % (16ul << 20) || repeats < 1 ||
-	    repeats > 99) {
-		fprintf(stderr, "usage: bench_unprotect [-s MiB, a multiple "
-				"of 16] [-r 1-99]\n");
+	if (tu_bench_args(argc, argv, "bench_unprotect", 16ul << 20, &size,
+			  &repeats))
 		return 2;
-	}
 	tu_open_wp(&u); /* exits 77 where the kernel has no uffd-wp */
 	mem = mmap(NULL, size, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);

@@ -177,6 +177,28 @@ double tu_median(double *v, size_t n)
 	return v[n / 2];
 }
 
+int tu_bench_args(int argc, char **argv, const char *name, size_t step,
+		  size_t *size, int *repeats)
+{
+	int opt;
+
+	while ((opt = getopt(argc, argv, "s:r:")) != -1) {
+		if (opt == 's')
+			*size = (size_t)strtoul(optarg, NULL, 10) << 20;
+		else if (opt == 'r')
+			*repeats = atoi(optarg);
+		else
+			return 2;
+	}
+	if (*size < step || *size % step || *repeats < 1 || *repeats > 99) {
+		fprintf(stderr,
+			"usage: %s [-s MiB, a multiple of %zu] [-r 1-99]\n",
+			name, step >> 20);
+		return 2;
+	}
+	return 0;
+}
+
 uint64_t tu_now_ns(void)
 {
 	struct timespec ts;

@@ -41,6 +41,11 @@ int tu_wait_msg(const struct bgs_uffd *u, struct uffd_msg *msg, int timeout_ms);
 uint64_t tu_now_ns(void);
 /* The median of @n figures (sorts them). */
 double tu_median(double *v, size_t n);
+/* A bench's options: -s MiB (a multiple of @step bytes) into *@size and
+ * -r 1-99 into *@repeats, each kept where not given. 0, or 2 after a
+ * usage line naming @name. */
+int tu_bench_args(int argc, char **argv, const char *name, size_t step,
+		  size_t *size, int *repeats);
 /* tests/ceph/cluster.sh @cmd (kill-osd, start-osd) on the fixture's
  * cluster, for a test run by tests/ceph/with_cluster.sh: its exit status. */
 int tu_ceph_cluster(const char *cmd);
